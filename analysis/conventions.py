@@ -1,0 +1,134 @@
+"""Why FLOP counters disagree: each tool's counting rule applied to the same per-layer table.
+
+All counters agree on the conv + fc core (multiply-accumulates of the weights). They differ in what
+else they count. The rules below are the tools' documented per-op rules (torchinfo 1.8, fvcore's
+jit handles in eval mode, thop's module hooks, ptflops' PyTorch-backend module hooks); torchinfo's is
+verified exactly by our tests, the others are reconstructions from those rules, so versions of those
+tools that change a rule will differ by that op's column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .costs import layer_table
+from .specs import ResNetSpec
+
+
+@dataclass(frozen=True)
+class Convention:
+    name: str
+    unit: str
+    rule: str
+    # weights per column of the layer table: total = sum(weight * column)
+    weights: tuple[tuple[str, float], ...]
+
+
+CONVENTIONS: tuple[Convention, ...] = (
+    Convention(
+        "paper (He et al. 2015, Table 1)", "multiply-adds",
+        "conv + fc multiply-adds only; the paper's 'FLOPs' are MACs. Its bottleneck is v1 (stride on "
+        "the first 1x1), so compare with the v1 variant.",
+        (("macs", 1),),
+    ),
+    Convention(
+        "torchinfo 1.8 (mult-adds)", "multiply-adds",
+        "conv: params x output H x W; every other layer with parameters adds its parameter count "
+        "once (fc weight + bias, BatchNorm gamma + beta). ReLU, pooling, add: 0.",
+        (("macs", 1), ("bias_adds", 1), ("bn_params", 1)),
+    ),
+    Convention(
+        "fvcore (eval mode)", "fused multiply-adds",
+        "conv/linear: MACs (no bias); batch_norm in eval: 2 per element (affine); "
+        "adaptive_avg_pool: 1 per input element; relu, max_pool and add are skipped.",
+        (("macs", 1), ("bn_elems", 2), ("avgpool_in", 1)),
+    ),
+    Convention(
+        "thop (module hooks)", "MACs",
+        "conv/linear: MACs; BatchNorm: 2 x 2 per element (normalise, then affine doubles it); ReLU "
+        "and MaxPool: 0; AdaptiveAvgPool: (kernel + 1) per output element; the functional add "
+        "is invisible to module hooks.",
+        (("macs", 1), ("bn_elems", 4), ("avgpool_thop", 1)),
+    ),
+    Convention(
+        "ptflops (PyTorch backend)", "MACs",
+        "conv/linear: MACs + bias; BatchNorm: 2 per element (affine); ReLU: 1 per element; every "
+        "pooling layer: 1 per input element; the functional add is not a module, so 0.",
+        (("macs", 1), ("bias_adds", 1), ("bn_elems", 2), ("relu_elems", 1), ("pool_in_elems", 1)),
+    ),
+    Convention(
+        "ResNet Lens FLOPs", "FLOPs",
+        "every floating-point op: 2 per MAC, fc bias, BN 2 per element, ReLU 1, max-pool k*k-1 "
+        "comparisons per output, avg-pool 1 per input, residual add 1 per element.",
+        (("flops", 1),),
+    ),
+)
+
+
+def _columns(df: pd.DataFrame) -> pd.DataFrame:
+    avg = df["op"] == "avgpool"
+    kernel_area = (df["in_shape"].map(lambda s: s[1] * s[2]))
+    return df.assign(
+        avgpool_in=df["pool_in_elems"].where(avg, 0),
+        avgpool_thop=((kernel_area + 1) * df["pool_out_elems"]).where(avg, 0),
+    )
+
+
+def convention_totals(spec: ResNetSpec, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per counting convention: its total, its part beyond the conv+fc core, its rule."""
+    df = _columns(layer_table(spec) if table is None else table)
+    core = int(df["macs"].sum())
+    rows = []
+    for c in CONVENTIONS:
+        parts = {col: int(w * df[col].sum()) for col, w in c.weights}
+        total = sum(parts.values())
+        rows.append({
+            "convention": c.name, "unit": c.unit, "total": total, "GMACs/GFLOPs": total / 1e9,
+            "beyond conv+fc": total - core, "rule": c.rule,
+        })
+    return pd.DataFrame(rows)
+
+
+def components(spec: ResNetSpec, table: pd.DataFrame | None = None) -> dict[str, int]:
+    """The separately counted pieces every convention draws from."""
+    df = layer_table(spec) if table is None else table
+    return {
+        "conv + fc MACs": int(df["macs"].sum()),
+        "fc bias adds": int(df["bias_adds"].sum()),
+        "BatchNorm parameters": int(df["bn_params"].sum()),
+        "BatchNorm elements": int(df["bn_elems"].sum()),
+        "ReLU elements": int(df["relu_elems"].sum()),
+        "pooling input elements": int(df["pool_in_elems"].sum()),
+        "residual-add elements": int(df["add_elems"].sum()),
+    }
+
+
+def explain_difference(spec: ResNetSpec) -> str:
+    """A paragraph saying in words why the counters disagree for this net."""
+    df = layer_table(spec)
+    comp = components(spec, df)
+    tot = convention_totals(spec, df).set_index("convention")["total"]
+    core = comp["conv + fc MACs"]
+    lines = [
+        f"All counters agree on the conv + fc core: {core:,} multiply-accumulates.",
+        f"torchinfo adds the {comp['BatchNorm parameters']:,} BatchNorm parameters and "
+        f"{comp['fc bias adds']:,} fc biases once each: {tot.iloc[1]:,}.",
+        f"fvcore counts BatchNorm per element (2 x {comp['BatchNorm elements']:,}) and the global "
+        f"average pool: {tot.iloc[2]:,}.",
+        f"thop doubles BatchNorm again (4 per element) but ignores ReLU and max-pool: {tot.iloc[3]:,}.",
+        f"ptflops adds ReLU ({comp['ReLU elements']:,} elements) and both poolings: {tot.iloc[4]:,}.",
+        f"None of the hook-based counters sees the residual add ({comp['residual-add elements']:,} "
+        "elements): it is a tensor operation, not a module.",
+    ]
+    if spec.block == "bottleneck":
+        other = spec.replace(stride_on="1x1" if spec.stride_on == "3x3" else "3x3")
+        other_core = int(layer_table(other)["macs"].sum())
+        v1, v15 = (other_core, core) if spec.stride_on == "3x3" else (core, other_core)
+        lines.append(
+            f"The paper's Table 1 uses v1 bottlenecks (stride 2 on the first 1x1 conv): {v1:,} MACs. "
+            f"torchvision's v1.5 moves the stride to the 3x3, which then runs at the higher "
+            f"resolution: {v15:,} MACs (+{(v15 - v1) / v1:.1%}), for better accuracy."
+        )
+    return "\n".join(lines)

@@ -1,0 +1,327 @@
+"""Architectures as data: one frozen dataclass per ResNet and one table of the built-in ones.
+
+Everything else (the builder, the cost analysis, the dropdowns, the diagrams and the tests) reads
+these specs; no module holds channel numbers of its own.
+
+References: He et al. 2015 (Table 1 for ImageNet, Sec. 4.2 for CIFAR 6n+2 nets and shortcut options
+A/B/C), He et al. 2016 (pre-activation), Zagoruyko & Komodakis 2016 (wide), Xie et al. 2017 (ResNeXt).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+BlockType = Literal["basic", "bottleneck"]
+StemType = Literal["imagenet", "cifar"]
+StridePlacement = Literal["3x3", "1x1"]
+ShortcutOption = Literal["A", "B", "C"]
+
+BLOCK_TYPES: tuple[str, ...] = ("basic", "bottleneck")
+STEM_TYPES: tuple[str, ...] = ("imagenet", "cifar")
+SHORTCUT_OPTIONS: tuple[str, ...] = ("A", "B", "C")
+STRIDE_PLACEMENTS: tuple[str, ...] = ("3x3", "1x1")
+
+EXPANSION = {"basic": 1, "bottleneck": 4}
+
+# Bounds that keep a custom spec analysable in well under a second; beyond them a spec is a typo,
+# not an experiment.
+MAX_STAGES = 8
+MAX_BLOCKS_PER_STAGE = 2000
+MAX_WIDTH = 1 << 16
+MAX_INPUT_SIZE = 4096
+MAX_CHANNELS = 4096
+MAX_CLASSES = 1_000_000
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """A residual network, fully described.
+
+    ``widths`` are the per-stage *planes* in torchvision's sense: a Bottleneck stage of planes p
+    outputs 4p channels, its inner 3x3 conv has ``int(p * width_per_group / 64) * groups`` channels.
+    """
+
+    name: str
+    block: BlockType
+    layers: tuple[int, ...]
+    widths: tuple[int, ...]
+    stem: StemType = "imagenet"
+    stem_width: int = 64
+    strides: tuple[int, ...] | None = None  # per stage; default 1 then 2 for every later stage
+    groups: int = 1
+    width_per_group: int = 64
+    stride_on: StridePlacement = "3x3"  # "3x3" = torchvision v1.5, "1x1" = paper v1
+    shortcut: ShortcutOption = "B"
+    residual: bool = True  # False: the plain twin (same layers, no shortcuts)
+    preact: bool = False  # He et al. 2016 full pre-activation (BN-ReLU-conv)
+    num_classes: int = 1000
+    in_channels: int = 3
+    input_size: int = 224
+    family: str = field(default="custom", compare=False)
+    description: str = field(default="", compare=False)
+
+    # ----------------------------------------------------------------- derived facts
+    @property
+    def expansion(self) -> int:
+        return EXPANSION[self.block]
+
+    @property
+    def stage_strides(self) -> tuple[int, ...]:
+        if self.strides is not None:
+            return self.strides
+        return (1,) + (2,) * (len(self.layers) - 1)
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(self.layers)
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers as the papers count them: stem conv + convs in blocks + fc."""
+        per_block = 2 if self.block == "basic" else 3
+        return 1 + per_block * self.num_blocks + 1
+
+    @property
+    def out_channels(self) -> tuple[int, ...]:
+        return tuple(w * self.expansion for w in self.widths)
+
+    def inner_width(self, stage: int) -> int:
+        """Channels of a bottleneck's 3x3 conv (torchvision: int(planes*base_width/64)*groups)."""
+        if self.block == "basic":
+            return self.widths[stage]
+        return int(self.widths[stage] * (self.width_per_group / 64.0)) * self.groups
+
+    @property
+    def variant(self) -> str:
+        parts = ["residual" if self.residual else "plain"]
+        if self.preact:
+            parts.append("pre-activation")
+        if self.block == "bottleneck":
+            parts.append("v1.5 (stride on 3x3)" if self.stride_on == "3x3" else "v1 (stride on 1x1)")
+        if self.residual:
+            parts.append(f"shortcut {self.shortcut}")
+        return ", ".join(parts)
+
+    def replace(self, **changes: object) -> ResNetSpec:
+        """A validated copy with some fields changed (``name`` is kept unless given)."""
+        new = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        validate(new)
+        return new
+
+    def plain_twin(self) -> ResNetSpec:
+        """Same layers, shortcuts removed (He et al. 2015, Sec. 4.1 'plain networks')."""
+        name = self.name if self.name.startswith("plain") else f"plain_{self.name}"
+        return self.replace(name=name, residual=False)
+
+    def preact_variant(self) -> ResNetSpec:
+        name = self.name if "preact" in self.name else f"preact_{self.name}"
+        return self.replace(name=name, preact=True)
+
+
+def validate(spec: ResNetSpec) -> ResNetSpec:
+    """Raise ``ValueError`` saying what to change if ``spec`` cannot be built."""
+    if spec.block not in BLOCK_TYPES:
+        raise ValueError(f"block must be one of {BLOCK_TYPES}, got {spec.block!r}")
+    if spec.stem not in STEM_TYPES:
+        raise ValueError(f"stem must be one of {STEM_TYPES}, got {spec.stem!r}")
+    if spec.shortcut not in SHORTCUT_OPTIONS:
+        raise ValueError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {spec.shortcut!r}")
+    if spec.stride_on not in STRIDE_PLACEMENTS:
+        raise ValueError(f"stride_on must be one of {STRIDE_PLACEMENTS}, got {spec.stride_on!r}")
+    n = len(spec.layers)
+    if n == 0:
+        raise ValueError("a ResNet needs at least one stage: give blocks per stage, e.g. (2, 2, 2, 2)")
+    if n > MAX_STAGES:
+        raise ValueError(f"{n} stages is more than the {MAX_STAGES} supported; merge stages")
+    if len(spec.widths) != n:
+        raise ValueError(
+            f"{n} stages need {n} widths, got {len(spec.widths)}: give one width per stage"
+        )
+    for i, b in enumerate(spec.layers):
+        if not isinstance(b, int) or b < 1:
+            raise ValueError(f"stage {i + 1} has {b!r} blocks; every stage needs at least 1 block")
+        if b > MAX_BLOCKS_PER_STAGE:
+            raise ValueError(f"stage {i + 1} has {b} blocks; at most {MAX_BLOCKS_PER_STAGE} per stage")
+    for i, w in enumerate(spec.widths):
+        if not isinstance(w, int) or w < 1:
+            raise ValueError(f"stage {i + 1} width is {w!r}; widths must be positive integers")
+        if w > MAX_WIDTH:
+            raise ValueError(f"stage {i + 1} width {w} exceeds the maximum {MAX_WIDTH}")
+    if spec.strides is not None:
+        if len(spec.strides) != n:
+            raise ValueError(f"{n} stages need {n} strides, got {len(spec.strides)}")
+        if any(s not in (1, 2) for s in spec.strides):
+            raise ValueError(f"stage strides must be 1 or 2, got {spec.strides}")
+    if not 1 <= spec.stem_width <= MAX_WIDTH:
+        raise ValueError(f"stem width must be between 1 and {MAX_WIDTH}, got {spec.stem_width}")
+    if spec.groups < 1 or spec.width_per_group < 1:
+        raise ValueError("groups and width_per_group must be positive")
+    if spec.groups > 1 and spec.block == "basic":
+        raise ValueError("grouped convolutions (ResNeXt) need the bottleneck block; set groups=1")
+    if spec.width_per_group != 64 and spec.block == "basic":
+        raise ValueError("width_per_group only applies to bottleneck blocks; leave it at 64")
+    for i in range(n):
+        inner = spec.inner_width(i)
+        if inner < spec.groups or inner % spec.groups:
+            raise ValueError(
+                f"stage {i + 1}: bottleneck width {inner} is not a positive multiple of "
+                f"groups={spec.groups}; raise the stage width or width_per_group"
+            )
+    if spec.shortcut == "A" and spec.residual:
+        # Option A pads channels with zeros: the output may never have fewer channels than the input.
+        prev = spec.stem_width
+        for i, c in enumerate(spec.out_channels):
+            if c < prev:
+                raise ValueError(
+                    f"shortcut option A (zero padding) cannot shrink channels ({prev} -> {c} in "
+                    f"stage {i + 1}); use option B or widen the stage"
+                )
+            prev = c
+    if not 1 <= spec.in_channels <= MAX_CHANNELS:
+        raise ValueError(f"input channels must be between 1 and {MAX_CHANNELS}, got {spec.in_channels}")
+    if not 1 <= spec.num_classes <= MAX_CLASSES:
+        raise ValueError(f"classes must be between 1 and {MAX_CLASSES}, got {spec.num_classes}")
+    if not 1 <= spec.input_size <= MAX_INPUT_SIZE:
+        raise ValueError(f"input size must be between 1 and {MAX_INPUT_SIZE} pixels, got {spec.input_size}")
+    stride = total_stride(spec)
+    if spec.input_size < stride:
+        # Padding keeps a map at 1x1 forever, but below the total stride the later stages see
+        # mostly padding: that is a misconfiguration, not an architecture.
+        raise ValueError(
+            f"input size {spec.input_size} is smaller than the net's total stride {stride}: the "
+            f"feature map collapses before the last stage; use an input of at least {stride} pixels "
+            f"or fewer stride-2 stages"
+        )
+    return spec
+
+
+def conv_out(size: int, k: int, s: int, p: int) -> int:
+    """Spatial size after a conv/pool (floor mode, no dilation)."""
+    return (size + 2 * p - k) // s + 1
+
+
+def total_stride(spec: ResNetSpec) -> int:
+    stem = 4 if spec.stem == "imagenet" else 1
+    out = stem
+    for s in spec.stage_strides:
+        out *= s
+    return out
+
+
+# --------------------------------------------------------------------------- the table
+IMAGENET_WIDTHS = (64, 128, 256, 512)
+CIFAR_WIDTHS = (16, 32, 64)
+
+
+def imagenet(name: str, block: BlockType, layers: tuple[int, ...], **kw: object) -> ResNetSpec:
+    return ResNetSpec(name=name, block=block, layers=layers, widths=IMAGENET_WIDTHS,
+                      family="imagenet", **kw)  # type: ignore[arg-type]
+
+
+def cifar(n: int, shortcut: ShortcutOption = "A", **kw: object) -> ResNetSpec:
+    """He et al. 2015 Sec. 4.2: 6n+2 layers, 3 stages of n BasicBlocks, 16/32/64 filters."""
+    if n < 1:
+        raise ValueError(f"CIFAR ResNets need n >= 1 blocks per stage, got {n}")
+    return ResNetSpec(
+        name=f"cifar_resnet{6 * n + 2}", block="basic", layers=(n, n, n), widths=CIFAR_WIDTHS,
+        stem="cifar", stem_width=16, shortcut=shortcut, num_classes=10, input_size=32,
+        family="cifar", **kw,  # type: ignore[arg-type]
+    )
+
+
+_BUILTIN: list[ResNetSpec] = [
+    imagenet("resnet18", "basic", (2, 2, 2, 2), description="He et al. 2015, Table 1"),
+    imagenet("resnet34", "basic", (3, 4, 6, 3), description="He et al. 2015, Table 1"),
+    imagenet("resnet50", "bottleneck", (3, 4, 6, 3), description="He et al. 2015, Table 1 (v1.5)"),
+    imagenet("resnet101", "bottleneck", (3, 4, 23, 3), description="He et al. 2015, Table 1 (v1.5)"),
+    imagenet("resnet152", "bottleneck", (3, 8, 36, 3), description="He et al. 2015, Table 1 (v1.5)"),
+    imagenet("wide_resnet50_2", "bottleneck", (3, 4, 6, 3), width_per_group=128,
+             description="Zagoruyko & Komodakis 2016, torchvision layout"),
+    imagenet("wide_resnet101_2", "bottleneck", (3, 4, 23, 3), width_per_group=128,
+             description="Zagoruyko & Komodakis 2016, torchvision layout"),
+    imagenet("resnext50_32x4d", "bottleneck", (3, 4, 6, 3), groups=32, width_per_group=4,
+             description="Xie et al. 2017"),
+    imagenet("resnext101_32x8d", "bottleneck", (3, 4, 23, 3), groups=32, width_per_group=8,
+             description="Xie et al. 2017"),
+    imagenet("resnext101_64x4d", "bottleneck", (3, 4, 23, 3), groups=64, width_per_group=4,
+             description="Xie et al. 2017"),
+] + [
+    dataclasses.replace(cifar(n), description="He et al. 2015, Table 6 (option A)")
+    for n in (3, 5, 7, 9, 18, 200)
+]
+
+MODELS: dict[str, ResNetSpec] = {s.name: validate(s) for s in _BUILTIN}
+IMAGENET_DEPTHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+CIFAR_DEPTHS = tuple(s.name for s in _BUILTIN if s.family == "cifar")
+
+
+def model_names(family: str | None = None) -> list[str]:
+    return [n for n, s in MODELS.items() if family is None or s.family == family]
+
+
+def get_spec(name: str, *, plain: bool = False, preact: bool = False,
+             stride_on: StridePlacement | None = None, shortcut: ShortcutOption | None = None,
+             input_size: int | None = None, num_classes: int | None = None) -> ResNetSpec:
+    """Look up a built-in spec by name (``plain_`` / ``preact_`` prefixes and ``cifar_resnetN``
+    for any 6n+2 depth are understood) and apply variants."""
+    key = name.strip()
+    if key.startswith("plain_"):
+        plain, key = True, key[len("plain_"):]
+    if key.startswith("preact_"):
+        preact, key = True, key[len("preact_"):]
+    if key in MODELS:
+        spec = MODELS[key]
+    elif key.startswith("cifar_resnet") and key[len("cifar_resnet"):].isdigit():
+        depth = int(key[len("cifar_resnet"):])
+        if (depth - 2) % 6 or depth < 8:
+            raise ValueError(f"CIFAR ResNets have 6n+2 layers (8, 14, 20, 32, ...); {depth} is not of that form")
+        spec = cifar((depth - 2) // 6)
+    else:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} or cifar_resnet<6n+2>")
+    changes: dict[str, object] = {}
+    if stride_on is not None:
+        changes["stride_on"] = stride_on
+    if shortcut is not None:
+        changes["shortcut"] = shortcut
+    if input_size is not None:
+        changes["input_size"] = input_size
+    if num_classes is not None:
+        changes["num_classes"] = num_classes
+    if changes:
+        spec = spec.replace(**changes)
+    if preact:
+        spec = spec.preact_variant()
+    if plain:
+        spec = spec.plain_twin()
+    return spec
+
+
+def custom_spec(*, block: str, layers: tuple[int, ...] | list[int], widths: tuple[int, ...] | list[int],
+                input_size: int = 224, in_channels: int = 3, num_classes: int = 1000,
+                stem: str = "imagenet", stem_width: int | None = None, shortcut: str = "B",
+                residual: bool = True, preact: bool = False, stride_on: str = "3x3",
+                groups: int = 1, width_per_group: int = 64, name: str = "custom") -> ResNetSpec:
+    """Build and validate a user-defined spec; raises ``ValueError`` saying what to change."""
+    if stem_width is None:
+        stem_width = 64 if stem == "imagenet" else 16
+    spec = ResNetSpec(
+        name=name, block=block, layers=tuple(int(x) for x in layers),  # type: ignore[arg-type]
+        widths=tuple(int(x) for x in widths), stem=stem, stem_width=stem_width,  # type: ignore[arg-type]
+        shortcut=shortcut, residual=residual, preact=preact, stride_on=stride_on,  # type: ignore[arg-type]
+        groups=groups, width_per_group=width_per_group, num_classes=num_classes,
+        in_channels=in_channels, input_size=input_size,
+    )
+    return validate(spec)
+
+
+def parse_int_list(text: str, what: str) -> tuple[int, ...]:
+    """'2, 2, 2, 2' -> (2, 2, 2, 2), with a message a user can act on."""
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    if not parts:
+        raise ValueError(f"{what}: give comma-separated integers, e.g. 2, 2, 2, 2")
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{what}: {text!r} is not a list of integers (e.g. 2, 2, 2, 2)") from None
