@@ -244,7 +244,8 @@ def totals(spec: ResNetSpec, table: pd.DataFrame | None = None) -> Totals:
         torchinfo_mult_adds=torchinfo_mult_adds(df),
         activation_bytes=int(df["act_bytes"].sum()),
         output_shape=tuple(df["out_shape"].iloc[-1]),
-        receptive_field=int(df.loc[df["op"] != "avgpool", "rf"].max()) if len(df) else 0,
+        # The global pool makes the field "everything"; report the field of the last feature map.
+        receptive_field=int(df.loc[~df["op"].isin(["avgpool", "fc"]), "rf"].max()),
         num_blocks=spec.num_blocks,
         depth=spec.depth,
     )

@@ -45,7 +45,7 @@ def table1(specs: list[ResNetSpec]) -> pd.DataFrame:
     sizes = stage_sizes(first)
     stem_size = conv_out(first.input_size, 7, 2, 3) if first.stem == "imagenet" else first.input_size
     rows = [{"layer": "conv1", "output size": f"{stem_size}×{stem_size}",
-             **{s.name: ("7×7, %d, stride 2" % s.stem_width) if s.stem == "imagenet"
+             **{s.name: f"7×7, {s.stem_width}, stride 2" if s.stem == "imagenet"
                 else f"3×3, {s.stem_width}" for s in specs}}]
     for i in range(n):
         label = f"conv{i + 2}_x"

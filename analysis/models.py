@@ -151,7 +151,7 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1) if spec.stem == "imagenet" else None
         cin = spec.stem_width
         self.stage_names: list[str] = []
-        for i, (n, planes, stride) in enumerate(zip(spec.layers, spec.widths, spec.stage_strides)):
+        for i, (n, planes, stride) in enumerate(zip(spec.layers, spec.widths, spec.stage_strides, strict=True)):
             blocks: list[nn.Module] = []
             for j in range(n):
                 s = stride if j == 0 else 1

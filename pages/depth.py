@@ -1,0 +1,47 @@
+"""Depth comparison: Table 1 regenerated from the specs, costs vs depth, the paper beside us."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from analysis.depth import paper_comparison, table1
+from analysis.specs import CIFAR_DEPTHS, IMAGENET_DEPTHS, get_spec
+from ui import cache, render
+
+FAMILIES = {"ImageNet (18–152)": IMAGENET_DEPTHS, "CIFAR (20–1202)": CIFAR_DEPTHS}
+
+st.title("Depth comparison")
+family = st.radio("Family", list(FAMILIES), horizontal=True, key="depth_family")
+names = st.multiselect("Models", FAMILIES[family], list(FAMILIES[family]), key="depth_models")
+stride_on = None
+if family.startswith("ImageNet"):
+    stride_on = st.radio("Bottleneck stride", ["3x3", "1x1"], horizontal=True, key="depth_stride",
+                         format_func={"3x3": "v1.5 (torchvision)", "1x1": "v1 (paper)"}.get)
+
+if not names:
+    st.info("Choose at least one model.")
+else:
+    specs = [get_spec(n, stride_on=stride_on if get_spec(n).block == "bottleneck" else None) for n in names]
+    st.subheader("Table 1, regenerated from the specs")
+    st.dataframe(table1(specs), hide_index=True, width="stretch")
+
+    residual = cache.depth_summary(tuple(names), stride_on, False).assign(series="residual")
+    plain = cache.depth_summary(tuple(names), stride_on, True).assign(series="plain")
+    both = pd.concat([residual, plain], ignore_index=True)
+    st.subheader("Residual vs plain")
+    st.dataframe(both, hide_index=True, width="stretch")
+    st.download_button("Download (CSV)", both.to_csv(index=False), file_name="depth_comparison.csv",
+                       mime="text/csv", key="depth_csv")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(render.vs_depth(both, "params", "Parameters vs depth"), key="depth_params")
+    c2.plotly_chart(render.vs_depth(both, "MACs", "MACs vs depth"), key="depth_macs")
+    if family.startswith("CIFAR"):
+        st.caption("Option A shortcuts carry no weights: residual and plain twins have identical parameter "
+                   "counts and MACs; only the residual add (in FLOPs) differs.")
+    else:
+        st.caption("Option B projections add weights only at the first block of each stage; a plain twin "
+                   "drops them and the add.")
+
+    st.subheader("The paper's numbers beside ours")
+    st.dataframe(paper_comparison(names), hide_index=True, width="stretch")

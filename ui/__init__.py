@@ -1,0 +1,1 @@
+"""Streamlit-side helpers: cached wrappers, shared widgets and plotly renderers."""

@@ -1,0 +1,42 @@
+"""The only place that caches: results with ``st.cache_data``, models with ``st.cache_resource``.
+
+Cached objects are never mutated by callers (DataFrames are copied by Streamlit on each hit).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from analysis import blocks, conventions, costs, depth
+from analysis.specs import ResNetSpec
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def layer_table(spec: ResNetSpec) -> pd.DataFrame:
+    return costs.layer_table(spec)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def totals(spec: ResNetSpec) -> costs.Totals:
+    return costs.totals(spec, costs.layer_table(spec))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def convention_totals(spec: ResNetSpec) -> pd.DataFrame:
+    return conventions.convention_totals(spec)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def explain_difference(spec: ResNetSpec) -> str:
+    return conventions.explain_difference(spec)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def block_terms(cfg: blocks.BlockConfig) -> pd.DataFrame:
+    return blocks.block_terms(cfg)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def depth_summary(names: tuple[str, ...], stride_on: str | None, plain: bool) -> pd.DataFrame:
+    return depth.depth_summary(list(names), stride_on=stride_on, plain=plain)
