@@ -1,10 +1,11 @@
 """Why FLOP counters disagree: each tool's counting rule applied to the same per-layer table.
 
 All counters agree on the conv + fc core (multiply-accumulates of the weights). They differ in what
-else they count. The rules below are the tools' documented per-op rules (torchinfo 1.8, fvcore's
-jit handles in eval mode, thop's module hooks, ptflops' PyTorch-backend module hooks); torchinfo's is
-verified exactly by our tests, the others are reconstructions from those rules, so versions of those
-tools that change a rule will differ by that op's column.
+else they count. The rules below are the tools' per-op rules (torchinfo 1.8, fvcore 0.1.5's jit
+handles in eval mode, thop 0.1.1's module hooks, ptflops 0.7.5's PyTorch backend). The tests check
+torchinfo live and the other three against totals those tools reported on torchvision's models
+(tests/fixtures/counters.json, made by tools/make_fixtures.py); a version that changes a rule will
+differ by that op's column.
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ CONVENTIONS: tuple[Convention, ...] = (
         (("macs", 1), ("bn_elems", 4), ("avgpool_thop", 1)),
     ),
     Convention(
-        "ptflops (PyTorch backend)", "MACs",
-        "conv/linear: MACs + bias; BatchNorm: 2 per element (affine); ReLU: 1 per element; every "
-        "pooling layer: 1 per input element; the functional add is not a module, so 0.",
-        (("macs", 1), ("bias_adds", 1), ("bn_elems", 2), ("relu_elems", 1), ("pool_in_elems", 1)),
+        "ptflops 0.7 (PyTorch backend)", "MACs",
+        "conv/linear: MACs + bias; BatchNorm: 2 per element (affine); ReLU and pooling: 1 per input "
+        "element from the module hook and 1 more from the F.relu / F.max_pool2d hook that "
+        "count_functional=True (the default) adds, so twice; the in-place residual add is not seen.",
+        (("macs", 1), ("bias_adds", 1), ("bn_elems", 2), ("relu_elems", 2), ("pool_in_elems", 2)),
     ),
     Convention(
         "ResNet Lens FLOPs", "FLOPs",
@@ -118,7 +120,8 @@ def explain_difference(spec: ResNetSpec) -> str:
         f"fvcore counts BatchNorm per element (2 x {comp['BatchNorm elements']:,}) and the global "
         f"average pool: {tot.iloc[2]:,}.",
         f"thop doubles BatchNorm again (4 per element) but ignores ReLU and max-pool: {tot.iloc[3]:,}.",
-        f"ptflops adds ReLU ({comp['ReLU elements']:,} elements) and both poolings: {tot.iloc[4]:,}.",
+        f"ptflops adds ReLU ({comp['ReLU elements']:,} elements) and both poolings, each twice (module "
+        f"hook plus functional hook): {tot.iloc[4]:,}.",
         f"None of the hook-based counters sees the residual add ({comp['residual-add elements']:,} "
         "elements): it is a tensor operation, not a module.",
     ]

@@ -1,0 +1,49 @@
+"""Property tests: for random valid specs, analytic counts == numel() == torchinfo, and every layer's
+output shape equals what the forward pass produces."""
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analysis.costs import layer_table, totals
+from analysis.models import build_model
+from analysis.specs import custom_spec, total_stride
+from tests.helpers import hooked_shapes, numel, torchinfo_mult_adds
+
+
+@st.composite
+def specs(draw):
+    n = draw(st.integers(1, 4))
+    block = draw(st.sampled_from(["basic", "bottleneck"]))
+    stem = draw(st.sampled_from(["imagenet", "cifar"]))
+    groups = draw(st.sampled_from([1, 2, 4])) if block == "bottleneck" else 1
+    wpg = draw(st.sampled_from([16, 32, 64, 128])) if block == "bottleneck" else 64
+    widths = sorted(draw(st.lists(st.integers(4, 24), min_size=n, max_size=n)))
+    shortcut = draw(st.sampled_from(["A", "B", "C"]))
+    stem_width = draw(st.integers(2, 16))
+    if shortcut == "A":
+        stem_width = min(stem_width, widths[0])
+    spec = custom_spec(
+        block=block, layers=draw(st.lists(st.integers(1, 3), min_size=n, max_size=n)),
+        widths=[w * groups for w in widths], stem=stem, stem_width=stem_width,
+        shortcut=shortcut, residual=draw(st.booleans()), preact=draw(st.booleans()),
+        stride_on=draw(st.sampled_from(["3x3", "1x1"])), groups=groups, width_per_group=wpg,
+        in_channels=draw(st.integers(1, 4)), num_classes=draw(st.integers(1, 20)), input_size=4096,
+    )
+    size = draw(st.integers(total_stride(spec), total_stride(spec) + 40))
+    return spec.replace(input_size=size)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs())
+def test_analytic_counts_equal_pytorch(spec):
+    t = totals(spec)
+    model = build_model(spec)
+    assert t.params == numel(model)
+    assert t.torchinfo_mult_adds == torchinfo_mult_adds(model, spec)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs())
+def test_layer_shapes_equal_forward(spec):
+    rows = [(r["module"], r["out_shape"]) for r in layer_table(spec).to_dict("records") if r["op"] != "add"]
+    assert rows == hooked_shapes(spec)
