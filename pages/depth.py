@@ -9,13 +9,15 @@ from analysis.depth import paper_comparison, table1
 from analysis.specs import CIFAR_DEPTHS, IMAGENET_DEPTHS, get_spec
 from ui import cache, render
 
-FAMILIES = {"ImageNet (18–152)": IMAGENET_DEPTHS, "CIFAR (20–1202)": CIFAR_DEPTHS}
+FAMILIES = {"imagenet": IMAGENET_DEPTHS, "cifar": CIFAR_DEPTHS}
+LABELS = {"imagenet": "ImageNet (18–152)", "cifar": "CIFAR (20–1202)"}
 
 st.title("Depth comparison")
-family = st.radio("Family", list(FAMILIES), horizontal=True, key="depth_family")
-names = st.multiselect("Models", FAMILIES[family], list(FAMILIES[family]), key="depth_models")
+family = st.radio("Family", list(FAMILIES), horizontal=True, key="depth_family", format_func=LABELS.get)
+# one multiselect per family: its options differ, so its selection must not carry over
+names = st.multiselect("Models", FAMILIES[family], list(FAMILIES[family]), key=f"depth_models_{family}")
 stride_on = None
-if family.startswith("ImageNet"):
+if family == "imagenet":
     stride_on = st.radio("Bottleneck stride", ["3x3", "1x1"], horizontal=True, key="depth_stride",
                          format_func={"3x3": "v1.5 (torchvision)", "1x1": "v1 (paper)"}.get)
 
@@ -36,7 +38,7 @@ else:
     c1, c2 = st.columns(2)
     c1.plotly_chart(render.vs_depth(both, "params", "Parameters vs depth"), key="depth_params")
     c2.plotly_chart(render.vs_depth(both, "MACs", "MACs vs depth"), key="depth_macs")
-    if family.startswith("CIFAR"):
+    if family == "cifar":
         st.caption("Option A shortcuts carry no weights: residual and plain twins have identical parameter "
                    "counts and MACs; only the residual add (in FLOPs) differs.")
     else:

@@ -62,7 +62,7 @@ if spec is not None:
     if level == "block":
         first.append("downsample")
     cols = first + [c for g in groups for c in COLUMN_GROUPS[g] if c in view.columns]
-    st.dataframe(shaped(view[cols]), hide_index=True, width="stretch", height=420)
+    st.dataframe(shaped(view[cols]), hide_index=True, width="stretch", height=min(560, 35 * (len(view) + 1) + 3))
     st.download_button("Download the full layer table (CSV)", shaped(table).to_csv(index=False),
                        file_name=f"{spec.name}_layers.csv", mime="text/csv", key="explorer_csv")
 

@@ -1,0 +1,105 @@
+"""One AppTest per page: load it, change its main widgets, assert the numbers it shows."""
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def page(name: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=120)
+    return at.run()
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_app_routes_every_page():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    clean(at)
+    assert metrics(at)["Parameters"] == "25,557,032"
+    assert len(list((ROOT / "pages").glob("*.py"))) >= 3
+
+
+def test_explorer_models_levels_and_errors():
+    at = page("explorer.py")
+    clean(at)
+    m = metrics(at)
+    assert m["Parameters"] == "25,557,032"
+    assert m["torchinfo mult-adds"] == "4,089,238,376"
+    assert m["Receptive field"] == "427 px"
+    stage_rows = at.dataframe[0].value
+    assert list(stage_rows["id"]) == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+
+    at.selectbox(key="explorer_model").select("resnet18").run()
+    clean(at)
+    assert metrics(at)["Parameters"] == "11,689,512"
+    assert metrics(at)["torchinfo mult-adds"] == "1,814,083,944"
+
+    at.radio(key="explorer_level").set_value("layer").run()
+    layer_rows = at.dataframe[0].value
+    assert "layer1.0.downsample.0" not in set(layer_rows["id"])  # resnet18's layer1 keeps identity
+    assert "layer2.0.downsample.0" in set(layer_rows["id"])
+    assert layer_rows.set_index("id").loc["conv1", "out_shape"] == "64×112×112"
+
+    at.checkbox(key="explorer_plain").check().run()
+    assert metrics(at)["Parameters"] == f"{11_689_512 - 172_032 - 1_792:,}"  # projections and their BN gone
+
+    at.selectbox(key="explorer_model").select("resnet152").run()
+    at.checkbox(key="explorer_plain").uncheck().run()
+    assert metrics(at)["Parameters"] == "60,192,808"
+    assert metrics(at)["torchinfo mult-adds"] == "11,513,779,048"
+
+    at.radio(key="explorer_source").set_value("Custom spec").run()
+    clean(at)
+    assert metrics(at)["Parameters"] == "11,689,512"  # the custom defaults are ResNet-18
+    at.text_input(key="explorer_clayers").input("2, 0, 2, 2").run()
+    clean(at)
+    assert "stage 2 has 0 blocks" in at.error[0].value
+    at.text_input(key="explorer_clayers").input("1, 1, 1, 1").run()
+    at.number_input(key="explorer_csize").set_value(16).run()
+    assert "smaller than the net's total stride 32" in at.error[0].value
+    clean(at)
+
+
+def test_blocks_seed_numbers_and_widgets():
+    at = page("blocks.py")
+    clean(at)
+    m = metrics(at)
+    assert m["BasicBlock conv weights"] == "1,179,648"
+    assert m["Bottleneck conv weights"] == "69,632"
+    md = " ".join(x.value for x in at.markdown)
+    assert "3·3·256·256 + 3·3·256·256 = 1,179,648" in md
+    assert "1·1·256·64 + 3·3·64·64 + 1·1·64·256 = 69,632" in md
+
+    at.number_input(key="blocks_cin").set_value(64).run()
+    m = metrics(at)
+    assert m["BasicBlock conv weights"] == f"{9 * 64 * 256 + 9 * 256 * 256:,}"
+    assert any("Projection shortcut" in x.value for x in at.markdown)
+    at.number_input(key="blocks_groups").set_value(3).run()
+    assert "multiple of groups=3" in at.error[0].value
+    clean(at)
+
+
+def test_depth_page_families():
+    at = page("depth.py")
+    clean(at)
+    t1 = at.dataframe[0].value
+    assert list(t1.iloc[-1, 2:]) == ["1.814", "3.664", "4.089", "7.801", "11.514"]
+    at.radio(key="depth_stride").set_value("1x1").run()
+    t1 = at.dataframe[0].value
+    assert list(t1.iloc[-1, 2:]) == ["1.814", "3.664", "3.858", "7.570", "11.282"]
+    at.radio(key="depth_family").set_value("cifar").run()
+    clean(at)
+    summary = at.dataframe[1].value.set_index("model")
+    assert summary.loc["cifar_resnet20", "params"] == 269_722
+    assert summary.loc["plain_cifar_resnet20", "params"] == 269_722
+    at.multiselect(key="depth_models_cifar").set_value([]).run()
+    assert at.info
+    clean(at)
