@@ -37,9 +37,8 @@ def receptive_field(rf_df: pd.DataFrame, input_size: int) -> go.Figure:
 
 
 def vs_depth(df: pd.DataFrame, y: str, title: str) -> go.Figure:
-    fig = px.line(df, x="depth", y=y, color="series", markers=True, text="model", log_y=True,
-                  title=title, height=360)
-    fig.update_traces(textposition="top center")
+    fig = px.line(df, x="depth", y=y, color="series", markers=True, hover_name="model", log_y=True,
+                  log_x=bool(df["depth"].max() > 200), title=title, height=360)
     fig.update_layout(margin=dict(t=40, b=10, l=10, r=10))
     return fig
 
