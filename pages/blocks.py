@@ -38,7 +38,9 @@ else:
     kind = st.radio("Term by term", BLOCK_KINDS, horizontal=True, key="blocks_kind")
     terms = cache.block_terms(BlockConfig(kind, int(cin), int(cout), int(width), int(size), int(stride),
                                           int(groups)))
-    st.dataframe(terms, hide_index=True, width="stretch")
+    left, right = st.columns([2, 1])
+    left.dataframe(terms, hide_index=True, width="stretch")
+    right.graphviz_chart(cache.block_internals(kind, bool((terms["path"] != "residual").any())))
     st.markdown(f"Residual path: {formula(terms)}")
     if (terms["path"] != "residual").any():
         st.markdown(f"Projection shortcut (shape changes, option B): {formula(terms, 'projection shortcut')}")

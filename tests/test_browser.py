@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-PAGES = {"explorer": "", "blocks": "blocks", "depth": "depth"}
+PAGES = {"explorer": "", "blocks": "blocks", "depth": "depth", "diagrams": "diagrams"}
 # Chromium flags for a closed network, as root, with no GPU.
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]

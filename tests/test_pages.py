@@ -103,3 +103,28 @@ def test_depth_page_families():
     at.multiselect(key="depth_models_cifar").set_value([]).run()
     assert at.info
     clean(at)
+
+
+def test_diagrams_levels_metrics_twin():
+    at = page("diagrams.py")
+    clean(at)
+    m = metrics(at)
+    assert (m["Identity shortcuts (solid)"], m["Projection shortcuts (dashed)"]) == ("13", "3")
+    charts = at.get("graphviz_chart")
+    assert len(charts) == 2  # the net and the block internals
+    at.radio(key="diagrams_level").set_value("layer").run()
+    clean(at)
+    dot = at.get("graphviz_chart")[0].proto.spec
+    assert dot.count("style=dashed") == 9 and '"layer2.0.downsample.0"' in dot
+    at.selectbox(key="diagrams_color").select("params").run()
+    assert "cluster_legend" in at.get("graphviz_chart")[0].proto.spec
+    at.checkbox(key="diagrams_twin").check().run()
+    charts = at.get("graphviz_chart")
+    assert len(charts) == 3 and "style=dashed" not in charts[1].proto.spec
+    at.selectbox(key="diagrams_model").select("cifar_resnet20").run()
+    m = metrics(at)
+    assert (m["Identity shortcuts (solid)"], m["Zero-pad shortcuts (dotted)"]) == ("7", "2")
+    at.radio(key="diagrams_block").set_value("bottleneck").run()
+    at.checkbox(key="diagrams_projection").check().run()
+    assert "downsample.0" in at.get("graphviz_chart")[-1].proto.spec
+    clean(at)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis import blocks, conventions, costs, depth
+from analysis import blocks, conventions, costs, depth, diagrams
 from analysis.specs import ResNetSpec
 
 
@@ -40,3 +40,19 @@ def block_terms(cfg: blocks.BlockConfig) -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=16)
 def depth_summary(names: tuple[str, ...], stride_on: str | None, plain: bool) -> pd.DataFrame:
     return depth.depth_summary(list(names), stride_on=stride_on, plain=plain)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def diagram(spec: ResNetSpec, level: str, show: str | None, color_by: str | None) -> str:
+    return diagrams.diagram(spec, level, show=show, color_by=color_by)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def shortcut_counts(spec: ResNetSpec) -> dict[str, int]:
+    g = diagrams.block_graph(spec)
+    return {k: len(diagrams.shortcut_edges(g, k)) for k in diagrams.SHORTCUT_KINDS}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def block_internals(kind: str, projection: bool) -> str:
+    return diagrams.block_internals(kind, projection=projection)

@@ -37,7 +37,7 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
             name = sb.selectbox("Model", names, index=names.index(default), key=f"{key}_model")
             base = MODELS[name]
             shortcut = sb.radio("Shortcut option", SHORTCUT_OPTIONS, index=SHORTCUT_OPTIONS.index(base.shortcut),
-                                format_func=SHORTCUT_HELP.get, key=f"{key}_shortcut")
+                                format_func=SHORTCUT_HELP.get, key=f"{key}_shortcut_{base.family}")
             stride_on = None
             if base.block == "bottleneck":
                 stride_on = sb.radio("Bottleneck stride", ["3x3", "1x1"], format_func=STRIDE_HELP.get,

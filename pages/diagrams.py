@@ -1,0 +1,62 @@
+"""Diagrams: the architecture drawn from its spec, identity shortcuts solid, projections dashed."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import streamlit as st
+
+from analysis import diagrams
+from ui import cache
+from ui.widgets import model_picker
+
+METRIC_LABELS = {None: "none", "params": "parameters", "macs": "MACs"}
+
+st.title("Shortcut diagrams")
+st.caption("Drawn from the spec as in He et al. 2015, Fig. 3: identity shortcuts solid (blue), projection "
+           "shortcuts (1×1 conv + BN) dashed (red), option-A zero-padding shortcuts dotted (green). "
+           "Node ids are torchvision module names.")
+spec = model_picker("diagrams", default="resnet34")
+if spec is not None:
+    c = st.columns(4)
+    level = c[0].radio("Level of detail", diagrams.LEVELS, index=1, key="diagrams_level",
+                       help="Block level is readable for every net; layer level shows every conv/BN/ReLU/add.")
+    show = c[1].selectbox("Label nodes with", [None, "params", "macs"], format_func=METRIC_LABELS.get,
+                          key="diagrams_show")
+    color_by = c[2].selectbox("Colour nodes by", [None, "params", "macs"], format_func=METRIC_LABELS.get,
+                              key="diagrams_color")
+    twin = c[3].checkbox("Plain twin beside it", key="diagrams_twin", disabled=not spec.residual)
+
+    counts = cache.shortcut_counts(spec)
+    m = st.columns(4)
+    m[0].metric("Residual blocks", spec.num_blocks)
+    m[1].metric("Identity shortcuts (solid)", counts["identity"])
+    m[2].metric("Projection shortcuts (dashed)", counts["projection"])
+    m[3].metric("Zero-pad shortcuts (dotted)", counts["pad"])
+
+    dot = cache.diagram(spec, level, show, color_by)
+    if twin and spec.residual:
+        left, right = st.columns(2)
+        left.graphviz_chart(dot, width="stretch")
+        right.graphviz_chart(cache.diagram(spec.plain_twin(), level, show, color_by), width="stretch")
+    else:
+        st.graphviz_chart(dot, width="stretch")
+
+    d = st.columns(3)
+    stem = f"{spec.name}_{level}"
+    d[0].download_button("Download DOT", dot, file_name=f"{stem}.dot", mime="text/vnd.graphviz",
+                         key="diagrams_dot")
+    if diagrams.has_dot():
+        d[1].download_button("Download SVG", partial(diagrams.render, dot, "svg"), file_name=f"{stem}.svg",
+                             mime="image/svg+xml", key="diagrams_svg")
+        d[2].download_button("Download PNG", partial(diagrams.render, dot, "png"), file_name=f"{stem}.png",
+                             mime="image/png", key="diagrams_png")
+    else:
+        d[1].info("SVG/PNG export needs Graphviz's `dot` (apt-get install graphviz).")
+
+st.subheader("Block internals")
+k = st.columns(2)
+kind = k[0].radio("Block", ["basic", "bottleneck", "preact_basic", "preact_bottleneck"], horizontal=True,
+                  key="diagrams_block")
+projection = k[1].checkbox("Downsampling block (projection shortcut)", key="diagrams_projection")
+st.graphviz_chart(cache.block_internals(kind, projection))

@@ -1,0 +1,133 @@
+"""Structural checks on the generated shortcut diagrams."""
+
+import pytest
+
+from analysis.diagrams import (
+    LEVELS,
+    SHORTCUT_KINDS,
+    block_internals,
+    build_graph,
+    diagram,
+    has_dot,
+    render,
+    shortcut_edges,
+    to_dot,
+)
+from analysis.models import build_model
+from analysis.specs import MODELS, custom_spec, get_spec
+
+# (identity, projection, zero-pad) shortcuts of every built-in net
+EXPECTED = {
+    "resnet18": (5, 3, 0), "resnet34": (13, 3, 0), "resnet50": (12, 4, 0), "resnet101": (29, 4, 0),
+    "resnet152": (46, 4, 0), "wide_resnet50_2": (12, 4, 0), "wide_resnet101_2": (29, 4, 0),
+    "resnext50_32x4d": (12, 4, 0), "resnext101_32x8d": (29, 4, 0), "resnext101_64x4d": (29, 4, 0),
+    "cifar_resnet20": (7, 0, 2), "cifar_resnet32": (13, 0, 2), "cifar_resnet44": (19, 0, 2),
+    "cifar_resnet56": (25, 0, 2), "cifar_resnet110": (52, 0, 2), "cifar_resnet1202": (598, 0, 2),
+}
+
+
+def changing_blocks(spec):
+    """Blocks where the spec changes stride or width: the only places a shortcut may project."""
+    out, cin = set(), spec.stem_width
+    for i, s in enumerate(spec.stage_strides):
+        cout = spec.out_channels[i]
+        if s != 1 or cin != cout:
+            out.add(f"layer{i + 1}.0")
+        cin = cout
+    return out
+
+
+def test_expected_covers_every_builtin():
+    assert set(EXPECTED) == set(MODELS)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("level", ["block", "layer"])
+def test_shortcut_counts_and_places(name, level):
+    spec = get_spec(name)
+    g = build_graph(spec, level)
+    counts = tuple(len(shortcut_edges(g, k)) for k in SHORTCUT_KINDS)
+    assert counts == EXPECTED[name]
+    assert sum(counts) == spec.num_blocks
+    # every dashed/dotted edge sits exactly where the spec changes stride or width
+    non_identity = {g.nodes[v]["block"] for u, v in shortcut_edges(g) if g.edges[u, v]["kind"] != "identity"}
+    assert non_identity == changing_blocks(spec)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_plain_twins_have_no_shortcuts(name):
+    for level in LEVELS:
+        g = build_graph(get_spec(name, plain=True), level)
+        assert not [e for e in g.edges(data="kind") if e[2] != "main"]
+
+
+@pytest.mark.parametrize("name,kw", [("resnet34", {}), ("resnet50", {"preact": True}), ("cifar_resnet20", {}),
+                                     ("resnet18", {"shortcut": "C"}), ("resnext50_32x4d", {})])
+def test_node_ids_are_torchvision_module_names(name, kw):
+    spec = get_spec(name, **kw)
+    modules = {n for n, _ in build_model(spec).named_modules() if n}
+    for level in LEVELS:
+        g = build_graph(spec, level)
+        for nid in g.nodes:
+            assert nid.split("@")[0] in modules, (level, nid)
+
+
+def test_option_c_projects_every_block():
+    g = build_graph(get_spec("resnet18", shortcut="C"), "block")
+    assert len(shortcut_edges(g, "projection")) == 8
+
+
+def test_dot_styles_match_edge_kinds():
+    g = build_graph(get_spec("resnet34"), "layer")
+    dot = to_dot(g)
+    # each projection is drawn as input -> downsample.0 -> downsample.1 -> add, all dashed
+    assert dot.count("style=dashed") == 3 * 3
+    assert dot.count("style=solid") == 13
+    assert dot.count("style=dotted") == 0
+    cifar = diagram(get_spec("cifar_resnet20"), "layer")
+    assert cifar.count("style=dotted") == 2 * 2 and "zero-pad" in cifar
+    block = diagram(get_spec("resnet34"), "block")
+    assert block.count("style=dashed") == 3 and block.count("style=solid") == 13
+
+
+def test_stage_level_labels():
+    g = build_graph(get_spec("resnet50"), "stage")
+    assert list(g.nodes) == ["conv1", "layer1", "layer2", "layer3", "layer4", "fc"]
+    assert g.nodes["layer3"]["label"].startswith("layer3: 6 × Bottleneck")
+    assert "5 identity, 1 projection shortcuts" in g.nodes["layer3"]["label"]
+    assert g.nodes["layer4"]["out_shape"] == (2048, 7, 7)
+
+
+def test_metric_labels_and_legend():
+    dot = diagram(get_spec("resnet18"), "block", show="params", color_by="macs")
+    assert "params: " in dot and "cluster_legend" in dot and "macs (log scale)" in dot
+    with pytest.raises(ValueError, match="metric"):
+        diagram(get_spec("resnet18"), "block", show="latency")
+    with pytest.raises(ValueError, match="level"):
+        build_graph(get_spec("resnet18"), "atom")
+
+
+def test_custom_spec_every_level():
+    spec = custom_spec(block="bottleneck", layers=(1, 2, 1), widths=(16, 32, 64), input_size=64)
+    for level in LEVELS:
+        assert diagram(spec, level).startswith('digraph "custom"')
+
+
+@pytest.mark.parametrize("kind", ["basic", "bottleneck", "preact_basic", "preact_bottleneck"])
+def test_block_internals(kind):
+    identity = block_internals(kind)
+    proj = block_internals(kind, projection=True)
+    assert identity.count("style=solid") == 1 and "style=dashed" not in identity
+    assert "style=dashed" in proj and "downsample.0" in proj
+    n_convs = 2 if kind.endswith("basic") else 3
+    assert sum('label="conv' in line for line in identity.splitlines()) == n_convs
+
+
+@pytest.mark.skipif(not has_dot(), reason="Graphviz dot not installed (CI installs it)")
+def test_svg_and_png_export():
+    dot = diagram(get_spec("resnet34"), "layer")
+    svg = render(dot, "svg")
+    assert svg.startswith(b"<?xml") and b"stroke-dasharray" in svg
+    assert render(dot, "png").startswith(b"\x89PNG")
+    with pytest.raises(ValueError):
+        render(dot, "gif")
