@@ -1,14 +1,19 @@
-"""ResNet Lens: routing only. Each page lives in pages/."""
+"""ResNet Lens: routing only. Each page lives in app_pages/.
+
+The folder is deliberately not called ``pages/``: Streamlit treats a ``pages/`` folder beside the
+entry point as a legacy (v1) multipage app until some session has called ``st.navigation``, so on a
+fresh server a deep link such as ``/diagrams?model=resnet152`` would run the page without this router.
+"""
 
 import streamlit as st
 
 st.set_page_config(page_title="ResNet Lens", layout="wide")
 
 PAGES = [
-    st.Page("pages/explorer.py", title="Architecture explorer", default=True),
-    st.Page("pages/blocks.py", title="Block comparison"),
-    st.Page("pages/depth.py", title="Depth comparison"),
-    st.Page("pages/diagrams.py", title="Shortcut diagrams"),
+    st.Page("app_pages/explorer.py", title="Architecture explorer", default=True),
+    st.Page("app_pages/blocks.py", title="Block comparison"),
+    st.Page("app_pages/depth.py", title="Depth comparison"),
+    st.Page("app_pages/diagrams.py", title="Shortcut diagrams"),
 ]
 
 st.navigation(PAGES).run()

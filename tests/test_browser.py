@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-PAGES = {"explorer": "", "blocks": "blocks", "depth": "depth", "diagrams": "diagrams"}
+PAGES = {"explorer": "", "blocks": "blocks", "depth": "depth", "diagrams": "diagrams?model=resnet34&level=layer"}
 # Chromium flags for a closed network, as root, with no GPU.
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
@@ -94,6 +94,9 @@ def test_page_renders_without_errors(server, browser, name):
     assert not errors, errors
     title = page.locator("h1").first.inner_text()
     assert title
+    # routed through app.py's st.navigation (titles), not Streamlit's legacy folder pages (file names)
+    nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+    assert "Architecture explorer" in nav and "Shortcut diagrams" in nav, nav
     shots = os.environ.get("SCREENSHOTS")
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def page(name: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "app_pages" / name), default_timeout=120)
     return at.run()
 
 
@@ -24,7 +24,7 @@ def test_app_routes_every_page():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     clean(at)
     assert metrics(at)["Parameters"] == "25,557,032"
-    assert len(list((ROOT / "pages").glob("*.py"))) >= 3
+    assert len(list((ROOT / "app_pages").glob("*.py"))) >= 3
 
 
 def test_explorer_models_levels_and_errors():

@@ -27,9 +27,17 @@ def error_box(exc: Exception) -> None:
     st.error(f"{exc}")
 
 
+def from_query(param: str, widget_key: str, allowed: list | tuple) -> None:
+    """Seed a widget from the URL (``?model=resnet152&level=layer``) once, so views can be shared."""
+    value = st.query_params.get(param)
+    if value in allowed and widget_key not in st.session_state:
+        st.session_state[widget_key] = value
+
+
 def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
     """Built-in or custom spec from sidebar widgets; ``None`` (with an error shown) if invalid."""
     sb = st.sidebar
+    from_query("model", f"{key}_model", list(MODELS))
     source = sb.radio("Model source", ["Built-in", "Custom spec"], key=f"{key}_source", horizontal=True)
     try:
         if source == "Built-in":

@@ -8,7 +8,7 @@ import streamlit as st
 
 from analysis import diagrams
 from ui import cache
-from ui.widgets import model_picker
+from ui.widgets import from_query, model_picker
 
 METRIC_LABELS = {None: "none", "params": "parameters", "macs": "MACs"}
 
@@ -19,6 +19,7 @@ st.caption("Drawn from the spec as in He et al. 2015, Fig. 3: identity shortcuts
 spec = model_picker("diagrams", default="resnet34")
 if spec is not None:
     c = st.columns(4)
+    from_query("level", "diagrams_level", diagrams.LEVELS)
     level = c[0].radio("Level of detail", diagrams.LEVELS, index=1, key="diagrams_level",
                        help="Block level is readable for every net; layer level shows every conv/BN/ReLU/add.")
     show = c[1].selectbox("Label nodes with", [None, "params", "macs"], format_func=METRIC_LABELS.get,
@@ -37,10 +38,10 @@ if spec is not None:
     dot = cache.diagram(spec, level, show, color_by)
     if twin and spec.residual:
         left, right = st.columns(2)
-        left.graphviz_chart(dot, width="stretch")
-        right.graphviz_chart(cache.diagram(spec.plain_twin(), level, show, color_by), width="stretch")
+        left.graphviz_chart(dot, width="content")
+        right.graphviz_chart(cache.diagram(spec.plain_twin(), level, show, color_by), width="content")
     else:
-        st.graphviz_chart(dot, width="stretch")
+        st.graphviz_chart(dot, width="content")
 
     d = st.columns(3)
     stem = f"{spec.name}_{level}"
