@@ -1,0 +1,114 @@
+"""Command line: ``python -m analysis train ...`` (and ``lesion``, see --help)."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+from .specs import MODELS
+
+
+def _versions() -> dict:
+    import numpy
+    import sklearn
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "scikit-learn": sklearn.__version__}
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="digits", choices=["digits", "cifar10", "imagefolder"],
+                   help="dataset: the embedded digits, or CIFAR-10 / an ImageFolder tree from --data-path")
+    p.add_argument("--data-path", default=None, help="local path of cifar-10-batches-py or the ImageFolder root")
+    p.add_argument("--size", type=int, default=16, help="image size (digits: 8, 16 or 32; ImageFolder: any)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoints import save_checkpoint
+    from .data import load_dataset
+    from .specs import get_spec
+    from .train import TrainConfig, config_dict, train
+
+    data = load_dataset(args.data, args.data_path, size=args.size, seed=args.split_seed)
+    spec = get_spec(args.model, plain=args.plain, preact=args.preact)
+    spec = spec.replace(in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                      weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup,
+                      augment=not args.no_augment, seed=args.seed, device=args.device)
+    bar = tqdm(total=None, unit="batch", desc=f"{spec.name} on {data.name}", dynamic_ncols=True)
+
+    def progress(p):  # noqa: ANN001, ANN202
+        if bar.total is None:
+            bar.reset(total=p.epochs * p.steps_per_epoch)
+        if p.phase == "batch":
+            bar.update(1)
+            bar.set_postfix(epoch=f"{p.epoch}/{p.epochs}", loss=f"{p.loss:.3f}")
+        else:
+            h = p.history[-1]
+            bar.write(f"epoch {h['epoch']:3d}  train loss {h['train_loss']:.4f} acc {h['train_acc']:.4f}  "
+                      f"test loss {h['test_loss']:.4f} acc {h['test_acc']:.4f}")
+
+    t0 = time.perf_counter()
+    result = train(spec, data, cfg, progress)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    images = len(data.y_train) * len(result.history)
+    meta = {
+        "dataset": data.describe(), "recipe": config_dict(cfg), "history": result.history,
+        "final": result.final, "train_seconds": round(seconds, 2),
+        "images_per_second": round(images / seconds, 1), "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python -m analysis " + " ".join(sys.argv[1:]),
+        "normalisation": {"mean": data.mean, "std": data.std},
+    }
+    path = save_checkpoint(args.out, result.model, meta)
+    f = result.final
+    print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB): test acc {f['test_acc']:.4f}, "
+          f"train acc {f['train_acc']:.4f}, {seconds:.1f} s, {images / seconds:.0f} images/s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m analysis", description="ResNet Lens command line.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a ResNet (or its plain twin) and save an atomic checkpoint",
+                       description="Train with SGD + momentum, weight decay and a step or cosine schedule; "
+                                   "seeded and deterministic on the CPU.")
+    t.add_argument("--model", default="cifar_resnet20",
+                   help=f"built-in name ({', '.join(MODELS)}) or cifar_resnet<6n+2>; prefixes plain_/preact_ work")
+    t.add_argument("--plain", action="store_true", help="train the plain twin (shortcuts removed)")
+    t.add_argument("--preact", action="store_true", help="use pre-activation blocks")
+    add_data_args(t)
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
+    t.add_argument("--warmup", type=int, default=1, help="epochs at lr/10 before the schedule")
+    t.add_argument("--no-augment", action="store_true", help="turn off random shifts / crops / flips")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--out", required=True, type=Path, help="checkpoint path (written atomically)")
+    t.set_defaults(func=cmd_train)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:  # bad input: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

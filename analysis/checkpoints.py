@@ -1,0 +1,260 @@
+"""Checkpoints: safe loading, atomic saving, and architecture inference from a state_dict.
+
+Files are read with ``torch.load(..., weights_only=True)`` only, so a pickle that would run code is
+refused before anything executes. Our own checkpoints are ``{"format": "resnet-lens/1",
+"state_dict": ..., "meta": {...}}`` with the spec inside the metadata; a bare torchvision-style
+state_dict works too: its architecture is inferred from key names and tensor shapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .models import ResNet, build_model
+from .specs import ResNetSpec, validate
+
+FORMAT = "resnet-lens/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class Checkpoint:
+    spec: ResNetSpec
+    model: ResNet
+    meta: dict
+    inferred: bool  # True when the spec came from key names and shapes, not from metadata
+
+
+def spec_to_dict(spec: ResNetSpec) -> dict:
+    d = dataclasses.asdict(spec)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def spec_from_dict(d: dict) -> ResNetSpec:
+    fields = {f.name for f in dataclasses.fields(ResNetSpec)}
+    unknown = set(d) - fields
+    if unknown:
+        raise CheckpointError(f"checkpoint metadata has unknown spec fields: {', '.join(sorted(unknown))}")
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    try:
+        return validate(ResNetSpec(**kw))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint metadata holds an invalid spec: {exc}") from None
+
+
+def save_checkpoint(path: str | Path, model: ResNet, meta: dict | None = None) -> Path:
+    """Write atomically: a temp file in the same folder, fsync, then rename over ``path``. An
+    interrupted write leaves the previous file (or nothing), never a truncated checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "state_dict": model.state_dict(),
+               "meta": {**(meta or {}), "spec": spec_to_dict(model.spec)}}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def checkpoint_bytes(model: ResNet, meta: dict | None = None) -> bytes:
+    """The same payload as :func:`save_checkpoint`, in memory (for downloads)."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "state_dict": model.state_dict(),
+                "meta": {**(meta or {}), "spec": spec_to_dict(model.spec)}}, buf)
+    return buf.getvalue()
+
+
+def _safe_load(source: str | Path | bytes, name: str) -> object:
+    if isinstance(source, (str, Path)):
+        p = Path(source)
+        if not p.is_file():
+            raise CheckpointError(f"{p}: no such checkpoint file")
+        name = str(p)
+        fobj: object = str(p)
+    else:
+        fobj = io.BytesIO(source)
+    try:
+        return torch.load(fobj, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        msg = str(exc)
+        if "Weights only load failed" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
+            found = re.search(r"GLOBAL ([\w.]+)", msg)
+            what = f" (it references {found.group(1)})" if found else ""
+            raise CheckpointError(
+                f"{name}: refused — the file contains Python objects other than tensors{what}. "
+                "Only weights are loaded (torch.load(weights_only=True)); nothing in it was executed. "
+                "Re-save it as a plain state_dict."
+            ) from None
+        raise CheckpointError(f"{name}: not a valid PyTorch checkpoint ({msg[:200]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
+        raise CheckpointError(f"{name}: not a valid PyTorch checkpoint — truncated or corrupt "
+                              f"({str(exc).splitlines()[0][:200]})") from None
+
+
+def _stage_blocks(sd: dict[str, Tensor]) -> list[int]:
+    counts: dict[int, int] = {}
+    for k in sd:
+        m = re.match(r"layer(\d+)\.(\d+)\.", k)
+        if m:
+            s, b = int(m.group(1)), int(m.group(2))
+            counts[s] = max(counts.get(s, 0), b + 1)
+    if not counts:
+        raise CheckpointError("no residual stages found: expected keys like 'layer1.0.conv1.weight' "
+                              "(torchvision ResNet layout)")
+    if sorted(counts) != list(range(1, len(counts) + 1)):
+        raise CheckpointError(f"stages {sorted(counts)} are not numbered layer1..layerN")
+    return [counts[s] for s in range(1, len(counts) + 1)]
+
+
+def infer_spec(sd: dict[str, Tensor], name: str = "checkpoint") -> ResNetSpec:
+    """Architecture of a torchvision-style ResNet from its state_dict: block type, blocks per stage,
+    widths, groups, stem, classes, shortcut option and pre-activation. Not visible in weights, so
+    defaulted: stride placement (v1.5), input size (224 ImageNet stem, 32 CIFAR stem)."""
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in sd:
+            raise CheckpointError(f"missing key {key!r}: not a torchvision-style ResNet state_dict")
+        return tuple(sd[key].shape)
+
+    layers = _stage_blocks(sd)
+    bottleneck = "layer1.0.conv3.weight" in sd
+    conv1 = shape("conv1.weight")
+    if len(conv1) != 4:
+        raise CheckpointError(f"conv1.weight has shape {conv1}, expected a 4-d conv weight")
+    stem = "imagenet" if conv1[2] == 7 else "cifar"
+    widths, groups, wpg = [], 1, 64
+    for i in range(len(layers)):
+        if bottleneck:
+            out = shape(f"layer{i + 1}.0.conv3.weight")[0]
+            c2 = shape(f"layer{i + 1}.0.conv2.weight")
+            planes = out // 4
+            groups = c2[0] // c2[1]
+            width = c2[0]
+            wpg = width * 64 // (planes * groups) if planes * groups else 64
+        else:
+            planes = shape(f"layer{i + 1}.0.conv1.weight")[0]
+        widths.append(planes)
+    has_down = [f"layer{i + 1}.{j}.downsample.0.weight" in sd for i, n in enumerate(layers) for j in range(n)]
+    preact = "bn_final.weight" in sd
+    if all(has_down):
+        shortcut = "C"
+    elif any(has_down):
+        shortcut = "B"
+    else:
+        # No projection weights: option A (zero padding) if shapes change, identity otherwise.
+        shortcut = "A"
+    fc = shape("fc.weight")
+    try:
+        spec = ResNetSpec(
+            name=name, block="bottleneck" if bottleneck else "basic", layers=tuple(layers),
+            widths=tuple(widths), stem=stem, stem_width=conv1[0], groups=groups, width_per_group=wpg,
+            shortcut=shortcut, preact=preact, num_classes=fc[0], in_channels=conv1[1],
+            input_size=224 if stem == "imagenet" else 32,
+        )
+        return validate(spec)
+    except ValueError as exc:
+        raise CheckpointError(f"the state_dict does not describe a buildable ResNet: {exc}") from None
+
+
+def _match_name(spec: ResNetSpec) -> ResNetSpec:
+    """Give an inferred spec the built-in name it equals (e.g. resnet50)."""
+    from .specs import MODELS
+
+    for n, s in MODELS.items():
+        if dataclasses.replace(s, name=spec.name) == spec:
+            return dataclasses.replace(spec, name=n)
+    return spec
+
+
+def load_state_dict_strict(model: ResNet, sd: dict[str, Tensor], name: str) -> None:
+    ours = model.state_dict()
+    missing = [k for k in ours if k not in sd]
+    unexpected = [k for k in sd if k not in ours]
+    if missing or unexpected:
+        def fmt(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {fmt(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {fmt(unexpected)}")
+        raise CheckpointError(f"{name}: the state_dict does not match {model.spec.name}; " + "; ".join(parts))
+    bad = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in ours.items() if sd[k].shape != v.shape]
+    if bad:
+        raise CheckpointError(f"{name}: shape mismatch for {len(bad)} tensors, e.g. {'; '.join(bad[:3])}")
+    model.load_state_dict(sd, strict=True)
+
+
+def load_checkpoint(source: str | Path | bytes, *, name: str = "uploaded file",
+                    expect: ResNetSpec | None = None) -> Checkpoint:
+    """Load our checkpoint format or a bare (torchvision-style) state_dict, safely.
+
+    ``expect`` forces a spec (e.g. ``get_spec('resnet50')``) instead of reading or inferring one.
+    """
+    obj = _safe_load(source, name)
+    if isinstance(source, (str, Path)):
+        name = Path(source).name
+    meta: dict = {}
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        sd, meta = obj.get("state_dict"), dict(obj.get("meta") or {})
+    elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        sd = obj["state_dict"]  # common training-script wrapper
+    elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        sd = obj["model"]
+    else:
+        sd = obj
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise CheckpointError(f"{name}: expected a state_dict (a dict of tensor names to tensors)")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}  # DataParallel prefixes
+    inferred = False
+    if expect is not None:
+        spec = expect
+    elif "spec" in meta:
+        spec = spec_from_dict(meta["spec"])
+    else:
+        spec = _match_name(infer_spec(sd, name=Path(name).stem or "checkpoint"))
+        inferred = True
+    model = build_model(spec)
+    load_state_dict_strict(model, sd, name)
+    model.eval()
+    return Checkpoint(spec, model, meta, inferred)
+
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def shipped_checkpoints() -> dict[str, Path]:
+    """The checkpoints committed in ``checkpoints/`` (trained on the embedded digits), by file stem."""
+    return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.pt"))}
+
+
+def dataset_for(meta: dict):  # noqa: ANN201 - returns analysis.data.Dataset
+    """Rebuild the dataset a checkpoint was trained on from its metadata (digits only: real datasets
+    need their local path, which the caller supplies)."""
+    from .data import DatasetError, load_digits
+
+    d = meta.get("dataset") or {}
+    name = str(d.get("name", ""))
+    if not name.startswith("digits"):
+        raise DatasetError(f"this checkpoint was trained on {name or 'an unknown dataset'}; give its local path")
+    return load_digits(size=int(d.get("size", 16)), seed=int(d.get("split_seed", 0)))
