@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench checkpoints clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_costs.py
+	$(PY) benchmarks/bench_train.py
+
+RECIPE := --epochs 40 --batch-size 32
+checkpoints: $(STAMP)
+	$(PY) -m analysis train --model cifar_resnet20 $(RECIPE) --out checkpoints/digits_resnet20.pt
+	$(PY) -m analysis train --model cifar_resnet20 --plain $(RECIPE) --out checkpoints/digits_plain20.pt
+	$(PY) -m analysis train --model cifar_resnet56 $(RECIPE) --out checkpoints/digits_resnet56.pt
+	$(PY) -m analysis train --model cifar_resnet56 --plain $(RECIPE) --out checkpoints/digits_plain56.pt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -14,6 +14,8 @@ PAGES = [
     st.Page("app_pages/blocks.py", title="Block comparison"),
     st.Page("app_pages/depth.py", title="Depth comparison"),
     st.Page("app_pages/diagrams.py", title="Shortcut diagrams"),
+    st.Page("app_pages/training.py", title="Training"),
+    st.Page("app_pages/lesion.py", title="Lesion lab"),
 ]
 
 st.navigation(PAGES).run()

@@ -16,7 +16,7 @@ def _versions() -> dict:
     import sklearn
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": numpy.__version__,
             "scikit-learn": sklearn.__version__}
 
 
@@ -75,6 +75,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lesion(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from . import lesion
+    from .checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+    from .data import load_dataset, load_image_folder
+
+    path = shipped_checkpoints().get(args.checkpoint, args.checkpoint)
+    ck = load_checkpoint(path)
+    if args.data_path is None and args.data == "digits":
+        data = dataset_for(ck.meta) if ck.meta.get("dataset") else load_dataset("digits", size=ck.spec.input_size)
+    elif args.data == "imagefolder" and ck.spec.stem == "imagenet":
+        # torchvision ImageNet weights expect their own preprocessing, not statistics of the folder
+        data = load_image_folder(args.data_path, size=ck.spec.input_size, resize=args.resize,
+                                 normalise="imagenet", test_fraction=1.0, max_per_class=args.max_per_class)
+    else:
+        data = load_dataset(args.data, args.data_path, size=args.size)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("CUDA was asked for but no CUDA device is available; use --device cpu")
+    model = ck.model.to(args.device)
+    bar = tqdm(total=1, unit="seq·batch", desc=f"{args.experiment} sweep", dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    fn = {"single": lesion.single_sweep, "k": lesion.k_sweep, "reorder": lesion.reorder_sweep}[args.experiment]
+    kw = {} if args.experiment == "single" else {"samples": args.samples, "seed": args.seed}
+    df = fn(model, data.x_test, data.y_test, device=args.device, batch_size=args.batch_size, progress=progress, **kw)
+    bar.close()
+    df.insert(0, "checkpoint", str(args.checkpoint))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out, index=False)
+    if args.experiment == "single":
+        print(df[["deleted", "downsample", "error"]].to_string(index=False))
+    else:
+        print(lesion.summarise(df).to_string(index=False))
+    print(f"wrote {args.out} ({len(df)} rows)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m analysis", description="ResNet Lens command line.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -98,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--out", required=True, type=Path, help="checkpoint path (written atomically)")
     t.set_defaults(func=cmd_train)
+
+    le = sub.add_parser("lesion", help="delete or reorder blocks of a trained net and record the test error",
+                        description="Lesion sweeps (Veit et al. 2016) with prefix reuse; writes a CSV.")
+    le.add_argument("--checkpoint", required=True,
+                    help="a .pt/.pth file (ours or a torchvision state_dict) or a shipped name, e.g. digits_resnet56")
+    add_data_args(le)
+    le.add_argument("--resize", type=int, default=256, help="ImageNet ImageFolder: resize before the center crop")
+    le.add_argument("--max-per-class", type=int, default=None, help="ImageFolder: cap images per class")
+    le.add_argument("--experiment", choices=["single", "k", "reorder"], default="single")
+    le.add_argument("--samples", type=int, default=5, help="random samples per k (k and reorder)")
+    le.add_argument("--seed", type=int, default=0)
+    le.add_argument("--batch-size", type=int, default=256)
+    le.add_argument("--device", default="cpu", help="cpu or cuda")
+    le.add_argument("--out", type=Path, required=True, help="results CSV")
+    le.set_defaults(func=cmd_lesion)
     return ap
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import os
 import pickle
 import re
@@ -61,8 +62,7 @@ def save_checkpoint(path: str | Path, model: ResNet, meta: dict | None = None) -
     interrupted write leaves the previous file (or nothing), never a truncated checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "state_dict": model.state_dict(),
-               "meta": {**(meta or {}), "spec": spec_to_dict(model.spec)}}
+    payload = _payload(model, meta)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -80,9 +80,15 @@ def save_checkpoint(path: str | Path, model: ResNet, meta: dict | None = None) -
 def checkpoint_bytes(model: ResNet, meta: dict | None = None) -> bytes:
     """The same payload as :func:`save_checkpoint`, in memory (for downloads)."""
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, "state_dict": model.state_dict(),
-                "meta": {**(meta or {}), "spec": spec_to_dict(model.spec)}}, buf)
+    torch.save(_payload(model, meta), buf)
     return buf.getvalue()
+
+
+def _payload(model: ResNet, meta: dict | None) -> dict:
+    # A JSON round trip turns str subclasses (torch.__version__) and tuples into plain types, so
+    # the file loads under weights_only=True.
+    plain_meta = json.loads(json.dumps({**(meta or {}), "spec": spec_to_dict(model.spec)}))
+    return {"format": FORMAT, "state_dict": model.state_dict(), "meta": plain_meta}
 
 
 def _safe_load(source: str | Path | bytes, name: str) -> object:

@@ -171,10 +171,19 @@ def load_cifar10(root: str | Path, *, limit_train: int | None = None, limit_test
                    augment="crop_flip", source=str(root), split_seed=-1)
 
 
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
 def load_image_folder(root: str | Path, *, size: int = 32, grayscale: bool = False, seed: int = 0,
-                      test_fraction: float = 0.2, max_per_class: int | None = None) -> Dataset:
+                      test_fraction: float = 0.2, max_per_class: int | None = None, resize: int | None = None,
+                      normalise: str = "data") -> Dataset:
     """An ImageFolder tree (one folder per class). With ``train/`` and ``val/`` (or ``test/``)
-    subfolders those are the split; otherwise a seeded stratified split of everything."""
+    subfolders those are the split; otherwise a seeded stratified split of everything
+    (``test_fraction=1.0``: everything is test data, for evaluating a trained net).
+
+    ``resize`` then a center crop of ``size`` (torchvision's eval transform, e.g. 256 -> 224);
+    ``normalise='imagenet'`` uses ImageNet's mean/std, which torchvision weights expect."""
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root).expanduser()
@@ -197,7 +206,16 @@ def load_image_folder(root: str | Path, *, size: int = 32, grayscale: bool = Fal
             for p in files:
                 try:
                     with Image.open(p) as im:
-                        im = im.convert("L" if grayscale else "RGB").resize((size, size), Image.BILINEAR)
+                        im = im.convert("L" if grayscale else "RGB")
+                        if resize:  # shorter side to `resize`, then center crop
+                            w, h = im.size
+                            s = resize / min(w, h)
+                            im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+                            w, h = im.size
+                            left, top = (w - size) // 2, (h - size) // 2
+                            im = im.crop((left, top, left + size, top + size))
+                        else:
+                            im = im.resize((size, size), Image.BILINEAR)
                         arr = np.asarray(im, dtype=np.float32) / 255.0
                 except (UnidentifiedImageError, OSError) as exc:
                     raise DatasetError(f"{p}: unreadable image ({exc})") from None
@@ -210,13 +228,24 @@ def load_image_folder(root: str | Path, *, size: int = 32, grayscale: bool = Fal
     if len(split_dirs) == 2:
         classes, xtr, ytr = read_tree(split_dirs[0], None)
         _, xte, yte = read_tree(split_dirs[1], classes)
+    elif test_fraction >= 1.0:
+        classes, xte, yte = read_tree(root, None)
+        xtr, ytr = xte[:0], yte[:0]
     else:
         classes, x, y = read_tree(root, None)
         tr, te = _split(len(y), test_fraction, seed, y.numpy())
         if len(te) == 0 or len(tr) == 0:
             raise DatasetError(f"{root}: too few images ({len(y)}) to split into train and test")
         xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
-    a, b, mean, std = _normalise(xtr, xte)
+    if normalise == "imagenet":
+        m = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        sd = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        a, b, mean, std = (xtr - m) / sd, (xte - m) / sd, IMAGENET_MEAN, IMAGENET_STD
+    elif len(ytr) == 0:
+        a, b, mean, std = _normalise(xte, xte)
+        a = a[:0]
+    else:
+        a, b, mean, std = _normalise(xtr, xte)
     return Dataset(root.name or "imagefolder", a, ytr, b, yte, classes, mean, std, augment="crop_flip",
                    source=str(root), split_seed=seed)
 

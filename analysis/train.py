@@ -59,6 +59,7 @@ class Progress:
     steps_per_epoch: int
     loss: float
     history: list[dict] = field(default_factory=list)
+    model: nn.Module | None = None  # the live model, so a caller can keep the weights on cancel
 
     @property
     def fraction(self) -> float:
@@ -159,7 +160,7 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig = TrainConfig(),
                 total_loss += loss.item() * len(idx)
                 correct += int((out.argmax(1) == yb).sum())
                 if callback and callback(Progress("batch", epoch, config.epochs, step + 1, steps,
-                                                  loss.item(), history)) is False:
+                                                  loss.item(), history, model)) is False:
                     cancelled = True
                     break
             if cancelled:
@@ -169,7 +170,7 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig = TrainConfig(),
                             "test_loss": test["loss"], "test_acc": test["acc"],
                             "lr": lr_at(config, epoch), "seconds": time.perf_counter() - t0})
             if callback and callback(Progress("epoch", epoch, config.epochs, steps, steps,
-                                              total_loss / n, history)) is False:
+                                              total_loss / n, history, model)) is False:
                 cancelled = True
                 break
     model = model.cpu().eval()

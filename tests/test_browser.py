@@ -102,3 +102,32 @@ def test_page_renders_without_errors(server, browser, name):
         Path(shots).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(shots) / f"{name}.png"), full_page=True)
     page.close()
+
+
+def test_upload_torchvision_checkpoint(server, browser, tmp_path):
+    """A torchvision-format resnet18 state_dict uploaded in the explorer: architecture inferred,
+    exact parameter count shown, no error box."""
+    import json
+
+    import torch
+
+    from analysis.compat import deterministic_state_dict
+
+    manifest = json.loads((ROOT / "tests" / "fixtures" / "torchvision_state_dicts.json").read_text())["keys"]
+    path = tmp_path / "resnet18.pth"
+    torch.save(deterministic_state_dict({k: tuple(s) for k, s in manifest["resnet18"]}), path)
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(server)
+    wait_until_idle(page)
+    page.locator('[data-testid="stSidebar"]').get_by_text("Checkpoint", exact=True).click()
+    wait_until_idle(page)
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
+    page.get_by_role("option", name="Upload a checkpoint…").click()
+    wait_until_idle(page)
+    page.locator('[data-testid="stSidebar"] input[type="file"]').set_input_files(str(path))
+    page.wait_for_selector("text=11,689,512", timeout=60_000)
+    wait_until_idle(page)
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert "Architecture inferred" in page.locator('[data-testid="stSidebar"]').inner_text()
+    page.close()

@@ -128,3 +128,22 @@ def test_diagrams_levels_metrics_twin():
     at.checkbox(key="diagrams_projection").check().run()
     assert "downsample.0" in at.get("graphviz_chart")[-1].proto.spec
     clean(at)
+
+
+def test_training_page_shows_shipped_runs_and_trains():
+    at = page("training.py")
+    clean(at)
+    table = at.dataframe[0].value
+    assert sorted(table["model"]) == ["digits_plain20", "digits_plain56", "digits_resnet20", "digits_resnet56"]
+    res56 = table.set_index("model").loc["digits_resnet56"]
+    assert res56["test error %"] <= 3.0
+    at.multiselect(key="train_depths").set_value([8]).run()
+    at.multiselect(key="train_kinds").set_value(["residual"]).run()
+    at.number_input(key="train_epochs").set_value(1).run()
+    at.button(key="train_go").click().run()
+    clean(at)
+    trained = at.session_state["trained"]
+    assert len(trained) == 1
+    (label, ck), = trained.items()
+    assert label.startswith("cifar_resnet8") and len(ck.meta["history"]) == 1
+    assert at.dataframe[1].value["epochs"].tolist() == [1]

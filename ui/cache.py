@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis import blocks, conventions, costs, depth, diagrams
+from analysis import blocks, checkpoints, conventions, costs, data, depth, diagrams
 from analysis.specs import ResNetSpec
 
 
@@ -56,3 +56,27 @@ def shortcut_counts(spec: ResNetSpec) -> dict[str, int]:
 @st.cache_data(show_spinner=False, max_entries=16)
 def block_internals(kind: str, projection: bool) -> str:
     return diagrams.block_internals(kind, projection=projection)
+
+
+# ----------------------------------------------------------------------------- data and models
+@st.cache_resource(show_spinner="Loading dataset…", max_entries=8)
+def dataset(kind: str, path: str | None, size: int, seed: int) -> data.Dataset:
+    return data.load_dataset(kind, path, size=size, seed=seed)
+
+
+@st.cache_resource(show_spinner="Loading checkpoint…", max_entries=16)
+def checkpoint_from_path(path: str, mtime: float) -> checkpoints.Checkpoint:
+    """A checkpoint on disk (keyed by its modification time too, so a retrained file reloads)."""
+    del mtime
+    return checkpoints.load_checkpoint(path)
+
+
+@st.cache_resource(show_spinner="Loading checkpoint…", max_entries=8)
+def checkpoint_from_bytes(blob: bytes, name: str) -> checkpoints.Checkpoint:
+    return checkpoints.load_checkpoint(blob, name=name)
+
+
+def shipped() -> dict[str, checkpoints.Checkpoint]:
+    """The committed checkpoints, loaded once per process."""
+    return {name: checkpoint_from_path(str(p), p.stat().st_mtime)
+            for name, p in checkpoints.shipped_checkpoints().items()}

@@ -50,3 +50,81 @@ def block_bars(df: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(type="log")
     fig.update_layout(showlegend=False, height=320, margin=dict(t=40, b=10, l=10, r=10))
     return fig
+
+
+def training_curves(runs: list[dict], title: str = "") -> go.Figure:
+    """He et al. 2015, Fig. 6 style: error (%) vs epoch, plain nets left, residual nets right;
+    training error dashed, test error solid, one colour per depth."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("plain", "residual"), shared_yaxes=True)
+    depths = sorted({r["depth"] for r in runs})
+    palette = px.colors.qualitative.D3
+    for r in runs:
+        col = 2 if r["residual"] else 1
+        colour = palette[depths.index(r["depth"]) % len(palette)]
+        epochs = [h["epoch"] for h in r["history"]]
+        for key, dash, what in (("train_acc", "dash", "train"), ("test_acc", "solid", "test")):
+            fig.add_scatter(x=epochs, y=[100 * (1 - h[key]) for h in r["history"]], mode="lines",
+                            line=dict(color=colour, dash=dash), name=f"{r['label']} ({what})",
+                            legendgroup=r["label"], row=1, col=col)
+    fig.update_yaxes(title_text="error (%)", rangemode="tozero", row=1, col=1)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(height=380, title=title or None, margin=dict(t=50, b=10, l=10, r=10))
+    return fig
+
+
+def per_class(df: pd.DataFrame) -> go.Figure:
+    long = df.melt(id_vars="class", value_vars=["intact", "lesioned"], var_name="net", value_name="accuracy")
+    fig = px.bar(long, x="class", y="accuracy", color="net", barmode="group", height=320,
+                 title="Per-class accuracy", range_y=[0, 1])
+    fig.update_layout(margin=dict(t=40, b=10, l=10, r=10))
+    return fig
+
+
+def confusion_delta(delta, classes: list[str]) -> go.Figure:  # noqa: ANN001 - 2-d array
+    lim = max(1, int(abs(delta).max()))
+    fig = px.imshow(delta, x=classes, y=classes, color_continuous_scale="RdBu_r", zmin=-lim, zmax=lim,
+                    labels=dict(x="predicted", y="true", color="Δ count"), text_auto=True, height=320,
+                    title="Confusion change (lesioned − intact)")
+    fig.update_layout(margin=dict(t=40, b=10, l=10, r=10))
+    return fig
+
+
+def single_sweep(df: pd.DataFrame) -> go.Figure:
+    """Error after deleting each block; downsampling blocks outlined; intact error as a line."""
+    fig = go.Figure()
+    colours = {True: "#1f77b4", False: "#d62728"}
+    for net, g in df.groupby("net", sort=False):
+        res = bool(g["residual"].iloc[0])
+        bars = g[g["index"] >= 0]
+        fig.add_bar(x=bars["deleted"], y=100 * bars["error"], name=net, marker_color=colours[res],
+                    marker_line=dict(width=[3 if d else 0 for d in bars["downsample"]], color="black"),
+                    opacity=0.85)
+        fig.add_hline(y=100 * float(g.loc[g["index"] < 0, "error"].iloc[0]), line_dash="dot",
+                      line_color=colours[res], annotation_text=f"{net} intact")
+    fig.update_layout(barmode="group", height=380, yaxis_title="test error (%)", xaxis_title="deleted block",
+                      margin=dict(t=30, b=10, l=10, r=10), legend=dict(orientation="h"))
+    return fig
+
+
+def k_sweep(df: pd.DataFrame, x: str, xlabel: str) -> go.Figure:
+    """Mean error vs k with a ±std band, residual and plain on the same axes."""
+    fig = go.Figure()
+    colours = {True: "#1f77b4", False: "#d62728"}
+    for net, g in df.groupby("net", sort=False):
+        s = g.groupby(x)["error"].agg(["mean", "std"]).fillna(0.0).reset_index()
+        c = colours[bool(g["residual"].iloc[0])]
+        fig.add_scatter(x=s[x], y=100 * (s["mean"] + s["std"]), mode="lines", line=dict(width=0),
+                        showlegend=False, hoverinfo="skip")
+        fig.add_scatter(x=s[x], y=100 * (s["mean"] - s["std"]).clip(lower=0), mode="lines", line=dict(width=0),
+                        fill="tonexty", fillcolor=_rgba(c, 0.15), showlegend=False, hoverinfo="skip")
+        fig.add_scatter(x=s[x], y=100 * s["mean"], mode="lines+markers", name=net, line=dict(color=c))
+        fig.add_scatter(x=g[x], y=100 * g["error"], mode="markers", marker=dict(color=c, size=4, opacity=0.35),
+                        showlegend=False)
+    fig.update_layout(height=380, xaxis_title=xlabel, yaxis_title="test error (%)",
+                      margin=dict(t=30, b=10, l=10, r=10), legend=dict(orientation="h"))
+    return fig
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from analysis.checkpoints import Checkpoint, CheckpointError
 from analysis.specs import (
     BLOCK_TYPES,
     MODELS,
@@ -34,12 +35,56 @@ def from_query(param: str, widget_key: str, allowed: list | tuple) -> None:
         st.session_state[widget_key] = value
 
 
+UPLOAD = "Upload a checkpoint…"
+
+
+def checkpoint_picker(key: str, container=None, default: str = "shipped: digits_resnet56"  # noqa: ANN001
+                      ) -> tuple[str, Checkpoint] | None:
+    """Shipped checkpoints, nets trained in this session, or an uploaded file (our format or a
+    torchvision-style state_dict, loaded with weights_only=True). Errors are shown, not raised."""
+    box = container or st.sidebar
+    from ui import cache
+
+    try:
+        options: dict[str, Checkpoint] = {f"shipped: {n}": c for n, c in cache.shipped().items()}
+    except (CheckpointError, OSError) as exc:
+        error_box(exc)
+        options = {}
+    options.update({f"trained here: {n}": c for n, c in st.session_state.get("trained", {}).items()})
+    labels = [*options, UPLOAD]
+    choice = box.selectbox("Checkpoint", labels, index=labels.index(default) if default in labels else 0,
+                           key=f"{key}_ckpt")
+    if choice != UPLOAD:
+        return choice, options[choice]
+    up = box.file_uploader("PyTorch checkpoint (.pt / .pth)", type=["pt", "pth", "bin", "tar"],
+                           key=f"{key}_upload")
+    if up is None:
+        box.info("Upload a ResNet state_dict, e.g. torchvision's resnet50.pth; its architecture is inferred.")
+        return None
+    try:
+        return up.name, cache.checkpoint_from_bytes(up.getvalue(), up.name)
+    except CheckpointError as exc:
+        error_box(exc)
+        return None
+
+
 def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
-    """Built-in or custom spec from sidebar widgets; ``None`` (with an error shown) if invalid."""
+    """Built-in, custom or checkpoint spec from sidebar widgets; ``None`` (with an error shown) if invalid."""
     sb = st.sidebar
     from_query("model", f"{key}_model", list(MODELS))
-    source = sb.radio("Model source", ["Built-in", "Custom spec"], key=f"{key}_source", horizontal=True)
+    source = sb.radio("Model source", ["Built-in", "Custom spec", "Checkpoint"], key=f"{key}_source",
+                      horizontal=True)
     try:
+        if source == "Checkpoint":
+            picked = checkpoint_picker(key)
+            if picked is None:
+                return None
+            label, ck = picked
+            if ck.inferred:
+                sb.caption(f"Architecture inferred from the state_dict: {ck.spec.name} ({ck.spec.variant}); "
+                           "stride placement and input size are not stored in weights and default to "
+                           "v1.5 and the stem's usual size.")
+            return ck.spec
         if source == "Built-in":
             names = list(MODELS)
             name = sb.selectbox("Model", names, index=names.index(default), key=f"{key}_model")

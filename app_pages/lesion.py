@@ -1,0 +1,162 @@
+"""Lesion lab: delete and reorder blocks of a trained net and watch accuracy degrade (Veit et al. 2016)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from analysis import lesion
+from analysis.checkpoints import Checkpoint
+from analysis.data import Dataset, DatasetError
+from ui import cache, render
+from ui.widgets import checkpoint_picker, error_box
+
+st.title("Lesion lab")
+st.caption("Veit, Wilber & Belongie 2016: delete a block of a trained residual net at test time and it "
+           "barely notices (except where it downsamples); delete a layer of a plain net and it collapses to "
+           "chance. Deleting block *i* removes its residual branch F and keeps the shortcut.")
+
+picked = checkpoint_picker("lesion")
+if picked is None:
+    st.stop()
+label, ck = picked
+
+
+def pick_data(ck: Checkpoint) -> Dataset | None:
+    """The checkpoint's own dataset (digits are rebuilt from metadata) or a local one."""
+    name = str(ck.meta.get("dataset", {}).get("name", ""))
+    try:
+        if name.startswith("digits"):
+            d = ck.meta["dataset"]
+            return cache.dataset("digits", None, int(d.get("size", 16)), int(d.get("split_seed", 0)))
+        kind = st.sidebar.selectbox("Dataset", ["cifar10", "imagefolder"], key="lesion_data_kind")
+        path = st.sidebar.text_input("Local dataset path", key="lesion_data_path",
+                                     help="cifar-10-batches-py, or an ImageFolder root (train/ and val/ or one "
+                                          "folder per class); nothing is downloaded")
+        if not path:
+            st.info(f"{label} was not trained on the embedded digits: give its dataset's local path.")
+            return None
+        return cache.dataset(kind, path, ck.spec.input_size, 0)
+    except DatasetError as exc:
+        error_box(exc)
+        return None
+
+
+data = pick_data(ck)
+if data is None:
+    st.stop()
+if (data.channels, data.num_classes) != (ck.spec.in_channels, ck.spec.num_classes):
+    st.error(f"{label} takes {ck.spec.in_channels}-channel images and {ck.spec.num_classes} classes; "
+             f"{data.name} has {data.channels} channels and {data.num_classes} classes.")
+    st.stop()
+
+infos = lesion.block_infos(ck.model)
+n = len(infos)
+st.markdown(f"**{label}** — {ck.spec.name}, {n} blocks, evaluated on {len(data.y_test)} test images of "
+            f"{data.name}.")
+
+# ------------------------------------------------------------------ toggles
+st.subheader("Delete blocks")
+st.caption("↓ marks a downsampling block: deleting it keeps its shortcut — "
+           + {"pad": "strided zero-padding (option A)", "projection": "the 1×1 projection + BN",
+              "none": "for a plain net, a parameter-free subsample and zero-pad",
+              "identity": "identity"}[next((b.shortcut for b in infos if b.downsample), "identity")]
+           + " — so the shape still fits the next block.")
+prefix = f"lesion_{label}"
+stages = sorted({b.stage for b in infos}, key=lambda s: int(s[5:]))
+cols = st.columns(len(stages))
+deleted = []
+for col, stage in zip(cols, stages, strict=True):
+    col.markdown(f"**{stage}**")
+    for b in (b for b in infos if b.stage == stage):
+        if col.checkbox(f"{b.name}{' ↓' if b.downsample else ''}", key=f"{prefix}_{b.name}"):
+            deleted.append(b.index)
+
+seqs = [lesion.identity_sequence(n), lesion.deletion(n, deleted)]
+preds = lesion.predict_sequences(ck.model, data.x_test, seqs)
+y = data.y_test
+base_err, les_err = [(p != y).float().mean().item() for p in preds]
+m = st.columns(3)
+m[0].metric("Test error, intact", f"{100 * base_err:.2f} %")
+m[1].metric(f"Test error, {len(deleted)} deleted", f"{100 * les_err:.2f} %",
+            delta=f"{100 * (les_err - base_err):+.2f} pp", delta_color="inverse")
+m[2].metric("Chance", f"{100 * (1 - 1 / data.num_classes):.1f} %")
+c1, c2 = st.columns(2)
+pc = pd.DataFrame({"class": data.classes,
+                   "intact": lesion.per_class_accuracy(y, preds[0], data.num_classes),
+                   "lesioned": lesion.per_class_accuracy(y, preds[1], data.num_classes)})
+c1.plotly_chart(render.per_class(pc), key="lesion_per_class")
+delta = lesion.confusion(y, preds[1], data.num_classes) - lesion.confusion(y, preds[0], data.num_classes)
+c2.plotly_chart(render.confusion_delta(delta.numpy(), data.classes), key="lesion_confusion")
+
+
+# ------------------------------------------------------------------ sweeps
+def twin_of(label: str) -> tuple[str, Checkpoint] | None:
+    """The shipped plain twin of a shipped residual net (same depth), for side-by-side sweeps."""
+    if not label.startswith("shipped: ") or not ck.spec.residual:
+        return None
+    name = label.removeprefix("shipped: ").replace("resnet", "plain")
+    other = cache.shipped().get(name)
+    return (f"shipped: {name}", other) if other is not None else None
+
+
+def run(experiment: str, samples: int, seed: int) -> pd.DataFrame:
+    """Run (or fetch from this session's cache) one sweep for the net and its plain twin."""
+    store = st.session_state.setdefault("lesion_results", {})
+    nets = [(label, ck)] + ([twin] if (twin := twin_of(label)) else [])
+    frames = []
+    for net_label, net in nets:
+        key = (net_label, data.name, data.split_seed, experiment, samples, seed)
+        if key not in store:
+            bar = st.progress(0.0, text=f"{experiment} sweep on {net_label}…")
+
+            def prog(done: int, total: int, bar=bar, net_label=net_label) -> None:
+                bar.progress(done / total, text=f"{experiment} sweep on {net_label}: {done}/{total}")
+
+            fn = {"single": lesion.single_sweep, "k": lesion.k_sweep, "reorder": lesion.reorder_sweep}[experiment]
+            kw = {} if experiment == "single" else {"samples": samples, "seed": seed}
+            store[key] = fn(net.model, data.x_test, data.y_test, progress=prog, **kw)
+            bar.empty()
+        frames.append(store[key].assign(net=net_label, residual=net.spec.residual))
+    return pd.concat(frames, ignore_index=True)
+
+
+st.subheader("Sweeps")
+tab1, tab2, tab3 = st.tabs(["Single-block deletion", "k-block deletion", "Reordering"])
+with tab1:
+    st.caption("Error after deleting each block in turn; the dotted lines are the intact errors.")
+    if st.button("Run single-block sweep", key="lesion_run_single"):
+        st.session_state["lesion_show_single"] = True
+    if st.session_state.get("lesion_show_single"):
+        df = run("single", 0, 0)
+        st.plotly_chart(render.single_sweep(df), key="lesion_single_chart")
+        st.download_button("Download CSV", df.to_csv(index=False), file_name="lesion_single.csv",
+                           mime="text/csv", key="lesion_single_csv")
+with tab2:
+    c = st.columns(2)
+    samples = c[0].number_input("Samples per k", 1, 50, 5, key="lesion_k_samples")
+    seed = c[1].number_input("Seed", 0, 10_000, 0, key="lesion_k_seed")
+    st.caption("Random subsets of the non-downsampling blocks; mean ± std over the samples.")
+    if st.button("Run k-block sweep", key="lesion_run_k"):
+        st.session_state["lesion_show_k"] = True
+    if st.session_state.get("lesion_show_k"):
+        df = run("k", int(samples), int(seed))
+        st.plotly_chart(render.k_sweep(df, "k", "blocks deleted"), key="lesion_k_chart")
+        st.download_button("Download CSV", df.to_csv(index=False), file_name="lesion_k.csv", mime="text/csv",
+                           key="lesion_k_csv")
+with tab3:
+    c = st.columns(2)
+    rsamples = c[0].number_input("Samples per k", 1, 50, 5, key="lesion_r_samples")
+    rseed = c[1].number_input("Seed", 0, 10_000, 0, key="lesion_r_seed")
+    st.caption("Swap k random pairs of blocks of the same shape (same stage, not downsampling).")
+    if st.button("Run reordering sweep", key="lesion_run_reorder"):
+        st.session_state["lesion_show_reorder"] = True
+    if st.session_state.get("lesion_show_reorder"):
+        try:
+            df = run("reorder", int(rsamples), int(rseed))
+        except ValueError as exc:
+            error_box(exc)
+        else:
+            st.plotly_chart(render.k_sweep(df, "k", "pairs swapped"), key="lesion_r_chart")
+            st.download_button("Download CSV", df.to_csv(index=False), file_name="lesion_reorder.csv",
+                               mime="text/csv", key="lesion_r_csv")

@@ -1,0 +1,115 @@
+"""Training: the degradation experiment (He et al. 2015, Fig. 1 / Fig. 6) on the embedded digits."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis.checkpoints import Checkpoint, checkpoint_bytes
+from analysis.data import DatasetError
+from analysis.specs import get_spec
+from analysis.train import Progress, TrainConfig, train
+from ui import cache, render
+
+DEPTHS = [8, 14, 20, 32, 44, 56, 110]
+
+
+def run_record(label: str, ck: Checkpoint) -> dict:
+    return {"label": label, "depth": ck.spec.depth, "residual": ck.spec.residual,
+            "history": ck.meta.get("history", [])}
+
+
+def summary_rows(runs: list[tuple[str, Checkpoint]]) -> list[dict]:
+    rows = []
+    for label, ck in runs:
+        f = ck.meta.get("final", {})
+        rows.append({"model": label, "depth": ck.spec.depth, "shortcuts": "yes" if ck.spec.residual else "no",
+                     "epochs": len(ck.meta.get("history", [])),
+                     "train error %": round(100 * (1 - f.get("train_acc", float("nan"))), 2),
+                     "test error %": round(100 * (1 - f.get("test_acc", float("nan"))), 2),
+                     "seconds": ck.meta.get("train_seconds"), "status": ck.meta.get("status", "complete")})
+    return rows
+
+
+def finish_interrupted_run() -> None:
+    """A rerun (Cancel, or any widget) interrupts a training loop; keep what it finished."""
+    active = st.session_state.pop("active_run", None)
+    if active and active.get("model") is not None and active["history"]:
+        model = active["model"].cpu().eval()
+        meta = {**active["meta"], "history": active["history"], "final": active["history"][-1],
+                "status": f"cancelled after {len(active['history'])} epochs"}
+        st.session_state.setdefault("trained", {})[active["label"]] = Checkpoint(model.spec, model, meta, False)
+        st.toast(f"{active['label']}: cancelled, {len(active['history'])} finished epochs kept")
+
+
+st.title("Training: the degradation problem")
+st.caption("He et al. 2015, Fig. 1 and Fig. 6: a deeper *plain* net has higher training error than a "
+           "shallower one, while a deeper *residual* net trains as well or better. Shipped runs: CIFAR-style "
+           "nets (16/32/64 filters, option A) trained on the embedded digits, upsampled to 16×16.")
+finish_interrupted_run()
+
+shipped = cache.shipped()
+if shipped:
+    runs = [run_record(n, c) for n, c in shipped.items()]
+    st.plotly_chart(render.training_curves(runs, "Shipped runs: dashed = training error, solid = test error"),
+                    key="training_shipped")
+    st.dataframe(summary_rows(list(shipped.items())), hide_index=True, width="stretch")
+else:
+    st.warning("No shipped checkpoints found in checkpoints/; train some below or with `python -m analysis train`.")
+
+st.subheader("Run it yourself")
+c = st.columns(4)
+depths = c[0].multiselect("Depths (6n+2)", DEPTHS, [20, 56], key="train_depths")
+kinds = c[1].multiselect("Nets", ["residual", "plain"], ["residual", "plain"], key="train_kinds")
+epochs = c[2].number_input("Epochs", 1, 200, 10, key="train_epochs")
+size = c[3].selectbox("Digits size", [16, 32, 8], key="train_size")
+c = st.columns(4)
+lr = c[0].number_input("Learning rate", 0.001, 1.0, 0.1, format="%.3f", key="train_lr")
+schedule = c[1].selectbox("Schedule", ["cosine", "step"], key="train_schedule")
+seed = c[2].number_input("Seed", 0, 10_000, 0, key="train_seed")
+device = c[3].selectbox("Device", ["cpu", "cuda"], key="train_device")
+
+go = st.button("Train", type="primary", key="train_go", disabled=not (depths and kinds))
+if go:
+    try:
+        data = cache.dataset("digits", None, int(size), 0)
+        config = TrainConfig(epochs=int(epochs), lr=float(lr), schedule=schedule, seed=int(seed), device=device)
+        config.validate()
+    except (ValueError, DatasetError) as exc:
+        st.error(str(exc))
+    else:
+        st.button("Cancel", key="train_cancel", help="Stops after the current batch; finished epochs are kept.")
+        jobs = [(d, k) for d in sorted(depths) for k in kinds]
+        bar = st.progress(0.0, text="starting…")
+        for i, (d, kind) in enumerate(jobs):
+            spec = get_spec(f"cifar_resnet{d}", plain=kind == "plain").replace(
+                in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)
+            label = f"{spec.name} ({epochs} ep, lr {lr}, seed {seed})"
+            active = {"label": label, "history": [], "model": None,
+                      "meta": {"dataset": data.describe(), "recipe": config.__dict__.copy()}}
+            st.session_state["active_run"] = active
+
+            def progress(p: Progress, i: int = i, label: str = label, active: dict = active) -> None:
+                active["model"], active["history"] = p.model, list(p.history)
+                frac = (i + p.fraction) / len(jobs)
+                last = p.history[-1] if p.history else None
+                extra = f" · test acc {last['test_acc']:.3f}" if last else ""
+                bar.progress(min(frac, 1.0), text=f"{label}: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}{extra}")
+
+            result = train(spec, data, config, progress)
+            st.session_state.pop("active_run", None)
+            meta = {**active["meta"], "history": result.history, "final": result.final,
+                    "train_seconds": round(result.seconds, 2)}
+            st.session_state.setdefault("trained", {})[label] = Checkpoint(result.model.spec, result.model, meta,
+                                                                            False)
+        bar.progress(1.0, text="done")
+
+trained: dict[str, Checkpoint] = st.session_state.get("trained", {})
+if trained:
+    st.subheader("Your runs")
+    st.plotly_chart(render.training_curves([run_record(n, c) for n, c in trained.items()]), key="training_mine")
+    st.dataframe(summary_rows(list(trained.items())), hide_index=True, width="stretch")
+    st.caption("These nets are also available on the other pages under *Checkpoint → trained here*.")
+    pick = st.selectbox("Download a checkpoint", list(trained), key="train_download_pick")
+    ck = trained[pick]
+    st.download_button("Download .pt", checkpoint_bytes(ck.model, ck.meta), file_name="resnet_lens_run.pt",
+                       mime="application/octet-stream", key="train_download")

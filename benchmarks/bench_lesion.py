@@ -1,0 +1,57 @@
+"""Benchmark: the full single-block sweep of the shipped 56-layer net, prefix reuse vs the
+straightforward loop (every lesioned net run from the stem), in the same run, predictions compared.
+Target: at least 1.8x faster with identical predictions.
+
+    .venv/bin/python benchmarks/bench_lesion.py [--checkpoint digits_resnet56] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from analysis import lesion  # noqa: E402
+from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints  # noqa: E402
+
+TARGET = 1.8
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default="digits_resnet56")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    c = load_checkpoint(shipped_checkpoints()[args.checkpoint])
+    d = dataset_for(c.meta)
+    n = len(lesion.block_infos(c.model))
+    seqs = [lesion.identity_sequence(n)] + [lesion.deletion(n, [i]) for i in range(n)]
+    times: dict[bool, list[float]] = {True: [], False: []}
+    preds = {}
+    lesion.predict_sequences(c.model, d.x_test[:32], seqs[:2])  # warm-up
+    for _ in range(args.repeats):
+        for reuse in (True, False):
+            t0 = time.perf_counter()
+            preds[reuse] = lesion.predict_sequences(c.model, d.x_test, seqs, reuse_prefix=reuse)
+            times[reuse].append(time.perf_counter() - t0)
+    fast, slow = statistics.median(times[True]), statistics.median(times[False])
+    same = torch.equal(preds[True], preds[False])
+    err = (preds[True] != d.y_test[None]).float().mean(1)
+    print(f"{args.checkpoint}: {n} blocks, {len(d.y_test)} test images, {len(seqs)} nets (intact + {n} lesions)")
+    print(f"block evaluations: prefix reuse {n + n * (n + 1) // 2}, straightforward {(n + 1) * n}")
+    print(f"prefix reuse     : {fast:6.2f} s")
+    print(f"straightforward  : {slow:6.2f} s")
+    print(f"speed ratio      : {slow / fast:.2f}x (target >= {TARGET}x)   identical predictions: {same}")
+    print(f"intact error {err[0]:.4f}; mean single-deletion error {err[1:].mean():.4f}, max {err[1:].max():.4f}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

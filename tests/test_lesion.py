@@ -1,0 +1,132 @@
+"""Lesion engine: identical to the straightforward loop, right semantics, residual vs plain."""
+
+import random
+
+import pytest
+import torch
+
+from analysis import lesion
+from analysis.__main__ import main
+from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+from analysis.models import build_model
+from analysis.specs import custom_spec
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    out = {}
+    for name in ("digits_resnet20", "digits_plain20", "digits_resnet56", "digits_plain56"):
+        c = load_checkpoint(shipped_checkpoints()[name])
+        out[name] = (c, dataset_for(c.meta))
+    return out
+
+
+def random_sequences(n, infos, count=12, seed=0):
+    rng = random.Random(seed)
+    seqs = [lesion.identity_sequence(n)]
+    for _ in range(count):
+        seqs.append(lesion.deletion(n, rng.sample(range(n), rng.randint(1, n))))
+    pairs = lesion.swappable_pairs(infos)
+    for _ in range(count):
+        order = list(range(n))
+        for _ in range(rng.randint(1, 4)):
+            a, b = rng.choice(pairs)
+            pa, pb = order.index(a), order.index(b)
+            order[pa], order[pb] = order[pb], order[pa]
+        seqs.append([(i, rng.random() > 0.3) for i in order])
+    return seqs
+
+
+@pytest.mark.parametrize("name", ["digits_resnet20", "digits_plain20"])
+def test_prefix_reuse_is_identical_to_straightforward_loop(shipped, name):
+    c, d = shipped[name]
+    infos = lesion.block_infos(c.model)
+    seqs = random_sequences(len(infos), infos)
+    fast = lesion.predict_sequences(c.model, d.x_test, seqs, batch_size=128)
+    slow = lesion.predict_sequences(c.model, d.x_test, seqs, batch_size=128, reuse_prefix=False)
+    assert torch.equal(fast, slow)
+
+
+@pytest.mark.parametrize("kw", [dict(shortcut="B"), dict(shortcut="C"), dict(preact=True),
+                                dict(block="bottleneck")])
+def test_engine_on_other_variants(kw):
+    base = dict(block="basic", layers=(2, 2, 2), widths=(8, 16, 32), stem="cifar", input_size=16, num_classes=5)
+    base.update(kw)
+    torch.manual_seed(0)
+    model = build_model(custom_spec(**base))
+    x = torch.randn(40, 3, 16, 16)
+    infos = lesion.block_infos(model)
+    seqs = random_sequences(len(infos), infos, count=6)
+    assert torch.equal(lesion.predict_sequences(model, x, seqs, batch_size=16),
+                       lesion.predict_sequences(model, x, seqs, batch_size=16, reuse_prefix=False))
+
+
+def test_deleted_block_is_its_shortcut():
+    torch.manual_seed(0)
+    model = build_model(custom_spec(block="basic", layers=(1, 1), widths=(8, 16), stem="cifar", input_size=8,
+                                    shortcut="B")).eval()
+    infos = lesion.block_infos(model)
+    assert [b.shortcut for b in infos] == ["identity", "projection"]
+    x = torch.randn(2, 8, 8, 8)
+    b0, b1 = (b for _, b in model.blocks())
+    assert torch.equal(lesion.lesioned(b0, infos[0], x), torch.relu(x))
+    with torch.no_grad():
+        assert torch.equal(lesion.lesioned(b1, infos[1], x), torch.relu(b1.downsample(x)))
+
+
+def test_nothing_deleted_gives_recorded_accuracy(shipped):
+    for c, d in shipped.values():
+        df = lesion.single_sweep(c.model, d.x_test, d.y_test)
+        intact = df.loc[df["index"] == -1, "error"].item()
+        assert abs((1 - intact) - c.meta["final"]["test_acc"]) <= 1 / len(d.y_test) + 1e-9
+
+
+def test_residual_degrades_smoothly_plain_collapses(shipped):
+    res, d = shipped["digits_resnet56"]
+    plain, _ = shipped["digits_plain56"]
+    r = lesion.single_sweep(res.model, d.x_test, d.y_test)
+    p = lesion.single_sweep(plain.model, d.x_test, d.y_test)
+    r_del, p_del = r[r["index"] >= 0], p[p["index"] >= 0]
+    chance = 0.9
+    # Veit et al.: most single deletions barely matter for the residual net
+    assert (r_del["error"] < 0.1).mean() >= 0.8
+    # the plain net is near chance after deleting almost any block
+    assert (p_del["error"] > chance - 0.2).mean() >= 0.8
+    ks = lesion.summarise(lesion.k_sweep(res.model, d.x_test, d.y_test, ks=[0, 1, 2, 4, 8], samples=3))
+    # error rises with the number of blocks deleted
+    assert ks["mean"].iloc[0] <= ks["mean"].iloc[1] < ks["mean"].iloc[-1]
+
+
+def test_sequences_must_keep_shapes(shipped):
+    c, _ = shipped["digits_resnet20"]
+    infos = lesion.block_infos(c.model)
+    with pytest.raises(ValueError, match="shapes differ"):
+        lesion.check_sequence([(3, True), (1, True), (2, True), (0, True)] + [(i, True) for i in range(4, 9)], infos)
+    pairs = lesion.swappable_pairs(infos)
+    assert all(infos[a].stage == infos[b].stage and not infos[a].downsample for a, b in pairs)
+    assert (1, 2) in pairs and (0, 1) in pairs and (3, 4) not in pairs
+
+
+def test_sweeps_shapes_and_mode_restored(shipped):
+    c, d = shipped["digits_resnet20"]
+    c.model.train()
+    k = lesion.k_sweep(c.model, d.x_test[:64], d.y_test[:64], samples=2)
+    assert c.model.training
+    c.model.eval()
+    assert set(k["k"]) == set(range(0, 8))
+    r = lesion.reorder_sweep(c.model, d.x_test[:64], d.y_test[:64], ks=[0, 1, 2], samples=2)
+    assert list(r["k"]) == [0, 1, 1, 2, 2]
+    cm = lesion.confusion(d.y_test, d.y_test, 10)
+    assert int(cm.trace()) == len(d.y_test)
+
+
+def test_cli_lesion(tmp_path, capsys):
+    out = tmp_path / "single.csv"
+    assert main(["lesion", "--checkpoint", "digits_resnet20", "--experiment", "single", "--out", str(out)]) == 0
+    text = out.read_text().splitlines()
+    assert text[0].startswith("checkpoint,experiment,deleted") and len(text) == 1 + 10
+    out2 = tmp_path / "k.csv"
+    assert main(["lesion", "--checkpoint", "digits_plain20", "--experiment", "k", "--samples", "1",
+                 "--out", str(out2)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main(["lesion", "--checkpoint", "missing.pt", "--out", str(out2)]) == 2
