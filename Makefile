@@ -30,8 +30,8 @@ RECIPE := --epochs 40 --batch-size 32
 checkpoints: $(STAMP)
 	$(PY) -m analysis train --model cifar_resnet20 $(RECIPE) --out checkpoints/digits_resnet20.pt
 	$(PY) -m analysis train --model cifar_resnet20 --plain $(RECIPE) --out checkpoints/digits_plain20.pt
-	$(PY) -m analysis train --model cifar_resnet56 $(RECIPE) --out checkpoints/digits_resnet56.pt
-	$(PY) -m analysis train --model cifar_resnet56 --plain $(RECIPE) --out checkpoints/digits_plain56.pt
+	$(PY) -m analysis train --model cifar_resnet56 $(RECIPE) --lr 0.05 --out checkpoints/digits_resnet56.pt
+	$(PY) -m analysis train --model cifar_resnet56 --plain $(RECIPE) --lr 0.05 --out checkpoints/digits_plain56.pt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

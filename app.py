@@ -16,6 +16,7 @@ PAGES = [
     st.Page("app_pages/diagrams.py", title="Shortcut diagrams"),
     st.Page("app_pages/training.py", title="Training"),
     st.Page("app_pages/lesion.py", title="Lesion lab"),
+    st.Page("app_pages/paths.py", title="Path ensemble"),
 ]
 
 st.navigation(PAGES).run()

@@ -50,7 +50,7 @@ def test_prefix_reuse_is_identical_to_straightforward_loop(shipped, name):
 @pytest.mark.parametrize("kw", [dict(shortcut="B"), dict(shortcut="C"), dict(preact=True),
                                 dict(block="bottleneck")])
 def test_engine_on_other_variants(kw):
-    base = dict(block="basic", layers=(2, 2, 2), widths=(8, 16, 32), stem="cifar", input_size=16, num_classes=5)
+    base = dict(block="basic", layers=(3, 3, 3), widths=(8, 16, 32), stem="cifar", input_size=16, num_classes=5)
     base.update(kw)
     torch.manual_seed(0)
     model = build_model(custom_spec(**base))
@@ -63,11 +63,11 @@ def test_engine_on_other_variants(kw):
 
 def test_deleted_block_is_its_shortcut():
     torch.manual_seed(0)
-    model = build_model(custom_spec(block="basic", layers=(1, 1), widths=(8, 16), stem="cifar", input_size=8,
+    model = build_model(custom_spec(block="basic", layers=(1, 1), widths=(16, 32), stem="cifar", input_size=8,
                                     shortcut="B")).eval()
     infos = lesion.block_infos(model)
     assert [b.shortcut for b in infos] == ["identity", "projection"]
-    x = torch.randn(2, 8, 8, 8)
+    x = torch.randn(2, 16, 8, 8)
     b0, b1 = (b for _, b in model.blocks())
     assert torch.equal(lesion.lesioned(b0, infos[0], x), torch.relu(x))
     with torch.no_grad():

@@ -147,3 +147,52 @@ def test_training_page_shows_shipped_runs_and_trains():
     (label, ck), = trained.items()
     assert label.startswith("cifar_resnet8") and len(ck.meta["history"]) == 1
     assert at.dataframe[1].value["epochs"].tolist() == [1]
+
+
+def test_lesion_lab_toggles_and_sweeps():
+    at = page("lesion.py")
+    clean(at)
+    m = metrics(at)
+    intact = m["Test error, intact"]
+    assert m["Test error, 0 deleted"] == intact
+    at.checkbox(key="lesion_shipped: digits_resnet56_layer2.4").check().run()
+    clean(at)
+    m = metrics(at)
+    assert "1 deleted" in " ".join(metrics(at))
+    assert m["Test error, intact"] == intact
+    at.selectbox(key="lesion_ckpt").select("shipped: digits_resnet20").run()
+    at.button(key="lesion_run_single").click().run()
+    clean(at)
+    store = at.session_state["lesion_results"]
+    nets = {k[0] for k in store}
+    assert nets == {"shipped: digits_resnet20", "shipped: digits_plain20"}  # the plain twin beside it
+    single = store[("shipped: digits_resnet20", "digits16", 0, "single", 0, 0)]
+    assert len(single) == 1 + 9 and single["downsample"].sum() == 2
+    at.number_input(key="lesion_k_samples").set_value(2).run()
+    at.button(key="lesion_run_k").click().run()
+    at.number_input(key="lesion_r_samples").set_value(2).run()
+    at.button(key="lesion_run_reorder").click().run()
+    clean(at)
+    exps = {k[3] for k in at.session_state["lesion_results"]}
+    assert exps == {"single", "k", "reorder"}
+
+
+def test_path_ensemble_views_and_measurement():
+    at = page("paths.py")
+    clean(at)
+    assert metrics(at)["Path length (residual branches passed)"] == "0"
+    at.slider(key="paths_n").set_value(5).run()
+    at.selectbox(key="paths_pick").select(31).run()
+    assert metrics(at)["Path length (residual branches passed)"] == "5"
+    assert metrics(at)["Paths"] == "18,014,398,509,481,984"  # 2^54 for cifar_resnet110's 54 blocks
+    at.selectbox(key="paths_net").select("resnet152").run()
+    assert metrics(at)["Paths"] == "1,125,899,906,842,624"  # 2^50
+    at.selectbox(key="paths_ckpt").select("shipped: digits_resnet20").run()
+    at.number_input(key="paths_samples").set_value(3).run()
+    at.button(key="paths_run").click().run()
+    clean(at)
+    m = metrics(at)
+    assert m["Residual blocks n"] == "9"
+    lo, hi = (int(v) for v in m["Effective paths (90% of total gradient)"].split("–"))
+    assert 0 <= lo <= hi <= 9
+    assert len(at.session_state["paths_results"]) == 2  # trained and at initialisation

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis import blocks, checkpoints, conventions, costs, data, depth, diagrams
+from analysis import blocks, checkpoints, conventions, costs, data, depth, diagrams, paths
 from analysis.specs import ResNetSpec
 
 
@@ -80,3 +80,8 @@ def shipped() -> dict[str, checkpoints.Checkpoint]:
     """The committed checkpoints, loaded once per process."""
     return {name: checkpoint_from_path(str(p), p.stat().st_mtime)
             for name, p in checkpoints.shipped_checkpoints().items()}
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def length_distribution(n: int) -> paths.LengthDistribution:
+    return paths.length_distribution(n)

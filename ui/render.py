@@ -128,3 +128,55 @@ def k_sweep(df: pd.DataFrame, x: str, xlabel: str) -> go.Figure:
 def _rgba(hex_colour: str, alpha: float) -> str:
     r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
+
+
+def unrolled(g, highlight: list[str]) -> go.Figure:  # noqa: ANN001 - networkx DiGraph
+    """The layered graph of paths: residual branches on top, skips below; one path highlighted."""
+    pos = {}
+    for node, d in g.nodes(data=True):
+        y = {"input": 0.5, "output": 0.5, "residual": 1.0, "skip": 0.0}[d["kind"]]
+        pos[node] = (d["layer"], y)
+    on = set(zip(highlight, highlight[1:], strict=False))
+    fig = go.Figure()
+    for u, v in g.edges:
+        hot = (u, v) in on
+        fig.add_scatter(x=[pos[u][0], pos[v][0]], y=[pos[u][1], pos[v][1]], mode="lines", hoverinfo="skip",
+                        line=dict(color="#d62728" if hot else "#c8c8c8", width=4 if hot else 1.2), showlegend=False)
+    for kind, colour in (("input", "#444"), ("output", "#444"), ("residual", "#1f77b4"), ("skip", "#2ca02c")):
+        nodes = [n for n, d in g.nodes(data=True) if d["kind"] == kind]
+        fig.add_scatter(x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes], mode="markers+text",
+                        text=nodes, textposition="top center", name=kind, hovertext=nodes,
+                        marker=dict(size=[18 if n in highlight else 12 for n in nodes], color=colour,
+                                    line=dict(width=2, color="#d62728")))
+    fig.update_layout(height=320, xaxis=dict(visible=False), yaxis=dict(visible=False, range=[-0.3, 1.35]),
+                      margin=dict(t=10, b=10, l=10, r=10), legend=dict(orientation="h"))
+    return fig
+
+
+def length_distribution(df: pd.DataFrame, window: tuple[int, int]) -> go.Figure:
+    inside = df["length"].between(*window)
+    fig = px.bar(df, x="length", y="share", color=inside.map({True: "in range", False: "outside"}),
+                 hover_data=["paths", "log10 paths"], height=330,
+                 color_discrete_map={"in range": "#1f77b4", "outside": "#c6dbef"})
+    fig.update_layout(yaxis_title="share of all paths", legend_title=None, margin=dict(t=10, b=10, l=10, r=10))
+    return fig
+
+
+def gradient_by_length(df: pd.DataFrame, effective: tuple[int, int]) -> go.Figure:
+    """Mean gradient magnitude per path length (log scale) and the total per length."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("gradient magnitude of one path (log)",
+                                                        "total gradient per length, C(n,k) × magnitude"))
+    colours = {"trained": "#1f77b4", "initialisation": "#ff7f0e"}
+    for net, g in df.groupby("net", sort=False):
+        c = colours.get(net, "#444")
+        fig.add_scatter(x=g["length"], y=g["mean"], mode="lines+markers", name=net, line=dict(color=c),
+                        error_y=dict(type="data", array=g["std"], visible=True, thickness=0.8), row=1, col=1)
+        fig.add_scatter(x=g["length"], y=g["total (rel.)"], mode="lines+markers", name=f"{net} (total)",
+                        line=dict(color=c, dash="dot"), showlegend=False, row=1, col=2)
+    fig.add_vrect(x0=effective[0] - 0.5, x1=effective[1] + 0.5, fillcolor="#2ca02c", opacity=0.12, line_width=0,
+                  row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(title_text="relative to the peak", row=1, col=2)
+    fig.update_xaxes(title_text="path length k")
+    fig.update_layout(height=380, margin=dict(t=40, b=10, l=10, r=10), legend=dict(orientation="h"))
+    return fig

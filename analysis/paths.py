@@ -1,0 +1,258 @@
+"""Residual networks as ensembles of paths (Veit, Wilber, Belongie 2016).
+
+A net of n residual blocks x_{i+1} = x_i + f_i(x_i) unrolls into 2^n paths: each path chooses, at
+every block, the residual branch f_i or the skip. Path lengths (how many f's a path passes) follow
+Binomial(n, 1/2): C(n, k) paths of length k. Veit et al. measure how much gradient each length
+carries: forward a batch through the whole net, then in the backward pass let the gradient through
+the residual branch of k sampled blocks and through the skip of the other n-k; the gradient norm at
+the input is that path's magnitude. It decays exponentially with k, so although long paths are
+numerous, the gradient comes from the short ones ("effective paths").
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import networkx as nx
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+MAX_UNROLL = 8  # 256 paths: still drawable
+
+
+# ----------------------------------------------------------------------------- the unrolled view
+def enumerate_paths(n: int) -> list[tuple[int, ...]]:
+    """All 2^n paths as 0/1 tuples (1 = through block i's residual branch), shortest first."""
+    if not 0 <= n <= MAX_UNROLL:
+        raise ValueError(f"unroll at most {MAX_UNROLL} blocks ({2 ** MAX_UNROLL} paths), got {n}")
+    return sorted(itertools.product((0, 1), repeat=n), key=lambda p: (sum(p), p[::-1]))
+
+
+def path_label(path: Sequence[int]) -> str:
+    """'f1 · skip · f3' style description of one path."""
+    parts = [f"f{i + 1}" if b else "skip" for i, b in enumerate(path)]
+    return " → ".join(["x0", *parts, f"x{len(path)}"])
+
+
+def unrolled_graph(n: int) -> nx.DiGraph:
+    """A layered DAG whose source-to-sink paths are exactly the 2^n paths of the ensemble: at block i
+    a path goes through node ``f{i}`` (residual branch) or ``skip{i}``."""
+    if not 1 <= n <= MAX_UNROLL:
+        raise ValueError(f"choose between 1 and {MAX_UNROLL} blocks to unroll, got {n}")
+    g = nx.DiGraph(n=n)
+    g.add_node("x0", layer=0, kind="input")
+    g.add_node(f"x{n}", layer=n + 1, kind="output")
+    prev = ["x0"]
+    for i in range(1, n + 1):
+        cur = [f"f{i}", f"skip{i}"]
+        g.add_node(f"f{i}", layer=i, kind="residual")
+        g.add_node(f"skip{i}", layer=i, kind="skip")
+        for u in prev:
+            for v in cur:
+                g.add_edge(u, v)
+        prev = cur
+    for u in prev:
+        g.add_edge(u, f"x{n}")
+    return g
+
+
+def path_nodes(path: Sequence[int]) -> list[str]:
+    n = len(path)
+    return ["x0"] + [f"f{i + 1}" if b else f"skip{i + 1}" for i, b in enumerate(path)] + [f"x{n}"]
+
+
+def algebra(n: int) -> list[str]:
+    """LaTeX lines expanding x_n for small n, then the general identity x_L = x_l + sum F(x_i)."""
+    if not 1 <= n <= MAX_UNROLL:
+        raise ValueError(f"choose between 1 and {MAX_UNROLL} blocks, got {n}")
+    lines = [r"x_{i+1} = x_i + f_{i+1}(x_i)"]
+    expr = "x_0"
+    for i in range(1, n + 1):
+        new = f"{expr} + f_{{{i}}}\\big({expr}\\big)" if i > 1 else "x_0 + f_1(x_0)"
+        if i <= 3:
+            lines.append(f"x_{{{i}}} = x_{{{i - 1}}} + f_{{{i}}}(x_{{{i - 1}}}) = {new}")
+        expr = f"x_{{{i}}}" if i >= 3 else new
+    lines.append(rf"x_{{{n}}} = x_0 + \sum_{{i=0}}^{{{n - 1}}} f_{{i+1}}(x_i)"
+                 r"\quad\text{(in general } x_L = x_l + \textstyle\sum_{i=l}^{L-1} F(x_i)\text{)}")
+    lines.append(rf"\frac{{\partial \mathcal{{L}}}}{{\partial x_0}} = \frac{{\partial \mathcal{{L}}}}{{\partial x_{{{n}}}}}"
+                 rf"\prod_{{i=1}}^{{{n}}}\Big(1 + \frac{{\partial f_i}}{{\partial x_{{i-1}}}}\Big)"
+                 rf"\quad\text{{expands into }} 2^{{{n}}} = {2 ** n} \text{{ products, one per path}}")
+    return lines
+
+
+# ----------------------------------------------------------------------------- path-length distribution
+@dataclass(frozen=True)
+class LengthDistribution:
+    n: int
+    counts: tuple[int, ...]  # C(n, k), exact big integers
+
+    @property
+    def total(self) -> int:
+        return 2 ** self.n
+
+    @property
+    def mean(self) -> float:
+        return self.n / 2
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.n) / 2
+
+    def share(self, lo: int, hi: int) -> Fraction:
+        """Exact fraction of all paths whose length is in [lo, hi]."""
+        lo, hi = max(0, lo), min(self.n, hi)
+        if lo > hi:
+            return Fraction(0)
+        return Fraction(sum(self.counts[lo:hi + 1]), self.total)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"length": range(self.n + 1),
+                             "paths": [str(c) for c in self.counts],
+                             "log10 paths": [math.log10(c) for c in self.counts],
+                             "share": [float(Fraction(c, self.total)) for c in self.counts]})
+
+
+def length_distribution(n: int) -> LengthDistribution:
+    if not 0 <= n <= 100_000:
+        raise ValueError(f"number of blocks must be between 0 and 100000, got {n}")
+    return LengthDistribution(n, tuple(math.comb(n, k) for k in range(n + 1)))
+
+
+# ----------------------------------------------------------------------------- gradient by path length
+ProgressFn = Callable[[int, int], None]
+
+
+class _BlockTape:
+    """One block's forward pieces at a fixed input, kept to take vector-Jacobian products."""
+
+    def __init__(self, block: nn.Module, x: Tensor) -> None:
+        self.x = x.detach().requires_grad_(True)
+        self.r = block.residual_branch(self.x)
+        self.s = block.shortcut(self.x)
+        self.preact = bool(getattr(block, "preact", False))
+        out = self.r + self.s
+        # post-activation blocks apply ReLU after the add; its mask gates both paths
+        self.mask = None if self.preact else (out > 0).to(out.dtype)
+        self.identity = getattr(block, "downsample", None) is None
+        self.y = out if self.preact else F.relu(out)
+
+    def back(self, g: Tensor, through_residual: bool) -> Tensor:
+        if self.mask is not None:
+            g = g * self.mask
+        if not through_residual and self.identity:
+            return g
+        out = self.r if through_residual else self.s
+        (gx,) = torch.autograd.grad(out, self.x, grad_outputs=g, retain_graph=True)
+        return gx
+
+
+def _tapes(model: nn.Module, x: Tensor, y: Tensor) -> tuple[list[_BlockTape], Tensor]:
+    """Forward the batch through the whole net (eval-mode BN); return each block's tape and the
+    loss gradient at the last block's output."""
+    blocks = [b for _, b in model.blocks()]
+    with torch.no_grad():
+        h = model.stem(x)
+    tapes = []
+    for b in blocks:
+        t = _BlockTape(b, h)
+        tapes.append(t)
+        h = t.y.detach()
+    h = h.requires_grad_(True)
+    loss = F.cross_entropy(model.head(h), y)
+    (g,) = torch.autograd.grad(loss, h)
+    return tapes, g
+
+
+def path_gradient_norm(tapes: list[_BlockTape], g_out: Tensor, subset: set[int]) -> float:
+    """Norm (per sample, averaged) of the gradient at the input along one path: through the residual
+    branch of the blocks in ``subset``, through the skip of the rest."""
+    g = g_out
+    for i in range(len(tapes) - 1, -1, -1):
+        g = tapes[i].back(g, i in subset)
+    return float(g.flatten(1).norm(dim=1).mean())
+
+
+def gradient_by_length(model: nn.Module, x: Tensor, y: Tensor, *, samples: int = 10,
+                       ks: Sequence[int] | None = None, seed: int = 0,
+                       progress: ProgressFn | None = None) -> pd.DataFrame:
+    """Veit et al.'s measurement. For each path length k, ``samples`` random sets of k blocks (all
+    of them when there are no more than ``samples``); returns per-k mean and std of the gradient
+    magnitude, C(n, k) and the total gradient C(n, k) x mean. Mode and grad state are restored."""
+    blocks = [b for _, b in model.blocks()]
+    n = len(blocks)
+    if not all(getattr(b, "residual", True) for b in blocks):
+        raise ValueError("a plain net has a single path (length n); the path decomposition needs shortcuts")
+    ks = list(range(n + 1)) if ks is None else list(ks)
+    rng = random.Random(seed)
+    was_training = model.training
+    model.eval()
+    rows = []
+    try:
+        with torch.enable_grad():
+            tapes, g_out = _tapes(model, x, y)
+            done, total = 0, sum(min(samples, math.comb(n, k)) for k in ks)
+            for k in ks:
+                if not 0 <= k <= n:
+                    raise ValueError(f"path length must be between 0 and {n}, got {k}")
+                if math.comb(n, k) <= samples:
+                    subsets = [set(c) for c in itertools.combinations(range(n), k)]
+                else:
+                    subsets = [set(rng.sample(range(n), k)) for _ in range(samples)]
+                norms = []
+                for s in subsets:
+                    norms.append(path_gradient_norm(tapes, g_out, s))
+                    done += 1
+                    if progress:
+                        progress(done, total)
+                t = torch.tensor(norms, dtype=torch.float64)
+                rows.append({"length": k, "mean": float(t.mean()), "std": float(t.std()) if len(t) > 1 else 0.0,
+                             "samples": len(norms), "exhaustive": math.comb(n, k) <= samples,
+                             "paths": math.comb(n, k)})
+    finally:
+        model.train(was_training)
+    df = pd.DataFrame(rows)
+    df["log10 paths"] = [math.log10(p) for p in df["paths"]]
+    # C(n, k) can exceed a float's range for very deep nets: multiply in log space
+    df["log10 total"] = df["log10 paths"] + df["mean"].map(lambda m: math.log10(m) if m > 0 else -math.inf)
+    peak = df["log10 total"].max()
+    df["total (rel.)"] = (10 ** (df["log10 total"] - peak)).astype(float)
+    df["paths"] = df["paths"].map(str)
+    return df
+
+
+def effective_range(df: pd.DataFrame, mass: float = 0.9) -> tuple[int, int]:
+    """Shortest contiguous range of path lengths holding at least ``mass`` of the total gradient."""
+    if not 0 < mass <= 1:
+        raise ValueError(f"mass must be in (0, 1], got {mass}")
+    w = df["total (rel.)"].tolist()
+    lengths = df["length"].tolist()
+    total = sum(w)
+    best = (lengths[0], lengths[-1])
+    for i in range(len(w)):
+        acc = 0.0
+        for j in range(i, len(w)):
+            acc += w[j]
+            if acc >= mass * total:
+                if lengths[j] - lengths[i] < best[1] - best[0]:
+                    best = (lengths[i], lengths[j])
+                break
+    return best
+
+
+def path_output(model: nn.Module, x: Tensor, path: Sequence[int]) -> Tensor:
+    """Forward ``x`` along one path: through the residual branch where ``path[i]`` is 1, through
+    the skip (shortcut) elsewhere. For a linear residual net the 2^n path outputs sum to the output."""
+    blocks = [b for _, b in model.blocks()]
+    if len(path) != len(blocks):
+        raise ValueError(f"a path chooses at each of the {len(blocks)} blocks, got {len(path)} choices")
+    h = x
+    for b, through in zip(blocks, path, strict=True):
+        h = b.residual_branch(h) if through else b.shortcut(h)
+    return h
