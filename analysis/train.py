@@ -83,12 +83,17 @@ class TrainResult:
 def deterministic(seed: int) -> Iterator[None]:
     """Seed torch and force deterministic kernels for the duration, then restore the old setting."""
     old = torch.are_deterministic_algorithms_enabled()
+    old_fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # Deterministic mode also NaN-fills every new empty tensor, which costs ~20 % of a CPU training
+    # step and changes no result: every buffer we allocate is written before it is read.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(old)
+        torch.utils.deterministic.fill_uninitialized_memory = old_fill
 
 
 def lr_at(config: TrainConfig, epoch_float: float) -> float:
