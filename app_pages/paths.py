@@ -49,10 +49,12 @@ lo, hi = c1.slider("Length range", 0, override, (max(0, override // 2 - int(math
                    key=f"paths_range_{override}")
 share = dist.share(lo, hi)
 m = st.columns(4)
-m[0].metric("Paths", f"2^{override}" if override > 60 else f"{dist.total:,}")
+m[0].metric("Paths", f"{dist.total:,}" if override <= 40 else f"2^{override} ≈ {float(dist.total):.3e}")
 m[1].metric("Mean length", f"{dist.mean:g}")
 m[2].metric("Std of length", f"{dist.std:.3f}")
 m[3].metric(f"Share with length {lo}–{hi}", f"{100 * float(share):.2f} %")
+if override > 40:
+    st.caption(f"Exactly {dist.total:,} paths.")
 frame = dist.frame()
 c2.plotly_chart(render.length_distribution(frame, (lo, hi)), key="paths_dist")
 st.download_button("Download the distribution (CSV, exact counts)", frame.to_csv(index=False),
@@ -75,7 +77,8 @@ if picked is not None:
         batch = c[1].number_input("Batch size", 8, 512, 64, key="paths_batch")
         mass = c[2].slider("Effective range holds", 0.5, 0.99, 0.9, key="paths_mass")
         compare_init = c[3].checkbox("Also at initialisation", value=True, key="paths_init")
-        if st.button("Measure", type="primary", key="paths_run"):
+        # shipped nets are measured on arrival (cached for the session); others on request
+        if st.button("Measure", type="primary", key="paths_run") or label.startswith("shipped: "):
             st.session_state["paths_show"] = True
         if st.session_state.get("paths_show"):
             try:

@@ -181,12 +181,16 @@ def test_path_ensemble_views_and_measurement():
     at = page("paths.py")
     clean(at)
     assert metrics(at)["Path length (residual branches passed)"] == "0"
+    # the shipped 56-layer net is measured on arrival: trained and at initialisation
+    assert metrics(at)["Residual blocks n"] == "27"
+    assert len(at.session_state["paths_results"]) == 2
     at.slider(key="paths_n").set_value(5).run()
     at.selectbox(key="paths_pick").select(31).run()
     assert metrics(at)["Path length (residual branches passed)"] == "5"
-    assert metrics(at)["Paths"] == "18,014,398,509,481,984"  # 2^54 for cifar_resnet110's 54 blocks
-    at.selectbox(key="paths_net").select("resnet152").run()
-    assert metrics(at)["Paths"] == "1,125,899,906,842,624"  # 2^50
+    assert metrics(at)["Paths"] == "2^54 ≈ 1.801e+16"  # cifar_resnet110's 54 blocks
+    assert any("Exactly 18,014,398,509,481,984 paths." in c.value for c in at.caption)
+    at.selectbox(key="paths_net").select("resnet18").run()
+    assert metrics(at)["Paths"] == "256"  # 2^8
     at.selectbox(key="paths_ckpt").select("shipped: digits_resnet20").run()
     at.number_input(key="paths_samples").set_value(3).run()
     at.button(key="paths_run").click().run()
@@ -195,4 +199,5 @@ def test_path_ensemble_views_and_measurement():
     assert m["Residual blocks n"] == "9"
     lo, hi = (int(v) for v in m["Effective paths (90% of total gradient)"].split("–"))
     assert 0 <= lo <= hi <= 9
-    assert len(at.session_state["paths_results"]) == 2  # trained and at initialisation
+    # + resnet20 at 10 samples (measured on arrival) and at 3 samples, each trained and at initialisation
+    assert len(at.session_state["paths_results"]) == 6
