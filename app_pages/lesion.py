@@ -121,42 +121,36 @@ def run(experiment: str, samples: int, seed: int) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def sweep_tab(experiment: str, title: str, caption: str, xlabel: str) -> None:
+    """One sweep: its settings, a run button, then the chart and the CSV (kept for the session)."""
+    samples = seed = 0
+    if experiment != "single":
+        c = st.columns(2)
+        samples = int(c[0].number_input("Samples per k", 1, 50, 5, key=f"lesion_{experiment}_samples"))
+        seed = int(c[1].number_input("Seed", 0, 10_000, 0, key=f"lesion_{experiment}_seed"))
+    st.caption(caption)
+    if st.button(f"Run the {title} sweep", key=f"lesion_run_{experiment}"):
+        st.session_state[f"lesion_show_{experiment}"] = True
+    if not st.session_state.get(f"lesion_show_{experiment}"):
+        return
+    try:
+        df = run(experiment, samples, seed)
+    except ValueError as exc:
+        error_box(exc)
+        return
+    fig = render.single_sweep(df) if experiment == "single" else render.k_sweep(df, "k", xlabel)
+    st.plotly_chart(fig, key=f"lesion_{experiment}_chart")
+    st.download_button("Download CSV", df.to_csv(index=False), file_name=f"lesion_{experiment}.csv",
+                       mime="text/csv", key=f"lesion_{experiment}_csv")
+
+
 st.subheader("Sweeps")
 tab1, tab2, tab3 = st.tabs(["Single-block deletion", "k-block deletion", "Reordering"])
 with tab1:
-    st.caption("Error after deleting each block in turn; the dotted lines are the intact errors.")
-    if st.button("Run single-block sweep", key="lesion_run_single"):
-        st.session_state["lesion_show_single"] = True
-    if st.session_state.get("lesion_show_single"):
-        df = run("single", 0, 0)
-        st.plotly_chart(render.single_sweep(df), key="lesion_single_chart")
-        st.download_button("Download CSV", df.to_csv(index=False), file_name="lesion_single.csv",
-                           mime="text/csv", key="lesion_single_csv")
+    sweep_tab("single", "single-block", "Error after deleting each block in turn; the dotted lines are the intact errors; "
+              "downsampling blocks are outlined.", "single-block")
 with tab2:
-    c = st.columns(2)
-    samples = c[0].number_input("Samples per k", 1, 50, 5, key="lesion_k_samples")
-    seed = c[1].number_input("Seed", 0, 10_000, 0, key="lesion_k_seed")
-    st.caption("Random subsets of the non-downsampling blocks; mean ± std over the samples.")
-    if st.button("Run k-block sweep", key="lesion_run_k"):
-        st.session_state["lesion_show_k"] = True
-    if st.session_state.get("lesion_show_k"):
-        df = run("k", int(samples), int(seed))
-        st.plotly_chart(render.k_sweep(df, "k", "blocks deleted"), key="lesion_k_chart")
-        st.download_button("Download CSV", df.to_csv(index=False), file_name="lesion_k.csv", mime="text/csv",
-                           key="lesion_k_csv")
+    sweep_tab("k", "k-block", "Random subsets of the non-downsampling blocks; mean ± std over the samples.", "blocks deleted")
 with tab3:
-    c = st.columns(2)
-    rsamples = c[0].number_input("Samples per k", 1, 50, 5, key="lesion_r_samples")
-    rseed = c[1].number_input("Seed", 0, 10_000, 0, key="lesion_r_seed")
-    st.caption("Swap k random pairs of blocks of the same shape (same stage, not downsampling).")
-    if st.button("Run reordering sweep", key="lesion_run_reorder"):
-        st.session_state["lesion_show_reorder"] = True
-    if st.session_state.get("lesion_show_reorder"):
-        try:
-            df = run("reorder", int(rsamples), int(rseed))
-        except ValueError as exc:
-            error_box(exc)
-        else:
-            st.plotly_chart(render.k_sweep(df, "k", "pairs swapped"), key="lesion_r_chart")
-            st.download_button("Download CSV", df.to_csv(index=False), file_name="lesion_reorder.csv",
-                               mime="text/csv", key="lesion_r_csv")
+    sweep_tab("reorder", "reordering", "Swap k random pairs of blocks of the same shape (same stage, not downsampling).",
+              "pairs swapped")

@@ -170,7 +170,7 @@ def test_lesion_lab_toggles_and_sweeps():
     assert len(single) == 1 + 9 and single["downsample"].sum() == 2
     at.number_input(key="lesion_k_samples").set_value(2).run()
     at.button(key="lesion_run_k").click().run()
-    at.number_input(key="lesion_r_samples").set_value(2).run()
+    at.number_input(key="lesion_reorder_samples").set_value(2).run()
     at.button(key="lesion_run_reorder").click().run()
     clean(at)
     exps = {k[3] for k in at.session_state["lesion_results"]}
