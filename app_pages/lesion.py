@@ -9,7 +9,7 @@ from analysis import lesion
 from analysis.checkpoints import Checkpoint
 from analysis.data import Dataset, DatasetError
 from ui import cache, render
-from ui.widgets import checkpoint_picker, error_box
+from ui.widgets import checkpoint_picker, error_box, progress_reporter
 
 st.title("Lesion lab")
 st.caption("Veit, Wilber & Belongie 2016: delete a block of a trained residual net at test time and it "
@@ -109,10 +109,7 @@ def run(experiment: str, samples: int, seed: int) -> pd.DataFrame:
         key = (net_label, data.name, data.split_seed, experiment, samples, seed)
         if key not in store:
             bar = st.progress(0.0, text=f"{experiment} sweep on {net_label}…")
-
-            def prog(done: int, total: int, bar=bar, net_label=net_label) -> None:
-                bar.progress(done / total, text=f"{experiment} sweep on {net_label}: {done}/{total}")
-
+            prog = progress_reporter(bar, f"{experiment} sweep on {net_label}")
             fn = {"single": lesion.single_sweep, "k": lesion.k_sweep, "reorder": lesion.reorder_sweep}[experiment]
             kw = {} if experiment == "single" else {"samples": samples, "seed": seed}
             store[key] = fn(net.model, data.x_test, data.y_test, progress=prog, **kw)

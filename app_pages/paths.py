@@ -13,7 +13,7 @@ from analysis.reference import VEIT_EFFECTIVE_PATHS
 from analysis.specs import MODELS
 from analysis.train import deterministic
 from ui import cache, render
-from ui.widgets import checkpoint_picker, error_box
+from ui.widgets import checkpoint_picker, error_box, progress_reporter
 
 st.title("Path ensemble")
 st.caption("Veit, Wilber & Belongie 2016: x₍ᵢ₊₁₎ = xᵢ + fᵢ(xᵢ) unrolls into 2ⁿ paths. Their lengths are "
@@ -99,10 +99,8 @@ if picked is not None:
                     key = (label, tag, int(samples), int(batch))
                     if key not in store:
                         bar = st.progress(0.0, text=f"{tag}: measuring…")
-                        store[key] = paths.gradient_by_length(
-                            model, x, y, samples=int(samples),
-                            progress=lambda done, total, bar=bar, tag=tag: bar.progress(
-                                done / total, text=f"{tag}: {done}/{total} paths"))
+                        store[key] = paths.gradient_by_length(model, x, y, samples=int(samples),
+                                                              progress=progress_reporter(bar, f"{tag}: paths"))
                         bar.empty()
                     frames.append(store[key].assign(net=tag))
             except ValueError as exc:

@@ -70,7 +70,7 @@ def browser():
             b.close()
 
 
-def wait_until_idle(page, timeout_s: float = 60) -> None:
+def wait_until_idle(page, timeout_s: float = 180) -> None:
     """Streamlit shows a running indicator while the script executes; wait for it to go."""
     page.wait_for_selector("h1", timeout=timeout_s * 1000)
     deadline = time.monotonic() + timeout_s

@@ -133,3 +133,17 @@ def fmt_si(n: float, unit: str = "") -> str:
         if abs(n) >= div:
             return f"{n / div:.3f} {suffix}{unit}"
     return f"{n:g} {unit}".strip()
+
+
+def progress_reporter(bar, label: str):  # noqa: ANN001, ANN201 - st.progress element -> callback
+    """A (done, total) callback for a progress bar that redraws only when the percentage changes,
+    so thousands of small steps do not flood the browser with messages."""
+    last = [-1]
+
+    def report(done: int, total: int) -> None:
+        pct = 100 * done // max(total, 1)
+        if pct != last[0]:
+            last[0] = pct
+            bar.progress(done / max(total, 1), text=f"{label}: {done}/{total}")
+
+    return report
