@@ -91,6 +91,9 @@ if go:
             def progress(p: Progress, i: int = i, label: str = label, active: dict = active) -> None:
                 active["model"], active["history"] = p.model, list(p.history)
                 frac = (i + p.fraction) / len(jobs)
+                if p.phase == "batch" and int(1000 * frac) == active.get("permille"):
+                    return  # redraw at most 1000 times per run
+                active["permille"] = int(1000 * frac)
                 last = p.history[-1] if p.history else None
                 extra = f" · test acc {last['test_acc']:.3f}" if last else ""
                 bar.progress(min(frac, 1.0), text=f"{label}: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}{extra}")
