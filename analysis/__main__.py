@@ -93,6 +93,11 @@ def cmd_lesion(args: argparse.Namespace) -> int:
                                  normalise="imagenet", test_fraction=1.0, max_per_class=args.max_per_class)
     else:
         data = load_dataset(args.data, args.data_path, size=args.size)
+    if (data.channels, data.num_classes) != (ck.spec.in_channels, ck.spec.num_classes):
+        raise ValueError(
+            f"{args.checkpoint} takes {ck.spec.in_channels} channels and {ck.spec.num_classes} classes; "
+            f"{data.name} has {data.channels} channels and {data.num_classes} class folders (class index = "
+            "sorted folder order, so an ImageNet val folder needs all 1000 class folders)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("CUDA was asked for but no CUDA device is available; use --device cpu")
     model = ck.model.to(args.device)

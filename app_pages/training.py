@@ -36,7 +36,7 @@ def finish_interrupted_run() -> None:
     if active and active.get("model") is not None and active["history"]:
         model = active["model"].cpu().eval()
         meta = {**active["meta"], "history": active["history"], "final": active["history"][-1],
-                "status": f"cancelled after {len(active['history'])} epochs"}
+                "status": f"cancelled after {len(active['history'])} epoch{'s' * (len(active['history']) != 1)}"}
         st.session_state.setdefault("trained", {})[active["label"]] = Checkpoint(model.spec, model, meta, False)
         st.toast(f"{active['label']}: cancelled, {len(active['history'])} finished epochs kept")
 

@@ -130,3 +130,30 @@ def test_cli_lesion(tmp_path, capsys):
                  "--out", str(out2)]) == 0
     assert "wrote" in capsys.readouterr().out
     assert main(["lesion", "--checkpoint", "missing.pt", "--out", str(out2)]) == 2
+
+
+def test_cli_lesion_imagenet_style_checkpoint_on_image_folder(tmp_path):
+    """A torchvision-layout ImageNet ResNet (bare state_dict) on an ImageFolder: ImageNet
+    preprocessing (resize, center crop, ImageNet mean/std), eval-only split."""
+    from PIL import Image
+
+    from analysis.specs import get_spec
+
+    spec = get_spec("resnet18", num_classes=2)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "r18.pth"
+    torch.save(build_model(spec).state_dict(), ckpt)
+    for c, colour in (("n01", (200, 30, 30)), ("n02", (30, 30, 200))):
+        (tmp_path / "val" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (80 + i, 70), colour).save(tmp_path / "val" / c / f"{i}.jpg")
+    out = tmp_path / "r18.csv"
+    assert main(["lesion", "--checkpoint", str(ckpt), "--data", "imagefolder", "--data-path",
+                 str(tmp_path / "val"), "--size", "64", "--resize", "72", "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 1 + 1 + 8
+    three = tmp_path / "val3"
+    for c in ("a", "b", "c"):
+        (three / c).mkdir(parents=True)
+        Image.new("RGB", (64, 64)).save(three / c / "0.png")
+    assert main(["lesion", "--checkpoint", str(ckpt), "--data", "imagefolder", "--data-path", str(three),
+                 "--size", "64", "--out", str(out)]) == 2

@@ -201,3 +201,19 @@ def test_path_ensemble_views_and_measurement():
     assert 0 <= lo <= hi <= 9
     # + resnet20 at 10 samples (measured on arrival) and at 3 samples, each trained and at initialisation
     assert len(at.session_state["paths_results"]) == 6
+
+
+def test_training_page_keeps_the_epochs_of_a_cancelled_run():
+    """Cancel interrupts the training loop with a rerun; the finished epochs survive it."""
+    from analysis.models import build_model
+    from analysis.specs import get_spec
+
+    at = AppTest.from_file(str(ROOT / "app_pages" / "training.py"), default_timeout=120)
+    model = build_model(get_spec("cifar_resnet8").replace(in_channels=1, input_size=16))
+    history = [{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "test_loss": 2.1, "test_acc": 0.25}]
+    at.session_state["active_run"] = {"label": "cifar_resnet8 (cancelled)", "history": history,
+                                      "model": model, "meta": {"dataset": {"name": "digits16"}}}
+    at.run()
+    clean(at)
+    kept = at.session_state["trained"]["cifar_resnet8 (cancelled)"]
+    assert kept.meta["status"] == "cancelled after 1 epoch" and kept.meta["final"]["test_acc"] == 0.25
