@@ -62,6 +62,11 @@ def test_explorer_models_levels_and_errors():
     at.text_input(key="explorer_clayers").input("2, 0, 2, 2").run()
     clean(at)
     assert "stage 2 has 0 blocks" in at.error[0].value
+    at.text_input(key="explorer_clayers").input("3, 4, 6, 3").run()
+    at.selectbox(key="explorer_cblock").select("bottleneck").run()
+    at.number_input(key="explorer_cgroups").set_value(32).run()
+    at.number_input(key="explorer_cwpg").set_value(4).run()
+    assert metrics(at)["Parameters"] == "25,028,904"  # resnext50_32x4d, built by hand
     at.text_input(key="explorer_clayers").input("1, 1, 1, 1").run()
     at.number_input(key="explorer_csize").set_value(16).run()
     assert "smaller than the net's total stride 32" in at.error[0].value

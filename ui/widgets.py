@@ -114,11 +114,20 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
                                   key=f"{key}_cclasses")
         shortcut = sb.radio("Shortcut option", SHORTCUT_OPTIONS, index=1, format_func=SHORTCUT_HELP.get,
                             key=f"{key}_cshortcut")
+        groups, wpg, stride_on = 1, 64, "3x3"
+        if block == "bottleneck":
+            g1, g2 = sb.columns(2)
+            groups = int(g1.number_input("Groups (ResNeXt)", 1, 1024, 1, key=f"{key}_cgroups"))
+            wpg = int(g2.number_input("Width per group", 1, 4096, 64, key=f"{key}_cwpg",
+                                      help="64 = standard; 128 = wide_resnet50_2; groups 32 × 4 = resnext50_32x4d"))
+            stride_on = sb.radio("Bottleneck stride", ["3x3", "1x1"], format_func=STRIDE_HELP.get,
+                                 key=f"{key}_cstride")
         plain = sb.checkbox("Plain (no shortcuts)", key=f"{key}_cplain")
         preact = sb.checkbox("Pre-activation", key=f"{key}_cpreact")
         return custom_spec(block=block, layers=layers, widths=widths, input_size=int(size),
                            in_channels=int(chans), num_classes=int(classes), stem=stem,
-                           shortcut=shortcut, residual=not plain, preact=preact)
+                           shortcut=shortcut, residual=not plain, preact=preact, groups=groups,
+                           width_per_group=wpg, stride_on=stride_on)
     except ValueError as exc:
         error_box(exc)
         return None
