@@ -58,7 +58,31 @@ def make_shortcut(spec: ResNetSpec, cin: int, cout: int, stride: int) -> nn.Modu
     return nn.Sequential(conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
 
 
-class BasicBlock(nn.Module):
+class ResidualBlock(nn.Module):
+    """y = F(x) + s(x) (He et al. 2015, Eq. 1); post-activation blocks apply ReLU after the add,
+    pre-activation blocks do not (He et al. 2016). A plain block drops the shortcut: y = F(x).
+    Subclasses define ``residual_branch`` (F) and the modules it uses; module registration order
+    stays theirs, so state_dict keys keep torchvision's order."""
+
+    residual: bool
+    preact: bool
+    relu: nn.ReLU
+    downsample: nn.Module | None
+
+    def residual_branch(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def shortcut(self, x: Tensor) -> Tensor:
+        return x if self.downsample is None else self.downsample(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.residual_branch(x)
+        if self.residual:
+            out = out + self.shortcut(x)
+        return out if self.preact else self.relu(out)
+
+
+class BasicBlock(ResidualBlock):
     """Two 3x3 convs. Post-activation: y = relu(bn2(conv2(relu(bn1(conv1 x)))) + s(x)).
     Pre-activation: y = conv2(relu(bn2(conv1(relu(bn1 x))))) + s(x)."""
 
@@ -82,17 +106,8 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         return self.bn2(self.conv2(out))
 
-    def shortcut(self, x: Tensor) -> Tensor:
-        return x if self.downsample is None else self.downsample(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.residual_branch(x)
-        if self.residual:
-            out = out + self.shortcut(x)
-        return out if self.preact else self.relu(out)
-
-
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
     """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand x4. ``stride_on='3x3'`` is torchvision's
     v1.5; ``'1x1'`` is the paper's v1 (stride 2 on the first 1x1)."""
 
@@ -121,15 +136,6 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         return self.bn3(self.conv3(out))
-
-    def shortcut(self, x: Tensor) -> Tensor:
-        return x if self.downsample is None else self.downsample(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.residual_branch(x)
-        if self.residual:
-            out = out + self.shortcut(x)
-        return out if self.preact else self.relu(out)
 
 
 Block = BasicBlock | Bottleneck
