@@ -61,7 +61,17 @@ c = st.columns(4)
 depths = c[0].multiselect("Depths (6n+2)", DEPTHS, [20, 56], key="train_depths")
 kinds = c[1].multiselect("Nets", ["residual", "plain"], ["residual", "plain"], key="train_kinds")
 epochs = c[2].number_input("Epochs", 1, 200, 10, key="train_epochs")
-size = c[3].selectbox("Digits size", [16, 32, 8], key="train_size")
+source = c[3].selectbox("Data", ["digits", "cifar10", "imagefolder"], key="train_data",
+                        format_func={"digits": "embedded digits", "cifar10": "CIFAR-10 (local path)",
+                                     "imagefolder": "ImageFolder (local path)"}.get)
+path = None
+if source == "digits":
+    size = st.select_slider("Digits size (pixels)", [8, 16, 32], 16, key="train_size")
+else:
+    d1, d2 = st.columns([3, 1])
+    path = d1.text_input("Local dataset path", key="train_path",
+                         help="cifar-10-batches-py (or its parent), or an ImageFolder root; nothing is downloaded")
+    size = 32 if source == "cifar10" else d2.number_input("Image size", 8, 256, 32, key="train_img_size")
 c = st.columns(4)
 lr = c[0].number_input("Learning rate", 0.001, 1.0, 0.1, format="%.3f", key="train_lr")
 schedule = c[1].selectbox("Schedule", ["cosine", "step"], key="train_schedule")
@@ -71,7 +81,7 @@ device = c[3].selectbox("Device", ["cpu", "cuda"], key="train_device")
 go = st.button("Train", type="primary", key="train_go", disabled=not (depths and kinds))
 if go:
     try:
-        data = cache.dataset("digits", None, int(size), 0)
+        data = cache.dataset(source, path or None, int(size), 0)
         config = TrainConfig(epochs=int(epochs), lr=float(lr), schedule=schedule, seed=int(seed), device=device)
         config.validate()
     except (ValueError, DatasetError) as exc:

@@ -152,6 +152,11 @@ def test_training_page_shows_shipped_runs_and_trains():
     (label, ck), = trained.items()
     assert label.startswith("cifar_resnet8") and len(ck.meta["history"]) == 1
     assert at.dataframe[1].value["epochs"].tolist() == [1]
+    at.selectbox(key="train_data").select("cifar10").run()
+    at.text_input(key="train_path").input("/nonexistent/cifar").run()
+    at.button(key="train_go").click().run()
+    clean(at)
+    assert "no such directory" in at.error[0].value
 
 
 def test_lesion_lab_toggles_and_sweeps():
@@ -222,3 +227,24 @@ def test_training_page_keeps_the_epochs_of_a_cancelled_run():
     clean(at)
     kept = at.session_state["trained"]["cifar_resnet8 (cancelled)"]
     assert kept.meta["status"] == "cancelled after 1 epoch" and kept.meta["final"]["test_acc"] == 0.25
+
+
+def test_training_page_on_a_local_image_folder(tmp_path):
+    from PIL import Image
+
+    for c, colour in (("cats", (220, 40, 40)), ("dogs", (40, 40, 220))):
+        (tmp_path / c).mkdir()
+        for i in range(6):
+            Image.new("RGB", (20 + i, 20), colour).save(tmp_path / c / f"{i}.png")
+    at = page("training.py")
+    at.multiselect(key="train_depths").set_value([8]).run()
+    at.multiselect(key="train_kinds").set_value(["plain"]).run()
+    at.number_input(key="train_epochs").set_value(1).run()
+    at.selectbox(key="train_data").select("imagefolder").run()
+    at.text_input(key="train_path").input(str(tmp_path)).run()
+    at.number_input(key="train_img_size").set_value(16).run()
+    at.button(key="train_go").click().run()
+    clean(at)
+    (label, ck), = at.session_state["trained"].items()
+    assert ck.spec.in_channels == 3 and ck.spec.num_classes == 2 and not ck.spec.residual
+    assert ck.meta["dataset"]["name"] == tmp_path.name
