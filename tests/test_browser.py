@@ -102,6 +102,7 @@ def test_page_renders_without_errors(server, browser, name):
     shots = os.environ.get("SCREENSHOTS")
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)
+        page.wait_for_timeout(2500)  # let the last widgets and charts paint
         page.screenshot(path=str(Path(shots) / f"{name}.png"), full_page=True)
     page.close()
 
