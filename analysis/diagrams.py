@@ -18,6 +18,8 @@ from .costs import trace
 from .specs import ResNetSpec
 
 LEVELS = ("stage", "block", "layer")
+# Beyond this many nodes a browser takes tens of seconds to lay a graph out: offer the DOT instead.
+MAX_DRAW_NODES = 2500
 METRICS = ("params", "macs")
 SHORTCUT_KINDS = ("identity", "projection", "pad")
 

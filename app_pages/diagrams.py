@@ -36,7 +36,13 @@ if spec is not None:
     m[3].metric("Zero-pad shortcuts (dotted)", counts["pad"])
 
     dot = cache.diagram(spec, level, show, color_by)
-    if twin and spec.residual:
+    nodes = cache.node_count(spec, level)
+    too_big = nodes > diagrams.MAX_DRAW_NODES
+    if too_big:
+        st.warning(f"{spec.name} at {level} level has {nodes:,} nodes — too many to lay out interactively "
+                   f"(limit {diagrams.MAX_DRAW_NODES:,}). Choose a coarser level, or download the DOT below and "
+                   "render it with Graphviz.")
+    elif twin and spec.residual:
         left, right = st.columns(2)
         left.graphviz_chart(dot, width="content")
         right.graphviz_chart(cache.diagram(spec.plain_twin(), level, show, color_by), width="content")
@@ -47,12 +53,12 @@ if spec is not None:
     stem = f"{spec.name}_{level}"
     d[0].download_button("Download DOT", dot, file_name=f"{stem}.dot", mime="text/vnd.graphviz",
                          key="diagrams_dot")
-    if diagrams.has_dot():
+    if not too_big and diagrams.has_dot():
         d[1].download_button("Download SVG", partial(diagrams.render, dot, "svg"), file_name=f"{stem}.svg",
                              mime="image/svg+xml", key="diagrams_svg")
         d[2].download_button("Download PNG", partial(diagrams.render, dot, "png"), file_name=f"{stem}.png",
                              mime="image/png", key="diagrams_png")
-    else:
+    elif not too_big:
         d[1].info("SVG/PNG export needs Graphviz's `dot` (apt-get install graphviz).")
 
 st.subheader("Block internals")

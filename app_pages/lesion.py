@@ -36,6 +36,11 @@ def pick_data(ck: Checkpoint) -> Dataset | None:
         if not path:
             st.info(f"{label} was not trained on the embedded digits: give its dataset's local path.")
             return None
+        if kind == "imagefolder" and ck.spec.stem == "imagenet":
+            # torchvision-style ImageNet nets: their own eval transform, a bounded number of images
+            per_class = st.sidebar.number_input("Images per class", 1, 50, 2, key="lesion_per_class",
+                                                help="ImageNet val has 50 per class; 2 keeps memory near 1 GB")
+            return cache.imagenet_folder(path, ck.spec.input_size, int(per_class))
         return cache.dataset(kind, path, ck.spec.input_size, 0)
     except DatasetError as exc:
         error_box(exc)

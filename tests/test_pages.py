@@ -248,3 +248,14 @@ def test_training_page_on_a_local_image_folder(tmp_path):
     (label, ck), = at.session_state["trained"].items()
     assert ck.spec.in_channels == 3 and ck.spec.num_classes == 2 and not ck.spec.residual
     assert ck.meta["dataset"]["name"] == tmp_path.name
+
+
+def test_diagrams_refuses_to_lay_out_huge_graphs():
+    at = page("diagrams.py")
+    at.selectbox(key="diagrams_model").select("cifar_resnet1202").run()
+    at.radio(key="diagrams_level").set_value("layer").run()
+    clean(at)
+    assert "too many to lay out" in at.warning[0].value
+    assert len(at.get("graphviz_chart")) == 1  # only the block internals
+    at.radio(key="diagrams_level").set_value("block").run()
+    assert not at.warning and len(at.get("graphviz_chart")) == 2

@@ -48,6 +48,11 @@ def diagram(spec: ResNetSpec, level: str, show: str | None, color_by: str | None
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
+def node_count(spec: ResNetSpec, level: str) -> int:
+    return diagrams.build_graph(spec, level).number_of_nodes()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
 def shortcut_counts(spec: ResNetSpec) -> dict[str, int]:
     g = diagrams.block_graph(spec)
     return {k: len(diagrams.shortcut_edges(g, k)) for k in diagrams.SHORTCUT_KINDS}
@@ -62,6 +67,13 @@ def block_internals(kind: str, projection: bool) -> str:
 @st.cache_resource(show_spinner="Loading dataset…", max_entries=8)
 def dataset(kind: str, path: str | None, size: int, seed: int) -> data.Dataset:
     return data.load_dataset(kind, path, size=size, seed=seed)
+
+
+@st.cache_resource(show_spinner="Loading images…", max_entries=2)
+def imagenet_folder(path: str, size: int, per_class: int) -> data.Dataset:
+    """An ImageNet-style validation folder with torchvision's eval transform, all of it test data."""
+    return data.load_image_folder(path, size=size, resize=round(size * 256 / 224), normalise="imagenet",
+                                  test_fraction=1.0, max_per_class=per_class)
 
 
 @st.cache_resource(show_spinner="Loading checkpoint…", max_entries=16)
