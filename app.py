@@ -17,6 +17,7 @@ PAGES = [
     st.Page("app_pages/training.py", title="Training"),
     st.Page("app_pages/lesion.py", title="Lesion lab"),
     st.Page("app_pages/paths.py", title="Path ensemble"),
+    st.Page("app_pages/theory.py", title="Why shortcuts work"),
 ]
 
 st.navigation(PAGES).run()

@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 PAGES = {"explorer": "", "blocks": "blocks", "depth": "depth", "diagrams": "diagrams?model=resnet34&level=layer",
-         "training": "training", "lesion": "lesion", "paths": "paths"}
+         "training": "training", "lesion": "lesion", "paths": "paths", "theory": "theory"}
 # Chromium flags for a closed network, as root, with no GPU.
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]

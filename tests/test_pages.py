@@ -259,3 +259,16 @@ def test_diagrams_refuses_to_lay_out_huge_graphs():
     assert len(at.get("graphviz_chart")) == 1  # only the block internals
     at.radio(key="diagrams_level").set_value("block").run()
     assert not at.warning and len(at.get("graphviz_chart")) == 2
+
+
+def test_theory_page_measures_scaled_shortcuts():
+    at = page("theory.py")
+    clean(at)
+    assert len(at.latex) >= 4
+    at.slider(key="theory_rscale").set_value(0.0).run()
+    at.slider(key="theory_depth").set_value(10).run()
+    clean(at)
+    cap = " ".join(c.value for c in at.caption)
+    assert "λ = 1.2: ×6.19" in cap and "λ = 1: ×1;" in cap and "λ = 0.8: ×0.107" in cap  # 1.2^10, 0.8^10
+    at.multiselect(key="theory_lambdas").set_value([]).run()
+    assert at.info

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis import blocks, checkpoints, conventions, costs, data, depth, diagrams, paths
+from analysis import blocks, checkpoints, conventions, costs, data, depth, diagrams, paths, theory
 from analysis.specs import ResNetSpec
 
 
@@ -97,3 +97,8 @@ def shipped() -> dict[str, checkpoints.Checkpoint]:
 @st.cache_data(show_spinner=False, max_entries=32)
 def length_distribution(n: int) -> paths.LengthDistribution:
     return paths.length_distribution(n)
+
+
+@st.cache_data(show_spinner="Measuring gradients…", max_entries=32)
+def scaled_shortcut_gradients(lambdas: tuple[float, ...], depth: int, residual_scale: float) -> pd.DataFrame:
+    return theory.scaled_shortcut_gradients(lambdas, depth, residual_scale=residual_scale)

@@ -180,3 +180,17 @@ def gradient_by_length(df: pd.DataFrame, effective: tuple[int, int]) -> go.Figur
     fig.update_xaxes(title_text="path length k")
     fig.update_layout(height=380, margin=dict(t=40, b=10, l=10, r=10), legend=dict(orientation="h"))
     return fig
+
+
+def scaled_shortcuts(df: pd.DataFrame) -> go.Figure:
+    """Gradient ratio vs number of blocks for each shortcut scale (log y), with lambda^blocks dotted."""
+    fig = go.Figure()
+    palette = px.colors.qualitative.D3
+    for i, (lam, g) in enumerate(df.groupby("lambda")):
+        c = palette[i % len(palette)]
+        fig.add_scatter(x=g["blocks"], y=g["ratio"], mode="lines", name=f"λ = {lam:g}", line=dict(color=c))
+        fig.add_scatter(x=g["blocks"], y=g["lambda^blocks"], mode="lines", line=dict(color=c, dash="dot"),
+                        showlegend=False, hoverinfo="skip")
+    fig.update_layout(height=380, yaxis_type="log", xaxis_title="blocks between the loss and x_l",
+                      yaxis_title="‖∂E/∂x_l‖ / ‖∂E/∂x_L‖", margin=dict(t=20, b=10, l=10, r=10))
+    return fig
