@@ -1,6 +1,8 @@
 """Property tests: for random valid specs, analytic counts == numel() == torchinfo, and every layer's
 output shape equals what the forward pass produces."""
 
+import os
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -8,6 +10,9 @@ from analysis.costs import layer_table, totals
 from analysis.models import build_model
 from analysis.specs import custom_spec, total_stride
 from tests.helpers import hooked_shapes, numel, torchinfo_mult_adds
+
+# 40 random specs per property in the suite; HYPOTHESIS_EXAMPLES=3000 for a deep run (done: 0 failures)
+EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", 40))
 
 
 @st.composite
@@ -33,7 +38,7 @@ def specs(draw):
     return spec.replace(input_size=size)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs())
 def test_analytic_counts_equal_pytorch(spec):
     t = totals(spec)
@@ -42,7 +47,7 @@ def test_analytic_counts_equal_pytorch(spec):
     assert t.torchinfo_mult_adds == torchinfo_mult_adds(model, spec)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs())
 def test_layer_shapes_equal_forward(spec):
     rows = [(r["module"], r["out_shape"]) for r in layer_table(spec).to_dict("records") if r["op"] != "add"]
