@@ -60,6 +60,21 @@ def main() -> int:
     print(f"ResNet Lens layer table : {t_ours * 1e3:9.1f} ms   params {r_ours[0]:,}   mult-adds {r_ours[1]:,}")
     print(f"torchinfo.summary       : {t_base * 1e3:9.1f} ms   params {r_base[0]:,}   mult-adds {r_base[1]:,}")
     print(f"speed ratio             : {ratio:.1f}x (target >= {TARGET:.0f}x)   identical totals: {r_ours == r_base}")
+    # A net far too large to build (40 GB of float32 weights) is analysed from its spec alone.
+    import tracemalloc
+
+    from analysis.costs import totals
+    from analysis.specs import custom_spec
+
+    big = custom_spec(block="basic", layers=(4, 4, 4, 4), widths=(8192, 16384, 16384, 16384), input_size=224)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    t = totals(big)
+    dt = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    print(f"{t.params / 1e9:.1f}-billion-parameter custom spec: {t.params:,} params, {t.macs:,} MACs in {dt * 1e3:.1f} ms, "
+          f"peak {peak / 2**20:.2f} MiB traced")
     return 0 if r_ours == r_base else 1
 
 
