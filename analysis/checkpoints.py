@@ -254,13 +254,21 @@ def shipped_checkpoints() -> dict[str, Path]:
     return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.pt"))}
 
 
+def digits_split(meta: dict) -> tuple[int, int] | None:
+    """(size, split seed) of the embedded-digits split a checkpoint was trained on, or None if it
+    was trained on a real dataset (whose local path the caller must supply)."""
+    d = meta.get("dataset") or {}
+    if not str(d.get("name", "")).startswith("digits"):
+        return None
+    return int(d.get("size", 16)), int(d.get("split_seed", 0))
+
+
 def dataset_for(meta: dict):  # noqa: ANN201 - returns analysis.data.Dataset
-    """Rebuild the dataset a checkpoint was trained on from its metadata (digits only: real datasets
-    need their local path, which the caller supplies)."""
+    """Rebuild the digits dataset a checkpoint was trained on from its metadata."""
     from .data import DatasetError, load_digits
 
-    d = meta.get("dataset") or {}
-    name = str(d.get("name", ""))
-    if not name.startswith("digits"):
-        raise DatasetError(f"this checkpoint was trained on {name or 'an unknown dataset'}; give its local path")
-    return load_digits(size=int(d.get("size", 16)), seed=int(d.get("split_seed", 0)))
+    split = digits_split(meta)
+    if split is None:
+        name = (meta.get("dataset") or {}).get("name") or "an unknown dataset"
+        raise DatasetError(f"this checkpoint was trained on {name}; give its local path")
+    return load_digits(size=split[0], seed=split[1])

@@ -241,9 +241,9 @@ def load_image_folder(root: str | Path, *, size: int = 32, grayscale: bool = Fal
         m = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         sd = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         a, b, mean, std = (xtr - m) / sd, (xte - m) / sd, IMAGENET_MEAN, IMAGENET_STD
-    elif len(ytr) == 0:
-        a, b, mean, std = _normalise(xte, xte)
-        a = a[:0]
+    elif len(ytr) == 0:  # evaluation only: statistics of the test images themselves
+        _, b, mean, std = _normalise(xte, xte)
+        a = xtr
     else:
         a, b, mean, std = _normalise(xtr, xte)
     return Dataset(root.name or "imagefolder", a, ytr, b, yte, classes, mean, std, augment="crop_flip",

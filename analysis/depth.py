@@ -7,7 +7,7 @@ import pandas as pd
 
 from .costs import layer_table, totals
 from .reference import PAPER_TABLE1_GFLOPS, PAPER_TABLE6, TORCHVISION
-from .specs import ResNetSpec, conv_out, get_spec
+from .specs import ResNetSpec, get_spec
 
 
 def _stage_cell(spec: ResNetSpec, i: int) -> str:
@@ -22,18 +22,6 @@ def _stage_cell(spec: ResNetSpec, i: int) -> str:
     return f"[{inner}] ×{spec.layers[i]}"
 
 
-def stage_sizes(spec: ResNetSpec) -> list[int]:
-    """Output spatial size of each stage."""
-    size = spec.input_size
-    size = conv_out(size, 7, 2, 3) if spec.stem == "imagenet" else size
-    size = conv_out(size, 3, 2, 1) if spec.stem == "imagenet" else size
-    out = []
-    for s in spec.stage_strides:
-        size = conv_out(size, 3, s, 1)
-        out.append(size)
-    return out
-
-
 def table1(specs: list[ResNetSpec]) -> pd.DataFrame:
     """The layout of He et al. 2015 Table 1 for any list of specs sharing a stage count."""
     if not specs:
@@ -41,10 +29,11 @@ def table1(specs: list[ResNetSpec]) -> pd.DataFrame:
     n = len(specs[0].layers)
     if any(len(s.layers) != n for s in specs):
         raise ValueError("Table 1 lines up stages: choose models with the same number of stages")
-    first = specs[0]
-    sizes = stage_sizes(first)
-    stem_size = conv_out(first.input_size, 7, 2, 3) if first.stem == "imagenet" else first.input_size
-    rows = [{"layer": "conv1", "output size": f"{stem_size}×{stem_size}",
+    # output sizes come from the same trace as every cost, not from a second copy of the arithmetic
+    first = layer_table(specs[0])
+    shapes = first.groupby("stage", sort=False)["out_shape"].last()
+    conv1 = first["out_shape"].iloc[0]
+    rows = [{"layer": "conv1", "output size": f"{conv1[1]}×{conv1[2]}",
              **{s.name: f"7×7, {s.stem_width}, stride 2" if s.stem == "imagenet"
                 else f"3×3, {s.stem_width}" for s in specs}}]
     for i in range(n):
@@ -55,7 +44,8 @@ def table1(specs: list[ResNetSpec]) -> pd.DataFrame:
             if i == 0 and s.stem == "imagenet":
                 cell = "3×3 max pool, stride 2; " + cell
             cells[s.name] = cell
-        rows.append({"layer": label, "output size": f"{sizes[i]}×{sizes[i]}", **cells})
+        h, w = shapes[f"layer{i + 1}"][1:]
+        rows.append({"layer": label, "output size": f"{h}×{w}", **cells})
     rows.append({"layer": "head", "output size": "1×1",
                  **{s.name: f"average pool, {s.num_classes}-d fc, softmax" for s in specs}})
     rows.append({"layer": "MACs (×10⁹)", "output size": "",

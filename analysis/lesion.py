@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .models import ResNet
+from .models import PadShortcut, ResNet, subsample_pad
 
 Step = tuple[int, bool]  # (block index, keep its residual branch)
 ProgressFn = Callable[[int, int], None]
@@ -52,26 +52,16 @@ def block_infos(model: ResNet) -> list[BlockInfo]:
         elif b.downsample is None:
             kind = "identity"
         else:
-            kind = "pad" if type(b.downsample).__name__ == "PadShortcut" else "projection"
+            kind = "pad" if isinstance(b.downsample, PadShortcut) else "projection"
         out.append(BlockInfo(i, name, name.split(".")[0], down, kind, cin, cout, b.stride))
     return out
-
-
-def _skip_plain(x: Tensor, cout: int, stride: int) -> Tensor:
-    if stride > 1:
-        x = x[:, :, ::stride, ::stride]
-    extra = cout - x.shape[1]
-    if extra > 0:
-        x = F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
-    elif extra < 0:
-        x = x[:, :cout]
-    return x
 
 
 def lesioned(block: torch.nn.Module, info: BlockInfo, x: Tensor) -> Tensor:
     """The block with its residual branch removed."""
     if not block.residual:
-        return _skip_plain(x, info.out_channels, info.stride)
+        # a plain block's stand-in: option A's map, cut to width where a custom net narrows
+        return subsample_pad(x, info.out_channels, info.stride)[:, :info.out_channels]
     s = block.shortcut(x)
     return s if block.preact else F.relu(s)
 

@@ -23,6 +23,17 @@ def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
 
 
+def subsample_pad(x: Tensor, cout: int, stride: int) -> Tensor:
+    """Subsample by striding and zero-pad channels up to ``cout`` (option A's parameter-free map)."""
+    if stride > 1:
+        x = x[:, :, ::stride, ::stride]
+    extra = cout - x.shape[1]
+    if extra > 0:
+        # Pad equally on both sides of the channel axis as the reference CIFAR code does.
+        x = F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
+    return x
+
+
 class PadShortcut(nn.Module):
     """Option A (He et al. 2015): subsample by striding and zero-pad the new channels. No weights."""
 
@@ -31,13 +42,7 @@ class PadShortcut(nn.Module):
         self.cin, self.cout, self.stride = cin, cout, stride
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
-        extra = self.cout - self.cin
-        if extra:
-            # Pad equally on both sides of the channel axis as the reference CIFAR code does.
-            x = F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
-        return x
+        return subsample_pad(x, self.cout, self.stride)
 
     def extra_repr(self) -> str:
         return f"{self.cin}->{self.cout}, stride={self.stride}"

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis import lesion
-from analysis.checkpoints import Checkpoint
+from analysis.checkpoints import Checkpoint, digits_split
 from analysis.data import Dataset, DatasetError
 from ui import cache, render
 from ui.widgets import checkpoint_picker, error_box, progress_reporter
@@ -24,11 +24,10 @@ label, ck = picked
 
 def pick_data(ck: Checkpoint) -> Dataset | None:
     """The checkpoint's own dataset (digits are rebuilt from metadata) or a local one."""
-    name = str(ck.meta.get("dataset", {}).get("name", ""))
+    split = digits_split(ck.meta)
     try:
-        if name.startswith("digits"):
-            d = ck.meta["dataset"]
-            return cache.dataset("digits", None, int(d.get("size", 16)), int(d.get("split_seed", 0)))
+        if split is not None:
+            return cache.dataset("digits", None, *split)
         kind = st.sidebar.selectbox("Dataset", ["cifar10", "imagefolder"], key="lesion_data_kind")
         path = st.sidebar.text_input("Local dataset path", key="lesion_data_path",
                                      help="cifar-10-batches-py, or an ImageFolder root (train/ and val/ or one "

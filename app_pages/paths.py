@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis import paths
+from analysis.checkpoints import digits_split
 from analysis.models import build_model
 from analysis.reference import VEIT_EFFECTIVE_PATHS
 from analysis.specs import MODELS
@@ -82,12 +83,11 @@ if picked is not None:
             st.session_state["paths_show"] = True
         if st.session_state.get("paths_show"):
             try:
-                d = ck.meta.get("dataset", {})
-                data = cache.dataset("digits", None, int(d.get("size", 16)), int(d.get("split_seed", 0))) \
-                    if str(d.get("name", "")).startswith("digits") else None
-                if data is None:
+                split = digits_split(ck.meta)
+                if split is None:
                     raise ValueError(f"{label} was not trained on the embedded digits; measure it with a net "
                                      "that was (or use the Lesion lab's dataset path)")
+                data = cache.dataset("digits", None, *split)
                 x, y = data.x_test[: int(batch)], data.y_test[: int(batch)]
                 store = st.session_state.setdefault("paths_results", {})
                 nets = [("trained", ck.model)]

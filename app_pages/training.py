@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
 from analysis.checkpoints import Checkpoint, checkpoint_bytes
@@ -124,5 +126,5 @@ if trained:
     st.caption("These nets are also available on the other pages under *Checkpoint → trained here*.")
     pick = st.selectbox("Download a checkpoint", list(trained), key="train_download_pick")
     ck = trained[pick]
-    st.download_button("Download .pt", checkpoint_bytes(ck.model, ck.meta), file_name="resnet_lens_run.pt",
+    st.download_button("Download .pt", partial(checkpoint_bytes, ck.model, ck.meta), file_name="resnet_lens_run.pt",
                        mime="application/octet-stream", key="train_download")
