@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .specs import MAX_WIDTH, conv_out
+from .blockplan import BlockPlan, make_plan
+from .specs import MAX_WIDTH, BlockType, conv_out
 
 BLOCK_KINDS = ("basic", "bottleneck", "preact_basic", "preact_bottleneck")
 
@@ -39,51 +40,35 @@ def check(cfg: BlockConfig) -> None:
         raise ValueError(f"bottleneck width {cfg.width} must be a multiple of groups={cfg.groups}")
 
 
+def plan_for(cfg: BlockConfig) -> BlockPlan:
+    """The block the page compares, described by the same plan the builder uses: stride on the 3x3
+    (torchvision v1.5), option-B shortcut (a projection only where the shape changes)."""
+    check(cfg)
+    block: BlockType = "basic" if cfg.kind.endswith("basic") else "bottleneck"
+    return make_plan(name=cfg.kind, stage=0, index=0, block=block, cin=cfg.cin,
+                     width=cfg.cout if block == "basic" else cfg.width, cout=cfg.cout, stride=cfg.stride,
+                     groups=cfg.groups, preact=cfg.kind.startswith("preact"), option="B")
+
+
 def block_terms(cfg: BlockConfig) -> pd.DataFrame:
     """One row per weighted layer of the block: kernel, channels, the weight formula, weights and
-    MACs at the chosen spatial size (stride on the 3x3, as torchvision v1.5), BN parameters."""
-    check(cfg)
-    pre = cfg.kind.startswith("preact")
-    basic = cfg.kind.endswith("basic")
-    h_out = conv_out(cfg.size, 3, cfg.stride, 1)
+    MACs at the chosen spatial size, BN parameters."""
+    plan = plan_for(cfg)
     rows: list[dict] = []
-
-    def conv(name: str, k: int, cin: int, cout: int, hw: int, groups: int = 1, path: str = "residual") -> None:
-        w = k * k * (cin // groups) * cout
-        g = f"/{groups}" if groups > 1 else ""
-        rows.append({"layer": name, "path": path, "kernel": f"{k}x{k}",
-                     "formula": f"{k}·{k}·{cin}{g}·{cout}", "weights": w, "macs": w * hw * hw,
-                     "bn_channels": 0})
-
-    def bn(channels: int, path: str = "residual") -> None:
-        rows.append({"layer": "bn", "path": path, "kernel": "", "formula": f"2·{channels}",
-                     "weights": 0, "macs": 0, "bn_channels": channels})
-
-    if basic:
-        if pre:
-            bn(cfg.cin)
-        conv("conv1", 3, cfg.cin, cfg.cout, h_out)
-        bn(cfg.cout)
-        conv("conv2", 3, cfg.cout, cfg.cout, h_out)
-        if not pre:
-            bn(cfg.cout)
-    else:
-        if pre:
-            bn(cfg.cin)
-        conv("conv1", 1, cfg.cin, cfg.width, cfg.size)
-        bn(cfg.width)
-        conv("conv2", 3, cfg.width, cfg.width, h_out, cfg.groups)
-        bn(cfg.width)
-        conv("conv3", 1, cfg.width, cfg.cout, h_out)
-        if not pre:
-            bn(cfg.cout)
-    if cfg.cin != cfg.cout or cfg.stride != 1:
-        conv("downsample.0", 1, cfg.cin, cfg.cout, h_out, path="projection shortcut")
-        if not pre:
-            bn(cfg.cout, path="projection shortcut")
-    df = pd.DataFrame(rows)
-    df["bn_params"] = 2 * df["bn_channels"]
-    return df.drop(columns="bn_channels")
+    for path, ops in (("residual", plan.residual_ops), ("projection shortcut", plan.shortcut_ops)):
+        size = cfg.size
+        for op in ops:
+            if op.kind == "conv":
+                size = conv_out(size, op.kernel, op.stride, op.padding)
+                w = op.weight_count
+                g = f"/{op.groups}" if op.groups > 1 else ""
+                rows.append({"layer": op.name, "path": path, "kernel": f"{op.kernel}x{op.kernel}",
+                             "formula": f"{op.kernel}·{op.kernel}·{op.cin}{g}·{op.cout}", "weights": w,
+                             "macs": w * size * size, "bn_params": 0})
+            elif op.kind == "bn":
+                rows.append({"layer": "bn", "path": path, "kernel": "", "formula": f"2·{op.cout}",
+                             "weights": 0, "macs": 0, "bn_params": op.weight_count})
+    return pd.DataFrame(rows)
 
 
 def formula(df: pd.DataFrame, path: str = "residual") -> str:

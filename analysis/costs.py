@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .blockplan import BlockPlan, Op, block_plans
 from .specs import ResNetSpec, conv_out, validate
 
 BYTES_PER_FLOAT32 = 4
@@ -77,12 +78,13 @@ class _Tracer:
         self.rows.append(row)
 
     def conv(self, module: str, stage: str, block: str, path: str, x: _Cursor, cout: int,
-             k: int, s: int, p: int, groups: int = 1) -> _Cursor:
+             k: int, s: int, p: int, groups: int = 1, bias: bool = False) -> _Cursor:
         h, w = conv_out(x.h, k, s, p), conv_out(x.w, k, s, p)
         y = _Cursor(cout, h, w, x.rf + (k - 1) * x.jump, x.jump * s)
-        weights = k * k * (x.c // groups) * cout  # no bias: every ResNet conv is followed by BN
+        weights = k * k * (x.c // groups) * cout  # ResNet convs feed a BN, so they carry no bias
+        biases = cout if bias else 0
         self._row(module, "conv", stage, block, path, x, y, kernel=k, stride=s, groups=groups,
-                  params=weights, macs=weights * h * w)
+                  params=weights + biases, macs=weights * h * w, bias_adds=biases * h * w)
         return y
 
     def bn(self, module: str, stage: str, block: str, path: str, x: _Cursor) -> _Cursor:
@@ -130,50 +132,30 @@ class _Tracer:
         return y
 
 
-def _block(t: _Tracer, spec: ResNetSpec, stage_idx: int, j: int, x: _Cursor) -> _Cursor:
-    stage = f"layer{stage_idx + 1}"
-    b = f"{stage}.{j}"
-    planes = spec.widths[stage_idx]
-    stride = spec.stage_strides[stage_idx] if j == 0 else 1
-    cout = planes * spec.expansion
-    pre = spec.preact
-    m = "main"
+def _block(t: _Tracer, plan: BlockPlan, x: _Cursor) -> _Cursor:
+    """Trace one block from its plan: the branch ops, the shortcut ops, the add, the activation."""
+    b, stage = plan.name, plan.stage_name
 
-    def conv_bn_relu(idx: int, cin_x: _Cursor, c: int, k: int, s: int, groups: int = 1,
-                     last: bool = False) -> _Cursor:
-        # post-activation: conv -> bn -> relu (no relu on the last, it follows the add)
-        # pre-activation: bn -> relu -> conv
-        if pre:
-            y = t.bn(f"{b}.bn{idx}", stage, b, m, cin_x)
-            y = t.relu(f"{b}.relu", stage, b, m, y)
-            return t.conv(f"{b}.conv{idx}", stage, b, m, y, c, k, s, k // 2, groups)
-        y = t.conv(f"{b}.conv{idx}", stage, b, m, cin_x, c, k, s, k // 2, groups)
-        y = t.bn(f"{b}.bn{idx}", stage, b, m, y)
-        return y if last else t.relu(f"{b}.relu", stage, b, m, y)
+    def run(op: Op, y: _Cursor, path: str) -> _Cursor:
+        module = f"{b}.{op.name}"
+        if op.kind == "conv":
+            return t.conv(module, stage, b, path, y, op.cout, op.kernel, op.stride, op.padding, op.groups, op.bias)
+        if op.kind == "bn":
+            return t.bn(module, stage, b, path, y)
+        if op.kind == "relu":
+            return t.relu(module, stage, b, path, y)
+        return t.pad(module, stage, b, y, op.cout, op.stride)
 
-    if spec.block == "basic":
-        y = conv_bn_relu(1, x, planes, 3, stride)
-        y = conv_bn_relu(2, y, cout, 3, 1, last=True)
-    else:
-        width = spec.inner_width(stage_idx)
-        s1, s3 = (1, stride) if spec.stride_on == "3x3" else (stride, 1)
-        y = conv_bn_relu(1, x, width, 1, s1)
-        y = conv_bn_relu(2, y, width, 3, s3, spec.groups)
-        y = conv_bn_relu(3, y, cout, 1, 1, last=True)
-
-    if spec.residual:
-        needs_change = stride != 1 or x.c != cout
-        if spec.shortcut == "A" and needs_change:
-            short = t.pad(f"{b}.downsample", stage, b, x, cout, stride)
-        elif spec.shortcut == "C" or needs_change:
-            short = t.conv(f"{b}.downsample.0", stage, b, "shortcut", x, cout, 1, stride, 0)
-            if not pre:
-                short = t.bn(f"{b}.downsample.1", stage, b, "shortcut", short)
-        else:
-            short = x
+    y = x
+    for op in plan.residual_ops:
+        y = run(op, y, "main")
+    if plan.residual:
+        short = x
+        for op in plan.shortcut_ops:
+            short = run(op, short, "shortcut")
         y = t.add(b, stage, y, short)
-    if not pre:
-        y = t.relu(f"{b}.relu", stage, b, m, y)
+    if plan.activation_after_add:
+        y = t.relu(f"{b}.relu", stage, b, "main", y)
     return y
 
 
@@ -190,9 +172,8 @@ def trace(spec: ResNetSpec) -> list[dict]:
     x = t.relu("relu", "stem", "stem", "main", x)
     if spec.stem == "imagenet":
         x = t.maxpool("maxpool", x)
-    for i, n in enumerate(spec.layers):
-        for j in range(n):
-            x = _block(t, spec, i, j, x)
+    for plan in block_plans(spec):
+        x = _block(t, plan, x)
     if spec.preact:
         x = t.bn("bn_final", "head", "head", "main", x)
         x = t.relu("relu", "head", "head", "main", x)

@@ -2,8 +2,9 @@
 
 A *sequence* says which blocks run, in which order, and whether each keeps its residual branch:
 ``[(0, True), (1, False), (2, True), ...]``. Deleting block i means its residual branch F is
-removed and only the shortcut remains: y = x for an identity block, y = relu(proj(x)) for a
-downsampling block (post-activation nets apply the block's final ReLU to F + shortcut, with F = 0).
+removed and only the shortcut remains, joined by the block's own combine rule
+(``Block.forward(x, keep_residual=False)``): y = relu(x) = x for an identity block of a
+post-activation net, y = relu(proj(x)) for a projection, y = s(x) with no ReLU in a pre-activation net.
 A plain net has no shortcut; deleting one of its blocks passes x through unchanged (parameter-free
 subsample and zero-pad where the shape changes), as Veit et al. delete layers of a VGG net.
 
@@ -20,10 +21,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .models import PadShortcut, ResNet, subsample_pad
+from .errors import ConfigError
+from .models import ResNet
 
 Step = tuple[int, bool]  # (block index, keep its residual branch)
 ProgressFn = Callable[[int, int], None]
@@ -31,9 +32,12 @@ ProgressFn = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class BlockInfo:
+    """What a lesion needs to know of a block; read from its plan, never re-derived."""
+
     index: int
     name: str
     stage: str
+    stage_index: int
     downsample: bool  # the block changes stride or width
     shortcut: str  # identity | projection | pad | none (plain)
     in_channels: int
@@ -42,28 +46,8 @@ class BlockInfo:
 
 
 def block_infos(model: ResNet) -> list[BlockInfo]:
-    out = []
-    for i, (name, b) in enumerate(model.blocks()):
-        cin = b.conv1.in_channels
-        cout = (b.conv3 if hasattr(b, "conv3") else b.conv2).out_channels
-        down = b.stride != 1 or cin != cout
-        if not b.residual:
-            kind = "none"
-        elif b.downsample is None:
-            kind = "identity"
-        else:
-            kind = "pad" if isinstance(b.downsample, PadShortcut) else "projection"
-        out.append(BlockInfo(i, name, name.split(".")[0], down, kind, cin, cout, b.stride))
-    return out
-
-
-def lesioned(block: torch.nn.Module, info: BlockInfo, x: Tensor) -> Tensor:
-    """The block with its residual branch removed."""
-    if not block.residual:
-        # a plain block's stand-in: option A's map, cut to width where a custom net narrows
-        return subsample_pad(x, info.out_channels, info.stride)[:, :info.out_channels]
-    s = block.shortcut(x)
-    return s if block.preact else F.relu(s)
+    return [BlockInfo(i, p.name, p.stage_name, p.stage, p.downsample, p.shortcut, p.cin, p.cout, p.stride)
+            for i, p in enumerate(b.plan for _, b in model.blocks())]
 
 
 def identity_sequence(n: int) -> list[Step]:
@@ -85,11 +69,13 @@ def _divergence(seq: Sequence[Step]) -> int:
 def check_sequence(seq: Sequence[Step], infos: list[BlockInfo]) -> None:
     """A sequence must keep shapes consistent: a block may only run where its input shape flows."""
     if len(seq) != len(infos):
-        raise ValueError(f"a sequence lists every block once: expected {len(infos)}, got {len(seq)}")
+        raise ConfigError(f"a sequence lists every block once: expected {len(infos)}, got {len(seq)}")
     for p, (i, _) in enumerate(seq):
+        if not 0 <= i < len(infos):
+            raise ConfigError(f"block index {i} out of range: the net has blocks 0..{len(infos) - 1}")
         a, b = infos[p], infos[i]
         if (a.in_channels, a.out_channels, a.stride) != (b.in_channels, b.out_channels, b.stride):
-            raise ValueError(f"block {b.name} cannot take the place of {a.name}: shapes differ")
+            raise ConfigError(f"block {b.name} cannot take the place of {a.name}: shapes differ")
 
 
 @torch.inference_mode()
@@ -100,6 +86,8 @@ def predict_sequences(model: ResNet, x: Tensor, sequences: Sequence[Sequence[Ste
     straightforward loop (every sequence from the stem), kept as the reference."""
     blocks = [b for _, b in model.blocks()]
     infos = block_infos(model)
+    for seq in sequences:
+        check_sequence(seq, infos)
     n = len(blocks)
     starts = [_divergence(s) if reuse_prefix else 0 for s in sequences]
     preds = torch.empty(len(sequences), len(x), dtype=torch.long)
@@ -124,7 +112,7 @@ def predict_sequences(model: ResNet, x: Tensor, sequences: Sequence[Sequence[Ste
                 else:
                     h = prefix[p] if reuse_prefix else h0
                     for i, keep in list(seq)[p:]:
-                        h = blocks[i](h) if keep else lesioned(blocks[i], infos[i], h)
+                        h = blocks[i](h, keep_residual=keep)
                 preds[si, lo:lo + len(xb)] = model.head(h).argmax(1).cpu()
                 done += 1
                 if progress:
@@ -162,7 +150,7 @@ def k_sweep(model: ResNet, x: Tensor, y: Tensor, *, ks: Sequence[int] | None = N
     seqs, meta = [], []
     for k in ks:
         if not 0 <= k <= len(pool):
-            raise ValueError(f"k must be between 0 and {len(pool)}, got {k}")
+            raise ConfigError(f"k must be between 0 and {len(pool)}, got {k}")
         for s in range(samples if 0 < k < len(pool) else 1):
             chosen = sorted(rng.sample(pool, k))
             seqs.append(deletion(n, chosen))
@@ -185,7 +173,7 @@ def reorder_sweep(model: ResNet, x: Tensor, y: Tensor, *, ks: Sequence[int] | No
     n = len(infos)
     pairs = swappable_pairs(infos)
     if not pairs:
-        raise ValueError("this net has no two blocks of the same shape to swap")
+        raise ConfigError("this net has no two blocks of the same shape to swap")
     ks = list(ks) if ks is not None else [0, 1, 2, 4, 8, 16, 32][: 2 + len(pairs).bit_length()]
     rng = random.Random(seed)
     seqs, meta = [], []
@@ -222,3 +210,21 @@ def confusion(y: Tensor, pred: Tensor, num_classes: int) -> Tensor:
 def per_class_accuracy(y: Tensor, pred: Tensor, num_classes: int) -> list[float]:
     cm = confusion(y, pred, num_classes)
     return (cm.diag().float() / cm.sum(1).clamp_min(1).float()).tolist()
+
+
+SWEEPS: dict[str, Callable[..., pd.DataFrame]] = {"single": single_sweep, "k": k_sweep, "reorder": reorder_sweep}
+SWEEP_KINDS = tuple(SWEEPS)
+
+
+def run_sweep(kind: str, model: ResNet, x: Tensor, y: Tensor, *, samples: int = 5, seed: int = 0,
+              batch_size: int = 256, device: str = "cpu", progress: ProgressFn | None = None) -> pd.DataFrame:
+    """One lesion sweep by name (``single``, ``k`` or ``reorder``): the entry point the CLI and the
+    lesion page share. ``samples`` and ``seed`` apply to the random sweeps only."""
+    if kind not in SWEEPS:
+        raise ConfigError(f"unknown sweep {kind!r}; choose one of {', '.join(SWEEP_KINDS)}")
+    if samples < 1:
+        raise ConfigError(f"samples per k must be at least 1, got {samples}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    kw: dict[str, object] = {} if kind == "single" else {"samples": samples, "seed": seed}
+    return SWEEPS[kind](model, x, y, batch_size=batch_size, device=device, progress=progress, **kw)

@@ -4,23 +4,25 @@ Module names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer
 ``fc``) so torchvision state_dicts load with ``strict=True``. Variants torchvision lacks keep the
 same scheme: option-A shortcuts are a parameterless ``downsample`` module, the pre-activation net
 adds a final ``bn_final`` before pooling (He et al. 2016, Fig. 4e).
+
+Blocks are built from their :class:`~analysis.blockplan.BlockPlan`: this module knows how to turn an
+op into a layer and how to run a plan, not what any block looks like.
+
+Weights are initialised from a local ``torch.Generator`` (the model is first built on the ``meta``
+device, so construction draws nothing from the global RNG): two threads building models at once
+cannot change each other's weights.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .blockplan import BlockPlan, Op, block_plans
 from .specs import ResNetSpec, validate
-
-
-def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=False)
-
-
-def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
 
 
 def subsample_pad(x: Tensor, cout: int, stride: int) -> Tensor:
@@ -48,106 +50,92 @@ class PadShortcut(nn.Module):
         return f"{self.cin}->{self.cout}, stride={self.stride}"
 
 
-def make_shortcut(spec: ResNetSpec, cin: int, cout: int, stride: int) -> nn.Module | None:
-    """The shortcut of one block, or None for an identity (or for a plain net)."""
-    if not spec.residual:
-        return None
-    needs_change = stride != 1 or cin != cout
-    if spec.shortcut == "A":
-        return PadShortcut(cin, cout, stride) if needs_change else None
-    if spec.shortcut == "B" and not needs_change:
-        return None
-    if spec.preact:
-        # Pre-activation nets project the already normalised input: no BN on the shortcut.
-        return nn.Sequential(conv1x1(cin, cout, stride))
-    return nn.Sequential(conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
+def make_layer(op: Op) -> nn.Module:
+    """The torch module for one op of a plan."""
+    if op.kind == "conv":
+        return nn.Conv2d(op.cin, op.cout, op.kernel, stride=op.stride, padding=op.padding, groups=op.groups,
+                         bias=op.bias)
+    if op.kind == "bn":
+        return nn.BatchNorm2d(op.cout)
+    if op.kind == "relu":
+        return nn.ReLU(inplace=True)
+    return PadShortcut(op.cin, op.cout, op.stride)
 
 
-class ResidualBlock(nn.Module):
-    """y = F(x) + s(x) (He et al. 2015, Eq. 1); post-activation blocks apply ReLU after the add,
-    pre-activation blocks do not (He et al. 2016). A plain block drops the shortcut: y = F(x).
-    Subclasses define ``residual_branch`` (F) and the modules it uses; module registration order
-    stays theirs, so state_dict keys keep torchvision's order."""
+# torchvision registers a block's modules as conv1, bn1, conv2, bn2, (conv3, bn3), relu, downsample;
+# state_dict keys follow registration order, so sort the branch's ops that way whatever their order.
+def _registration_key(op: Op) -> tuple[int, int]:
+    digits = "".join(ch for ch in op.name if ch.isdigit())
+    return (int(digits) if digits else 99, {"conv": 0, "bn": 1}.get(op.kind, 2))
 
-    residual: bool
-    preact: bool
-    relu: nn.ReLU
+
+class Block(nn.Module):
+    """A residual block run from its plan: y = combine(F(x), s(x)) (He et al. 2015, Eq. 1).
+
+    ``forward(x, keep_residual=False)`` is the block with its residual branch deleted, as lesion
+    experiments need it (Veit et al. 2016): the shortcut alone through the block's own combine rule;
+    a plain block has no shortcut, so it becomes a parameter-free pass-through instead."""
+
     downsample: nn.Module | None
 
+    def __init__(self, plan: BlockPlan) -> None:
+        super().__init__()
+        self.plan = plan
+        branch: dict[str, Op] = {}
+        for op in plan.residual_ops:
+            branch.setdefault(op.name, op)
+        for op in sorted(branch.values(), key=_registration_key):
+            self.add_module(op.name, make_layer(op))
+        if "relu" not in branch and plan.activation_after_add:
+            self.relu = nn.ReLU(inplace=True)
+        if not plan.shortcut_ops:
+            self.downsample = None
+        elif plan.shortcut_ops[0].kind == "pad":
+            self.downsample = make_layer(plan.shortcut_ops[0])
+        else:
+            self.downsample = nn.Sequential(*(make_layer(op) for op in plan.shortcut_ops))
+
     def residual_branch(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """F(x) alone: the plan's residual ops in order."""
+        for op in self.plan.residual_ops:
+            x = getattr(self, op.name)(x)
+        return x
 
     def shortcut(self, x: Tensor) -> Tensor:
+        """s(x): identity, or the projection / zero-padding of a shape-changing block."""
         return x if self.downsample is None else self.downsample(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.residual_branch(x)
-        if self.residual:
-            out = out + self.shortcut(x)
-        return out if self.preact else self.relu(out)
+    def combine(self, r: Tensor | None, s: Tensor | None) -> Tensor:
+        """Join the branch ``r`` = F(x) and the shortcut ``s`` (``None``: that path is removed)."""
+        if r is None:
+            if s is None:
+                raise RuntimeError(f"{self.plan.name}: a block needs its branch, its shortcut or both")
+            out = s
+        else:
+            out = r if s is None else r + s
+        if not self.plan.activation_after_add:
+            return out
+        # r + s and F(x) are fresh tensors; a lone shortcut may be x itself, never modify it in place
+        return self.relu(out) if r is not None else F.relu(out)
 
+    def stand_in(self, x: Tensor) -> Tensor:
+        """A deleted plain block (no shortcut to keep): strided subsample, zero-pad or cut channels
+        to the output width, as Veit et al. delete a layer of a VGG-style net."""
+        return subsample_pad(x, self.plan.cout, self.plan.stride)[:, :self.plan.cout]
 
-class BasicBlock(ResidualBlock):
-    """Two 3x3 convs. Post-activation: y = relu(bn2(conv2(relu(bn1(conv1 x)))) + s(x)).
-    Pre-activation: y = conv2(relu(bn2(conv1(relu(bn1 x))))) + s(x)."""
+    def forward(self, x: Tensor, keep_residual: bool = True) -> Tensor:
+        if not keep_residual and not self.plan.residual:
+            return self.stand_in(x)
+        r = self.residual_branch(x) if keep_residual else None
+        s = self.shortcut(x) if self.plan.residual else None
+        return self.combine(r, s)
 
-    def __init__(self, spec: ResNetSpec, cin: int, planes: int, stride: int) -> None:
-        super().__init__()
-        cout = planes
-        self.residual, self.preact = spec.residual, spec.preact
-        self.conv1 = conv3x3(cin, planes, stride)
-        self.bn1 = nn.BatchNorm2d(cin if spec.preact else planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, cout)
-        self.bn2 = nn.BatchNorm2d(planes if spec.preact else cout)
-        self.downsample = make_shortcut(spec, cin, cout, stride)
-        self.stride = stride
-
-    def residual_branch(self, x: Tensor) -> Tensor:
-        """F(x) alone (what lesion and path experiments switch on and off)."""
-        if self.preact:
-            out = self.conv1(self.relu(self.bn1(x)))
-            return self.conv2(self.relu(self.bn2(out)))
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.bn2(self.conv2(out))
-
-
-class Bottleneck(ResidualBlock):
-    """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand x4. ``stride_on='3x3'`` is torchvision's
-    v1.5; ``'1x1'`` is the paper's v1 (stride 2 on the first 1x1)."""
-
-    expansion = 4
-
-    def __init__(self, spec: ResNetSpec, cin: int, planes: int, stride: int, width: int) -> None:
-        super().__init__()
-        cout = planes * self.expansion
-        self.residual, self.preact = spec.residual, spec.preact
-        s1, s3 = (1, stride) if spec.stride_on == "3x3" else (stride, 1)
-        self.conv1 = conv1x1(cin, width, s1)
-        self.bn1 = nn.BatchNorm2d(cin if spec.preact else width)
-        self.conv2 = conv3x3(width, width, s3, spec.groups)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = conv1x1(width, cout)
-        self.bn3 = nn.BatchNorm2d(width if spec.preact else cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = make_shortcut(spec, cin, cout, stride)
-        self.stride = stride
-
-    def residual_branch(self, x: Tensor) -> Tensor:
-        if self.preact:
-            out = self.conv1(self.relu(self.bn1(x)))
-            out = self.conv2(self.relu(self.bn2(out)))
-            return self.conv3(self.relu(self.bn3(out)))
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.bn3(self.conv3(out))
-
-
-Block = BasicBlock | Bottleneck
+    def extra_repr(self) -> str:
+        return f"{self.plan.name}: {self.plan.block}, shortcut={self.plan.shortcut}"
 
 
 class ResNet(nn.Module):
-    """torchvision's ResNet layout, driven by a spec. ``stages`` lists ``layer1..layerN``."""
+    """torchvision's ResNet layout, driven by a spec. ``stage_names`` lists ``layer1..layerN``."""
 
     def __init__(self, spec: ResNetSpec) -> None:
         super().__init__()
@@ -156,37 +144,20 @@ class ResNet(nn.Module):
         if spec.stem == "imagenet":
             self.conv1 = nn.Conv2d(spec.in_channels, spec.stem_width, 7, stride=2, padding=3, bias=False)
         else:
-            self.conv1 = conv3x3(spec.in_channels, spec.stem_width)
+            self.conv1 = nn.Conv2d(spec.in_channels, spec.stem_width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(spec.stem_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1) if spec.stem == "imagenet" else None
-        cin = spec.stem_width
+        self.plans = block_plans(spec)
         self.stage_names: list[str] = []
-        for i, (n, planes, stride) in enumerate(zip(spec.layers, spec.widths, spec.stage_strides, strict=True)):
-            blocks: list[nn.Module] = []
-            for j in range(n):
-                s = stride if j == 0 else 1
-                if spec.block == "basic":
-                    blocks.append(BasicBlock(spec, cin, planes, s))
-                else:
-                    blocks.append(Bottleneck(spec, cin, planes, s, spec.inner_width(i)))
-                cin = planes * spec.expansion
+        for i in range(len(spec.layers)):
             name = f"layer{i + 1}"
-            self.add_module(name, nn.Sequential(*blocks))
+            self.add_module(name, nn.Sequential(*(Block(p) for p in self.plans if p.stage == i)))
             self.stage_names.append(name)
-        self.bn_final = nn.BatchNorm2d(cin) if spec.preact else None
+        cout = self.plans[-1].cout
+        self.bn_final = nn.BatchNorm2d(cout) if spec.preact else None
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(cin, spec.num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # He (Kaiming) normal init as in torchvision; BN gamma=1, beta=0.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self.fc = nn.Linear(cout, spec.num_classes)
 
     @property
     def stages(self) -> list[nn.Sequential]:
@@ -212,10 +183,70 @@ class ResNet(nn.Module):
         return self.head(x)
 
 
-def build_model(spec: ResNetSpec | str) -> ResNet:
-    """Build the network for a spec (or a built-in name)."""
+@torch.no_grad()
+def init_weights(model: nn.Module, generator: torch.Generator) -> None:
+    """torchvision's initialisation, drawn from ``generator``: He (Kaiming) normal for convs
+    (fan_out, ReLU gain), BN gamma 1 / beta 0 / running stats reset, PyTorch's default uniform for
+    the fc layer and for conv biases. Every parameter and buffer is written."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+            if m.bias is not None:
+                fan_in = m.weight[0].numel()
+                nn.init.uniform_(m.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), generator=generator)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+            m.reset_running_stats()
+        elif isinstance(m, nn.Linear):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            if m.bias is not None:
+                bound = 1 / math.sqrt(m.in_features)
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+
+
+def build_model(spec: ResNetSpec | str, *, seed: int = 0, generator: torch.Generator | None = None) -> ResNet:
+    """Build the network for a spec (or a built-in name), initialised from ``generator`` (default: a
+    fresh one seeded with ``seed``). The global RNG is neither read nor advanced."""
     if isinstance(spec, str):
         from .specs import get_spec
 
         spec = get_spec(spec)
-    return ResNet(spec)
+    with torch.device("meta"):
+        model = ResNet(spec)
+    model = model.to_empty(device="cpu")
+    init_weights(model, generator if generator is not None else torch.Generator().manual_seed(seed))
+    return model
+
+
+def state_dict_shapes(spec: ResNetSpec) -> dict[str, tuple[int, ...]]:
+    """Every state_dict key of ``build_model(spec)`` with its shape, in order, from the plan alone
+    (nothing allocated): what a checkpoint must hold to load into this spec."""
+    out: dict[str, tuple[int, ...]] = {}
+
+    def conv(prefix: str, cin: int, cout: int, k: int, groups: int = 1, bias: bool = False) -> None:
+        out[f"{prefix}.weight"] = (cout, cin // groups, k, k)
+        if bias:
+            out[f"{prefix}.bias"] = (cout,)
+
+    def bn(prefix: str, c: int) -> None:
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            out[f"{prefix}.{key}"] = (c,)
+        out[f"{prefix}.num_batches_tracked"] = ()
+
+    conv("conv1", spec.in_channels, spec.stem_width, 7 if spec.stem == "imagenet" else 3)
+    bn("bn1", spec.stem_width)
+    plans = block_plans(spec)
+    for p in plans:
+        branch = {op.name: op for op in p.residual_ops}
+        for op in [*sorted(branch.values(), key=_registration_key), *p.shortcut_ops]:
+            if op.kind == "conv":
+                conv(f"{p.name}.{op.name}", op.cin, op.cout, op.kernel, op.groups, op.bias)
+            elif op.kind == "bn":
+                bn(f"{p.name}.{op.name}", op.cout)
+    cout = plans[-1].cout
+    if spec.preact:
+        bn("bn_final", cout)
+    out["fc.weight"] = (spec.num_classes, cout)
+    out["fc.bias"] = (spec.num_classes,)
+    return out

@@ -22,7 +22,10 @@ import networkx as nx
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from .errors import ConfigError
+from .models import Block, ResNet
 
 MAX_UNROLL = 8  # 256 paths: still drawable
 
@@ -31,7 +34,7 @@ MAX_UNROLL = 8  # 256 paths: still drawable
 def enumerate_paths(n: int) -> list[tuple[int, ...]]:
     """All 2^n paths as 0/1 tuples (1 = through block i's residual branch), shortest first."""
     if not 0 <= n <= MAX_UNROLL:
-        raise ValueError(f"unroll at most {MAX_UNROLL} blocks ({2 ** MAX_UNROLL} paths), got {n}")
+        raise ConfigError(f"unroll at most {MAX_UNROLL} blocks ({2 ** MAX_UNROLL} paths), got {n}")
     return sorted(itertools.product((0, 1), repeat=n), key=lambda p: (sum(p), p[::-1]))
 
 
@@ -45,7 +48,7 @@ def unrolled_graph(n: int) -> nx.DiGraph:
     """A layered DAG whose source-to-sink paths are exactly the 2^n paths of the ensemble: at block i
     a path goes through node ``f{i}`` (residual branch) or ``skip{i}``."""
     if not 1 <= n <= MAX_UNROLL:
-        raise ValueError(f"choose between 1 and {MAX_UNROLL} blocks to unroll, got {n}")
+        raise ConfigError(f"choose between 1 and {MAX_UNROLL} blocks to unroll, got {n}")
     g = nx.DiGraph(n=n)
     g.add_node("x0", layer=0, kind="input")
     g.add_node(f"x{n}", layer=n + 1, kind="output")
@@ -71,7 +74,7 @@ def path_nodes(path: Sequence[int]) -> list[str]:
 def algebra(n: int) -> list[str]:
     """LaTeX lines expanding x_n for small n, then the general identity x_L = x_l + sum F(x_i)."""
     if not 1 <= n <= MAX_UNROLL:
-        raise ValueError(f"choose between 1 and {MAX_UNROLL} blocks, got {n}")
+        raise ConfigError(f"choose between 1 and {MAX_UNROLL} blocks, got {n}")
     lines = [r"x_{i+1} = x_i + f_{i+1}(x_i)"]
     expr = "x_0"
     for i in range(1, n + 1):
@@ -121,7 +124,7 @@ class LengthDistribution:
 
 def length_distribution(n: int) -> LengthDistribution:
     if not 0 <= n <= 100_000:
-        raise ValueError(f"number of blocks must be between 0 and 100000, got {n}")
+        raise ConfigError(f"number of blocks must be between 0 and 100000, got {n}")
     return LengthDistribution(n, tuple(math.comb(n, k) for k in range(n + 1)))
 
 
@@ -130,22 +133,25 @@ ProgressFn = Callable[[int, int], None]
 
 
 class _BlockTape:
-    """One block's forward pieces at a fixed input, kept to take vector-Jacobian products."""
+    """One block's forward pieces at a fixed input, kept to take vector-Jacobian products.
 
-    def __init__(self, block: nn.Module, x: Tensor) -> None:
+    The join of F(x) and s(x) is the block's own ``combine`` (add, then ReLU or not), so the
+    gradient through it follows whatever rule the block's plan sets."""
+
+    def __init__(self, block: Block, x: Tensor) -> None:
         self.x = x.detach().requires_grad_(True)
         self.r = block.residual_branch(self.x)
         self.s = block.shortcut(self.x)
-        self.preact = bool(getattr(block, "preact", False))
-        out = self.r + self.s
-        # post-activation blocks apply ReLU after the add; its mask gates both paths
-        self.mask = None if self.preact else (out > 0).to(out.dtype)
-        self.identity = getattr(block, "downsample", None) is None
-        self.y = out if self.preact else F.relu(out)
+        # the combine step on detached copies: its VJP gives the gradient entering each path
+        self._r_in = self.r.detach().requires_grad_(True)
+        self._s_in = self.s.detach().requires_grad_(True)
+        self.joined = block.combine(self._r_in, self._s_in)
+        self.identity = block.downsample is None
+        self.y = self.joined.detach()
 
     def back(self, g: Tensor, through_residual: bool) -> Tensor:
-        if self.mask is not None:
-            g = g * self.mask
+        entry = self._r_in if through_residual else self._s_in
+        (g,) = torch.autograd.grad(self.joined, entry, grad_outputs=g, retain_graph=True)
         if not through_residual and self.identity:
             return g
         out = self.r if through_residual else self.s
@@ -153,7 +159,7 @@ class _BlockTape:
         return gx
 
 
-def _tapes(model: nn.Module, x: Tensor, y: Tensor) -> tuple[list[_BlockTape], Tensor]:
+def _tapes(model: ResNet, x: Tensor, y: Tensor) -> tuple[list[_BlockTape], Tensor]:
     """Forward the batch through the whole net (eval-mode BN); return each block's tape and the
     loss gradient at the last block's output."""
     blocks = [b for _, b in model.blocks()]
@@ -179,7 +185,7 @@ def path_gradient_norm(tapes: list[_BlockTape], g_out: Tensor, subset: set[int])
     return float(g.flatten(1).norm(dim=1).mean())
 
 
-def gradient_by_length(model: nn.Module, x: Tensor, y: Tensor, *, samples: int = 10,
+def gradient_by_length(model: ResNet, x: Tensor, y: Tensor, *, samples: int = 10,
                        ks: Sequence[int] | None = None, seed: int = 0,
                        progress: ProgressFn | None = None) -> pd.DataFrame:
     """Veit et al.'s measurement. For each path length k, ``samples`` random sets of k blocks (all
@@ -187,8 +193,8 @@ def gradient_by_length(model: nn.Module, x: Tensor, y: Tensor, *, samples: int =
     magnitude, C(n, k) and the total gradient C(n, k) x mean. Mode and grad state are restored."""
     blocks = [b for _, b in model.blocks()]
     n = len(blocks)
-    if not all(getattr(b, "residual", True) for b in blocks):
-        raise ValueError("a plain net has a single path (length n); the path decomposition needs shortcuts")
+    if not all(b.plan.residual for b in blocks):
+        raise ConfigError("a plain net has a single path (length n); the path decomposition needs shortcuts")
     ks = list(range(n + 1)) if ks is None else list(ks)
     rng = random.Random(seed)
     was_training = model.training
@@ -200,7 +206,7 @@ def gradient_by_length(model: nn.Module, x: Tensor, y: Tensor, *, samples: int =
             done, total = 0, sum(min(samples, math.comb(n, k)) for k in ks)
             for k in ks:
                 if not 0 <= k <= n:
-                    raise ValueError(f"path length must be between 0 and {n}, got {k}")
+                    raise ConfigError(f"path length must be between 0 and {n}, got {k}")
                 if math.comb(n, k) <= samples:
                     subsets = [set(c) for c in itertools.combinations(range(n), k)]
                 else:
@@ -230,7 +236,7 @@ def gradient_by_length(model: nn.Module, x: Tensor, y: Tensor, *, samples: int =
 def effective_range(df: pd.DataFrame, mass: float = 0.9) -> tuple[int, int]:
     """Shortest contiguous range of path lengths holding at least ``mass`` of the total gradient."""
     if not 0 < mass <= 1:
-        raise ValueError(f"mass must be in (0, 1], got {mass}")
+        raise ConfigError(f"mass must be in (0, 1], got {mass}")
     w = df["total (rel.)"].tolist()
     lengths = df["length"].tolist()
     total = sum(w)
@@ -246,12 +252,12 @@ def effective_range(df: pd.DataFrame, mass: float = 0.9) -> tuple[int, int]:
     return best
 
 
-def path_output(model: nn.Module, x: Tensor, path: Sequence[int]) -> Tensor:
+def path_output(model: ResNet, x: Tensor, path: Sequence[int]) -> Tensor:
     """Forward ``x`` along one path: through the residual branch where ``path[i]`` is 1, through
     the skip (shortcut) elsewhere. For a linear residual net the 2^n path outputs sum to the output."""
     blocks = [b for _, b in model.blocks()]
     if len(path) != len(blocks):
-        raise ValueError(f"a path chooses at each of the {len(blocks)} blocks, got {len(path)} choices")
+        raise ConfigError(f"a path chooses at each of the {len(blocks)} blocks, got {len(path)} choices")
     h = x
     for b, through in zip(blocks, path, strict=True):
         h = b.residual_branch(h) if through else b.shortcut(h)

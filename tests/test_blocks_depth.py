@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from analysis.blocks import BlockConfig, block_terms, compare_blocks, formula
+from analysis.blocks import BlockConfig, block_terms, compare_blocks, formula, plan_for
 from analysis.conventions import components, convention_totals, explain_difference
 from analysis.depth import depth_summary, paper_comparison, table1
-from analysis.models import BasicBlock, Bottleneck
+from analysis.models import Block
 from analysis.specs import custom_spec, get_spec
 
 
@@ -24,20 +24,28 @@ def test_seed_block_numbers():
 @pytest.mark.parametrize("cin,cout,width,stride,groups", [(256, 256, 64, 1, 1), (64, 256, 64, 1, 1),
                                                           (256, 512, 128, 2, 1), (256, 256, 128, 2, 32)])
 def test_block_terms_equal_built_blocks(cin, cout, width, stride, groups):
+    """The page's terms (analytic) against the torch modules the builder makes from the same plan."""
     for preact in (False, True):
-        spec = custom_spec(block="bottleneck", layers=(1,), widths=(cout // 4,), preact=preact,
-                           groups=groups, width_per_group=64 * width // (cout // 4) // groups)
-        block = Bottleneck(spec, cin, cout // 4, stride, width)
-        terms = block_terms(BlockConfig("preact_bottleneck" if preact else "bottleneck", cin, cout, width,
-                                        56, stride, groups))
-        assert int(terms["weights"].sum() + terms["bn_params"].sum()) == sum(p.numel() for p in block.parameters())
+        kinds = ["preact_bottleneck" if preact else "bottleneck"]
         if groups == 1:
-            bspec = custom_spec(block="basic", layers=(1,), widths=(cout,), preact=preact)
-            basic = BasicBlock(bspec, cin, cout, stride)
-            bt = block_terms(BlockConfig("preact_basic" if preact else "basic", cin, cout, width, 56, stride))
-            assert int(bt["weights"].sum() + bt["bn_params"].sum()) == sum(p.numel() for p in basic.parameters())
-            out = basic(torch.zeros(1, cin, 56, 56))
-            assert out.shape[-1] == (56 - 1) // stride + 1
+            kinds.append("preact_basic" if preact else "basic")
+        for kind in kinds:
+            cfg = BlockConfig(kind, cin, cout, width, 56, stride, groups)
+            block = Block(plan_for(cfg))
+            terms = block_terms(cfg)
+            assert int(terms["weights"].sum() + terms["bn_params"].sum()) == sum(p.numel() for p in block.parameters())
+            out = block(torch.zeros(1, cin, 56, 56))
+            assert out.shape == (1, cout, (56 - 1) // stride + 1, (56 - 1) // stride + 1)
+            # MACs from hooks on the real convs
+            macs = []
+            hooks = [m.register_forward_hook(lambda m, i, o, macs=macs: macs.append(m.weight.numel() * o.shape[-1] ** 2))
+                     for m in block.modules() if isinstance(m, torch.nn.Conv2d)]
+            try:
+                block(torch.zeros(1, cin, 56, 56))
+            finally:
+                for h in hooks:
+                    h.remove()
+            assert int(terms["macs"].sum()) == sum(macs)
 
 
 def test_projection_shortcut_formula():

@@ -2,6 +2,7 @@
 
 import itertools
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +13,10 @@ from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoin
 
 
 class LinBlock(nn.Module):
-    residual, preact, downsample = True, True, None
+    """Duck-types analysis.models.Block: a linear branch, identity shortcut, plain add."""
+
+    plan = SimpleNamespace(residual=True)
+    downsample = None
 
     def __init__(self, w: torch.Tensor) -> None:
         super().__init__()
@@ -24,8 +28,11 @@ class LinBlock(nn.Module):
     def shortcut(self, x):
         return x
 
+    def combine(self, r, s):
+        return r + s
+
     def forward(self, x):
-        return x + self.residual_branch(x)
+        return self.combine(self.residual_branch(x), self.shortcut(x))
 
 
 class LinNet(nn.Module):

@@ -1,0 +1,179 @@
+"""One description of a residual block, derived from the spec: the single place a block's structure
+is written down.
+
+A :class:`BlockPlan` lists the ordered ops of the residual branch F and of the shortcut s (module
+name, kind, kernel, stride, channels, groups, bias) and how the two combine: y = F(x) + s(x), then
+a ReLU or not. The builder (:mod:`analysis.models`), the cost tracer (:mod:`analysis.costs`), the
+block-comparison terms (:mod:`analysis.blocks`), the diagrams (through the trace), the checkpoint
+shape check and the lesion/path engines (through the built block's ``forward(x, keep_residual)`` and
+``combine``) all read it. A new block variant changes :func:`block_ops` / :func:`shortcut_ops` /
+:func:`activation_after_add` here and nothing else.
+
+Names are torchvision's (``conv1``, ``bn1``, ``relu``, ``downsample.0``) because they are state_dict
+keys, diagram node ids and lesion labels at once.
+
+References: He et al. 2015 (Fig. 5 blocks; Sec. 3.3 shortcut options A/B/C), He et al. 2016 (Fig. 4e
+full pre-activation: BN-ReLU-conv, nothing after the add), torchvision v1.5 (bottleneck stride on
+the 3x3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .specs import EXPANSION, BlockType, ResNetSpec, ShortcutOption, StridePlacement
+
+OpKind = Literal["conv", "bn", "relu", "pad"]
+ShortcutKind = Literal["identity", "projection", "pad", "none"]
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation inside a block. ``name`` is the module name inside the block (a key prefix)."""
+
+    name: str
+    kind: OpKind
+    cin: int
+    cout: int
+    kernel: int = 1
+    stride: int = 1
+    groups: int = 1
+    bias: bool = False
+
+    @property
+    def padding(self) -> int:
+        # 'same' padding for odd kernels: a 3x3 keeps the size at stride 1, a 1x1 needs none
+        return self.kernel // 2
+
+    @property
+    def weight_count(self) -> int:
+        """Learned values of this op: conv kernel (+ bias), BN gamma + beta; 0 for relu/pad."""
+        if self.kind == "conv":
+            return self.kernel * self.kernel * (self.cin // self.groups) * self.cout + (self.cout if self.bias else 0)
+        if self.kind == "bn":
+            return 2 * self.cout
+        return 0
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """A residual block of a spec: where it sits, what its two paths do, how they join."""
+
+    name: str  # torchvision module name, e.g. "layer2.0"
+    stage: int  # 0-based stage index
+    index: int  # 0-based position inside the stage
+    block: BlockType
+    cin: int
+    cout: int
+    stride: int
+    residual_ops: tuple[Op, ...]
+    shortcut_ops: tuple[Op, ...]  # empty: identity (residual) or no shortcut at all (plain)
+    shortcut: ShortcutKind
+    activation_after_add: bool  # post-activation: y = relu(F(x) + s(x)); pre-activation: y = F(x) + s(x)
+
+    @property
+    def stage_name(self) -> str:
+        return f"layer{self.stage + 1}"
+
+    @property
+    def residual(self) -> bool:
+        """False for a plain-net block: y = F(x), no shortcut."""
+        return self.shortcut != "none"
+
+    @property
+    def downsample(self) -> bool:
+        """The block changes stride or width, so its shortcut cannot be an identity."""
+        return self.stride != 1 or self.cin != self.cout
+
+    @property
+    def ops(self) -> tuple[Op, ...]:
+        return self.residual_ops + self.shortcut_ops
+
+
+def shortcut_kind(option: ShortcutOption, residual: bool, cin: int, cout: int, stride: int) -> ShortcutKind:
+    """He et al. 2015, Sec. 3.3: A zero-pads where the shape changes, B projects only there, C
+    projects on every block. A plain net has none."""
+    if not residual:
+        return "none"
+    changes = stride != 1 or cin != cout
+    if option == "A":
+        return "pad" if changes else "identity"
+    if option == "B" and not changes:
+        return "identity"
+    return "projection"
+
+
+def shortcut_ops(kind: ShortcutKind, cin: int, cout: int, stride: int, preact: bool) -> tuple[Op, ...]:
+    """The shortcut's ops. Pre-activation nets project the raw block input without a BN after it
+    (the next block's BN-ReLU normalises it): He et al. 2016, Fig. 4e."""
+    if kind == "pad":
+        return (Op("downsample", "pad", cin, cout, stride=stride),)
+    if kind == "projection":
+        conv = Op("downsample.0", "conv", cin, cout, kernel=1, stride=stride)
+        return (conv,) if preact else (conv, Op("downsample.1", "bn", cout, cout))
+    return ()
+
+
+def _unit(i: int, cin: int, cout: int, kernel: int, stride: int, groups: int, preact: bool,
+          last: bool) -> list[Op]:
+    """One conv with its BN and ReLU. Post-activation: conv-BN-ReLU, the last ReLU waits for the
+    add; pre-activation: BN-ReLU-conv (the BN sees the conv's *input* channels)."""
+    conv = Op(f"conv{i}", "conv", cin, cout, kernel=kernel, stride=stride, groups=groups)
+    if preact:
+        return [Op(f"bn{i}", "bn", cin, cin), Op("relu", "relu", cin, cin), conv]
+    ops = [conv, Op(f"bn{i}", "bn", cout, cout)]
+    return ops if last else [*ops, Op("relu", "relu", cout, cout)]
+
+
+def block_ops(block: BlockType, cin: int, width: int, cout: int, stride: int, *, groups: int = 1,
+              stride_on: StridePlacement = "3x3", preact: bool = False) -> tuple[Op, ...]:
+    """The residual branch F. BasicBlock: 3x3 (cin->width, stride), 3x3 (width->cout). Bottleneck:
+    1x1 reduce (cin->width), 3x3 (width->width, grouped for ResNeXt), 1x1 expand (width->cout); the
+    stride sits on the 3x3 (torchvision v1.5) or on the first 1x1 (the paper's v1)."""
+    if block == "basic":
+        units = [(cin, width, 3, stride, 1), (width, cout, 3, 1, 1)]
+    else:
+        s1, s3 = (1, stride) if stride_on == "3x3" else (stride, 1)
+        units = [(cin, width, 1, s1, 1), (width, width, 3, s3, groups), (width, cout, 1, 1, 1)]
+    ops: list[Op] = []
+    for i, (a, b, k, s, g) in enumerate(units, start=1):
+        ops += _unit(i, a, b, k, s, g, preact, last=i == len(units))
+    return tuple(ops)
+
+
+def activation_after_add(preact: bool) -> bool:
+    """Original blocks apply ReLU after the add; full pre-activation leaves the sum untouched so the
+    identity path between blocks is clean (He et al. 2016, Sec. 4)."""
+    return not preact
+
+
+def make_plan(*, name: str, stage: int, index: int, block: BlockType, cin: int, width: int, cout: int,
+              stride: int, groups: int = 1, stride_on: StridePlacement = "3x3", preact: bool = False,
+              option: ShortcutOption = "B", residual: bool = True) -> BlockPlan:
+    """A block from its numbers (the block-comparison page uses this directly)."""
+    kind = shortcut_kind(option, residual, cin, cout, stride)
+    return BlockPlan(
+        name=name, stage=stage, index=index, block=block, cin=cin, cout=cout, stride=stride,
+        residual_ops=block_ops(block, cin, width, cout, stride, groups=groups, stride_on=stride_on,
+                               preact=preact),
+        shortcut_ops=shortcut_ops(kind, cin, cout, stride, preact),
+        shortcut=kind, activation_after_add=activation_after_add(preact),
+    )
+
+
+def block_plans(spec: ResNetSpec) -> list[BlockPlan]:
+    """Every residual block of ``spec`` in forward order. The first block of a stage takes the
+    stage's stride and the change of width; the rest keep the shape."""
+    plans: list[BlockPlan] = []
+    cin = spec.stem_width
+    for i, (n, planes, stride) in enumerate(zip(spec.layers, spec.widths, spec.stage_strides, strict=True)):
+        cout = planes * EXPANSION[spec.block]
+        for j in range(n):
+            plans.append(make_plan(
+                name=f"layer{i + 1}.{j}", stage=i, index=j, block=spec.block, cin=cin,
+                width=spec.inner_width(i), cout=cout, stride=stride if j == 0 else 1, groups=spec.groups,
+                stride_on=spec.stride_on, preact=spec.preact, option=spec.shortcut, residual=spec.residual,
+            ))
+            cin = cout
+    return plans
