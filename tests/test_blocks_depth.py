@@ -7,7 +7,7 @@ from analysis.blocks import BlockConfig, block_terms, compare_blocks, formula, p
 from analysis.conventions import components, convention_totals, explain_difference
 from analysis.depth import depth_summary, paper_comparison, table1
 from analysis.models import Block
-from analysis.specs import custom_spec, get_spec
+from analysis.specs import get_spec
 
 
 def test_seed_block_numbers():
