@@ -20,6 +20,7 @@ from .specs import ResNetSpec
 
 @dataclass(frozen=True)
 class Convention:
+    key: str  # short stable name the code looks totals up by: paper, torchinfo, fvcore, thop, ptflops, lens
     name: str
     unit: str
     rule: str
@@ -29,39 +30,39 @@ class Convention:
 
 CONVENTIONS: tuple[Convention, ...] = (
     Convention(
-        "paper (He et al. 2015, Table 1)", "multiply-adds",
+        "paper", "paper (He et al. 2015, Table 1)", "multiply-adds",
         "conv + fc multiply-adds only; the paper's 'FLOPs' are MACs. Its bottleneck is v1 (stride on "
         "the first 1x1), so compare with the v1 variant.",
         (("macs", 1),),
     ),
     Convention(
-        "torchinfo 1.8 (mult-adds)", "multiply-adds",
+        "torchinfo", "torchinfo 1.8 (mult-adds)", "multiply-adds",
         "conv: params x output H x W; every other layer with parameters adds its parameter count "
         "once (fc weight + bias, BatchNorm gamma + beta). ReLU, pooling, add: 0.",
         (("macs", 1), ("bias_adds", 1), ("bn_params", 1)),
     ),
     Convention(
-        "fvcore (eval mode)", "fused multiply-adds",
+        "fvcore", "fvcore (eval mode)", "fused multiply-adds",
         "conv/linear: MACs (no bias); batch_norm in eval: 2 per element (affine); "
         "adaptive_avg_pool: 1 per input element; relu, max_pool and add are skipped.",
         (("macs", 1), ("bn_elems", 2), ("avgpool_in", 1)),
     ),
     Convention(
-        "thop (module hooks)", "MACs",
+        "thop", "thop (module hooks)", "MACs",
         "conv/linear: MACs; BatchNorm: 2 x 2 per element (normalise, then affine doubles it); ReLU "
         "and MaxPool: 0; AdaptiveAvgPool: (kernel + 1) per output element; the functional add "
         "is invisible to module hooks.",
         (("macs", 1), ("bn_elems", 4), ("avgpool_thop", 1)),
     ),
     Convention(
-        "ptflops 0.7 (PyTorch backend)", "MACs",
+        "ptflops", "ptflops 0.7 (PyTorch backend)", "MACs",
         "conv/linear: MACs + bias; BatchNorm: 2 per element (affine); ReLU and pooling: 1 per input "
         "element from the module hook and 1 more from the F.relu / F.max_pool2d hook that "
         "count_functional=True (the default) adds, so twice; the in-place residual add is not seen.",
         (("macs", 1), ("bias_adds", 1), ("bn_elems", 2), ("relu_elems", 2), ("pool_in_elems", 2)),
     ),
     Convention(
-        "ResNet Lens FLOPs", "FLOPs",
+        "lens", "ResNet Lens FLOPs", "FLOPs",
         "every floating-point op: 2 per MAC, fc bias, BN 2 per element, ReLU 1, max-pool k*k-1 "
         "comparisons per output, avg-pool 1 per input, residual add 1 per element.",
         (("flops", 1),),
@@ -78,14 +79,30 @@ def _columns(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+BY_KEY: dict[str, Convention] = {c.key: c for c in CONVENTIONS}
+if len(BY_KEY) != len(CONVENTIONS):
+    raise RuntimeError("two counting conventions share a key")
+
+
+def _total(c: Convention, df: pd.DataFrame) -> int:
+    """``c``'s total over a layer table that already has the derived columns of :func:`_columns`."""
+    return sum(int(w * df[col].sum()) for col, w in c.weights)
+
+
+def totals_by_key(spec: ResNetSpec, table: pd.DataFrame | None = None) -> dict[str, int]:
+    """Each convention's total, looked up by its key (``"torchinfo"``, ``"fvcore"``, ...), so no caller
+    depends on the order of :data:`CONVENTIONS`."""
+    df = _columns(layer_table(spec) if table is None else table)
+    return {c.key: _total(c, df) for c in CONVENTIONS}
+
+
 def convention_totals(spec: ResNetSpec, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per counting convention: its total, its part beyond the conv+fc core, its rule."""
     df = _columns(layer_table(spec) if table is None else table)
     core = int(df["macs"].sum())
     rows = []
     for c in CONVENTIONS:
-        parts = {col: int(w * df[col].sum()) for col, w in c.weights}
-        total = sum(parts.values())
+        total = _total(c, df)
         rows.append({
             "convention": c.name, "unit": c.unit, "total": total, "GMACs/GFLOPs": total / 1e9,
             "beyond conv+fc": total - core, "rule": c.rule,
@@ -111,17 +128,17 @@ def explain_difference(spec: ResNetSpec) -> str:
     """A paragraph saying in words why the counters disagree for this net."""
     df = layer_table(spec)
     comp = components(spec, df)
-    tot = convention_totals(spec, df).set_index("convention")["total"]
+    tot = totals_by_key(spec, df)
     core = comp["conv + fc MACs"]
     lines = [
         f"All counters agree on the conv + fc core: {core:,} multiply-accumulates.",
         f"torchinfo adds the {comp['BatchNorm parameters']:,} BatchNorm parameters and "
-        f"{comp['fc bias adds']:,} fc biases once each: {tot.iloc[1]:,}.",
+        f"{comp['fc bias adds']:,} fc biases once each: {tot['torchinfo']:,}.",
         f"fvcore counts BatchNorm per element (2 x {comp['BatchNorm elements']:,}) and the global "
-        f"average pool: {tot.iloc[2]:,}.",
-        f"thop doubles BatchNorm again (4 per element) but ignores ReLU and max-pool: {tot.iloc[3]:,}.",
+        f"average pool: {tot['fvcore']:,}.",
+        f"thop doubles BatchNorm again (4 per element) but ignores ReLU and max-pool: {tot['thop']:,}.",
         f"ptflops adds ReLU ({comp['ReLU elements']:,} elements) and both poolings, each twice (module "
-        f"hook plus functional hook): {tot.iloc[4]:,}.",
+        f"hook plus functional hook): {tot['ptflops']:,}.",
         f"None of the hook-based counters sees the residual add ({comp['residual-add elements']:,} "
         "elements): it is a tensor operation, not a module.",
     ]
