@@ -9,12 +9,13 @@ option-A zero-padding shortcuts dotted and labelled. Rendering to SVG/PNG needs 
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
 
+import graphviz
 import networkx as nx
+from graphviz.quoting import attr_list, quote
 
 from .costs import trace
+from .errors import LensError
 from .specs import ResNetSpec
 
 LEVELS = ("stage", "block", "layer")
@@ -23,23 +24,28 @@ MAX_DRAW_NODES = 2500
 METRICS = ("params", "macs")
 SHORTCUT_KINDS = ("identity", "projection", "pad")
 
-EDGE_STYLE = {
-    "main": 'color="#444444"',
-    "identity": 'style=solid color="#1f77b4" penwidth=1.6 tailport=e headport=e constraint=false',
-    "projection": 'style=dashed color="#d62728" penwidth=1.6',
-    "pad": 'style=dotted color="#2ca02c" penwidth=1.8 label=" zero-pad" fontcolor="#2ca02c"',
+# Graphviz attributes (all values strings, as the graphviz package wants them) per edge kind / node op.
+EDGE_STYLE: dict[str, dict[str, str]] = {
+    "main": {"color": "#444444"},
+    "identity": {"style": "solid", "color": "#1f77b4", "penwidth": "1.6", "tailport": "e", "headport": "e",
+                 "constraint": "false"},
+    "projection": {"style": "dashed", "color": "#d62728", "penwidth": "1.6"},
+    "pad": {"style": "dotted", "color": "#2ca02c", "penwidth": "1.8", "label": " zero-pad", "fontcolor": "#2ca02c"},
 }
-NODE_STYLE = {
-    "conv": 'shape=box style="rounded,filled"',
-    "bn": 'shape=box style="filled" height=0.3',
-    "relu": 'shape=box style="filled" height=0.3',
-    "add": 'shape=circle style="filled" width=0.35 fixedsize=true',
-    "pad": 'shape=box style="dotted,filled"',
-    "maxpool": 'shape=box style="filled"',
-    "avgpool": 'shape=box style="filled"',
-    "fc": 'shape=box style="rounded,filled"',
-    "block": 'shape=box style="rounded,filled"',
-    "stage": 'shape=box style="rounded,filled"',
+_BOX = {"shape": "box", "style": "filled"}
+_ROUNDED = {"shape": "box", "style": "rounded,filled"}
+_THIN = {**_BOX, "height": "0.3"}
+NODE_STYLE: dict[str, dict[str, str]] = {
+    "conv": _ROUNDED,
+    "bn": _THIN,
+    "relu": _THIN,
+    "add": {"shape": "circle", "style": "filled", "width": "0.35", "fixedsize": "true"},
+    "pad": {"shape": "box", "style": "dotted,filled"},
+    "maxpool": _BOX,
+    "avgpool": _BOX,
+    "fc": _ROUNDED,
+    "block": _ROUNDED,
+    "stage": _ROUNDED,
 }
 # Blues, light to dark, for colouring nodes by a metric on a log scale.
 PALETTE = ("#eff3ff", "#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c")
@@ -182,55 +188,90 @@ def _colour(v: int, edges: list[float]) -> str:
     return PALETTE[1 + sum(x > e for e in edges)]
 
 
+def _literal(text: str) -> str:
+    """``text`` as a piece of a DOT escString that reads exactly as typed: graphviz.escape doubles its
+    backslashes (so no ``\\l``, ``\\N``... escapes), quoting later escapes its quotes, newlines become line breaks."""
+    return graphviz.escape(text).replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\n")
+
+
+def _label(*lines: str) -> str:
+    """A DOT label of literal text lines, one under the other; never read as an HTML-like ``<...>`` label."""
+    return graphviz.nohtml("\\n".join(_literal(line) for line in lines))
+
+
+def _id(name: str) -> str:
+    """A node or graph id for any string: backslashes doubled (a trailing one would eat the closing
+    quote), never HTML-like; the graphviz package adds the quotes and escapes the quotes inside."""
+    return graphviz.escape(name)
+
+
+def _edge(dot: graphviz.Digraph, u: str, v: str, attrs: dict[str, str]) -> None:
+    tail, head = _id(u), _id(v)
+    if ":" in tail or ":" in head:  # Digraph.edge would read "a:b" as node a, port b: quote the whole id
+        dot.body.append(f"\t{quote(tail)} -> {quote(head)}{attr_list(attributes=attrs)}\n")
+    else:
+        dot.edge(tail, head, _attributes=attrs)
+
+
 def to_dot(g: nx.DiGraph, *, show: str | None = None, color_by: str | None = None,
            title: str | None = None) -> str:
-    """DOT source: a top-to-bottom column, shortcuts as arcs, optional metric labels and colours."""
+    """DOT source: a top-to-bottom column, shortcuts as arcs, optional metric labels and colours.
+
+    Names, ids and the title may be any string (quotes, backslashes, braces, ``<...>``, newlines): the
+    graphviz package quotes them. In node labels of ``g`` the two characters ``\\n`` mark a line break
+    (stage labels use it); every other character of a label is literal text."""
     for m in (show, color_by):
         if m is not None and m not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {m!r}")
-    lines = [f'digraph "{g.graph.get("name", "resnet")}" {{',
-             '  graph [rankdir=TB nodesep=0.35 ranksep=0.22 fontname="Helvetica" fontsize=11];',
-             '  node [fontname="Helvetica" fontsize=10 fillcolor="#ffffff" margin="0.08,0.03"];',
-             '  edge [arrowsize=0.6];']
+    graph_attr = {"rankdir": "TB", "nodesep": "0.35", "ranksep": "0.22", "fontname": "Helvetica", "fontsize": "11"}
     if title:
-        lines.append(f'  labelloc=t; label="{title}";')
-    bins = _bins([d[color_by] for _, d in g.nodes(data=True)]) if color_by else []
+        graph_attr |= {"labelloc": "t", "label": _label(title)}
+    dot = graphviz.Digraph(name=_id(g.graph.get("name", "resnet")), graph_attr=graph_attr,
+                           node_attr={"fontname": "Helvetica", "fontsize": "10", "fillcolor": "#ffffff",
+                                      "margin": "0.08,0.03"},
+                           edge_attr={"arrowsize": "0.6"})
+    values = [d[color_by] for _, d in g.nodes(data=True)] if color_by else []
+    bins = _bins(values) if color_by else []
     for nid, d in g.nodes(data=True):
-        text = d["label"]
+        lines = d["label"].split("\\n")
         if d["op"] != "add":
-            text += f"\\n{_shape(d['out_shape'])}"
+            lines.append(_shape(d["out_shape"]))
             if show and d[show]:
-                text += f"\\n{show}: {_si(d[show])}"
+                lines.append(f"{show}: {_si(d[show])}")
         fill = _colour(d[color_by], bins) if color_by else ("#ffffff" if d["op"] != "add" else "#f0f0f0")
-        font = ' fontcolor="#ffffff"' if fill in PALETTE[4:] else ""
-        pen = " penwidth=2" if d.get("downsample") else ""
-        # group keeps the main path in one straight column; shortcut nodes sit beside it
-        group = ' group="main"' if d.get("path", "main") == "main" else ""
-        lines.append(f'  "{nid}" [{NODE_STYLE[d["op"]]} label="{text}" fillcolor="{fill}"{font}{pen}{group}];')
+        attrs = {**NODE_STYLE[d["op"]], "fillcolor": fill}
+        if fill in PALETTE[4:]:
+            attrs["fontcolor"] = "#ffffff"
+        if d.get("downsample"):
+            attrs["penwidth"] = "2"
+        if d.get("path", "main") == "main":  # keeps the main path in one straight column; shortcut nodes sit beside it
+            attrs["group"] = "main"
+        dot.node(_id(nid), label=_label(*lines), _attributes=attrs)
     for u, v, kind in g.edges(data="kind"):
-        lines.append(f'  "{u}" -> "{v}" [{EDGE_STYLE[kind]}];')
+        _edge(dot, u, v, EDGE_STYLE[kind])
     if color_by and bins:
-        lines += _legend(color_by, [d[color_by] for _, d in g.nodes(data=True)], bins)
-    lines.append("}")
-    return "\n".join(lines)
+        dot.subgraph(_legend(color_by, values, bins))
+    return dot.source
 
 
-def _legend(metric: str, values: list[int], bins: list[float]) -> list[str]:
+def _legend(metric: str, values: list[int], bins: list[float]) -> graphviz.Digraph:
+    """The colour key: a cluster of one box per colour bin, stacked by invisible edges."""
     pos = [v for v in values if v > 0]
     bounds = [min(pos)] + [int(10 ** b) for b in bins] + [max(pos)]
-    out = ['  subgraph cluster_legend {', f'    label="{metric} (log scale)"; fontsize=10; style=rounded; color="#999999";']
+    legend = graphviz.Digraph(name="cluster_legend", graph_attr={
+        "label": _label(f"{metric} (log scale)"), "fontsize": "10", "style": "rounded", "color": "#999999"})
     prev = None
     for i in range(len(bounds) - 1):
         nid = f"legend_{i}"
         fill = PALETTE[1 + i]
-        font = ' fontcolor="#ffffff"' if fill in PALETTE[4:] else ""
-        out.append(f'    "{nid}" [shape=box style=filled fillcolor="{fill}"{font} '
-                   f'label="{_si(bounds[i])} – {_si(bounds[i + 1])}"];')
+        attrs = {"shape": "box", "style": "filled", "fillcolor": fill}
+        if fill in PALETTE[4:]:
+            attrs["fontcolor"] = "#ffffff"
+        legend.node(nid, label=_label(f"{_si(bounds[i])} – {_si(bounds[i + 1])}"), _attributes=attrs)
         if prev:
-            out.append(f'    "{prev}" -> "{nid}" [style=invis];')
+            legend.edge(prev, nid, style="invis")
         prev = nid
-    out.append("  }")
-    return out
+    return legend
 
 
 def diagram(spec: ResNetSpec, level: str = "block", *, show: str | None = None,
@@ -267,17 +308,27 @@ def block_internals(kind: str, *, projection: bool = False) -> str:
 
 
 def has_dot() -> bool:
-    return shutil.which("dot") is not None
+    """Whether Graphviz's ``dot`` program runs (``render`` needs it; the DOT source does not)."""
+    try:
+        graphviz.version()
+    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError, RuntimeError, OSError):
+        return False
+    return True
 
 
-def render(dot_source: str, fmt: str = "svg", timeout: float = 120) -> bytes:
-    """Render DOT with Graphviz's ``dot`` (SVG or PNG). Raises RuntimeError if dot is missing."""
+def render(dot_source: str, fmt: str = "svg", timeout: float | None = None) -> bytes:
+    """Render DOT with Graphviz's ``dot`` (SVG or PNG) through the graphviz package.
+
+    Raises ValueError for another format, LensError when dot is not installed, RuntimeError (with dot's
+    message) when dot rejects the source. ``timeout`` is accepted for compatibility but not enforced:
+    graphviz 0.21's ``pipe`` has no timeout (the page renders only graphs under MAX_DRAW_NODES)."""
     if fmt not in ("svg", "png"):
         raise ValueError(f"format must be svg or png, got {fmt!r}")
-    exe = shutil.which("dot")
-    if exe is None:
-        raise RuntimeError("Graphviz's dot program is not installed (apt-get install graphviz)")
-    proc = subprocess.run([exe, f"-T{fmt}"], input=dot_source.encode(), capture_output=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"dot failed: {proc.stderr.decode(errors='replace')[:500]}")
-    return proc.stdout
+    try:
+        return graphviz.Source(dot_source).pipe(format=fmt, quiet=True)
+    except graphviz.ExecutableNotFound as e:
+        raise LensError("Graphviz's dot program is not installed (apt-get install graphviz); "
+                        "download the DOT source instead and render it elsewhere") from e
+    except graphviz.CalledProcessError as e:
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else str(e.stderr or "")
+        raise RuntimeError(f"dot failed (exit {e.returncode}): {err[:500]}") from e

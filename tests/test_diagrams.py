@@ -1,5 +1,10 @@
 """Structural checks on the generated shortcut diagrams."""
 
+import dataclasses
+import html
+import re
+
+import networkx as nx
 import pytest
 
 from analysis.diagrams import (
@@ -13,6 +18,7 @@ from analysis.diagrams import (
     shortcut_edges,
     to_dot,
 )
+from analysis.errors import LensError
 from analysis.models import build_model
 from analysis.specs import MODELS, custom_spec, get_spec
 
@@ -110,7 +116,8 @@ def test_metric_labels_and_legend():
 def test_custom_spec_every_level():
     spec = custom_spec(block="bottleneck", layers=(1, 2, 1), widths=(16, 32, 64), input_size=64)
     for level in LEVELS:
-        assert diagram(spec, level).startswith('digraph "custom"')
+        # the graphviz package quotes an id only when DOT needs it: `custom` here, `"my net"` otherwise
+        assert diagram(spec, level).startswith("digraph custom {")
 
 
 @pytest.mark.parametrize("kind", ["basic", "bottleneck", "preact_basic", "preact_bottleneck"])
@@ -131,3 +138,95 @@ def test_svg_and_png_export():
     assert render(dot, "png").startswith(b"\x89PNG")
     with pytest.raises(ValueError):
         render(dot, "gif")
+
+
+# Names a user can give a net (an uploaded checkpoint's file name): DOT must quote and escape them all.
+AWKWARD_NAMES = [
+    'my "best" net',
+    r"C:\models\net",  # backslashes that are not our \n line breaks
+    "ends in a backslash\\",  # would eat the closing quote if left single
+    r"literal \n \l \N",  # DOT escapes typed by the user stay text
+    'quote after backslash \\"',
+    "braces {x}; a -> b; // c",
+    "two\nlines",
+    "<b>not html</b>",
+    "× ↓ ünïcode",
+    "strict",  # a DOT keyword
+    "port:like:id",
+]
+
+
+def _svg_texts(svg: bytes) -> list[str]:
+    return [html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg.decode())]
+
+
+@pytest.mark.parametrize("name", AWKWARD_NAMES)
+def test_awkward_names_are_quoted_in_dot(name):
+    spec = dataclasses.replace(get_spec("resnet18"), name=name)
+    dot = diagram(spec, "stage")
+    head = dot.split(" {\n\tgraph [", 1)[0]
+    assert head.startswith('digraph "') and head.endswith('"'), head
+    # every quote inside the graph name is escaped: an odd run of backslashes before it
+    inner = head[len('digraph "'):-1]
+    assert all(len(m.group(1)) % 2 == 1 for m in re.finditer(r'(\\*)"', inner)), head
+    assert not re.search(r'(?<!\\)(\\\\)*\\$', inner), head  # no backslash left to escape the closing quote
+
+
+@pytest.mark.skipif(not has_dot(), reason="Graphviz dot not installed (CI installs it)")
+@pytest.mark.parametrize("name", AWKWARD_NAMES)
+def test_awkward_names_render_at_every_level(name):
+    spec = dataclasses.replace(get_spec("resnet18"), name=name)
+    for level in LEVELS:
+        for show, color_by in ((None, None), ("params", "macs"), ("macs", "params")):
+            svg = render(diagram(spec, level, show=show, color_by=color_by), "svg")
+            assert svg.startswith(b"<?xml"), (level, show, color_by)
+            # the title shows the name as typed; a newline in it is a line break
+            texts = _svg_texts(svg)
+            title = "\n".join(texts[:name.count("\n") + 1])
+            assert title == f"{name} ({spec.variant})", (level, texts[:3])
+
+
+@pytest.mark.skipif(not has_dot(), reason="Graphviz dot not installed (CI installs it)")
+def test_node_ids_and_labels_of_any_string():
+    ids = ["a:b", "c\\", '"q"', "e{f}", "g;h", "i -> j", "k\nl", "<m>", "n\\", "n\\\\"]
+    g = nx.DiGraph(name='x"y\\')
+    for nid in ids:  # an add node's label is the bare id: "<m>" must not become an HTML-like label
+        g.add_node(nid, op="add" if nid == "<m>" else "conv", label=nid.replace("\n", " "), out_shape=(1, 2, 2),
+                   params=1, macs=1)
+    for u, v in zip(ids, ids[1:], strict=False):
+        g.add_edge(u, v, kind="identity" if u == "a:b" else "main")
+    svg = render(to_dot(g, title="t\\itle", show="params"), "svg").decode()
+    # one drawn node per id and one edge per pair: no id read as a port, merged, split or dropped
+    assert svg.count('class="node"') == len(ids) and svg.count('class="edge"') == len(ids) - 1
+    texts = _svg_texts(svg.encode())
+    assert texts[0] == "t\\itle"
+    for nid in ids:
+        assert nid.replace("\n", " ") in texts, nid
+    # labels keep "\n" as a line break: each node shows its id, shape and params on three lines
+    assert texts.count("1×2×2") == len(ids) - 1 and texts.count("params: 1") == len(ids) - 1
+
+
+def test_graph_label_line_breaks_stay_line_breaks():
+    dot = diagram(get_spec("resnet50"), "stage")
+    assert r'label="layer3: 6 × Bottleneck\n5 identity, 1 projection shortcuts\n1024×14×14"' in dot
+    g = nx.DiGraph(name="n")
+    g.add_node("a", op="conv", label=r"one\ntwo", out_shape=(1,), params=0, macs=0)
+    g.add_node("b", op="conv", label="back\\slash", out_shape=(1,), params=0, macs=0)
+    dot = to_dot(g, title="two\r\nlines")
+    assert r'a [label="one\ntwo\n1"' in dot and r'b [label="back\\slash\n1"' in dot
+    assert r'label="two\nlines"' in dot  # a typed newline becomes DOT's line break, one statement per line
+
+
+def test_render_errors(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="svg or png"):
+        render("digraph { a }", "gif")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no dot on the PATH
+    assert not has_dot()
+    with pytest.raises(LensError, match="not installed"):
+        render("digraph { a }", "svg")
+
+
+@pytest.mark.skipif(not has_dot(), reason="Graphviz dot not installed (CI installs it)")
+def test_render_reports_dot_syntax_errors():
+    with pytest.raises(RuntimeError, match="dot failed.*syntax error"):
+        render('digraph "a" b" { }', "svg")
