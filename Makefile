@@ -6,21 +6,22 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench checkpoints clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The pins live in pyproject.toml only; the project itself is installed editable, with the dev extra.
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m streamlit run app.py
 
-test: $(STAMP)
-	$(PY) -m ruff check .
+test: lint
 	$(PY) -m pytest -n 2 -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_costs.py
@@ -34,4 +35,4 @@ checkpoints: $(STAMP)
 	$(PY) -m analysis train --model cifar_resnet56 --plain $(RECIPE) --lr 0.05 --out checkpoints/digits_plain56.pt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info
