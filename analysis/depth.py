@@ -7,7 +7,7 @@ import pandas as pd
 
 from .costs import layer_table, totals
 from .reference import PAPER_TABLE1_GFLOPS, PAPER_TABLE6, TORCHVISION
-from .specs import ResNetSpec, get_spec
+from .specs import STRIDE_PLACEMENTS, ResNetSpec, choice, get_spec
 
 
 def _stage_cell(spec: ResNetSpec, i: int) -> str:
@@ -55,10 +55,10 @@ def table1(specs: list[ResNetSpec]) -> pd.DataFrame:
 
 def depth_summary(names: list[str], *, stride_on: str | None = None, plain: bool = False) -> pd.DataFrame:
     """Totals per model, with published numbers and our difference to them."""
+    placement = choice(stride_on, STRIDE_PLACEMENTS, "stride_on") if stride_on else None
     rows = []
     for name in names:
-        spec = get_spec(name, plain=plain, stride_on=stride_on if stride_on and
-                        get_spec(name).block == "bottleneck" else None)
+        spec = get_spec(name, plain=plain, stride_on=placement if get_spec(name).block == "bottleneck" else None)
         t = totals(spec, layer_table(spec))
         row = {"model": spec.name, "depth": spec.depth, "blocks": spec.num_blocks,
                "params": t.params, "MACs": t.macs, "FLOPs": t.flops,

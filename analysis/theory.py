@@ -70,6 +70,7 @@ def scaled_shortcut_gradients(lambdas: Sequence[float], depth: int, *, residual_
         for layer in range(depth + 1):
             # gradient that reaches x_{L-layer} from the top, i.e. through `layer` blocks
             grad = xs[depth - layer].grad
+            assert grad is not None  # every x_i retained its gradient above
             rows.append({"lambda": lam, "blocks": layer, "ratio": float(grad.norm()) / top,
                          "lambda^blocks": lam ** layer})
     return pd.DataFrame(rows)

@@ -10,16 +10,13 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+import torchinfo
 
-import torch  # noqa: E402
-import torchinfo  # noqa: E402
-
-from analysis.costs import layer_table, torchinfo_mult_adds  # noqa: E402
-from analysis.models import build_model  # noqa: E402
-from analysis.specs import get_spec  # noqa: E402
+from analysis.costs import layer_table, torchinfo_mult_adds
+from analysis.models import build_model
+from analysis.specs import get_spec
 
 TARGET = 20.0
 

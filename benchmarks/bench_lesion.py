@@ -11,14 +11,11 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from analysis import lesion  # noqa: E402
-from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints  # noqa: E402
+from analysis import lesion
+from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
 
 TARGET = 1.8
 

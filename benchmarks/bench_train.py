@@ -11,17 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from analysis.data import load_digits  # noqa: E402
-from analysis.models import build_model  # noqa: E402
-from analysis.specs import get_spec  # noqa: E402
-from analysis.train import TrainConfig, evaluate, train  # noqa: E402
+from analysis.data import Dataset, load_digits
+from analysis.models import build_model
+from analysis.specs import ResNetSpec, get_spec
+from analysis.train import TrainConfig, evaluate, train
 
 
 class ShiftDataset(torch.utils.data.Dataset):
@@ -33,13 +30,13 @@ class ShiftDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, i: int):  # noqa: ANN204
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         img = F.pad(self.x[i], (2, 2, 2, 2))
         dy, dx = torch.randint(0, 5, (2,)).tolist()
         return img[:, dy:dy + self.x.shape[-2], dx:dx + self.x.shape[-1]], self.y[i]
 
 
-def baseline(spec, data, epochs: int, batch: int) -> tuple[float, float]:  # noqa: ANN001
+def baseline(spec: ResNetSpec, data: Dataset, epochs: int, batch: int) -> tuple[float, float]:
     torch.manual_seed(0)
     model = build_model(spec)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)

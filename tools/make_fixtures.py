@@ -4,8 +4,8 @@ Not part of the app or the suite: torchvision does not import beside our pinned 
 once in a separate virtual environment, e.g.
 
     python3 -m venv /tmp/tv && /tmp/tv/bin/pip install torch==2.14.1 torchvision==0.29.1 \
-        torchinfo==1.8.0 thop ptflops fvcore
-    PYTHONPATH=. /tmp/tv/bin/python tools/make_fixtures.py
+        torchinfo==1.8.0 thop ptflops fvcore && /tmp/tv/bin/pip install --no-deps -e .
+    /tmp/tv/bin/python tools/make_fixtures.py
 
 It records (1) every torchvision ResNet's state_dict key names and shapes, (2) torchvision's
 outputs for weights set by :func:`analysis.compat.deterministic_state_dict` on a fixed input, so the
@@ -50,7 +50,7 @@ def main() -> None:
     from ptflops import get_model_complexity_info
     from thop import profile
 
-    counters = {}
+    counters: dict[str, dict[str, int | str]] = {}
     for name in ["resnet18", "resnet50", "resnet152"]:
         x = torch.randn(1, 3, 224, 224)
         m = getattr(torchvision.models, name)().eval()

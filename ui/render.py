@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import networkx as nx
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -80,7 +82,7 @@ def per_class(df: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def confusion_delta(delta, classes: list[str]) -> go.Figure:  # noqa: ANN001 - 2-d array
+def confusion_delta(delta: np.ndarray, classes: list[str]) -> go.Figure:
     lim = max(1, int(abs(delta).max()))
     fig = px.imshow(delta, x=classes, y=classes, color_continuous_scale="RdBu_r", zmin=-lim, zmax=lim,
                     labels=dict(x="predicted", y="true", color="Δ count"), text_auto=True, height=320,
@@ -130,7 +132,7 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def unrolled(g, highlight: list[str]) -> go.Figure:  # noqa: ANN001 - networkx DiGraph
+def unrolled(g: nx.DiGraph, highlight: list[str]) -> go.Figure:
     """The layered graph of paths: residual branches on top, skips below; one path highlighted."""
     pos = {}
     for node, d in g.nodes(data=True):
