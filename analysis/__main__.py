@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
-import time
 from pathlib import Path
 
+from .errors import LensError
+from .lesion import SWEEP_KINDS
 from .specs import MODELS
-
-
-def _versions() -> dict:
-    import numpy
-    import sklearn
-    import torch
-
-    return {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": numpy.__version__,
-            "scikit-learn": sklearn.__version__}
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -29,13 +20,16 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch
     from tqdm import tqdm
 
     from .checkpoints import save_checkpoint
     from .data import load_dataset
     from .specs import get_spec
-    from .train import TrainConfig, config_dict, train
+    from .train import Progress, TrainConfig, train_checkpoint
 
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)  # this process only: the CLI runs one training
     data = load_dataset(args.data, args.data_path, size=args.size, seed=args.split_seed)
     spec = get_spec(args.model, plain=args.plain, preact=args.preact)
     spec = spec.replace(in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)
@@ -44,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       augment=not args.no_augment, seed=args.seed, device=args.device)
     bar = tqdm(total=None, unit="batch", desc=f"{spec.name} on {data.name}", dynamic_ncols=True)
 
-    def progress(p):  # noqa: ANN001, ANN202
+    def progress(p: Progress) -> None:
         if bar.total is None:
             bar.reset(total=p.epochs * p.steps_per_epoch)
         if p.phase == "batch":
@@ -55,23 +49,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.write(f"epoch {h['epoch']:3d}  train loss {h['train_loss']:.4f} acc {h['train_acc']:.4f}  "
                       f"test loss {h['test_loss']:.4f} acc {h['test_acc']:.4f}")
 
-    t0 = time.perf_counter()
-    result = train(spec, data, cfg, progress)
+    ck = train_checkpoint(spec, data, cfg, progress, command="python -m analysis " + " ".join(sys.argv[1:]))
     bar.close()
-    seconds = time.perf_counter() - t0
-    images = len(data.y_train) * len(result.history)
-    meta = {
-        "dataset": data.describe(), "recipe": config_dict(cfg), "history": result.history,
-        "final": result.final, "train_seconds": round(seconds, 2),
-        "images_per_second": round(images / seconds, 1), "versions": _versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python -m analysis " + " ".join(sys.argv[1:]),
-        "normalisation": {"mean": data.mean, "std": data.std},
-    }
-    path = save_checkpoint(args.out, result.model, meta)
-    f = result.final
+    path = save_checkpoint(args.out, ck.model, ck.meta)
+    f, m = ck.meta.final, ck.meta
     print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB): test acc {f['test_acc']:.4f}, "
-          f"train acc {f['train_acc']:.4f}, {seconds:.1f} s, {images / seconds:.0f} images/s")
+          f"train acc {f['train_acc']:.4f}, {m.train_seconds:.1f} s, {m.images_per_second or 0:.0f} images/s")
     return 0
 
 
@@ -82,24 +65,29 @@ def cmd_lesion(args: argparse.Namespace) -> int:
     from . import lesion
     from .checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
     from .data import load_dataset, load_image_folder
+    from .errors import ConfigError, DatasetError
 
     path = shipped_checkpoints().get(args.checkpoint, args.checkpoint)
     ck = load_checkpoint(path)
+    norm = ck.meta.normalisation  # evaluate on the input scale the net was trained on
     if args.data_path is None and args.data == "digits":
-        data = dataset_for(ck.meta) if ck.meta.get("dataset") else load_dataset("digits", size=ck.spec.input_size)
+        if ck.meta.dataset is None:
+            raise DatasetError(f"{args.checkpoint} carries no dataset metadata; give --data and --data-path")
+        data = dataset_for(ck.meta)
     elif args.data == "imagefolder" and ck.spec.stem == "imagenet":
         # torchvision ImageNet weights expect their own preprocessing, not statistics of the folder
         data = load_image_folder(args.data_path, size=ck.spec.input_size, resize=args.resize,
-                                 normalise="imagenet", test_fraction=1.0, max_per_class=args.max_per_class)
+                                 normalise="imagenet", normalisation=norm, test_fraction=1.0,
+                                 max_per_class=args.max_per_class)
     else:
-        data = load_dataset(args.data, args.data_path, size=args.size)
+        data = load_dataset(args.data, args.data_path, size=args.size, normalisation=norm)
     if (data.channels, data.num_classes) != (ck.spec.in_channels, ck.spec.num_classes):
-        raise ValueError(
+        raise DatasetError(
             f"{args.checkpoint} takes {ck.spec.in_channels} channels and {ck.spec.num_classes} classes; "
             f"{data.name} has {data.channels} channels and {data.num_classes} class folders (class index = "
             "sorted folder order, so an ImageNet val folder needs all 1000 class folders)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("CUDA was asked for but no CUDA device is available; use --device cpu")
+        raise ConfigError("CUDA was asked for but no CUDA device is available; use --device cpu")
     model = ck.model.to(args.device)
     bar = tqdm(total=1, unit="seq·batch", desc=f"{args.experiment} sweep", dynamic_ncols=True)
 
@@ -108,9 +96,8 @@ def cmd_lesion(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
-    fn = {"single": lesion.single_sweep, "k": lesion.k_sweep, "reorder": lesion.reorder_sweep}[args.experiment]
-    kw = {} if args.experiment == "single" else {"samples": args.samples, "seed": args.seed}
-    df = fn(model, data.x_test, data.y_test, device=args.device, batch_size=args.batch_size, progress=progress, **kw)
+    df = lesion.run_sweep(args.experiment, model, data.x_test, data.y_test, samples=args.samples, seed=args.seed,
+                          device=args.device, batch_size=args.batch_size, progress=progress)
     bar.close()
     df.insert(0, "checkpoint", str(args.checkpoint))
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-augment", action="store_true", help="turn off random shifts / crops / flips")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--deterministic", action="store_true",
+                   help="torch.use_deterministic_algorithms(True) for this process (CUDA: slower, repeatable)")
     t.add_argument("--out", required=True, type=Path, help="checkpoint path (written atomically)")
     t.set_defaults(func=cmd_train)
 
@@ -154,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(le)
     le.add_argument("--resize", type=int, default=256, help="ImageNet ImageFolder: resize before the center crop")
     le.add_argument("--max-per-class", type=int, default=None, help="ImageFolder: cap images per class")
-    le.add_argument("--experiment", choices=["single", "k", "reorder"], default="single")
+    le.add_argument("--experiment", choices=list(SWEEP_KINDS), default="single")
     le.add_argument("--samples", type=int, default=5, help="random samples per k (k and reorder)")
     le.add_argument("--seed", type=int, default=0)
     le.add_argument("--batch-size", type=int, default=256)
@@ -168,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:  # bad input: one clear line, no traceback
+    except LensError as exc:  # bad input: one clear line, no traceback (a bug still shows as one)
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

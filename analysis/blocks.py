@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .blockplan import BlockPlan, make_plan
+from .errors import SpecError
 from .specs import MAX_WIDTH, BlockType, conv_out
 
 BLOCK_KINDS = ("basic", "bottleneck", "preact_basic", "preact_bottleneck")
@@ -29,15 +30,15 @@ class BlockConfig:
 
 def check(cfg: BlockConfig) -> None:
     if cfg.kind not in BLOCK_KINDS:
-        raise ValueError(f"block kind must be one of {BLOCK_KINDS}, got {cfg.kind!r}")
+        raise SpecError(f"block kind must be one of {BLOCK_KINDS}, got {cfg.kind!r}")
     for what, v in (("input channels", cfg.cin), ("output channels", cfg.cout),
                     ("bottleneck width", cfg.width), ("spatial size", cfg.size)):
         if not isinstance(v, int) or not 1 <= v <= MAX_WIDTH:
-            raise ValueError(f"{what} must be an integer between 1 and {MAX_WIDTH}, got {v!r}")
+            raise SpecError(f"{what} must be an integer between 1 and {MAX_WIDTH}, got {v!r}")
     if cfg.stride not in (1, 2):
-        raise ValueError(f"stride must be 1 or 2, got {cfg.stride}")
+        raise SpecError(f"stride must be 1 or 2, got {cfg.stride}")
     if cfg.groups < 1 or cfg.width % cfg.groups:
-        raise ValueError(f"bottleneck width {cfg.width} must be a multiple of groups={cfg.groups}")
+        raise SpecError(f"bottleneck width {cfg.width} must be a multiple of groups={cfg.groups}")
 
 
 def plan_for(cfg: BlockConfig) -> BlockPlan:

@@ -22,21 +22,23 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .models import ResNet, build_model
-from .specs import ResNetSpec, validate
+from .data import Dataset
+from .errors import CheckpointError, DatasetError, LensError
+from .meta import RunMeta
+from .models import ResNet, build_model, state_dict_shapes
+from .specs import EXPANSION, ResNetSpec, validate
+
+__all__ = ["Checkpoint", "CheckpointError", "checkpoint_bytes", "dataset_for", "find_twin", "infer_spec",
+           "load_checkpoint", "same_architecture", "save_checkpoint", "shipped_checkpoints"]
 
 FORMAT = "resnet-lens/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message says why and what to do."""
 
 
 @dataclass
 class Checkpoint:
     spec: ResNetSpec
     model: ResNet
-    meta: dict
+    meta: RunMeta
     inferred: bool  # True when the spec came from key names and shapes, not from metadata
 
 
@@ -53,11 +55,11 @@ def spec_from_dict(d: dict) -> ResNetSpec:
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     try:
         return validate(ResNetSpec(**kw))
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint metadata holds an invalid spec: {exc}") from None
+    except (TypeError, LensError) as exc:
+        raise CheckpointError(f"checkpoint metadata holds an invalid spec: {exc}") from exc
 
 
-def save_checkpoint(path: str | Path, model: ResNet, meta: dict | None = None) -> Path:
+def save_checkpoint(path: str | Path, model: ResNet, meta: RunMeta | None = None) -> Path:
     """Write atomically: a temp file in the same folder, fsync, then rename over ``path``. An
     interrupted write leaves the previous file (or nothing), never a truncated checkpoint."""
     path = Path(path)
@@ -77,17 +79,17 @@ def save_checkpoint(path: str | Path, model: ResNet, meta: dict | None = None) -
     return path
 
 
-def checkpoint_bytes(model: ResNet, meta: dict | None = None) -> bytes:
+def checkpoint_bytes(model: ResNet, meta: RunMeta | None = None) -> bytes:
     """The same payload as :func:`save_checkpoint`, in memory (for downloads)."""
     buf = io.BytesIO()
     torch.save(_payload(model, meta), buf)
     return buf.getvalue()
 
 
-def _payload(model: ResNet, meta: dict | None) -> dict:
+def _payload(model: ResNet, meta: RunMeta | None) -> dict:
     # A JSON round trip turns str subclasses (torch.__version__) and tuples into plain types, so
     # the file loads under weights_only=True.
-    plain_meta = json.loads(json.dumps({**(meta or {}), "spec": spec_to_dict(model.spec)}))
+    plain_meta = json.loads(json.dumps({**(meta or RunMeta()).to_dict(), "spec": spec_to_dict(model.spec)}))
     return {"format": FORMAT, "state_dict": model.state_dict(), "meta": plain_meta}
 
 
@@ -111,11 +113,11 @@ def _safe_load(source: str | Path | bytes, name: str) -> object:
                 f"{name}: refused — the file contains Python objects other than tensors{what}. "
                 "Only weights are loaded (torch.load(weights_only=True)); nothing in it was executed. "
                 "Re-save it as a plain state_dict."
-            ) from None
-        raise CheckpointError(f"{name}: not a valid PyTorch checkpoint ({msg[:200]})") from None
+            ) from exc
+        raise CheckpointError(f"{name}: not a valid PyTorch checkpoint ({msg[:200]})") from exc
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
         raise CheckpointError(f"{name}: not a valid PyTorch checkpoint — truncated or corrupt "
-                              f"({str(exc).splitlines()[0][:200]})") from None
+                              f"({str(exc).splitlines()[0][:200]})") from exc
 
 
 def _stage_blocks(sd: dict[str, Tensor]) -> list[int]:
@@ -153,7 +155,7 @@ def infer_spec(sd: dict[str, Tensor], name: str = "checkpoint") -> ResNetSpec:
         if bottleneck:
             out = shape(f"layer{i + 1}.0.conv3.weight")[0]
             c2 = shape(f"layer{i + 1}.0.conv2.weight")
-            planes = out // 4
+            planes = out // EXPANSION["bottleneck"]
             groups = c2[0] // c2[1]
             width = c2[0]
             wpg = width * 64 // (planes * groups) if planes * groups else 64
@@ -178,8 +180,8 @@ def infer_spec(sd: dict[str, Tensor], name: str = "checkpoint") -> ResNetSpec:
             input_size=224 if stem == "imagenet" else 32,
         )
         return validate(spec)
-    except ValueError as exc:
-        raise CheckpointError(f"the state_dict does not describe a buildable ResNet: {exc}") from None
+    except LensError as exc:
+        raise CheckpointError(f"the state_dict does not describe a buildable ResNet: {exc}") from exc
 
 
 def _match_name(spec: ResNetSpec) -> ResNetSpec:
@@ -192,8 +194,10 @@ def _match_name(spec: ResNetSpec) -> ResNetSpec:
     return spec
 
 
-def load_state_dict_strict(model: ResNet, sd: dict[str, Tensor], name: str) -> None:
-    ours = model.state_dict()
+def check_state_dict(spec: ResNetSpec, sd: dict[str, Tensor], name: str) -> None:
+    """Compare key names and shapes with what ``spec``'s blocks hold (derived from their plans),
+    before any model is built: a mismatch names the keys, nothing is allocated for it."""
+    ours = state_dict_shapes(spec)
     missing = [k for k in ours if k not in sd]
     unexpected = [k for k in sd if k not in ours]
     if missing or unexpected:
@@ -204,11 +208,10 @@ def load_state_dict_strict(model: ResNet, sd: dict[str, Tensor], name: str) -> N
             parts.append(f"missing keys: {fmt(missing)}")
         if unexpected:
             parts.append(f"unexpected keys: {fmt(unexpected)}")
-        raise CheckpointError(f"{name}: the state_dict does not match {model.spec.name}; " + "; ".join(parts))
-    bad = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in ours.items() if sd[k].shape != v.shape]
+        raise CheckpointError(f"{name}: the state_dict does not match {spec.name}; " + "; ".join(parts))
+    bad = [f"{k} {tuple(sd[k].shape)} != {v}" for k, v in ours.items() if tuple(sd[k].shape) != v]
     if bad:
         raise CheckpointError(f"{name}: shape mismatch for {len(bad)} tensors, e.g. {'; '.join(bad[:3])}")
-    model.load_state_dict(sd, strict=True)
 
 
 def load_checkpoint(source: str | Path | bytes, *, name: str = "uploaded file",
@@ -220,9 +223,9 @@ def load_checkpoint(source: str | Path | bytes, *, name: str = "uploaded file",
     obj = _safe_load(source, name)
     if isinstance(source, (str, Path)):
         name = Path(source).name
-    meta: dict = {}
+    raw: dict = {}
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        sd, meta = obj.get("state_dict"), dict(obj.get("meta") or {})
+        sd, raw = obj.get("state_dict"), dict(obj.get("meta") or {})
     elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         sd = obj["state_dict"]  # common training-script wrapper
     elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
@@ -231,17 +234,19 @@ def load_checkpoint(source: str | Path | bytes, *, name: str = "uploaded file",
         sd = obj
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, Tensor) for v in sd.values()):
         raise CheckpointError(f"{name}: expected a state_dict (a dict of tensor names to tensors)")
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}  # DataParallel prefixes
+    sd = {str(k).removeprefix("module."): v for k, v in sd.items()}  # DataParallel prefixes
+    meta = RunMeta.from_dict({k: v for k, v in raw.items() if k != "spec"})
     inferred = False
     if expect is not None:
         spec = expect
-    elif "spec" in meta:
-        spec = spec_from_dict(meta["spec"])
+    elif "spec" in raw:
+        spec = spec_from_dict(raw["spec"])
     else:
         spec = _match_name(infer_spec(sd, name=Path(name).stem or "checkpoint"))
         inferred = True
+    check_state_dict(spec, sd, name)
     model = build_model(spec)
-    load_state_dict_strict(model, sd, name)
+    model.load_state_dict(sd, strict=True)
     model.eval()
     return Checkpoint(spec, model, meta, inferred)
 
@@ -254,21 +259,29 @@ def shipped_checkpoints() -> dict[str, Path]:
     return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.pt"))}
 
 
-def digits_split(meta: dict) -> tuple[int, int] | None:
-    """(size, split seed) of the embedded-digits split a checkpoint was trained on, or None if it
-    was trained on a real dataset (whose local path the caller must supply)."""
-    d = meta.get("dataset") or {}
-    if not str(d.get("name", "")).startswith("digits"):
-        return None
-    return int(d.get("size", 16)), int(d.get("split_seed", 0))
+def dataset_for(meta: RunMeta) -> Dataset:
+    """The embedded-digits dataset a checkpoint was trained on, rebuilt from its metadata and
+    normalised with the statistics stored at training time (not recomputed)."""
+    from .data import load_digits
 
-
-def dataset_for(meta: dict):  # noqa: ANN201 - returns analysis.data.Dataset
-    """Rebuild the digits dataset a checkpoint was trained on from its metadata."""
-    from .data import DatasetError, load_digits
-
-    split = digits_split(meta)
-    if split is None:
-        name = (meta.get("dataset") or {}).get("name") or "an unknown dataset"
+    if meta.dataset is None or not meta.dataset.is_digits:
+        name = meta.dataset.name if meta.dataset else "an unknown dataset"
         raise DatasetError(f"this checkpoint was trained on {name}; give its local path")
-    return load_digits(size=split[0], seed=split[1])
+    return load_digits(size=meta.dataset.size, seed=meta.dataset.split_seed, normalisation=meta.normalisation)
+
+
+def same_architecture(a: ResNetSpec, b: ResNetSpec) -> bool:
+    """Equal specs up to their display names."""
+    return dataclasses.replace(a, name="") == dataclasses.replace(b, name="")
+
+
+def find_twin(ck: Checkpoint, candidates: dict[str, Checkpoint]) -> str | None:
+    """The key of the candidate that is ``ck``'s plain twin (same layers, no shortcuts), trained on
+    the same data split, or None. Found by spec, not by name."""
+    if not ck.spec.residual:
+        return None
+    twin = ck.spec.plain_twin()
+    for key, other in candidates.items():
+        if same_architecture(other.spec, twin) and other.meta.dataset == ck.meta.dataset:
+            return key
+    return None

@@ -18,13 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import DatasetError
+from .meta import DatasetInfo, Normalisation
+
+__all__ = ["Dataset", "DatasetError", "load_cifar10", "load_dataset", "load_digits", "load_image_folder"]
+
 DIGITS_SIZES = (8, 16, 32)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-
-
-class DatasetError(ValueError):
-    """A dataset that is missing, incomplete or corrupt; the message names the path."""
 
 
 @dataclass
@@ -55,16 +56,29 @@ class Dataset:
     def size(self) -> int:
         return int(self.x_train.shape[-1])
 
-    def describe(self) -> dict:
-        return {"name": self.name, "train": len(self.y_train), "test": len(self.y_test),
-                "classes": self.num_classes, "channels": self.channels, "size": self.size,
-                "split_seed": self.split_seed, "source": self.source}
+    def info(self) -> DatasetInfo:
+        return DatasetInfo(name=self.name, train=len(self.y_train), test=len(self.y_test),
+                           classes=self.num_classes, channels=self.channels, size=self.size,
+                           split_seed=self.split_seed, source=self.source)
+
+    @property
+    def normalisation(self) -> Normalisation:
+        return Normalisation(tuple(self.mean), tuple(self.std))
 
 
-def _normalise(x_train: Tensor, x_test: Tensor) -> tuple[Tensor, Tensor, list[float], list[float]]:
-    """Per-channel mean/std from the training split only (no test leakage)."""
-    mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
-    std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+def _normalise(x_train: Tensor, x_test: Tensor, stats: Normalisation | None = None
+               ) -> tuple[Tensor, Tensor, list[float], list[float]]:
+    """Per-channel mean/std from the training split only (no test leakage), or the given ``stats``
+    (a trained net's own training-time normalisation, when evaluating it)."""
+    if stats is None:
+        mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
+        std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    else:
+        if len(stats.mean) != x_test.shape[1]:
+            raise DatasetError(f"the stored normalisation has {len(stats.mean)} channels, the images "
+                               f"have {x_test.shape[1]}")
+        mean = torch.tensor(stats.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(stats.std, dtype=torch.float32).view(1, -1, 1, 1)
     return ((x_train - mean) / std, (x_test - mean) / std,
             mean.flatten().tolist(), std.flatten().tolist())
 
@@ -85,9 +99,10 @@ def _split(n: int, test_fraction: float, seed: int, labels: np.ndarray | None = 
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def load_digits(size: int = 16, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
+def load_digits(size: int = 16, seed: int = 0, test_fraction: float = 0.25,
+                normalisation: Normalisation | None = None) -> Dataset:
     """scikit-learn's bundled digits (1,797 8x8 images, 10 classes), a fixed seeded stratified split,
-    bilinearly resized to ``size`` x ``size`` and normalised."""
+    bilinearly resized to ``size`` x ``size`` and normalised (with ``normalisation`` if given)."""
     if size not in DIGITS_SIZES:
         raise DatasetError(f"digits: size must be one of {DIGITS_SIZES}, got {size}")
     if not 0 < test_fraction < 1:
@@ -100,7 +115,7 @@ def load_digits(size: int = 16, seed: int = 0, test_fraction: float = 0.25) -> D
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     y = torch.tensor(d.target, dtype=torch.long)
     tr, te = _split(len(y), test_fraction, seed, d.target)
-    xtr, xte, mean, std = _normalise(x[tr], x[te])
+    xtr, xte, mean, std = _normalise(x[tr], x[te], normalisation)
     return Dataset(f"digits{size}", xtr, y[tr], xte, y[te], [str(i) for i in range(10)], mean, std,
                    augment="shift", source="sklearn.datasets.load_digits (bundled)", split_seed=seed)
 
@@ -115,7 +130,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
     }
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle API
+    def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused to load {module}.{name}: not part of a CIFAR batch")
@@ -126,7 +141,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as f:
             d = _ArrayUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise DatasetError(f"{path}: not a valid CIFAR-10 python batch ({exc})") from None
+        raise DatasetError(f"{path}: not a valid CIFAR-10 python batch ({exc})") from exc
     if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
         raise DatasetError(f"{path}: a CIFAR-10 batch must be a dict with b'data' and b'labels'")
     data = np.asarray(d[b"data"], dtype=np.uint8)
@@ -137,7 +152,8 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def load_cifar10(root: str | Path, *, limit_train: int | None = None, limit_test: int | None = None) -> Dataset:
+def load_cifar10(root: str | Path, *, limit_train: int | None = None, limit_test: int | None = None,
+                 normalisation: Normalisation | None = None) -> Dataset:
     """CIFAR-10 in its standard python format: ``root`` is ``cifar-10-batches-py`` or its parent."""
     root = Path(root).expanduser()
     if not root.exists():
@@ -163,10 +179,10 @@ def load_cifar10(root: str | Path, *, limit_train: int | None = None, limit_test
             with open(meta, "rb") as f:
                 m = _ArrayUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
             classes = [c.decode() if isinstance(c, bytes) else str(c) for c in m[b"label_names"]]
-        except Exception as exc:  # noqa: BLE001 - names are cosmetic; report, keep going
-            raise DatasetError(f"{meta}: unreadable batches.meta ({exc})") from None
+        except Exception as exc:
+            raise DatasetError(f"{meta}: unreadable batches.meta ({exc})") from exc
     a, b, mean, std = _normalise(torch.tensor(xtr, dtype=torch.float32) / 255.0,
-                                 torch.tensor(xte, dtype=torch.float32) / 255.0)
+                                 torch.tensor(xte, dtype=torch.float32) / 255.0, normalisation)
     return Dataset("cifar10", a, torch.tensor(ytr), b, torch.tensor(yte), classes, mean, std,
                    augment="crop_flip", source=str(root), split_seed=-1)
 
@@ -177,13 +193,14 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 def load_image_folder(root: str | Path, *, size: int = 32, grayscale: bool = False, seed: int = 0,
                       test_fraction: float = 0.2, max_per_class: int | None = None, resize: int | None = None,
-                      normalise: str = "data") -> Dataset:
+                      normalise: str = "data", normalisation: Normalisation | None = None) -> Dataset:
     """An ImageFolder tree (one folder per class). With ``train/`` and ``val/`` (or ``test/``)
     subfolders those are the split; otherwise a seeded stratified split of everything
     (``test_fraction=1.0``: everything is test data, for evaluating a trained net).
 
     ``resize`` then a center crop of ``size`` (torchvision's eval transform, e.g. 256 -> 224);
-    ``normalise='imagenet'`` uses ImageNet's mean/std, which torchvision weights expect."""
+    ``normalise='imagenet'`` uses ImageNet's mean/std, which torchvision weights expect;
+    ``normalisation`` (a trained net's stored statistics) overrides both."""
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root).expanduser()
@@ -218,7 +235,7 @@ def load_image_folder(root: str | Path, *, size: int = 32, grayscale: bool = Fal
                             im = im.resize((size, size), Image.BILINEAR)
                         arr = np.asarray(im, dtype=np.float32) / 255.0
                 except (UnidentifiedImageError, OSError) as exc:
-                    raise DatasetError(f"{p}: unreadable image ({exc})") from None
+                    raise DatasetError(f"{p}: unreadable image ({exc})") from exc
                 xs.append(arr[None] if grayscale else arr.transpose(2, 0, 1))
                 ys.append(ci)
         if not xs:
@@ -237,7 +254,9 @@ def load_image_folder(root: str | Path, *, size: int = 32, grayscale: bool = Fal
         if len(te) == 0 or len(tr) == 0:
             raise DatasetError(f"{root}: too few images ({len(y)}) to split into train and test")
         xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
-    if normalise == "imagenet":
+    if normalisation is not None:
+        a, b, mean, std = _normalise(xtr, xte, normalisation)
+    elif normalise == "imagenet":
         m = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         sd = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         a, b, mean, std = (xtr - m) / sd, (xte - m) / sd, IMAGENET_MEAN, IMAGENET_STD
@@ -250,16 +269,17 @@ def load_image_folder(root: str | Path, *, size: int = 32, grayscale: bool = Fal
                    source=str(root), split_seed=seed)
 
 
-def load_dataset(kind: str, path: str | None = None, *, size: int = 16, seed: int = 0) -> Dataset:
+def load_dataset(kind: str, path: str | None = None, *, size: int = 16, seed: int = 0,
+                 normalisation: Normalisation | None = None) -> Dataset:
     """Dispatch: ``digits`` (embedded), ``cifar10`` or ``imagefolder`` (need ``path``)."""
     if kind == "digits":
-        return load_digits(size=size, seed=seed)
+        return load_digits(size=size, seed=seed, normalisation=normalisation)
     if kind in ("cifar10", "imagefolder") and not path:
         raise DatasetError(f"{kind}: give the dataset's local path (nothing is downloaded)")
     if kind == "cifar10":
-        return load_cifar10(path)  # type: ignore[arg-type]
+        return load_cifar10(path, normalisation=normalisation)
     if kind == "imagefolder":
-        return load_image_folder(path, size=size, seed=seed)  # type: ignore[arg-type]
+        return load_image_folder(path, size=size, seed=seed, normalisation=normalisation)
     raise DatasetError(f"unknown dataset {kind!r}; choose digits, cifar10 or imagefolder")
 
 

@@ -222,7 +222,7 @@ def run_sweep(kind: str, model: ResNet, x: Tensor, y: Tensor, *, samples: int = 
     lesion page share. ``samples`` and ``seed`` apply to the random sweeps only."""
     if kind not in SWEEPS:
         raise ConfigError(f"unknown sweep {kind!r}; choose one of {', '.join(SWEEP_KINDS)}")
-    if samples < 1:
+    if kind != "single" and samples < 1:
         raise ConfigError(f"samples per k must be at least 1, got {samples}")
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")

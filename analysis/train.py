@@ -1,51 +1,37 @@
 """Training in the paper's spirit: SGD with momentum and weight decay, step or cosine schedule,
-augmentation where it makes sense. Seeded and deterministic on the CPU; CUDA when asked.
+augmentation where it makes sense. CUDA when asked.
+
+Reproducible without touching process-wide state: the weights, the batch order and the
+augmentation all draw from generators seeded by the recipe's seed, never from the global RNG, and
+no global flag is set. So two trainings running at once (two browser sessions) cannot change each
+other's results. The CPU kernels used here (conv, BN, ReLU, SGD) are deterministic for a given
+thread count; on CUDA, cuDNN may pick non-deterministic algorithms unless the caller's process sets
+``torch.use_deterministic_algorithms(True)`` (the CLI's ``--deterministic`` does).
 
 Progress goes through a callback (the app draws ``st.progress``, the CLI a tqdm bar); a callback
 that returns ``False`` cancels, and the epochs finished so far are kept in the result.
+:func:`train_checkpoint` is the one entry the CLI and the training page share.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checkpoints import Checkpoint
 from .data import Dataset, augment_batch
-from .models import build_model
+from .errors import ConfigError
+from .meta import RunMeta, TrainConfig, now, versions
+from .models import ResNet, build_model
 from .specs import ResNetSpec
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4  # He et al. 2015, Sec. 3.4
-    schedule: str = "cosine"  # "cosine" or "step" (divide by 10 at 50% and 75% of training)
-    warmup_epochs: int = 1  # the paper warms ResNet-110 up at lr 0.01 (Sec. 4.2)
-    augment: bool = True
-    seed: int = 0
-    device: str = "cpu"
-
-    def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch size must be at least 1")
-        if self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise ValueError("need lr > 0, 0 <= momentum < 1, weight decay >= 0")
-        if self.schedule not in ("cosine", "step"):
-            raise ValueError(f"schedule must be cosine or step, got {self.schedule!r}")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("CUDA was asked for but no CUDA device is available; use --device cpu")
+__all__ = ["Progress", "check_device", "TrainConfig", "TrainResult", "evaluate", "lr_at", "predict", "train", "train_checkpoint"]
 
 
 @dataclass
@@ -59,7 +45,7 @@ class Progress:
     steps_per_epoch: int
     loss: float
     history: list[dict] = field(default_factory=list)
-    model: nn.Module | None = None  # the live model, so a caller can keep the weights on cancel
+    model: ResNet | None = None  # the live model, so a caller can keep the weights on cancel
 
     @property
     def fraction(self) -> float:
@@ -68,7 +54,7 @@ class Progress:
 
 @dataclass
 class TrainResult:
-    model: nn.Module
+    model: ResNet
     history: list[dict]
     cancelled: bool
     seconds: float
@@ -77,23 +63,6 @@ class TrainResult:
     @property
     def final(self) -> dict:
         return self.history[-1] if self.history else {}
-
-
-@contextlib.contextmanager
-def deterministic(seed: int) -> Iterator[None]:
-    """Seed torch and force deterministic kernels for the duration, then restore the old setting."""
-    old = torch.are_deterministic_algorithms_enabled()
-    old_fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    # Deterministic mode also NaN-fills every new empty tensor, which costs ~20 % of a CPU training
-    # step and changes no result: every buffer we allocate is written before it is read.
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old)
-        torch.utils.deterministic.fill_uninitialized_memory = old_fill
 
 
 def lr_at(config: TrainConfig, epoch_float: float) -> float:
@@ -125,62 +94,91 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, device: str = "cpu") -> dic
             "correct": int((pred == y).sum()), "n": len(y)}
 
 
-def train(spec: ResNetSpec, data: Dataset, config: TrainConfig = TrainConfig(),
+def check_device(device: str) -> None:
+    """Refuse a CUDA device this machine does not have (before any work starts)."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("CUDA was asked for but no CUDA device is available; use --device cpu")
+
+
+def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
           callback: Callable[[Progress], bool | None] | None = None) -> TrainResult:
     """Train a fresh model of ``spec`` on ``data``; returns the model (eval mode, on the CPU)."""
-    config.validate()
+    config = config or TrainConfig()
+    check_device(config.device)
     if spec.in_channels != data.channels or spec.num_classes != data.num_classes:
-        raise ValueError(f"{spec.name} takes {spec.in_channels} channels and {spec.num_classes} classes, "
-                         f"{data.name} has {data.channels} and {data.num_classes}; adapt the spec")
+        raise ConfigError(f"{spec.name} takes {spec.in_channels} channels and {spec.num_classes} classes, "
+                          f"{data.name} has {data.channels} and {data.num_classes}; adapt the spec")
     t0 = time.perf_counter()
     history: list[dict] = []
     cancelled = False
-    with deterministic(config.seed):
-        model = build_model(spec.replace(input_size=data.size)).to(config.device)
-        decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-        no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # no decay on BN and biases
-        opt = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}],
-                              lr=config.lr, momentum=config.momentum, nesterov=False)
-        gen = torch.Generator().manual_seed(config.seed)
-        n = len(data.y_train)
-        steps = max(1, math.ceil(n / config.batch_size))
-        for epoch in range(1, config.epochs + 1):
-            model.train()
-            perm = torch.randperm(n, generator=gen)
-            total_loss, correct = 0.0, 0
-            for step in range(steps):
-                idx = perm[step * config.batch_size:(step + 1) * config.batch_size]
-                xb = data.x_train[idx]
-                if config.augment:
-                    xb = augment_batch(xb, data.augment, gen)
-                xb, yb = xb.to(config.device), data.y_train[idx].to(config.device)
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(config, epoch - 1 + step / steps)
-                out = model(xb)
-                loss = F.cross_entropy(out, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total_loss += loss.item() * len(idx)
-                correct += int((out.argmax(1) == yb).sum())
-                if callback and callback(Progress("batch", epoch, config.epochs, step + 1, steps,
-                                                  loss.item(), history, model)) is False:
-                    cancelled = True
-                    break
-            if cancelled:
-                break
-            test = evaluate(model, data.x_test, data.y_test, config.device)
-            history.append({"epoch": epoch, "train_loss": total_loss / n, "train_acc": correct / n,
-                            "test_loss": test["loss"], "test_acc": test["acc"],
-                            "lr": lr_at(config, epoch), "seconds": time.perf_counter() - t0})
-            if callback and callback(Progress("epoch", epoch, config.epochs, steps, steps,
-                                              total_loss / n, history, model)) is False:
+    # weights from the recipe's seed; the batch order and augmentation from a second stream
+    model = build_model(spec.replace(input_size=data.size), seed=config.seed).to(config.device)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # no decay on BN and biases
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=config.lr, momentum=config.momentum, nesterov=False)
+    gen = torch.Generator().manual_seed(config.seed)
+    n = len(data.y_train)
+    steps = max(1, math.ceil(n / config.batch_size))
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        total_loss, correct = 0.0, 0
+        for step in range(steps):
+            idx = perm[step * config.batch_size:(step + 1) * config.batch_size]
+            xb = data.x_train[idx]
+            if config.augment:
+                xb = augment_batch(xb, data.augment, gen)
+            xb, yb = xb.to(config.device), data.y_train[idx].to(config.device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(config, epoch - 1 + step / steps)
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(idx)
+            correct += int((out.argmax(1) == yb).sum())
+            if callback and callback(Progress("batch", epoch, config.epochs, step + 1, steps,
+                                              loss.item(), history, model)) is False:
                 cancelled = True
                 break
+        if cancelled:
+            break
+        test = evaluate(model, data.x_test, data.y_test, config.device)
+        history.append({"epoch": epoch, "train_loss": total_loss / n, "train_acc": correct / n,
+                        "test_loss": test["loss"], "test_acc": test["acc"],
+                        "lr": lr_at(config, epoch), "seconds": time.perf_counter() - t0})
+        if callback and callback(Progress("epoch", epoch, config.epochs, steps, steps,
+                                          total_loss / n, history, model)) is False:
+            cancelled = True
+            break
     model = model.cpu().eval()
     return TrainResult(model, history, cancelled, time.perf_counter() - t0, config)
 
 
-def config_dict(config: TrainConfig) -> dict:
-    return asdict(config)
+def train_checkpoint(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
+                     callback: Callable[[Progress], bool | None] | None = None, *,
+                     command: str = "") -> Checkpoint:
+    """Train and package the result with its metadata (dataset, the normalisation the inputs had,
+    recipe, history, final metrics, status, versions): what the CLI saves and the page keeps. A
+    cancelled run keeps its finished epochs and says so in ``meta.status``."""
+    config = config or TrainConfig()
+    result = train(spec, data, config, callback)
+    return Checkpoint(result.model.spec, result.model, run_meta(data, config, result, command=command), False)
+
+
+def run_meta(data: Dataset, config: TrainConfig, result: TrainResult | None = None, *,
+             history: list[dict] | None = None, cancelled: bool | None = None, command: str = "") -> RunMeta:
+    """Metadata of a run, from its result or (for a run interrupted from outside) its history."""
+    hist = result.history if result is not None else (history or [])
+    stopped = result.cancelled if result is not None else bool(cancelled)
+    images = len(data.y_train) * len(hist)
+    seconds = result.seconds if result is not None else (hist[-1].get("seconds", 0.0) if hist else 0.0)
+    return RunMeta(
+        dataset=data.info(), normalisation=data.normalisation, recipe=config,
+        history=tuple(dict(h) for h in hist), final=dict(hist[-1]) if hist else {},
+        status="cancelled" if stopped else "complete", versions=versions(), created=now(), command=command,
+        train_seconds=round(seconds, 2), images_per_second=round(images / seconds, 1) if seconds > 0 else None,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis.blocks import BLOCK_KINDS, BlockConfig, compare_blocks, formula
+from analysis.errors import LensError
 from ui import cache, render
 
 st.title("Block comparison")
@@ -21,7 +22,7 @@ groups = c[5].number_input("Groups (ResNeXt)", 1, 1024, 1, key="blocks_groups")
 
 try:
     table = compare_blocks(int(cin), int(cout), int(width), int(size), int(stride), int(groups))
-except ValueError as exc:
+except LensError as exc:
     st.error(str(exc))
 else:
     basic = table.set_index("block").loc["basic"]

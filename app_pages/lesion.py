@@ -6,10 +6,11 @@ import pandas as pd
 import streamlit as st
 
 from analysis import lesion
-from analysis.checkpoints import Checkpoint, digits_split
-from analysis.data import Dataset, DatasetError
+from analysis.checkpoints import Checkpoint, find_twin
+from analysis.data import Dataset
+from analysis.errors import LensError
 from ui import cache, render
-from ui.widgets import checkpoint_picker, error_box, progress_reporter
+from ui.widgets import Picked, available_checkpoints, checkpoint_picker, error_box, progress_reporter
 
 st.title("Lesion lab")
 st.caption("Veit, Wilber & Belongie 2016: delete a block of a trained residual net at test time and it "
@@ -19,15 +20,16 @@ st.caption("Veit, Wilber & Belongie 2016: delete a block of a trained residual n
 picked = checkpoint_picker("lesion")
 if picked is None:
     st.stop()
-label, ck = picked
+label, ck = picked.label, picked.checkpoint
 
 
 def pick_data(ck: Checkpoint) -> Dataset | None:
-    """The checkpoint's own dataset (digits are rebuilt from metadata) or a local one."""
-    split = digits_split(ck.meta)
+    """The checkpoint's own dataset (digits are rebuilt from metadata) or a local one, normalised
+    with the statistics stored at training time."""
     try:
-        if split is not None:
-            return cache.dataset("digits", None, *split)
+        own = cache.dataset_of(ck.meta)
+        if own is not None:
+            return own
         kind = st.sidebar.selectbox("Dataset", ["cifar10", "imagefolder"], key="lesion_data_kind")
         path = st.sidebar.text_input("Local dataset path", key="lesion_data_path",
                                      help="cifar-10-batches-py, or an ImageFolder root (train/ and val/ or one "
@@ -39,9 +41,9 @@ def pick_data(ck: Checkpoint) -> Dataset | None:
             # torchvision-style ImageNet nets: their own eval transform, a bounded number of images
             per_class = st.sidebar.number_input("Images per class", 1, 50, 2, key="lesion_per_class",
                                                 help="ImageNet val has 50 per class; 2 keeps memory near 1 GB")
-            return cache.imagenet_folder(path, ck.spec.input_size, int(per_class))
-        return cache.dataset(kind, path, ck.spec.input_size, 0)
-    except DatasetError as exc:
+            return cache.imagenet_folder(path, ck.spec.input_size, int(per_class), ck.meta.normalisation)
+        return cache.dataset(kind, path, ck.spec.input_size, 0, ck.meta.normalisation)
+    except LensError as exc:
         error_box(exc)
         return None
 
@@ -67,12 +69,12 @@ st.caption("↓ marks a downsampling block: deleting it keeps its shortcut — "
               "identity": "identity"}[next((b.shortcut for b in infos if b.downsample), "identity")]
            + " — so the shape still fits the next block.")
 prefix = f"lesion_{label}"
-stages = sorted({b.stage for b in infos}, key=lambda s: int(s[5:]))
+stages = sorted({b.stage_index for b in infos})
 cols = st.columns(len(stages))
 deleted = []
 for col, stage in zip(cols, stages, strict=True):
-    col.markdown(f"**{stage}**")
-    for b in (b for b in infos if b.stage == stage):
+    col.markdown(f"**layer{stage + 1}**")
+    for b in (b for b in infos if b.stage_index == stage):
         if col.checkbox(f"{b.name}{' ↓' if b.downsample else ''}", key=f"{prefix}_{b.name}"):
             deleted.append(b.index)
 
@@ -95,30 +97,28 @@ c2.plotly_chart(render.confusion_delta(delta.numpy(), data.classes), key="lesion
 
 
 # ------------------------------------------------------------------ sweeps
-def twin_of(label: str) -> tuple[str, Checkpoint] | None:
-    """The shipped plain twin of a shipped residual net (same depth), for side-by-side sweeps."""
-    if not label.startswith("shipped: ") or not ck.spec.residual:
-        return None
-    name = label.removeprefix("shipped: ").replace("resnet", "plain")
-    other = cache.shipped().get(name)
-    return (f"shipped: {name}", other) if other is not None else None
+def twin_of(picked: Picked) -> Picked | None:
+    """The plain twin of a residual net (same layers, same data split) among the shipped and trained
+    nets, found by spec, for side-by-side sweeps."""
+    pool = {k: v for k, v in available_checkpoints().items() if v.checkpoint is not picked.checkpoint}
+    key = find_twin(picked.checkpoint, {k: v.checkpoint for k, v in pool.items()})
+    return pool[key] if key is not None else None
 
 
 def run(experiment: str, samples: int, seed: int) -> pd.DataFrame:
     """Run (or fetch from this session's cache) one sweep for the net and its plain twin."""
     store = st.session_state.setdefault("lesion_results", {})
-    nets = [(label, ck)] + ([twin] if (twin := twin_of(label)) else [])
+    nets = [picked] + ([twin] if (twin := twin_of(picked)) else [])
     frames = []
-    for net_label, net in nets:
-        key = (net_label, data.name, data.split_seed, experiment, samples, seed)
+    for net in nets:
+        key = (net.label, data.name, data.split_seed, experiment, samples, seed)
         if key not in store:
-            bar = st.progress(0.0, text=f"{experiment} sweep on {net_label}…")
-            prog = progress_reporter(bar, f"{experiment} sweep on {net_label}")
-            fn = {"single": lesion.single_sweep, "k": lesion.k_sweep, "reorder": lesion.reorder_sweep}[experiment]
-            kw = {} if experiment == "single" else {"samples": samples, "seed": seed}
-            store[key] = fn(net.model, data.x_test, data.y_test, progress=prog, **kw)
+            bar = st.progress(0.0, text=f"{experiment} sweep on {net.label}…")
+            prog = progress_reporter(bar, f"{experiment} sweep on {net.label}")
+            store[key] = lesion.run_sweep(experiment, net.checkpoint.model, data.x_test, data.y_test,
+                                          samples=samples, seed=seed, progress=prog)
             bar.empty()
-        frames.append(store[key].assign(net=net_label, residual=net.spec.residual))
+        frames.append(store[key].assign(net=net.label, residual=net.checkpoint.spec.residual))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -136,7 +136,7 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str) -> None:
         return
     try:
         df = run(experiment, samples, seed)
-    except ValueError as exc:
+    except LensError as exc:
         error_box(exc)
         return
     fig = render.single_sweep(df) if experiment == "single" else render.k_sweep(df, "k", xlabel)

@@ -8,11 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from analysis import paths
-from analysis.checkpoints import digits_split
+from analysis.errors import DatasetError, LensError
 from analysis.models import build_model
 from analysis.reference import VEIT_EFFECTIVE_PATHS
 from analysis.specs import MODELS
-from analysis.train import deterministic
 from ui import cache, render
 from ui.widgets import checkpoint_picker, error_box, progress_reporter
 
@@ -68,7 +67,7 @@ st.caption("Forward a batch through the whole net; in the backward pass send the
            "norm at the input (Veit et al. 2016, Sec. 5). Total per length = C(n, k) × mean magnitude.")
 picked = checkpoint_picker("paths", container=st)
 if picked is not None:
-    label, ck = picked
+    label, ck = picked.label, picked.checkpoint
     if not ck.spec.residual:
         st.info(f"{label} is a plain net: it has exactly one path, of length {ck.spec.num_blocks}; pick a "
                 "residual net to decompose the gradient.")
@@ -79,21 +78,19 @@ if picked is not None:
         mass = c[2].slider("Effective range holds", 0.5, 0.99, 0.9, key="paths_mass")
         compare_init = c[3].checkbox("Also at initialisation", value=True, key="paths_init")
         # shipped nets are measured on arrival (cached for the session); others on request
-        if st.button("Measure", type="primary", key="paths_run") or label.startswith("shipped: "):
+        if st.button("Measure", type="primary", key="paths_run") or picked.origin == "shipped":
             st.session_state["paths_show"] = True
         if st.session_state.get("paths_show"):
             try:
-                split = digits_split(ck.meta)
-                if split is None:
-                    raise ValueError(f"{label} was not trained on the embedded digits; measure it with a net "
-                                     "that was (or use the Lesion lab's dataset path)")
-                data = cache.dataset("digits", None, *split)
+                data = cache.dataset_of(ck.meta)
+                if data is None:
+                    raise DatasetError(f"{label} was not trained on the embedded digits; measure it with a net "
+                                       "that was (or use the Lesion lab's dataset path)")
                 x, y = data.x_test[: int(batch)], data.y_test[: int(batch)]
                 store = st.session_state.setdefault("paths_results", {})
                 nets = [("trained", ck.model)]
-                if compare_init:
-                    with deterministic(0):
-                        nets.append(("initialisation", build_model(ck.spec).eval()))
+                if compare_init:  # seeded from a local generator: no global RNG touched
+                    nets.append(("initialisation", build_model(ck.spec, seed=0).eval()))
                 frames = []
                 for tag, model in nets:
                     key = (label, tag, int(samples), int(batch))
@@ -103,7 +100,7 @@ if picked is not None:
                                                               progress=progress_reporter(bar, f"{tag}: paths"))
                         bar.empty()
                     frames.append(store[key].assign(net=tag))
-            except ValueError as exc:
+            except LensError as exc:
                 error_box(exc)
             else:
                 res = pd.concat(frames, ignore_index=True)

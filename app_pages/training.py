@@ -7,28 +7,28 @@ from functools import partial
 import streamlit as st
 
 from analysis.checkpoints import Checkpoint, checkpoint_bytes
-from analysis.data import DatasetError
+from analysis.errors import LensError
+from analysis.meta import SCHEDULES
 from analysis.specs import get_spec
-from analysis.train import Progress, TrainConfig, train
+from analysis.train import Progress, TrainConfig, check_device, run_meta, train_checkpoint
 from ui import cache, render
 
 DEPTHS = [8, 14, 20, 32, 44, 56, 110]
 
 
 def run_record(label: str, ck: Checkpoint) -> dict:
-    return {"label": label, "depth": ck.spec.depth, "residual": ck.spec.residual,
-            "history": ck.meta.get("history", [])}
+    return {"label": label, "depth": ck.spec.depth, "residual": ck.spec.residual, "history": list(ck.meta.history)}
 
 
 def summary_rows(runs: list[tuple[str, Checkpoint]]) -> list[dict]:
     rows = []
     for label, ck in runs:
-        f = ck.meta.get("final", {})
+        f = ck.meta.final
         rows.append({"model": label, "depth": ck.spec.depth, "shortcuts": "yes" if ck.spec.residual else "no",
-                     "epochs": len(ck.meta.get("history", [])),
+                     "epochs": len(ck.meta.history),
                      "train error %": round(100 * (1 - f.get("train_acc", float("nan"))), 2),
                      "test error %": round(100 * (1 - f.get("test_acc", float("nan"))), 2),
-                     "seconds": ck.meta.get("train_seconds"), "status": ck.meta.get("status", "complete")})
+                     "seconds": ck.meta.train_seconds, "status": ck.meta.status_text})
     return rows
 
 
@@ -37,8 +37,7 @@ def finish_interrupted_run() -> None:
     active = st.session_state.pop("active_run", None)
     if active and active.get("model") is not None and active["history"]:
         model = active["model"].cpu().eval()
-        meta = {**active["meta"], "history": active["history"], "final": active["history"][-1],
-                "status": f"cancelled after {len(active['history'])} epoch{'s' * (len(active['history']) != 1)}"}
+        meta = run_meta(active["data"], active["config"], history=active["history"], cancelled=True)
         st.session_state.setdefault("trained", {})[active["label"]] = Checkpoint(model.spec, model, meta, False)
         st.toast(f"{active['label']}: cancelled, {len(active['history'])} finished epochs kept")
 
@@ -76,7 +75,7 @@ else:
     size = 32 if source == "cifar10" else d2.number_input("Image size", 8, 256, 32, key="train_img_size")
 c = st.columns(4)
 lr = c[0].number_input("Learning rate", 0.001, 1.0, 0.1, format="%.3f", key="train_lr")
-schedule = c[1].selectbox("Schedule", ["cosine", "step"], key="train_schedule")
+schedule = c[1].selectbox("Schedule", SCHEDULES, key="train_schedule")
 seed = c[2].number_input("Seed", 0, 10_000, 0, key="train_seed")
 device = c[3].selectbox("Device", ["cpu", "cuda"], key="train_device")
 
@@ -85,8 +84,8 @@ if go:
     try:
         data = cache.dataset(source, path or None, int(size), 0)
         config = TrainConfig(epochs=int(epochs), lr=float(lr), schedule=schedule, seed=int(seed), device=device)
-        config.validate()
-    except (ValueError, DatasetError) as exc:
+        check_device(device)
+    except LensError as exc:
         st.error(str(exc))
     else:
         st.button("Cancel", key="train_cancel", help="Stops after the current batch; finished epochs are kept.")
@@ -96,8 +95,7 @@ if go:
             spec = get_spec(f"cifar_resnet{d}", plain=kind == "plain").replace(
                 in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)
             label = f"{spec.name} ({epochs} ep, lr {lr}, seed {seed})"
-            active = {"label": label, "history": [], "model": None,
-                      "meta": {"dataset": data.describe(), "recipe": config.__dict__.copy()}}
+            active = {"label": label, "history": [], "model": None, "data": data, "config": config}
             st.session_state["active_run"] = active
 
             def progress(p: Progress, i: int = i, label: str = label, active: dict = active) -> None:
@@ -110,12 +108,9 @@ if go:
                 extra = f" · test acc {last['test_acc']:.3f}" if last else ""
                 bar.progress(min(frac, 1.0), text=f"{label}: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}{extra}")
 
-            result = train(spec, data, config, progress)
+            ck = train_checkpoint(spec, data, config, progress)
             st.session_state.pop("active_run", None)
-            meta = {**active["meta"], "history": result.history, "final": result.final,
-                    "train_seconds": round(result.seconds, 2)}
-            st.session_state.setdefault("trained", {})[label] = Checkpoint(result.model.spec, result.model, meta,
-                                                                            False)
+            st.session_state.setdefault("trained", {})[label] = ck
         bar.progress(1.0, text="done")
 
 trained: dict[str, Checkpoint] = st.session_state.get("trained", {})

@@ -11,6 +11,7 @@ import torch
 from analysis import checkpoints as ck
 from analysis.checkpoints import CheckpointError, infer_spec, load_checkpoint, save_checkpoint
 from analysis.compat import deterministic_state_dict
+from analysis.meta import RunMeta
 from analysis.models import build_model
 from analysis.specs import get_spec
 
@@ -26,9 +27,9 @@ def _bytes(obj) -> bytes:
 def test_roundtrip_keeps_spec_meta_and_weights(tmp_path):
     spec = get_spec("plain_cifar_resnet20").replace(in_channels=1, input_size=16)
     model = build_model(spec)
-    path = save_checkpoint(tmp_path / "m.pt", model, {"final": {"test_acc": 0.5}})
+    path = save_checkpoint(tmp_path / "m.pt", model, RunMeta(final={"test_acc": 0.5}))
     c = load_checkpoint(path)
-    assert c.spec == spec and not c.inferred and c.meta["final"]["test_acc"] == 0.5
+    assert c.spec == spec and not c.inferred and c.meta.final["test_acc"] == 0.5
     for k, v in model.state_dict().items():
         assert torch.equal(v, c.model.state_dict()[k])
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]

@@ -78,7 +78,7 @@ def test_nothing_deleted_gives_recorded_accuracy(shipped):
     for c, d in shipped.values():
         df = lesion.single_sweep(c.model, d.x_test, d.y_test)
         intact = df.loc[df["index"] == -1, "error"].item()
-        assert abs((1 - intact) - c.meta["final"]["test_acc"]) <= 1 / len(d.y_test) + 1e-9
+        assert abs((1 - intact) - c.meta.final["test_acc"]) <= 1 / len(d.y_test) + 1e-9
 
 
 def test_residual_degrades_smoothly_plain_collapses(shipped):

@@ -150,7 +150,7 @@ def test_training_page_shows_shipped_runs_and_trains():
     trained = at.session_state["trained"]
     assert len(trained) == 1
     (label, ck), = trained.items()
-    assert label.startswith("cifar_resnet8") and len(ck.meta["history"]) == 1
+    assert label.startswith("cifar_resnet8") and len(ck.meta.history) == 1
     assert at.dataframe[1].value["epochs"].tolist() == [1]
     at.selectbox(key="train_data").select("cifar10").run()
     at.text_input(key="train_path").input("/nonexistent/cifar").run()
@@ -221,12 +221,15 @@ def test_training_page_keeps_the_epochs_of_a_cancelled_run():
     at = AppTest.from_file(str(ROOT / "app_pages" / "training.py"), default_timeout=120)
     model = build_model(get_spec("cifar_resnet8").replace(in_channels=1, input_size=16))
     history = [{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "test_loss": 2.1, "test_acc": 0.25}]
+    from analysis.data import load_digits
+    from analysis.train import TrainConfig
+
     at.session_state["active_run"] = {"label": "cifar_resnet8 (cancelled)", "history": history,
-                                      "model": model, "meta": {"dataset": {"name": "digits16"}}}
+                                      "model": model, "data": load_digits(16), "config": TrainConfig(epochs=3)}
     at.run()
     clean(at)
     kept = at.session_state["trained"]["cifar_resnet8 (cancelled)"]
-    assert kept.meta["status"] == "cancelled after 1 epoch" and kept.meta["final"]["test_acc"] == 0.25
+    assert kept.meta.status_text == "cancelled after 1 epoch" and kept.meta.final["test_acc"] == 0.25
 
 
 def test_training_page_on_a_local_image_folder(tmp_path):
@@ -247,7 +250,7 @@ def test_training_page_on_a_local_image_folder(tmp_path):
     clean(at)
     (label, ck), = at.session_state["trained"].items()
     assert ck.spec.in_channels == 3 and ck.spec.num_classes == 2 and not ck.spec.residual
-    assert ck.meta["dataset"]["name"] == tmp_path.name
+    assert ck.meta.dataset.name == tmp_path.name
 
 
 def test_diagrams_refuses_to_lay_out_huge_graphs():

@@ -76,9 +76,11 @@ def test_cli_train_writes_checkpoint_with_metadata(tmp_path, capsys):
     assert main(["train", "--model", "cifar_resnet8", "--epochs", "1", "--out", str(out)]) == 0
     c = load_checkpoint(out)
     assert c.spec.name == "cifar_resnet8" and c.spec.in_channels == 1 and c.spec.input_size == 16
-    for key in ("dataset", "recipe", "history", "final", "versions", "train_seconds", "images_per_second"):
-        assert key in c.meta
-    assert c.meta["dataset"]["split_seed"] == 0 and c.meta["recipe"]["epochs"] == 1
+    m = c.meta
+    assert m.dataset is not None and m.recipe is not None and m.normalisation is not None
+    assert len(m.history) == 1 and m.final == m.history[-1] and m.versions["torch"].startswith("2.13")
+    assert m.train_seconds and m.images_per_second and m.status == "complete"
+    assert m.dataset.split_seed == 0 and m.recipe.epochs == 1
     assert "saved" in capsys.readouterr().out
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis import blocks, checkpoints, conventions, costs, data, depth, diagrams, paths, theory
+from analysis.meta import Normalisation, RunMeta
 from analysis.specs import ResNetSpec
 
 
@@ -65,15 +66,26 @@ def block_internals(kind: str, projection: bool) -> str:
 
 # ----------------------------------------------------------------------------- data and models
 @st.cache_resource(show_spinner="Loading dataset…", max_entries=8)
-def dataset(kind: str, path: str | None, size: int, seed: int) -> data.Dataset:
-    return data.load_dataset(kind, path, size=size, seed=seed)
+def dataset(kind: str, path: str | None, size: int, seed: int,
+            normalisation: Normalisation | None = None) -> data.Dataset:
+    return data.load_dataset(kind, path, size=size, seed=seed, normalisation=normalisation)
+
+
+def dataset_of(meta: RunMeta) -> data.Dataset | None:
+    """The embedded-digits test data a checkpoint was trained on, normalised with its stored
+    training-time statistics; None when it was trained on another dataset."""
+    d = meta.dataset
+    if d is None or not d.is_digits:
+        return None
+    return dataset("digits", None, d.size, d.split_seed, meta.normalisation)
 
 
 @st.cache_resource(show_spinner="Loading images…", max_entries=2)
-def imagenet_folder(path: str, size: int, per_class: int) -> data.Dataset:
-    """An ImageNet-style validation folder with torchvision's eval transform, all of it test data."""
+def imagenet_folder(path: str, size: int, per_class: int, normalisation: Normalisation | None = None) -> data.Dataset:
+    """An ImageNet-style validation folder with torchvision's eval transform, all of it test data
+    (ImageNet statistics, or the net's own stored ones when it has them)."""
     return data.load_image_folder(path, size=size, resize=round(size * 256 / 224), normalise="imagenet",
-                                  test_fraction=1.0, max_per_class=per_class)
+                                  normalisation=normalisation, test_fraction=1.0, max_per_class=per_class)
 
 
 @st.cache_resource(show_spinner="Loading checkpoint…", max_entries=16)

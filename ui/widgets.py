@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
 import streamlit as st
 
-from analysis.checkpoints import Checkpoint, CheckpointError
+from analysis.checkpoints import Checkpoint
+from analysis.errors import LensError
 from analysis.specs import (
     BLOCK_TYPES,
     MODELS,
     SHORTCUT_OPTIONS,
+    STEM_TYPES,
+    STRIDE_PLACEMENTS,
     ResNetSpec,
+    choice,
     custom_spec,
     get_spec,
     parse_int_list,
@@ -36,34 +44,56 @@ def from_query(param: str, widget_key: str, allowed: list | tuple) -> None:
 
 
 UPLOAD = "Upload a checkpoint…"
+Origin = Literal["shipped", "trained", "uploaded"]
+ORIGIN_PREFIX: dict[Origin, str] = {"shipped": "shipped", "trained": "trained here", "uploaded": "uploaded"}
 
 
-def checkpoint_picker(key: str, container=None, default: str = "shipped: digits_resnet56"  # noqa: ANN001
-                      ) -> tuple[str, Checkpoint] | None:
+@dataclass(frozen=True, eq=False)
+class Picked:
+    """A checkpoint chosen in a picker, with where it came from (typed, not parsed from its label)."""
+
+    origin: Origin
+    name: str
+    checkpoint: Checkpoint
+
+    @property
+    def label(self) -> str:
+        return f"{ORIGIN_PREFIX[self.origin]}: {self.name}"
+
+
+def available_checkpoints() -> dict[str, Picked]:
+    """Shipped checkpoints and the nets trained in this session, by label."""
+    from ui import cache
+
+    entries = [Picked("shipped", n, c) for n, c in cache.shipped().items()]
+    entries += [Picked("trained", n, c) for n, c in st.session_state.get("trained", {}).items()]
+    return {e.label: e for e in entries}
+
+
+def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: digits_resnet56") -> Picked | None:
     """Shipped checkpoints, nets trained in this session, or an uploaded file (our format or a
     torchvision-style state_dict, loaded with weights_only=True). Errors are shown, not raised."""
     box = container or st.sidebar
     from ui import cache
 
     try:
-        options: dict[str, Checkpoint] = {f"shipped: {n}": c for n, c in cache.shipped().items()}
-    except (CheckpointError, OSError) as exc:
+        options = available_checkpoints()
+    except (LensError, OSError) as exc:
         error_box(exc)
         options = {}
-    options.update({f"trained here: {n}": c for n, c in st.session_state.get("trained", {}).items()})
     labels = [*options, UPLOAD]
     choice = box.selectbox("Checkpoint", labels, index=labels.index(default) if default in labels else 0,
                            key=f"{key}_ckpt")
     if choice != UPLOAD:
-        return choice, options[choice]
+        return options[choice]
     up = box.file_uploader("PyTorch checkpoint (.pt / .pth)", type=["pt", "pth", "bin", "tar"],
                            key=f"{key}_upload")
     if up is None:
         box.info("Upload a ResNet state_dict, e.g. torchvision's resnet50.pth; its architecture is inferred.")
         return None
     try:
-        return up.name, cache.checkpoint_from_bytes(up.getvalue(), up.name)
-    except CheckpointError as exc:
+        return Picked("uploaded", up.name, cache.checkpoint_from_bytes(up.getvalue(), up.name))
+    except LensError as exc:
         error_box(exc)
         return None
 
@@ -79,7 +109,7 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
             picked = checkpoint_picker(key)
             if picked is None:
                 return None
-            label, ck = picked
+            ck = picked.checkpoint
             if ck.inferred:
                 sb.caption(f"Architecture inferred from the state_dict: {ck.spec.name} ({ck.spec.variant}); "
                            "stride placement and input size are not stored in weights and default to "
@@ -98,8 +128,8 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
             plain = sb.checkbox("Plain twin (no shortcuts)", key=f"{key}_plain")
             preact = sb.checkbox("Pre-activation variant", key=f"{key}_preact")
             size = sb.number_input("Input size (pixels)", 1, 4096, base.input_size, key=f"{key}_size")
-            return get_spec(name, plain=plain, preact=preact, stride_on=stride_on,  # type: ignore[arg-type]
-                            shortcut=shortcut, input_size=int(size))  # type: ignore[arg-type]
+            return get_spec(name, plain=plain, preact=preact, shortcut=shortcut, input_size=int(size),
+                            stride_on=None if stride_on is None else choice(stride_on, STRIDE_PLACEMENTS, "stride_on"))
         block = sb.selectbox("Block", BLOCK_TYPES, key=f"{key}_cblock")
         stem = sb.selectbox("Stem", ["imagenet", "cifar"], key=f"{key}_cstem",
                             format_func={"imagenet": "ImageNet (7×7/2 + max pool)", "cifar": "CIFAR (3×3/1)"}.get)
@@ -125,10 +155,10 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
         plain = sb.checkbox("Plain (no shortcuts)", key=f"{key}_cplain")
         preact = sb.checkbox("Pre-activation", key=f"{key}_cpreact")
         return custom_spec(block=block, layers=layers, widths=widths, input_size=int(size),
-                           in_channels=int(chans), num_classes=int(classes), stem=stem,
+                           in_channels=int(chans), num_classes=int(classes), stem=choice(stem, STEM_TYPES, "stem"),
                            shortcut=shortcut, residual=not plain, preact=preact, groups=groups,
-                           width_per_group=wpg, stride_on=stride_on)
-    except ValueError as exc:
+                           width_per_group=wpg, stride_on=choice(stride_on, STRIDE_PLACEMENTS, "stride_on"))
+    except LensError as exc:
         error_box(exc)
         return None
 
@@ -144,7 +174,7 @@ def fmt_si(n: float, unit: str = "") -> str:
     return f"{n:g} {unit}".strip()
 
 
-def progress_reporter(bar, label: str):  # noqa: ANN001, ANN201 - st.progress element -> callback
+def progress_reporter(bar: Any, label: str) -> Callable[[int, int], None]:
     """A (done, total) callback for a progress bar that redraws only when the percentage changes,
     so thousands of small steps do not flood the browser with messages."""
     last = [-1]

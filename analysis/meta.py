@@ -1,0 +1,195 @@
+"""What a trained net carries with it: the recipe, the data it saw and how that data was normalised,
+its history and final metrics. One schema, written and read only here.
+
+A checkpoint's ``meta`` is a :class:`RunMeta`. Evaluation after training (lesion sweeps, path
+measurements) normalises inputs with the *stored* training-time statistics, never with numbers
+recomputed from whatever data is at hand: a net only means what it learned on its own input scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from .errors import CheckpointError, ConfigError
+
+SCHEMA = 1
+Schedule = Literal["cosine", "step"]
+SCHEDULES: tuple[Schedule, ...] = get_args(Schedule)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training recipe (He et al. 2015, Sec. 3.4 / 4.2 in spirit): SGD + momentum, weight decay,
+    warm-up, cosine or step schedule, augmentation. Validated on construction."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # He et al. 2015, Sec. 3.4
+    schedule: Schedule = "cosine"  # "step": divide by 10 at 50 % and 75 % of training
+    warmup_epochs: int = 1  # the paper warms ResNet-110 up at lr 0.01 (Sec. 4.2)
+    augment: bool = True
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.epochs <= 100_000 or not 1 <= self.batch_size <= 1_000_000:
+            raise ConfigError(f"epochs and batch size must be at least 1, got {self.epochs} and {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0) or not 0 <= self.momentum < 1 \
+                or not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError("need lr > 0, 0 <= momentum < 1, weight decay >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"warm-up must be between 0 and {self.epochs} epochs, got {self.warmup_epochs}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Which data a net was trained on; enough to rebuild the embedded digits exactly."""
+
+    name: str
+    train: int
+    test: int
+    classes: int
+    channels: int
+    size: int
+    split_seed: int
+    source: str = ""
+
+    @property
+    def is_digits(self) -> bool:
+        return self.name.startswith("digits")
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-channel mean and std the net's inputs were normalised with during training."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.mean or len(self.mean) != len(self.std):
+            raise CheckpointError(f"normalisation needs one mean and one std per channel, got {self.mean} / {self.std}")
+        if not all(math.isfinite(m) for m in self.mean) or not all(math.isfinite(s) and s > 0 for s in self.std):
+            raise CheckpointError(f"normalisation must be finite with positive std, got {self.mean} / {self.std}")
+
+
+Status = Literal["complete", "cancelled"]
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """A checkpoint's metadata. Every field optional: a bare torchvision state_dict has none."""
+
+    dataset: DatasetInfo | None = None
+    normalisation: Normalisation | None = None
+    recipe: TrainConfig | None = None
+    history: tuple[dict[str, float], ...] = ()
+    final: dict[str, float] = field(default_factory=dict)
+    status: Status = "complete"
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+    command: str = ""
+    train_seconds: float | None = None
+    images_per_second: float | None = None
+
+    @property
+    def status_text(self) -> str:
+        if self.status == "complete":
+            return "complete"
+        n = len(self.history)
+        return f"cancelled after {n} epoch{'s' * (n != 1)}"
+
+    # ------------------------------------------------------------------ one writer, one reader
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only, so the file loads under ``torch.load(weights_only=True)``."""
+        return {
+            "schema": SCHEMA,
+            "dataset": dataclasses.asdict(self.dataset) if self.dataset else None,
+            "normalisation": {"mean": list(self.normalisation.mean), "std": list(self.normalisation.std)}
+            if self.normalisation else None,
+            "recipe": self.recipe.to_dict() if self.recipe else None,
+            "history": [dict(h) for h in self.history], "final": dict(self.final), "status": self.status,
+            "versions": dict(self.versions), "created": self.created, "command": self.command,
+            "train_seconds": self.train_seconds, "images_per_second": self.images_per_second,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunMeta:
+        """Read metadata written by any version of :meth:`to_dict` (schema 1, or the unversioned dict
+        of earlier checkpoints, which had the same fields); anything malformed is a CheckpointError."""
+        schema = d.get("schema", SCHEMA)
+        if schema != SCHEMA:
+            raise CheckpointError(f"checkpoint metadata schema {schema!r} is not supported (this version reads {SCHEMA})")
+        try:
+            ds = d.get("dataset")
+            norm = d.get("normalisation")
+            recipe = d.get("recipe")
+            status = d.get("status") or "complete"
+            if status not in ("complete", "cancelled"):
+                # earlier files wrote "cancelled after N epochs"
+                status = "cancelled" if str(status).startswith("cancelled") else "complete"
+            return cls(
+                dataset=DatasetInfo(**_known(DatasetInfo, ds)) if ds else None,
+                normalisation=Normalisation(tuple(float(v) for v in norm["mean"]),
+                                            tuple(float(v) for v in norm["std"])) if norm else None,
+                recipe=TrainConfig(**_known(TrainConfig, recipe)) if recipe else None,
+                history=tuple({str(k): float(v) for k, v in h.items()} for h in d.get("history") or ()),
+                final={str(k): float(v) for k, v in (d.get("final") or {}).items()},
+                status=status,
+                versions={str(k): str(v) for k, v in (d.get("versions") or {}).items()},
+                created=str(d.get("created") or ""), command=str(d.get("command") or ""),
+                train_seconds=_opt_float(d.get("train_seconds")),
+                images_per_second=_opt_float(d.get("images_per_second")),
+            )
+        except CheckpointError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise CheckpointError(f"checkpoint metadata is malformed: {exc}") from exc
+
+
+def _known(cls: type, d: object) -> dict[str, Any]:
+    """The fields of dataclass ``cls`` present in ``d`` (a dict); unknown keys are an error."""
+    if not isinstance(d, Mapping):
+        raise CheckpointError(f"expected a mapping for {cls.__name__}, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise CheckpointError(f"unknown {cls.__name__} fields in checkpoint metadata: {', '.join(sorted(unknown))}")
+    return dict(d)
+
+
+def _opt_float(v: object) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, (int, float, str)):
+        return float(v)
+    raise CheckpointError(f"expected a number in checkpoint metadata, got {type(v).__name__}")
+
+
+def versions() -> dict[str, str]:
+    """Library versions a run was made with."""
+    import numpy
+    import sklearn
+    import torch
+
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": numpy.__version__,
+            "scikit-learn": sklearn.__version__}
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
