@@ -14,6 +14,7 @@ import graphviz
 import networkx as nx
 from graphviz.quoting import attr_list, quote
 
+from .blockplan import block_plans
 from .costs import trace
 from .errors import LensError
 from .specs import ResNetSpec
@@ -100,6 +101,7 @@ def block_graph(spec: ResNetSpec) -> nx.DiGraph:
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["block"], []).append(r)
+    plans = {p.name: p for p in block_plans(spec)}
     prev: str | None = None
     for b, rs in groups.items():
         params = sum(r["params"] for r in rs)
@@ -114,20 +116,17 @@ def block_graph(spec: ResNetSpec) -> nx.DiGraph:
                 g.add_edge(prev, nid, kind="main")
             prev = nid
             continue
-        short = [r for r in rs if r["path"] == "shortcut"]
-        stride = max(r["stride"] for r in rs)
-        down = stride > 1 or rs[0]["in_shape"][0] != out[0]
-        g.add_node(b, op="block", label=f"{b} {BLOCK_NAMES[spec.block]}" + (" ↓" if down else ""),
-                   module=b, stage=rs[0]["stage"], block=b, out_shape=out, params=params, macs=macs,
-                   downsample=down, stride=stride)
+        plan = plans[b]  # the block's own description says whether it downsamples and how it joins
+        g.add_node(b, op="block", label=f"{b} {BLOCK_NAMES[spec.block]}" + (" ↓" if plan.downsample else ""),
+                   module=b, stage=plan.stage_name, block=b, out_shape=out, params=params, macs=macs,
+                   downsample=plan.downsample, stride=plan.stride)
         g.add_edge(prev, b, kind="main")
-        if any(r["op"] == "add" for r in rs):
+        if plan.residual:
             add = f"{b}@add"
-            g.add_node(add, op="add", label="+", module=b, stage=rs[0]["stage"], block=b, out_shape=out,
+            g.add_node(add, op="add", label="+", module=b, stage=plan.stage_name, block=b, out_shape=out,
                        params=0, macs=0, downsample=False)
             g.add_edge(b, add, kind="main")
-            kind = "identity" if not short else ("pad" if short[0]["op"] == "pad" else "projection")
-            g.add_edge(prev, add, kind=kind)
+            g.add_edge(prev, add, kind=plan.shortcut)
             prev = add
         else:
             prev = b
