@@ -113,3 +113,45 @@ def test_wrapped_and_dataparallel_state_dicts():
     sd = build_model(get_spec("resnet18")).state_dict()
     wrapped = {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in sd.items()}}
     assert load_checkpoint(_bytes(wrapped)).spec.name == "resnet18"
+
+
+def test_metadata_round_trip_and_old_files(tmp_path):
+    """One schema: what is written is what is read; the unversioned dicts of earlier files load."""
+    from analysis.meta import DatasetInfo, Normalisation, TrainConfig
+
+    meta = RunMeta(dataset=DatasetInfo("digits16", 1347, 450, 10, 1, 16, 0, "sklearn"),
+                   normalisation=Normalisation((0.3,), (0.32,)), recipe=TrainConfig(epochs=2),
+                   history=({"epoch": 1.0, "test_acc": 0.5},), final={"test_acc": 0.5}, status="cancelled",
+                   versions={"torch": "2.13.0"}, created="now", command="cmd", train_seconds=1.5,
+                   images_per_second=10.0)
+    assert RunMeta.from_dict(meta.to_dict()) == meta
+    model = build_model(get_spec("cifar_resnet8").replace(in_channels=1, input_size=16))
+    assert load_checkpoint(save_checkpoint(tmp_path / "m.pt", model, meta)).meta == meta
+    old = meta.to_dict()
+    del old["schema"]
+    old["status"] = "cancelled after 1 epoch"
+    assert RunMeta.from_dict(old) == meta
+    with pytest.raises(CheckpointError, match="schema"):
+        RunMeta.from_dict({**meta.to_dict(), "schema": 99})
+    with pytest.raises(CheckpointError, match="unknown TrainConfig fields in checkpoint metadata: optimizer"):
+        RunMeta.from_dict({**meta.to_dict(), "recipe": {"optimizer": "adam"}})
+    with pytest.raises(CheckpointError, match="positive std"):
+        RunMeta.from_dict({**meta.to_dict(), "normalisation": {"mean": [0.0], "std": [0.0]}})
+
+
+def test_evaluation_uses_the_stored_normalisation():
+    """dataset_for rebuilds the digits split with the statistics stored at training time, not with
+    statistics recomputed from the data (here the stored ones are deliberately different)."""
+    import dataclasses
+
+    from analysis.checkpoints import dataset_for, shipped_checkpoints
+    from analysis.data import load_digits
+    from analysis.meta import Normalisation
+
+    c = load_checkpoint(shipped_checkpoints()["digits_resnet20"])
+    plain = load_digits(16)
+    shifted = dataclasses.replace(c.meta, normalisation=Normalisation((0.5,), (0.25,)))
+    d = dataset_for(shifted)
+    raw = plain.x_test * plain.std[0] + plain.mean[0]
+    assert torch.allclose(d.x_test, (raw - 0.5) / 0.25, atol=1e-5)
+    assert d.mean == [0.5] and d.std == [0.25]

@@ -90,3 +90,55 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "--epochs" in capsys.readouterr().out
+
+
+def test_concurrent_runs_do_not_change_each_other(small):
+    """Two trainings at once (two browser sessions) give the results each gives alone: weights,
+    batch order and augmentation come from local generators, no global seed or flag is touched."""
+    import threading
+
+    cfgs = [TrainConfig(epochs=1, batch_size=32, seed=s) for s in (1, 2)]
+    alone = [train(spec8(), small, c) for c in cfgs]
+    global_state = torch.get_rng_state()
+    flag = torch.are_deterministic_algorithms_enabled()
+    together: list = [None, None]
+
+    def run(i: int) -> None:
+        together[i] = train(spec8(), small, cfgs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(alone, together, strict=True):
+        for k, v in a.model.state_dict().items():
+            assert torch.equal(v, b.model.state_dict()[k]), k
+        assert [h["test_acc"] for h in a.history] == [h["test_acc"] for h in b.history]
+    assert torch.equal(torch.get_rng_state(), global_state)  # the global generator was not used
+    assert torch.are_deterministic_algorithms_enabled() == flag
+
+
+def test_build_model_ignores_the_global_seed():
+    from analysis.models import build_model
+
+    torch.manual_seed(1)
+    a = build_model(spec8(), seed=5)
+    torch.manual_seed(2)
+    b = build_model(spec8(), seed=5)
+    c = build_model(spec8(), seed=6)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+
+
+def test_train_checkpoint_records_the_schema(small):
+    from analysis.train import train_checkpoint
+
+    ck = train_checkpoint(spec8(), small, TrainConfig(epochs=1, batch_size=64), command="test")
+    m = ck.meta
+    assert m.dataset == small.info() and m.normalisation == small.normalisation
+    assert m.recipe == TrainConfig(epochs=1, batch_size=64) and m.status == "complete" and m.command == "test"
+    assert m.final == m.history[-1] and len(m.history) == 1
+    cancelled = train_checkpoint(spec8(), small, TrainConfig(epochs=2, batch_size=64),
+                                 lambda p: not (p.phase == "epoch" and p.epoch == 1))
+    assert cancelled.meta.status == "cancelled" and cancelled.meta.status_text == "cancelled after 1 epoch"
