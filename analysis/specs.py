@@ -10,18 +10,35 @@ A/B/C), He et al. 2016 (pre-activation), Zagoruyko & Komodakis 2016 (wide), Xie 
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, SupportsIndex, TypeVar, get_args
+
+from .errors import SpecError
 
 BlockType = Literal["basic", "bottleneck"]
 StemType = Literal["imagenet", "cifar"]
 StridePlacement = Literal["3x3", "1x1"]
 ShortcutOption = Literal["A", "B", "C"]
 
-BLOCK_TYPES: tuple[str, ...] = ("basic", "bottleneck")
-STEM_TYPES: tuple[str, ...] = ("imagenet", "cifar")
-SHORTCUT_OPTIONS: tuple[str, ...] = ("A", "B", "C")
-STRIDE_PLACEMENTS: tuple[str, ...] = ("3x3", "1x1")
+# The runtime choices are read off the Literal types, so the two can never disagree.
+BLOCK_TYPES: tuple[BlockType, ...] = get_args(BlockType)
+STEM_TYPES: tuple[StemType, ...] = get_args(StemType)
+SHORTCUT_OPTIONS: tuple[ShortcutOption, ...] = get_args(ShortcutOption)
+STRIDE_PLACEMENTS: tuple[StridePlacement, ...] = get_args(StridePlacement)
+
+T = TypeVar("T", bound=str)
+
+
+def choice(value: object, options: tuple[T, ...], what: str) -> T:
+    """``value`` as one of ``options`` (e.g. a widget's or argparse's string narrowed to a Literal);
+    raises ``SpecError`` naming the choices otherwise."""
+    for option in options:
+        if isinstance(value, str) and value == option:
+            return option
+    raise SpecError(f"{what} must be one of {options}, got {value!r}")
+
 
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
@@ -61,6 +78,13 @@ class ResNetSpec:
     input_size: int = 224
     family: str = field(default="custom", compare=False)
     description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        """Every way of making a spec (the constructor, ``dataclasses.replace``, ``replace``, JSON
+        metadata) passes here: sequences become tuples, types are checked, then the architecture is
+        checked. A ``ResNetSpec`` that exists can be built."""
+        _coerce(self)
+        _check(self)
 
     # ----------------------------------------------------------------- derived facts
     @property
@@ -104,11 +128,9 @@ class ResNetSpec:
             parts.append(f"shortcut {self.shortcut}")
         return ", ".join(parts)
 
-    def replace(self, **changes: object) -> ResNetSpec:
+    def replace(self, **changes: Any) -> ResNetSpec:
         """A validated copy with some fields changed (``name`` is kept unless given)."""
-        new = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-        validate(new)
-        return new
+        return dataclasses.replace(self, **changes)  # __post_init__ validates the copy
 
     def plain_twin(self) -> ResNetSpec:
         """Same layers, shortcuts removed (He et al. 2015, Sec. 4.1 'plain networks')."""
@@ -121,51 +143,119 @@ class ResNetSpec:
 
 
 def validate(spec: ResNetSpec) -> ResNetSpec:
-    """Raise ``ValueError`` saying what to change if ``spec`` cannot be built."""
+    """``spec``, checked again (it was checked when made); raises ``SpecError`` saying what to change.
+
+    Kept for callers: since ``ResNetSpec.__post_init__`` validates, every spec that exists passes.
+    """
+    if not isinstance(spec, ResNetSpec):
+        raise SpecError(f"expected a ResNetSpec, got {type(spec).__name__}")
+    _coerce(spec)
+    _check(spec)
+    return spec
+
+
+_INT_FIELDS = ("stem_width", "groups", "width_per_group", "num_classes", "in_channels", "input_size")
+_BOOL_FIELDS = ("residual", "preact")
+_STR_FIELDS = ("name", "family", "description")
+
+
+def _as_int(x: object) -> int | None:
+    """``x`` as a plain ``int`` if it is a whole number (``int``, a NumPy integer: anything with
+    ``__index__``) and not a bool; ``None`` for floats, strings, bools and everything else."""
+    if isinstance(x, bool) or not isinstance(x, SupportsIndex):
+        return None
+    try:
+        return operator.index(x)
+    except TypeError:  # e.g. a float tensor: has __index__, refuses it
+        return None
+
+
+def _int_tuple(spec: ResNetSpec, name: str, what: str) -> tuple[int, ...]:
+    value = getattr(spec, name)
+    if not isinstance(value, (tuple, list)):
+        raise SpecError(f"{name} must be a tuple or list of integers, one per stage; got {value!r}")
+    out = []
+    for i, x in enumerate(value):
+        n = _as_int(x)
+        if n is None:
+            raise SpecError(
+                f"stage {i + 1} of {name} is {x!r} ({type(x).__name__}); {what} must be whole "
+                f"numbers (int)"
+            )
+        out.append(n)
+    return tuple(out)
+
+
+def _coerce(spec: ResNetSpec) -> None:
+    """Sequences to tuples of plain ints and type checks, so a spec from JSON or widgets is hashable
+    and equal to the same spec written with tuples. Raises ``SpecError`` on a wrong type."""
+    set_ = object.__setattr__  # the dataclass is frozen; this runs before anyone sees the instance
+    set_(spec, "layers", _int_tuple(spec, "layers", "blocks per stage"))
+    set_(spec, "widths", _int_tuple(spec, "widths", "widths"))
+    if spec.strides is not None:
+        set_(spec, "strides", _int_tuple(spec, "strides", "strides"))
+    for name in _INT_FIELDS:
+        value = getattr(spec, name)
+        n = _as_int(value)
+        if n is None:
+            raise SpecError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+        set_(spec, name, n)
+    for name in _BOOL_FIELDS:
+        value = getattr(spec, name)
+        if not isinstance(value, bool):
+            raise SpecError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    for name in _STR_FIELDS:
+        value = getattr(spec, name)
+        if not isinstance(value, str):
+            raise SpecError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
+
+
+def _check(spec: ResNetSpec) -> None:
+    """The architecture checks proper, on a coerced spec; raises ``SpecError`` saying what to change."""
     if spec.block not in BLOCK_TYPES:
-        raise ValueError(f"block must be one of {BLOCK_TYPES}, got {spec.block!r}")
+        raise SpecError(f"block must be one of {BLOCK_TYPES}, got {spec.block!r}")
     if spec.stem not in STEM_TYPES:
-        raise ValueError(f"stem must be one of {STEM_TYPES}, got {spec.stem!r}")
+        raise SpecError(f"stem must be one of {STEM_TYPES}, got {spec.stem!r}")
     if spec.shortcut not in SHORTCUT_OPTIONS:
-        raise ValueError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {spec.shortcut!r}")
+        raise SpecError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {spec.shortcut!r}")
     if spec.stride_on not in STRIDE_PLACEMENTS:
-        raise ValueError(f"stride_on must be one of {STRIDE_PLACEMENTS}, got {spec.stride_on!r}")
+        raise SpecError(f"stride_on must be one of {STRIDE_PLACEMENTS}, got {spec.stride_on!r}")
     n = len(spec.layers)
     if n == 0:
-        raise ValueError("a ResNet needs at least one stage: give blocks per stage, e.g. (2, 2, 2, 2)")
+        raise SpecError("a ResNet needs at least one stage: give blocks per stage, e.g. (2, 2, 2, 2)")
     if n > MAX_STAGES:
-        raise ValueError(f"{n} stages is more than the {MAX_STAGES} supported; merge stages")
+        raise SpecError(f"{n} stages is more than the {MAX_STAGES} supported; merge stages")
     if len(spec.widths) != n:
-        raise ValueError(
+        raise SpecError(
             f"{n} stages need {n} widths, got {len(spec.widths)}: give one width per stage"
         )
     for i, b in enumerate(spec.layers):
         if not isinstance(b, int) or b < 1:
-            raise ValueError(f"stage {i + 1} has {b!r} blocks; every stage needs at least 1 block")
+            raise SpecError(f"stage {i + 1} has {b!r} blocks; every stage needs at least 1 block")
         if b > MAX_BLOCKS_PER_STAGE:
-            raise ValueError(f"stage {i + 1} has {b} blocks; at most {MAX_BLOCKS_PER_STAGE} per stage")
+            raise SpecError(f"stage {i + 1} has {b} blocks; at most {MAX_BLOCKS_PER_STAGE} per stage")
     for i, w in enumerate(spec.widths):
         if not isinstance(w, int) or w < 1:
-            raise ValueError(f"stage {i + 1} width is {w!r}; widths must be positive integers")
+            raise SpecError(f"stage {i + 1} width is {w!r}; widths must be positive integers")
         if w > MAX_WIDTH:
-            raise ValueError(f"stage {i + 1} width {w} exceeds the maximum {MAX_WIDTH}")
+            raise SpecError(f"stage {i + 1} width {w} exceeds the maximum {MAX_WIDTH}")
     if spec.strides is not None:
         if len(spec.strides) != n:
-            raise ValueError(f"{n} stages need {n} strides, got {len(spec.strides)}")
+            raise SpecError(f"{n} stages need {n} strides, got {len(spec.strides)}")
         if any(s not in (1, 2) for s in spec.strides):
-            raise ValueError(f"stage strides must be 1 or 2, got {spec.strides}")
+            raise SpecError(f"stage strides must be 1 or 2, got {spec.strides}")
     if not 1 <= spec.stem_width <= MAX_WIDTH:
-        raise ValueError(f"stem width must be between 1 and {MAX_WIDTH}, got {spec.stem_width}")
+        raise SpecError(f"stem width must be between 1 and {MAX_WIDTH}, got {spec.stem_width}")
     if spec.groups < 1 or spec.width_per_group < 1:
-        raise ValueError("groups and width_per_group must be positive")
+        raise SpecError("groups and width_per_group must be positive")
     if spec.groups > 1 and spec.block == "basic":
-        raise ValueError("grouped convolutions (ResNeXt) need the bottleneck block; set groups=1")
+        raise SpecError("grouped convolutions (ResNeXt) need the bottleneck block; set groups=1")
     if spec.width_per_group != 64 and spec.block == "basic":
-        raise ValueError("width_per_group only applies to bottleneck blocks; leave it at 64")
+        raise SpecError("width_per_group only applies to bottleneck blocks; leave it at 64")
     for i in range(n):
         inner = spec.inner_width(i)
         if inner < spec.groups or inner % spec.groups:
-            raise ValueError(
+            raise SpecError(
                 f"stage {i + 1}: bottleneck width {inner} is not a positive multiple of "
                 f"groups={spec.groups}; raise the stage width or width_per_group"
             )
@@ -174,27 +264,26 @@ def validate(spec: ResNetSpec) -> ResNetSpec:
         prev = spec.stem_width
         for i, c in enumerate(spec.out_channels):
             if c < prev:
-                raise ValueError(
+                raise SpecError(
                     f"shortcut option A (zero padding) cannot shrink channels ({prev} -> {c} in "
                     f"stage {i + 1}); use option B or widen the stage"
                 )
             prev = c
     if not 1 <= spec.in_channels <= MAX_CHANNELS:
-        raise ValueError(f"input channels must be between 1 and {MAX_CHANNELS}, got {spec.in_channels}")
+        raise SpecError(f"input channels must be between 1 and {MAX_CHANNELS}, got {spec.in_channels}")
     if not 1 <= spec.num_classes <= MAX_CLASSES:
-        raise ValueError(f"classes must be between 1 and {MAX_CLASSES}, got {spec.num_classes}")
+        raise SpecError(f"classes must be between 1 and {MAX_CLASSES}, got {spec.num_classes}")
     if not 1 <= spec.input_size <= MAX_INPUT_SIZE:
-        raise ValueError(f"input size must be between 1 and {MAX_INPUT_SIZE} pixels, got {spec.input_size}")
+        raise SpecError(f"input size must be between 1 and {MAX_INPUT_SIZE} pixels, got {spec.input_size}")
     stride = total_stride(spec)
     if spec.input_size < stride:
         # Padding keeps a map at 1x1 forever, but below the total stride the later stages see
         # mostly padding: that is a misconfiguration, not an architecture.
-        raise ValueError(
+        raise SpecError(
             f"input size {spec.input_size} is smaller than the net's total stride {stride}: the "
             f"feature map collapses before the last stage; use an input of at least {stride} pixels "
             f"or fewer stride-2 stages"
         )
-    return spec
 
 
 def conv_out(size: int, k: int, s: int, p: int) -> int:
@@ -215,19 +304,21 @@ IMAGENET_WIDTHS = (64, 128, 256, 512)
 CIFAR_WIDTHS = (16, 32, 64)
 
 
-def imagenet(name: str, block: BlockType, layers: tuple[int, ...], **kw: object) -> ResNetSpec:
-    return ResNetSpec(name=name, block=block, layers=layers, widths=IMAGENET_WIDTHS,
-                      family="imagenet", **kw)  # type: ignore[arg-type]
+def imagenet(name: str, block: BlockType, layers: tuple[int, ...], *, groups: int = 1,
+             width_per_group: int = 64, description: str = "") -> ResNetSpec:
+    """He et al. 2015 Table 1 layout: ImageNet stem, 64/128/256/512 planes."""
+    return ResNetSpec(name=name, block=block, layers=layers, widths=IMAGENET_WIDTHS, groups=groups,
+                      width_per_group=width_per_group, family="imagenet", description=description)
 
 
-def cifar(n: int, shortcut: ShortcutOption = "A", **kw: object) -> ResNetSpec:
+def cifar(n: int, shortcut: ShortcutOption = "A", *, description: str = "") -> ResNetSpec:
     """He et al. 2015 Sec. 4.2: 6n+2 layers, 3 stages of n BasicBlocks, 16/32/64 filters."""
     if n < 1:
-        raise ValueError(f"CIFAR ResNets need n >= 1 blocks per stage, got {n}")
+        raise SpecError(f"CIFAR ResNets need n >= 1 blocks per stage, got {n}")
     return ResNetSpec(
         name=f"cifar_resnet{6 * n + 2}", block="basic", layers=(n, n, n), widths=CIFAR_WIDTHS,
         stem="cifar", stem_width=16, shortcut=shortcut, num_classes=10, input_size=32,
-        family="cifar", **kw,  # type: ignore[arg-type]
+        family="cifar", description=description,
     )
 
 
@@ -248,11 +339,10 @@ _BUILTIN: list[ResNetSpec] = [
     imagenet("resnext101_64x4d", "bottleneck", (3, 4, 23, 3), groups=64, width_per_group=4,
              description="Xie et al. 2017"),
 ] + [
-    dataclasses.replace(cifar(n), description="He et al. 2015, Table 6 (option A)")
-    for n in (3, 5, 7, 9, 18, 200)
+    cifar(n, description="He et al. 2015, Table 6 (option A)") for n in (3, 5, 7, 9, 18, 200)
 ]
 
-MODELS: dict[str, ResNetSpec] = {s.name: validate(s) for s in _BUILTIN}
+MODELS: dict[str, ResNetSpec] = {s.name: s for s in _BUILTIN}  # each validated when made
 IMAGENET_DEPTHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 CIFAR_DEPTHS = tuple(s.name for s in _BUILTIN if s.family == "cifar")
 
@@ -276,11 +366,11 @@ def get_spec(name: str, *, plain: bool = False, preact: bool = False,
     elif key.startswith("cifar_resnet") and key[len("cifar_resnet"):].isdigit():
         depth = int(key[len("cifar_resnet"):])
         if (depth - 2) % 6 or depth < 8:
-            raise ValueError(f"CIFAR ResNets have 6n+2 layers (8, 14, 20, 32, ...); {depth} is not of that form")
+            raise SpecError(f"CIFAR ResNets have 6n+2 layers (8, 14, 20, 32, ...); {depth} is not of that form")
         spec = cifar((depth - 2) // 6)
     else:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} or cifar_resnet<6n+2>")
-    changes: dict[str, object] = {}
+        raise SpecError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} or cifar_resnet<6n+2>")
+    changes: dict[str, Any] = {}
     if stride_on is not None:
         changes["stride_on"] = stride_on
     if shortcut is not None:
@@ -298,30 +388,42 @@ def get_spec(name: str, *, plain: bool = False, preact: bool = False,
     return spec
 
 
-def custom_spec(*, block: str, layers: tuple[int, ...] | list[int], widths: tuple[int, ...] | list[int],
+def custom_spec(*, block: BlockType, layers: Iterable[int], widths: Iterable[int],
                 input_size: int = 224, in_channels: int = 3, num_classes: int = 1000,
-                stem: str = "imagenet", stem_width: int | None = None, shortcut: str = "B",
-                residual: bool = True, preact: bool = False, stride_on: str = "3x3",
+                stem: StemType = "imagenet", stem_width: int | None = None, shortcut: ShortcutOption = "B",
+                residual: bool = True, preact: bool = False, stride_on: StridePlacement = "3x3",
                 groups: int = 1, width_per_group: int = 64, name: str = "custom") -> ResNetSpec:
-    """Build and validate a user-defined spec; raises ``ValueError`` saying what to change."""
+    """Build and validate a user-defined spec; raises ``SpecError`` saying what to change.
+
+    The Literal-typed choices are checked at runtime too (a string from a widget or the command line
+    that is not one of them raises ``SpecError`` naming the choices); so are the integer types.
+    """
     if stem_width is None:
         stem_width = 64 if stem == "imagenet" else 16
-    spec = ResNetSpec(
-        name=name, block=block, layers=tuple(int(x) for x in layers),  # type: ignore[arg-type]
-        widths=tuple(int(x) for x in widths), stem=stem, stem_width=stem_width,  # type: ignore[arg-type]
-        shortcut=shortcut, residual=residual, preact=preact, stride_on=stride_on,  # type: ignore[arg-type]
+    return ResNetSpec(
+        name=name, block=block, layers=_seq(layers, "layers"), widths=_seq(widths, "widths"), stem=stem,
+        stem_width=stem_width, shortcut=shortcut, residual=residual, preact=preact, stride_on=stride_on,
         groups=groups, width_per_group=width_per_group, num_classes=num_classes,
         in_channels=in_channels, input_size=input_size,
     )
-    return validate(spec)
+
+
+def _seq(values: Iterable[int], name: str) -> tuple[int, ...]:
+    """Any iterable but a string as a tuple (its items are checked by ``ResNetSpec``)."""
+    if isinstance(values, (str, bytes)):
+        raise SpecError(f"{name} must be a list of integers, e.g. (2, 2, 2, 2); got {values!r}")
+    try:
+        return tuple(values)
+    except TypeError as exc:
+        raise SpecError(f"{name} must be a list of integers, e.g. (2, 2, 2, 2); got {values!r}") from exc
 
 
 def parse_int_list(text: str, what: str) -> tuple[int, ...]:
     """'2, 2, 2, 2' -> (2, 2, 2, 2), with a message a user can act on."""
     parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
     if not parts:
-        raise ValueError(f"{what}: give comma-separated integers, e.g. 2, 2, 2, 2")
+        raise SpecError(f"{what}: give comma-separated integers, e.g. 2, 2, 2, 2")
     try:
         return tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"{what}: {text!r} is not a list of integers (e.g. 2, 2, 2, 2)") from None
+    except ValueError as exc:
+        raise SpecError(f"{what}: {text!r} is not a list of integers (e.g. 2, 2, 2, 2)") from exc
