@@ -18,6 +18,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,7 +27,7 @@ from .data import Dataset
 from .errors import CheckpointError, DatasetError, LensError
 from .meta import RunMeta
 from .models import ResNet, build_model, state_dict_shapes
-from .specs import EXPANSION, ResNetSpec, validate
+from .specs import EXPANSION, ResNetSpec, ShortcutOption, StemType, validate
 
 __all__ = ["Checkpoint", "CheckpointError", "checkpoint_bytes", "dataset_for", "find_twin", "infer_spec",
            "load_checkpoint", "same_architecture", "save_checkpoint", "shipped_checkpoints"]
@@ -52,7 +53,7 @@ def spec_from_dict(d: dict) -> ResNetSpec:
     unknown = set(d) - fields
     if unknown:
         raise CheckpointError(f"checkpoint metadata has unknown spec fields: {', '.join(sorted(unknown))}")
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     try:
         return validate(ResNetSpec(**kw))
     except (TypeError, LensError) as exc:
@@ -99,7 +100,7 @@ def _safe_load(source: str | Path | bytes, name: str) -> object:
         if not p.is_file():
             raise CheckpointError(f"{p}: no such checkpoint file")
         name = str(p)
-        fobj: object = str(p)
+        fobj: str | io.BytesIO = str(p)
     else:
         fobj = io.BytesIO(source)
     try:
@@ -149,7 +150,7 @@ def infer_spec(sd: dict[str, Tensor], name: str = "checkpoint") -> ResNetSpec:
     conv1 = shape("conv1.weight")
     if len(conv1) != 4:
         raise CheckpointError(f"conv1.weight has shape {conv1}, expected a 4-d conv weight")
-    stem = "imagenet" if conv1[2] == 7 else "cifar"
+    stem: StemType = "imagenet" if conv1[2] == 7 else "cifar"
     widths, groups, wpg = [], 1, 64
     for i in range(len(layers)):
         if bottleneck:
@@ -165,7 +166,7 @@ def infer_spec(sd: dict[str, Tensor], name: str = "checkpoint") -> ResNetSpec:
     has_down = [f"layer{i + 1}.{j}.downsample.0.weight" in sd for i, n in enumerate(layers) for j in range(n)]
     preact = "bn_final.weight" in sd
     if all(has_down):
-        shortcut = "C"
+        shortcut: ShortcutOption = "C"
     elif any(has_down):
         shortcut = "B"
     else:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .blockplan import BlockPlan, Op, block_plans
+from .errors import ConfigError
 from .specs import ResNetSpec, conv_out, validate
 
 BYTES_PER_FLOAT32 = 4
@@ -241,7 +242,7 @@ def torchinfo_mult_adds(df: pd.DataFrame) -> int:
 def rollup(df: pd.DataFrame, level: str) -> pd.DataFrame:
     """Aggregate the layer table to ``layer`` (unchanged), ``block``, ``stage`` or ``model``."""
     if level not in LEVELS:
-        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+        raise ConfigError(f"level must be one of {LEVELS}, got {level!r}")
     if level == "layer":
         return df.copy()
     key = {"block": "block", "stage": "stage", "model": None}[level]

@@ -222,17 +222,17 @@ def load_image_folder(root: str | Path, *, size: int = 32, grayscale: bool = Fal
                 files = files[:max_per_class]
             for p in files:
                 try:
-                    with Image.open(p) as im:
-                        im = im.convert("L" if grayscale else "RGB")
+                    with Image.open(p) as src:
+                        im = src.convert("L" if grayscale else "RGB")
                         if resize:  # shorter side to `resize`, then center crop
                             w, h = im.size
                             s = resize / min(w, h)
-                            im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+                            im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BILINEAR)
                             w, h = im.size
                             left, top = (w - size) // 2, (h - size) // 2
                             im = im.crop((left, top, left + size, top + size))
                         else:
-                            im = im.resize((size, size), Image.BILINEAR)
+                            im = im.resize((size, size), Image.Resampling.BILINEAR)
                         arr = np.asarray(im, dtype=np.float32) / 255.0
                 except (UnidentifiedImageError, OSError) as exc:
                     raise DatasetError(f"{p}: unreadable image ({exc})") from exc
@@ -274,13 +274,13 @@ def load_dataset(kind: str, path: str | None = None, *, size: int = 16, seed: in
     """Dispatch: ``digits`` (embedded), ``cifar10`` or ``imagefolder`` (need ``path``)."""
     if kind == "digits":
         return load_digits(size=size, seed=seed, normalisation=normalisation)
-    if kind in ("cifar10", "imagefolder") and not path:
+    if kind not in ("cifar10", "imagefolder"):
+        raise DatasetError(f"unknown dataset {kind!r}; choose digits, cifar10 or imagefolder")
+    if not path:
         raise DatasetError(f"{kind}: give the dataset's local path (nothing is downloaded)")
     if kind == "cifar10":
         return load_cifar10(path, normalisation=normalisation)
-    if kind == "imagefolder":
-        return load_image_folder(path, size=size, seed=seed, normalisation=normalisation)
-    raise DatasetError(f"unknown dataset {kind!r}; choose digits, cifar10 or imagefolder")
+    return load_image_folder(path, size=size, seed=seed, normalisation=normalisation)
 
 
 def augment_batch(x: Tensor, mode: str, generator: torch.Generator) -> Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .costs import layer_table, totals
+from .errors import ConfigError
 from .reference import PAPER_TABLE1_GFLOPS, PAPER_TABLE6, TORCHVISION
 from .specs import STRIDE_PLACEMENTS, ResNetSpec, choice, get_spec
 
@@ -25,10 +26,10 @@ def _stage_cell(spec: ResNetSpec, i: int) -> str:
 def table1(specs: list[ResNetSpec]) -> pd.DataFrame:
     """The layout of He et al. 2015 Table 1 for any list of specs sharing a stage count."""
     if not specs:
-        raise ValueError("choose at least one model")
+        raise ConfigError("choose at least one model")
     n = len(specs[0].layers)
     if any(len(s.layers) != n for s in specs):
-        raise ValueError("Table 1 lines up stages: choose models with the same number of stages")
+        raise ConfigError("Table 1 lines up stages: choose models with the same number of stages")
     # output sizes come from the same trace as every cost, not from a second copy of the arithmetic
     first = layer_table(specs[0])
     shapes = first.groupby("stage", sort=False)["out_shape"].last()

@@ -16,8 +16,8 @@ from graphviz.quoting import attr_list, quote
 
 from .blockplan import block_plans
 from .costs import trace
-from .errors import LensError
-from .specs import ResNetSpec
+from .errors import ConfigError, LensError
+from .specs import BlockType, ResNetSpec
 
 LEVELS = ("stage", "block", "layer")
 # Beyond this many nodes a browser takes tens of seconds to lay a graph out: offer the DOT instead.
@@ -161,7 +161,7 @@ def stage_graph(spec: ResNetSpec) -> nx.DiGraph:
 
 def build_graph(spec: ResNetSpec, level: str) -> nx.DiGraph:
     if level not in LEVELS:
-        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+        raise ConfigError(f"level must be one of {LEVELS}, got {level!r}")
     return {"stage": stage_graph, "block": block_graph, "layer": layer_graph}[level](spec)
 
 
@@ -221,7 +221,7 @@ def to_dot(g: nx.DiGraph, *, show: str | None = None, color_by: str | None = Non
     (stage labels use it); every other character of a label is literal text."""
     for m in (show, color_by):
         if m is not None and m not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {m!r}")
+            raise ConfigError(f"metric must be one of {METRICS}, got {m!r}")
     graph_attr = {"rankdir": "TB", "nodesep": "0.35", "ranksep": "0.22", "fontname": "Helvetica", "fontsize": "11"}
     if title:
         graph_attr |= {"labelloc": "t", "label": _label(title)}
@@ -285,8 +285,8 @@ def block_internals(kind: str, *, projection: bool = False) -> str:
     from .specs import custom_spec
 
     if kind not in ("basic", "bottleneck", "preact_basic", "preact_bottleneck"):
-        raise ValueError(f"unknown block kind {kind!r}")
-    block = "basic" if kind.endswith("basic") else "bottleneck"
+        raise ConfigError(f"unknown block kind {kind!r}")
+    block: BlockType = "basic" if kind.endswith("basic") else "bottleneck"
     # A tiny two-stage net: layer2.0 strides (projection shortcut), layer2.1 keeps its shape (identity).
     spec = custom_spec(block=block, layers=(1, 2), widths=(64, 64), stem="cifar", stem_width=64,
                        preact=kind.startswith("preact"), input_size=56)
@@ -322,7 +322,7 @@ def render(dot_source: str, fmt: str = "svg", timeout: float | None = None) -> b
     message) when dot rejects the source. ``timeout`` is accepted for compatibility but not enforced:
     graphviz 0.21's ``pipe`` has no timeout (the page renders only graphs under MAX_DRAW_NODES)."""
     if fmt not in ("svg", "png"):
-        raise ValueError(f"format must be svg or png, got {fmt!r}")
+        raise ConfigError(f"format must be svg or png, got {fmt!r}")
     try:
         return graphviz.Source(dot_source).pipe(format=fmt, quiet=True)
     except graphviz.ExecutableNotFound as e:

@@ -139,10 +139,8 @@ class RunMeta:
             ds = d.get("dataset")
             norm = d.get("normalisation")
             recipe = d.get("recipe")
-            status = d.get("status") or "complete"
-            if status not in ("complete", "cancelled"):
-                # earlier files wrote "cancelled after N epochs"
-                status = "cancelled" if str(status).startswith("cancelled") else "complete"
+            # earlier files wrote "cancelled after N epochs"
+            status: Status = "cancelled" if str(d.get("status") or "").startswith("cancelled") else "complete"
             return cls(
                 dataset=DatasetInfo(**_known(DatasetInfo, ds)) if ds else None,
                 normalisation=Normalisation(tuple(float(v) for v in norm["mean"]),

@@ -12,6 +12,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 # He et al. 2016, Table 1 (ResNet-110 on CIFAR-10, test error %; "fail" = above 20 %).
 SHORTCUT_VARIANTS = [
     ("original (identity)", "1", "6.61"),
@@ -49,9 +51,9 @@ def scaled_shortcut_gradients(lambdas: Sequence[float], depth: int, *, residual_
     """Gradient norm ratio ||dE/dx_0|| / ||dE/dx_L|| through L blocks x_{l+1} = lambda x_l + F(x_l),
     at every depth 1..L, for each lambda. With F = 0 (``residual_scale=0``) it is exactly lambda^l."""
     if depth < 1 or depth > 1000:
-        raise ValueError(f"depth must be between 1 and 1000, got {depth}")
+        raise ConfigError(f"depth must be between 1 and 1000, got {depth}")
     if any(lam <= 0 for lam in lambdas):
-        raise ValueError("shortcut scales must be positive")
+        raise ConfigError("shortcut scales must be positive")
     g = torch.Generator().manual_seed(seed)
     blocks = [_ToyBlock(width, residual_scale, g) for _ in range(depth)]
     x0 = torch.randn(batch, width, generator=g, dtype=torch.float64)
@@ -70,7 +72,8 @@ def scaled_shortcut_gradients(lambdas: Sequence[float], depth: int, *, residual_
         for layer in range(depth + 1):
             # gradient that reaches x_{L-layer} from the top, i.e. through `layer` blocks
             grad = xs[depth - layer].grad
-            assert grad is not None  # every x_i retained its gradient above
+            if grad is None:  # pragma: no cover - every x_i retained its gradient above
+                raise RuntimeError(f"no gradient reached block {depth - layer}")
             rows.append({"lambda": lam, "blocks": layer, "ratio": float(grad.norm()) / top,
                          "lambda^blocks": lam ** layer})
     return pd.DataFrame(rows)

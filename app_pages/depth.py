@@ -6,20 +6,21 @@ import pandas as pd
 import streamlit as st
 
 from analysis.depth import paper_comparison, table1
-from analysis.specs import CIFAR_DEPTHS, IMAGENET_DEPTHS, get_spec
+from analysis.specs import CIFAR_DEPTHS, IMAGENET_DEPTHS, STRIDE_PLACEMENTS, StridePlacement, get_spec
 from ui import cache, render
 
 FAMILIES = {"imagenet": IMAGENET_DEPTHS, "cifar": CIFAR_DEPTHS}
 LABELS = {"imagenet": "ImageNet (18–152)", "cifar": "CIFAR (20–1202)"}
 
 st.title("Depth comparison")
-family = st.radio("Family", list(FAMILIES), horizontal=True, key="depth_family", format_func=LABELS.get)
+family = st.radio("Family", list(FAMILIES), horizontal=True, key="depth_family", format_func=LABELS.__getitem__)
 # one multiselect per family: its options differ, so its selection must not carry over
 names = st.multiselect("Models", FAMILIES[family], list(FAMILIES[family]), key=f"depth_models_{family}")
-stride_on = None
+STRIDE_LABELS: dict[StridePlacement, str] = {"3x3": "v1.5 (torchvision)", "1x1": "v1 (paper)"}
+stride_on: StridePlacement | None = None
 if family == "imagenet":
-    stride_on = st.radio("Bottleneck stride", ["3x3", "1x1"], horizontal=True, key="depth_stride",
-                         format_func={"3x3": "v1.5 (torchvision)", "1x1": "v1 (paper)"}.get)
+    stride_on = st.radio("Bottleneck stride", STRIDE_PLACEMENTS, horizontal=True, key="depth_stride",
+                         format_func=STRIDE_LABELS.__getitem__)
 
 if not names:
     st.info("Choose at least one model.")

@@ -22,9 +22,9 @@ if spec is not None:
     from_query("level", "diagrams_level", diagrams.LEVELS)
     level = c[0].radio("Level of detail", diagrams.LEVELS, index=1, key="diagrams_level",
                        help="Block level is readable for every net; layer level shows every conv/BN/ReLU/add.")
-    show = c[1].selectbox("Label nodes with", [None, "params", "macs"], format_func=METRIC_LABELS.get,
+    show = c[1].selectbox("Label nodes with", list(METRIC_LABELS), format_func=METRIC_LABELS.__getitem__,
                           key="diagrams_show")
-    color_by = c[2].selectbox("Colour nodes by", [None, "params", "macs"], format_func=METRIC_LABELS.get,
+    color_by = c[2].selectbox("Colour nodes by", list(METRIC_LABELS), format_func=METRIC_LABELS.__getitem__,
                               key="diagrams_color")
     twin = c[3].checkbox("Plain twin beside it", key="diagrams_twin", disabled=not spec.residual)
 

@@ -17,9 +17,10 @@ st.caption("Veit, Wilber & Belongie 2016: delete a block of a trained residual n
            "barely notices (except where it downsamples); delete a layer of a plain net and it collapses to "
            "chance. Deleting block *i* removes its residual branch F and keeps the shortcut.")
 
-picked = checkpoint_picker("lesion")
-if picked is None:
+chosen = checkpoint_picker("lesion")
+if chosen is None:
     st.stop()
+picked: Picked = chosen  # narrowed once here, so the functions below see a Picked
 label, ck = picked.label, picked.checkpoint
 
 
@@ -48,9 +49,10 @@ def pick_data(ck: Checkpoint) -> Dataset | None:
         return None
 
 
-data = pick_data(ck)
-if data is None:
+loaded = pick_data(ck)
+if loaded is None:
     st.stop()
+data: Dataset = loaded
 if (data.channels, data.num_classes) != (ck.spec.in_channels, ck.spec.num_classes):
     st.error(f"{label} takes {ck.spec.in_channels}-channel images and {ck.spec.num_classes} classes; "
              f"{data.name} has {data.channels} channels and {data.num_classes} classes.")

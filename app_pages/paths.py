@@ -106,10 +106,10 @@ if picked is not None:
                 res = pd.concat(frames, ignore_index=True)
                 trained = frames[0]
                 lo_k, hi_k = paths.effective_range(trained, mass)
-                m = st.columns(3)
-                m[0].metric("Residual blocks n", ck.spec.num_blocks)
-                m[1].metric(f"Effective paths ({mass:.0%} of total gradient)", f"{lo_k}–{hi_k}")
-                m[2].metric("Paper, ResNet-110 (54 blocks)", f"{VEIT_EFFECTIVE_PATHS[0]}–{VEIT_EFFECTIVE_PATHS[1]}")
+                r = st.columns(3)
+                r[0].metric("Residual blocks n", ck.spec.num_blocks)
+                r[1].metric(f"Effective paths ({mass:.0%} of total gradient)", f"{lo_k}–{hi_k}")
+                r[2].metric("Paper, ResNet-110 (54 blocks)", f"{VEIT_EFFECTIVE_PATHS[0]}–{VEIT_EFFECTIVE_PATHS[1]}")
                 st.plotly_chart(render.gradient_by_length(res, (lo_k, hi_k)), key="paths_grad")
                 st.caption(f"Effective range on the trained net: lengths {lo_k}–{hi_k} out of 0–{ck.spec.num_blocks} "
                            f"(mean path length {ck.spec.num_blocks / 2:g}). Short paths are few but carry "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import streamlit as st
 
@@ -62,10 +63,10 @@ c = st.columns(4)
 depths = c[0].multiselect("Depths (6n+2)", DEPTHS, [20, 56], key="train_depths")
 kinds = c[1].multiselect("Nets", ["residual", "plain"], ["residual", "plain"], key="train_kinds")
 epochs = c[2].number_input("Epochs", 1, 200, 10, key="train_epochs")
-source = c[3].selectbox("Data", ["digits", "cifar10", "imagefolder"], key="train_data",
-                        format_func={"digits": "embedded digits", "cifar10": "CIFAR-10 (local path)",
-                                     "imagefolder": "ImageFolder (local path)"}.get)
-path = None
+DATA_LABELS = {"digits": "embedded digits", "cifar10": "CIFAR-10 (local path)",
+               "imagefolder": "ImageFolder (local path)"}
+source = c[3].selectbox("Data", list(DATA_LABELS), key="train_data", format_func=DATA_LABELS.__getitem__)
+path: str | None = None
 if source == "digits":
     size = st.select_slider("Digits size (pixels)", [8, 16, 32], 16, key="train_size")
 else:
@@ -95,7 +96,7 @@ if go:
             spec = get_spec(f"cifar_resnet{d}", plain=kind == "plain").replace(
                 in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)
             label = f"{spec.name} ({epochs} ep, lr {lr}, seed {seed})"
-            active = {"label": label, "history": [], "model": None, "data": data, "config": config}
+            active: dict[str, Any] = {"label": label, "history": [], "model": None, "data": data, "config": config}
             st.session_state["active_run"] = active
 
             def progress(p: Progress, i: int = i, label: str = label, active: dict = active) -> None:

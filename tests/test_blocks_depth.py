@@ -6,6 +6,7 @@ import torch
 from analysis.blocks import BlockConfig, block_terms, compare_blocks, formula, plan_for
 from analysis.conventions import components, convention_totals, explain_difference
 from analysis.depth import depth_summary, paper_comparison, table1
+from analysis.errors import LensError
 from analysis.models import Block
 from analysis.specs import get_spec
 
@@ -54,9 +55,9 @@ def test_projection_shortcut_formula():
 
 
 def test_bad_block_config():
-    with pytest.raises(ValueError, match="multiple of groups"):
+    with pytest.raises(LensError, match="multiple of groups"):
         block_terms(BlockConfig("bottleneck", 256, 256, 64, 56, 1, 3))
-    with pytest.raises(ValueError, match="output channels"):
+    with pytest.raises(LensError, match="output channels"):
         block_terms(BlockConfig("basic", 256, 0))
 
 
@@ -68,7 +69,7 @@ def test_table1_layout():
     assert t.loc[3, "resnet152"] == "[1×1, 256 | 3×3, 256 | 1×1, 1024] ×36"
     assert t.loc[2, "resnet18"] == "[3×3, 128 | 3×3, 128] ×2"
     assert list(t.iloc[-1, 2:]) == ["1.814", "3.664", "4.089", "7.801", "11.514"]
-    with pytest.raises(ValueError, match="same number of stages"):
+    with pytest.raises(LensError, match="same number of stages"):
         table1([get_spec("resnet18"), get_spec("cifar_resnet20")])
 
 

@@ -4,6 +4,7 @@ and fail on any exception or error box. Set SCREENSHOTS=dir to save a PNG of eac
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -12,11 +13,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page, expect
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 PAGES = {"explorer": "", "blocks": "blocks", "depth": "depth", "diagrams": "diagrams?model=resnet34&level=layer",
          "training": "training", "lesion": "lesion", "paths": "paths", "theory": "theory"}
+TITLES = re.findall(r'st\.Page\([^)]*title="([^"]+)"', (ROOT / "app.py").read_text())  # the router's pages
+RUN_TIMEOUT_MS = 180_000  # one script run of the slowest page on a loaded two-core machine
 # Chromium flags for a closed network, as root, with no GPU.
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
@@ -71,17 +75,27 @@ def browser():
             b.close()
 
 
-def wait_until_idle(page, timeout_s: float = 180) -> None:
-    """Streamlit shows a running indicator while the script executes; wait for it to go."""
-    page.wait_for_selector("h1", timeout=timeout_s * 1000)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if page.locator('[data-testid="stStatusWidget"]').count() == 0:
-            time.sleep(0.5)
-            if page.locator('[data-testid="stStatusWidget"]').count() == 0:
-                return
-        time.sleep(0.25)
-    raise TimeoutError("page kept running")
+def settled(page: Page, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
+    """The script has run to its end: a title is on screen, the app reports its script as not
+    running (``data-test-script-state`` stays ``initial`` until the first run has started, so a page
+    that has not begun cannot pass) and Streamlit's running indicator is gone."""
+    expect(page.locator("h1").first).to_be_visible(timeout=timeout_ms)
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning",
+                                                           timeout=timeout_ms)
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout_ms)
+
+
+def no_error_boxes(page: Page) -> None:
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
+
+
+def charts_painted(page: Page, timeout_ms: int = 60_000) -> None:
+    """Every Plotly chart has drawn its SVG and every Graphviz chart its graph."""
+    for chart in page.get_by_test_id("stPlotlyChart").all():
+        expect(chart.locator(".main-svg").first).to_be_visible(timeout=timeout_ms)
+    for chart in page.get_by_test_id("stGraphVizChart").all():
+        expect(chart.locator("svg").first).to_be_visible(timeout=timeout_ms)
 
 
 @pytest.mark.parametrize("name", list(PAGES))
@@ -90,19 +104,19 @@ def test_page_renders_without_errors(server, browser, name):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{server}/{PAGES[name]}")
-    wait_until_idle(page)
-    assert page.locator('[data-testid="stException"]').count() == 0
-    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    settled(page)
+    no_error_boxes(page)
     assert not errors, errors
-    title = page.locator("h1").first.inner_text()
-    assert title
+    expect(page.locator("h1").first).not_to_be_empty()
     # routed through app.py's st.navigation (titles), not Streamlit's legacy folder pages (file names)
-    nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
-    assert "Architecture explorer" in nav and "Shortcut diagrams" in nav, nav
+    assert len(TITLES) == len(PAGES)
+    nav = page.get_by_test_id("stSidebarNav")
+    for title in TITLES:
+        expect(nav).to_contain_text(title)
     shots = os.environ.get("SCREENSHOTS")
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)
-        page.wait_for_timeout(2500)  # let the last widgets and charts paint
+        charts_painted(page)
         page.screenshot(path=str(Path(shots) / f"{name}.png"), full_page=True)
     page.close()
 
@@ -121,16 +135,20 @@ def test_upload_torchvision_checkpoint(server, browser, tmp_path):
     torch.save(deterministic_state_dict({k: tuple(s) for k, s in manifest["resnet18"]}), path)
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
     page.goto(server)
-    wait_until_idle(page)
-    page.locator('[data-testid="stSidebar"]').get_by_text("Checkpoint", exact=True).click()
-    wait_until_idle(page)
-    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
+    settled(page)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("Checkpoint", exact=True).click()
+    picker = sidebar.get_by_test_id("stSelectbox").filter(has_text="Checkpoint")
+    expect(picker).to_be_visible(timeout=RUN_TIMEOUT_MS)  # the rerun has replaced the built-in picker
+    settled(page)
+    picker.click()
     page.get_by_role("option", name="Upload a checkpoint…").click()
-    wait_until_idle(page)
-    page.locator('[data-testid="stSidebar"] input[type="file"]').set_input_files(str(path))
-    page.wait_for_selector("text=11,689,512", timeout=60_000)
-    wait_until_idle(page)
-    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
-    assert page.locator('[data-testid="stException"]').count() == 0
-    assert "Architecture inferred" in page.locator('[data-testid="stSidebar"]').inner_text()
+    upload = sidebar.locator('input[type="file"]')
+    expect(upload).to_have_count(1, timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    upload.set_input_files(str(path))
+    expect(page.get_by_text("11,689,512").first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    no_error_boxes(page)
+    expect(sidebar).to_contain_text("Architecture inferred")
     page.close()

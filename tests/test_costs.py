@@ -5,6 +5,7 @@ import tracemalloc
 import pytest
 
 from analysis.costs import by_op, layer_table, receptive_field_growth, rollup, totals
+from analysis.errors import LensError
 from analysis.models import build_model
 from analysis.reference import TORCHINFO_MULT_ADDS, TORCHVISION
 from analysis.specs import MODELS, custom_spec, get_spec
@@ -89,7 +90,7 @@ def test_rollups_preserve_totals():
     assert list(stages["id"]) == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
     blocks = rollup(df, "block")
     assert blocks["downsample"].sum() == 4  # first block of each stage projects
-    with pytest.raises(ValueError):
+    with pytest.raises(LensError):
         rollup(df, "galaxy")
 
 

@@ -107,9 +107,9 @@ def test_stage_level_labels():
 def test_metric_labels_and_legend():
     dot = diagram(get_spec("resnet18"), "block", show="params", color_by="macs")
     assert "params: " in dot and "cluster_legend" in dot and "macs (log scale)" in dot
-    with pytest.raises(ValueError, match="metric"):
+    with pytest.raises(LensError, match="metric"):
         diagram(get_spec("resnet18"), "block", show="latency")
-    with pytest.raises(ValueError, match="level"):
+    with pytest.raises(LensError, match="level"):
         build_graph(get_spec("resnet18"), "atom")
 
 
@@ -136,7 +136,7 @@ def test_svg_and_png_export():
     svg = render(dot, "svg")
     assert svg.startswith(b"<?xml") and b"stroke-dasharray" in svg
     assert render(dot, "png").startswith(b"\x89PNG")
-    with pytest.raises(ValueError):
+    with pytest.raises(LensError):
         render(dot, "gif")
 
 
@@ -218,7 +218,7 @@ def test_graph_label_line_breaks_stay_line_breaks():
 
 
 def test_render_errors(monkeypatch, tmp_path):
-    with pytest.raises(ValueError, match="svg or png"):
+    with pytest.raises(LensError, match="svg or png"):
         render("digraph { a }", "gif")
     monkeypatch.setenv("PATH", str(tmp_path))  # no dot on the PATH
     assert not has_dot()

@@ -8,6 +8,7 @@ import torch
 from analysis import lesion
 from analysis.__main__ import main
 from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+from analysis.errors import LensError
 from analysis.models import build_model
 from analysis.specs import custom_spec
 
@@ -100,7 +101,7 @@ def test_residual_degrades_smoothly_plain_collapses(shipped):
 def test_sequences_must_keep_shapes(shipped):
     c, _ = shipped["digits_resnet20"]
     infos = lesion.block_infos(c.model)
-    with pytest.raises(ValueError, match="shapes differ"):
+    with pytest.raises(LensError, match="shapes differ"):
         lesion.check_sequence([(3, True), (1, True), (2, True), (0, True)] + [(i, True) for i in range(4, 9)], infos)
     pairs = lesion.swappable_pairs(infos)
     assert all(infos[a].stage == infos[b].stage and not infos[a].downsample for a, b in pairs)

@@ -10,6 +10,7 @@ from torch import nn
 
 from analysis import paths
 from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+from analysis.errors import LensError
 
 
 class LinBlock(nn.Module):
@@ -132,7 +133,7 @@ def test_unrolled_graph_has_two_to_the_n_paths():
         assert len(ps) == 2 ** n and [sum(p) for p in ps] == sorted(sum(p) for p in ps)
     assert paths.path_label((1, 0, 1)) == "x0 → f1 → skip → f3 → x3"
     assert paths.path_nodes((1, 0)) == ["x0", "f1", "skip2", "x2"]
-    with pytest.raises(ValueError):
+    with pytest.raises(LensError):
         paths.unrolled_graph(20)
 
 
@@ -154,5 +155,5 @@ def test_gradient_decays_on_shipped_net_and_effective_range():
     lo, hi = paths.effective_range(df, 0.9)
     assert 0 <= lo <= hi <= 9 and hi - lo < 9
     plain = load_checkpoint(shipped_checkpoints()["digits_plain20"])
-    with pytest.raises(ValueError, match="single path"):
+    with pytest.raises(LensError, match="single path"):
         paths.gradient_by_length(plain.model, d.x_test[:8], d.y_test[:8])

@@ -2,6 +2,7 @@
 
 import pytest
 
+from analysis.errors import LensError
 from analysis.theory import scaled_shortcut_gradients
 
 
@@ -20,7 +21,7 @@ def test_identity_keeps_gradient_scaled_ones_explode_or_vanish():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="depth"):
+    with pytest.raises(LensError, match="depth"):
         scaled_shortcut_gradients([1.0], 0)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(LensError, match="positive"):
         scaled_shortcut_gradients([0.0], 5)

@@ -8,6 +8,7 @@ import torch
 from analysis.__main__ import main
 from analysis.checkpoints import load_checkpoint
 from analysis.data import load_digits
+from analysis.errors import LensError
 from analysis.specs import get_spec
 from analysis.train import TrainConfig, lr_at, predict, train
 
@@ -56,12 +57,12 @@ def test_schedule():
 
 
 def test_bad_input(small):
-    with pytest.raises(ValueError, match="schedule"):
+    with pytest.raises(LensError, match="schedule"):
         train(spec8(), small, TrainConfig(schedule="linear"))
-    with pytest.raises(ValueError, match="3 channels"):
+    with pytest.raises(LensError, match="3 channels"):
         train(get_spec("cifar_resnet8"), small, TrainConfig(epochs=1))
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA device"):
+        with pytest.raises(LensError, match="no CUDA device"):
             train(spec8(), small, TrainConfig(device="cuda"))
 
 
