@@ -17,18 +17,22 @@ from analysis.specs import (
     STEM_TYPES,
     STRIDE_PLACEMENTS,
     ResNetSpec,
+    ShortcutOption,
+    StemType,
+    StridePlacement,
     choice,
     custom_spec,
     get_spec,
     parse_int_list,
 )
 
-SHORTCUT_HELP = {
+SHORTCUT_HELP: dict[ShortcutOption, str] = {
     "A": "A: identity, zero-padded where channels grow (no parameters)",
     "B": "B: identity, 1×1 projection only where the shape changes",
     "C": "C: 1×1 projection on every block",
 }
-STRIDE_HELP = {"3x3": "v1.5 (torchvision): stride on the 3×3", "1x1": "v1 (paper): stride on the first 1×1"}
+STEM_HELP: dict[StemType, str] = {"imagenet": "ImageNet (7×7/2 + max pool)", "cifar": "CIFAR (3×3/1)"}
+STRIDE_HELP: dict[StridePlacement, str] = {"3x3": "v1.5 (torchvision): stride on the 3×3", "1x1": "v1 (paper): stride on the first 1×1"}
 
 
 def error_box(exc: Exception) -> None:
@@ -120,19 +124,19 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
             name = sb.selectbox("Model", names, index=names.index(default), key=f"{key}_model")
             base = MODELS[name]
             shortcut = sb.radio("Shortcut option", SHORTCUT_OPTIONS, index=SHORTCUT_OPTIONS.index(base.shortcut),
-                                format_func=SHORTCUT_HELP.get, key=f"{key}_shortcut_{base.family}")
-            stride_on = None
+                                format_func=SHORTCUT_HELP.__getitem__, key=f"{key}_shortcut_{base.family}")
+            stride_on: StridePlacement | None = None
             if base.block == "bottleneck":
-                stride_on = sb.radio("Bottleneck stride", ["3x3", "1x1"], format_func=STRIDE_HELP.get,
+                stride_on = sb.radio("Bottleneck stride", STRIDE_PLACEMENTS, format_func=STRIDE_HELP.__getitem__,
                                      key=f"{key}_stride")
             plain = sb.checkbox("Plain twin (no shortcuts)", key=f"{key}_plain")
             preact = sb.checkbox("Pre-activation variant", key=f"{key}_preact")
             size = sb.number_input("Input size (pixels)", 1, 4096, base.input_size, key=f"{key}_size")
             return get_spec(name, plain=plain, preact=preact, shortcut=shortcut, input_size=int(size),
-                            stride_on=None if stride_on is None else choice(stride_on, STRIDE_PLACEMENTS, "stride_on"))
+                            stride_on=stride_on)
         block = sb.selectbox("Block", BLOCK_TYPES, key=f"{key}_cblock")
-        stem = sb.selectbox("Stem", ["imagenet", "cifar"], key=f"{key}_cstem",
-                            format_func={"imagenet": "ImageNet (7×7/2 + max pool)", "cifar": "CIFAR (3×3/1)"}.get)
+        stem = choice(sb.selectbox("Stem", STEM_TYPES, key=f"{key}_cstem", format_func=STEM_HELP.__getitem__),
+                      STEM_TYPES, "stem")
         layers = parse_int_list(sb.text_input("Blocks per stage", "2, 2, 2, 2", key=f"{key}_clayers"),
                                 "blocks per stage")
         widths = parse_int_list(sb.text_input("Widths (planes) per stage", "64, 128, 256, 512",
@@ -142,7 +146,7 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
         chans = c2.number_input("Channels", 1, 4096, 3, key=f"{key}_cchan")
         classes = c3.number_input("Classes", 1, 1_000_000, 1000 if stem == "imagenet" else 10,
                                   key=f"{key}_cclasses")
-        shortcut = sb.radio("Shortcut option", SHORTCUT_OPTIONS, index=1, format_func=SHORTCUT_HELP.get,
+        shortcut = sb.radio("Shortcut option", SHORTCUT_OPTIONS, index=1, format_func=SHORTCUT_HELP.__getitem__,
                             key=f"{key}_cshortcut")
         groups, wpg, stride_on = 1, 64, "3x3"
         if block == "bottleneck":
@@ -150,12 +154,12 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
             groups = int(g1.number_input("Groups (ResNeXt)", 1, 1024, 1, key=f"{key}_cgroups"))
             wpg = int(g2.number_input("Width per group", 1, 4096, 64, key=f"{key}_cwpg",
                                       help="64 = standard; 128 = wide_resnet50_2; groups 32 × 4 = resnext50_32x4d"))
-            stride_on = sb.radio("Bottleneck stride", ["3x3", "1x1"], format_func=STRIDE_HELP.get,
+            stride_on = sb.radio("Bottleneck stride", STRIDE_PLACEMENTS, format_func=STRIDE_HELP.__getitem__,
                                  key=f"{key}_cstride")
         plain = sb.checkbox("Plain (no shortcuts)", key=f"{key}_cplain")
         preact = sb.checkbox("Pre-activation", key=f"{key}_cpreact")
         return custom_spec(block=block, layers=layers, widths=widths, input_size=int(size),
-                           in_channels=int(chans), num_classes=int(classes), stem=choice(stem, STEM_TYPES, "stem"),
+                           in_channels=int(chans), num_classes=int(classes), stem=stem,
                            shortcut=shortcut, residual=not plain, preact=preact, groups=groups,
                            width_per_group=wpg, stride_on=choice(stride_on, STRIDE_PLACEMENTS, "stride_on"))
     except LensError as exc:
