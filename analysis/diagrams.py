@@ -315,12 +315,12 @@ def has_dot() -> bool:
     return True
 
 
-def render(dot_source: str, fmt: str = "svg", timeout: float | None = None) -> bytes:
+def render(dot_source: str, fmt: str = "svg") -> bytes:
     """Render DOT with Graphviz's ``dot`` (SVG or PNG) through the graphviz package.
 
-    Raises ValueError for another format, LensError when dot is not installed, RuntimeError (with dot's
-    message) when dot rejects the source. ``timeout`` is accepted for compatibility but not enforced:
-    graphviz 0.21's ``pipe`` has no timeout (the page renders only graphs under MAX_DRAW_NODES)."""
+    Raises ConfigError for another format, LensError when dot is not installed, RuntimeError (with
+    dot's message) when dot rejects the source. The page offers renders only below MAX_DRAW_NODES,
+    which dot lays out in seconds (graphviz 0.21's ``pipe`` takes no timeout)."""
     if fmt not in ("svg", "png"):
         raise ConfigError(f"format must be svg or png, got {fmt!r}")
     try:

@@ -347,10 +347,6 @@ IMAGENET_DEPTHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 CIFAR_DEPTHS = tuple(s.name for s in _BUILTIN if s.family == "cifar")
 
 
-def model_names(family: str | None = None) -> list[str]:
-    return [n for n, s in MODELS.items() if family is None or s.family == family]
-
-
 def get_spec(name: str, *, plain: bool = False, preact: bool = False,
              stride_on: StridePlacement | None = None, shortcut: ShortcutOption | None = None,
              input_size: int | None = None, num_classes: int | None = None) -> ResNetSpec:
