@@ -14,10 +14,11 @@ import graphviz
 import networkx as nx
 from graphviz.quoting import attr_list, quote
 
-from .blockplan import block_plans
+from .blockplan import BlockPlan, Op, block_plans
+from .blocks import BLOCK_KINDS, BlockConfig, plan_for
 from .costs import trace
 from .errors import ConfigError, LensError
-from .specs import BlockType, ResNetSpec
+from .specs import ResNetSpec, conv_out
 
 LEVELS = ("stage", "block", "layer")
 # Beyond this many nodes a browser takes tens of seconds to lay a graph out: offer the DOT instead.
@@ -279,31 +280,70 @@ def diagram(spec: ResNetSpec, level: str = "block", *, show: str | None = None,
     return to_dot(build_graph(spec, level), show=show, color_by=color_by, title=f"{spec.name} ({spec.variant})")
 
 
-def block_internals(kind: str, *, projection: bool = False) -> str:
-    """DOT of one block's internals: BasicBlock, Bottleneck or their pre-activation versions,
-    with an identity shortcut or (``projection=True``) the 1x1 projection of a downsampling block."""
-    from .specs import custom_spec
+def _op_label(op: Op) -> str:
+    """What a reader needs of an op: 'conv2 3×3, 128 /2', 'bn1', 'ReLU', 'zero-pad to 128 /2'."""
+    down = f" /{op.stride}" if op.stride > 1 else ""
+    if op.kind == "conv":
+        groups = f", groups {op.groups}" if op.groups > 1 else ""
+        return f"{op.name} {op.kernel}×{op.kernel}, {op.cout}{groups}{down}"
+    if op.kind == "bn":
+        return f"{op.name} (BN)"
+    if op.kind == "relu":
+        return "ReLU"
+    return f"zero-pad to {op.cout}{down}"
 
-    if kind not in ("basic", "bottleneck", "preact_basic", "preact_bottleneck"):
-        raise ConfigError(f"unknown block kind {kind!r}")
-    block: BlockType = "basic" if kind.endswith("basic") else "bottleneck"
-    # A tiny two-stage net: layer2.0 strides (projection shortcut), layer2.1 keeps its shape (identity).
-    spec = custom_spec(block=block, layers=(1, 2), widths=(64, 64), stem="cifar", stem_width=64,
-                       preact=kind.startswith("preact"), input_size=56)
-    g = layer_graph(spec)
-    target = "layer2.0" if projection else "layer2.1"
-    keep = [n for n, d in g.nodes(data=True) if d["block"] == target]
-    sub = g.subgraph(keep).copy()
-    for n in keep:  # "layer2.1.conv1" -> "conv1": the block on its own
-        if sub.nodes[n]["op"] != "add":
-            sub.nodes[n]["label"] = sub.nodes[n]["label"].removeprefix(f"{target}.")
-    source = next(u for u in g.predecessors(keep[0]))
-    sub.add_node("x", op="stage", label="x", out_shape=g.nodes[source]["out_shape"], params=0, macs=0)
-    for u, v, k in g.edges(data="kind"):
-        if v in keep and u not in keep:
-            sub.add_edge("x", v, kind=k)
-    sub.graph["name"] = kind
-    return to_dot(sub)
+
+def plan_graph(plan: BlockPlan, size: int) -> nx.DiGraph:
+    """One block drawn from its plan at input ``size`` x ``size``: the input x, the branch ops, the
+    shortcut ops (dashed projection, dotted zero-pad, solid identity), the add and what follows it.
+    Shapes are computed along each path, so they follow the chosen channels, stride and size."""
+    g = nx.DiGraph(name=plan.name, level="layer", residual=plan.residual)
+    g.add_node("x", op="stage", label="x", out_shape=(plan.cin, size, size), params=0, macs=0)
+    seen: dict[str, int] = {}
+
+    def run(ops: tuple[Op, ...], start: str, kind: str, path: str) -> str:
+        prev, (c, h, w) = start, g.nodes[start]["out_shape"]
+        for op in ops:
+            seen[op.name] = seen.get(op.name, 0) + 1
+            nid = op.name if seen[op.name] == 1 else f"{op.name}#{seen[op.name]}"  # ids never shown
+            if op.kind == "conv":
+                h, w = conv_out(h, op.kernel, op.stride, op.padding), conv_out(w, op.kernel, op.stride, op.padding)
+            elif op.kind == "pad":
+                h, w = -(-h // op.stride), -(-w // op.stride)
+            c = op.cout
+            macs = op.weight_count * h * w if op.kind == "conv" else 0
+            g.add_node(nid, op=op.kind, label=_op_label(op), out_shape=(c, h, w), params=op.weight_count,
+                       macs=macs, path=path)
+            g.add_edge(prev, nid, kind=kind)
+            prev = nid
+        return prev
+
+    last = run(plan.residual_ops, "x", "main", "main")
+    if plan.residual:
+        short = run(plan.shortcut_ops, "x", plan.shortcut, "shortcut") if plan.shortcut_ops else "x"
+        g.add_node("add", op="add", label="+", out_shape=g.nodes[last]["out_shape"], params=0, macs=0)
+        g.add_edge(last, "add", kind="main")
+        g.add_edge(short, "add", kind=plan.shortcut)
+        last = "add"
+    if plan.activation_after_add:
+        g.add_node("out", op="relu", label="ReLU", out_shape=g.nodes[last]["out_shape"], params=0, macs=0)
+        g.add_edge(last, "out", kind="main")
+    return g
+
+
+def block_diagram(cfg: BlockConfig) -> str:
+    """DOT of the block the block-comparison page describes (same plan as its table)."""
+    return to_dot(plan_graph(plan_for(cfg), cfg.size))
+
+
+def block_internals(kind: str, *, projection: bool = False) -> str:
+    """DOT of a typical block: BasicBlock (64 channels), Bottleneck (256 in and out, width 64) or
+    their pre-activation versions, with an identity shortcut or (``projection=True``) the stride-2
+    1x1 projection of a downsampling block, at 56x56."""
+    if kind not in BLOCK_KINDS:
+        raise ConfigError(f"unknown block kind {kind!r}; choose one of {', '.join(BLOCK_KINDS)}")
+    c = 64 if kind.endswith("basic") else 256
+    return block_diagram(BlockConfig(kind, c, c, 64, 56, 2 if projection else 1))
 
 
 def has_dot() -> bool:

@@ -37,11 +37,11 @@ else:
     st.plotly_chart(render.block_bars(table), key="blocks_chart")
 
     kind = st.radio("Term by term", BLOCK_KINDS, horizontal=True, key="blocks_kind")
-    terms = cache.block_terms(BlockConfig(kind, int(cin), int(cout), int(width), int(size), int(stride),
-                                          int(groups)))
+    cfg = BlockConfig(kind, int(cin), int(cout), int(width), int(size), int(stride), int(groups))
+    terms = cache.block_terms(cfg)
     left, right = st.columns([2, 1])
     left.dataframe(terms, hide_index=True, width="stretch")
-    right.graphviz_chart(cache.block_internals(kind, bool((terms["path"] != "residual").any())))
+    right.graphviz_chart(cache.block_diagram(cfg))  # the same plan as the table, at the chosen sizes
     st.markdown(f"Residual path: {formula(terms)}")
     if (terms["path"] != "residual").any():
         st.markdown(f"Projection shortcut (shape changes, option B): {formula(terms, 'projection shortcut')}")

@@ -230,3 +230,19 @@ def test_render_errors(monkeypatch, tmp_path):
 def test_render_reports_dot_syntax_errors():
     with pytest.raises(RuntimeError, match="dot failed.*syntax error"):
         render('digraph "a" b" { }', "svg")
+
+
+def test_block_diagram_follows_the_inputs():
+    """The block-comparison diagram is drawn from the same plan as its table: channels, stride and
+    size show in the node shapes, and no internal id (relu@2, relu#2) leaks into a label."""
+    from analysis.blocks import BlockConfig
+    from analysis.diagrams import block_diagram
+
+    dot = block_diagram(BlockConfig("basic", 64, 128, 64, 32, 2))
+    assert "x\\n64×32×32" in dot and "128×16×16" in dot and "style=dashed" in dot
+    dot = block_diagram(BlockConfig("bottleneck", 96, 96, 24, 20, 1, 3))
+    assert "x\\n96×20×20" in dot and "conv2 3×3, 24, groups 3" in dot and "style=dashed" not in dot
+    labels = [line for line in dot.splitlines() if "label=" in line]
+    assert not any("@" in line.split("label=")[1] or "#" in line.split("label=")[1].split('"')[1] for line in labels)
+    pre = block_diagram(BlockConfig("preact_basic", 16, 16, 16, 8, 1))
+    assert "out [" not in pre  # nothing after the add in a pre-activation block

@@ -83,7 +83,9 @@ def test_blocks_seed_numbers_and_widgets():
     assert "3·3·256·256 + 3·3·256·256 = 1,179,648" in md
     assert "1·1·256·64 + 3·3·64·64 + 1·1·64·256 = 69,632" in md
 
+    assert "x\\n256×56×56" in at.get("graphviz_chart")[0].proto.spec
     at.number_input(key="blocks_cin").set_value(64).run()
+    assert "x\\n64×56×56" in at.get("graphviz_chart")[0].proto.spec  # the diagram follows the inputs
     m = metrics(at)
     assert m["BasicBlock conv weights"] == f"{9 * 64 * 256 + 9 * 256 * 256:,}"
     assert any("Projection shortcut" in x.value for x in at.markdown)

@@ -59,6 +59,11 @@ def shortcut_counts(spec: ResNetSpec) -> dict[str, int]:
     return {k: len(diagrams.shortcut_edges(g, k)) for k in diagrams.SHORTCUT_KINDS}
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def block_diagram(cfg: blocks.BlockConfig) -> str:
+    return diagrams.block_diagram(cfg)
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def block_internals(kind: str, projection: bool) -> str:
     return diagrams.block_internals(kind, projection=projection)
