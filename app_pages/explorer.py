@@ -43,7 +43,7 @@ spec = model_picker("explorer")
 if spec is not None:
     table = cache.layer_table(spec)
     t = cache.totals(spec)
-    st.subheader(f"{spec.name} — {spec.variant}")
+    st.subheader(f"{spec.name} — {spec.variant} — input {spec.in_channels}×{spec.input_size}×{spec.input_size}")
     c = st.columns(4)
     c[0].metric("Parameters", fmt_int(t.params))
     c[1].metric("MACs (conv + fc)", fmt_si(t.macs))

@@ -56,6 +56,13 @@ def test_explorer_models_levels_and_errors():
     assert metrics(at)["Parameters"] == "60,192,808"
     assert metrics(at)["torchinfo mult-adds"] == "11,513,779,048"
 
+    # switching family restores each model's own input size (issue: 224 px carried over to CIFAR nets)
+    at.number_input(key="explorer_size_resnet152").set_value(160).run()
+    at.selectbox(key="explorer_model").select("cifar_resnet1202").run()
+    assert "input 3×32×32" in at.subheader[0].value
+    assert metrics(at)["MACs (conv + fc)"] == "2.829 G"  # 2,829,238,912 at 32 px, as on the Depth page
+    at.selectbox(key="explorer_model").select("resnet152").run()
+    assert "input 3×160×160" in at.subheader[0].value  # the user's own choice for this model is kept
     at.radio(key="explorer_source").set_value("Custom spec").run()
     clean(at)
     assert metrics(at)["Parameters"] == "11,689,512"  # the custom defaults are ResNet-18
@@ -68,7 +75,7 @@ def test_explorer_models_levels_and_errors():
     at.number_input(key="explorer_cwpg").set_value(4).run()
     assert metrics(at)["Parameters"] == "25,028,904"  # resnext50_32x4d, built by hand
     at.text_input(key="explorer_clayers").input("1, 1, 1, 1").run()
-    at.number_input(key="explorer_csize").set_value(16).run()
+    at.number_input(key="explorer_csize_imagenet").set_value(16).run()
     assert "smaller than the net's total stride 32" in at.error[0].value
     clean(at)
 

@@ -131,7 +131,9 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
                                      key=f"{key}_stride")
             plain = sb.checkbox("Plain twin (no shortcuts)", key=f"{key}_plain")
             preact = sb.checkbox("Pre-activation variant", key=f"{key}_preact")
-            size = sb.number_input("Input size (pixels)", 1, 4096, base.input_size, key=f"{key}_size")
+            # one size widget per model: switching model restores that model's own input size (a
+            # CIFAR net keeps 32 px after resnet50's 224) unless the user changed it for that model
+            size = sb.number_input("Input size (pixels)", 1, 4096, base.input_size, key=f"{key}_size_{name}")
             return get_spec(name, plain=plain, preact=preact, shortcut=shortcut, input_size=int(size),
                             stride_on=stride_on)
         block = sb.selectbox("Block", BLOCK_TYPES, key=f"{key}_cblock")
@@ -142,7 +144,7 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
         widths = parse_int_list(sb.text_input("Widths (planes) per stage", "64, 128, 256, 512",
                                               key=f"{key}_cwidths"), "widths")
         c1, c2, c3 = sb.columns(3)
-        size = c1.number_input("Input", 1, 4096, 224 if stem == "imagenet" else 32, key=f"{key}_csize")
+        size = c1.number_input("Input", 1, 4096, 224 if stem == "imagenet" else 32, key=f"{key}_csize_{stem}")
         chans = c2.number_input("Channels", 1, 4096, 3, key=f"{key}_cchan")
         classes = c3.number_input("Classes", 1, 1_000_000, 1000 if stem == "imagenet" else 10,
                                   key=f"{key}_cclasses")
