@@ -133,7 +133,11 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
             preact = sb.checkbox("Pre-activation variant", key=f"{key}_preact")
             # one size widget per model: switching model restores that model's own input size (a
             # CIFAR net keeps 32 px after resnet50's 224) unless the user changed it for that model
-            size = sb.number_input("Input size (pixels)", 1, 4096, base.input_size, key=f"{key}_size_{name}")
+            # Streamlit forgets a widget's value when it is not drawn, so the user's sizes live here
+            sizes: dict[str, int] = st.session_state.setdefault(f"{key}_sizes", {})
+            size = sb.number_input("Input size (pixels)", 1, 4096, sizes.get(name, base.input_size),
+                                   key=f"{key}_size_{name}")
+            sizes[name] = int(size)
             return get_spec(name, plain=plain, preact=preact, shortcut=shortcut, input_size=int(size),
                             stride_on=stride_on)
         block = sb.selectbox("Block", BLOCK_TYPES, key=f"{key}_cblock")
