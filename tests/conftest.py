@@ -1,6 +1,7 @@
 """Suite-wide settings."""
 
 import os
+import tempfile
 
 import torch
 
@@ -9,3 +10,7 @@ import torch
 # the machine many times over. One intra-op thread per process keeps the suite's CPU use honest.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
+
+# The app keeps trained nets and sweep results in a run store (~/.resnet-lens by default): the suite
+# uses a fresh folder per process so it neither reads nor pollutes the user's.
+os.environ["RESNET_LENS_HOME"] = tempfile.mkdtemp(prefix="resnet-lens-test-")
