@@ -15,6 +15,7 @@ instead of n^2, with predictions identical to the straightforward loop.
 
 from __future__ import annotations
 
+import numbers
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -216,15 +217,46 @@ SWEEPS: dict[str, Callable[..., pd.DataFrame]] = {"single": single_sweep, "k": k
 SWEEP_KINDS = tuple(SWEEPS)
 
 
+def check_sweep_options(kind: str, *, samples: int = 5, seed: int = 0, batch_size: int = 256) -> None:
+    """Refuse a sweep setting that means nothing, before any work: unknown kind, batch size (or,
+    for the random sweeps, samples) below 1 or absurdly large, a seed outside [0, 2**63), anything
+    not a whole number. ``samples`` and ``seed`` are not used by the single sweep."""
+    if kind not in SWEEPS:
+        raise ConfigError(f"unknown sweep {kind!r}; choose one of {', '.join(SWEEP_KINDS)}")
+    checks: list[tuple[str, object, int, int]] = [("batch size", batch_size, 1, 1_000_000)]
+    if kind != "single":
+        checks += [("samples per k", samples, 1, 100_000), ("seed", seed, 0, 2**63 - 1)]
+    for what, value, lo, hi in checks:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ConfigError(f"{what} must be a whole number, got {value!r}")
+        if not lo <= int(value) <= hi:
+            raise ConfigError(f"{what} must be between {lo:,} and {hi:,}, got {value}")
+
+
 def run_sweep(kind: str, model: ResNet, x: Tensor, y: Tensor, *, samples: int = 5, seed: int = 0,
               batch_size: int = 256, device: str = "cpu", progress: ProgressFn | None = None) -> pd.DataFrame:
     """One lesion sweep by name (``single``, ``k`` or ``reorder``): the entry point the CLI and the
     lesion page share. ``samples`` and ``seed`` apply to the random sweeps only."""
-    if kind not in SWEEPS:
-        raise ConfigError(f"unknown sweep {kind!r}; choose one of {', '.join(SWEEP_KINDS)}")
-    if kind != "single" and samples < 1:
-        raise ConfigError(f"samples per k must be at least 1, got {samples}")
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    check_sweep_options(kind, samples=samples, seed=seed, batch_size=batch_size)
     kw: dict[str, object] = {} if kind == "single" else {"samples": samples, "seed": seed}
     return SWEEPS[kind](model, x, y, batch_size=batch_size, device=device, progress=progress, **kw)
+
+
+def single_reading(df: pd.DataFrame) -> str:
+    """What a single-block sweep of one net shows, in words computed from its numbers (so the page
+    never claims more than the data): intact error, typical and worst deletion, downsampling blocks."""
+    intact = float(df.loc[df["index"] == -1, "error"].iloc[0])
+    rows = df[df["index"] >= 0]
+    worst = rows.loc[rows["error"].idxmax()]
+    median = float(rows["error"].median())
+    down = rows[rows["downsample"]]
+    parts = [f"intact {100 * intact:.1f} %; deleting one block gives a median of {100 * median:.1f} % "
+             f"(worst: {worst['deleted']}, {100 * worst['error']:.1f} %)"]
+    if len(down):
+        parts.append("downsampling blocks: " + ", ".join(f"{r.deleted} {100 * r.error:.1f} %" for r in down.itertuples()))
+        others = rows[~rows["downsample"]]
+        if len(others):
+            hurts_most = float(down["error"].max()) >= float(others["error"].max())
+            parts.append("the worst deletion is a downsampling block, as Veit et al. report" if hurts_most else
+                         "unlike Veit et al.'s nets, a non-downsampling block hurts most here")
+    return "; ".join(parts) + "."

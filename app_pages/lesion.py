@@ -13,9 +13,10 @@ from ui import cache, render
 from ui.widgets import Picked, available_checkpoints, checkpoint_picker, error_box, progress_reporter
 
 st.title("Lesion lab")
-st.caption("Veit, Wilber & Belongie 2016: delete a block of a trained residual net at test time and it "
-           "barely notices (except where it downsamples); delete a layer of a plain net and it collapses to "
-           "chance. Deleting block *i* removes its residual branch F and keeps the shortcut.")
+st.caption("Veit, Wilber & Belongie 2016 report that deleting a block of a trained residual net at test time "
+           "barely changes its error, except at the downsampling blocks, while deleting a layer of a plain net "
+           "drops it to chance. Deleting block *i* removes its residual branch F and keeps the shortcut; the "
+           "sweeps below measure what happens on the net you pick.")
 
 chosen = checkpoint_picker("lesion")
 if chosen is None:
@@ -143,6 +144,9 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str) -> None:
         return
     fig = render.single_sweep(df) if experiment == "single" else render.k_sweep(df, "k", xlabel)
     st.plotly_chart(fig, key=f"lesion_{experiment}_chart")
+    if experiment == "single":  # a reading computed from the numbers above, per net
+        for net, part in df.groupby("net", sort=False):
+            st.markdown(f"**{net}**: {lesion.single_reading(part)}")
     st.download_button("Download CSV", df.to_csv(index=False), file_name=f"lesion_{experiment}.csv",
                        mime="text/csv", key=f"lesion_{experiment}_csv")
 

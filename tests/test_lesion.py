@@ -158,3 +158,19 @@ def test_cli_lesion_imagenet_style_checkpoint_on_image_folder(tmp_path):
         Image.new("RGB", (64, 64)).save(three / c / "0.png")
     assert main(["lesion", "--checkpoint", str(ckpt), "--data", "imagefolder", "--data-path", str(three),
                  "--size", "64", "--out", str(out)]) == 2
+
+
+def test_single_reading_is_computed_from_the_numbers():
+    import pandas as pd
+
+    def frame(errors, down):
+        rows = [{"deleted": "none", "index": -1, "downsample": False, "error": 0.01}]
+        rows += [{"deleted": f"b{i}", "index": i, "downsample": d, "error": e}
+                 for i, (e, d) in enumerate(zip(errors, down, strict=True))]
+        return pd.DataFrame(rows)
+
+    text = lesion.single_reading(frame([0.02, 0.5, 0.03], [False, True, False]))
+    assert "worst: b1, 50.0 %" in text and "is a downsampling block, as Veit et al. report" in text
+    text = lesion.single_reading(frame([0.77, 0.04, 0.02], [False, True, False]))
+    assert "worst: b0, 77.0 %" in text and "a non-downsampling block hurts most here" in text
+    assert "median of 4.0 %" in text and "intact 1.0 %" in text
