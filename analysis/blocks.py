@@ -11,14 +11,24 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .blockplan import BlockPlan, make_plan
+from .costs import exact_column, exact_sum
 from .errors import SpecError
-from .specs import MAX_WIDTH, BlockType, conv_out
+from .specs import MAX_INPUT_SIZE, MAX_WIDTH, BlockType, as_int, conv_out
 
 BLOCK_KINDS = ("basic", "bottleneck", "preact_basic", "preact_bottleneck")
+
+# (field, what the page calls it, largest value): channels as wide as a spec's widest stage, the
+# spatial size as large as a spec's largest input.
+_BOUNDS = (("cin", "input channels", MAX_WIDTH), ("cout", "output channels", MAX_WIDTH),
+           ("width", "bottleneck width", MAX_WIDTH), ("size", "spatial size", MAX_INPUT_SIZE),
+           ("stride", "stride", 2), ("groups", "groups", MAX_WIDTH))  # stride: 1 or 2
 
 
 @dataclass(frozen=True)
 class BlockConfig:
+    """One block of the block-comparison page. Validated when made (``SpecError`` on a wrong type or
+    an out-of-range value); NumPy integers become plain ints."""
+
     kind: str
     cin: int = 256
     cout: int = 256
@@ -27,17 +37,27 @@ class BlockConfig:
     stride: int = 1
     groups: int = 1
 
+    def __post_init__(self) -> None:
+        for name, _, _ in _BOUNDS:
+            value = getattr(self, name)
+            n = as_int(value)
+            if n is not None:  # the dataclass is frozen; this runs before anyone sees the instance
+                object.__setattr__(self, name, n)
+        check(self)
+
 
 def check(cfg: BlockConfig) -> None:
-    if cfg.kind not in BLOCK_KINDS:
+    """Raises ``SpecError`` saying what to change: the kind, whole numbers (not bools, floats or
+    strings) within bounds, stride 1 or 2, groups dividing the bottleneck width."""
+    if not isinstance(cfg.kind, str) or cfg.kind not in BLOCK_KINDS:
         raise SpecError(f"block kind must be one of {BLOCK_KINDS}, got {cfg.kind!r}")
-    for what, v in (("input channels", cfg.cin), ("output channels", cfg.cout),
-                    ("bottleneck width", cfg.width), ("spatial size", cfg.size)):
-        if not isinstance(v, int) or not 1 <= v <= MAX_WIDTH:
-            raise SpecError(f"{what} must be an integer between 1 and {MAX_WIDTH}, got {v!r}")
-    if cfg.stride not in (1, 2):
-        raise SpecError(f"stride must be 1 or 2, got {cfg.stride}")
-    if cfg.groups < 1 or cfg.width % cfg.groups:
+    for name, what, most in _BOUNDS:
+        v = getattr(cfg, name)
+        if as_int(v) is None:
+            raise SpecError(f"{what} must be an integer, got {v!r} ({type(v).__name__})")
+        if not 1 <= v <= most:
+            raise SpecError(f"{what} must be an integer between 1 and {most}, got {v!r}")
+    if cfg.width % cfg.groups:
         raise SpecError(f"bottleneck width {cfg.width} must be a multiple of groups={cfg.groups}")
 
 
@@ -69,13 +89,16 @@ def block_terms(cfg: BlockConfig) -> pd.DataFrame:
             elif op.kind == "bn":
                 rows.append({"layer": "bn", "path": path, "kernel": "", "formula": f"2·{op.cout}",
                              "weights": 0, "macs": 0, "bn_params": op.weight_count})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    for c in ("weights", "macs", "bn_params"):  # exact Python ints, as in the layer table
+        df[c] = exact_column(df[c].tolist())
+    return df
 
 
 def formula(df: pd.DataFrame, path: str = "residual") -> str:
     """'3·3·256·256 + 3·3·256·256 = 1,179,648' for the conv weights on one path."""
     convs = df[(df["path"] == path) & (df["weights"] > 0)]
-    return " + ".join(convs["formula"]) + f" = {int(convs['weights'].sum()):,}"
+    return " + ".join(convs["formula"]) + f" = {exact_sum(convs['weights']):,}"
 
 
 def compare_blocks(cin: int = 256, cout: int = 256, width: int = 64, size: int = 56,
@@ -86,10 +109,13 @@ def compare_blocks(cin: int = 256, cout: int = 256, width: int = 64, size: int =
         df = block_terms(BlockConfig(kind, cin, cout, width, size, stride, groups))
         res = df[df["path"] == "residual"]
         out.append({
-            "block": kind, "conv weights (residual)": int(res["weights"].sum()),
-            "BN parameters": int(df["bn_params"].sum()),
-            "shortcut weights": int(df.loc[df["path"] != "residual", "weights"].sum()),
-            "total parameters": int(df["weights"].sum() + df["bn_params"].sum()),
-            "MACs": int(df["macs"].sum()), "formula": formula(df),
+            "block": kind, "conv weights (residual)": exact_sum(res["weights"]),
+            "BN parameters": exact_sum(df["bn_params"]),
+            "shortcut weights": exact_sum(df.loc[df["path"] != "residual", "weights"]),
+            "total parameters": exact_sum(df["weights"]) + exact_sum(df["bn_params"]),
+            "MACs": exact_sum(df["macs"]), "formula": formula(df),
         })
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    for c in ("conv weights (residual)", "BN parameters", "shortcut weights", "total parameters", "MACs"):
+        table[c] = exact_column(table[c].tolist())
+    return table

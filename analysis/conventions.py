@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .costs import layer_table
+from .costs import exact_column, exact_sum, layer_table
 from .specs import ResNetSpec
 
 
@@ -24,8 +24,8 @@ class Convention:
     name: str
     unit: str
     rule: str
-    # weights per column of the layer table: total = sum(weight * column)
-    weights: tuple[tuple[str, float], ...]
+    # integer weights per column of the layer table: total = sum(weight * column), exact
+    weights: tuple[tuple[str, int], ...]
 
 
 CONVENTIONS: tuple[Convention, ...] = (
@@ -71,11 +71,14 @@ CONVENTIONS: tuple[Convention, ...] = (
 
 
 def _columns(df: pd.DataFrame) -> pd.DataFrame:
-    avg = df["op"] == "avgpool"
-    kernel_area = (df["in_shape"].map(lambda s: s[1] * s[2]))
+    """The table with the two average-pool columns fvcore and thop need, as exact Python ints."""
+    avg = [op == "avgpool" for op in df["op"].tolist()]
+    pool_in, pool_out = df["pool_in_elems"].tolist(), df["pool_out_elems"].tolist()
+    kernel_area = [s[1] * s[2] for s in df["in_shape"].tolist()]
     return df.assign(
-        avgpool_in=df["pool_in_elems"].where(avg, 0),
-        avgpool_thop=((kernel_area + 1) * df["pool_out_elems"]).where(avg, 0),
+        avgpool_in=exact_column(int(n) if a else 0 for a, n in zip(avg, pool_in, strict=True)),
+        avgpool_thop=exact_column((k + 1) * int(n) if a else 0
+                                  for a, k, n in zip(avg, kernel_area, pool_out, strict=True)),
     )
 
 
@@ -85,8 +88,9 @@ if len(BY_KEY) != len(CONVENTIONS):
 
 
 def _total(c: Convention, df: pd.DataFrame) -> int:
-    """``c``'s total over a layer table that already has the derived columns of :func:`_columns`."""
-    return sum(int(w * df[col].sum()) for col, w in c.weights)
+    """``c``'s total over a layer table that already has the derived columns of :func:`_columns`:
+    integer weights times exact column sums, so a Python int at any size."""
+    return sum(w * exact_sum(df[col]) for col, w in c.weights)
 
 
 def totals_by_key(spec: ResNetSpec, table: pd.DataFrame | None = None) -> dict[str, int]:
@@ -99,28 +103,26 @@ def totals_by_key(spec: ResNetSpec, table: pd.DataFrame | None = None) -> dict[s
 def convention_totals(spec: ResNetSpec, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per counting convention: its total, its part beyond the conv+fc core, its rule."""
     df = _columns(layer_table(spec) if table is None else table)
-    core = int(df["macs"].sum())
-    rows = []
-    for c in CONVENTIONS:
-        total = _total(c, df)
-        rows.append({
-            "convention": c.name, "unit": c.unit, "total": total, "GMACs/GFLOPs": total / 1e9,
-            "beyond conv+fc": total - core, "rule": c.rule,
-        })
-    return pd.DataFrame(rows)
+    core = exact_sum(df["macs"])
+    totals = [_total(c, df) for c in CONVENTIONS]
+    return pd.DataFrame({  # exact totals: Python ints in object columns, never int64
+        "convention": [c.name for c in CONVENTIONS], "unit": [c.unit for c in CONVENTIONS],
+        "total": exact_column(totals), "GMACs/GFLOPs": [t / 1e9 for t in totals],
+        "beyond conv+fc": exact_column(t - core for t in totals), "rule": [c.rule for c in CONVENTIONS],
+    })
 
 
 def components(spec: ResNetSpec, table: pd.DataFrame | None = None) -> dict[str, int]:
     """The separately counted pieces every convention draws from."""
     df = layer_table(spec) if table is None else table
     return {
-        "conv + fc MACs": int(df["macs"].sum()),
-        "fc bias adds": int(df["bias_adds"].sum()),
-        "BatchNorm parameters": int(df["bn_params"].sum()),
-        "BatchNorm elements": int(df["bn_elems"].sum()),
-        "ReLU elements": int(df["relu_elems"].sum()),
-        "pooling input elements": int(df["pool_in_elems"].sum()),
-        "residual-add elements": int(df["add_elems"].sum()),
+        "conv + fc MACs": exact_sum(df["macs"]),
+        "fc bias adds": exact_sum(df["bias_adds"]),
+        "BatchNorm parameters": exact_sum(df["bn_params"]),
+        "BatchNorm elements": exact_sum(df["bn_elems"]),
+        "ReLU elements": exact_sum(df["relu_elems"]),
+        "pooling input elements": exact_sum(df["pool_in_elems"]),
+        "residual-add elements": exact_sum(df["add_elems"]),
     }
 
 
@@ -144,7 +146,7 @@ def explain_difference(spec: ResNetSpec) -> str:
     ]
     if spec.block == "bottleneck":
         other = spec.replace(stride_on="1x1" if spec.stride_on == "3x3" else "3x3")
-        other_core = int(layer_table(other)["macs"].sum())
+        other_core = exact_sum(layer_table(other)["macs"])
         v1, v15 = (other_core, core) if spec.stride_on == "3x3" else (core, other_core)
         lines.append(
             f"The paper's Table 1 uses v1 bottlenecks (stride 2 on the first 1x1 conv): {v1:,} MACs. "

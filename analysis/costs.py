@@ -12,8 +12,12 @@ Row ids are torchvision module names (``layer1.0.conv1``); an op applied by a mo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import SupportsInt
 
+import numpy as np
 import pandas as pd
 
 from .blockplan import BlockPlan, Op, block_plans
@@ -32,6 +36,12 @@ COLUMNS = [
 SUM_COLUMNS = ["params", "bn_params", "macs", "bias_adds", "bn_elems", "relu_elems",
                "pool_in_elems", "pool_out_elems", "add_elems", "act_bytes", "flops",
                "flops_bn", "flops_relu", "flops_pool", "flops_add"]
+
+# Columns that count things (parameters, operations, elements, bytes). They hold Python ints in
+# object columns, so every sum of them is exact at any size a spec allows: int64 would wrap past
+# 9.2e18 without a word (a 65536-wide net at 4096 px has ~1e19 MACs). Shapes, kernel, stride, groups,
+# receptive field and jump stay int64: they are small and never summed.
+COUNT_COLUMNS = frozenset(SUM_COLUMNS) | {"in_elems", "out_elems"}
 
 LEVELS = ("layer", "block", "stage", "model")
 
@@ -183,6 +193,35 @@ def trace(spec: ResNetSpec) -> list[dict]:
     return t.rows
 
 
+def exact_sum(values: pd.Series | np.ndarray | Iterable[SupportsInt]) -> int:
+    """The sum of counts as a Python int: exact at any size (``Series.sum()`` on int64 wraps past
+    2**63, and a NumPy integer inside an object column would too, so each value goes through ``int``)."""
+    items = values.tolist() if isinstance(values, (pd.Series, np.ndarray)) else values
+    return sum(int(v) for v in items)
+
+
+def exact_column(values: Iterable[int]) -> np.ndarray:
+    """Python ints as an object array (not int64), so a DataFrame column keeps them exact."""
+    items = list(values)
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def arrow_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` for a display that goes through Arrow (``st.dataframe``): an object column holding an
+    int beyond int64 becomes ``Decimal`` (Arrow's decimal128 keeps all 38 digits and sorts as a
+    number); every other column is left as it is. Exact either way; the input is not changed."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object and any(type(v) is int and v not in _INT64 for v in out[c].tolist()):
+            out[c] = [Decimal(v) if type(v) is int else v for v in out[c].tolist()]
+    return out
+
+
 def layer_table(spec: ResNetSpec) -> pd.DataFrame:
     """The per-layer cost table (one row per op) with our FLOP convention added.
 
@@ -190,16 +229,20 @@ def layer_table(spec: ResNetSpec) -> pd.DataFrame:
     fc bias add, 2 per BatchNorm element (eval-mode BN folds to one scale and one shift), 1 per ReLU
     element, 1 per residual-add element, k*k-1 comparisons per max-pool output and 1 add per
     average-pool input element.
+
+    The count columns (:data:`COUNT_COLUMNS`) hold Python ints (object dtype): sums are exact.
     """
-    df = pd.DataFrame(trace(spec), columns=COLUMNS)
-    df["flops_bn"] = 2 * df["bn_elems"]
-    df["flops_relu"] = df["relu_elems"]
-    maxpool = df["op"] == "maxpool"
-    df["flops_pool"] = df["pool_in_elems"].where(~maxpool, df["pool_out_elems"] * (df["kernel"] ** 2 - 1))
-    df["flops_add"] = df["add_elems"]
-    df["flops"] = (2 * df["macs"] + df["bias_adds"] + df["flops_bn"] + df["flops_relu"]
-                   + df["flops_pool"] + df["flops_add"])
-    return df
+    rows = trace(spec)
+    cols: dict[str, list] = {c: [r[c] for r in rows] for c in COLUMNS}
+    cols["flops_bn"] = [2 * n for n in cols["bn_elems"]]
+    cols["flops_relu"] = list(cols["relu_elems"])
+    cols["flops_pool"] = [out * (k * k - 1) if op == "maxpool" else n for op, n, out, k in
+                          zip(cols["op"], cols["pool_in_elems"], cols["pool_out_elems"], cols["kernel"], strict=True)]
+    cols["flops_add"] = list(cols["add_elems"])
+    cols["flops"] = [2 * m + b + bn + r + p + a for m, b, bn, r, p, a in
+                     zip(cols["macs"], cols["bias_adds"], cols["flops_bn"], cols["flops_relu"],
+                         cols["flops_pool"], cols["flops_add"], strict=True)]
+    return pd.DataFrame({c: exact_column(v) if c in COUNT_COLUMNS else v for c, v in cols.items()})
 
 
 @dataclass(frozen=True)
@@ -220,11 +263,11 @@ class Totals:
 def totals(spec: ResNetSpec, table: pd.DataFrame | None = None) -> Totals:
     df = layer_table(spec) if table is None else table
     return Totals(
-        params=int(df["params"].sum()),
-        macs=int(df["macs"].sum()),
-        flops=int(df["flops"].sum()),
+        params=exact_sum(df["params"]),
+        macs=exact_sum(df["macs"]),
+        flops=exact_sum(df["flops"]),
         torchinfo_mult_adds=torchinfo_mult_adds(df),
-        activation_bytes=int(df["act_bytes"].sum()),
+        activation_bytes=exact_sum(df["act_bytes"]),
         output_shape=tuple(df["out_shape"].iloc[-1]),
         # The global pool makes the field "everything"; report the field of the last feature map.
         receptive_field=int(df.loc[~df["op"].isin(["avgpool", "fc"]), "rf"].max()),
@@ -236,36 +279,62 @@ def totals(spec: ResNetSpec, table: pd.DataFrame | None = None) -> Totals:
 def torchinfo_mult_adds(df: pd.DataFrame) -> int:
     """torchinfo 1.8's rule: a conv adds (its params) x (output H*W); any other layer with
     parameters adds its parameter count once (fc weight + bias, BatchNorm gamma + beta)."""
-    return int(df["macs"].sum() + df["bias_adds"].sum() + df["bn_params"].sum())
+    return exact_sum(df["macs"]) + exact_sum(df["bias_adds"]) + exact_sum(df["bn_params"])
 
 
 def rollup(df: pd.DataFrame, level: str) -> pd.DataFrame:
-    """Aggregate the layer table to ``layer`` (unchanged), ``block``, ``stage`` or ``model``."""
+    """Aggregate the layer table to ``layer`` (unchanged), ``block``, ``stage`` or ``model``.
+
+    Sums are exact Python ints (object columns, as in the layer table)."""
     if level not in LEVELS:
         raise ConfigError(f"level must be one of {LEVELS}, got {level!r}")
     if level == "layer":
         return df.copy()
     key = {"block": "block", "stage": "stage", "model": None}[level]
-    groups = [("model", df)] if key is None else list(df.groupby(key, sort=False))
-    cols = [c for c in SUM_COLUMNS if c in df.columns]
-    out = []
-    for name, g in groups:
-        row = {"id": name, "stage": g["stage"].iloc[0], "layers": len(g),
-               "in_shape": g["in_shape"].iloc[0], "out_shape": g["out_shape"].iloc[-1],
-               "rf": int(g["rf"].max()), "jump": int(g["jump"].iloc[-1])}
-        row.update({c: int(g[c].sum()) for c in cols})
+    n = len(df)
+    names: list[object] = ["model"] * n if key is None else df[key].tolist()
+    groups: dict[object, list[int]] = {}  # first-appearance order, as groupby(sort=False)
+    for i, name in enumerate(names):
+        groups.setdefault(name, []).append(i)
+    sums = [c for c in SUM_COLUMNS if c in df.columns]
+    col = {c: df[c].tolist() for c in ["stage", "in_shape", "out_shape", "rf", "jump", "path", *sums]
+           if c in df.columns}
+    out: dict[str, list] = {c: [] for c in ["id", "stage", "layers", "in_shape", "out_shape", "rf", "jump"]}
+    out.update({c: [] for c in sums})
+    if key == "block":
+        out["downsample"] = []
+    for name, idx in groups.items():
+        first, last = idx[0], idx[-1]
+        out["id"].append(name)
+        out["stage"].append(col["stage"][first])
+        out["layers"].append(len(idx))
+        out["in_shape"].append(col["in_shape"][first])
+        out["out_shape"].append(col["out_shape"][last])
+        out["rf"].append(max(int(col["rf"][i]) for i in idx))
+        out["jump"].append(int(col["jump"][last]))
+        for c in sums:
+            values = col[c]
+            out[c].append(sum(int(values[i]) for i in idx))
         if key == "block":
-            row["downsample"] = bool((g["path"] == "shortcut").any())
-        out.append(row)
-    return pd.DataFrame(out)
+            out["downsample"].append(any(col["path"][i] == "shortcut" for i in idx))
+    return pd.DataFrame({c: exact_column(v) if c in COUNT_COLUMNS else v for c, v in out.items()})
 
 
 def by_op(df: pd.DataFrame) -> pd.DataFrame:
-    """Parameters and MACs per layer type (conv 1x1 / 3x3 / 7x7 split), for the charts."""
-    kind = df["op"].where(df["op"] != "conv", "conv " + df["kernel"].astype(str) + "x" + df["kernel"].astype(str))
-    kind = kind.where(df["path"] != "shortcut", kind + " (shortcut)")
-    g = df.assign(kind=kind).groupby("kind", sort=False)[["params", "macs", "flops"]].sum()
-    return g.reset_index()
+    """Parameters, MACs and FLOPs per layer type (conv 1x1 / 3x3 / 7x7 split, shortcut convs apart),
+    for the charts; exact Python-int sums, layer types in order of first appearance."""
+    kinds = [f"conv {k}x{k}" if op == "conv" else op for op, k in zip(df["op"].tolist(), df["kernel"].tolist(), strict=True)]
+    kinds = [f"{kind} (shortcut)" if path == "shortcut" else kind
+             for kind, path in zip(kinds, df["path"].tolist(), strict=True)]
+    metrics = ("params", "macs", "flops")
+    values = {m: df[m].tolist() for m in metrics}
+    acc: dict[str, list[int]] = {}
+    for i, kind in enumerate(kinds):
+        row = acc.setdefault(kind, [0, 0, 0])
+        for j, m in enumerate(metrics):
+            row[j] += int(values[m][i])
+    return pd.DataFrame({"kind": list(acc), **{m: exact_column([row[j] for row in acc.values()])
+                                                 for j, m in enumerate(metrics)}})
 
 
 def receptive_field_growth(df: pd.DataFrame) -> pd.DataFrame:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal, SupportsIndex, TypeVar, get_args
 
@@ -112,10 +113,12 @@ class ResNetSpec:
         return tuple(w * self.expansion for w in self.widths)
 
     def inner_width(self, stage: int) -> int:
-        """Channels of a bottleneck's 3x3 conv (torchvision: int(planes*base_width/64)*groups)."""
+        """Channels of a bottleneck's 3x3 conv: torchvision's ``int(planes * (base_width / 64.0)) *
+        groups`` in exact integer arithmetic (floor division equals the float formula wherever the
+        float is exact, and stays exact where it would round)."""
         if self.block == "basic":
             return self.widths[stage]
-        return int(self.widths[stage] * (self.width_per_group / 64.0)) * self.groups
+        return self.widths[stage] * self.width_per_group // 64 * self.groups
 
     @property
     def variant(self) -> str:
@@ -159,7 +162,7 @@ _BOOL_FIELDS = ("residual", "preact")
 _STR_FIELDS = ("name", "family", "description")
 
 
-def _as_int(x: object) -> int | None:
+def as_int(x: object) -> int | None:
     """``x`` as a plain ``int`` if it is a whole number (``int``, a NumPy integer: anything with
     ``__index__``) and not a bool; ``None`` for floats, strings, bools and everything else."""
     if isinstance(x, bool) or not isinstance(x, SupportsIndex):
@@ -176,7 +179,7 @@ def _int_tuple(spec: ResNetSpec, name: str, what: str) -> tuple[int, ...]:
         raise SpecError(f"{name} must be a tuple or list of integers, one per stage; got {value!r}")
     out = []
     for i, x in enumerate(value):
-        n = _as_int(x)
+        n = as_int(x)
         if n is None:
             raise SpecError(
                 f"stage {i + 1} of {name} is {x!r} ({type(x).__name__}); {what} must be whole "
@@ -196,7 +199,7 @@ def _coerce(spec: ResNetSpec) -> None:
         set_(spec, "strides", _int_tuple(spec, "strides", "strides"))
     for name in _INT_FIELDS:
         value = getattr(spec, name)
-        n = _as_int(value)
+        n = as_int(value)
         if n is None:
             raise SpecError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
         set_(spec, name, n)
@@ -208,6 +211,11 @@ def _coerce(spec: ResNetSpec) -> None:
         value = getattr(spec, name)
         if not isinstance(value, str):
             raise SpecError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
+    # the choices as the plain strings of their Literal (a NumPy or other str subclass becomes str)
+    set_(spec, "block", choice(spec.block, BLOCK_TYPES, "block"))
+    set_(spec, "stem", choice(spec.stem, STEM_TYPES, "stem"))
+    set_(spec, "shortcut", choice(spec.shortcut, SHORTCUT_OPTIONS, "shortcut"))
+    set_(spec, "stride_on", choice(spec.stride_on, STRIDE_PLACEMENTS, "stride_on"))
 
 
 def _check(spec: ResNetSpec) -> None:
@@ -258,6 +266,12 @@ def _check(spec: ResNetSpec) -> None:
             raise SpecError(
                 f"stage {i + 1}: bottleneck width {inner} is not a positive multiple of "
                 f"groups={spec.groups}; raise the stage width or width_per_group"
+            )
+        if inner > MAX_WIDTH:
+            raise SpecError(
+                f"stage {i + 1}: bottleneck width {inner} (= {spec.widths[i]} x {spec.width_per_group} "
+                f"// 64 x {spec.groups} groups) exceeds the maximum {MAX_WIDTH}; lower width_per_group "
+                f"or groups"
             )
     if spec.shortcut == "A" and spec.residual:
         # Option A pads channels with zeros: the output may never have fewer channels than the input.
@@ -311,10 +325,20 @@ def imagenet(name: str, block: BlockType, layers: tuple[int, ...], *, groups: in
                       width_per_group=width_per_group, family="imagenet", description=description)
 
 
+MAX_CIFAR_DEPTH = 6 * MAX_BLOCKS_PER_STAGE + 2
+
+
 def cifar(n: int, shortcut: ShortcutOption = "A", *, description: str = "") -> ResNetSpec:
     """He et al. 2015 Sec. 4.2: 6n+2 layers, 3 stages of n BasicBlocks, 16/32/64 filters."""
+    blocks = as_int(n)
+    if blocks is None:
+        raise SpecError(f"CIFAR ResNets need a whole number n of blocks per stage, got {n!r} ({type(n).__name__})")
+    n = blocks
     if n < 1:
         raise SpecError(f"CIFAR ResNets need n >= 1 blocks per stage, got {n}")
+    if n > MAX_BLOCKS_PER_STAGE:
+        raise SpecError(f"CIFAR ResNets go up to n = {MAX_BLOCKS_PER_STAGE} blocks per stage "
+                        f"({MAX_CIFAR_DEPTH} layers), got n = {n} ({6 * n + 2} layers)")
     return ResNetSpec(
         name=f"cifar_resnet{6 * n + 2}", block="basic", layers=(n, n, n), widths=CIFAR_WIDTHS,
         stem="cifar", stem_width=16, shortcut=shortcut, num_classes=10, input_size=32,
@@ -351,18 +375,33 @@ def get_spec(name: str, *, plain: bool = False, preact: bool = False,
              stride_on: StridePlacement | None = None, shortcut: ShortcutOption | None = None,
              input_size: int | None = None, num_classes: int | None = None) -> ResNetSpec:
     """Look up a built-in spec by name (``plain_`` / ``preact_`` prefixes and ``cifar_resnetN``
-    for any 6n+2 depth are understood) and apply variants."""
+    for any 6n+2 depth up to :data:`MAX_CIFAR_DEPTH` are understood) and apply variants.
+
+    Raises ``SpecError`` for an unknown name, a name that is not a string, a flag that is not a bool
+    and a variant of the wrong type or out of range."""
+    if not isinstance(name, str):
+        raise SpecError(f"model name must be a string such as 'resnet50', got {name!r} ({type(name).__name__})")
+    for flag, value in (("plain", plain), ("preact", preact)):
+        if not isinstance(value, bool):
+            raise SpecError(f"{flag} must be True or False, got {value!r} ({type(value).__name__})")
     key = name.strip()
     if key.startswith("plain_"):
         plain, key = True, key[len("plain_"):]
     if key.startswith("preact_"):
         preact, key = True, key[len("preact_"):]
+    digits = key[len("cifar_resnet"):]
     if key in MODELS:
         spec = MODELS[key]
-    elif key.startswith("cifar_resnet") and key[len("cifar_resnet"):].isdigit():
-        depth = int(key[len("cifar_resnet"):])
+    elif key.startswith("cifar_resnet") and digits.isascii() and digits.isdigit():
+        if len(digits.lstrip("0")) > len(str(MAX_CIFAR_DEPTH)):  # int() of 4300+ digits raises ValueError
+            raise SpecError(f"CIFAR ResNets go up to {MAX_CIFAR_DEPTH} layers; a depth of "
+                            f"{len(digits.lstrip('0'))} digits is deeper")
+        depth = int(digits)
         if (depth - 2) % 6 or depth < 8:
             raise SpecError(f"CIFAR ResNets have 6n+2 layers (8, 14, 20, 32, ...); {depth} is not of that form")
+        if depth > MAX_CIFAR_DEPTH:
+            raise SpecError(f"CIFAR ResNets go up to {MAX_CIFAR_DEPTH} layers ({MAX_BLOCKS_PER_STAGE} "
+                            f"blocks per stage); {depth} is deeper")
         spec = cifar((depth - 2) // 6)
     else:
         raise SpecError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} or cifar_resnet<6n+2>")
@@ -405,8 +444,9 @@ def custom_spec(*, block: BlockType, layers: Iterable[int], widths: Iterable[int
 
 
 def _seq(values: Iterable[int], name: str) -> tuple[int, ...]:
-    """Any iterable but a string as a tuple (its items are checked by ``ResNetSpec``)."""
-    if isinstance(values, (str, bytes)):
+    """Any ordered iterable as a tuple (its items are checked by ``ResNetSpec``); strings, bytes,
+    sets and mappings are refused: they are not a list of per-stage numbers."""
+    if isinstance(values, (str, bytes, bytearray, AbstractSet, Mapping)):
         raise SpecError(f"{name} must be a list of integers, e.g. (2, 2, 2, 2); got {values!r}")
     try:
         return tuple(values)

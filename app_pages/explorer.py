@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.costs import by_op, receptive_field_growth, rollup
+from analysis.costs import arrow_safe, by_op, receptive_field_growth, rollup
 from ui import cache, render
 from ui.widgets import fmt_int, fmt_si, model_picker
 
@@ -28,8 +28,9 @@ def _shape(s: object) -> str:
 
 
 def shaped(df: pd.DataFrame) -> pd.DataFrame:
-    """Shapes as 'C×H×W' strings so they display and export as one cell."""
-    out = df.copy()
+    """Shapes as 'C×H×W' strings so they display and export as one cell; counts beyond int64 as
+    exact Decimals, which Arrow can carry."""
+    out = arrow_safe(df)
     for c in ("in_shape", "out_shape"):
         if c in out:
             out[c] = out[c].map(_shape)
@@ -81,5 +82,5 @@ if spec is not None:
 
     st.subheader("Why FLOP counters disagree")
     conv = cache.convention_totals(spec)
-    st.dataframe(conv, hide_index=True, width="stretch")
+    st.dataframe(shaped(conv), hide_index=True, width="stretch")
     st.markdown(cache.explain_difference(spec).replace("\n", "  \n"))

@@ -1,14 +1,27 @@
 """Exact facts: analytic counts equal torchvision's published numbers, numel() and torchinfo."""
 
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
-from analysis.costs import by_op, layer_table, receptive_field_growth, rollup, totals
+from analysis.blocks import compare_blocks
+from analysis.conventions import CONVENTIONS, components, convention_totals, totals_by_key
+from analysis.costs import (
+    COUNT_COLUMNS,
+    arrow_safe,
+    by_op,
+    layer_table,
+    receptive_field_growth,
+    rollup,
+    totals,
+)
+from analysis.costs import torchinfo_mult_adds as torchinfo_mult_adds_of
 from analysis.errors import LensError
 from analysis.models import build_model
 from analysis.reference import TORCHINFO_MULT_ADDS, TORCHVISION
 from analysis.specs import MODELS, custom_spec, get_spec
+from tests.fuzz.exact import reference_totals
 from tests.helpers import hooked_shapes, numel, torchinfo_mult_adds
 
 TORCHVISION_EXTRA_PARAMS = {
@@ -128,3 +141,120 @@ def test_ten_billion_parameter_spec_allocates_no_weights():
     assert t.params > 10_000_000_000
     # a sanity bound, not a benchmark: allocating the weights would take 40 GB
     assert peak < 20 * 2**20
+
+
+# ----------------------------------------------------------------------------- exact at any size (issue 10, item 2)
+# int64 columns wrapped these totals: the issue's basic net showed MACs = -8,718,792,949,415,542,784.
+ISSUE_SPEC = dict(block="basic", stem="cifar", layers=[8], widths=[65536], input_size=4096)
+ISSUE_MACS = 9_727_951_124_294_008_832
+AT_THE_BOUNDS = {
+    "issue-basic": ISSUE_SPEC,
+    "issue-bottleneck": dict(ISSUE_SPEC, block="bottleneck"),  # raised OverflowError with wide groups
+    "bottleneck-v1-two-stages": dict(ISSUE_SPEC, block="bottleneck", stride_on="1x1", layers=[4, 2],
+                                     widths=[65536, 65536], shortcut="C", preact=True),
+    # every other bound at its maximum too: input channels, stem width, classes, inner width 65536
+    "imagenet-every-max": dict(block="bottleneck", layers=[300, 1], widths=[65536] * 2, input_size=4096,
+                               in_channels=4096, stem_width=65536, num_classes=1_000_000, groups=64,
+                               width_per_group=1),
+}
+
+
+def test_issue_example_macs_are_exact():
+    t = totals(custom_spec(**ISSUE_SPEC))
+    assert t.macs == ISSUE_MACS > 2**63
+    assert type(t.macs) is int and type(t.flops) is int and type(t.params) is int
+
+
+@pytest.mark.parametrize("kw", list(AT_THE_BOUNDS.values()), ids=list(AT_THE_BOUNDS))
+def test_totals_and_conventions_equal_an_independent_big_int_count(kw):
+    spec = custom_spec(**kw)
+    ref = reference_totals(spec)
+    assert ref["macs"] > 2**63  # these nets are beyond int64
+    df = layer_table(spec)
+    t = totals(spec, df)
+    assert (t.params, t.macs, t.flops, t.activation_bytes, t.receptive_field) == (
+        ref["params"], ref["macs"], ref["flops"], ref["activation_bytes"], ref["receptive_field"])
+    assert t.torchinfo_mult_adds == torchinfo_mult_adds_of(df) == ref["torchinfo"]
+    by_key = totals_by_key(spec, df)
+    assert by_key == {c.key: ref[c.key] for c in CONVENTIONS}
+    assert all(type(v) is int for v in by_key.values())
+    table = convention_totals(spec, df)
+    assert table["total"].tolist() == [ref[c.key] for c in CONVENTIONS]
+    assert table["beyond conv+fc"].tolist() == [ref[c.key] - ref["macs"] for c in CONVENTIONS]
+    assert components(spec, df)["conv + fc MACs"] == ref["macs"]
+
+
+@pytest.mark.parametrize("kw", [AT_THE_BOUNDS["issue-basic"], AT_THE_BOUNDS["bottleneck-v1-two-stages"]],
+                         ids=["basic", "bottleneck"])
+def test_rollups_by_op_and_flop_columns_are_exact_beyond_int64(kw):
+    spec = custom_spec(**kw)
+    ref = reference_totals(spec)
+    df = layer_table(spec)
+    for c in COUNT_COLUMNS:
+        assert df[c].dtype == object and all(type(v) is int for v in df[c].tolist()), c
+    # the FLOP columns row by row, and their total
+    for r in df.to_dict("records"):
+        pool = r["pool_out_elems"] * 8 if r["op"] == "maxpool" else r["pool_in_elems"]
+        assert r["flops_pool"] == pool
+        assert r["flops"] == 2 * r["macs"] + r["bias_adds"] + 2 * r["bn_elems"] + r["relu_elems"] + pool + r["add_elems"]
+    assert df["flops"].sum() == ref["flops"]
+    for level in ("block", "stage", "model"):
+        r = rollup(df, level)
+        for c, want in (("params", ref["params"]), ("macs", ref["macs"]), ("flops", ref["flops"]),
+                        ("act_bytes", ref["activation_bytes"])):
+            assert r[c].dtype == object and sum(r[c].tolist()) == want, (level, c)
+    assert rollup(df, "model").loc[0, "macs"] == ref["macs"]
+    ops = by_op(df)
+    assert [sum(ops[c].tolist()) for c in ("params", "macs", "flops")] == [ref["params"], ref["macs"], ref["flops"]]
+    assert all(type(v) is int for v in ops["macs"].tolist())
+
+
+def test_small_nets_keep_exact_ints_and_rollups_match_groupby():
+    """The count columns are Python ints for every net (not only huge ones), and the hand-written
+    rollup equals pandas' groupby on the same table."""
+    df = layer_table(get_spec("resnet50"))
+    assert all(type(v) is int for v in df["macs"].tolist())
+    blocks = rollup(df, "block")
+    expected = df.groupby("block", sort=False)["params"].apply(lambda s: sum(s.tolist()))
+    assert blocks["params"].tolist() == expected.tolist()
+    assert blocks["id"].tolist() == expected.index.tolist()
+    assert blocks["layers"].tolist() == df.groupby("block", sort=False).size().tolist()
+
+
+def test_arrow_safe_tables_display_exactly():
+    pa = pytest.importorskip("pyarrow")
+    df = rollup(layer_table(custom_spec(**ISSUE_SPEC)), "stage")
+    with pytest.raises(OverflowError):  # what st.dataframe met
+        pa.Table.from_pandas(df[["id", "macs"]])
+    shown = pa.Table.from_pandas(arrow_safe(df)[["id", "macs", "params"]])
+    assert [int(v) for v in shown.column("macs").to_pylist()] == df["macs"].tolist()
+    assert shown.column("params").type == pa.int64()  # columns within int64 stay integers
+    small = rollup(layer_table(get_spec("resnet18")), "stage")
+    assert pa.Table.from_pandas(arrow_safe(small)[["macs"]]).column("macs").type == pa.int64()
+
+
+def test_block_terms_are_exact_ints_at_the_bounds():
+    t = compare_blocks(65536, 65536, 65536, 4096, 1, 1).set_index("block")
+    assert t.loc["basic", "MACs"] == 2 * 9 * 65536 * 65536 * 4096 * 4096
+    assert type(t.loc["basic", "MACs"]) is int
+
+
+def test_explorer_page_shows_the_issue_example_exactly():
+    """The page the issue was seen on: metrics, the stage table and the conventions table render
+    (Arrow takes the Decimal columns) and show the exact totals."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_pages" / "explorer.py"),
+                           default_timeout=300).run()
+    at.sidebar.radio(key="explorer_source").set_value("Custom spec").run()
+    at.sidebar.selectbox(key="explorer_cstem").select("cifar").run()
+    at.sidebar.text_input(key="explorer_clayers").set_value("8").run()
+    at.sidebar.text_input(key="explorer_cwidths").set_value("65536").run()
+    at.sidebar.number_input(key="explorer_csize_cifar").set_value(4096).run()
+    assert not at.exception, [e.value for e in at.exception]
+    ref = reference_totals(custom_spec(**ISSUE_SPEC))
+    assert {m.label: m.value for m in at.metric}["torchinfo mult-adds"] == f"{ref['torchinfo']:,}"
+    stages = at.dataframe[0].value
+    assert sum(int(v) for v in stages["macs"]) == ISSUE_MACS
+    conv = at.dataframe[1].value.set_index("convention")
+    assert int(conv.loc[CONVENTIONS[0].name, "total"]) == ISSUE_MACS

@@ -7,8 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analysis.costs import layer_table, totals
+from analysis.errors import SpecError
 from analysis.models import build_model
 from analysis.specs import custom_spec, total_stride
+from tests.fuzz.exact import reference_totals
 from tests.helpers import hooked_shapes, numel, torchinfo_mult_adds
 
 # 40 random specs per property in the suite; HYPOTHESIS_EXAMPLES=3000 for a deep run (done: 0 failures)
@@ -52,3 +54,20 @@ def test_analytic_counts_equal_pytorch(spec):
 def test_layer_shapes_equal_forward(spec):
     rows = [(r["module"], r["out_shape"]) for r in layer_table(spec).to_dict("records") if r["op"] != "add"]
     assert rows == hooked_shapes(spec)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs(), st.sampled_from([1, 64, 1024, 65536]))
+def test_totals_are_exact_python_ints(spec, scale):
+    """Every total is a Python int equal to an independent big-int count, also when the widths are
+    scaled towards MAX_WIDTH (where int64 sums wrapped: issue 10, item 2)."""
+    try:
+        spec = spec.replace(widths=[min(w * scale, 65536) for w in spec.widths], input_size=4096)
+    except SpecError:
+        pass  # e.g. an inner width past MAX_WIDTH: the unscaled spec is still checked
+    t = totals(spec)
+    ref = reference_totals(spec)
+    shown = dict(params=t.params, macs=t.macs, flops=t.flops, torchinfo=t.torchinfo_mult_adds,
+                 activation_bytes=t.activation_bytes, receptive_field=t.receptive_field)
+    assert all(type(v) is int for v in shown.values())
+    assert shown == {k: ref[k] for k in shown}

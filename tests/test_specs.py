@@ -4,8 +4,10 @@ import dataclasses
 import re
 import typing
 
+import numpy as np
 import pytest
 
+from analysis.blocks import BlockConfig, block_terms, compare_blocks
 from analysis.errors import LensError, SpecError
 from analysis.specs import (
     BLOCK_TYPES,
@@ -212,3 +214,177 @@ def test_validate_still_returns_the_spec():
 def test_custom_spec_refuses_non_lists(bad):
     with pytest.raises(SpecError, match="layers must be a list of integers"):
         custom_spec(block="basic", layers=bad, widths=(64, 128))
+
+
+# ----------------------------------------------------------------------------- bottleneck inner width (issue 10, item 2)
+@pytest.mark.parametrize("planes,wpg,groups,inner", [
+    (64, 64, 1, 64), (64, 128, 1, 128), (128, 4, 32, 256), (100, 24, 1, 37), (512, 8, 32, 2048),
+    (65536, 64, 1, 65536), (32768, 128, 1, 65536), (65536, 1, 64, 65536),
+])
+def test_inner_width_is_exact_integer_math(planes, wpg, groups, inner):
+    spec = custom_spec(block="bottleneck", layers=[1], widths=[planes], width_per_group=wpg, groups=groups)
+    assert spec.inner_width(0) == inner == int(planes * (wpg / 64.0)) * groups  # torchvision's formula
+    assert type(spec.inner_width(0)) is int
+
+
+def test_inner_width_does_not_go_through_floats():
+    """torchvision's ``int(planes * (base_width / 64.0)) * groups`` rounds once the product passes
+    2**53; the spec's own formula is exact integer arithmetic (checked on an unvalidated instance: a
+    spec this wide is refused, see below)."""
+    raw = object.__new__(ResNetSpec)
+    for field, value in dict(block="bottleneck", widths=(3,), width_per_group=2**60 + 64, groups=1).items():
+        object.__setattr__(raw, field, value)
+    assert raw.inner_width(0) == 3 * (2**54 + 1) != int(3 * ((2**60 + 64) / 64.0))
+
+
+@pytest.mark.parametrize("planes,wpg,groups", [
+    (65536, 128, 1),  # 131072: twice MAX_WIDTH
+    (65536, 64, 64),  # 4,194,304
+    (3, 2**60 + 64, 1),  # float math rounds this one (2**60 + 64 is not a float); old code took it
+    (64, 10**30, 1),
+])
+def test_inner_width_is_bounded_by_max_width(planes, wpg, groups):
+    with pytest.raises(SpecError, match="bottleneck width .* exceeds the maximum 65536"):
+        custom_spec(block="bottleneck", layers=[1], widths=[planes], width_per_group=wpg, groups=groups)
+
+
+# ----------------------------------------------------------------------------- API types (issue 10, item 9)
+@pytest.mark.parametrize("bad", [None, 123, 1.5, b"resnet18", ["resnet18"], ("resnet18",)])
+def test_get_spec_refuses_names_that_are_not_strings(bad):
+    with pytest.raises(SpecError, match="model name must be a string"):
+        get_spec(bad)
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(plain="yes"), "plain must be True or False, got 'yes'"),
+    (dict(plain="False"), "plain must be True or False"),
+    (dict(plain=None), "plain must be True or False"),
+    (dict(preact=1), "preact must be True or False, got 1 \\(int\\)"),
+    (dict(preact=np.bool_(True)), "preact must be True or False"),
+    (dict(input_size="32"), "input_size must be an integer, got '32' \\(str\\)"),
+    (dict(input_size=64.0), "input_size must be an integer, got 64.0 \\(float\\)"),
+    (dict(input_size=True), "input_size must be an integer, got True \\(bool\\)"),
+    (dict(input_size=224.5), "input_size must be an integer"),
+    (dict(input_size=5000), "input size must be between 1 and 4096"),
+    (dict(num_classes="10"), "num_classes must be an integer"),
+    (dict(stride_on=3), "stride_on must be one of"),
+    (dict(shortcut=["A"]), "shortcut must be one of"),
+])
+def test_get_spec_variants_of_the_wrong_type(kw, message):
+    with pytest.raises(SpecError, match=message):
+        get_spec("resnet18", **kw)
+
+
+def test_get_spec_numpy_ints_are_fine():
+    spec = get_spec("resnet18", input_size=np.int64(64), num_classes=np.int32(10))
+    assert type(spec.input_size) is int and (spec.input_size, spec.num_classes) == (64, 10)
+
+
+@pytest.mark.parametrize("name,message", [
+    ("cifar_resnet12008", "CIFAR ResNets go up to 12002 layers \\(2000 blocks per stage\\); 12008 is deeper"),
+    ("cifar_resnet" + "9" * 5000, "CIFAR ResNets go up to 12002 layers; a depth of 5000 digits"),  # was int()'s ValueError
+    ("cifar_resnet２０", "unknown model"),  # full-width digits: str.isdigit() says yes
+    ("cifar_resnet²", "unknown model"),  # superscript two: isdigit() yes, int() ValueError
+    ("cifar_resnet-4", "unknown model"),
+])
+def test_get_spec_cifar_depths_out_of_range(name, message):
+    with pytest.raises(SpecError, match=message):
+        get_spec(name)
+
+
+def test_get_spec_deepest_cifar_net():
+    spec = get_spec("cifar_resnet12002")
+    assert spec.layers == (2000, 2000, 2000) and spec.depth == 12002
+    assert get_spec("cifar_resnet0020") == get_spec("cifar_resnet20")
+
+
+@pytest.mark.parametrize("n,message", [("3", "whole number n"), (2.5, "whole number n"), (True, "whole number n"),
+                                       (None, "whole number n"), (0, "n >= 1"), (2001, "up to n = 2000")])
+def test_cifar_refuses_bad_n(n, message):
+    with pytest.raises(SpecError, match=message):
+        cifar(n)
+
+
+@pytest.mark.parametrize("bad", [{2, 3}, frozenset({2}), {2: 1, 3: 1}, bytearray(b"\x02")])
+def test_custom_spec_refuses_unordered_or_mapping_layers(bad):
+    with pytest.raises(SpecError, match="layers must be a list of integers"):
+        custom_spec(block="basic", layers=bad, widths=(64, 128))
+
+
+def test_custom_spec_numpy_ints_fine_floats_refused():
+    spec = custom_spec(block="basic", layers=np.array([2, 2]), widths=[np.int64(64), np.int16(128)],
+                       input_size=np.int32(64), stem_width=np.uint8(32))
+    assert spec.layers == (2, 2) and spec.widths == (64, 128) and type(spec.widths[0]) is int
+    assert type(spec.input_size) is int and type(spec.stem_width) is int
+    for kw in (dict(layers=np.array([2.0, 2.0])), dict(input_size=np.float64(64)), dict(layers=[2.7, 1.2]),
+               dict(input_size=224.5), dict(num_classes=10.0)):
+        base = dict(block="basic", layers=[2, 2], widths=[64, 128])
+        base.update(kw)
+        with pytest.raises(SpecError, match="whole numbers|must be an integer"):
+            custom_spec(**base)
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(residual="False"), "residual must be True or False, got 'False'"),
+    (dict(preact="True"), "preact must be True or False"),
+    (dict(residual=0), "residual must be True or False"),
+    (dict(input_size=None), "input_size must be an integer, got None"),
+    (dict(num_classes="1000"), "num_classes must be an integer"),
+    (dict(layers=[2, None]), "stage 2 of layers is None"),
+    (dict(block=None), "block must be one of"),
+    (dict(stem=["cifar"]), "stem must be one of"),
+])
+def test_custom_spec_wrong_types(kw, message):
+    base = dict(block="basic", layers=[2, 2], widths=[64, 128])
+    base.update(kw)
+    with pytest.raises(SpecError, match=message):
+        custom_spec(**base)
+
+
+def test_choices_are_stored_as_plain_strings():
+    spec = custom_spec(block=np.str_("bottleneck"), stem=np.str_("cifar"), layers=[1], widths=[16],
+                       shortcut=np.str_("C"), stride_on=np.str_("1x1"), input_size=32)
+    assert all(type(v) is str for v in (spec.block, spec.stem, spec.shortcut, spec.stride_on))
+    assert spec == custom_spec(block="bottleneck", stem="cifar", layers=[1], widths=[16], shortcut="C",
+                               stride_on="1x1", input_size=32)
+
+
+# ----------------------------------------------------------------------------- block-comparison inputs (issue 10, item 9)
+@pytest.mark.parametrize("kw,message", [
+    (dict(cin="256"), "input channels must be an integer, got '256' \\(str\\)"),
+    (dict(cin=256.0), "input channels must be an integer, got 256.0 \\(float\\)"),
+    (dict(cin=True), "input channels must be an integer, got True \\(bool\\)"),
+    (dict(cout=None), "output channels must be an integer, got None"),
+    (dict(width=64.5), "bottleneck width must be an integer"),
+    (dict(size=56.0), "spatial size must be an integer"),
+    (dict(size=4097), "spatial size must be an integer between 1 and 4096"),
+    (dict(size=65536), "spatial size must be an integer between 1 and 4096"),
+    (dict(cin=65537), "input channels must be an integer between 1 and 65536"),
+    (dict(cout=0), "output channels must be an integer between 1 and 65536"),
+    (dict(stride=True), "stride must be an integer, got True \\(bool\\)"),
+    (dict(stride=2.0), "stride must be an integer, got 2.0"),
+    (dict(stride=3), "stride must be an integer between 1 and 2"),
+    (dict(groups="2"), "groups must be an integer, got '2'"),
+    (dict(groups=2.0), "groups must be an integer"),
+    (dict(groups=None), "groups must be an integer"),
+    (dict(groups=0), "groups must be an integer between 1 and 65536"),
+    (dict(groups=3), "multiple of groups=3"),
+    (dict(kind=None), "block kind must be one of"),
+    (dict(kind=["basic"]), "block kind must be one of"),
+])
+def test_block_config_refuses_bad_inputs(kw, message):
+    args = dict(kind="bottleneck")
+    args.update(kw)
+    with pytest.raises(SpecError, match=message):
+        BlockConfig(**args)
+    if "kind" not in kw:
+        with pytest.raises(SpecError, match=message):
+            compare_blocks(**{k: v for k, v in args.items() if k != "kind"})
+
+
+def test_block_config_takes_numpy_ints_and_the_bounds():
+    cfg = BlockConfig("bottleneck", np.int64(256), np.int32(256), np.int16(64), np.int64(4096), np.int8(2),
+                      np.int64(32))
+    assert all(type(getattr(cfg, f)) is int for f in ("cin", "cout", "width", "size", "stride", "groups"))
+    assert cfg == BlockConfig("bottleneck", 256, 256, 64, 4096, 2, 32)
+    assert len(block_terms(BlockConfig("basic", 65536, 65536, 65536, 4096))) > 0

@@ -1,0 +1,113 @@
+"""Independent big-int reference counts for a spec, for the exactness checks of the cost tests.
+
+Nothing here uses :mod:`analysis.costs` or pandas: parameters come from the state_dict shapes
+(:func:`analysis.models.state_dict_shapes`), everything else from walking the block plans
+(:func:`analysis.blockplan.block_plans`) with :func:`analysis.specs.conv_out` and Python ints, so a
+wrapped int64 anywhere in the cost table shows up as a difference.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+from analysis.blockplan import Op, block_plans
+from analysis.models import state_dict_shapes
+from analysis.specs import ResNetSpec, conv_out
+
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def reference_params(spec: ResNetSpec) -> int:
+    """Learned parameters: the product of every state_dict shape that is not a BatchNorm buffer."""
+    return sum(prod(shape) for key, shape in state_dict_shapes(spec).items()
+               if key.rsplit(".", 1)[-1] not in BUFFERS)
+
+
+def reference_counts(spec: ResNetSpec) -> dict[str, int]:
+    """Every count one forward pass of one sample makes, by op kind, as Python ints."""
+    n = dict(params=reference_params(spec), macs=0, bias_adds=0, bn_params=0, bn_elems=0, relu_elems=0,
+             add_elems=0, maxpool_in=0, maxpool_out=0, avgpool_in=0, avgpool_thop=0, out_elems=0,
+             receptive_field=1)
+    c, h = spec.in_channels, spec.input_size  # square maps throughout
+    jump = 1  # receptive field along the main path: each k x k op adds (k - 1) x jump, stride multiplies jump
+
+    def conv(cin: int, cout: int, k: int, s: int, p: int, groups: int, size: int, main: bool = True) -> int:
+        nonlocal jump
+        if main:
+            n["receptive_field"] += (k - 1) * jump
+            jump *= s
+        out = conv_out(size, k, s, p)
+        n["macs"] += k * k * (cin // groups) * cout * out * out
+        n["out_elems"] += cout * out * out
+        return out
+
+    def elementwise(kind: str, channels: int, size: int) -> None:
+        n[kind] += channels * size * size
+        n["out_elems"] += channels * size * size
+        if kind == "bn_elems":
+            n["bn_params"] += 2 * channels
+
+    k = 7 if spec.stem == "imagenet" else 3
+    h = conv(c, spec.stem_width, k, 2 if k == 7 else 1, k // 2, 1, h)
+    c = spec.stem_width
+    elementwise("bn_elems", c, h)
+    elementwise("relu_elems", c, h)
+    if spec.stem == "imagenet":
+        n["maxpool_in"] += c * h * h
+        n["receptive_field"] += 2 * jump
+        jump *= 2
+        h = conv_out(h, 3, 2, 1)
+        n["maxpool_out"] += c * h * h
+        n["out_elems"] += c * h * h
+
+    def run(ops: tuple[Op, ...], channels: int, size: int, main: bool) -> tuple[int, int]:
+        for op in ops:
+            if op.kind == "conv":
+                size = conv(op.cin, op.cout, op.kernel, op.stride, op.kernel // 2, op.groups, size, main)
+                channels = op.cout
+            elif op.kind == "pad":
+                size, channels = -(-size // op.stride), op.cout
+                n["out_elems"] += channels * size * size
+            else:
+                elementwise("bn_elems" if op.kind == "bn" else "relu_elems", channels, size)
+        return channels, size
+
+    for plan in block_plans(spec):
+        main = run(plan.residual_ops, c, h, True)
+        if plan.residual:
+            short = run(plan.shortcut_ops, c, h, False)  # 1x1 or subsampling: the field does not grow
+            if short != main:
+                raise AssertionError(f"{plan.name}: residual {main} != shortcut {short}")
+            elementwise("add_elems", *main)
+        c, h = main
+        if plan.activation_after_add:
+            elementwise("relu_elems", c, h)
+    if spec.preact:
+        elementwise("bn_elems", c, h)
+        elementwise("relu_elems", c, h)
+    n["avgpool_in"] += c * h * h
+    n["avgpool_thop"] += (h * h + 1) * c
+    n["out_elems"] += c
+    n["macs"] += c * spec.num_classes
+    n["bias_adds"] += spec.num_classes
+    n["out_elems"] += spec.num_classes
+    return n
+
+
+def reference_totals(spec: ResNetSpec) -> dict[str, int]:
+    """The totals the app shows (``costs.Totals`` and every counting convention), from
+    :func:`reference_counts` by each convention's rule."""
+    n = reference_counts(spec)
+    pool_in = n["maxpool_in"] + n["avgpool_in"]
+    flops = (2 * n["macs"] + n["bias_adds"] + 2 * n["bn_elems"] + n["relu_elems"] + 8 * n["maxpool_out"]
+             + n["avgpool_in"] + n["add_elems"])
+    return {
+        "params": n["params"], "macs": n["macs"], "flops": flops,
+        "activation_bytes": 4 * n["out_elems"], "receptive_field": n["receptive_field"],
+        "paper": n["macs"],
+        "torchinfo": n["macs"] + n["bias_adds"] + n["bn_params"],
+        "fvcore": n["macs"] + 2 * n["bn_elems"] + n["avgpool_in"],
+        "thop": n["macs"] + 4 * n["bn_elems"] + n["avgpool_thop"],
+        "ptflops": n["macs"] + n["bias_adds"] + 2 * n["bn_elems"] + 2 * n["relu_elems"] + 2 * pool_in,
+        "lens": flops,
+    }
