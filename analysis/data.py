@@ -2,16 +2,26 @@
 
 Nothing is downloaded. The embedded default is scikit-learn's bundled 8x8 handwritten digits,
 upsampled so CIFAR-style nets (three stages, total stride 4) have room. Real datasets are read from
-a local path; anything missing, incomplete or corrupt raises :class:`DatasetError` naming the path
-and what was expected.
+a local path; anything missing, incomplete, corrupt or out of range (labels, dtypes, shapes, class
+names, image files, arguments) raises :class:`DatasetError` naming the path and what was expected,
+before anything is trained on it. Only regular files are read (a FIFO named like an image is never
+waited on), and a dataset whose float32 tensors would exceed the memory budget
+(:func:`analysis.budget.memory_budget`: ``RESNET_LENS_MEMORY_BUDGET`` or half the machine's memory)
+is refused with the numbers before a single image is decoded.
 """
 
 from __future__ import annotations
 
+import errno
 import io
+import math
+import os
 import pickle
+import stat
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 import torch
@@ -21,11 +31,24 @@ from torch import Tensor
 from .errors import DatasetError
 from .meta import DatasetInfo, Normalisation
 
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
 __all__ = ["Dataset", "DatasetError", "load_cifar10", "load_dataset", "load_digits", "load_image_folder"]
 
 DIGITS_SIZES = (8, 16, 32)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+CIFAR_CLASSES = 10
+CIFAR_COLUMNS = 3 * 32 * 32
+#: The budget for a loaded dataset's float32 image tensors (train + test together) when
+#: ``analysis.budget`` is not importable; full CIFAR-10 needs 0.69 GiB.
+MEMORY_BUDGET_BYTES = 2 * 1024**3
+#: Largest ``size`` and ``resize`` of an ImageFolder load.
+MAX_SIDE = 8192
+#: Largest image (in pixels) decoded, before or after the shorter-side resize: Pillow's own
+#: decompression-bomb threshold (a PNG header can declare 20,000 x 20,000 in a few hundred bytes).
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 @dataclass
@@ -99,14 +122,132 @@ def _split(n: int, test_fraction: float, seed: int, labels: np.ndarray | None = 
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+# ----------------------------------------------------------------------------- arguments and files
+def _is_int(value: object) -> TypeGuard[int | np.integer]:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _int_arg(what: str, value: object, lo: int, hi: int | None = None) -> int:
+    """``value`` as a plain int in ``lo..hi``; bools, floats and strings are refused, not coerced."""
+    if not _is_int(value):
+        raise DatasetError(f"{what} must be an integer, got {value!r} ({type(value).__name__})")
+    v = int(value)
+    if v < lo or (hi is not None and v > hi):
+        bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise DatasetError(f"{what} must be {bounds}, got {v}")
+    return v
+
+
+def _opt_int_arg(what: str, value: object, lo: int, hi: int | None = None) -> int | None:
+    return None if value is None else _int_arg(what, value, lo, hi)
+
+
+def _fraction_arg(what: str, value: object, *, allow_one: bool = False) -> float:
+    """A test fraction strictly between 0 and 1 (or exactly 1: everything is test data)."""
+    v = math.nan
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_):
+        v = float(value)
+    if not (0 < v < 1 or (allow_one and v == 1)):
+        one = " or exactly 1.0 (everything is test data, for evaluating a trained net)" if allow_one else ""
+        raise DatasetError(f"{what} must be a number strictly between 0 and 1{one}, got {value!r}")
+    return v
+
+
+def _root_arg(what: str, root: object) -> Path:
+    if isinstance(root, bytes) or not isinstance(root, str | os.PathLike) or (isinstance(root, str) and not root.strip()):
+        raise DatasetError(f"{what}: the dataset path must be a non-empty string or path, got {root!r}")
+    try:
+        path = Path(root).expanduser()
+    except (TypeError, RuntimeError) as exc:
+        raise DatasetError(f"{what}: unusable dataset path {root!r} ({exc})") from exc
+    if "\x00" in str(path):
+        raise DatasetError(f"{what}: the dataset path {root!r} contains a NUL character")
+    return path
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "a symlink loop"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.ENOENT:
+        return "no such file, or a broken symlink"
+    return exc.strerror or str(exc)
+
+
+def _kind(path: Path) -> int | None:
+    """The file type (``stat.S_IFDIR``, ``S_IFREG``, ...) of what ``path`` leads to, links followed;
+    None when nothing is there. A path that cannot be inspected (a broken symlink, a symlink loop,
+    permissions) is a :class:`DatasetError`: it was probably meant to be part of the dataset."""
+    try:
+        return stat.S_IFMT(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        if os.path.islink(path):
+            raise DatasetError(f"{path}: a broken symlink (it points to nothing)") from exc
+        return None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot be read ({_reason(exc)})") from exc
+
+
+def _list_dir(d: Path) -> list[str]:
+    """``d``'s entries in sorted order, hidden ones (``.DS_Store``, ``._x.jpg``) left out."""
+    try:
+        return sorted(n for n in os.listdir(d) if not n.startswith("."))
+    except OSError as exc:
+        raise DatasetError(f"{d}: cannot list the folder ({_reason(exc)})") from exc
+
+
+def _open_regular(path: Path, expected: str) -> IO[bytes]:
+    """``path`` opened for reading if it is a regular file. Never blocks: the open is non-blocking
+    and a FIFO, socket, device or folder is refused, not waited on or read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot be opened ({_reason(exc)}); expected {expected}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DatasetError(f"{path}: not a regular file (a folder, FIFO, socket or device); expected {expected}")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _memory_budget() -> int:
+    """The process-wide memory budget (:mod:`analysis.budget`), or :data:`MEMORY_BUDGET_BYTES`."""
+    try:
+        from .budget import memory_budget
+    except ImportError:  # pragma: no cover - only while analysis.budget is absent
+        return MEMORY_BUDGET_BYTES
+    return memory_budget()
+
+
+def _check_memory(what: str, images: int, shape: tuple[int, ...], hint: str) -> None:
+    """Refuses, before anything is decoded or stacked, a dataset whose float32 tensors would not fit."""
+    need, budget = images * math.prod(shape) * 4, _memory_budget()
+    if need > budget:
+        raise DatasetError(f"{what}: {images:,} images of {'x'.join(map(str, shape))} float32 need "
+                           f"{need / 2**30:.2f} GiB, over the memory budget of {budget / 2**30:.2f} GiB "
+                           f"({budget:,} bytes); {hint}, or raise RESNET_LENS_MEMORY_BUDGET on a machine that "
+                           "has the memory")
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
 def load_digits(size: int = 16, seed: int = 0, test_fraction: float = 0.25,
                 normalisation: Normalisation | None = None) -> Dataset:
     """scikit-learn's bundled digits (1,797 8x8 images, 10 classes), a fixed seeded stratified split,
     bilinearly resized to ``size`` x ``size`` and normalised (with ``normalisation`` if given)."""
-    if size not in DIGITS_SIZES:
-        raise DatasetError(f"digits: size must be one of {DIGITS_SIZES}, got {size}")
-    if not 0 < test_fraction < 1:
-        raise DatasetError(f"digits: test fraction must be between 0 and 1, got {test_fraction}")
+    if not _is_int(size) or size not in DIGITS_SIZES:
+        raise DatasetError(f"digits: size must be one of {DIGITS_SIZES}, got {size!r}")
+    size = int(size)
+    seed = _int_arg("digits: seed", seed, 0)
+    test_fraction = _fraction_arg("digits: test fraction", test_fraction)
     from sklearn.datasets import load_digits as sk_digits
 
     d = sk_digits()
@@ -136,34 +277,124 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused to load {module}.{name}: not part of a CIFAR batch")
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+_UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                    OverflowError, RecursionError, MemoryError, struct.error)
+_MISSING = object()
+
+
+def _read_pickle(path: Path, what: str, expected: str) -> object:
+    with _open_regular(path, expected) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > _memory_budget():
+            raise DatasetError(f"{path}: {size:,} bytes, over the memory budget of {_memory_budget():,} bytes; "
+                               f"expected {expected}")
+        try:
+            blob = f.read()
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot be read ({_reason(exc)}); expected {expected}") from exc
     try:
-        with open(path, "rb") as f:
-            d = _ArrayUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise DatasetError(f"{path}: not a valid CIFAR-10 python batch ({exc})") from exc
-    if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
-        raise DatasetError(f"{path}: a CIFAR-10 batch must be a dict with b'data' and b'labels'")
-    data = np.asarray(d[b"data"], dtype=np.uint8)
-    labels = np.asarray(d[b"labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise DatasetError(f"{path}: expected an N x 3072 uint8 array and N labels, got {data.shape} "
-                           f"and {labels.shape}")
-    return data.reshape(-1, 3, 32, 32), labels
+        return _ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except _UNPICKLE_ERRORS as exc:
+        raise DatasetError(f"{path}: not a valid CIFAR-10 python {what} ({type(exc).__name__}: {exc}); "
+                           f"expected {expected}") from exc
+
+
+def _field(d: dict[Any, Any], key: str) -> object:
+    """``d[b'key']`` (Python 2 pickles, as CIFAR-10 ships) or ``d['key']`` (re-pickled by Python 3)."""
+    for k in (key.encode(), key):
+        if k in d:
+            return d[k]
+    return _MISSING
+
+
+def _cifar_labels(path: Path, labels: object, rows: int) -> np.ndarray:
+    expected = (f"b'labels' must be a list (or 1-D integer array) of {rows} class indices 0..{CIFAR_CLASSES - 1}, "
+                "one per row of b'data'")
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DatasetError(f"{path}: {expected}; got {_describe(labels)}")
+        bad = np.flatnonzero((labels < 0) | (labels >= CIFAR_CLASSES))
+        values = labels
+    elif isinstance(labels, list | tuple):
+        wrong = next((i for i, v in enumerate(labels) if not _is_int(v)), None)
+        if wrong is not None:
+            raise DatasetError(f"{path}: {expected}; item {wrong} is {_describe(labels[wrong])}")
+        bad = np.asarray([i for i, v in enumerate(labels) if not 0 <= v < CIFAR_CLASSES], dtype=np.int64)
+        values = np.asarray([int(v) if 0 <= v < CIFAR_CLASSES else -1 for v in labels], dtype=np.int64)
+    else:
+        raise DatasetError(f"{path}: {expected}; got {_describe(labels)}")
+    if len(values) != rows:
+        raise DatasetError(f"{path}: {rows} images in b'data' but {len(values)} labels; {expected}")
+    if len(bad):
+        i = int(bad[0])
+        raise DatasetError(f"{path}: {len(bad)} labels out of range, the first {labels[i]!r} at index {i}; "
+                           f"{expected}")
+    return values.astype(np.int64)
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    expected = "a CIFAR-10 python batch: a pickled dict with b'data' (N x 3072 uint8) and b'labels' (N ints 0..9)"
+    d = _read_pickle(path, "batch", expected)
+    if not isinstance(d, dict):
+        raise DatasetError(f"{path}: a CIFAR-10 batch must be a dict with b'data' and b'labels', got {_describe(d)}")
+    data, labels = _field(d, "data"), _field(d, "labels")
+    missing = [k for k, v in (("b'data'", data), ("b'labels'", labels)) if v is _MISSING]
+    if missing:
+        raise DatasetError(f"{path}: a CIFAR-10 batch must be a dict with b'data' and b'labels'; "
+                           f"missing {' and '.join(missing)}")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_COLUMNS:
+        raise DatasetError(f"{path}: b'data' must be an N x {CIFAR_COLUMNS} uint8 numpy array (one 32x32 RGB image "
+                           f"per row, channel-major), got {_describe(data)}")
+    if data.shape[0] == 0:
+        raise DatasetError(f"{path}: an empty batch (0 images); expected N x {CIFAR_COLUMNS} with N >= 1")
+    y = _cifar_labels(path, labels, data.shape[0])
+    return data.reshape(-1, 3, 32, 32), y
+
+
+def _read_cifar_meta(path: Path) -> list[str]:
+    expected = f"batches.meta: a pickled dict whose b'label_names' lists the {CIFAR_CLASSES} class names"
+    m = _read_pickle(path, "batches.meta", expected)
+    names = _field(m, "label_names") if isinstance(m, dict) else _MISSING
+    if not isinstance(names, list | tuple):
+        raise DatasetError(f"{path}: expected {expected}, got {_describe(m)}")
+    if len(names) != CIFAR_CLASSES:
+        raise DatasetError(f"{path}: b'label_names' has {len(names)} names; CIFAR-10 has exactly {CIFAR_CLASSES} "
+                           f"classes (labels 0..{CIFAR_CLASSES - 1})")
+    classes = []
+    for i, c in enumerate(names):
+        try:
+            name = c.decode("utf-8") if isinstance(c, bytes) else c
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path}: class name {i} is not UTF-8 ({c!r})") from exc
+        if not isinstance(name, str) or not name.strip():
+            raise DatasetError(f"{path}: class name {i} must be a non-empty string, got {_describe(c)}")
+        classes.append(name)
+    if len(set(classes)) != len(classes):
+        raise DatasetError(f"{path}: duplicate class names in b'label_names': {classes}")
+    return classes
 
 
 def load_cifar10(root: str | Path, *, limit_train: int | None = None, limit_test: int | None = None,
                  normalisation: Normalisation | None = None) -> Dataset:
-    """CIFAR-10 in its standard python format: ``root`` is ``cifar-10-batches-py`` or its parent."""
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DatasetError(f"{root}: no such directory; expected the extracted cifar-10-batches-py folder")
-    if (root / "cifar-10-batches-py").is_dir():
+    """CIFAR-10 in its standard python format: ``root`` is ``cifar-10-batches-py`` or its parent.
+    ``limit_train`` / ``limit_test`` keep the first so many images of each split."""
+    root = _root_arg("cifar10", root)
+    limit_train = _opt_int_arg("cifar10: limit_train", limit_train, 1)
+    limit_test = _opt_int_arg("cifar10: limit_test", limit_test, 1)
+    kind = _kind(root)
+    if kind != stat.S_IFDIR:
+        raise DatasetError(f"{root}: {'no such directory' if kind is None else 'not a directory'}; expected the "
+                           "extracted cifar-10-batches-py folder")
+    if _kind(root / "cifar-10-batches-py") == stat.S_IFDIR:
         root = root / "cifar-10-batches-py"
-    missing = [f for f in CIFAR_FILES if not (root / f).is_file()]
+    missing = [f for f in CIFAR_FILES if _kind(root / f) is None]
     if missing:
         raise DatasetError(f"{root}: incomplete CIFAR-10, missing {', '.join(missing)} (expected "
                            f"{', '.join(CIFAR_FILES)} and batches.meta)")
+    on_disk = sum(os.stat(root / f).st_size for f in CIFAR_FILES)
+    if on_disk > _memory_budget():
+        raise DatasetError(f"{root}: the batches hold {on_disk:,} bytes, over the memory budget of "
+                           f"{_memory_budget():,} bytes (CIFAR-10's are 31 MB each)")
     parts = [_read_cifar_batch(root / f) for f in CIFAR_FILES[:-1]]
     xtr = np.concatenate([p[0] for p in parts])
     ytr = np.concatenate([p[1] for p in parts])
@@ -172,18 +403,14 @@ def load_cifar10(root: str | Path, *, limit_train: int | None = None, limit_test
         xtr, ytr = xtr[:limit_train], ytr[:limit_train]
     if limit_test:
         xte, yte = xte[:limit_test], yte[:limit_test]
-    classes = [f"class {i}" for i in range(10)]
+    _check_memory(str(root), len(xtr) + len(xte), (3, 32, 32), "pass limit_train / limit_test")
+    classes = [f"class {i}" for i in range(CIFAR_CLASSES)]
     meta = root / "batches.meta"
-    if meta.is_file():
-        try:
-            with open(meta, "rb") as f:
-                m = _ArrayUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
-            classes = [c.decode() if isinstance(c, bytes) else str(c) for c in m[b"label_names"]]
-        except Exception as exc:
-            raise DatasetError(f"{meta}: unreadable batches.meta ({exc})") from exc
-    a, b, mean, std = _normalise(torch.tensor(xtr, dtype=torch.float32) / 255.0,
-                                 torch.tensor(xte, dtype=torch.float32) / 255.0, normalisation)
-    return Dataset("cifar10", a, torch.tensor(ytr), b, torch.tensor(yte), classes, mean, std,
+    if _kind(meta) is not None:
+        classes = _read_cifar_meta(meta)
+    a, b, mean, std = _normalise(torch.from_numpy(np.ascontiguousarray(xtr)).float().div_(255.0),
+                                 torch.from_numpy(np.ascontiguousarray(xte)).float().div_(255.0), normalisation)
+    return Dataset("cifar10", a, torch.from_numpy(ytr), b, torch.from_numpy(yte), classes, mean, std,
                    augment="crop_flip", source=str(root), split_seed=-1)
 
 
@@ -191,69 +418,177 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
+_IMAGE_EXPECTED = "an image file (PNG, JPEG, BMP, GIF, WebP or TIFF)"
+
+
+def _grey_wide(path: Path, src: PILImage.Image) -> PILImage.Image:
+    """A 16/32-bit integer ('I;16', 'I;16B', 'I') or float ('F') grey image as a float image in 0..1:
+    16-bit intensities 0..65535 map to 0..1 (converting to 'L' would clip everything above 255)."""
+    from PIL import Image
+
+    a = np.asarray(src)
+    if src.mode == "F":
+        scaled = a.astype(np.float32)
+        if not np.isfinite(scaled).all() or scaled.min() < 0 or scaled.max() > 1:
+            raise DatasetError(f"{path}: a 32-bit float image with values outside 0..1 (or not finite); "
+                               "expected intensities in 0..1")
+    else:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            raise DatasetError(f"{path}: a {src.mode} integer image with values {lo}..{hi}; expected 16-bit "
+                               "intensities 0..65535")
+        scaled = a.astype(np.float32) / np.float32(65535.0)
+    return Image.fromarray(np.ascontiguousarray(scaled, dtype=np.float32))
+
+
+def _fit(path: Path, im: PILImage.Image, size: int, resize: int | None) -> PILImage.Image:
+    """``size`` x ``size``: bilinear resize, or (``resize``) shorter side to ``resize`` then a center crop."""
+    from PIL import Image
+
+    if not resize:
+        return im.resize((size, size), Image.Resampling.BILINEAR)
+    w, h = im.size
+    s = resize / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    if nw * nh > MAX_IMAGE_PIXELS:
+        raise DatasetError(f"{path}: {w}x{h} with its shorter side resized to {resize} would be {nw}x{nh}, over the "
+                           f"{MAX_IMAGE_PIXELS:,}-pixel limit; expected a photo-like aspect ratio")
+    im = im.resize((nw, nh), Image.Resampling.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def _decode_image(path: Path, size: int, resize: int | None, grayscale: bool) -> np.ndarray:
+    """One image file as a C x size x size float32 array in 0..1 (C = 1 grey, 3 RGB). Palette, alpha
+    (dropped, as torchvision's loader does), CMYK, 1-bit and 16-bit grey sources are converted."""
+    from PIL import Image
+
+    errors = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError,
+              TypeError, AttributeError, ZeroDivisionError, struct.error)
+    with _open_regular(path, _IMAGE_EXPECTED) as f:
+        try:
+            with Image.open(f) as src:
+                w, h = src.size
+                if w < 1 or h < 1 or w * h > MAX_IMAGE_PIXELS:
+                    raise DatasetError(f"{path}: declares {w}x{h} pixels; expected at least 1x1 and at most "
+                                       f"{MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)")
+                wide = src.mode in ("I", "F") or src.mode.startswith("I;")
+                im = _grey_wide(path, src) if wide else src.convert("L" if grayscale else "RGB")
+                arr = np.asarray(_fit(path, im, size, resize), dtype=np.float32)
+        except DatasetError:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise DatasetError(f"{path}: {exc}; expected at most {MAX_IMAGE_PIXELS:,} pixels") from exc
+        except errors as exc:
+            raise DatasetError(f"{path}: unreadable image ({type(exc).__name__}: {exc}); expected "
+                               f"{_IMAGE_EXPECTED}") from exc
+    if not wide:
+        arr = arr / np.float32(255.0)
+    if arr.ndim == 2:
+        return arr[None] if grayscale else np.repeat(arr[None], 3, axis=0)
+    return arr.transpose(2, 0, 1)
+
+
+def _scan_tree(d: Path, expected: list[str] | None, max_per_class: int | None,
+               partner: Path | None = None) -> tuple[list[str], list[list[Path]]]:
+    """The class folders of ``d`` (sorted) and each one's regular image files (sorted, at most
+    ``max_per_class``). ``expected``: the training split's classes, which ``d`` must match exactly."""
+    classes = [n for n in _list_dir(d) if _kind(d / n) == stat.S_IFDIR]
+    if not classes:
+        raise DatasetError(f"{d}: no class folders found; expected {d}/<class>/<image>.png")
+    if expected is not None:
+        extra, absent = sorted(set(classes) - set(expected)), sorted(set(expected) - set(classes))
+        if extra:
+            raise DatasetError(f"{d}: class folders {', '.join(extra)} are not in {partner}; a class index means "
+                               f"the same class in both splits, so every {d.name}/ class needs its training folder")
+        if absent:
+            raise DatasetError(f"{d}: no folders for classes {', '.join(absent)} that {partner} has; every class "
+                               "needs test images")
+    files: list[list[Path]] = []
+    for c in classes:
+        images = [d / c / n for n in _list_dir(d / c) if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+        # regular files only: a FIFO, socket or folder named like an image is not an image (never opened)
+        images = [p for p in images if _kind(p) == stat.S_IFREG]
+        files.append(images[:max_per_class] if max_per_class else images)
+    empty = [c for c, f in zip(classes, files, strict=True) if not f]
+    if empty:
+        shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+        raise DatasetError(f"{d}: class folders with no images ({len(empty)} of {len(classes)}): {shown}; expected "
+                           f"files with extensions {', '.join(IMAGE_EXTENSIONS)} in every class folder")
+    return classes, files
+
+
+def _read_images(files: list[list[Path]], size: int, resize: int | None, grayscale: bool) -> tuple[Tensor, Tensor]:
+    n = sum(len(f) for f in files)
+    x = np.empty((n, 1 if grayscale else 3, size, size), dtype=np.float32)  # filled in place: no stacking copy
+    y = np.empty(n, dtype=np.int64)
+    i = 0
+    for ci, class_files in enumerate(files):
+        for p in class_files:
+            x[i], y[i] = _decode_image(p, size, resize, grayscale), ci
+            i += 1
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
 def load_image_folder(root: str | Path, *, size: int = 32, grayscale: bool = False, seed: int = 0,
                       test_fraction: float = 0.2, max_per_class: int | None = None, resize: int | None = None,
                       normalise: str = "data", normalisation: Normalisation | None = None) -> Dataset:
     """An ImageFolder tree (one folder per class). With ``train/`` and ``val/`` (or ``test/``)
-    subfolders those are the split; otherwise a seeded stratified split of everything
-    (``test_fraction=1.0``: everything is test data, for evaluating a trained net).
+    subfolders those are the split (the same classes in both); otherwise a seeded stratified split
+    of everything (``test_fraction`` strictly between 0 and 1, or ``1.0``: everything is test data,
+    for evaluating a trained net).
 
-    ``resize`` then a center crop of ``size`` (torchvision's eval transform, e.g. 256 -> 224);
-    ``normalise='imagenet'`` uses ImageNet's mean/std, which torchvision weights expect;
-    ``normalisation`` (a trained net's stored statistics) overrides both."""
-    from PIL import Image, UnidentifiedImageError
+    ``resize`` then a center crop of ``size`` (torchvision's eval transform, e.g. 256 -> 224; a
+    ``resize`` below ``size`` acts as ``size``: the crop never pads); ``normalise='imagenet'`` uses ImageNet's mean/std, which torchvision weights
+    expect; ``normalisation`` (a trained net's stored statistics) overrides both. Hidden files and
+    anything but regular files are skipped; every class folder must hold at least one image."""
+    root = _root_arg("imagefolder", root)
+    size = _int_arg("imagefolder: size", size, 1, MAX_SIDE)
+    resize = _opt_int_arg("imagefolder: resize (the shorter side before the center crop)", resize, 1, MAX_SIDE)
+    max_per_class = _opt_int_arg("imagefolder: max_per_class", max_per_class, 1)
+    seed = _int_arg("imagefolder: seed", seed, 0)
+    test_fraction = _fraction_arg("imagefolder: test_fraction", test_fraction, allow_one=True)
+    if not isinstance(grayscale, bool | np.bool_):
+        raise DatasetError(f"imagefolder: grayscale must be True or False, got {grayscale!r}")
+    grayscale = bool(grayscale)
+    if not isinstance(normalise, str) or normalise not in ("data", "imagenet"):
+        raise DatasetError(f"imagefolder: normalise must be 'data' or 'imagenet', got {normalise!r}")
+    if normalise == "imagenet" and grayscale and normalisation is None:
+        raise DatasetError("imagefolder: ImageNet normalisation is per RGB channel; it needs grayscale=False")
 
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"{root}: no such directory; expected one sub-folder of images per class")
-    val_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-    split_dirs = [root / "train", val_dir] if (root / "train").is_dir() and val_dir else [root]
-
-    def read_tree(d: Path, classes: list[str] | None) -> tuple[list[str], Tensor, Tensor]:
-        found = sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
-        classes = classes or found
-        if not classes:
-            raise DatasetError(f"{d}: no class folders found; expected {d}/<class>/<image>.png")
-        xs, ys = [], []
-        for ci, c in enumerate(classes):
-            files = sorted(p for p in (d / c).glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) \
-                if (d / c).is_dir() else []
-            if max_per_class:
-                files = files[:max_per_class]
-            for p in files:
-                try:
-                    with Image.open(p) as src:
-                        im = src.convert("L" if grayscale else "RGB")
-                        if resize:  # shorter side to `resize`, then center crop
-                            w, h = im.size
-                            s = resize / min(w, h)
-                            im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BILINEAR)
-                            w, h = im.size
-                            left, top = (w - size) // 2, (h - size) // 2
-                            im = im.crop((left, top, left + size, top + size))
-                        else:
-                            im = im.resize((size, size), Image.Resampling.BILINEAR)
-                        arr = np.asarray(im, dtype=np.float32) / 255.0
-                except (UnidentifiedImageError, OSError) as exc:
-                    raise DatasetError(f"{p}: unreadable image ({exc})") from exc
-                xs.append(arr[None] if grayscale else arr.transpose(2, 0, 1))
-                ys.append(ci)
-        if not xs:
-            raise DatasetError(f"{d}: no images with extensions {', '.join(IMAGE_EXTENSIONS)} in its class folders")
-        return classes, torch.tensor(np.stack(xs)), torch.tensor(ys)
-
-    if len(split_dirs) == 2:
-        classes, xtr, ytr = read_tree(split_dirs[0], None)
-        _, xte, yte = read_tree(split_dirs[1], classes)
-    elif test_fraction >= 1.0:
-        classes, xte, yte = read_tree(root, None)
-        xtr, ytr = xte[:0], yte[:0]
+    kind = _kind(root)
+    if kind != stat.S_IFDIR:
+        raise DatasetError(f"{root}: {'no such directory' if kind is None else 'not a directory'}; expected one "
+                           "sub-folder of images per class")
+    train_dir = root / "train"
+    has_train = _kind(train_dir) == stat.S_IFDIR
+    val_dir = next((root / d for d in ("val", "test") if _kind(root / d) == stat.S_IFDIR), None)
+    if has_train != (val_dir is not None):
+        one = "train/" if has_train else f"{val_dir.name}/" if val_dir else ""
+        raise DatasetError(f"{root}: has {one} without its partner; expected train/<class>/... beside val/<class>/... "
+                           "(or test/), or one folder per class (point at a split folder itself to use it alone)")
+    channels = 1 if grayscale else 3
+    hint = "pass max_per_class, a smaller size, or a folder with fewer images"
+    if val_dir is not None:
+        classes, train_files = _scan_tree(train_dir, None, max_per_class)
+        _, val_files = _scan_tree(val_dir, classes, max_per_class, partner=train_dir)
+        n = sum(map(len, train_files)) + sum(map(len, val_files))
+        _check_memory(str(root), n, (channels, size, size), hint)
+        xtr, ytr = _read_images(train_files, size, resize, grayscale)
+        xte, yte = _read_images(val_files, size, resize, grayscale)
     else:
-        classes, x, y = read_tree(root, None)
-        tr, te = _split(len(y), test_fraction, seed, y.numpy())
-        if len(te) == 0 or len(tr) == 0:
-            raise DatasetError(f"{root}: too few images ({len(y)}) to split into train and test")
-        xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
+        classes, files = _scan_tree(root, None, max_per_class)
+        _check_memory(str(root), sum(map(len, files)), (channels, size, size), hint)
+        x, y = _read_images(files, size, resize, grayscale)
+        if test_fraction == 1.0:
+            xte, yte = x, y
+            xtr, ytr = xte[:0], yte[:0]
+        else:
+            tr, te = _split(len(y), test_fraction, seed, y.numpy())
+            if len(te) == 0 or len(tr) == 0:
+                raise DatasetError(f"{root}: too few images ({len(y)}) to split into train and test with "
+                                   f"test_fraction={test_fraction}")
+            xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
     if normalisation is not None:
         a, b, mean, std = _normalise(xtr, xte, normalisation)
     elif normalise == "imagenet":
@@ -272,11 +607,11 @@ def load_image_folder(root: str | Path, *, size: int = 32, grayscale: bool = Fal
 def load_dataset(kind: str, path: str | None = None, *, size: int = 16, seed: int = 0,
                  normalisation: Normalisation | None = None) -> Dataset:
     """Dispatch: ``digits`` (embedded), ``cifar10`` or ``imagefolder`` (need ``path``)."""
+    if not isinstance(kind, str) or kind not in ("digits", "cifar10", "imagefolder"):
+        raise DatasetError(f"unknown dataset {kind!r}; choose digits, cifar10 or imagefolder")
     if kind == "digits":
         return load_digits(size=size, seed=seed, normalisation=normalisation)
-    if kind not in ("cifar10", "imagefolder"):
-        raise DatasetError(f"unknown dataset {kind!r}; choose digits, cifar10 or imagefolder")
-    if not path:
+    if path is None or (isinstance(path, str) and not path.strip()):
         raise DatasetError(f"{kind}: give the dataset's local path (nothing is downloaded)")
     if kind == "cifar10":
         return load_cifar10(path, normalisation=normalisation)
