@@ -1,44 +1,185 @@
-"""Command line: ``python -m analysis train ...`` (and ``lesion``, see --help)."""
+"""Command line: ``python -m analysis train ...`` (and ``lesion``, see --help).
+
+Every setting is checked before any work starts (numbers finite and in range, the output path
+writable), so a bad option costs a second, never a finished run. Outputs are written atomically.
+Bad input prints one line, ``error: ...``, and exits 2. Ctrl-C (SIGINT) and SIGTERM print one line,
+``interrupted: ...``, saying what was kept, and exit 130 / 143 (128 + the signal), with no temp file
+left behind. During training the first signal stops the run at the next batch and saves the
+finished epochs as a *cancelled* checkpoint; a second signal stops at once without saving.
+
+:func:`run` is the command line without the catching (it raises :class:`~analysis.errors.LensError`
+on bad input and :class:`Interrupted` on a signal); :func:`main` catches and prints.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
+import signal
 import sys
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
 
-from .errors import LensError
+from .errors import ConfigError, LensError
+from .io import check_writable
 from .lesion import SWEEP_KINDS
 from .specs import MODELS
 
+if TYPE_CHECKING:  # imported lazily at run time: torch loads only when a command runs
+    from .meta import TrainConfig
+    from .specs import ResNetSpec
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
+SEED_MAX = 2**63 - 1
+EXIT_ERROR = 2
+
+
+class UsageError(ConfigError):
+    """The command line itself is malformed (unknown option, not a number, missing --out)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a command; ``kept`` says what was left behind."""
+
+    def __init__(self, signum: int, kept: str = "") -> None:
+        super().__init__(signum, kept)
+        self.signum = signum
+        self.kept = kept
+
+
+@dataclass
+class Stop:
+    """Signals received while a command runs. While ``defer`` is set (the training loop), the first
+    signal only asks the loop to stop at the next batch; any other signal raises :class:`Interrupted`."""
+
+    signum: int | None = None
+    defer: bool = False
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self.signum is None
+        self.signum = signum
+        if self.defer and first:
+            return
+        raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signal_handlers(stop: Stop) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to ``stop`` (main thread only), restoring the previous handlers."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # elsewhere signals are not ours to handle
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, stop.handle)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors raise :class:`UsageError` (so :func:`run` callers see one exception type);
+    ``--help`` still prints and exits."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# ---------------------------------------------------------------------------- checks before any work
+def check_int(option: str, value: int | None, lo: int, hi: int) -> None:
+    if value is not None and not lo <= value <= hi:
+        raise ConfigError(f"{option} must be between {lo:,} and {hi:,}, got {value}")
+
+
+def check_data_options(args: argparse.Namespace) -> None:
+    check_int("--size", args.size, 1, 4096)
+    check_int("--split-seed", args.split_seed, 0, SEED_MAX)
+    if args.data == "digits" and args.data_path is not None:
+        raise ConfigError("--data-path is for cifar10 and imagefolder; the digits are embedded")
+
+
+def check_device(device: str) -> None:
+    from .meta import TrainConfig
+    from .train import check_device as available
+
+    TrainConfig(device=device)  # the one place device strings are validated
+    available(device)
+
+
+def checkpoint_path(name: str) -> Path:
+    """A shipped checkpoint's file, or ``name`` as a path to an existing file."""
+    from .checkpoints import shipped_checkpoints
+    from .errors import CheckpointError
+
+    if not name.strip() or "\0" in name:
+        raise CheckpointError(f"--checkpoint {name!r}: give a .pt/.pth file or a shipped name "
+                              f"({', '.join(shipped_checkpoints())})")
+    path = shipped_checkpoints().get(name, Path(name).expanduser())
+    try:
+        found, folder = path.is_file(), path.is_dir()
+    except OSError as exc:
+        raise CheckpointError(f"{name}: cannot read this path ({exc.strerror or exc})") from exc
+    if folder:
+        raise CheckpointError(f"{name} is a folder; give the checkpoint file inside it")
+    if not found:
+        raise CheckpointError(f"{name}: no such checkpoint file or shipped name "
+                              f"({', '.join(shipped_checkpoints())})")
+    return path
+
+
+def _state(path: Path) -> str:
+    return f"{path} unchanged" if path.exists() else f"{path} not created"
+
+
+# ---------------------------------------------------------------------------- train
+def add_data_args(p: argparse.ArgumentParser, size: int | None = 16, size_help: str = "") -> None:
     p.add_argument("--data", default="digits", choices=["digits", "cifar10", "imagefolder"],
                    help="dataset: the embedded digits, or CIFAR-10 / an ImageFolder tree from --data-path")
     p.add_argument("--data-path", default=None, help="local path of cifar-10-batches-py or the ImageFolder root")
-    p.add_argument("--size", type=int, default=16, help="image size (digits: 8, 16 or 32; ImageFolder: any)")
+    p.add_argument("--size", type=int, default=size,
+                   help=size_help or "image size (digits: 8, 16 or 32; ImageFolder: any, up to 4096)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace, stop: Stop) -> int:
+    out = check_writable(args.out, what="--out")
+    check_data_options(args)
+    from .meta import TrainConfig
+
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                      weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup,
+                      augment=not args.no_augment, seed=args.seed, device=args.device)
+    check_device(cfg.device)
+    from .specs import get_spec
+
+    spec = get_spec(args.model, plain=args.plain, preact=args.preact)
+    kept = f"no checkpoint written; {_state(out)}"
+    try:
+        return _train(args, stop, out, cfg, spec)
+    except KeyboardInterrupt as exc:
+        why = exc.kept if isinstance(exc, Interrupted) and exc.kept else kept
+        raise Interrupted(getattr(exc, "signum", signal.SIGINT), why) from None
+
+
+def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, spec: ResNetSpec) -> int:
     import torch
     from tqdm import tqdm
 
     from .checkpoints import save_checkpoint
     from .data import load_dataset
-    from .specs import get_spec
-    from .train import Progress, TrainConfig, train_checkpoint
+    from .train import Progress, train_checkpoint
 
     if args.deterministic:
         torch.use_deterministic_algorithms(True)  # this process only: the CLI runs one training
     data = load_dataset(args.data, args.data_path, size=args.size, seed=args.split_seed)
-    spec = get_spec(args.model, plain=args.plain, preact=args.preact)
     spec = spec.replace(in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                      weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup,
-                      augment=not args.no_augment, seed=args.seed, device=args.device)
     bar = tqdm(total=None, unit="batch", desc=f"{spec.name} on {data.name}", dynamic_ncols=True)
 
-    def progress(p: Progress) -> None:
+    def progress(p: Progress) -> bool:
         if bar.total is None:
             bar.reset(total=p.epochs * p.steps_per_epoch)
         if p.phase == "batch":
@@ -48,31 +189,76 @@ def cmd_train(args: argparse.Namespace) -> int:
             h = p.history[-1]
             bar.write(f"epoch {h['epoch']:3d}  train loss {h['train_loss']:.4f} acc {h['train_acc']:.4f}  "
                       f"test loss {h['test_loss']:.4f} acc {h['test_acc']:.4f}")
+            sys.stdout.flush()
+        return stop.signum is None  # False after SIGINT / SIGTERM: stop at this batch, keep the epochs
 
-    ck = train_checkpoint(spec, data, cfg, progress, command="python -m analysis " + " ".join(sys.argv[1:]))
-    bar.close()
-    path = save_checkpoint(args.out, ck.model, ck.meta)
-    f, m = ck.meta.final, ck.meta
+    stop.defer = True
+    try:
+        ck = train_checkpoint(spec, data, cfg, progress, command="python -m analysis " + shlex.join(args.argv))
+    finally:
+        stop.defer = False
+        bar.close()
+    m = ck.meta
+    if stop.signum is not None:  # asked to stop: the loop ended at a batch boundary
+        n = len(m.history)
+        where = f"training stopped in epoch {min(n + 1, cfg.epochs)} of {cfg.epochs}"
+        if not n:
+            raise Interrupted(stop.signum, f"{where} before any epoch finished; nothing saved, {_state(out)}")
+        try:
+            save_checkpoint(out, ck.model, m)
+        except KeyboardInterrupt:
+            raise Interrupted(stop.signum, f"{where}; stopped again while saving, {_state(out)}") from None
+        raise Interrupted(stop.signum, f"{where}; the {n} finished epoch{'s' * (n != 1)} saved to {out} as a "
+                                       f"{m.status} checkpoint (test acc {m.final['test_acc']:.4f})")
+    path = save_checkpoint(out, ck.model, m)
+    f = m.final
     print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB): test acc {f['test_acc']:.4f}, "
           f"train acc {f['train_acc']:.4f}, {m.train_seconds:.1f} s, {m.images_per_second or 0:.0f} images/s")
     return 0
 
 
-def cmd_lesion(args: argparse.Namespace) -> int:
-    import torch
+# ---------------------------------------------------------------------------- lesion
+def cmd_lesion(args: argparse.Namespace, stop: Stop) -> int:
+    out = check_writable(args.out, what="--out")
+    check_data_options(args)
+    check_int("--resize", args.resize, 1, 8192)
+    check_int("--max-per-class", args.max_per_class, 1, 10**9)
+    check_int("--samples", args.samples, 1, 100_000)  # refused for every sweep: a typed value must mean something
+    from . import lesion
+
+    lesion.check_sweep_options(args.experiment, samples=args.samples, seed=args.seed, batch_size=args.batch_size)
+    check_int("--seed", args.seed, 0, SEED_MAX)
+    check_device(args.device)
+    path = checkpoint_path(args.checkpoint)
+    if out.exists() and path.samefile(out):
+        raise ConfigError(f"--out {out} is the checkpoint itself; give another file for the CSV")
+    try:
+        return _lesion(args, path, out)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(getattr(exc, "signum", signal.SIGINT), f"no CSV written; {_state(out)}") from None
+
+
+def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
     from tqdm import tqdm
 
     from . import lesion
-    from .checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+    from .checkpoints import AmbiguousCheckpointError, dataset_for, load_checkpoint
     from .data import load_dataset, load_image_folder
-    from .errors import ConfigError, DatasetError
+    from .errors import CheckpointError, DatasetError
+    from .io import atomic_write
 
-    path = shipped_checkpoints().get(args.checkpoint, args.checkpoint)
-    ck = load_checkpoint(path)
+    try:  # --size: the input size of a bare state_dict (a file with metadata records its own)
+        ck = load_checkpoint(path, plain=args.plain, input_size=args.size)
+    except AmbiguousCheckpointError as exc:
+        raise CheckpointError(f"{path.name}: a plain net, or a residual net with option-A (zero-padding) shortcuts? "
+                              "Their weights look the same; say which with --plain or --residual") from exc
     norm = ck.meta.normalisation  # evaluate on the input scale the net was trained on
     if args.data_path is None and args.data == "digits":
         if ck.meta.dataset is None:
             raise DatasetError(f"{args.checkpoint} carries no dataset metadata; give --data and --data-path")
+        if args.size is not None and args.size != ck.meta.dataset.size:
+            raise ConfigError(f"--size {args.size}: {args.checkpoint} was trained on {ck.meta.dataset.size} px "
+                              "digits and is evaluated on those; leave --size out")
         data = dataset_for(ck.meta)
     elif args.data == "imagefolder" and ck.spec.stem == "imagenet":
         # torchvision ImageNet weights expect their own preprocessing, not statistics of the folder
@@ -80,14 +266,13 @@ def cmd_lesion(args: argparse.Namespace) -> int:
                                  normalise="imagenet", normalisation=norm, test_fraction=1.0,
                                  max_per_class=args.max_per_class)
     else:
-        data = load_dataset(args.data, args.data_path, size=args.size, normalisation=norm)
+        data = load_dataset(args.data, args.data_path, size=args.size or ck.spec.input_size, seed=args.split_seed,
+                            normalisation=norm)
     if (data.channels, data.num_classes) != (ck.spec.in_channels, ck.spec.num_classes):
         raise DatasetError(
             f"{args.checkpoint} takes {ck.spec.in_channels} channels and {ck.spec.num_classes} classes; "
             f"{data.name} has {data.channels} channels and {data.num_classes} class folders (class index = "
             "sorted folder order, so an ImageNet val folder needs all 1000 class folders)")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("CUDA was asked for but no CUDA device is available; use --device cpu")
     model = ck.model.to(args.device)
     bar = tqdm(total=1, unit="seq·batch", desc=f"{args.experiment} sweep", dynamic_ncols=True)
 
@@ -96,70 +281,96 @@ def cmd_lesion(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
-    df = lesion.run_sweep(args.experiment, model, data.x_test, data.y_test, samples=args.samples, seed=args.seed,
-                          device=args.device, batch_size=args.batch_size, progress=progress)
-    bar.close()
+    try:
+        df = lesion.run_sweep(args.experiment, model, data.x_test, data.y_test, samples=args.samples,
+                              seed=args.seed, device=args.device, batch_size=args.batch_size, progress=progress)
+    finally:
+        bar.close()
     df.insert(0, "checkpoint", str(args.checkpoint))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.out, index=False)
+    atomic_write(out, df.to_csv(index=False).encode())
     if args.experiment == "single":
         print(df[["deleted", "downsample", "error"]].to_string(index=False))
     else:
         print(lesion.summarise(df).to_string(index=False))
-    print(f"wrote {args.out} ({len(df)} rows)")
+    print(f"wrote {out} ({len(df)} rows)")
     return 0
 
 
+# ---------------------------------------------------------------------------- parser and entry points
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m analysis", description="ResNet Lens command line.")
+    ap = _Parser(prog="python -m analysis", description="ResNet Lens command line.")
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a ResNet (or its plain twin) and save an atomic checkpoint",
                        description="Train with SGD + momentum, weight decay and a step or cosine schedule; "
-                                   "seeded and deterministic on the CPU.")
+                                   "seeded and deterministic on the CPU. Ctrl-C / SIGTERM stop at the next "
+                                   "batch and save the finished epochs as a cancelled checkpoint.")
     t.add_argument("--model", default="cifar_resnet20",
                    help=f"built-in name ({', '.join(MODELS)}) or cifar_resnet<6n+2>; prefixes plain_/preact_ work")
     t.add_argument("--plain", action="store_true", help="train the plain twin (shortcuts removed)")
     t.add_argument("--preact", action="store_true", help="use pre-activation blocks")
     add_data_args(t)
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=0.1)
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--epochs", type=int, default=30, help="1 to 100,000")
+    t.add_argument("--batch-size", type=int, default=64, help="1 to 1,000,000")
+    t.add_argument("--lr", type=float, default=0.1, help="learning rate, in (0, 10]")
+    t.add_argument("--momentum", type=float, default=0.9, help="in [0, 1)")
+    t.add_argument("--weight-decay", type=float, default=1e-4, help="in [0, 1]")
     t.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
-    t.add_argument("--warmup", type=int, default=1, help="epochs at lr/10 before the schedule")
+    t.add_argument("--warmup", type=int, default=1, help="epochs at lr/10 before the schedule (0 to --epochs)")
     t.add_argument("--no-augment", action="store_true", help="turn off random shifts / crops / flips")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--seed", type=int, default=0, help="0 to 2**63-1")
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
     t.add_argument("--deterministic", action="store_true",
                    help="torch.use_deterministic_algorithms(True) for this process (CUDA: slower, repeatable)")
-    t.add_argument("--out", required=True, type=Path, help="checkpoint path (written atomically)")
+    t.add_argument("--out", required=True, help="checkpoint path (checked before training, written atomically)")
     t.set_defaults(func=cmd_train)
 
     le = sub.add_parser("lesion", help="delete or reorder blocks of a trained net and record the test error",
-                        description="Lesion sweeps (Veit et al. 2016) with prefix reuse; writes a CSV.")
+                        description="Lesion sweeps (Veit et al. 2016) with prefix reuse; writes a CSV atomically.")
     le.add_argument("--checkpoint", required=True,
                     help="a .pt/.pth file (ours or a torchvision state_dict) or a shipped name, e.g. digits_resnet56")
-    add_data_args(le)
+    add_data_args(le, size=None, size_help="image size (default: the net's own). For a bare state_dict, also the "
+                                           "input size the net is meant for (default 224 for an ImageNet stem, "
+                                           "32 for a CIFAR stem)")
+    kind = le.add_mutually_exclusive_group()
+    kind.add_argument("--plain", dest="plain", action="store_const", const=True, default=None,
+                      help="a bare state_dict without projection weights is a plain net (no shortcuts)")
+    kind.add_argument("--residual", dest="plain", action="store_const", const=False,
+                      help="a bare state_dict without projection weights is a residual net (option-A shortcuts)")
     le.add_argument("--resize", type=int, default=256, help="ImageNet ImageFolder: resize before the center crop")
-    le.add_argument("--max-per-class", type=int, default=None, help="ImageFolder: cap images per class")
+    le.add_argument("--max-per-class", type=int, default=None, help="ImageFolder: cap images per class (>= 1)")
     le.add_argument("--experiment", choices=list(SWEEP_KINDS), default="single")
-    le.add_argument("--samples", type=int, default=5, help="random samples per k (k and reorder)")
-    le.add_argument("--seed", type=int, default=0)
-    le.add_argument("--batch-size", type=int, default=256)
-    le.add_argument("--device", default="cpu", help="cpu or cuda")
-    le.add_argument("--out", type=Path, required=True, help="results CSV")
+    le.add_argument("--samples", type=int, default=5, help="random samples per k (k and reorder), >= 1")
+    le.add_argument("--seed", type=int, default=0, help="0 to 2**63-1")
+    le.add_argument("--batch-size", type=int, default=256, help=">= 1")
+    le.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
+    le.add_argument("--out", required=True, help="results CSV (checked before the sweep, written atomically)")
     le.set_defaults(func=cmd_lesion)
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: Sequence[str] | None = None, stop: Stop | None = None) -> int:
+    """The command line without the catching: returns 0, raises a LensError on bad input (usage
+    errors included) and :class:`Interrupted` when ``stop`` saw a signal."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
+    result: int = args.func(args, stop or Stop())
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    stop = Stop()
     try:
-        return args.func(args)
+        with _signal_handlers(stop):
+            return run(argv, stop)
     except LensError as exc:  # bad input: one clear line, no traceback (a bug still shows as one)
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    except KeyboardInterrupt as exc:  # SIGINT / SIGTERM: one line saying what was kept
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        kept = exc.kept if isinstance(exc, Interrupted) and exc.kept else "nothing written"
+        print(f"interrupted: {kept}", file=sys.stderr)
+        return 128 + int(signum)
 
 
 if __name__ == "__main__":

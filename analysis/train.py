@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from .checkpoints import Checkpoint
 from .data import Dataset, augment_batch
-from .errors import ConfigError
+from .errors import ConfigError, DatasetError
 from .meta import RunMeta, TrainConfig, now, versions
 from .models import ResNet, build_model
 from .specs import ResNetSpec
@@ -98,6 +98,27 @@ def check_device(device: str) -> None:
     """Refuse a CUDA device this machine does not have (before any work starts)."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("CUDA was asked for but no CUDA device is available; use --device cpu")
+    index = device.partition(":")[2]
+    if device.startswith("cuda:") and index.isdigit() and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"there is no {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def _nonfinite(v: float) -> str:
+    return "NaN" if math.isnan(v) else "infinite"
+
+
+def _first_nonfinite(model: nn.Module) -> str:
+    """Name of the first parameter or buffer holding a NaN or an infinity, or ''."""
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return ""
+
+
+def _diverged(config: TrainConfig, what: str) -> ConfigError:
+    """Training blew up: nothing is kept, since weights with NaNs in them mean nothing."""
+    return ConfigError(f"{what}: training diverged, lower the learning rate (lr {config.lr:g}, "
+                       f"weight decay {config.weight_decay:g})")
 
 
 def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
@@ -135,17 +156,26 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
                 g["lr"] = lr_at(config, epoch - 1 + step / steps)
             out = model(xb)
             loss = F.cross_entropy(out, yb)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                if not bool(torch.isfinite(xb).all()):
+                    raise DatasetError(f"{data.name}: the training images of epoch {epoch} step {step + 1} "
+                                       "hold NaN or infinite values")
+                raise _diverged(config, f"loss became {_nonfinite(loss_value)} at epoch {epoch} step {step + 1}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total_loss += loss.item() * len(idx)
+            total_loss += loss_value * len(idx)
             correct += int((out.argmax(1) == yb).sum())
             if callback and callback(Progress("batch", epoch, config.epochs, step + 1, steps,
-                                              loss.item(), history, model)) is False:
+                                              loss_value, history, model)) is False:
                 cancelled = True
                 break
         if cancelled:
             break
+        bad = _first_nonfinite(model)  # the last step can break the weights without a loss showing it
+        if bad:
+            raise _diverged(config, f"the weights or BatchNorm statistics became non-finite at epoch {epoch} ({bad})")
         test = evaluate(model, data.x_test, data.y_test, config.device)
         history.append({"epoch": epoch, "train_loss": total_loss / n, "train_acc": correct / n,
                         "test_loss": test["loss"], "test_acc": test["acc"],
@@ -154,6 +184,9 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
                                           total_loss / n, history, model)) is False:
             cancelled = True
             break
+    bad = _first_nonfinite(model) if cancelled else ""
+    if bad:
+        raise _diverged(config, f"the weights or BatchNorm statistics became non-finite in epoch {len(history) + 1} ({bad})")
     model = model.cpu().eval()
     return TrainResult(model, history, cancelled, time.perf_counter() - t0, config)
 

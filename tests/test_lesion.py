@@ -174,3 +174,13 @@ def test_single_reading_is_computed_from_the_numbers():
     text = lesion.single_reading(frame([0.77, 0.04, 0.02], [False, True, False]))
     assert "worst: b0, 77.0 %" in text and "a non-downsampling block hurts most here" in text
     assert "median of 4.0 %" in text and "intact 1.0 %" in text
+
+
+@pytest.mark.parametrize("kw", [{"batch_size": 0}, {"batch_size": -1}, {"batch_size": 1.5}, {"samples": 0, "kind": "k"},
+                                {"samples": -1, "kind": "reorder"}, {"seed": -1, "kind": "k"}, {"seed": 2**63, "kind": "k"},
+                                {"kind": "double"}, {"batch_size": True}])
+def test_sweep_options_are_checked_before_any_work(kw):
+    kind = kw.pop("kind", "single")
+    with pytest.raises(LensError):
+        lesion.check_sweep_options(kind, **kw)
+    lesion.check_sweep_options("single", samples=0)  # samples and seed mean nothing to the single sweep (the page passes 0)

@@ -143,3 +143,35 @@ def test_train_checkpoint_records_the_schema(small):
     cancelled = train_checkpoint(spec8(), small, TrainConfig(epochs=2, batch_size=64),
                                  lambda p: not (p.phase == "epoch" and p.epoch == 1))
     assert cancelled.meta.status == "cancelled" and cancelled.meta.status_text == "cancelled after 1 epoch"
+
+
+@pytest.mark.parametrize("kw", [
+    {"lr": float("nan")}, {"lr": float("inf")}, {"lr": 1e30}, {"lr": 0.0}, {"lr": 10.01}, {"lr": True}, {"lr": "0.1"},
+    {"momentum": 1.0}, {"momentum": -0.1}, {"momentum": float("nan")},
+    {"weight_decay": float("nan")}, {"weight_decay": float("inf")}, {"weight_decay": -1e-9}, {"weight_decay": 1.5},
+    {"epochs": 0}, {"epochs": True}, {"epochs": 2.0}, {"batch_size": 0}, {"batch_size": -1},
+    {"warmup_epochs": -1}, {"warmup_epochs": 31}, {"seed": -1}, {"seed": 2**63}, {"seed": 1.0},
+    {"device": "gpu"}, {"device": "cuda:"}, {"device": "cuda:x"}, {"device": 0}, {"augment": 1},
+])
+def test_train_config_refuses_meaningless_settings(kw):
+    with pytest.raises(LensError):
+        TrainConfig(**kw)
+
+
+def test_train_config_accepts_the_edges():
+    TrainConfig(lr=10, momentum=0, weight_decay=1, epochs=1, warmup_epochs=1, seed=2**63 - 1, device="cuda:1")
+    TrainConfig(lr=1e-8, weight_decay=0, batch_size=1, warmup_epochs=0)
+
+
+def test_divergence_raises_instead_of_returning_nan_weights(small):
+    """Each setting in range, together they blow up: a ConfigError naming where, no NaN model."""
+    with pytest.raises(LensError, match=r"(loss became (NaN|infinite) at epoch 1 step \d+|non-finite).*lower the learning rate"):
+        train(spec8(), small, TrainConfig(epochs=2, batch_size=16, lr=10, momentum=0.99, weight_decay=1,
+                                           warmup_epochs=0))
+
+
+def test_non_finite_training_images_are_a_dataset_error(small):
+    x = small.x_train.clone()
+    x[5, 0, 3, 3] = float("inf")
+    with pytest.raises(LensError, match="NaN or infinite"):
+        train(spec8(), dataclasses.replace(small, x_train=x), TrainConfig(epochs=1, batch_size=32, augment=False))

@@ -1,0 +1,126 @@
+"""Output files: checked before any work starts, written atomically.
+
+:func:`check_writable` refuses an output path that cannot be written (empty, a directory, under a
+file, in a folder this process may not write) *before* a run, so a long training never ends in a
+traceback about its ``--out``. :func:`atomic_write` writes a temp file in the target's folder,
+fsyncs it and renames it over the target: an interrupted or failed write (full disk, SIGTERM,
+Ctrl-C) leaves the previous file, or nothing, never a partial one, and removes its temp file.
+New files get the mode the user's umask gives (``0o666 & ~umask``), like any other program's output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import ConfigError
+
+__all__ = ["atomic_write", "check_writable"]
+
+Writer = Callable[[BinaryIO], object]
+
+
+def _display(path: object) -> str:
+    return repr(str(path)) if str(path).strip() != str(path) or not str(path) else str(path)
+
+
+def check_writable(path: str | os.PathLike[str] | None, *, what: str = "output") -> Path:
+    """``path`` as a :class:`Path` if a file can be written there, else a :class:`ConfigError`
+    naming it. Missing parent folders are fine (they are created on writing) as long as the
+    nearest existing one is a folder this process can create files in; nothing is left behind."""
+    text = "" if path is None else os.fspath(path)
+    if not text.strip():
+        raise ConfigError(f"the {what} path is empty: give a file name, e.g. run.pt")
+    if "\0" in text:
+        raise ConfigError(f"the {what} path {text!r} contains a NUL character")
+    p = Path(text).expanduser()
+    ancestor: Path | None = None
+    try:
+        if p.is_dir():
+            raise ConfigError(f"{what} {_display(p)} is a directory: give a file path inside it")
+        if p.exists() and not p.is_file():
+            raise ConfigError(f"{what} {_display(p)} exists and is not a regular file")
+        if p.name in ("", ".", ".."):
+            raise ConfigError(f"{what} {_display(p)} names a folder, not a file")
+        ancestor = p.parent
+        while not ancestor.exists():
+            if ancestor.is_symlink():  # a dangling link: mkdir would fail on it
+                raise ConfigError(f"{what} {_display(p)}: {ancestor} is a broken symbolic link")
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise ConfigError(f"{what} {_display(p)}: {ancestor} is a file, not a folder")
+        name_max = os.pathconf(ancestor, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+        too_long = [part for part in p.relative_to(ancestor).parts if len(os.fsencode(part)) > name_max]
+        if too_long:
+            raise ConfigError(f"{what} {_display(p)}: the name {too_long[0][:40]}… is longer than "
+                              f"{name_max} bytes")
+        # The real test, not os.access (which says yes to root on a read-only mount): create an
+        # anonymous temp file in the nearest existing folder (O_TMPFILE on Linux: no name at all).
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except ConfigError:
+        raise
+    except OSError as exc:
+        where = f"cannot create a file in {ancestor}" if ancestor is not None else "cannot check its folder"
+        raise ConfigError(f"cannot write {what} {_display(p)}: {where} ({exc.strerror or exc})") from exc
+    return p
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (best effort: not every platform can open a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | Writer) -> Path:
+    """Write ``data`` (bytes, or a function that writes to a binary file object) to ``path``
+    atomically: temp file in the same folder, flush, fsync, ``os.replace``. On any exception,
+    ``KeyboardInterrupt`` and ``SystemExit`` included, the temp file is removed and ``path`` is
+    untouched; an ``OSError`` (full disk, permissions) becomes a :class:`ConfigError` naming the path.
+    The file's mode comes from the umask (the temp file is created ``0o666 & ~umask`` by the kernel)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder of {path}: {exc.strerror or exc}") from exc
+    tmp: Path | None = None
+    try:
+        fd = -1
+        for _ in range(100):
+            # The name is known before the file exists, so a signal at any point after this line
+            # still finds it in the handler below; O_EXCL refuses to follow or reuse anything.
+            tmp = path.with_name(f".{path.name[:100]}.{secrets.token_hex(6)}.tmp")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+                break
+            except FileExistsError:
+                tmp = None
+        if fd < 0 or tmp is None:
+            raise FileExistsError(f"no free temp file name next to {path}")
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:
+                data(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise ConfigError(f"could not write {path}: {exc.strerror or exc} (nothing was changed there)") from exc
+        raise
+    _fsync_dir(path.parent)
+    return path
