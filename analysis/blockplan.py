@@ -84,11 +84,16 @@ class BlockPlan:
     @property
     def downsample(self) -> bool:
         """The block changes stride or width, so its shortcut cannot be an identity."""
-        return self.stride != 1 or self.cin != self.cout
+        return changes_shape(self.cin, self.cout, self.stride)
 
     @property
     def ops(self) -> tuple[Op, ...]:
         return self.residual_ops + self.shortcut_ops
+
+
+def changes_shape(cin: int, cout: int, stride: int) -> bool:
+    """A block whose output shape differs from its input's (stride or width): a "downsampling" block."""
+    return stride != 1 or cin != cout
 
 
 def shortcut_kind(option: ShortcutOption, residual: bool, cin: int, cout: int, stride: int) -> ShortcutKind:
@@ -96,7 +101,7 @@ def shortcut_kind(option: ShortcutOption, residual: bool, cin: int, cout: int, s
     projects on every block. A plain net has none."""
     if not residual:
         return "none"
-    changes = stride != 1 or cin != cout
+    changes = changes_shape(cin, cout, stride)
     if option == "A":
         return "pad" if changes else "identity"
     if option == "B" and not changes:

@@ -100,3 +100,12 @@ def test_a_new_placement_touches_only_the_plan(monkeypatch):
         for i, b in enumerate(b for _, b in model.blocks()):
             h = b(h, keep_residual=i != 1)
         assert torch.equal(preds[0], model.head(h).argmax(1))
+
+
+def test_downsampling_blocks_include_widening_at_stride_one():
+    """layer1.0 of a bottleneck net widens 64 -> 256 at stride 1: it downsamples (projection, ↓,
+    excluded from k-deletion pools and reordering) just like the strided first blocks."""
+    plans = block_plans(get_spec("resnet50"))
+    assert [p.name for p in plans if p.downsample] == ["layer1.0", "layer2.0", "layer3.0", "layer4.0"]
+    assert plans[0].stride == 1 and plans[0].shortcut == "projection"
+    assert [p.name for p in block_plans(get_spec("resnet18")) if p.downsample] == ["layer2.0", "layer3.0", "layer4.0"]

@@ -184,3 +184,15 @@ def test_sweep_options_are_checked_before_any_work(kw):
     with pytest.raises(LensError):
         lesion.check_sweep_options(kind, **kw)
     lesion.check_sweep_options("single", samples=0)  # samples and seed mean nothing to the single sweep (the page passes 0)
+
+
+def test_run_sweep_honours_its_seed_and_checks_indexes(shipped):
+    c, d = shipped["digits_resnet20"]
+    x, y = d.x_test[:64], d.y_test[:64]
+    a = lesion.run_sweep("k", c.model, x, y, samples=2, seed=0)
+    b = lesion.run_sweep("k", c.model, x, y, samples=2, seed=0)
+    other = lesion.run_sweep("k", c.model, x, y, samples=2, seed=1)
+    assert a["deleted"].tolist() == b["deleted"].tolist() != other["deleted"].tolist()
+    n = len(lesion.block_infos(c.model))
+    with pytest.raises(LensError, match="out of range"):
+        lesion.predict_sequences(c.model, x, [[(-1, True)] + [(i, True) for i in range(1, n)]])

@@ -157,3 +157,37 @@ def test_gradient_decays_on_shipped_net_and_effective_range():
     plain = load_checkpoint(shipped_checkpoints()["digits_plain20"])
     with pytest.raises(LensError, match="single path"):
         paths.gradient_by_length(plain.model, d.x_test[:8], d.y_test[:8])
+
+
+@pytest.mark.parametrize("preact", [False, True])
+def test_all_path_gradients_sum_to_the_input_gradient(preact):
+    """Through every block's own combine step (ReLU mask after the add, or none), the 2^n path
+    gradients are the terms of the product of (J_F + J_s): their sum is autograd's gradient."""
+    from analysis.models import build_model
+    from analysis.specs import custom_spec
+
+    spec = custom_spec(block="basic", layers=(2, 2), widths=(4, 8), stem="cifar", stem_width=4, input_size=6,
+                       num_classes=3, shortcut="B", preact=preact)
+    model = build_model(spec, seed=1).double().eval()
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():  # non-trivial BN statistics so masks and scales matter
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2, generator=g)
+            m.running_var.uniform_(0.5, 1.5, generator=g)
+    x = torch.randn(3, 3, 6, 6, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2])
+    with torch.enable_grad():
+        tapes, g_out = paths._tapes(model, x, y)
+        n = len(tapes)
+        total = torch.zeros_like(tapes[0].x)
+        for subset in itertools.product((0, 1), repeat=n):
+            grad = g_out
+            for i in range(n - 1, -1, -1):
+                grad = tapes[i].back(grad, bool(subset[i]))
+            total += grad
+        h = model.stem(x).detach().requires_grad_(True)
+        out = h
+        for _, b in model.blocks():
+            out = b(out)
+        (ref,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model.head(out), y), h)
+    torch.testing.assert_close(total, ref, rtol=1e-7, atol=1e-9)

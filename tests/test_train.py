@@ -175,3 +175,16 @@ def test_non_finite_training_images_are_a_dataset_error(small):
     x[5, 0, 3, 3] = float("inf")
     with pytest.raises(LensError, match="NaN or infinite"):
         train(spec8(), dataclasses.replace(small, x_train=x), TrainConfig(epochs=1, batch_size=32, augment=False))
+
+
+def test_the_recipe_seed_draws_the_initial_weights(small):
+    """With a learning rate too small to move them, trained weights are the initial ones: those of
+    build_model(spec, seed=recipe seed), a different seed giving different ones."""
+    from analysis.models import build_model
+
+    for seed in (3, 4):
+        r = train(spec8(), small, TrainConfig(epochs=1, batch_size=128, lr=1e-12, weight_decay=0.0, seed=seed))
+        init = build_model(spec8().replace(input_size=small.size), seed=seed)
+        torch.testing.assert_close(r.model.conv1.weight, init.conv1.weight, rtol=0, atol=1e-9)
+        torch.testing.assert_close(r.model.fc.weight, init.fc.weight, rtol=0, atol=1e-9)
+    assert not torch.equal(build_model(spec8(), seed=3).conv1.weight, build_model(spec8(), seed=4).conv1.weight)
