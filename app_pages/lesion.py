@@ -15,7 +15,8 @@ from ui.widgets import Picked, available_checkpoints, checkpoint_picker, error_b
 st.title("Lesion lab")
 st.caption("Veit, Wilber & Belongie 2016 report that deleting a block of a trained residual net at test time "
            "barely changes its error, except at the downsampling blocks, while deleting a layer of a plain net "
-           "drops it to chance. Deleting block *i* removes its residual branch F and keeps the shortcut; the "
+           "drops it to chance. Deleting block *i* of a residual net removes its residual branch F and keeps the "
+           "shortcut; a plain net has none, so its deleted block becomes a parameter-free pass-through. The "
            "sweeps below measure what happens on the net you pick.")
 
 chosen = checkpoint_picker("lesion")
