@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import platform
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,6 +71,16 @@ class DatasetInfo:
     split_seed: int
     source: str = ""
 
+    def __post_init__(self) -> None:
+        """Metadata is read from files: wrong types are a CheckpointError here, not a crash later."""
+        for name in ("name", "source"):
+            if not isinstance(getattr(self, name), str):
+                raise CheckpointError(f"dataset {name} must be a string, got {getattr(self, name)!r}")
+        for name, lo in (("train", 0), ("test", 0), ("classes", 1), ("channels", 1), ("size", 1), ("split_seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
+                raise CheckpointError(f"dataset {name} must be a whole number of at least {lo}, got {value!r}")
+
     @property
     def is_digits(self) -> bool:
         return self.name.startswith("digits")
@@ -106,6 +118,9 @@ class RunMeta:
     command: str = ""
     train_seconds: float | None = None
     images_per_second: float | None = None
+    # "sha256:<hex>" of the state_dict (analysis.weights.state_dict_hash), written on save and
+    # verified on load; "" in files written before it existed and in bare state_dicts.
+    content_sha256: str = ""
 
     @property
     def status_text(self) -> str:
@@ -126,6 +141,7 @@ class RunMeta:
             "history": [dict(h) for h in self.history], "final": dict(self.final), "status": self.status,
             "versions": dict(self.versions), "created": self.created, "command": self.command,
             "train_seconds": self.train_seconds, "images_per_second": self.images_per_second,
+            "content_sha256": self.content_sha256,
         }
 
     @classmethod
@@ -133,7 +149,7 @@ class RunMeta:
         """Read metadata written by any version of :meth:`to_dict` (schema 1, or the unversioned dict
         of earlier checkpoints, which had the same fields); anything malformed is a CheckpointError."""
         schema = d.get("schema", SCHEMA)
-        if schema != SCHEMA:
+        if isinstance(schema, bool) or not isinstance(schema, int) or schema != SCHEMA:
             raise CheckpointError(f"checkpoint metadata schema {schema!r} is not supported (this version reads {SCHEMA})")
         try:
             ds = d.get("dataset")
@@ -153,10 +169,12 @@ class RunMeta:
                 created=str(d.get("created") or ""), command=str(d.get("command") or ""),
                 train_seconds=_opt_float(d.get("train_seconds")),
                 images_per_second=_opt_float(d.get("images_per_second")),
+                content_sha256=_digest(d.get("content_sha256")),
             )
         except CheckpointError:
             raise
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        # RuntimeError: a tensor where a number or a flag belongs; OverflowError: an int beyond float
+        except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, OverflowError) as exc:
             raise CheckpointError(f"checkpoint metadata is malformed: {exc}") from exc
 
 
@@ -169,6 +187,14 @@ def _known(cls: type, d: object) -> dict[str, Any]:
     if unknown:
         raise CheckpointError(f"unknown {cls.__name__} fields in checkpoint metadata: {', '.join(sorted(unknown))}")
     return dict(d)
+
+
+def _digest(v: object) -> str:
+    if v is None or (isinstance(v, str) and not v):
+        return ""
+    if not isinstance(v, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", v):
+        raise CheckpointError(f"checkpoint metadata content_sha256 is not a sha256 digest: {str(v)[:80]!r}")
+    return v
 
 
 def _opt_float(v: object) -> float | None:

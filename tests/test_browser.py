@@ -152,3 +152,38 @@ def test_upload_torchvision_checkpoint(server, browser, tmp_path):
     no_error_boxes(page)
     expect(sidebar).to_contain_text("Architecture inferred")
     page.close()
+
+
+def test_upload_asks_plain_or_residual(server, browser, tmp_path):
+    """A bare plain net has the keys of an option-A residual net: the page asks which it is (it used to
+    guess "residual"), and the choice is what gets loaded."""
+    import torch
+
+    from analysis.models import build_model
+    from analysis.specs import get_spec
+
+    path = tmp_path / "plain20.pth"
+    torch.save(build_model(get_spec("plain_cifar_resnet20").replace(in_channels=1, input_size=16)).state_dict(), path)
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(server)
+    settled(page)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("Checkpoint", exact=True).click()
+    picker = sidebar.get_by_test_id("stSelectbox").filter(has_text="Checkpoint")
+    expect(picker).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    picker.click()
+    page.get_by_role("option", name="Upload a checkpoint…").click()
+    upload = sidebar.locator('input[type="file"]')
+    expect(upload).to_have_count(1, timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    upload.set_input_files(str(path))
+    expect(sidebar).to_contain_text("fits both a plain net and a residual net", timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    no_error_boxes(page)
+    sidebar.get_by_text("plain (no shortcuts)").click()
+    expect(sidebar).to_contain_text("Architecture inferred", timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    expect(sidebar).to_contain_text("(plain")
+    no_error_boxes(page)
+    page.close()

@@ -101,8 +101,10 @@ def checkpoint_from_path(path: str, mtime: float) -> checkpoints.Checkpoint:
 
 
 @st.cache_resource(show_spinner="Loading checkpoint…", max_entries=8)
-def checkpoint_from_bytes(blob: bytes, name: str) -> checkpoints.Checkpoint:
-    return checkpoints.load_checkpoint(blob, name=name)
+def checkpoint_from_bytes(blob: bytes, name: str, plain: bool | None = None) -> checkpoints.Checkpoint:
+    """An uploaded file; ``plain`` answers the one question a bare state_dict's weights cannot
+    (plain net or residual with option-A shortcuts: see ``AmbiguousCheckpointError``)."""
+    return checkpoints.load_checkpoint(blob, name=name, plain=plain)
 
 
 def shipped() -> dict[str, checkpoints.Checkpoint]:

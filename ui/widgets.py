@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import streamlit as st
 
-from analysis.checkpoints import Checkpoint
+from analysis.checkpoints import AmbiguousCheckpointError, Checkpoint
 from analysis.errors import LensError
 from analysis.specs import (
     BLOCK_TYPES,
@@ -97,6 +97,21 @@ def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: 
         return None
     try:
         return Picked("uploaded", up.name, cache.checkpoint_from_bytes(up.getvalue(), up.name))
+    except AmbiguousCheckpointError:
+        # Plain and option-A residual nets have identical weights: the user says which, nothing is guessed.
+        box.warning("This state_dict fits both a plain net and a residual net with option-A (zero-padding) "
+                    "shortcuts: their weights have the same names and shapes. Every result depends on which "
+                    "it is, so choose:")
+        kind = box.radio("This net is", ["residual (option-A shortcuts)", "plain (no shortcuts)"], index=None,
+                         key=f"{key}_upload_plain")
+        if kind is None:
+            return None
+        try:
+            ck = cache.checkpoint_from_bytes(up.getvalue(), up.name, plain=kind.startswith("plain"))
+        except LensError as exc2:
+            error_box(exc2)
+            return None
+        return Picked("uploaded", up.name, ck)
     except LensError as exc:
         error_box(exc)
         return None
