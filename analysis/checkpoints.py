@@ -8,13 +8,10 @@ state_dict works too: its architecture is inferred from key names and tensor sha
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,7 @@ from torch import Tensor
 from .budget import check_spec_fits, memory_budget
 from .data import Dataset
 from .errors import CheckpointError, ConfigError, DatasetError, LensError, SpecError
+from .io import atomic_write
 from .meta import RunMeta
 from .models import ResNet, build_model, state_dict_shapes
 from .specs import (
@@ -77,23 +75,17 @@ def spec_from_dict(d: Mapping[str, Any]) -> ResNetSpec:
 
 
 def save_checkpoint(path: str | Path, model: ResNet, meta: RunMeta | None = None) -> Path:
-    """Write atomically: a temp file in the same folder, fsync, then rename over ``path``. An
-    interrupted write leaves the previous file (or nothing), never a truncated checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (:func:`analysis.io.atomic_write`): a temp file in the same folder, fsync,
+    then rename over ``path``. An interrupted or failed write (Ctrl-C, SIGTERM, full disk) leaves the
+    previous file (or nothing) and no temp file, never a truncated checkpoint; a write error is a
+    ConfigError naming the path. The file's mode follows the umask, like any other output.
+    Weights holding NaN or infinity are refused (a CheckpointError): such a file means nothing."""
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"refusing to save {path}: {len(bad)} tensors hold NaN or infinite values, "
+                              f"e.g. {bad[0]} (did training diverge?)")
     payload = _payload(model, meta)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def checkpoint_bytes(model: ResNet, meta: RunMeta | None = None) -> bytes:

@@ -14,7 +14,7 @@ import numbers
 import platform
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -42,17 +42,35 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not 1 <= self.epochs <= 100_000 or not 1 <= self.batch_size <= 1_000_000:
-            raise ConfigError(f"epochs and batch size must be at least 1, got {self.epochs} and {self.batch_size}")
-        if not (math.isfinite(self.lr) and self.lr > 0) or not 0 <= self.momentum < 1 \
-                or not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError("need lr > 0, 0 <= momentum < 1, weight decay >= 0")
+        """Every field checked (type, finite, in range): a recipe that cannot train is refused here,
+        before any work, whether it comes from the CLI, a page or a checkpoint's metadata."""
+        def integer(value: object, lo: int, hi: int, what: str) -> None:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{what} must be a whole number, got {value!r}")
+            if not lo <= int(value) <= hi:
+                raise ConfigError(f"{what} must be between {lo:,} and {hi:,}, got {value}")
+
+        def real(value: object, what: str, ok: str, inside: Callable[[float], bool]) -> None:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ConfigError(f"{what} must be a number, got {value!r}")
+            if not math.isfinite(float(value)) or not inside(float(value)):
+                raise ConfigError(f"{what} must be {ok}, got {value}")
+
+        integer(self.epochs, 1, 100_000, "epochs")
+        integer(self.batch_size, 1, 1_000_000, "batch size")
+        real(self.lr, "learning rate", "a finite number in (0, 10]", lambda v: 0 < v <= 10)
+        real(self.momentum, "momentum", "a finite number in [0, 1)", lambda v: 0 <= v < 1)
+        real(self.weight_decay, "weight decay", "a finite number in [0, 1]", lambda v: 0 <= v <= 1)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
+        integer(self.warmup_epochs, 0, 100_000, "warm-up")
+        if self.warmup_epochs > self.epochs:
             raise ConfigError(f"warm-up must be between 0 and {self.epochs} epochs, got {self.warmup_epochs}")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
+        if not isinstance(self.augment, bool):
+            raise ConfigError(f"augment must be true or false, got {self.augment!r}")
+        integer(self.seed, 0, 2**63 - 1, "seed")
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d{1,3})?", self.device):
+            raise ConfigError(f"device must be cpu, cuda or cuda:<index>, got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
