@@ -7,6 +7,8 @@ fresh server a deep link such as ``/diagrams?model=resnet152`` would run the pag
 
 import streamlit as st
 
+import ui.runtime  # noqa: F401  (process-wide settings, applied once: one torch thread per session)
+
 st.set_page_config(page_title="ResNet Lens", layout="wide")
 
 PAGES = [

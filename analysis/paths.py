@@ -11,12 +11,16 @@ numerous, the gradient comes from the short ones ("effective paths").
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
+import os
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, astuple, dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import networkx as nx
 import pandas as pd
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .models import Block, ResNet
 
 MAX_UNROLL = 8  # 256 paths: still drawable
@@ -223,13 +227,23 @@ def gradient_by_length(model: ResNet, x: Tensor, y: Tensor, *, samples: int = 10
                              "paths": math.comb(n, k)})
     finally:
         model.train(was_training)
-    df = pd.DataFrame(rows)
-    df["log10 paths"] = [math.log10(p) for p in df["paths"]]
+    return _with_totals(rows)
+
+
+MEASURED_COLUMNS = ("length", "mean", "std", "samples", "exhaustive", "paths")
+
+
+def _with_totals(rows: list[dict]) -> pd.DataFrame:
+    """The measured columns (``MEASURED_COLUMNS``, ``paths`` as an int or its decimal string) plus
+    the derived ones: log10 of C(n, k), log10 of the total and the total relative to its peak."""
+    df = pd.DataFrame(rows, columns=list(MEASURED_COLUMNS))
+    counts = [int(p) for p in df["paths"]]
+    df["log10 paths"] = [math.log10(p) for p in counts]
     # C(n, k) can exceed a float's range for very deep nets: multiply in log space
     df["log10 total"] = df["log10 paths"] + df["mean"].map(lambda m: math.log10(m) if m > 0 else -math.inf)
     peak = df["log10 total"].max()
     df["total (rel.)"] = (10 ** (df["log10 total"] - peak)).astype(float)
-    df["paths"] = df["paths"].map(str)
+    df["paths"] = [str(c) for c in counts]
     return df
 
 
@@ -262,3 +276,101 @@ def path_output(model: ResNet, x: Tensor, path: Sequence[int]) -> Tensor:
     for b, through in zip(blocks, path, strict=True):
         h = b.residual_branch(h) if through else b.shortcut(h)
     return h
+
+
+# ----------------------------------------------------------------------------- measurement settings, stored results
+NETS = ("trained", "initialisation")
+INIT_SEED = 0  # the net "at initialisation" is built from this seed, so every measurement of it agrees
+RESULTS_FORMAT = "resnet-lens-paths/1"
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """What a gradient-by-length measurement depends on besides the net: random subsets per length,
+    the number of test images (the first ``batch`` of the test split) and the subsets' seed."""
+
+    samples: int = 10
+    batch: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, lo in (("samples", 1), ("batch", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ConfigError(f"measurement {name} must be an integer ≥ {lo}, got {value!r}")
+
+    def describe(self) -> str:
+        return f"{self.samples} samples per length, batch {self.batch}, seed {self.seed}"
+
+
+def initialised(model: ResNet) -> ResNet:
+    """The same architecture freshly initialised (from ``INIT_SEED``, a local generator: no global
+    RNG touched), in eval mode."""
+    from .models import build_model
+
+    return build_model(model.spec, seed=INIT_SEED).eval()
+
+
+def measure(model: ResNet, x: Tensor, y: Tensor, settings: MeasureSettings,
+            progress: ProgressFn | None = None) -> pd.DataFrame:
+    """:func:`gradient_by_length` on the first ``settings.batch`` images of ``x``."""
+    if settings.batch > len(x):
+        raise ConfigError(f"batch {settings.batch} is larger than the test split ({len(x)} images)")
+    return gradient_by_length(model, x[: settings.batch], y[: settings.batch], samples=settings.samples,
+                              seed=settings.seed, progress=progress)
+
+
+Results = dict[tuple[str, MeasureSettings], pd.DataFrame]  # (net, settings) -> gradient_by_length's frame
+
+
+def results_file(checkpoint: Path) -> Path:
+    """Where the stored measurements of a checkpoint file live: ``<folder>/path_results/<stem>.json``."""
+    return checkpoint.parent / "path_results" / f"{checkpoint.stem}.json"
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_results(checkpoint: Path, results: Results) -> Path:
+    """Write measurements of ``checkpoint`` beside it (see :func:`results_file`), with the file's
+    SHA-256 so that results of an older version of the checkpoint are never shown for a newer one."""
+    out = results_file(checkpoint)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for (net, s), df in sorted(results.items(), key=lambda kv: (NETS.index(kv[0][0]), astuple(kv[0][1]))):
+        rows = df[list(MEASURED_COLUMNS)].to_dict("records")
+        entries.append({"net": net, **asdict(s),
+                        "rows": [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in rows]})
+    doc = {"format": RESULTS_FORMAT, "checkpoint": checkpoint.name, "sha256": file_digest(checkpoint),
+           "made_by": "tools/make_path_results.py", "torch": str(torch.__version__), "measurements": entries}
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
+def load_results(checkpoint: Path) -> Results:
+    """The stored measurements of ``checkpoint``: empty when there are none, or when they were made
+    on another version of the file (its SHA-256 differs). A corrupt file raises CheckpointError."""
+    f = results_file(checkpoint)
+    if not f.is_file():
+        return {}
+    try:
+        doc = json.loads(f.read_text())
+        if doc.get("format") != RESULTS_FORMAT:
+            raise CheckpointError(f"{f}: unknown format {doc.get('format')!r}, expected {RESULTS_FORMAT}")
+        if doc["sha256"] != file_digest(checkpoint):
+            return {}
+        out: Results = {}
+        for e in doc["measurements"]:
+            if e["net"] not in NETS:
+                raise CheckpointError(f"{f}: unknown net {e['net']!r}")
+            if not e["rows"] or any(set(MEASURED_COLUMNS) - set(r) for r in e["rows"]):
+                raise CheckpointError(f"{f}: rows must hold {', '.join(MEASURED_COLUMNS)}")
+            out[(e["net"], MeasureSettings(e["samples"], e["batch"], e["seed"]))] = _with_totals(e["rows"])
+        return out
+    except CheckpointError:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # ValueError: bad JSON or settings
+        raise CheckpointError(f"{f}: corrupt stored path measurements ({exc})") from exc

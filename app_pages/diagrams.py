@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import streamlit as st
 
 from analysis import diagrams
@@ -54,9 +52,10 @@ if spec is not None:
     d[0].download_button("Download DOT", dot, file_name=f"{stem}.dot", mime="text/vnd.graphviz",
                          key="diagrams_dot")
     if not too_big and diagrams.has_dot():
-        d[1].download_button("Download SVG", partial(diagrams.render, dot, "svg"), file_name=f"{stem}.svg",
+        # bytes made before the buttons (cached by DOT text), never a deferred callable: see ui/cache.py
+        d[1].download_button("Download SVG", cache.rendered_diagram(dot, "svg"), file_name=f"{stem}.svg",
                              mime="image/svg+xml", key="diagrams_svg")
-        d[2].download_button("Download PNG", partial(diagrams.render, dot, "png"), file_name=f"{stem}.png",
+        d[2].download_button("Download PNG", cache.rendered_diagram(dot, "png"), file_name=f"{stem}.png",
                              mime="image/png", key="diagrams_png")
     elif not too_big:
         d[1].info("SVG/PNG export needs Graphviz's `dot` (apt-get install graphviz).")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import astuple
 
 import pandas as pd
 import streamlit as st
 
 from analysis import paths
 from analysis.errors import DatasetError, LensError
-from analysis.models import build_model
 from analysis.reference import VEIT_EFFECTIVE_PATHS
 from analysis.specs import MODELS
 from ui import cache, render
@@ -72,48 +72,91 @@ if picked is not None:
         st.info(f"{label} is a plain net: it has exactly one path, of length {ck.spec.num_blocks}; pick a "
                 "residual net to decompose the gradient.")
     else:
-        c = st.columns(4)
+        c = st.columns(5)
         samples = c[0].number_input("Samples per length", 1, 100, 10, key="paths_samples")
         batch = c[1].number_input("Batch size", 8, 512, 64, key="paths_batch")
-        mass = c[2].slider("Effective range holds", 0.5, 0.99, 0.9, key="paths_mass")
-        compare_init = c[3].checkbox("Also at initialisation", value=True, key="paths_init")
-        # shipped nets are measured on arrival (cached for the session); others on request
-        if st.button("Measure", type="primary", key="paths_run") or picked.origin == "shipped":
-            st.session_state["paths_show"] = True
-        if st.session_state.get("paths_show"):
+        seed = c[2].number_input("Seed", 0, 10_000, 0, key="paths_seed", help="Which random sets of blocks are sampled.")
+        mass = c[3].slider("Effective range holds", 0.5, 0.99, 0.9, key="paths_mass")
+        compare_init = c[4].checkbox("Also at initialisation", value=True, key="paths_init")
+        settings = paths.MeasureSettings(int(samples), int(batch), int(seed))
+        nets = [net for net in paths.NETS if net == "trained" or compare_init]
+        # this session's measurements, by (label, net, settings); nothing is measured until Measure is pressed
+        store: dict = st.session_state.setdefault("paths_results", {})
+        last: dict = st.session_state.setdefault("paths_last", {})
+        stopped = st.session_state.pop("paths_active", None)  # left behind by a measurement a rerun interrupted
+        if stopped is not None:
+            st.warning(f"The measurement of {stopped[0]} ({stopped[1].describe()}) was stopped before it finished "
+                       "(Cancel, or another click while it ran); nothing of it was kept.")
+        try:
+            stored = cache.stored_path_results(picked.name) if picked.origin == "shipped" else {}
+        except LensError as exc:
+            error_box(exc)
+            stored = {}
+
+        if st.button("Measure", type="primary", key="paths_run",
+                     help="Measure with the settings above (trained net, and at initialisation if ticked)."):
+            st.session_state["paths_active"] = (label, settings)
+            st.button("Cancel", key="paths_cancel", help="Stops the measurement; nothing of it is kept.")
             try:
                 data = cache.dataset_of(ck.meta)
                 if data is None:
                     raise DatasetError(f"{label} was not trained on the embedded digits; measure it with a net "
                                        "that was (or use the Lesion lab's dataset path)")
-                x, y = data.x_test[: int(batch)], data.y_test[: int(batch)]
-                store = st.session_state.setdefault("paths_results", {})
-                nets = [("trained", ck.model)]
-                if compare_init:  # seeded from a local generator: no global RNG touched
-                    nets.append(("initialisation", build_model(ck.spec, seed=0).eval()))
-                frames = []
-                for tag, model in nets:
-                    key = (label, tag, int(samples), int(batch))
-                    if key not in store:
-                        bar = st.progress(0.0, text=f"{tag}: measuring…")
-                        store[key] = paths.gradient_by_length(model, x, y, samples=int(samples),
-                                                              progress=progress_reporter(bar, f"{tag}: paths"))
-                        bar.empty()
-                    frames.append(store[key].assign(net=tag))
+                done = {}
+                for net in nets:
+                    model = ck.model if net == "trained" else paths.initialised(ck.model)
+                    bar = st.progress(0.0, text=f"{net}: measuring…")
+                    done[net] = paths.measure(model, data.x_test, data.y_test, settings,
+                                              progress=progress_reporter(bar, f"{net}: paths"))
+                    bar.empty()
             except LensError as exc:
                 error_box(exc)
+            else:  # kept only when every net finished: a cancelled measurement leaves nothing partial
+                store.update({(label, net, settings): df for net, df in done.items()})
+                last[label] = settings
+            st.session_state.pop("paths_active", None)
+
+        def lookup(net: str, s: paths.MeasureSettings) -> tuple[pd.DataFrame, str] | None:
+            if (label, net, s) in store:
+                return store[(label, net, s)], "measured in this session"
+            if (net, s) in stored:
+                return stored[(net, s)], "stored"
+            return None
+
+        # the settings above if measured (here, or stored with the checkpoint); else the latest shown
+        stored_settings = sorted({s for _, s in stored}, key=lambda s: (s != paths.MeasureSettings(), astuple(s)))
+        candidates = [settings, last.get(label), *stored_settings]
+        shown = next((s for s in candidates if s is not None and lookup("trained", s)), None)
+        if shown is None:
+            st.info(f"{label} has not been measured with {settings.describe()}: press **Measure** (the "
+                    f"{ck.spec.num_blocks}-block net takes a while; a progress bar and a Cancel button show).")
+        else:
+            if shown != settings:
+                st.info(f"Showing the results for {shown.describe()}: the settings above "
+                        f"({settings.describe()}) have not been measured — press **Measure** to measure them.")
+            found = {net: hit for net in nets if (hit := lookup(net, shown)) is not None}
+            sources = {src for _, src in found.values()}
+            if sources == {"stored"}:
+                st.caption(f"Stored results: measured once with `tools/make_path_results.py` and shipped beside "
+                           f"the checkpoint ({shown.describe()}). **Measure** measures again here.")
+            elif sources == {"measured in this session"}:
+                st.caption(f"Measured in this session ({shown.describe()}).")
             else:
-                res = pd.concat(frames, ignore_index=True)
-                trained = frames[0]
-                lo_k, hi_k = paths.effective_range(trained, mass)
-                r = st.columns(3)
-                r[0].metric("Residual blocks n", ck.spec.num_blocks)
-                r[1].metric(f"Effective paths ({mass:.0%} of total gradient)", f"{lo_k}–{hi_k}")
-                r[2].metric("Paper, ResNet-110 (54 blocks)", f"{VEIT_EFFECTIVE_PATHS[0]}–{VEIT_EFFECTIVE_PATHS[1]}")
-                st.plotly_chart(render.gradient_by_length(res, (lo_k, hi_k)), key="paths_grad")
-                st.caption(f"Effective range on the trained net: lengths {lo_k}–{hi_k} out of 0–{ck.spec.num_blocks} "
-                           f"(mean path length {ck.spec.num_blocks / 2:g}). Short paths are few but carry "
-                           "orders of magnitude more gradient each.")
-                st.dataframe(res, hide_index=True, width="stretch")
-                st.download_button("Download (CSV)", res.to_csv(index=False), file_name="gradient_by_length.csv",
-                                   mime="text/csv", key="paths_grad_csv")
+                st.caption(" · ".join(f"{net}: {src}" for net, (_, src) in found.items())
+                           + f" ({shown.describe()}).")
+            if compare_init and "initialisation" not in found:
+                st.caption("Press **Measure** to add the net at initialisation.")
+            frames = [df.assign(net=net) for net, (df, _) in found.items()]
+            res = pd.concat(frames, ignore_index=True)
+            lo_k, hi_k = paths.effective_range(frames[0], mass)
+            r = st.columns(3)
+            r[0].metric("Residual blocks n", ck.spec.num_blocks)
+            r[1].metric(f"Effective paths ({mass:.0%} of total gradient)", f"{lo_k}–{hi_k}")
+            r[2].metric("Paper, ResNet-110 (54 blocks)", f"{VEIT_EFFECTIVE_PATHS[0]}–{VEIT_EFFECTIVE_PATHS[1]}")
+            st.plotly_chart(render.gradient_by_length(res, (lo_k, hi_k)), key="paths_grad")
+            st.caption(f"Effective range on the trained net: lengths {lo_k}–{hi_k} out of 0–{ck.spec.num_blocks} "
+                       f"(mean path length {ck.spec.num_blocks / 2:g}). Short paths are few but carry "
+                       "orders of magnitude more gradient each.")
+            st.dataframe(res, hide_index=True, width="stretch")
+            st.download_button("Download (CSV)", res.to_csv(index=False), file_name="gradient_by_length.csv",
+                               mime="text/csv", key="paths_grad_csv")

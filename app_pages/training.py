@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import streamlit as st
 
-from analysis.checkpoints import Checkpoint, checkpoint_bytes
+from analysis.checkpoints import Checkpoint
 from analysis.errors import LensError
 from analysis.meta import SCHEDULES
 from analysis.specs import get_spec
@@ -109,10 +108,16 @@ if go:
                 extra = f" · test acc {last['test_acc']:.3f}" if last else ""
                 bar.progress(min(frac, 1.0), text=f"{label}: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}{extra}")
 
-            ck = train_checkpoint(spec, data, config, progress)
+            try:
+                ck = train_checkpoint(spec, data, config, progress)
+            except LensError as exc:  # e.g. the loss diverged: say so, keep the runs that finished
+                st.session_state.pop("active_run", None)
+                st.error(f"{label}: {exc}")
+                break
             st.session_state.pop("active_run", None)
             st.session_state.setdefault("trained", {})[label] = ck
-        bar.progress(1.0, text="done")
+        else:
+            bar.progress(1.0, text="done")
 
 trained: dict[str, Checkpoint] = st.session_state.get("trained", {})
 if trained:
@@ -121,6 +126,7 @@ if trained:
     st.dataframe(summary_rows(list(trained.items())), hide_index=True, width="stretch")
     st.caption("These nets are also available on the other pages under *Checkpoint → trained here*.")
     pick = st.selectbox("Download a checkpoint", list(trained), key="train_download_pick")
-    ck = trained[pick]
-    st.download_button("Download .pt", partial(checkpoint_bytes, ck.model, ck.meta), file_name="resnet_lens_run.pt",
-                       mime="application/octet-stream", key="train_download")
+    # serialised once per run and kept with it (ui/cache.py): bytes, never a deferred callable
+    st.download_button("Download .pt", cache.checkpoint_file(pick, trained[pick]),
+                       file_name=cache.download_name(pick, ".pt"), mime="application/octet-stream",
+                       key="train_download")

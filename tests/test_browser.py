@@ -187,3 +187,55 @@ def test_upload_asks_plain_or_residual(server, browser, tmp_path):
     expect(sidebar).to_contain_text("(plain")
     no_error_boxes(page)
     page.close()
+
+
+def test_three_downloads_in_a_row(server, browser):
+    """DOT, SVG and PNG clicked one right after another: three files, each with its content type.
+    (Deferred downloads, made by a callable on click, failed here: each click reruns the page, and the
+    rerun forgot the other buttons' callables.)"""
+    from analysis.diagrams import has_dot
+
+    if not has_dot():
+        pytest.skip("Graphviz's dot is not installed: no SVG/PNG buttons")
+    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+    page.goto(f"{server}/diagrams?model=resnet34&level=block")
+    settled(page)
+    expected = {"Download DOT": ("resnet34_block.dot", "text/vnd.graphviz", b"digraph"),
+                "Download SVG": ("resnet34_block.svg", "image/svg+xml", b"<svg"),
+                "Download PNG": ("resnet34_block.png", "image/png", b"\x89PNG\r\n\x1a\n")}
+    got = {}
+    for label in expected:  # no wait for the rerun a click starts: the next click follows at once
+        with page.expect_download(timeout=60_000) as info:
+            page.get_by_test_id("stDownloadButton").filter(has_text=label).get_by_role("button").click()
+        got[label] = info.value
+    for label, (name, mime, head) in expected.items():
+        d = got[label]
+        assert d.failure() is None, (label, d.failure())
+        assert d.suggested_filename == name
+        assert head in Path(d.path()).read_bytes()[:400], label  # SVG opens with an XML declaration
+        response = page.request.get(d.url)
+        assert response.ok and response.headers["content-type"].split(";")[0] == mime, (label, response.headers)
+    settled(page)
+    no_error_boxes(page)
+    page.close()
+
+
+def test_path_ensemble_opens_with_stored_results_and_cancels(server, browser):
+    """The page shows the stored measurement of the shipped 56-layer net at once; Measure starts a
+    measurement with a progress bar and Cancel stops it, keeping nothing."""
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    t0 = time.perf_counter()
+    page.goto(f"{server}/paths")
+    settled(page)
+    opened = time.perf_counter() - t0
+    expect(page.get_by_text("Stored results", exact=False).first).to_be_visible()
+    expect(page.get_by_text("10 samples per length, batch 64, seed 0", exact=False).first).to_be_visible()
+    assert opened < 90, f"opening took {opened:.0f} s"  # it measured on arrival before: 35-110 s alone
+    page.get_by_role("button", name="Measure").click()
+    expect(page.get_by_test_id("stProgress").first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_text("was stopped before it finished", exact=False)).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    expect(page.get_by_text("Stored results", exact=False).first).to_be_visible()  # still the stored ones
+    no_error_boxes(page)
+    page.close()

@@ -2,7 +2,10 @@
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
+
+from tests import downloads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,7 +147,37 @@ def test_diagrams_levels_metrics_twin():
     clean(at)
 
 
+def test_diagrams_downloads_are_bytes_not_callables():
+    """DOT, SVG and PNG are made before the buttons (a deferred callable is forgotten on the next
+    rerun, and a click on its button then fails); the bytes are the rendered diagram."""
+    from analysis.diagrams import has_dot
+
+    with downloads.captured() as files:
+        at = page("diagrams.py")
+        clean(at)
+        buttons = {b.label: b for b in at.get("download_button")}
+        dot = files.of(buttons["Download DOT"])
+        assert dot.filename == "resnet34_block.dot" and dot.data.decode() == at.get("graphviz_chart")[0].proto.spec
+        if not has_dot():
+            pytest.skip("Graphviz's dot is not installed: no SVG/PNG buttons")
+        svg, png = files.of(buttons["Download SVG"]), files.of(buttons["Download PNG"])
+        assert (svg.mimetype, svg.filename) == ("image/svg+xml", "resnet34_block.svg") and b"<svg" in svg.data
+        assert (png.mimetype, png.filename) == ("image/png", "resnet34_block.png")
+        assert png.data.startswith(b"\x89PNG\r\n\x1a\n")
+        # a rerun (what any click does) keeps the same files: content-addressed, nothing to forget
+        at.checkbox(key="diagrams_projection").check().run()
+        again = {b.label: b.proto.url for b in at.get("download_button")}
+        assert again == {label: b.proto.url for label, b in buttons.items()}
+
+
 def test_training_page_shows_shipped_runs_and_trains():
+    from analysis.checkpoints import load_checkpoint
+
+    with downloads.captured() as files:
+        _train_and_download(files, load_checkpoint)
+
+
+def _train_and_download(files, load_checkpoint):
     at = page("training.py")
     clean(at)
     table = at.dataframe[0].value
@@ -161,6 +194,14 @@ def test_training_page_shows_shipped_runs_and_trains():
     (label, ck), = trained.items()
     assert label.startswith("cifar_resnet8") and len(ck.meta.history) == 1
     assert at.dataframe[1].value["epochs"].tolist() == [1]
+    # the run's checkpoint: its bytes are in the button (no deferred callable), named after the run
+    (button,) = at.get("download_button")
+    file = files.of(button)
+    assert file.filename == "cifar_resnet8_1ep_lr0.1_seed0.pt"
+    again = load_checkpoint(file.data, name=file.filename)
+    assert again.spec == ck.spec and len(again.meta.history) == 1
+    at.number_input(key="train_epochs").set_value(2).run()  # any rerun: the same bytes, not serialised again
+    assert files.of(at.get("download_button")[0]) == file
     at.selectbox(key="train_data").select("cifar10").run()
     at.text_input(key="train_path").input("/nonexistent/cifar").run()
     at.button(key="train_go").click().run()
@@ -196,13 +237,38 @@ def test_lesion_lab_toggles_and_sweeps():
     assert exps == {"single", "k", "reorder"}
 
 
-def test_path_ensemble_views_and_measurement():
+def test_path_ensemble_views_and_measurement(monkeypatch):
+    import time
+
+    from analysis import paths
+    from analysis.paths import MeasureSettings
+
+    measure = paths.gradient_by_length
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the page measured without Measure being pressed")
+
+    monkeypatch.setattr(paths, "gradient_by_length", refuse)
+    t0 = time.perf_counter()
     at = page("paths.py")
+    opened = time.perf_counter() - t0
     clean(at)
+    assert opened < 30, f"the page took {opened:.0f} s to open"  # it measured 35-110 s on arrival before
     assert metrics(at)["Path length (residual branches passed)"] == "0"
-    # the shipped 56-layer net is measured on arrival: trained and at initialisation
+    # the shipped 56-layer net opens with its stored results, trained and at initialisation: nothing measured
     assert metrics(at)["Residual blocks n"] == "27"
-    assert len(at.session_state["paths_results"]) == 2
+    assert at.session_state["paths_results"] == {}
+    assert any("Stored results" in c.value and "10 samples per length, batch 64, seed 0" in c.value
+               for c in at.caption)
+    assert set(at.dataframe[-1].value["net"]) == {"trained", "initialisation"}
+    # changing a setting measures nothing: the stored results stay, labelled with their settings
+    at.number_input(key="paths_samples").set_value(4).run()
+    at.number_input(key="paths_seed").set_value(1).run()
+    clean(at)
+    assert at.session_state["paths_results"] == {}
+    assert "4 samples per length, batch 64, seed 1" in at.info[0].value and "press **Measure**" in at.info[0].value
+    assert metrics(at)["Residual blocks n"] == "27"
+
     at.slider(key="paths_n").set_value(5).run()
     at.selectbox(key="paths_pick").select(31).run()
     assert metrics(at)["Path length (residual branches passed)"] == "5"
@@ -210,16 +276,44 @@ def test_path_ensemble_views_and_measurement():
     assert any("Exactly 18,014,398,509,481,984 paths." in c.value for c in at.caption)
     at.selectbox(key="paths_net").select("resnet18").run()
     assert metrics(at)["Paths"] == "256"  # 2^8
+
+    # Measure measures, with the settings shown; trained and at initialisation
+    monkeypatch.setattr(paths, "gradient_by_length", measure)
     at.selectbox(key="paths_ckpt").select("shipped: digits_resnet20").run()
     at.number_input(key="paths_samples").set_value(3).run()
+    at.number_input(key="paths_seed").set_value(0).run()
+    assert at.session_state["paths_results"] == {}
     at.button(key="paths_run").click().run()
     clean(at)
     m = metrics(at)
     assert m["Residual blocks n"] == "9"
     lo, hi = (int(v) for v in m["Effective paths (90% of total gradient)"].split("–"))
     assert 0 <= lo <= hi <= 9
-    # + resnet20 at 10 samples (measured on arrival) and at 3 samples, each trained and at initialisation
-    assert len(at.session_state["paths_results"]) == 6
+    three = MeasureSettings(samples=3)
+    assert set(at.session_state["paths_results"]) == {("shipped: digits_resnet20", net, three)
+                                                     for net in ("trained", "initialisation")}
+    assert any(c.value.startswith("Measured in this session (3 samples") for c in at.caption)
+    assert "paths_active" not in at.session_state
+    # back to the stored settings: the stored results again, still nothing new measured
+    monkeypatch.setattr(paths, "gradient_by_length", refuse)
+    at.number_input(key="paths_samples").set_value(10).run()
+    clean(at)
+    assert len(at.session_state["paths_results"]) == 2
+    assert any("Stored results" in c.value for c in at.caption)
+
+
+def test_path_ensemble_cancelled_measurement_keeps_nothing():
+    """Cancel interrupts the measurement with a rerun; the next run says so and nothing partial is kept."""
+    from analysis.paths import MeasureSettings
+
+    at = AppTest.from_file(str(ROOT / "app_pages" / "paths.py"), default_timeout=120)
+    at.session_state["paths_active"] = ("shipped: digits_resnet56", MeasureSettings(samples=7))
+    at.run()
+    clean(at)
+    assert "was stopped before it finished" in at.warning[0].value
+    assert "nothing of it was kept" in at.warning[0].value
+    assert "7 samples per length" in at.warning[0].value
+    assert at.session_state["paths_results"] == {} and "paths_active" not in at.session_state
 
 
 def test_training_page_keeps_the_epochs_of_a_cancelled_run():

@@ -5,6 +5,9 @@ Cached objects are never mutated by callers (DataFrames are copied by Streamlit 
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -121,3 +124,48 @@ def length_distribution(n: int) -> paths.LengthDistribution:
 @st.cache_data(show_spinner="Measuring gradients…", max_entries=32)
 def scaled_shortcut_gradients(lambdas: tuple[float, ...], depth: int, residual_scale: float) -> pd.DataFrame:
     return theory.scaled_shortcut_gradients(lambdas, depth, residual_scale=residual_scale)
+
+
+def stored_path_results(name: str) -> paths.Results:
+    """The gradient-by-length measurements stored beside a shipped checkpoint (empty if none, or if
+    they were made on another version of the file); reloaded when either file changes."""
+    file = checkpoints.shipped_checkpoints().get(name)
+    if file is None:
+        return {}
+    stored = paths.results_file(file)
+    return _stored_path_results(str(file), file.stat().st_mtime, stored.stat().st_mtime if stored.is_file() else 0.0)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _stored_path_results(path: str, mtime: float, results_mtime: float) -> paths.Results:
+    del mtime, results_mtime
+    return paths.load_results(Path(path))
+
+
+# ----------------------------------------------------------------------------- downloads
+# Download buttons get their bytes, never a callable: Streamlit forgets a deferred callable when the
+# session reruns (any other click does that), and a later click on the old button then fails with
+# "MediaFileStorageError: Deferred file ... not found". Bytes are stored by content, so the same file
+# keeps its URL across reruns.
+@st.cache_data(show_spinner="Rendering the diagram…", max_entries=16)
+def rendered_diagram(dot: str, fmt: str) -> bytes:
+    """The DOT source rendered by Graphviz's ``dot`` as SVG or PNG, keyed by the DOT text."""
+    return diagrams.render(dot, fmt)
+
+
+def checkpoint_file(label: str, ck: checkpoints.Checkpoint) -> bytes:
+    """A run's checkpoint file, serialised once and kept with the run in this session (a run's label
+    is per session, so this is not a process-wide cache); a new run under the same label replaces it."""
+    files: dict[str, tuple[checkpoints.Checkpoint, bytes]] = st.session_state.setdefault("trained_files", {})
+    kept = files.get(label)
+    if kept is None or kept[0] is not ck:
+        kept = files[label] = (ck, checkpoints.checkpoint_bytes(ck.model, ck.meta))
+    return kept[1]
+
+
+def download_name(label: str, suffix: str) -> str:
+    """A file name made from a run's label: 'cifar_resnet20 (10 ep, lr 0.1, seed 0)' ->
+    'cifar_resnet20_10ep_lr0.1_seed0.pt'."""
+    words = re.findall(r"[A-Za-z0-9_.+-]+", label.replace(" ep", "ep").replace("lr ", "lr").replace("seed ", "seed"))
+    stem = "_".join(words).strip("._-")[:120] or "resnet_lens_run"
+    return f"{stem}{suffix}"

@@ -1,0 +1,52 @@
+"""Measure the shipped residual nets' gradient by path length once and store it beside them.
+
+The Path ensemble page shows these stored results at once for a shipped net (saying they are stored
+and with which settings) and measures anew only when the user presses *Measure*. Rerun this after
+retraining a shipped checkpoint: stored results carry the checkpoint's SHA-256, and the page ignores
+results made on another version of the file.
+
+    .venv/bin/python tools/make_path_results.py                      # page defaults: 10 samples, batch 64, seed 0
+    .venv/bin/python tools/make_path_results.py --samples 3 --only digits_resnet20
+
+Results for other settings are merged into the file (same settings are replaced).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from analysis import paths
+from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    defaults = paths.MeasureSettings()
+    ap.add_argument("--samples", type=int, default=defaults.samples)
+    ap.add_argument("--batch", type=int, default=defaults.batch)
+    ap.add_argument("--seed", type=int, default=defaults.seed)
+    ap.add_argument("--only", action="append", help="checkpoint stem (repeatable); default: every residual one")
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # the app measures on one intra-op thread per session (ui/runtime.py)
+    settings = paths.MeasureSettings(args.samples, args.batch, args.seed)
+    for name, file in shipped_checkpoints().items():
+        if args.only and name not in args.only:
+            continue
+        ck = load_checkpoint(file)
+        if not ck.spec.residual:
+            continue
+        data = dataset_for(ck.meta)
+        results = paths.load_results(file)
+        for net, model in (("trained", ck.model), ("initialisation", paths.initialised(ck.model))):
+            t0 = time.perf_counter()
+            results[(net, settings)] = paths.measure(model, data.x_test, data.y_test, settings)
+            print(f"{name} {net}: {settings.describe()}: {time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"  -> {paths.save_results(file, results)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
