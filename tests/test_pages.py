@@ -378,3 +378,10 @@ def test_theory_page_measures_scaled_shortcuts():
     assert "λ = 1.2: ×6.19" in cap and "λ = 1: ×1;" in cap and "λ = 0.8: ×0.107" in cap  # 1.2^10, 0.8^10
     at.multiselect(key="theory_lambdas").set_value([]).run()
     assert at.info
+
+
+def test_si_formatting_reaches_exa():
+    from ui.widgets import fmt_si
+
+    assert fmt_si(9_727_951_124_294_008_832) == "9.728 E"  # issue 10's overflow example, exact MACs
+    assert fmt_si(4_089_184_256) == "4.089 G" and fmt_si(999) == "999"

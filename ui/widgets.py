@@ -192,8 +192,13 @@ def fmt_int(n: int) -> str:
     return f"{n:,}"
 
 
+SI_PREFIXES = ((10**24, "Y"), (10**21, "Z"), (10**18, "E"), (10**15, "P"), (10**12, "T"), (10**9, "G"),
+               (10**6, "M"), (10**3, "k"))
+
+
 def fmt_si(n: float, unit: str = "") -> str:
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    """'4.089 G', '9.728 E' (exact integers stay exact until the one division that formats them)."""
+    for div, suffix in SI_PREFIXES:
         if abs(n) >= div:
             return f"{n / div:.3f} {suffix}{unit}"
     return f"{n:g} {unit}".strip()
