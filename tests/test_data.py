@@ -15,6 +15,7 @@ from analysis.data import (
     load_digits,
     load_image_folder,
 )
+from tests.fuzz.harness import no_hang
 
 
 def test_digits_split_is_fixed_and_normalised():
@@ -141,48 +142,7 @@ def test_augment_batch_shifts_without_flipping_digits():
 # Each test below fails on the loaders as they were (values accepted silently, a crash outside our
 # error types, or a hang); the fuzz suite (tests/fuzz/test_data_fuzz.py) covers the wider space.
 
-class Hang(Exception):
-    """The loader did not return in time (not an OSError, so no loader can mistake it for a bad file)."""
-
-
-def _no_hang(fn, seconds=10.0, fifos=()):
-    """``fn()``, or :class:`Hang` after ``seconds``: SIGALRM interrupts a blocking open() in the main
-    thread; elsewhere the call runs in a thread and the FIFOs' write ends are opened to release it."""
-    import os
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-        def alarm(signum, frame):
-            raise Hang(f"no result after {seconds} s")
-        previous = signal.signal(signal.SIGALRM, alarm)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        try:
-            return fn()
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-    box = {}
-
-    def target():
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # handed to the caller
-            box["error"] = exc
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(seconds)
-    if t.is_alive():
-        for f in fifos:  # a reader blocked in open() returns once a writer appears
-            try:
-                os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:
-                pass
-        t.join(5)
-        raise Hang(f"no result after {seconds} s")
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+_no_hang = no_hang  # one deadline helper for the suite: tests.fuzz.harness.no_hang
 
 
 _DEFAULT = object()

@@ -16,6 +16,9 @@ Each category's counts are written to ``tests/fuzz/results/<category>.json`` (gi
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -90,3 +93,43 @@ def assert_no_failures(report: Report) -> None:
     bad = report.failures
     assert not bad, f"{report.category}: {len(bad)} crashes/silent accepts, e.g. " + "; ".join(
         f"{k}: {v}" for k, v in list(bad.items())[:5])
+
+
+class Hang(Exception):
+    """A case did not return in time (not an OSError: no loader can mistake it for a bad file)."""
+
+
+def no_hang(fn: Callable[[], Any], fifos: Iterable[Path] = (), seconds: float = 10.0) -> Any:
+    """``fn()``, or :class:`Hang` after ``seconds``: SIGALRM interrupts a blocking open() in the main
+    thread; elsewhere ``fn`` runs in a thread and the FIFOs' write ends are opened to release it."""
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        def alarm(signum: int, frame: object) -> None:
+            raise Hang(f"no result after {seconds} s")
+        previous = signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            return fn()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        for f in fifos:  # a reader blocked in open() returns once a writer appears
+            try:
+                os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+        t.join(5)
+        raise Hang(f"no result after {seconds} s")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]

@@ -15,8 +15,6 @@ import math
 import os
 import random
 import shutil
-import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ import torch
 
 from analysis.__main__ import run
 from analysis.checkpoints import load_checkpoint, shipped_checkpoints
-from tests.fuzz.harness import Case, assert_no_failures, run_cases
+from tests.fuzz.harness import Case, assert_no_failures, no_hang, run_cases
 
 SEED = 20_251_110
 DEADLINE_S = 60.0
@@ -66,23 +64,8 @@ BAD_LESION: dict[str, list[str]] = {
 }
 
 
-class Deadline(Exception):
-    """A case ran past its deadline: a setting that should have been refused was not."""
-
-
 def deadline(fn: Callable[[], Any], seconds: float = DEADLINE_S) -> Any:
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        return fn()
-
-    def alarm(signum: int, frame: object) -> None:
-        raise Deadline(f"no result after {seconds} s")
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        return fn()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    return no_hang(fn, seconds=seconds)
 
 
 def cli(argv: list[str]) -> Callable[[], int]:

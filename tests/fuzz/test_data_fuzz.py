@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import struct
-import threading
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,51 +23,11 @@ from PIL import Image
 
 from analysis.data import CIFAR_FILES, IMAGENET_MEAN, load_cifar10, load_image_folder
 from analysis.meta import Normalisation
-from tests.fuzz.harness import Case, assert_no_failures, run_cases
+from tests.fuzz.harness import Case, assert_no_failures, no_hang, run_cases
 
 DEADLINE_S = 10.0
 IDENTITY = Normalisation((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # x stays the raw 0..1 pixels
 IDENTITY_GREY = Normalisation((0.0,), (1.0,))
-
-
-class Hang(Exception):
-    """A case did not return in time (not an OSError: no loader can mistake it for a bad file)."""
-
-
-def no_hang(fn: Callable[[], Any], fifos: Iterable[Path] = (), seconds: float = DEADLINE_S) -> Any:
-    """``fn()``, or :class:`Hang` after ``seconds``: SIGALRM interrupts a blocking open() in the main
-    thread; elsewhere ``fn`` runs in a thread and the FIFOs' write ends are opened to release it."""
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-        def alarm(signum: int, frame: object) -> None:
-            raise Hang(f"no result after {seconds} s")
-        previous = signal.signal(signal.SIGALRM, alarm)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        try:
-            return fn()
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # handed to the caller
-            box["error"] = exc
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(seconds)
-    if t.is_alive():
-        for f in fifos:  # a reader blocked in open() returns once a writer appears
-            try:
-                os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:
-                pass
-        t.join(5)
-        raise Hang(f"no result after {seconds} s")
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
 
 
 def guarded(name: str, fn: Callable[[], Any], expect: Literal["error", "valid"],
