@@ -9,6 +9,7 @@ import streamlit as st
 from analysis.checkpoints import Checkpoint
 from analysis.errors import LensError
 from analysis.meta import SCHEDULES
+from analysis.runstore import default_home
 from analysis.specs import get_spec
 from analysis.train import Progress, TrainConfig, check_device, run_meta, train_checkpoint
 from ui import cache, render
@@ -32,13 +33,23 @@ def summary_rows(runs: list[tuple[str, Checkpoint]]) -> list[dict]:
     return rows
 
 
+def keep(label: str, ck: Checkpoint) -> None:
+    """Put a finished (or cancelled) run in the run store; a store that cannot be written is said."""
+    try:
+        cache.run_store().save_run(label, ck)
+    except LensError as exc:
+        st.warning(f"{label} is kept for this session only: {exc}")
+
+
 def finish_interrupted_run() -> None:
     """A rerun (Cancel, or any widget) interrupts a training loop; keep what it finished."""
     active = st.session_state.pop("active_run", None)
     if active and active.get("model") is not None and active["history"]:
         model = active["model"].cpu().eval()
         meta = run_meta(active["data"], active["config"], history=active["history"], cancelled=True)
-        st.session_state.setdefault("trained", {})[active["label"]] = Checkpoint(model.spec, model, meta, False)
+        ck = Checkpoint(model.spec, model, meta, False)
+        st.session_state.setdefault("trained", {})[active["label"]] = ck
+        keep(active["label"], ck)
         st.toast(f"{active['label']}: cancelled, {len(active['history'])} finished epochs kept")
 
 
@@ -116,12 +127,15 @@ if go:
                 break
             st.session_state.pop("active_run", None)
             st.session_state.setdefault("trained", {})[label] = ck
+            keep(label, ck)
         else:
             bar.progress(1.0, text="done")
 
-trained: dict[str, Checkpoint] = st.session_state.get("trained", {})
+trained: dict[str, Checkpoint] = {**cache.stored_runs(), **st.session_state.get("trained", {})}
 if trained:
     st.subheader("Your runs")
+    st.caption(f"Kept in the run store at `{default_home()}` (set RESNET_LENS_HOME to move it), so a "
+               "reload, a new tab or a server restart shows them again; delete that folder or use *Forget* below.")
     st.plotly_chart(render.training_curves([run_record(n, c) for n, c in trained.items()]), key="training_mine")
     st.dataframe(summary_rows(list(trained.items())), hide_index=True, width="stretch")
     st.caption("These nets are also available on the other pages under *Checkpoint → trained here*.")
@@ -130,3 +144,13 @@ if trained:
     st.download_button("Download .pt", cache.checkpoint_file(pick, trained[pick]),
                        file_name=cache.download_name(pick, ".pt"), mime="application/octet-stream",
                        key="train_download")
+    try:
+        stored = cache.run_store().find(trained[pick])
+    except LensError as exc:
+        st.warning(f"The run store cannot be used: {exc}")
+        stored = None
+    if stored is not None and st.button(f"Forget {pick}", key="train_forget",
+                                        help="Deletes the run and its sweep results from the run store."):
+        cache.run_store().delete_run(stored.key)
+        st.session_state.get("trained", {}).pop(pick, None)
+        st.rerun()

@@ -10,6 +10,17 @@ from tests import downloads
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def own_run_store(tmp_path_factory, monkeypatch):
+    """Each test starts with an empty run store, so runs trained by another test never show up."""
+    from ui import cache
+
+    monkeypatch.setenv("RESNET_LENS_HOME", str(tmp_path_factory.mktemp("home")))
+    cache.run_store.clear()
+    yield
+    cache.run_store.clear()
+
+
 def page(name: str) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app_pages" / name), default_timeout=120)
     return at.run()
@@ -385,3 +396,27 @@ def test_si_formatting_reaches_exa():
 
     assert fmt_si(9_727_951_124_294_008_832) == "9.728 E"  # issue 10's overflow example, exact MACs
     assert fmt_si(4_089_184_256) == "4.089 G" and fmt_si(999) == "999"
+
+
+def test_trained_runs_survive_a_reload():
+    """A new session (reload, new tab, server restart) still shows the nets trained earlier: they are
+    kept in the run store (the suite's store is a temporary RESNET_LENS_HOME, see conftest)."""
+    at = page("training.py")
+    at.multiselect(key="train_depths").set_value([8]).run()
+    at.multiselect(key="train_kinds").set_value(["plain"]).run()
+    at.number_input(key="train_epochs").set_value(1).run()
+    at.number_input(key="train_seed").set_value(7).run()
+    at.button(key="train_go").click().run()
+    clean(at)
+    (label,) = [k for k in at.session_state["trained"] if "seed 7" in k]
+    fresh = page("training.py")  # a new session: empty session state
+    clean(fresh)
+    assert label in list(fresh.dataframe[-1].value["model"])
+    lesion = page("lesion.py")
+    assert f"trained here: {label}" in lesion.selectbox(key="lesion_ckpt").options
+    fresh.selectbox(key="train_download_pick").select(label).run()
+    fresh.button(key="train_forget").click().run()
+    clean(fresh)
+    from analysis.runstore import RunStore
+
+    assert label not in [r.label for r in RunStore().runs()]

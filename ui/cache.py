@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from analysis import blocks, checkpoints, conventions, costs, data, depth, diagrams, paths, theory
+from analysis import blocks, checkpoints, conventions, costs, data, depth, diagrams, paths, runstore, theory
+from analysis.errors import LensError
 from analysis.meta import Normalisation, RunMeta
 from analysis.specs import ResNetSpec
 
@@ -108,6 +109,28 @@ def checkpoint_from_bytes(blob: bytes, name: str, plain: bool | None = None) -> 
     """An uploaded file; ``plain`` answers the one question a bare state_dict's weights cannot
     (plain net or residual with option-A shortcuts: see ``AmbiguousCheckpointError``)."""
     return checkpoints.load_checkpoint(blob, name=name, plain=plain)
+
+
+@st.cache_resource(show_spinner=False)
+def run_store() -> runstore.RunStore:
+    """The run store of this server ($RESNET_LENS_HOME, default ~/.resnet-lens)."""
+    return runstore.RunStore()
+
+
+def stored_runs() -> dict[str, checkpoints.Checkpoint]:
+    """Nets trained in the app and kept in the run store (any session, any earlier server), by label.
+    A stored file that no longer loads is skipped, not shown as an error on every page."""
+    out: dict[str, checkpoints.Checkpoint] = {}
+    try:
+        runs = run_store().runs()
+    except LensError:  # an unusable store: the pages still work, the Training page says why
+        return out
+    for run in runs:
+        try:
+            out[run.label] = checkpoint_from_path(str(run.path), run.path.stat().st_mtime)
+        except (LensError, OSError):
+            continue
+    return out
 
 
 def shipped() -> dict[str, checkpoints.Checkpoint]:

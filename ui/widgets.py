@@ -66,11 +66,12 @@ class Picked:
 
 
 def available_checkpoints() -> dict[str, Picked]:
-    """Shipped checkpoints and the nets trained in this session, by label."""
+    """Shipped checkpoints and the nets trained in the app (this session's and the run store's), by label."""
     from ui import cache
 
     entries = [Picked("shipped", n, c) for n, c in cache.shipped().items()]
-    entries += [Picked("trained", n, c) for n, c in st.session_state.get("trained", {}).items()]
+    trained = {**cache.stored_runs(), **st.session_state.get("trained", {})}  # kept across reloads
+    entries += [Picked("trained", n, c) for n, c in trained.items()]
     return {e.label: e for e in entries}
 
 
