@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+import pytest
 import torch
 
 # pytest-xdist runs two workers on two cores, and the browser test adds a Streamlit server: with
@@ -14,3 +15,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # The app keeps trained nets and sweep results in a run store (~/.resnet-lens by default): the suite
 # uses a fresh folder per process so it neither reads nor pollutes the user's.
 os.environ["RESNET_LENS_HOME"] = tempfile.mkdtemp(prefix="resnet-lens-test-")
+
+
+@pytest.fixture
+def own_run_store(tmp_path_factory, monkeypatch):
+    """An empty run store for one test, so runs trained by another test never show up (page tests
+    use it: ``pytestmark = pytest.mark.usefixtures("own_run_store")``)."""
+    from ui import cache
+
+    monkeypatch.setenv("RESNET_LENS_HOME", str(tmp_path_factory.mktemp("home")))
+    cache.run_store.clear()
+    yield
+    cache.run_store.clear()

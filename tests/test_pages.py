@@ -10,15 +10,7 @@ from tests import downloads
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def own_run_store(tmp_path_factory, monkeypatch):
-    """Each test starts with an empty run store, so runs trained by another test never show up."""
-    from ui import cache
-
-    monkeypatch.setenv("RESNET_LENS_HOME", str(tmp_path_factory.mktemp("home")))
-    cache.run_store.clear()
-    yield
-    cache.run_store.clear()
+pytestmark = pytest.mark.usefixtures("own_run_store")
 
 
 def page(name: str) -> AppTest:
