@@ -28,50 +28,25 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+from ui.server import CHROMIUM, CHROMIUM_ARGS, serving
+
 TIMEOUT_MS = 900_000
 
 
 # ----------------------------------------------------------------------------- the server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve(ttl: int, torch_threads: int | None) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def server_env(torch_threads: int | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     if torch_threads is not None:  # ui/runtime.py reads it; unset, the app's own setting applies
         env["RESNET_LENS_TORCH_THREADS"] = str(torch_threads)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.disconnectedSessionTTL", str(ttl)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError("streamlit did not start")
+    return env
 
 
 def rss_mb(pid: int) -> float:
@@ -295,16 +270,16 @@ async def phase(steps: Steps, url: str, n: int, args: argparse.Namespace, pid: i
 
 
 async def run(args: argparse.Namespace) -> int:
-    proc, url = serve(args.ttl, args.torch_threads)
-    pid = proc.pid
     pairs: list[tuple[Phase, Phase]] = []
-    try:
+    with serving("--server.disconnectedSessionTTL", str(args.ttl), env=server_env(args.torch_threads),
+                 start_timeout_s=120) as (proc, url):
+        pid = proc.pid
         async with contextlib.AsyncExitStack() as stack:
             if args.client == "browser":
                 from playwright.async_api import async_playwright
 
                 p = await stack.enter_async_context(async_playwright())
-                browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+                browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
                 stack.push_async_callback(browser.close)
                 steps = browser_session(browser)
             else:
@@ -319,9 +294,6 @@ async def run(args: argparse.Namespace) -> int:
         # to the system every 30 s
         await asyncio.sleep(args.ttl + 35)
         rss_dropped = rss_mb(pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
     threads = "app default (ui/runtime.py)" if args.torch_threads is None else args.torch_threads or "torch default"
     print(f"client: {args.client}; server torch threads: {threads}; {os.cpu_count()} CPUs; "
