@@ -246,6 +246,9 @@ def to_dot(g: nx.DiGraph, *, show: str | None = None, color_by: str | None = Non
             attrs["penwidth"] = "2"
         if d.get("path", "main") == "main":  # keeps the main path in one straight column; shortcut nodes sit beside it
             attrs["group"] = "main"
+        # hovering shows the label, not the node id (ids such as "relu#2" are internal; on layer-level
+        # diagrams the label starts with the torchvision module name anyway)
+        attrs["tooltip"] = " · ".join(lines)
         dot.node(_id(nid), label=_label(*lines), _attributes=attrs)
     for u, v, kind in g.edges(data="kind"):
         _edge(dot, u, v, EDGE_STYLE[kind])

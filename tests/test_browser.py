@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from ui.server import CHROMIUM, CHROMIUM_ARGS, serving
 
@@ -68,6 +68,40 @@ def charts_painted(page: Page, timeout_ms: int = 60_000) -> None:
         expect(chart.locator("svg").first).to_be_visible(timeout=timeout_ms)
 
 
+def upload_in_explorer(page: Page, server: str, path: Path) -> Locator:
+    """Open the explorer, switch its model source to Checkpoint → Upload and upload ``path``;
+    returns the sidebar."""
+    page.goto(server)
+    settled(page)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("Checkpoint", exact=True).click()
+    picker = sidebar.get_by_test_id("stSelectbox").filter(has_text="Checkpoint")
+    expect(picker).to_be_visible(timeout=RUN_TIMEOUT_MS)  # the rerun has replaced the built-in picker
+    settled(page)
+    picker.click()
+    page.get_by_role("option", name="Upload a checkpoint…").click()
+    upload = sidebar.locator('input[type="file"]')
+    expect(upload).to_have_count(1, timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    upload.set_input_files(str(path))
+    return sidebar
+
+
+def choose(page: Page, scope: Locator, label: str, option: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``label`` and wait for the rerun."""
+    scope.get_by_test_id("stSelectbox").filter(has_text=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    settled(page)
+
+
+def set_number(page: Page, label: str, value: int) -> None:
+    """Type into the number input whose label starts with ``label`` (its range may follow) and commit."""
+    box = page.get_by_label(re.compile(f"^{re.escape(label)}")).first
+    box.fill(str(value))
+    box.press("Enter")
+    settled(page)
+
+
 @pytest.mark.parametrize("name", list(PAGES))
 def test_page_renders_without_errors(server, browser, name):
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
@@ -104,19 +138,7 @@ def test_upload_torchvision_checkpoint(server, browser, tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(deterministic_state_dict({k: tuple(s) for k, s in manifest["resnet18"]}), path)
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
-    page.goto(server)
-    settled(page)
-    sidebar = page.get_by_test_id("stSidebar")
-    sidebar.get_by_text("Checkpoint", exact=True).click()
-    picker = sidebar.get_by_test_id("stSelectbox").filter(has_text="Checkpoint")
-    expect(picker).to_be_visible(timeout=RUN_TIMEOUT_MS)  # the rerun has replaced the built-in picker
-    settled(page)
-    picker.click()
-    page.get_by_role("option", name="Upload a checkpoint…").click()
-    upload = sidebar.locator('input[type="file"]')
-    expect(upload).to_have_count(1, timeout=RUN_TIMEOUT_MS)
-    settled(page)
-    upload.set_input_files(str(path))
+    sidebar = upload_in_explorer(page, server, path)
     expect(page.get_by_text("11,689,512").first).to_be_visible(timeout=RUN_TIMEOUT_MS)
     settled(page)
     no_error_boxes(page)
@@ -135,19 +157,7 @@ def test_upload_asks_plain_or_residual(server, browser, tmp_path):
     path = tmp_path / "plain20.pth"
     torch.save(build_model(get_spec("plain_cifar_resnet20").replace(in_channels=1, input_size=16)).state_dict(), path)
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
-    page.goto(server)
-    settled(page)
-    sidebar = page.get_by_test_id("stSidebar")
-    sidebar.get_by_text("Checkpoint", exact=True).click()
-    picker = sidebar.get_by_test_id("stSelectbox").filter(has_text="Checkpoint")
-    expect(picker).to_be_visible(timeout=RUN_TIMEOUT_MS)
-    settled(page)
-    picker.click()
-    page.get_by_role("option", name="Upload a checkpoint…").click()
-    upload = sidebar.locator('input[type="file"]')
-    expect(upload).to_have_count(1, timeout=RUN_TIMEOUT_MS)
-    settled(page)
-    upload.set_input_files(str(path))
+    sidebar = upload_in_explorer(page, server, path)
     expect(sidebar).to_contain_text("fits both a plain net and a residual net", timeout=RUN_TIMEOUT_MS)
     settled(page)
     no_error_boxes(page)
@@ -210,5 +220,94 @@ def test_path_ensemble_opens_with_stored_results_and_cancels(server, browser):
     expect(page.get_by_text("was stopped before it finished", exact=False)).to_be_visible(timeout=RUN_TIMEOUT_MS)
     settled(page)
     expect(page.get_by_text("Stored results", exact=False).first).to_be_visible()  # still the stored ones
+    no_error_boxes(page)
+    page.close()
+
+
+def test_switching_model_family_restores_its_input_size(server, browser):
+    """Issue 11, item 1: resnet50 (224 px) → cifar_resnet1202 shows 32 px and the 32-px MACs (the
+    Depth page's number), not 224 px carried over (138.6 G MACs)."""
+    from analysis.costs import totals
+    from analysis.specs import get_spec
+    from ui.widgets import fmt_si
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(server)
+    settled(page)
+    expect(page.locator("h3").filter(has_text="224×224").first).to_be_visible()
+    choose(page, page.get_by_test_id("stSidebar"), "Model", "cifar_resnet1202")
+    expect(page.locator("h3").filter(has_text="cifar_resnet1202").first).to_contain_text("3×32×32")
+    macs = totals(get_spec("cifar_resnet1202")).macs  # what the Depth page tabulates for it
+    expect(page.get_by_test_id("stMetric").filter(has_text="MACs")).to_contain_text(fmt_si(macs))
+    no_error_boxes(page)
+    page.close()
+
+
+def test_empty_upload_is_one_sentence(server, browser, tmp_path):
+    """Issue 11, item 2: an empty file gets one clear sentence, no exception box, no server path."""
+    path = tmp_path / "empty.pt"
+    path.write_bytes(b"")
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    upload_in_explorer(page, server, path)
+    box = page.get_by_test_id("stAlertContentError")
+    expect(box).to_have_count(1, timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    text = box.inner_text()
+    assert text == "empty.pt: not a valid PyTorch checkpoint (empty file)" and "Traceback" not in text and str(ROOT) not in text, text
+    page.close()
+
+
+def test_trained_run_survives_a_reload(server, browser):
+    """Issue 11, item 3: train a small net in the app, reload the page: the run is still listed (and
+    offered as a checkpoint on another page); Forget removes it."""
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.goto(f"{server}/training")
+    settled(page)
+    for chip in ("Remove 56", "Remove plain"):  # one net: cifar_resnet20, residual
+        page.get_by_role("button", name=chip).click()
+        settled(page)
+    set_number(page, "Epochs", 1)
+    page.get_by_role("button", name="Train").click()
+    expect(page.get_by_role("heading", name="Your runs")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    page.reload()
+    settled(page)
+    expect(page.get_by_role("heading", name="Your runs")).to_be_visible()
+    label = "cifar_resnet20 (1 ep, lr 0.1, seed 0)"
+    expect(page.get_by_role("combobox", name="Download a checkpoint")).to_have_value(label)
+    page.goto(f"{server}/lesion")
+    settled(page)
+    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(has_text="Checkpoint").click()
+    expect(page.get_by_role("option", name=f"trained here: {label}")).to_be_visible()
+    page.keyboard.press("Escape")
+    page.goto(f"{server}/training")
+    settled(page)
+    page.get_by_role("button", name=f"Forget {label}").click()
+    settled(page)
+    expect(page.get_by_role("heading", name="Your runs")).to_have_count(0)
+    no_error_boxes(page)
+    page.close()
+
+
+def test_block_diagram_follows_the_inputs(server, browser):
+    """Issue 11, item 5: the Block comparison diagram is drawn at the chosen channels, stride and size
+    (it used to show 64×28×28 / 256×28×28 whatever was chosen) and shows no internal node ids."""
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.goto(f"{server}/blocks")
+    settled(page)
+    page.get_by_test_id("stRadio").get_by_text("bottleneck", exact=True).click()  # term by term
+    settled(page)
+    set_number(page, "Input channels", 128)
+    set_number(page, "Output channels", 512)
+    set_number(page, "Bottleneck width", 96)
+    choose(page, page.get_by_test_id("stMain"), "Stride", "2")
+    svg = page.get_by_test_id("stGraphVizChart").locator("svg").first
+    expect(svg).to_contain_text("128×56×56", timeout=RUN_TIMEOUT_MS)
+    expect(svg).to_contain_text("conv2 3×3, 96 /2")
+    expect(svg).to_contain_text("512×28×28")
+    html = svg.inner_html()
+    shown = " ".join(re.findall(r"<text[^>]*>([^<]*)</text>", html) + re.findall(r'xlink:title="([^"]*)"', html))
+    assert "#" not in shown and "@" not in shown, shown  # labels and hover texts, no internal ids
     no_error_boxes(page)
     page.close()
