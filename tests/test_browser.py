@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from ui.server import CHROMIUM, CHROMIUM_ARGS, serving
+from ui.server import CHROMIUM, CHROMIUM_ARGS, RUN_TIMEOUT_MS, charts_painted, serving, settled
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = {"explorer": "", "blocks": "blocks", "depth": "depth", "diagrams": "diagrams?model=resnet34&level=layer",
          "training": "training", "lesion": "lesion", "paths": "paths", "theory": "theory"}
 TITLES = re.findall(r'st\.Page\([^)]*title="([^"]+)"', (ROOT / "app.py").read_text())  # the router's pages
-RUN_TIMEOUT_MS = 180_000  # one script run of the slowest page on a loaded two-core machine
+
 
 pytestmark = pytest.mark.browser
 
@@ -45,27 +45,9 @@ def browser():
             b.close()
 
 
-def settled(page: Page, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
-    """The script has run to its end: a title is on screen, the app reports its script as not
-    running (``data-test-script-state`` stays ``initial`` until the first run has started, so a page
-    that has not begun cannot pass) and Streamlit's running indicator is gone."""
-    expect(page.locator("h1").first).to_be_visible(timeout=timeout_ms)
-    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning",
-                                                           timeout=timeout_ms)
-    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout_ms)
-
-
 def no_error_boxes(page: Page) -> None:
     expect(page.get_by_test_id("stException")).to_have_count(0)
     expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
-
-
-def charts_painted(page: Page, timeout_ms: int = 60_000) -> None:
-    """Every Plotly chart has drawn its SVG and every Graphviz chart its graph."""
-    for chart in page.get_by_test_id("stPlotlyChart").all():
-        expect(chart.locator(".main-svg").first).to_be_visible(timeout=timeout_ms)
-    for chart in page.get_by_test_id("stGraphVizChart").all():
-        expect(chart.locator("svg").first).to_be_visible(timeout=timeout_ms)
 
 
 def upload_in_explorer(page: Page, server: str, path: Path) -> Locator:

@@ -1,5 +1,6 @@
-"""Start the app in a child process on a free local port and wait until it answers: one way to do
-it for the browser tests and the benchmarks that drive a real server."""
+"""Start the app in a child process on a free local port and wait until it answers, and tell when a
+browser page of it has settled: one way to do it for the browser tests and the benchmarks that
+drive a real server. Playwright is imported only by the functions that drive a page."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from analysis.errors import LensError
 
@@ -21,6 +23,9 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own browsers are never 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
+
+
+RUN_TIMEOUT_MS = 180_000  # one script run of the slowest page on a loaded two-core machine
 
 
 class ServerError(LensError):
@@ -67,3 +72,26 @@ def serving(*options: str, env: Mapping[str, str] | None = None, start_timeout_s
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# ----------------------------------------------------------------------------- driving it (Playwright)
+def settled(page: Any, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
+    """The script has run to its end: a title is on screen, the app reports its script as not
+    running (``data-test-script-state`` stays ``initial`` until the first run has started, so a page
+    that has not begun cannot pass) and Streamlit's running indicator is gone."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("h1").first).to_be_visible(timeout=timeout_ms)
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning",
+                                                           timeout=timeout_ms)
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout_ms)
+
+
+def charts_painted(page: Any, timeout_ms: int = 60_000) -> None:
+    """Every Plotly chart has drawn its SVG and every Graphviz chart its graph."""
+    from playwright.sync_api import expect
+
+    for chart in page.get_by_test_id("stPlotlyChart").all():
+        expect(chart.locator(".main-svg").first).to_be_visible(timeout=timeout_ms)
+    for chart in page.get_by_test_id("stGraphVizChart").all():
+        expect(chart.locator("svg").first).to_be_visible(timeout=timeout_ms)
