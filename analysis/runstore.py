@@ -3,9 +3,12 @@
 One SQLite database (standard library) plus checkpoint files beside it, in one folder:
 ``$RESNET_LENS_HOME`` if set, else ``~/.resnet-lens``. Delete that folder (or use the pages'
 Delete buttons) to forget everything. Runs are keyed by a hash of what determines them (spec,
-recipe, dataset and seed), so asking again for a run that exists returns the stored one; sweep
-results are keyed by the checkpoint's key and the sweep's settings. Checkpoint files are written
-atomically and referenced by path; the database holds only small rows.
+recipe, dataset and seed), so asking again for a run that exists returns the stored one. Sweep
+results are keyed by the net's *content* (:func:`net_key`: the sha256 of its weights, so a shipped
+file remade, a run retrained under the same label or an upload renamed never shows another net's
+numbers) and the sweep's settings; a stored run records its content key, so forgetting the run
+forgets its sweeps. Checkpoint files are written atomically and referenced by path; the database
+holds only small rows.
 
 Every call opens its own connection (Streamlit runs each session in its own thread), with WAL so
 readers never wait for a writer.
@@ -29,6 +32,7 @@ import pandas as pd
 
 from .checkpoints import Checkpoint, load_checkpoint, save_checkpoint, spec_to_dict
 from .errors import LensError
+from .weights import state_dict_hash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -39,7 +43,11 @@ CREATE TABLE IF NOT EXISTS sweeps (
     key TEXT PRIMARY KEY, run TEXT NOT NULL, kind TEXT NOT NULL, settings TEXT NOT NULL,
     created REAL NOT NULL, csv TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS sweeps_by_run ON sweeps (run);
 """
+# Columns added after the first release; a store made before them gains them when opened.
+ADDED_COLUMNS = {"runs": {"content": "TEXT"}, "sweeps": {"dtypes": "TEXT"}}
+TEXT_DTYPES = ("str", "string", "object")
 
 
 class StoreError(LensError):
@@ -54,6 +62,13 @@ def config_key(config: Any) -> str:
     """A stable short hash of a JSON-able configuration (sorted keys)."""
     text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def net_key(ck: Checkpoint) -> str:
+    """The identity of a net's weights: the ``sha256:`` content hash its file carries, or the same
+    hash computed from the loaded weights (shipped files made before the hash existed, bare
+    state_dicts, nets trained in this session). Equal weights give equal keys whatever the label."""
+    return ck.meta.content_sha256 or state_dict_hash(ck.model.state_dict())
 
 
 def run_config(ck: Checkpoint) -> dict[str, Any]:
@@ -72,6 +87,17 @@ class StoredRun:
     test_acc: float | None
 
 
+@dataclass(frozen=True)
+class StoredSweep:
+    """One stored sweep result: whose (``run``: a :func:`net_key`), which, with what settings, when."""
+
+    key: str
+    run: str
+    kind: str
+    settings: dict[str, Any]
+    created: float
+
+
 class RunStore:
     """Runs and sweep results in ``home`` (default: :func:`default_home`)."""
 
@@ -83,8 +109,23 @@ class RunStore:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             with self._connect() as con:
                 con.executescript(SCHEMA)
+                self._add_columns(con)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot use the run store at {self.home}: {exc}") from exc
+
+    @staticmethod
+    def _add_columns(con: sqlite3.Connection) -> None:
+        for table, columns in ADDED_COLUMNS.items():
+            for name, kind in columns.items():
+                have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+                if name in have:
+                    continue
+                try:
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError:
+                    # another process opening the same store added it between the two statements
+                    if name not in {row[1] for row in con.execute(f"PRAGMA table_info({table})")}:
+                        raise
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -106,12 +147,17 @@ class RunStore:
         """Keep a trained net (its checkpoint file and a row); the same configuration replaces the
         earlier run of it."""
         key = config_key(run_config(ck))
+        content = net_key(ck)
         path = save_checkpoint(self.checkpoints / f"{key}.pt", ck.model, ck.meta)
         run = StoredRun(key, label, path, time.time(), ck.meta.status, ck.meta.final.get("test_acc"))
         with self._connect() as con:
-            con.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            old = con.execute("SELECT content FROM runs WHERE key = ?", (key,)).fetchone()
+            if old and old[0] and old[0] != content:  # the replaced weights' sweeps describe a net that is gone
+                con.execute("DELETE FROM sweeps WHERE run = ?", (old[0],))
+            con.execute("INSERT OR REPLACE INTO runs (key, label, path, created, status, test_acc, config, content) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (run.key, run.label, str(run.path), run.created, run.status, run.test_acc,
-                         json.dumps(run_config(ck), sort_keys=True)))
+                         json.dumps(run_config(ck), sort_keys=True), content))
         return run
 
     def runs(self) -> list[StoredRun]:
@@ -130,31 +176,64 @@ class RunStore:
         return load_checkpoint(run.path)
 
     def delete_run(self, key: str) -> None:
-        """Forget a run: its row, its sweep results and its checkpoint file."""
+        """Forget a run: its row, its sweep results (stored under its content key, or under the run
+        key itself) and its checkpoint file."""
         with self._connect() as con:
-            row = con.execute("SELECT path FROM runs WHERE key = ?", (key,)).fetchone()
+            row = con.execute("SELECT path, content FROM runs WHERE key = ?", (key,)).fetchone()
+        content = row[1] if row else None
+        if row and not content:  # a row from before the content column: ask the file
+            with contextlib.suppress(LensError):
+                content = net_key(load_checkpoint(row[0]))
+        with self._connect() as con:
             con.execute("DELETE FROM runs WHERE key = ?", (key,))
-            con.execute("DELETE FROM sweeps WHERE run = ?", (key,))
+            con.execute("DELETE FROM sweeps WHERE run IN (?, ?)", (key, content or key))
         if row:
             with contextlib.suppress(FileNotFoundError):
                 Path(row[0]).unlink()
 
     # ------------------------------------------------------------------ sweep results
     def save_sweep(self, run: str, kind: str, settings: dict[str, Any], df: pd.DataFrame) -> str:
-        """Keep a sweep's result table, keyed by the net (``run``: a run key or a checkpoint's
-        stable name), the sweep kind and its settings."""
+        """Keep a sweep's result table, keyed by the net (``run``: its :func:`net_key`, or any
+        stable name), the sweep kind and its settings. The column types are kept beside the CSV,
+        so the table reads back equal (an empty string stays a string, not a NaN)."""
         key = config_key({"run": run, "kind": kind, "settings": settings})
+        dtypes = {str(c): str(t) for c, t in df.dtypes.items()}
         with self._connect() as con:
-            con.execute("INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?, ?, ?, ?)",
+            con.execute("INSERT OR REPLACE INTO sweeps (key, run, kind, settings, created, csv, dtypes) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (key, run, kind, json.dumps(settings, sort_keys=True), time.time(),
-                         df.to_csv(index=False)))
+                         df.to_csv(index=False), json.dumps(dtypes)))
         return key
 
     def sweep(self, run: str, kind: str, settings: dict[str, Any]) -> pd.DataFrame | None:
+        found = self.find_sweep(run, kind, settings)
+        return None if found is None else found[1]
+
+    def find_sweep(self, run: str, kind: str, settings: dict[str, Any]) -> tuple[StoredSweep, pd.DataFrame] | None:
+        """A stored sweep with when it was measured, and its table; None if there is none."""
         key = config_key({"run": run, "kind": kind, "settings": settings})
         with self._connect() as con:
-            row = con.execute("SELECT csv FROM sweeps WHERE key = ?", (key,)).fetchone()
-        return None if row is None else pd.read_csv(io.StringIO(row[0]))
+            row = con.execute("SELECT key, run, kind, settings, created, csv, dtypes FROM sweeps WHERE key = ?",
+                              (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return _stored_sweep(row[:5]), _read_frame(row[5], row[6])
+        except (ValueError, TypeError, KeyError) as exc:  # a row edited or damaged outside the app
+            raise StoreError(f"the stored {kind} sweep {key} in {self.db} cannot be read ({exc}); forget this "
+                             "net's stored sweeps to measure it again") from exc
+
+    def sweeps_of(self, run: str) -> list[StoredSweep]:
+        """Every stored sweep of one net (oldest first), without their tables."""
+        with self._connect() as con:
+            rows = con.execute("SELECT key, run, kind, settings, created FROM sweeps WHERE run = ? ORDER BY created",
+                               (run,)).fetchall()
+        return [_stored_sweep(r) for r in rows]
+
+    def delete_sweeps(self, run: str) -> int:
+        """Forget every stored sweep of one net; returns how many there were."""
+        with self._connect() as con:
+            return con.execute("DELETE FROM sweeps WHERE run = ?", (run,)).rowcount
 
     def clear(self) -> None:
         """Forget every run and sweep (the folder stays, empty)."""
@@ -163,3 +242,25 @@ class RunStore:
         with self._connect() as con:
             con.execute("DELETE FROM runs")
             con.execute("DELETE FROM sweeps")
+
+
+def _stored_sweep(row: tuple) -> StoredSweep:
+    key, run, kind, settings, created = row
+    return StoredSweep(key, run, kind, json.loads(settings), created)
+
+
+def _read_frame(text: str, dtypes_json: str | None) -> pd.DataFrame:
+    """A stored CSV back as the table that was saved: text columns read as text (an empty string
+    is not a missing value), the others converted to their recorded types."""
+    if not dtypes_json:
+        return pd.read_csv(io.StringIO(text))
+    dtypes: dict[str, str] = json.loads(dtypes_json)
+    df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    for col, kind in dtypes.items():
+        if kind in TEXT_DTYPES:
+            continue
+        if kind == "bool":  # astype(bool) would call every non-empty string, "False" included, True
+            df[col] = df[col].map({"True": True, "False": False}).astype(bool)
+        else:
+            df[col] = df[col].mask(df[col] == "").astype(kind)
+    return df

@@ -1,16 +1,19 @@
 """The run store keeps trained nets and sweep results across reloads, tabs and restarts."""
 
+import sqlite3
 import threading
+import time
 
 import pandas as pd
 import pytest
 import torch
 
-from analysis.checkpoints import Checkpoint
+from analysis.checkpoints import Checkpoint, save_checkpoint
 from analysis.meta import RunMeta, TrainConfig
 from analysis.models import build_model
-from analysis.runstore import RunStore, StoreError, config_key
+from analysis.runstore import RunStore, StoreError, config_key, net_key, run_config
 from analysis.specs import get_spec
+from analysis.weights import state_dict_hash
 
 
 def net(seed: int = 0, epochs: int = 1) -> Checkpoint:
@@ -85,3 +88,104 @@ def test_unusable_store_is_a_clear_error(tmp_path):
 def test_config_key_is_stable():
     assert config_key({"b": 1, "a": [1, 2]}) == config_key({"a": [1, 2], "b": 1})
     assert config_key({"a": 1}) != config_key({"a": 2})
+
+
+def test_net_key_is_the_hash_of_the_weights_whatever_the_label(tmp_path):
+    ck = net(0)
+    assert ck.meta.content_sha256 == ""  # trained here: no hash until saved
+    assert net_key(ck) == state_dict_hash(ck.model.state_dict())
+    s = RunStore(tmp_path)
+    loaded = s.load(s.save_run("any label", ck))
+    assert loaded.meta.content_sha256 == net_key(loaded) == net_key(ck)  # the file's hash is the same key
+    assert net_key(net(1)) != net_key(ck)
+
+
+def test_sweeps_of_a_net_are_listed_found_and_deleted(tmp_path):
+    s = RunStore(tmp_path)
+    single = pd.DataFrame({"deleted": ["none", "layer1.0"], "downsample": [False, True], "error": [0.1, 0.25]})
+    before = time.time()
+    s.save_sweep("sha256:a", "single", {"samples": 0}, single)
+    s.save_sweep("sha256:a", "k", {"samples": 5, "seed": 1}, pd.DataFrame({"k": [0], "error": [0.1]}))
+    s.save_sweep("sha256:b", "single", {"samples": 0}, single)
+    after = time.time()
+    assert [(w.kind, w.settings) for w in s.sweeps_of("sha256:a")] == [("single", {"samples": 0}),
+                                                                        ("k", {"samples": 5, "seed": 1})]
+    row, frame = s.find_sweep("sha256:a", "single", {"samples": 0})
+    assert (row.run, row.kind) == ("sha256:a", "single") and before <= row.created <= after
+    pd.testing.assert_frame_equal(frame, single)
+    assert s.find_sweep("sha256:a", "single", {"samples": 1}) is None
+    assert s.delete_sweeps("sha256:a") == 2
+    assert s.sweeps_of("sha256:a") == [] and s.delete_sweeps("sha256:a") == 0
+    assert [w.kind for w in s.sweeps_of("sha256:b")] == ["single"]  # another net's stay
+
+
+def test_tables_read_back_as_saved(tmp_path):
+    """Column types are kept: an empty string stays a string (a CSV alone reads it as NaN), a bool a bool."""
+    df = pd.DataFrame({"stage": ["", "layer1"], "swaps": ["", "layer1.0<->layer1.1"], "downsample": [False, True],
+                       "index": [-1, 0], "error": [1 / 3, float("nan")]})
+    s = RunStore(tmp_path)
+    s.save_sweep("n", "single", {}, df)
+    back = s.sweep("n", "single", {})
+    pd.testing.assert_frame_equal(back, df)
+    assert back["stage"][0] == "" and back["error"][0] == 1 / 3
+
+
+def test_deleting_a_run_deletes_the_sweeps_of_its_weights(tmp_path):
+    s = RunStore(tmp_path)
+    ck, other = net(0), net(1)
+    run = s.save_run("r8", ck)
+    s.save_sweep(net_key(ck), "single", {"samples": 0}, pd.DataFrame({"error": [0.1]}))
+    s.save_sweep(net_key(other), "single", {"samples": 0}, pd.DataFrame({"error": [0.2]}))
+    s.delete_run(run.key)
+    assert s.sweeps_of(net_key(ck)) == []
+    assert len(s.sweeps_of(net_key(other))) == 1
+
+
+def test_a_run_replaced_by_other_weights_forgets_the_old_weights_sweeps(tmp_path):
+    s = RunStore(tmp_path)
+    first = net(0)
+    s.save_run("r8", first)
+    s.save_sweep(net_key(first), "single", {}, pd.DataFrame({"error": [0.1]}))
+    s.save_run("r8 again", first)  # the same weights again: their sweeps still describe them
+    assert len(s.sweeps_of(net_key(first))) == 1
+    # the same configuration (spec, recipe, data) with other weights, as a rerun on another machine gives
+    again = Checkpoint(first.spec, build_model(first.spec, seed=7), first.meta, False)
+    assert config_key(run_config(again)) == config_key(run_config(first)) and net_key(again) != net_key(first)
+    s.save_run("r8 retrained", again)
+    assert s.sweeps_of(net_key(first)) == []
+
+
+def test_a_store_from_before_content_keys_is_upgraded(tmp_path):
+    """A store made before runs recorded their content key (and sweeps their column types) opens, gains
+    the columns, and still forgets a run's sweeps with the run (the key is read from its file)."""
+    ck = net(0)
+    path = save_checkpoint(tmp_path / "checkpoints" / "old.pt", ck.model, ck.meta)
+    con = sqlite3.connect(tmp_path / "runs.sqlite")
+    con.executescript("""
+        CREATE TABLE runs (key TEXT PRIMARY KEY, label TEXT NOT NULL, path TEXT NOT NULL, created REAL NOT NULL,
+                           status TEXT NOT NULL, test_acc REAL, config TEXT NOT NULL);
+        CREATE TABLE sweeps (key TEXT PRIMARY KEY, run TEXT NOT NULL, kind TEXT NOT NULL, settings TEXT NOT NULL,
+                             created REAL NOT NULL, csv TEXT NOT NULL);
+    """)
+    con.execute("INSERT INTO runs VALUES ('old', 'r8', ?, 1.0, 'complete', 0.5, '{}')", (str(path),))
+    sweep_key = config_key({"run": net_key(ck), "kind": "single", "settings": {}})
+    con.execute("INSERT INTO sweeps VALUES (?, ?, 'single', '{}', 2.0, ?)", (sweep_key, net_key(ck), "error\n0.5\n"))
+    con.commit()
+    con.close()
+    s = RunStore(tmp_path)
+    assert [r.key for r in s.runs()] == ["old"]
+    pd.testing.assert_frame_equal(s.sweep(net_key(ck), "single", {}), pd.DataFrame({"error": [0.5]}))
+    s.delete_run("old")
+    assert s.runs() == [] and s.sweeps_of(net_key(ck)) == [] and not path.exists()
+    RunStore(tmp_path)  # opening it again adds nothing twice
+
+
+def test_a_damaged_sweep_row_is_a_store_error(tmp_path):
+    s = RunStore(tmp_path)
+    key = s.save_sweep("n", "single", {}, pd.DataFrame({"error": [0.5]}))
+    con = sqlite3.connect(tmp_path / "runs.sqlite")
+    con.execute("UPDATE sweeps SET csv = 'error\nnot a number\n' WHERE key = ?", (key,))
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match=f"the stored single sweep {key} .* cannot be read"):
+        s.sweep("n", "single", {})
