@@ -19,11 +19,13 @@ import numbers
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
 from torch import Tensor
 
+from .data import Dataset
 from .errors import ConfigError
 from .models import ResNet
 
@@ -240,6 +242,28 @@ def run_sweep(kind: str, model: ResNet, x: Tensor, y: Tensor, *, samples: int = 
     check_sweep_options(kind, samples=samples, seed=seed, batch_size=batch_size)
     kw: dict[str, object] = {} if kind == "single" else {"samples": samples, "seed": seed}
     return SWEEPS[kind](model, x, y, batch_size=batch_size, device=device, progress=progress, **kw)
+
+
+def sweep_settings(kind: str, data: Dataset, *, samples: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Everything besides the net's weights that a sweep's result depends on, as a JSON-able dict
+    (the run store's key): the test data (name, split seed, number of images and the normalisation
+    applied, which differ between ImageFolder subsets or checkpoints' stored statistics) and, for the
+    random sweeps, samples and seed. The single sweep uses neither, so both are 0 for it: its result
+    is found whatever the other tabs' settings are."""
+    check_sweep_options(kind, samples=samples, seed=seed)
+    random_sweep = kind != "single"
+    return {"dataset": data.name, "split_seed": data.split_seed, "test_images": len(data.y_test),
+            "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std],
+            "samples": int(samples) if random_sweep else 0, "seed": int(seed) if random_sweep else 0}
+
+
+def describe_settings(kind: str, settings: dict[str, Any]) -> str:
+    """'5 samples per k, seed 0 on 450 test images of digits16' (for captions and messages)."""
+    data = f"{settings['test_images']} test images of {settings['dataset']}"
+    if kind == "single":
+        return data
+    per = "per k" if kind == "k" else "per number of swaps"
+    return f"{settings['samples']} samples {per}, seed {settings['seed']}, on {data}"
 
 
 def single_reading(df: pd.DataFrame) -> str:

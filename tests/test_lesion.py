@@ -1,5 +1,6 @@
 """Lesion engine: identical to the straightforward loop, right semantics, residual vs plain."""
 
+import dataclasses
 import random
 
 import pytest
@@ -196,3 +197,22 @@ def test_run_sweep_honours_its_seed_and_checks_indexes(shipped):
     n = len(lesion.block_infos(c.model))
     with pytest.raises(LensError, match="out of range"):
         lesion.predict_sequences(c.model, x, [[(-1, True)] + [(i, True) for i in range(1, n)]])
+
+
+def test_sweep_settings_name_the_data_and_the_sweeps_own_options():
+    """The run store's key besides the weights: what the test data is, and samples/seed where they count."""
+    from analysis.data import load_digits
+
+    d16, d8 = load_digits(16), load_digits(8)
+    k = lesion.sweep_settings("k", d16, samples=3, seed=7)
+    assert k == {"dataset": "digits16", "split_seed": 0, "test_images": 450, "mean": d16.mean, "std": d16.std,
+                 "samples": 3, "seed": 7}
+    assert lesion.sweep_settings("single", d16, samples=3, seed=7) == {**k, "samples": 0, "seed": 0}
+    assert lesion.sweep_settings("k", d8, samples=3, seed=7)["dataset"] == "digits8"
+    fewer = dataclasses.replace(d16, x_test=d16.x_test[:100], y_test=d16.y_test[:100])
+    assert lesion.sweep_settings("k", fewer, samples=3, seed=7)["test_images"] == 100
+    assert lesion.describe_settings("k", k) == "3 samples per k, seed 7, on 450 test images of digits16"
+    assert lesion.describe_settings("reorder", k).startswith("3 samples per number of swaps")
+    assert lesion.describe_settings("single", k) == "450 test images of digits16"
+    with pytest.raises(LensError, match="samples per k"):
+        lesion.sweep_settings("k", d16, samples=0)
