@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -9,6 +14,7 @@ from analysis import lesion
 from analysis.checkpoints import Checkpoint, find_twin
 from analysis.data import Dataset
 from analysis.errors import LensError
+from analysis.runstore import RunStore, net_key
 from ui import cache, render
 from ui.widgets import Picked, available_checkpoints, checkpoint_picker, error_box, progress_reporter
 
@@ -18,6 +24,10 @@ st.caption("Veit, Wilber & Belongie 2016 report that deleting a block of a train
            "drops it to chance. Deleting block *i* of a residual net removes its residual branch F and keeps the "
            "shortcut; a plain net has none, so its deleted block becomes a parameter-free pass-through. The "
            "sweeps below measure what happens on the net you pick.")
+
+# left behind by a sweep that a rerun interrupted (Cancel, or any click while it ran); read before
+# anything can stop the page, shown with the sweeps
+stopped = st.session_state.pop("lesion_active", None)
 
 chosen = checkpoint_picker("lesion")
 if chosen is None:
@@ -42,7 +52,7 @@ def pick_data(ck: Checkpoint) -> Dataset | None:
             return None
         if kind == "imagefolder" and ck.spec.stem == "imagenet":
             # torchvision-style ImageNet nets: their own eval transform, a bounded number of images
-            per_class = st.sidebar.number_input("Images per class", 1, 50, 2, key="lesion_per_class",
+            per_class = st.sidebar.number_input("Images per class (1–50)", 1, 50, 2, key="lesion_per_class",
                                                 help="ImageNet val has 50 per class; 2 keeps memory near 1 GB")
             return cache.imagenet_folder(path, ck.spec.input_size, int(per_class), ck.meta.normalisation)
         return cache.dataset(kind, path, ck.spec.input_size, 0, ck.meta.normalisation)
@@ -73,13 +83,31 @@ st.caption("↓ marks a downsampling block: deleting it keeps its shortcut — "
               "identity": "identity"}[next((b.shortcut for b in infos if b.downsample), "identity")]
            + " — so the shape still fits the next block.")
 prefix = f"lesion_{label}"
+box_keys = {b.index: f"{prefix}_{b.name}" for b in infos}
 stages = sorted({b.stage_index for b in infos})
+
+
+def tick(keys: list[str], value: bool) -> None:
+    """Set block checkboxes from a button: its callback runs before the script draws them, the only
+    moment Streamlit lets a widget's value be set through session_state."""
+    for k in keys:
+        st.session_state[k] = value
+
+
+quick = st.columns([1, 1, 6])
+quick[0].button("Select all", key=f"{prefix}_select_all", on_click=tick, args=(list(box_keys.values()), True),
+                help="Delete every block")
+quick[1].button("Clear", key=f"{prefix}_clear", on_click=tick, args=(list(box_keys.values()), False),
+                help="Keep every block")
 cols = st.columns(len(stages))
 deleted = []
 for col, stage in zip(cols, stages, strict=True):
-    col.markdown(f"**layer{stage + 1}**")
-    for b in (b for b in infos if b.stage_index == stage):
-        if col.checkbox(f"{b.name}{' ↓' if b.downsample else ''}", key=f"{prefix}_{b.name}"):
+    members = [b for b in infos if b.stage_index == stage]
+    col.markdown(f"**{members[0].stage}**")
+    col.button(f"Delete all of {members[0].stage}", key=f"{prefix}_stage_{stage}", on_click=tick,
+               args=([box_keys[b.index] for b in members], True), help=f"Delete the {len(members)} blocks of this stage")
+    for b in members:
+        if col.checkbox(f"{b.name}{' ↓' if b.downsample else ''}", key=box_keys[b.index]):
             deleted.append(b.index)
 
 seqs = [lesion.identity_sequence(n), lesion.deletion(n, deleted)]
@@ -101,6 +129,16 @@ c2.plotly_chart(render.confusion_delta(delta.numpy(), data.classes), key="lesion
 
 
 # ------------------------------------------------------------------ sweeps
+@dataclass(frozen=True)
+class Result:
+    """A sweep's table, when it was measured, and whether it came from the run store (measured in
+    an earlier session, tab or server) rather than in this session."""
+
+    frame: pd.DataFrame
+    created: float
+    stored: bool
+
+
 def twin_of(picked: Picked) -> Picked | None:
     """The plain twin of a residual net (same layers, same data split) among the shipped and trained
     nets, found by spec, for side-by-side sweeps."""
@@ -109,56 +147,196 @@ def twin_of(picked: Picked) -> Picked | None:
     return pool[key] if key is not None else None
 
 
-def run(experiment: str, samples: int, seed: int) -> pd.DataFrame:
-    """Run (or fetch from this session's cache) one sweep for the net and its plain twin."""
-    store = st.session_state.setdefault("lesion_results", {})
-    nets = [picked] + ([twin] if (twin := twin_of(picked)) else [])
-    frames = []
+def open_store() -> RunStore | None:
+    try:
+        return cache.run_store()
+    except LensError as exc:
+        st.warning(f"Sweep results are kept for this session only: {exc}")
+        return None
+
+
+def key_of(net: Picked) -> str:
+    """The net's content key (sha256 of its weights: the run store's key, whatever the label),
+    computed once per session and checkpoint; shipped files and bare state_dicts carry none."""
+    kept: dict[str, tuple[Checkpoint, str]] = st.session_state.setdefault("lesion_net_keys", {})
+    hit = kept.get(net.label)
+    if hit is None or hit[0] is not net.checkpoint:
+        hit = kept[net.label] = (net.checkpoint, net_key(net.checkpoint))
+    return hit[1]
+
+
+def session_key(net: Picked, experiment: str, settings: dict[str, Any]) -> tuple:
+    return (net.label, data.name, data.split_seed, experiment, settings["samples"], settings["seed"])
+
+
+def remember(net: Picked, experiment: str, settings: dict[str, Any], result: Result) -> None:
+    """Keep a result for this session: the table under its session key, and beside it the weights
+    and full settings it belongs to (a label can later name other weights: a run retrained under
+    it; the same data name other images: another ImageFolder subset)."""
+    skey = session_key(net, experiment, settings)
+    st.session_state.setdefault("lesion_results", {})[skey] = result.frame
+    st.session_state.setdefault("lesion_origin", {})[skey] = (key_of(net), settings, result.created, result.stored)
+
+
+def lookup(net: Picked, experiment: str, settings: dict[str, Any], store: RunStore | None) -> Result | None:
+    """This session's result for the net and settings, else the run store's, else None."""
+    skey = session_key(net, experiment, settings)
+    results: dict = st.session_state.setdefault("lesion_results", {})
+    origin = st.session_state.setdefault("lesion_origin", {}).get(skey)
+    if skey in results and origin is not None and origin[:2] == (key_of(net), settings):
+        return Result(results[skey], origin[2], origin[3])
+    if store is None:
+        return None
+    try:
+        found = store.find_sweep(key_of(net), experiment, settings)
+    except LensError as exc:
+        st.warning(f"The run store cannot be read: {exc}")
+        return None
+    if found is None:
+        return None
+    result = Result(found[1], found[0].created, stored=True)
+    remember(net, experiment, settings, result)
+    return result
+
+
+def measure(nets: list[Picked], experiment: str, title: str, settings: dict[str, Any],
+            store: RunStore | None) -> dict[str, Result]:
+    """Sweep each net with a progress bar and a Cancel button, both cleared when it ends. Cancel
+    (or any click) reruns the page, which interrupts the sweep; the marker set here then survives
+    and the next run says so. Results are kept only when every net finished: nothing partial."""
+    st.session_state["lesion_active"] = (label, title, lesion.describe_settings(experiment, settings))
+    cancel_slot, bar_slot = st.empty(), st.empty()
+    cancel_slot.button("Cancel", key=f"lesion_cancel_{experiment}", help="Stops the sweep; nothing of it is kept.")
+    done: dict[str, pd.DataFrame] = {}
+    try:
+        for net in nets:
+            what = f"{title} sweep on {net.label}"
+            bar = bar_slot.progress(0.0, text=f"{what}…")
+            done[net.label] = lesion.run_sweep(experiment, net.checkpoint.model, data.x_test, data.y_test,
+                                               samples=settings["samples"], seed=settings["seed"],
+                                               progress=progress_reporter(bar, what))
+    except LensError as exc:
+        error_box(exc)
+        done = {}
+    # reached only when the loop ended or failed: an interrupting rerun raises through here, leaving the marker
+    st.session_state.pop("lesion_active", None)
+    cancel_slot.empty()
+    bar_slot.empty()
+    out: dict[str, Result] = {}
     for net in nets:
-        key = (net.label, data.name, data.split_seed, experiment, samples, seed)
-        if key not in store:
-            bar = st.progress(0.0, text=f"{experiment} sweep on {net.label}…")
-            prog = progress_reporter(bar, f"{experiment} sweep on {net.label}")
-            store[key] = lesion.run_sweep(experiment, net.checkpoint.model, data.x_test, data.y_test,
-                                          samples=samples, seed=seed, progress=prog)
-            bar.empty()
-        frames.append(store[key].assign(net=net.label, residual=net.checkpoint.spec.residual))
-    return pd.concat(frames, ignore_index=True)
+        if net.label not in done:
+            continue
+        out[net.label] = result = Result(done[net.label], time.time(), stored=False)
+        remember(net, experiment, settings, result)
+        if store is not None:
+            try:
+                store.save_sweep(key_of(net), experiment, settings, result.frame)
+            except LensError as exc:
+                st.warning(f"The {title} sweep of {net.label} is kept for this session only: {exc}")
+    return out
 
 
-def sweep_tab(experiment: str, title: str, caption: str, xlabel: str) -> None:
-    """One sweep: its settings, a run button, then the chart and the CSV (kept for the session)."""
+def when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def provenance(found: dict[str, Result], describe: str) -> str:
+    """Where the shown numbers come from, per net: the run store (and when) or this session."""
+    parts = [f"{lab}: {'stored, measured' if r.stored else 'measured in this session,'} {when(r.created)}"
+             for lab, r in found.items()]
+    lead = ("Stored results, shown without running" if all(r.stored for r in found.values()) else "Results")
+    return f"{lead} ({describe}) — " + "; ".join(parts) + "."
+
+
+def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, twin: Picked | None,
+              store: RunStore | None) -> None:
+    """One sweep: its settings and a Run button; the chart, reading and CSV of whatever is measured
+    for these settings (this session or the run store) show without pressing Run, which measures
+    only what is missing."""
     samples = seed = 0
     if experiment != "single":
         c = st.columns(2)
-        samples = int(c[0].number_input("Samples per k", 1, 50, 5, key=f"lesion_{experiment}_samples"))
-        seed = int(c[1].number_input("Seed", 0, 10_000, 0, key=f"lesion_{experiment}_seed"))
+        per = "k" if experiment == "k" else "number of swaps"
+        samples = int(c[0].number_input(f"Samples per {per} (1–50)", 1, 50, 5, key=f"lesion_{experiment}_samples"))
+        seed = int(c[1].number_input("Seed (0–10,000)", 0, 10_000, 0, key=f"lesion_{experiment}_seed"))
     st.caption(caption)
-    if st.button(f"Run the {title} sweep", key=f"lesion_run_{experiment}"):
-        st.session_state[f"lesion_show_{experiment}"] = True
-    if not st.session_state.get(f"lesion_show_{experiment}"):
-        return
     try:
-        df = run(experiment, samples, seed)
+        settings = lesion.sweep_settings(experiment, data, samples=samples, seed=seed)
     except LensError as exc:
         error_box(exc)
         return
+    nets = [picked] + ([twin] if twin else [])
+    pressed = st.button(f"Run the {title} sweep", key=f"lesion_run_{experiment}",
+                        help="Measures the nets that have no stored result for these settings; a progress bar and a "
+                             "Cancel button show while it runs.")
+    found = {net.label: lookup(net, experiment, settings, store) for net in nets}
+    if pressed:
+        missing = [net for net in nets if found[net.label] is None]
+        if missing:
+            found.update(measure(missing, experiment, title, settings, store))
+    shown = {lab: r for lab, r in found.items() if r is not None}
+    describe = lesion.describe_settings(experiment, settings)
+    if label not in shown:
+        st.info(f"{label} has no {title} sweep for {describe} yet: press **Run the {title} sweep**.")
+        return
+    st.caption(provenance(shown, describe))
+    if twin is not None and twin.label not in shown:
+        st.caption(f"Press **Run the {title} sweep** to add the plain twin {twin.label} beside it.")
+    residual = {net.label: net.checkpoint.spec.residual for net in nets}
+    df = pd.concat([r.frame.assign(net=lab, residual=residual[lab]) for lab, r in shown.items()], ignore_index=True)
     fig = render.single_sweep(df) if experiment == "single" else render.k_sweep(df, "k", xlabel)
     st.plotly_chart(fig, key=f"lesion_{experiment}_chart")
     if experiment == "single":  # a reading computed from the numbers above, per net
-        for net, part in df.groupby("net", sort=False):
-            st.markdown(f"**{net}**: {lesion.single_reading(part)}")
-    st.download_button("Download CSV", df.to_csv(index=False), file_name=f"lesion_{experiment}.csv",
+        for net_label, part in df.groupby("net", sort=False):
+            st.markdown(f"**{net_label}**: {lesion.single_reading(part)}")
+    # the file names the picked net (an upload's name without its extension)
+    stem = cache.download_name(Path(picked.name).stem if picked.origin == "uploaded" else picked.name, "")
+    st.download_button("Download CSV", df.to_csv(index=False), file_name=f"lesion_{experiment}_{stem}.csv",
                        mime="text/csv", key=f"lesion_{experiment}_csv")
 
 
+def forget(net_label: str, key: str) -> None:
+    """Forget the stored sweeps of one net (button callback: runs before the page redraws)."""
+    try:
+        count = cache.run_store().delete_sweeps(key)
+    except LensError as exc:
+        st.session_state["lesion_forgot"] = f"The stored sweeps of {net_label} could not be deleted: {exc}"
+        return
+    results: dict = st.session_state.get("lesion_results", {})
+    for skey in [k for k in results if k[0] == net_label]:
+        del results[skey]
+        st.session_state.get("lesion_origin", {}).pop(skey, None)
+    st.session_state["lesion_forgot"] = f"Forgot {count} stored sweep{'s' * (count != 1)} of {net_label}."
+
+
 st.subheader("Sweeps")
+if stopped is not None:
+    st.warning(f"The {stopped[1]} sweep of {stopped[0]} ({stopped[2]}) was stopped before it finished (Cancel, "
+               "or another click while it ran); nothing of it was kept.")
+if (forgot := st.session_state.pop("lesion_forgot", None)) is not None:
+    st.info(forgot)
+sweep_store = open_store()
+if sweep_store is not None:
+    try:
+        mine = sweep_store.sweeps_of(key_of(picked))
+    except LensError as exc:
+        st.warning(f"The run store cannot be read: {exc}")
+        mine = []
+    st.caption(f"Finished sweeps are kept in the run store at `{sweep_store.home}` (set RESNET_LENS_HOME to move "
+               "it), keyed by the net's weights (their sha256, not its label), the test data and the settings: a "
+               f"reload, a new tab or a server restart shows them without running. {label} has {len(mine)} "
+               f"stored sweep{'s' * (len(mine) != 1)}.")
+    if mine:
+        st.button(f"Forget stored sweeps of this net ({len(mine)})", key="lesion_forget", on_click=forget,
+                  args=(label, key_of(picked)), help="Deletes them from the run store; its plain twin keeps its own.")
+twin = twin_of(picked)
 tab1, tab2, tab3 = st.tabs(["Single-block deletion", "k-block deletion", "Reordering"])
 with tab1:
-    sweep_tab("single", "single-block", "Error after deleting each block in turn; the dotted lines are the intact errors; "
-              "downsampling blocks are outlined.", "single-block")
+    sweep_tab("single", "single-block", "Error after deleting each block in turn; the dotted lines are the intact "
+              "errors; downsampling blocks are outlined.", "single-block", twin, sweep_store)
 with tab2:
-    sweep_tab("k", "k-block", "Random subsets of the non-downsampling blocks; mean ± std over the samples.", "blocks deleted")
+    sweep_tab("k", "k-block", "Random subsets of the non-downsampling blocks; mean ± std over the samples.",
+              "blocks deleted", twin, sweep_store)
 with tab3:
-    sweep_tab("reorder", "reordering", "Swap k random pairs of blocks of the same shape (same stage, not downsampling).",
-              "pairs swapped")
+    sweep_tab("reorder", "reordering", "Swap k random pairs of blocks of the same shape (same stage, not "
+              "downsampling).", "pairs swapped", twin, sweep_store)

@@ -1,0 +1,198 @@
+"""Lesion lab page: sweeps kept in the run store and shown in a new session without running, Cancel
+leaves nothing behind, the quick delete buttons, visible input ranges, the CSV's file name."""
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from analysis import lesion
+from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+from analysis.runstore import RunStore, net_key
+from tests import downloads
+
+ROOT = Path(__file__).resolve().parent.parent
+R20, P20, R56 = "shipped: digits_resnet20", "shipped: digits_plain20", "shipped: digits_resnet56"
+
+pytestmark = pytest.mark.usefixtures("own_run_store")
+
+
+def clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def lesion_page(net: str = R20) -> AppTest:
+    """A new session on the page (as a reload or a new tab), with ``net`` picked."""
+    at = AppTest.from_file(str(ROOT / "app_pages" / "lesion.py"), default_timeout=120).run()
+    clean(at)
+    if net != R56:  # the page's default
+        at.selectbox(key="lesion_ckpt").select(net).run()
+        clean(at)
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def store() -> RunStore:
+    return RunStore()  # the page's: own_run_store points RESNET_LENS_HOME at it
+
+
+def shipped_key(name: str) -> str:
+    return net_key(load_checkpoint(shipped_checkpoints()[name]))
+
+
+def refuse_sweeps(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the page ran a sweep that is stored")
+
+    monkeypatch.setattr(lesion, "run_sweep", refuse)
+
+
+def no_progress_left(at: AppTest) -> None:
+    assert list(at.get("progress")) == []
+    assert "Cancel" not in [b.label for b in at.button]
+
+
+def test_a_sweep_is_stored_and_a_new_session_shows_it_without_running(monkeypatch):
+    with downloads.captured() as files:
+        at = lesion_page()
+        assert [i.value for i in at.info if "no single-block sweep" in i.value] == [
+            f"{R20} has no single-block sweep for 450 test images of digits16 yet: press **Run the single-block sweep**."]
+        at.button(key="lesion_run_single").click().run()
+        clean(at)
+        no_progress_left(at)  # the finished sweep's bar and Cancel button are gone
+        measured = at.session_state["lesion_results"][(R20, "digits16", 0, "single", 0, 0)]
+        assert len(measured) == 1 + 9
+        assert any(c.value.startswith("Results (450 test images of digits16) — ") for c in at.caption)
+
+        # the run store holds both nets' sweeps, under their weights' hash
+        (r20,) = store().sweeps_of(shipped_key("digits_resnet20"))
+        (p20,) = store().sweeps_of(shipped_key("digits_plain20"))
+        assert (r20.kind, r20.settings["samples"], r20.settings["test_images"]) == ("single", 0, 450)
+
+        # a new session (reload, new tab, restarted server: the same store) shows them; nothing runs,
+        # not even when Run is pressed, as nothing is missing
+        refuse_sweeps(monkeypatch)
+        again = lesion_page()
+        caption = f"Stored results, shown without running (450 test images of digits16) — " \
+                  f"{R20}: stored, measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(r20.created))}; " \
+                  f"{P20}: stored, measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(p20.created))}."
+        assert caption in [c.value for c in again.caption]
+        assert again.session_state["lesion_results"][(R20, "digits16", 0, "single", 0, 0)].equals(measured)
+        assert again.markdown.values.count(f"**{R20}**: {lesion.single_reading(measured)}") == 1
+        (csv,) = [b for b in again.get("download_button") if b.label == "Download CSV"]
+        file = files.of(csv)
+        assert file.filename == "lesion_single_digits_resnet20.csv"
+        assert len(file.data.decode().splitlines()) == 1 + 2 * (1 + 9)  # header, resnet20 and its plain twin
+        again.button(key="lesion_run_single").click().run()
+        clean(again)
+        assert caption in [c.value for c in again.caption]
+
+        # the other settings of the random sweeps are not stored: they wait for Run
+        assert [i.value for i in again.info if "no k-block sweep" in i.value] == [
+            f"{R20} has no k-block sweep for 5 samples per k, seed 0, on 450 test images of digits16 yet: "
+            "press **Run the k-block sweep**."]
+
+
+def test_forget_deletes_this_nets_stored_sweeps_only():
+    at = lesion_page()
+    at.button(key="lesion_run_single").click().run()
+    clean(at)
+    at = lesion_page()
+    assert f"{R20} has 1 stored sweep." in " ".join(c.value for c in at.caption)
+    at.button(key="lesion_forget").click().run()
+    clean(at)
+    assert f"Forgot 1 stored sweep of {R20}." in [i.value for i in at.info]
+    assert store().sweeps_of(shipped_key("digits_resnet20")) == []
+    assert len(store().sweeps_of(shipped_key("digits_plain20"))) == 1  # the twin keeps its own
+    assert (R20, "digits16", 0, "single", 0, 0) not in at.session_state["lesion_results"]
+    assert any(i.value.startswith(f"{R20} has no single-block sweep") for i in at.info)
+    assert "lesion_forget" not in [b.key for b in at.button]  # nothing left to forget
+
+
+def test_a_cancelled_sweep_stores_nothing_and_says_so():
+    """Cancel reruns the page, which interrupts the sweep; the marker it leaves is reported."""
+    at = AppTest.from_file(str(ROOT / "app_pages" / "lesion.py"), default_timeout=120)
+    at.session_state["lesion_active"] = (R56, "k-block", "5 samples per k, seed 0, on 450 test images of digits16")
+    at.run()
+    clean(at)
+    assert [w.value for w in at.warning] == [
+        f"The k-block sweep of {R56} (5 samples per k, seed 0, on 450 test images of digits16) was stopped "
+        "before it finished (Cancel, or another click while it ran); nothing of it was kept."]
+    assert "lesion_active" not in at.session_state
+    assert at.session_state["lesion_results"] == {}
+    assert store().sweeps_of(shipped_key("digits_resnet56")) == []
+    at.run()
+    assert list(at.warning) == []  # said once
+
+
+def test_a_sweep_interrupted_on_the_twin_keeps_not_even_the_finished_net(monkeypatch):
+    import streamlit as st
+
+    real, calls = lesion.run_sweep, []
+
+    def interrupted_on_second(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            st.stop()  # what a rerun does to the running script: it ends at the next Streamlit call
+        return real(*args, **kwargs)
+
+    at = lesion_page()
+    monkeypatch.setattr(lesion, "run_sweep", interrupted_on_second)
+    at.button(key="lesion_run_single").click().run()
+    assert calls == ["single", "single"]
+    assert "Cancel" in [b.label for b in at.button]  # the script stopped mid-sweep
+    assert at.session_state["lesion_active"][:2] == (R20, "single-block")
+    at.run()
+    clean(at)
+    assert at.warning[0].value.startswith(f"The single-block sweep of {R20} (450 test images of digits16) was stopped")
+    assert at.session_state["lesion_results"] == {}
+    assert store().sweeps_of(shipped_key("digits_resnet20")) == []
+    assert store().sweeps_of(shipped_key("digits_plain20")) == []
+    no_progress_left(at)
+
+
+def test_select_all_clear_and_stage_buttons_set_the_checkboxes_and_the_metrics():
+    ck = load_checkpoint(shipped_checkpoints()["digits_resnet20"])
+    data = dataset_for(ck.meta)
+    names = [b.name for b in lesion.block_infos(ck.model)]
+
+    def expected(deleted: list[int]) -> str:
+        (pred,) = lesion.predict_sequences(ck.model, data.x_test, [lesion.deletion(len(names), deleted)])
+        return f"{100 * (pred != data.y_test).float().mean().item():.2f} %"
+
+    def ticked(at: AppTest) -> list[str]:
+        return [n for n in names if at.checkbox(key=f"lesion_{R20}_{n}").value]
+
+    at = lesion_page()
+    intact = metrics(at)["Test error, intact"]
+    assert intact == expected([]) and ticked(at) == []
+    at.button(key=f"lesion_{R20}_select_all").click().run()
+    clean(at)
+    assert ticked(at) == names
+    assert metrics(at)["Test error, 9 deleted"] == expected(list(range(9))) != intact
+    at.button(key=f"lesion_{R20}_clear").click().run()
+    assert ticked(at) == [] and metrics(at)["Test error, 0 deleted"] == intact
+    at.button(key=f"lesion_{R20}_stage_1").click().run()
+    assert ticked(at) == ["layer2.0", "layer2.1", "layer2.2"]
+    assert metrics(at)["Test error, 3 deleted"] == expected([3, 4, 5])
+    at.button(key=f"lesion_{R20}_stage_2").click().run()  # adds to what is ticked
+    assert ticked(at) == names[3:]
+    at.checkbox(key=f"lesion_{R20}_layer3.1").uncheck().run()  # the boxes still work one by one
+    assert ticked(at) == ["layer2.0", "layer2.1", "layer2.2", "layer3.0", "layer3.2"]
+    assert metrics(at)["Test error, 5 deleted"] == expected([3, 4, 5, 6, 8])
+    assert [b.label for b in at.button if b.key.endswith(tuple(f"_stage_{s}" for s in range(3)))] == [
+        "Delete all of layer1", "Delete all of layer2", "Delete all of layer3"]
+
+
+def test_number_inputs_show_their_range():
+    at = lesion_page()
+    shown = {n.key: n.label for n in at.number_input}
+    assert shown == {"lesion_k_samples": "Samples per k (1–50)", "lesion_k_seed": "Seed (0–10,000)",
+                     "lesion_reorder_samples": "Samples per number of swaps (1–50)",
+                     "lesion_reorder_seed": "Seed (0–10,000)"}
+    for n in at.number_input:  # the label states the widget's own limits
+        assert n.label.endswith(f"({int(n.min):,}–{int(n.max):,})")
