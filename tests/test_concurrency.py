@@ -24,6 +24,8 @@ from tests import downloads
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSIONS = 3
+# stored sweeps of other tests would show up as extra results (and buttons) on the pages
+pytestmark = pytest.mark.usefixtures("own_run_store")
 
 
 @pytest.fixture
