@@ -204,14 +204,23 @@ def train_checkpoint(spec: ResNetSpec, data: Dataset, config: TrainConfig | None
 
 def run_meta(data: Dataset, config: TrainConfig, result: TrainResult | None = None, *,
              history: list[dict] | None = None, cancelled: bool | None = None, command: str = "") -> RunMeta:
-    """Metadata of a run, from its result or (for a run interrupted from outside) its history."""
+    """Metadata of a run, from its result or (for a run interrupted from outside) its history.
+
+    A cancelled run's time is that of its finished epochs (the last epoch's ``seconds``), so time and
+    images per second describe the same epochs; ``None`` when that time is not known (no finished
+    epoch, or a history without times), never a made-up 0."""
     hist = result.history if result is not None else (history or [])
     stopped = result.cancelled if result is not None else bool(cancelled)
     images = len(data.y_train) * len(hist)
-    seconds = result.seconds if result is not None else (hist[-1].get("seconds", 0.0) if hist else 0.0)
+    seconds: float | None
+    if result is not None and not stopped:
+        seconds = result.seconds
+    else:
+        seconds = hist[-1].get("seconds") if hist else None
     return RunMeta(
         dataset=data.info(), normalisation=data.normalisation, recipe=config,
         history=tuple(dict(h) for h in hist), final=dict(hist[-1]) if hist else {},
         status="cancelled" if stopped else "complete", versions=versions(), created=now(), command=command,
-        train_seconds=round(seconds, 2), images_per_second=round(images / seconds, 1) if seconds > 0 else None,
+        train_seconds=round(seconds, 2) if seconds is not None else None,
+        images_per_second=round(images / seconds, 1) if seconds else None,
     )

@@ -73,9 +73,10 @@ if picked is not None:
                 "residual net to decompose the gradient.")
     else:
         c = st.columns(5)
-        samples = c[0].number_input("Samples per length", 1, 100, 10, key="paths_samples")
-        batch = c[1].number_input("Batch size", 8, 512, 64, key="paths_batch")
-        seed = c[2].number_input("Seed", 0, 10_000, 0, key="paths_seed", help="Which random sets of blocks are sampled.")
+        samples = c[0].number_input("Samples per length (1–100)", 1, 100, 10, key="paths_samples")
+        batch = c[1].number_input("Batch size (8–512)", 8, 512, 64, key="paths_batch")
+        seed = c[2].number_input("Seed (0–10,000)", 0, 10_000, 0, key="paths_seed",
+                                 help="Which random sets of blocks are sampled.")
         mass = c[3].slider("Effective range holds", 0.5, 0.99, 0.9, key="paths_mass")
         compare_init = c[4].checkbox("Also at initialisation", value=True, key="paths_init")
         settings = paths.MeasureSettings(int(samples), int(batch), int(seed))
@@ -96,7 +97,9 @@ if picked is not None:
         if st.button("Measure", type="primary", key="paths_run",
                      help="Measure with the settings above (trained net, and at initialisation if ticked)."):
             st.session_state["paths_active"] = (label, settings)
-            st.button("Cancel", key="paths_cancel", help="Stops the measurement; nothing of it is kept.")
+            # placeholders: the button and the bar are there while it measures, and gone when it ends
+            cancel_slot, bar_slot = st.empty(), st.empty()
+            cancel_slot.button("Cancel", key="paths_cancel", help="Stops the measurement; nothing of it is kept.")
             try:
                 data = cache.dataset_of(ck.meta)
                 if data is None:
@@ -105,15 +108,17 @@ if picked is not None:
                 done = {}
                 for net in nets:
                     model = ck.model if net == "trained" else paths.initialised(ck.model)
-                    bar = st.progress(0.0, text=f"{net}: measuring…")
+                    bar = bar_slot.progress(0.0, text=f"{net}: measuring…")
                     done[net] = paths.measure(model, data.x_test, data.y_test, settings,
                                               progress=progress_reporter(bar, f"{net}: paths"))
-                    bar.empty()
             except LensError as exc:
                 error_box(exc)
             else:  # kept only when every net finished: a cancelled measurement leaves nothing partial
                 store.update({(label, net, settings): df for net, df in done.items()})
                 last[label] = settings
+            finally:  # finished or refused: neither the button nor the bar stays on screen
+                cancel_slot.empty()
+                bar_slot.empty()
             st.session_state.pop("paths_active", None)
 
         def lookup(net: str, s: paths.MeasureSettings) -> tuple[pd.DataFrame, str] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import streamlit as st
+import torch
 
 from analysis.checkpoints import Checkpoint
 from analysis.errors import LensError
@@ -21,6 +22,13 @@ def run_record(label: str, ck: Checkpoint) -> dict:
     return {"label": label, "depth": ck.spec.depth, "residual": ck.spec.residual, "history": list(ck.meta.history)}
 
 
+def seconds_text(ck: Checkpoint) -> str:
+    """Training time in seconds; a run whose time was not recorded (a file written elsewhere, a run
+    cancelled before its time was kept) shows an em dash, not 'None' (its status says why)."""
+    s = ck.meta.train_seconds
+    return "—" if s is None else f"{s:,.1f}"
+
+
 def summary_rows(runs: list[tuple[str, Checkpoint]]) -> list[dict]:
     rows = []
     for label, ck in runs:
@@ -29,7 +37,7 @@ def summary_rows(runs: list[tuple[str, Checkpoint]]) -> list[dict]:
                      "epochs": len(ck.meta.history),
                      "train error %": round(100 * (1 - f.get("train_acc", float("nan"))), 2),
                      "test error %": round(100 * (1 - f.get("test_acc", float("nan"))), 2),
-                     "seconds": ck.meta.train_seconds, "status": ck.meta.status_text})
+                     "seconds": seconds_text(ck), "status": ck.meta.status_text})
     return rows
 
 
@@ -72,7 +80,7 @@ st.subheader("Run it yourself")
 c = st.columns(4)
 depths = c[0].multiselect("Depths (6n+2)", DEPTHS, [20, 56], key="train_depths")
 kinds = c[1].multiselect("Nets", ["residual", "plain"], ["residual", "plain"], key="train_kinds")
-epochs = c[2].number_input("Epochs", 1, 200, 10, key="train_epochs")
+epochs = c[2].number_input("Epochs (1–200)", 1, 200, 10, key="train_epochs")
 DATA_LABELS = {"digits": "embedded digits", "cifar10": "CIFAR-10 (local path)",
                "imagefolder": "ImageFolder (local path)"}
 source = c[3].selectbox("Data", list(DATA_LABELS), key="train_data", format_func=DATA_LABELS.__getitem__)
@@ -83,12 +91,16 @@ else:
     d1, d2 = st.columns([3, 1])
     path = d1.text_input("Local dataset path", key="train_path",
                          help="cifar-10-batches-py (or its parent), or an ImageFolder root; nothing is downloaded")
-    size = 32 if source == "cifar10" else d2.number_input("Image size", 8, 256, 32, key="train_img_size")
+    size = 32 if source == "cifar10" else d2.number_input("Image size (8–256 px)", 8, 256, 32, key="train_img_size")
 c = st.columns(4)
-lr = c[0].number_input("Learning rate", 0.001, 1.0, 0.1, format="%.3f", key="train_lr")
+lr = c[0].number_input("Learning rate (0.001–1)", 0.001, 1.0, 0.1, format="%.3f", key="train_lr")
 schedule = c[1].selectbox("Schedule", SCHEDULES, key="train_schedule")
-seed = c[2].number_input("Seed", 0, 10_000, 0, key="train_seed")
-device = c[3].selectbox("Device", ["cpu", "cuda"], key="train_device")
+seed = c[2].number_input("Seed (0–10,000)", 0, 10_000, 0, key="train_seed")
+# only what this machine has: a GPU is offered when PyTorch sees one
+has_cuda = torch.cuda.is_available()
+device = c[3].selectbox("Device", ["cpu", "cuda"] if has_cuda else ["cpu"], key="train_device")
+if not has_cuda:
+    c[3].caption("CPU only: PyTorch finds no CUDA GPU on this machine.")
 
 go = st.button("Train", type="primary", key="train_go", disabled=not (depths and kinds))
 if go:
@@ -99,9 +111,12 @@ if go:
     except LensError as exc:
         st.error(str(exc))
     else:
-        st.button("Cancel", key="train_cancel", help="Stops after the current batch; finished epochs are kept.")
+        # placeholders: the button and the bar are there while training runs, and gone when it ends
+        cancel_slot, bar_slot = st.empty(), st.empty()
+        cancel_slot.button("Cancel", key="train_cancel", help="Stops after the current batch; finished epochs are kept.")
         jobs = [(d, k) for d in sorted(depths) for k in kinds]
-        bar = st.progress(0.0, text="starting…")
+        bar = bar_slot.progress(0.0, text="starting…")
+        finished = 0
         for i, (d, kind) in enumerate(jobs):
             spec = get_spec(f"cifar_resnet{d}", plain=kind == "plain").replace(
                 in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)
@@ -128,8 +143,11 @@ if go:
             st.session_state.pop("active_run", None)
             st.session_state.setdefault("trained", {})[label] = ck
             keep(label, ck)
-        else:
-            bar.progress(1.0, text="done")
+            finished += 1
+        cancel_slot.empty()
+        bar_slot.empty()
+        if finished:
+            st.success(f"Trained {finished} of {len(jobs)} net{'s' * (len(jobs) != 1)}: see *Your runs* below.")
 
 trained: dict[str, Checkpoint] = {**cache.stored_runs(), **st.session_state.get("trained", {})}
 if trained:
