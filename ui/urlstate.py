@@ -1,0 +1,348 @@
+"""The URL follows the view: every page's settings live in its query string, so a view can be shared
+as a link and survives a reload. Used from ``app.py`` only; the pages know nothing of it.
+
+The scheme
+    One query parameter per widget, named after the widget's session-state key without its page's
+    prefix: ``explorer_model`` is ``model``, ``train_epochs`` is ``epochs``. A widget that exists once
+    per model or per family (its key ends in the model's name) keeps that suffix:
+    ``explorer_size_resnet50`` is ``size_resnet50``. Values are plain text, typed by the registry
+    below: whole numbers (``epochs=10``), numbers (``lr=0.05``), ``true``/``false``, text as it is
+    (``model=resnet152``), ``none`` for a selectbox's "none" choice, and lists as repeated
+    parameters (``depths=20&depths=56``; an empty list is one empty value, ``columns=``, Streamlit's
+    own convention). So ``/diagrams?model=resnet152&level=layer`` opens ResNet-152's layer-level
+    diagram, as it always did.
+
+When the URL is read
+    Before the page runs, each parameter of that page whose widget has no value in this session yet
+    (a new tab, a reload, a shared link) is decoded and put into ``st.session_state``; on the
+    browser's back/forward buttons the URL wins over the session (and settings it does not name go
+    back to their defaults). After the page has run, the page's current values are written back, and
+    parameters of other pages are dropped. A page that ends early with ``st.stop()`` (the lesion lab
+    waiting for an upload) cannot send anything after it, so its URL is brought up to date by its
+    next complete run.
+
+Bad values never show a traceback
+    A value of the wrong type is refused before the page runs; a value the widget itself rejects
+    (not among its options, out of range) is caught after the run or, where Streamlit raises, around
+    it: the parameter is dropped, the widget shows its default, and one warning names what was ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import streamlit as st
+from streamlit import config
+from streamlit.errors import StreamlitAPIException
+from streamlit.navigation.page import StreamlitPage
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+Kind = Literal["str", "optstr", "int", "float", "bool", "strs", "ints", "floats", "pair"]
+Encoded = str | list[str]
+
+KIND_TEXT: dict[Kind, str] = {
+    "str": "text", "optstr": "text", "int": "a whole number", "float": "a number", "bool": "true or false",
+    "strs": "a list of text values", "ints": "a list of whole numbers", "floats": "a list of numbers",
+    "pair": "two whole numbers, low then high",
+}
+NONE = "none"  # a selectbox whose choices include None (e.g. "label nodes with: none")
+_WARNINGS = "_urlstate_warnings"  # what a run that had to start over could not use, shown by the next run
+_WRITTEN = "_urlstate_written"  # (page, query) last written: a page switch that keeps it brings no link
+_INT = re.compile(r"[+-]?\d{1,18}")  # 18 digits: no huge-number conversion from a hand-edited link
+_FLOAT = re.compile(r"[+-]?(\d{1,30}(\.\d{0,30})?|\.\d{1,30})([eE][+-]?\d{1,3})?")
+
+
+class Invalid:
+    """A query value that does not decode to its kind (a sentinel, not an exception)."""
+
+
+INVALID = Invalid()
+
+
+@dataclass(frozen=True)
+class PageParams:
+    """The widgets one page mirrors: their key prefix and, by short name, the kind of their value.
+    A name ending in ``*`` matches any suffix (one widget per model, per family, per block count)."""
+
+    prefix: str
+    kinds: Mapping[str, Kind]
+    _patterns: tuple[tuple[str, Kind], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_patterns", tuple((n[:-1], k) for n, k in self.kinds.items() if n.endswith("*")))
+
+    def kind(self, name: str) -> Kind | None:
+        """The kind of the parameter ``name``, or None if this page has no such parameter."""
+        if "*" in name:
+            return None
+        if name in self.kinds:
+            return self.kinds[name]
+        return next((k for stem, k in self._patterns if name.startswith(stem) and len(name) > len(stem)), None)
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    def name(self, key: str) -> str | None:
+        """The parameter name of session-state ``key``, or None if this page does not mirror it."""
+        if not key.startswith(self.prefix):
+            return None
+        name = key[len(self.prefix):]
+        return name if self.kind(name) is not None else None
+
+
+# Buttons, download buttons and file uploaders are left out on purpose: Streamlit refuses a value set
+# for them through st.session_state (StreamlitAPIException), and a click or a file is no setting.
+MODEL_PICKER: dict[str, Kind] = {
+    "source": "str", "model": "str", "ckpt": "str", "shortcut_*": "str", "stride": "str", "plain": "bool",
+    "preact": "bool", "size_*": "int",
+    "cblock": "str", "cstem": "str", "clayers": "str", "cwidths": "str", "csize_*": "int", "cchan": "int",
+    "cclasses": "int", "cshortcut": "str", "cgroups": "int", "cwpg": "int", "cstride": "str", "cplain": "bool",
+    "cpreact": "bool",
+}
+REGISTRY: dict[str, PageParams] = {
+    "explorer": PageParams("explorer_", {**MODEL_PICKER, "level": "str", "columns": "strs"}),
+    "blocks": PageParams("blocks_", {"cin": "int", "cout": "int", "width": "int", "size": "int", "stride": "int",
+                                     "groups": "int", "kind": "str"}),
+    "depth": PageParams("depth_", {"family": "str", "models_*": "strs", "stride": "str"}),
+    "diagrams": PageParams("diagrams_", {**MODEL_PICKER, "level": "str", "show": "optstr", "color": "optstr",
+                                         "twin": "bool", "block": "str", "projection": "bool"}),
+    "training": PageParams("train_", {"depths": "ints", "kinds": "strs", "epochs": "int", "data": "str",
+                                      "size": "int", "path": "str", "img_size": "int", "lr": "float",
+                                      "schedule": "str", "seed": "int", "device": "str", "download_pick": "str"}),
+    # the lesion lab's block toggles are keyed by the checkpoint's label, not mirrored (yet)
+    "lesion": PageParams("lesion_", {"ckpt": "str", "data_kind": "str", "data_path": "str", "k_samples": "int",
+                                     "k_seed": "int", "reorder_samples": "int", "reorder_seed": "int"}),
+    "paths": PageParams("paths_", {"n": "int", "pick": "int", "net": "str", "blocks_*": "int", "range_*": "pair",
+                                   "ckpt": "str", "samples": "int", "batch": "int", "seed": "int", "mass": "float",
+                                   "init": "bool"}),
+    "theory": PageParams("theory_", {"lambdas": "floats", "depth": "int", "rscale": "float"}),
+}
+
+
+# ------------------------------------------------------------------ values <-> text
+def _number(v: object, kind: Kind) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return isinstance(v, int) if kind in ("int", "ints", "pair") else math.isfinite(v)
+
+
+def _num_text(v: int | float) -> str:
+    if isinstance(v, int):
+        return str(v)
+    text = repr(float(v))  # the shortest text that reads back as the same float: 0.1, not 0.1000000000000000055
+    return text[:-2] if text.endswith(".0") else text
+
+
+def encode(value: object, kind: Kind) -> Encoded | None:
+    """``value`` as query text, or None if it is not of ``kind`` (then it is not mirrored)."""
+    if kind == "str":
+        return value if isinstance(value, str) else None
+    if kind == "optstr":
+        return NONE if value is None else value if isinstance(value, str) else None
+    if kind == "bool":
+        return ("true" if value else "false") if isinstance(value, bool) else None
+    if kind in ("int", "float"):
+        return _num_text(value) if _number(value, kind) else None  # type: ignore[arg-type]
+    if not isinstance(value, (list, tuple)):
+        return None
+    if kind == "pair" and (len(value) != 2 or value[0] > value[1]):
+        return None
+    if kind == "strs":
+        items = [v for v in value if isinstance(v, str) and v]
+    else:
+        items = [_num_text(v) for v in value if _number(v, kind)]
+    if len(items) != len(value):
+        return None
+    return items or [""]
+
+
+ITEM_KIND: dict[Kind, Kind] = {"strs": "str", "ints": "int", "floats": "float", "pair": "int"}
+
+
+def _scalar(text: str, kind: Kind) -> object:
+    if kind == "str":
+        return text
+    if kind == "optstr":
+        return None if text == NONE else text
+    if kind == "bool":
+        return {"true": True, "false": False}.get(text.lower(), INVALID)
+    if kind == "int":
+        return int(text) if _INT.fullmatch(text) else INVALID
+    if not _FLOAT.fullmatch(text):
+        return INVALID
+    value = float(text)
+    return value if math.isfinite(value) else INVALID
+
+
+def decode(raw: Sequence[str], kind: Kind) -> object:
+    """The typed value of a query parameter's values (repeated parameters give several), or INVALID."""
+    if kind in ITEM_KIND:
+        texts = [] if list(raw) in ([], [""]) else list(raw)
+        items = [_scalar(t, ITEM_KIND[kind]) for t in texts]
+        if any(v is INVALID for v in items) or (kind == "strs" and "" in texts):
+            return INVALID
+        if kind == "pair":
+            if len(items) != 2 or items[0] > items[1]:  # type: ignore[operator]
+                return INVALID
+            return tuple(items)
+        return items
+    if not raw:
+        return INVALID
+    return _scalar(raw[-1], kind)  # a repeated single-valued parameter: the last one, as st.query_params reads it
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal as settings: a pair may come back from its widget as a tuple or a list; True is not 1."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return isinstance(a, bool) == isinstance(b, bool) and bool(a == b)
+
+
+def _shown(name: str, raw: Sequence[str]) -> str:
+    text = "&".join(f"{name}={v}" for v in raw) or name
+    return f"`{text[:60]}…`" if len(text) > 60 else f"`{text}`"
+
+
+# ------------------------------------------------------------------ the page run
+def _history_navigation() -> bool:
+    """True when this run comes from the browser's back or forward button (the URL changed under us)."""
+    ctx = get_script_run_ctx()
+    return bool(getattr(ctx, "is_history_navigation", False))
+
+
+def _incoming() -> dict[str, list[str]]:
+    return {name: st.query_params.get_all(name) for name in st.query_params}
+
+
+def _seed(params: PageParams, incoming: Mapping[str, list[str]], problems: list[str]) -> dict[str, tuple[str, Any]]:
+    """Put the URL's values into session state; returns what was put, by key: (parameter, value)."""
+    history = _history_navigation()
+    seeded: dict[str, tuple[str, Any]] = {}
+    for name, raw in incoming.items():
+        kind = params.kind(name)
+        if kind is None:
+            problems.append(f"{_shown(name, raw)} is not a setting of this page")
+            continue
+        key = params.key(name)
+        if key in st.session_state and not history:
+            continue  # the session's own value is newer than the link it came from
+        value = decode(raw, kind)
+        if value is INVALID:
+            problems.append(f"{_shown(name, raw)} is not {KIND_TEXT[kind]}")
+            continue
+        st.session_state[key] = value
+        seeded[key] = (name, value)
+    if history:  # back/forward: what the URL does not name goes back to its default
+        for key in [k for k in st.session_state if params.name(k) not in (None, *incoming)]:
+            del st.session_state[key]
+    return seeded
+
+
+def _culprits(tb: TracebackType | None, seeded: Mapping[str, object]) -> list[str]:
+    """The seeded keys of the widgets in whose calls an exception was raised: every Streamlit widget
+    function has its ``key`` argument as a local variable."""
+    found = []
+    while tb is not None:
+        key = tb.tb_frame.f_locals.get("key")
+        if isinstance(key, str) and key in seeded and key not in found:
+            found.append(key)
+        tb = tb.tb_next
+    return found
+
+
+def _current(params: PageParams) -> dict[str, Encoded]:
+    out: dict[str, Encoded] = {}
+    for key in sorted(k for k in st.session_state if isinstance(k, str)):
+        name = params.name(key)
+        if name is not None:
+            kind = params.kind(name)
+            text = encode(st.session_state[key], kind) if kind is not None else None
+            if text is not None:
+                out[name] = text
+    return out
+
+
+def _write(params: PageParams, name: str) -> None:
+    """Mirror the page's values into the URL (only when they changed: each write is a history entry)."""
+    want = {n: v if isinstance(v, list) else [v] for n, v in _current(params).items()}
+    if want != _incoming():
+        st.query_params.from_dict(want)
+    st.session_state[_WRITTEN] = (name, want)
+
+
+def run(page: StreamlitPage, name: str) -> None:
+    """Run ``page`` (registered as ``name``) with its settings read from and written to the URL."""
+    params = REGISTRY.get(name)
+    if params is None:
+        page.run()
+        return
+    slot = st.empty()  # above the page: where the warning about a bad link goes
+    problems: list[str] = st.session_state.pop(_WARNINGS, [])
+    incoming = _incoming()
+    last_page, last_query = st.session_state.get(_WRITTEN, (name, None))
+    if last_page != name and incoming == last_query:
+        incoming = {}  # switched page with the previous page's query still attached: not a link to this one
+    seeded = _seed(params, incoming, problems)
+    try:
+        page.run()
+    except StreamlitAPIException as exc:
+        culprits = _culprits(exc.__traceback__, seeded)
+        if not culprits:
+            raise  # not caused by the link: a bug, shown as one
+        reason = (str(exc).strip().splitlines() or ["refused"])[0].rstrip(".")
+        for key in culprits:
+            link_name, _ = seeded[key]
+            problems.append(f"{_shown(link_name, incoming[link_name])}: {reason}")
+            del st.session_state[key]
+            if link_name in st.query_params:
+                del st.query_params[link_name]
+        st.session_state[_WARNINGS] = problems
+        st.rerun()
+    for key, (link_name, value) in seeded.items():
+        now = st.session_state.get(key, value)
+        if not _same(now, value):  # the widget did not take it: not among its options, or out of range
+            kind = params.kind(link_name)
+            why = "one of its choices" if kind in ("str", "optstr", "strs") else "within its range or choices"
+            problems.append(f"{_shown(link_name, incoming[link_name])} is not {why}")
+    if problems:
+        problems = list(dict.fromkeys(problems))  # a run that started over finds a bad value twice
+        slot.warning("This link has settings the page cannot use; they were left out: " + "; ".join(problems) + ".",
+                     icon=":material/link_off:")
+    _write(params, name)
+
+
+# ------------------------------------------------------------------ unknown addresses
+def requested_path() -> str | None:
+    """The path the browser asked for, relative to the app's root ('' for the root), or None outside
+    a browser. ``st.navigation`` runs the default page for a path it does not know; this tells them apart."""
+    url = st.context.url
+    if not url:
+        return None
+    path = urlsplit(url).path.strip("/")
+    base = str(config.get_option("server.baseUrlPath") or "").strip("/")
+    if base and (path == base or path.startswith(base + "/")):
+        path = path[len(base):].strip("/")
+    return path
+
+
+def unknown_path(page: StreamlitPage, aliases: Sequence[str] = ()) -> str | None:
+    """The requested path if no page has it (``page`` is what ``st.navigation`` chose instead), else None.
+    ``aliases`` are other paths of ``page`` (the default page answers at the root and at its own name)."""
+    path = requested_path()
+    if path is None or path == page.url_path or path in aliases:
+        return None
+    return path
+
+
+def show_pages(missing: str, pages: Sequence[StreamlitPage]) -> None:
+    """The page for an address that does not exist: say so and list the pages."""
+    st.title("Page not found")
+    st.error(f"No page called `/{missing}` — here are the pages:", icon=":material/search_off:")
+    for p in pages:
+        st.page_link(p, label=p.title)
