@@ -287,17 +287,12 @@ def _check(spec: ResNetSpec) -> None:
         raise SpecError(f"input channels must be between 1 and {MAX_CHANNELS}, got {spec.in_channels}")
     if not 1 <= spec.num_classes <= MAX_CLASSES:
         raise SpecError(f"classes must be between 1 and {MAX_CLASSES}, got {spec.num_classes}")
+    # No other size is refused: every conv and pool pads (k - 1) // 2, so a map of n >= 1 pixels
+    # leaves it with floor((n + 2p - k) / s) + 1 >= 1 pixels and the net runs at any size from 1
+    # (tested against the built model). Sizes that leave whole stages on 1x1 maps are legal but
+    # unusual: small_input_note says so, and the pages show it as a warning.
     if not 1 <= spec.input_size <= MAX_INPUT_SIZE:
         raise SpecError(f"input size must be between 1 and {MAX_INPUT_SIZE} pixels, got {spec.input_size}")
-    stride = total_stride(spec)
-    if spec.input_size < stride:
-        # Padding keeps a map at 1x1 forever, but below the total stride the later stages see
-        # mostly padding: that is a misconfiguration, not an architecture.
-        raise SpecError(
-            f"input size {spec.input_size} is smaller than the net's total stride {stride}: the "
-            f"feature map collapses before the last stage; use an input of at least {stride} pixels "
-            f"or fewer stride-2 stages"
-        )
 
 
 def conv_out(size: int, k: int, s: int, p: int) -> int:
@@ -311,6 +306,45 @@ def total_stride(spec: ResNetSpec) -> int:
     for s in spec.stage_strides:
         out *= s
     return out
+
+
+def feature_sizes(spec: ResNetSpec) -> dict[str, int]:
+    """Side of the square feature map leaving the stem and each stage (``{"stem": 56, "layer1": 56,
+    ...}`` for resnet50 at 224 px). A stage's strided conv is a 3x3 with padding 1 (v1.5) or a 1x1
+    without (v1); both give ceil(n / stride), as does option A's ``x[:, :, ::2, ::2]``."""
+    n = spec.input_size
+    if spec.stem == "imagenet":
+        n = conv_out(conv_out(n, 7, 2, 3), 3, 2, 1)  # conv1 7x7/2, then the 3x3/2 max pool
+    else:
+        n = conv_out(n, 3, 1, 1)
+    sizes = {"stem": n}
+    for i, s in enumerate(spec.stage_strides):
+        n = conv_out(n, 3, s, 1)
+        sizes[f"layer{i + 1}"] = n
+    return sizes
+
+
+def _stages_on_one_pixel(spec: ResNetSpec) -> list[str]:
+    """The stages that get a 1x1 map as input (the last stage getting a 1x1 map out is normal)."""
+    entries = list(feature_sizes(spec).items())
+    return [stage for (_, before), (stage, _) in zip(entries, entries[1:], strict=False) if before == 1]
+
+
+def small_input_note(spec: ResNetSpec) -> str | None:
+    """A sentence for an input so small that whole stages work on single pixels, else ``None``.
+    Such a net runs, and every cost of it is exact; it is just not the net anyone trains. The note
+    names the smallest input at which no stage starts from a 1x1 map."""
+    stages = _stages_on_one_pixel(spec)
+    if not stages:
+        return None
+    # Each stride-s step takes n to ceil(n / s), so the last stage's input is ceil(n / S) with S the
+    # stride before it: larger than 1x1 exactly when n > S.
+    smallest = total_stride(spec) // spec.stage_strides[-1] + 1
+    which = stages[0] if len(stages) == 1 else ", ".join(stages[:-1]) + f" and {stages[-1]}"
+    return (f"At {spec.input_size} px the feature map is down to 1×1 before {stages[0]}, so {which} "
+            f"{'works' if len(stages) == 1 else 'work'} on single pixels (each 3×3 conv sees one pixel and "
+            f"its zero padding) and the classifier sees one pixel per channel. The net runs and every "
+            f"number here is exact for it; from {smallest} px on, every stage gets a map larger than 1×1.")
 
 
 # --------------------------------------------------------------------------- the table
