@@ -1,130 +1,292 @@
-"""Plotly renderers: DataFrame in, figure out. No analysis happens here."""
+"""Plotly renderers: DataFrame in, figure out. No analysis happens here.
+
+Every figure goes through one layout (:func:`_finish`) so the charts read alike:
+
+- a title, when there is one, sits top-left; plotly's modebar shows at the top right on hover, so it
+  does not cover it (and :data:`PLOTLY_CONFIG` keeps that modebar short);
+- the legend is a horizontal block above the plot area, left-aligned, where it cannot cover an axis
+  title (plotly's default horizontal legend sits under the x axis, on top of its title), with the
+  figure's title as its first line; a figure with a legend has no subplot titles, which would sit in
+  the same band: its panels are named by their axis titles instead;
+- count axes (parameters, MACs) tick with SI suffixes ('1.5M', '4G') and hover with the exact number;
+- log axes tick at whole decades only, written 10ⁿ (no '1μ' next to '10⁻¹⁸', no unlabelled minor
+  ticks), over a range of whole decades so there are always ticks at both ends;
+- a quantity compared by ratio is shown on a linear axis with the ratio written on it.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
 
 import networkx as nx
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+import streamlit as st
 from plotly.subplots import make_subplots
 
+from ui.fmt import fmt_si
 
+PLOTLY_CONFIG: dict[str, Any] = {
+    "displaylogo": False,
+    # zoom, pan, reset and PNG download stay; the rest only widened the bar over the chart
+    "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "zoomIn2d", "zoomOut2d"],
+}
+LEGEND_ABOVE: dict[str, Any] = dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0)
+TITLE_PX = 32  # the band a title takes at the top of a figure
+LEGEND_PX = 34  # one legend row above the plot area; plotly widens the margin itself for more rows
+MAX_DECADE_TICKS = 8
+DECADE_STEPS = (1, 2, 3, 5, 10, 20, 25, 50, 100, 200, 500)  # decades between log ticks: 10⁰, 10²⁰, 10⁴⁰, ...
+PALETTE = px.colors.qualitative.D3 + [c for c in px.colors.qualitative.Dark24 if c not in px.colors.qualitative.D3]
+RESIDUAL_COLOURS = {True: "#1f77b4", False: "#d62728"}
+
+
+def show(fig: go.Figure, key: str, container: Any = None) -> None:
+    """``st.plotly_chart`` with the app's plotly config (short modebar, no logo)."""
+    (container or st).plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+
+
+def _finish(fig: go.Figure, height: int, title: str | None = None, legend: bool = False) -> go.Figure:
+    """The layout every figure shares (see the module docstring). With a legend, the title is the
+    legend's own title, on the line above its entries: plotly sizes the top margin for the legend
+    however many rows it wraps to, so the two can never overlap (a title at the top of the figure
+    and a legend just above the plot met as soon as the legend wrapped on a half-width chart)."""
+    if legend:
+        fig.update_layout(legend=dict(**LEGEND_ABOVE, title=dict(text=title or "", side="top",
+                                                                 font=dict(size=14))))
+        top = 10 + LEGEND_PX + (TITLE_PX if title else 0)
+    else:
+        top = 10 + (TITLE_PX if title else 0) + (24 if fig.layout.annotations else 0)  # subplot titles
+        if title:
+            fig.update_layout(title=dict(text=title, x=0, xref="paper", xanchor="left", y=1, yref="container",
+                                         yanchor="top", pad=dict(t=8), font=dict(size=15)))
+    fig.update_layout(height=height, showlegend=legend, margin=dict(t=top, b=10, l=10, r=10))
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    return fig
+
+
+def _left_subplot_titles(fig: go.Figure) -> None:
+    """Subplot titles at the left edge of their panel: centred, the right panel's title ran under
+    the modebar on a half-width chart. A title is centred over its panel's x domain, which finds it."""
+    domains = [tuple(axis["domain"]) for name, axis in fig.layout.to_plotly_json().items()
+               if name.startswith("xaxis") and "domain" in axis]
+    for ann in fig.layout.annotations:
+        for lo, hi in domains:
+            if ann.x is not None and abs(ann.x - (lo + hi) / 2) < 1e-9:
+                ann.update(x=lo, xanchor="left")
+                break
+
+
+def count_axis() -> dict[str, Any]:
+    """Parameters, MACs, FLOPs: SI ticks ('20M'), exact value on hover ('1,179,648')."""
+    return dict(tickformat="~s", hoverformat=",d", rangemode="tozero")
+
+
+def log_axis(values: Iterable[float]) -> dict[str, Any]:
+    """A log axis over whole decades with ticks at decades only (every 2nd, 5th, 10th, ... decade
+    when the range is wide, so at most ~8 labels), written 10ⁿ."""
+    positive = [float(v) for v in values if v is not None and math.isfinite(float(v)) and float(v) > 0]
+    lo = math.floor(math.log10(min(positive))) if positive else 0
+    hi = math.ceil(math.log10(max(positive))) if positive else 1
+    if hi <= lo:
+        hi = lo + 1
+    dtick = next((step for step in DECADE_STEPS if (hi - lo) / step <= MAX_DECADE_TICKS), DECADE_STEPS[-1])
+    lo, hi = dtick * math.floor(lo / dtick), dtick * math.ceil(hi / dtick)  # a labelled tick at each end
+    return dict(type="log", range=[lo, hi], tickmode="linear", tick0=0, dtick=dtick, exponentformat="power",
+                showexponent="all", minor=dict(ticks="", showgrid=False))
+
+
+def integer_axis(values: Iterable[float], max_ticks: int = 10) -> dict[str, Any]:
+    """Whole-number ticks (epochs, k): 1, 2, 3 — never 1, 1.5, 2 — thinned to 2, 5, 10, ... steps."""
+    vals = [float(v) for v in values]
+    span = (max(vals) - min(vals)) if vals else 1.0
+    step = 1
+    while span / step > max_ticks:
+        step = _next_step(step)
+    return dict(tickmode="linear", tick0=0, dtick=step, tickformat="d")
+
+
+def _next_step(step: int) -> int:
+    """1, 2, 5, 10, 20, 50, ..."""
+    lead = int(str(step)[0])
+    return step * 5 // 2 if lead == 2 else step * 2
+
+
+def value_axis(values: Iterable[float]) -> dict[str, Any]:
+    """Counts that span more than a factor of 20 get a log axis (decades), others a linear one from
+    zero, where bar heights and distances keep their ratios."""
+    positive = [float(v) for v in values if float(v) > 0]
+    if positive and max(positive) / min(positive) > 20:
+        return {**log_axis(positive), "hoverformat": ",d"}
+    return count_axis()
+
+
+# --------------------------------------------------------------------------- explorer
 def stage_costs(stage_df: pd.DataFrame) -> go.Figure:
     """Parameters and MACs per stage, side by side."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Parameters per stage", "MACs per stage"))
-    fig.add_bar(x=stage_df["id"], y=stage_df["params"], name="params", row=1, col=1)
-    fig.add_bar(x=stage_df["id"], y=stage_df["macs"], name="MACs", row=1, col=2)
-    fig.update_layout(showlegend=False, height=330, margin=dict(t=40, b=10, l=10, r=10))
-    return fig
+    fig.add_bar(x=stage_df["id"], y=[int(v) for v in stage_df["params"]], name="params", row=1, col=1)
+    fig.add_bar(x=stage_df["id"], y=[int(v) for v in stage_df["macs"]], name="MACs", row=1, col=2)
+    fig.update_yaxes(**count_axis())
+    _left_subplot_titles(fig)
+    return _finish(fig, 330)
 
 
 def op_costs(op_df: pd.DataFrame) -> go.Figure:
     """Parameters and MACs per layer type."""
     long = op_df.melt(id_vars="kind", value_vars=["params", "macs"], var_name="metric")
-    fig = px.bar(long, x="kind", y="value", facet_col="metric", color="kind", height=330)
-    fig.update_yaxes(matches=None, showticklabels=True)
-    fig.update_layout(showlegend=False, margin=dict(t=40, b=10, l=10, r=10))
-    fig.for_each_annotation(lambda a: a.update(text=a.text.replace("metric=", "")))
-    return fig
+    long["value"] = [int(v) for v in long["value"]]
+    fig = px.bar(long, x="kind", y="value", facet_col="metric", color="kind", height=330,
+                 labels={"kind": "layer type", "value": ""})
+    fig.update_yaxes(matches=None, showticklabels=True, **count_axis())
+    fig.for_each_annotation(lambda a: a.update(text={"params": "Parameters per layer type",
+                                                     "macs": "MACs per layer type"}.get(a.text.split("=")[-1],
+                                                                                          a.text)))
+    _left_subplot_titles(fig)
+    return _finish(fig, 330)
 
 
 def receptive_field(rf_df: pd.DataFrame, input_size: int) -> go.Figure:
     """Receptive field after each main-path op, with the input size as a reference line."""
     fig = px.line(rf_df, x=rf_df.index, y="rf", color="stage", markers=True, hover_data=["id", "jump", "growth"],
-                  labels={"x": "op index along the main path", "rf": "receptive field (pixels)"}, height=340)
-    fig.add_hline(y=input_size, line_dash="dot", annotation_text=f"input {input_size}px")
-    fig.update_layout(margin=dict(t=30, b=10, l=10, r=10))
-    return fig
+                  labels={"x": "op index along the main path", "rf": "receptive field (pixels)"})
+    fig.add_hline(y=input_size, line_dash="dot", annotation_text=f"input {input_size} px",
+                  annotation_position="bottom right")
+    fig.update_xaxes(title_text="op index along the main path")
+    fig.update_yaxes(tickformat=",d", rangemode="tozero")
+    return _finish(fig, 340, legend=True)
 
 
+# --------------------------------------------------------------------------- depth, blocks
 def vs_depth(df: pd.DataFrame, y: str, title: str) -> go.Figure:
-    fig = px.line(df, x="depth", y=y, color="series", markers=True, hover_name="model", log_y=True,
-                  log_x=bool(df["depth"].max() > 200), title=title, height=360)
-    fig.update_layout(margin=dict(t=40, b=10, l=10, r=10))
-    return fig
+    """A count vs depth for residual and plain nets. Log axes only where the values span more than
+    a factor of 20 (CIFAR 20 … 1202), with the depths themselves as ticks."""
+    fig = go.Figure()
+    for series, g in df.groupby("series", sort=False):
+        colour = RESIDUAL_COLOURS[series != "plain"]
+        fig.add_scatter(x=g["depth"], y=[int(v) for v in g[y]], mode="lines+markers", name=str(series),
+                        text=g["model"], line=dict(color=colour, dash="dot" if series == "plain" else "solid"),
+                        hovertemplate="%{text}<br>depth %{x}<br>" + y + " %{y:,d}<extra></extra>")
+    depths = sorted({int(d) for d in df["depth"]})
+    xaxis: dict[str, Any] = dict(title_text="depth (weighted layers)", tickmode="array", tickvals=depths,
+                                 ticktext=[str(d) for d in depths])
+    if depths and depths[-1] > 200:
+        xaxis.update(type="log")
+    fig.update_xaxes(**xaxis)
+    fig.update_yaxes(title_text=y, **value_axis(int(v) for v in df[y]))
+    return _finish(fig, 380, title=title, legend=True)
 
 
 def block_bars(df: pd.DataFrame) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Parameters", "MACs"))
-    fig.add_bar(x=df["block"], y=df["total parameters"], row=1, col=1, name="params")
-    fig.add_bar(x=df["block"], y=df["MACs"], row=1, col=2, name="MACs")
-    fig.update_yaxes(type="log")
-    fig.update_layout(showlegend=False, height=320, margin=dict(t=40, b=10, l=10, r=10))
-    return fig
+    """Parameters and MACs of each block on linear axes, every bar labelled with its value and its
+    ratio to the smallest bar of its panel: on a log axis a 16.9× difference looked like 2×."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Parameters", "MACs"),
+                        horizontal_spacing=0.1)
+    colours = ["#1f77b4" if "basic" in str(b) else "#ff7f0e" for b in df["block"]]
+    for col, column in enumerate(("total parameters", "MACs"), start=1):
+        values = [int(v) for v in df[column]]
+        smallest = min(values) if values else 0
+        text = [f"{fmt_si(v, sig=3)}<br><b>{v / smallest:.1f}×</b>" if smallest > 0 else fmt_si(v, sig=3)
+                for v in values]
+        fig.add_bar(x=df["block"], y=values, text=text, textposition="outside", cliponaxis=False,
+                    constraintext="none", textfont=dict(size=12),
+                    marker_color=colours, name=column, row=1, col=col,
+                    hovertemplate="%{x}<br>%{y:,d}<extra></extra>")
+        fig.update_yaxes(type="linear", range=[0, 1.3 * max(values, default=1)], tickformat="~s",
+                         hoverformat=",d", row=1, col=col)
+    _left_subplot_titles(fig)
+    return _finish(fig, 360)
 
 
+# --------------------------------------------------------------------------- training
 def training_curves(runs: list[dict], title: str = "") -> go.Figure:
-    """He et al. 2015, Fig. 6 style: error (%) vs epoch, plain nets left, residual nets right;
-    training error dashed, test error solid, one colour per depth."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("plain", "residual"), shared_yaxes=True)
-    depths = sorted({r["depth"] for r in runs})
-    palette = px.colors.qualitative.D3
-    for r in runs:
-        col = 2 if r["residual"] else 1
-        colour = palette[depths.index(r["depth"]) % len(palette)]
+    """He et al. 2015, Fig. 6 style: error (%) vs epoch, plain nets left, residual nets right (only
+    the panels that have runs); one colour per run, training error dashed, test error solid, both
+    explained in the legend."""
+    kinds = [k for k in (False, True) if any(bool(r["residual"]) == k for r in runs)] or [True]
+    fig = make_subplots(rows=1, cols=len(kinds), shared_yaxes=True, horizontal_spacing=0.06)
+    for dash, what in (("solid", "test error (solid)"), ("dash", "training error (dashed)")):
+        fig.add_scatter(x=[None], y=[None], mode="lines", line=dict(color="#555", dash=dash), name=what,
+                        legendgroup="style", hoverinfo="skip", row=1, col=1)
+    epochs_seen: list[float] = []
+    for i, r in enumerate(runs):
+        col = kinds.index(bool(r["residual"])) + 1
+        colour = PALETTE[i % len(PALETTE)]
         epochs = [h["epoch"] for h in r["history"]]
-        for key, dash, what in (("train_acc", "dash", "train"), ("test_acc", "solid", "test")):
+        epochs_seen += epochs
+        for key, dash, what in (("test_acc", "solid", "test"), ("train_acc", "dash", "training")):
             fig.add_scatter(x=epochs, y=[100 * (1 - h[key]) for h in r["history"]], mode="lines",
-                            line=dict(color=colour, dash=dash), name=f"{r['label']} ({what})",
-                            legendgroup=r["label"], row=1, col=col)
-    fig.update_yaxes(title_text="error (%)", rangemode="tozero", row=1, col=1)
-    fig.update_xaxes(title_text="epoch")
-    fig.update_layout(height=380, title=title or None, margin=dict(t=50, b=10, l=10, r=10))
-    return fig
+                            line=dict(color=colour, dash=dash), name=r["label"], legendgroup=r["label"],
+                            showlegend=what == "test", row=1, col=col,
+                            hovertemplate=f"{r['label']}<br>epoch %{{x}}<br>{what} error %{{y:.2f}} %<extra></extra>")
+    names = {False: "plain nets", True: "residual nets"}
+    for col, kind in enumerate(kinds, start=1):
+        fig.update_xaxes(title_text=f"epoch — {names[kind]}", **integer_axis(epochs_seen or [1]), row=1, col=col)
+    fig.update_yaxes(showticklabels=True, rangemode="tozero", ticksuffix=" %")
+    fig.update_yaxes(title_text="error", row=1, col=1)
+    return _finish(fig, 400, title=title or None, legend=True)
 
 
+# --------------------------------------------------------------------------- lesion
 def per_class(df: pd.DataFrame) -> go.Figure:
     long = df.melt(id_vars="class", value_vars=["intact", "lesioned"], var_name="net", value_name="accuracy")
-    fig = px.bar(long, x="class", y="accuracy", color="net", barmode="group", height=320,
-                 title="Per-class accuracy", range_y=[0, 1])
-    fig.update_layout(margin=dict(t=40, b=10, l=10, r=10))
-    return fig
+    fig = px.bar(long, x="class", y="accuracy", color="net", barmode="group", range_y=[0, 1])
+    fig.update_xaxes(type="category")  # class names such as '0'…'9' are labels, every one shown
+    fig.update_yaxes(tickformat=".0%")
+    return _finish(fig, 340, title="Per-class accuracy", legend=True)
 
 
 def confusion_delta(delta: np.ndarray, classes: list[str]) -> go.Figure:
     lim = max(1, int(abs(delta).max()))
     fig = px.imshow(delta, x=classes, y=classes, color_continuous_scale="RdBu_r", zmin=-lim, zmax=lim,
-                    labels=dict(x="predicted", y="true", color="Δ count"), text_auto=True, height=320,
-                    title="Confusion change (lesioned − intact)")
-    fig.update_layout(margin=dict(t=40, b=10, l=10, r=10))
-    return fig
+                    labels=dict(x="predicted", y="true", color="Δ count"), text_auto=True)
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    return _finish(fig, 340, title="Confusion change (lesioned − intact)")
 
 
 def single_sweep(df: pd.DataFrame) -> go.Figure:
-    """Error after deleting each block; downsampling blocks outlined; intact error as a line."""
+    """Error after deleting each block; downsampling blocks outlined; the intact error of each net a
+    dotted line named in the legend (a label on the line hid behind the bars)."""
     fig = go.Figure()
-    colours = {True: "#1f77b4", False: "#d62728"}
     for net, g in df.groupby("net", sort=False):
         res = bool(g["residual"].iloc[0])
         bars = g[g["index"] >= 0]
-        fig.add_bar(x=bars["deleted"], y=100 * bars["error"], name=net, marker_color=colours[res],
+        fig.add_bar(x=bars["deleted"], y=100 * bars["error"], name=f"{net}: one block deleted", legendgroup=str(net),
+                    marker_color=RESIDUAL_COLOURS[res], opacity=0.85,
                     marker_line=dict(width=[3 if d else 0 for d in bars["downsample"]], color="black"),
-                    opacity=0.85)
-        fig.add_hline(y=100 * float(g.loc[g["index"] < 0, "error"].iloc[0]), line_dash="dot",
-                      line_color=colours[res], annotation_text=f"{net} intact")
-    fig.update_layout(barmode="group", height=380, yaxis_title="test error (%)", xaxis_title="deleted block",
-                      margin=dict(t=30, b=10, l=10, r=10), legend=dict(orientation="h"))
-    return fig
+                    hovertemplate="%{x}<br>test error %{y:.2f} %<extra>" + str(net) + "</extra>")
+        intact = 100 * float(g.loc[g["index"] < 0, "error"].iloc[0])
+        fig.add_scatter(x=list(bars["deleted"]), y=[intact] * len(bars), mode="lines",
+                        line=dict(color=RESIDUAL_COLOURS[res], dash="dot", width=2), legendgroup=str(net),
+                        name=f"{net}: intact, {intact:.2f} %", hoverinfo="skip")
+    fig.update_xaxes(title_text="deleted block (outlined: downsampling)", tickangle=-45, type="category")
+    fig.update_yaxes(title_text="test error", ticksuffix=" %", rangemode="tozero")
+    fig.update_layout(barmode="group")
+    return _finish(fig, 420, legend=True)
 
 
 def k_sweep(df: pd.DataFrame, x: str, xlabel: str) -> go.Figure:
     """Mean error vs k with a ±std band, residual and plain on the same axes."""
     fig = go.Figure()
-    colours = {True: "#1f77b4", False: "#d62728"}
     for net, g in df.groupby("net", sort=False):
         s = g.groupby(x)["error"].agg(["mean", "std"]).fillna(0.0).reset_index()
-        c = colours[bool(g["residual"].iloc[0])]
+        c = RESIDUAL_COLOURS[bool(g["residual"].iloc[0])]
         fig.add_scatter(x=s[x], y=100 * (s["mean"] + s["std"]), mode="lines", line=dict(width=0),
                         showlegend=False, hoverinfo="skip")
         fig.add_scatter(x=s[x], y=100 * (s["mean"] - s["std"]).clip(lower=0), mode="lines", line=dict(width=0),
                         fill="tonexty", fillcolor=_rgba(c, 0.15), showlegend=False, hoverinfo="skip")
-        fig.add_scatter(x=s[x], y=100 * s["mean"], mode="lines+markers", name=net, line=dict(color=c))
+        fig.add_scatter(x=s[x], y=100 * s["mean"], mode="lines+markers", name=f"{net}: mean ± std",
+                        line=dict(color=c))
         fig.add_scatter(x=g[x], y=100 * g["error"], mode="markers", marker=dict(color=c, size=4, opacity=0.35),
-                        showlegend=False)
-    fig.update_layout(height=380, xaxis_title=xlabel, yaxis_title="test error (%)",
-                      margin=dict(t=30, b=10, l=10, r=10), legend=dict(orientation="h"))
-    return fig
+                        showlegend=False, hovertemplate=f"{x} = %{{x}}<br>%{{y:.2f}} %<extra>{net}</extra>")
+    fig.update_xaxes(title_text=xlabel, **integer_axis(df[x] if len(df) else [0]))
+    fig.update_yaxes(title_text="test error", ticksuffix=" %", rangemode="tozero")
+    return _finish(fig, 400, legend=True)
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:
@@ -132,6 +294,7 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+# --------------------------------------------------------------------------- paths
 def unrolled(g: nx.DiGraph, highlight: list[str]) -> go.Figure:
     """The layered graph of paths: residual branches on top, skips below; one path highlighted."""
     pos = {}
@@ -150,49 +313,51 @@ def unrolled(g: nx.DiGraph, highlight: list[str]) -> go.Figure:
                         text=nodes, textposition="top center", name=kind, hovertext=nodes,
                         marker=dict(size=[18 if n in highlight else 12 for n in nodes], color=colour,
                                     line=dict(width=2, color="#d62728")))
-    fig.update_layout(height=320, xaxis=dict(visible=False), yaxis=dict(visible=False, range=[-0.3, 1.35]),
-                      margin=dict(t=10, b=10, l=10, r=10), legend=dict(orientation="h"))
-    return fig
+    fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False, range=[-0.3, 1.35]))
+    return _finish(fig, 340, legend=True)
 
 
 def length_distribution(df: pd.DataFrame, window: tuple[int, int]) -> go.Figure:
     inside = df["length"].between(*window)
     fig = px.bar(df, x="length", y="share", color=inside.map({True: "in range", False: "outside"}),
-                 hover_data=["paths", "log10 paths"], height=330,
+                 hover_data=["paths", "log10 paths"],
                  color_discrete_map={"in range": "#1f77b4", "outside": "#c6dbef"})
-    fig.update_layout(yaxis_title="share of all paths", legend_title=None, margin=dict(t=10, b=10, l=10, r=10))
-    return fig
+    fig.update_xaxes(title_text="path length k (residual branches passed)")
+    fig.update_yaxes(title_text="share of all paths", tickformat=".1%")
+    return _finish(fig, 340, legend=True)
 
 
 def gradient_by_length(df: pd.DataFrame, effective: tuple[int, int]) -> go.Figure:
-    """Mean gradient magnitude per path length (log scale) and the total per length."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("gradient magnitude of one path (log)",
-                                                        "total gradient per length, C(n,k) × magnitude"))
+    """Mean gradient magnitude per path length (log scale, decades) and the total per length."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1)
     colours = {"trained": "#1f77b4", "initialisation": "#ff7f0e"}
     for net, g in df.groupby("net", sort=False):
-        c = colours.get(net, "#444")
-        fig.add_scatter(x=g["length"], y=g["mean"], mode="lines+markers", name=net, line=dict(color=c),
+        c = colours.get(str(net), "#444")
+        fig.add_scatter(x=g["length"], y=g["mean"], mode="lines+markers", name=str(net), line=dict(color=c),
+                        legendgroup=str(net),
                         error_y=dict(type="data", array=g["std"], visible=True, thickness=0.8), row=1, col=1)
         fig.add_scatter(x=g["length"], y=g["total (rel.)"], mode="lines+markers", name=f"{net} (total)",
-                        line=dict(color=c, dash="dot"), showlegend=False, row=1, col=2)
+                        line=dict(color=c, dash="dot"), legendgroup=str(net), showlegend=False, row=1, col=2)
     fig.add_vrect(x0=effective[0] - 0.5, x1=effective[1] + 0.5, fillcolor="#2ca02c", opacity=0.12, line_width=0,
                   row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_yaxes(title_text="relative to the peak", row=1, col=2)
-    fig.update_xaxes(title_text="path length k")
-    fig.update_layout(height=380, margin=dict(t=40, b=10, l=10, r=10), legend=dict(orientation="h"))
-    return fig
+    fig.update_yaxes(title_text="one path's gradient magnitude", **log_axis(df["mean"]), row=1, col=1)
+    fig.update_yaxes(title_text="C(n,k) × magnitude, rel. to peak", row=1, col=2)
+    fig.update_xaxes(title_text="path length k", **integer_axis(df["length"] if len(df) else [0]))
+    return _finish(fig, 400, legend=True)
 
 
+# --------------------------------------------------------------------------- theory
 def scaled_shortcuts(df: pd.DataFrame) -> go.Figure:
-    """Gradient ratio vs number of blocks for each shortcut scale (log y), with lambda^blocks dotted."""
+    """Gradient ratio vs number of blocks for each shortcut scale (log y, decades), with lambda^blocks
+    dotted."""
     fig = go.Figure()
-    palette = px.colors.qualitative.D3
     for i, (lam, g) in enumerate(df.groupby("lambda")):
-        c = palette[i % len(palette)]
-        fig.add_scatter(x=g["blocks"], y=g["ratio"], mode="lines", name=f"λ = {lam:g}", line=dict(color=c))
+        c = PALETTE[i % len(PALETTE)]
+        fig.add_scatter(x=g["blocks"], y=g["ratio"], mode="lines", name=f"λ = {lam:g}", line=dict(color=c),
+                        hovertemplate="%{x} blocks: ×%{y:.3g}<extra>λ = " + f"{lam:g}" + "</extra>")
         fig.add_scatter(x=g["blocks"], y=g["lambda^blocks"], mode="lines", line=dict(color=c, dash="dot"),
                         showlegend=False, hoverinfo="skip")
-    fig.update_layout(height=380, yaxis_type="log", xaxis_title="blocks between the loss and x_l",
-                      yaxis_title="‖∂E/∂x_l‖ / ‖∂E/∂x_L‖", margin=dict(t=20, b=10, l=10, r=10))
-    return fig
+    fig.update_xaxes(title_text="blocks between the loss and x_l", **integer_axis(df["blocks"] if len(df) else [1]))
+    fig.update_yaxes(title_text="‖∂E/∂x_l‖ / ‖∂E/∂x_L‖",
+                     **log_axis(list(df["ratio"]) + list(df["lambda^blocks"])))
+    return _finish(fig, 400, legend=True)
