@@ -8,9 +8,11 @@ import streamlit as st
 from analysis.depth import paper_comparison, table1
 from analysis.specs import CIFAR_DEPTHS, IMAGENET_DEPTHS, STRIDE_PLACEMENTS, StridePlacement, get_spec
 from ui import cache, render
+from ui.widgets import table
 
 FAMILIES = {"imagenet": IMAGENET_DEPTHS, "cifar": CIFAR_DEPTHS}
 LABELS = {"imagenet": "ImageNet (18–152)", "cifar": "CIFAR (20–1202)"}
+ACTIVATION_COLUMN = "activation MiB (batch 1)"
 
 st.title("Depth comparison")
 family = st.radio("Family", list(FAMILIES), horizontal=True, key="depth_family", format_func=LABELS.__getitem__)
@@ -27,18 +29,21 @@ if not names:
 else:
     specs = [get_spec(n, stride_on=stride_on if get_spec(n).block == "bottleneck" else None) for n in names]
     st.subheader("Table 1, regenerated from the specs")
-    st.dataframe(table1(specs), hide_index=True, width="stretch")
+    table(table1(specs))
 
     residual = cache.depth_summary(tuple(names), stride_on, False).assign(series="residual")
     plain = cache.depth_summary(tuple(names), stride_on, True).assign(series="plain")
-    both = pd.concat([residual, plain], ignore_index=True)
+    # the column holds activation_bytes / 2**20: binary megabytes, for one image
+    both = pd.concat([residual, plain], ignore_index=True).rename(columns={"activation MB": ACTIVATION_COLUMN})
     st.subheader("Residual vs plain")
-    st.dataframe(both, hide_index=True, width="stretch")
+    table(both, formats={ACTIVATION_COLUMN: "%,.1f", "torchvision GMACs": "%.3f", "paper GFLOPs (Table 1)": "%.1f"})
+    st.caption(f"{ACTIVATION_COLUMN}: the float32 outputs of every operation of the forward pass for one image, "
+               "summed (as on the Architecture explorer).")
     st.download_button("Download (CSV)", both.to_csv(index=False), file_name="depth_comparison.csv",
                        mime="text/csv", key="depth_csv")
     c1, c2 = st.columns(2)
-    c1.plotly_chart(render.vs_depth(both, "params", "Parameters vs depth"), key="depth_params")
-    c2.plotly_chart(render.vs_depth(both, "MACs", "MACs vs depth"), key="depth_macs")
+    render.show(render.vs_depth(both, "params", "Parameters vs depth"), key="depth_params", container=c1)
+    render.show(render.vs_depth(both, "MACs", "MACs vs depth"), key="depth_macs", container=c2)
     if family == "cifar":
         st.caption("Option A shortcuts carry no weights: residual and plain twins have identical parameter "
                    "counts and MACs; only the residual add (in FLOPs) differs.")
@@ -47,4 +52,4 @@ else:
                    "drops them and the add.")
 
     st.subheader("The paper's numbers beside ours")
-    st.dataframe(paper_comparison(names), hide_index=True, width="stretch")
+    table(paper_comparison(names), digits=4)  # the paper's numbers have up to 4 significant digits

@@ -6,7 +6,8 @@ import streamlit as st
 
 from analysis import diagrams
 from ui import cache
-from ui.widgets import from_query, model_picker
+from ui.fmt import fmt_int
+from ui.widgets import Metric, from_query, metric_row, model_picker
 
 METRIC_LABELS = {None: "none", "params": "parameters", "macs": "MACs"}
 
@@ -27,11 +28,12 @@ if spec is not None:
     twin = c[3].checkbox("Plain twin beside it", key="diagrams_twin", disabled=not spec.residual)
 
     counts = cache.shortcut_counts(spec)
-    m = st.columns(4)
-    m[0].metric("Residual blocks", spec.num_blocks)
-    m[1].metric("Identity shortcuts (solid)", counts["identity"])
-    m[2].metric("Projection shortcuts (dashed)", counts["projection"])
-    m[3].metric("Zero-pad shortcuts (dotted)", counts["pad"])
+    metric_row([
+        Metric("Residual blocks", fmt_int(spec.num_blocks)),
+        Metric("Identity shortcuts (solid)", fmt_int(counts["identity"])),
+        Metric("Projection shortcuts (dashed)", fmt_int(counts["projection"])),
+        Metric("Zero-pad shortcuts (dotted)", fmt_int(counts["pad"])),
+    ])
 
     dot = cache.diagram(spec, level, show, color_by)
     nodes = cache.node_count(spec, level)

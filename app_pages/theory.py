@@ -7,6 +7,8 @@ import streamlit as st
 
 from analysis import theory
 from ui import cache, render
+from ui.fmt import fmt_float
+from ui.widgets import table
 
 st.title("Why shortcuts work")
 
@@ -36,10 +38,10 @@ rscale = c[2].slider("Residual branch strength", 0.0, 0.5, 0.1, key="theory_rsca
                      help="0 removes F: the ratio is then exactly λ^blocks")
 if lams:
     df = cache.scaled_shortcut_gradients(tuple(sorted(lams)), int(depth), float(rscale))
-    st.plotly_chart(render.scaled_shortcuts(df), key="theory_chart")
+    render.show(render.scaled_shortcuts(df), key="theory_chart")
     last = df[df["blocks"] == depth].set_index("lambda")["ratio"]
     st.caption("Measured with autograd on a chain of random two-layer residual branches (64 dims): "
-               + "; ".join(f"λ = {lam:g}: ×{v:.3g}" for lam, v in last.items())
+               + "; ".join(f"λ = {lam:g}: ×{fmt_float(v)}" for lam, v in last.items())
                + f" after {depth} blocks. Dotted: λ^blocks alone.")
 else:
     st.info("Choose at least one λ.")
@@ -47,10 +49,9 @@ else:
 st.subheader("What the experiments say (He et al. 2016, ResNet-110 on CIFAR-10)")
 c1, c2 = st.columns(2)
 c1.markdown("**Shortcut variants** (test error %)")
-c1.dataframe(pd.DataFrame(theory.SHORTCUT_VARIANTS, columns=["shortcut", "setting", "error %"]), hide_index=True)
+table(pd.DataFrame(theory.SHORTCUT_VARIANTS, columns=["shortcut", "setting", "error %"]), container=c1)
 c2.markdown("**Activation placement** (test error %)")
-c2.dataframe(pd.DataFrame(theory.ACTIVATION_PLACEMENT, columns=["placement", "ResNet-110", "ResNet-164"]),
-             hide_index=True)
+table(pd.DataFrame(theory.ACTIVATION_PLACEMENT, columns=["placement", "ResNet-110", "ResNet-164"]), container=c2)
 st.markdown("Anything that gets in the way of the identity — scaling, gating, a 1×1 conv, dropout — makes "
             "optimisation harder. Moving BN and ReLU *before* the convolutions (full pre-activation) leaves "
             "a clean identity path from block to block and trains best.")

@@ -12,6 +12,9 @@ from analysis.checkpoints import AmbiguousCheckpointError, Checkpoint
 from analysis.errors import LensError
 from analysis.specs import (
     BLOCK_TYPES,
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_INPUT_SIZE,
     MODELS,
     SHORTCUT_OPTIONS,
     STEM_TYPES,
@@ -24,7 +27,11 @@ from analysis.specs import (
     custom_spec,
     get_spec,
     parse_int_list,
+    small_input_note,
 )
+from ui.fmt import column_config
+from ui.fmt import fmt_int as fmt_int  # moved to ui.fmt; re-exported so callers keep importing them from here
+from ui.fmt import fmt_si as fmt_si
 
 SHORTCUT_HELP: dict[ShortcutOption, str] = {
     "A": "A: identity, zero-padded where channels grow (no parameters)",
@@ -33,6 +40,51 @@ SHORTCUT_HELP: dict[ShortcutOption, str] = {
 }
 STEM_HELP: dict[StemType, str] = {"imagenet": "ImageNet (7×7/2 + max pool)", "cifar": "CIFAR (3×3/1)"}
 STRIDE_HELP: dict[StridePlacement, str] = {"3x3": "v1.5 (torchvision): stride on the 3×3", "1x1": "v1 (paper): stride on the first 1×1"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One st.metric: a short value (fmt_si, fmt_bytes) with the exact or long form in ``help``."""
+
+    label: str
+    value: str
+    help: str | None = None
+    delta: str | None = None
+    delta_color: Literal["normal", "inverse", "off"] = "normal"
+
+
+def metric_row(metrics: list[Metric], container: Any = None) -> None:
+    """Metrics side by side that wrap onto the next line instead of being cut to '…'.
+
+    ``st.columns(4)`` gives each metric a quarter of the page whatever its value: at 1,366 px with
+    the sidebar open that is ~215 px (about 10 digits of the ~36 px value font) and at 820 px only
+    ~110 px, so '4,089,238,376' became '4,08…'. Here each metric is as wide as its label and value
+    and a row that does not fit wraps (a horizontal flex container)."""
+    row = (container or st).container(horizontal=True, gap="medium")
+    for m in metrics:
+        row.metric(m.label, m.value, delta=m.delta, delta_color=m.delta_color, help=m.help, width="content")
+
+
+def table(df: Any, container: Any = None, digits: int = 3, formats: dict[str, Any] | None = None,
+          **kwargs: Any) -> None:
+    """``st.dataframe`` in the app's number format (ui.fmt.column_config): thousands separators,
+    3 significant digits, scientific notation for tiny or huge floats; ``formats`` overrides columns."""
+    kwargs.setdefault("hide_index", True)
+    kwargs.setdefault("width", "stretch")
+    (container or st).dataframe(df, column_config=column_config(df, digits, formats), **kwargs)
+
+
+def range_label(label: str, low: int, high: int, unit: str = "") -> str:
+    """'Input size (1–4,096 px)': the allowed range in the label, where it is seen before typing,
+    not only in the tooltip of a red outline after a wrong value."""
+    return f"{label} ({fmt_int(low)}–{fmt_int(high)}{' ' + unit if unit else ''})"
+
+
+def small_input_warning(spec: ResNetSpec, container: Any = None) -> None:
+    """Inputs so small that whole stages see 1×1 maps are allowed (the net runs) but said."""
+    note = small_input_note(spec)
+    if note is not None:
+        (container or st).warning(note, icon="⚠️")
 
 
 def error_box(exc: Exception) -> None:
@@ -151,11 +203,13 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
             # CIFAR net keeps 32 px after resnet50's 224) unless the user changed it for that model
             # Streamlit forgets a widget's value when it is not drawn, so the user's sizes live here
             sizes: dict[str, int] = st.session_state.setdefault(f"{key}_sizes", {})
-            size = sb.number_input("Input size (pixels)", 1, 4096, sizes.get(name, base.input_size),
-                                   key=f"{key}_size_{name}")
+            size = sb.number_input(range_label("Input size", 1, MAX_INPUT_SIZE, "px"), 1, MAX_INPUT_SIZE,
+                                   sizes.get(name, base.input_size), key=f"{key}_size_{name}")
             sizes[name] = int(size)
-            return get_spec(name, plain=plain, preact=preact, shortcut=shortcut, input_size=int(size),
+            spec = get_spec(name, plain=plain, preact=preact, shortcut=shortcut, input_size=int(size),
                             stride_on=stride_on)
+            small_input_warning(spec)
+            return spec
         block = sb.selectbox("Block", BLOCK_TYPES, key=f"{key}_cblock")
         stem = choice(sb.selectbox("Stem", STEM_TYPES, key=f"{key}_cstem", format_func=STEM_HELP.__getitem__),
                       STEM_TYPES, "stem")
@@ -163,46 +217,35 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
                                 "blocks per stage")
         widths = parse_int_list(sb.text_input("Widths (planes) per stage", "64, 128, 256, 512",
                                               key=f"{key}_cwidths"), "widths")
-        c1, c2, c3 = sb.columns(3)
-        size = c1.number_input("Input", 1, 4096, 224 if stem == "imagenet" else 32, key=f"{key}_csize_{stem}")
-        chans = c2.number_input("Channels", 1, 4096, 3, key=f"{key}_cchan")
-        classes = c3.number_input("Classes", 1, 1_000_000, 1000 if stem == "imagenet" else 10,
-                                  key=f"{key}_cclasses")
+        # one input per line: three side by side in the sidebar leave no room for their ranges
+        size = sb.number_input(range_label("Input size", 1, MAX_INPUT_SIZE, "px"), 1, MAX_INPUT_SIZE,
+                               224 if stem == "imagenet" else 32, key=f"{key}_csize_{stem}")
+        c1, c2 = sb.columns(2)
+        chans = c1.number_input(range_label("Channels", 1, MAX_CHANNELS), 1, MAX_CHANNELS, 3, key=f"{key}_cchan")
+        classes = c2.number_input(range_label("Classes", 1, MAX_CLASSES), 1, MAX_CLASSES,
+                                  1000 if stem == "imagenet" else 10, key=f"{key}_cclasses")
         shortcut = sb.radio("Shortcut option", SHORTCUT_OPTIONS, index=1, format_func=SHORTCUT_HELP.__getitem__,
                             key=f"{key}_cshortcut")
         groups, wpg, stride_on = 1, 64, "3x3"
         if block == "bottleneck":
             g1, g2 = sb.columns(2)
-            groups = int(g1.number_input("Groups (ResNeXt)", 1, 1024, 1, key=f"{key}_cgroups"))
-            wpg = int(g2.number_input("Width per group", 1, 4096, 64, key=f"{key}_cwpg",
+            groups = int(g1.number_input(range_label("Groups", 1, 1024), 1, 1024, 1, key=f"{key}_cgroups",
+                                         help="ResNeXt's cardinality; 1 = an ordinary ResNet"))
+            wpg = int(g2.number_input(range_label("Width per group", 1, 4096), 1, 4096, 64, key=f"{key}_cwpg",
                                       help="64 = standard; 128 = wide_resnet50_2; groups 32 × 4 = resnext50_32x4d"))
             stride_on = sb.radio("Bottleneck stride", STRIDE_PLACEMENTS, format_func=STRIDE_HELP.__getitem__,
                                  key=f"{key}_cstride")
         plain = sb.checkbox("Plain (no shortcuts)", key=f"{key}_cplain")
         preact = sb.checkbox("Pre-activation", key=f"{key}_cpreact")
-        return custom_spec(block=block, layers=layers, widths=widths, input_size=int(size),
+        spec = custom_spec(block=block, layers=layers, widths=widths, input_size=int(size),
                            in_channels=int(chans), num_classes=int(classes), stem=stem,
                            shortcut=shortcut, residual=not plain, preact=preact, groups=groups,
                            width_per_group=wpg, stride_on=choice(stride_on, STRIDE_PLACEMENTS, "stride_on"))
+        small_input_warning(spec)
+        return spec
     except LensError as exc:
         error_box(exc)
         return None
-
-
-def fmt_int(n: int) -> str:
-    return f"{n:,}"
-
-
-SI_PREFIXES = ((10**24, "Y"), (10**21, "Z"), (10**18, "E"), (10**15, "P"), (10**12, "T"), (10**9, "G"),
-               (10**6, "M"), (10**3, "k"))
-
-
-def fmt_si(n: float, unit: str = "") -> str:
-    """'4.089 G', '9.728 E' (exact integers stay exact until the one division that formats them)."""
-    for div, suffix in SI_PREFIXES:
-        if abs(n) >= div:
-            return f"{n / div:.3f} {suffix}{unit}"
-    return f"{n:g} {unit}".strip()
 
 
 def progress_reporter(bar: Any, label: str) -> Callable[[int, int], None]:
