@@ -406,8 +406,8 @@ def test_lesion_bare_state_dict_needs_plain_or_residual(tmp_path, capsys, bare_c
 def test_lesion_size_is_the_input_size_of_a_bare_state_dict(tmp_path, capsys, bare_cifar_net):
     ck, imgs = bare_cifar_net
     base = ["lesion", "--checkpoint", str(ck), "--data", "imagefolder", "--data-path", str(imgs), "--residual"]
-    assert main([*base, "--size", "2", "--out", str(tmp_path / "l.csv")]) == 2  # below the net's total stride
-    assert "2" in one_error_line(capsys)
+    assert main([*base, "--size", "0", "--out", str(tmp_path / "l.csv")]) == 2
+    assert "--size must be between 1 and 4,096, got 0" in one_error_line(capsys)
     assert main([*base, "--size", "8", "--out", str(tmp_path / "l.csv")]) == 0
 
 
