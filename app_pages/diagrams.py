@@ -7,7 +7,7 @@ import streamlit as st
 from analysis import diagrams
 from ui import cache
 from ui.fmt import fmt_int
-from ui.widgets import Metric, from_query, metric_row, model_picker
+from ui.widgets import Metric, metric_row, model_picker
 
 METRIC_LABELS = {None: "none", "params": "parameters", "macs": "MACs"}
 
@@ -18,7 +18,6 @@ st.caption("Drawn from the spec as in He et al. 2015, Fig. 3: identity shortcuts
 spec = model_picker("diagrams", default="resnet34")
 if spec is not None:
     c = st.columns(4)
-    from_query("level", "diagrams_level", diagrams.LEVELS)
     level = c[0].radio("Level of detail", diagrams.LEVELS, index=1, key="diagrams_level",
                        help="Block level is readable for every net; layer level shows every conv/BN/ReLU/add.")
     show = c[1].selectbox("Label nodes with", list(METRIC_LABELS), format_func=METRIC_LABELS.__getitem__,

@@ -177,7 +177,7 @@ def test_a_link_opens_its_view():
 
 
 def test_the_diagram_links_of_the_readme_still_work():
-    """What ui.widgets.from_query did for ``model`` and ``level`` (the names are the same)."""
+    """Shared links of the form ``?model=resnet152&level=layer`` (the app's first URL scheme) still open that view."""
     at = app({"model": "resnet34", "level": "layer"}, page="diagrams")
     clean(at)
     assert at.selectbox(key="diagrams_model").value == "resnet34"

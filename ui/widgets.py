@@ -92,13 +92,6 @@ def error_box(exc: Exception) -> None:
     st.error(f"{exc}")
 
 
-def from_query(param: str, widget_key: str, allowed: list | tuple) -> None:
-    """Seed a widget from the URL (``?model=resnet152&level=layer``) once, so views can be shared."""
-    value = st.query_params.get(param)
-    if value in allowed and widget_key not in st.session_state:
-        st.session_state[widget_key] = value
-
-
 UPLOAD = "Upload a checkpoint…"
 Origin = Literal["shipped", "trained", "uploaded"]
 ORIGIN_PREFIX: dict[Origin, str] = {"shipped": "shipped", "trained": "trained here", "uploaded": "uploaded"}
@@ -173,7 +166,6 @@ def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: 
 def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
     """Built-in, custom or checkpoint spec from sidebar widgets; ``None`` (with an error shown) if invalid."""
     sb = st.sidebar
-    from_query("model", f"{key}_model", list(MODELS))
     source = sb.radio("Model source", ["Built-in", "Custom spec", "Checkpoint"], key=f"{key}_source",
                       horizontal=True)
     try:
