@@ -3,11 +3,17 @@ is written down.
 
 A :class:`BlockPlan` lists the ordered ops of the residual branch F and of the shortcut s (module
 name, kind, kernel, stride, channels, groups, bias) and how the two combine: y = F(x) + s(x), then
-a ReLU or not. The builder (:mod:`analysis.models`), the cost tracer (:mod:`analysis.costs`), the
+whatever follows the add (a ReLU, BN + ReLU, or nothing). The builder (:mod:`analysis.models`), the cost tracer (:mod:`analysis.costs`), the
 block-comparison terms (:mod:`analysis.blocks`), the diagrams (through the trace), the checkpoint
 shape check and the lesion/path engines (through the built block's ``forward(x, keep_residual)`` and
 ``combine``) all read it. A new block variant changes :func:`block_ops` / :func:`shortcut_ops` /
-:func:`activation_after_add` here and nothing else.
+:func:`after_add` here and nothing else.
+
+He et al. 2016's variants are plan data too: the shortcut variant (``combine``: y = a * s(x) + b * F(x)
+with a, b = 1, 1 for the identity; lambda, 1 or 1 - lambda for constant scaling; 1 - g, g for
+exclusive gating and 1 - g, 1 for shortcut-only gating, g = sigmoid(gate(x)) from a 1x1 conv with
+bias; dropout on s(x) at training time) and the activation placement (which ops end F and which
+follow the add).
 
 Names are torchvision's (``conv1``, ``bn1``, ``relu``, ``downsample.0``) because they are state_dict
 keys, diagram node ids and lesion labels at once.
@@ -22,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .specs import EXPANSION, BlockType, ResNetSpec, ShortcutOption, StridePlacement
+from .specs import EXPANSION, Activation, BlockType, ResNetSpec, ShortcutOption, ShortcutVariant, StridePlacement
 
 OpKind = Literal["conv", "bn", "relu", "pad"]
 ShortcutKind = Literal["identity", "projection", "pad", "none"]
@@ -70,7 +76,18 @@ class BlockPlan:
     residual_ops: tuple[Op, ...]
     shortcut_ops: tuple[Op, ...]  # empty: identity (residual) or no shortcut at all (plain)
     shortcut: ShortcutKind
-    activation_after_add: bool  # post-activation: y = relu(F(x) + s(x)); pre-activation: y = F(x) + s(x)
+    after_add: tuple[Op, ...]  # original: (relu,); BN after addition: (bn, relu); pre-activation: ()
+    combine: ShortcutVariant = "identity"
+    scale: float = 1.0  # a for "scale": y = scale * s(x) + F(x) (* (1 - scale) if scale_residual)
+    scale_residual: bool = False
+    gate: Op | None = None  # the gates' 1x1 conv (with bias) from x to one value per output channel
+    gate_bias: float = 0.0  # its initial bias b_g
+    dropout: float = 0.0  # drop ratio on s(x) while training ("dropout" variant)
+
+    @property
+    def activation_after_add(self) -> bool:
+        """A ReLU follows the add (post-activation blocks)."""
+        return any(op.kind == "relu" for op in self.after_add)
 
     @property
     def stage_name(self) -> str:
@@ -88,7 +105,24 @@ class BlockPlan:
 
     @property
     def ops(self) -> tuple[Op, ...]:
-        return self.residual_ops + self.shortcut_ops
+        """Every op of the block (branch, shortcut, gate, after the add); shared modules repeat."""
+        return self.residual_ops + self.shortcut_ops + ((self.gate,) if self.gate else ()) + self.after_add
+
+
+def branch_modules(plan: BlockPlan) -> list[Op]:
+    """The block's own modules (branch and after-add ops, each shared name once: the one ``relu``;
+    "BN after addition" moves bn2/bn3 there) in torchvision's registration order: conv1, bn1, conv2,
+    bn2, (conv3, bn3), relu. state_dict keys follow registration order; the shortcut's modules
+    (``downsample``) and the gate come after these."""
+    unique: dict[str, Op] = {}
+    for op in plan.residual_ops + plan.after_add:
+        unique.setdefault(op.name, op)
+
+    def key(op: Op) -> tuple[int, int]:
+        digits = "".join(ch for ch in op.name if ch.isdigit())
+        return (int(digits) if digits else 99, {"conv": 0, "bn": 1}.get(op.kind, 2))
+
+    return sorted(unique.values(), key=key)
 
 
 def changes_shape(cin: int, cout: int, stride: int) -> bool:
@@ -121,18 +155,28 @@ def shortcut_ops(kind: ShortcutKind, cin: int, cout: int, stride: int, preact: b
 
 
 def _unit(i: int, cin: int, cout: int, kernel: int, stride: int, groups: int, preact: bool,
-          last: bool) -> list[Op]:
-    """One conv with its BN and ReLU. Post-activation: conv-BN-ReLU, the last ReLU waits for the
-    add; pre-activation: BN-ReLU-conv (the BN sees the conv's *input* channels)."""
+          last: bool, activation: Activation = "original") -> list[Op]:
+    """One conv with its BN and ReLU, placed as He et al. 2016, Fig. 4 says:
+    original (a) conv-BN-ReLU, the last ReLU waits for the add; BN after addition (b) the same but the
+    last BN waits for the add too; ReLU before addition (c) conv-BN-ReLU everywhere; ReLU-only
+    pre-activation (d) ReLU-conv-BN; full pre-activation (e) BN-ReLU-conv (the BN sees the conv's
+    *input* channels)."""
     conv = Op(f"conv{i}", "conv", cin, cout, kernel=kernel, stride=stride, groups=groups)
     if preact:
         return [Op(f"bn{i}", "bn", cin, cin), Op("relu", "relu", cin, cin), conv]
-    ops = [conv, Op(f"bn{i}", "bn", cout, cout)]
-    return ops if last else [*ops, Op("relu", "relu", cout, cout)]
+    bn, relu = Op(f"bn{i}", "bn", cout, cout), Op("relu", "relu", cout, cout)
+    if activation == "relu_preact":
+        return [Op("relu", "relu", cin, cin), conv, bn]
+    if last and activation == "bn_after_add":
+        return [conv]
+    if last and activation == "original":
+        return [conv, bn]
+    return [conv, bn, relu]
 
 
 def block_ops(block: BlockType, cin: int, width: int, cout: int, stride: int, *, groups: int = 1,
-              stride_on: StridePlacement = "3x3", preact: bool = False) -> tuple[Op, ...]:
+              stride_on: StridePlacement = "3x3", preact: bool = False,
+              activation: Activation = "original") -> tuple[Op, ...]:
     """The residual branch F. BasicBlock: 3x3 (cin->width, stride), 3x3 (width->cout). Bottleneck:
     1x1 reduce (cin->width), 3x3 (width->width, grouped for ResNeXt), 1x1 expand (width->cout); the
     stride sits on the 3x3 (torchvision v1.5) or on the first 1x1 (the paper's v1)."""
@@ -143,27 +187,43 @@ def block_ops(block: BlockType, cin: int, width: int, cout: int, stride: int, *,
         units = [(cin, width, 1, s1, 1), (width, width, 3, s3, groups), (width, cout, 1, 1, 1)]
     ops: list[Op] = []
     for i, (a, b, k, s, g) in enumerate(units, start=1):
-        ops += _unit(i, a, b, k, s, g, preact, last=i == len(units))
+        ops += _unit(i, a, b, k, s, g, preact, last=i == len(units), activation=activation)
     return tuple(ops)
 
 
-def activation_after_add(preact: bool) -> bool:
-    """Original blocks apply ReLU after the add; full pre-activation leaves the sum untouched so the
-    identity path between blocks is clean (He et al. 2016, Sec. 4)."""
-    return not preact
+def after_add(block: BlockType, cout: int, preact: bool, activation: Activation = "original") -> tuple[Op, ...]:
+    """What follows the add. Original blocks: ReLU; BN after addition: the branch's last BN, then
+    ReLU; full pre-activation, ReLU before addition and ReLU-only pre-activation leave the sum
+    untouched, so the identity path between blocks is clean (He et al. 2016, Sec. 4)."""
+    if preact or activation in ("relu_before_add", "relu_preact"):
+        return ()
+    relu = Op("relu", "relu", cout, cout)
+    if activation == "bn_after_add":
+        return (Op("bn2" if block == "basic" else "bn3", "bn", cout, cout), relu)
+    return (relu,)
 
 
 def make_plan(*, name: str, stage: int, index: int, block: BlockType, cin: int, width: int, cout: int,
               stride: int, groups: int = 1, stride_on: StridePlacement = "3x3", preact: bool = False,
-              option: ShortcutOption = "B", residual: bool = True) -> BlockPlan:
+              option: ShortcutOption = "B", residual: bool = True, activation: Activation = "original",
+              variant: ShortcutVariant = "identity", scale: float = 1.0, scale_residual: bool = False,
+              gate_bias: float = 0.0, dropout: float = 0.0) -> BlockPlan:
     """A block from its numbers (the block-comparison page uses this directly)."""
     kind = shortcut_kind(option, residual, cin, cout, stride)
+    gated = residual and variant in ("gate", "shortcut_gate")
     return BlockPlan(
         name=name, stage=stage, index=index, block=block, cin=cin, cout=cout, stride=stride,
         residual_ops=block_ops(block, cin, width, cout, stride, groups=groups, stride_on=stride_on,
-                               preact=preact),
+                               preact=preact, activation=activation),
         shortcut_ops=shortcut_ops(kind, cin, cout, stride, preact),
-        shortcut=kind, activation_after_add=activation_after_add(preact),
+        shortcut=kind, after_add=after_add(block, cout, preact, activation),
+        combine=variant if residual else "identity",
+        scale=scale if residual and variant == "scale" else 1.0,
+        scale_residual=residual and variant == "scale" and scale_residual,
+        # the gate sees the block input and must match the output's shape: stride like the block
+        gate=Op("gate", "conv", cin, cout, kernel=1, stride=stride, bias=True) if gated else None,
+        gate_bias=gate_bias if gated else 0.0,
+        dropout=dropout if residual and variant == "dropout" else 0.0,
     )
 
 
@@ -179,6 +239,8 @@ def block_plans(spec: ResNetSpec) -> list[BlockPlan]:
                 name=f"layer{i + 1}.{j}", stage=i, index=j, block=spec.block, cin=cin,
                 width=spec.inner_width(i), cout=cout, stride=stride if j == 0 else 1, groups=spec.groups,
                 stride_on=spec.stride_on, preact=spec.preact, option=spec.shortcut, residual=spec.residual,
+                activation=spec.activation, variant=spec.shortcut_variant, scale=spec.shortcut_scale,
+                scale_residual=spec.scale_residual, gate_bias=spec.gate_bias, dropout=spec.shortcut_dropout,
             ))
             cin = cout
     return plans

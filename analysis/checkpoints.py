@@ -31,6 +31,7 @@ from .specs import (
     MAX_BLOCKS_PER_STAGE,
     MAX_INPUT_SIZE,
     MAX_STAGES,
+    VARIANT_FIELDS,
     ResNetSpec,
     ShortcutOption,
     StemType,
@@ -55,7 +56,11 @@ class Checkpoint:
 
 
 def spec_to_dict(spec: ResNetSpec) -> dict:
-    d = dataclasses.asdict(spec)
+    """The spec as JSON-able data. He et al. 2016's variant fields are left out where they hold their
+    defaults, so an original net's metadata (and the run-store key hashed from it) is what it was
+    before the variants existed, and older versions of the app can read it."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ResNetSpec)}
+    d = {k: v for k, v in dataclasses.asdict(spec).items() if k not in VARIANT_FIELDS or v != defaults[k]}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 

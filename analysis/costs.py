@@ -29,13 +29,13 @@ BYTES_PER_FLOAT32 = 4
 COLUMNS = [
     "id", "module", "op", "stage", "block", "path", "in_shape", "out_shape", "kernel", "stride",
     "groups", "params", "bn_params", "macs", "bias_adds", "bn_elems", "relu_elems", "pool_in_elems",
-    "pool_out_elems", "add_elems", "in_elems", "out_elems", "rf", "jump", "act_bytes",
+    "pool_out_elems", "add_elems", "sigmoid_elems", "mul_elems", "in_elems", "out_elems", "rf", "jump", "act_bytes",
 ]
 
 # Numeric columns that add up when rows are rolled up.
 SUM_COLUMNS = ["params", "bn_params", "macs", "bias_adds", "bn_elems", "relu_elems",
-               "pool_in_elems", "pool_out_elems", "add_elems", "act_bytes", "flops",
-               "flops_bn", "flops_relu", "flops_pool", "flops_add"]
+               "pool_in_elems", "pool_out_elems", "add_elems", "sigmoid_elems", "mul_elems", "act_bytes",
+               "flops", "flops_bn", "flops_relu", "flops_pool", "flops_add", "flops_gate"]
 
 # Columns that count things (parameters, operations, elements, bytes). They hold Python ints in
 # object columns, so every sum of them is exact at any size a spec allows: int64 would wrap past
@@ -74,14 +74,15 @@ class _Tracer:
              cin: _Cursor, cout: _Cursor, **extra: int) -> None:
         n = self.uses.get(module, 0) + 1
         self.uses[module] = n
-        row_id = module if op != "add" else f"{module}@add"
+        row_id = module if op not in ("add", "sigmoid", "scale") else f"{module}@{op}"
         if op == "relu" and n > 1:
             row_id = f"{module}@{n}"
         row = {
             "id": row_id, "module": module, "op": op, "stage": stage, "block": block, "path": path,
             "in_shape": cin.shape, "out_shape": cout.shape, "kernel": 0, "stride": 1, "groups": 1,
             "params": 0, "bn_params": 0, "macs": 0, "bias_adds": 0, "bn_elems": 0,
-            "relu_elems": 0, "pool_in_elems": 0, "pool_out_elems": 0, "add_elems": 0,
+            "relu_elems": 0, "pool_in_elems": 0, "pool_out_elems": 0, "add_elems": 0, "sigmoid_elems": 0,
+            "mul_elems": 0,
             "in_elems": cin.numel, "out_elems": cout.numel, "rf": cout.rf, "jump": cout.jump,
             "act_bytes": cout.numel * BYTES_PER_FLOAT32,
         }
@@ -135,6 +136,16 @@ class _Tracer:
         self._row(module, "pad", stage, block, "shortcut", x, y, stride=s)
         return y
 
+    def sigmoid(self, module: str, stage: str, block: str, x: _Cursor) -> _Cursor:
+        y = _Cursor(x.c, x.h, x.w, x.rf, x.jump)
+        self._row(module, "sigmoid", stage, block, "gate", x, y, sigmoid_elems=x.numel)
+        return y
+
+    def scale(self, block: str, stage: str, x: _Cursor, elementwise_ops: int) -> None:
+        """The variants' weighting before the add (lambda * s, (1 - g) * s, g * F): ``elementwise_ops``
+        multiplies or subtractions per output element. Shape and field are unchanged."""
+        self._row(block, "scale", stage, block, "main", x, x, mul_elems=elementwise_ops * x.numel)
+
     def add(self, block: str, stage: str, main: _Cursor, short: _Cursor) -> _Cursor:
         if main.shape != short.shape:  # pragma: no cover - a builder bug, not user input
             raise RuntimeError(f"{block}: residual {main.shape} != shortcut {short.shape}")
@@ -164,9 +175,15 @@ def _block(t: _Tracer, plan: BlockPlan, x: _Cursor) -> _Cursor:
         short = x
         for op in plan.shortcut_ops:
             short = run(op, short, "shortcut")
+        if plan.gate is not None:  # g = sigmoid(W_g x + b_g), from the block input
+            t.sigmoid(f"{b}.gate", stage, b, run(plan.gate, x, "gate"))
+        # elementwise work of the join: lambda * s (and (1 - lambda) * F); 1 - g and (1 - g) * s (and g * F)
+        ops = {"scale": 2 if plan.scale_residual else 1, "shortcut_gate": 2, "gate": 3}.get(plan.combine, 0)
+        if ops:
+            t.scale(b, stage, y, ops)
         y = t.add(b, stage, y, short)
-    if plan.activation_after_add:
-        y = t.relu(f"{b}.relu", stage, b, "main", y)
+    for op in plan.after_add:
+        y = run(op, y, "main")
     return y
 
 
@@ -228,7 +245,8 @@ def layer_table(spec: ResNetSpec) -> pd.DataFrame:
     FLOPs here count every floating-point operation of inference: 2 per MAC (multiply + add), 1 per
     fc bias add, 2 per BatchNorm element (eval-mode BN folds to one scale and one shift), 1 per ReLU
     element, 1 per residual-add element, k*k-1 comparisons per max-pool output and 1 add per
-    average-pool input element.
+    average-pool input element; for He et al. 2016's variants, 1 per sigmoid element of a gate and 1
+    per elementwise multiply or subtraction of the join (lambda * s, 1 - g, (1 - g) * s, g * F).
 
     The count columns (:data:`COUNT_COLUMNS`) hold Python ints (object dtype): sums are exact.
     """
@@ -239,9 +257,10 @@ def layer_table(spec: ResNetSpec) -> pd.DataFrame:
     cols["flops_pool"] = [out * (k * k - 1) if op == "maxpool" else n for op, n, out, k in
                           zip(cols["op"], cols["pool_in_elems"], cols["pool_out_elems"], cols["kernel"], strict=True)]
     cols["flops_add"] = list(cols["add_elems"])
-    cols["flops"] = [2 * m + b + bn + r + p + a for m, b, bn, r, p, a in
+    cols["flops_gate"] = [sg + mu for sg, mu in zip(cols["sigmoid_elems"], cols["mul_elems"], strict=True)]
+    cols["flops"] = [2 * m + b + bn + r + p + a + gt for m, b, bn, r, p, a, gt in
                      zip(cols["macs"], cols["bias_adds"], cols["flops_bn"], cols["flops_relu"],
-                         cols["flops_pool"], cols["flops_add"], strict=True)]
+                         cols["flops_pool"], cols["flops_add"], cols["flops_gate"], strict=True)]
     return pd.DataFrame({c: exact_column(v) if c in COUNT_COLUMNS else v for c, v in cols.items()})
 
 

@@ -33,6 +33,8 @@ EDGE_STYLE: dict[str, dict[str, str]] = {
                  "constraint": "false"},
     "projection": {"style": "dashed", "color": "#d62728", "penwidth": "1.6"},
     "pad": {"style": "dotted", "color": "#2ca02c", "penwidth": "1.8", "label": " zero-pad", "fontcolor": "#2ca02c"},
+    # He et al. 2016's gates: g(x) = sigmoid(1x1 conv(x) + b_g) weights the join (purple, dash-dot)
+    "gate": {"style": "dashed", "color": "#9467bd", "penwidth": "1.4", "arrowhead": "diamond"},
 }
 _BOX = {"shape": "box", "style": "filled"}
 _ROUNDED = {"shape": "box", "style": "rounded,filled"}
@@ -43,6 +45,7 @@ NODE_STYLE: dict[str, dict[str, str]] = {
     "relu": _THIN,
     "add": {"shape": "circle", "style": "filled", "width": "0.35", "fixedsize": "true"},
     "pad": {"shape": "box", "style": "dotted,filled"},
+    "sigmoid": _THIN,
     "maxpool": _BOX,
     "avgpool": _BOX,
     "fc": _ROUNDED,
@@ -52,6 +55,20 @@ NODE_STYLE: dict[str, dict[str, str]] = {
 # Blues, light to dark, for colouring nodes by a metric on a log scale.
 PALETTE = ("#eff3ff", "#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c")
 BLOCK_NAMES = {"basic": "BasicBlock", "bottleneck": "Bottleneck"}
+
+
+def join_label(plan: BlockPlan) -> str:
+    """The add node's label: '+', or the variant's weighted sum (He et al. 2016, Fig. 2)."""
+    if plan.combine == "scale":
+        b = f"{1 - plan.scale:g}·F" if plan.scale_residual else "F"
+        return f"{plan.scale:g}·s + {b}"
+    if plan.combine == "gate":
+        return "(1−g)·s + g·F"
+    if plan.combine == "shortcut_gate":
+        return "(1−g)·s + F"
+    if plan.combine == "dropout":
+        return f"+ (s dropped {plan.dropout:.0%} in training)"
+    return "+"
 
 
 def _shape(s: tuple[int, ...]) -> str:
@@ -73,15 +90,24 @@ def layer_graph(spec: ResNetSpec) -> nx.DiGraph:
     short_last: str | None = None
     short_kind = "identity"
     current = None
+    gate_last: str | None = None
+    plans = {p.name: p for p in block_plans(spec)}
     for r in trace(spec):
         nid = r["id"]
         op = r["op"]
-        label = {"add": "+", "pad": "zero-pad"}.get(op, nid)
+        if op == "scale":  # the variant's weighting is drawn as the add's label, not as a node
+            continue
+        label = {"add": join_label(plans[r["block"]]) if op == "add" else "+", "pad": "zero-pad",
+                 "sigmoid": "σ"}.get(op, nid)
         g.add_node(nid, op=op, label=label, module=r["module"], stage=r["stage"], block=r["block"],
                    out_shape=r["out_shape"], params=r["params"], macs=r["macs"],
                    kernel=r["kernel"], stride=r["stride"], path=r["path"])
         if r["block"] != current:
-            current, block_in, short_last, short_kind = r["block"], prev, None, "identity"
+            current, block_in, short_last, short_kind, gate_last = r["block"], prev, None, "identity", None
+        if r["path"] == "gate":
+            g.add_edge(gate_last or block_in, nid, kind="main" if gate_last else "gate")
+            gate_last = nid
+            continue
         if r["path"] == "shortcut":
             short_kind = "pad" if op == "pad" else "projection"
             g.add_edge(short_last or block_in, nid, kind=short_kind)
@@ -91,6 +117,8 @@ def layer_graph(spec: ResNetSpec) -> nx.DiGraph:
             g.add_edge(prev, nid, kind="main")
         if op == "add":
             g.add_edge(short_last or block_in, nid, kind=short_kind if short_last else "identity")
+            if gate_last:
+                g.add_edge(gate_last, nid, kind="gate")
         prev = nid
     return g
 
@@ -124,8 +152,8 @@ def block_graph(spec: ResNetSpec) -> nx.DiGraph:
         g.add_edge(prev, b, kind="main")
         if plan.residual:
             add = f"{b}@add"
-            g.add_node(add, op="add", label="+", module=b, stage=plan.stage_name, block=b, out_shape=out,
-                       params=0, macs=0, downsample=False)
+            g.add_node(add, op="add", label=join_label(plan), module=b, stage=plan.stage_name, block=b,
+                       out_shape=out, params=0, macs=0, downsample=False)
             g.add_edge(b, add, kind="main")
             g.add_edge(prev, add, kind=plan.shortcut)
             prev = add
@@ -240,6 +268,8 @@ def to_dot(g: nx.DiGraph, *, show: str | None = None, color_by: str | None = Non
                 lines.append(f"{show}: {_si(d[show])}")
         fill = _colour(d[color_by], bins) if color_by else ("#ffffff" if d["op"] != "add" else "#f0f0f0")
         attrs = {**NODE_STYLE[d["op"]], "fillcolor": fill}
+        if d["op"] == "add" and d["label"] != "+":  # a variant's weighted sum does not fit the small circle
+            attrs = {"shape": "box", "style": "rounded,filled", "fillcolor": fill}
         if fill in PALETTE[4:]:
             attrs["fontcolor"] = "#ffffff"
         if d.get("downsample"):
@@ -324,13 +354,24 @@ def plan_graph(plan: BlockPlan, size: int) -> nx.DiGraph:
     last = run(plan.residual_ops, "x", "main", "main")
     if plan.residual:
         short = run(plan.shortcut_ops, "x", plan.shortcut, "shortcut") if plan.shortcut_ops else "x"
-        g.add_node("add", op="add", label="+", out_shape=g.nodes[last]["out_shape"], params=0, macs=0)
+        g.add_node("add", op="add", label=join_label(plan), out_shape=g.nodes[last]["out_shape"], params=0,
+                   macs=0)
         g.add_edge(last, "add", kind="main")
         g.add_edge(short, "add", kind=plan.shortcut)
+        if plan.gate is not None:  # x -> 1x1 conv (+ b_g) -> sigmoid -> weights of the join
+            gate = run((plan.gate,), "x", "gate", "gate")
+            g.add_node("sigmoid", op="sigmoid", label="σ", out_shape=g.nodes[gate]["out_shape"], params=0,
+                       macs=0, path="gate")
+            g.add_edge(gate, "sigmoid", kind="main")
+            g.add_edge("sigmoid", "add", kind="gate")
         last = "add"
-    if plan.activation_after_add:
-        g.add_node("out", op="relu", label="ReLU", out_shape=g.nodes[last]["out_shape"], params=0, macs=0)
-        g.add_edge(last, "out", kind="main")
+    for i, op in enumerate(plan.after_add):
+        nid = "out" if i == len(plan.after_add) - 1 else f"after_add{i}"
+        label = "ReLU" if op.kind == "relu" else f"{_op_label(op)} after the add"
+        g.add_node(nid, op=op.kind, label=label, out_shape=g.nodes[last]["out_shape"],
+                   params=op.weight_count, macs=0)
+        g.add_edge(last, nid, kind="main")
+        last = nid
     return g
 
 

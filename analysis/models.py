@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blockplan import BlockPlan, Op, block_plans
+from .blockplan import BlockPlan, Op, block_plans, branch_modules
 from .specs import ResNetSpec, validate
 
 
@@ -62,13 +62,6 @@ def make_layer(op: Op) -> nn.Module:
     return PadShortcut(op.cin, op.cout, op.stride)
 
 
-# torchvision registers a block's modules as conv1, bn1, conv2, bn2, (conv3, bn3), relu, downsample;
-# state_dict keys follow registration order, so sort the branch's ops that way whatever their order.
-def _registration_key(op: Op) -> tuple[int, int]:
-    digits = "".join(ch for ch in op.name if ch.isdigit())
-    return (int(digits) if digits else 99, {"conv": 0, "bn": 1}.get(op.kind, 2))
-
-
 class Block(nn.Module):
     """A residual block run from its plan: y = combine(F(x), s(x)) (He et al. 2015, Eq. 1).
 
@@ -78,22 +71,21 @@ class Block(nn.Module):
 
     downsample: nn.Module | None
 
-    def __init__(self, plan: BlockPlan) -> None:
+    def __init__(self, plan: BlockPlan, noise: torch.Generator | None = None) -> None:
         super().__init__()
         self.plan = plan
-        branch: dict[str, Op] = {}
-        for op in plan.residual_ops:
-            branch.setdefault(op.name, op)
-        for op in sorted(branch.values(), key=_registration_key):
+        # the dropout shortcut's masks come from this local generator, never the global RNG
+        self.noise = noise if noise is not None else torch.Generator().manual_seed(0)
+        for op in branch_modules(plan):
             self.add_module(op.name, make_layer(op))
-        if "relu" not in branch and plan.activation_after_add:
-            self.relu = nn.ReLU(inplace=True)
         if not plan.shortcut_ops:
             self.downsample = None
         elif plan.shortcut_ops[0].kind == "pad":
             self.downsample = make_layer(plan.shortcut_ops[0])
         else:
             self.downsample = nn.Sequential(*(make_layer(op) for op in plan.shortcut_ops))
+        # no torchvision counterpart: registered last, so the torchvision keys keep their order
+        self.gate = make_layer(plan.gate) if plan.gate is not None else None  # b_g: init_weights
 
     def residual_branch(self, x: Tensor) -> Tensor:
         """F(x) alone: the plan's residual ops in order."""
@@ -102,21 +94,50 @@ class Block(nn.Module):
         return x
 
     def shortcut(self, x: Tensor) -> Tensor:
-        """s(x): identity, or the projection / zero-padding of a shape-changing block."""
-        return x if self.downsample is None else self.downsample(x)
+        """s(x): identity, or the projection / zero-padding of a shape-changing block; the dropout
+        variant drops elements of it while training (He et al. 2016, Fig. 2f), scaled by 1/(1-p)
+        so that s(x) is unchanged in expectation and the identity at test time."""
+        s = x if self.downsample is None else self.downsample(x)
+        p = self.plan.dropout
+        if p and self.training:
+            keep = torch.rand(s.shape, generator=self.noise) >= p
+            s = s * keep.to(device=s.device, dtype=s.dtype) / (1 - p)
+        return s
 
-    def combine(self, r: Tensor | None, s: Tensor | None) -> Tensor:
-        """Join the branch ``r`` = F(x) and the shortcut ``s`` (``None``: that path is removed)."""
+    def gate_value(self, x: Tensor) -> Tensor | None:
+        """g(x) = sigmoid(W_g x + b_g) for the gated variants (one value per output element), else None."""
+        return None if self.gate is None else torch.sigmoid(self.gate(x))
+
+    def combine(self, r: Tensor | None, s: Tensor | None, g: Tensor | None = None) -> Tensor:
+        """Join the branch ``r`` = F(x) and the shortcut ``s`` (``None``: that path is removed):
+        y = a * s + b * r with the plan's weights (1, 1; lambda, 1 or 1 - lambda; 1 - g, g; 1 - g, 1),
+        then the ops after the add. ``g`` is the gate's value for the gated variants."""
+        p = self.plan
+        if p.gate is not None and g is None:
+            raise RuntimeError(f"{p.name}: a gated block needs its gate value g(x)")
+        given = s
+        if s is not None:
+            if p.combine == "scale":
+                s = p.scale * s
+            elif g is not None:
+                s = (1 - g) * s
+        if r is not None:
+            if p.combine == "scale" and p.scale_residual:
+                r = (1 - p.scale) * r
+            elif p.combine == "gate" and g is not None:
+                r = g * r
         if r is None:
             if s is None:
-                raise RuntimeError(f"{self.plan.name}: a block needs its branch, its shortcut or both")
+                raise RuntimeError(f"{p.name}: a block needs its branch, its shortcut or both")
             out = s
         else:
             out = r if s is None else r + s
-        if not self.plan.activation_after_add:
-            return out
-        # r + s and F(x) are fresh tensors; a lone shortcut may be x itself, never modify it in place
-        return self.relu(out) if r is not None else F.relu(out)
+        for op in p.after_add:
+            if op.kind == "relu" and out is given:
+                out = F.relu(out)  # a lone unscaled shortcut may be x itself: never modify it in place
+            else:
+                out = getattr(self, op.name)(out)
+        return out
 
     def stand_in(self, x: Tensor) -> Tensor:
         """A deleted plain block (no shortcut to keep): strided subsample, zero-pad or cut channels
@@ -128,10 +149,13 @@ class Block(nn.Module):
             return self.stand_in(x)
         r = self.residual_branch(x) if keep_residual else None
         s = self.shortcut(x) if self.plan.residual else None
-        return self.combine(r, s)
+        # a deleted branch keeps the gate: the shortcut is still weighted by 1 - g(x) (the gate
+        # belongs to the join, not to F), as it would be in the intact net
+        return self.combine(r, s, self.gate_value(x))
 
     def extra_repr(self) -> str:
-        return f"{self.plan.name}: {self.plan.block}, shortcut={self.plan.shortcut}"
+        extra = "" if self.plan.combine == "identity" else f", variant={self.plan.combine}"
+        return f"{self.plan.name}: {self.plan.block}, shortcut={self.plan.shortcut}{extra}"
 
 
 class ResNet(nn.Module):
@@ -149,10 +173,12 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1) if spec.stem == "imagenet" else None
         self.plans = block_plans(spec)
+        # one local generator for the dropout shortcut's masks (train.py seeds it per run)
+        self.noise = torch.Generator().manual_seed(0)
         self.stage_names: list[str] = []
         for i in range(len(spec.layers)):
             name = f"layer{i + 1}"
-            self.add_module(name, nn.Sequential(*(Block(p) for p in self.plans if p.stage == i)))
+            self.add_module(name, nn.Sequential(*(Block(p, self.noise) for p in self.plans if p.stage == i)))
             self.stage_names.append(name)
         cout = self.plans[-1].cout
         self.bn_final = nn.BatchNorm2d(cout) if spec.preact else None
@@ -203,6 +229,10 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
             if m.bias is not None:
                 bound = 1 / math.sqrt(m.in_features)
                 nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+    for m in model.modules():
+        # the gates' bias starts at b_g (He et al. 2016, Table 1: -6 keeps the shortcut near identity)
+        if isinstance(m, Block) and isinstance(m.gate, nn.Conv2d) and m.gate.bias is not None:
+            nn.init.constant_(m.gate.bias, m.plan.gate_bias)
 
 
 def build_model(spec: ResNetSpec | str, *, seed: int = 0, generator: torch.Generator | None = None) -> ResNet:
@@ -238,8 +268,7 @@ def state_dict_shapes(spec: ResNetSpec) -> dict[str, tuple[int, ...]]:
     bn("bn1", spec.stem_width)
     plans = block_plans(spec)
     for p in plans:
-        branch = {op.name: op for op in p.residual_ops}
-        for op in [*sorted(branch.values(), key=_registration_key), *p.shortcut_ops]:
+        for op in [*branch_modules(p), *p.shortcut_ops, *((p.gate,) if p.gate else ())]:
             if op.kind == "conv":
                 conv(f"{p.name}.{op.name}", op.cin, op.cout, op.kernel, op.groups, op.bias)
             elif op.kind == "bn":

@@ -139,8 +139,8 @@ ProgressFn = Callable[[int, int], None]
 class _BlockTape:
     """One block's forward pieces at a fixed input, kept to take vector-Jacobian products.
 
-    The join of F(x) and s(x) is the block's own ``combine`` (add, then ReLU or not), so the
-    gradient through it follows whatever rule the block's plan sets."""
+    The join of F(x) and s(x) is the block's own ``combine`` (weights of the variant, add, then
+    ReLU or not), so the gradient through it follows whatever rule the block's plan sets."""
 
     def __init__(self, block: Block, x: Tensor) -> None:
         self.x = x.detach().requires_grad_(True)
@@ -149,7 +149,12 @@ class _BlockTape:
         # the combine step on detached copies: its VJP gives the gradient entering each path
         self._r_in = self.r.detach().requires_grad_(True)
         self._s_in = self.s.detach().requires_grad_(True)
-        self.joined = block.combine(self._r_in, self._s_in)
+        # a gated block (He et al. 2016) weights the two paths by g(x) and 1 - g(x): in the path view
+        # the gate is part of the join, held at its forward value, so the gradient is split between
+        # F and s as the gate splits it; the gate's own dependence on x is a third route that no
+        # path of Veit et al.'s binary decomposition takes, and is left out
+        g = block.gate_value(self.x)
+        self.joined = block.combine(self._r_in, self._s_in, None if g is None else g.detach())
         self.identity = block.downsample is None
         self.y = self.joined.detach()
 

@@ -10,6 +10,7 @@ A/B/C), He et al. 2016 (pre-activation), Zagoruyko & Komodakis 2016 (wide), Xie 
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -22,12 +23,20 @@ BlockType = Literal["basic", "bottleneck"]
 StemType = Literal["imagenet", "cifar"]
 StridePlacement = Literal["3x3", "1x1"]
 ShortcutOption = Literal["A", "B", "C"]
+# He et al. 2016, Fig. 2 / Table 1: what multiplies the shortcut (and the branch) at the add. The
+# "1x1 conv shortcut" variant is shortcut option C; the others are:
+ShortcutVariant = Literal["identity", "scale", "gate", "shortcut_gate", "dropout"]
+# He et al. 2016, Fig. 4 / Table 2: where BN and ReLU sit around the add, for post-activation blocks.
+# Full pre-activation (Fig. 4e) is the separate ``preact`` flag, as before.
+Activation = Literal["original", "bn_after_add", "relu_before_add", "relu_preact"]
 
 # The runtime choices are read off the Literal types, so the two can never disagree.
 BLOCK_TYPES: tuple[BlockType, ...] = get_args(BlockType)
 STEM_TYPES: tuple[StemType, ...] = get_args(StemType)
 SHORTCUT_OPTIONS: tuple[ShortcutOption, ...] = get_args(ShortcutOption)
 STRIDE_PLACEMENTS: tuple[StridePlacement, ...] = get_args(StridePlacement)
+SHORTCUT_VARIANTS: tuple[ShortcutVariant, ...] = get_args(ShortcutVariant)
+ACTIVATIONS: tuple[Activation, ...] = get_args(Activation)
 
 T = TypeVar("T", bound=str)
 
@@ -51,6 +60,8 @@ MAX_WIDTH = 1 << 16
 MAX_INPUT_SIZE = 4096
 MAX_CHANNELS = 4096
 MAX_CLASSES = 1_000_000
+MAX_SHORTCUT_SCALE = 4.0  # lambda beyond this is no experiment: lambda^54 overflows float32 at 110 layers
+MAX_GATE_BIAS = 20.0  # sigmoid(20) = 1 - 2e-9: further out the gate is saturated either way
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,14 @@ class ResNetSpec:
     shortcut: ShortcutOption = "B"
     residual: bool = True  # False: the plain twin (same layers, no shortcuts)
     preact: bool = False  # He et al. 2016 full pre-activation (BN-ReLU-conv)
+    # He et al. 2016's variants (defaults: the original block). The scale, gate bias and dropout
+    # ratio are read only by their own variant.
+    shortcut_variant: ShortcutVariant = "identity"
+    shortcut_scale: float = 0.5  # lambda of "scale": y = lambda * s(x) + F(x)
+    scale_residual: bool = False  # "scale" with F(x) * (1 - lambda) as well (the paper's 0.5/0.5)
+    gate_bias: float = -6.0  # initial b_g of the gates; the paper's best (shortcut near identity)
+    shortcut_dropout: float = 0.5  # drop ratio of the "dropout" shortcut (training only)
+    activation: Activation = "original"
     num_classes: int = 1000
     in_channels: int = 3
     input_size: int = 224
@@ -125,11 +144,28 @@ class ResNetSpec:
         parts = ["residual" if self.residual else "plain"]
         if self.preact:
             parts.append("pre-activation")
+        if self.activation != "original":
+            parts.append(ACTIVATION_LABELS[self.activation])
         if self.block == "bottleneck":
             parts.append("v1.5 (stride on 3x3)" if self.stride_on == "3x3" else "v1 (stride on 1x1)")
         if self.residual:
             parts.append(f"shortcut {self.shortcut}")
+        if self.residual and self.shortcut_variant != "identity":
+            parts.append(self.variant_label)
         return ", ".join(parts)
+
+    @property
+    def variant_label(self) -> str:
+        """The shortcut variant in the paper's words, with its setting."""
+        v = self.shortcut_variant
+        if v == "scale":
+            return (f"constant scaling {self.shortcut_scale:g}/{1 - self.shortcut_scale:g}" if self.scale_residual
+                    else f"constant scaling {self.shortcut_scale:g}")
+        if v in ("gate", "shortcut_gate"):
+            return f"{SHORTCUT_VARIANT_LABELS[v]} (b_g = {self.gate_bias:g})"
+        if v == "dropout":
+            return f"dropout shortcut ({self.shortcut_dropout:g})"
+        return SHORTCUT_VARIANT_LABELS[v]
 
     def replace(self, **changes: Any) -> ResNetSpec:
         """A validated copy with some fields changed (``name`` is kept unless given)."""
@@ -158,8 +194,19 @@ def validate(spec: ResNetSpec) -> ResNetSpec:
 
 
 _INT_FIELDS = ("stem_width", "groups", "width_per_group", "num_classes", "in_channels", "input_size")
-_BOOL_FIELDS = ("residual", "preact")
+_BOOL_FIELDS = ("residual", "preact", "scale_residual")
 _STR_FIELDS = ("name", "family", "description")
+_FLOAT_FIELDS = ("shortcut_scale", "gate_bias", "shortcut_dropout")
+# He et al. 2016's variant fields: at their defaults (the original block) metadata may leave them out
+VARIANT_FIELDS = ("shortcut_variant", "shortcut_scale", "scale_residual", "gate_bias", "shortcut_dropout",
+                  "activation")
+SHORTCUT_VARIANT_LABELS: dict[ShortcutVariant, str] = {
+    "identity": "identity shortcut", "scale": "constant scaling", "gate": "exclusive gating",
+    "shortcut_gate": "shortcut-only gating", "dropout": "dropout shortcut"}
+ACTIVATION_LABELS: dict[Activation, str] = {
+    "original": "original (ReLU after add)", "bn_after_add": "BN after addition",
+    "relu_before_add": "ReLU before addition", "relu_preact": "ReLU-only pre-activation"}
+
 
 
 def as_int(x: object) -> int | None:
@@ -207,6 +254,11 @@ def _coerce(spec: ResNetSpec) -> None:
         value = getattr(spec, name)
         if not isinstance(value, bool):
             raise SpecError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    for name in _FLOAT_FIELDS:
+        value = getattr(spec, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SpecError(f"{name} must be a finite number, got {value!r} ({type(value).__name__})")
+        set_(spec, name, float(value))
     for name in _STR_FIELDS:
         value = getattr(spec, name)
         if not isinstance(value, str):
@@ -216,6 +268,8 @@ def _coerce(spec: ResNetSpec) -> None:
     set_(spec, "stem", choice(spec.stem, STEM_TYPES, "stem"))
     set_(spec, "shortcut", choice(spec.shortcut, SHORTCUT_OPTIONS, "shortcut"))
     set_(spec, "stride_on", choice(spec.stride_on, STRIDE_PLACEMENTS, "stride_on"))
+    set_(spec, "shortcut_variant", choice(spec.shortcut_variant, SHORTCUT_VARIANTS, "shortcut_variant"))
+    set_(spec, "activation", choice(spec.activation, ACTIVATIONS, "activation"))
 
 
 def _check(spec: ResNetSpec) -> None:
@@ -283,6 +337,7 @@ def _check(spec: ResNetSpec) -> None:
                     f"stage {i + 1}); use option B or widen the stage"
                 )
             prev = c
+    _check_variant(spec)
     if not 1 <= spec.in_channels <= MAX_CHANNELS:
         raise SpecError(f"input channels must be between 1 and {MAX_CHANNELS}, got {spec.in_channels}")
     if not 1 <= spec.num_classes <= MAX_CLASSES:
@@ -293,6 +348,26 @@ def _check(spec: ResNetSpec) -> None:
     # unusual: small_input_note says so, and the pages show it as a warning.
     if not 1 <= spec.input_size <= MAX_INPUT_SIZE:
         raise SpecError(f"input size must be between 1 and {MAX_INPUT_SIZE} pixels, got {spec.input_size}")
+
+
+def _check_variant(spec: ResNetSpec) -> None:
+    """He et al. 2016's variants: each needs a shortcut, and their numbers must make sense."""
+    v = spec.shortcut_variant
+    if v != "identity" and not spec.residual:
+        raise SpecError(f"a plain net has no shortcut for the {SHORTCUT_VARIANT_LABELS[v]} variant; "
+                        "use shortcut_variant='identity' for the plain twin")
+    if spec.scale_residual and v != "scale":
+        raise SpecError("scale_residual (F scaled by 1 - lambda) belongs to the 'scale' variant; set "
+                        "shortcut_variant='scale' or scale_residual=False")
+    if not 0 < spec.shortcut_scale <= MAX_SHORTCUT_SCALE:
+        raise SpecError(f"shortcut_scale (lambda) must be in (0, {MAX_SHORTCUT_SCALE:g}], got {spec.shortcut_scale:g}")
+    if not -MAX_GATE_BIAS <= spec.gate_bias <= MAX_GATE_BIAS:
+        raise SpecError(f"gate_bias must be between -{MAX_GATE_BIAS:g} and {MAX_GATE_BIAS:g}, got {spec.gate_bias:g}")
+    if not 0 < spec.shortcut_dropout < 1:
+        raise SpecError(f"shortcut_dropout must be between 0 and 1 (exclusive), got {spec.shortcut_dropout:g}")
+    if spec.preact and spec.activation != "original":
+        raise SpecError(f"full pre-activation (preact=True) already fixes where BN and ReLU sit; use "
+                        f"activation='original' with it, or preact=False for {ACTIVATION_LABELS[spec.activation]}")
 
 
 def conv_out(size: int, k: int, s: int, p: int) -> int:

@@ -140,6 +140,8 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
                            {"params": no_decay, "weight_decay": 0.0}],
                           lr=config.lr, momentum=config.momentum, nesterov=False)
     gen = torch.Generator().manual_seed(config.seed)
+    # a third stream for the dropout shortcut's masks (He et al. 2016), used by no other variant
+    model.noise.manual_seed(config.seed + 1)
     n = len(data.y_train)
     steps = max(1, math.ceil(n / config.batch_size))
     for epoch in range(1, config.epochs + 1):

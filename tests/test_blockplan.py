@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis import blockplan, lesion
+from analysis import lesion
 from analysis.blockplan import Op, block_plans
 from analysis.costs import layer_table, totals
 from analysis.models import build_model, state_dict_shapes
@@ -58,19 +58,13 @@ def test_op_weight_counts():
     assert Op("r", "relu", 64, 64).weight_count == 0
 
 
-def test_a_new_placement_touches_only_the_plan(monkeypatch):
+def test_a_placement_written_only_in_the_plan():
     """He et al. 2016 Fig. 4c, "ReLU before addition": the branch ends in a ReLU, nothing follows
-    the add. Only the plan's unit and combine rule are replaced; everything else must follow."""
-    post_unit = blockplan._unit
-
-    def relu_before_add(i, cin, cout, kernel, stride, groups, preact, last):
-        return post_unit(i, cin, cout, kernel, stride, groups, preact, last=False)
-
-    spec = custom_spec(block="basic", layers=(2, 2), widths=(8, 16), stem="cifar", stem_width=8,
-                       shortcut="B", input_size=8, num_classes=4)
-    before = layer_table(spec)
-    monkeypatch.setattr(blockplan, "_unit", relu_before_add)
-    monkeypatch.setattr(blockplan, "activation_after_add", lambda preact: False)
+    the add. Only the plan says so (``_unit`` / ``after_add``); tracer, builder, lesion follow."""
+    original = custom_spec(block="basic", layers=(2, 2), widths=(8, 16), stem="cifar", stem_width=8,
+                           shortcut="B", input_size=8, num_classes=4)
+    before = layer_table(original)
+    spec = original.replace(activation="relu_before_add")
 
     plan = block_plans(spec)[0]
     assert plan.residual_ops[-1].kind == "relu" and not plan.activation_after_add

@@ -29,7 +29,10 @@ class LinBlock(nn.Module):
     def shortcut(self, x):
         return x
 
-    def combine(self, r, s):
+    def gate_value(self, x):
+        return None  # no gate: the original block
+
+    def combine(self, r, s, g=None):
         return r + s
 
     def forward(self, x):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from analysis.costs import layer_table, totals
 from analysis.errors import SpecError
 from analysis.models import build_model
-from analysis.specs import custom_spec, total_stride
+from analysis.specs import ACTIVATIONS, SHORTCUT_VARIANTS, custom_spec, total_stride
 from tests.fuzz.exact import reference_totals
 from tests.helpers import hooked_shapes, numel, torchinfo_mult_adds
 
@@ -37,7 +37,11 @@ def specs(draw):
         in_channels=draw(st.integers(1, 4)), num_classes=draw(st.integers(1, 20)), input_size=4096,
     )
     size = draw(st.integers(total_stride(spec), total_stride(spec) + 40))
-    return spec.replace(input_size=size)
+    # He et al. 2016's variants: gates add a biased 1x1 conv and elementwise work, placements move ops
+    variant = draw(st.sampled_from(SHORTCUT_VARIANTS)) if spec.residual else "identity"
+    activation = "original" if spec.preact else draw(st.sampled_from(ACTIVATIONS))
+    return spec.replace(input_size=size, shortcut_variant=variant, activation=activation,
+                        scale_residual=variant == "scale" and draw(st.booleans()))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -52,7 +56,9 @@ def test_analytic_counts_equal_pytorch(spec):
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs())
 def test_layer_shapes_equal_forward(spec):
-    rows = [(r["module"], r["out_shape"]) for r in layer_table(spec).to_dict("records") if r["op"] != "add"]
+    # the add, the variants' weighting and the gate's sigmoid are functional (no module to hook)
+    rows = [(r["module"], r["out_shape"]) for r in layer_table(spec).to_dict("records")
+            if r["op"] not in ("add", "scale", "sigmoid")]
     assert rows == hooked_shapes(spec)
 
 

@@ -26,18 +26,21 @@ def reference_params(spec: ResNetSpec) -> int:
 def reference_counts(spec: ResNetSpec) -> dict[str, int]:
     """Every count one forward pass of one sample makes, by op kind, as Python ints."""
     n = dict(params=reference_params(spec), macs=0, bias_adds=0, bn_params=0, bn_elems=0, relu_elems=0,
-             add_elems=0, maxpool_in=0, maxpool_out=0, avgpool_in=0, avgpool_thop=0, out_elems=0,
+             add_elems=0, sigmoid_elems=0, mul_elems=0, maxpool_in=0, maxpool_out=0, avgpool_in=0, avgpool_thop=0, out_elems=0,
              receptive_field=1)
     c, h = spec.in_channels, spec.input_size  # square maps throughout
     jump = 1  # receptive field along the main path: each k x k op adds (k - 1) x jump, stride multiplies jump
 
-    def conv(cin: int, cout: int, k: int, s: int, p: int, groups: int, size: int, main: bool = True) -> int:
+    def conv(cin: int, cout: int, k: int, s: int, p: int, groups: int, size: int, main: bool = True,
+             bias: bool = False) -> int:
         nonlocal jump
         if main:
             n["receptive_field"] += (k - 1) * jump
             jump *= s
         out = conv_out(size, k, s, p)
         n["macs"] += k * k * (cin // groups) * cout * out * out
+        if bias:
+            n["bias_adds"] += cout * out * out
         n["out_elems"] += cout * out * out
         return out
 
@@ -63,7 +66,7 @@ def reference_counts(spec: ResNetSpec) -> dict[str, int]:
     def run(ops: tuple[Op, ...], channels: int, size: int, main: bool) -> tuple[int, int]:
         for op in ops:
             if op.kind == "conv":
-                size = conv(op.cin, op.cout, op.kernel, op.stride, op.kernel // 2, op.groups, size, main)
+                size = conv(op.cin, op.cout, op.kernel, op.stride, op.kernel // 2, op.groups, size, main, op.bias)
                 channels = op.cout
             elif op.kind == "pad":
                 size, channels = -(-size // op.stride), op.cout
@@ -78,10 +81,15 @@ def reference_counts(spec: ResNetSpec) -> dict[str, int]:
             short = run(plan.shortcut_ops, c, h, False)  # 1x1 or subsampling: the field does not grow
             if short != main:
                 raise AssertionError(f"{plan.name}: residual {main} != shortcut {short}")
+            if plan.gate is not None:  # g = sigmoid(1x1 conv of the block input): off the main path
+                elementwise("sigmoid_elems", *run((plan.gate,), c, h, False))
+            # the join's weighting, by hand: lambda*s [+ (1-lambda)*F]; 1-g, (1-g)*s [, g*F]
+            per = {"scale": 2 if plan.scale_residual else 1, "shortcut_gate": 2, "gate": 3}.get(plan.combine, 0)
+            if per:
+                n["mul_elems"] += per * main[0] * main[1] ** 2
+                n["out_elems"] += main[0] * main[1] ** 2
             elementwise("add_elems", *main)
-        c, h = main
-        if plan.activation_after_add:
-            elementwise("relu_elems", c, h)
+        c, h = run(plan.after_add, *main, True)
     if spec.preact:
         elementwise("bn_elems", c, h)
         elementwise("relu_elems", c, h)
@@ -100,7 +108,7 @@ def reference_totals(spec: ResNetSpec) -> dict[str, int]:
     n = reference_counts(spec)
     pool_in = n["maxpool_in"] + n["avgpool_in"]
     flops = (2 * n["macs"] + n["bias_adds"] + 2 * n["bn_elems"] + n["relu_elems"] + 8 * n["maxpool_out"]
-             + n["avgpool_in"] + n["add_elems"])
+             + n["avgpool_in"] + n["add_elems"] + n["sigmoid_elems"] + n["mul_elems"])
     return {
         "params": n["params"], "macs": n["macs"], "flops": flops,
         "activation_bytes": 4 * n["out_elems"], "receptive_field": n["receptive_field"],

@@ -237,8 +237,9 @@ def boundary_custom() -> Iterator[tuple[str, dict[str, Any], bool]]:
         ("layers", dict(layers=[MAX_BLOCKS_PER_STAGE]), dict(layers=[MAX_BLOCKS_PER_STAGE + 1])),
         ("stages", dict(layers=[1] * MAX_STAGES, widths=[1] * MAX_STAGES, input_size=2 ** (MAX_STAGES - 1)),
          dict(layers=[1] * (MAX_STAGES + 1), widths=[1] * (MAX_STAGES + 1), input_size=MAX_INPUT_SIZE)),
-        ("total-stride", dict(stem="imagenet", layers=[1] * 4, widths=[1] * 4, input_size=32),
-         dict(stem="imagenet", layers=[1] * 4, widths=[1] * 4, input_size=31)),
+        # no total-stride bound any more: every map stays >= 1x1, a 1-px resnet runs (with a warning)
+        ("input-size-min", dict(stem="imagenet", layers=[1] * 4, widths=[1] * 4, input_size=1),
+         dict(stem="imagenet", layers=[1] * 4, widths=[1] * 4, input_size=0)),
         ("inner-width", dict(block="bottleneck", widths=[MAX_WIDTH], width_per_group=64),
          dict(block="bottleneck", widths=[MAX_WIDTH], width_per_group=65)),
         ("inner-width-groups", dict(block="bottleneck", widths=[64], groups=1024),  # 64 x 1024 = 65536
