@@ -10,6 +10,9 @@ from .errors import ConfigError
 from .reference import PAPER_TABLE1_GFLOPS, PAPER_TABLE6, TORCHVISION
 from .specs import STRIDE_PLACEMENTS, ResNetSpec, choice, get_spec
 
+# activation_bytes / 2**20: binary megabytes (not 10**6 bytes, which "MB" would say), for one image
+ACTIVATION_COLUMN = "activation MiB (batch 1)"
+
 
 def _stage_cell(spec: ResNetSpec, i: int) -> str:
     """'[3×3, 64 | 3×3, 64] ×2' (a Table 1 cell) for stage i."""
@@ -64,7 +67,7 @@ def depth_summary(names: list[str], *, stride_on: str | None = None, plain: bool
         row = {"model": spec.name, "depth": spec.depth, "blocks": spec.num_blocks,
                "params": t.params, "MACs": t.macs, "FLOPs": t.flops,
                "torchinfo mult-adds": t.torchinfo_mult_adds,
-               "activation MB": t.activation_bytes / 2**20}
+               ACTIVATION_COLUMN: t.activation_bytes / 2**20}
         base = name.removeprefix("plain_")
         if base in TORCHVISION and not plain:
             row["torchvision params"] = TORCHVISION[base]["params"]

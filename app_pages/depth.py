@@ -5,14 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.depth import paper_comparison, table1
+from analysis.depth import ACTIVATION_COLUMN, paper_comparison, table1
 from analysis.specs import CIFAR_DEPTHS, IMAGENET_DEPTHS, STRIDE_PLACEMENTS, StridePlacement, get_spec
 from ui import cache, render
 from ui.widgets import table
 
 FAMILIES = {"imagenet": IMAGENET_DEPTHS, "cifar": CIFAR_DEPTHS}
 LABELS = {"imagenet": "ImageNet (18–152)", "cifar": "CIFAR (20–1202)"}
-ACTIVATION_COLUMN = "activation MiB (batch 1)"
 
 st.title("Depth comparison")
 family = st.radio("Family", list(FAMILIES), horizontal=True, key="depth_family", format_func=LABELS.__getitem__)
@@ -33,8 +32,7 @@ else:
 
     residual = cache.depth_summary(tuple(names), stride_on, False).assign(series="residual")
     plain = cache.depth_summary(tuple(names), stride_on, True).assign(series="plain")
-    # the column holds activation_bytes / 2**20: binary megabytes, for one image
-    both = pd.concat([residual, plain], ignore_index=True).rename(columns={"activation MB": ACTIVATION_COLUMN})
+    both = pd.concat([residual, plain], ignore_index=True)
     st.subheader("Residual vs plain")
     table(both, formats={ACTIVATION_COLUMN: "%,.1f", "torchvision GMACs": "%.3f", "paper GFLOPs (Table 1)": "%.1f"})
     st.caption(f"{ACTIVATION_COLUMN}: the float32 outputs of every operation of the forward pass for one image, "
