@@ -13,7 +13,8 @@ from analysis.errors import DatasetError, LensError
 from analysis.reference import VEIT_EFFECTIVE_PATHS
 from analysis.specs import MODELS
 from ui import cache, render
-from ui.widgets import checkpoint_picker, error_box, progress_reporter
+from ui.fmt import fmt_count, fmt_int
+from ui.widgets import Metric, checkpoint_picker, error_box, metric_row, progress_reporter, table
 
 st.title("Path ensemble")
 st.caption("Veit, Wilber & Belongie 2016: x₍ᵢ₊₁₎ = xᵢ + fᵢ(xᵢ) unrolls into 2ⁿ paths. Their lengths are "
@@ -28,10 +29,11 @@ labels = [paths.path_label(p) for p in all_paths]
 choice = c1.selectbox(f"Highlight one of the {2 ** n} paths", range(len(all_paths)),
                       format_func=lambda i: f"length {sum(all_paths[i])}: {labels[i]}", key="paths_pick")
 chosen = all_paths[choice]
-c1.metric("Path length (residual branches passed)", sum(chosen))
-c1.dataframe(pd.DataFrame({"path": labels, "length": [sum(p) for p in all_paths]}), hide_index=True,
-             height=220)
-c2.plotly_chart(render.unrolled(paths.unrolled_graph(n), paths.path_nodes(chosen)), key="paths_graph")
+table(pd.DataFrame({"path": labels, "length": [sum(p) for p in all_paths]}), container=c1, hide_index=True,
+      height=220)
+# above the graph it draws, not in the narrow left column, where its label was cut to '…' at 820 px
+metric_row([Metric("Path length (residual branches passed)", str(sum(chosen)))], container=c2)
+render.show(render.unrolled(paths.unrolled_graph(n), paths.path_nodes(chosen)), key="paths_graph", container=c2)
 with st.expander("The algebra", expanded=True):
     for line in paths.algebra(n):
         st.latex(line)
@@ -48,15 +50,16 @@ lo, hi = c1.slider("Length range", 0, override, (max(0, override // 2 - int(math
                                                  min(override, override // 2 + int(math.sqrt(override)))),
                    key=f"paths_range_{override}")
 share = dist.share(lo, hi)
-m = st.columns(4)
-m[0].metric("Paths", f"{dist.total:,}" if override <= 40 else f"2^{override} ≈ {float(dist.total):.3e}")
-m[1].metric("Mean length", f"{dist.mean:g}")
-m[2].metric("Std of length", f"{dist.std:.3f}")
-m[3].metric(f"Share with length {lo}–{hi}", f"{100 * float(share):.2f} %")
-if override > 40:
-    st.caption(f"Exactly {dist.total:,} paths.")
+# up to 20 digits the metric is the exact count; longer ones (2^67 and up; 2^1000 has 302 digits) are
+# shortened, and the help gives the count in full, where a caption printing it wrapped over many lines
+metric_row([
+    Metric("Paths", fmt_count(dist.total), f"2^{override} = {fmt_int(dist.total)} paths."),
+    Metric("Mean length", f"{dist.mean:g}"),
+    Metric("Std of length", f"{dist.std:.3f}"),
+    Metric(f"Share with length {lo}–{hi}", f"{100 * float(share):.2f} %"),
+])
 frame = dist.frame()
-c2.plotly_chart(render.length_distribution(frame, (lo, hi)), key="paths_dist")
+render.show(render.length_distribution(frame, (lo, hi)), key="paths_dist", container=c2)
 st.download_button("Download the distribution (CSV, exact counts)", frame.to_csv(index=False),
                    file_name=f"path_lengths_n{override}.csv", mime="text/csv", key="paths_dist_csv")
 
@@ -154,14 +157,17 @@ if picked is not None:
             frames = [df.assign(net=net) for net, (df, _) in found.items()]
             res = pd.concat(frames, ignore_index=True)
             lo_k, hi_k = paths.effective_range(frames[0], mass)
-            r = st.columns(3)
-            r[0].metric("Residual blocks n", ck.spec.num_blocks)
-            r[1].metric(f"Effective paths ({mass:.0%} of total gradient)", f"{lo_k}–{hi_k}")
-            r[2].metric("Paper, ResNet-110 (54 blocks)", f"{VEIT_EFFECTIVE_PATHS[0]}–{VEIT_EFFECTIVE_PATHS[1]}")
-            st.plotly_chart(render.gradient_by_length(res, (lo_k, hi_k)), key="paths_grad")
+            metric_row([
+                Metric("Residual blocks n", str(ck.spec.num_blocks)),
+                Metric(f"Effective paths ({mass:.0%} of total gradient)", f"{lo_k}–{hi_k}"),
+                Metric("Paper, ResNet-110 (54 blocks)", f"{VEIT_EFFECTIVE_PATHS[0]}–{VEIT_EFFECTIVE_PATHS[1]}"),
+            ])
+            render.show(render.gradient_by_length(res, (lo_k, hi_k)), key="paths_grad")
             st.caption(f"Effective range on the trained net: lengths {lo_k}–{hi_k} out of 0–{ck.spec.num_blocks} "
                        f"(mean path length {ck.spec.num_blocks / 2:g}). Short paths are few but carry "
                        "orders of magnitude more gradient each.")
-            st.dataframe(res, hide_index=True, width="stretch")
+            # gradient magnitudes span many decades (1e-23 to 6e-5 on the shipped 56-layer net):
+            # widgets.table writes such a column in scientific notation, where 0.00000000002 was shown
+            table(res, hide_index=True)
             st.download_button("Download (CSV)", res.to_csv(index=False), file_name="gradient_by_length.csv",
                                mime="text/csv", key="paths_grad_csv")

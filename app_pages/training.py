@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 import torch
 
@@ -14,6 +15,7 @@ from analysis.runstore import default_home
 from analysis.specs import get_spec
 from analysis.train import Progress, TrainConfig, check_device, run_meta, train_checkpoint
 from ui import cache, render
+from ui.widgets import table
 
 DEPTHS = [8, 14, 20, 32, 44, 56, 110]
 
@@ -29,7 +31,12 @@ def seconds_text(ck: Checkpoint) -> str:
     return "—" if s is None else f"{s:,.1f}"
 
 
-def summary_rows(runs: list[tuple[str, Checkpoint]]) -> list[dict]:
+# error percentages keep their two decimals (the Lesion lab's metrics write 12.34 % too), where the
+# app's default of 3 significant digits would cut 12.34 to 12.3
+ERROR_FORMATS = {"train error %": "%.2f", "test error %": "%.2f"}
+
+
+def summary_table(runs: list[tuple[str, Checkpoint]]) -> pd.DataFrame:
     rows = []
     for label, ck in runs:
         f = ck.meta.final
@@ -38,7 +45,7 @@ def summary_rows(runs: list[tuple[str, Checkpoint]]) -> list[dict]:
                      "train error %": round(100 * (1 - f.get("train_acc", float("nan"))), 2),
                      "test error %": round(100 * (1 - f.get("test_acc", float("nan"))), 2),
                      "seconds": seconds_text(ck), "status": ck.meta.status_text})
-    return rows
+    return pd.DataFrame(rows)
 
 
 def keep(label: str, ck: Checkpoint) -> None:
@@ -63,16 +70,17 @@ def finish_interrupted_run() -> None:
 
 st.title("Training: the degradation problem")
 st.caption("He et al. 2015, Fig. 1 and Fig. 6: a deeper *plain* net has higher training error than a "
-           "shallower one, while a deeper *residual* net trains as well or better. Shipped runs: CIFAR-style "
-           "nets (16/32/64 filters, option A) trained on the embedded digits, upsampled to 16×16.")
+           "shallower one, while a deeper *residual* net trains as well or better.")
 finish_interrupted_run()
 
 shipped = cache.shipped()
 if shipped:
+    # a subheader, as over *Your runs*: the legend says which line is which, so the chart needs no title
+    st.subheader("Shipped runs")
+    st.caption("CIFAR-style nets (16/32/64 filters, option A) trained on the embedded digits, upsampled to 16×16.")
     runs = [run_record(n, c) for n, c in shipped.items()]
-    st.plotly_chart(render.training_curves(runs, "Shipped runs: dashed = training error, solid = test error"),
-                    key="training_shipped")
-    st.dataframe(summary_rows(list(shipped.items())), hide_index=True, width="stretch")
+    render.show(render.training_curves(runs), key="training_shipped")
+    table(summary_table(list(shipped.items())), formats=ERROR_FORMATS, hide_index=True)
 else:
     st.warning("No shipped checkpoints found in checkpoints/; train some below or with `python -m analysis train`.")
 
@@ -154,8 +162,8 @@ if trained:
     st.subheader("Your runs")
     st.caption(f"Kept in the run store at `{default_home()}` (set RESNET_LENS_HOME to move it), so a "
                "reload, a new tab or a server restart shows them again; delete that folder or use *Forget* below.")
-    st.plotly_chart(render.training_curves([run_record(n, c) for n, c in trained.items()]), key="training_mine")
-    st.dataframe(summary_rows(list(trained.items())), hide_index=True, width="stretch")
+    render.show(render.training_curves([run_record(n, c) for n, c in trained.items()]), key="training_mine")
+    table(summary_table(list(trained.items())), formats=ERROR_FORMATS, hide_index=True)
     st.caption("These nets are also available on the other pages under *Checkpoint → trained here*.")
     pick = st.selectbox("Download a checkpoint", list(trained), key="train_download_pick")
     # serialised once per run and kept with it (ui/cache.py): bytes, never a deferred callable

@@ -1,8 +1,11 @@
 """Training and Path ensemble pages (issue 11, item 10): only the devices this machine has, nothing of
-a finished run left on screen (Cancel, progress bar), a cancelled run's time, ranges in the labels."""
+a finished run left on screen (Cancel, progress bar), a cancelled run's time, ranges in the labels;
+(items 7, 8) the app's chart layout and number format: every chart with the app's plotly config,
+metrics in wrapping rows, long counts shortened with the exact one in the help, tables formatted."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -21,6 +24,40 @@ def page(name: str) -> AppTest:
 
 def clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """The page's plotly charts by key, each with its figure and its plotly config."""
+    return {c.proto.id.rsplit("-", 1)[-1]: {"figure": json.loads(c.proto.spec), "config": json.loads(c.proto.config)}
+            for c in at.get("plotly_chart")}
+
+
+def metric_rows(at: AppTest) -> list[list[str]]:
+    """The labels of the metrics in each wrapping horizontal row (ui.widgets.metric_row); a metric
+    anywhere else (an st.columns column, the page itself) comes as a row of its own, marked '!'."""
+    rows: list[list[str]] = []
+
+    def walk(node: object) -> None:  # in page order
+        children = list(getattr(node, "children", {}).values())
+        flex = node.proto.flex_container if getattr(node, "type", None) == "flex_container" else None
+        if flex is not None and flex.wrap and flex.direction == flex.Direction.HORIZONTAL and children and \
+                all(getattr(c, "type", None) == "metric" for c in children):
+            rows.append([c.label for c in children])
+            return
+        for c in children:
+            if getattr(c, "type", None) == "metric":
+                rows.append([f"!{c.label}"])
+            else:
+                walk(c)
+
+    walk(at._tree)
+    return rows
+
+
+def column_formats(at: AppTest, i: int) -> dict[str, str]:
+    """The number format of every column of the page's i-th table, as the browser gets it."""
+    return {name: col["type_config"]["format"] for name, col in json.loads(at.dataframe[i].proto.columns).items()
+            if "type_config" in col}
 
 
 def leftovers(at: AppTest, cancel_key: str) -> tuple[list[str], int]:
@@ -180,3 +217,67 @@ def test_every_number_input_shows_its_range_in_its_label(name, setup):
         assert labels["paths_seed"] == "Seed (0–10,000)"
     else:
         assert labels["train_epochs"] == "Epochs (1–200)" and labels["train_lr"] == "Learning rate (0.001–1)"
+
+
+# ------------------------------------------------------------------ one layout, one number format
+def test_training_charts_tables_and_titles_in_the_apps_format():
+    from ui.render import PLOTLY_CONFIG
+
+    at = AppTest.from_file(str(ROOT / "app_pages" / "training.py"), default_timeout=120)
+    cancelled_run(at, [dict(EPOCH, seconds=12.345)])  # a run of the user's, without training one
+    at.run()
+    clean(at)
+    shown = charts(at)
+    assert list(shown) == ["training_shipped", "training_mine"]
+    assert all(c["config"] == PLOTLY_CONFIG for c in shown.values())
+    # the legend explains dashed and solid; the section is named by a subheader, not a chart title
+    assert [s.value for s in at.subheader] == ["Shipped runs", "Run it yourself", "Your runs"]
+    for c in shown.values():
+        layout = c["figure"]["layout"]
+        assert "title" not in layout and layout["legend"]["title"]["text"] == ""
+        assert [d["name"] for d in c["figure"]["data"][:2]] == ["test error (solid)", "training error (dashed)"]
+    # both run tables: error percentages with two decimals (12.10, not the default 12.1), counts '%,d'
+    for i in (0, 1):
+        assert column_formats(at, i) == {"depth": "%,d", "epochs": "%,d", "train error %": "%.2f",
+                                         "test error %": "%.2f"}
+    assert at.dataframe[1].value.set_index("model").loc["cifar_resnet8 (cancelled)", "test error %"] == 75.0
+
+
+def test_path_ensemble_charts_metrics_and_tables_in_the_apps_format():
+    from ui.render import PLOTLY_CONFIG
+
+    at = page("paths.py")  # the shipped 56-layer net's stored gradient measurement is shown
+    clean(at)
+    shown = charts(at)
+    assert list(shown) == ["paths_graph", "paths_dist", "paths_grad"]
+    assert all(c["config"] == PLOTLY_CONFIG for c in shown.values())
+    # the path length above the graph, not in the left third where its label was cut at 820 px
+    assert metric_rows(at) == [["Path length (residual branches passed)"],
+                               ["Paths", "Mean length", "Std of length", "Share with length 20–34"],
+                               ["Residual blocks n", "Effective paths (90% of total gradient)",
+                                "Paper, ResNet-110 (54 blocks)"]]
+    # 2^54 paths (cifar_resnet110's 54 blocks) has 17 digits: shown exactly, and as 2^54 in the help
+    paths = {m.label: m for m in at.metric}["Paths"]
+    assert (paths.value, paths.proto.help) == ("18,014,398,509,481,984", "2^54 = 18,014,398,509,481,984 paths.")
+    # gradient magnitudes from ~1e-23 to ~6e-5: scientific notation for the whole column
+    # (a plain format showed 0.00000000002); the counts and sample sizes with separators
+    assert column_formats(at, -1) == {"length": "%,d", "mean": "%.2e", "std": "%.2e", "samples": "%,d",
+                                      "log10 paths": "%,.3g", "log10 total": "%,.3g", "total (rel.)": "%.2e"}
+    assert min(at.dataframe[-1].value["mean"]) < 1e-11  # the tiny values that need it are there
+    assert column_formats(at, 0) == {"length": "%,d"}  # the unrolled view's list of paths
+
+
+def test_a_302_digit_path_count_is_shortened_and_exact_in_the_help_and_the_csv():
+    from tests import downloads
+
+    with downloads.captured() as files:
+        at = page("paths.py")
+        at.slider(key="paths_blocks_cifar_resnet110").set_value(1000).run()
+        clean(at)
+        paths = {m.label: m for m in at.metric}["Paths"]
+        assert paths.value == "1.07e+301 (302 digits)"
+        assert paths.proto.help == f"2^1000 = {2 ** 1000:,} paths."
+        assert not any(f"{2 ** 1000:,}" in c.value for c in at.caption)  # no 400-character caption
+        (csv,) = [b for b in at.get("download_button") if b.label.startswith("Download the distribution")]
+        counts = [int(line.split(",")[1]) for line in files.of(csv).data.decode().splitlines()[1:]]
+    assert len(counts) == 1001 and sum(counts) == 2 ** 1000  # every C(1000, k), exact
