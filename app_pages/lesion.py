@@ -16,7 +16,15 @@ from analysis.data import Dataset
 from analysis.errors import LensError
 from analysis.runstore import RunStore, net_key
 from ui import cache, render
-from ui.widgets import Picked, available_checkpoints, checkpoint_picker, error_box, progress_reporter
+from ui.widgets import (
+    Metric,
+    Picked,
+    available_checkpoints,
+    checkpoint_picker,
+    error_box,
+    metric_row,
+    progress_reporter,
+)
 
 st.title("Lesion lab")
 st.caption("Veit, Wilber & Belongie 2016 report that deleting a block of a trained residual net at test time "
@@ -114,18 +122,19 @@ seqs = [lesion.identity_sequence(n), lesion.deletion(n, deleted)]
 preds = lesion.predict_sequences(ck.model, data.x_test, seqs)
 y = data.y_test
 base_err, les_err = [(p != y).float().mean().item() for p in preds]
-m = st.columns(3)
-m[0].metric("Test error, intact", f"{100 * base_err:.2f} %")
-m[1].metric(f"Test error, {len(deleted)} deleted", f"{100 * les_err:.2f} %",
-            delta=f"{100 * (les_err - base_err):+.2f} pp", delta_color="inverse")
-m[2].metric("Chance", f"{100 * (1 - 1 / data.num_classes):.1f} %")
+metric_row([
+    Metric("Test error, intact", f"{100 * base_err:.2f} %"),
+    Metric(f"Test error, {len(deleted)} deleted", f"{100 * les_err:.2f} %",
+           delta=f"{100 * (les_err - base_err):+.2f} pp", delta_color="inverse"),
+    Metric("Chance", f"{100 * (1 - 1 / data.num_classes):.1f} %"),
+])
 c1, c2 = st.columns(2)
 pc = pd.DataFrame({"class": data.classes,
                    "intact": lesion.per_class_accuracy(y, preds[0], data.num_classes),
                    "lesioned": lesion.per_class_accuracy(y, preds[1], data.num_classes)})
-c1.plotly_chart(render.per_class(pc), key="lesion_per_class")
+render.show(render.per_class(pc), key="lesion_per_class", container=c1)
 delta = lesion.confusion(y, preds[1], data.num_classes) - lesion.confusion(y, preds[0], data.num_classes)
-c2.plotly_chart(render.confusion_delta(delta.numpy(), data.classes), key="lesion_confusion")
+render.show(render.confusion_delta(delta.numpy(), data.classes), key="lesion_confusion", container=c2)
 
 
 # ------------------------------------------------------------------ sweeps
@@ -285,7 +294,7 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, twin: Pick
     residual = {net.label: net.checkpoint.spec.residual for net in nets}
     df = pd.concat([r.frame.assign(net=lab, residual=residual[lab]) for lab, r in shown.items()], ignore_index=True)
     fig = render.single_sweep(df) if experiment == "single" else render.k_sweep(df, "k", xlabel)
-    st.plotly_chart(fig, key=f"lesion_{experiment}_chart")
+    render.show(fig, key=f"lesion_{experiment}_chart")
     if experiment == "single":  # a reading computed from the numbers above, per net
         for net_label, part in df.groupby("net", sort=False):
             st.markdown(f"**{net_label}**: {lesion.single_reading(part)}")

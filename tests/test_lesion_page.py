@@ -1,5 +1,6 @@
 """Lesion lab page: sweeps kept in the run store and shown in a new session without running, Cancel
-leaves nothing behind, the quick delete buttons, visible input ranges, the CSV's file name."""
+leaves nothing behind, the quick delete buttons, visible input ranges, the CSV's file name; the
+app's chart config on every chart and the metrics in one wrapping row."""
 
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from analysis import lesion
 from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
 from analysis.runstore import RunStore, net_key
 from tests import downloads
+from tests.test_training_paths_pages import charts, metric_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 R20, P20, R56 = "shipped: digits_resnet20", "shipped: digits_plain20", "shipped: digits_resnet56"
@@ -196,3 +198,23 @@ def test_number_inputs_show_their_range():
                      "lesion_reorder_seed": "Seed (0–10,000)"}
     for n in at.number_input:  # the label states the widget's own limits
         assert n.label.endswith(f"({int(n.min):,}–{int(n.max):,})")
+
+
+def test_charts_have_the_apps_config_and_the_metrics_wrap_in_one_row():
+    from ui.render import PLOTLY_CONFIG
+
+    at = lesion_page()
+    at.checkbox(key=f"lesion_{R20}_layer2.0").check().run()
+    at.button(key="lesion_run_single").click().run()
+    clean(at)
+    shown = charts(at)
+    assert list(shown) == ["lesion_per_class", "lesion_confusion", "lesion_single_chart"]
+    assert all(c["config"] == PLOTLY_CONFIG for c in shown.values())
+    assert metric_rows(at) == [["Test error, intact", "Test error, 1 deleted", "Chance"]]
+    (deleted,) = [m for m in at.metric if m.label == "Test error, 1 deleted"]
+    intact = metrics(at)["Test error, intact"]
+    # the values as before: two decimals and a percent sign, the change in points, lower is better
+    assert deleted.delta == f"{float(deleted.value[:-2]) - float(intact[:-2]):+.2f} pp"
+    # deleting a downsampling block raises the error; delta_color="inverse" shows that rise in red
+    assert float(deleted.value[:-2]) > float(intact[:-2]) and deleted.proto.color == deleted.proto.RED
+    assert metrics(at)["Chance"] == "90.0 %"
