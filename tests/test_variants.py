@@ -228,3 +228,27 @@ def test_training_a_dropout_variant_is_reproducible_and_leaves_the_global_rng_al
     assert no_time == [{k: v for k, v in h.items() if k != "seconds"} for h in b.history]
     assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values(),
                                                    strict=True))
+
+
+def test_explorer_shows_a_variant_picked_in_the_sidebar():
+    """The model picker's variant widgets reach the spec: gates add their parameters on the page."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parent.parent
+    at = AppTest.from_file(str(root / "app_pages" / "explorer.py"), default_timeout=120).run()
+    at.sidebar.selectbox(key="explorer_model").set_value("cifar_resnet20").run()
+    at.sidebar.selectbox(key="explorer_variant").set_value("shortcut_gate").run()
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Parameters"] == "283,626" and not at.exception
+    assert "shortcut-only gating (b_g = -6)" in at.subheader[0].value
+    at.sidebar.selectbox(key="explorer_variant").set_value("scale").run()
+    at.sidebar.number_input(key="explorer_lambda").set_value(0.5).run()
+    at.sidebar.checkbox(key="explorer_scale_residual").check().run()
+    assert "constant scaling 0.5/0.5" in at.subheader[0].value
+    at.sidebar.checkbox(key="explorer_preact").check().run()  # full pre-activation: no placement choice
+    assert not at.exception and not at.error
+    at.sidebar.checkbox(key="explorer_preact").uncheck().run()
+    at.sidebar.selectbox(key="explorer_activation").set_value("bn_after_add").run()
+    assert "BN after addition" in at.subheader[0].value and not at.error

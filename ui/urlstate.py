@@ -104,6 +104,9 @@ MODEL_PICKER: dict[str, Kind] = {
     "cblock": "str", "cstem": "str", "clayers": "str", "cwidths": "str", "csize_*": "int", "cchan": "int",
     "cclasses": "int", "cshortcut": "str", "cgroups": "int", "cwpg": "int", "cstride": "str", "cplain": "bool",
     "cpreact": "bool",
+    # He et al. 2016 variants (ui.widgets.variant_picker)
+    "variant": "str", "lambda": "float", "scale_residual": "bool", "gate_bias": "float", "dropout": "float",
+    "activation": "str",
 }
 REGISTRY: dict[str, PageParams] = {
     "explorer": PageParams("explorer_", {**MODEL_PICKER, "level": "str", "columns": "strs"}),

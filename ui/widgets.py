@@ -11,12 +11,18 @@ import streamlit as st
 from analysis.checkpoints import AmbiguousCheckpointError, Checkpoint
 from analysis.errors import LensError
 from analysis.specs import (
+    ACTIVATION_LABELS,
+    ACTIVATIONS,
     BLOCK_TYPES,
     MAX_CHANNELS,
     MAX_CLASSES,
+    MAX_GATE_BIAS,
     MAX_INPUT_SIZE,
+    MAX_SHORTCUT_SCALE,
     MODELS,
     SHORTCUT_OPTIONS,
+    SHORTCUT_VARIANT_LABELS,
+    SHORTCUT_VARIANTS,
     STEM_TYPES,
     STRIDE_PLACEMENTS,
     ResNetSpec,
@@ -74,10 +80,14 @@ def table(df: Any, container: Any = None, digits: int = 3, formats: dict[str, An
     (container or st).dataframe(df, column_config=column_config(df, digits, formats), **kwargs)
 
 
-def range_label(label: str, low: int, high: int, unit: str = "") -> str:
+def range_label(label: str, low: float, high: float, unit: str = "") -> str:
     """'Input size (1–4,096 px)': the allowed range in the label, where it is seen before typing,
     not only in the tooltip of a red outline after a wrong value."""
-    return f"{label} ({fmt_int(low)}–{fmt_int(high)}{' ' + unit if unit else ''})"
+
+    def num(v: float) -> str:
+        return fmt_int(int(v)) if float(v).is_integer() else f"{v:g}"
+
+    return f"{label} ({num(low)}–{num(high)}{' ' + unit if unit else ''})"
 
 
 def small_input_warning(spec: ResNetSpec, container: Any = None) -> None:
@@ -199,7 +209,7 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
                                    sizes.get(name, base.input_size), key=f"{key}_size_{name}")
             sizes[name] = int(size)
             spec = get_spec(name, plain=plain, preact=preact, shortcut=shortcut, input_size=int(size),
-                            stride_on=stride_on)
+                            stride_on=stride_on).replace(**variant_picker(key, residual=not plain, preact=preact))
             small_input_warning(spec)
             return spec
         block = sb.selectbox("Block", BLOCK_TYPES, key=f"{key}_cblock")
@@ -232,12 +242,47 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
         spec = custom_spec(block=block, layers=layers, widths=widths, input_size=int(size),
                            in_channels=int(chans), num_classes=int(classes), stem=stem,
                            shortcut=shortcut, residual=not plain, preact=preact, groups=groups,
-                           width_per_group=wpg, stride_on=choice(stride_on, STRIDE_PLACEMENTS, "stride_on"))
+                           width_per_group=wpg, stride_on=choice(stride_on, STRIDE_PLACEMENTS, "stride_on"),
+                           ).replace(**variant_picker(key, residual=not plain, preact=preact))
         small_input_warning(spec)
         return spec
     except LensError as exc:
         error_box(exc)
         return None
+
+
+def variant_picker(key: str, *, residual: bool, preact: bool) -> dict[str, Any]:
+    """He et al. 2016's shortcut variant and activation placement (spec fields) from sidebar widgets,
+    folded in an expander: the original block unless the user opens it. Shared by the built-in and
+    custom model sources, so every page that shows a spec handles the variants."""
+    box = st.sidebar.expander("He et al. 2016 variants", expanded=False)
+    out: dict[str, Any] = {}
+    if residual:
+        variant = box.selectbox("Shortcut variant", SHORTCUT_VARIANTS, key=f"{key}_variant",
+                                format_func=SHORTCUT_VARIANT_LABELS.__getitem__,
+                                help="Fig. 2 of the paper; the 1×1 conv shortcut is shortcut option C above")
+        out["shortcut_variant"] = variant
+        if variant == "scale":
+            out["shortcut_scale"] = float(box.number_input(
+                range_label("λ (shortcut scale)", 0.01, MAX_SHORTCUT_SCALE), 0.01, MAX_SHORTCUT_SCALE, 0.5, 0.05,
+                key=f"{key}_lambda"))
+            out["scale_residual"] = box.checkbox("Scale F by 1 − λ as well", key=f"{key}_scale_residual")
+        elif variant in ("gate", "shortcut_gate"):
+            out["gate_bias"] = float(box.number_input(
+                range_label("Initial gate bias b_g", -MAX_GATE_BIAS, MAX_GATE_BIAS), -MAX_GATE_BIAS, MAX_GATE_BIAS,
+                -6.0, 1.0, key=f"{key}_gate_bias", help="−6: g ≈ 0.0025 at the start, shortcut near identity"))
+        elif variant == "dropout":
+            out["shortcut_dropout"] = float(box.slider("Drop ratio (training only)", 0.05, 0.95, 0.5, 0.05,
+                                                       key=f"{key}_dropout"))
+    else:
+        box.caption("A plain net has no shortcut to vary.")
+    if preact:
+        box.caption("Full pre-activation fixes where BN and ReLU sit (Fig. 4e).")
+    else:
+        out["activation"] = box.selectbox("Activation placement", ACTIVATIONS, key=f"{key}_activation",
+                                          format_func=ACTIVATION_LABELS.__getitem__,
+                                          help="Fig. 4 (a)–(d); (e) is the pre-activation checkbox")
+    return out
 
 
 def progress_reporter(bar: Any, label: str) -> Callable[[int, int], None]:
