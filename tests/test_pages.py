@@ -276,8 +276,8 @@ def test_path_ensemble_views_and_measurement(monkeypatch):
     at.slider(key="paths_n").set_value(5).run()
     at.selectbox(key="paths_pick").select(31).run()
     assert metrics(at)["Path length (residual branches passed)"] == "5"
-    assert metrics(at)["Paths"] == "2^54 ≈ 1.801e+16"  # cifar_resnet110's 54 blocks
-    assert any("Exactly 18,014,398,509,481,984 paths." in c.value for c in at.caption)
+    assert metrics(at)["Paths"] == "18,014,398,509,481,984"  # cifar_resnet110's 54 blocks: 2^54, 17 digits, exact
+    assert {m.label: m.proto.help for m in at.metric}["Paths"] == "2^54 = 18,014,398,509,481,984 paths."
     at.selectbox(key="paths_net").select("resnet18").run()
     assert metrics(at)["Paths"] == "256"  # 2^8
 
