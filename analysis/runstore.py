@@ -4,7 +4,8 @@ One SQLite database (standard library) plus checkpoint files beside it, in one f
 ``$RESNET_LENS_HOME`` if set, else ``~/.resnet-lens``. Delete that folder (or use the pages'
 Delete buttons) to forget everything. Runs are keyed by a hash of what determines them (spec,
 recipe, dataset and seed), so asking again for a run that exists returns the stored one. Sweep
-results are keyed by the net's *content* (:func:`net_key`: the sha256 of its weights, so a shipped
+results are keyed by the net's *content* (:func:`net_key`: the sha256 of its weights and of the
+spec they are read as, so a shipped
 file remade, a run retrained under the same label or an upload renamed never shows another net's
 numbers) and the sweep's settings; a stored run records its content key, so forgetting the run
 forgets its sweeps. Checkpoint files are written atomically and referenced by path; the database
@@ -65,10 +66,15 @@ def config_key(config: Any) -> str:
 
 
 def net_key(ck: Checkpoint) -> str:
-    """The identity of a net's weights: the ``sha256:`` content hash its file carries, or the same
-    hash computed from the loaded weights (shipped files made before the hash existed, bare
-    state_dicts, nets trained in this session). Equal weights give equal keys whatever the label."""
-    return ck.meta.content_sha256 or state_dict_hash(ck.model.state_dict())
+    """The identity of a net: its weights (the ``sha256:`` content hash its file carries, or the same
+    hash computed from the loaded weights: shipped files made before the hash existed, bare
+    state_dicts, nets trained in this session) and the function they are read as (the spec without
+    its name). The same weights can be two nets: a plain net and an option-A residual net, or a
+    constant-scaling and an identity net, have identical state_dicts. Equal nets give equal keys
+    whatever the label."""
+    content = ck.meta.content_sha256 or state_dict_hash(ck.model.state_dict())
+    arch = {k: v for k, v in spec_to_dict(ck.spec).items() if k not in ("name", "family", "description")}
+    return f"{content}/{config_key(arch)}"
 
 
 def run_config(ck: Checkpoint) -> dict[str, Any]:

@@ -118,8 +118,19 @@ for col, stage in zip(cols, stages, strict=True):
         if col.checkbox(f"{b.name}{' ↓' if b.downsample else ''}", key=box_keys[b.index]):
             deleted.append(b.index)
 
-seqs = [lesion.identity_sequence(n), lesion.deletion(n, deleted)]
-preds = lesion.predict_sequences(ck.model, data.x_test, seqs)
+def key_of(net: Picked) -> str:
+    """The net's content key (sha256 of its weights: the run store's key, whatever the label),
+    computed once per session and checkpoint; shipped files and bare state_dicts carry none."""
+    kept: dict[str, tuple[Checkpoint, str]] = st.session_state.setdefault("lesion_net_keys", {})
+    hit = kept.get(net.label)
+    if hit is None or hit[0] is not net.checkpoint:
+        hit = kept[net.label] = (net.checkpoint, net_key(net.checkpoint))
+    return hit[1]
+
+
+# the same for every visitor until blocks are deleted: cached across sessions by weights and data
+data_key = repr(lesion.sweep_settings("single", data))
+preds = cache.lesion_predictions(ck.model, key_of(picked), data_key, tuple(deleted), data.x_test)
 y = data.y_test
 base_err, les_err = [(p != y).float().mean().item() for p in preds]
 metric_row([
@@ -162,16 +173,6 @@ def open_store() -> RunStore | None:
     except LensError as exc:
         st.warning(f"Sweep results are kept for this session only: {exc}")
         return None
-
-
-def key_of(net: Picked) -> str:
-    """The net's content key (sha256 of its weights: the run store's key, whatever the label),
-    computed once per session and checkpoint; shipped files and bare state_dicts carry none."""
-    kept: dict[str, tuple[Checkpoint, str]] = st.session_state.setdefault("lesion_net_keys", {})
-    hit = kept.get(net.label)
-    if hit is None or hit[0] is not net.checkpoint:
-        hit = kept[net.label] = (net.checkpoint, net_key(net.checkpoint))
-    return hit[1]
 
 
 def session_key(net: Picked, experiment: str, settings: dict[str, Any]) -> tuple:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from analysis import blocks, checkpoints, conventions, costs, data, depth, diagrams, paths, runstore, theory
+from analysis import blocks, checkpoints, conventions, costs, data, depth, diagrams, lesion, paths, runstore, theory
 from analysis.errors import LensError
 from analysis.meta import Normalisation, RunMeta
 from analysis.specs import ResNetSpec
@@ -109,6 +110,15 @@ def checkpoint_from_bytes(blob: bytes, name: str, plain: bool | None = None) -> 
     """An uploaded file; ``plain`` answers the one question a bare state_dict's weights cannot
     (plain net or residual with option-A shortcuts: see ``AmbiguousCheckpointError``)."""
     return checkpoints.load_checkpoint(blob, name=name, plain=plain)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def lesion_predictions(_model: Any, net: str, data_key: str, deleted: tuple[int, ...], _x: Any) -> Any:
+    """Predicted classes of the intact net (row 0) and with ``deleted`` blocks removed (row 1), kept
+    across sessions: every visitor of the Lesion lab starts with the same net, data and no deletion.
+    ``net`` (the weights' hash) and ``data_key`` say what the unhashed model and images are."""
+    n = len(lesion.block_infos(_model))
+    return lesion.predict_sequences(_model, _x, [lesion.identity_sequence(n), lesion.deletion(n, list(deleted))])
 
 
 @st.cache_resource(show_spinner=False)
