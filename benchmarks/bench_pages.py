@@ -32,7 +32,7 @@ BASELINE = "theory"
 GOAL_S = 3.0
 QUIET_S = 1.0
 # what the page shows: element containers and the widgets/metrics/charts drawn inside them
-SNAPSHOT_JS = """() => ['stElementContainer', 'stMetric', 'stPlotlyChart', 'stGraphVizChart', 'stDataFrame',
+SNAPSHOT_JS = """() => ['stElementContainer', 'stSkeleton', 'stMetric', 'stPlotlyChart', 'stGraphVizChart', 'stDataFrame',
   'stCheckbox', 'stButton'].map(t => document.querySelectorAll(`[data-testid=${t}]`).length).join(',')"""
 
 

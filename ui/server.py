@@ -88,9 +88,11 @@ def settled(page: Any, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
 
 
 def charts_painted(page: Any, timeout_ms: int = 60_000) -> None:
-    """Every Plotly chart has drawn its SVG and every Graphviz chart its graph."""
+    """Every Plotly chart has drawn its SVG and every Graphviz chart its graph, and no element is
+    still a skeleton (Streamlit's placeholder while a chart's or table's script loads)."""
     from playwright.sync_api import expect
 
+    expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=timeout_ms)
     for chart in page.get_by_test_id("stPlotlyChart").all():
         expect(chart.locator(".main-svg").first).to_be_visible(timeout=timeout_ms)
     for chart in page.get_by_test_id("stGraphVizChart").all():
