@@ -10,16 +10,21 @@ thread count; on CUDA, cuDNN may pick non-deterministic algorithms unless the ca
 
 Progress goes through a callback (the app draws ``st.progress``, the CLI a tqdm bar); a callback
 that returns ``False`` cancels, and the epochs finished so far are kept in the result.
+With ``grad_every=k`` the gradient norm reaching each block (and each block's parameters) is
+recorded every k optimiser steps (:mod:`analysis.gradflow`); recording reads gradients only, so the
+weights and history are those of the same run without it.
 :func:`train_checkpoint` is the one entry the CLI and the training page share.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,6 +32,7 @@ from torch import Tensor, nn
 from .checkpoints import Checkpoint
 from .data import Dataset, augment_batch
 from .errors import ConfigError, DatasetError
+from .gradflow import GradientRecorder, check_every
 from .meta import RunMeta, TrainConfig, now, versions
 from .models import ResNet, build_model
 from .specs import ResNetSpec
@@ -46,6 +52,9 @@ class Progress:
     loss: float
     history: list[dict] = field(default_factory=list)
     model: ResNet | None = None  # the live model, so a caller can keep the weights on cancel
+    # the gradient-flow rows recorded so far (analysis.gradflow's columns; the live list, so a caller
+    # interrupted from outside keeps them); empty when the run does not record
+    gradients: list[dict] = field(default_factory=list)
 
     @property
     def fraction(self) -> float:
@@ -59,6 +68,8 @@ class TrainResult:
     cancelled: bool
     seconds: float
     config: TrainConfig
+    # gradient-flow records (analysis.gradflow.COLUMNS) when trained with grad_every > 0, else None
+    gradients: pd.DataFrame | None = None
 
     @property
     def final(self) -> dict:
@@ -122,16 +133,17 @@ def _diverged(config: TrainConfig, what: str) -> ConfigError:
 
 
 def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
-          callback: Callable[[Progress], bool | None] | None = None) -> TrainResult:
-    """Train a fresh model of ``spec`` on ``data``; returns the model (eval mode, on the CPU)."""
+          callback: Callable[[Progress], bool | None] | None = None, *, grad_every: int = 0) -> TrainResult:
+    """Train a fresh model of ``spec`` on ``data``; returns the model (eval mode, on the CPU).
+    ``grad_every=k`` (> 0) records the gradient flow every k steps into ``result.gradients``."""
     config = config or TrainConfig()
+    grad_every = check_every(grad_every)
     check_device(config.device)
     if spec.in_channels != data.channels or spec.num_classes != data.num_classes:
         raise ConfigError(f"{spec.name} takes {spec.in_channels} channels and {spec.num_classes} classes, "
                           f"{data.name} has {data.channels} and {data.num_classes}; adapt the spec")
     t0 = time.perf_counter()
     history: list[dict] = []
-    cancelled = False
     # weights from the recipe's seed; the batch order and augmentation from a second stream
     model = build_model(spec.replace(input_size=data.size), seed=config.seed).to(config.device)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
@@ -144,6 +156,24 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
     model.noise.manual_seed(config.seed + 1)
     n = len(data.y_train)
     steps = max(1, math.ceil(n / config.batch_size))
+    recorder = GradientRecorder(model, grad_every) if grad_every else None
+    with recorder or contextlib.nullcontext():  # its hooks leave the model however the loop ends
+        cancelled = _epochs(model, data, config, callback, opt, gen, steps, history, recorder, t0)
+    bad = _first_nonfinite(model) if cancelled else ""
+    if bad:
+        raise _diverged(config, f"the weights or BatchNorm statistics became non-finite in epoch {len(history) + 1} ({bad})")
+    model = model.cpu().eval()
+    return TrainResult(model, history, cancelled, time.perf_counter() - t0, config,
+                       recorder.frame() if recorder else None)
+
+
+def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[Progress], bool | None] | None,
+            opt: torch.optim.Optimizer, gen: torch.Generator, steps: int, history: list[dict],
+            recorder: GradientRecorder | None, t0: float) -> bool:
+    """The training loop proper; fills ``history`` and returns whether the callback cancelled."""
+    cancelled = False
+    n = len(data.y_train)
+    rows = recorder.rows if recorder else []
     for epoch in range(1, config.epochs + 1):
         model.train()
         perm = torch.randperm(n, generator=gen)
@@ -156,6 +186,8 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
             xb, yb = xb.to(config.device), data.y_train[idx].to(config.device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(config, epoch - 1 + step / steps)
+            if recorder:
+                recorder.arm((epoch - 1) * steps + step, epoch)
             out = model(xb)
             loss = F.cross_entropy(out, yb)
             loss_value = loss.item()
@@ -166,11 +198,13 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
                 raise _diverged(config, f"loss became {_nonfinite(loss_value)} at epoch {epoch} step {step + 1}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if recorder:
+                recorder.collect()  # the gradients of this step, before the update
             opt.step()
             total_loss += loss_value * len(idx)
             correct += int((out.argmax(1) == yb).sum())
             if callback and callback(Progress("batch", epoch, config.epochs, step + 1, steps,
-                                              loss_value, history, model)) is False:
+                                              loss_value, history, model, rows)) is False:
                 cancelled = True
                 break
         if cancelled:
@@ -183,24 +217,24 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
                         "test_loss": test["loss"], "test_acc": test["acc"],
                         "lr": lr_at(config, epoch), "seconds": time.perf_counter() - t0})
         if callback and callback(Progress("epoch", epoch, config.epochs, steps, steps,
-                                          total_loss / n, history, model)) is False:
+                                          total_loss / n, history, model, rows)) is False:
             cancelled = True
             break
-    bad = _first_nonfinite(model) if cancelled else ""
-    if bad:
-        raise _diverged(config, f"the weights or BatchNorm statistics became non-finite in epoch {len(history) + 1} ({bad})")
-    model = model.cpu().eval()
-    return TrainResult(model, history, cancelled, time.perf_counter() - t0, config)
+    return cancelled
 
 
 def train_checkpoint(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
                      callback: Callable[[Progress], bool | None] | None = None, *,
-                     command: str = "") -> Checkpoint:
+                     command: str = "", grad_every: int = 0) -> Checkpoint:
     """Train and package the result with its metadata (dataset, the normalisation the inputs had,
     recipe, history, final metrics, status, versions): what the CLI saves and the page keeps. A
-    cancelled run keeps its finished epochs and says so in ``meta.status``."""
+    cancelled run keeps its finished epochs and says so in ``meta.status``.
+
+    Gradient-flow records (``grad_every > 0``) are not put in the checkpoint, which they would only
+    bloat: the callback sees them growing in ``Progress.gradients`` (the rows of
+    :mod:`analysis.gradflow`), complete at the last epoch's call; :func:`train` returns them as a table."""
     config = config or TrainConfig()
-    result = train(spec, data, config, callback)
+    result = train(spec, data, config, callback, grad_every=grad_every)
     return Checkpoint(result.model.spec, result.model, run_meta(data, config, result, command=command), False)
 
 
