@@ -28,7 +28,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from ui.fmt import fmt_si
+from analysis.gradflow import block_names
+from ui.fmt import fmt_float, fmt_si
 
 PLOTLY_CONFIG: dict[str, Any] = {
     "displaylogo": False,
@@ -229,6 +230,83 @@ def training_curves(runs: list[dict], title: str = "") -> go.Figure:
     fig.update_yaxes(showticklabels=True, rangemode="tozero", ticksuffix=" %")
     fig.update_yaxes(title_text="error", row=1, col=1)
     return _finish(fig, 400, title=title or None, legend=True)
+
+
+# --------------------------------------------------------------------------- gradient flow
+GRADIENT_KIND_LABELS = {"input": "‖∂ℓ/∂x‖ at the block's input (per image)",
+                        "params": "‖∂L/∂θ‖ of the block's parameters"}
+STEP_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def decade_label(n: int) -> str:
+    """10ⁿ as a log axis writes it: 10⁻³, 10⁰, 10²."""
+    return "10" + str(n).translate(SUPERSCRIPTS)
+
+
+def decade_range(values: Iterable[float]) -> tuple[int, int]:
+    """The whole decades around the positive finite values (a colour range that several heatmaps
+    can share, so one colour is one magnitude in all of them)."""
+    axis = log_axis(values)
+    return int(axis["range"][0]), int(axis["range"][1])
+
+
+def gradient_heatmap(df: pd.DataFrame, kind: str = "input", title: str | None = None,
+                     zrange: tuple[int, int] | None = None) -> go.Figure:
+    """Gradient norm per block (rows, the first block on top) and recorded step (columns) on a log
+    colour scale with decade ticks; ``zrange`` (decades, e.g. from :func:`decade_range`) fixes the
+    colours so that two runs' heatmaps read alike. ``df``: analysis.gradflow's records of one run."""
+    sub = df[df["kind"] == kind]
+    blocks = block_names(sub) if len(sub) else []
+    grid = sub.pivot_table(index="block", columns="step", values="norm", aggfunc="first").reindex(blocks)
+    steps = [int(s) for s in grid.columns]
+    epochs = sub.groupby("step")["epoch"].first().reindex(steps).tolist() if steps else []
+    values = grid.to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
+    lo, hi = zrange if zrange is not None else decade_range(values.ravel())
+    dtick = next((d for d in DECADE_STEPS if (hi - lo) / d <= MAX_DECADE_TICKS), DECADE_STEPS[-1])
+    ticks = list(range(lo, hi + 1, dtick))
+    text = [[f"{b}<br>step {s} (epoch {ep})<br>{fmt_float(v)}" for s, ep, v in zip(steps, epochs, row, strict=True)]
+            for b, row in zip(blocks, values, strict=True)]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=steps, y=blocks, zmin=lo, zmax=hi, colorscale="Viridis", text=text, hoverongaps=False,
+        hovertemplate="%{text}<extra></extra>",
+        colorbar=dict(title=dict(text="norm", side="right"), tickmode="array", tickvals=ticks,
+                      ticktext=[decade_label(t) for t in ticks], thickness=14)))
+    fig.update_xaxes(title_text="training step", **integer_axis(steps or [0]))
+    # every block named (one row each), the input side on top as the net is drawn on the other pages
+    fig.update_yaxes(title_text="block", type="category", autorange="reversed",
+                     tickfont=dict(size=10 if len(blocks) > 30 else 12))
+    return _finish(fig, min(900, max(300, 90 + 16 * len(blocks))), title=title or GRADIENT_KIND_LABELS[kind])
+
+
+def gradient_lines(df: pd.DataFrame, steps: Iterable[int], kind: str = "input", title: str | None = None) -> go.Figure:
+    """Gradient norm vs block (forward order, log y with decade ticks) at the chosen steps: one
+    colour per run (``df['run']``; residual nets blue and plain red when the runs are one pair),
+    one dash per step. Blocks share a category axis, so nets of different depth line up by name."""
+    sub = df[df["kind"] == kind]
+    if "run" not in sub.columns:
+        sub = sub.assign(run="run")
+    wanted = [int(s) for s in steps]
+    sub = sub[sub["step"].isin(wanted)]
+    blocks = block_names(sub) if len(sub) else []
+    runs = list(dict.fromkeys(str(r) for r in sub["run"]))
+    pair = "residual" in sub.columns and len(runs) == 2 and sub.groupby("run")["residual"].first().nunique() == 2
+    fig = go.Figure()
+    for i, (run, g) in enumerate(sub.groupby("run", sort=False)):
+        colour = RESIDUAL_COLOURS[bool(g["residual"].iloc[0])] if pair else PALETTE[i % len(PALETTE)]
+        for j, step in enumerate(s for s in wanted if s in set(g["step"])):
+            at = g[g["step"] == step].set_index("block")["norm"]
+            order = [b for b in blocks if b in at.index]
+            fig.add_scatter(x=order, y=[float(at[b]) for b in order], mode="lines+markers", name=f"{run} · step {step}",
+                            line=dict(color=colour, dash=STEP_DASHES[j % len(STEP_DASHES)]), marker=dict(size=5),
+                            legendgroup=str(run),
+                            hovertemplate=f"{run}<br>step {step}<br>%{{x}}: %{{y:.3g}}<extra></extra>")
+    fig.update_xaxes(title_text="block (input → output)", type="category", categoryorder="array",
+                     categoryarray=blocks, tickangle=-45)
+    fig.update_yaxes(title_text=GRADIENT_KIND_LABELS[kind], **log_axis(sub["norm"]))
+    return _finish(fig, 420, title=title, legend=True)
 
 
 # --------------------------------------------------------------------------- lesion
