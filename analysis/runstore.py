@@ -11,6 +11,11 @@ numbers) and the sweep's settings; a stored run records its content key, so forg
 forgets its sweeps. Checkpoint files are written atomically and referenced by path; the database
 holds only small rows.
 
+A run's per-epoch metrics are rows of their own (``metrics``, written with the run), so curves of
+many runs are one query, also from the ``sqlite3`` shell. Experiment grids (:mod:`analysis.grid`)
+record which runs belong to them (``grids``, ``grid_runs``) and a run's gradient-flow records, when
+training made them, are kept as a table (``gradients``), like sweep results.
+
 Every call opens its own connection (Streamlit runs each session in its own thread), with WAL so
 readers never wait for a writer.
 """
@@ -45,7 +50,23 @@ CREATE TABLE IF NOT EXISTS sweeps (
     created REAL NOT NULL, csv TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sweeps_by_run ON sweeps (run);
+CREATE TABLE IF NOT EXISTS metrics (
+    run TEXT NOT NULL, epoch INTEGER NOT NULL, train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL,
+    lr REAL, seconds REAL, PRIMARY KEY (run, epoch)
+);
+CREATE TABLE IF NOT EXISTS gradients (
+    run TEXT PRIMARY KEY, created REAL NOT NULL, csv TEXT NOT NULL, dtypes TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grids (
+    id TEXT PRIMARY KEY, created REAL NOT NULL, definition TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grid_runs (
+    grid TEXT NOT NULL, run TEXT NOT NULL, variant TEXT NOT NULL, depth INTEGER NOT NULL, seed INTEGER NOT NULL,
+    outcome TEXT, PRIMARY KEY (grid, run)
+);
 """
+# Per-epoch numbers of a stored run, one row per finished epoch (what ``meta.history`` holds).
+METRIC_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
 # Columns added after the first release; a store made before them gains them when opened.
 ADDED_COLUMNS = {"runs": {"content": "TEXT"}, "sweeps": {"dtypes": "TEXT"}}
 TEXT_DTYPES = ("str", "string", "object")
@@ -164,7 +185,84 @@ class RunStore:
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (run.key, run.label, str(run.path), run.created, run.status, run.test_acc,
                          json.dumps(run_config(ck), sort_keys=True), content))
+            # in the same transaction: a reader never sees a run without its curves, or stale ones
+            con.execute("DELETE FROM metrics WHERE run = ?", (key,))
+            con.executemany(f"INSERT INTO metrics (run, epoch, {', '.join(METRIC_COLUMNS)}) "
+                            f"VALUES (?, ?, {', '.join('?' * len(METRIC_COLUMNS))})",
+                            [(key, int(h["epoch"]), *(h.get(c) for c in METRIC_COLUMNS))
+                             for h in ck.meta.history if "epoch" in h])
         return run
+
+    def get(self, key: str) -> StoredRun | None:
+        """The stored run with this key (whose checkpoint file exists), or None."""
+        with self._connect() as con:
+            row = con.execute("SELECT key, label, path, created, status, test_acc FROM runs WHERE key = ?",
+                              (key,)).fetchone()
+        if row is None:
+            return None
+        run = StoredRun(row[0], row[1], Path(row[2]), row[3], row[4], row[5])
+        return run if run.path.is_file() else None
+
+    def metrics(self, keys: list[str] | None = None) -> pd.DataFrame:
+        """Per-epoch metrics (columns ``run``, ``epoch``, then :data:`METRIC_COLUMNS`) of the given
+        runs, or of every run, ordered by run and epoch."""
+        cols = ("run", "epoch", *METRIC_COLUMNS)
+        query = f"SELECT {', '.join(cols)} FROM metrics"
+        args: tuple = ()
+        if keys is not None:
+            query += f" WHERE run IN ({', '.join('?' * len(keys))})"
+            args = tuple(keys)
+        with self._connect() as con:
+            rows = con.execute(query + " ORDER BY run, epoch", args).fetchall()
+        return pd.DataFrame(rows, columns=list(cols)).astype({"epoch": "int64"})
+
+    # ------------------------------------------------------------------ gradient-flow records
+    def save_gradients(self, run: str, df: pd.DataFrame) -> None:
+        """Keep a run's gradient-flow records (any table; its column types are kept, as for sweeps)."""
+        dtypes = {str(c): str(t) for c, t in df.dtypes.items()}
+        with self._connect() as con:
+            con.execute("INSERT OR REPLACE INTO gradients (run, created, csv, dtypes) VALUES (?, ?, ?, ?)",
+                        (run, time.time(), df.to_csv(index=False), json.dumps(dtypes)))
+
+    def gradients(self, run: str) -> pd.DataFrame | None:
+        with self._connect() as con:
+            row = con.execute("SELECT csv, dtypes FROM gradients WHERE run = ?", (run,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return _read_frame(row[0], row[1])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StoreError(f"the gradient records of run {run} in {self.db} cannot be read ({exc})") from exc
+
+    # ------------------------------------------------------------------ experiment grids
+    def save_grid(self, grid: str, definition: dict[str, Any], members: list[tuple[str, str, int, int]]) -> None:
+        """Record a grid (its id, its definition) and its runs: (run key, variant, depth, seed) each.
+        Recording the same grid again keeps the outcomes already noted."""
+        with self._connect() as con:
+            con.execute("INSERT OR IGNORE INTO grids (id, created, definition) VALUES (?, ?, ?)",
+                        (grid, time.time(), json.dumps(definition, sort_keys=True, default=str)))
+            con.executemany("INSERT OR IGNORE INTO grid_runs (grid, run, variant, depth, seed) VALUES (?, ?, ?, ?, ?)",
+                            [(grid, *m) for m in members])
+
+    def note_outcome(self, grid: str, run: str, outcome: str | None) -> None:
+        """Note how a grid's run ended when it left no stored run (e.g. ``diverged: ...``), so asking
+        again does not repeat a deterministic failure; None clears the note."""
+        with self._connect() as con:
+            con.execute("UPDATE grid_runs SET outcome = ? WHERE grid = ? AND run = ?", (outcome, grid, run))
+
+    def grid_runs(self, grid: str) -> pd.DataFrame:
+        """The runs of a grid: columns run, variant, depth, seed, outcome (None unless noted)."""
+        cols = ["run", "variant", "depth", "seed", "outcome"]
+        with self._connect() as con:
+            rows = con.execute(f"SELECT {', '.join(cols)} FROM grid_runs WHERE grid = ? ORDER BY rowid",
+                               (grid,)).fetchall()
+        return pd.DataFrame(rows, columns=cols)
+
+    def grids(self) -> dict[str, dict[str, Any]]:
+        """Every recorded grid's definition, by id (oldest first)."""
+        with self._connect() as con:
+            rows = con.execute("SELECT id, definition FROM grids ORDER BY created").fetchall()
+        return {g: json.loads(d) for g, d in rows}
 
     def runs(self) -> list[StoredRun]:
         """Every stored run whose checkpoint file still exists, oldest first."""
@@ -193,6 +291,8 @@ class RunStore:
         with self._connect() as con:
             con.execute("DELETE FROM runs WHERE key = ?", (key,))
             con.execute("DELETE FROM sweeps WHERE run IN (?, ?)", (key, content or key))
+            con.execute("DELETE FROM metrics WHERE run = ?", (key,))
+            con.execute("DELETE FROM gradients WHERE run = ?", (key,))
         if row:
             with contextlib.suppress(FileNotFoundError):
                 Path(row[0]).unlink()
@@ -242,12 +342,13 @@ class RunStore:
             return con.execute("DELETE FROM sweeps WHERE run = ?", (run,)).rowcount
 
     def clear(self) -> None:
-        """Forget every run and sweep (the folder stays, empty)."""
+        """Forget every run and sweep, their metrics and gradient records, and the grids (the folder
+        stays, empty)."""
         for run in self.runs():
             self.delete_run(run.key)
         with self._connect() as con:
-            con.execute("DELETE FROM runs")
-            con.execute("DELETE FROM sweeps")
+            for table in ("runs", "sweeps", "metrics", "gradients", "grids", "grid_runs"):
+                con.execute(f"DELETE FROM {table}")
 
 
 def _stored_sweep(row: tuple) -> StoredSweep:
