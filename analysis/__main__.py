@@ -31,7 +31,9 @@ from .lesion import SWEEP_KINDS
 from .specs import MODELS
 
 if TYPE_CHECKING:  # imported lazily at run time: torch loads only when a command runs
+    from .grid import Grid
     from .meta import TrainConfig
+    from .runstore import RunStore
     from .specs import ResNetSpec
 
 SEED_MAX = 2**63 - 1
@@ -296,6 +298,99 @@ def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- grid
+def cmd_grid(args: argparse.Namespace, stop: Stop) -> int:
+    from . import grid as g
+
+    if args.list_variants:
+        print(g.variant_table().to_string(index=False))
+        return 0
+    out = None
+    if args.out is not None:
+        out = check_writable(args.out, what="--out")
+        if out.suffix.lower() not in (".json", ".csv"):
+            raise ConfigError(f"--out {out}: give a .json or .csv file")
+    check_data_options(args)
+    check_int("--seeds", args.seeds, 1, 1000)
+    check_int("--workers", args.workers, 1, 256)
+    check_int("--grad-every", args.grad_every, 0, 10**9)
+    from .executor import DataSpec
+    from .meta import TrainConfig
+
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                      weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup,
+                      augment=not args.no_augment)
+    data = DataSpec(args.data, args.size, args.data_path, args.split_seed, args.train_images)
+    grid = g.Grid(tuple(args.variants or g.PAPER_VARIANTS), tuple(args.depths), tuple(range(args.seeds)), cfg, data)
+    from .runstore import RunStore
+
+    store = RunStore(args.store)
+    try:
+        return _grid(args, stop, grid, store, out)
+    except KeyboardInterrupt as exc:  # a second signal, or one outside the loop
+        raise Interrupted(getattr(exc, "signum", signal.SIGINT),
+                          f"finished runs are kept in {store.home}; {_state(out) if out else 'no --out'}") from None
+
+
+def _grid(args: argparse.Namespace, stop: Stop, grid: Grid, store: RunStore, out: Path | None) -> int:
+    from tqdm import tqdm
+
+    from .executor import make_executor
+    from .grid import GridProgress, run_grid, write_results
+
+    total = len(grid.variants) * len(grid.depths) * len(grid.seeds)
+    bars = {"grid": tqdm(total=total, unit="run", desc=f"grid {grid.id[:8]}", position=0, dynamic_ncols=True)}
+    slots: dict[str, int] = {}
+
+    def progress(p: GridProgress) -> None:
+        bars["grid"].n = p.done
+        bars["grid"].set_postfix(stored=p.reused, refresh=False)
+        bars["grid"].refresh()
+        for key, e in p.running.items():  # one bar per running run: epochs and batches
+            if key not in slots:
+                free = min(set(range(1, args.workers + 1)) - set(slots.values()), default=len(slots) + 1)
+                slots[key] = free
+                bars[key] = tqdm(total=e.epochs * e.steps, unit="batch", desc=p.labels[key], position=free,
+                                 leave=False, dynamic_ncols=True)
+            bar = bars[key]
+            bar.n = (e.epoch - 1) * e.steps + e.step
+            bar.set_postfix(epoch=f"{e.epoch}/{e.epochs}", loss=f"{e.loss:.3f}", refresh=False)
+            bar.refresh()
+        if p.finished is not None:
+            key = p.finished["key"]
+            if key in bars:
+                bars.pop(key).close()
+                slots.pop(key, None)
+            f = p.finished
+            bars["grid"].write(f"{f['variant']:>18} depth {f['depth']:3d} seed {f['seed']}: {f['status']}"
+                               + (f", test error {f['test_error']:.2f} %, train error {f['train_error']:.2f} %, "
+                                  f"{f['seconds']:.0f} s" if f["status"] == "complete" else f" {f['message']}"))
+
+    stop.defer = True  # the first Ctrl-C / SIGTERM cancels the grid; finished runs stay stored
+    executor = make_executor(args.workers, threads=1)
+    try:
+        result = run_grid(grid, store, executor, progress=progress, cancel=lambda: stop.signum is not None,
+                          grad_every=args.grad_every)
+    finally:
+        stop.defer = False
+        executor.close()
+        for bar in bars.values():
+            bar.close()
+    if stop.signum is not None:
+        done = int((result.results["status"] != "cancelled").sum())
+        raise Interrupted(stop.signum, f"grid cancelled; {done} of {total} runs finished and kept in {store.home} "
+                                       f"(the same command trains only the rest); "
+                                       f"{_state(out) if out else 'no --out'}")
+    cols = ["label", "depth", "runs", "test_error_mean", "test_error_std", "paper", "reading"]
+    print(result.summary[cols].to_string(index=False))
+    print(f"{result.trained} runs trained, {result.reused} found in the store {store.home}, "
+          f"{result.wall_seconds:.1f} s wall")
+    if out is not None:
+        write_results(str(out), result)
+        print(f"wrote {out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser and entry points
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m analysis", description="ResNet Lens command line.")
@@ -345,6 +440,35 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
     le.add_argument("--out", required=True, help="results CSV (checked before the sweep, written atomically)")
     le.set_defaults(func=cmd_lesion)
+
+    gr = sub.add_parser("grid", help="train He et al. 2016's variants x depths x seeds, stored and summarised",
+                        description="An experiment grid: every variant at every depth with every seed, one recipe, "
+                                    "one dataset. Runs the run store already holds (same spec, recipe, data and seed) "
+                                    "are not retrained; each run is stored as it finishes, so Ctrl-C / SIGTERM keep "
+                                    "every finished run and the same command later trains only the rest.")
+    gr.add_argument("--list-variants", action="store_true", help="list the variants with the paper's numbers, exit")
+    gr.add_argument("--variants", nargs="+", default=None,
+                    help="variant names (default: the paper's eleven; see --list-variants); join names with '+' "
+                         "to combine")
+    gr.add_argument("--depths", nargs="+", type=int, default=[20, 56], help="CIFAR depths 6n+2 (default 20 56)")
+    gr.add_argument("--seeds", type=int, default=2, help="seeds per variant and depth: 0 .. N-1 (default 2)")
+    add_data_args(gr)
+    gr.add_argument("--train-images", type=int, default=None, help="use only the first N training images")
+    gr.add_argument("--epochs", type=int, default=10, help="1 to 100,000")
+    gr.add_argument("--batch-size", type=int, default=64, help="1 to 1,000,000")
+    gr.add_argument("--lr", type=float, default=0.1, help="learning rate, in (0, 10]")
+    gr.add_argument("--momentum", type=float, default=0.9, help="in [0, 1)")
+    gr.add_argument("--weight-decay", type=float, default=1e-4, help="in [0, 1]")
+    gr.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
+    gr.add_argument("--warmup", type=int, default=1, help="epochs at lr/10 before the schedule (0 to --epochs)")
+    gr.add_argument("--no-augment", action="store_true", help="turn off random shifts / crops / flips")
+    gr.add_argument("--workers", type=int, default=1,
+                    help="processes training at once, one torch thread each (1: in this process)")
+    gr.add_argument("--grad-every", type=int, default=0,
+                    help="record gradient flow every N steps when training supports it (0: off)")
+    gr.add_argument("--store", default=None, help="run store folder (default: $RESNET_LENS_HOME or ~/.resnet-lens)")
+    gr.add_argument("--out", default=None, help="results + summary file, .json or .csv (written atomically)")
+    gr.set_defaults(func=cmd_grid)
     return ap
 
 

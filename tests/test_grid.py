@@ -1,0 +1,308 @@
+"""Experiment grids (issue 12): He et al. 2016's variants trained as independent runs, stored as they
+finish, never retrained, the same numbers in any executor, and readings computed from the numbers."""
+
+import json
+import math
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis import grid as g
+from analysis.__main__ import main
+from analysis.checkpoints import load_checkpoint
+from analysis.errors import ConfigError, LensError, SpecError
+from analysis.executor import DataSpec, InProcessExecutor, PoolExecutor, run_task
+from analysis.meta import RunMeta, TrainConfig
+from analysis.runstore import RunStore, config_key, run_config
+from analysis.theory import ACTIVATION_PLACEMENT, SHORTCUT_VARIANTS
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_DATA = DataSpec(size=8, train_images=128)
+TINY_RECIPE = TrainConfig(epochs=1, batch_size=64, warmup_epochs=0)
+
+
+def tiny(variants=("original", "exclusive_gating"), seeds=(0,), epochs=1) -> g.Grid:
+    return g.Grid(tuple(variants), depths=(8,), seeds=tuple(seeds),
+                  recipe=TrainConfig(epochs=epochs, batch_size=64, warmup_epochs=0), data=TINY_DATA)
+
+
+class Counting(InProcessExecutor):
+    """An in-process executor that remembers which tasks it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(threads=1)
+        self.submitted: list[str] = []
+
+    def submit(self, task) -> None:
+        self.submitted.append(task.key)
+        super().submit(task)
+
+
+# ------------------------------------------------------------------ the variants table
+def test_variants_carry_the_papers_numbers():
+    # the same numbers the theory page quotes from He et al. 2016 Tables 1 and 2
+    table1 = [r[2] for r in SHORTCUT_VARIANTS]
+    ours1 = [g.VARIANTS[n].paper.split(" ")[0] for n in ("original", "scaling_0.5", "scaling_0.5_0.5",
+                                                        "exclusive_gating", "shortcut_gating", "conv_shortcut",
+                                                        "dropout_shortcut")]
+    assert ours1 == table1
+    ours2 = [g.VARIANTS[n].paper for n in ("original", "bn_after_add", "relu_before_add", "relu_preact", "full_preact")]
+    assert ours2 == [r[1] for r in ACTIVATION_PLACEMENT]
+    assert len(g.PAPER_VARIANTS) == 11 and "plain" not in g.PAPER_VARIANTS
+
+
+def test_variant_specs():
+    s = g.variant_spec(g.VARIANTS["scaling_0.5_0.5"], 20, channels=1, size=16)
+    assert (s.shortcut_variant, s.shortcut_scale, s.scale_residual, s.layers, s.in_channels) == ("scale", 0.5, True,
+                                                                                                (3, 3, 3), 1)
+    assert g.variant_spec(g.VARIANTS["conv_shortcut"], 8).shortcut == "C"
+    assert g.variant_spec(g.VARIANTS["full_preact"], 8).preact
+    assert g.variant_spec(g.variant("full_preact+exclusive_gating"), 8).shortcut_variant == "gate"
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("kwargs, err, words", [
+    ({"variants": ("original", "nope")}, ConfigError, "unknown variant 'nope'"),
+    ({"variants": ("plain+exclusive_gating",)}, SpecError, "plain net has no shortcut"),
+    ({"variants": ("original",), "seeds": ()}, ConfigError, "at least one seed"),
+    ({"variants": ("original", "original")}, ConfigError, "listed twice"),
+    ({"variants": ("original",), "depths": (21,)}, SpecError, "6n+2"),
+    ({"variants": ("original",), "seeds": (-1,)}, ConfigError, "seed"),
+    ({"variants": ("exclusive_gating+shortcut_gating",)}, ConfigError, "shortcut_variant"),
+])
+def test_bad_grids_are_refused(kwargs, err, words):
+    with pytest.raises(err, match=words.replace("+", r"\+")) as exc:
+        g.Grid(**kwargs)
+    assert isinstance(exc.value, LensError)
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    for argv, words in ((["--variants", "nope"], "unknown variant"), (["--seeds", "0"], "--seeds"),
+                        (["--variants", "plain+exclusive_gating"], "plain net has no shortcut"),
+                        (["--out", str(tmp_path / "r.txt")], ".json or .csv")):
+        assert main(["grid", "--store", str(tmp_path / "s"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert [ln for ln in err.splitlines() if ln.startswith("error:")] and words in err and "Traceback" not in err
+    assert main(["grid", "--list-variants"]) == 0
+    assert "shortcut-only gating (b_g = -6)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ keys, store, no retraining
+def test_run_keys_are_the_stores_keys_and_nothing_is_trained_twice(tmp_path):
+    store = RunStore(tmp_path)
+    grid = tiny()
+    ex = Counting()
+    first = run_grid_ok(grid, store, ex)
+    runs = grid.runs()
+    assert ex.submitted == [r.key for r in runs] and first.trained == 2 and first.reused == 0
+    for r in runs:  # the key computed before training is the one the store derives from the checkpoint
+        stored = store.get(r.key)
+        assert stored is not None and config_key(run_config(load_checkpoint(stored.path))) == r.key
+    again = Counting()
+    second = g.run_grid(grid, store, again)
+    assert again.submitted == [] and second.trained == 0 and second.reused == 2
+    cols = ["variant", "depth", "seed", "status", "train_error", "test_error", "epochs"]
+    pd.testing.assert_frame_equal(first.results[cols], second.results[cols])
+    assert list(second.results["reused"]) == [True, True]
+    # a wider grid trains only what is new
+    third = Counting()
+    g.run_grid(tiny(seeds=(0, 1)), store, third)
+    assert len(third.submitted) == 2 and set(third.submitted).isdisjoint(ex.submitted)
+
+
+def run_grid_ok(grid, store, ex, **kw):
+    res = g.run_grid(grid, store, ex, **kw)
+    assert list(res.results["status"]) == ["complete"] * len(res.results), res.results
+    return res
+
+
+def test_metrics_and_grid_membership_are_queryable(tmp_path):
+    store = RunStore(tmp_path)
+    grid = tiny(variants=("original",), epochs=2)
+    res = run_grid_ok(grid, store, InProcessExecutor(threads=1))
+    key = res.results["key"][0]
+    m = store.metrics([key])
+    assert list(m["epoch"]) == [1, 2] and list(m["run"]) == [key, key]
+    ck = load_checkpoint(store.get(key).path)
+    assert list(m["test_acc"]) == [h["test_acc"] for h in ck.meta.history]
+    members = store.grid_runs(grid.id)
+    assert list(members["run"]) == [key] and list(members["variant"]) == ["original"]
+    assert store.grids()[grid.id]["variants"] == ["original"]
+    con = sqlite3.connect(store.db)  # a user can read the same with standard tools
+    assert con.execute("SELECT COUNT(*) FROM metrics WHERE run = ?", (key,)).fetchone() == (2,)
+    con.close()
+    store.delete_run(key)
+    assert store.metrics([key]).empty
+
+
+def test_gradient_records_round_trip(tmp_path):
+    store = RunStore(tmp_path)
+    df = pd.DataFrame({"step": [0, 10], "block": ["layer1.0", "layer1.0"], "grad_norm": [1e-3, 2.5e-4]})
+    store.save_gradients("k", df)
+    pd.testing.assert_frame_equal(store.gradients("k"), df)
+    assert store.gradients("other") is None
+
+
+# ------------------------------------------------------------------ cancel, executors, concurrency, kill
+def test_cancel_keeps_finished_runs(tmp_path):
+    store = RunStore(tmp_path)
+    grid = tiny(variants=("original", "exclusive_gating", "shortcut_gating"))
+    finished = []
+
+    def progress(p):
+        if p.finished is not None:
+            finished.append(p.finished["key"])
+
+    res = g.run_grid(grid, store, InProcessExecutor(threads=1), progress=progress, cancel=lambda: bool(finished))
+    assert res.cancelled and list(res.results["status"]) == ["complete", "cancelled", "cancelled"]
+    assert [r.key for r in store.runs()] == finished == [res.results["key"][0]]
+    rest = Counting()
+    again = run_grid_ok(grid, store, rest)
+    assert rest.submitted == list(res.results["key"][1:]) and again.reused == 1
+
+
+def test_same_numbers_in_a_pool_and_in_process():
+    runs = tiny(variants=("original", "dropout_shortcut")).runs()
+    with PoolExecutor(workers=2) as pool:
+        for r in runs:
+            pool.submit(r.task())
+        pooled = {res.key: res for res in pool.results()}
+    for r in runs:
+        here = InProcessExecutor(threads=1)
+        here.submit(r.task())
+        (local,) = list(here.results())
+        a, b = load_checkpoint(local.checkpoint), load_checkpoint(pooled[r.key].checkpoint)
+        assert a.meta.content_sha256 == b.meta.content_sha256  # identical weights, bit for bit
+        timeless = [[{k: v for k, v in h.items() if k != "seconds"} for h in ck.meta.history] for ck in (a, b)]
+        assert timeless[0] == timeless[1] and len(timeless[0]) == 1
+
+
+def _write_runs(home: str, seed: int, n: int) -> None:
+    """One writer process: n runs (with metrics), a grid record and outcome notes."""
+    import torch
+
+    from analysis.checkpoints import Checkpoint
+    from analysis.models import build_model
+    from analysis.specs import get_spec
+
+    torch.set_num_threads(1)
+    store = RunStore(home)
+    spec = get_spec("cifar_resnet8").replace(in_channels=1, input_size=8)
+    keys = []
+    for i in range(n):
+        meta = RunMeta(recipe=TrainConfig(epochs=2, seed=seed * 1000 + i), final={"test_acc": 0.5},
+                       history=({"epoch": 1, "test_acc": 0.4}, {"epoch": 2, "test_acc": 0.5}))
+        run = store.save_run(f"w{seed} r{i}", Checkpoint(spec, build_model(spec, seed=i), meta, False))
+        keys.append(run.key)
+        store.save_grid(f"grid{seed}", {"writer": seed}, [(run.key, "original", 8, i)])
+        store.note_outcome(f"grid{seed}", run.key, f"ok {i}")
+
+
+def test_two_processes_write_the_store_at_once(tmp_path):
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_write_runs, args=(str(tmp_path), s, 6)) for s in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    store = RunStore(tmp_path)
+    assert sorted(r.label for r in store.runs()) == sorted(f"w{s} r{i}" for s in (1, 2) for i in range(6))
+    assert len(store.metrics()) == 24
+    for s in (1, 2):
+        assert list(store.grid_runs(f"grid{s}")["outcome"]) == [f"ok {i}" for i in range(6)]
+    con = sqlite3.connect(store.db)
+    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    con.close()
+
+
+def test_resume_after_a_killed_process(tmp_path):
+    variants = ["original", "exclusive_gating", "shortcut_gating", "bn_after_add"]
+    store_dir = tmp_path / "store"
+    cmd = [sys.executable, "-m", "analysis", "grid", "--variants", *variants, "--depths", "8", "--seeds", "1",
+           "--epochs", "2", "--warmup", "0", "--size", "8", "--train-images", "128", "--store", str(store_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    stored = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (store_dir / "runs.sqlite").exists():
+            with sqlite3.connect(store_dir / "runs.sqlite", timeout=30) as con:
+                stored = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            if stored:
+                break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = RunStore(store_dir)
+    kept = {r.key: r.created for r in store.runs()}
+    assert 1 <= len(kept) < len(variants), "the kill came after every run had finished"
+    ex = Counting()
+    res = run_grid_ok(tiny(variants=variants, epochs=2), store, ex)
+    assert set(ex.submitted).isdisjoint(kept) and len(ex.submitted) == len(variants) - len(kept)
+    assert res.reused == len(kept) and all(store.get(k).created == c for k, c in kept.items())
+
+
+# ------------------------------------------------------------------ readings
+def frame(rows):
+    return pd.DataFrame([{"label": "", "reused": False, "seconds": 1.0, "key": f"k{i}", "message": "", "epochs": 1,
+                          "status": "complete", **r} for i, r in enumerate(rows)], columns=g.RESULT_COLUMNS)
+
+
+def test_readings_follow_the_numbers():
+    def runs(variant, depth, errors, status="complete"):
+        return [{"variant": variant, "depth": depth, "seed": i, "test_error": e, "train_error": e / 2, "status": status}
+                for i, e in enumerate(errors)]
+
+    results = frame(runs("original", 20, [2.0, 3.0]) + runs("relu_preact", 20, [2.2, 3.2])
+                    + runs("conv_shortcut", 20, [6.0, 6.5]) + runs("scaling_0.5", 20, [30.0, 50.0])
+                    + runs("full_preact", 20, [1.0, 1.0]) + runs("dropout_shortcut", 20, [math.nan] * 2, "diverged")
+                    + runs("bn_after_add", 56, [3.0]))
+    s = g.summarise(results).set_index(["variant", "depth"])
+    assert s.loc[("original", 20), "test_error_mean"] == 2.5
+    assert s.loc[("original", 20), "test_error_std"] == pytest.approx(0.7071067811865476)
+    r = s["reading"]
+    assert r[("original", 20)] == "the baseline: 2.50 ± 0.71 %; paper: 6.61 %"
+    assert r[("relu_preact", 20)] == "within noise of the original (+0.20 pp, 2 std = 1.41 pp); paper: +0.10 pp vs the original"
+    assert r[("conv_shortcut", 20)] == ("worse than the original by 3.75 pp (beyond 2 std = 1.41 pp); "
+                                        "paper: +5.61 pp vs the original")
+    assert r[("scaling_0.5", 20)] == "fails to train (test error 40.00 ± 14.14 %, above 20 %); paper: fails"
+    assert r[("full_preact", 20)] == ("better than the original by 1.50 pp (beyond 2 std = 1.41 pp); "
+                                      "paper: -0.24 pp vs the original")
+    assert r[("dropout_shortcut", 20)] == "fails to train: diverged in every seed (2); paper: fails"
+    assert r[("bn_after_add", 56)] == ("3.00 %; no finished original at this depth to compare with; "
+                                       "paper: +1.56 pp vs the original")
+    assert s.loc[("dropout_shortcut", 20), "diverged"] == 2 and s.loc[("dropout_shortcut", 20), "runs"] == 0
+
+
+# ------------------------------------------------------------------ the command line, end to end
+def test_tiny_grid_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    argv = ["grid", "--variants", "original", "exclusive_gating", "--depths", "8", "--seeds", "1", "--epochs", "2",
+            "--warmup", "0", "--size", "8", "--train-images", "128", "--store", str(tmp_path / "s"), "--out", str(out)]
+    assert main(argv) == 0
+    assert "2 runs trained, 0 found in the store" in capsys.readouterr().out
+    results, summary, rest = g.load_results(str(out))
+    assert list(results["variant"]) == ["original", "exclusive_gating"] and list(results["status"]) == ["complete"] * 2
+    assert list(results["epochs"]) == [2, 2] and rest["grid"]["recipe"]["epochs"] == 2
+    assert list(summary["paper"]) == ["6.61", "8.70"] and all(summary["reading"].str.len() > 0)
+    assert main([*argv[:-1], str(tmp_path / "r.csv")]) == 0
+    assert "0 runs trained, 2 found in the store" in capsys.readouterr().out
+    csv = pd.read_csv(tmp_path / "r.csv")
+    assert list(csv["test_error"]) == list(results["test_error"]) and "reading" in csv
+    assert json.loads(out.read_text())["trained"] == 2
+
+
+def test_run_task_reports_bad_data_as_an_error():
+    bad = g.RunSpec("original", 8, 0, g.variant_spec(g.VARIANTS["original"], 8, channels=1, size=8), TINY_RECIPE,
+                    DataSpec(size=8, train_images=10**6), "k")
+    res = run_task(bad.task())
+    assert res.status == "error" and "training images" in res.message
