@@ -8,16 +8,21 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from analysis import gradflow
 from analysis.checkpoints import Checkpoint
 from analysis.errors import LensError
 from analysis.meta import SCHEDULES
-from analysis.runstore import default_home
+from analysis.runstore import StoredRun, config_key, default_home, run_config
 from analysis.specs import get_spec
 from analysis.train import Progress, TrainConfig, check_device, run_meta, train_checkpoint
 from ui import cache, render
+from ui.fmt import fmt_float
 from ui.widgets import table
 
 DEPTHS = [8, 14, 20, 32, 44, 56, 110]
+# digits: 1,347 training images in batches of 64 are 22 steps an epoch, so 10 epochs record 44 snapshots
+GRAD_EVERY = 5
+GRAD_KINDS = {"input": "block inputs", "params": "block parameters"}
 
 
 def run_record(label: str, ck: Checkpoint) -> dict:
@@ -48,12 +53,30 @@ def summary_table(runs: list[tuple[str, Checkpoint]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def keep(label: str, ck: Checkpoint) -> None:
-    """Put a finished (or cancelled) run in the run store; a store that cannot be written is said."""
+def keep(label: str, ck: Checkpoint, gradients: pd.DataFrame | None = None) -> None:
+    """Put a finished (or cancelled) run in the run store, with its gradient-flow records when it
+    has them (also kept in the session, so they show even where the store cannot be written); a
+    store that cannot be written is said."""
+    if gradients is not None:
+        st.session_state.setdefault("gradients", {})[label] = gradients
     try:
-        cache.run_store().save_run(label, ck)
+        run: StoredRun = cache.run_store().save_run(label, ck)
+        if gradients is not None:
+            cache.run_store().save_gradients(run.key, gradients)
     except LensError as exc:
         st.warning(f"{label} is kept for this session only: {exc}")
+
+
+def gradient_records(label: str, ck: Checkpoint) -> pd.DataFrame | None:
+    """A run's gradient-flow records: this session's, else the run store's (by the run's key, so a
+    reload or a new tab finds them); None for a run trained without recording."""
+    df = st.session_state.get("gradients", {}).get(label)
+    if df is not None:
+        return df
+    try:
+        return cache.run_store().gradients(config_key(run_config(ck)))
+    except LensError:
+        return None
 
 
 def finish_interrupted_run() -> None:
@@ -64,8 +87,56 @@ def finish_interrupted_run() -> None:
         meta = run_meta(active["data"], active["config"], history=active["history"], cancelled=True)
         ck = Checkpoint(model.spec, model, meta, False)
         st.session_state.setdefault("trained", {})[active["label"]] = ck
-        keep(active["label"], ck)
+        rows = active.get("gradients")
+        keep(active["label"], ck, gradflow.frame(rows) if rows else None)
         st.toast(f"{active['label']}: cancelled, {len(active['history'])} finished epochs kept")
+
+
+def ratio_text(df: pd.DataFrame, kind: str) -> str:
+    first = gradflow.depth_ratio(df, kind)
+    last = gradflow.depth_ratio(df, kind, int(df["step"].max()))
+    return f"{fmt_float(first)} → {fmt_float(last)}"
+
+
+def gradient_flow(trained: dict[str, Checkpoint]) -> None:
+    """The gradient-flow view of the runs that recorded it: a heatmap per run (one colour range for
+    all, so a colour is one magnitude everywhere), the norms along the net at chosen steps, a CSV."""
+    st.subheader("Gradient flow")
+    records = {label: df for label, ck in trained.items()
+               if (df := gradient_records(label, ck)) is not None and not df.empty}
+    missing = [label for label in trained if label not in records]
+    if missing:
+        st.caption(f"No gradient-flow records (trained without recording): {', '.join(missing)}.")
+    if not records:
+        st.info("Train a net with *Record gradient flow* on to see how much gradient reaches each block.")
+        return
+    c = st.columns([1, 2])
+    kind = c[0].radio("Gradient at", list(GRAD_KINDS), format_func=GRAD_KINDS.__getitem__, key="grad_kind",
+                      horizontal=True)
+    picks = c[1].multiselect("Runs", list(records), list(records)[:4], key="grad_runs")
+    if not picks:
+        return
+    both = pd.concat([records[p].assign(run=p, residual=trained[p].spec.residual) for p in picks], ignore_index=True)
+    shown = both[both["kind"] == kind]
+    zrange = render.decade_range(shown["norm"])
+    cols = st.columns(2)
+    for i, label in enumerate(picks):
+        render.show(render.gradient_heatmap(records[label], kind, label, zrange), key=f"grad_heat_{i}",
+                    container=cols[i % 2])
+    steps = sorted({int(s) for s in shown["step"]})
+    chosen = st.multiselect("Steps to compare", steps, [steps[0], steps[-1]] if len(steps) > 1 else steps,
+                            key="grad_steps", help="Step 0 is the first batch, at initialisation.")
+    if chosen:
+        render.show(render.gradient_lines(shown, chosen, kind), key="grad_lines")
+    # a caption, not a table: the runs table stays the page's last one
+    ratios = "; ".join(f"{p}: {ratio_text(records[p], kind)}" for p in picks)
+    st.caption(f"First-block / last-block norm, first → last recorded step: {ratios}. Above 1, more gradient "
+               "reaches the first block than the last.")
+    st.caption("Input: the gradient of the batch's summed loss at each block's input, per image (L2), averaged "
+               "over the batch. Parameters: the norm of the gradient the optimiser step uses. Records are kept "
+               "in the run store with their run (and in this session), so a reload shows them again.")
+    st.download_button("Download gradient records (CSV)", both.to_csv(index=False), file_name="gradient_flow.csv",
+                       mime="text/csv", key="grad_csv")
 
 
 st.title("Training: the degradation problem")
@@ -77,7 +148,9 @@ shipped = cache.shipped()
 if shipped:
     # a subheader, as over *Your runs*: the legend says which line is which, so the chart needs no title
     st.subheader("Shipped runs")
-    st.caption("CIFAR-style nets (16/32/64 filters, option A) trained on the embedded digits, upsampled to 16×16.")
+    st.caption("CIFAR-style nets (16/32/64 filters, option A) trained on the embedded digits, upsampled to 16×16. "
+               "They were trained before gradient recording existed, so they have no gradient-flow records (none "
+               "are made up): train a net below to see its gradient flow.")
     runs = [run_record(n, c) for n, c in shipped.items()]
     render.show(render.training_curves(runs), key="training_shipped")
     table(summary_table(list(shipped.items())), formats=ERROR_FORMATS, hide_index=True)
@@ -109,6 +182,13 @@ has_cuda = torch.cuda.is_available()
 device = c[3].selectbox("Device", ["cpu", "cuda"] if has_cuda else ["cpu"], key="train_device")
 if not has_cuda:
     c[3].caption("CPU only: PyTorch finds no CUDA GPU on this machine.")
+c = st.columns(4)
+record = c[0].checkbox("Record gradient flow", True, key="train_grad_record",
+                       help="The gradient norm reaching each block's input and each block's parameters, every k "
+                            "steps; it reads the gradients only, so the run trains exactly as without it.")
+grad_every = c[1].number_input("every k steps (1–1,000)", 1, 1000, GRAD_EVERY, key="train_grad_every",
+                               disabled=not record,
+                               help="On digits an epoch is 22 steps: k = 5 records 44 snapshots in 10 epochs.")
 
 go = st.button("Train", type="primary", key="train_go", disabled=not (depths and kinds))
 if go:
@@ -129,11 +209,12 @@ if go:
             spec = get_spec(f"cifar_resnet{d}", plain=kind == "plain").replace(
                 in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)
             label = f"{spec.name} ({epochs} ep, lr {lr}, seed {seed})"
-            active: dict[str, Any] = {"label": label, "history": [], "model": None, "data": data, "config": config}
+            active: dict[str, Any] = {"label": label, "history": [], "model": None, "data": data, "config": config,
+                                      "gradients": []}
             st.session_state["active_run"] = active
 
             def progress(p: Progress, i: int = i, label: str = label, active: dict = active) -> None:
-                active["model"], active["history"] = p.model, list(p.history)
+                active["model"], active["history"], active["gradients"] = p.model, list(p.history), p.gradients
                 frac = (i + p.fraction) / len(jobs)
                 if p.phase == "batch" and int(1000 * frac) == active.get("permille"):
                     return  # redraw at most 1000 times per run
@@ -143,14 +224,14 @@ if go:
                 bar.progress(min(frac, 1.0), text=f"{label}: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}{extra}")
 
             try:
-                ck = train_checkpoint(spec, data, config, progress)
+                ck = train_checkpoint(spec, data, config, progress, grad_every=int(grad_every) if record else 0)
             except LensError as exc:  # e.g. the loss diverged: say so, keep the runs that finished
                 st.session_state.pop("active_run", None)
                 st.error(f"{label}: {exc}")
                 break
             st.session_state.pop("active_run", None)
             st.session_state.setdefault("trained", {})[label] = ck
-            keep(label, ck)
+            keep(label, ck, gradflow.frame(active["gradients"]) if record else None)
             finished += 1
         cancel_slot.empty()
         bar_slot.empty()
@@ -176,7 +257,9 @@ if trained:
         st.warning(f"The run store cannot be used: {exc}")
         stored = None
     if stored is not None and st.button(f"Forget {pick}", key="train_forget",
-                                        help="Deletes the run and its sweep results from the run store."):
+                                        help="Deletes the run, its sweep results and its gradient records from the run store."):
         cache.run_store().delete_run(stored.key)
         st.session_state.get("trained", {}).pop(pick, None)
+        st.session_state.get("gradients", {}).pop(pick, None)
         st.rerun()
+    gradient_flow(trained)

@@ -281,3 +281,54 @@ def test_a_302_digit_path_count_is_shortened_and_exact_in_the_help_and_the_csv()
         (csv,) = [b for b in at.get("download_button") if b.label.startswith("Download the distribution")]
         counts = [int(line.split(",")[1]) for line in files.of(csv).data.decode().splitlines()[1:]]
     assert len(counts) == 1001 and sum(counts) == 2 ** 1000  # every C(1000, k), exact
+
+
+# ------------------------------------------------------------------ Training: gradient flow (issue 12)
+def test_a_run_trained_here_shows_its_gradient_flow_and_keeps_it_across_a_reload():
+    """Recording is on by default (every 5 steps): one epoch of digits is 22 steps, so steps 0, 5, 10,
+    15, 20 are recorded for the 3 blocks of cifar_resnet8, in both kinds: 5 x 3 x 2 rows."""
+    from tests import downloads
+
+    with downloads.captured() as files:
+        at = train_one(page("training.py"))
+        clean(at)
+        (label, df), = at.session_state["gradients"].items()
+        assert label.startswith("plain_cifar_resnet8") and len(df) == 5 * 3 * 2
+        assert sorted(df["step"].unique()) == [0, 5, 10, 15, 20]
+        shown = charts(at)
+        assert {"grad_heat_0", "grad_lines"} <= set(shown)
+        heat = shown["grad_heat_0"]["figure"]["data"][0]
+        assert heat["type"] == "heatmap" and heat["y"] == ["layer1.0", "layer2.0", "layer3.0"]
+        assert heat["x"] == [0, 5, 10, 15, 20]
+        assert shown["grad_heat_0"]["config"]["displaylogo"] is False
+        lines = shown["grad_lines"]["figure"]["data"]
+        assert [t["name"] for t in lines] == [f"{label} · step 0", f"{label} · step 20"]
+        csv = files.of(next(b for b in at.get("download_button") if b.label == "Download gradient records (CSV)"))
+        assert csv.filename == "gradient_flow.csv"
+        assert csv.data.decode().splitlines()[0] == "step,epoch,block,stage,kind,norm,run,residual"
+        assert len(csv.data.decode().splitlines()) == 1 + 30
+        assert at.dataframe[-1].value["model"].tolist() == [label]  # the runs table is still the last table
+
+        fresh = page("training.py")  # a new session: the records come from the run store
+        clean(fresh)
+        assert "gradients" not in fresh.session_state
+        assert charts(fresh)["grad_heat_0"]["figure"]["data"][0]["x"] == [0, 5, 10, 15, 20]
+
+
+def test_a_run_trained_without_recording_says_so_and_shows_no_gradient_charts():
+    at = page("training.py")
+    at.checkbox(key="train_grad_record").uncheck()
+    at = train_one(at)
+    clean(at)
+    assert "gradients" not in at.session_state
+    label = next(iter(at.session_state["trained"]))
+    assert f"No gradient-flow records (trained without recording): {label}." in [c.value for c in at.caption]
+    assert not [k for k in charts(at) if k.startswith("grad_")]
+    assert any("Record gradient flow" in i.value for i in at.info)
+
+
+def test_the_shipped_runs_are_said_to_have_no_gradient_records():
+    at = page("training.py")
+    clean(at)
+    assert any("no gradient-flow records (none are made up)" in c.value for c in at.caption)
+    assert not [k for k in charts(at) if k.startswith("grad_")]
