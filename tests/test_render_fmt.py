@@ -244,3 +244,26 @@ def test_number_inputs_show_their_range():
 
     assert range_label("Input size", 1, 4096, "px") == "Input size (1–4,096 px)"
     assert range_label("Classes", 1, 1_000_000) == "Classes (1–1,000,000)"
+
+
+def test_training_curves_draw_a_one_epoch_run_as_markers():
+    # a one-point line draws nothing: a run of one epoch (or cancelled after one) was invisible
+    fig = render.training_curves([_run("short", 20, True, 1), _run("long", 20, True, 3)])
+    modes = {(t.name, t.line.dash): t.mode for t in fig.data if t.legendgroup != "style"}
+    assert modes == {("short", "solid"): "lines+markers", ("short", "dash"): "lines+markers",
+                     ("long", "solid"): "lines", ("long", "dash"): "lines"}
+
+
+def test_gradient_by_length_error_bars_stay_above_zero_on_the_log_axis():
+    df = pd.DataFrame({"net": ["trained"] * 3, "length": [0, 1, 2], "mean": [1e-3, 1e-5, 2e-7],
+                       "std": [0.0, 4e-6, 5e-7], "total (rel.)": [1.0, 0.3, 0.01]})
+    fig = render.gradient_by_length(df, (0, 1))
+    magnitude, total = fig.data
+    assert fig.layout.yaxis.type == "log"
+    bars = magnitude.error_y
+    assert bars.symmetric is False and list(bars.array) == [0.0, 4e-6, 5e-7]  # +std above the mean
+    # below: std where it stays above zero, else 0.999 x mean (std 5e-7 >= mean 2e-7 ran off the axis)
+    assert list(bars.arrayminus) == [0.0, 4e-6, 0.999 * 2e-7]
+    assert all(m - b > 0 for m, b in zip(magnitude.y, bars.arrayminus, strict=True))
+    assert list(magnitude.customdata) == [0.0, 4e-6, 5e-7] and "± std %{customdata:.3g}" in magnitude.hovertemplate
+    assert total.error_y.array is None  # the linear total panel has no bars

@@ -207,7 +207,8 @@ def block_bars(df: pd.DataFrame) -> go.Figure:
 def training_curves(runs: list[dict], title: str = "") -> go.Figure:
     """He et al. 2015, Fig. 6 style: error (%) vs epoch, plain nets left, residual nets right (only
     the panels that have runs); one colour per run, training error dashed, test error solid, both
-    explained in the legend."""
+    explained in the legend. A run with fewer than two epochs gets markers: a one-point line is
+    not drawn at all."""
     kinds = [k for k in (False, True) if any(bool(r["residual"]) == k for r in runs)] or [True]
     fig = make_subplots(rows=1, cols=len(kinds), shared_yaxes=True, horizontal_spacing=0.06)
     for dash, what in (("solid", "test error (solid)"), ("dash", "training error (dashed)")):
@@ -219,8 +220,10 @@ def training_curves(runs: list[dict], title: str = "") -> go.Figure:
         colour = PALETTE[i % len(PALETTE)]
         epochs = [h["epoch"] for h in r["history"]]
         epochs_seen += epochs
+        # a line needs two points: a run of one epoch (or cancelled after one) is drawn as markers
+        mode = "lines" if len(epochs) >= 2 else "lines+markers"
         for key, dash, what in (("test_acc", "solid", "test"), ("train_acc", "dash", "training")):
-            fig.add_scatter(x=epochs, y=[100 * (1 - h[key]) for h in r["history"]], mode="lines",
+            fig.add_scatter(x=epochs, y=[100 * (1 - h[key]) for h in r["history"]], mode=mode,
                             line=dict(color=colour, dash=dash), name=r["label"], legendgroup=r["label"],
                             showlegend=what == "test", row=1, col=col,
                             hovertemplate=f"{r['label']}<br>epoch %{{x}}<br>{what} error %{{y:.2f}} %<extra></extra>")
@@ -406,14 +409,23 @@ def length_distribution(df: pd.DataFrame, window: tuple[int, int]) -> go.Figure:
 
 
 def gradient_by_length(df: pd.DataFrame, effective: tuple[int, int]) -> go.Figure:
-    """Mean gradient magnitude per path length (log scale, decades) and the total per length."""
+    """Mean gradient magnitude per path length (log scale, decades) and the total per length.
+
+    The error bars of the log panel are asymmetric: +std above the mean, and below it std clipped
+    to 0.999 x mean. A symmetric bar reaches zero or below wherever std >= mean, which a log axis
+    draws as a bar running off the bottom of the chart; the clipped bar ends three decades under
+    the mean instead. The exact mean ± std is in the hover."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1)
     colours = {"trained": "#1f77b4", "initialisation": "#ff7f0e"}
     for net, g in df.groupby("net", sort=False):
         c = colours.get(str(net), "#444")
+        below = [max(0.0, min(float(sd), 0.999 * float(m))) for sd, m in zip(g["std"], g["mean"], strict=True)]
         fig.add_scatter(x=g["length"], y=g["mean"], mode="lines+markers", name=str(net), line=dict(color=c),
-                        legendgroup=str(net),
-                        error_y=dict(type="data", array=g["std"], visible=True, thickness=0.8), row=1, col=1)
+                        legendgroup=str(net), customdata=g["std"],
+                        hovertemplate=f"{net}<br>length %{{x}}<br>mean %{{y:.3g}} ± std %{{customdata:.3g}}"
+                                      "<extra></extra>",
+                        error_y=dict(type="data", symmetric=False, array=g["std"], arrayminus=below, visible=True,
+                                     thickness=0.8), row=1, col=1)
         fig.add_scatter(x=g["length"], y=g["total (rel.)"], mode="lines+markers", name=f"{net} (total)",
                         line=dict(color=c, dash="dot"), legendgroup=str(net), showlegend=False, row=1, col=2)
     fig.add_vrect(x0=effective[0] - 0.5, x1=effective[1] + 0.5, fillcolor="#2ca02c", opacity=0.12, line_width=0,
