@@ -89,7 +89,11 @@ class Block(nn.Module):
 
     def residual_branch(self, x: Tensor) -> Tensor:
         """F(x) alone: the plan's residual ops in order."""
-        for op in self.plan.residual_ops:
+        for i, op in enumerate(self.plan.residual_ops):
+            if i == 0 and op.kind == "relu":
+                # ReLU-only pre-activation starts F with the shared in-place ReLU, but its input is
+                # the block input, which the shortcut still carries: work on a copy
+                x = x.clone()
             x = getattr(self, op.name)(x)
         return x
 

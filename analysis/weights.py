@@ -118,6 +118,11 @@ def _not_a_checkpoint(name: str, head: bytes, exc: BaseException) -> str:
     if "allocate" in str(exc):
         return (f"{name}: not a valid PyTorch checkpoint — it declares a tensor storage larger than this "
                 f"machine's memory ({_first_line(exc)})")
+    if head.startswith(_ZIP_MAGIC):
+        # PyTorch's zip reader words its failures in C++ ("[enforce fail at inline_container.cc:…]"):
+        # the user needs to know it is a zip without a checkpoint's layout, not the source line
+        return (f"{name}: not a valid PyTorch checkpoint — a zip file without the layout torch.save writes "
+                "(one folder holding data.pkl and data/), or a truncated one")
     return f"{name}: not a valid PyTorch checkpoint — truncated or corrupt ({_first_line(exc)})"
 
 

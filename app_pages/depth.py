@@ -28,6 +28,10 @@ if not names:
 else:
     specs = [get_spec(n, stride_on=stride_on if get_spec(n).block == "bottleneck" else None) for n in names]
     st.subheader("Table 1, regenerated from the specs")
+    sizes = sorted({s.input_size for s in specs})
+    st.caption("Every cost on this page is for one image at each model's own input size: "
+               + ", ".join(f"{sz}×{sz} px" for sz in sizes)
+               + (" (the ImageNet nets' 224 px as in the paper)" if 224 in sizes else " (the CIFAR nets' 32 px)") + ".")
     table(table1(specs))
 
     residual = cache.depth_summary(tuple(names), stride_on, False).assign(series="residual")

@@ -7,7 +7,7 @@ import streamlit as st
 from analysis import diagrams
 from ui import cache
 from ui.fmt import fmt_int
-from ui.widgets import Metric, metric_row, model_picker
+from ui.widgets import Metric, metric_row, model_picker, spec_header
 
 METRIC_LABELS = {None: "none", "params": "parameters", "macs": "MACs"}
 
@@ -17,6 +17,7 @@ st.caption("Drawn from the spec as in He et al. 2015, Fig. 3: identity shortcuts
            "Node ids are torchvision module names.")
 spec = model_picker("diagrams", default="resnet34")
 if spec is not None:
+    spec_header(spec)  # node shapes hold at this input size
     c = st.columns(4)
     level = c[0].radio("Level of detail", diagrams.LEVELS, index=1, key="diagrams_level",
                        help="Block level is readable for every net; layer level shows every conv/BN/ReLU/add.")
@@ -62,6 +63,9 @@ if spec is not None:
         d[1].info("SVG/PNG export needs Graphviz's `dot` (apt-get install graphviz).")
 
 st.subheader("Block internals")
+st.caption("A typical block of each kind, whatever model is chosen above: BasicBlock at 64 channels, Bottleneck "
+           "at 256 in and out (width 64), at 56×56; the downsampling version halves the size with a stride-2 "
+           "projection. Block comparison draws any channels, width, stride and size.")
 k = st.columns(2)
 kind = k[0].radio("Block", ["basic", "bottleneck", "preact_basic", "preact_bottleneck"], horizontal=True,
                   key="diagrams_block")

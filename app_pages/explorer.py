@@ -8,7 +8,7 @@ import streamlit as st
 from analysis.costs import arrow_safe, by_op, receptive_field_growth, rollup
 from ui import cache, render
 from ui.fmt import fmt_bytes, fmt_count, fmt_int, fmt_si
-from ui.widgets import Metric, metric_row, model_picker, table
+from ui.widgets import Metric, metric_row, model_picker, spec_header, table
 
 COLUMN_GROUPS = {
     "shapes": ["in_shape", "out_shape"],
@@ -60,7 +60,7 @@ spec = model_picker("explorer")
 if spec is not None:
     layers = cache.layer_table(spec)
     t = cache.totals(spec)
-    st.subheader(f"{spec.name} — {spec.variant} — input {spec.in_channels}×{spec.input_size}×{spec.input_size}")
+    spec_header(spec)
     params, mult_adds = fmt_count(t.params), fmt_count(t.torchinfo_mult_adds)
     metric_row([
         Metric("Parameters", params, exact(t.params, params)),

@@ -199,7 +199,7 @@ def _train_and_download(files, load_checkpoint):
     assert label.startswith("cifar_resnet8") and len(ck.meta.history) == 1
     assert at.dataframe[1].value["epochs"].tolist() == [1]
     # the run's checkpoint: its bytes are in the button (no deferred callable), named after the run
-    (button,) = at.get("download_button")
+    button = next(b for b in at.get("download_button") if b.key == "train_download")
     file = files.of(button)
     assert file.filename == "cifar_resnet8_1ep_lr0.1_seed0.pt"
     again = load_checkpoint(file.data, name=file.filename)

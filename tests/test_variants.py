@@ -90,7 +90,20 @@ def test_blocks_compute_what_the_paper_writes():
         b, x = block_and_input(R20.replace(activation="relu_before_add"))
         assert torch.allclose(b(x), x + F.relu(b.bn2(b.conv2(F.relu(b.bn1(b.conv1(x)))))))
         b, x = block_and_input(R20.replace(activation="relu_preact"))
-        assert torch.allclose(b(x), x + b.bn2(b.conv2(F.relu(b.bn1(b.conv1(F.relu(x)))))))
+        want = x + b.bn2(b.conv2(F.relu(b.bn1(b.conv1(F.relu(x))))))
+        before = x.clone()
+        assert torch.allclose(b(x), want) and torch.equal(x, before)  # the input is left as it was
+
+
+def test_every_placement_trains_a_step():
+    """Backward through each placement and variant: an in-place op on the block input (which the
+    shortcut carries) would fail here ("modified by an inplace operation")."""
+    for changes in [dict(activation=a) for a in ACTIVATIONS] + [dict(shortcut_variant=v) for v in SHORTCUT_VARIANTS]:
+        spec = R20.replace(layers=(1, 1, 1), input_size=8, **changes)
+        model = build_model(spec).train()
+        x = x_batch(spec, n=2).requires_grad_(True)
+        model(x).sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all(), changes
 
 
 def test_gate_bias_starts_where_the_spec_says():

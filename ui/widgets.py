@@ -80,6 +80,13 @@ def table(df: Any, container: Any = None, digits: int = 3, formats: dict[str, An
     (container or st).dataframe(df, column_config=column_config(df, digits, formats), **kwargs)
 
 
+def spec_header(spec: ResNetSpec, container: Any = None) -> None:
+    """The net and its input as a subheader: every page that shows costs or shapes says at which
+    input size they hold (issue 11: numbers silently at another size were wrong numbers)."""
+    (container or st).subheader(f"{spec.name} — {spec.variant} — input "
+                                f"{spec.in_channels}×{spec.input_size}×{spec.input_size}")
+
+
 def range_label(label: str, low: float, high: float, unit: str = "") -> str:
     """'Input size (1–4,096 px)': the allowed range in the label, where it is seen before typing,
     not only in the tooltip of a red outline after a wrong value."""
