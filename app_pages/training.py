@@ -158,13 +158,15 @@ else:
     st.warning("No shipped checkpoints found in checkpoints/; train some below or with `python -m analysis train`.")
 
 st.subheader("Run it yourself")
-c = st.columns(4)
+# the two multiselects get half a row each: in a quarter of an 820-px page their chips showed only "×"
+c = st.columns(2)
 depths = c[0].multiselect("Depths (6n+2)", DEPTHS, [20, 56], key="train_depths")
 kinds = c[1].multiselect("Nets", ["residual", "plain"], ["residual", "plain"], key="train_kinds")
-epochs = c[2].number_input("Epochs (1–200)", 1, 200, 10, key="train_epochs")
+c = st.columns(2)
+epochs = c[0].number_input("Epochs (1–200)", 1, 200, 10, key="train_epochs")
 DATA_LABELS = {"digits": "embedded digits", "cifar10": "CIFAR-10 (local path)",
                "imagefolder": "ImageFolder (local path)"}
-source = c[3].selectbox("Data", list(DATA_LABELS), key="train_data", format_func=DATA_LABELS.__getitem__)
+source = c[1].selectbox("Data", list(DATA_LABELS), key="train_data", format_func=DATA_LABELS.__getitem__)
 path: str | None = None
 if source == "digits":
     size = st.select_slider("Digits size (pixels)", [8, 16, 32], 16, key="train_size")
