@@ -231,7 +231,7 @@ def test_training_charts_tables_and_titles_in_the_apps_format():
     assert list(shown) == ["training_shipped", "training_mine"]
     assert all(c["config"] == PLOTLY_CONFIG for c in shown.values())
     # the legend explains dashed and solid; the section is named by a subheader, not a chart title
-    assert [s.value for s in at.subheader] == ["Shipped runs", "Run it yourself", "Your runs"]
+    assert [s.value for s in at.subheader] == ["Shipped runs", "Run it yourself", "Your runs", "Gradient flow"]
     for c in shown.values():
         layout = c["figure"]["layout"]
         assert "title" not in layout and layout["legend"]["title"]["text"] == ""
