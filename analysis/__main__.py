@@ -328,8 +328,9 @@ def cmd_grid(args: argparse.Namespace, stop: Stop) -> int:
     try:
         return _grid(args, stop, grid, store, out)
     except KeyboardInterrupt as exc:  # a second signal, or one outside the loop
-        raise Interrupted(getattr(exc, "signum", signal.SIGINT),
-                          f"finished runs are kept in {store.home}; {_state(out) if out else 'no --out'}") from None
+        why = exc.kept if isinstance(exc, Interrupted) and exc.kept else (
+            f"finished runs are kept in {store.home}; {_state(out) if out else 'no --out'}")
+        raise Interrupted(getattr(exc, "signum", signal.SIGINT), why) from None
 
 
 def _grid(args: argparse.Namespace, stop: Stop, grid: Grid, store: RunStore, out: Path | None) -> int:

@@ -224,24 +224,45 @@ def test_two_processes_write_the_store_at_once(tmp_path):
     con.close()
 
 
-def test_resume_after_a_killed_process(tmp_path):
-    variants = ["original", "exclusive_gating", "shortcut_gating", "bn_after_add"]
-    store_dir = tmp_path / "store"
-    cmd = [sys.executable, "-m", "analysis", "grid", "--variants", *variants, "--depths", "8", "--seeds", "1",
-           "--epochs", "2", "--warmup", "0", "--size", "8", "--train-images", "128", "--store", str(store_dir)]
+KILL_VARIANTS = ["original", "exclusive_gating", "shortcut_gating", "bn_after_add"]
+
+
+def start_grid_and_wait_for_a_run(store_dir: Path, *extra: str) -> subprocess.Popen:
+    """A CLI grid in a subprocess, returned once its first run is in the store."""
+    cmd = [sys.executable, "-m", "analysis", "grid", "--variants", *KILL_VARIANTS, "--depths", "8", "--seeds", "1",
+           "--epochs", "2", "--warmup", "0", "--size", "8", "--train-images", "128", "--store", str(store_dir), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    stored = 0
     while time.monotonic() < deadline and proc.poll() is None:
         if (store_dir / "runs.sqlite").exists():
             with sqlite3.connect(store_dir / "runs.sqlite", timeout=30) as con:
-                stored = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-            if stored:
-                break
+                if con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
+                    break
         time.sleep(0.02)
+    return proc
+
+
+def test_ctrl_c_keeps_finished_runs_and_says_so(tmp_path):
+    out = tmp_path / "r.json"
+    proc = start_grid_and_wait_for_a_run(tmp_path / "store", "--out", str(out))
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the grid finished before the signal")
+    assert proc.returncode == 130 and "Traceback" not in err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("interrupted:")]
+    kept = len(RunStore(tmp_path / "store").runs())
+    assert f"grid cancelled; {kept} of 4 runs finished and kept in" in line and "not created" in line
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_after_a_killed_process(tmp_path):
+    variants = KILL_VARIANTS
+    store_dir = tmp_path / "store"
+    proc = start_grid_and_wait_for_a_run(store_dir)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     store = RunStore(store_dir)
     kept = {r.key: r.created for r in store.runs()}
     assert 1 <= len(kept) < len(variants), "the kill came after every run had finished"
