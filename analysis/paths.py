@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, astuple, dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import pandas as pd
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .data import Dataset
 from .errors import CheckpointError, ConfigError
 from .models import Block, ResNet
 
@@ -326,6 +328,34 @@ def measure(model: ResNet, x: Tensor, y: Tensor, settings: MeasureSettings,
 
 
 Results = dict[tuple[str, MeasureSettings], pd.DataFrame]  # (net, settings) -> gradient_by_length's frame
+
+# the run store's sweep kind of a measurement made in the app, per net: a net's trained and
+# initialisation measurements are found (and listed by ``RunStore.sweeps_of``) apart
+STORE_KINDS = {"trained": "paths-trained", "initialisation": "paths-initialisation"}
+
+
+def store_settings(settings: MeasureSettings, data: Dataset) -> dict[str, Any]:
+    """Everything besides the net's weights that a measurement depends on, as the run store's JSON
+    key: the :class:`MeasureSettings` fields and the test data whose first ``batch`` images it used
+    (name, split seed, number of test images and the normalisation applied, as for the Lesion lab's
+    sweeps: another split or other statistics are other images)."""
+    return {**asdict(settings), "dataset": data.name, "split_seed": int(data.split_seed),
+            "test_images": len(data.y_test), "mean": [float(v) for v in data.mean],
+            "std": [float(v) for v in data.std]}
+
+
+def settings_of(stored: dict[str, Any]) -> MeasureSettings:
+    """The :class:`MeasureSettings` of a run-store key made by :func:`store_settings`."""
+    try:
+        return MeasureSettings(stored["samples"], stored["batch"], stored["seed"])
+    except KeyError as exc:
+        raise ConfigError(f"a stored path measurement has no {exc} setting") from exc
+
+
+def data_identity(stored: dict[str, Any]) -> dict[str, Any]:
+    """The test-data part of a :func:`store_settings` key (all but the MeasureSettings fields)."""
+    names = set(asdict(MeasureSettings()))
+    return {k: v for k, v in stored.items() if k not in names}
 
 
 def results_file(checkpoint: Path) -> Path:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import math
-from dataclasses import astuple
+import time
+from dataclasses import astuple, dataclass
+from typing import Literal
 
 import pandas as pd
 import streamlit as st
 
 from analysis import paths
+from analysis.checkpoints import Checkpoint
 from analysis.errors import DatasetError, LensError
 from analysis.reference import VEIT_EFFECTIVE_PATHS
+from analysis.runstore import RunStore, net_key
 from analysis.specs import MODELS
 from ui import cache, render
 from ui.fmt import fmt_count, fmt_int
-from ui.widgets import Metric, checkpoint_picker, error_box, metric_row, progress_reporter, table
+from ui.widgets import Metric, Picked, checkpoint_picker, error_box, metric_row, progress_reporter, table
 
 st.title("Path ensemble")
 st.caption("Veit, Wilber & Belongie 2016: x₍ᵢ₊₁₎ = xᵢ + fᵢ(xᵢ) unrolls into 2ⁿ paths. Their lengths are "
@@ -68,6 +72,47 @@ st.subheader("3 · Gradient by path length")
 st.caption("Forward a batch through the whole net; in the backward pass send the gradient through the "
            "residual branch of k sampled blocks and through the skip of the other n−k; record the gradient "
            "norm at the input (Veit et al. 2016, Sec. 5). Total per length = C(n, k) × mean magnitude.")
+
+
+@dataclass(frozen=True)
+class Found:
+    """A measurement to show and where it comes from: this session, the run store (measured in an
+    earlier session, tab or server, at ``created``) or the results shipped beside the checkpoint."""
+
+    frame: pd.DataFrame
+    source: Literal["session", "store", "shipped"]
+    created: float | None = None
+
+    def describe(self) -> str:
+        if self.source == "session":
+            return "measured in this session"
+        if self.source == "store":
+            return f"stored, measured {when(self.created or 0.0)}"
+        return "stored with the checkpoint"
+
+
+def when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def key_of(net: Picked) -> str:
+    """The net's run-store key (its weights' hash and spec, whatever the label), computed once per
+    session and checkpoint: a net retrained under the same label is another checkpoint, another key."""
+    kept: dict[str, tuple[Checkpoint, str]] = st.session_state.setdefault("paths_net_keys", {})
+    hit = kept.get(net.label)
+    if hit is None or hit[0] is not net.checkpoint:
+        hit = kept[net.label] = (net.checkpoint, net_key(net.checkpoint))
+    return hit[1]
+
+
+def open_store() -> RunStore | None:
+    try:
+        return cache.run_store()
+    except LensError as exc:
+        st.warning(f"Path measurements are kept for this session only: {exc}")
+        return None
+
+
 picked = checkpoint_picker("paths", container=st)
 if picked is not None:
     label, ck = picked.label, picked.checkpoint
@@ -84,18 +129,76 @@ if picked is not None:
         compare_init = c[4].checkbox("Also at initialisation", value=True, key="paths_init")
         settings = paths.MeasureSettings(int(samples), int(batch), int(seed))
         nets = [net for net in paths.NETS if net == "trained" or compare_init]
-        # this session's measurements, by (label, net, settings); nothing is measured until Measure is pressed
-        store: dict = st.session_state.setdefault("paths_results", {})
+        # this session's measurements, by (label, net, settings); beside each, the net key and test data
+        # it was measured on (a label can later name other weights: a run retrained under it) and when
+        results: dict = st.session_state.setdefault("paths_results", {})
+        origin: dict = st.session_state.setdefault("paths_origin", {})
         last: dict = st.session_state.setdefault("paths_last", {})
         stopped = st.session_state.pop("paths_active", None)  # left behind by a measurement a rerun interrupted
         if stopped is not None:
             st.warning(f"The measurement of {stopped[0]} ({stopped[1].describe()}) was stopped before it finished "
                        "(Cancel, or another click while it ran); nothing of it was kept.")
         try:
-            stored = cache.stored_path_results(picked.name) if picked.origin == "shipped" else {}
+            shipped = cache.stored_path_results(picked.name) if picked.origin == "shipped" else {}
         except LensError as exc:
             error_box(exc)
-            stored = {}
+            shipped = {}
+        try:
+            data = cache.dataset_of(ck.meta)
+        except LensError as exc:
+            error_box(exc)
+            data = None
+        # without the test data there is nothing to key a stored measurement by (nor to measure on)
+        run_store = open_store() if data is not None else None
+        net_id = key_of(picked)
+
+        warned: set[str] = set()
+
+        def unreadable(exc: LensError) -> None:
+            """Say once per run (lookups repeat for every candidate setting) that the store failed."""
+            if str(exc) not in warned:
+                warned.add(str(exc))
+                st.warning(f"The run store cannot be read: {exc}")
+
+        def identity(s: paths.MeasureSettings) -> tuple[str, dict | None]:
+            return net_id, None if data is None else paths.store_settings(s, data)
+
+        def lookup(net: str, s: paths.MeasureSettings) -> Found | None:
+            """This session's measurement of this net with these settings, else the run store's, else
+            the one shipped beside the checkpoint, else None."""
+            skey = (label, net, s)
+            if skey in results and skey in origin and origin[skey][0] == identity(s):
+                return Found(results[skey], "session", origin[skey][1])
+            if run_store is not None and data is not None:
+                try:
+                    hit = run_store.find_sweep(net_id, paths.STORE_KINDS[net], paths.store_settings(s, data))
+                except LensError as exc:
+                    unreadable(exc)
+                    hit = None
+                if hit is not None:
+                    return Found(hit[1], "store", hit[0].created)
+            if (net, s) in shipped:
+                return Found(shipped[(net, s)], "shipped")
+            return None
+
+        def stored_settings() -> list[paths.MeasureSettings]:
+            """The settings this net was measured with (trained) in the run store on this test data, newest first."""
+            if run_store is None or data is None:
+                return []
+            try:
+                sweeps = run_store.sweeps_of(net_id)
+            except LensError as exc:
+                unreadable(exc)
+                return []
+            here = paths.data_identity(paths.store_settings(settings, data))
+            out = []
+            for sw in reversed(sweeps):
+                if sw.kind == paths.STORE_KINDS["trained"] and paths.data_identity(sw.settings) == here:
+                    try:
+                        out.append(paths.settings_of(sw.settings))
+                    except LensError:  # a row written by another version: not offered
+                        continue
+            return out
 
         if st.button("Measure", type="primary", key="paths_run",
                      help="Measure with the settings above (trained net, and at initialisation if ticked)."):
@@ -104,7 +207,6 @@ if picked is not None:
             cancel_slot, bar_slot = st.empty(), st.empty()
             cancel_slot.button("Cancel", key="paths_cancel", help="Stops the measurement; nothing of it is kept.")
             try:
-                data = cache.dataset_of(ck.meta)
                 if data is None:
                     raise DatasetError(f"{label} was not trained on the embedded digits; measure it with a net "
                                        "that was (or use the Lesion lab's dataset path)")
@@ -117,23 +219,26 @@ if picked is not None:
             except LensError as exc:
                 error_box(exc)
             else:  # kept only when every net finished: a cancelled measurement leaves nothing partial
-                store.update({(label, net, settings): df for net, df in done.items()})
+                now = time.time()
+                for net, df in done.items():
+                    results[(label, net, settings)] = df
+                    origin[(label, net, settings)] = (identity(settings), now)
+                    if run_store is not None and data is not None:
+                        try:
+                            run_store.save_sweep(net_id, paths.STORE_KINDS[net],
+                                                 paths.store_settings(settings, data), df)
+                        except LensError as exc:
+                            st.warning(f"The {net} measurement of {label} is kept for this session only: {exc}")
                 last[label] = settings
             finally:  # finished or refused: neither the button nor the bar stays on screen
                 cancel_slot.empty()
                 bar_slot.empty()
             st.session_state.pop("paths_active", None)
 
-        def lookup(net: str, s: paths.MeasureSettings) -> tuple[pd.DataFrame, str] | None:
-            if (label, net, s) in store:
-                return store[(label, net, s)], "measured in this session"
-            if (net, s) in stored:
-                return stored[(net, s)], "stored"
-            return None
-
-        # the settings above if measured (here, or stored with the checkpoint); else the latest shown
-        stored_settings = sorted({s for _, s in stored}, key=lambda s: (s != paths.MeasureSettings(), astuple(s)))
-        candidates = [settings, last.get(label), *stored_settings]
+        # the settings above if measured (here, in the run store, or shipped with the checkpoint); else
+        # the latest measured here, the run store's newest, the shipped ones (their defaults first)
+        shipped_settings = sorted({s for _, s in shipped}, key=lambda s: (s != paths.MeasureSettings(), astuple(s)))
+        candidates = [settings, last.get(label), *stored_settings(), *shipped_settings]
         shown = next((s for s in candidates if s is not None and lookup("trained", s)), None)
         if shown is None:
             st.info(f"{label} has not been measured with {settings.describe()}: press **Measure** (the "
@@ -143,18 +248,21 @@ if picked is not None:
                 st.info(f"Showing the results for {shown.describe()}: the settings above "
                         f"({settings.describe()}) have not been measured — press **Measure** to measure them.")
             found = {net: hit for net in nets if (hit := lookup(net, shown)) is not None}
-            sources = {src for _, src in found.values()}
-            if sources == {"stored"}:
+            sources = {hit.source for hit in found.values()}
+            if sources == {"shipped"}:
                 st.caption(f"Stored results: measured once with `tools/make_path_results.py` and shipped beside "
                            f"the checkpoint ({shown.describe()}). **Measure** measures again here.")
-            elif sources == {"measured in this session"}:
+            elif sources == {"session"}:
                 st.caption(f"Measured in this session ({shown.describe()}).")
+            elif sources == {"store"}:
+                st.caption(f"Stored results, shown without measuring ({shown.describe()}) — "
+                           + "; ".join(f"{net}: {hit.describe()}" for net, hit in found.items()) + ".")
             else:
-                st.caption(" · ".join(f"{net}: {src}" for net, (_, src) in found.items())
+                st.caption(" · ".join(f"{net}: {hit.describe()}" for net, hit in found.items())
                            + f" ({shown.describe()}).")
             if compare_init and "initialisation" not in found:
                 st.caption("Press **Measure** to add the net at initialisation.")
-            frames = [df.assign(net=net) for net, (df, _) in found.items()]
+            frames = [hit.frame.assign(net=net) for net, hit in found.items()]
             res = pd.concat(frames, ignore_index=True)
             lo_k, hi_k = paths.effective_range(frames[0], mass)
             metric_row([
@@ -166,8 +274,13 @@ if picked is not None:
             st.caption(f"Effective range on the trained net: lengths {lo_k}–{hi_k} out of 0–{ck.spec.num_blocks} "
                        f"(mean path length {ck.spec.num_blocks / 2:g}). Short paths are few but carry "
                        "orders of magnitude more gradient each.")
-            # gradient magnitudes span many decades (1e-23 to 6e-5 on the shipped 56-layer net):
-            # widgets.table writes such a column in scientific notation, where 0.00000000002 was shown
-            table(res, hide_index=True)
+            # gradient magnitudes span many decades (1e-23 to 6e-5 on the shipped 56-layer net): the app's
+            # format writes those columns in scientific notation, where 0.00000000002 was shown. The total
+            # relative to its peak lies in [0, 1]: three significant digits per value (0.5, 0.000123,
+            # 1.2e-20), not the whole column in scientific notation because its tail is tiny. C(n, k) is
+            # kept as exact decimal strings (it can exceed int64), shown with separators, right-aligned.
+            table(res.assign(paths=[fmt_int(int(p)) for p in res["paths"]]), hide_index=True,
+                  formats={"paths": st.column_config.TextColumn(alignment="right", help="C(n, k), exact"),
+                           "total (rel.)": "%.3g"})
             st.download_button("Download (CSV)", res.to_csv(index=False), file_name="gradient_by_length.csv",
                                mime="text/csv", key="paths_grad_csv")

@@ -1,19 +1,29 @@
 """Stored gradient-by-length measurements of the shipped nets (tools/make_path_results.py): present,
-made on the files that ship, equal to a fresh measurement, and read back exactly."""
+made on the files that ship, equal to a fresh measurement, and read back exactly. Measurements made
+in the app: kept in the run store by the net's weights and the test data, shown in a new session
+without measuring, never for other weights under the same label, nothing of a cancelled one; the
+gradient table's formats."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+from streamlit.testing.v1 import AppTest
 
 from analysis import paths
 from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
 from analysis.errors import CheckpointError, ConfigError
 
 DEFAULT = paths.MeasureSettings()
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def residual_shipped() -> dict:
@@ -80,3 +90,170 @@ def test_measure_refuses_a_batch_larger_than_the_test_split():
     data = dataset_for(ck.meta)
     with pytest.raises(ConfigError, match="larger than the test split"):
         paths.measure(ck.model, data.x_test, data.y_test, paths.MeasureSettings(batch=len(data.y_test) + 1))
+
+
+# ------------------------------------------------------------------ measurements kept in the run store
+def test_store_settings_are_the_measure_settings_and_the_test_data():
+    ck = load_checkpoint(shipped_checkpoints()["digits_resnet20"])
+    data = dataset_for(ck.meta)
+    s = paths.MeasureSettings(samples=3, batch=16, seed=2)
+    key = paths.store_settings(s, data)
+    assert key == {"samples": 3, "batch": 16, "seed": 2, "dataset": data.name, "split_seed": data.split_seed,
+                   "test_images": len(data.y_test), "mean": [float(v) for v in data.mean],
+                   "std": [float(v) for v in data.std]}
+    assert json.loads(json.dumps(key)) == key  # the run store keys by its JSON
+    assert paths.settings_of(key) == s
+    assert paths.data_identity(key) == paths.data_identity(paths.store_settings(DEFAULT, data))
+    assert "samples" not in paths.data_identity(key)
+    # other statistics or another split are other images: another key
+    assert paths.store_settings(s, dataclasses.replace(data, mean=[0.5])) != key
+    assert paths.store_settings(s, dataclasses.replace(data, split_seed=data.split_seed + 1)) != key
+    with pytest.raises(ConfigError, match="no 'batch' setting"):
+        paths.settings_of({"samples": 3, "seed": 2})
+
+
+def paths_page(trained: dict | None = None) -> AppTest:
+    """A new session of the Path ensemble page (a reload, a new tab), with nets trained in it."""
+    at = AppTest.from_file(str(ROOT / "app_pages" / "paths.py"), default_timeout=120)
+    if trained is not None:
+        at.session_state["trained"] = trained
+    return at.run()
+
+
+def clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def small_settings(at: AppTest, label: str, init: bool = True) -> AppTest:
+    """The given net with 1 sample per length on 8 images (seed 0): a measurement of a second or two."""
+    at.selectbox(key="paths_ckpt").select(label).run()
+    at.number_input(key="paths_samples").set_value(1).run()
+    at.number_input(key="paths_batch").set_value(8).run()
+    if not init:
+        at.checkbox(key="paths_init").uncheck().run()
+    clean(at)
+    return at
+
+
+SMALL = paths.MeasureSettings(samples=1, batch=8, seed=0)
+STAMP = r"stored, measured \d{4}-\d\d-\d\d \d\d:\d\d"
+
+
+def refuse(*args, **kwargs):
+    raise AssertionError("the page measured without Measure being pressed")
+
+
+@pytest.mark.usefixtures("own_run_store")
+def test_a_measurement_made_in_the_app_is_shown_in_a_new_session_without_measuring(monkeypatch):
+    from analysis.runstore import net_key
+    from ui import cache
+
+    real, made = paths.measure, []
+
+    def measure(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(paths, "measure", measure)
+    at = small_settings(paths_page(), "shipped: digits_resnet20")
+    at.button(key="paths_run").click().run()
+    clean(at)
+    assert len(made) == 2  # trained, then at initialisation
+    assert any(c.value.startswith("Measured in this session (1 samples per length, batch 8, seed 0)")
+               for c in at.caption)
+    # in the run store by the net's weights + spec, one kind per net, keyed by the settings and the test data
+    ck = load_checkpoint(shipped_checkpoints()["digits_resnet20"])
+    key = paths.store_settings(SMALL, dataset_for(ck.meta))
+    assert sorted((s.kind, s.settings == key) for s in cache.run_store().sweeps_of(net_key(ck))) == \
+        [("paths-initialisation", True), ("paths-trained", True)]
+
+    monkeypatch.setattr(paths, "measure", refuse)
+    again = small_settings(paths_page(), "shipped: digits_resnet20")
+    assert again.session_state["paths_results"] == {}
+    assert [c.value for c in again.caption if re.fullmatch(
+        rf"Stored results, shown without measuring \(1 samples per length, batch 8, seed 0\) — "
+        rf"trained: {STAMP}; initialisation: {STAMP}\.", c.value)]
+    expected = pd.concat([made[0].assign(net="trained"), made[1].assign(net="initialisation")], ignore_index=True)
+    shown = again.dataframe[-1].value
+    pd.testing.assert_frame_equal(shown.drop(columns="paths"), expected.drop(columns="paths"))
+    assert shown["paths"].tolist() == expected["paths"].tolist()  # C(9, k) < 1,000: no separators
+    # other settings: the stored ones are offered (not the shipped 10-sample results), said to be other settings
+    again.number_input(key="paths_samples").set_value(2).run()
+    clean(again)
+    assert again.info[0].value.startswith("Showing the results for 1 samples per length, batch 8, seed 0")
+    assert any(re.search(rf"trained: {STAMP}", c.value) for c in again.caption)
+
+
+@pytest.mark.usefixtures("own_run_store")
+def test_a_net_retrained_under_the_same_label_never_shows_the_old_numbers(monkeypatch):
+    from analysis.checkpoints import checkpoint_bytes
+    from analysis.runstore import net_key
+
+    first = load_checkpoint(shipped_checkpoints()["digits_resnet20"])
+    model = copy.deepcopy(first.model)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    second = load_checkpoint(checkpoint_bytes(model, first.meta), name="retrained")
+    assert net_key(second) != net_key(first)
+    label = "trained here: mine"
+    missing = f"{label} has not been measured with 1 samples per length, batch 8, seed 0"
+
+    at = small_settings(paths_page({"mine": first}), label, init=False)
+    at.button(key="paths_run").click().run()
+    clean(at)
+    assert "Residual blocks n" in [m.label for m in at.metric]
+    monkeypatch.setattr(paths, "measure", refuse)
+    # retrained in this session under the same label: the session's numbers were of the old weights
+    at.session_state["trained"] = {"mine": second}
+    at.run()
+    clean(at)
+    assert at.info and at.info[0].value.startswith(missing) and "Residual blocks n" not in [m.label for m in at.metric]
+    # a new session: the run store's numbers were of the old weights too
+    later = small_settings(paths_page({"mine": second}), label, init=False)
+    assert later.info and later.info[0].value.startswith(missing)
+    # while the old weights, under any label, find theirs
+    old = small_settings(paths_page({"old": first}), "trained here: old", init=False)
+    assert any(re.fullmatch(rf"Stored results, shown without measuring \(.*\) — trained: {STAMP}\.", c.value)
+               for c in old.caption)
+
+
+@pytest.mark.usefixtures("own_run_store")
+def test_a_cancelled_measurement_keeps_nothing_in_the_run_store(monkeypatch):
+    """Cancel reruns the page while it measures; the rerun ends the script inside the measurement
+    (here: st.stop() after the trained net finished, before the one at initialisation)."""
+    import streamlit as st
+
+    from analysis.runstore import net_key
+    from ui import cache
+
+    real, calls = paths.measure, []
+
+    def measure(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            st.stop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(paths, "measure", measure)
+    at = small_settings(paths_page(), "shipped: digits_resnet20")
+    at.button(key="paths_run").click().run()
+    assert len(calls) == 2 and at.session_state["paths_results"] == {}
+    ck = load_checkpoint(shipped_checkpoints()["digits_resnet20"])
+    assert cache.run_store().sweeps_of(net_key(ck)) == []
+    at.run()
+    assert "nothing of it was kept" in at.warning[0].value
+
+
+@pytest.mark.usefixtures("own_run_store")
+def test_gradient_table_counts_with_separators_and_the_relative_total_in_three_digits():
+    at = paths_page()  # the shipped 56-layer net (27 blocks) with its stored results
+    clean(at)
+    shown = at.dataframe[-1].value
+    trained = shown[shown["net"] == "trained"].set_index("length")
+    assert trained.loc[13, "paths"] == "20,058,300"  # C(27, 13), was '20058300' left-aligned
+    assert trained.loc[0, "paths"] == "1" and trained.loc[4, "paths"] == "17,550"
+    columns = json.loads(at.dataframe[-1].proto.columns)
+    assert columns["paths"]["alignment"] == "right"
+    # in [0, 1]: '%.3g' per value (0.0333, 1.2e-20), not the whole column in scientific notation
+    assert columns["total (rel.)"]["type_config"]["format"] == "%.3g"
+    assert columns["mean"]["type_config"]["format"] == "%.2e"  # 1e-23 to 6e-5: scientific stays
