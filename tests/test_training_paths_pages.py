@@ -57,7 +57,7 @@ def metric_rows(at: AppTest) -> list[list[str]]:
 def column_formats(at: AppTest, i: int) -> dict[str, str]:
     """The number format of every column of the page's i-th table, as the browser gets it."""
     return {name: col["type_config"]["format"] for name, col in json.loads(at.dataframe[i].proto.columns).items()
-            if "type_config" in col}
+            if "format" in col.get("type_config", {})}
 
 
 def leftovers(at: AppTest, cancel_key: str) -> tuple[list[str], int]:
@@ -262,7 +262,7 @@ def test_path_ensemble_charts_metrics_and_tables_in_the_apps_format():
     # gradient magnitudes from ~1e-23 to ~6e-5: scientific notation for the whole column
     # (a plain format showed 0.00000000002); the counts and sample sizes with separators
     assert column_formats(at, -1) == {"length": "%,d", "mean": "%.2e", "std": "%.2e", "samples": "%,d",
-                                      "log10 paths": "%,.3g", "log10 total": "%,.3g", "total (rel.)": "%.2e"}
+                                      "log10 paths": "%,.3g", "log10 total": "%,.3g", "total (rel.)": "%.3g"}
     assert min(at.dataframe[-1].value["mean"]) < 1e-11  # the tiny values that need it are there
     assert column_formats(at, 0) == {"length": "%,d"}  # the unrolled view's list of paths
 
