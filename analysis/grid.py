@@ -288,7 +288,10 @@ def run_grid(grid: Grid, store: RunStore, executor: Executor, *,
     """Train the runs of ``grid`` the store does not hold (each saved as soon as it finishes) and
     return every run's numbers and the summary. ``cancel()`` returning True stops the grid: queued
     runs never start, running ones are dropped at their next batch, finished ones stay stored.
-    Runs that diverged are noted in the store's grid record and not retried."""
+    Runs that diverged are noted in the store's grid record and not retried. ``grad_every`` > 0
+    records the gradient flow every that many steps (:mod:`analysis.gradflow`) and stores the records
+    by run key; a stored run without records is then trained again (recording never changes the
+    weights, so the key and the numbers stay the same)."""
     from .checkpoints import load_checkpoint
 
     if isinstance(grad_every, bool) or not isinstance(grad_every, int) or grad_every < 0:
@@ -303,6 +306,8 @@ def run_grid(grid: Grid, store: RunStore, executor: Executor, *,
     todo: list[RunSpec] = []
     for r in runs:
         row = _stored_row(store, r)
+        if row is not None and grad_every and store.gradients(r.key) is None:
+            row = None  # stored without gradient records: train again (same weights), recording this time
         note = outcomes.get(r.key)
         if row is None and isinstance(note, str) and note.startswith("diverged"):
             row = _row(r, "diverged", reused=True, message=note.partition(": ")[2])

@@ -143,6 +143,32 @@ def test_metrics_and_grid_membership_are_queryable(tmp_path):
     assert store.metrics([key]).empty
 
 
+def test_gradient_flow_is_recorded_and_stored_by_run_key(tmp_path):
+    from analysis.gradflow import COLUMNS
+    from analysis.train import train
+
+    store = RunStore(tmp_path)
+    grid = tiny(variants=("original",))
+    plain = run_grid_ok(grid, store, InProcessExecutor(threads=1))
+    key = plain.results["key"][0]
+    assert store.gradients(key) is None
+    ex = Counting()
+    recorded = run_grid_ok(grid, store, ex, grad_every=1)
+    assert ex.submitted == [key]  # stored without records: trained again, same key, same numbers
+    cols = ["train_error", "test_error", "epochs"]
+    pd.testing.assert_frame_equal(plain.results[cols], recorded.results[cols])
+    got = store.gradients(key)
+    (r,) = grid.runs()
+    want = train(r.spec, r.data.load(), r.config, grad_every=1).gradients
+    assert list(got.columns) == list(COLUMNS) and len(got) == len(want) == 2 * 2 * 3  # 2 steps x 2 kinds x 3 blocks
+    pd.testing.assert_frame_equal(got, want.reset_index(drop=True), check_dtype=False)
+    again = Counting()
+    g.run_grid(grid, store, again, grad_every=1)
+    assert again.submitted == []
+    with pytest.raises(ConfigError, match="grad_every"):
+        g.run_grid(grid, store, again, grad_every=-1)
+
+
 def test_gradient_records_round_trip(tmp_path):
     store = RunStore(tmp_path)
     df = pd.DataFrame({"step": [0, 10], "block": ["layer1.0", "layer1.0"], "grad_norm": [1e-3, 2.5e-4]})
