@@ -266,16 +266,25 @@ def describe_settings(kind: str, settings: dict[str, Any]) -> str:
     return f"{settings['samples']} samples {per}, seed {settings['seed']}, on {data}"
 
 
-def single_reading(df: pd.DataFrame) -> str:
+NEAR_CHANCE_PP = 10.0  # "at or near chance": an error within this many percentage points of chance, or above it
+
+
+def single_reading(df: pd.DataFrame, *, residual: bool, num_classes: int) -> str:
     """What a single-block sweep of one net shows, in words computed from its numbers (so the page
-    never claims more than the data): intact error, typical and worst deletion, downsampling blocks."""
+    never claims more than the data): intact error, typical and worst deletion, then the comparison
+    Veit et al. make for that kind of net. A residual net: whether a downsampling block hurts most.
+    A plain net: how many deletions leave it at or near chance (1 - 1/classes; within
+    ``NEAR_CHANCE_PP`` points or above), which is what they report for plain nets."""
     intact = float(df.loc[df["index"] == -1, "error"].iloc[0])
     rows = df[df["index"] >= 0]
     worst = rows.loc[rows["error"].idxmax()]
     median = float(rows["error"].median())
-    down = rows[rows["downsample"]]
     parts = [f"intact {100 * intact:.1f} %; deleting one block gives a median of {100 * median:.1f} % "
              f"(worst: {worst['deleted']}, {100 * worst['error']:.1f} %)"]
+    if not residual:
+        parts.append(_plain_reading(rows, num_classes))
+        return "; ".join(parts) + "."
+    down = rows[rows["downsample"]]
     if len(down):
         parts.append("downsampling blocks: " + ", ".join(f"{r.deleted} {100 * r.error:.1f} %" for r in down.itertuples()))
         others = rows[~rows["downsample"]]
@@ -284,3 +293,20 @@ def single_reading(df: pd.DataFrame) -> str:
             parts.append("the worst deletion is a downsampling block, as Veit et al. report" if hurts_most else
                          "unlike Veit et al.'s nets, a non-downsampling block hurts most here")
     return "; ".join(parts) + "."
+
+
+def _plain_reading(rows: pd.DataFrame, num_classes: int) -> str:
+    """A plain net's deletions against chance: all, most or few of them at or near it."""
+    chance = 1 - 1 / num_classes
+    near = rows["error"] >= chance - NEAR_CHANCE_PP / 100
+    count, total = int(near.sum()), len(rows)
+    where = f"chance ({100 * chance:.1f} %; within {NEAR_CHANCE_PP:g} pp or above)"
+    if count == total:
+        return f"every deletion leaves it at or near {where}, as Veit et al. report for plain nets"
+    mildest = rows.loc[rows["error"].idxmin()]
+    rest = f"the mildest, {mildest['deleted']}, gives {100 * mildest['error']:.1f} %"
+    if 2 * count >= total:
+        return (f"{count} of {total} deletions leave it at or near {where}, as Veit et al. report for plain "
+                f"nets; {rest}")
+    return (f"only {count} of {total} deletions leave it at or near {where}: unlike Veit et al.'s plain nets, "
+            f"most deletions keep it better than chance; {rest}")

@@ -161,20 +161,58 @@ def test_cli_lesion_imagenet_style_checkpoint_on_image_folder(tmp_path):
                  "--size", "64", "--out", str(out)]) == 2
 
 
-def test_single_reading_is_computed_from_the_numbers():
+def reading_frame(errors, down=None, intact=0.01):
+    """A single sweep's table by hand: row -1 intact, then block b<i> with its error."""
     import pandas as pd
 
-    def frame(errors, down):
-        rows = [{"deleted": "none", "index": -1, "downsample": False, "error": 0.01}]
-        rows += [{"deleted": f"b{i}", "index": i, "downsample": d, "error": e}
-                 for i, (e, d) in enumerate(zip(errors, down, strict=True))]
-        return pd.DataFrame(rows)
+    down = down or [False] * len(errors)
+    rows = [{"deleted": "none", "index": -1, "downsample": False, "error": intact}]
+    rows += [{"deleted": f"b{i}", "index": i, "downsample": d, "error": e}
+             for i, (e, d) in enumerate(zip(errors, down, strict=True))]
+    return pd.DataFrame(rows)
 
-    text = lesion.single_reading(frame([0.02, 0.5, 0.03], [False, True, False]))
+
+def test_single_reading_is_computed_from_the_numbers():
+    def residual(errors, down):
+        return lesion.single_reading(reading_frame(errors, down), residual=True, num_classes=10)
+
+    text = residual([0.02, 0.5, 0.03], [False, True, False])
     assert "worst: b1, 50.0 %" in text and "is a downsampling block, as Veit et al. report" in text
-    text = lesion.single_reading(frame([0.77, 0.04, 0.02], [False, True, False]))
+    text = residual([0.77, 0.04, 0.02], [False, True, False])
     assert "worst: b0, 77.0 %" in text and "a non-downsampling block hurts most here" in text
     assert "median of 4.0 %" in text and "intact 1.0 %" in text
+    assert "chance" not in text
+
+
+def test_a_plain_nets_reading_compares_with_chance_not_with_downsampling():
+    def plain(errors, down=None, classes=10):
+        return lesion.single_reading(reading_frame(errors, down), residual=False, num_classes=classes)
+
+    # every deletion within 10 pp of chance (90 %) or above it; a non-downsampling block is worst
+    assert plain([0.85, 0.9, 0.97], [False, True, False]) == (
+        "intact 1.0 %; deleting one block gives a median of 90.0 % (worst: b2, 97.0 %); every deletion leaves it "
+        "at or near chance (90.0 %; within 10 pp or above), as Veit et al. report for plain nets.")
+    # the margin's edge: 80 % is near, 79.9 % is not; then most, not every
+    assert "every deletion" in plain([0.8, 0.9])
+    assert plain([0.799, 0.9, 0.95]) == (
+        "intact 1.0 %; deleting one block gives a median of 90.0 % (worst: b2, 95.0 %); 2 of 3 deletions leave it "
+        "at or near chance (90.0 %; within 10 pp or above), as Veit et al. report for plain nets; the mildest, b0, "
+        "gives 79.9 %.")
+    assert plain([0.1, 0.2, 0.9]) == (
+        "intact 1.0 %; deleting one block gives a median of 20.0 % (worst: b2, 90.0 %); only 1 of 3 deletions leave "
+        "it at or near chance (90.0 %; within 10 pp or above): unlike Veit et al.'s plain nets, most deletions keep "
+        "it better than chance; the mildest, b0, gives 10.0 %.")
+    # chance follows the number of classes: 50 % for two
+    assert "every deletion leaves it at or near chance (50.0 %;" in plain([0.45, 0.5], classes=2)
+
+
+def test_the_shipped_plain20_reading(shipped):
+    ck, data = shipped["digits_plain20"]
+    df = lesion.run_sweep("single", ck.model, data.x_test, data.y_test)
+    assert lesion.single_reading(df, residual=False, num_classes=data.num_classes) == (
+        "intact 1.3 %; deleting one block gives a median of 90.2 % (worst: layer3.2, 99.8 %); 7 of 9 deletions "
+        "leave it at or near chance (90.0 %; within 10 pp or above), as Veit et al. report for plain nets; the "
+        "mildest, layer1.1, gives 59.6 %.")
 
 
 @pytest.mark.parametrize("kw", [{"batch_size": 0}, {"batch_size": -1}, {"batch_size": 1.5}, {"samples": 0, "kind": "k"},
