@@ -131,6 +131,7 @@ VIEWS = [  # (page, query): the views that between them draw every widget of the
     ("diagrams", {}), ("diagrams", {"source": "Custom spec"}),
     ("blocks", {}), ("depth", {}), ("depth", {"family": "cifar"}), ("training", {}),
     ("training", {"data": "imagefolder"}), ("paths", {}), ("theory", {}), ("lesion", {}),
+    ("lesion", {"deleted": ["layer1.0", "layer3.8"]}),
 ]
 
 
@@ -149,7 +150,9 @@ def test_every_setting_on_every_page_is_in_the_url(name, query):
             assert short is None, f"{key} ({kind_of_widget}) must not be mirrored"
         elif kind_of_widget in SETTING_TYPES:
             if name == "lesion" and kind_of_widget == "checkbox":
-                continue  # the block toggles, keyed by the checkpoint's label: not mirrored (see REGISTRY)
+                # the block toggles, keyed by the checkpoint's label: mirrored together as `deleted`
+                assert (key.rsplit("_", 1)[1] in seen.get("deleted", [])) == value, key
+                continue
             assert short is not None, f"{key} ({kind_of_widget}) is not in ui/urlstate.REGISTRY[{name!r}]"
             kind = params.kind(short)
             assert kind is not None
@@ -317,6 +320,93 @@ def test_a_link_to_a_net_in_the_lesion_lab():
     assert url(at)["ckpt"] == ["shipped: digits_resnet20"]
 
 
+R56_BOX = "lesion_shipped: digits_resnet56_{}"  # the lesion lab's default net: 3 stages of 9 blocks
+
+
+def ticked(at: AppTest) -> list[str]:
+    return [c.key.rsplit("_", 1)[1] for c in at.checkbox if c.key.startswith("lesion_") and c.value]
+
+
+def lesioned_error(net: str, names: list[str]) -> str:
+    from analysis import lesion
+    from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+
+    ck = load_checkpoint(shipped_checkpoints()[net])
+    data = dataset_for(ck.meta)
+    infos = lesion.block_infos(ck.model)
+    seq = lesion.deletion(len(infos), [b.index for b in infos if b.name in names])
+    (pred,) = lesion.predict_sequences(ck.model, data.x_test, [seq])
+    return f"{100 * (pred != data.y_test).float().mean().item():.2f} %"
+
+
+def test_a_link_deletes_the_blocks_it_names_and_a_click_updates_it():
+    at = app({"deleted": ["layer1.0", "layer2.3"]}, page="lesion")
+    clean(at)
+    assert not at.warning
+    assert ticked(at) == ["layer1.0", "layer2.3"]
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Test error, 2 deleted"] == lesioned_error("digits_resnet56", ["layer1.0", "layer2.3"])
+    assert url(at)["deleted"] == ["layer1.0", "layer2.3"]
+    at.checkbox(key=R56_BOX.format("layer3.0")).check().run()
+    assert url(at)["deleted"] == ["layer1.0", "layer2.3", "layer3.0"]
+    at.checkbox(key=R56_BOX.format("layer1.0")).uncheck().run()
+    assert url(at)["deleted"] == ["layer2.3", "layer3.0"]
+    at.button(key="lesion_shipped: digits_resnet56_clear").click().run()
+    assert ticked(at) == [] and "deleted" not in url(at)  # nothing deleted: the URL does not say deleted=
+    at.button(key="lesion_shipped: digits_resnet56_stage_2").click().run()
+    assert url(at)["deleted"] == [f"layer3.{i}" for i in range(9)]
+    # another net keeps the names that it has: a link with both says the same
+    at.selectbox(key="lesion_ckpt").select("shipped: digits_resnet20").run()
+    clean(at)
+    assert not at.warning
+    assert ticked(at) == ["layer3.0", "layer3.1", "layer3.2"]
+    assert url(at)["deleted"] == ["layer3.0", "layer3.1", "layer3.2"]
+    assert {m.label: m.value for m in at.metric}["Test error, 3 deleted"] == lesioned_error(
+        "digits_resnet20", ["layer3.0", "layer3.1", "layer3.2"])
+
+
+def test_a_stale_url_keeps_the_ticked_blocks_but_back_and_forward_set_them(monkeypatch):
+    at = app({"deleted": ["layer1.0"]}, page="lesion")
+    first = dict(url(at))
+    at.checkbox(key=R56_BOX.format("layer2.0")).check().run()
+    second = dict(url(at))
+    assert second["deleted"] == ["layer1.0", "layer2.0"]
+    at.query_params.clear()
+    at.query_params.update(first)  # a rerun with the older query, no back button: the session wins
+    at.run()
+    assert ticked(at) == ["layer1.0", "layer2.0"] and url(at)["deleted"] == ["layer1.0", "layer2.0"]
+    monkeypatch.setattr(urlstate, "get_script_run_ctx", lambda: SimpleNamespace(is_history_navigation=True))
+    at.query_params.clear()
+    at.query_params.update(first)  # back
+    at.run()
+    clean(at)
+    assert ticked(at) == ["layer1.0"] and url(at) == first
+    at.query_params.clear()
+    at.query_params.update({k: v for k, v in first.items() if k != "deleted"})  # back to before any deletion
+    at.run()
+    assert ticked(at) == [] and "deleted" not in url(at)
+    at.query_params.clear()
+    at.query_params.update(second)  # forward
+    at.run()
+    assert ticked(at) == ["layer1.0", "layer2.0"]
+
+
+def test_a_block_the_net_lacks_gives_one_warning():
+    at = app({"deleted": ["layer2.3", "layer9.9"]}, page="lesion")
+    clean(at)
+    assert [w.value for w in at.warning] == [
+        "This link has settings the page cannot use; they were left out: `deleted=layer2.3&deleted=layer9.9` is "
+        "not one of its choices."]
+    assert ticked(at) == ["layer2.3"] and url(at)["deleted"] == ["layer2.3"]
+    at.run()
+    assert not at.warning  # said once
+    # an empty name is no text value: refused before the page runs
+    at = app({"deleted": ["layer1.0", ""]}, page="lesion")
+    clean(at)
+    assert "`deleted=layer1.0&deleted=` is not a list of text values" in at.warning[0].value
+    assert ticked(at) == []
+
+
 # ------------------------------------------------------------------ unknown addresses
 def test_an_unknown_address_says_so_and_lists_the_pages():
     at = app(url="http://localhost:8501/nonexistent")
@@ -324,7 +414,7 @@ def test_an_unknown_address_says_so_and_lists_the_pages():
     assert [t.value for t in at.title] == ["Page not found"]
     assert "No page called `/nonexistent`" in at.error[0].value
     links = at.get("page_link")
-    assert len(links) == 8 and not at.metric  # the explorer did not run instead
+    assert len(links) == 9 and not at.metric  # every page of app.py; the explorer did not run instead
     for address in ("http://localhost:8501/", "http://localhost:8501", "http://localhost:8501/explorer"):
         at = app(url=address)
         assert [t.value for t in at.title] == ["Architecture explorer"], address

@@ -5,7 +5,9 @@ The scheme
     One query parameter per widget, named after the widget's session-state key without its page's
     prefix: ``explorer_model`` is ``model``, ``train_epochs`` is ``epochs``. A widget that exists once
     per model or per family (its key ends in the model's name) keeps that suffix:
-    ``explorer_size_resnet50`` is ``size_resnet50``. Values are plain text, typed by the registry
+    ``explorer_size_resnet50`` is ``size_resnet50``. A setting that several widgets show is kept by its
+    page under one key of its own and mirrored like a widget: the lesion lab's ``lesion_deleted``, the
+    names of the deleted blocks, is ``deleted``. Values are plain text, typed by the registry
     below: whole numbers (``epochs=10``), numbers (``lr=0.05``), ``true``/``false``, text as it is
     (``model=resnet152``), ``none`` for a selectbox's "none" choice, and lists as repeated
     parameters (``depths=20&depths=56``; an empty list is one empty value, ``columns=``, Streamlit's
@@ -117,10 +119,13 @@ REGISTRY: dict[str, PageParams] = {
                                          "twin": "bool", "block": "str", "projection": "bool"}),
     "training": PageParams("train_", {"depths": "ints", "kinds": "strs", "epochs": "int", "data": "str",
                                       "size": "int", "path": "str", "img_size": "int", "lr": "float",
-                                      "schedule": "str", "seed": "int", "device": "str", "download_pick": "str"}),
-    # the lesion lab's block toggles are keyed by the checkpoint's label, not mirrored (yet)
+                                      "schedule": "str", "seed": "int", "device": "str", "download_pick": "str",
+                                      "grad_record": "bool", "grad_every": "int"}),
+    # the lesion lab's block checkboxes are keyed by the checkpoint's label; the page keeps the deleted
+    # blocks' names under lesion_deleted (`deleted=layer1.0&deleted=layer2.3`) and sets the boxes from it
     "lesion": PageParams("lesion_", {"ckpt": "str", "data_kind": "str", "data_path": "str", "k_samples": "int",
-                                     "k_seed": "int", "reorder_samples": "int", "reorder_seed": "int"}),
+                                     "k_seed": "int", "reorder_samples": "int", "reorder_seed": "int",
+                                     "deleted": "strs"}),
     "paths": PageParams("paths_", {"n": "int", "pick": "int", "net": "str", "blocks_*": "int", "range_*": "pair",
                                    "ckpt": "str", "samples": "int", "batch": "int", "seed": "int", "mass": "float",
                                    "init": "bool"}),
