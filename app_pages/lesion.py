@@ -102,11 +102,23 @@ def tick(keys: list[str], value: bool) -> None:
         st.session_state[k] = value
 
 
-quick = st.columns([1, 1, 6])
-quick[0].button("Select all", key=f"{prefix}_select_all", on_click=tick, args=(list(box_keys.values()), True),
-                help="Delete every block")
-quick[1].button("Clear", key=f"{prefix}_clear", on_click=tick, args=(list(box_keys.values()), False),
-                help="Keep every block")
+# the deleted blocks by name: the page's own setting, which ui/urlstate mirrors as `deleted` (the
+# checkboxes' keys name the checkpoint, a link names only blocks). It was set from a link, a reload
+# or back/forward when it differs from what this page last drew: then it sets every box; otherwise
+# the boxes are the newer truth (a click, a button) and it only fills boxes this session has not
+# drawn yet (a net just picked keeps the deleted names it has)
+wanted: list[str] = st.session_state.get("lesion_deleted", [])
+from_link = wanted != st.session_state.get("lesion_deleted_drawn")
+for b in infos:
+    if from_link or box_keys[b.index] not in st.session_state:
+        st.session_state[box_keys[b.index]] = b.name in wanted
+
+# one wrapping row of buttons as wide as their labels: st.columns([1, 1, 6]) cut them to 'S…' at 820 px
+quick = st.container(horizontal=True)
+quick.button("Select all", key=f"{prefix}_select_all", on_click=tick, args=(list(box_keys.values()), True),
+             help="Delete every block", width="content")
+quick.button("Clear", key=f"{prefix}_clear", on_click=tick, args=(list(box_keys.values()), False),
+             help="Keep every block", width="content")
 cols = st.columns(len(stages))
 deleted = []
 for col, stage in zip(cols, stages, strict=True):
@@ -117,6 +129,16 @@ for col, stage in zip(cols, stages, strict=True):
     for b in members:
         if col.checkbox(f"{b.name}{' ↓' if b.downsample else ''}", key=box_keys[b.index]):
             deleted.append(b.index)
+# written here, before anything below can stop the run, so the URL names what the boxes show;
+# a link's own order is kept, and a name this net lacks is dropped (urlstate then warns about it)
+drawn = [infos[i].name for i in deleted]
+if set(drawn) != set(wanted):
+    if drawn:
+        st.session_state["lesion_deleted"] = drawn
+    else:
+        st.session_state.pop("lesion_deleted", None)  # nothing deleted: no `deleted=` in the URL
+st.session_state["lesion_deleted_drawn"] = list(st.session_state.get("lesion_deleted", []))
+
 
 def key_of(net: Picked) -> str:
     """The net's content key (sha256 of its weights: the run store's key, whatever the label),
@@ -135,8 +157,9 @@ y = data.y_test
 base_err, les_err = [(p != y).float().mean().item() for p in preds]
 metric_row([
     Metric("Test error, intact", f"{100 * base_err:.2f} %"),
+    # no delta with nothing deleted: a red "+0.00 pp" would claim a change
     Metric(f"Test error, {len(deleted)} deleted", f"{100 * les_err:.2f} %",
-           delta=f"{100 * (les_err - base_err):+.2f} pp", delta_color="inverse"),
+           delta=f"{100 * (les_err - base_err):+.2f} pp" if deleted else None, delta_color="inverse"),
     Metric("Chance", f"{100 * (1 - 1 / data.num_classes):.1f} %"),
 ])
 c1, c2 = st.columns(2)
@@ -298,7 +321,8 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, twin: Pick
     render.show(fig, key=f"lesion_{experiment}_chart")
     if experiment == "single":  # a reading computed from the numbers above, per net
         for net_label, part in df.groupby("net", sort=False):
-            st.markdown(f"**{net_label}**: {lesion.single_reading(part)}")
+            reading = lesion.single_reading(part, residual=residual[str(net_label)], num_classes=data.num_classes)
+            st.markdown(f"**{net_label}**: {reading}")
     # the file names the picked net (an upload's name without its extension)
     stem = cache.download_name(Path(picked.name).stem if picked.origin == "uploaded" else picked.name, "")
     st.download_button("Download CSV", df.to_csv(index=False), file_name=f"lesion_{experiment}_{stem}.csv",

@@ -84,7 +84,13 @@ def test_a_sweep_is_stored_and_a_new_session_shows_it_without_running(monkeypatc
                   f"{P20}: stored, measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(p20.created))}."
         assert caption in [c.value for c in again.caption]
         assert again.session_state["lesion_results"][(R20, "digits16", 0, "single", 0, 0)].equals(measured)
-        assert again.markdown.values.count(f"**{R20}**: {lesion.single_reading(measured)}") == 1
+        reading = lesion.single_reading(measured, residual=True, num_classes=10)
+        assert again.markdown.values.count(f"**{R20}**: {reading}") == 1
+        # the plain twin is read against chance, not against its downsampling blocks
+        assert again.markdown.values.count(
+            f"**{P20}**: intact 1.3 %; deleting one block gives a median of 90.2 % (worst: layer3.2, 99.8 %); 7 of 9 "
+            "deletions leave it at or near chance (90.0 %; within 10 pp or above), as Veit et al. report for plain "
+            "nets; the mildest, layer1.1, gives 59.6 %.") == 1
         (csv,) = [b for b in again.get("download_button") if b.label == "Download CSV"]
         file = files.of(csv)
         assert file.filename == "lesion_single_digits_resnet20.csv"
@@ -169,15 +175,19 @@ def test_select_all_clear_and_stage_buttons_set_the_checkboxes_and_the_metrics()
     def ticked(at: AppTest) -> list[str]:
         return [n for n in names if at.checkbox(key=f"lesion_{R20}_{n}").value]
 
+    def no_delta(at: AppTest) -> bool:  # nothing deleted: no "+0.00 pp" in red
+        (m,) = [m for m in at.metric if m.label == "Test error, 0 deleted"]
+        return m.delta == ""
+
     at = lesion_page()
     intact = metrics(at)["Test error, intact"]
-    assert intact == expected([]) and ticked(at) == []
+    assert intact == expected([]) and ticked(at) == [] and no_delta(at)
     at.button(key=f"lesion_{R20}_select_all").click().run()
     clean(at)
     assert ticked(at) == names
     assert metrics(at)["Test error, 9 deleted"] == expected(list(range(9))) != intact
     at.button(key=f"lesion_{R20}_clear").click().run()
-    assert ticked(at) == [] and metrics(at)["Test error, 0 deleted"] == intact
+    assert ticked(at) == [] and metrics(at)["Test error, 0 deleted"] == intact and no_delta(at)
     at.button(key=f"lesion_{R20}_stage_1").click().run()
     assert ticked(at) == ["layer2.0", "layer2.1", "layer2.2"]
     assert metrics(at)["Test error, 3 deleted"] == expected([3, 4, 5])
@@ -218,3 +228,77 @@ def test_charts_have_the_apps_config_and_the_metrics_wrap_in_one_row():
     # deleting a downsampling block raises the error; delta_color="inverse" shows that rise in red
     assert float(deleted.value[:-2]) > float(intact[:-2]) and deleted.proto.color == deleted.proto.RED
     assert metrics(at)["Chance"] == "90.0 %"
+
+
+def test_select_all_and_clear_sit_in_a_wrapping_row_as_wide_as_their_labels(monkeypatch):
+    """In st.columns([1, 1, 6]) they were cut to 'S…' and 'C…' at 820 px: a horizontal container of
+    buttons with width="content" is as wide as the labels and wraps."""
+    from streamlit.testing.v1 import local_script_runner
+
+    widths: dict[str, str | None] = {}
+    parse = local_script_runner.parse_tree_from_messages
+
+    def record(messages):  # each button's width as the browser gets it, by the end of its widget id
+        for msg in messages:
+            elt = msg.delta.new_element if msg.WhichOneof("type") == "delta" else None
+            if elt is not None and elt.WhichOneof("type") == "button":
+                widths[elt.button.id.rsplit("-", 1)[-1]] = elt.width_config.WhichOneof("width_spec")
+        return parse(messages)
+
+    monkeypatch.setattr(local_script_runner, "parse_tree_from_messages", record)
+    at = lesion_page()
+    quick = [f"lesion_{R20}_select_all", f"lesion_{R20}_clear"]
+    assert [widths[k] for k in quick] == ["use_content", "use_content"]
+
+    def parent_of(node, key):
+        for c in getattr(node, "children", {}).values():
+            if getattr(c, "key", None) == key:
+                return node
+            found = parent_of(c, key)
+            if found is not None:
+                return found
+        return None
+
+    row = parent_of(at._tree, quick[0])
+    assert row is parent_of(at._tree, quick[1]) and row.type == "flex_container"
+    flex = row.proto.flex_container
+    assert flex.direction == flex.Direction.HORIZONTAL and flex.wrap
+    assert [c.key for c in row.children.values()] == quick
+
+
+def test_a_sweep_failing_on_the_twin_keeps_nothing_and_leaves_no_stopped_warning(monkeypatch):
+    from analysis.errors import ConfigError
+
+    real, calls = lesion.run_sweep, []
+
+    def fails_on_second(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise ConfigError("the twin's sweep failed")
+        return real(*args, **kwargs)
+
+    at = lesion_page()
+    monkeypatch.setattr(lesion, "run_sweep", fails_on_second)
+    at.button(key="lesion_run_single").click().run()
+    clean(at)
+    assert calls == ["single", "single"]  # the first net finished before the twin failed
+    assert [e.value for e in at.error] == ["the twin's sweep failed"]
+    assert at.session_state["lesion_results"] == {}  # not even the finished net: nothing partial
+    assert store().sweeps_of(shipped_key("digits_resnet20")) == []
+    assert store().sweeps_of(shipped_key("digits_plain20")) == []
+    assert "lesion_active" not in at.session_state
+    no_progress_left(at)
+    at.run()
+    clean(at)
+    assert not [w.value for w in at.warning if "was stopped" in w.value]
+
+
+def test_a_finished_sweep_leaves_no_stopped_warning_on_the_next_run():
+    at = lesion_page()
+    at.button(key="lesion_run_single").click().run()
+    clean(at)
+    assert (R20, "digits16", 0, "single", 0, 0) in at.session_state["lesion_results"]
+    assert "lesion_active" not in at.session_state
+    at.checkbox(key=f"lesion_{R20}_layer1.0").check().run()  # any next run
+    clean(at)
+    assert not [w.value for w in at.warning if "was stopped" in w.value]
