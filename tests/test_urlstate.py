@@ -414,7 +414,8 @@ def test_an_unknown_address_says_so_and_lists_the_pages():
     assert [t.value for t in at.title] == ["Page not found"]
     assert "No page called `/nonexistent`" in at.error[0].value
     links = at.get("page_link")
-    assert len(links) == 9 and not at.metric  # every page of app.py; the explorer did not run instead
+    pages = (ROOT / "app.py").read_text().count("st.Page(")  # whatever app.py lists: pages are being added
+    assert len(links) == pages >= 8 and not at.metric  # the explorer did not run instead
     for address in ("http://localhost:8501/", "http://localhost:8501", "http://localhost:8501/explorer"):
         at = app(url=address)
         assert [t.value for t in at.title] == ["Architecture explorer"], address
