@@ -132,7 +132,8 @@ class Executor(Protocol):
 
     def cancel(self) -> None:
         """Stop: queued tasks never start, running ones stop at their next batch and come back
-        'cancelled'. :meth:`results` still yields every task that finished before."""
+        'cancelled'. :meth:`results` still yields every task that finished before. An executor
+        that was cancelled takes no more work: make a new one."""
 
     def close(self) -> None:
         """Release processes and other resources (also after an exception)."""

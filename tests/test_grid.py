@@ -195,6 +195,23 @@ def test_cancel_keeps_finished_runs(tmp_path):
     assert rest.submitted == list(res.results["key"][1:]) and again.reused == 1
 
 
+def test_cancel_stops_a_pool_and_keeps_finished_runs(tmp_path):
+    store = RunStore(tmp_path)
+    # every training image: runs long enough (seconds) that the cancel reaches the second mid-run
+    grid = g.Grid(("original", "exclusive_gating", "shortcut_gating"), depths=(8,), seeds=(0,),
+                  recipe=TrainConfig(epochs=3, batch_size=64, warmup_epochs=0), data=DataSpec(size=8))
+    finished = []
+
+    def progress(p):
+        if p.finished is not None:
+            finished.append(p.finished["key"])
+
+    with PoolExecutor(workers=1) as pool:  # the second task is queued in the worker, the third not yet sent
+        res = g.run_grid(grid, store, pool, progress=progress, cancel=lambda: bool(finished))
+    assert res.cancelled and list(res.results["status"]) == ["complete", "cancelled", "cancelled"]
+    assert [r.key for r in store.runs()] == [res.results["key"][0]] == finished[:1]
+
+
 def test_same_numbers_in_a_pool_and_in_process():
     runs = tiny(variants=("original", "dropout_shortcut")).runs()
     with PoolExecutor(workers=2) as pool:
