@@ -25,6 +25,7 @@ PAGES = [
     st.Page("app_pages/lesion.py", title="Lesion lab"),
     st.Page("app_pages/paths.py", title="Path ensemble"),
     st.Page("app_pages/theory.py", title="Why shortcuts work"),
+    st.Page("app_pages/variants.py", title="Variants lab"),
 ]
 
 page = st.navigation(PAGES)

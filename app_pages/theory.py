@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -55,6 +57,11 @@ table(pd.DataFrame(theory.ACTIVATION_PLACEMENT, columns=["placement", "ResNet-11
 st.markdown("Anything that gets in the way of the identity — scaling, gating, a 1×1 conv, dropout — makes "
             "optimisation harder. Moving BN and ReLU *before* the convolutions (full pre-activation) leaves "
             "a clean identity path from block to block and trains best.")
+# a Page of this file's neighbour, not the path "app_pages/variants.py": that resolves against the entry point,
+# which is app.py when routed but this file when the page runs alone (its tests)
+st.page_link(st.Page(Path(__file__).with_name("variants.py")), icon=":material/science:",
+             label="Variants lab: these variants trained here, measured beside the paper's numbers, with their "
+                   "gradient flow")
 c1, c2 = st.columns(2)
 c1.markdown("**Original** (post-activation): ReLU after the add")
 c1.graphviz_chart(cache.block_internals("basic", False))

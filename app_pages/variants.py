@@ -1,0 +1,397 @@
+"""Variants lab: He et al. 2016's shortcut variants and activation placements trained here, measured
+beside the paper's numbers, with their training curves and gradient flow."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from analysis import grid as g
+from analysis.errors import LensError
+from analysis.executor import DataSpec, InProcessExecutor
+from analysis.meta import TrainConfig
+from analysis.runstore import RunStore, default_home
+from ui import cache, render
+from ui.widgets import Metric, error_box, metric_row, range_label, table
+
+ROOT = Path(__file__).resolve().parent.parent
+# The default grid's results, recorded once by `python -m analysis grid ... --out` and shipped, so a fresh
+# clone shows measured numbers without training; RESNET_LENS_VARIANTS_RESULTS points the page at another file.
+RESULTS_FILE = Path(os.environ.get("RESNET_LENS_VARIANTS_RESULTS") or ROOT / "results" / "variants_digits.json")
+DEPTHS = [8, 14, 20, 32, 44, 56, 110]
+DEFAULT_VARIANTS = ["original", "scaling_0.5"]
+# digits: 1,347 training images in batches of 64 are 22 steps an epoch; k = 5 gives 5 snapshots an epoch
+GRAD_EVERY = 5
+GRAD_KINDS = {"input": "block inputs", "params": "block parameters"}
+PAPER_COLUMN = "paper, ResNet-110 CIFAR-10 %"
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def load_results(path: str, mtime: float) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """A results file, read once per version of it (``mtime``: a file recorded again is read again)."""
+    del mtime
+    return g.load_results(path)
+
+
+# ------------------------------------------------------------------ how a grid is described and shown
+def describe(definition: dict[str, Any]) -> str:
+    """What the numbers are: data, depths, seeds, epochs and recipe of a grid (its definition)."""
+    data, recipe = definition.get("data", {}), definition.get("recipe", {})
+    kind = data.get("kind", "digits")
+    images = f", first {data['train_images']:,} training images" if data.get("train_images") else ""
+    size = data.get("size")
+    scaled = f" upsampled to {size} px" if isinstance(size, int) and size > 8 else ""
+    where = (f"scikit-learn's 8×8 handwritten digits{scaled}{images} (test split: 450 images, so one image is "
+             f"0.22 pp)") if kind == "digits" else f"{kind} at {size} px{images}"
+    seeds = definition.get("seeds", [])
+    augment = "with" if recipe.get("augment", True) else "without"
+    return (f"Measured on {where}; CIFAR ResNets of depth {', '.join(str(d) for d in definition.get('depths', []))} "
+            f"(6n+2 layers, option A shortcuts); {len(seeds)} seed{'s' * (len(seeds) != 1)} each "
+            f"({', '.join(str(s) for s in seeds)}); {recipe.get('epochs')} epoch{'s' * (recipe.get('epochs') != 1)} of "
+            f"SGD (batch "
+            f"{recipe.get('batch_size')}, lr {recipe.get('lr')}, momentum {recipe.get('momentum')}, weight decay "
+            f"{recipe.get('weight_decay')}, {recipe.get('schedule')} schedule, {recipe.get('warmup_epochs')} warm-up "
+            f"epoch{'s' * (recipe.get('warmup_epochs') != 1)}, {augment} augmentation).")
+
+
+def took(meta: dict[str, Any]) -> str:
+    """How long recording the grid took, from the file's metadata (said when it is not there)."""
+    wall = meta.get("wall_seconds")
+    if not isinstance(wall, (int, float)):
+        return "The file does not say how long the grid took to record."
+    trained, reused = meta.get("trained"), meta.get("reused")
+    counts = (f" ({trained} runs trained, {reused} found already in the run store)"
+              if isinstance(trained, int) and isinstance(reused, int) else "")
+    partial = " The grid was cancelled before every run finished." if meta.get("cancelled") else ""
+    return f"Recording it took {wall:,.1f} s wall time{counts}.{partial}"
+
+
+def plus_minus(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def depth_table(summary: pd.DataFrame, depth: int) -> pd.DataFrame:
+    """One depth's rows as the page shows them: the measured numbers, the paper's beside them, the reading."""
+    rows = summary[summary["depth"] == depth]
+    return pd.DataFrame({
+        "variant": rows["label"],
+        "test error %": [plus_minus(m, s) for m, s in zip(rows["test_error_mean"], rows["test_error_std"], strict=True)],
+        "train error %": [plus_minus(m, s) for m, s in zip(rows["train_error_mean"], rows["train_error_std"],
+                                                            strict=True)],
+        "runs / diverged": [f"{r} / {d}" for r, d in zip(rows["runs"], rows["diverged"], strict=True)],
+        PAPER_COLUMN: [p or "—" for p in rows["paper"]],
+        "reading": rows["reading"],
+    })
+
+
+def error_chart(summary: pd.DataFrame) -> go.Figure:
+    """Mean test error ± std (over seeds) per variant, one bar colour per depth, the paper's
+    ResNet-110 number as a marker (its "fail" drawn at the 20 % line it means). Linear y: the
+    distances between variants are what is compared."""
+    labels = list(dict.fromkeys(summary["label"]))
+    fig = go.Figure()
+    for i, (depth, rows) in enumerate(summary.groupby("depth", sort=True)):
+        fig.add_bar(x=rows["label"].tolist(), y=rows["test_error_mean"].tolist(), name=f"depth {depth} (measured)",
+                    marker_color=render.PALETTE[i % len(render.PALETTE)],
+                    error_y=dict(type="data", array=rows["test_error_std"].fillna(0.0).tolist(), visible=True),
+                    customdata=list(zip(rows["test_error_std"], rows["runs"], strict=True)),
+                    hovertemplate=f"%{{x}}, depth {depth}<br>test error %{{y:.2f}} % ± %{{customdata[0]:.2f}}"
+                                  "<br>%{customdata[1]} runs<extra></extra>")
+    paper = summary.drop_duplicates("label")
+    fails = paper["paper"].str.startswith("fail")
+    y = [g.FAIL_ERROR if f else p for f, p in zip(fails, paper["paper_error"], strict=True)]
+    fig.add_scatter(x=paper["label"].tolist(), y=y, mode="markers", name="paper, ResNet-110 on CIFAR-10",
+                    marker=dict(symbol="diamond", size=11, color="#222", line=dict(color="white", width=1)),
+                    text=paper["paper"].tolist(), hovertemplate="%{x}<br>paper: %{text} %<extra></extra>")
+    fig.update_layout(barmode="group", height=420, margin=dict(t=10 + render.LEGEND_PX, b=10, l=10, r=10),
+                      legend=render.LEGEND_ABOVE)
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels, tickangle=-30, automargin=True)
+    fig.update_yaxes(title_text="test error", ticksuffix=" %", rangemode="tozero", automargin=True)
+    return fig
+
+
+def show_results(summary: pd.DataFrame, key: str) -> None:
+    """The tables (one per depth) and the chart of a grid's summary."""
+    for depth in sorted({int(d) for d in summary["depth"]}):
+        st.markdown(f"**Depth {depth}** ({(depth - 2) // 2} residual blocks)")
+        table(depth_table(summary, depth))
+    render.show(error_chart(summary), key=f"{key}_chart")
+    st.caption("Bars: measured mean test error, whiskers ± one sample std over seeds (none with one seed). "
+               "Diamonds: the paper's ResNet-110 on CIFAR-10 (\"fail\", above 20 %, drawn at 20 %).")
+
+
+def open_store() -> RunStore | None:
+    try:
+        return cache.run_store()
+    except LensError as exc:
+        st.error(f"The run store cannot be used: {exc}")
+        return None
+
+
+def runs_of(results: pd.DataFrame, source: str) -> dict[str, dict[str, Any]]:
+    """The finished runs of a grid by store key, with the label they are picked by."""
+    done = results[results["status"] == "complete"]
+    return {str(r["key"]): {"label": f"{source} · {r['variant']} · depth {r['depth']} · seed {r['seed']}",
+                            "variant": str(r["variant"])} for _, r in done.iterrows()}
+
+
+def residual(name: str) -> bool:
+    return bool(g.variant(name).changes.get("residual", True))
+
+
+def gradient_records(store: RunStore, keys: list[str]) -> dict[str, pd.DataFrame]:
+    out = {}
+    for k in keys:
+        df = store.gradients(k)
+        if df is not None and not df.empty:
+            out[k] = df
+    return out
+
+
+# ------------------------------------------------------------------ the page
+st.title("Variants lab")
+st.caption("He et al. 2016 (*Identity Mappings in Deep Residual Networks*), Table 1 (shortcut variants) and "
+           "Table 2 (activation placement), trained here instead of quoted: each variant's test error measured over "
+           "several seeds, the paper's number beside it, and a one-line reading computed from the numbers.")
+
+# ------------------------------------------------------------------ 1. the shipped grid
+st.subheader("1 · The recorded grid")
+shipped_results: pd.DataFrame | None = None
+if not RESULTS_FILE.is_file():
+    st.info(f"No recorded grid: `{RESULTS_FILE.relative_to(ROOT) if RESULTS_FILE.is_relative_to(ROOT) else RESULTS_FILE}` "
+            "is not there. Record it with `python -m analysis grid --out results/variants_digits.json` (see the "
+            "README), or run a grid below.")
+else:
+    try:
+        shipped_results, file_summary, shipped_meta = load_results(str(RESULTS_FILE), RESULTS_FILE.stat().st_mtime)
+        # the readings are recomputed from the runs, so they follow the paper's table as the app has it
+        shipped_summary = g.summarise(shipped_results) if len(shipped_results) else file_summary
+    except LensError as exc:
+        error_box(exc)
+        shipped_results = None
+    else:
+        st.caption(describe(shipped_meta.get("grid", {})) + " The paper's numbers are ResNet-110 (54 blocks) on "
+                   "CIFAR-10 with its own recipe, so only the ordering of the variants and which of them fail can be "
+                   "compared, not the percentages. " + took(shipped_meta))
+        show_results(shipped_summary, "variants_shipped")
+        dl = st.columns(2)
+        dl[0].download_button("Download the recorded runs (CSV)", shipped_results.to_csv(index=False),
+                             file_name="variants_digits_runs.csv", mime="text/csv", key="variants_shipped_runs_csv")
+        dl[1].download_button("Download the recorded summary (CSV)", shipped_summary.to_csv(index=False),
+                             file_name="variants_digits_summary.csv", mime="text/csv",
+                             key="variants_shipped_summary_csv")
+
+# ------------------------------------------------------------------ 2. the user's grid
+st.subheader("2 · Run a grid")
+st.caption("Every run is kept in the run store as soon as it finishes, keyed by its spec, recipe, data and seed: "
+           "asking again for a run that is there shows it without training.")
+row = st.columns(2)
+chosen = row[0].multiselect("Variants", list(g.VARIANTS), DEFAULT_VARIANTS, key="variants_variants",
+                          format_func=lambda n: g.VARIANTS[n].label)
+combos = row[1].text_input("Combinations (optional)", key="variants_combos", placeholder="full_preact+exclusive_gating",
+                         help="Variant names joined by '+', several separated by commas, e.g. "
+                              f"full_preact+exclusive_gating. Names: {', '.join(g.VARIANTS)}.")
+row = st.columns(2)
+depths = row[0].multiselect("Depths (6n+2)", DEPTHS, [8], key="variants_depths",
+                          help="Depth 8 trains in seconds; the paper's ResNet-110 is depth 110.")
+size = row[1].select_slider("Digits size (pixels)", [8, 16, 32], 16, key="variants_size")
+opts = st.columns(4)
+seeds = opts[0].number_input(range_label("Seeds", 1, 3), 1, 3, 2, key="variants_seeds",
+                             help="Seeds 0, 1, …: the mean ± std is over them.")
+epochs = opts[1].number_input(range_label("Epochs", 1, 200), 1, 200, 5, key="variants_epochs",
+                              help="SGD, lr 0.1, cosine schedule, 1 warm-up epoch, shift augmentation (the CLI's defaults).")
+record = opts[2].checkbox("Record gradient flow", True, key="variants_grad_record",
+                          help="The gradient norm reaching each block's input and each block's parameters, every k steps.")
+grad_every = opts[3].number_input(range_label("every k steps", 1, 1000), 1, 1000, GRAD_EVERY,
+                                  key="variants_grad_every", disabled=not record)
+
+names = [*chosen, *(p.strip() for p in combos.split(",") if p.strip())]
+grid: g.Grid | None = None
+if not names:
+    st.error("Choose at least one variant (or type a combination).")
+else:
+    try:
+        grid = g.Grid(tuple(names), tuple(int(d) for d in depths), tuple(range(int(seeds))),
+                      TrainConfig(epochs=int(epochs)), DataSpec("digits", int(size)))
+    except LensError as exc:
+        error_box(exc)
+store = open_store()
+
+
+def show_grid(result: g.GridResult, store: RunStore) -> None:
+    """The user's grid: what it is, the same tables and chart as the recorded one, and downloads."""
+    res = result.results
+    status = res["status"].value_counts()
+    metric_row([Metric("Runs", f"{len(res)}"), Metric("Trained now", f"{result.trained}"),
+                Metric("Found in the run store", f"{result.reused}"),
+                Metric("Not finished (cancelled)", f"{int(status.get('cancelled', 0))}"),
+                Metric("Wall time", f"{result.wall_seconds:,.1f} s")])
+    st.caption(describe(result.grid.definition))
+    show_results(result.summary, "variants_yours")
+    with st.expander("Every run"):
+        table(res[["variant", "depth", "seed", "status", "reused", "train_error", "test_error", "epochs", "seconds",
+                   "key", "message"]], formats={"train_error": "%.2f", "test_error": "%.2f"})
+    keys = [str(k) for k in res.loc[res["status"] == "complete", "key"]]
+    dl = st.columns(3)
+    dl[0].download_button("Download runs (CSV)", res.to_csv(index=False), file_name="variants_runs.csv",
+                         mime="text/csv", key="variants_runs_csv")
+    dl[1].download_button("Download summary (CSV)", result.summary.to_csv(index=False),
+                         file_name="variants_summary.csv", mime="text/csv", key="variants_summary_csv")
+    try:
+        records = gradient_records(store, keys)
+    except LensError as exc:
+        st.warning(f"The gradient records cannot be read: {exc}")
+        records = {}
+    if records:
+        rows = res.set_index("key")
+        both = pd.concat([df.assign(variant=rows.loc[k, "variant"], depth=rows.loc[k, "depth"],
+                                    seed=rows.loc[k, "seed"], run=k) for k, df in records.items()], ignore_index=True)
+        dl[2].download_button("Download gradient records (CSV)", both.to_csv(index=False),
+                             file_name="variants_gradient_flow.csv", mime="text/csv", key="variants_grad_csv")
+    else:
+        dl[2].caption("No gradient-flow records for this grid's runs.")
+
+
+stopped = st.session_state.pop("variants_active", None)  # left behind by a grid a rerun interrupted
+if stopped is not None and store is not None:
+    try:
+        # nothing is trained here: cancel() is True from the start, so only the stored runs come back
+        partial = g.run_grid(stopped, store, InProcessExecutor(), cancel=lambda: True)
+    except LensError as exc:
+        error_box(exc)
+    else:
+        kept = int((partial.results["status"] == "complete").sum())
+        st.warning(f"The grid was stopped before it finished (Cancel, or another click while it ran). The "
+                   f"{kept} of {len(partial.results)} runs that had finished are kept in the run store and shown "
+                   "below; the run in progress was dropped. Run the same grid again to train only the rest.")
+        st.session_state["variants_result"] = partial
+
+go_run = st.button("Run grid", type="primary", key="variants_run", disabled=grid is None or store is None,
+                   help="Train every run of the grid the run store does not hold yet, one after another in this server.")
+if go_run and grid is not None and store is not None:  # the button is disabled otherwise
+    st.session_state["variants_active"] = grid
+    # placeholders: the button and the bars are there while the grid runs, and gone when it ends
+    cancel_slot, grid_slot, run_slot = st.empty(), st.empty(), st.empty()
+    cancel_slot.button("Cancel", key="variants_cancel",
+                       help="Stops the grid: the runs that finished stay in the run store; the one running is dropped.")
+    grid_bar = grid_slot.progress(0.0, text="grid: starting…")
+    shown: dict[str, int] = {}
+
+    def progress(p: g.GridProgress) -> None:
+        grid_bar.progress(min(p.done / max(p.total, 1), 1.0),
+                          text=f"grid: {p.done} of {p.total} runs finished ({p.reused} found in the run store)")
+        for key, e in p.running.items():
+            frac = min(max(((e.epoch - 1) * e.steps + e.step) / max(e.epochs * e.steps, 1), 0.0), 1.0)
+            if shown.get(key) == int(1000 * frac):
+                continue  # redraw at most 1000 times per run
+            shown[key] = int(1000 * frac)
+            run_slot.progress(frac, text=f"{p.labels.get(key, key)}: epoch {e.epoch}/{e.epochs}, loss {e.loss:.3f}")
+
+    try:
+        result = g.run_grid(grid, store, InProcessExecutor(), progress=progress,
+                            grad_every=int(grad_every) if record else 0)
+    except LensError as exc:
+        error_box(exc)
+    else:
+        st.session_state["variants_result"] = result
+        st.success(f"Grid finished: {result.trained} runs trained, {result.reused} found in the run store, "
+                   f"{result.wall_seconds:,.1f} s.")
+    finally:  # finished or refused: neither the button nor the bars stay on screen
+        cancel_slot.empty()
+        grid_slot.empty()
+        run_slot.empty()
+    st.session_state.pop("variants_active", None)
+
+yours: g.GridResult | None = st.session_state.get("variants_result")
+if yours is not None and store is not None:
+    st.markdown("#### Your grid")
+    show_grid(yours, store)
+
+# ------------------------------------------------------------------ 3. training curves
+st.subheader("3 · Training curves")
+runs: dict[str, dict[str, Any]] = {}
+if yours is not None:
+    runs.update(runs_of(yours.results, "yours"))
+if shipped_results is not None:
+    runs.update({k: v for k, v in runs_of(shipped_results, "recorded").items() if k not in runs})
+if not runs:
+    st.info("No finished runs yet: run a grid above.")
+elif store is not None:
+    picks = st.multiselect("Runs (variant · depth · seed)", list(runs), list(runs)[:4], key="variants_curves",
+                           format_func=lambda k: runs[k]["label"])
+    try:
+        metrics = store.metrics(picks) if picks else pd.DataFrame(columns=["run"])
+    except LensError as exc:
+        error_box(exc)
+        metrics = pd.DataFrame(columns=["run"])
+    with_curves = [k for k in picks if k in set(metrics["run"])]
+    missing = [k for k in picks if k not in with_curves]
+    if with_curves:
+        render.show(render.training_curves([
+            {"label": runs[k]["label"], "residual": residual(runs[k]["variant"]),
+             "history": metrics[metrics["run"] == k].to_dict(orient="records")} for k in with_curves]),
+            key="variants_curves_chart")
+    if missing:
+        st.info("No per-epoch history on this machine for: " + "; ".join(runs[k]["label"] for k in missing)
+                + ". The recorded file keeps each run's final numbers only; the curves are in the run store of "
+                  "whoever trained the runs. Run the same grid here (or `python -m analysis grid`) to have them.")
+
+# ------------------------------------------------------------------ 4. gradient flow
+st.subheader("4 · Gradient flow")
+if runs and store is not None:
+    try:
+        records = gradient_records(store, list(runs))
+    except LensError as exc:
+        error_box(exc)
+        records = {}
+    if not records:
+        st.info("No gradient-flow records for these runs: run a grid with *Record gradient flow* on to see how much "
+                "gradient reaches each block.")
+    else:
+        head = st.columns([1, 2])
+        kind = head[0].radio("Gradient at", list(GRAD_KINDS), format_func=GRAD_KINDS.__getitem__,
+                          key="variants_grad_kind", horizontal=True)
+        # one run per variant by default (the first two variants): plain vs residual, λ vs identity
+        first: dict[str, str] = {}
+        for k in records:
+            first.setdefault(runs[k]["variant"], k)
+        one_each = list(first.values())[:2]
+        picks = head[1].multiselect("Runs", list(records), one_each, key="variants_grad_runs",
+                                 format_func=lambda k: runs[k]["label"])
+        no_records = [runs[k]["label"] for k in runs if k not in records]
+        if no_records:
+            st.caption(f"No gradient-flow records (trained without recording): {'; '.join(no_records)}.")
+        if picks:
+            both = pd.concat([records[k].assign(run=runs[k]["label"], residual=residual(runs[k]["variant"]))
+                              for k in picks], ignore_index=True)
+            shown_kind = both[both["kind"] == kind]
+            zrange = render.decade_range(shown_kind["norm"])
+            cols = st.columns(2)
+            for i, k in enumerate(picks):
+                render.show(render.gradient_heatmap(records[k], kind, runs[k]["label"], zrange),
+                            key=f"variants_grad_heat_{i}", container=cols[i % 2])
+            steps = sorted({int(s) for s in shown_kind["step"]})
+            at_steps = st.multiselect("Steps to compare", steps, [steps[0], steps[-1]] if len(steps) > 1 else steps,
+                                      key="variants_grad_steps", help="Step 0 is the first batch, at initialisation.")
+            if at_steps:
+                render.show(render.gradient_lines(shown_kind, at_steps, kind), key="variants_grad_lines")
+            st.caption("Input: the gradient of the batch's summed loss at each block's input, per image (L2), "
+                       "averaged over the batch. Parameters: the norm of the gradient the optimiser step uses. "
+                       "A plain net's early blocks get less and less; λ < 1 shrinks and λ > 1 grows the gradient "
+                       "with depth.")
+            st.download_button("Download these gradient records (CSV)", both.to_csv(index=False),
+                               file_name="variants_gradient_flow_shown.csv", mime="text/csv",
+                               key="variants_grad_shown_csv")
+elif store is None:
+    st.info("Gradient-flow records live in the run store, which cannot be used here (see above).")
+else:
+    st.info("No finished runs yet: run a grid above.")
+st.caption(f"Runs are kept in the run store at `{default_home()}` (set RESNET_LENS_HOME to move it).")

@@ -1,0 +1,214 @@
+"""The Variants lab page: the recorded grid beside the paper's numbers, a grid run from the page (stored,
+reused on the second run), a grid a rerun interrupted, and the messages for missing or bad input."""
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from analysis import grid as g
+from analysis import train
+from analysis.executor import DataSpec, InProcessExecutor
+from analysis.meta import TrainConfig
+from analysis.runstore import RunStore
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = str(ROOT / "app_pages" / "variants.py")
+TINY = {"depths": (8,), "seeds": (0,), "recipe": TrainConfig(epochs=1), "data": DataSpec("digits", 8)}
+
+pytestmark = pytest.mark.usefixtures("own_run_store")
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> tuple[Path, g.GridResult]:
+    """A results file from a tiny real grid (depth 8, one epoch, digits at 8 px), in a store of its own."""
+    home = tmp_path_factory.mktemp("recorded")
+    result = g.run_grid(g.Grid(("original", "full_preact"), **TINY), RunStore(home / "store"), InProcessExecutor())
+    path = home / "variants.json"
+    g.write_results(str(path), result)
+    return path, result
+
+
+@pytest.fixture
+def trainings(monkeypatch) -> list[str]:
+    """Every call of analysis.train.train (what the executor trains with), by net name."""
+    calls: list[str] = []
+    real = train.train
+
+    @functools.wraps(real)  # the same signature: the executor asks it whether it records gradients
+    def counted(spec, *args, **kwargs):
+        calls.append(spec.name)
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train", counted)
+    return calls
+
+
+def page(monkeypatch, results: Path) -> AppTest:
+    monkeypatch.setenv("RESNET_LENS_VARIANTS_RESULTS", str(results))
+    return AppTest.from_file(PAGE, default_timeout=120).run()
+
+
+def clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def tiny_settings(at: AppTest) -> AppTest:
+    at.multiselect(key="variants_depths").set_value([8])
+    at.select_slider(key="variants_size").set_value(8)
+    at.number_input(key="variants_seeds").set_value(1)
+    return at.number_input(key="variants_epochs").set_value(1).run()
+
+
+def chart(at: AppTest, trace_name: str) -> dict:
+    for c in at.get("plotly_chart"):
+        for trace in json.loads(c.proto.spec)["data"]:
+            if trace.get("name") == trace_name:
+                return trace
+    raise AssertionError(f"no chart has a trace {trace_name!r}")
+
+
+def test_the_recorded_grid_shows_beside_the_paper_with_readings(monkeypatch, recorded):
+    path, result = recorded
+    at = page(monkeypatch, path)
+    clean(at)
+    depth8 = at.dataframe[0].value
+    assert list(depth8["variant"]) == ["original (identity shortcut)", "full pre-activation"]
+    assert list(depth8["paper, ResNet-110 CIFAR-10 %"]) == ["6.61", "6.37"]
+    summary = result.summary.set_index("variant")
+    assert list(depth8["test error %"]) == [f"{summary.loc[v, 'test_error_mean']:.2f}" for v in result.grid.variants]
+    assert list(depth8["runs / diverged"]) == ["1 / 0", "1 / 0"]
+    # the readings are grid.reading's, from the numbers
+    assert list(depth8["reading"]) == list(summary["reading"])
+    assert depth8["reading"][1].endswith("paper: -0.24 pp vs the original")
+    caption = " ".join(c.value for c in at.caption)
+    assert "8×8 handwritten digits (test split" in caption and "depth 8" in caption and "1 seed each (0)" in caption
+    assert "1 epoch of SGD" in caption and "ResNet-110 (54 blocks) on CIFAR-10" in caption
+    assert f"Recording it took {result.wall_seconds:,.1f} s wall time (2 runs trained, 0 found" in caption
+    paper = chart(at, "paper, ResNet-110 on CIFAR-10")
+    assert paper["y"] == [6.61, 6.37]
+    measured = chart(at, "depth 8 (measured)")
+    assert [round(y, 4) for y in measured["y"]] == [round(summary.loc[v, "test_error_mean"], 4)
+                                                    for v in result.grid.variants]
+    # its runs are not in this machine's store: no curves are made up, and it says so
+    assert any("No per-epoch history on this machine for: recorded · original · depth 8 · seed 0" in i.value
+               for i in at.info)
+    assert any("No gradient-flow records for these runs" in i.value for i in at.info)
+
+
+def test_a_grid_run_from_the_page_is_stored_shown_and_reused(monkeypatch, tmp_path, trainings):
+    at = tiny_settings(page(monkeypatch, tmp_path / "none.json"))
+    assert at.multiselect(key="variants_variants").value == ["original", "scaling_0.5"]
+    at.button(key="variants_run").click().run()
+    clean(at)
+    assert trainings == ["cifar_resnet8", "cifar_resnet8"]
+    from ui import cache
+
+    assert len(cache.run_store().runs()) == 2
+    m = metrics(at)
+    assert (m["Runs"], m["Trained now"], m["Found in the run store"]) == ("2", "2", "0")
+    assert "Grid finished: 2 runs trained, 0 found in the run store" in at.success[0].value
+    runs = at.dataframe[1].value
+    assert list(runs["variant"]) == ["original", "scaling_0.5"] and not runs["reused"].any()
+    assert list(at.dataframe[0].value["paper, ResNet-110 CIFAR-10 %"]) == ["6.61", "fail (> 20 %)"]
+    # shown: the curves of both runs (from the store's per-epoch rows) and their gradient flow
+    assert at.multiselect(key="variants_curves").value == list(runs["key"])
+    curves = [t for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]
+              if "<br>epoch %{x}<br>" in t.get("hovertemplate", "")]
+    assert len(curves) == 4  # test and training error of each run
+    assert at.multiselect(key="variants_grad_runs").value == list(runs["key"])
+    assert len([c for c in at.get("plotly_chart") if json.loads(c.proto.spec)["data"][0]["type"] == "heatmap"]) == 2
+    assert not at.warning
+
+    trainings.clear()
+    at.button(key="variants_run").click().run()
+    clean(at)
+    assert trainings == []  # both runs came from the store
+    m = metrics(at)
+    assert (m["Trained now"], m["Found in the run store"]) == ("0", "2")
+    again = at.dataframe[1].value
+    assert again["reused"].all() and list(again["test_error"]) == list(runs["test_error"])
+    assert "0 runs trained, 2 found in the run store" in at.success[0].value
+
+
+def test_a_grid_a_rerun_interrupted_keeps_and_shows_its_finished_runs(monkeypatch, tmp_path, trainings):
+    from ui import cache
+
+    grid = g.Grid(("original", "scaling_0.5"), **TINY)
+    g.run_grid(g.Grid(("original",), **TINY), cache.run_store(), InProcessExecutor())  # the one that finished
+    trainings.clear()
+    monkeypatch.setenv("RESNET_LENS_VARIANTS_RESULTS", str(tmp_path / "none.json"))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["variants_active"] = grid  # what a Cancel click mid-grid leaves behind
+    at.run()
+    clean(at)
+    assert trainings == []
+    (warning,) = [w.value for w in at.warning]
+    assert "The 1 of 2 runs that had finished are kept in the run store and shown below" in warning
+    m = metrics(at)
+    assert (m["Runs"], m["Trained now"], m["Found in the run store"], m["Not finished (cancelled)"]) == (
+        "2", "0", "1", "1")
+    runs = at.dataframe[1].value
+    assert list(runs["status"]) == ["complete", "cancelled"]
+    assert list(at.dataframe[0].value["runs / diverged"]) == ["1 / 0", "0 / 0"]
+    assert "variants_active" not in at.session_state
+    at.run()  # said once: the next rerun shows the kept grid without the warning
+    assert not at.warning and metrics(at)["Found in the run store"] == "1"
+
+
+def test_no_results_file_is_said_plainly(monkeypatch, tmp_path):
+    missing = tmp_path / "variants_digits.json"
+    at = page(monkeypatch, missing)
+    clean(at)
+    assert f"No recorded grid: `{missing}` is not there" in at.info[0].value
+    assert not at.dataframe and not at.error
+    assert not at.button(key="variants_run").disabled
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    at = page(monkeypatch, bad)
+    clean(at)
+    assert f"{bad}: not a grid results file" in at.error[0].value
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"variants_variants": []}, "Choose at least one variant (or type a combination)."),
+    ({"variants_combos": "plain+exclusive_gating"}, "plain net has no shortcut"),
+    ({"variants_combos": "original+nonsense"}, "unknown variant 'nonsense'"),
+    ({"variants_depths": []}, "a grid needs at least one depth"),
+])
+def test_bad_input_is_one_message_and_no_run(monkeypatch, tmp_path, change, message):
+    at = page(monkeypatch, tmp_path / "none.json")
+    for key, value in change.items():
+        widget = at.text_input(key=key) if key == "variants_combos" else at.multiselect(key=key)
+        widget.set_value(value)
+    at.run()
+    clean(at)
+    assert len(at.error) == 1 and message in at.error[0].value
+    assert at.button(key="variants_run").disabled
+
+
+def test_an_unusable_run_store_is_said_and_no_grid_runs(monkeypatch, tmp_path):
+    from ui import cache
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("RESNET_LENS_HOME", str(blocker))
+    cache.run_store.clear()
+    at = page(monkeypatch, tmp_path / "none.json")
+    clean(at)
+    assert len(at.error) == 1 and at.error[0].value.startswith("The run store cannot be used: cannot use the run store")
+    assert at.button(key="variants_run").disabled
+
+
+def test_why_shortcuts_work_links_to_the_lab():
+    at = AppTest.from_file(str(ROOT / "app_pages" / "theory.py"), default_timeout=120).run()
+    clean(at)
+    (link,) = at.get("page_link")
+    assert link.proto.page == "variants" and link.proto.label.startswith("Variants lab")
+
