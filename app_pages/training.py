@@ -111,9 +111,9 @@ def gradient_flow(trained: dict[str, Checkpoint]) -> None:
         st.info("Train a net with *Record gradient flow* on to see how much gradient reaches each block.")
         return
     c = st.columns([1, 2])
-    kind = c[0].radio("Gradient at", list(GRAD_KINDS), format_func=GRAD_KINDS.__getitem__, key="grad_kind",
+    kind = c[0].radio("Gradient at", list(GRAD_KINDS), format_func=GRAD_KINDS.__getitem__, key="train_grad_kind",
                       horizontal=True)
-    picks = c[1].multiselect("Runs", list(records), list(records)[:4], key="grad_runs")
+    picks = c[1].multiselect("Runs", list(records), list(records)[:4], key="train_grad_runs")
     if not picks:
         return
     both = pd.concat([records[p].assign(run=p, residual=trained[p].spec.residual) for p in picks], ignore_index=True)
@@ -125,7 +125,7 @@ def gradient_flow(trained: dict[str, Checkpoint]) -> None:
                     container=cols[i % 2])
     steps = sorted({int(s) for s in shown["step"]})
     chosen = st.multiselect("Steps to compare", steps, [steps[0], steps[-1]] if len(steps) > 1 else steps,
-                            key="grad_steps", help="Step 0 is the first batch, at initialisation.")
+                            key="train_grad_steps", help="Step 0 is the first batch, at initialisation.")
     if chosen:
         render.show(render.gradient_lines(shown, chosen, kind), key="grad_lines")
     # a caption, not a table: the runs table stays the page's last one
@@ -159,14 +159,14 @@ else:
 
 st.subheader("Run it yourself")
 # the two multiselects get half a row each: in a quarter of an 820-px page their chips showed only "×"
-c = st.columns(2)
-depths = c[0].multiselect("Depths (6n+2)", DEPTHS, [20, 56], key="train_depths")
-kinds = c[1].multiselect("Nets", ["residual", "plain"], ["residual", "plain"], key="train_kinds")
-c = st.columns(2)
-epochs = c[0].number_input("Epochs (1–200)", 1, 200, 10, key="train_epochs")
+nets_row = st.columns(2)
+depths = nets_row[0].multiselect("Depths (6n+2)", DEPTHS, [20, 56], key="train_depths")
+kinds = nets_row[1].multiselect("Nets", ["residual", "plain"], ["residual", "plain"], key="train_kinds")
+run_row = st.columns(2)
+epochs = run_row[0].number_input("Epochs (1–200)", 1, 200, 10, key="train_epochs")
 DATA_LABELS = {"digits": "embedded digits", "cifar10": "CIFAR-10 (local path)",
                "imagefolder": "ImageFolder (local path)"}
-source = c[1].selectbox("Data", list(DATA_LABELS), key="train_data", format_func=DATA_LABELS.__getitem__)
+source = run_row[1].selectbox("Data", list(DATA_LABELS), key="train_data", format_func=DATA_LABELS.__getitem__)
 path: str | None = None
 if source == "digits":
     size = st.select_slider("Digits size (pixels)", [8, 16, 32], 16, key="train_size")

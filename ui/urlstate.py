@@ -120,7 +120,8 @@ REGISTRY: dict[str, PageParams] = {
     "training": PageParams("train_", {"depths": "ints", "kinds": "strs", "epochs": "int", "data": "str",
                                       "size": "int", "path": "str", "img_size": "int", "lr": "float",
                                       "schedule": "str", "seed": "int", "device": "str", "download_pick": "str",
-                                      "grad_record": "bool", "grad_every": "int"}),
+                                      "grad_record": "bool", "grad_every": "int", "grad_kind": "str",
+                                      "grad_runs": "strs", "grad_steps": "ints"}),
     # the lesion lab's block checkboxes are keyed by the checkpoint's label; the page keeps the deleted
     # blocks' names under lesion_deleted (`deleted=layer1.0&deleted=layer2.3`) and sets the boxes from it
     "lesion": PageParams("lesion_", {"ckpt": "str", "data_kind": "str", "data_path": "str", "k_samples": "int",
@@ -129,6 +130,10 @@ REGISTRY: dict[str, PageParams] = {
     "paths": PageParams("paths_", {"n": "int", "pick": "int", "net": "str", "blocks_*": "int", "range_*": "pair",
                                    "ckpt": "str", "samples": "int", "batch": "int", "seed": "int", "mass": "float",
                                    "init": "bool"}),
+    "variants": PageParams("variants_", {"variants": "strs", "combos": "str", "depths": "ints", "size": "int",
+                                         "seeds": "int", "epochs": "int", "grad_record": "bool", "grad_every": "int",
+                                         "curves": "strs", "grad_kind": "str", "grad_runs": "strs",
+                                         "grad_steps": "ints"}),
     "theory": PageParams("theory_", {"lambdas": "floats", "depth": "int", "rscale": "float"}),
 }
 
