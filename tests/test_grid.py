@@ -279,9 +279,12 @@ def start_grid_and_wait_for_a_run(store_dir: Path, *extra: str) -> subprocess.Po
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if (store_dir / "runs.sqlite").exists():
-            with sqlite3.connect(store_dir / "runs.sqlite", timeout=30) as con:
-                if con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
-                    break
+            try:
+                with sqlite3.connect(store_dir / "runs.sqlite", timeout=30) as con:
+                    if con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
+                        break
+            except sqlite3.OperationalError:
+                pass  # the file exists a moment before the child has created its tables
         time.sleep(0.02)
     return proc
 
