@@ -15,7 +15,7 @@ from analysis.checkpoints import Checkpoint, find_twin
 from analysis.data import Dataset
 from analysis.errors import LensError
 from analysis.runstore import RunStore, net_key
-from ui import cache, render
+from ui import cache, render, widgets
 from ui.widgets import (
     Metric,
     Picked,
@@ -191,11 +191,7 @@ def twin_of(picked: Picked) -> Picked | None:
 
 
 def open_store() -> RunStore | None:
-    try:
-        return cache.run_store()
-    except LensError as exc:
-        st.warning(f"Sweep results are kept for this session only: {exc}")
-        return None
+    return widgets.open_store("Sweep results are kept for this session only")
 
 
 def session_key(net: Picked, experiment: str, settings: dict[str, Any]) -> tuple:

@@ -16,7 +16,7 @@ from analysis.errors import DatasetError, LensError
 from analysis.reference import VEIT_EFFECTIVE_PATHS
 from analysis.runstore import RunStore, net_key
 from analysis.specs import MODELS
-from ui import cache, render
+from ui import cache, render, widgets
 from ui.fmt import fmt_count, fmt_int
 from ui.widgets import Metric, Picked, checkpoint_picker, error_box, metric_row, progress_reporter, table
 
@@ -106,11 +106,7 @@ def key_of(net: Picked) -> str:
 
 
 def open_store() -> RunStore | None:
-    try:
-        return cache.run_store()
-    except LensError as exc:
-        st.warning(f"Path measurements are kept for this session only: {exc}")
-        return None
+    return widgets.open_store("Path measurements are kept for this session only")
 
 
 picked = checkpoint_picker("paths", container=st)

@@ -17,7 +17,7 @@ from analysis.errors import LensError
 from analysis.executor import DataSpec, InProcessExecutor
 from analysis.meta import TrainConfig
 from analysis.runstore import RunStore, default_home
-from ui import cache, render
+from ui import render, widgets
 from ui.widgets import Metric, error_box, metric_row, range_label, table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,11 +129,7 @@ def show_results(summary: pd.DataFrame, key: str) -> None:
 
 
 def open_store() -> RunStore | None:
-    try:
-        return cache.run_store()
-    except LensError as exc:
-        st.error(f"The run store cannot be used: {exc}")
-        return None
+    return widgets.open_store("The run store cannot be used", error=True)
 
 
 def runs_of(results: pd.DataFrame, source: str) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ import streamlit as st
 
 from analysis.checkpoints import AmbiguousCheckpointError, Checkpoint
 from analysis.errors import LensError
+from analysis.runstore import RunStore
 from analysis.specs import (
     ACTIVATION_LABELS,
     ACTIVATIONS,
@@ -102,6 +103,18 @@ def small_input_warning(spec: ResNetSpec, container: Any = None) -> None:
     note = small_input_note(spec)
     if note is not None:
         (container or st).warning(note, icon="⚠️")
+
+
+def open_store(unavailable: str, *, error: bool = False) -> RunStore | None:
+    """The app's run store, or None with ``unavailable`` and the reason shown (a warning where the
+    page can go on without it, an error where it cannot)."""
+    from ui import cache
+
+    try:
+        return cache.run_store()
+    except LensError as exc:
+        (st.error if error else st.warning)(f"{unavailable}: {exc}")
+        return None
 
 
 def error_box(exc: Exception) -> None:
