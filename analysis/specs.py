@@ -174,7 +174,9 @@ class ResNetSpec:
     def plain_twin(self) -> ResNetSpec:
         """Same layers, shortcuts removed (He et al. 2015, Sec. 4.1 'plain networks')."""
         name = self.name if self.name.startswith("plain") else f"plain_{self.name}"
-        return self.replace(name=name, residual=False)
+        # no shortcut, so no shortcut variant (scaling, gates, dropout act on the shortcut); the
+        # activation placement stays: it is part of the layers
+        return self.replace(name=name, residual=False, shortcut_variant="identity", scale_residual=False)
 
     def preact_variant(self) -> ResNetSpec:
         name = self.name if "preact" in self.name else f"preact_{self.name}"

@@ -90,6 +90,15 @@ st.caption("↓ marks a downsampling block: deleting it keeps its shortcut — "
               "none": "for a plain net, a parameter-free subsample and zero-pad",
               "identity": "identity"}[next((b.shortcut for b in infos if b.downsample), "identity")]
            + " — so the shape still fits the next block.")
+DELETED_JOIN = {  # He et al. 2016's variants: what a block with its residual branch deleted still computes
+    "scale": "each deleted block still scales its shortcut by λ (y = λ·s(x)), so deletions multiply the signal by λ",
+    "gate": "a deleted block keeps its gate: y = (1 − g(x))·s(x), the shortcut as the intact net weights it",
+    "shortcut_gate": "a deleted block keeps its gate: y = (1 − g(x))·s(x), the shortcut as the intact net weights it",
+    "dropout": "the dropout on the shortcut acts only in training: at test time a deleted block passes s(x) on",
+}
+if ck.spec.residual and ck.spec.shortcut_variant in DELETED_JOIN:
+    st.caption(f"{ck.spec.variant_label}: {DELETED_JOIN[ck.spec.shortcut_variant]}; what follows the add "
+               "(ReLU, or BN + ReLU) is applied as in the intact block.")
 prefix = f"lesion_{label}"
 box_keys = {b.index: f"{prefix}_{b.name}" for b in infos}
 stages = sorted({b.stage_index for b in infos})

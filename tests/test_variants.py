@@ -265,3 +265,32 @@ def test_explorer_shows_a_variant_picked_in_the_sidebar():
     at.sidebar.checkbox(key="explorer_preact").uncheck().run()
     at.sidebar.selectbox(key="explorer_activation").set_value("bn_after_add").run()
     assert "BN after addition" in at.subheader[0].value and not at.error
+
+
+@pytest.mark.usefixtures("own_run_store")
+def test_lesion_lab_says_what_deleting_a_gated_branch_means():
+    """A gated net trained here, picked in the Lesion lab: the page says a deleted block keeps its gate,
+    and deleting a block gives the error of (1 - g) * s(x) computed by the library."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from analysis.data import load_digits
+    from analysis.meta import TrainConfig
+    from analysis.train import train_checkpoint
+    from ui import cache
+
+    data = load_digits(size=8, seed=0)
+    spec = R20.replace(shortcut_variant="shortcut_gate", layers=(1, 1, 1), in_channels=1, input_size=8)
+    ck = train_checkpoint(spec, data, TrainConfig(epochs=1, seed=0))
+    cache.run_store().save_run("gated net", ck)
+    root = Path(__file__).resolve().parent.parent
+    at = AppTest.from_file(str(root / "app_pages" / "lesion.py"), default_timeout=120).run()
+    at.sidebar.selectbox(key="lesion_ckpt").set_value("trained here: gated net").run()
+    assert not at.exception and not at.error
+    assert any("a deleted block keeps its gate: y = (1 − g(x))·s(x)" in c.value for c in at.caption)
+
+
+def test_the_plain_twin_of_a_variant_has_no_shortcut_variant():
+    twin = R20.replace(shortcut_variant="scale", scale_residual=True, activation="bn_after_add").plain_twin()
+    assert not twin.residual and twin.shortcut_variant == "identity" and twin.activation == "bn_after_add"
