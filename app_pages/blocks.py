@@ -56,4 +56,4 @@ else:
     st.caption(f"MACs = weights × output H × W at {size}×{size} input, stride {stride} on the 3×3 "
                "(torchvision v1.5).")
     st.download_button("Download the comparison (CSV)", comparison.to_csv(index=False),
-                       file_name="block_comparison.csv", mime="text/csv", key="blocks_csv")
+                       file_name="block_comparison.csv", mime="text/csv", on_click="ignore", key="blocks_csv")

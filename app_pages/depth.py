@@ -42,7 +42,7 @@ else:
     st.caption(f"{ACTIVATION_COLUMN}: the float32 outputs of every operation of the forward pass for one image, "
                "summed (as on the Architecture explorer).")
     st.download_button("Download (CSV)", both.to_csv(index=False), file_name="depth_comparison.csv",
-                       mime="text/csv", key="depth_csv")
+                       mime="text/csv", on_click="ignore", key="depth_csv")
     c1, c2 = st.columns(2)
     render.show(render.vs_depth(both, "params", "Parameters vs depth"), key="depth_params", container=c1)
     render.show(render.vs_depth(both, "MACs", "MACs vs depth"), key="depth_macs", container=c2)

@@ -52,13 +52,13 @@ if spec is not None:
     d = st.columns(3)
     stem = f"{spec.name}_{level}"
     d[0].download_button("Download DOT", dot, file_name=f"{stem}.dot", mime="text/vnd.graphviz",
-                         key="diagrams_dot")
+                         on_click="ignore", key="diagrams_dot")
     if not too_big and diagrams.has_dot():
         # bytes made before the buttons (cached by DOT text), never a deferred callable: see ui/cache.py
         d[1].download_button("Download SVG", cache.rendered_diagram(dot, "svg"), file_name=f"{stem}.svg",
-                             mime="image/svg+xml", key="diagrams_svg")
+                             mime="image/svg+xml", on_click="ignore", key="diagrams_svg")
         d[2].download_button("Download PNG", cache.rendered_diagram(dot, "png"), file_name=f"{stem}.png",
-                             mime="image/png", key="diagrams_png")
+                             mime="image/png", on_click="ignore", key="diagrams_png")
     elif not too_big:
         d[1].info("SVG/PNG export needs Graphviz's `dot` (apt-get install graphviz).")
 

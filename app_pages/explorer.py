@@ -87,7 +87,7 @@ if spec is not None:
     cols = first + [c for g in groups for c in COLUMN_GROUPS[g] if c in view.columns]
     table(shaped(view[cols]), height=min(560, 35 * (len(view) + 1) + 3))
     st.download_button("Download the full layer table (CSV)", shaped(layers).to_csv(index=False),
-                       file_name=f"{spec.name}_layers.csv", mime="text/csv", key="explorer_csv")
+                       file_name=f"{spec.name}_layers.csv", mime="text/csv", on_click="ignore", key="explorer_csv")
 
     st.subheader("Where the cost sits")
     render.show(render.stage_costs(rollup(layers, "stage")), key="explorer_stage_chart")

@@ -331,7 +331,7 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, twin: Pick
     # the file names the picked net (an upload's name without its extension)
     stem = cache.download_name(Path(picked.name).stem if picked.origin == "uploaded" else picked.name, "")
     st.download_button("Download CSV", df.to_csv(index=False), file_name=f"lesion_{experiment}_{stem}.csv",
-                       mime="text/csv", key=f"lesion_{experiment}_csv")
+                       mime="text/csv", on_click="ignore", key=f"lesion_{experiment}_csv")
 
 
 def forget(net_label: str, key: str) -> None:

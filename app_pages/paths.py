@@ -65,7 +65,7 @@ metric_row([
 frame = dist.frame()
 render.show(render.length_distribution(frame, (lo, hi)), key="paths_dist", container=c2)
 st.download_button("Download the distribution (CSV, exact counts)", frame.to_csv(index=False),
-                   file_name=f"path_lengths_n{override}.csv", mime="text/csv", key="paths_dist_csv")
+                   file_name=f"path_lengths_n{override}.csv", mime="text/csv", on_click="ignore", key="paths_dist_csv")
 
 # ------------------------------------------------------------------ 3. gradient by path length
 st.subheader("3 · Gradient by path length")
@@ -279,4 +279,4 @@ if picked is not None:
                   formats={"paths": st.column_config.TextColumn(alignment="right", help="C(n, k), exact"),
                            "total (rel.)": "%.3g"})
             st.download_button("Download (CSV)", res.to_csv(index=False), file_name="gradient_by_length.csv",
-                               mime="text/csv", key="paths_grad_csv")
+                               mime="text/csv", on_click="ignore", key="paths_grad_csv")

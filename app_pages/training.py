@@ -136,7 +136,7 @@ def gradient_flow(trained: dict[str, Checkpoint]) -> None:
                "over the batch. Parameters: the norm of the gradient the optimiser step uses. Records are kept "
                "in the run store with their run (and in this session), so a reload shows them again.")
     st.download_button("Download gradient records (CSV)", both.to_csv(index=False), file_name="gradient_flow.csv",
-                       mime="text/csv", key="grad_csv")
+                       mime="text/csv", on_click="ignore", key="grad_csv")
 
 
 st.title("Training: the degradation problem")
@@ -252,7 +252,7 @@ if trained:
     # serialised once per run and kept with it (ui/cache.py): bytes, never a deferred callable
     st.download_button("Download .pt", cache.checkpoint_file(pick, trained[pick]),
                        file_name=cache.download_name(pick, ".pt"), mime="application/octet-stream",
-                       key="train_download")
+                       on_click="ignore", key="train_download")
     try:
         stored = cache.run_store().find(trained[pick])
     except LensError as exc:

@@ -180,10 +180,10 @@ else:
         show_results(shipped_summary, "variants_shipped")
         dl = st.columns(2)
         dl[0].download_button("Download the recorded runs (CSV)", shipped_results.to_csv(index=False),
-                             file_name="variants_digits_runs.csv", mime="text/csv", key="variants_shipped_runs_csv")
+                             file_name="variants_digits_runs.csv", mime="text/csv", on_click="ignore", key="variants_shipped_runs_csv")
         dl[1].download_button("Download the recorded summary (CSV)", shipped_summary.to_csv(index=False),
                              file_name="variants_digits_summary.csv", mime="text/csv",
-                             key="variants_shipped_summary_csv")
+                             on_click="ignore", key="variants_shipped_summary_csv")
 
 # ------------------------------------------------------------------ 2. the user's grid
 st.subheader("2 · Run a grid")
@@ -238,9 +238,9 @@ def show_grid(result: g.GridResult, store: RunStore) -> None:
     keys = [str(k) for k in res.loc[res["status"] == "complete", "key"]]
     dl = st.columns(3)
     dl[0].download_button("Download runs (CSV)", res.to_csv(index=False), file_name="variants_runs.csv",
-                         mime="text/csv", key="variants_runs_csv")
+                         mime="text/csv", on_click="ignore", key="variants_runs_csv")
     dl[1].download_button("Download summary (CSV)", result.summary.to_csv(index=False),
-                         file_name="variants_summary.csv", mime="text/csv", key="variants_summary_csv")
+                         file_name="variants_summary.csv", mime="text/csv", on_click="ignore", key="variants_summary_csv")
     try:
         records = gradient_records(store, keys)
     except LensError as exc:
@@ -251,7 +251,7 @@ def show_grid(result: g.GridResult, store: RunStore) -> None:
         both = pd.concat([df.assign(variant=rows.loc[k, "variant"], depth=rows.loc[k, "depth"],
                                     seed=rows.loc[k, "seed"], run=k) for k, df in records.items()], ignore_index=True)
         dl[2].download_button("Download gradient records (CSV)", both.to_csv(index=False),
-                             file_name="variants_gradient_flow.csv", mime="text/csv", key="variants_grad_csv")
+                             file_name="variants_gradient_flow.csv", mime="text/csv", on_click="ignore", key="variants_grad_csv")
     else:
         dl[2].caption("No gradient-flow records for this grid's runs.")
 
@@ -385,7 +385,7 @@ if runs and store is not None:
                        "with depth.")
             st.download_button("Download these gradient records (CSV)", both.to_csv(index=False),
                                file_name="variants_gradient_flow_shown.csv", mime="text/csv",
-                               key="variants_grad_shown_csv")
+                               on_click="ignore", key="variants_grad_shown_csv")
 elif store is None:
     st.info("Gradient-flow records live in the run store, which cannot be used here (see above).")
 else:
