@@ -97,8 +97,11 @@ def test_lesion_sessions_at_once_agree_with_one_alone(shared_runtime):
         assert not at.exception, [e.value for e in at.exception]
         (store,) = [at.session_state["lesion_results"]]
         single = store[("shipped: digits_resnet20", "digits16", 0, "single", 0, 0)]
-        (csv,) = [b for b in at.get("download_button") if b.label == "Download CSV"]
-        return metrics(at), single, files.of(csv).data
+        csvs = [b for b in at.get("download_button") if b.label == "Download CSV"]
+        # what the page said instead, should the button be missing (seen once in CI under load)
+        said = [e.value for e in (*at.warning, *at.error, *at.info)]
+        assert len(csvs) == 1, (len(csvs), said)
+        return metrics(at), single, files.of(csvs[0]).data
 
     alone = session(0)
     together = at_once(SESSIONS, session)
