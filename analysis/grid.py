@@ -326,17 +326,21 @@ def run_grid(grid: Grid, store: RunStore, executor: Executor, *,
         for r in todo:
             executor.submit(r.task(grad_every))
 
-        def on_event(e: TaskEvent) -> None:
+        def report_and_poll() -> None:
+            """Show the state, then ask whether to stop (once: the executor is cancelled for good)."""
             nonlocal stopped
-            if e.key in rows:  # a late event of a run that already finished
-                return
-            state.running[e.key] = e
-            state.finished = None
             if progress:
                 progress(state)
             if not stopped and cancel and cancel():
                 stopped = True
                 executor.cancel()
+
+        def on_event(e: TaskEvent) -> None:
+            if e.key in rows:  # a late event of a run that already finished
+                return
+            state.running[e.key] = e
+            state.finished = None
+            report_and_poll()
 
         for res in executor.results(on_event):
             r = by_key[res.key]
@@ -347,11 +351,7 @@ def run_grid(grid: Grid, store: RunStore, executor: Executor, *,
             if row["status"] != "cancelled":
                 state.done += 1
             state.finished = row
-            if progress:
-                progress(state)
-            if not stopped and cancel and cancel():
-                stopped = True
-                executor.cancel()
+            report_and_poll()
     for r in runs:  # runs a cancel kept from starting
         rows.setdefault(r.key, _row(r, "cancelled", reused=False))
     results = pd.DataFrame([rows[r.key] for r in runs], columns=RESULT_COLUMNS)
