@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import ConfigError, LensError
 from .io import check_writable
@@ -147,14 +147,31 @@ def add_data_args(p: argparse.ArgumentParser, size: int | None = 16, size_help: 
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
 
 
+def add_recipe_args(p: argparse.ArgumentParser, epochs: int) -> None:
+    """The training recipe's options, shared by ``train`` and ``grid`` (read back by :func:`recipe`)."""
+    p.add_argument("--epochs", type=int, default=epochs, help="1 to 100,000")
+    p.add_argument("--batch-size", type=int, default=64, help="1 to 1,000,000")
+    p.add_argument("--lr", type=float, default=0.1, help="learning rate, in (0, 10]")
+    p.add_argument("--momentum", type=float, default=0.9, help="in [0, 1)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="in [0, 1]")
+    p.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
+    p.add_argument("--warmup", type=int, default=1, help="epochs at lr/10 before the schedule (0 to --epochs)")
+    p.add_argument("--no-augment", action="store_true", help="turn off random shifts / crops / flips")
+
+
+def recipe(args: argparse.Namespace, **more: Any) -> TrainConfig:
+    """The TrainConfig of :func:`add_recipe_args`' options (``more``: seed, device where the command has them)."""
+    from .meta import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                       weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup,
+                       augment=not args.no_augment, **more)
+
+
 def cmd_train(args: argparse.Namespace, stop: Stop) -> int:
     out = check_writable(args.out, what="--out")
     check_data_options(args)
-    from .meta import TrainConfig
-
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                      weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup,
-                      augment=not args.no_augment, seed=args.seed, device=args.device)
+    cfg = recipe(args, seed=args.seed, device=args.device)
     check_device(cfg.device)
     from .specs import get_spec
 
@@ -315,11 +332,8 @@ def cmd_grid(args: argparse.Namespace, stop: Stop) -> int:
     check_int("--workers", args.workers, 1, 256)
     check_int("--grad-every", args.grad_every, 0, 10**9)
     from .executor import DataSpec
-    from .meta import TrainConfig
 
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                      weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup,
-                      augment=not args.no_augment)
+    cfg = recipe(args)
     data = DataSpec(args.data, args.size, args.data_path, args.split_seed, args.train_images)
     grid = g.Grid(tuple(args.variants or g.PAPER_VARIANTS), tuple(args.depths), tuple(range(args.seeds)), cfg, data)
     from .runstore import RunStore
@@ -405,14 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--plain", action="store_true", help="train the plain twin (shortcuts removed)")
     t.add_argument("--preact", action="store_true", help="use pre-activation blocks")
     add_data_args(t)
-    t.add_argument("--epochs", type=int, default=30, help="1 to 100,000")
-    t.add_argument("--batch-size", type=int, default=64, help="1 to 1,000,000")
-    t.add_argument("--lr", type=float, default=0.1, help="learning rate, in (0, 10]")
-    t.add_argument("--momentum", type=float, default=0.9, help="in [0, 1)")
-    t.add_argument("--weight-decay", type=float, default=1e-4, help="in [0, 1]")
-    t.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
-    t.add_argument("--warmup", type=int, default=1, help="epochs at lr/10 before the schedule (0 to --epochs)")
-    t.add_argument("--no-augment", action="store_true", help="turn off random shifts / crops / flips")
+    add_recipe_args(t, epochs=30)
     t.add_argument("--seed", type=int, default=0, help="0 to 2**63-1")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
     t.add_argument("--deterministic", action="store_true",
@@ -455,14 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--seeds", type=int, default=2, help="seeds per variant and depth: 0 .. N-1 (default 2)")
     add_data_args(gr)
     gr.add_argument("--train-images", type=int, default=None, help="use only the first N training images")
-    gr.add_argument("--epochs", type=int, default=10, help="1 to 100,000")
-    gr.add_argument("--batch-size", type=int, default=64, help="1 to 1,000,000")
-    gr.add_argument("--lr", type=float, default=0.1, help="learning rate, in (0, 10]")
-    gr.add_argument("--momentum", type=float, default=0.9, help="in [0, 1)")
-    gr.add_argument("--weight-decay", type=float, default=1e-4, help="in [0, 1]")
-    gr.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
-    gr.add_argument("--warmup", type=int, default=1, help="epochs at lr/10 before the schedule (0 to --epochs)")
-    gr.add_argument("--no-augment", action="store_true", help="turn off random shifts / crops / flips")
+    add_recipe_args(gr, epochs=10)
     gr.add_argument("--workers", type=int, default=1,
                     help="processes training at once, one torch thread each (1: in this process)")
     gr.add_argument("--grad-every", type=int, default=0,
