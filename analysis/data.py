@@ -1,7 +1,10 @@
-"""Datasets as in-memory tensors: the embedded digits, CIFAR-10 (python format) and ImageFolder trees.
+"""Datasets as in-memory tensors: the embedded digits and MNIST-1D, CIFAR-10 (python format) and
+ImageFolder trees.
 
 Nothing is downloaded. The embedded default is scikit-learn's bundled 8x8 handwritten digits,
-upsampled so CIFAR-style nets (three stages, total stride 4) have room. Real datasets are read from
+upsampled so CIFAR-style nets (three stages, total stride 4) have room. The second embedded set,
+MNIST-1D (Greydanus 2020), is for 1-D nets: sequences of length 40 generated locally by the
+``mnist1d`` package (see :mod:`analysis.mnist1d`) and cached under the app's home. Real datasets are read from
 a local path; anything missing, incomplete, corrupt or out of range (labels, dtypes, shapes, class
 names, image files, arguments) raises :class:`DatasetError` naming the path and what was expected,
 before anything is trained on it. Only regular files are read (a FIFO named like an image is never
@@ -34,7 +37,8 @@ from .meta import DatasetInfo, Normalisation
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-__all__ = ["Dataset", "DatasetError", "load_cifar10", "load_dataset", "load_digits", "load_image_folder"]
+__all__ = ["MNIST1D_BASELINES", "Dataset", "DatasetError", "augment_batch", "load_cifar10", "load_dataset",
+           "load_digits", "load_image_folder", "load_mnist1d", "shift1d"]
 
 DIGITS_SIZES = (8, 16, 32)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -49,11 +53,19 @@ MAX_SIDE = 8192
 #: Largest image (in pixels) decoded, before or after the shorter-side resize: Pillow's own
 #: decompression-bomb threshold (a PNG header can declare 20,000 x 20,000 in a few hundred bytes).
 MAX_IMAGE_PIXELS = 89_478_485
+#: Test accuracy (fraction) of the reference models on MNIST-1D's own 4,000/1,000 split, from
+#: Greydanus (2020), "Scaling down deep learning", arXiv:2011.14439, as tabulated in the mnist1d
+#: README ("Comparing MNIST and MNIST-1D"): what a net trained here compares with, the split being the same.
+MNIST1D_BASELINES: dict[str, float] = {"logistic regression": 0.32, "MLP": 0.68, "CNN": 0.94, "GRU": 0.91,
+                                       "human": 0.96}
+#: Largest shift (samples, zero-filled) of the "shift1d" augmentation: a tenth of a 40-sample sequence.
+SHIFT1D_MAX = 4
 
 
 @dataclass
 class Dataset:
-    """A labelled image set split into train and test, normalised, NCHW float32."""
+    """A labelled set split into train and test, normalised, float32: images NCHW, sequences NCL
+    (1-D nets take channels x length)."""
 
     name: str
     x_train: Tensor
@@ -63,7 +75,8 @@ class Dataset:
     classes: list[str]
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
-    augment: str = "shift"  # "shift" (digits: no flips), "crop_flip" (natural images), "none"
+    # "shift" (digits: no flips), "crop_flip" (natural images), "shift1d" (sequences), "none"
+    augment: str = "shift"
     source: str = ""
     split_seed: int = 0
 
@@ -77,7 +90,13 @@ class Dataset:
 
     @property
     def size(self) -> int:
+        """The image side, or the sequence length of a 1-D set."""
         return int(self.x_train.shape[-1])
+
+    @property
+    def dims(self) -> int:
+        """Spatial dimensions of an input: 2 for images, 1 for sequences."""
+        return self.x_train.ndim - 2
 
     def info(self) -> DatasetInfo:
         return DatasetInfo(name=self.name, train=len(self.y_train), test=len(self.y_test),
@@ -92,16 +111,19 @@ class Dataset:
 def _normalise(x_train: Tensor, x_test: Tensor, stats: Normalisation | None = None
                ) -> tuple[Tensor, Tensor, list[float], list[float]]:
     """Per-channel mean/std from the training split only (no test leakage), or the given ``stats``
-    (a trained net's own training-time normalisation, when evaluating it)."""
+    (a trained net's own training-time normalisation, when evaluating it). Works for images (NCHW)
+    and sequences (NCL): statistics over every dimension but the channels."""
+    spatial = tuple(range(2, x_test.ndim))
     if stats is None:
-        mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
-        std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        mean = x_train.mean(dim=(0, *spatial), keepdim=True)
+        std = x_train.std(dim=(0, *spatial), keepdim=True).clamp_min(1e-6)
     else:
         if len(stats.mean) != x_test.shape[1]:
             raise DatasetError(f"the stored normalisation has {len(stats.mean)} channels, the images "
                                f"have {x_test.shape[1]}")
-        mean = torch.tensor(stats.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(stats.std, dtype=torch.float32).view(1, -1, 1, 1)
+        shape = (1, -1) + (1,) * len(spatial)
+        mean = torch.tensor(stats.mean, dtype=torch.float32).view(shape)
+        std = torch.tensor(stats.std, dtype=torch.float32).view(shape)
     return ((x_train - mean) / std, (x_test - mean) / std,
             mean.flatten().tolist(), std.flatten().tolist())
 
@@ -259,6 +281,26 @@ def load_digits(size: int = 16, seed: int = 0, test_fraction: float = 0.25,
     xtr, xte, mean, std = _normalise(x[tr], x[te], normalisation)
     return Dataset(f"digits{size}", xtr, y[tr], xte, y[te], [str(i) for i in range(10)], mean, std,
                    augment="shift", source="sklearn.datasets.load_digits (bundled)", split_seed=seed)
+
+
+def load_mnist1d(seed: int = 0, normalisation: Normalisation | None = None) -> Dataset:
+    """MNIST-1D (Greydanus 2020): 4,000 training and 1,000 test sequences of length 40, 10 classes,
+    as (N, 1, 40) float32 tensors normalised per channel from the training split (or with
+    ``normalisation``), augmented with "shift1d".
+
+    The split is the package's own fixed one (``make_dataset``'s first 80 %, seed 42), so accuracies
+    compare with :data:`MNIST1D_BASELINES`; ``seed`` is only recorded as ``split_seed``. The data are
+    generated once per home in a child process and then read from its cache (:mod:`analysis.mnist1d`);
+    a missing ``mnist1d`` package or a failed generation is a :class:`DatasetError`."""
+    seed = _int_arg("mnist1d: seed", seed, 0)
+    from .mnist1d import SOURCE, load_arrays
+
+    a = load_arrays()
+    x = {k: torch.from_numpy(a[k].astype(np.float32)).unsqueeze(1) for k in ("x", "x_test")}
+    y = {k: torch.from_numpy(a[k].astype(np.int64)) for k in ("y", "y_test")}
+    xtr, xte, mean, std = _normalise(x["x"], x["x_test"], normalisation)
+    return Dataset("mnist1d", xtr, y["y"], xte, y["y_test"], [str(i) for i in range(10)], mean, std,
+                   augment="shift1d", source=SOURCE, split_seed=seed)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -606,11 +648,14 @@ def load_image_folder(root: str | Path, *, size: int = 32, grayscale: bool = Fal
 
 def load_dataset(kind: str, path: str | None = None, *, size: int = 16, seed: int = 0,
                  normalisation: Normalisation | None = None) -> Dataset:
-    """Dispatch: ``digits`` (embedded), ``cifar10`` or ``imagefolder`` (need ``path``)."""
-    if not isinstance(kind, str) or kind not in ("digits", "cifar10", "imagefolder"):
-        raise DatasetError(f"unknown dataset {kind!r}; choose digits, cifar10 or imagefolder")
+    """Dispatch: ``digits`` or ``mnist1d`` (embedded; ``mnist1d`` has a fixed length of 40 and its
+    own split, so ``size`` does not apply), ``cifar10`` or ``imagefolder`` (need ``path``)."""
+    if not isinstance(kind, str) or kind not in ("digits", "mnist1d", "cifar10", "imagefolder"):
+        raise DatasetError(f"unknown dataset {kind!r}; choose digits, mnist1d, cifar10 or imagefolder")
     if kind == "digits":
         return load_digits(size=size, seed=seed, normalisation=normalisation)
+    if kind == "mnist1d":
+        return load_mnist1d(seed=seed, normalisation=normalisation)
     if path is None or (isinstance(path, str) and not path.strip()):
         raise DatasetError(f"{kind}: give the dataset's local path (nothing is downloaded)")
     if kind == "cifar10":
@@ -618,12 +663,31 @@ def load_dataset(kind: str, path: str | None = None, *, size: int = 16, seed: in
     return load_image_folder(path, size=size, seed=seed, normalisation=normalisation)
 
 
+def shift1d(x: Tensor, shifts: Tensor) -> Tensor:
+    """Each sequence of an (N, C, L) batch moved by its own whole number of samples along the length
+    (positive: to the right), zero-filled where it moved away; shift 0 returns it unchanged."""
+    n, c, length = x.shape
+    pad = int(shifts.abs().max()) if len(shifts) else 0
+    padded = F.pad(x, (pad, pad))
+    # sample j of the output is sample j - shift of the input: gathered in one indexing op
+    cols = (pad - shifts[:, None] + torch.arange(length)[None, :])[:, None, :]
+    return padded[torch.arange(n)[:, None, None], torch.arange(c)[None, :, None], cols]
+
+
 def augment_batch(x: Tensor, mode: str, generator: torch.Generator) -> Tensor:
     """Batched augmentation on tensors: random shifts by zero-padding and cropping (pad 1 for 8-16
     px digits, 4 for 32 px natural images as in He et al. 2015, Sec. 4.2), plus horizontal flips
-    for natural images only (a flipped digit is a different digit)."""
+    for natural images only (a flipped digit is a different digit). Sequences (N, C, L) take
+    "shift1d": a zero-filled shift of up to :data:`SHIFT1D_MAX` samples either way, per sequence,
+    and no flips (as for the 2-D digits)."""
     if mode == "none":
         return x
+    if (x.ndim == 3) != (mode == "shift1d"):
+        raise DatasetError(f"augmentation {mode!r} does not apply to a batch of shape {tuple(x.shape)}: "
+                           "'shift1d' is for sequences (N, C, L), 'shift' and 'crop_flip' for images (N, C, H, W)")
+    if mode == "shift1d":
+        shifts = torch.randint(-SHIFT1D_MAX, SHIFT1D_MAX + 1, (x.shape[0],), generator=generator)
+        return shift1d(x, shifts)
     n, _, h, w = x.shape
     pad = max(1, h // 8)
     padded = F.pad(x, (pad, pad, pad, pad))
