@@ -25,12 +25,23 @@ the 3x3).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
-from .specs import EXPANSION, Activation, BlockType, ResNetSpec, ShortcutOption, ShortcutVariant, StridePlacement
+from .specs import (
+    EXPANSION,
+    Activation,
+    BlockType,
+    Downsampling,
+    ResNetSpec,
+    ShortcutOption,
+    ShortcutVariant,
+    StridePlacement,
+)
 
-OpKind = Literal["conv", "bn", "relu", "pad"]
+OpKind = Literal["conv", "bn", "relu", "pad", "maxpool"]
 ShortcutKind = Literal["identity", "projection", "pad", "none"]
 
 
@@ -46,17 +57,29 @@ class Op:
     stride: int = 1
     groups: int = 1
     bias: bool = False
+    dims: int = 2  # 1: Conv1d / BatchNorm1d / MaxPool1d over C x L; 2: over C x H x W
+    pad: int | None = None  # zero padding per side; None: 'same' padding (kernel // 2)
 
     @property
     def padding(self) -> int:
         # 'same' padding for odd kernels: a 3x3 keeps the size at stride 1, a 1x1 needs none
-        return self.kernel // 2
+        return self.kernel // 2 if self.pad is None else self.pad
+
+    @property
+    def kernel_elems(self) -> int:
+        """Taps of one kernel: k (1-D) or k x k (2-D)."""
+        return self.kernel ** self.dims
+
+    @property
+    def kernel_label(self) -> str:
+        """'3x3' or '3' (a 1-D kernel is its width)."""
+        return "x".join([str(self.kernel)] * self.dims)
 
     @property
     def weight_count(self) -> int:
-        """Learned values of this op: conv kernel (+ bias), BN gamma + beta; 0 for relu/pad."""
+        """Learned values of this op: conv kernel (+ bias), BN gamma + beta; 0 for relu/pad/pool."""
         if self.kind == "conv":
-            return self.kernel * self.kernel * (self.cin // self.groups) * self.cout + (self.cout if self.bias else 0)
+            return self.kernel_elems * (self.cin // self.groups) * self.cout + (self.cout if self.bias else 0)
         if self.kind == "bn":
             return 2 * self.cout
         return 0
@@ -72,7 +95,7 @@ class BlockPlan:
     block: BlockType
     cin: int
     cout: int
-    stride: int
+    stride: int  # of the block's convs (after ``entry``)
     residual_ops: tuple[Op, ...]
     shortcut_ops: tuple[Op, ...]  # empty: identity (residual) or no shortcut at all (plain)
     shortcut: ShortcutKind
@@ -83,6 +106,15 @@ class BlockPlan:
     gate: Op | None = None  # the gates' 1x1 conv (with bias) from x to one value per output channel
     gate_bias: float = 0.0  # its initial bias b_g
     dropout: float = 0.0  # drop ratio on s(x) while training ("dropout" variant)
+    dims: int = 2
+    # ops applied to the block input before both paths: VDCNN's max pool /2 at the start of a stage
+    # (Conneau et al. 2017), so y = F(P(x)) + s(P(x)) and a deleted branch still halves the length
+    entry: tuple[Op, ...] = ()
+
+    @property
+    def total_stride(self) -> int:
+        """How much the block shrinks its input: its entry pool times its convs' stride."""
+        return self.stride * math.prod(op.stride for op in self.entry)
 
     @property
     def activation_after_add(self) -> bool:
@@ -100,13 +132,14 @@ class BlockPlan:
 
     @property
     def downsample(self) -> bool:
-        """The block changes stride or width, so its shortcut cannot be an identity."""
-        return changes_shape(self.cin, self.cout, self.stride)
+        """The block changes stride or width, so its shortcut (or its entry pool) cannot be an identity."""
+        return changes_shape(self.cin, self.cout, self.total_stride)
 
     @property
     def ops(self) -> tuple[Op, ...]:
         """Every op of the block (branch, shortcut, gate, after the add); shared modules repeat."""
-        return self.residual_ops + self.shortcut_ops + ((self.gate,) if self.gate else ()) + self.after_add
+        return (self.entry + self.residual_ops + self.shortcut_ops + ((self.gate,) if self.gate else ())
+                + self.after_add)
 
 
 def branch_modules(plan: BlockPlan) -> list[Op]:
@@ -207,8 +240,36 @@ def make_plan(*, name: str, stage: int, index: int, block: BlockType, cin: int, 
               stride: int, groups: int = 1, stride_on: StridePlacement = "3x3", preact: bool = False,
               option: ShortcutOption = "B", residual: bool = True, activation: Activation = "original",
               variant: ShortcutVariant = "identity", scale: float = 1.0, scale_residual: bool = False,
-              gate_bias: float = 0.0, dropout: float = 0.0) -> BlockPlan:
-    """A block from its numbers (the block-comparison page uses this directly)."""
+              gate_bias: float = 0.0, dropout: float = 0.0, dims: int = 2, conv_bias: bool = False,
+              downsampling: Downsampling = "stride") -> BlockPlan:
+    """A block from its numbers (the block-comparison page uses this directly). ``dims`` makes every
+    op 1-D or 2-D; ``conv_bias`` gives the branch's convs a bias; ``downsampling="maxpool"`` halves
+    the input with a 3-wide max pool in front of the block, whose convs then keep stride 1."""
+    entry: tuple[Op, ...] = ()
+    if downsampling == "maxpool" and stride > 1:
+        entry, stride = (Op("pool", "maxpool", cin, cin, kernel=3, stride=stride),), 1
+    plan = _make_plan(name=name, stage=stage, index=index, block=block, cin=cin, width=width, cout=cout,
+                      stride=stride, groups=groups, stride_on=stride_on, preact=preact, option=option,
+                      residual=residual, activation=activation, variant=variant, scale=scale,
+                      scale_residual=scale_residual, gate_bias=gate_bias, dropout=dropout)
+    if dims == 2 and not conv_bias and not entry:
+        return plan
+
+    def adapt(op: Op, branch: bool = False) -> Op:
+        return dataclasses.replace(op, dims=dims, bias=op.bias or (branch and conv_bias and op.kind == "conv"))
+
+    return dataclasses.replace(
+        plan, dims=dims, entry=tuple(adapt(op) for op in entry),
+        residual_ops=tuple(adapt(op, branch=True) for op in plan.residual_ops),
+        shortcut_ops=tuple(adapt(op) for op in plan.shortcut_ops),
+        after_add=tuple(adapt(op) for op in plan.after_add),
+        gate=None if plan.gate is None else adapt(plan.gate))
+
+
+def _make_plan(*, name: str, stage: int, index: int, block: BlockType, cin: int, width: int, cout: int,
+               stride: int, groups: int, stride_on: StridePlacement, preact: bool, option: ShortcutOption,
+               residual: bool, activation: Activation, variant: ShortcutVariant, scale: float,
+               scale_residual: bool, gate_bias: float, dropout: float) -> BlockPlan:
     kind = shortcut_kind(option, residual, cin, cout, stride)
     gated = residual and variant in ("gate", "shortcut_gate")
     return BlockPlan(
@@ -241,6 +302,7 @@ def block_plans(spec: ResNetSpec) -> list[BlockPlan]:
                 stride_on=spec.stride_on, preact=spec.preact, option=spec.shortcut, residual=spec.residual,
                 activation=spec.activation, variant=spec.shortcut_variant, scale=spec.shortcut_scale,
                 scale_residual=spec.scale_residual, gate_bias=spec.gate_bias, dropout=spec.shortcut_dropout,
+                dims=spec.dims, conv_bias=spec.conv_bias, downsampling=spec.downsampling,
             ))
             cin = cout
     return plans

@@ -36,9 +36,10 @@ class BlockConfig:
     size: int = 56  # input H = W
     stride: int = 1
     groups: int = 1
+    dims: int = 2  # 1: Conv1d blocks on C x L (size = L); 2: Conv2d on C x H x W (size = H = W)
 
     def __post_init__(self) -> None:
-        for name, _, _ in _BOUNDS:
+        for name, _, _ in (*_BOUNDS, ("dims", "", 0)):
             value = getattr(self, name)
             n = as_int(value)
             if n is not None:  # the dataclass is frozen; this runs before anyone sees the instance
@@ -57,6 +58,8 @@ def check(cfg: BlockConfig) -> None:
             raise SpecError(f"{what} must be an integer, got {v!r} ({type(v).__name__})")
         if not 1 <= v <= most:
             raise SpecError(f"{what} must be an integer between 1 and {most}, got {v!r}")
+    if as_int(cfg.dims) is None or cfg.dims not in (1, 2):
+        raise SpecError(f"dims must be 1 (Conv1d) or 2 (Conv2d), got {cfg.dims!r}")
     if cfg.width % cfg.groups:
         raise SpecError(f"bottleneck width {cfg.width} must be a multiple of groups={cfg.groups}")
 
@@ -68,7 +71,7 @@ def plan_for(cfg: BlockConfig) -> BlockPlan:
     block: BlockType = "basic" if cfg.kind.endswith("basic") else "bottleneck"
     return make_plan(name=cfg.kind, stage=0, index=0, block=block, cin=cfg.cin,
                      width=cfg.cout if block == "basic" else cfg.width, cout=cfg.cout, stride=cfg.stride,
-                     groups=cfg.groups, preact=cfg.kind.startswith("preact"), option="B")
+                     groups=cfg.groups, preact=cfg.kind.startswith("preact"), option="B", dims=cfg.dims)
 
 
 def block_terms(cfg: BlockConfig) -> pd.DataFrame:
@@ -83,9 +86,10 @@ def block_terms(cfg: BlockConfig) -> pd.DataFrame:
                 size = conv_out(size, op.kernel, op.stride, op.padding)
                 w = op.weight_count
                 g = f"/{op.groups}" if op.groups > 1 else ""
-                rows.append({"layer": op.name, "path": path, "kernel": f"{op.kernel}x{op.kernel}",
-                             "formula": f"{op.kernel}·{op.kernel}·{op.cin}{g}·{op.cout}", "weights": w,
-                             "macs": w * size * size, "bn_params": 0})
+                taps = "·".join([str(op.kernel)] * op.dims)
+                rows.append({"layer": op.name, "path": path, "kernel": op.kernel_label,
+                             "formula": f"{taps}·{op.cin}{g}·{op.cout}", "weights": w,
+                             "macs": w * size ** op.dims, "bn_params": 0})
             elif op.kind == "bn":
                 rows.append({"layer": "bn", "path": path, "kernel": "", "formula": f"2·{op.cout}",
                              "weights": 0, "macs": 0, "bn_params": op.weight_count})
@@ -102,11 +106,11 @@ def formula(df: pd.DataFrame, path: str = "residual") -> str:
 
 
 def compare_blocks(cin: int = 256, cout: int = 256, width: int = 64, size: int = 56,
-                   stride: int = 1, groups: int = 1) -> pd.DataFrame:
-    """Totals for all four block kinds side by side."""
+                   stride: int = 1, groups: int = 1, dims: int = 2) -> pd.DataFrame:
+    """Totals for all four block kinds side by side (``dims=1``: their Conv1d versions)."""
     out = []
     for kind in BLOCK_KINDS:
-        df = block_terms(BlockConfig(kind, cin, cout, width, size, stride, groups))
+        df = block_terms(BlockConfig(kind, cin, cout, width, size, stride, groups, dims))
         res = df[df["path"] == "residual"]
         out.append({
             "block": kind, "conv weights (residual)": exact_sum(res["weights"]),

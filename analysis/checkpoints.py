@@ -31,7 +31,7 @@ from .specs import (
     MAX_BLOCKS_PER_STAGE,
     MAX_INPUT_SIZE,
     MAX_STAGES,
-    VARIANT_FIELDS,
+    OPTIONAL_FIELDS,
     ResNetSpec,
     ShortcutOption,
     StemType,
@@ -57,10 +57,11 @@ class Checkpoint:
 
 def spec_to_dict(spec: ResNetSpec) -> dict:
     """The spec as JSON-able data. He et al. 2016's variant fields are left out where they hold their
-    defaults, so an original net's metadata (and the run-store key hashed from it) is what it was
-    before the variants existed, and older versions of the app can read it."""
+    defaults, and so are the 1-D fields (``dims``, ``conv_bias``, ``downsampling``), so an original 2-D
+    net's metadata (and the run-store key hashed from it) is what it was before they existed, and
+    older versions of the app can read it."""
     defaults = {f.name: f.default for f in dataclasses.fields(ResNetSpec)}
-    d = {k: v for k, v in dataclasses.asdict(spec).items() if k not in VARIANT_FIELDS or v != defaults[k]}
+    d = {k: v for k, v in dataclasses.asdict(spec).items() if k not in OPTIONAL_FIELDS or v != defaults[k]}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -154,13 +155,25 @@ def _infer(sd: Mapping[str, Tensor], name: str, plain: bool | None,
     """The spec the weights describe, and whether plain-vs-residual was a guess (see infer_spec)."""
     layers = _stage_blocks(sd)
     bottleneck = "layer1.0.conv3.weight" in sd
-    conv1 = _shape(sd, "conv1.weight", 4)
-    stem: StemType = "imagenet" if conv1[2] == 7 else "cifar"
+    block_conv = sd.get("layer1.0.conv1.weight")
+    # Conv1d weights are out x in x k, Conv2d's out x in x k x k: the first block's conv says which
+    dims = 1 if block_conv is not None and block_conv.dim() == 3 else 2
+    nd = dims + 2
+    stem: StemType
+    if "conv1.weight" in sd:
+        conv1 = _shape(sd, "conv1.weight", nd)
+        # VDCNN's first temporal conv has no BN after it (Conneau et al. 2017)
+        stem = "imagenet" if conv1[2] == 7 else "cifar" if "bn1.weight" in sd else "vdcnn"
+        stem_width, in_channels = conv1[0], conv1[1]
+    else:  # no stem: the first block takes the input (the notes' seed block)
+        stem = "none"
+        stem_width = in_channels = _shape(sd, "layer1.0.conv1.weight", nd)[1]
+    conv_bias = "layer1.0.conv1.bias" in sd
     widths, groups, wpg = [], 1, 64
     for i in range(len(layers)):
         if bottleneck:
-            out = _shape(sd, f"layer{i + 1}.0.conv3.weight", 4)[0]
-            c2 = _shape(sd, f"layer{i + 1}.0.conv2.weight", 4)
+            out = _shape(sd, f"layer{i + 1}.0.conv3.weight", nd)[0]
+            c2 = _shape(sd, f"layer{i + 1}.0.conv2.weight", nd)
             planes = out // EXPANSION["bottleneck"]
             if c2[0] % c2[1]:
                 raise CheckpointError(f"layer{i + 1}.0.conv2.weight has shape {c2}: {c2[0]} output channels are "
@@ -169,7 +182,7 @@ def _infer(sd: Mapping[str, Tensor], name: str, plain: bool | None,
             width = c2[0]
             wpg = width * 64 // (planes * groups) if planes * groups else 64
         else:
-            planes = _shape(sd, f"layer{i + 1}.0.conv1.weight", 4)[0]
+            planes = _shape(sd, f"layer{i + 1}.0.conv1.weight", nd)[0]
         widths.append(planes)
     downs = [f"layer{i + 1}.{j}.downsample.0.weight" for i, n in enumerate(layers) for j in range(n)]
     has_down = [k in sd for k in downs]
@@ -181,14 +194,16 @@ def _infer(sd: Mapping[str, Tensor], name: str, plain: bool | None,
         try:
             spec = ResNetSpec(
                 name=name, block="bottleneck" if bottleneck else "basic", layers=tuple(layers),
-                widths=tuple(widths), stem=stem, stem_width=conv1[0], groups=groups, width_per_group=wpg,
-                shortcut=shortcut, residual=residual, preact=preact, num_classes=fc[0], in_channels=conv1[1],
-                input_size=MAX_INPUT_SIZE if input_size is None else input_size,
+                widths=tuple(widths), stem=stem, stem_width=stem_width, groups=groups, width_per_group=wpg,
+                shortcut=shortcut, residual=residual, preact=preact, num_classes=fc[0], in_channels=in_channels,
+                input_size=MAX_INPUT_SIZE if input_size is None else input_size, dims=dims, conv_bias=conv_bias,
             )
             if input_size is None:
-                # Not in the weights: the stem's usual size, or the net's total stride if that is larger
-                # (an 8-stage net does not fit in 32 pixels)
-                spec = spec.replace(input_size=max(224 if stem == "imagenet" else 32, total_stride(spec)))
+                # Not in the weights: the stem's usual size (MNIST-1D's 40 samples for a 1-D net), or
+                # the net's total stride if that is larger (an 8-stage net does not fit in 32 pixels)
+                usual = 224 if stem == "imagenet" else 32 if dims == 2 else 40
+                spec = spec.replace(input_size=max(usual, total_stride(spec)))
+                spec = _builtin_1d_settings(spec)
             return validate(spec)
         except LensError as exc:
             raise CheckpointError(f"the state_dict does not describe a buildable ResNet: {exc}") from exc
@@ -234,6 +249,22 @@ def plain_or_residual_ambiguous(sd: Mapping[str, Tensor]) -> bool:
     return _infer(sd, "checkpoint", None, None)[1]
 
 
+def _builtin_1d_settings(spec: ResNetSpec) -> ResNetSpec:
+    """A 1-D net whose weights equal a built-in's (e.g. VDCNN-29) but for what weights cannot show
+    (max pool or strided downsampling, sequence length) takes the built-in's values for those."""
+    from .specs import MODELS
+
+    if spec.dims != 1:
+        return spec
+    for s in MODELS.values():
+        if s.dims == 1 and s.stage_strides == spec.stage_strides and dataclasses.replace(
+                s, name=spec.name, input_size=spec.input_size, downsampling=spec.downsampling,
+                residual=spec.residual, strides=spec.strides,
+                shortcut=s.shortcut if spec.residual else spec.shortcut) == spec:  # a plain net has no option
+            return spec.replace(input_size=s.input_size, downsampling=s.downsampling)
+    return spec
+
+
 def _match_name(spec: ResNetSpec) -> ResNetSpec:
     """Give an inferred spec the built-in name it equals (e.g. resnet50)."""
     from .specs import MODELS
@@ -248,6 +279,13 @@ def check_state_dict(spec: ResNetSpec, sd: dict[str, Tensor], name: str) -> None
     """Compare key names and shapes with what ``spec``'s blocks hold (derived from their plans),
     before any model is built: a mismatch names the keys, nothing is allocated for it."""
     ours = state_dict_shapes(spec)
+    first = "layer1.0.conv1.weight"
+    if first in sd and first in ours and sd[first].dim() != len(ours[first]):
+        held = "1-D (Conv1d)" if sd[first].dim() == 3 else "2-D (Conv2d)" if sd[first].dim() == 4 else \
+            f"{sd[first].dim()}-d"
+        raise CheckpointError(f"{name}: the state_dict holds {held} weights ({first} has shape "
+                              f"{tuple(sd[first].shape)}), but {spec.name} is a {spec.dims}-D net: open it as a "
+                              f"{'1-D' if sd[first].dim() == 3 else '2-D'} net")
     missing = [k for k in ours if k not in sd]
     unexpected = [k for k in sd if k not in ours]
     if missing or unexpected:

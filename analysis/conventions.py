@@ -10,6 +10,7 @@ differ by that op's column.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -74,7 +75,7 @@ def _columns(df: pd.DataFrame) -> pd.DataFrame:
     """The table with the two average-pool columns fvcore and thop need, as exact Python ints."""
     avg = [op == "avgpool" for op in df["op"].tolist()]
     pool_in, pool_out = df["pool_in_elems"].tolist(), df["pool_out_elems"].tolist()
-    kernel_area = [s[1] * s[2] for s in df["in_shape"].tolist()]
+    kernel_area = [math.prod(s[1:]) for s in df["in_shape"].tolist()]  # H x W, or L for a 1-D net
     return df.assign(
         avgpool_in=exact_column(int(n) if a else 0 for a, n in zip(avg, pool_in, strict=True)),
         avgpool_thop=exact_column((k + 1) * int(n) if a else 0

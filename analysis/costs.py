@@ -12,6 +12,7 @@ Row ids are torchvision module names (``layer1.0.conv1``); an op applied by a mo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -48,21 +49,35 @@ LEVELS = ("layer", "block", "stage", "model")
 
 @dataclass
 class _Cursor:
-    """The tensor flowing along the main path: shape plus receptive field and jump."""
+    """The tensor flowing along the main path: channels, spatial sizes (L, or H and W), receptive
+    field and jump (in samples or pixels along one axis)."""
 
     c: int
-    h: int
-    w: int
+    sizes: tuple[int, ...]
     rf: int = 1
     jump: int = 1
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.c, self.h, self.w)
+    def shape(self) -> tuple[int, ...]:
+        return (self.c, *self.sizes)
 
     @property
     def numel(self) -> int:
-        return self.c * self.h * self.w
+        return self.c * math.prod(self.sizes)
+
+    @property
+    def positions(self) -> int:
+        """Output positions per channel: L or H x W."""
+        return math.prod(self.sizes)
+
+    @property
+    def side(self) -> int:
+        return max(self.sizes)
+
+    def like(self, c: int | None = None, sizes: tuple[int, ...] | None = None, rf: int | None = None,
+             jump: int | None = None) -> _Cursor:
+        return _Cursor(self.c if c is None else c, self.sizes if sizes is None else sizes,
+                       self.rf if rf is None else rf, self.jump if jump is None else jump)
 
 
 class _Tracer:
@@ -91,53 +106,53 @@ class _Tracer:
 
     def conv(self, module: str, stage: str, block: str, path: str, x: _Cursor, cout: int,
              k: int, s: int, p: int, groups: int = 1, bias: bool = False) -> _Cursor:
-        h, w = conv_out(x.h, k, s, p), conv_out(x.w, k, s, p)
-        y = _Cursor(cout, h, w, x.rf + (k - 1) * x.jump, x.jump * s)
-        weights = k * k * (x.c // groups) * cout  # ResNet convs feed a BN, so they carry no bias
+        y = _Cursor(cout, tuple(conv_out(n, k, s, p) for n in x.sizes),
+                    x.rf + (k - 1) * x.jump, x.jump * s)
+        # ResNet convs feed a BN, so they carry no bias; the notes' Conv1d and VDCNN's do
+        weights = k ** len(x.sizes) * (x.c // groups) * cout
         biases = cout if bias else 0
         self._row(module, "conv", stage, block, path, x, y, kernel=k, stride=s, groups=groups,
-                  params=weights + biases, macs=weights * h * w, bias_adds=biases * h * w)
+                  params=weights + biases, macs=weights * y.positions, bias_adds=biases * y.positions)
         return y
 
     def bn(self, module: str, stage: str, block: str, path: str, x: _Cursor) -> _Cursor:
-        y = _Cursor(x.c, x.h, x.w, x.rf, x.jump)
+        y = x.like()
         self._row(module, "bn", stage, block, path, x, y, params=2 * x.c, bn_params=2 * x.c,
                   bn_elems=x.numel)
         return y
 
     def relu(self, module: str, stage: str, block: str, path: str, x: _Cursor) -> _Cursor:
-        y = _Cursor(x.c, x.h, x.w, x.rf, x.jump)
+        y = x.like()
         self._row(module, "relu", stage, block, path, x, y, relu_elems=x.numel)
         return y
 
-    def maxpool(self, module: str, x: _Cursor, k: int = 3, s: int = 2, p: int = 1) -> _Cursor:
-        h, w = conv_out(x.h, k, s, p), conv_out(x.w, k, s, p)
-        y = _Cursor(x.c, h, w, x.rf + (k - 1) * x.jump, x.jump * s)
-        self._row(module, "maxpool", "stem", "stem", "main", x, y, kernel=k, stride=s,
+    def maxpool(self, module: str, x: _Cursor, k: int = 3, s: int = 2, p: int = 1, *, stage: str = "stem",
+                block: str = "stem") -> _Cursor:
+        y = x.like(sizes=tuple(conv_out(n, k, s, p) for n in x.sizes), rf=x.rf + (k - 1) * x.jump, jump=x.jump * s)
+        self._row(module, "maxpool", stage, block, "main", x, y, kernel=k, stride=s,
                   pool_in_elems=x.numel, pool_out_elems=y.numel)
         return y
 
     def avgpool(self, module: str, x: _Cursor) -> _Cursor:
         # Global average pooling: a kernel the size of the map, so the field grows by (H-1)*jump.
-        y = _Cursor(x.c, 1, 1, x.rf + (max(x.h, x.w) - 1) * x.jump, x.jump * max(x.h, x.w))
-        self._row(module, "avgpool", "head", "head", "main", x, y, kernel=max(x.h, x.w),
+        y = x.like(sizes=(1,) * len(x.sizes), rf=x.rf + (x.side - 1) * x.jump, jump=x.jump * x.side)
+        self._row(module, "avgpool", "head", "head", "main", x, y, kernel=x.side,
                   pool_in_elems=x.numel, pool_out_elems=y.numel)
         return y
 
     def fc(self, module: str, x: _Cursor, out: int) -> _Cursor:
-        y = _Cursor(out, 1, 1, x.rf, x.jump)
+        y = x.like(c=out, sizes=(1,) * len(x.sizes))
         self._row(module, "fc", "head", "head", "main", x, y, params=x.c * out + out,
                   macs=x.c * out, bias_adds=out)
         return y
 
     def pad(self, module: str, stage: str, block: str, x: _Cursor, cout: int, s: int) -> _Cursor:
-        h, w = -(-x.h // s), -(-x.w // s)  # x[:, :, ::s, ::s]
-        y = _Cursor(cout, h, w, x.rf, x.jump * s)
+        y = x.like(c=cout, sizes=tuple(-(-n // s) for n in x.sizes), jump=x.jump * s)  # x[:, :, ::s, ::s]
         self._row(module, "pad", stage, block, "shortcut", x, y, stride=s)
         return y
 
     def sigmoid(self, module: str, stage: str, block: str, x: _Cursor) -> _Cursor:
-        y = _Cursor(x.c, x.h, x.w, x.rf, x.jump)
+        y = x.like()
         self._row(module, "sigmoid", stage, block, "gate", x, y, sigmoid_elems=x.numel)
         return y
 
@@ -149,7 +164,7 @@ class _Tracer:
     def add(self, block: str, stage: str, main: _Cursor, short: _Cursor) -> _Cursor:
         if main.shape != short.shape:  # pragma: no cover - a builder bug, not user input
             raise RuntimeError(f"{block}: residual {main.shape} != shortcut {short.shape}")
-        y = _Cursor(main.c, main.h, main.w, max(main.rf, short.rf), main.jump)
+        y = main.like(rf=max(main.rf, short.rf))
         self._row(block, "add", stage, block, "main", main, y, add_elems=y.numel)
         return y
 
@@ -166,8 +181,12 @@ def _block(t: _Tracer, plan: BlockPlan, x: _Cursor) -> _Cursor:
             return t.bn(module, stage, b, path, y)
         if op.kind == "relu":
             return t.relu(module, stage, b, path, y)
+        if op.kind == "maxpool":
+            return t.maxpool(module, y, op.kernel, op.stride, op.padding, stage=stage, block=b)
         return t.pad(module, stage, b, y, op.cout, op.stride)
 
+    for op in plan.entry:  # both paths start from the pooled input (VDCNN)
+        x = run(op, x, "main")
     y = x
     for op in plan.residual_ops:
         y = run(op, y, "main")
@@ -191,13 +210,14 @@ def trace(spec: ResNetSpec) -> list[dict]:
     """Every operation of the forward pass for one sample, in order, as plain dicts."""
     validate(spec)
     t = _Tracer()
-    x = _Cursor(spec.in_channels, spec.input_size, spec.input_size)
+    x = _Cursor(spec.in_channels, (spec.input_size,) * spec.dims)
     if spec.stem == "imagenet":
-        x = t.conv("conv1", "stem", "stem", "main", x, spec.stem_width, 7, 2, 3)
-    else:
-        x = t.conv("conv1", "stem", "stem", "main", x, spec.stem_width, 3, 1, 1)
-    x = t.bn("bn1", "stem", "stem", "main", x)
-    x = t.relu("relu", "stem", "stem", "main", x)
+        x = t.conv("conv1", "stem", "stem", "main", x, spec.stem_width, 7, 2, 3, bias=spec.conv_bias)
+    elif spec.stem != "none":
+        x = t.conv("conv1", "stem", "stem", "main", x, spec.stem_width, 3, 1, 1, bias=spec.conv_bias)
+    if spec.stem in ("imagenet", "cifar"):
+        x = t.bn("bn1", "stem", "stem", "main", x)
+        x = t.relu("relu", "stem", "stem", "main", x)
     if spec.stem == "imagenet":
         x = t.maxpool("maxpool", x)
     for plan in block_plans(spec):
@@ -244,7 +264,7 @@ def layer_table(spec: ResNetSpec) -> pd.DataFrame:
 
     FLOPs here count every floating-point operation of inference: 2 per MAC (multiply + add), 1 per
     fc bias add, 2 per BatchNorm element (eval-mode BN folds to one scale and one shift), 1 per ReLU
-    element, 1 per residual-add element, k*k-1 comparisons per max-pool output and 1 add per
+    element, 1 per residual-add element, k*k-1 (2-D) or k-1 (1-D) comparisons per max-pool output and 1 add per
     average-pool input element; for He et al. 2016's variants, 1 per sigmoid element of a gate and 1
     per elementwise multiply or subtraction of the join (lambda * s, 1 - g, (1 - g) * s, g * F).
 
@@ -254,8 +274,10 @@ def layer_table(spec: ResNetSpec) -> pd.DataFrame:
     cols: dict[str, list] = {c: [r[c] for r in rows] for c in COLUMNS}
     cols["flops_bn"] = [2 * n for n in cols["bn_elems"]]
     cols["flops_relu"] = list(cols["relu_elems"])
-    cols["flops_pool"] = [out * (k * k - 1) if op == "maxpool" else n for op, n, out, k in
-                          zip(cols["op"], cols["pool_in_elems"], cols["pool_out_elems"], cols["kernel"], strict=True)]
+    # a k-wide max pool compares k - 1 times per output, a k x k one k*k - 1 times
+    cols["flops_pool"] = [out * (k ** (len(shape) - 1) - 1) if op == "maxpool" else n for op, n, out, k, shape in
+                          zip(cols["op"], cols["pool_in_elems"], cols["pool_out_elems"], cols["kernel"],
+                              cols["out_shape"], strict=True)]
     cols["flops_add"] = list(cols["add_elems"])
     cols["flops_gate"] = [sg + mu for sg, mu in zip(cols["sigmoid_elems"], cols["mul_elems"], strict=True)]
     cols["flops"] = [2 * m + b + bn + r + p + a + gt for m, b, bn, r, p, a, gt in
@@ -273,7 +295,7 @@ class Totals:
     flops: int
     torchinfo_mult_adds: int
     activation_bytes: int
-    output_shape: tuple[int, int, int]
+    output_shape: tuple[int, ...]
     receptive_field: int
     num_blocks: int
     depth: int

@@ -92,6 +92,10 @@ def layer_graph(spec: ResNetSpec) -> nx.DiGraph:
     current = None
     gate_last: str | None = None
     plans = {p.name: p for p in block_plans(spec)}
+    if spec.stem == "none":  # the first block's shortcut starts at the input itself
+        g.add_node("input", op="stage", label="input", module="input", stage="stem", block="stem",
+                   out_shape=spec.input_shape(), params=0, macs=0, kernel=0, stride=1, path="main")
+        prev = "input"
     for r in trace(spec):
         nid = r["id"]
         op = r["op"]
@@ -115,6 +119,8 @@ def layer_graph(spec: ResNetSpec) -> nx.DiGraph:
             continue
         if prev is not None:
             g.add_edge(prev, nid, kind="main")
+        if op == "maxpool" and r["block"] in plans:  # VDCNN's pool: both paths start after it
+            block_in = nid
         if op == "add":
             g.add_edge(short_last or block_in, nid, kind=short_kind if short_last else "identity")
             if gate_last:
@@ -132,6 +138,10 @@ def block_graph(spec: ResNetSpec) -> nx.DiGraph:
         groups.setdefault(r["block"], []).append(r)
     plans = {p.name: p for p in block_plans(spec)}
     prev: str | None = None
+    if spec.stem == "none":
+        g.add_node("input", op="stage", label="input", module="input", stage="stem", block="stem",
+                   out_shape=spec.input_shape(), params=0, macs=0, downsample=False)
+        prev = "input"
     for b, rs in groups.items():
         params = sum(r["params"] for r in rs)
         macs = sum(r["macs"] for r in rs)
@@ -148,7 +158,7 @@ def block_graph(spec: ResNetSpec) -> nx.DiGraph:
         plan = plans[b]  # the block's own description says whether it downsamples and how it joins
         g.add_node(b, op="block", label=f"{b} {BLOCK_NAMES[spec.block]}" + (" ↓" if plan.downsample else ""),
                    module=b, stage=plan.stage_name, block=b, out_shape=out, params=params, macs=macs,
-                   downsample=plan.downsample, stride=plan.stride)
+                   downsample=plan.downsample, stride=plan.total_stride)
         g.add_edge(prev, b, kind="main")
         if plan.residual:
             add = f"{b}@add"
@@ -318,48 +328,53 @@ def _op_label(op: Op) -> str:
     down = f" /{op.stride}" if op.stride > 1 else ""
     if op.kind == "conv":
         groups = f", groups {op.groups}" if op.groups > 1 else ""
-        return f"{op.name} {op.kernel}×{op.kernel}, {op.cout}{groups}{down}"
+        bias = ", bias" if op.bias and op.name != "gate" else ""
+        return f"{op.name} {op.kernel_label.replace('x', '×')}, {op.cout}{groups}{bias}{down}"
     if op.kind == "bn":
         return f"{op.name} (BN)"
     if op.kind == "relu":
         return "ReLU"
+    if op.kind == "maxpool":
+        return f"max pool {op.kernel_label.replace('x', '×')}{down}"
     return f"zero-pad to {op.cout}{down}"
 
 
 def plan_graph(plan: BlockPlan, size: int) -> nx.DiGraph:
-    """One block drawn from its plan at input ``size`` x ``size``: the input x, the branch ops, the
-    shortcut ops (dashed projection, dotted zero-pad, solid identity), the add and what follows it.
-    Shapes are computed along each path, so they follow the chosen channels, stride and size."""
+    """One block drawn from its plan at input ``size`` x ``size`` (or ``size`` samples for a 1-D
+    plan): the input x, the branch ops, the shortcut ops (dashed projection, dotted zero-pad, solid
+    identity), the add and what follows it. Shapes are computed along each path, so they follow the
+    chosen channels, stride and size."""
     g = nx.DiGraph(name=plan.name, level="layer", residual=plan.residual)
-    g.add_node("x", op="stage", label="x", out_shape=(plan.cin, size, size), params=0, macs=0)
+    g.add_node("x", op="stage", label="x", out_shape=(plan.cin,) + (size,) * plan.dims, params=0, macs=0)
     seen: dict[str, int] = {}
 
     def run(ops: tuple[Op, ...], start: str, kind: str, path: str) -> str:
-        prev, (c, h, w) = start, g.nodes[start]["out_shape"]
+        prev, (c, *sizes) = start, g.nodes[start]["out_shape"]
         for op in ops:
             seen[op.name] = seen.get(op.name, 0) + 1
             nid = op.name if seen[op.name] == 1 else f"{op.name}#{seen[op.name]}"  # ids never shown
-            if op.kind == "conv":
-                h, w = conv_out(h, op.kernel, op.stride, op.padding), conv_out(w, op.kernel, op.stride, op.padding)
+            if op.kind in ("conv", "maxpool"):
+                sizes = [conv_out(n, op.kernel, op.stride, op.padding) for n in sizes]
             elif op.kind == "pad":
-                h, w = -(-h // op.stride), -(-w // op.stride)
+                sizes = [-(-n // op.stride) for n in sizes]
             c = op.cout
-            macs = op.weight_count * h * w if op.kind == "conv" else 0
-            g.add_node(nid, op=op.kind, label=_op_label(op), out_shape=(c, h, w), params=op.weight_count,
+            macs = op.weight_count * math.prod(sizes) if op.kind == "conv" else 0
+            g.add_node(nid, op=op.kind, label=_op_label(op), out_shape=(c, *sizes), params=op.weight_count,
                        macs=macs, path=path)
             g.add_edge(prev, nid, kind=kind)
             prev = nid
         return prev
 
-    last = run(plan.residual_ops, "x", "main", "main")
+    start = run(plan.entry, "x", "main", "main") if plan.entry else "x"
+    last = run(plan.residual_ops, start, "main", "main")
     if plan.residual:
-        short = run(plan.shortcut_ops, "x", plan.shortcut, "shortcut") if plan.shortcut_ops else "x"
+        short = run(plan.shortcut_ops, start, plan.shortcut, "shortcut") if plan.shortcut_ops else start
         g.add_node("add", op="add", label=join_label(plan), out_shape=g.nodes[last]["out_shape"], params=0,
                    macs=0)
         g.add_edge(last, "add", kind="main")
         g.add_edge(short, "add", kind=plan.shortcut)
         if plan.gate is not None:  # x -> 1x1 conv (+ b_g) -> sigmoid -> weights of the join
-            gate = run((plan.gate,), "x", "gate", "gate")
+            gate = run((plan.gate,), start, "gate", "gate")
             g.add_node("sigmoid", op="sigmoid", label="σ", out_shape=g.nodes[gate]["out_shape"], params=0,
                        macs=0, path="gate")
             g.add_edge(gate, "sigmoid", kind="main")

@@ -26,14 +26,35 @@ from .specs import ResNetSpec, validate
 
 
 def subsample_pad(x: Tensor, cout: int, stride: int) -> Tensor:
-    """Subsample by striding and zero-pad channels up to ``cout`` (option A's parameter-free map)."""
+    """Subsample by striding and zero-pad channels up to ``cout`` (option A's parameter-free map);
+    ``x`` is N x C x L or N x C x H x W."""
+    spatial = x.dim() - 2
     if stride > 1:
-        x = x[:, :, ::stride, ::stride]
+        x = x[(slice(None), slice(None)) + (slice(None, None, stride),) * spatial]
     extra = cout - x.shape[1]
     if extra > 0:
         # Pad equally on both sides of the channel axis as the reference CIFAR code does.
-        x = F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
+        x = F.pad(x, (0, 0) * spatial + (extra // 2, extra - extra // 2))
     return x
+
+
+def conv_layer(dims: int, cin: int, cout: int, kernel: int, *, stride: int = 1, padding: int = 0, groups: int = 1,
+               bias: bool = False) -> nn.Module:
+    """``nn.Conv1d`` or ``nn.Conv2d``."""
+    cls = nn.Conv1d if dims == 1 else nn.Conv2d
+    return cls(cin, cout, kernel, stride=stride, padding=padding, groups=groups, bias=bias)
+
+
+def bn_layer(dims: int, c: int) -> nn.Module:
+    return nn.BatchNorm1d(c) if dims == 1 else nn.BatchNorm2d(c)
+
+
+def maxpool_layer(dims: int, kernel: int, stride: int, padding: int) -> nn.Module:
+    return nn.MaxPool1d(kernel, stride, padding) if dims == 1 else nn.MaxPool2d(kernel, stride, padding)
+
+
+CONVS = (nn.Conv1d, nn.Conv2d)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 class PadShortcut(nn.Module):
@@ -53,12 +74,14 @@ class PadShortcut(nn.Module):
 def make_layer(op: Op) -> nn.Module:
     """The torch module for one op of a plan."""
     if op.kind == "conv":
-        return nn.Conv2d(op.cin, op.cout, op.kernel, stride=op.stride, padding=op.padding, groups=op.groups,
-                         bias=op.bias)
+        return conv_layer(op.dims, op.cin, op.cout, op.kernel, stride=op.stride, padding=op.padding,
+                          groups=op.groups, bias=op.bias)
     if op.kind == "bn":
-        return nn.BatchNorm2d(op.cout)
+        return bn_layer(op.dims, op.cout)
     if op.kind == "relu":
         return nn.ReLU(inplace=True)
+    if op.kind == "maxpool":
+        return maxpool_layer(op.dims, op.kernel, op.stride, op.padding)
     return PadShortcut(op.cin, op.cout, op.stride)
 
 
@@ -76,6 +99,8 @@ class Block(nn.Module):
         self.plan = plan
         # the dropout shortcut's masks come from this local generator, never the global RNG
         self.noise = noise if noise is not None else torch.Generator().manual_seed(0)
+        for op in plan.entry:  # parameterless (VDCNN's pool): no state_dict key moves
+            self.add_module(op.name, make_layer(op))
         for op in branch_modules(plan):
             self.add_module(op.name, make_layer(op))
         if not plan.shortcut_ops:
@@ -86,6 +111,13 @@ class Block(nn.Module):
             self.downsample = nn.Sequential(*(make_layer(op) for op in plan.shortcut_ops))
         # no torchvision counterpart: registered last, so the torchvision keys keep their order
         self.gate = make_layer(plan.gate) if plan.gate is not None else None  # b_g: init_weights
+
+    def enter(self, x: Tensor) -> Tensor:
+        """What both paths see: the block input, or VDCNN's max pool of it. ``residual_branch``,
+        ``shortcut`` and ``gate_value`` take the entered input."""
+        for op in self.plan.entry:
+            x = getattr(self, op.name)(x)
+        return x
 
     def residual_branch(self, x: Tensor) -> Tensor:
         """F(x) alone: the plan's residual ops in order."""
@@ -149,6 +181,7 @@ class Block(nn.Module):
         return subsample_pad(x, self.plan.cout, self.plan.stride)[:, :self.plan.cout]
 
     def forward(self, x: Tensor, keep_residual: bool = True) -> Tensor:
+        x = self.enter(x)
         if not keep_residual and not self.plan.residual:
             return self.stand_in(x)
         r = self.residual_branch(x) if keep_residual else None
@@ -169,13 +202,17 @@ class ResNet(nn.Module):
         super().__init__()
         validate(spec)
         self.spec = spec
+        d = spec.dims
+        self.conv1: nn.Module | None = None
+        self.bn1: nn.Module | None = None
         if spec.stem == "imagenet":
-            self.conv1 = nn.Conv2d(spec.in_channels, spec.stem_width, 7, stride=2, padding=3, bias=False)
-        else:
-            self.conv1 = nn.Conv2d(spec.in_channels, spec.stem_width, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(spec.stem_width)
+            self.conv1 = conv_layer(d, spec.in_channels, spec.stem_width, 7, stride=2, padding=3, bias=spec.conv_bias)
+        elif spec.stem != "none":
+            self.conv1 = conv_layer(d, spec.in_channels, spec.stem_width, 3, padding=1, bias=spec.conv_bias)
+        if spec.stem in ("imagenet", "cifar"):  # VDCNN's first temporal conv has no BN or ReLU after it
+            self.bn1 = bn_layer(d, spec.stem_width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1) if spec.stem == "imagenet" else None
+        self.maxpool = maxpool_layer(d, 3, 2, 1) if spec.stem == "imagenet" else None
         self.plans = block_plans(spec)
         # one local generator for the dropout shortcut's masks (train.py seeds it per run)
         self.noise = torch.Generator().manual_seed(0)
@@ -185,8 +222,8 @@ class ResNet(nn.Module):
             self.add_module(name, nn.Sequential(*(Block(p, self.noise) for p in self.plans if p.stage == i)))
             self.stage_names.append(name)
         cout = self.plans[-1].cout
-        self.bn_final = nn.BatchNorm2d(cout) if spec.preact else None
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.bn_final = bn_layer(d, cout) if spec.preact else None
+        self.avgpool = nn.AdaptiveAvgPool1d(1) if d == 1 else nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(cout, spec.num_classes)
 
     @property
@@ -198,7 +235,10 @@ class ResNet(nn.Module):
         return [(f"{sn}.{j}", b) for sn in self.stage_names for j, b in enumerate(getattr(self, sn))]
 
     def stem(self, x: Tensor) -> Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
+        if self.conv1 is not None:
+            x = self.conv1(x)
+        if self.bn1 is not None:
+            x = self.relu(self.bn1(x))
         return self.maxpool(x) if self.maxpool is not None else x
 
     def head(self, x: Tensor) -> Tensor:
@@ -219,12 +259,12 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
     (fan_out, ReLU gain), BN gamma 1 / beta 0 / running stats reset, PyTorch's default uniform for
     the fc layer and for conv biases. Every parameter and buffer is written."""
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, CONVS):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
             if m.bias is not None:
                 fan_in = m.weight[0].numel()
                 nn.init.uniform_(m.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), generator=generator)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, BATCHNORMS):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
             m.reset_running_stats()
@@ -235,7 +275,7 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
                 nn.init.uniform_(m.bias, -bound, bound, generator=generator)
     for m in model.modules():
         # the gates' bias starts at b_g (He et al. 2016, Table 1: -6 keeps the shortcut near identity)
-        if isinstance(m, Block) and isinstance(m.gate, nn.Conv2d) and m.gate.bias is not None:
+        if isinstance(m, Block) and isinstance(m.gate, CONVS) and m.gate.bias is not None:
             nn.init.constant_(m.gate.bias, m.plan.gate_bias)
 
 
@@ -259,7 +299,7 @@ def state_dict_shapes(spec: ResNetSpec) -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {}
 
     def conv(prefix: str, cin: int, cout: int, k: int, groups: int = 1, bias: bool = False) -> None:
-        out[f"{prefix}.weight"] = (cout, cin // groups, k, k)
+        out[f"{prefix}.weight"] = (cout, cin // groups) + (k,) * spec.dims
         if bias:
             out[f"{prefix}.bias"] = (cout,)
 
@@ -268,8 +308,10 @@ def state_dict_shapes(spec: ResNetSpec) -> dict[str, tuple[int, ...]]:
             out[f"{prefix}.{key}"] = (c,)
         out[f"{prefix}.num_batches_tracked"] = ()
 
-    conv("conv1", spec.in_channels, spec.stem_width, 7 if spec.stem == "imagenet" else 3)
-    bn("bn1", spec.stem_width)
+    if spec.stem != "none":
+        conv("conv1", spec.in_channels, spec.stem_width, 7 if spec.stem == "imagenet" else 3, bias=spec.conv_bias)
+    if spec.stem in ("imagenet", "cifar"):
+        bn("bn1", spec.stem_width)
     plans = block_plans(spec)
     for p in plans:
         for op in [*branch_modules(p), *p.shortcut_ops, *((p.gate,) if p.gate else ())]:

@@ -146,8 +146,10 @@ class _BlockTape:
 
     def __init__(self, block: Block, x: Tensor) -> None:
         self.x = x.detach().requires_grad_(True)
-        self.r = block.residual_branch(self.x)
-        self.s = block.shortcut(self.x)
+        # both paths start from the entered input (VDCNN's pool), which the gradient goes through
+        entered = block.enter(self.x)
+        self.r = block.residual_branch(entered)
+        self.s = block.shortcut(entered)
         # the combine step on detached copies: its VJP gives the gradient entering each path
         self._r_in = self.r.detach().requires_grad_(True)
         self._s_in = self.s.detach().requires_grad_(True)
@@ -155,9 +157,9 @@ class _BlockTape:
         # the gate is part of the join, held at its forward value, so the gradient is split between
         # F and s as the gate splits it; the gate's own dependence on x is a third route that no
         # path of Veit et al.'s binary decomposition takes, and is left out
-        g = block.gate_value(self.x)
+        g = block.gate_value(entered)
         self.joined = block.combine(self._r_in, self._s_in, None if g is None else g.detach())
-        self.identity = block.downsample is None
+        self.identity = block.downsample is None and not block.plan.entry
         self.y = self.joined.detach()
 
     def back(self, g: Tensor, through_residual: bool) -> Tensor:
@@ -281,6 +283,7 @@ def path_output(model: ResNet, x: Tensor, path: Sequence[int]) -> Tensor:
         raise ConfigError(f"a path chooses at each of the {len(blocks)} blocks, got {len(path)} choices")
     h = x
     for b, through in zip(blocks, path, strict=True):
+        h = b.enter(h)
         h = b.residual_branch(h) if through else b.shortcut(h)
     return h
 

@@ -20,7 +20,13 @@ from typing import Any, Literal, SupportsIndex, TypeVar, get_args
 from .errors import SpecError
 
 BlockType = Literal["basic", "bottleneck"]
-StemType = Literal["imagenet", "cifar"]
+# imagenet: 7-wide conv /2 + 3-wide max pool /2; cifar: 3-wide conv + BN + ReLU (the "conv stem" of
+# 1-D nets too); vdcnn: Conneau et al. 2017's first temporal conv (3-wide, with bias, no BN or ReLU);
+# none: the first block sees the input itself (the notes' seed block).
+StemType = Literal["imagenet", "cifar", "vdcnn", "none"]
+# How a later stage halves its size: a strided first conv (ResNet) or a 3-wide max pool /2 in front of
+# the stage's first block, whose convs then keep stride 1 (VDCNN, Conneau et al. 2017, Sec. 3).
+Downsampling = Literal["stride", "maxpool"]
 StridePlacement = Literal["3x3", "1x1"]
 ShortcutOption = Literal["A", "B", "C"]
 # He et al. 2016, Fig. 2 / Table 1: what multiplies the shortcut (and the branch) at the add. The
@@ -37,6 +43,8 @@ SHORTCUT_OPTIONS: tuple[ShortcutOption, ...] = get_args(ShortcutOption)
 STRIDE_PLACEMENTS: tuple[StridePlacement, ...] = get_args(StridePlacement)
 SHORTCUT_VARIANTS: tuple[ShortcutVariant, ...] = get_args(ShortcutVariant)
 ACTIVATIONS: tuple[Activation, ...] = get_args(Activation)
+DOWNSAMPLINGS: tuple[Downsampling, ...] = get_args(Downsampling)
+DIMS = (1, 2)  # Conv1d nets (signals, text: C x L) and Conv2d nets (images: C x H x W)
 
 T = TypeVar("T", bound=str)
 
@@ -58,6 +66,7 @@ MAX_STAGES = 8
 MAX_BLOCKS_PER_STAGE = 2000
 MAX_WIDTH = 1 << 16
 MAX_INPUT_SIZE = 4096
+MAX_SEQUENCE_LENGTH = 1 << 20  # 1-D inputs: a million samples (VDCNN reads 1,024 characters)
 MAX_CHANNELS = 4096
 MAX_CLASSES = 1_000_000
 MAX_SHORTCUT_SCALE = 4.0  # lambda beyond this is no experiment: lambda^54 overflows float32 at 110 layers
@@ -93,6 +102,10 @@ class ResNetSpec:
     gate_bias: float = -6.0  # initial b_g of the gates; the paper's best (shortcut near identity)
     shortcut_dropout: float = 0.5  # drop ratio of the "dropout" shortcut (training only)
     activation: Activation = "original"
+    # 1-D nets (Conv1d, BatchNorm1d; input C x L with L = input_size samples) and what they need
+    dims: int = 2
+    conv_bias: bool = False  # the stem conv and the block's own convs carry a bias (the notes' Conv1d)
+    downsampling: Downsampling = "stride"
     num_classes: int = 1000
     in_channels: int = 3
     input_size: int = 224
@@ -123,9 +136,21 @@ class ResNetSpec:
 
     @property
     def depth(self) -> int:
-        """Weighted layers as the papers count them: stem conv + convs in blocks + fc."""
+        """Weighted layers as the papers count them: stem conv + convs in blocks + fc (He et al.);
+        VDCNN counts convolutional layers only (Conneau et al. 2017, Table 2: 9, 17, 29, 49)."""
         per_block = 2 if self.block == "basic" else 3
-        return 1 + per_block * self.num_blocks + 1
+        stem = 0 if self.stem == "none" else 1
+        head = 0 if self.stem == "vdcnn" else 1
+        return stem + per_block * self.num_blocks + head
+
+    @property
+    def size_unit(self) -> str:
+        """What one step of ``input_size`` is: pixels (2-D) or samples (1-D)."""
+        return "px" if self.dims == 2 else "samples"
+
+    def input_shape(self) -> tuple[int, ...]:
+        """One input without the batch axis: C x H x W, or C x L for a 1-D net."""
+        return (self.in_channels,) + (self.input_size,) * self.dims
 
     @property
     def out_channels(self) -> tuple[int, ...]:
@@ -142,6 +167,8 @@ class ResNetSpec:
     @property
     def variant(self) -> str:
         parts = ["residual" if self.residual else "plain"]
+        if self.dims == 1:
+            parts.insert(0, "1-D")
         if self.preact:
             parts.append("pre-activation")
         if self.activation != "original":
@@ -195,13 +222,16 @@ def validate(spec: ResNetSpec) -> ResNetSpec:
     return spec
 
 
-_INT_FIELDS = ("stem_width", "groups", "width_per_group", "num_classes", "in_channels", "input_size")
-_BOOL_FIELDS = ("residual", "preact", "scale_residual")
+_INT_FIELDS = ("stem_width", "groups", "width_per_group", "num_classes", "in_channels", "input_size", "dims")
+_BOOL_FIELDS = ("residual", "preact", "scale_residual", "conv_bias")
 _STR_FIELDS = ("name", "family", "description")
 _FLOAT_FIELDS = ("shortcut_scale", "gate_bias", "shortcut_dropout")
 # He et al. 2016's variant fields: at their defaults (the original block) metadata may leave them out
 VARIANT_FIELDS = ("shortcut_variant", "shortcut_scale", "scale_residual", "gate_bias", "shortcut_dropout",
                   "activation")
+# Fields metadata may leave out at their defaults (the 2-D nets written before 1-D nets existed), so
+# stored runs keep the keys they were hashed with
+OPTIONAL_FIELDS = VARIANT_FIELDS + ("dims", "conv_bias", "downsampling")
 SHORTCUT_VARIANT_LABELS: dict[ShortcutVariant, str] = {
     "identity": "identity shortcut", "scale": "constant scaling", "gate": "exclusive gating",
     "shortcut_gate": "shortcut-only gating", "dropout": "dropout shortcut"}
@@ -272,6 +302,7 @@ def _coerce(spec: ResNetSpec) -> None:
     set_(spec, "stride_on", choice(spec.stride_on, STRIDE_PLACEMENTS, "stride_on"))
     set_(spec, "shortcut_variant", choice(spec.shortcut_variant, SHORTCUT_VARIANTS, "shortcut_variant"))
     set_(spec, "activation", choice(spec.activation, ACTIVATIONS, "activation"))
+    set_(spec, "downsampling", choice(spec.downsampling, DOWNSAMPLINGS, "downsampling"))
 
 
 def _check(spec: ResNetSpec) -> None:
@@ -284,6 +315,11 @@ def _check(spec: ResNetSpec) -> None:
         raise SpecError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {spec.shortcut!r}")
     if spec.stride_on not in STRIDE_PLACEMENTS:
         raise SpecError(f"stride_on must be one of {STRIDE_PLACEMENTS}, got {spec.stride_on!r}")
+    if spec.dims not in DIMS:
+        raise SpecError(f"dims must be 1 (Conv1d: signals, text) or 2 (Conv2d: images), got {spec.dims}")
+    if spec.stem == "none" and spec.stem_width != spec.in_channels:
+        raise SpecError(f"without a stem the first block sees the input itself: stem_width must equal the "
+                        f"input channels ({spec.in_channels}), got {spec.stem_width}")
     n = len(spec.layers)
     if n == 0:
         raise SpecError("a ResNet needs at least one stage: give blocks per stage, e.g. (2, 2, 2, 2)")
@@ -348,8 +384,20 @@ def _check(spec: ResNetSpec) -> None:
     # leaves it with floor((n + 2p - k) / s) + 1 >= 1 pixels and the net runs at any size from 1
     # (tested against the built model). Sizes that leave whole stages on 1x1 maps are legal but
     # unusual: small_input_note says so, and the pages show it as a warning.
-    if not 1 <= spec.input_size <= MAX_INPUT_SIZE:
+    if spec.dims == 2 and not 1 <= spec.input_size <= MAX_INPUT_SIZE:
         raise SpecError(f"input size must be between 1 and {MAX_INPUT_SIZE} pixels, got {spec.input_size}")
+    if spec.dims == 1:
+        if not 1 <= spec.input_size <= MAX_SEQUENCE_LENGTH:
+            raise SpecError(f"sequence length must be between 1 and {MAX_SEQUENCE_LENGTH:,} samples, got "
+                            f"{spec.input_size:,}")
+        # A 1-D net is not run on sequences its strides cannot divide down: each stage would see
+        # its own zero padding more than the signal (the 2-D nets keep the old rule for ImageNet
+        # nets at tiny sizes, with a warning)
+        stride = total_stride(spec)
+        if spec.input_size < stride:
+            raise SpecError(f"a sequence of {spec.input_size} samples is shorter than the net's total stride "
+                            f"{stride} ({_stride_story(spec)}): the last stages would see less than one "
+                            f"sample per step. Give at least {stride} samples or remove a stride")
 
 
 def _check_variant(spec: ResNetSpec) -> None:
@@ -377,6 +425,12 @@ def conv_out(size: int, k: int, s: int, p: int) -> int:
     return (size + 2 * p - k) // s + 1
 
 
+def _stride_story(spec: ResNetSpec) -> str:
+    """Where a net's total stride comes from, e.g. 'stem 4 x stages 1 x 2 x 2 x 2'."""
+    stem = "stem 4 x " if spec.stem == "imagenet" else ""
+    return stem + "stages " + " x ".join(str(s) for s in spec.stage_strides)
+
+
 def total_stride(spec: ResNetSpec) -> int:
     stem = 4 if spec.stem == "imagenet" else 1
     out = stem
@@ -392,8 +446,9 @@ def feature_sizes(spec: ResNetSpec) -> dict[str, int]:
     n = spec.input_size
     if spec.stem == "imagenet":
         n = conv_out(conv_out(n, 7, 2, 3), 3, 2, 1)  # conv1 7x7/2, then the 3x3/2 max pool
-    else:
+    elif spec.stem != "none":
         n = conv_out(n, 3, 1, 1)
+    # a stage's 3-wide max pool /2 (VDCNN) has the strided 3x3's arithmetic too
     sizes = {"stem": n}
     for i, s in enumerate(spec.stage_strides):
         n = conv_out(n, 3, s, 1)
@@ -418,6 +473,11 @@ def small_input_note(spec: ResNetSpec) -> str | None:
     # stride before it: larger than 1x1 exactly when n > S.
     smallest = total_stride(spec) // spec.stage_strides[-1] + 1
     which = stages[0] if len(stages) == 1 else ", ".join(stages[:-1]) + f" and {stages[-1]}"
+    if spec.dims == 1:
+        return (f"At {spec.input_size} samples the sequence is down to 1 sample before {stages[0]}, so {which} "
+                f"{'works' if len(stages) == 1 else 'work'} on single samples (each 3-wide conv sees one sample "
+                f"and its zero padding). The net runs and every number here is exact for it; from {smallest} "
+                f"samples on, every stage gets more than one.")
     return (f"At {spec.input_size} px the feature map is down to 1×1 before {stages[0]}, so {which} "
             f"{'works' if len(stages) == 1 else 'work'} on single pixels (each 3×3 conv sees one pixel and "
             f"its zero padding) and the classifier sees one pixel per channel. The net runs and every "
@@ -457,6 +517,38 @@ def cifar(n: int, shortcut: ShortcutOption = "A", *, description: str = "") -> R
     )
 
 
+MNIST1D_WIDTHS = (32, 64, 128)
+MAX_RESNET1D_DEPTH = MAX_CIFAR_DEPTH
+
+
+def resnet1d(n: int, shortcut: ShortcutOption = "A", *, description: str = "") -> ResNetSpec:
+    """The CIFAR recipe in one dimension, sized for MNIST-1D (Greydanus 2020: 40 samples, 1 channel,
+    10 classes): 6n+2 layers, 3 stages of n BasicBlocks, 32/64/128 filters, a 3-wide conv stem; the
+    40 samples leave the last stage with 10. Option-A shortcuts, so the plain twin has the same
+    parameters."""
+    base = cifar(n, shortcut)
+    return base.replace(name=f"resnet1d_{6 * base.layers[0] + 2}", dims=1, widths=MNIST1D_WIDTHS,
+                        stem_width=MNIST1D_WIDTHS[0], in_channels=1, input_size=40, family="resnet1d",
+                        description=description)
+
+
+# Conneau et al. 2017, Table 2: convolutional layers per stage at 64-128-256-512 filters, two per
+# block, after the first temporal conv (3-wide, 64 filters) on 16-d character embeddings of 1,024
+# characters; a max pool /2 between stages. The embedding lookup is not part of a spec (its input
+# here is the 16 x 1,024 embedded text) and the head is ours (global average pool + one fc on 4
+# classes, AG's News), not VDCNN's k-max pooling and three fc layers.
+VDCNN_LAYERS = {9: (1, 1, 1, 1), 17: (2, 2, 2, 2), 29: (5, 5, 2, 2), 49: (8, 8, 5, 3)}
+
+
+def vdcnn(depth: int) -> ResNetSpec:
+    return ResNetSpec(
+        name=f"vdcnn{depth}", block="basic", layers=VDCNN_LAYERS[depth], widths=IMAGENET_WIDTHS, stem="vdcnn",
+        stem_width=64, strides=(1, 2, 2, 2), shortcut="B", conv_bias=True, downsampling="maxpool", dims=1,
+        in_channels=16, input_size=1024, num_classes=4, family="vdcnn",
+        description=f"Conneau et al. 2017, Table 2 (depth {depth}), with shortcuts; plain_vdcnn{depth} without",
+    )
+
+
 _BUILTIN: list[ResNetSpec] = [
     imagenet("resnet18", "basic", (2, 2, 2, 2), description="He et al. 2015, Table 1"),
     imagenet("resnet34", "basic", (3, 4, 6, 3), description="He et al. 2015, Table 1"),
@@ -475,11 +567,14 @@ _BUILTIN: list[ResNetSpec] = [
              description="Xie et al. 2017"),
 ] + [
     cifar(n, description="He et al. 2015, Table 6 (option A)") for n in (3, 5, 7, 9, 18, 200)
+] + [vdcnn(d) for d in VDCNN_LAYERS] + [
+    resnet1d(n, description="CIFAR-style 6n+2 ResNet in 1-D for MNIST-1D (Greydanus 2020)") for n in (1, 3, 9)
 ]
 
 MODELS: dict[str, ResNetSpec] = {s.name: s for s in _BUILTIN}  # each validated when made
 IMAGENET_DEPTHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 CIFAR_DEPTHS = tuple(s.name for s in _BUILTIN if s.family == "cifar")
+ONE_D_MODELS = tuple(s.name for s in _BUILTIN if s.dims == 1)
 
 
 def get_spec(name: str, *, plain: bool = False, preact: bool = False,
@@ -500,10 +595,11 @@ def get_spec(name: str, *, plain: bool = False, preact: bool = False,
         plain, key = True, key[len("plain_"):]
     if key.startswith("preact_"):
         preact, key = True, key[len("preact_"):]
-    digits = key[len("cifar_resnet"):]
+    family = "resnet1d_" if key.startswith("resnet1d_") else "cifar_resnet"
+    digits = key[len(family):]
     if key in MODELS:
         spec = MODELS[key]
-    elif key.startswith("cifar_resnet") and digits.isascii() and digits.isdigit():
+    elif key.startswith(family) and digits.isascii() and digits.isdigit():
         if len(digits.lstrip("0")) > len(str(MAX_CIFAR_DEPTH)):  # int() of 4300+ digits raises ValueError
             raise SpecError(f"CIFAR ResNets go up to {MAX_CIFAR_DEPTH} layers; a depth of "
                             f"{len(digits.lstrip('0'))} digits is deeper")
@@ -513,9 +609,10 @@ def get_spec(name: str, *, plain: bool = False, preact: bool = False,
         if depth > MAX_CIFAR_DEPTH:
             raise SpecError(f"CIFAR ResNets go up to {MAX_CIFAR_DEPTH} layers ({MAX_BLOCKS_PER_STAGE} "
                             f"blocks per stage); {depth} is deeper")
-        spec = cifar((depth - 2) // 6)
+        spec = cifar((depth - 2) // 6) if family == "cifar_resnet" else resnet1d((depth - 2) // 6)
     else:
-        raise SpecError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} or cifar_resnet<6n+2>")
+        raise SpecError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, cifar_resnet<6n+2> or "
+                        f"resnet1d_<6n+2>")
     changes: dict[str, Any] = {}
     if stride_on is not None:
         changes["stride_on"] = stride_on
@@ -538,19 +635,20 @@ def custom_spec(*, block: BlockType, layers: Iterable[int], widths: Iterable[int
                 input_size: int = 224, in_channels: int = 3, num_classes: int = 1000,
                 stem: StemType = "imagenet", stem_width: int | None = None, shortcut: ShortcutOption = "B",
                 residual: bool = True, preact: bool = False, stride_on: StridePlacement = "3x3",
-                groups: int = 1, width_per_group: int = 64, name: str = "custom") -> ResNetSpec:
+                groups: int = 1, width_per_group: int = 64, name: str = "custom", dims: int = 2,
+                conv_bias: bool = False, downsampling: Downsampling = "stride") -> ResNetSpec:
     """Build and validate a user-defined spec; raises ``SpecError`` saying what to change.
 
     The Literal-typed choices are checked at runtime too (a string from a widget or the command line
     that is not one of them raises ``SpecError`` naming the choices); so are the integer types.
     """
     if stem_width is None:
-        stem_width = 64 if stem == "imagenet" else 16
+        stem_width = in_channels if stem == "none" else 64 if stem in ("imagenet", "vdcnn") else 16
     return ResNetSpec(
         name=name, block=block, layers=_seq(layers, "layers"), widths=_seq(widths, "widths"), stem=stem,
         stem_width=stem_width, shortcut=shortcut, residual=residual, preact=preact, stride_on=stride_on,
         groups=groups, width_per_group=width_per_group, num_classes=num_classes,
-        in_channels=in_channels, input_size=input_size,
+        in_channels=in_channels, input_size=input_size, dims=dims, conv_bias=conv_bias, downsampling=downsampling,
     )
 
 

@@ -29,7 +29,7 @@ def ours(name: str) -> tuple[int, int]:
 def baseline(name: str) -> tuple[int, int]:
     spec = get_spec(name)
     model = build_model(spec)
-    s = torchinfo.summary(model, input_size=(1, spec.in_channels, spec.input_size, spec.input_size),
+    s = torchinfo.summary(model, input_size=(1, *spec.input_shape()),
                           verbose=0, device="cpu")
     return int(s.total_params), int(s.total_mult_adds)
 

@@ -15,7 +15,7 @@ def numel(model: nn.Module) -> int:
 
 
 def torchinfo_mult_adds(model: nn.Module, spec: ResNetSpec) -> int:
-    s = torchinfo.summary(model, input_size=(1, spec.in_channels, spec.input_size, spec.input_size),
+    s = torchinfo.summary(model, input_size=(1, *spec.input_shape()),
                           verbose=0, device="cpu")
     return int(s.total_mult_adds)
 
@@ -32,7 +32,7 @@ def hooked_shapes(spec: ResNetSpec) -> list[tuple[str, tuple[int, ...]]]:
                                                         else (o.shape[1], 1, 1)))))
     try:
         with torch.no_grad():
-            model(torch.zeros(1, spec.in_channels, spec.input_size, spec.input_size))
+            model(torch.zeros(1, *spec.input_shape()))
     finally:
         for h in handles:
             h.remove()

@@ -29,6 +29,10 @@ EXPECTED = {
     "resnext50_32x4d": (12, 4, 0), "resnext101_32x8d": (29, 4, 0), "resnext101_64x4d": (29, 4, 0),
     "cifar_resnet20": (7, 0, 2), "cifar_resnet32": (13, 0, 2), "cifar_resnet44": (19, 0, 2),
     "cifar_resnet56": (25, 0, 2), "cifar_resnet110": (52, 0, 2), "cifar_resnet1202": (598, 0, 2),
+    # VDCNN: the max pool halves the length in front of layer2-4's first block, whose 1x1 projection
+    # only widens the channels; layer1 keeps the stem's 64 channels
+    "vdcnn9": (1, 3, 0), "vdcnn17": (5, 3, 0), "vdcnn29": (11, 3, 0), "vdcnn49": (21, 3, 0),
+    "resnet1d_8": (1, 0, 2), "resnet1d_20": (7, 0, 2), "resnet1d_56": (25, 0, 2),
 }
 
 

@@ -286,7 +286,7 @@ def assert_predictions_match(preds: Tensor, ref: Tensor) -> None:
 def case(request):
     name = request.param
     spec = CASES[name]
-    x = torch.randn(N_INPUTS, spec.in_channels, spec.input_size, spec.input_size,
+    x = torch.randn(N_INPUTS, *spec.input_shape(),
                     generator=torch.Generator().manual_seed(7))
     model = randomised(spec, sorted(CASES).index(name), x)
     n = spec.num_blocks

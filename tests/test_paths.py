@@ -16,8 +16,11 @@ from analysis.errors import LensError
 class LinBlock(nn.Module):
     """Duck-types analysis.models.Block: a linear branch, identity shortcut, plain add."""
 
-    plan = SimpleNamespace(residual=True)
+    plan = SimpleNamespace(residual=True, entry=())
     downsample = None
+
+    def enter(self, x):
+        return x  # no pool in front of the block
 
     def __init__(self, w: torch.Tensor) -> None:
         super().__init__()

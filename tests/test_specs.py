@@ -184,7 +184,7 @@ def test_parse_int_list_keeps_its_cause():
 
 def test_choices_are_the_literal_args():
     assert BLOCK_TYPES == typing.get_args(BlockType) == ("basic", "bottleneck")
-    assert STEM_TYPES == typing.get_args(StemType) == ("imagenet", "cifar")
+    assert STEM_TYPES == typing.get_args(StemType) == ("imagenet", "cifar", "vdcnn", "none")
     assert STRIDE_PLACEMENTS == typing.get_args(StridePlacement) == ("3x3", "1x1")
     assert SHORTCUT_OPTIONS == typing.get_args(ShortcutOption) == ("A", "B", "C")
 

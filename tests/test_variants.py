@@ -19,7 +19,7 @@ R20 = get_spec("cifar_resnet20")  # 16/32/64 filters, 3 stages of 3 basic blocks
 
 
 def x_batch(spec, n=4, seed=0):
-    return torch.randn(n, spec.in_channels, spec.input_size, spec.input_size,
+    return torch.randn(n, *spec.input_shape(),
                        generator=torch.Generator().manual_seed(seed))
 
 

@@ -104,6 +104,7 @@ MODEL_PICKER: dict[str, Kind] = {
     "source": "str", "model": "str", "ckpt": "str", "shortcut_*": "str", "stride": "str", "plain": "bool",
     "preact": "bool", "size_*": "int",
     "cblock": "str", "cstem": "str", "clayers": "str", "cwidths": "str", "csize_*": "int", "cchan": "int",
+    "cdims": "int", "csize1d_*": "int", "cchan1d": "int", "cbias": "bool", "cdown": "str",
     "cclasses": "int", "cshortcut": "str", "cgroups": "int", "cwpg": "int", "cstride": "str", "cplain": "bool",
     "cpreact": "bool",
     # He et al. 2016 variants (ui.widgets.variant_picker)

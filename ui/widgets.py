@@ -15,10 +15,12 @@ from analysis.specs import (
     ACTIVATION_LABELS,
     ACTIVATIONS,
     BLOCK_TYPES,
+    DOWNSAMPLINGS,
     MAX_CHANNELS,
     MAX_CLASSES,
     MAX_GATE_BIAS,
     MAX_INPUT_SIZE,
+    MAX_SEQUENCE_LENGTH,
     MAX_SHORTCUT_SCALE,
     MODELS,
     SHORTCUT_OPTIONS,
@@ -26,6 +28,7 @@ from analysis.specs import (
     SHORTCUT_VARIANTS,
     STEM_TYPES,
     STRIDE_PLACEMENTS,
+    Downsampling,
     ResNetSpec,
     ShortcutOption,
     StemType,
@@ -45,7 +48,19 @@ SHORTCUT_HELP: dict[ShortcutOption, str] = {
     "B": "B: identity, 1×1 projection only where the shape changes",
     "C": "C: 1×1 projection on every block",
 }
-STEM_HELP: dict[StemType, str] = {"imagenet": "ImageNet (7×7/2 + max pool)", "cifar": "CIFAR (3×3/1)"}
+STEM_HELP: dict[StemType, str] = {"imagenet": "ImageNet (7×7/2 + max pool)", "cifar": "CIFAR / conv stem (3×3/1)",
+                                   "vdcnn": "VDCNN temporal conv (3-wide, bias, no BN)", "none": "none (blocks see the input)"}
+DIMS_HELP = {2: "2-D (images, C×H×W)", 1: "1-D (sequences, C×L)"}
+DOWNSAMPLING_HELP: dict[Downsampling, str] = {"stride": "strided first conv (ResNet)",
+                                              "maxpool": "max pool /2 before the stage (VDCNN)"}
+
+
+def size_widget(container: Any, label: str, *, dims: int, default: int, key: str) -> int:
+    """The input-size number input: pixels (2-D, up to 4,096) or samples (1-D, up to a million)."""
+    most = MAX_INPUT_SIZE if dims == 2 else MAX_SEQUENCE_LENGTH
+    unit = "px" if dims == 2 else "samples"
+    return int(container.number_input(range_label(label, 1, most, unit), 1, most, min(max(default, 1), most),
+                                      key=key))
 STRIDE_HELP: dict[StridePlacement, str] = {"3x3": "v1.5 (torchvision): stride on the 3×3", "1x1": "v1 (paper): stride on the first 1×1"}
 
 
@@ -84,8 +99,9 @@ def table(df: Any, container: Any = None, digits: int = 3, formats: dict[str, An
 def spec_header(spec: ResNetSpec, container: Any = None) -> None:
     """The net and its input as a subheader: every page that shows costs or shapes says at which
     input size they hold (issue 11: numbers silently at another size were wrong numbers)."""
-    (container or st).subheader(f"{spec.name} — {spec.variant} — input "
-                                f"{spec.in_channels}×{spec.input_size}×{spec.input_size}")
+    shape = "×".join(str(n) for n in spec.input_shape())
+    unit = "" if spec.dims == 2 else " (channels × samples)"
+    (container or st).subheader(f"{spec.name} — {spec.variant} — input {shape}{unit}")
 
 
 def range_label(label: str, low: float, high: float, unit: str = "") -> str:
@@ -225,13 +241,15 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
             # CIFAR net keeps 32 px after resnet50's 224) unless the user changed it for that model
             # Streamlit forgets a widget's value when it is not drawn, so the user's sizes live here
             sizes: dict[str, int] = st.session_state.setdefault(f"{key}_sizes", {})
-            size = sb.number_input(range_label("Input size", 1, MAX_INPUT_SIZE, "px"), 1, MAX_INPUT_SIZE,
-                                   sizes.get(name, base.input_size), key=f"{key}_size_{name}")
-            sizes[name] = int(size)
+            size = size_widget(sb, "Input size" if base.dims == 2 else "Sequence length", dims=base.dims,
+                               default=sizes.get(name, base.input_size), key=f"{key}_size_{name}")
+            sizes[name] = size
             spec = get_spec(name, plain=plain, preact=preact, shortcut=shortcut, input_size=int(size),
                             stride_on=stride_on).replace(**variant_picker(key, residual=not plain, preact=preact))
             small_input_warning(spec)
             return spec
+        dims = int(sb.radio("Dimensions", (2, 1), format_func=DIMS_HELP.__getitem__, key=f"{key}_cdims",
+                            horizontal=True))
         block = sb.selectbox("Block", BLOCK_TYPES, key=f"{key}_cblock")
         stem = choice(sb.selectbox("Stem", STEM_TYPES, key=f"{key}_cstem", format_func=STEM_HELP.__getitem__),
                       STEM_TYPES, "stem")
@@ -240,10 +258,15 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
         widths = parse_int_list(sb.text_input("Widths (planes) per stage", "64, 128, 256, 512",
                                               key=f"{key}_cwidths"), "widths")
         # one input per line: three side by side in the sidebar leave no room for their ranges
-        size = sb.number_input(range_label("Input size", 1, MAX_INPUT_SIZE, "px"), 1, MAX_INPUT_SIZE,
-                               224 if stem == "imagenet" else 32, key=f"{key}_csize_{stem}")
+        if dims == 2:
+            size = size_widget(sb, "Input size", dims=2, default=224 if stem == "imagenet" else 32,
+                               key=f"{key}_csize_{stem}")
+        else:  # MNIST-1D's 40 samples, VDCNN's 1,024 characters
+            size = size_widget(sb, "Sequence length", dims=1, default=1024 if stem == "vdcnn" else 40,
+                               key=f"{key}_csize1d_{stem}")
         c1, c2 = sb.columns(2)
-        chans = c1.number_input(range_label("Channels", 1, MAX_CHANNELS), 1, MAX_CHANNELS, 3, key=f"{key}_cchan")
+        chans = c1.number_input(range_label("Channels", 1, MAX_CHANNELS), 1, MAX_CHANNELS, 3 if dims == 2 else 1,
+                                key=f"{key}_cchan{'' if dims == 2 else '1d'}")
         classes = c2.number_input(range_label("Classes", 1, MAX_CLASSES), 1, MAX_CLASSES,
                                   1000 if stem == "imagenet" else 10, key=f"{key}_cclasses")
         shortcut = sb.radio("Shortcut option", SHORTCUT_OPTIONS, index=1, format_func=SHORTCUT_HELP.__getitem__,
@@ -259,7 +282,13 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
                                  key=f"{key}_cstride")
         plain = sb.checkbox("Plain (no shortcuts)", key=f"{key}_cplain")
         preact = sb.checkbox("Pre-activation", key=f"{key}_cpreact")
+        d1, d2 = sb.columns(2)
+        conv_bias = d1.checkbox("Conv bias", key=f"{key}_cbias",
+                                help="Every block conv and the stem conv carry a bias (the notes' Conv1d block, VDCNN)")
+        downsampling = choice(d2.selectbox("Downsampling", DOWNSAMPLINGS, format_func=DOWNSAMPLING_HELP.__getitem__,
+                                           key=f"{key}_cdown"), DOWNSAMPLINGS, "downsampling")
         spec = custom_spec(block=block, layers=layers, widths=widths, input_size=int(size),
+                           dims=dims, conv_bias=conv_bias, downsampling=downsampling,
                            in_channels=int(chans), num_classes=int(classes), stem=stem,
                            shortcut=shortcut, residual=not plain, preact=preact, groups=groups,
                            width_per_group=wpg, stride_on=choice(stride_on, STRIDE_PLACEMENTS, "stride_on"),
