@@ -105,20 +105,25 @@ def variant_table() -> pd.DataFrame:
                           "paper table": v.table, "paper error % (ResNet-110)": v.paper} for v in VARIANTS.values()])
 
 
-def base_spec(depth: int) -> ResNetSpec:
-    """The CIFAR ResNet of ``depth`` = 6n+2 layers (He et al. 2015, Sec. 4.2, option A shortcuts)."""
+def base_spec(depth: int, dims: int = 2) -> ResNetSpec:
+    """The CIFAR ResNet of ``depth`` = 6n+2 layers (He et al. 2015, Sec. 4.2, option A shortcuts), or
+    its 1-D counterpart ``resnet1d_<depth>`` for sequence data (``dims=1``: MNIST-1D)."""
     from .specs import get_spec
 
     if isinstance(depth, bool) or not isinstance(depth, int):
         raise ConfigError(f"depths must be whole numbers of the form 6n+2 (8, 14, 20, 32, 56, ...), got {depth!r}")
-    return get_spec(f"cifar_resnet{depth}")
+    if dims not in (1, 2):
+        raise ConfigError(f"a grid trains 1-D or 2-D nets, got dims={dims!r}")
+    return get_spec(f"cifar_resnet{depth}" if dims == 2 else f"resnet1d_{depth}")
 
 
-def variant_spec(v: Variant, depth: int, *, channels: int = 3, classes: int = 10, size: int = 32) -> ResNetSpec:
-    """The spec of variant ``v`` at ``depth``, sized for the data; a combination the spec refuses
-    (e.g. gating on a plain net) raises its SpecError."""
+def variant_spec(v: Variant, depth: int, *, channels: int = 3, classes: int = 10, size: int = 32,
+                 dims: int = 2) -> ResNetSpec:
+    """The spec of variant ``v`` at ``depth``, sized for the data (a 1-D net for sequence data); a
+    combination the spec refuses (e.g. gating on a plain net) raises its SpecError."""
     try:
-        return base_spec(depth).replace(in_channels=channels, num_classes=classes, input_size=size, **v.changes)
+        return base_spec(depth, dims).replace(in_channels=channels, num_classes=classes, input_size=size,
+                                              **v.changes)
     except SpecError as exc:
         raise SpecError(f"variant {v.name} at depth {depth}: {exc}") from exc
 
@@ -206,7 +211,8 @@ class Grid:
         for name in self.variants:
             v = variant(name)
             for d in self.depths:
-                spec = variant_spec(v, d, channels=data.channels, classes=data.num_classes, size=data.size)
+                spec = variant_spec(v, d, channels=data.channels, classes=data.num_classes, size=data.size,
+                                    dims=data.dims)
                 for s in self.seeds:
                     cfg = dataclasses.replace(self.recipe, seed=s)
                     # the key run_config(ck) gives the trained checkpoint: the store finds it by this

@@ -59,8 +59,10 @@ def _home() -> Path:
 
 
 def cache_path() -> Path:
-    """Where the generated arrays are kept: ``<home>/datasets/mnist1d_v0.0.2.post1_seed42.npz``."""
-    return _home() / "datasets" / CACHE_NAME
+    """Where the generated arrays are kept: ``<home>/datasets/mnist1d_v0.0.2.post1_seed42.npz``, or
+    in ``$RESNET_LENS_DATASETS`` if set (one cache shared by many homes: the test suite's)."""
+    shared = os.environ.get("RESNET_LENS_DATASETS")
+    return (Path(shared).expanduser() if shared else _home() / "datasets") / CACHE_NAME
 
 
 def _command(out: Path) -> list[str]:

@@ -17,6 +17,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 os.environ["RESNET_LENS_HOME"] = tempfile.mkdtemp(prefix="resnet-lens-test-")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_datasets(tmp_path_factory):
+    """Generated datasets (MNIST-1D, ~3 s to make) are cached once per test process, not in every
+    test's fresh home and never in the user's ~/.resnet-lens."""
+    folder = tmp_path_factory.mktemp("datasets")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESNET_LENS_DATASETS", str(folder))
+        yield folder
+
+
 @pytest.fixture
 def own_run_store(tmp_path_factory, monkeypatch):
     """An empty run store for one test, so runs trained by another test never show up (page tests

@@ -373,3 +373,17 @@ def test_run_task_reports_bad_data_as_an_error():
                     DataSpec(size=8, train_images=10**6), "k")
     res = run_task(bad.task())
     assert res.status == "error" and "training images" in res.message
+
+
+def test_a_grid_on_sequence_data_trains_1d_nets(tmp_path):
+    """MNIST-1D (N x 1 x 40) makes the grid train resnet1d_<depth>, the CIFAR recipe in 1-D."""
+    grid = g.Grid(("original", "scaling_0.5"), depths=(8,), seeds=(0,), recipe=TINY_RECIPE,
+                  data=DataSpec(kind="mnist1d", train_images=64))
+    runs = grid.runs()
+    assert [(r.spec.dims, r.spec.input_shape(), r.spec.family) for r in runs] == [(1, (1, 40), "resnet1d")] * 2
+    assert runs[1].spec.shortcut_variant == "scale"
+    res = run_grid_ok(grid, RunStore(tmp_path), InProcessExecutor(threads=1))
+    ck = load_checkpoint(RunStore(tmp_path).get(res.results["key"][0]).path)
+    assert ck.spec.dims == 1 and ck.spec == runs[0].spec
+    with pytest.raises(ConfigError, match="1-D or 2-D"):
+        g.base_spec(8, dims=3)

@@ -44,6 +44,7 @@ def generated(tmp_path_factory):
     home = tmp_path_factory.mktemp("mnist1d-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RESNET_LENS_HOME", str(home))
+        mp.delenv("RESNET_LENS_DATASETS", raising=False)  # these tests are about the home's own cache
         before = _rng_states()
         arrays = mnist1d.load_arrays()
         after = _rng_states()
@@ -55,6 +56,7 @@ def generated(tmp_path_factory):
 def home(tmp_path, monkeypatch):
     """An empty home of this test's own: the cache file is absent until a test puts it there."""
     monkeypatch.setenv("RESNET_LENS_HOME", str(tmp_path))
+    monkeypatch.delenv("RESNET_LENS_DATASETS", raising=False)
     return tmp_path
 
 
@@ -253,3 +255,11 @@ def test_augment_shift1d():
         augment_batch(x, "shift", torch.Generator())
     with pytest.raises(DatasetError, match="'shift1d' does not apply to a batch of shape"):
         augment_batch(torch.zeros(2, 1, 8, 8), "shift1d", torch.Generator())
+
+
+def test_a_shared_dataset_folder_overrides_the_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_LENS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RESNET_LENS_DATASETS", str(tmp_path / "shared"))
+    assert mnist1d.cache_path().parent == tmp_path / "shared"
+    monkeypatch.delenv("RESNET_LENS_DATASETS")
+    assert mnist1d.cache_path().parent == tmp_path / "home" / "datasets"
