@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # The default grid's results, recorded once by `python -m analysis grid ... --out` and shipped, so a fresh
 # clone shows measured numbers without training; RESNET_LENS_VARIANTS_RESULTS points the page at another file.
 RESULTS_FILE = Path(os.environ.get("RESNET_LENS_VARIANTS_RESULTS") or ROOT / "results" / "variants_digits.json")
+# other recorded grids beside it (results/variants_<data>.json: MNIST-1D's 1-D nets), offered as a choice
+RECORDED = {"variants_digits.json": "digits (2-D CIFAR-style nets)",
+            "variants_mnist1d.json": "MNIST-1D (1-D resnet1d nets)"}
+DATA_CHOICES = {"digits": "digits (2-D images)", "mnist1d": "MNIST-1D (1-D sequences, 40 samples)"}
 DEPTHS = [8, 14, 20, 32, 44, 56, 110]
 DEFAULT_VARIANTS = ["original", "scaling_0.5"]
 # digits: 1,347 training images in batches of 64 are 22 steps an epoch; k = 5 gives 5 snapshots an epoch
@@ -47,11 +51,19 @@ def describe(definition: dict[str, Any]) -> str:
     images = f", first {data['train_images']:,} training images" if data.get("train_images") else ""
     size = data.get("size")
     scaled = f" upsampled to {size} px" if isinstance(size, int) and size > 8 else ""
-    where = (f"scikit-learn's 8×8 handwritten digits{scaled}{images} (test split: 450 images, so one image is "
-             f"0.22 pp)") if kind == "digits" else f"{kind} at {size} px{images}"
+    nets = "CIFAR ResNets"
+    if kind == "digits":
+        where = (f"scikit-learn's 8×8 handwritten digits{scaled}{images} (test split: 450 images, so one image is "
+                 f"0.22 pp)")
+    elif kind == "mnist1d":
+        where = (f"MNIST-1D (Greydanus 2020: sequences of 40 samples{images}; test split: 1,000 sequences, so one "
+                 f"sequence is 0.1 pp)")
+        nets = "1-D ResNets (resnet1d: the CIFAR recipe with Conv1d, 32/64/128 filters)"
+    else:
+        where = f"{kind} at {size} px{images}"
     seeds = definition.get("seeds", [])
     augment = "with" if recipe.get("augment", True) else "without"
-    return (f"Measured on {where}; CIFAR ResNets of depth {', '.join(str(d) for d in definition.get('depths', []))} "
+    return (f"Measured on {where}; {nets} of depth {', '.join(str(d) for d in definition.get('depths', []))} "
             f"(6n+2 layers, option A shortcuts); {len(seeds)} seed{'s' * (len(seeds) != 1)} each "
             f"({', '.join(str(s) for s in seeds)}); {recipe.get('epochs')} epoch{'s' * (recipe.get('epochs') != 1)} of "
             f"SGD (batch "
@@ -161,6 +173,13 @@ st.caption("He et al. 2016 (*Identity Mappings in Deep Residual Networks*), Tabl
 # ------------------------------------------------------------------ 1. the shipped grid
 st.subheader("1 · The recorded grid")
 shipped_results: pd.DataFrame | None = None
+others = [RESULTS_FILE.parent / n for n in RECORDED if (RESULTS_FILE.parent / n).is_file()
+          and RESULTS_FILE.parent / n != RESULTS_FILE]
+if others:
+    # file names as the options: plain strings, so the choice can sit in the URL
+    picked = st.radio("Recorded grid", [RESULTS_FILE.name, *(p.name for p in others)], key="variants_recorded",
+                      horizontal=True, format_func=lambda n: RECORDED.get(n, n))
+    RESULTS_FILE = RESULTS_FILE.parent / picked
 if not RESULTS_FILE.is_file():
     st.info(f"No recorded grid: `{RESULTS_FILE.relative_to(ROOT) if RESULTS_FILE.is_relative_to(ROOT) else RESULTS_FILE}` "
             "is not there. Record it with `python -m analysis grid --out results/variants_digits.json` (see the "
@@ -180,9 +199,9 @@ else:
         show_results(shipped_summary, "variants_shipped")
         dl = st.columns(2)
         dl[0].download_button("Download the recorded runs (CSV)", shipped_results.to_csv(index=False),
-                             file_name="variants_digits_runs.csv", mime="text/csv", on_click="ignore", key="variants_shipped_runs_csv")
+                             file_name=f"{RESULTS_FILE.stem}_runs.csv", mime="text/csv", on_click="ignore", key="variants_shipped_runs_csv")
         dl[1].download_button("Download the recorded summary (CSV)", shipped_summary.to_csv(index=False),
-                             file_name="variants_digits_summary.csv", mime="text/csv",
+                             file_name=f"{RESULTS_FILE.stem}_summary.csv", mime="text/csv",
                              on_click="ignore", key="variants_shipped_summary_csv")
 
 # ------------------------------------------------------------------ 2. the user's grid
@@ -195,10 +214,18 @@ chosen = row[0].multiselect("Variants", list(g.VARIANTS), DEFAULT_VARIANTS, key=
 combos = row[1].text_input("Combinations (optional)", key="variants_combos", placeholder="full_preact+exclusive_gating",
                          help="Variant names joined by '+', several separated by commas, e.g. "
                               f"full_preact+exclusive_gating. Names: {', '.join(g.VARIANTS)}.")
-row = st.columns(2)
+row = st.columns(3)
 depths = row[0].multiselect("Depths (6n+2)", DEPTHS, [8], key="variants_depths",
                           help="Depth 8 trains in seconds; the paper's ResNet-110 is depth 110.")
-size = row[1].select_slider("Digits size (pixels)", [8, 16, 32], 16, key="variants_size")
+data_kind = row[1].radio("Data", list(DATA_CHOICES), format_func=DATA_CHOICES.__getitem__, key="variants_data",
+                         help="Digits train CIFAR-style 2-D nets; MNIST-1D (Greydanus 2020) trains the same recipe "
+                              "in 1-D (resnet1d_<depth>: 32/64/128 filters on 1 × 40 sequences).")
+if data_kind == "digits":
+    size = row[2].select_slider("Digits size (pixels)", [8, 16, 32], 16, key="variants_size")
+else:
+    size = 40
+    row[2].caption("MNIST-1D: 4,000 training and 1,000 test sequences of 40 samples, generated locally "
+                   "by the mnist1d package.")
 opts = st.columns(4)
 seeds = opts[0].number_input(range_label("Seeds", 1, 3), 1, 3, 2, key="variants_seeds",
                              help="Seeds 0, 1, …: the mean ± std is over them.")
@@ -216,7 +243,7 @@ if not names:
 else:
     try:
         grid = g.Grid(tuple(names), tuple(int(d) for d in depths), tuple(range(int(seeds))),
-                      TrainConfig(epochs=int(epochs)), DataSpec("digits", int(size)))
+                      TrainConfig(epochs=int(epochs)), DataSpec(data_kind, int(size)))
     except LensError as exc:
         error_box(exc)
 store = open_store()

@@ -3,6 +3,7 @@ reused on the second run), a grid a rerun interrupted, and the messages for miss
 
 import functools
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,10 @@ from streamlit.testing.v1 import AppTest
 
 from analysis import grid as g
 from analysis import train
+from analysis.checkpoints import load_checkpoint
 from analysis.executor import DataSpec, InProcessExecutor
 from analysis.meta import TrainConfig
-from analysis.runstore import RunStore
+from analysis.runstore import RunStore, default_home
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "app_pages" / "variants.py")
@@ -212,3 +214,36 @@ def test_why_shortcuts_work_links_to_the_lab():
     (link,) = at.get("page_link")
     assert link.proto.page == "variants" and link.proto.label.startswith("Variants lab")
 
+
+
+def test_a_grid_on_mnist1d_trains_1d_nets_from_the_page(trainings):
+    """The Data choice: MNIST-1D trains resnet1d nets (1 x 40 sequences), with the same tables."""
+    at = AppTest.from_file(PAGE, default_timeout=300).run()
+    at.multiselect(key="variants_variants").set_value(["original"])
+    at.multiselect(key="variants_depths").set_value([8])
+    at.radio(key="variants_data").set_value("mnist1d")
+    at.number_input(key="variants_seeds").set_value(1)
+    at.number_input(key="variants_epochs").set_value(1).run()
+    assert not at.exception
+    assert not any(s.key == "variants_size" for s in at.select_slider)
+    at.button(key="variants_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = " ".join(c.value for c in at.caption)
+    assert "MNIST-1D (Greydanus 2020: sequences of 40 samples" in text
+    assert "1-D ResNets (resnet1d" in text
+    assert trainings == ["resnet1d_8"]
+    (run,) = RunStore(default_home()).runs()
+    assert load_checkpoint(run.path).spec.input_shape() == (1, 40)
+
+
+def test_recorded_grids_beside_the_default_are_offered(tmp_path, monkeypatch):
+    """A second recorded grid (variants_mnist1d.json) next to the default one makes a choice appear."""
+    src = ROOT / "results" / "variants_digits.json"
+    default = tmp_path / "variants_digits.json"
+    shutil.copy(src, default)
+    shutil.copy(src, tmp_path / "variants_mnist1d.json")
+    monkeypatch.setenv("RESNET_LENS_VARIANTS_RESULTS", str(default))
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not at.exception
+    radio = at.radio(key="variants_recorded")
+    assert radio.options == ["digits (2-D CIFAR-style nets)", "MNIST-1D (1-D resnet1d nets)"]

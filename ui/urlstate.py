@@ -132,6 +132,7 @@ REGISTRY: dict[str, PageParams] = {
                                    "ckpt": "str", "samples": "int", "batch": "int", "seed": "int", "mass": "float",
                                    "init": "bool"}),
     "variants": PageParams("variants_", {"variants": "strs", "combos": "str", "depths": "ints", "size": "int",
+                                         "data": "str", "recorded": "str",
                                          "seeds": "int", "epochs": "int", "grad_record": "bool", "grad_every": "int",
                                          "curves": "strs", "grad_kind": "str", "grad_runs": "strs",
                                          "grad_steps": "ints"}),
