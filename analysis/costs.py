@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from .blockplan import BlockPlan, Op, block_plans
-from .errors import ConfigError
-from .specs import ResNetSpec, conv_out, validate
+from .errors import ConfigError, SpecError
+from .specs import ResNetSpec, as_int, conv_out, validate
 
 BYTES_PER_FLOAT32 = 4
 
@@ -270,7 +270,11 @@ def layer_table(spec: ResNetSpec) -> pd.DataFrame:
 
     The count columns (:data:`COUNT_COLUMNS`) hold Python ints (object dtype): sums are exact.
     """
-    rows = trace(spec)
+    return _with_flops(trace(spec))
+
+
+def _with_flops(rows: list[dict]) -> pd.DataFrame:
+    """Traced rows as the layer table, FLOP columns added (the convention of :func:`layer_table`)."""
     cols: dict[str, list] = {c: [r[c] for r in rows] for c in COLUMNS}
     cols["flops_bn"] = [2 * n for n in cols["bn_elems"]]
     cols["flops_relu"] = list(cols["relu_elems"])
@@ -284,6 +288,48 @@ def layer_table(spec: ResNetSpec) -> pd.DataFrame:
                      zip(cols["macs"], cols["bias_adds"], cols["flops_bn"], cols["flops_relu"],
                          cols["flops_pool"], cols["flops_add"], cols["flops_gate"], strict=True)]
     return pd.DataFrame({c: exact_column(v) if c in COUNT_COLUMNS else v for c, v in cols.items()})
+
+
+class _PlanTracer(_Tracer):
+    """The tracer for one plan at a shape the caller chose: a plan built from a spec is checked by
+    the spec, but here an input too short for a conv, or a branch and shortcut that end in different
+    shapes, is bad input, so it says which op and what to change instead of tracing nonsense."""
+
+    def _row(self, module: str, op: str, stage: str, block: str, path: str,
+             cin: _Cursor, cout: _Cursor, **extra: int) -> None:
+        if min(cout.sizes) < 1:
+            k, s = extra.get("kernel", 0), extra.get("stride", 1)
+            raise SpecError(f"{module} ({op}, kernel {k}, stride {s}) leaves no output: its input "
+                            f"{'×'.join(map(str, cin.shape))} is shorter than its kernel even after padding "
+                            f"(output size {'×'.join(map(str, cout.sizes))}); use a longer input, a smaller "
+                            "kernel or more padding")
+        super()._row(module, op, stage, block, path, cin, cout, **extra)
+
+    def add(self, block: str, stage: str, main: _Cursor, short: _Cursor) -> _Cursor:
+        if main.shape != short.shape:
+            raise SpecError(f"{block}: the residual branch ends in {'×'.join(map(str, main.shape))} but the "
+                            f"shortcut in {'×'.join(map(str, short.shape))}; the add needs equal shapes "
+                            "(a projection shortcut, or the stride on one conv only)")
+        return super().add(block, stage, main, short)
+
+
+def plan_table(plan: BlockPlan, input_shape: tuple[int, ...]) -> pd.DataFrame:
+    """The per-layer cost table of one block on its own, for an input of ``input_shape`` (C, L) or
+    (C, H, W) and batch 1: the columns and FLOP convention of :func:`layer_table`. For blocks that no
+    spec describes (the notes' Conv1d block, :mod:`analysis.seed`); raises ``SpecError`` when the
+    shape does not fit the plan or the block cannot run at it."""
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != plan.dims + 1:
+        raise SpecError(f"input_shape must be {plan.dims + 1} whole numbers (channels and "
+                        f"{'length' if plan.dims == 1 else 'height, width'}), got {input_shape!r}")
+    ints = [n for n in map(as_int, input_shape) if n is not None and n >= 1]
+    if len(ints) != len(input_shape):
+        raise SpecError(f"input_shape must hold whole numbers of at least 1, got {input_shape!r}")
+    c, *sizes = ints
+    if c != plan.cin:
+        raise SpecError(f"{plan.name} takes {plan.cin} channels, the input has {c}")
+    t = _PlanTracer()
+    _block(t, plan, _Cursor(c, tuple(sizes)))
+    return _with_flops(t.rows)
 
 
 @dataclass(frozen=True)
