@@ -1,7 +1,9 @@
 """BasicBlock vs Bottleneck (vs pre-activation): weights and MACs term by term.
 
 At 256 channels in and out (He et al. 2015, Fig. 5) a BasicBlock holds 3*3*256*256*2 = 1,179,648
-conv weights, a Bottleneck of width 64 holds 1*1*256*64 + 3*3*64*64 + 1*1*64*256 = 69,632.
+conv weights, a Bottleneck of width 64 holds 1*1*256*64 + 3*3*64*64 + 1*1*64*256 = 69,632. Their
+Conv1d versions (``dims=1``: 3-wide kernels over C x L) hold 3*256*256*2 = 393,216 and
+256*64 + 3*64*64 + 64*256 = 45,056; MACs are weights times the output length instead of H x W.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import pandas as pd
 from .blockplan import BlockPlan, make_plan
 from .costs import exact_column, exact_sum
 from .errors import SpecError
-from .specs import MAX_INPUT_SIZE, MAX_WIDTH, BlockType, as_int, conv_out
+from .specs import MAX_INPUT_SIZE, MAX_SEQUENCE_LENGTH, MAX_WIDTH, BlockType, as_int, conv_out
 
 BLOCK_KINDS = ("basic", "bottleneck", "preact_basic", "preact_bottleneck")
 
 # (field, what the page calls it, largest value): channels as wide as a spec's widest stage, the
-# spatial size as large as a spec's largest input.
+# size as large as a spec's largest input (pixels; a 1-D block's length has its own bound, below).
 _BOUNDS = (("cin", "input channels", MAX_WIDTH), ("cout", "output channels", MAX_WIDTH),
            ("width", "bottleneck width", MAX_WIDTH), ("size", "spatial size", MAX_INPUT_SIZE),
            ("stride", "stride", 2), ("groups", "groups", MAX_WIDTH))  # stride: 1 or 2
+# a 1-D block's size is a sequence length, bounded like a 1-D spec's input
+_BOUNDS_1D = tuple(("size", "sequence length", MAX_SEQUENCE_LENGTH) if name == "size" else (name, what, most)
+                   for name, what, most in _BOUNDS)
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class BlockConfig:
     cin: int = 256
     cout: int = 256
     width: int = 64  # bottleneck width (the 3x3's channels); a BasicBlock's inner width is cout
-    size: int = 56  # input H = W
+    size: int = 56  # input H = W (2-D) or length L in samples (1-D)
     stride: int = 1
     groups: int = 1
     dims: int = 2  # 1: Conv1d blocks on C x L (size = L); 2: Conv2d on C x H x W (size = H = W)
@@ -48,18 +53,19 @@ class BlockConfig:
 
 
 def check(cfg: BlockConfig) -> None:
-    """Raises ``SpecError`` saying what to change: the kind, whole numbers (not bools, floats or
-    strings) within bounds, stride 1 or 2, groups dividing the bottleneck width."""
+    """Raises ``SpecError`` saying what to change: the kind, dims 1 or 2, whole numbers (not bools,
+    floats or strings) within bounds (a 1-D length up to a 1-D spec's longest input), stride 1 or 2,
+    groups dividing the bottleneck width."""
     if not isinstance(cfg.kind, str) or cfg.kind not in BLOCK_KINDS:
         raise SpecError(f"block kind must be one of {BLOCK_KINDS}, got {cfg.kind!r}")
-    for name, what, most in _BOUNDS:
+    if as_int(cfg.dims) is None or cfg.dims not in (1, 2):
+        raise SpecError(f"dims must be 1 (Conv1d) or 2 (Conv2d), got {cfg.dims!r}")
+    for name, what, most in _BOUNDS if cfg.dims == 2 else _BOUNDS_1D:
         v = getattr(cfg, name)
         if as_int(v) is None:
             raise SpecError(f"{what} must be an integer, got {v!r} ({type(v).__name__})")
         if not 1 <= v <= most:
             raise SpecError(f"{what} must be an integer between 1 and {most}, got {v!r}")
-    if as_int(cfg.dims) is None or cfg.dims not in (1, 2):
-        raise SpecError(f"dims must be 1 (Conv1d) or 2 (Conv2d), got {cfg.dims!r}")
     if cfg.width % cfg.groups:
         raise SpecError(f"bottleneck width {cfg.width} must be a multiple of groups={cfg.groups}")
 
@@ -75,8 +81,9 @@ def plan_for(cfg: BlockConfig) -> BlockPlan:
 
 
 def block_terms(cfg: BlockConfig) -> pd.DataFrame:
-    """One row per weighted layer of the block: kernel, channels, the weight formula, weights and
-    MACs at the chosen spatial size, BN parameters."""
+    """One row per weighted layer of the block: kernel, channels, the weight formula ('3·3·64·64' in
+    2-D, '3·64·64' in 1-D), weights and MACs at the chosen size (output H x W, or output length),
+    BN parameters."""
     plan = plan_for(cfg)
     rows: list[dict] = []
     for path, ops in (("residual", plan.residual_ops), ("projection shortcut", plan.shortcut_ops)):
@@ -100,7 +107,8 @@ def block_terms(cfg: BlockConfig) -> pd.DataFrame:
 
 
 def formula(df: pd.DataFrame, path: str = "residual") -> str:
-    """'3·3·256·256 + 3·3·256·256 = 1,179,648' for the conv weights on one path."""
+    """'3·3·256·256 + 3·3·256·256 = 1,179,648' (1-D: '3·256·256 + 3·256·256 = 393,216') for the conv
+    weights on one path."""
     convs = df[(df["path"] == path) & (df["weights"] > 0)]
     return " + ".join(convs["formula"]) + f" = {exact_sum(convs['weights']):,}"
 

@@ -1,4 +1,4 @@
-"""Block comparison: BasicBlock vs Bottleneck (and pre-activation), term by term."""
+"""Block comparison: BasicBlock vs Bottleneck (and pre-activation), term by term, in 2-D or 1-D."""
 
 from __future__ import annotations
 
@@ -6,27 +6,34 @@ import streamlit as st
 
 from analysis.blocks import BLOCK_KINDS, BlockConfig, compare_blocks, formula
 from analysis.errors import LensError
-from analysis.specs import MAX_INPUT_SIZE, MAX_WIDTH
+from analysis.specs import MAX_WIDTH
 from ui import cache, render
 from ui.fmt import fmt_int
-from ui.widgets import Metric, metric_row, range_label, table
+from ui.widgets import DIMS_HELP, Metric, metric_row, range_label, size_widget, table
 
 st.title("Block comparison")
-st.caption("He et al. 2015, Fig. 5: the bottleneck replaces two 3×3 convs at full width by 1×1 reduce, "
-           "3×3 at a quarter width, 1×1 expand. Pre-activation (He et al. 2016) moves BN–ReLU before "
-           "each conv: same weights, BN on different channels.")
+dims = int(st.radio("Dimensions", (2, 1), format_func=DIMS_HELP.__getitem__, horizontal=True, key="blocks_dims"))
+if dims == 2:
+    st.caption("He et al. 2015, Fig. 5: the bottleneck replaces two 3×3 convs at full width by 1×1 reduce, "
+               "3×3 at a quarter width, 1×1 expand. Pre-activation (He et al. 2016) moves BN–ReLU before "
+               "each conv: same weights, BN on different channels.")
+else:
+    st.caption("The same blocks with Conv1d and BatchNorm1d over C×L (signals, text: Conneau et al. 2017's "
+               "VDCNN): a 3-wide kernel has 3 taps where a 3×3 has 9, so a BasicBlock holds a third of its "
+               "2-D weights and a bottleneck's 1-wide convs keep theirs. MACs are weights × output length.")
 # two rows of three: six inputs side by side left no room for the ranges in their labels
 c = st.columns(3) + st.columns(3)
 cin = c[0].number_input(range_label("Input channels", 1, MAX_WIDTH), 1, MAX_WIDTH, 256, key="blocks_cin")
 cout = c[1].number_input(range_label("Output channels", 1, MAX_WIDTH), 1, MAX_WIDTH, 256, key="blocks_cout")
 width = c[2].number_input(range_label("Bottleneck width", 1, MAX_WIDTH), 1, MAX_WIDTH, 64, key="blocks_width")
-size = c[3].number_input(range_label("Spatial size H = W", 1, MAX_INPUT_SIZE, "px"), 1, MAX_INPUT_SIZE, 56,
-                         key="blocks_size")
+# a length and a side have different ranges and units: one widget each, so neither clips the other
+size = size_widget(c[3], "Spatial size H = W" if dims == 2 else "Length L", dims=dims, default=56,
+                   key="blocks_size" if dims == 2 else "blocks_size1d")
 stride = c[4].selectbox("Stride", [1, 2], key="blocks_stride")
 groups = c[5].number_input(range_label("Groups (ResNeXt)", 1, 1024), 1, 1024, 1, key="blocks_groups")
 
 try:
-    comparison = compare_blocks(int(cin), int(cout), int(width), int(size), int(stride), int(groups))
+    comparison = compare_blocks(int(cin), int(cout), int(width), size, int(stride), int(groups), dims=dims)
 except LensError as exc:
     st.error(str(exc))
 else:
@@ -45,7 +52,7 @@ else:
                "multiple of the smallest bar in its panel.")
 
     kind = st.radio("Term by term", BLOCK_KINDS, horizontal=True, key="blocks_kind")
-    cfg = BlockConfig(kind, int(cin), int(cout), int(width), int(size), int(stride), int(groups))
+    cfg = BlockConfig(kind, int(cin), int(cout), int(width), size, int(stride), int(groups), dims)
     terms = cache.block_terms(cfg)
     left, right = st.columns([2, 1])
     table(terms, container=left)
@@ -53,7 +60,12 @@ else:
     st.markdown(f"Residual path: {formula(terms)}")
     if (terms["path"] != "residual").any():
         st.markdown(f"Projection shortcut (shape changes, option B): {formula(terms, 'projection shortcut')}")
-    st.caption(f"MACs = weights × output H × W at {size}×{size} input, stride {stride} on the 3×3 "
-               "(torchvision v1.5).")
+    if dims == 2:
+        st.caption(f"MACs = weights × output H × W at {size}×{size} input, stride {stride} on the 3×3 "
+                   "(torchvision v1.5).")
+    else:
+        st.caption(f"MACs = weights × output length L at {size:,} samples in, stride {stride} on the 3-wide "
+                   "conv (torchvision v1.5's placement); shapes in the diagram are channels × samples.")
     st.download_button("Download the comparison (CSV)", comparison.to_csv(index=False),
-                       file_name="block_comparison.csv", mime="text/csv", on_click="ignore", key="blocks_csv")
+                       file_name="block_comparison_1d.csv" if dims == 1 else "block_comparison.csv",
+                       mime="text/csv", on_click="ignore", key="blocks_csv")
