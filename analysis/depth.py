@@ -8,53 +8,121 @@ import pandas as pd
 from .costs import layer_table, totals
 from .errors import ConfigError
 from .reference import PAPER_TABLE1_GFLOPS, PAPER_TABLE6, TORCHVISION
-from .specs import STRIDE_PLACEMENTS, ResNetSpec, choice, get_spec
+from .specs import (
+    CIFAR_DEPTHS,
+    IMAGENET_DEPTHS,
+    MODELS,
+    STRIDE_PLACEMENTS,
+    VDCNN_LAYERS,
+    ResNetSpec,
+    choice,
+    get_spec,
+)
 
-# activation_bytes / 2**20: binary megabytes (not 10**6 bytes, which "MB" would say), for one image
+# activation_bytes / 2**20: binary megabytes (not 10**6 bytes, which "MB" would say), for one input
 ACTIVATION_COLUMN = "activation MiB (batch 1)"
+
+# The families the depth comparison offers, each a list of names get_spec knows. The 1-D ResNets
+# for MNIST-1D take any 6n+2 depth, so they get the CIFAR nets' depths (and 8 and 14, which their
+# 40 samples make cheap); the built-in ones are selected first.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "imagenet": IMAGENET_DEPTHS,
+    "cifar": CIFAR_DEPTHS,
+    "vdcnn": tuple(f"vdcnn{d}" for d in VDCNN_LAYERS),
+    "resnet1d": tuple(f"resnet1d_{6 * n + 2}" for n in (1, 2, 3, 5, 7, 9, 18)),
+}
+FAMILY_DEFAULTS: dict[str, tuple[str, ...]] = {
+    **FAMILIES, "resnet1d": tuple(name for name, s in MODELS.items() if s.family == "resnet1d")}
+
+
+def _kernel(spec: ResNetSpec, k: int) -> str:
+    """A Table 1 kernel: '3×3' for a 2-D net, '3' (its width) for a 1-D one."""
+    return "×".join([str(k)] * spec.dims)
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    """'56×56' or '512' (a length) from a traced C×H×W or C×L shape."""
+    return "×".join(str(v) for v in shape[1:])
+
+
+def _stem_cell(spec: ResNetSpec) -> str:
+    """The conv1 row: the stem's conv, or what stands in for it."""
+    bias = ", bias" if spec.conv_bias else ""
+    if spec.stem == "imagenet":
+        return f"{_kernel(spec, 7)}, {spec.stem_width}, stride 2{bias}"
+    if spec.stem == "vdcnn":
+        return f"{_kernel(spec, 3)}, {spec.stem_width}{bias}, no BN or ReLU (temporal conv)"
+    if spec.stem == "none":
+        return f"none: the blocks see the {spec.in_channels}-channel input"
+    return f"{_kernel(spec, 3)}, {spec.stem_width}{bias}"
 
 
 def _stage_cell(spec: ResNetSpec, i: int) -> str:
-    """'[3×3, 64 | 3×3, 64] ×2' (a Table 1 cell) for stage i."""
+    """'[3×3, 64 | 3×3, 64] ×2' (a Table 1 cell) for stage i; '[3, 64 | 3, 64] ×2' in 1-D, after
+    '3 max pool, stride 2; ' where the stage starts with VDCNN's pool."""
     planes, cout = spec.widths[i], spec.out_channels[i]
+    k1, k3 = _kernel(spec, 1), _kernel(spec, 3)
     if spec.block == "basic":
-        inner = f"3×3, {planes} | 3×3, {cout}"
+        inner = f"{k3}, {planes} | {k3}, {cout}"
     else:
         w = spec.inner_width(i)
         g = f", C={spec.groups}" if spec.groups > 1 else ""
-        inner = f"1×1, {w} | 3×3, {w}{g} | 1×1, {cout}"
-    return f"[{inner}] ×{spec.layers[i]}"
+        inner = f"{k1}, {w} | {k3}, {w}{g} | {k1}, {cout}"
+    cell = f"[{inner}] ×{spec.layers[i]}"
+    stride = spec.stage_strides[i]
+    if spec.downsampling == "maxpool" and stride > 1:
+        cell = f"{k3} max pool, stride {stride}; " + cell
+    if i == 0 and spec.stem == "imagenet":
+        cell = f"{k3} max pool, stride 2; " + cell
+    return cell
 
 
 def table1(specs: list[ResNetSpec]) -> pd.DataFrame:
-    """The layout of He et al. 2015 Table 1 for any list of specs sharing a stage count."""
+    """The layout of He et al. 2015 Table 1 for any list of specs sharing a stage count and a
+    dimensionality (output sizes are H×W in 2-D, lengths in 1-D)."""
     if not specs:
         raise ConfigError("choose at least one model")
     n = len(specs[0].layers)
     if any(len(s.layers) != n for s in specs):
         raise ConfigError("Table 1 lines up stages: choose models with the same number of stages")
+    if len({s.dims for s in specs}) > 1:
+        raise ConfigError("Table 1 lines up output sizes: choose only 2-D (H×W) or only 1-D (length) models")
     # output sizes come from the same trace as every cost, not from a second copy of the arithmetic
     first = layer_table(specs[0])
     shapes = first.groupby("stage", sort=False)["out_shape"].last()
-    conv1 = first["out_shape"].iloc[0]
-    rows = [{"layer": "conv1", "output size": f"{conv1[1]}×{conv1[2]}",
-             **{s.name: f"7×7, {s.stem_width}, stride 2" if s.stem == "imagenet"
-                else f"3×3, {s.stem_width}" for s in specs}}]
+    # conv1's own output (before the ImageNet stem's max pool); without a stem, the input itself
+    conv1 = specs[0].input_shape() if specs[0].stem == "none" else first["out_shape"].iloc[0]
+    rows = [{"layer": "conv1", "output size": _size(conv1), **{s.name: _stem_cell(s) for s in specs}}]
     for i in range(n):
-        label = f"conv{i + 2}_x"
-        cells = {}
-        for s in specs:
-            cell = _stage_cell(s, i)
-            if i == 0 and s.stem == "imagenet":
-                cell = "3×3 max pool, stride 2; " + cell
-            cells[s.name] = cell
-        h, w = shapes[f"layer{i + 1}"][1:]
-        rows.append({"layer": label, "output size": f"{h}×{w}", **cells})
-    rows.append({"layer": "head", "output size": "1×1",
+        rows.append({"layer": f"conv{i + 2}_x", "output size": _size(shapes[f"layer{i + 1}"]),
+                     **{s.name: _stage_cell(s, i) for s in specs}})
+    rows.append({"layer": "head", "output size": "×".join(["1"] * specs[0].dims),
                  **{s.name: f"average pool, {s.num_classes}-d fc, softmax" for s in specs}})
-    rows.append({"layer": "MACs (×10⁹)", "output size": "",
-                 **{s.name: f"{totals(s).macs / 1e9:.3f}" for s in specs}})
+    # the paper's unit, unless every net is so small (MNIST-1D's, a few million) that it would read 0.00x
+    macs = {s.name: totals(s).macs for s in specs}
+    scale, unit = (1e9, "10⁹") if max(macs.values()) >= 1e8 else (1e6, "10⁶")
+    rows.append({"layer": f"MACs (×{unit})", "output size": "", **{k: f"{v / scale:.3f}" for k, v in macs.items()}})
     return pd.DataFrame(rows)
+
+
+def input_note(specs: list[ResNetSpec]) -> str:
+    """The caption saying at which input every cost holds: 'one image at each model's own input
+    size: 224×224 px ...' for 2-D nets; for 1-D nets each model's C×L input, e.g. '16×1024
+    (channels × samples) for vdcnn9, vdcnn17'."""
+    if not specs:
+        raise ConfigError("choose at least one model")
+    if all(s.dims == 2 for s in specs):
+        sizes = sorted({s.input_size for s in specs})
+        return ("Every cost on this page is for one image at each model's own input size: "
+                + ", ".join(f"{sz}×{sz} px" for sz in sizes)
+                + (" (the ImageNet nets' 224 px as in the paper)" if 224 in sizes else " (the CIFAR nets' 32 px)")
+                + ".")
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for s in specs:
+        by_shape.setdefault(s.input_shape(), []).append(s.name)
+    inputs = "; ".join(f"{'×'.join(map(str, shape))} ({'channels × samples' if len(shape) == 2 else 'C×H×W'}) "
+                       f"for {', '.join(names)}" for shape, names in by_shape.items())
+    return f"Every cost on this page is for one input at each model's own size: {inputs}."
 
 
 def depth_summary(names: list[str], *, stride_on: str | None = None, plain: bool = False) -> pd.DataFrame:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.depth import ACTIVATION_COLUMN, paper_comparison, table1
-from analysis.specs import CIFAR_DEPTHS, IMAGENET_DEPTHS, STRIDE_PLACEMENTS, StridePlacement, get_spec
+from analysis.depth import ACTIVATION_COLUMN, FAMILIES, FAMILY_DEFAULTS, input_note, paper_comparison, table1
+from analysis.specs import STRIDE_PLACEMENTS, StridePlacement, get_spec
 from ui import cache, render
 from ui.widgets import table
 
-FAMILIES = {"imagenet": IMAGENET_DEPTHS, "cifar": CIFAR_DEPTHS}
-LABELS = {"imagenet": "ImageNet (18–152)", "cifar": "CIFAR (20–1202)"}
+LABELS = {"imagenet": "ImageNet (18–152)", "cifar": "CIFAR (20–1202)", "vdcnn": "VDCNN (9–49, 1-D text)",
+          "resnet1d": "MNIST-1D ResNets (8–110, 1-D)"}
 
 st.title("Depth comparison")
 family = st.radio("Family", list(FAMILIES), horizontal=True, key="depth_family", format_func=LABELS.__getitem__)
 # one multiselect per family: its options differ, so its selection must not carry over
-names = st.multiselect("Models", FAMILIES[family], list(FAMILIES[family]), key=f"depth_models_{family}")
+names = st.multiselect("Models", FAMILIES[family], list(FAMILY_DEFAULTS[family]), key=f"depth_models_{family}")
 STRIDE_LABELS: dict[StridePlacement, str] = {"3x3": "v1.5 (torchvision)", "1x1": "v1 (paper)"}
 stride_on: StridePlacement | None = None
 if family == "imagenet":
@@ -28,30 +28,37 @@ if not names:
 else:
     specs = [get_spec(n, stride_on=stride_on if get_spec(n).block == "bottleneck" else None) for n in names]
     st.subheader("Table 1, regenerated from the specs")
-    sizes = sorted({s.input_size for s in specs})
-    st.caption("Every cost on this page is for one image at each model's own input size: "
-               + ", ".join(f"{sz}×{sz} px" for sz in sizes)
-               + (" (the ImageNet nets' 224 px as in the paper)" if 224 in sizes else " (the CIFAR nets' 32 px)") + ".")
+    st.caption(input_note(specs))
     table(table1(specs))
+    if family == "vdcnn":
+        st.caption("Conneau et al. 2017, Table 2: two 3-wide convs per block after a 3-wide temporal conv on "
+                   "16-d character embeddings; a 3-wide max pool halves the length before layer2–4. Depth counts "
+                   "the convolutional layers, as the paper does; the head (average pool, one fc) is ours.")
 
     residual = cache.depth_summary(tuple(names), stride_on, False).assign(series="residual")
     plain = cache.depth_summary(tuple(names), stride_on, True).assign(series="plain")
     both = pd.concat([residual, plain], ignore_index=True)
     st.subheader("Residual vs plain")
     table(both, formats={ACTIVATION_COLUMN: "%,.1f", "torchvision GMACs": "%.3f", "paper GFLOPs (Table 1)": "%.1f"})
-    st.caption(f"{ACTIVATION_COLUMN}: the float32 outputs of every operation of the forward pass for one image, "
+    st.caption(f"{ACTIVATION_COLUMN}: the float32 outputs of every operation of the forward pass for one input, "
                "summed (as on the Architecture explorer).")
     st.download_button("Download (CSV)", both.to_csv(index=False), file_name="depth_comparison.csv",
                        mime="text/csv", on_click="ignore", key="depth_csv")
     c1, c2 = st.columns(2)
     render.show(render.vs_depth(both, "params", "Parameters vs depth"), key="depth_params", container=c1)
     render.show(render.vs_depth(both, "MACs", "MACs vs depth"), key="depth_macs", container=c2)
-    if family == "cifar":
+    if all(s.shortcut == "A" for s in specs):
         st.caption("Option A shortcuts carry no weights: residual and plain twins have identical parameter "
                    "counts and MACs; only the residual add (in FLOPs) differs.")
     else:
-        st.caption("Option B projections add weights only at the first block of each stage; a plain twin "
-                   "drops them and the add.")
+        st.caption("Option B projections add weights only at the first block of a stage that changes the shape; a plain twin "
+                   "drops them and the add."
+                   + (" VDCNN's max pools are not shortcuts: the plain twin keeps them." if family == "vdcnn" else ""))
 
     st.subheader("The paper's numbers beside ours")
-    table(paper_comparison(names), digits=4)  # the paper's numbers have up to 4 significant digits
+    published = paper_comparison(names)
+    if published.empty:
+        st.info("No published parameter or FLOP counts for these nets are recorded here (He et al. 2015's "
+                "Tables 1 and 6 cover the ImageNet and CIFAR nets): the table above is the only count.")
+    else:
+        table(published, digits=4)  # the paper's numbers have up to 4 significant digits
