@@ -14,7 +14,7 @@ import graphviz
 import networkx as nx
 from graphviz.quoting import attr_list, quote
 
-from .blockplan import BlockPlan, Op, block_plans
+from .blockplan import BlockPlan, Op, block_plans, changes_shape, make_plan
 from .blocks import BLOCK_KINDS, BlockConfig, plan_for
 from .costs import trace
 from .errors import ConfigError, LensError
@@ -143,6 +143,18 @@ def block_graph(spec: ResNetSpec) -> nx.DiGraph:
                    out_shape=spec.input_shape(), params=0, macs=0, downsample=False)
         prev = "input"
     for b, rs in groups.items():
+        if b in plans and plans[b].entry:
+            # VDCNN's max pool in front of a stage: drawn before the block, as at layer level, so the
+            # shortcut arc starts after it (both paths see the pooled input)
+            entry = {f"{b}.{op.name}": op for op in plans[b].entry}
+            for r in rs[:len(entry)]:
+                op = entry[r["module"]]
+                g.add_node(r["id"], op=op.kind, label=f"{r['id']}: {_op_label(op)}", what=_op_label(op),
+                           module=r["module"], stage=r["stage"], block=b, out_shape=r["out_shape"],
+                           params=r["params"], macs=r["macs"], downsample=False)
+                g.add_edge(prev, r["id"], kind="main")
+                prev = r["id"]
+            rs = rs[len(entry):]
         params = sum(r["params"] for r in rs)
         macs = sum(r["macs"] for r in rs)
         out = rs[-1]["out_shape"]
@@ -156,9 +168,11 @@ def block_graph(spec: ResNetSpec) -> nx.DiGraph:
             prev = nid
             continue
         plan = plans[b]  # the block's own description says whether it downsamples and how it joins
-        g.add_node(b, op="block", label=f"{b} {BLOCK_NAMES[spec.block]}" + (" ↓" if plan.downsample else ""),
+        # after a drawn entry pool the block itself changes only what its convs change
+        changes = changes_shape(plan.cin, plan.cout, plan.stride)
+        g.add_node(b, op="block", label=f"{b} {BLOCK_NAMES[spec.block]}" + (" ↓" if changes else ""),
                    module=b, stage=plan.stage_name, block=b, out_shape=out, params=params, macs=macs,
-                   downsample=plan.downsample, stride=plan.total_stride)
+                   downsample=changes, stride=plan.stride)
         g.add_edge(prev, b, kind="main")
         if plan.residual:
             add = f"{b}@add"
@@ -184,6 +198,9 @@ def stage_graph(spec: ResNetSpec) -> nx.DiGraph:
         nid = {"stem": "conv1", "head": "fc"}.get(stage, stage)
         blocks = [n for n in nodes if n["op"] == "block"]
         label = stage if stage in ("stem", "head") else f"{stage}: {len(blocks)} × {BLOCK_NAMES[spec.block]}"
+        pools = [n for n in nodes if n["op"] == "maxpool"]
+        if pools and blocks:  # VDCNN: the stage starts with its max pool, before any block
+            label = f"{stage}: {pools[0]['what']}, then {len(blocks)} × {BLOCK_NAMES[spec.block]}"
         if blocks and spec.residual:
             kinds = [bg.edges[e]["kind"] for e in bg.edges if e[1].startswith(f"{stage}.") and
                      bg.edges[e]["kind"] in SHORTCUT_KINDS]
@@ -395,14 +412,30 @@ def block_diagram(cfg: BlockConfig) -> str:
     return to_dot(plan_graph(plan_for(cfg), cfg.size))
 
 
-def block_internals(kind: str, *, projection: bool = False) -> str:
+# the blocks "Block internals" offers: the four of block comparison in 2-D and in 1-D, and in 1-D
+# also VDCNN's (Conneau et al. 2017: convs with bias, a max pool in front of a stage's first block)
+INTERNAL_KINDS: dict[int, tuple[str, ...]] = {2: BLOCK_KINDS, 1: BLOCK_KINDS + ("vdcnn",)}
+VDCNN_LENGTH = 1024  # VDCNN's first stage sees the whole text: 64 channels x 1,024 samples
+
+
+def block_internals(kind: str, *, projection: bool = False, dims: int = 2) -> str:
     """DOT of a typical block: BasicBlock (64 channels), Bottleneck (256 in and out, width 64) or
     their pre-activation versions, with an identity shortcut or (``projection=True``) the stride-2
-    1x1 projection of a downsampling block, at 56x56."""
-    if kind not in BLOCK_KINDS:
-        raise ConfigError(f"unknown block kind {kind!r}; choose one of {', '.join(BLOCK_KINDS)}")
+    1x1 projection of a downsampling block, at 56x56 (``dims=1``: their Conv1d versions at 56
+    samples). ``kind="vdcnn"`` (1-D only) is VDCNN's block at 64 channels and 1,024 samples; its
+    downsampling version is VDCNN's layer2.0: a 3-wide max pool /2 before both paths, then convs
+    with bias from 64 to 128 channels and a 1-wide projection."""
+    if dims not in INTERNAL_KINDS:
+        raise ConfigError(f"dims must be 1 (Conv1d) or 2 (Conv2d), got {dims!r}")
+    if kind not in INTERNAL_KINDS[dims]:
+        raise ConfigError(f"unknown {dims}-D block kind {kind!r}; choose one of {', '.join(INTERNAL_KINDS[dims])}")
+    if kind == "vdcnn":
+        cout = 128 if projection else 64
+        plan = make_plan(name="vdcnn", stage=0, index=0, block="basic", cin=64, width=cout, cout=cout,
+                         stride=2 if projection else 1, option="B", dims=1, conv_bias=True, downsampling="maxpool")
+        return to_dot(plan_graph(plan, VDCNN_LENGTH))
     c = 64 if kind.endswith("basic") else 256
-    return block_diagram(BlockConfig(kind, c, c, 64, 56, 2 if projection else 1))
+    return block_diagram(BlockConfig(kind, c, c, 64, 56, 2 if projection else 1, dims=dims))
 
 
 def has_dot() -> bool:

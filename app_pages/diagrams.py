@@ -7,14 +7,17 @@ import streamlit as st
 from analysis import diagrams
 from ui import cache
 from ui.fmt import fmt_int
-from ui.widgets import Metric, metric_row, model_picker, spec_header
+from ui.widgets import DIMS_HELP, Metric, metric_row, model_picker, spec_header
 
 METRIC_LABELS = {None: "none", "params": "parameters", "macs": "MACs"}
+BLOCK_LABELS = {"basic": "basic", "bottleneck": "bottleneck", "preact_basic": "preact_basic",
+                "preact_bottleneck": "preact_bottleneck", "vdcnn": "VDCNN (bias, max pool)"}
 
 st.title("Shortcut diagrams")
 st.caption("Drawn from the spec as in He et al. 2015, Fig. 3: identity shortcuts solid (blue), projection "
            "shortcuts (1×1 conv + BN) dashed (red), option-A zero-padding shortcuts dotted (green). "
-           "Node ids are torchvision module names.")
+           "Node ids are torchvision module names. 1-D nets show shapes as channels × samples; VDCNN's max pool "
+           "sits before its stage's first block, and both paths start after it.")
 spec = model_picker("diagrams", default="resnet34")
 if spec is not None:
     spec_header(spec)  # node shapes hold at this input size
@@ -63,11 +66,22 @@ if spec is not None:
         d[1].info("SVG/PNG export needs Graphviz's `dot` (apt-get install graphviz).")
 
 st.subheader("Block internals")
-st.caption("A typical block of each kind, whatever model is chosen above: BasicBlock at 64 channels, Bottleneck "
-           "at 256 in and out (width 64), at 56×56; the downsampling version halves the size with a stride-2 "
-           "projection. Block comparison draws any channels, width, stride and size.")
+# the chosen net's dimensionality on the first visit; after that the reader's own choice
+dims = int(st.radio("Dimensions", (2, 1), index=1 if spec is not None and spec.dims == 1 else 0, horizontal=True,
+                    format_func=DIMS_HELP.__getitem__, key="diagrams_block_dims"))
+if dims == 2:
+    st.caption("A typical block of each kind, whatever model is chosen above: BasicBlock at 64 channels, "
+               "Bottleneck at 256 in and out (width 64), at 56×56; the downsampling version halves the size with a "
+               "stride-2 projection. Block comparison draws any channels, width, stride and size.")
+else:
+    st.caption("A typical 1-D block of each kind, whatever model is chosen above: Conv1d and BatchNorm1d, shapes "
+               "channels × samples. BasicBlock at 64 channels, Bottleneck at 256 in and out (width 64), at 56 "
+               "samples; the downsampling version halves the length with a stride-2 projection. VDCNN's block "
+               "(Conneau et al. 2017) has convs with bias, at 64 channels and 1,024 samples; its downsampling "
+               "version is VDCNN's layer2.0: a 3-wide max pool /2 before both paths, then 128 channels.")
 k = st.columns(2)
-kind = k[0].radio("Block", ["basic", "bottleneck", "preact_basic", "preact_bottleneck"], horizontal=True,
-                  key="diagrams_block")
+# one radio per dimensionality: their options differ (VDCNN's block is 1-D only)
+kind = k[0].radio("Block", diagrams.INTERNAL_KINDS[dims], horizontal=True, format_func=BLOCK_LABELS.__getitem__,
+                  key="diagrams_block" if dims == 2 else "diagrams_block1d")
 projection = k[1].checkbox("Downsampling block (projection shortcut)", key="diagrams_projection")
-st.graphviz_chart(cache.block_internals(kind, projection))
+st.graphviz_chart(diagrams.block_internals(kind, projection=projection, dims=dims))  # a dozen nodes: no cache
