@@ -7,6 +7,12 @@ removed and only the shortcut remains, joined by the block's own combine rule
 post-activation net, y = relu(proj(x)) for a projection, y = s(x) with no ReLU in a pre-activation net.
 A plain net has no shortcut; deleting one of its blocks passes x through unchanged (parameter-free
 subsample and zero-pad where the shape changes), as Veit et al. delete layers of a VGG net.
+A block with an entry pool (VDCNN's max pool /2 in front of a stage's first block) keeps it when
+deleted: both paths start from the pooled input, so the shapes still fit the next block.
+
+Nothing here depends on the number of spatial dimensions: images (N x C x H x W) through a 2-D net
+and sequences (N x C x L) through a 1-D net run the same code; :func:`check_inputs` refuses a
+pairing of the two before any block sees it.
 
 The engine computes the unlesioned activations once per batch and starts every sequence from its
 first difference with them, so all n single-block deletions cost about n^2/2 block evaluations
@@ -25,9 +31,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .blockplan import block_plans
 from .data import Dataset
-from .errors import ConfigError
+from .errors import ConfigError, DatasetError, LensError
 from .models import ResNet
+from .specs import ResNetSpec
 
 Step = tuple[int, bool]  # (block index, keep its residual branch)
 ProgressFn = Callable[[int, int], None]
@@ -45,12 +53,79 @@ class BlockInfo:
     shortcut: str  # identity | projection | pad | none (plain)
     in_channels: int
     out_channels: int
-    stride: int
+    stride: int  # how much the block shrinks its input: an entry pool's stride times its convs'
 
 
 def block_infos(model: ResNet) -> list[BlockInfo]:
-    return [BlockInfo(i, p.name, p.stage_name, p.stage, p.downsample, p.shortcut, p.cin, p.cout, p.stride)
+    # total_stride, not the convs' stride: a VDCNN block that max-pools its input keeps stride-1
+    # convs, yet cannot stand in for a block that does not pool
+    return [BlockInfo(i, p.name, p.stage_name, p.stage, p.downsample, p.shortcut, p.cin, p.cout, p.total_stride)
             for i, p in enumerate(b.plan for _, b in model.blocks())]
+
+
+def inputs_noun(dims: int) -> str:
+    """What one input of a net or dataset of ``dims`` spatial dimensions is called in messages."""
+    return "sequences" if dims == 1 else "images"
+
+
+def _layout(dims: int) -> str:
+    return "N × C × L" if dims == 1 else "N × C × H × W"
+
+
+def check_inputs(spec: ResNetSpec, x: Tensor, what: str = "the inputs") -> None:
+    """Inputs a net can take: a batch of sequences for a 1-D net, of images for a 2-D one, with the
+    net's number of channels. Without this a 1-D net given images (or the reverse) fails deep inside
+    torch with a message about conv weights; this says which is which."""
+    dims = x.dim() - 2
+    if dims != spec.dims:
+        got = (f"{inputs_noun(dims)} ({' × '.join(str(v) for v in x.shape)})" if dims in (1, 2)
+               else f"a tensor of shape {tuple(x.shape)}")
+        raise DatasetError(f"{spec.name} is a {spec.dims}-D net: it takes {inputs_noun(spec.dims)} "
+                           f"({_layout(spec.dims)}), but {what} are {got}")
+    if int(x.shape[1]) != spec.in_channels:
+        raise DatasetError(f"{spec.name} takes {spec.in_channels}-channel {inputs_noun(spec.dims)}; {what} have "
+                           f"{int(x.shape[1])} channels")
+
+
+def check_data(spec: ResNetSpec, data: Dataset) -> None:
+    """A test set a net can be evaluated on: inputs of its kind (:func:`check_inputs`), as many
+    classes as it has outputs, and inputs long enough for its strides (a 1-D net's sequences no
+    shorter than its total stride, as its spec requires)."""
+    check_inputs(spec, data.x_test, f"the test data of {data.name}")
+    what = f"the test {inputs_noun(data.dims)} of {data.name}"
+    if data.num_classes != spec.num_classes:
+        raise DatasetError(f"{spec.name} has {spec.num_classes} outputs; {data.name} has {data.num_classes} classes")
+    if data.size != spec.input_size:
+        try:
+            spec.replace(input_size=data.size)
+        except LensError as exc:
+            raise DatasetError(f"{what} are {data.size} {spec.size_unit} long: {exc}") from exc
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """'32×40' (channels × samples) or '16×32×32' (channels × height × width)."""
+    return "×".join(str(v) for v in shape)
+
+
+def shape_legend(dims: int) -> str:
+    return "channels × samples" if dims == 1 else "channels × height × width"
+
+
+def block_shapes(spec: ResNetSpec, size: int | None = None) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Each block's input and output shape (without the batch axis) for inputs of ``size`` pixels
+    or samples (default: the spec's own), from the cost tracer: C × L for a 1-D net, C × H × W
+    for a 2-D one."""
+    from .costs import trace
+
+    rows = trace(spec if size is None or size == spec.input_size else spec.replace(input_size=size))
+    first: dict[str, tuple[int, ...]] = {}
+    last: dict[str, tuple[int, ...]] = {}
+    for r in rows:
+        if r["stage"] in ("stem", "head"):
+            continue
+        first.setdefault(r["block"], tuple(r["in_shape"]))
+        last[r["block"]] = tuple(r["out_shape"])
+    return [(first[p.name], last[p.name]) for p in block_plans(spec)]
 
 
 def identity_sequence(n: int) -> list[Step]:
@@ -87,6 +162,7 @@ def predict_sequences(model: ResNet, x: Tensor, sequences: Sequence[Sequence[Ste
                       progress: ProgressFn | None = None) -> Tensor:
     """Predicted classes, shape (len(sequences), len(x)). ``reuse_prefix=False`` is the
     straightforward loop (every sequence from the stem), kept as the reference."""
+    check_inputs(model.spec, x)
     blocks = [b for _, b in model.blocks()]
     infos = block_infos(model)
     for seq in sequences:
@@ -246,10 +322,11 @@ def run_sweep(kind: str, model: ResNet, x: Tensor, y: Tensor, *, samples: int = 
 
 def sweep_settings(kind: str, data: Dataset, *, samples: int = 5, seed: int = 0) -> dict[str, Any]:
     """Everything besides the net's weights that a sweep's result depends on, as a JSON-able dict
-    (the run store's key): the test data (name, split seed, number of images and the normalisation
+    (the run store's key): the test data (name, split seed, number of inputs and the normalisation
     applied, which differ between ImageFolder subsets or checkpoints' stored statistics) and, for the
     random sweeps, samples and seed. The single sweep uses neither, so both are 0 for it: its result
-    is found whatever the other tabs' settings are."""
+    is found whatever the other tabs' settings are. The count is kept under ``test_images`` for
+    sequences too: the key of sweeps already stored does not change."""
     check_sweep_options(kind, samples=samples, seed=seed)
     random_sweep = kind != "single"
     return {"dataset": data.name, "split_seed": data.split_seed, "test_images": len(data.y_test),
@@ -257,9 +334,11 @@ def sweep_settings(kind: str, data: Dataset, *, samples: int = 5, seed: int = 0)
             "samples": int(samples) if random_sweep else 0, "seed": int(seed) if random_sweep else 0}
 
 
-def describe_settings(kind: str, settings: dict[str, Any]) -> str:
-    """'5 samples per k, seed 0 on 450 test images of digits16' (for captions and messages)."""
-    data = f"{settings['test_images']} test images of {settings['dataset']}"
+def describe_settings(kind: str, settings: dict[str, Any], dims: int = 2) -> str:
+    """'5 samples per k, seed 0, on 450 test images of digits16', or '... 1000 test sequences of
+    mnist1d' for the sequences of a 1-D dataset (``dims``: the test data's, ``Dataset.dims``), for
+    captions and messages."""
+    data = f"{settings['test_images']} test {inputs_noun(dims)} of {settings['dataset']}"
     if kind == "single":
         return data
     per = "per k" if kind == "k" else "per number of swaps"

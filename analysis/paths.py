@@ -7,6 +7,11 @@ carries: forward a batch through the whole net, then in the backward pass let th
 the residual branch of k sampled blocks and through the skip of the other n-k; the gradient norm at
 the input is that path's magnitude. It decays exponentially with k, so although long paths are
 numerous, the gradient comes from the short ones ("effective paths").
+
+Blocks are taken whole, whatever their inputs: images through a 2-D net, sequences through a 1-D
+one. A block that max-pools its input first (VDCNN's pool between stages) pools it for both paths,
+so the pool belongs to both the branch and the skip of that block, and the gradient goes through it
+on every path.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from torch import Tensor
 
 from .data import Dataset
 from .errors import CheckpointError, ConfigError
+from .lesion import check_inputs, inputs_noun
 from .models import Block, ResNet
 
 MAX_UNROLL = 8  # 256 paths: still drawable
@@ -204,6 +210,8 @@ def gradient_by_length(model: ResNet, x: Tensor, y: Tensor, *, samples: int = 10
     """Veit et al.'s measurement. For each path length k, ``samples`` random sets of k blocks (all
     of them when there are no more than ``samples``); returns per-k mean and std of the gradient
     magnitude, C(n, k) and the total gradient C(n, k) x mean. Mode and grad state are restored."""
+    if isinstance(model, ResNet):  # a duck-typed stack of blocks (the tests' linear nets) has no spec
+        check_inputs(model.spec, x)
     blocks = [b for _, b in model.blocks()]
     n = len(blocks)
     if not all(b.plan.residual for b in blocks):
@@ -297,7 +305,7 @@ RESULTS_FORMAT = "resnet-lens-paths/1"
 @dataclass(frozen=True)
 class MeasureSettings:
     """What a gradient-by-length measurement depends on besides the net: random subsets per length,
-    the number of test images (the first ``batch`` of the test split) and the subsets' seed."""
+    the number of test inputs (the first ``batch`` of the test split) and the subsets' seed."""
 
     samples: int = 10
     batch: int = 64
@@ -323,9 +331,10 @@ def initialised(model: ResNet) -> ResNet:
 
 def measure(model: ResNet, x: Tensor, y: Tensor, settings: MeasureSettings,
             progress: ProgressFn | None = None) -> pd.DataFrame:
-    """:func:`gradient_by_length` on the first ``settings.batch`` images of ``x``."""
+    """:func:`gradient_by_length` on the first ``settings.batch`` inputs of ``x`` (images or sequences)."""
+    check_inputs(model.spec, x, "the test inputs")
     if settings.batch > len(x):
-        raise ConfigError(f"batch {settings.batch} is larger than the test split ({len(x)} images)")
+        raise ConfigError(f"batch {settings.batch} is larger than the test split ({len(x)} {inputs_noun(x.dim() - 2)})")
     return gradient_by_length(model, x[: settings.batch], y[: settings.batch], samples=settings.samples,
                               seed=settings.seed, progress=progress)
 
@@ -339,9 +348,10 @@ STORE_KINDS = {"trained": "paths-trained", "initialisation": "paths-initialisati
 
 def store_settings(settings: MeasureSettings, data: Dataset) -> dict[str, Any]:
     """Everything besides the net's weights that a measurement depends on, as the run store's JSON
-    key: the :class:`MeasureSettings` fields and the test data whose first ``batch`` images it used
-    (name, split seed, number of test images and the normalisation applied, as for the Lesion lab's
-    sweeps: another split or other statistics are other images)."""
+    key: the :class:`MeasureSettings` fields and the test data whose first ``batch`` inputs it used
+    (name, split seed, number of test inputs and the normalisation applied, as for the Lesion lab's
+    sweeps: another split or other statistics are other inputs). Sequences are counted under
+    ``test_images`` too, the key stored measurements already have."""
     return {**asdict(settings), "dataset": data.name, "split_seed": int(data.split_seed),
             "test_images": len(data.y_test), "mean": [float(v) for v in data.mean],
             "std": [float(v) for v in data.std]}
