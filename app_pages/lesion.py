@@ -45,12 +45,17 @@ label, ck = picked.label, picked.checkpoint
 
 
 def pick_data(ck: Checkpoint) -> Dataset | None:
-    """The checkpoint's own dataset (digits are rebuilt from metadata) or a local one, normalised
-    with the statistics stored at training time."""
+    """The checkpoint's own dataset (digits and MNIST-1D are rebuilt from metadata) or a local one,
+    normalised with the statistics stored at training time. A 1-D net of unknown data is evaluated
+    on MNIST-1D: the app reads no sequence dataset from disk."""
     try:
         own = cache.dataset_of(ck.meta)
         if own is not None:
             return own
+        if ck.spec.dims == 1:
+            st.caption(f"{label}'s metadata names no dataset the app can rebuild: it is evaluated on the test "
+                       "split of MNIST-1D (Greydanus 2020), the app's dataset of sequences.")
+            return cache.dataset("mnist1d", None, ck.spec.input_size, 0, ck.meta.normalisation)
         kind = st.sidebar.selectbox("Dataset", ["cifar10", "imagefolder"], key="lesion_data_kind")
         path = st.sidebar.text_input("Local dataset path", key="lesion_data_path",
                                      help="cifar-10-batches-py, or an ImageFolder root (train/ and val/ or one "
@@ -73,23 +78,30 @@ loaded = pick_data(ck)
 if loaded is None:
     st.stop()
 data: Dataset = loaded
-if (data.channels, data.num_classes) != (ck.spec.in_channels, ck.spec.num_classes):
-    st.error(f"{label} takes {ck.spec.in_channels}-channel images and {ck.spec.num_classes} classes; "
-             f"{data.name} has {data.channels} channels and {data.num_classes} classes.")
+try:  # a 1-D net and images (or a 2-D net and sequences), other channels or classes: said, not a traceback
+    lesion.check_data(ck.spec, data)
+except LensError as exc:
+    error_box(exc)
     st.stop()
+noun = lesion.inputs_noun(data.dims)  # "sequences" for a 1-D dataset, "images" otherwise
 
 infos = lesion.block_infos(ck.model)
 n = len(infos)
-st.markdown(f"**{label}** — {ck.spec.name}, {n} blocks, evaluated on {len(data.y_test)} test images of "
+shapes = lesion.block_shapes(ck.spec, data.size)  # per block (input, output), for this data's size
+st.markdown(f"**{label}** — {ck.spec.name}, {n} blocks, evaluated on {len(data.y_test)} test {noun} of "
             f"{data.name}.")
 
 # ------------------------------------------------------------------ toggles
 st.subheader("Delete blocks")
+pooled = any(b.plan.entry for _, b in ck.model.blocks())
 st.caption("↓ marks a downsampling block: deleting it keeps its shortcut — "
-           + {"pad": "strided zero-padding (option A)", "projection": "the 1×1 projection + BN",
+           + {"pad": "strided zero-padding (option A)",
+              "projection": "the 1×1 projection + BN" if ck.spec.dims == 2 else "the width-1 projection + BN",
               "none": "for a plain net, a parameter-free subsample and zero-pad",
               "identity": "identity"}[next((b.shortcut for b in infos if b.downsample), "identity")]
-           + " — so the shape still fits the next block.")
+           + (" after the block's max pool, which a deleted block keeps" if pooled else "")
+           + f" — so the shape still fits the next block. Each stage is headed by its output shape "
+           f"({lesion.shape_legend(data.dims)}); a block's box says its input and output shapes.")
 DELETED_JOIN = {  # He et al. 2016's variants: what a block with its residual branch deleted still computes
     "scale": "each deleted block still scales its shortcut by λ (y = λ·s(x)), so deletions multiply the signal by λ",
     "gate": "a deleted block keeps its gate: y = (1 − g(x))·s(x), the shortcut as the intact net weights it",
@@ -132,11 +144,13 @@ cols = st.columns(len(stages))
 deleted = []
 for col, stage in zip(cols, stages, strict=True):
     members = [b for b in infos if b.stage_index == stage]
-    col.markdown(f"**{members[0].stage}**")
+    col.markdown(f"**{members[0].stage}** · {lesion.shape_text(shapes[members[-1].index][1])}")
     col.button(f"Delete all of {members[0].stage}", key=f"{prefix}_stage_{stage}", on_click=tick,
                args=([box_keys[b.index] for b in members], True), help=f"Delete the {len(members)} blocks of this stage")
     for b in members:
-        if col.checkbox(f"{b.name}{' ↓' if b.downsample else ''}", key=box_keys[b.index]):
+        shape_in, shape_out = (lesion.shape_text(v) for v in shapes[b.index])
+        if col.checkbox(f"{b.name}{' ↓' if b.downsample else ''}", key=box_keys[b.index],
+                        help=f"{shape_in} → {shape_out} ({lesion.shape_legend(data.dims)})"):
             deleted.append(b.index)
 # written here, before anything below can stop the run, so the URL names what the boxes show;
 # a link's own order is kept, and a name this net lacks is dropped (urlstate then warns about it)
@@ -242,7 +256,7 @@ def measure(nets: list[Picked], experiment: str, title: str, settings: dict[str,
     """Sweep each net with a progress bar and a Cancel button, both cleared when it ends. Cancel
     (or any click) reruns the page, which interrupts the sweep; the marker set here then survives
     and the next run says so. Results are kept only when every net finished: nothing partial."""
-    st.session_state["lesion_active"] = (label, title, lesion.describe_settings(experiment, settings))
+    st.session_state["lesion_active"] = (label, title, lesion.describe_settings(experiment, settings, data.dims))
     cancel_slot, bar_slot = st.empty(), st.empty()
     cancel_slot.button("Cancel", key=f"lesion_cancel_{experiment}", help="Stops the sweep; nothing of it is kept.")
     done: dict[str, pd.DataFrame] = {}
@@ -313,7 +327,7 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, twin: Pick
         if missing:
             found.update(measure(missing, experiment, title, settings, store))
     shown = {lab: r for lab, r in found.items() if r is not None}
-    describe = lesion.describe_settings(experiment, settings)
+    describe = lesion.describe_settings(experiment, settings, data.dims)
     if label not in shown:
         st.info(f"{label} has no {title} sweep for {describe} yet: press **Run the {title} sweep**.")
         return

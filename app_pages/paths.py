@@ -10,7 +10,7 @@ from typing import Literal
 import pandas as pd
 import streamlit as st
 
-from analysis import paths
+from analysis import lesion, paths
 from analysis.checkpoints import Checkpoint
 from analysis.errors import DatasetError, LensError
 from analysis.reference import VEIT_EFFECTIVE_PATHS
@@ -141,9 +141,20 @@ if picked is not None:
             shipped = {}
         try:
             data = cache.dataset_of(ck.meta)
+            if data is None and ck.spec.dims == 1:
+                # the app reads no sequence dataset from disk: a 1-D net of unknown data meets MNIST-1D
+                st.caption(f"{label}'s metadata names no dataset the app can rebuild: it is measured on the "
+                           "test split of MNIST-1D (Greydanus 2020), the app's dataset of sequences.")
+                data = cache.dataset("mnist1d", None, ck.spec.input_size, 0, ck.meta.normalisation)
         except LensError as exc:
-            error_box(exc)
+            error_box(exc)  # stored results can still be shown; Measure says it has no data
             data = None
+        if data is not None:
+            try:  # a 1-D net and images (or the reverse): said here, before Measure
+                lesion.check_data(ck.spec, data)
+            except LensError as exc:
+                error_box(exc)
+                st.stop()  # nothing below can be measured or looked up on data the net cannot take
         # without the test data there is nothing to key a stored measurement by (nor to measure on)
         run_store = open_store() if data is not None else None
         net_id = key_of(picked)
@@ -204,8 +215,8 @@ if picked is not None:
             cancel_slot.button("Cancel", key="paths_cancel", help="Stops the measurement; nothing of it is kept.")
             try:
                 if data is None:
-                    raise DatasetError(f"{label} was not trained on the embedded digits; measure it with a net "
-                                       "that was (or use the Lesion lab's dataset path)")
+                    raise DatasetError(f"{label} was not trained on an embedded dataset (digits or MNIST-1D); "
+                                       "measure it with a net that was (or use the Lesion lab's dataset path)")
                 done = {}
                 for net in nets:
                     model = ck.model if net == "trained" else paths.initialised(ck.model)
