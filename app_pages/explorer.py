@@ -1,4 +1,5 @@
-"""Architecture explorer: totals, the per-layer cost table at stage/block/layer depth, charts."""
+"""Architecture explorer: totals, the per-layer cost table at stage/block/layer depth, charts; or the
+reference notes' Conv1d block exactly as written (issue 13), with why it fails where it does and the fix."""
 
 from __future__ import annotations
 
@@ -6,9 +7,20 @@ import pandas as pd
 import streamlit as st
 
 from analysis.costs import arrow_safe, by_op, receptive_field_growth, rollup
+from analysis.errors import LensError
+from analysis.seed import (
+    MAX_SEED_KERNEL,
+    MAX_SEED_PADDING,
+    MAX_SEED_STRIDE,
+    Costs,
+    SeedConfig,
+    analyse,
+    source,
+)
+from analysis.specs import MAX_SEQUENCE_LENGTH, MAX_WIDTH
 from ui import cache, render
 from ui.fmt import fmt_bytes, fmt_count, fmt_int, fmt_si
-from ui.widgets import Metric, metric_row, model_picker, spec_header, table
+from ui.widgets import Metric, error_box, metric_row, model_picker, range_label, spec_header, table
 
 COLUMN_GROUPS = {
     "shapes": ["in_shape", "out_shape"],
@@ -53,11 +65,11 @@ def shaped(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-st.title("Architecture explorer")
-st.caption("Every number is computed from the spec, without building weights, and tested equal to "
-           "PyTorch's `numel()` and torchinfo's mult-adds.")
-spec = model_picker("explorer")
-if spec is not None:
+def net_view() -> None:
+    """A net from the model picker: totals, the layer table, charts, the FLOP counters."""
+    spec = model_picker("explorer")
+    if spec is None:
+        return
     layers = cache.layer_table(spec)
     t = cache.totals(spec)
     spec_header(spec)
@@ -106,3 +118,96 @@ if spec is not None:
     conv = cache.convention_totals(spec)
     table(shaped(conv))
     st.markdown(cache.explain_difference(spec).replace("\n", "  \n"))
+
+
+SEED = "The notes' seed block (Conv1d)"
+SUBJECTS = ["A net", SEED]
+SEED_COLUMNS = ["id", "op", "path", "in_shape", "out_shape", "kernel", "stride", "params", "macs", "flops", "rf"]
+
+
+def seed_config() -> SeedConfig | None:
+    """The notes' seven settings from the sidebar, under the notes' own argument names."""
+    sb = st.sidebar
+    sb.caption("The block the reference notes end with, run as written: `SeedBlock(input_dim, n_filters, "
+                "kernel_size, padding, stride, shortcut)` on one sequence of length L.")
+    # one input per line, as the model picker does: side by side leaves no room for the ranges
+    cin = sb.number_input(range_label("input_dim (channels in)", 1, MAX_WIDTH), 1, MAX_WIDTH, 128,
+                          key="explorer_seed_input_dim")
+    cout = sb.number_input(range_label("n_filters (channels out)", 1, MAX_WIDTH), 1, MAX_WIDTH, 256,
+                           key="explorer_seed_n_filters")
+    k = sb.number_input(range_label("kernel_size", 1, MAX_SEED_KERNEL), 1, MAX_SEED_KERNEL, 3,
+                        key="explorer_seed_kernel_size")
+    p = sb.number_input(range_label("padding", 0, MAX_SEED_PADDING), 0, MAX_SEED_PADDING, 1,
+                        key="explorer_seed_padding")
+    s = sb.number_input(range_label("stride (on both convs, as written)", 1, MAX_SEED_STRIDE), 1, MAX_SEED_STRIDE,
+                        1, key="explorer_seed_stride")
+    shortcut = sb.checkbox("shortcut (out += x)", key="explorer_seed_shortcut")
+    length = sb.number_input(range_label("Sequence length L", 1, MAX_SEQUENCE_LENGTH, "samples"), 1,
+                             MAX_SEQUENCE_LENGTH, 128, key="explorer_seed_length")
+    try:
+        return SeedConfig(input_dim=int(cin), n_filters=int(cout), kernel_size=int(k), padding=int(p),
+                          stride=int(s), shortcut=bool(shortcut), length=int(length))
+    except LensError as exc:
+        error_box(exc)
+        return None
+
+
+def seed_metrics(c: Costs, label: str = "") -> list[Metric]:
+    params = fmt_count(c.params)
+    return [
+        Metric(f"Parameters{label}", params, exact(c.params, params)),
+        Metric(f"MACs{label}", fmt_si(c.macs), f"Exactly {fmt_int(c.macs)} multiply-accumulates."),
+        Metric(f"FLOPs{label}", fmt_si(c.flops), f"Exactly {fmt_int(c.flops)} floating-point operations."),
+        Metric(f"Output shape{label}", _shape(c.output_shape), "Channels × samples of one sequence."),
+        Metric(f"Receptive field{label}", f"{c.receptive_field} samples",
+               "Input samples one output sample sees: each k-wide conv adds (k − 1) × jump."),
+    ]
+
+
+def seed_table(df: pd.DataFrame, file_name: str, key: str) -> None:
+    table(shaped(df[SEED_COLUMNS]))
+    st.download_button("Download the layer table (CSV)", shaped(df).to_csv(index=False), file_name=file_name,
+                       mime="text/csv", on_click="ignore", key=key)
+
+
+def seed_view() -> None:
+    """The notes' block as written: its code, its exact costs where it runs, and where it does not,
+    why (PyTorch's own message) and the standard fix with its costs."""
+    cfg = seed_config()
+    if cfg is None:
+        return
+    a = analyse(cfg)
+    st.subheader(f"The notes' seed block — input {_shape(cfg.input_shape)} (channels × samples)")
+    with st.expander("The code analysed (the notes' block, transcribed)", expanded=False):
+        st.code(source(cfg), language="python")
+    # analyse gives the block's own costs where it runs, the fixed block's where it does not
+    if a.diagnosis is None and a.costs is not None and a.table is not None:
+        metric_row(seed_metrics(a.costs))
+        st.caption("One sequence (batch 1). MACs: the two convs' multiply-accumulates; FLOPs add their bias adds, "
+                   "BatchNorm (2 per element), the ReLUs and the residual add. Tested equal to PyTorch's `numel()` "
+                   "and torchinfo's mult-adds.")
+        seed_table(a.table, "seed_block_layers.csv", "explorer_seed_csv")
+    elif a.diagnosis is not None and a.fixed_costs is not None and a.fixed_table is not None:
+        fixed = seed_metrics(a.fixed_costs, " (fixed block)")
+        left, right = st.columns([3, 2])
+        left.error(a.diagnosis.message)
+        as_written = fmt_count(a.params)
+        metric_row([Metric("Parameters (as written)", as_written,
+                           f"{exact(a.params, as_written) or ''} Its weights exist (the constructor runs); only "
+                           "forward fails.".strip()), fixed[0]], container=right)
+        metric_row([fixed[3], fixed[4]], container=right)
+        st.subheader("The fixed block")
+        st.caption("Stride on conv1 only, 'same' padding, and a 1-wide projection with BatchNorm on the shortcut "
+                   "where the shape changes (He et al. 2015, option B); the notes' conv biases kept. Its costs "
+                   "for the same input:")
+        metric_row(fixed[1:3])
+        seed_table(a.fixed_table, "seed_block_fixed_layers.csv", "explorer_seed_fixed_csv")
+
+
+st.title("Architecture explorer")
+st.caption("Every number is computed from the spec, without building weights, and tested equal to "
+           "PyTorch's `numel()` and torchinfo's mult-adds.")
+if st.sidebar.radio("Analyse", SUBJECTS, key="explorer_analyse") == SEED:
+    seed_view()
+else:
+    net_view()
