@@ -83,7 +83,7 @@ def net_view() -> None:
     metric_row([
         Metric("Depth (weighted layers)", str(t.depth)),
         Metric("Residual blocks", str(t.num_blocks)),
-        Metric("Receptive field", f"{t.receptive_field} px"),
+        Metric("Receptive field", f"{t.receptive_field} {spec.size_unit}"),
         Metric("Activation memory", fmt_bytes(t.activation_bytes),
                f"{ACTIVATION_MEMORY} Exactly {fmt_int(t.activation_bytes)} bytes."),
     ])
@@ -110,7 +110,7 @@ def net_view() -> None:
     render.show(render.receptive_field(rf, spec.input_size), key="explorer_rf_chart")
     top = rf.sort_values("growth", ascending=False).head(3)
     st.caption("Largest single steps: " + "; ".join(
-        f"`{r.id}` +{r.growth} px (jump {r.jump})" for r in top.itertuples()) +
+        f"`{r.id}` +{r.growth} {spec.size_unit} (jump {r.jump})" for r in top.itertuples()) +
         ". Each k×k op adds (k−1)×jump; the jump doubles at every stride-2 op, so late 3×3 convs grow "
         "the field most.")
 

@@ -60,18 +60,18 @@ def test_resnet1d_20_facts():
     assert totals(get_spec("plain_resnet1d_20")).params == t.params
 
 
+def _recorder(shapes: dict[str, tuple[int, ...]], name: str):
+    def record(mod: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+        shapes.setdefault(name, tuple(output.shape[1:]))  # returns None: the output is kept
+    return record
+
+
 def test_every_1d_builtin_runs_at_its_traced_shapes():
     for name in ONE_D_MODELS:
         spec = MODELS[name]
         model = build_model(spec).eval()
         shapes: dict[str, tuple[int, ...]] = {}
-
-        def hook(name: str):
-            def record(mod: torch.nn.Module, inputs: object, out: torch.Tensor) -> None:
-                shapes.setdefault(name, tuple(out.shape[1:]))  # returns None: the output is kept
-            return record
-
-        hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+        hooks = [m.register_forward_hook(_recorder(shapes, n)) for n, m in model.named_modules()
                  if n.endswith(("conv1", "conv2", "pool"))]
         try:
             with torch.no_grad():

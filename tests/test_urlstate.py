@@ -128,8 +128,10 @@ def keyed_widgets(at: AppTest) -> list[tuple[str, str, object]]:
 VIEWS = [  # (page, query): the views that between them draw every widget of the pages
     ("explorer", {}), ("explorer", {"source": "Custom spec", "cblock": "bottleneck"}),
     ("explorer", {"source": "Checkpoint"}), ("explorer", {"source": "Checkpoint", "ckpt": "Upload a checkpoint…"}),
+    ("explorer", {"source": "Custom spec", "cdims": "1"}), ("explorer", {"model": "vdcnn29"}),
+    ("explorer", {"analyse": "The notes' seed block (Conv1d)"}), ("variants", {"data": "mnist1d"}),
     ("diagrams", {}), ("diagrams", {"source": "Custom spec"}),
-    ("blocks", {}), ("depth", {}), ("depth", {"family": "cifar"}), ("training", {}),
+    ("blocks", {}), ("blocks", {"dims": "1"}), ("diagrams", {"block_dims": "1"}), ("depth", {}), ("depth", {"family": "cifar"}), ("training", {}),
     ("training", {"data": "imagefolder"}), ("paths", {}), ("theory", {}), ("lesion", {}),
     ("lesion", {"deleted": ["layer1.0", "layer3.8"]}),
 ]
