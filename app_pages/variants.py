@@ -214,17 +214,17 @@ chosen = row[0].multiselect("Variants", list(g.VARIANTS), DEFAULT_VARIANTS, key=
 combos = row[1].text_input("Combinations (optional)", key="variants_combos", placeholder="full_preact+exclusive_gating",
                          help="Variant names joined by '+', several separated by commas, e.g. "
                               f"full_preact+exclusive_gating. Names: {', '.join(g.VARIANTS)}.")
-cols = st.columns(3)
-depths = cols[0].multiselect("Depths (6n+2)", DEPTHS, [8], key="variants_depths",
+grid_cols = st.columns(3)
+depths = grid_cols[0].multiselect("Depths (6n+2)", DEPTHS, [8], key="variants_depths",
                           help="Depth 8 trains in seconds; the paper's ResNet-110 is depth 110.")
-data_kind = cols[1].radio("Data", list(DATA_CHOICES), format_func=DATA_CHOICES.__getitem__, key="variants_data",
+data_kind = grid_cols[1].radio("Data", list(DATA_CHOICES), format_func=DATA_CHOICES.__getitem__, key="variants_data",
                          help="Digits train CIFAR-style 2-D nets; MNIST-1D (Greydanus 2020) trains the same recipe "
                               "in 1-D (resnet1d_<depth>: 32/64/128 filters on 1 × 40 sequences).")
 if data_kind == "digits":
-    size = cols[2].select_slider("Digits size (pixels)", [8, 16, 32], 16, key="variants_size")
+    size = grid_cols[2].select_slider("Digits size (pixels)", [8, 16, 32], 16, key="variants_size")
 else:
     size = 40
-    cols[2].caption("MNIST-1D: 4,000 training and 1,000 test sequences of 40 samples, generated locally "
+    grid_cols[2].caption("MNIST-1D: 4,000 training and 1,000 test sequences of 40 samples, generated locally "
                    "by the mnist1d package.")
 opts = st.columns(4)
 seeds = opts[0].number_input(range_label("Seeds", 1, 3), 1, 3, 2, key="variants_seeds",
