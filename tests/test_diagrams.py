@@ -72,7 +72,8 @@ def test_plain_twins_have_no_shortcuts(name):
 
 
 @pytest.mark.parametrize("name,kw", [("resnet34", {}), ("resnet50", {"preact": True}), ("cifar_resnet20", {}),
-                                     ("resnet18", {"shortcut": "C"}), ("resnext50_32x4d", {})])
+                                     ("resnet18", {"shortcut": "C"}), ("resnext50_32x4d", {}), ("vdcnn29", {}),
+                                     ("resnet1d_20", {})])
 def test_node_ids_are_torchvision_module_names(name, kw):
     spec = get_spec(name, **kw)
     modules = {n for n, _ in build_model(spec).named_modules() if n}
@@ -250,3 +251,71 @@ def test_block_diagram_follows_the_inputs():
     assert not any("@" in line.split("label=")[1] or "#" in line.split("label=")[1].split('"')[1] for line in labels)
     pre = block_diagram(BlockConfig("preact_basic", 16, 16, 16, 8, 1))
     assert "out [" not in pre  # nothing after the add in a pre-activation block
+
+
+# ----------------------------------------------------------------------------- 1-D nets (issue 13)
+ONE_D = [name for name, spec in MODELS.items() if spec.dims == 1]
+
+
+@pytest.mark.parametrize("name", ONE_D)
+def test_1d_shapes_are_channels_by_length(name):
+    """Every node of a 1-D net's diagram is C x L at every level, and no 1-D conv is labelled 3×3."""
+    spec = get_spec(name)
+    for level in LEVELS:
+        g = build_graph(spec, level)
+        assert all(len(d["out_shape"]) == 2 for _, d in g.nodes(data=True)), level
+        assert "3×3" not in diagram(spec, level) and "1×1" not in diagram(spec, level)
+    layer = build_graph(spec, "layer")
+    assert layer.nodes["layer1.0.conv1"]["out_shape"] == (spec.widths[0], spec.input_size)
+
+
+@pytest.mark.parametrize("level", ["block", "layer"])
+def test_vdcnn_pool_comes_before_both_paths(level):
+    """VDCNN's max pool /2 sits in front of layer2-4's first block: the branch and the (projection)
+    shortcut both start after it, so the shortcut arc leaves the pool, not the previous add."""
+    g = build_graph(get_spec("vdcnn29"), level)
+    previous = {2: "layer1.4", 3: "layer2.4", 4: "layer3.1"}  # the last block before each pool (5-5-2-2 blocks)
+    for i, (cin, c, length) in enumerate([(64, 128, 512), (128, 256, 256), (256, 512, 128)], start=2):
+        pool, add = f"layer{i}.0.pool", f"layer{i}.0@add"
+        assert g.nodes[pool]["op"] == "maxpool" and g.nodes[pool]["out_shape"] == (cin, length)
+        assert list(g.predecessors(pool)) == [previous[i] + (".relu@2" if level == "layer" else "@add")]
+        starts = {v: k for _, v, k in g.out_edges(pool, data="kind")}
+        branch = f"layer{i}.0.conv1" if level == "layer" else f"layer{i}.0"
+        short = f"layer{i}.0.downsample.0" if level == "layer" else add
+        assert starts == {branch: "main", short: "projection"}
+        assert g.nodes[add]["out_shape"] == (c, length)
+    assert len(shortcut_edges(g, "projection")) == 3 and len(shortcut_edges(g, "identity")) == 11
+
+
+def test_vdcnn_block_and_stage_labels():
+    g = build_graph(get_spec("vdcnn29"), "block")
+    assert g.nodes["layer2.0.pool"]["label"] == "layer2.0.pool: max pool 3 /2"
+    assert g.nodes["layer2.0"]["stride"] == 1  # the pool halves the length, the block's convs do not
+    stages = build_graph(get_spec("vdcnn29"), "stage")
+    assert stages.nodes["layer1"]["label"] == "layer1: 5 × BasicBlock\\n5 identity shortcuts"
+    assert stages.nodes["layer3"]["label"] == ("layer3: max pool 3 /2, then 2 × BasicBlock\\n1 identity, "
+                                               "1 projection shortcuts")
+    assert stages.nodes["layer4"]["out_shape"] == (512, 128)
+    dot = diagram(get_spec("vdcnn29"), "stage")
+    assert r'label="layer2: max pool 3 /2, then 5 × BasicBlock\n4 identity, 1 projection shortcuts\n128×512"' in dot
+    plain = build_graph(get_spec("plain_vdcnn29"), "block")  # the plain twin keeps the pools, not the arcs
+    assert list(plain.successors("layer2.0.pool")) == ["layer2.0"]
+
+
+def test_1d_block_internals():
+    basic = block_internals("basic", dims=1)
+    assert 'label="conv1 3, 64\\n64×56"' in basic and "3×3" not in basic
+    proj = block_internals("bottleneck", projection=True, dims=1)
+    assert 'label="conv2 3, 64 /2\\n64×28"' in proj and 'label="downsample.0 1, 256 /2\\n256×28"' in proj
+    vdcnn = block_internals("vdcnn", dims=1)
+    assert 'label="conv1 3, 64, bias\\n64×1024"' in vdcnn and "pool" not in vdcnn
+    assert "x -> add" in vdcnn and "style=dashed" not in vdcnn
+    down = block_internals("vdcnn", projection=True, dims=1)
+    assert 'pool [label="max pool 3 /2\\n64×512"' in down and 'label="conv1 3, 128, bias\\n128×512"' in down
+    assert "x -> pool" in down and "pool -> conv1" in down and 'pool -> "downsample.0"' in down
+    assert 'label="downsample.0 1, 128\\n128×512"' in down  # the projection has no bias
+    assert "x -> conv1" not in down and 'x -> "downsample.0"' not in down
+    with pytest.raises(LensError, match="unknown 2-D block kind 'vdcnn'"):
+        block_internals("vdcnn")
+    with pytest.raises(LensError, match="dims must be 1"):
+        block_internals("basic", dims=3)
