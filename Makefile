@@ -28,11 +28,16 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
 
 RECIPE := --epochs 40 --batch-size 32
+# 1-D nets on MNIST-1D (issue 13): one recipe for all of them, so the plain-vs-residual gap is the
+# shortcuts' alone; one thread, as they were trained (deterministic for a given thread count)
+RECIPE_1D := --epochs 30 --batch-size 64 --lr 0.1
 checkpoints: $(STAMP)
 	$(PY) -m analysis train --model cifar_resnet20 $(RECIPE) --out checkpoints/digits_resnet20.pt
 	$(PY) -m analysis train --model cifar_resnet20 --plain $(RECIPE) --out checkpoints/digits_plain20.pt
 	$(PY) -m analysis train --model cifar_resnet56 $(RECIPE) --lr 0.05 --out checkpoints/digits_resnet56.pt
 	$(PY) -m analysis train --model cifar_resnet56 --plain $(RECIPE) --lr 0.05 --out checkpoints/digits_plain56.pt
+	OMP_NUM_THREADS=1 $(PY) -m analysis train --data mnist1d --model resnet1d_20 $(RECIPE_1D) --out checkpoints/mnist1d_resnet20.pt
+	OMP_NUM_THREADS=1 $(PY) -m analysis train --data mnist1d --model resnet1d_20 --plain $(RECIPE_1D) --out checkpoints/mnist1d_plain20.pt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .errors import ConfigError, LensError
 from .io import check_writable
 from .lesion import SWEEP_KINDS
+from .mnist1d import LENGTH as MNIST1D_LENGTH
 from .specs import MODELS
 
 if TYPE_CHECKING:  # imported lazily at run time: torch loads only when a command runs
@@ -38,6 +39,10 @@ if TYPE_CHECKING:  # imported lazily at run time: torch loads only when a comman
 
 SEED_MAX = 2**63 - 1
 EXIT_ERROR = 2
+#: The image side of ``--data digits`` / ``imagefolder`` when ``--size`` is left out.
+DEFAULT_SIZE = 16
+#: The datasets that ship with the app, each with what to say when given a --data-path.
+EMBEDDED = {"digits": "the digits are", "mnist1d": "MNIST-1D is generated locally and"}
 
 
 class UsageError(ConfigError):
@@ -100,8 +105,18 @@ def check_int(option: str, value: int | None, lo: int, hi: int) -> None:
 def check_data_options(args: argparse.Namespace) -> None:
     check_int("--size", args.size, 1, 4096)
     check_int("--split-seed", args.split_seed, 0, SEED_MAX)
-    if args.data == "digits" and args.data_path is not None:
-        raise ConfigError("--data-path is for cifar10 and imagefolder; the digits are embedded")
+    if args.data in EMBEDDED and args.data_path is not None:
+        raise ConfigError(f"--data-path is for cifar10 and imagefolder; {EMBEDDED[args.data]} embedded")
+    if args.data == "mnist1d" and args.size not in (None, MNIST1D_LENGTH):
+        raise ConfigError(f"--size {args.size}: MNIST-1D sequences have a fixed length of {MNIST1D_LENGTH} samples; "
+                          "leave --size out")
+
+
+def data_size(args: argparse.Namespace) -> int:
+    """``--size``, or the dataset's own default when it was left out (MNIST-1D has one length)."""
+    if args.size is not None:
+        return int(args.size)
+    return MNIST1D_LENGTH if args.data == "mnist1d" else DEFAULT_SIZE
 
 
 def check_device(device: str) -> None:
@@ -138,12 +153,15 @@ def _state(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------- train
-def add_data_args(p: argparse.ArgumentParser, size: int | None = 16, size_help: str = "") -> None:
-    p.add_argument("--data", default="digits", choices=["digits", "cifar10", "imagefolder"],
-                   help="dataset: the embedded digits, or CIFAR-10 / an ImageFolder tree from --data-path")
+def add_data_args(p: argparse.ArgumentParser, size_help: str = "") -> None:
+    p.add_argument("--data", default="digits", choices=["digits", "mnist1d", "cifar10", "imagefolder"],
+                   help="dataset: the embedded digits or MNIST-1D (sequences of 40 samples, for 1-D nets), or "
+                        "CIFAR-10 / an ImageFolder tree from --data-path")
     p.add_argument("--data-path", default=None, help="local path of cifar-10-batches-py or the ImageFolder root")
-    p.add_argument("--size", type=int, default=size,
-                   help=size_help or "image size (digits: 8, 16 or 32; ImageFolder: any, up to 4096)")
+    # None, not 16: a size typed for MNIST-1D (whose length is fixed) must be told from the default
+    p.add_argument("--size", type=int, default=None,
+                   help=size_help or f"image size (digits: 8, 16 or 32, default {DEFAULT_SIZE}; ImageFolder: any, "
+                                     f"up to 4096; MNIST-1D: always {MNIST1D_LENGTH})")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
 
 
@@ -176,12 +194,27 @@ def cmd_train(args: argparse.Namespace, stop: Stop) -> int:
     from .specs import get_spec
 
     spec = get_spec(args.model, plain=args.plain, preact=args.preact)
+    check_dims(spec, args.data)
     kept = f"no checkpoint written; {_state(out)}"
     try:
         return _train(args, stop, out, cfg, spec)
     except KeyboardInterrupt as exc:
         why = exc.kept if isinstance(exc, Interrupted) and exc.kept else kept
         raise Interrupted(getattr(exc, "signum", signal.SIGINT), why) from None
+
+
+def check_dims(spec: ResNetSpec, data: str) -> None:
+    """A 2-D net on MNIST-1D or a 1-D net on images, refused before the data are loaded
+    (:func:`analysis.train.check_fits` says the same of loaded data)."""
+    dims = 1 if data == "mnist1d" else 2
+    if spec.dims == dims:
+        return
+    shape = f"{spec.in_channels}x{'x'.join([str(spec.input_size)] * spec.dims)}"
+    if dims == 1:
+        raise ConfigError(f"--model {spec.name} is a 2-D net ({shape} images) and --data mnist1d holds 1-D "
+                          f"sequences (1x{MNIST1D_LENGTH} samples); train a 1-D net on it, e.g. --model resnet1d_20")
+    raise ConfigError(f"--model {spec.name} is a 1-D net ({shape} samples) and --data {data} holds 2-D images; "
+                      "train it with --data mnist1d, or give a 2-D net such as cifar_resnet20")
 
 
 def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, spec: ResNetSpec) -> int:
@@ -194,7 +227,7 @@ def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, sp
 
     if args.deterministic:
         torch.use_deterministic_algorithms(True)  # this process only: the CLI runs one training
-    data = load_dataset(args.data, args.data_path, size=args.size, seed=args.split_seed)
+    data = load_dataset(args.data, args.data_path, size=data_size(args), seed=args.split_seed)
     spec = spec.replace(in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)
     bar = tqdm(total=None, unit="batch", desc=f"{spec.name} on {data.name}", dynamic_ncols=True)
 
@@ -272,12 +305,17 @@ def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
         raise CheckpointError(f"{path.name}: a plain net, or a residual net with option-A (zero-padding) shortcuts? "
                               "Their weights look the same; say which with --plain or --residual") from exc
     norm = ck.meta.normalisation  # evaluate on the input scale the net was trained on
-    if args.data_path is None and args.data == "digits":
-        if ck.meta.dataset is None:
+    if args.data_path is None and args.data in EMBEDDED:
+        ds = ck.meta.dataset
+        if ds is None:
             raise DatasetError(f"{args.checkpoint} carries no dataset metadata; give --data and --data-path")
-        if args.size is not None and args.size != ck.meta.dataset.size:
-            raise ConfigError(f"--size {args.size}: {args.checkpoint} was trained on {ck.meta.dataset.size} px "
-                              "digits and is evaluated on those; leave --size out")
+        if args.data == "mnist1d" and ds.embedded != "mnist1d":
+            raise ConfigError(f"--data mnist1d: {args.checkpoint} was trained on {ds.name}, not MNIST-1D; "
+                              "leave --data out to evaluate it on its own data")
+        if args.size is not None and args.size != ds.size:
+            what = f"MNIST-1D's {ds.size}-sample sequences" if ds.is_mnist1d else f"{ds.size} px digits"
+            raise ConfigError(f"--size {args.size}: {args.checkpoint} was trained on {what} and is evaluated on "
+                              "those; leave --size out")
         data = dataset_for(ck.meta)
     elif args.data == "imagefolder" and ck.spec.stem == "imagenet":
         # torchvision ImageNet weights expect their own preprocessing, not statistics of the folder
@@ -334,7 +372,7 @@ def cmd_grid(args: argparse.Namespace, stop: Stop) -> int:
     from .executor import DataSpec
 
     cfg = recipe(args)
-    data = DataSpec(args.data, args.size, args.data_path, args.split_seed, args.train_images)
+    data = DataSpec(args.data, data_size(args), args.data_path, args.split_seed, args.train_images)
     grid = g.Grid(tuple(args.variants or g.PAPER_VARIANTS), tuple(args.depths), tuple(range(args.seeds)), cfg, data)
     from .runstore import RunStore
 
@@ -431,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Lesion sweeps (Veit et al. 2016) with prefix reuse; writes a CSV atomically.")
     le.add_argument("--checkpoint", required=True,
                     help="a .pt/.pth file (ours or a torchvision state_dict) or a shipped name, e.g. digits_resnet56")
-    add_data_args(le, size=None, size_help="image size (default: the net's own). For a bare state_dict, also the "
+    add_data_args(le, size_help="image size (default: the net's own). For a bare state_dict, also the "
                                            "input size the net is meant for (default 224 for an ImageNet stem, "
                                            "32 for a CIFAR stem)")
     kind = le.add_mutually_exclusive_group()

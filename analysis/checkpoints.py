@@ -431,14 +431,18 @@ def shipped_checkpoints() -> dict[str, Path]:
 
 
 def dataset_for(meta: RunMeta) -> Dataset:
-    """The embedded-digits dataset a checkpoint was trained on, rebuilt from its metadata and
-    normalised with the statistics stored at training time (not recomputed)."""
-    from .data import load_digits
+    """The embedded dataset a checkpoint was trained on (the digits at their size and split, or
+    MNIST-1D), rebuilt from its metadata and normalised with the statistics stored at training time
+    (not recomputed)."""
+    from .data import load_digits, load_mnist1d
 
-    if meta.dataset is None or not meta.dataset.is_digits:
-        name = meta.dataset.name if meta.dataset else "an unknown dataset"
+    ds = meta.dataset
+    if ds is None or ds.embedded is None:
+        name = ds.name if ds else "an unknown dataset"
         raise DatasetError(f"this checkpoint was trained on {name}; give its local path")
-    return load_digits(size=meta.dataset.size, seed=meta.dataset.split_seed, normalisation=meta.normalisation)
+    if ds.embedded == "mnist1d":
+        return load_mnist1d(seed=ds.split_seed, normalisation=meta.normalisation)
+    return load_digits(size=ds.size, seed=ds.split_seed, normalisation=meta.normalisation)
 
 
 def same_architecture(a: ResNetSpec, b: ResNetSpec) -> bool:

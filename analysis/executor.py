@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConfigError, LensError
+from .mnist1d import LENGTH as MNIST1D_LENGTH
 
 if TYPE_CHECKING:  # torch loads only when a task runs
     from .data import Dataset
@@ -41,8 +42,10 @@ if TYPE_CHECKING:  # torch loads only when a task runs
 
 @dataclass(frozen=True)
 class DataSpec:
-    """A dataset descriptor: enough to load the same data in any process. ``train_images`` keeps
-    only the first N training images (tests and quick looks); the test split stays whole."""
+    """A dataset descriptor: enough to load the same data in any process (``kind`` as
+    :func:`analysis.data.load_dataset` takes it: the embedded digits or MNIST-1D, CIFAR-10, an
+    ImageFolder). ``train_images`` keeps only the first N training images or sequences (tests and
+    quick looks); the test split stays whole."""
 
     kind: str = "digits"
     size: int = 16
@@ -51,6 +54,9 @@ class DataSpec:
     train_images: int | None = None
 
     def __post_init__(self) -> None:
+        if self.kind == "mnist1d" and self.size != MNIST1D_LENGTH:
+            # MNIST-1D has one length: every descriptor of it names the same data (and the same run key)
+            object.__setattr__(self, "size", MNIST1D_LENGTH)
         if self.train_images is not None and (isinstance(self.train_images, bool)
                                               or not isinstance(self.train_images, int) or self.train_images < 1):
             raise ConfigError(f"train images must be a whole number of at least 1, got {self.train_images!r}")

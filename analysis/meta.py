@@ -78,7 +78,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Which data a net was trained on; enough to rebuild the embedded digits exactly."""
+    """Which data a net was trained on; enough to rebuild the embedded digits or MNIST-1D exactly."""
 
     name: str
     train: int
@@ -102,6 +102,18 @@ class DatasetInfo:
     @property
     def is_digits(self) -> bool:
         return self.name.startswith("digits")
+
+    @property
+    def is_mnist1d(self) -> bool:
+        """MNIST-1D, whole or a training subset (``mnist1d[:n]``, whose test split is still whole); an
+        ImageFolder merely named "mnist1d_png" is not it."""
+        return re.fullmatch(r"mnist1d(\[:\d+\])?", self.name) is not None
+
+    @property
+    def embedded(self) -> str | None:
+        """The ``load_dataset`` kind that rebuilds this data with nothing to give ("digits" or
+        "mnist1d"), or None for data read from a local path."""
+        return "digits" if self.is_digits else "mnist1d" if self.is_mnist1d else None
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from .meta import RunMeta, TrainConfig, now, versions
 from .models import ResNet, build_model
 from .specs import ResNetSpec
 
-__all__ = ["Progress", "check_device", "TrainConfig", "TrainResult", "evaluate", "lr_at", "predict", "train", "train_checkpoint"]
+__all__ = ["Progress", "check_device", "check_fits", "TrainConfig", "TrainResult", "evaluate", "lr_at", "predict", "train", "train_checkpoint"]
 
 
 @dataclass
@@ -114,6 +114,31 @@ def check_device(device: str) -> None:
         raise ConfigError(f"there is no {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
+def _shape(shape: tuple[int, ...]) -> str:
+    """"1x40 (channels x samples)" or "3x32x32 (channels x height x width)"."""
+    axes = "channels x samples" if len(shape) == 2 else "channels x height x width"
+    return f"{'x'.join(map(str, shape))} ({axes})"
+
+
+def check_fits(spec: ResNetSpec, data: Dataset) -> None:
+    """Refuse, before a model is built, a net that cannot take ``data``: a 2-D net on sequences or a
+    1-D net on images (the first conv would fail on the batch's shape), other input channels or
+    another number of classes. The input *size* is not checked: training builds the net at the
+    data's size (``spec.replace(input_size=data.size)``)."""
+    sample = tuple(int(n) for n in data.x_train.shape[1:])
+    where = f"{spec.name} takes {_shape(spec.input_shape())} inputs, {data.name} holds {_shape(sample)}"
+    if spec.dims != data.dims:
+        fix = ("a 1-D net (resnet1d_<6n+2>, vdcnn...) trains on sequences such as MNIST-1D" if data.dims == 1
+               else "a 2-D net (cifar_resnet<6n+2>, resnet18...) trains on images such as the digits")
+        raise ConfigError(f"{where}: a {spec.dims}-D net cannot train on {data.dims}-D data; {fix}")
+    if spec.in_channels != data.channels:
+        raise ConfigError(f"{where}: the net takes {spec.in_channels} input channel{'s' * (spec.in_channels != 1)}, "
+                          f"the data have {data.channels}; adapt the spec's in_channels")
+    if spec.num_classes != data.num_classes:
+        raise ConfigError(f"{spec.name} has {spec.num_classes} outputs, {data.name} has {data.num_classes} classes; "
+                          "adapt the spec's num_classes")
+
+
 def _nonfinite(v: float) -> str:
     return "NaN" if math.isnan(v) else "infinite"
 
@@ -139,9 +164,7 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
     config = config or TrainConfig()
     grad_every = check_every(grad_every)
     check_device(config.device)
-    if spec.in_channels != data.channels or spec.num_classes != data.num_classes:
-        raise ConfigError(f"{spec.name} takes {spec.in_channels} channels and {spec.num_classes} classes, "
-                          f"{data.name} has {data.channels} and {data.num_classes}; adapt the spec")
+    check_fits(spec, data)
     t0 = time.perf_counter()
     history: list[dict] = []
     # weights from the recipe's seed; the batch order and augmentation from a second stream

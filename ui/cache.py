@@ -82,12 +82,12 @@ def dataset(kind: str, path: str | None, size: int, seed: int,
 
 
 def dataset_of(meta: RunMeta) -> data.Dataset | None:
-    """The embedded-digits test data a checkpoint was trained on, normalised with its stored
-    training-time statistics; None when it was trained on another dataset."""
+    """The embedded data a checkpoint was trained on (the digits at its size, or MNIST-1D), normalised
+    with its stored training-time statistics; None when it was trained on data from a local path."""
     d = meta.dataset
-    if d is None or not d.is_digits:
+    if d is None or d.embedded is None:
         return None
-    return dataset("digits", None, d.size, d.split_seed, meta.normalisation)
+    return dataset(d.embedded, None, d.size, d.split_seed, meta.normalisation)
 
 
 @st.cache_resource(show_spinner="Loading images…", max_entries=2)
