@@ -32,7 +32,7 @@ def residual_shipped() -> dict:
 
 def test_every_shipped_residual_net_has_current_stored_results():
     nets = residual_shipped()
-    assert set(nets) == {"digits_resnet20", "digits_resnet56"}
+    assert set(nets) == {"digits_resnet20", "digits_resnet56", "mnist1d_resnet20"}
     for name, f in nets.items():
         doc = json.loads(paths.results_file(f).read_text())
         assert doc["sha256"] == paths.file_digest(f), f"{name}: stored results are stale; rerun tools/make_path_results.py"
@@ -44,8 +44,9 @@ def test_every_shipped_residual_net_has_current_stored_results():
             assert df["total (rel.)"].max() == 1.0
 
 
-def test_stored_results_equal_a_fresh_measurement():
-    f = shipped_checkpoints()["digits_resnet20"]
+@pytest.mark.parametrize("name", ["digits_resnet20", "mnist1d_resnet20"])
+def test_stored_results_equal_a_fresh_measurement(name):
+    f = shipped_checkpoints()[name]
     ck = load_checkpoint(f)
     data = dataset_for(ck.meta)
     stored = paths.load_results(f)
