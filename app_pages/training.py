@@ -1,4 +1,5 @@
-"""Training: the degradation experiment (He et al. 2015, Fig. 1 / Fig. 6) on the embedded digits."""
+"""Training: the degradation experiment (He et al. 2015, Fig. 1 / Fig. 6) on the embedded digits, and
+in 1-D on MNIST-1D (Greydanus 2020) beside that dataset's published baselines."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from analysis import gradflow
 from analysis.checkpoints import Checkpoint
+from analysis.data import MNIST1D_BASELINES
 from analysis.errors import LensError
 from analysis.meta import SCHEDULES
 from analysis.runstore import StoredRun, config_key, default_home, run_config
@@ -36,6 +38,15 @@ def seconds_text(ck: Checkpoint) -> str:
     return "—" if s is None else f"{s:,.1f}"
 
 
+def data_name(ck: Checkpoint) -> str:
+    """The data a run was trained on, as its metadata names it ("digits16", "mnist1d", a folder)."""
+    return ck.meta.dataset.name if ck.meta.dataset else "—"
+
+
+def on_mnist1d(ck: Checkpoint) -> bool:
+    return ck.meta.dataset is not None and ck.meta.dataset.is_mnist1d
+
+
 # error percentages keep their two decimals (the Lesion lab's metrics write 12.34 % too), where the
 # app's default of 3 significant digits would cut 12.34 to 12.3
 ERROR_FORMATS = {"train error %": "%.2f", "test error %": "%.2f"}
@@ -45,12 +56,46 @@ def summary_table(runs: list[tuple[str, Checkpoint]]) -> pd.DataFrame:
     rows = []
     for label, ck in runs:
         f = ck.meta.final
-        rows.append({"model": label, "depth": ck.spec.depth, "shortcuts": "yes" if ck.spec.residual else "no",
-                     "epochs": len(ck.meta.history),
+        rows.append({"model": label, "data": data_name(ck), "depth": ck.spec.depth,
+                     "shortcuts": "yes" if ck.spec.residual else "no", "epochs": len(ck.meta.history),
                      "train error %": round(100 * (1 - f.get("train_acc", float("nan"))), 2),
                      "test error %": round(100 * (1 - f.get("test_acc", float("nan"))), 2),
                      "seconds": seconds_text(ck), "status": ck.meta.status_text})
     return pd.DataFrame(rows)
+
+
+PUBLISHED = "published (Greydanus 2020)"
+BASELINE_NAMES = {"human": "human expert"}
+ACCURACY = "test accuracy %"
+
+
+def baseline_table(shipped: dict[str, Checkpoint], trained: dict[str, Checkpoint]) -> pd.DataFrame:
+    """MNIST-1D's published baselines beside the shipped 1-D nets and the runs trained here on it,
+    one row each, best first: all are test accuracy on the same 1,000 test sequences (the mnist1d
+    package's own split), so the numbers compare directly."""
+    rows = [{"model": BASELINE_NAMES.get(name, name), "source": PUBLISHED, ACCURACY: round(100 * acc, 1)}
+            for name, acc in MNIST1D_BASELINES.items()]
+    for source, runs in (("shipped", shipped), ("trained here", trained)):
+        rows += [{"model": label if ck.meta.status == "complete" else f"{label} ({ck.meta.status_text})",
+                  "source": source, ACCURACY: round(100 * ck.meta.final.get("test_acc", float("nan")), 1)}
+                 for label, ck in runs.items() if on_mnist1d(ck)]
+    df = pd.DataFrame(rows)
+    return df.sort_values(ACCURACY, ascending=False, kind="stable", ignore_index=True)
+
+
+def mnist1d_comparison(shipped: dict[str, Checkpoint], trained: dict[str, Checkpoint]) -> None:
+    st.subheader("MNIST-1D: published baselines and the nets here")
+    df = baseline_table(shipped, trained)
+    # the accuracy drawn as a bar in its cell: the table is the bar chart, labelled row by row
+    bar = st.column_config.ProgressColumn(ACCURACY, format="%.1f", min_value=0, max_value=100)
+    table(df, formats={ACCURACY: bar}, hide_index=True)
+    cnn, human = (100 * MNIST1D_BASELINES[k] for k in ("CNN", "human"))
+    st.caption(f"*{PUBLISHED}*: Greydanus (2020), *Scaling down deep learning* (arXiv:2011.14439), as the mnist1d "
+               f"README tabulates them: a CNN reaches {cnn:.0f} %, a human expert {human:.0f} %. *shipped* and "
+               "*trained here*: the nets of this app, tested on the same 1,000 test sequences of the package's "
+               "own 4,000/1,000 split, so each row reads against every other.")
+    if not any(on_mnist1d(ck) for ck in trained.values()):
+        st.caption("No run of yours on MNIST-1D yet: train one above and it joins this table as *trained here*.")
 
 
 def keep(label: str, ck: Checkpoint, gradients: pd.DataFrame | None = None) -> None:
@@ -144,18 +189,31 @@ st.caption("He et al. 2015, Fig. 1 and Fig. 6: a deeper *plain* net has higher t
            "shallower one, while a deeper *residual* net trains as well or better.")
 finish_interrupted_run()
 
-shipped = cache.shipped()
+DATA_LABELS = {"digits": "embedded digits", "mnist1d": "MNIST-1D (embedded, 1-D sequences)",
+               "cifar10": "CIFAR-10 (local path)", "imagefolder": "ImageFolder (local path)"}
+# The data chosen below decide which shipped nets open the page: the 1-D ones for MNIST-1D, else the
+# digits' (read from the widget's state, which holds the choice of the previous run or the URL's)
+one_d = st.session_state.get("train_data") == "mnist1d"
+shipped_all = cache.shipped()
+shipped = {n: c for n, c in shipped_all.items() if on_mnist1d(c) == one_d}
 if shipped:
     # a subheader, as over *Your runs*: the legend says which line is which, so the chart needs no title
     st.subheader("Shipped runs")
-    st.caption("CIFAR-style nets (16/32/64 filters, option A) trained on the embedded digits, upsampled to 16×16. "
-               "They were trained before gradient recording existed, so they have no gradient-flow records (none "
-               "are made up): train a net below to see its gradient flow.")
+    if one_d:
+        st.caption("CIFAR-style nets in 1-D (32/64/128 filters, 3-sample convolutions, option A) trained on MNIST-1D "
+                   "with the command line (recipe in checkpoints/README.md); their test accuracy is set beside the "
+                   "published baselines below. No gradient-flow records (none are made up): train a net below to "
+                   "see its gradient flow.")
+    else:
+        st.caption("CIFAR-style nets (16/32/64 filters, option A) trained on the embedded digits, upsampled to "
+                   "16×16. They were trained before gradient recording existed, so they have no gradient-flow "
+                   "records (none are made up): train a net below to see its gradient flow.")
     runs = [run_record(n, c) for n, c in shipped.items()]
     render.show(render.training_curves(runs), key="training_shipped")
     table(summary_table(list(shipped.items())), formats=ERROR_FORMATS, hide_index=True)
 else:
-    st.warning("No shipped checkpoints found in checkpoints/; train some below or with `python -m analysis train`.")
+    what = "MNIST-1D checkpoints (mnist1d_*.pt)" if one_d else "digits checkpoints"
+    st.warning(f"No shipped {what} found in checkpoints/; train some below or with `python -m analysis train`.")
 
 st.subheader("Run it yourself")
 # the two multiselects get half a row each: in a quarter of an 820-px page their chips showed only "×"
@@ -164,12 +222,15 @@ depths = nets_row[0].multiselect("Depths (6n+2)", DEPTHS, [20, 56], key="train_d
 kinds = nets_row[1].multiselect("Nets", ["residual", "plain"], ["residual", "plain"], key="train_kinds")
 run_row = st.columns(2)
 epochs = run_row[0].number_input("Epochs (1–200)", 1, 200, 10, key="train_epochs")
-DATA_LABELS = {"digits": "embedded digits", "cifar10": "CIFAR-10 (local path)",
-               "imagefolder": "ImageFolder (local path)"}
 source = run_row[1].selectbox("Data", list(DATA_LABELS), key="train_data", format_func=DATA_LABELS.__getitem__)
 path: str | None = None
 if source == "digits":
     size = st.select_slider("Digits size (pixels)", [8, 16, 32], 16, key="train_size")
+elif source == "mnist1d":
+    size = 40  # the one length the package's default template makes
+    st.caption("MNIST-1D (Greydanus 2020): 4,000 training and 1,000 test sequences of 40 samples, 10 classes, "
+               "generated on this machine by the mnist1d package (nothing downloaded). The depths train the 1-D "
+               "twins of the CIFAR-style nets, `resnet1d_<depth>` (32/64/128 filters).")
 else:
     d1, d2 = st.columns([3, 1])
     path = d1.text_input("Local dataset path", key="train_path",
@@ -190,7 +251,8 @@ record = c[0].checkbox("Record gradient flow", True, key="train_grad_record",
                             "steps; it reads the gradients only, so the run trains exactly as without it.")
 grad_every = c[1].number_input("every k steps (1–1,000)", 1, 1000, GRAD_EVERY, key="train_grad_every",
                                disabled=not record,
-                               help="On digits an epoch is 22 steps: k = 5 records 44 snapshots in 10 epochs.")
+                               help="An epoch is 22 steps on the digits and 63 on MNIST-1D: k = 5 records 44 or 126 "
+                                    "snapshots in 10 epochs.")
 
 go = st.button("Train", type="primary", key="train_go", disabled=not (depths and kinds))
 if go:
@@ -208,7 +270,9 @@ if go:
         bar = bar_slot.progress(0.0, text="starting…")
         finished = 0
         for i, (d, kind) in enumerate(jobs):
-            spec = get_spec(f"cifar_resnet{d}", plain=kind == "plain").replace(
+            # a 1-D net for sequences, the CIFAR-style 2-D net for images; both are 6n+2 deep
+            family = "resnet1d_" if data.dims == 1 else "cifar_resnet"
+            spec = get_spec(f"{family}{d}", plain=kind == "plain").replace(
                 in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)
             label = f"{spec.name} ({epochs} ep, lr {lr}, seed {seed})"
             active: dict[str, Any] = {"label": label, "history": [], "model": None, "data": data, "config": config,
@@ -241,6 +305,8 @@ if go:
             st.success(f"Trained {finished} of {len(jobs)} net{'s' * (len(jobs) != 1)}: see *Your runs* below.")
 
 trained: dict[str, Checkpoint] = {**cache.stored_runs(), **st.session_state.get("trained", {})}
+if source == "mnist1d":
+    mnist1d_comparison({n: c for n, c in shipped_all.items() if on_mnist1d(c)}, trained)
 if trained:
     st.subheader("Your runs")
     st.caption(f"Kept in the run store at `{default_home()}` (set RESNET_LENS_HOME to move it), so a "
