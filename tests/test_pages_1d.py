@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from analysis.costs import totals
 from analysis.models import build_model
 from analysis.specs import get_spec
 from tests.helpers import numel, torchinfo_mult_adds
@@ -147,6 +148,7 @@ def test_explorer_on_1d_builtins(name, params, shape):
     assert m["Parameters"] == params == f"{numel(model):,}"
     assert m["torchinfo mult-adds"] == f"{torchinfo_mult_adds(model, spec):,}"
     assert m["Depth (weighted layers)"] == str(spec.depth)
+    assert m["Receptive field"] == f"{totals(spec).receptive_field} samples"
     assert at.subheader[0].value.endswith(f"input {shape} (channels × samples)")
     stages = at.dataframe[0].value.set_index("id")
     assert stages.loc["stem", "in_shape"] == shape
