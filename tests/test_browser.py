@@ -293,3 +293,30 @@ def test_block_diagram_follows_the_inputs(server, browser):
     assert "#" not in shown and "@" not in shown, shown  # labels and hover texts, no internal ids
     no_error_boxes(page)
     page.close()
+
+
+ONE_D_VIEWS = {  # issue 13: every page with a 1-D net, opened by its link, and what it must show
+    "?model=vdcnn29": "16×1024 (channels × samples)",
+    "?model=resnet1d_20": "1×40 (channels × samples)",
+    "?analyse=The+notes%27+seed+block+%28Conv1d%29": "296,448",
+    "?analyse=The+notes%27+seed+block+%28Conv1d%29&seed_shortcut=true": "The size of tensor a (256) must match",
+    "blocks?dims=1": "393,216",
+    "depth?family=vdcnn": "vdcnn49",
+    "diagrams?model=vdcnn29&level=block": "max pool 3 /2",
+    "variants?data=mnist1d": "MNIST-1D",
+}
+
+
+@pytest.mark.parametrize("query", list(ONE_D_VIEWS))
+def test_one_d_views_render(server, browser, query):
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{server}/{query}")
+    settled(page)
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    assert not errors, errors
+    expect(page.get_by_test_id("stMain")).to_contain_text(ONE_D_VIEWS[query])
+    # the seed block with 128 -> 256 and out += x is one error box by design (the diagnosis)
+    expect(page.get_by_test_id("stAlertContentError")).to_have_count(1 if "seed_shortcut" in query else 0)
+    page.close()
