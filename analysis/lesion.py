@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .blockplan import block_plans
+from .costs import trace
 from .data import Dataset
 from .errors import ConfigError, DatasetError, LensError
 from .models import ResNet
@@ -115,14 +116,10 @@ def block_shapes(spec: ResNetSpec, size: int | None = None) -> list[tuple[tuple[
     """Each block's input and output shape (without the batch axis) for inputs of ``size`` pixels
     or samples (default: the spec's own), from the cost tracer: C × L for a 1-D net, C × H × W
     for a 2-D one."""
-    from .costs import trace
-
     rows = trace(spec if size is None or size == spec.input_size else spec.replace(input_size=size))
     first: dict[str, tuple[int, ...]] = {}
     last: dict[str, tuple[int, ...]] = {}
-    for r in rows:
-        if r["stage"] in ("stem", "head"):
-            continue
+    for r in rows:  # the stem's and head's rows carry block "stem" / "head", never looked up
         first.setdefault(r["block"], tuple(r["in_shape"]))
         last[r["block"]] = tuple(r["out_shape"])
     return [(first[p.name], last[p.name]) for p in block_plans(spec)]
