@@ -38,6 +38,8 @@ checkpoints: $(STAMP)
 	$(PY) -m analysis train --model cifar_resnet56 --plain $(RECIPE) --lr 0.05 --out checkpoints/digits_plain56.pt
 	OMP_NUM_THREADS=1 $(PY) -m analysis train --data mnist1d --model resnet1d_20 $(RECIPE_1D) --out checkpoints/mnist1d_resnet20.pt
 	OMP_NUM_THREADS=1 $(PY) -m analysis train --data mnist1d --model resnet1d_20 --plain $(RECIPE_1D) --out checkpoints/mnist1d_plain20.pt
+	OMP_NUM_THREADS=1 $(PY) -m analysis train --data mnist1d --model resnet1d_56 $(RECIPE_1D) --out checkpoints/mnist1d_resnet56.pt
+	OMP_NUM_THREADS=1 $(PY) -m analysis train --data mnist1d --model resnet1d_56 --plain $(RECIPE_1D) --out checkpoints/mnist1d_plain56.pt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info
