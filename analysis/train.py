@@ -132,7 +132,7 @@ def check_fits(spec: ResNetSpec, data: Dataset) -> None:
                else "a 2-D net (cifar_resnet<6n+2>, resnet18...) trains on images such as the digits")
         raise ConfigError(f"{where}: a {spec.dims}-D net cannot train on {data.dims}-D data; {fix}")
     if spec.in_channels != data.channels:
-        raise ConfigError(f"{where}: the net takes {spec.in_channels} input channel{'s' * (spec.in_channels != 1)}, "
+        raise ConfigError(f"{where}: the net takes {spec.in_channels} channel{'s' * (spec.in_channels != 1)}, "
                           f"the data have {data.channels}; adapt the spec's in_channels")
     if spec.num_classes != data.num_classes:
         raise ConfigError(f"{spec.name} has {spec.num_classes} outputs, {data.name} has {data.num_classes} classes; "

@@ -95,7 +95,7 @@ def test_other_input_channels_are_refused_naming_both_shapes(mnist1d):
     with pytest.raises(ConfigError) as e:
         train(get_spec("resnet1d_8").replace(in_channels=3), mnist1d, TINY)
     assert str(e.value) == ("resnet1d_8 takes 3x40 (channels x samples) inputs, mnist1d holds 1x40 (channels x "
-                            "samples): the net takes 3 input channels, the data have 1; adapt the spec's in_channels")
+                            "samples): the net takes 3 channels, the data have 1; adapt the spec's in_channels")
 
 
 def test_other_class_counts_are_refused(mnist1d):
