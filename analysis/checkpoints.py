@@ -426,7 +426,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
 def shipped_checkpoints() -> dict[str, Path]:
-    """The checkpoints committed in ``checkpoints/`` (trained on the embedded digits), by file stem."""
+    """The checkpoints committed in ``checkpoints/`` (trained on the embedded digits and MNIST-1D), by file stem."""
     return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.pt"))}
 
 

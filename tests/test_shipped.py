@@ -40,16 +40,17 @@ def test_residual_nets_reach_97_percent(name):
 
 
 @pytest.mark.parametrize("name", MNIST1D_NAMES)
-def test_mnist1d_nets_reproduce_their_recorded_accuracy_exactly(name):
+def test_mnist1d_nets_reproduce_their_recorded_accuracy(name):
     """Rebuilt from the metadata alone (dataset_for: MNIST-1D, the stored statistics), the net classifies
-    exactly as many of the 1,000 test sequences correctly as recorded at the end of training."""
+    as many of the 1,000 test sequences correctly as recorded at the end of training (within one)."""
     c = load_checkpoint(shipped_checkpoints()[name])
     ds = c.meta.dataset
     assert ds is not None and (ds.name, ds.train, ds.test, ds.channels, ds.size) == ("mnist1d", 4000, 1000, 1, 40)
     data = dataset_for(c.meta)
     assert data.dims == 1 and data.normalisation == c.meta.normalisation
     got = evaluate(c.model, data.x_test, data.y_test)
-    assert got["n"] == 1000 and got["correct"] == round(1000 * c.meta.final["test_acc"]), got
+    # within one sequence, as for the digits nets: another CPU's summation order may flip one borderline case
+    assert got["n"] == 1000 and abs(got["correct"] - round(1000 * c.meta.final["test_acc"])) <= 1, got
     m = c.meta
     assert m.recipe is not None and m.recipe.epochs == len(m.history) == 30 and m.status == "complete"
     assert (m.recipe.batch_size, m.recipe.lr, m.recipe.schedule, m.recipe.seed) == (64, 0.1, "cosine", 0)
