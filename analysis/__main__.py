@@ -112,6 +112,18 @@ def check_data_options(args: argparse.Namespace) -> None:
                           "leave --size out")
 
 
+def digit_classes(args: argparse.Namespace) -> tuple[int, ...]:
+    """--classes 0,1,2,3,4 as digits (only with --data digits)."""
+    if args.data != "digits":
+        raise ConfigError(f"--classes picks digits of the embedded digits; --data is {args.data}")
+    parts = [p.strip() for p in str(args.classes).split(",") if p.strip()]
+    if not parts or not all(p.isdigit() and len(p) == 1 for p in parts) or len(set(parts)) != len(parts):
+        raise ConfigError(f"--classes must be distinct digits separated by commas, e.g. 0,1,2,3,4; got {args.classes!r}")
+    if len(parts) < 2:
+        raise ConfigError("--classes needs at least two digits: a classifier needs two classes")
+    return tuple(int(p) for p in parts)
+
+
 def data_size(args: argparse.Namespace) -> int:
     """``--size``, or the dataset's own default when it was left out (MNIST-1D has one length)."""
     if args.size is not None:
@@ -195,6 +207,8 @@ def cmd_train(args: argparse.Namespace, stop: Stop) -> int:
 
     spec = get_spec(args.model, plain=args.plain, preact=args.preact)
     check_dims(spec, args.data)
+    if args.classes is not None:
+        digit_classes(args)  # refused before any work
     kept = f"no checkpoint written; {_state(out)}"
     try:
         return _train(args, stop, out, cfg, spec)
@@ -227,7 +241,12 @@ def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, sp
 
     if args.deterministic:
         torch.use_deterministic_algorithms(True)  # this process only: the CLI runs one training
-    data = load_dataset(args.data, args.data_path, size=data_size(args), seed=args.split_seed)
+    if args.classes is not None:
+        from .data import load_digits
+
+        data = load_digits(size=data_size(args), seed=args.split_seed, classes=digit_classes(args))
+    else:
+        data = load_dataset(args.data, args.data_path, size=data_size(args), seed=args.split_seed)
     spec = spec.replace(in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)
     bar = tqdm(total=None, unit="batch", desc=f"{spec.name} on {data.name}", dynamic_ncols=True)
 
@@ -457,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--plain", action="store_true", help="train the plain twin (shortcuts removed)")
     t.add_argument("--preact", action="store_true", help="use pre-activation blocks")
     add_data_args(t)
+    t.add_argument("--classes", default=None,
+                   help="digits only: train on these digits, e.g. 0,1,2,3,4 (relabelled 0..k-1; a transfer source)")
     add_recipe_args(t, epochs=30)
     t.add_argument("--seed", type=int, default=0, help="0 to 2**63-1")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")

@@ -261,10 +261,24 @@ def _describe(value: object) -> str:
     return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
 
 
+def digits_name(size: int, classes: tuple[int, ...] | None = None) -> str:
+    """'digits16', or 'digits16[5,6,7,8,9]' for a class subset (how metadata names it)."""
+    return f"digits{size}" + ("" if classes is None else "[" + ",".join(str(c) for c in classes) + "]")
+
+
 def load_digits(size: int = 16, seed: int = 0, test_fraction: float = 0.25,
-                normalisation: Normalisation | None = None) -> Dataset:
+                normalisation: Normalisation | None = None, classes: tuple[int, ...] | None = None) -> Dataset:
     """scikit-learn's bundled digits (1,797 8x8 images, 10 classes), a fixed seeded stratified split,
-    bilinearly resized to ``size`` x ``size`` and normalised (with ``normalisation`` if given)."""
+    bilinearly resized to ``size`` x ``size`` and normalised (with ``normalisation`` if given).
+
+    ``classes`` keeps only those digits, relabelled 0..k-1 in the order given (a transfer-learning
+    source or target: digits 0-4 and 5-9); the split is the full set's, so a subset's test images are
+    the full test split's images of those digits. Statistics come from the subset's training images."""
+    if classes is not None:
+        if (not isinstance(classes, (tuple, list)) or not classes or len(set(classes)) != len(classes)
+                or not all(_is_int(c) and 0 <= int(c) <= 9 for c in classes)):
+            raise DatasetError(f"digits: classes must be distinct digits 0-9, got {classes!r}")
+        classes = tuple(int(c) for c in classes)
     if not _is_int(size) or size not in DIGITS_SIZES:
         raise DatasetError(f"digits: size must be one of {DIGITS_SIZES}, got {size!r}")
     size = int(size)
@@ -278,8 +292,15 @@ def load_digits(size: int = 16, seed: int = 0, test_fraction: float = 0.25,
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     y = torch.tensor(d.target, dtype=torch.long)
     tr, te = _split(len(y), test_fraction, seed, d.target)
+    if classes is not None:
+        keep = np.isin(d.target, classes)
+        tr, te = tr[keep[tr]], te[keep[te]]
+        relabel = torch.full((10,), -1, dtype=torch.long)
+        relabel[list(classes)] = torch.arange(len(classes))
+        y = relabel[y]
     xtr, xte, mean, std = _normalise(x[tr], x[te], normalisation)
-    return Dataset(f"digits{size}", xtr, y[tr], xte, y[te], [str(i) for i in range(10)], mean, std,
+    names = [str(i) for i in (classes if classes is not None else range(10))]
+    return Dataset(digits_name(size, classes), xtr, y[tr], xte, y[te], names, mean, std,
                    augment="shift", source="sklearn.datasets.load_digits (bundled)", split_seed=seed)
 
 

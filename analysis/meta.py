@@ -104,6 +104,12 @@ class DatasetInfo:
         return self.name.startswith("digits")
 
     @property
+    def digit_classes(self) -> tuple[int, ...] | None:
+        """The digits of a class subset ('digits16[0,1,2,3,4]': a transfer-learning source), else None."""
+        m = re.fullmatch(r"digits\d+\[([0-9](?:,[0-9])*)\]", self.name)
+        return tuple(int(c) for c in m.group(1).split(",")) if m else None
+
+    @property
     def is_mnist1d(self) -> bool:
         """MNIST-1D, whole or a training subset (``mnist1d[:n]``, whose test split is still whole); an
         ImageFolder merely named "mnist1d_png" is not it."""

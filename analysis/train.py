@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -165,12 +165,29 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
     grad_every = check_every(grad_every)
     check_device(config.device)
     check_fits(spec, data)
+    # weights from the recipe's seed; the batch order and augmentation from a second stream
+    model = build_model(spec.replace(input_size=data.size), seed=config.seed)
+    return fit(model, data, config, callback, grad_every=grad_every)
+
+
+def fit(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[Progress], bool | None] | None = None,
+        *, frozen: Sequence[nn.Module] = (), grad_every: int = 0, evaluations: int | None = None) -> TrainResult:
+    """Train a prepared ``model`` (``train`` builds a fresh one; transfer learning hands in one with
+    copied weights). The parameters of the ``frozen`` modules are left out of the optimizer and
+    those modules stay in eval mode, so their weights *and* BatchNorm statistics end bit-identical.
+    ``evaluations=m`` measures the test split after m evenly spaced epochs (the last always) instead
+    of after every one: a run of 300 one-step epochs (5 labelled images) would spend its time testing."""
+    grad_every = check_every(grad_every)
+    check_device(config.device)
     t0 = time.perf_counter()
     history: list[dict] = []
-    # weights from the recipe's seed; the batch order and augmentation from a second stream
-    model = build_model(spec.replace(input_size=data.size), seed=config.seed).to(config.device)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # no decay on BN and biases
+    model = model.to(config.device)
+    held = {id(p) for m in frozen for p in m.parameters()}
+    for m in frozen:
+        m.requires_grad_(False)
+    trainable = [(n, p) for n, p in model.named_parameters() if id(p) not in held]
+    decay = [p for n, p in trainable if p.ndim > 1]
+    no_decay = [p for n, p in trainable if p.ndim <= 1]  # no decay on BN and biases
     opt = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
                            {"params": no_decay, "weight_decay": 0.0}],
                           lr=config.lr, momentum=config.momentum, nesterov=False)
@@ -181,7 +198,8 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
     steps = max(1, math.ceil(n / config.batch_size))
     recorder = GradientRecorder(model, grad_every) if grad_every else None
     with recorder or contextlib.nullcontext():  # its hooks leave the model however the loop ends
-        cancelled = _epochs(model, data, config, callback, opt, gen, steps, history, recorder, t0)
+        cancelled = _epochs(model, data, config, callback, opt, gen, steps, history, recorder, t0, tuple(frozen),
+                            _eval_epochs(config.epochs, evaluations))
     bad = _first_nonfinite(model) if cancelled else ""
     if bad:
         raise _diverged(config, f"the weights or BatchNorm statistics became non-finite in epoch {len(history) + 1} ({bad})")
@@ -192,13 +210,16 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
 
 def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[Progress], bool | None] | None,
             opt: torch.optim.Optimizer, gen: torch.Generator, steps: int, history: list[dict],
-            recorder: GradientRecorder | None, t0: float) -> bool:
+            recorder: GradientRecorder | None, t0: float, frozen: tuple[nn.Module, ...] = (),
+            measured: frozenset[int] | None = None) -> bool:
     """The training loop proper; fills ``history`` and returns whether the callback cancelled."""
     cancelled = False
     n = len(data.y_train)
     rows = recorder.rows if recorder else []
     for epoch in range(1, config.epochs + 1):
         model.train()
+        for m in frozen:  # a frozen BatchNorm keeps its running statistics
+            m.eval()
         perm = torch.randperm(n, generator=gen)
         total_loss, correct = 0.0, 0
         for step in range(steps):
@@ -235,6 +256,8 @@ def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callabl
         bad = _first_nonfinite(model)  # the last step can break the weights without a loss showing it
         if bad:
             raise _diverged(config, f"the weights or BatchNorm statistics became non-finite at epoch {epoch} ({bad})")
+        if measured is not None and epoch not in measured:
+            continue  # not a measured epoch: no history row (the weights were checked above)
         test = evaluate(model, data.x_test, data.y_test, config.device)
         history.append({"epoch": epoch, "train_loss": total_loss / n, "train_acc": correct / n,
                         "test_loss": test["loss"], "test_acc": test["acc"],
@@ -244,6 +267,15 @@ def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callabl
             cancelled = True
             break
     return cancelled
+
+
+def _eval_epochs(epochs: int, evaluations: int | None) -> frozenset[int] | None:
+    """The epochs measured when only ``evaluations`` of them are: evenly spaced, the last included."""
+    if evaluations is None or evaluations >= epochs:
+        return None
+    if isinstance(evaluations, bool) or not isinstance(evaluations, int) or evaluations < 1:
+        raise ConfigError(f"evaluations must be a whole number of at least 1, got {evaluations!r}")
+    return frozenset(round(epochs * (i + 1) / evaluations) for i in range(evaluations))
 
 
 def train_checkpoint(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
