@@ -28,9 +28,10 @@ the features that serve the target live.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -119,36 +120,52 @@ def setup_label(s: Setup, stages: int) -> str:
     extras = []
     if s.bn == "frozen" and s.copied > s.frozen:
         extras.append("BN statistics frozen")
-    if s.norm != "source" and s.copied:
+    if s.norm != "source":  # from scratch too: other inputs make another run, which needs another name
         extras.append(NORM_LABELS[s.norm])
     return name + (f" ({', '.join(extras)})" if extras else "")
 
 
 # ------------------------------------------------------------------------------------------- data
+def check_labels(data: Dataset, labels: Iterable[int | None]) -> None:
+    """Every labels-per-class setting (None: all) is a whole number >= 1 that each class of
+    ``data``'s training split can give; ``DatasetError`` naming the smallest class otherwise."""
+    counts = torch.bincount(data.y_train, minlength=data.num_classes)
+    for per_class in labels:
+        if per_class is None:
+            continue
+        if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+            raise DatasetError(f"labelled images per class must be a whole number of at least 1, got {per_class!r}")
+        c = int(counts.argmin())
+        if int(counts[c]) < per_class:
+            raise DatasetError(f"{data.name}: class {data.classes[c]!r} has {int(counts[c])} training images, fewer "
+                               f"than the {per_class} labelled images per class asked for")
+
+
 def labelled_subset(data: Dataset, per_class: int | None, seed: int) -> Dataset:
     """``per_class`` training images of each class, drawn by ``seed`` (None: all); the test split
     untouched. Raises ``DatasetError`` when a class has fewer images than asked."""
     if per_class is None:
         return data
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise DatasetError(f"labelled images per class must be a whole number of at least 1, got {per_class!r}")
+    check_labels(data, [per_class])
     gen = torch.Generator().manual_seed(seed)
     picks = []
     for c in range(data.num_classes):
         idx = torch.nonzero(data.y_train == c).flatten()
-        if len(idx) < per_class:
-            raise DatasetError(f"{data.name}: class {data.classes[c]!r} has {len(idx)} training images, fewer than "
-                               f"the {per_class} labelled images per class asked for")
         picks.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
     keep = torch.sort(torch.cat(picks)).values
     return replace(data, name=data.name, x_train=data.x_train[keep], y_train=data.y_train[keep])
 
 
-def normalised(raw: Dataset, norm: Norm, source: Normalisation, labelled: Tensor | None = None) -> Dataset:
+def normalised(raw: Dataset, norm: Norm, source: Normalisation | None, labelled: Tensor | None = None) -> Dataset:
     """``raw`` (unnormalised) inputs normalised with the source's statistics, the target's own (from
-    ``labelled``, the labelled training images: a test image never informs them) or not at all."""
+    ``labelled``, the labelled training images: a test image never informs them) or not at all.
+    ``source`` may be None (a bare state_dict records none) unless ``norm`` is "source"."""
     c = raw.channels
+    if norm not in NORMS:
+        raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
     if norm == "source":
+        if source is None:
+            raise DatasetError(NO_SOURCE_STATISTICS)
         if len(source.mean) != c:
             raise DatasetError(f"the source net was trained on {len(source.mean)}-channel inputs, the target has {c}: "
                                "its first conv cannot take them (nothing adapts the channel count)")
@@ -168,15 +185,18 @@ def normalised(raw: Dataset, norm: Norm, source: Normalisation, labelled: Tensor
                    mean=[float(v) for v in mean], std=[float(v) for v in std])
 
 
+NO_SOURCE_STATISTICS = ("the checkpoint records no input normalisation, so the source's statistics are unknown; "
+                        "normalise the target with its own statistics or not at all")
+
+
 def source_normalisation(source: Checkpoint) -> Normalisation:
     """The statistics the source net's inputs were normalised with (its metadata)."""
     if source.meta.normalisation is None:
-        raise DatasetError(f"{source.spec.name}: the checkpoint records no input normalisation, so the source's "
-                           "statistics are unknown; normalise the target with its own statistics or not at all")
+        raise DatasetError(f"{source.spec.name}: {NO_SOURCE_STATISTICS}")
     return source.meta.normalisation
 
 
-def digits_target(per_class: int | None, seed: int, norm: Norm, source: Normalisation, *, size: int = 16,
+def digits_target(per_class: int | None, seed: int, norm: Norm, source: Normalisation | None, *, size: int = 16,
                   classes: tuple[int, ...] = TARGET_CLASSES) -> Dataset:
     """The embedded target: digits ``classes`` (5-9), ``per_class`` labelled images each (drawn by
     ``seed``), all their test images, normalised as ``norm`` says."""
@@ -200,8 +220,9 @@ def units(model: ResNet) -> list[list[nn.Module]]:
 def prepare(source: Checkpoint, classes: int, setup: Setup, seed: int) -> tuple[ResNet, list[nn.Module]]:
     """The target net: the source's architecture with a ``classes``-way head, every weight drawn
     from ``seed``, then the first ``setup.copied`` units overwritten with the source's weights and
-    buffers. Returns it and the modules to keep frozen (and, with ``bn="frozen"``, the copied
-    BatchNorms whose statistics stay fixed)."""
+    buffers. Returns it and the modules to keep frozen (weights and statistics: the first
+    ``setup.frozen`` units). The BatchNorms whose statistics alone stay fixed (``bn="frozen"``)
+    are :func:`held_statistics`."""
     stages = len(source.model.stage_names)
     setup.check(stages)
     spec = source.spec.replace(num_classes=classes)
@@ -210,13 +231,33 @@ def prepare(source: Checkpoint, classes: int, setup: Setup, seed: int) -> tuple[
     for src, dst in zip(src_units[:setup.copied], dst_units[:setup.copied], strict=True):
         for a, b in zip(src, dst, strict=True):
             b.load_state_dict(a.state_dict())
-    frozen = [m for u in dst_units[:setup.frozen] for m in u]
-    if setup.bn == "frozen":
-        frozen_bn = [m for u in dst_units[setup.frozen:setup.copied] for top in u for m in top.modules()
-                     if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    else:
-        frozen_bn = []
-    return model, frozen + frozen_bn
+    return model, [m for u in dst_units[:setup.frozen] for m in u]
+
+
+def held_statistics(model: ResNet, setup: Setup) -> list[nn.Module]:
+    """With ``bn="frozen"``: the BatchNorms of the copied, trainable units of a ``model`` made by
+    :func:`prepare`, which normalise with the source's running statistics and never update them while
+    their scale and shift learn (empty with ``bn="update"``)."""
+    if setup.bn != "frozen":
+        return []
+    return [m for u in units(model)[setup.frozen:setup.copied] for top in u for m in top.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextlib.contextmanager
+def _statistics_pinned(bns: list[nn.Module]) -> Iterator[None]:
+    """Keep ``bns`` in eval mode for every forward pass while their parameters train. fit()'s
+    ``frozen`` would also take their scale and shift out of the optimizer, and its every-epoch
+    ``model.train()`` would switch them back, so the mode is pinned just before each call."""
+    def pin(m: nn.Module, args: Any) -> None:
+        m.training = False
+
+    handles = [m.register_forward_pre_hook(pin) for m in bns]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -231,6 +272,12 @@ class Recipe:
     weight_decay: float = 1e-4
     augment: bool = True
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        # refused when the plan is made, not when its first run starts (after others may have trained)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 10**7:
+            raise ConfigError(f"steps must be a whole number from 1 to 10,000,000, got {self.steps!r}")
+        self.config(1, 0)  # batch size, learning rate, weight decay and device: TrainConfig's checks
 
     def config(self, train_images: int, seed: int) -> TrainConfig:
         per_epoch = max(1, math.ceil(train_images / self.batch_size))
@@ -270,7 +317,8 @@ def run(source: Checkpoint, target: Dataset, setup: Setup, recipe: Recipe, seed:
     model, frozen = prepare(source, target.num_classes, setup, seed)
     config = recipe.config(len(target.y_train), seed)
     t0 = time.perf_counter()
-    result = fit(model, target, config, callback, frozen=frozen, evaluations=EVALUATIONS)
+    with _statistics_pinned(held_statistics(model, setup)):
+        result = fit(model, target, config, callback, frozen=frozen, evaluations=EVALUATIONS)
     return TransferRun(setup, per_class, seed, result.model, result.history, time.perf_counter() - t0,
                        result.cancelled, target)
 
@@ -280,14 +328,34 @@ def check_compatible(source: Checkpoint, target: Dataset) -> None:
     the input's channels and dimensionality cannot (the first conv's weights fix them); another size
     works (global average pooling) but is said by the caller."""
     spec = source.spec
-    if spec.dims != target.dims:
-        raise DatasetError(f"the source net is {spec.dims}-D and the target data {target.dims}-D: a {spec.dims}-D "
-                           f"net's weights cannot read {'sequences' if target.dims == 1 else 'images'}")
-    if spec.in_channels != target.channels:
-        raise DatasetError(f"the source net takes {spec.in_channels}-channel inputs, the target has "
-                           f"{target.channels}: its first conv cannot take them (the head adapts, the stem does not)")
     if target.num_classes < 2:
         raise DatasetError(f"the target has {target.num_classes} class; a classifier needs at least 2")
+    head = f"the head would adapt ({head_note(source, target.num_classes)})"
+    if spec.dims != target.dims:
+        raise DatasetError(f"the source net is {spec.dims}-D and the target data {target.dims}-D: a {spec.dims}-D "
+                           f"net's weights cannot read {'sequences' if target.dims == 1 else 'images'}; {head}, "
+                           "its convolutions cannot")
+    if spec.in_channels != target.channels:
+        raise DatasetError(f"the source net takes {spec.in_channels}-channel inputs, the target has "
+                           f"{target.channels}: its first conv cannot take them; {head}, the stem cannot")
+
+
+def head_note(source: Checkpoint, classes: int) -> str:
+    """What happens to the source's classifier: never reused, always a new ``classes``-way one."""
+    return (f"the source's {source.spec.num_classes}-class head is replaced with a new {classes}-way linear head, "
+            "drawn from each run's seed")
+
+
+def adaptation_notes(source: Checkpoint, target: Dataset) -> list[str]:
+    """What adapts between a compatible source and target, one line each (the caller shows them):
+    the head, always; the input size when it differs (global average pooling takes any size)."""
+    notes = [head_note(source, target.num_classes)]
+    if source.spec.input_size != target.size:
+        unit = "samples" if target.dims == 1 else "px"
+        notes.append(f"the source was trained on {source.spec.input_size} {unit} inputs and the target's are "
+                     f"{target.size} {unit}: global average pooling takes any size, but features tuned to one "
+                     "scale may serve another less well")
+    return notes
 
 
 # -------------------------------------------------------------------------------------- the sweep
@@ -301,7 +369,20 @@ class Plan:
     recipe: Recipe = field(default_factory=Recipe)
 
     def items(self) -> list[tuple[Setup, int | None, int]]:
-        return [(s, n, seed) for s in self.setups for n in self.labels for seed in self.seeds]
+        """Every run, each once: equal setups (transferring 0 stages *is* from scratch), labels or
+        seeds listed twice are one experiment, and a second copy would count twice in the means."""
+        return list(dict.fromkeys((s, n, seed) for s in self.setups for n in self.labels for seed in self.seeds))
+
+    def check(self, stages: int) -> None:
+        """``ConfigError`` for an empty list or a bad setup or seed (labels: :func:`check_labels`)."""
+        for name in ("setups", "labels", "seeds"):
+            if not getattr(self, name):
+                raise ConfigError(f"a transfer plan needs at least one of its {name}")
+        for s in self.setups:
+            s.check(stages)
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+                raise ConfigError(f"seeds must be whole numbers from 0 to 2**63-1, got {seed!r}")
 
 
 def default_setups(stages: int) -> tuple[Setup, ...]:
@@ -407,8 +488,8 @@ def readings(summary: pd.DataFrame, stages: int) -> list[str]:
         s, f, t = acc("from scratch", fewest), acc("fixed feature extractor", fewest), acc("fine-tune everything",
                                                                                            fewest)
         if s is not None and f is not None and t is not None:
-            best = max((("the frozen source features", f), ("fine-tuning", t)), key=lambda p: p[1])
-            out.append(f"With {fewest} labelled image{'s' * (fewest != '1')} per class, {best[0]} reach "
+            best = max((("the frozen source features reach", f), ("fine-tuning reaches", t)), key=lambda p: p[1])
+            out.append(f"With {fewest} labelled image{'s' * (fewest != '1')} per class, {best[0]} "
                        f"{best[1]:.1%} against {s:.1%} from scratch ({(best[1] - s) * 100:+.1f} points).")
     if (summary["labels"] == "all").any():
         s, t = acc("from scratch", "all"), acc("fine-tune everything", "all")
@@ -441,6 +522,7 @@ class PlanProgress:
     total: int
     label: str
     fraction: float = 0.0
+    finished: dict[str, Any] | None = None  # the result row (RESULT_COLUMNS) of the run just finished or reused
 
 
 @dataclass
@@ -464,21 +546,45 @@ def run_settings(setup: Setup, per_class: int | None, seed: int, recipe: Recipe,
     return {"setup": asdict(setup), "per_class": per_class, "seed": seed, "recipe": asdict(recipe), "target": target}
 
 
-def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None,
-             target: Callable[[int | None, int, Norm], Dataset] | None = None,
+Target = Callable[[int | None, int, Norm], Dataset]
+
+
+def _target_maker(source: Checkpoint, target: Target | None) -> Target:
+    """``target``, or the digits 5-9 normalised as each run says (the source's statistics looked up
+    only when a run asks for them: a bare state_dict records none)."""
+    return target or (lambda n, seed, norm: digits_target(n, seed, norm, source.meta.normalisation))
+
+
+def check_plan(source: Checkpoint, plan: Plan, target: Target | None = None) -> None:
+    """Everything :func:`run_plan` would refuse, refused before any run: setups, seeds, labels per
+    class the target's classes can give, the source's statistics when a setup normalises with
+    them, a source whose input the target does not fit."""
+    stages = len(source.model.stage_names)
+    plan.check(stages)
+    if target is None and any(s.norm == "source" for s in plan.setups):
+        source_normalisation(source)
+    full = _target_maker(source, target)(None, plan.seeds[0], "none")
+    check_compatible(source, full)
+    check_labels(full, plan.labels)
+
+
+CURVE_COLUMNS = ["setup", "per_class", "seed", "epoch", "test_acc", "train_acc", "seconds"]
+PROBE_COLUMNS = ["stage", "features", "test_acc", "per_class"]
+
+
+def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, target: Target | None = None,
              progress: Callable[[PlanProgress], None] | None = None,
              cancel: Callable[[], bool] | None = None) -> PlanResult:
     """Every run of ``plan`` (setups x labels per class x seeds) on the digits 5-9 target (or
     ``target(per_class, seed, norm)``), each kept in ``store`` (a RunStore) as soon as it finishes
     and taken from it when it is there; then the linear probe per labels setting (seed 0).
     ``cancel()`` returning True stops after the current batch: finished runs are kept, the
-    cancelled one is not."""
+    cancelled one is not. Bad settings are refused before any run (:func:`check_plan`)."""
     from .runstore import net_key
 
-    make = target or (lambda n, seed, norm: digits_target(n, seed, norm, source_normalisation(source)))
+    check_plan(source, plan, target)
+    make = _target_maker(source, target)
     stages = len(source.model.stage_names)
-    for s in plan.setups:
-        s.check(stages)
     items = plan.items()
     key = net_key(source) if store is not None else ""
     rows, curves = [], []
@@ -500,7 +606,7 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None,
                                              stored["seconds_curve"], strict=True)]
             reused += 1
             if progress:
-                progress(PlanProgress(i + 1, len(items), label, 1.0))
+                progress(PlanProgress(i + 1, len(items), label, 1.0, row))
             continue
 
         def step(p: Any, i: int = i, label: str = label) -> bool:
@@ -523,13 +629,16 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None,
                                    "train_acc_curve": c["train_acc"], "seconds_curve": c["seconds"]} for c in curve])
             store.save_sweep(key, "transfer", settings, frame)
         if progress:
-            progress(PlanProgress(i + 1, len(items), label, 1.0))
+            progress(PlanProgress(i + 1, len(items), label, 1.0, row))
     probe_rows: list[dict[str, Any]] = []
     if not cancelled:
-        for n in plan.labels:
-            p = linear_probe(source, make(n, 0, "source"))
+        # the frozen source sees what it was trained on, unless nobody recorded what that was
+        norm: Norm = "source" if target is not None or source.meta.normalisation is not None else "target"
+        for n in dict.fromkeys(plan.labels):
+            p = linear_probe(source, make(n, 0, norm))
             probe_rows += [{**r, "per_class": n} for r in p.to_dict("records")]
-    return PlanResult(pd.DataFrame(rows, columns=RESULT_COLUMNS), pd.DataFrame(curves), pd.DataFrame(probe_rows),
+    return PlanResult(pd.DataFrame(rows, columns=RESULT_COLUMNS), pd.DataFrame(curves, columns=CURVE_COLUMNS),
+                      pd.DataFrame(probe_rows, columns=PROBE_COLUMNS),
                       trained, reused, cancelled, time.perf_counter() - t0,
                       {"labels": [n for n in plan.labels], "seeds": list(plan.seeds), "recipe": asdict(plan.recipe),
                        "source": source.spec.name, "stages": stages})
@@ -539,11 +648,16 @@ RESULTS_FORMAT = "resnet-lens-transfer/1"
 
 
 def write_results(path: str, result: PlanResult) -> None:
-    """The plan's runs, learning curves, probe and metadata as one JSON file, written atomically."""
+    """The plan's runs, learning curves, probe and metadata as one JSON file, written atomically;
+    a ``.csv`` path gets the runs table alone (one row per run, what a spreadsheet wants)."""
     import json
     from pathlib import Path
 
     from .io import atomic_write
+
+    if Path(path).suffix.lower() == ".csv":
+        atomic_write(Path(path), result.results.to_csv(index=False).encode())
+        return
 
     def records(df: pd.DataFrame) -> list[dict[str, Any]]:
         return json.loads(df.to_json(orient="records"))
@@ -580,6 +694,7 @@ def load_results(path: str) -> PlanResult:
 
 __all__ = ["BN_MODES", "LABELS", "MODES", "NORMS", "Plan", "PlanProgress", "PlanResult", "Recipe", "Setup",
            "TransferRun", "default_setups", "load_results", "run_plan", "write_results",
-           "digits_target", "labelled_subset", "linear_probe", "mode_setup", "normalised", "prepare", "readings",
+           "adaptation_notes", "check_compatible", "check_labels", "check_plan", "digits_target", "head_note",
+           "held_statistics", "labelled_subset", "linear_probe", "mode_setup", "normalised", "prepare", "readings",
            "run", "setup_label", "stage_features", "summarise", "time_to", "units"]
 
