@@ -277,7 +277,9 @@ class Recipe:
         # refused when the plan is made, not when its first run starts (after others may have trained)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 10**7:
             raise ConfigError(f"steps must be a whole number from 1 to 10,000,000, got {self.steps!r}")
-        self.config(1, 0)  # batch size, learning rate, weight decay and device: TrainConfig's checks
+        # batch size, learning rate, weight decay and device: TrainConfig's checks and messages
+        TrainConfig(epochs=1, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay, warmup_epochs=0,
+                    augment=self.augment, device=self.device)
 
     def config(self, train_images: int, seed: int) -> TrainConfig:
         per_epoch = max(1, math.ceil(train_images / self.batch_size))
@@ -477,38 +479,48 @@ def linear_probe(source: Checkpoint, target: Dataset) -> pd.DataFrame:
 
 
 def readings(summary: pd.DataFrame, stages: int) -> list[str]:
-    """One line each on what the measured numbers say (computed, not quoted)."""
-    def acc(setup: str, labels: str) -> float | None:
+    """One line each on what the measured numbers say (computed, not quoted): transfer against
+    scratch with the fewest labels, the same with every label, the cost of the other two
+    normalisations for the frozen net, and of freezing BatchNorm's statistics while fine-tuning."""
+    def acc(setup: str, labels: str | None) -> float | None:
         m = summary[(summary["setup"] == setup) & (summary["labels"] == labels)]
         return float(m["test_acc_mean"].iloc[0]) if len(m) else None
 
+    def per(n: str) -> str:
+        return "every labelled image" if n == "all" else f"{n} labelled image{'s' * (n != '1')} per class"
+
     out = []
     fewest = next((n for n in ("1", "5", "10", "20", "all") if (summary["labels"] == n).any()), None)
-    if fewest is not None:
-        s, f, t = acc("from scratch", fewest), acc("fixed feature extractor", fewest), acc("fine-tune everything",
-                                                                                           fewest)
-        if s is not None and f is not None and t is not None:
-            best = max((("the frozen source features reach", f), ("fine-tuning reaches", t)), key=lambda p: p[1])
-            out.append(f"With {fewest} labelled image{'s' * (fewest != '1')} per class, {best[0]} "
-                       f"{best[1]:.1%} against {s:.1%} from scratch ({(best[1] - s) * 100:+.1f} points).")
-    if (summary["labels"] == "all").any():
-        s, t = acc("from scratch", "all"), acc("fine-tune everything", "all")
-        if s is not None and t is not None:
-            out.append(f"With every labelled image the gap is {(t - s) * 100:+.1f} points (fine-tuned {t:.1%}, "
-                       f"scratch {s:.1%}): transfer matters most when labels are few.")
+    s, f, t = (acc(name, fewest) for name in ("from scratch", "fixed feature extractor", "fine-tune everything"))
+    few_gap = t - s if s is not None and t is not None else None
+    if fewest is not None and s is not None and f is not None and t is not None:
+        best = max((("the frozen source features reach", f), ("fine-tuning reaches", t)), key=lambda p: p[1])
+        out.append(f"With {per(fewest)}, {best[0]} {best[1]:.1%} against {s:.1%} from scratch "
+                   f"({(best[1] - s) * 100:+.1f} points).")
+    s_all, t_all = acc("from scratch", "all"), acc("fine-tune everything", "all")
+    if fewest != "all" and s_all is not None and t_all is not None:
+        gap = t_all - s_all
+        text = (f"With every labelled image fine-tuning is {gap * 100:+.1f} points from scratch (fine-tuned "
+                f"{t_all:.1%}, scratch {s_all:.1%})")
+        if few_gap is not None:
+            text += (f", against {few_gap * 100:+.1f} with {per(str(fewest))}: "
+                     + ("transfer matters most when labels are few" if gap < few_gap
+                        else "here transfer helps no less with every label"))
+        out.append(text + ".")
+    how = {"target": "Normalising the target with its own statistics instead of the source's",
+           "none": "Feeding the target unnormalised instead of with the source's statistics"}
     for norm in ("target", "none"):
         label = f"fixed feature extractor ({NORM_LABELS[norm]})"
-        for n in (fewest, "all"):
-            base, other = acc("fixed feature extractor", n or ""), acc(label, n or "")
-            if base is not None and other is not None:
-                out.append(f"Normalising with {NORM_LABELS[norm]} instead of the source's changes the frozen "
-                           f"net's accuracy by {(other - base) * 100:+.1f} points ({n} per class).")
+        for n in dict.fromkeys((fewest, "all")):
+            base, other = acc("fixed feature extractor", n), acc(label, n)
+            if n is not None and base is not None and other is not None:
+                out.append(f"{how[norm]} changes the frozen net's accuracy by {(other - base) * 100:+.1f} points "
+                           f"(with {per(n)}).")
                 break
-    bnf = acc("fine-tune everything (BN statistics frozen)", fewest or "")
-    t = acc("fine-tune everything", fewest or "")
-    if bnf is not None and t is not None:
-        out.append(f"Keeping BatchNorm's running statistics frozen while fine-tuning: {(bnf - t) * 100:+.1f} points "
-                   f"({fewest} per class).")
+    bnf = acc("fine-tune everything (BN statistics frozen)", fewest)
+    if fewest is not None and bnf is not None and t is not None:
+        out.append(f"Keeping BatchNorm's running statistics frozen while fine-tuning changes the accuracy by "
+                   f"{(bnf - t) * 100:+.1f} points (with {per(fewest)}).")
     return out
 
 

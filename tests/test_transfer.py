@@ -1,0 +1,427 @@
+"""Transfer learning (issue 14): the modes are one rule, and the rule holds on numbers. Frozen units
+end bit-identical (weights and BatchNorm statistics) while trainable ones move; transferring 0 stages
+is training from scratch and transferring every stage frozen is the feature extractor; preprocessing
+variants differ only by their affine map; plans reuse stored runs and Cancel keeps finished ones.
+
+Tiny budgets (5-10 SGD steps, a 50-image test split) keep the file fast on one core."""
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import analysis.train
+from analysis import transfer as T
+from analysis.checkpoints import Checkpoint, load_checkpoint
+from analysis.compat import deterministic_state_dict
+from analysis.errors import ConfigError, DatasetError
+from analysis.meta import RunMeta
+from analysis.models import build_model
+from analysis.runstore import RunStore, net_key
+from analysis.specs import get_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "checkpoints" / "transfer" / "digits04_resnet20.pt"
+# state_dict key prefixes of cifar_resnet20's units, written out by hand (not read from units())
+UNIT_PREFIXES = [("conv1.", "bn1.", "layer1."), ("layer2.",), ("layer3.",)]
+MANIFEST = json.loads((ROOT / "tests" / "fixtures" / "torchvision_state_dicts.json").read_text())["keys"]
+
+
+@pytest.fixture(scope="module")
+def src() -> Checkpoint:
+    return load_checkpoint(SOURCE)
+
+
+def small(d, train: int | None = None, test: int = 50):
+    """The same data with its test split (and, given ``train``, its training split) cut short."""
+    n = len(d.y_train) if train is None else train
+    return dataclasses.replace(d, x_train=d.x_train[:n], y_train=d.y_train[:n], x_test=d.x_test[:test],
+                               y_test=d.y_test[:test])
+
+
+def target(src: Checkpoint, per_class: int | None = 5, seed: int = 0, norm: T.Norm = "source"):
+    return small(T.digits_target(per_class, seed, norm, src.meta.normalisation))
+
+
+def small_target(src: Checkpoint):
+    """A plan's target: the digits 5-9 with 50 test images, "all" labelled images being 40."""
+    def make(n, seed, norm):
+        return small(T.digits_target(n, seed, norm, src.meta.normalisation), train=40 if n is None else None)
+    return make
+
+
+def unit_of(key: str) -> int | None:
+    """Which unit a state_dict key belongs to (None: the head)."""
+    for i, prefixes in enumerate(UNIT_PREFIXES):
+        if key.startswith(prefixes):
+            return i
+    assert key.startswith("fc."), key
+    return None
+
+
+def same_history(a: list[dict], b: list[dict]) -> bool:
+    drop = ("seconds",)  # wall time, the only number a rerun may change
+    return [{k: v for k, v in h.items() if k not in drop} for h in a] == \
+           [{k: v for k, v in h.items() if k not in drop} for h in b]
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ------------------------------------------------------------------ setups: one rule, the modes as cases
+def test_modes_are_cases_of_one_setup():
+    ms = T.mode_setup
+    assert ms("scratch", 3) == T.Setup(0, 0) == ms("first_k_frozen", 3, 0) == ms("first_k_finetuned", 3, 0)
+    assert ms("frozen", 3) == T.Setup(3, 3) == ms("first_k_frozen", 3, 3) == ms("last_k", 3, 0)
+    assert ms("finetune", 3) == T.Setup(3, 0) == ms("first_k_finetuned", 3, 3) == ms("last_k", 3, 3)
+    assert ms("last_k", 3, 1) == T.Setup(3, 2) and ms("first_k_frozen", 3, 2) == T.Setup(2, 2)
+    with pytest.raises(ConfigError, match="unknown transfer mode 'nope'"):
+        ms("nope", 3)
+    with pytest.raises(ConfigError, match="k must be between 0 and 3 stages, got 4"):
+        ms("last_k", 3, 4)
+    with pytest.raises(ConfigError, match="only copied stages can be frozen"):
+        T.Setup(1, 2).check(3)
+    labels = [T.setup_label(s, 3) for s in T.default_setups(3)]
+    assert len(labels) == 11 == len(set(labels))
+    assert labels[:4] == ["from scratch", "fixed feature extractor", "fine-tune everything",
+                          "fine-tune the last 1 stage"]
+    assert labels[-3:] == ["fine-tune everything (BN statistics frozen)",
+                           "fixed feature extractor (target statistics)", "fixed feature extractor (no normalisation)"]
+    # another input scale is another run even from scratch, so it is another row of the summary
+    assert T.setup_label(T.Setup(0, 0, norm="none"), 3) == "from scratch (no normalisation)"
+
+
+def test_equal_setups_labels_and_seeds_run_once():
+    plan = T.Plan((T.mode_setup("scratch", 3), T.mode_setup("first_k_frozen", 3, 0), T.mode_setup("frozen", 3)),
+                  labels=(1, 1, None), seeds=(0, 0))
+    assert plan.items() == [(T.Setup(0, 0), 1, 0), (T.Setup(0, 0), None, 0), (T.Setup(3, 3), 1, 0),
+                            (T.Setup(3, 3), None, 0)]
+
+
+# ------------------------------------------------------------------ data: labelled subsets, normalisation
+def test_labelled_subset_draws_per_class_by_seed_and_refuses_more_than_a_class_has(src):
+    full = T.digits_target(None, 0, "none", None)
+    counts = torch.bincount(full.y_train).tolist()
+    assert counts == [136, 136, 134, 130, 135] and full.classes == ["5", "6", "7", "8", "9"]
+    a, b, c = (T.labelled_subset(full, 7, seed) for seed in (3, 3, 4))
+    assert torch.bincount(a.y_train).tolist() == [7] * 5
+    assert torch.equal(a.x_train, b.x_train) and not torch.equal(a.x_train, c.x_train)
+    assert torch.equal(a.x_test, full.x_test) and torch.equal(a.y_test, full.y_test)  # the test split untouched
+    # every labelled image is one of the class's own training images
+    pool = {(bytes(x.numpy().tobytes()), int(y)) for x, y in zip(full.x_train, full.y_train, strict=True)}
+    assert all((bytes(x.numpy().tobytes()), int(y)) in pool for x, y in zip(a.x_train, a.y_train, strict=True))
+    assert T.labelled_subset(full, None, 0) is full
+    assert torch.bincount(T.labelled_subset(full, 130, 0).y_train).tolist() == [130] * 5
+    with pytest.raises(DatasetError, match=r"class '8' has 130 training images, fewer than the 131 labelled"):
+        T.labelled_subset(full, 131, 0)
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(DatasetError, match="whole number of at least 1"):
+            T.labelled_subset(full, bad, 0)
+
+
+def test_preprocessing_variants_change_only_the_normalisation(src):
+    raw = T.digits_target(5, 3, "none", src.meta.normalisation)
+    assert raw.mean == [0.0] and raw.std == [1.0] and float(raw.x_train.min()) >= 0 and float(raw.x_train.max()) <= 1
+    own = raw.x_train.mean(dim=[0, 2, 3])
+    for norm in T.NORMS:
+        d = T.digits_target(5, 3, norm, src.meta.normalisation)
+        assert torch.equal(d.y_train, raw.y_train) and torch.equal(d.y_test, raw.y_test)
+        m, s = torch.tensor(d.mean).view(1, -1, 1, 1), torch.tensor(d.std).view(1, -1, 1, 1)
+        assert torch.equal(d.x_train, (raw.x_train - m) / s) and torch.equal(d.x_test, (raw.x_test - m) / s)
+        if norm == "source":
+            assert (tuple(d.mean), tuple(d.std)) == (src.meta.normalisation.mean, src.meta.normalisation.std)
+        elif norm == "target":  # the labelled images' statistics: no test image informs them
+            assert d.mean == [float(own)] and d.mean != [float(raw.x_test.mean())]
+            assert d.std == [float(raw.x_train.std(dim=[0, 2, 3], unbiased=False))]
+    with pytest.raises(DatasetError, match="records no input normalisation"):
+        T.digits_target(5, 3, "source", None)
+
+
+# ------------------------------------------------------------------ prepare: what is copied, what is fresh
+@pytest.mark.parametrize("copied", [0, 1, 2, 3])
+def test_prepare_copies_exactly_the_first_units(src, copied):
+    setup = T.Setup(copied, 0)
+    model, frozen = T.prepare(src, 5, setup, seed=7)
+    fresh = build_model(src.spec.replace(num_classes=5), seed=7).state_dict()
+    source = src.model.state_dict()
+    got = model.state_dict()
+    assert got.keys() == fresh.keys()
+    for k, v in got.items():
+        u = unit_of(k)
+        want = source[k] if u is not None and u < copied else fresh[k]
+        assert torch.equal(v, want), k
+    assert frozen == []
+    # the source itself is left as it was
+    assert same_weights(src.model, load_checkpoint(SOURCE).model)
+
+
+def test_prepare_freezes_the_first_units_and_copies_a_preact_nets_final_bn():
+    spec = get_spec("preact_cifar_resnet20").replace(in_channels=1, input_size=16, num_classes=5)
+    ck = Checkpoint(spec, build_model(spec, seed=123), RunMeta(), False)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a fresh BN is all ones and zeros: give the source's BNs values of their own
+        for m in ck.model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                for t in (m.weight, m.bias, m.running_mean):
+                    t.copy_(torch.rand(t.shape, generator=gen))
+    for copied in (2, 3):
+        model, frozen = T.prepare(ck, 4, T.Setup(copied, 2), seed=0)
+        fresh = build_model(spec.replace(num_classes=4), seed=0)
+        names = {id(m): n for n, m in model.named_modules()}
+        assert sorted(names[id(m)] for m in frozen) == ["bn1", "conv1", "layer1", "layer2"]
+        want = ck.model.bn_final if copied == 3 else fresh.bn_final
+        assert same_weights(model.bn_final, want) and not same_weights(ck.model.bn_final, fresh.bn_final)
+        assert same_weights(model.layer2, ck.model.layer2) and same_weights(model.bn1, ck.model.bn1)
+        assert model.fc.out_features == 4
+
+
+def test_the_head_is_new_with_the_targets_classes_whatever_the_source_had(src, tmp_path):
+    model, _ = T.prepare(src, 3, T.mode_setup("finetune", 3), seed=0)
+    assert (model.fc.in_features, model.fc.out_features) == (64, 3)
+    # a torchvision-style ImageNet net: its 1000-class head is replaced, and the messages say so
+    sd = deterministic_state_dict({k: tuple(s) for k, s in MANIFEST["resnet18"]})
+    torch.save(sd, tmp_path / "resnet18.pth")
+    r18 = load_checkpoint(tmp_path / "resnet18.pth")
+    assert r18.spec.num_classes == 1000
+    model, _ = T.prepare(r18, 5, T.mode_setup("finetune", len(r18.model.stage_names)), seed=0)
+    assert model.fc.out_features == 5 and torch.equal(model.conv1.weight, r18.model.conv1.weight)
+    note = "the source's 1000-class head is replaced with a new 5-way linear head"
+    assert T.head_note(r18, 5).startswith(note)
+    with pytest.raises(DatasetError, match="takes 3-channel inputs, the target has 1") as info:
+        T.check_compatible(r18, T.digits_target(1, 0, "none", None))
+    assert note in str(info.value) and "the stem cannot" in str(info.value)
+    assert T.adaptation_notes(src, target(src)) == [T.head_note(src, 5)]
+
+
+def test_a_1d_source_or_a_one_class_target_is_refused(src):
+    one_d = load_checkpoint(ROOT / "checkpoints" / "mnist1d_resnet20.pt")
+    with pytest.raises(DatasetError, match="source net is 1-D and the target data 2-D") as info:
+        T.check_compatible(one_d, target(src))
+    assert "10-class head is replaced with a new 5-way" in str(info.value)
+    with pytest.raises(DatasetError, match="the target has 1 class"):
+        T.check_compatible(src, T.digits_target(1, 0, "none", None, classes=(5,)))
+
+
+# ------------------------------------------------------------------ training: frozen is frozen, bit for bit
+def test_frozen_units_end_bit_identical_and_trainable_ones_move(src):
+    setup = T.mode_setup("last_k", 3, 1)  # stem + layer1 + layer2 frozen, layer3 and the head trained
+    before, _ = T.prepare(src, 5, setup, seed=0)
+    r = T.run(src, target(src), setup, T.Recipe(steps=10), seed=0, per_class=5)
+    assert len(r.history) == 10 and not r.cancelled
+    start, after, source = before.state_dict(), r.model.state_dict(), src.model.state_dict()
+    frozen = [k for k in after if unit_of(k) in (0, 1)]
+    trained = [k for k in after if unit_of(k) in (2, None)]
+    assert len(frozen) == 1 + 5 + 6 * (2 + 2 * 5)  # stem conv + BN, six blocks of two convs and two BNs
+    for k in frozen:  # weights, running statistics and num_batches_tracked
+        assert torch.equal(after[k], source[k]), k
+    for k in trained:
+        if k.endswith("num_batches_tracked"):
+            assert int(after[k]) == int(start[k]) + 10, k  # one per step: the trained BNs were in train mode
+        else:
+            assert not torch.equal(after[k], start[k]), k
+    assert r.model.fc.out_features == 5
+
+
+def test_bn_frozen_keeps_the_statistics_while_scale_and_shift_learn(src):
+    setup = T.mode_setup("finetune", 3, bn="frozen")
+    r = T.run(src, target(src), setup, T.Recipe(steps=5), seed=0, per_class=5)
+    after, source = r.model.state_dict(), src.model.state_dict()
+    bns = [n for n, m in r.model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 19
+    for n in bns:
+        for buf in ("running_mean", "running_var", "num_batches_tracked"):
+            assert torch.equal(after[f"{n}.{buf}"], source[f"{n}.{buf}"]), (n, buf)
+        for p in ("weight", "bias"):
+            assert not torch.equal(after[f"{n}.{p}"], source[f"{n}.{p}"]), (n, p)
+    assert not torch.equal(after["layer2.0.conv1.weight"], source["layer2.0.conv1.weight"])
+    # the pins are gone with the run: the net is an ordinary net again
+    assert all(not m._forward_pre_hooks for m in r.model.modules())
+    assert T.held_statistics(r.model, T.mode_setup("finetune", 3)) == []
+    assert len(T.held_statistics(r.model, T.mode_setup("last_k", 3, 1, bn="frozen"))) == 6  # layer3's
+
+
+def test_transferring_no_stage_is_training_from_scratch(src):
+    data, recipe = target(src), T.Recipe(steps=5)
+    k0 = T.run(src, data, T.mode_setup("first_k_frozen", 3, 0), recipe, seed=4, per_class=5)
+    scratch = analysis.train.train(src.spec.replace(num_classes=5), data, recipe.config(len(data.y_train), 4))
+    assert len(k0.history) == 5 and same_history(k0.history, scratch.history)
+    assert same_weights(k0.model, scratch.model)
+
+
+def test_transferring_every_stage_frozen_is_the_feature_extractor(src):
+    data, recipe = target(src), T.Recipe(steps=5)
+    k_all = T.run(src, data, T.mode_setup("first_k_frozen", 3, 3), recipe, seed=2, per_class=5)
+    # by hand: the source's body, a fresh 5-way head from the seed, only the head in the optimizer
+    model = build_model(src.spec.replace(num_classes=5), seed=2)
+    model.load_state_dict({**src.model.state_dict(), **{k: v for k, v in model.state_dict().items()
+                                                         if k.startswith("fc.")}})
+    body = [model.conv1, model.bn1, model.layer1, model.layer2, model.layer3]
+    by_hand = analysis.train.fit(model, data, recipe.config(len(data.y_train), 2), frozen=body)
+    assert same_history(k_all.history, by_hand.history) and same_weights(k_all.model, by_hand.model)
+    source = src.model.state_dict()
+    assert all(torch.equal(v, source[k]) for k, v in k_all.model.state_dict().items() if not k.startswith("fc."))
+
+
+# ------------------------------------------------------------------ plans: stored, reused, cancelled
+def counting_fit(monkeypatch) -> dict[str, int]:
+    calls = {"fit": 0}
+    real = analysis.train.fit
+
+    def fit(*a, **k):
+        calls["fit"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(analysis.train, "fit", fit)
+    return calls
+
+
+TINY_PLAN = dict(labels=(1, None), seeds=(0,), recipe=T.Recipe(steps=5))
+
+
+@pytest.fixture(scope="module")
+def planned(src, tmp_path_factory):
+    """One tiny plan run into a store: from scratch and fine-tuned, 1 and all (40) labels, seed 0."""
+    store = RunStore(tmp_path_factory.mktemp("store"))
+    plan = T.Plan((T.mode_setup("scratch", 3), T.mode_setup("finetune", 3)), **TINY_PLAN)
+    seen: list[T.PlanProgress] = []
+    result = T.run_plan(src, plan, store=store, target=small_target(src), progress=seen.append)
+    return store, plan, result, seen
+
+
+def test_a_plan_keeps_every_run_and_a_second_call_trains_nothing(src, planned, monkeypatch):
+    store, plan, first, seen = planned
+    assert (first.trained, first.reused, first.cancelled) == (4, 0, False)
+    assert list(first.results["setup"]) == ["from scratch"] * 2 + ["fine-tune everything"] * 2
+    assert list(first.results["train_images"]) == [5, 40, 5, 40] and set(first.results["status"]) == {"complete"}
+    finished = [p for p in seen if p.finished is not None]
+    assert [p.done for p in finished] == [1, 2, 3, 4] and all(p.total == 4 for p in seen)
+    assert [p.finished["test_acc"] for p in finished] == list(first.results["test_acc"])
+    kept = [s for s in store.sweeps_of(net_key(src)) if s.kind == "transfer"]
+    assert len(kept) == 4
+    calls = counting_fit(monkeypatch)
+    again = T.run_plan(src, plan, store=store, target=small_target(src))
+    assert calls["fit"] == 0 and (again.trained, again.reused) == (0, 4)
+    cols = [c for c in T.RESULT_COLUMNS if c != "per_class"]
+    pd.testing.assert_frame_equal(again.results[cols], first.results[cols], check_dtype=False)
+    pd.testing.assert_frame_equal(again.curves, first.curves, check_dtype=False)
+    pd.testing.assert_frame_equal(again.probe, first.probe)
+
+
+def test_cancel_keeps_the_finished_runs_only(src, tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+    plan = T.Plan((T.mode_setup("frozen", 3), T.mode_setup("finetune", 3)), labels=(1,), seeds=(0,),
+                  recipe=T.Recipe(steps=5))
+    calls = counting_fit(monkeypatch)
+    seen: list[T.PlanProgress] = []
+    # Cancel pressed halfway through the second run, with some of its epochs measured
+    res = T.run_plan(src, plan, store=store, target=small_target(src), progress=seen.append,
+                     cancel=lambda: seen[-1].done == 1 and seen[-1].fraction >= 0.6)
+    assert calls["fit"] == 2 and res.cancelled and (res.trained, res.reused) == (1, 0)
+    assert seen[-1].label == "fine-tune everything, 1 per class, seed 0" and seen[-1].fraction == 0.6
+    assert list(res.results["setup"]) == ["fixed feature extractor"] and res.probe.empty
+    assert list(res.probe.columns) == T.PROBE_COLUMNS and set(res.curves["setup"]) == {"fixed feature extractor"}
+    kept = [s for s in store.sweeps_of(net_key(src)) if s.kind == "transfer"]
+    assert [s.settings["setup"]["frozen"] for s in kept] == [3]
+    resumed = T.run_plan(src, plan, store=store, target=small_target(src))
+    assert calls["fit"] == 3 and (resumed.trained, resumed.reused, resumed.cancelled) == (1, 1, False)
+    assert resumed.results["test_acc"].iloc[0] == res.results["test_acc"].iloc[0]
+
+
+def test_bad_plans_are_refused_before_any_run(src, monkeypatch):
+    calls = counting_fit(monkeypatch)
+    ok = T.mode_setup("frozen", 3)
+    for plan, err, words in [
+        (T.Plan((ok,), labels=(1, 137)), DatasetError, "class '8' has 130 training images, fewer than the 137"),
+        (T.Plan((ok,), labels=(0,)), DatasetError, "whole number of at least 1"),
+        (T.Plan((ok, T.Setup(4, 0))), ConfigError, "copied stages must be a whole number from 0 to 3"),
+        (T.Plan((ok,), seeds=()), ConfigError, "at least one of its seeds"),
+        (T.Plan((ok,), seeds=(-1,)), ConfigError, "seeds must be whole numbers"),
+    ]:
+        with pytest.raises(err, match=words):
+            T.run_plan(src, plan)
+    for bad, words in [({"steps": 0}, "steps must be"), ({"lr": -1.0}, "learning rate"),
+                       ({"batch_size": 0}, "batch size")]:
+        with pytest.raises(ConfigError, match=words):
+            T.Recipe(**bad)
+    # a source that recorded no normalisation: refused with the source's statistics only
+    bare = dataclasses.replace(src, meta=RunMeta())
+    with pytest.raises(DatasetError, match="records no input normalisation"):
+        T.check_plan(bare, T.Plan((ok,), labels=(1,)))
+    T.check_plan(bare, T.Plan((T.mode_setup("frozen", 3, norm="target"),), labels=(1,)))
+    assert calls["fit"] == 0
+
+
+def test_results_file_round_trip(planned, tmp_path):
+    _, _, res, _ = planned
+    path = tmp_path / "t.json"
+    T.write_results(str(path), res)
+    back = T.load_results(str(path))
+    assert json.loads(path.read_text())["format"] == "resnet-lens-transfer/1"
+    assert [None if math.isnan(v) else v for v in back.results["per_class"]] == [1, None, 1, None]
+    pd.testing.assert_frame_equal(back.results.drop(columns="per_class"), res.results.drop(columns="per_class"),
+                                  check_dtype=False)
+    pd.testing.assert_frame_equal(back.curves, res.curves, check_dtype=False)
+    pd.testing.assert_frame_equal(back.probe, res.probe, check_dtype=False)
+    assert (back.trained, back.reused, back.cancelled) == (4, 0, False)
+    assert back.meta["labels"] == [1, None] and back.meta["recipe"]["steps"] == 5 and back.meta["stages"] == 3
+    pd.testing.assert_frame_equal(back.summary, res.summary, check_dtype=False)
+    T.write_results(str(tmp_path / "t.csv"), res)
+    csv = pd.read_csv(tmp_path / "t.csv")
+    assert list(csv.columns) == T.RESULT_COLUMNS and list(csv["test_acc"]) == list(res.results["test_acc"])
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    with pytest.raises(DatasetError, match="not a transfer results file"):
+        T.load_results(str(tmp_path / "bad.json"))
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="not a readable transfer results file"):
+        T.load_results(str(tmp_path / "junk.json"))
+
+
+# ------------------------------------------------------------------ the linear probe and the readings
+def test_linear_probe_one_row_per_stage_above_chance(src):
+    res = T.linear_probe(src, T.digits_target(20, 0, "source", src.meta.normalisation))
+    assert list(res["stage"]) == ["layer1", "layer2", "layer3"] and list(res["features"]) == [16, 32, 64]
+    assert all(0.2 < a <= 1.0 for a in res["test_acc"])  # 5 classes: chance is 20 %
+    assert res["test_acc"].max() > 0.6
+
+
+def summary(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"setup": s, "labels": n, "test_acc_mean": a, "test_acc_std": 0.01, "seeds": 3}
+                         for s, n, a in rows])
+
+
+def test_readings_say_what_the_numbers_say():
+    s = summary([("from scratch", "1", 0.5), ("fixed feature extractor", "1", 0.4), ("fine-tune everything", "1", 0.6),
+                 ("from scratch", "all", 0.9), ("fixed feature extractor", "all", 0.8),
+                 ("fine-tune everything", "all", 0.95),
+                 ("fixed feature extractor (target statistics)", "1", 0.3),
+                 ("fixed feature extractor (target statistics)", "all", 0.75),  # the fewest labels are read
+                 ("fixed feature extractor (no normalisation)", "all", 0.5),
+                 ("fine-tune everything (BN statistics frozen)", "1", 0.55)])
+    assert T.readings(s, 3) == [
+        "With 1 labelled image per class, fine-tuning reaches 60.0% against 50.0% from scratch (+10.0 points).",
+        "With every labelled image fine-tuning is +5.0 points from scratch (fine-tuned 95.0%, scratch 90.0%), "
+        "against +10.0 with 1 labelled image per class: transfer matters most when labels are few.",
+        "Normalising the target with its own statistics instead of the source's changes the frozen net's accuracy "
+        "by -10.0 points (with 1 labelled image per class).",
+        "Feeding the target unnormalised instead of with the source's statistics changes the frozen net's accuracy "
+        "by -30.0 points (with every labelled image).",
+        "Keeping BatchNorm's running statistics frozen while fine-tuning changes the accuracy by -5.0 points "
+        "(with 1 labelled image per class)."]
+    s = summary([("from scratch", "5", 0.3), ("fixed feature extractor", "5", 0.7), ("fine-tune everything", "5", 0.6),
+                 ("from scratch", "all", 0.5), ("fine-tune everything", "all", 0.9)])
+    assert T.readings(s, 3) == [
+        "With 5 labelled images per class, the frozen source features reach 70.0% against 30.0% from scratch "
+        "(+40.0 points).",
+        "With every labelled image fine-tuning is +40.0 points from scratch (fine-tuned 90.0%, scratch 50.0%), "
+        "against +30.0 with 5 labelled images per class: here transfer helps no less with every label."]
+    s = summary([("from scratch", "all", 0.5), ("fixed feature extractor", "all", 0.8),
+                 ("fine-tune everything", "all", 0.6)])
+    assert T.readings(s, 3) == ["With every labelled image, the frozen source features reach 80.0% against 50.0% "
+                                "from scratch (+30.0 points)."]
+    assert T.readings(summary([("from scratch", "1", 0.5)]), 3) == []
