@@ -26,6 +26,7 @@ PAGES = [
     st.Page("app_pages/paths.py", title="Path ensemble"),
     st.Page("app_pages/theory.py", title="Why shortcuts work"),
     st.Page("app_pages/variants.py", title="Variants lab"),
+    st.Page("app_pages/transfer.py", title="Transfer learning"),
 ]
 
 page = st.navigation(PAGES)

@@ -12,7 +12,20 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis import blocks, checkpoints, conventions, costs, data, depth, diagrams, lesion, paths, runstore, theory
+from analysis import (
+    blocks,
+    checkpoints,
+    conventions,
+    costs,
+    data,
+    depth,
+    diagrams,
+    lesion,
+    paths,
+    runstore,
+    theory,
+    transfer,
+)
 from analysis.errors import LensError
 from analysis.meta import Normalisation, RunMeta
 from analysis.specs import ResNetSpec
@@ -173,6 +186,26 @@ def stored_path_results(name: str) -> paths.Results:
 def _stored_path_results(path: str, mtime: float, results_mtime: float) -> paths.Results:
     del mtime, results_mtime
     return paths.load_results(Path(path))
+
+
+
+# ----------------------------------------------------------------------------- transfer learning
+@st.cache_data(show_spinner=False, max_entries=4)
+def transfer_results(path: str, mtime: float) -> transfer.PlanResult:
+    """A transfer results file, read once per version of it (``mtime``: a file recorded again is read again)."""
+    del mtime
+    return transfer.load_results(path)
+
+
+def transfer_source() -> checkpoints.Checkpoint:
+    """The shipped source net of the embedded transfer task (a residual net trained on the digits 0-4),
+    loaded once per version of the file."""
+    path = checkpoints.SHIPPED_DIR / "transfer" / "digits04_resnet20.pt"
+    try:
+        mtime = path.stat().st_mtime
+    except OSError as exc:
+        raise checkpoints.CheckpointError(f"the shipped transfer source {path} cannot be read ({exc})") from exc
+    return checkpoint_from_path(str(path), mtime)
 
 
 # ----------------------------------------------------------------------------- downloads

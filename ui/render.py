@@ -451,3 +451,106 @@ def scaled_shortcuts(df: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="‖∂E/∂x_l‖ / ‖∂E/∂x_L‖",
                      **log_axis(list(df["ratio"]) + list(df["lambda^blocks"])))
     return _finish(fig, 400, legend=True)
+
+
+# --------------------------------------------------------------------------- transfer learning
+def _accuracy_axis() -> dict[str, Any]:
+    """Test accuracy in per cent, from 0 to 100: a transfer gain is read as a distance on this scale."""
+    return dict(title_text="target test accuracy", ticksuffix=" %", range=[0, 102])
+
+
+def _error_bars(std: Iterable[float]) -> dict[str, Any]:
+    """± one sample std over seeds, none where it is undefined (one seed)."""
+    return dict(type="data", array=[0.0 if not math.isfinite(float(s)) else 100 * float(s) for s in std],
+                visible=True, thickness=1.2)
+
+
+def accuracy_vs_labels(df: pd.DataFrame, ticks: list[tuple[float, str]]) -> go.Figure:
+    """Target test accuracy (mean ± std over seeds) vs labelled images per class, log x, one line
+    per setup. ``df``: setup, x (images per class), labels (in words), mean, std, seeds, colour, dash.
+    ``ticks``: (x, text) of the label settings, so 'all' sits at its real number of images."""
+    fig = go.Figure()
+    for setup, g in df.groupby("setup", sort=False):
+        g = g.sort_values("x")
+        fig.add_scatter(x=g["x"].tolist(), y=(100 * g["mean"]).tolist(), mode="lines+markers", name=str(setup),
+                        line=dict(color=g["colour"].iloc[0], dash=g["dash"].iloc[0]),
+                        error_y=_error_bars(g["std"]),
+                        customdata=list(zip(g["labels"], 100 * g["std"].fillna(0.0), g["seeds"], strict=True)),
+                        hovertemplate=f"{setup}<br>%{{customdata[0]}}<br>%{{y:.1f}} % ± "
+                                      "%{customdata[1]:.1f} (%{customdata[2]} seeds)<extra></extra>")
+    fig.update_xaxes(title_text="labelled training images per class (log scale)", type="log",
+                     tickmode="array", tickvals=[t[0] for t in ticks], ticktext=[t[1] for t in ticks],
+                     minor=dict(ticks="", showgrid=False))
+    fig.update_yaxes(**_accuracy_axis())
+    return _finish(fig, 440, legend=True)
+
+
+def first_k_transfer(df: pd.DataFrame, stages: int) -> go.Figure:
+    """Yosinski et al. 2014, Fig. 2 style: target accuracy vs the number k of leading stages
+    transferred, frozen and fine-tuned. ``df``: k, line ('frozen' / 'fine-tuned'), setup, mean, std, seeds."""
+    fig = go.Figure()
+    colours = {"frozen": "#1f77b4", "fine-tuned": "#ff7f0e"}
+    for line, g in df.groupby("line", sort=False):
+        g = g.sort_values("k")
+        fig.add_scatter(x=g["k"].tolist(), y=(100 * g["mean"]).tolist(), mode="lines+markers",
+                        name=f"first k stages {line}", line=dict(color=colours.get(str(line), "#444")),
+                        marker=dict(size=9), error_y=_error_bars(g["std"]),
+                        customdata=list(zip(g["setup"], 100 * g["std"].fillna(0.0), g["seeds"], strict=True)),
+                        hovertemplate="k = %{x}: %{customdata[0]}<br>%{y:.1f} % ± %{customdata[1]:.1f} "
+                                      "(%{customdata[2]} seeds)<extra></extra>")
+    fig.update_xaxes(title_text=f"k: leading stages copied from the source (0 = from scratch, {stages} = all)",
+                     range=[-0.3, stages + 0.3], **integer_axis(range(stages + 1)))
+    fig.update_yaxes(**_accuracy_axis())
+    return _finish(fig, 400, legend=True)
+
+
+def transfer_curves(df: pd.DataFrame, x: str) -> go.Figure:
+    """Test accuracy during training (``x``: 'epoch' or 'seconds'), one colour per setup and one
+    line per seed. ``df``: setup, seed, epoch, seconds, test_acc, colour."""
+    fig = go.Figure()
+    shown: set[str] = set()
+    for (setup, seed), g in df.groupby(["setup", "seed"], sort=False):
+        g = g.sort_values("epoch")
+        fig.add_scatter(x=g[x].tolist(), y=(100 * g["test_acc"]).tolist(),
+                        mode="lines" if len(g) >= 2 else "lines+markers", name=str(setup),
+                        legendgroup=str(setup), showlegend=setup not in shown, line=dict(color=g["colour"].iloc[0]),
+                        hovertemplate=f"{setup}, seed {seed}<br>{x} %{{x:.3g}}<br>test %{{y:.1f}} %<extra></extra>")
+        shown.add(str(setup))
+    if x == "epoch":
+        fig.update_xaxes(title_text="epoch", **integer_axis(df["epoch"] if len(df) else [1]))
+    else:
+        fig.update_xaxes(title_text="seconds of training (test evaluations included)", rangemode="tozero")
+    fig.update_yaxes(**_accuracy_axis())
+    return _finish(fig, 400, legend=True)
+
+
+def accuracy_bars(df: pd.DataFrame, x_title: str) -> go.Figure:
+    """Grouped bars of target accuracy (mean ± std over seeds): x = the label setting, one bar
+    colour per ``series`` (a normalisation, a BatchNorm mode). ``df``: group, series, mean, std, seeds."""
+    fig = go.Figure()
+    groups = list(dict.fromkeys(str(v) for v in df["group"]))
+    for i, (series, g) in enumerate(df.groupby("series", sort=False)):
+        fig.add_bar(x=[str(v) for v in g["group"]], y=(100 * g["mean"]).tolist(), name=str(series),
+                    marker_color=PALETTE[i % len(PALETTE)], error_y=_error_bars(g["std"]),
+                    customdata=list(zip(100 * g["std"].fillna(0.0), g["seeds"], strict=True)),
+                    hovertemplate=f"{series}<br>%{{x}}: %{{y:.1f}} % ± %{{customdata[0]:.1f}} "
+                                  "(%{customdata[1]} seeds)<extra></extra>")
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title_text=x_title, type="category", categoryorder="array", categoryarray=groups)
+    fig.update_yaxes(**_accuracy_axis())
+    return _finish(fig, 360, legend=True)
+
+
+def probe_by_stage(df: pd.DataFrame) -> go.Figure:
+    """Linear-probe accuracy on each stage's pooled output of the frozen source net, one line per
+    label setting. ``df``: stage, labels (in words), test_acc."""
+    fig = go.Figure()
+    stages = list(dict.fromkeys(str(s) for s in df["stage"]))
+    for i, (labels, g) in enumerate(df.groupby("labels", sort=False)):
+        fig.add_scatter(x=[str(s) for s in g["stage"]], y=(100 * g["test_acc"]).tolist(), mode="lines+markers",
+                        name=str(labels), line=dict(color=PALETTE[i % len(PALETTE)]),
+                        hovertemplate=f"{labels}<br>%{{x}}: %{{y:.1f}} %<extra></extra>")
+    fig.update_xaxes(title_text="stage whose pooled output the probe reads (input → output)", type="category",
+                     categoryorder="array", categoryarray=stages)
+    fig.update_yaxes(**{**_accuracy_axis(), "title_text": "probe test accuracy"})
+    return _finish(fig, 360, legend=True)

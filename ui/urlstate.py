@@ -141,6 +141,12 @@ REGISTRY: dict[str, PageParams] = {
                                          "curves": "strs", "grad_kind": "str", "grad_runs": "strs",
                                          "grad_steps": "ints"}),
     "theory": PageParams("theory_", {"lambdas": "floats", "depth": "int", "rscale": "float"}),
+    # the recorded comparison's charts (rec_) and the user's (yours_) have their own choices
+    "transfer": PageParams("transfer_", {"source": "str", "ckpt": "str", "modes": "strs", "labels": "strs",
+                                         "ks": "ints", "bn": "strs", "norms": "strs", "seeds": "int", "steps": "int",
+                                         "rec_at": "str", "rec_curve_setups": "strs", "rec_curve_x": "str",
+                                         "rec_threshold": "int", "yours_at": "str", "yours_curve_setups": "strs",
+                                         "yours_curve_x": "str", "yours_threshold": "int"}),
 }
 
 

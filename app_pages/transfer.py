@@ -1,0 +1,578 @@
+"""Transfer learning: a net trained on the digits 0-4 reused on the digits 5-9, mode by mode (from
+scratch, fixed feature extractor, fine-tuning, the last or first k stages), with few or many labels,
+the input normalisation and BatchNorm statistics varied, and a linear probe on each stage."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from analysis import transfer as tl
+from analysis.checkpoints import Checkpoint
+from analysis.data import DIGITS_SIZES, Dataset
+from analysis.errors import LensError
+from analysis.meta import Normalisation
+from analysis.runstore import RunStore, default_home
+from ui import cache, render, widgets
+from ui.widgets import Metric, error_box, metric_row, range_label, table
+
+ROOT = Path(__file__).resolve().parent.parent
+# The default comparison's results, recorded once by the CLI and shipped, so a fresh clone shows measured
+# numbers without training; RESNET_LENS_TRANSFER_RESULTS points the page at another file.
+RESULTS_FILE = Path(os.environ.get("RESNET_LENS_TRANSFER_RESULTS") or ROOT / "results" / "transfer_digits.json")
+RECORD = "python -m analysis transfer --default-setups --out results/transfer_digits.json"
+LABEL_CHOICES = ("1", "5", "10", "20", "all")  # labelled training images per target class
+SOURCES = {"shipped": "the shipped digits 0–4 net (cifar_resnet20)", "checkpoint": "another checkpoint"}
+BN_LABELS = {"update": "running statistics updated", "frozen": "running statistics frozen"}
+DEFAULT_MODES = ["scratch", "frozen", "finetune"]
+TARGET_TEXT = "the digits 5–9 (every one of their test images)"
+NAMED = ("from scratch", "fixed feature extractor", "fine-tune everything")  # the headline modes
+
+
+# ------------------------------------------------------------------ numbers as the page writes them
+def labels_text(v: Any) -> str:
+    """A labels-per-class value as the results hold it (int, float from JSON, None / NaN for all) in words."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "all"
+    return str(int(v))
+
+
+def setting(n: str) -> str:
+    """A label setting in words: '1 per class', 'all labelled'."""
+    return "all labelled" if n == "all" else f"{n} per class"
+
+
+def label_order(values: Any) -> list[str]:
+    """Label settings in their natural order: 1, 5, 10, 20, all (other numbers by size)."""
+    found = {str(v) for v in values}
+    return sorted(found, key=lambda t: (t == "all", int(t) if t.isdigit() else 0))
+
+
+def pct(mean: float, std: float = math.nan) -> str:
+    """Accuracy in per cent with one decimal (one test image of 225 is 0.44 pp), ± the seeds' std."""
+    if mean is None or not math.isfinite(mean):
+        return "—"
+    return f"{100 * mean:.1f}" if not math.isfinite(std) else f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def points(delta: float) -> str:
+    return "—" if not math.isfinite(delta) else f"{100 * delta:+.1f}"
+
+
+def describe(meta: dict[str, Any], results: pd.DataFrame) -> str:
+    """What the numbers are: source, target, label settings, seeds and recipe (a results file's metadata)."""
+    recipe = meta.get("recipe", {})
+    seeds = meta.get("seeds", sorted({int(s) for s in results["seed"]}))
+    labels = label_order(labels_text(v) for v in meta.get("labels", results["per_class"]))
+    aug = "with" if recipe.get("augment", True) else "without"
+    return (f"Source net: {meta.get('source', '?')} ({meta.get('stages', '?')} stages); target: {TARGET_TEXT}; "
+            f"labelled training images per class: {', '.join(labels)}; {len(seeds)} seed{'s' * (len(seeds) != 1)} "
+            f"({', '.join(str(s) for s in seeds)}), each drawing the labelled images and every fresh weight. Every "
+            f"run: {recipe.get('steps')} SGD steps whatever the number of images (batch {recipe.get('batch_size')}, "
+            f"lr {recipe.get('lr')}, weight decay {recipe.get('weight_decay')}, cosine schedule, {aug} "
+            f"augmentation); the head is always new.")
+
+
+def took(meta: dict[str, Any]) -> str:
+    seconds = meta.get("seconds")
+    if not isinstance(seconds, (int, float)):
+        return ""
+    counts = (f" ({meta['trained']} runs trained, {meta['reused']} found in the run store)"
+              if isinstance(meta.get("trained"), int) and isinstance(meta.get("reused"), int) else "")
+    partial = " It was cancelled before every run finished." if meta.get("cancelled") else ""
+    return f"Recording it took {seconds:,.1f} s{counts}.{partial}"
+
+
+# ------------------------------------------------------------------ tables and chart frames
+def setups_of(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per setup (plan order): its label and the rule it is (copied, frozen, bn, norm)."""
+    return results.drop_duplicates("setup")[["setup", "copied", "frozen", "bn", "norm"]].reset_index(drop=True)
+
+
+def main_setups(results: pd.DataFrame) -> list[str]:
+    """The modes and the first-k sweep: source normalisation, BatchNorm statistics updated (the
+    preprocessing and BatchNorm variants have their own sections)."""
+    s = setups_of(results)
+    keep = (s["norm"] == "source") & ((s["bn"] == "update") | (s["copied"] == s["frozen"]))
+    return list(s.loc[keep, "setup"])
+
+
+def colours(results: pd.DataFrame) -> dict[str, str]:
+    """One colour per setup, the same in every chart of a comparison."""
+    return {name: render.PALETTE[i % len(render.PALETTE)] for i, name in enumerate(setups_of(results)["setup"])}
+
+
+def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Setups as rows, label settings as columns, mean ± std (over seeds) of the target test accuracy."""
+    order = label_order(summary["labels"])
+    cells = {(r.setup, r.labels): pct(r.test_acc_mean, r.test_acc_std) for r in summary.itertuples()}
+    seeds = summary.groupby("setup", sort=False)["seeds"].max()
+    rows = []
+    for setup in dict.fromkeys(summary["setup"]):
+        rows.append({"setup": setup, **{setting(n): cells.get((setup, n), "—") for n in order},
+                     "seeds": int(seeds[setup])})
+    return pd.DataFrame(rows)
+
+
+def images_per_class(results: pd.DataFrame) -> dict[str, float]:
+    """Where each label setting sits on the log axis: its number, and for 'all' the mean number of
+    labelled images per class it really is."""
+    out: dict[str, float] = {}
+    for n, g in results.groupby(results["per_class"].map(labels_text), sort=False):
+        out[str(n)] = float(n) if n != "all" else float(g["train_images"].mean()) / len(tl.TARGET_CLASSES)
+    return out
+
+
+def vs_labels_frame(summary: pd.DataFrame, results: pd.DataFrame,
+                    stages: int) -> tuple[pd.DataFrame, list[tuple[float, str]]]:
+    """The chart's lines (the modes and the first-k sweep) and its x ticks."""
+    xs = images_per_class(results)
+    shown = main_setups(results)
+    s = summary[summary["setup"].isin(shown)].copy()
+    s["x"] = s["labels"].map(xs)
+    kinds = setups_of(results).set_index("setup")
+    whole = s["setup"].map(lambda n: int(kinds.loc[n, "copied"]) in (0, stages))
+    frozen = s["setup"].map(lambda n: int(kinds.loc[n, "frozen"]) == int(kinds.loc[n, "copied"]))
+    # the named modes solid; the first-k sweep's partial transfers dashed (frozen) or dotted (fine-tuned)
+    s["dash"] = ["solid" if w else "dash" if f else "dot" for w, f in zip(whole, frozen, strict=True)]
+    s["colour"] = s["setup"].map(colours(results))
+    s["labels"] = s["labels"].map(setting)
+    s = s.rename(columns={"test_acc_mean": "mean", "test_acc_std": "std"})
+    ticks = [(xs[n], n if n != "all" else f"all (≈{xs[n]:.0f})") for n in label_order(xs)]
+    return s, ticks
+
+
+def first_k_frame(summary: pd.DataFrame, stages: int, labels: str) -> pd.DataFrame:
+    """The "transfer the first k stages" sweep at one label setting: k = 0 is from scratch, k = all
+    frozen the feature extractor, k = all fine-tuned fine-tune everything (setup_label names them so)."""
+    at = summary[summary["labels"] == labels].set_index("setup")
+    rows = []
+    for k in range(stages + 1):
+        for mode, line in (("first_k_frozen", "frozen"), ("first_k_finetuned", "fine-tuned")):
+            name = tl.setup_label(tl.mode_setup(mode, stages, k), stages)
+            if name in at.index:
+                r = at.loc[name]
+                rows.append({"k": k, "line": line, "setup": name, "mean": float(r["test_acc_mean"]),
+                             "std": float(r["test_acc_std"]), "seeds": int(r["seeds"])})
+    return pd.DataFrame(rows, columns=["k", "line", "setup", "mean", "std", "seeds"])
+
+
+def variant_frame(summary: pd.DataFrame, series: dict[str, str]) -> pd.DataFrame:
+    """Rows of ``summary`` whose setup is a key of ``series`` (setup label -> its name in the chart),
+    as accuracy_bars wants them: group (label setting), series, mean, std, seeds."""
+    s = summary[summary["setup"].isin(series)]
+    order = label_order(s["labels"])
+    rows = [{"group": setting(r.labels), "series": series[r.setup], "mean": r.test_acc_mean,
+             "std": r.test_acc_std, "seeds": r.seeds, "_order": order.index(r.labels)} for r in s.itertuples()]
+    df = pd.DataFrame(rows, columns=["group", "series", "mean", "std", "seeds", "_order"])
+    names = list(series.values())
+    df["_series"] = df["series"].map(names.index)
+    return df.sort_values(["_series", "_order"]).drop(columns=["_order", "_series"]).reset_index(drop=True)
+
+
+def variant_table(frame: pd.DataFrame, base: str) -> pd.DataFrame:
+    """One row per label setting: each series' accuracy and its difference from ``base`` in points."""
+    rows = []
+    for group, g in frame.groupby("group", sort=False):
+        by = g.set_index("series")
+        row: dict[str, Any] = {"labels": group}
+        for name in dict.fromkeys(frame["series"]):
+            row[f"{name} %"] = pct(by.loc[name, "mean"], by.loc[name, "std"]) if name in by.index else "—"
+        for name in dict.fromkeys(frame["series"]):
+            if name != base:
+                diff = (by.loc[name, "mean"] - by.loc[base, "mean"]) if name in by.index and base in by.index \
+                    else math.nan
+                row[f"{name} − {base} (points)"] = points(float(diff))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def time_table(curves: pd.DataFrame, threshold: float, setups: list[str]) -> pd.DataFrame:
+    """Per setup and label setting: mean seconds (and epochs) to first reach ``threshold`` test accuracy
+    over the seeds that reached it, and how many did."""
+    hits = tl.time_to(curves, threshold)
+    hits["labels"] = hits["per_class"].map(labels_text)
+    order = label_order(hits["labels"])
+    rows = []
+    for setup in setups:
+        row: dict[str, Any] = {"setup": setup}
+        for n in order:
+            g = hits[(hits["setup"] == setup) & (hits["labels"] == n)]
+            if not len(g):
+                row[setting(n)] = "—"
+                continue
+            reached = g.dropna(subset=["seconds"])
+            row[setting(n)] = (f"{reached['seconds'].mean():.1f} s, epoch {reached['epoch'].mean():.0f} "
+                                     f"({len(reached)}/{len(g)})" if len(reached) else f"not reached (0/{len(g)})")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def keep_valid(key: str, options: list[Any], many: bool) -> None:
+    """Drop a remembered choice that this comparison does not offer (another comparison's setups),
+    before the widget is drawn: Streamlit refuses a value outside the options."""
+    if key not in st.session_state:
+        return
+    value = st.session_state[key]
+    if many and isinstance(value, list):
+        st.session_state[key] = [v for v in value if v in options]
+    elif not many and value not in options:
+        del st.session_state[key]
+
+
+# ------------------------------------------------------------------ one comparison, shown
+def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
+    """Every table and chart of a comparison (the recorded one or the user's): accuracy vs labels per
+    mode, the first-k sweep, learning curves, time to a target accuracy, preprocessing, BatchNorm,
+    the linear probe, the readings and the CSV downloads. ``prefix`` keys its widgets."""
+    results, curves, probe = result.results, result.curves, result.probe
+    stages = int(result.meta.get("stages") or (results["copied"].max() if len(results) else 0))
+    done = results[results["status"] == "complete"]
+    if not len(done):
+        st.info("No finished runs in this comparison.")
+        return
+    summary = tl.summarise(results)
+    order = label_order(summary["labels"])
+    fewest = order[0]
+    acc = summary.set_index(["setup", "labels"])
+    headline = [Metric(f"{mode}, {setting(fewest)}", pct(acc.loc[(mode, fewest), "test_acc_mean"]) + " %",
+                       help=f"mean of {int(acc.loc[(mode, fewest), 'seeds'])} seeds ± std "
+                            f"{pct(acc.loc[(mode, fewest), 'test_acc_std'])} points")
+                for mode in NAMED if (mode, fewest) in acc.index]
+    metric_row([Metric("Runs", f"{len(done)}"), Metric("Setups", f"{summary['setup'].nunique()}"),
+                Metric("Seeds", f"{results['seed'].nunique()}"), *headline])
+
+    st.markdown("**Target test accuracy (%) by labelled images per class** — mean ± std over seeds")
+    table(accuracy_table(summary))
+    frame, ticks = vs_labels_frame(summary, results, stages)
+    render.show(render.accuracy_vs_labels(frame, ticks), key=f"{prefix}_labels_chart")
+    st.caption("Solid: the named modes; dashed: the first k stages transferred and frozen; dotted: transferred and "
+               "fine-tuned. Whiskers: ± one sample std over seeds (none with one seed). 'all' sits at the mean "
+               "number of labelled images per class it is.")
+
+    readings = tl.readings(summary, stages)
+    if readings:
+        st.markdown("**Readings**\n\n" + "\n".join(f"- {line}" for line in readings))
+
+    # the charts at one label setting
+    at_key = f"{prefix}_at"
+    keep_valid(at_key, order, many=False)
+    at = st.selectbox("Labelled images per class for the charts below", order, key=at_key,
+                      format_func=setting)
+
+    st.markdown("#### Transfer the first k stages")
+    k_frame = first_k_frame(summary, stages, at)
+    if k_frame["k"].nunique() >= 2:
+        render.show(render.first_k_transfer(k_frame, stages), key=f"{prefix}_k_chart")
+        st.caption("Yosinski et al. 2014's experiment: the first k stages (the stem with the first) come from the "
+                   "source, the rest is freshly initialised; frozen or fine-tuned. k = 0 is training from scratch, "
+                   f"k = {stages} frozen the fixed feature extractor and k = {stages} fine-tuned fine-tuning "
+                   "everything. Where the frozen line falls, the features stop serving the new task.")
+    else:
+        st.info("This comparison has no first-k sweep at this setting: run the modes *first k stages, frozen* and "
+                "*fine-tuned* with several k.")
+
+    st.markdown("#### Learning curves")
+    have = list(dict.fromkeys(curves["setup"])) if len(curves) else []
+    if have:
+        cols = st.columns([3, 1])
+        setups_key = f"{prefix}_curve_setups"
+        keep_valid(setups_key, have, many=True)
+        picks = cols[0].multiselect("Setups", have, [s for s in NAMED if s in have] or have[:3], key=setups_key)
+        x = cols[1].radio("x axis", ["epoch", "seconds"], key=f"{prefix}_curve_x", horizontal=True)
+        c = curves[(curves["per_class"].map(labels_text) == at) & curves["setup"].isin(picks)].copy()
+        if len(c):
+            c["colour"] = c["setup"].map(colours(results))
+            render.show(render.transfer_curves(c, x), key=f"{prefix}_curves_chart")
+            st.caption(f"Test accuracy during training, {setting(at)}, one line per seed; it is "
+                       f"measured {tl.EVALUATIONS} times per run. Every run takes the same number of SGD steps, so "
+                       "fewer images make more (shorter) epochs. Seconds are this run's wall time on the machine "
+                       "that recorded it.")
+        else:
+            st.info("Choose setups to draw their learning curves.")
+
+        st.markdown("#### Time to reach a target accuracy")
+        goal = st.slider("Target accuracy (%)", 20, 100, 80, 5, key=f"{prefix}_threshold")
+        table(time_table(curves, goal / 100, have))
+        st.caption(f"Mean seconds and epoch at which the test accuracy first reached {goal} %, over the seeds that "
+                   f"reached it (how many of them in brackets); measured at the {tl.EVALUATIONS} test evaluations "
+                   "of a run, so a run reaching it between two of them is counted at the next.")
+    else:
+        st.info("This comparison holds no learning curves.")
+
+    st.markdown("#### Preprocessing: the frozen source net under three normalisations")
+    norm_series = {tl.setup_label(tl.mode_setup("frozen", stages, norm=n), stages): tl.NORM_LABELS[n]
+                   for n in tl.NORMS}
+    nf = variant_frame(summary, norm_series)
+    if nf["series"].nunique() >= 2:
+        table(variant_table(nf, tl.NORM_LABELS["source"]))
+        render.show(render.accuracy_bars(nf, "labelled images per class"), key=f"{prefix}_norm_chart")
+        st.caption("The fixed feature extractor with the target's inputs normalised with the statistics the source "
+                   "net was trained with (what it expects), the target's own labelled images' statistics, or "
+                   "none: the differences are what wrong preprocessing costs.")
+    else:
+        st.info("This comparison has the fixed feature extractor under one normalisation only: run it with "
+                "several normalisations to see what preprocessing costs.")
+
+    st.markdown("#### BatchNorm while fine-tuning")
+    bn_series = {tl.setup_label(tl.mode_setup("finetune", stages, bn=b), stages): BN_LABELS[b] for b in tl.BN_MODES}
+    bf = variant_frame(summary, bn_series)
+    if bf["series"].nunique() >= 2:
+        table(variant_table(bf, BN_LABELS["update"]))
+        render.show(render.accuracy_bars(bf, "labelled images per class"), key=f"{prefix}_bn_chart")
+        st.caption("Fine-tuning everything with the copied BatchNorm layers' running statistics updated by the "
+                   "target's batches, or kept as the source left them (their scale and shift still learn).")
+    else:
+        st.info("This comparison fine-tunes everything with one BatchNorm mode only: run both to compare them.")
+
+    st.markdown("#### Where the features live: a linear probe on each stage")
+    if len(probe):
+        p = probe.assign(labels=probe["per_class"].map(labels_text))
+        p = p.assign(_o=p["labels"].map(label_order(p["labels"]).index)).sort_values(["_o"], kind="stable")
+        render.show(render.probe_by_stage(p.drop(columns="_o").assign(labels=p["labels"].map(setting))),
+                    key=f"{prefix}_probe_chart")
+        wide = p.pivot_table(index=["stage", "features"], columns="labels", values="test_acc", sort=False)
+        wide = wide[label_order(wide.columns)]
+        table(pd.DataFrame({"stage": [i[0] for i in wide.index], "features": [int(i[1]) for i in wide.index],
+                            **{f"{setting(n)} %": [pct(v) for v in wide[n]] for n in wide.columns}}))
+        st.caption("A logistic regression on each stage's globally pooled output of the frozen source net (seed 0's "
+                   "labelled images), scored on the target's test images: how linearly the digits 5–9 can be read "
+                   "from the features at each depth.")
+    else:
+        st.info("No linear probe in this comparison (it is measured once every run has finished).")
+
+    with st.expander("Every run"):
+        table(results.assign(per_class=results["per_class"].map(labels_text)),
+              formats={"train_acc": "%.3f", "test_acc": "%.3f"})
+    dl = st.columns(4)
+    for col, (what, df) in zip(dl, (("runs", results), ("summary", summary), ("curves", curves), ("probe", probe)),
+                               strict=True):
+        col.download_button(f"Download {what} (CSV)", df.to_csv(index=False), file_name=f"{name}_{what}.csv",
+                            mime="text/csv", on_click="ignore", key=f"{prefix}_{what}_csv")
+
+
+# ------------------------------------------------------------------ the source and its target
+def target_maker(source: Checkpoint) -> Callable[[int | None, int, tl.Norm], Dataset]:
+    """The digits 5-9 at the source's input size when it is a digits size (else 16 px: global
+    average pooling reads another size), normalised as each run asks."""
+    size = source.spec.input_size if source.spec.input_size in DIGITS_SIZES else 16
+    stats = source.meta.normalisation or Normalisation((0.0,), (1.0,))  # used only with norm="source"
+
+    def make(per_class: int | None, seed: int, norm: tl.Norm) -> Dataset:
+        return tl.digits_target(per_class, seed, norm, tl.source_normalisation(source) if norm == "source" else stats,
+                                size=size)
+
+    return make
+
+
+def check_source(source: Checkpoint) -> Callable[[int | None, int, tl.Norm], Dataset]:
+    """The target maker for ``source``, or the LensError saying why the source cannot serve the
+    digits 5-9 (dimensions, channels, no recorded normalisation: the probe reads the target with it)."""
+    make = target_maker(source)
+    tl.check_compatible(source, make(1, 0, "none"))
+    tl.source_normalisation(source)
+    return make
+
+
+def chosen_setups(modes: list[str], ks: list[int], bns: list[tl.BnMode], norms: list[tl.Norm],
+                  stages: int) -> list[tl.Setup]:
+    """Every chosen mode with every chosen k (the k modes), BatchNorm mode (where copied stages are
+    fine-tuned) and normalisation (where something is copied), without duplicates: the first-k sweep's
+    k = 0 is from scratch, and so on."""
+    out: list[tl.Setup] = []
+    for mode in modes:
+        for k in (ks if mode in ("last_k", "first_k_frozen", "first_k_finetuned") else [0]):
+            if mode == "last_k" and k == 0:
+                continue  # fine-tuning the last 0 stages is the feature extractor, said once
+            for bn in bns:
+                for norm in norms:
+                    s = tl.mode_setup(mode, stages, k)
+                    s = tl.Setup(s.copied, s.frozen, bn if s.copied > s.frozen else "update",
+                                 norm if s.copied else "source")
+                    s.check(stages)
+                    if s not in out:
+                        out.append(s)
+    return out
+
+
+def open_store() -> RunStore | None:
+    return widgets.open_store("The run store cannot be used", error=True)
+
+
+# ------------------------------------------------------------------ the page
+st.title("Transfer learning")
+st.caption("A net trained on one task reused on another: here a residual net trained on the digits 0–4 (source) "
+           "and the digits 5–9 with few labelled images (target). Each mode is trained with the same recipe and seeds "
+           "and tested on the same images: from scratch, the source as a fixed feature extractor (frozen body, new "
+           "linear head), fine-tuning everything or the last k stages, and Yosinski et al. 2014's \"transfer the "
+           "first k stages\"; with the source's, the target's or no input normalisation (\"mind the other model's "
+           "preprocessing\") and with BatchNorm's statistics updated or frozen.")
+
+# ------------------------------------------------------------------ 1. the recorded comparison
+st.subheader("1 · The recorded comparison")
+if not RESULTS_FILE.is_file():
+    where = RESULTS_FILE.relative_to(ROOT) if RESULTS_FILE.is_relative_to(ROOT) else RESULTS_FILE
+    st.info(f"No recorded comparison: `{where}` is not there. Record it with `{RECORD}` (see the README), or run a "
+            "comparison below.")
+else:
+    try:
+        recorded = cache.transfer_results(str(RESULTS_FILE), RESULTS_FILE.stat().st_mtime)
+    except LensError as exc:
+        error_box(exc)
+    else:
+        st.caption(describe(recorded.meta, recorded.results) + " " + took(recorded.meta))
+        show_comparison(recorded, "transfer_rec", RESULTS_FILE.stem)
+
+# ------------------------------------------------------------------ 2. the user's comparison
+st.subheader("2 · Run a comparison")
+st.caption("Every run is kept in the run store as soon as it finishes, keyed by the source net's weights, the setup, "
+           "the labels, the seed and the recipe: asking again for a run that is there shows it without training.")
+src_cols = st.columns([1, 2])
+source_kind = src_cols[0].radio("Source net", list(SOURCES), format_func=SOURCES.__getitem__, key="transfer_source")
+source: Checkpoint | None = None
+source_name = ""
+if source_kind == "shipped":
+    try:
+        source = cache.transfer_source()
+        source_name = SOURCES["shipped"]
+    except LensError as exc:
+        error_box(exc)
+else:
+    picked = widgets.checkpoint_picker("transfer", container=src_cols[1])
+    if picked is not None:
+        source, source_name = picked.checkpoint, picked.label
+make: Callable[[int | None, int, tl.Norm], Dataset] | None = None
+stages = 3
+if source is not None:
+    try:
+        make = check_source(source)
+    except LensError as exc:
+        error_box(exc)
+    else:
+        stages = len(source.model.stage_names)
+        size = source.spec.input_size if source.spec.input_size in DIGITS_SIZES else 16
+        src_cols[1].caption(f"{source.spec.name}: {stages} stages ({', '.join(source.model.stage_names)}); target "
+                            f"digits 5–9 at {size} px" + ("" if size == source.spec.input_size else
+                                                          f" (the net's input size is {source.spec.input_size})")
+                            + ".")
+
+row = st.columns(2)
+modes = row[0].multiselect("Modes", list(tl.MODES), DEFAULT_MODES, key="transfer_modes",
+                           format_func=tl.MODE_LABELS.__getitem__)
+labels = row[1].multiselect("Labelled images per class", list(LABEL_CHOICES), ["1", "20"], key="transfer_labels",
+                            format_func=setting)
+opts = st.columns(3)
+keep_valid("transfer_ks", list(range(stages + 1)), many=True)  # another source may have fewer stages
+ks = opts[0].multiselect(f"k (stages, 0–{stages}) for the last-k and first-k modes", list(range(stages + 1)), [1],
+                         key="transfer_ks", help="Fine-tune the last k stages; transfer the first k stages. "
+                                                 "Several k sweep them.")
+bns = opts[1].multiselect("BatchNorm while fine-tuning", list(tl.BN_MODES), ["update"], key="transfer_bn",
+                          format_func=BN_LABELS.__getitem__,
+                          help="Applies to copied stages that are fine-tuned; frozen stages keep their statistics.")
+norms = opts[2].multiselect("Input normalisation", list(tl.NORMS), ["source"], key="transfer_norms",
+                            format_func=tl.NORM_LABELS.__getitem__,
+                            help="Applies where something is copied from the source; from scratch uses the source's.")
+nums = st.columns(2)
+seeds = nums[0].number_input(range_label("Seeds", 1, 5), 1, 5, 1, key="transfer_seeds",
+                             help="Seeds 0, 1, …: each draws the labelled images and the fresh weights; the "
+                                  "mean ± std is over them.")
+steps = nums[1].number_input(range_label("SGD steps per run", 5, 3000), 5, 3000, 150, key="transfer_steps",
+                             help="The same number of steps for every mode and label setting (batch 32, lr 0.02, "
+                                  "cosine schedule); the recorded comparison's recipe is above.")
+
+plan: tl.Plan | None = None
+problems = []
+if not modes:
+    problems.append("Choose at least one mode.")
+if not labels:
+    problems.append("Choose at least one number of labelled images per class.")
+if any(m in ("last_k", "first_k_frozen", "first_k_finetuned") for m in modes) and not ks:
+    problems.append("Choose at least one k for the last-k and first-k modes.")
+if not bns:
+    problems.append("Choose at least one BatchNorm mode.")
+if not norms:
+    problems.append("Choose at least one input normalisation.")
+if problems:
+    st.error(" ".join(problems))
+elif make is not None:
+    try:
+        setups = chosen_setups(modes, [int(k) for k in ks], bns, norms, stages)
+        plan = tl.Plan(tuple(setups), tuple(None if n == "all" else int(n) for n in labels),
+                       tuple(range(int(seeds))), tl.Recipe(steps=int(steps)))
+    except LensError as exc:
+        error_box(exc)
+    else:
+        st.caption(f"{len(setups)} setup{'s' * (len(setups) != 1)} × {len(labels)} label setting"
+                   f"{'s' * (len(labels) != 1)} × {int(seeds)} seed{'s' * (int(seeds) != 1)} = "
+                   f"{len(plan.items())} runs: " + "; ".join(tl.setup_label(s, stages) for s in setups) + ".")
+store = open_store()
+
+stopped = st.session_state.pop("transfer_active", None)  # left behind by a comparison a rerun interrupted
+if stopped is not None and store is not None:
+    was_source, was_plan, was_name = stopped
+    try:
+        # nothing is kept from training here: cancel() is True from the start, so only stored runs come back
+        partial = tl.run_plan(was_source, was_plan, store=store, target=target_maker(was_source),
+                              cancel=lambda: True)
+    except LensError as exc:
+        error_box(exc)
+    else:
+        st.warning(f"The comparison was stopped before it finished (Cancel, or another click while it ran). The "
+                   f"{len(partial.results)} of {len(was_plan.items())} runs that had finished are kept in the run "
+                   "store and shown below; the run in progress was dropped. Run the same comparison again to train "
+                   "only the rest.")
+        st.session_state["transfer_result"] = (partial, was_name)
+
+go_run = st.button("Run comparison", type="primary", key="transfer_run", disabled=plan is None or store is None,
+                   help="Train every run the run store does not hold yet, one after another in this server.")
+if go_run and plan is not None and store is not None and source is not None:  # the button is disabled otherwise
+    st.session_state["transfer_active"] = (source, plan, source_name)
+    # placeholders: the button and the bars are there while the comparison runs, and gone when it ends
+    cancel_slot, plan_slot, run_slot = st.empty(), st.empty(), st.empty()
+    cancel_slot.button("Cancel", key="transfer_cancel",
+                       help="Stops the comparison: the runs that finished stay in the run store; the one running is "
+                            "dropped.")
+    plan_bar = plan_slot.progress(0.0, text="starting…")
+    drawn = {"plan": -1, "run": -1}
+
+    def progress(p: tl.PlanProgress) -> None:
+        # a run's last call says it finished (fraction 1 with done counting it); before that, done
+        # counts the runs before it and fraction is how far this one is
+        finished = p.fraction >= 1.0
+        overall = p.done / max(p.total, 1) if finished else (p.done + p.fraction) / max(p.total, 1)
+        if int(1000 * overall) > drawn["plan"]:
+            drawn["plan"] = int(1000 * overall)
+            plan_bar.progress(min(overall, 1.0), text=f"run {p.done if finished else p.done + 1} of {p.total}")
+        if int(1000 * p.fraction) != drawn["run"]:  # redraw at most 1000 times per run
+            drawn["run"] = int(1000 * p.fraction)
+            run_slot.progress(min(p.fraction, 1.0), text=f"{p.label}: {p.fraction:.0%}")
+
+    try:
+        result = tl.run_plan(source, plan, store=store, target=make, progress=progress)
+    except LensError as exc:
+        error_box(exc)
+    else:
+        st.session_state["transfer_result"] = (result, source_name)
+        st.success(f"Comparison finished: {result.trained} runs trained, {result.reused} found in the run store, "
+                   f"{result.seconds:,.1f} s.")
+    finally:  # finished or refused: neither the button nor the bars stay on screen
+        cancel_slot.empty()
+        plan_slot.empty()
+        run_slot.empty()
+    st.session_state.pop("transfer_active", None)
+
+yours = st.session_state.get("transfer_result")
+if yours is not None:
+    mine, mine_name = yours
+    st.markdown("#### Your comparison")
+    metric_row([Metric("Trained now", f"{mine.trained}"), Metric("Found in the run store", f"{mine.reused}"),
+                Metric("Wall time", f"{mine.seconds:,.1f} s")])
+    st.caption(f"Source: {mine_name}. " + describe(mine.meta, mine.results))
+    show_comparison(mine, "transfer_yours", "transfer")
+st.caption(f"Runs are kept in the run store at `{default_home()}` (set RESNET_LENS_HOME to move it).")

@@ -1,0 +1,316 @@
+"""The Transfer learning page: the recorded comparison with its exact numbers, the message for a missing
+or damaged file, a comparison run from the page (stored, reused on the second run), one a rerun
+interrupted, and bad input as one message and no run."""
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from analysis import train
+from analysis import transfer as tl
+from analysis.checkpoints import load_checkpoint
+from analysis.runstore import RunStore, net_key
+from ui.urlstate import REGISTRY
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = str(ROOT / "app_pages" / "transfer.py")
+SOURCE = ROOT / "checkpoints" / "transfer" / "digits04_resnet20.pt"
+STAGES = 3
+SETTINGS = {"selectbox", "multiselect", "radio", "checkbox", "number_input", "slider", "select_slider", "text_input"}
+
+pytestmark = pytest.mark.usefixtures("own_run_store")
+
+
+def pct(mean: float, std: float) -> str:
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+@pytest.fixture(scope="module")
+def source():
+    return load_checkpoint(SOURCE)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, source) -> tuple[Path, tl.PlanResult]:
+    """A results file from a tiny real comparison: the three named modes, the feature extractor
+    without normalisation and fine-tuning with BatchNorm statistics frozen; 1 and all labels per
+    class, two seeds, 5 SGD steps."""
+    setups = (tl.mode_setup("scratch", STAGES), tl.mode_setup("frozen", STAGES), tl.mode_setup("finetune", STAGES),
+              tl.mode_setup("frozen", STAGES, norm="none"), tl.mode_setup("finetune", STAGES, bn="frozen"))
+    result = tl.run_plan(source, tl.Plan(setups, (1, None), (0, 1), tl.Recipe(steps=5)))
+    path = tmp_path_factory.mktemp("recorded") / "transfer.json"
+    tl.write_results(str(path), result)
+    return path, tl.load_results(str(path))  # the numbers as the file has them (JSON keeps 10 digits)
+
+
+@pytest.fixture
+def fits(monkeypatch) -> list[int]:
+    """Every call of analysis.train.fit (what a transfer run trains with), by number of training images."""
+    calls: list[int] = []
+    real = train.fit
+
+    @functools.wraps(real)
+    def counted(model, data, *args, **kwargs):
+        calls.append(len(data.y_train))
+        return real(model, data, *args, **kwargs)
+
+    monkeypatch.setattr(train, "fit", counted)
+    return calls
+
+
+def page(monkeypatch, results: Path) -> AppTest:
+    monkeypatch.setenv("RESNET_LENS_TRANSFER_RESULTS", str(results))
+    return AppTest.from_file(PAGE, default_timeout=300).run()
+
+
+def clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def frames(at: AppTest) -> list:
+    return [d.value for d in at.dataframe]
+
+
+def with_columns(at: AppTest, *columns: str):
+    """The one table on screen that has these columns (and not those written '-name')."""
+    (found,) = [df for df in frames(at) if all((c[1:] not in df.columns) if c.startswith("-") else c in df.columns
+                                               for c in columns)]
+    return found
+
+
+def keyed_settings(at: AppTest) -> list[tuple[str, str]]:
+    """(key, type) of every keyed setting widget on screen (no button, download or chart)."""
+    out: list[tuple[str, str]] = []
+
+    def walk(node: object) -> None:
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+        key = getattr(node, "key", None)
+        if key and getattr(node, "type", "") in SETTINGS:
+            out.append((key, getattr(node, "type", "")))
+
+    walk(at._tree)
+    return out
+
+
+def traces(at: AppTest, chart: str, name: str) -> list[dict]:
+    """The traces called ``name`` of the chart keyed ``chart`` (its key ends the element's id)."""
+    return [t for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{chart}")
+            for t in json.loads(c.proto.spec)["data"] if t.get("name") == name]
+
+
+def test_the_recorded_comparison_shows_the_files_numbers(monkeypatch, recorded):
+    path, result = recorded
+    at = page(monkeypatch, path)
+    clean(at)
+    assert not at.error and not at.warning
+    s = result.summary.set_index(["setup", "labels"])
+
+    def mean(setup: str, labels: str) -> float:
+        return float(s.loc[(setup, labels), "test_acc_mean"])
+
+    def std(setup: str, labels: str) -> float:
+        return float(s.loc[(setup, labels), "test_acc_std"])
+
+    m = metrics(at)
+    assert (m["Runs"], m["Setups"], m["Seeds"]) == ("20", "5", "2")
+    for mode in ("from scratch", "fixed feature extractor", "fine-tune everything"):
+        assert m[f"{mode}, 1 per class"] == f"{100 * mean(mode, '1'):.1f} %"
+    acc = with_columns(at, "setup", "1 per class", "all labelled", "seeds")
+    assert list(acc["setup"]) == list(dict.fromkeys(result.results["setup"]))
+    assert list(acc["1 per class"]) == [pct(mean(x, "1"), std(x, "1")) for x in acc["setup"]]
+    assert list(acc["all labelled"]) == [pct(mean(x, "all"), std(x, "all")) for x in acc["setup"]]
+    assert list(acc["seeds"]) == [2] * 5
+    # the chart: the modes (not the preprocessing or BatchNorm variants), the file's means in per cent
+    (scratch,) = traces(at, "transfer_rec_labels_chart", "from scratch")
+    assert [round(y, 6) for y in scratch["y"]] == [round(100 * mean("from scratch", n), 6) for n in ("1", "all")]
+    all_images = result.results.loc[result.results["per_class"].isna(), "train_images"].iloc[0]
+    assert scratch["x"] == [1.0, all_images / 5]
+    assert traces(at, "transfer_rec_labels_chart", "fixed feature extractor")
+    assert not traces(at, "transfer_rec_labels_chart", "fixed feature extractor (no normalisation)")
+    # the first-k chart maps k = 0 to from scratch, k = 3 to the feature extractor and fine-tune everything
+    (frozen_line,) = traces(at, "transfer_rec_k_chart", "first k stages frozen")
+    (tuned_line,) = traces(at, "transfer_rec_k_chart", "first k stages fine-tuned")
+    assert frozen_line["x"] == [0, 3] and tuned_line["x"] == [0, 3]
+    assert [round(y, 6) for y in frozen_line["y"]] == [round(100 * mean(x, "1"), 6)
+                                                      for x in ("from scratch", "fixed feature extractor")]
+    assert [round(y, 6) for y in tuned_line["y"]] == [round(100 * mean(x, "1"), 6)
+                                                     for x in ("from scratch", "fine-tune everything")]
+    # preprocessing and BatchNorm: the accuracies and the measured differences in points
+    norm = with_columns(at, "source statistics %", "no normalisation %")
+    free, none = "fixed feature extractor", "fixed feature extractor (no normalisation)"
+    assert list(norm["labels"]) == ["1 per class", "all labelled"]
+    assert list(norm["no normalisation %"]) == [pct(mean(none, n), std(none, n)) for n in ("1", "all")]
+    assert list(norm["no normalisation − source statistics (points)"]) == [
+        f"{100 * (mean(none, n) - mean(free, n)):+.1f}" for n in ("1", "all")]
+    bn = with_columns(at, "running statistics updated %", "running statistics frozen %")
+    tuned, fixed = "fine-tune everything", "fine-tune everything (BN statistics frozen)"
+    assert list(bn["running statistics frozen − running statistics updated (points)"]) == [
+        f"{100 * (mean(fixed, n) - mean(tuned, n)):+.1f}" for n in ("1", "all")]
+    # the linear probe by stage, and the readings, one line each
+    probe = with_columns(at, "stage", "features")
+    assert list(probe["stage"]) == ["layer1", "layer2", "layer3"] and list(probe["features"]) == [16, 32, 64]
+    expected = result.probe[result.probe["per_class"] == 1]["test_acc"]
+    assert list(probe["1 per class %"]) == [f"{100 * v:.1f}" for v in expected]
+    text = " ".join(md.value for md in at.markdown)
+    lines = tl.readings(result.summary, STAGES)
+    assert lines and all(f"- {line}" in text for line in lines)
+    caption = " ".join(c.value for c in at.caption)
+    assert "Source net: cifar_resnet20 (3 stages)" in caption and "5 SGD steps" in caption
+    assert "labelled training images per class: 1, all; 2 seeds (0, 1)" in caption
+    assert f"Recording it took {result.seconds:,.1f} s (20 runs trained, 0 found in the run store)" in caption
+    assert [d.proto.label for d in at.get("download_button")][:4] == [
+        "Download runs (CSV)", "Download summary (CSV)", "Download curves (CSV)", "Download probe (CSV)"]
+
+
+def test_time_to_a_target_accuracy_and_the_curves_follow_their_widgets(monkeypatch, recorded):
+    path, result = recorded
+    at = page(monkeypatch, path)
+    at.slider(key="transfer_rec_threshold").set_value(20).run()
+    clean(at)
+    times = with_columns(at, "setup", "1 per class", "all labelled", "-seeds")
+    hits = tl.time_to(result.curves, 0.2)
+    scratch_all = hits[(hits["setup"] == "from scratch") & hits["per_class"].isna()]
+    assert scratch_all["seconds"].notna().all()  # every run of 5 steps beats chance at 20 %
+    cell = times.set_index("setup").loc["from scratch", "all labelled"]
+    assert cell == f"{scratch_all['seconds'].mean():.1f} s, epoch {scratch_all['epoch'].mean():.0f} (2/2)"
+    at.slider(key="transfer_rec_threshold").set_value(100).run()
+    times = with_columns(at, "setup", "1 per class", "all labelled", "-seeds")
+    assert set(times["all labelled"]) == {"not reached (0/2)"}
+    # the curves at the chosen setting: one line per seed of each chosen setup, on the chosen axis
+    at.selectbox(key="transfer_rec_at").set_value("all").run()
+    at.multiselect(key="transfer_rec_curve_setups").set_value(["fine-tune everything"])
+    at.radio(key="transfer_rec_curve_x").set_value("seconds").run()
+    clean(at)
+    lines = traces(at, "transfer_rec_curves_chart", "fine-tune everything")
+    c = result.curves
+    want = c[(c["setup"] == "fine-tune everything") & c["per_class"].isna()]
+    assert len(lines) == 2
+    assert sorted(v for t in lines for v in t["x"]) == sorted(want["seconds"])
+
+
+def test_no_results_file_is_said_plainly(monkeypatch, tmp_path):
+    missing = tmp_path / "transfer_digits.json"
+    at = page(monkeypatch, missing)
+    clean(at)
+    info = at.info[0].value
+    assert f"No recorded comparison: `{missing}` is not there" in info
+    assert "python -m analysis transfer --default-setups --out results/transfer_digits.json" in info
+    assert not at.dataframe and not at.error
+    assert not at.button(key="transfer_run").disabled
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    at = page(monkeypatch, bad)
+    clean(at)
+    assert f"{bad}: not a transfer results file" in at.error[0].value
+
+
+def tiny(at: AppTest, modes: list[str]) -> AppTest:
+    at.multiselect(key="transfer_modes").set_value(modes)
+    at.multiselect(key="transfer_labels").set_value(["1"])
+    return at.number_input(key="transfer_steps").set_value(5).run()
+
+
+def test_a_comparison_run_from_the_page_is_stored_shown_and_reused(monkeypatch, tmp_path, fits, source):
+    at = tiny(page(monkeypatch, tmp_path / "none.json"), ["scratch", "frozen"])
+    assert at.number_input(key="transfer_seeds").value == 1
+    at.button(key="transfer_run").click().run()
+    clean(at)
+    assert fits == [5, 5]  # two runs, one labelled image of each of the five digits
+    from ui import cache
+
+    stored = cache.run_store().sweeps_of(net_key(source))
+    assert [s.kind for s in stored] == ["transfer", "transfer"]
+    m = metrics(at)
+    assert (m["Runs"], m["Trained now"], m["Found in the run store"]) == ("2", "2", "0")
+    assert "Comparison finished: 2 runs trained, 0 found in the run store" in at.success[0].value
+    acc = with_columns(at, "setup", "1 per class", "seeds")
+    assert list(acc["setup"]) == ["from scratch", "fixed feature extractor"]
+    mine = at.session_state["transfer_result"][0].results.set_index("setup")["test_acc"]
+    assert list(acc["1 per class"]) == [f"{100 * mine[x]:.1f}" for x in acc["setup"]]  # one seed: no ± part
+    caption = " ".join(c.value for c in at.caption)
+    assert "Source: the shipped digits 0–4 net (cifar_resnet20). Source net: cifar_resnet20" in caption
+    assert "5 SGD steps" in caption
+
+    # the widgets of the user's comparison are settings the URL keeps, like every other
+    shown = [key for key, _ in keyed_settings(at) if key.startswith("transfer_yours_")]
+    assert len(shown) == 4 and all(REGISTRY["transfer"].name(key) for key in shown), shown
+
+    fits.clear()
+    at.button(key="transfer_run").click().run()
+    clean(at)
+    assert fits == []  # both runs came from the store
+    m = metrics(at)
+    assert (m["Trained now"], m["Found in the run store"]) == ("0", "2")
+    assert list(with_columns(at, "setup", "1 per class", "seeds")["1 per class"]) == list(acc["1 per class"])
+    assert "0 runs trained, 2 found in the run store" in at.success[0].value
+
+
+def test_a_comparison_a_rerun_interrupted_keeps_and_shows_its_finished_runs(monkeypatch, tmp_path, fits, source):
+    from ui import cache
+
+    recipe = tl.Recipe(steps=5)
+    first = tl.mode_setup("scratch", STAGES)
+    tl.run_plan(source, tl.Plan((first,), (1,), (0,), recipe), store=cache.run_store())  # the one that finished
+    fits.clear()
+    plan = tl.Plan((first, tl.mode_setup("frozen", STAGES)), (1,), (0,), recipe)
+    monkeypatch.setenv("RESNET_LENS_TRANSFER_RESULTS", str(tmp_path / "none.json"))
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state["transfer_active"] = (source, plan, "the shipped net")  # what a Cancel click leaves behind
+    at.run()
+    clean(at)
+    assert len(fits) == 1  # the missing run is started and stopped at once: nothing of it is kept
+    assert len(cache.run_store().sweeps_of(net_key(source))) == 1
+    (warning,) = [w.value for w in at.warning]
+    assert "The 1 of 2 runs that had finished are kept in the run store and shown below" in warning
+    m = metrics(at)
+    assert (m["Runs"], m["Trained now"], m["Found in the run store"]) == ("1", "0", "1")
+    assert list(with_columns(at, "setup", "1 per class", "seeds")["setup"]) == ["from scratch"]
+    assert "transfer_active" not in at.session_state
+    at.run()  # said once: the next rerun shows the kept runs without the warning
+    assert not at.warning and metrics(at)["Found in the run store"] == "1"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"transfer_modes": []}, "Choose at least one mode."),
+    ({"transfer_labels": []}, "Choose at least one number of labelled images per class."),
+    ({"transfer_modes": ["last_k"], "transfer_ks": []}, "Choose at least one k for the last-k and first-k modes."),
+    ({"transfer_norms": []}, "Choose at least one input normalisation."),
+    ({"transfer_source": "checkpoint", "transfer_ckpt": "shipped: mnist1d_resnet20"},
+     "the source net is 1-D and the target data 2-D"),
+])
+def test_bad_input_is_one_message_and_no_run(monkeypatch, tmp_path, change, message):
+    at = page(monkeypatch, tmp_path / "none.json")
+    for key, value in change.items():
+        if key == "transfer_source":
+            at.radio(key=key).set_value(value).run()
+        elif key == "transfer_ckpt":
+            at.selectbox(key=key).set_value(value)
+        else:
+            at.multiselect(key=key).set_value(value)
+    at.run()
+    clean(at)
+    assert len(at.error) == 1 and message in at.error[0].value
+    assert at.button(key="transfer_run").disabled
+
+
+def test_a_digits_checkpoint_is_a_source_too(monkeypatch, tmp_path, fits):
+    """Any checkpoint that reads the digits can be the source: the shipped 10-class digits net."""
+    at = page(monkeypatch, tmp_path / "none.json")
+    at.radio(key="transfer_source").set_value("checkpoint").run()
+    at.selectbox(key="transfer_ckpt").set_value("shipped: digits_resnet20")
+    at = tiny(at, ["finetune"])
+    assert not at.error
+    at.button(key="transfer_run").click().run()
+    clean(at)
+    assert fits == [5]
+    caption = " ".join(c.value for c in at.caption)
+    assert "Source: shipped: digits_resnet20." in caption
+    assert RunStore().sweeps_of(net_key(load_checkpoint(ROOT / "checkpoints" / "digits_resnet20.pt")))
