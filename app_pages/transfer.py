@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,7 @@ import streamlit as st
 
 from analysis import transfer as tl
 from analysis.checkpoints import Checkpoint
-from analysis.data import DIGITS_SIZES, Dataset
 from analysis.errors import LensError
-from analysis.meta import Normalisation
 from analysis.runstore import RunStore, default_home
 from ui import cache, render, widgets
 from ui.widgets import Metric, error_box, metric_row, range_label, table
@@ -32,6 +29,7 @@ SOURCES = {"shipped": "the shipped digits 0–4 net (cifar_resnet20)", "checkpoi
 BN_LABELS = {"update": "running statistics updated", "frozen": "running statistics frozen"}
 DEFAULT_MODES = ["scratch", "frozen", "finetune"]
 TARGET_TEXT = "the digits 5–9 (every one of their test images)"
+ROW_PX = 35  # st.dataframe's row height
 NAMED = ("from scratch", "fixed feature extractor", "fine-tune everything")  # the headline modes
 
 
@@ -249,7 +247,8 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
                 Metric("Seeds", f"{results['seed'].nunique()}"), *headline])
 
     st.markdown("**Target test accuracy (%) by labelled images per class** — mean ± std over seeds")
-    table(accuracy_table(summary))
+    acc_rows = accuracy_table(summary)
+    table(acc_rows, height=ROW_PX * (len(acc_rows) + 1) + 3)  # every setup in view, no scrolling inside
     frame, ticks = vs_labels_frame(summary, results, stages)
     render.show(render.accuracy_vs_labels(frame, ticks), key=f"{prefix}_labels_chart")
     st.caption("Solid: the named modes; dashed: the first k stages transferred and frozen; dotted: transferred and "
@@ -306,7 +305,7 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
     else:
         st.info("This comparison holds no learning curves.")
 
-    st.markdown("#### Preprocessing: the frozen source net under three normalisations")
+    st.markdown("#### Preprocessing: the frozen source net with other input normalisations")
     norm_series = {tl.setup_label(tl.mode_setup("frozen", stages, norm=n), stages): tl.NORM_LABELS[n]
                    for n in tl.NORMS}
     nf = variant_frame(summary, norm_series)
@@ -357,34 +356,12 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
                             mime="text/csv", on_click="ignore", key=f"{prefix}_{what}_csv")
 
 
-# ------------------------------------------------------------------ the source and its target
-def target_maker(source: Checkpoint) -> Callable[[int | None, int, tl.Norm], Dataset]:
-    """The digits 5-9 at the source's input size when it is a digits size (else 16 px: global
-    average pooling reads another size), normalised as each run asks."""
-    size = source.spec.input_size if source.spec.input_size in DIGITS_SIZES else 16
-    stats = source.meta.normalisation or Normalisation((0.0,), (1.0,))  # used only with norm="source"
-
-    def make(per_class: int | None, seed: int, norm: tl.Norm) -> Dataset:
-        return tl.digits_target(per_class, seed, norm, tl.source_normalisation(source) if norm == "source" else stats,
-                                size=size)
-
-    return make
-
-
-def check_source(source: Checkpoint) -> Callable[[int | None, int, tl.Norm], Dataset]:
-    """The target maker for ``source``, or the LensError saying why the source cannot serve the
-    digits 5-9 (dimensions, channels, no recorded normalisation: the probe reads the target with it)."""
-    make = target_maker(source)
-    tl.check_compatible(source, make(1, 0, "none"))
-    tl.source_normalisation(source)
-    return make
-
-
+# ------------------------------------------------------------------ the source and its setups
 def chosen_setups(modes: list[str], ks: list[int], bns: list[tl.BnMode], norms: list[tl.Norm],
                   stages: int) -> list[tl.Setup]:
-    """Every chosen mode with every chosen k (the k modes), BatchNorm mode (where copied stages are
-    fine-tuned) and normalisation (where something is copied), without duplicates: the first-k sweep's
-    k = 0 is from scratch, and so on."""
+    """Every chosen mode with every chosen k (the k modes), BatchNorm mode (only where copied stages
+    are fine-tuned: elsewhere it changes nothing, and two equal runs would share a name) and
+    normalisation, without duplicates: the first-k sweep's k = 0 is from scratch, and so on."""
     out: list[tl.Setup] = []
     for mode in modes:
         for k in (ks if mode in ("last_k", "first_k_frozen", "first_k_finetuned") else [0]):
@@ -393,8 +370,7 @@ def chosen_setups(modes: list[str], ks: list[int], bns: list[tl.BnMode], norms: 
             for bn in bns:
                 for norm in norms:
                     s = tl.mode_setup(mode, stages, k)
-                    s = tl.Setup(s.copied, s.frozen, bn if s.copied > s.frozen else "update",
-                                 norm if s.copied else "source")
+                    s = tl.Setup(s.copied, s.frozen, bn if s.copied > s.frozen else "update", norm)
                     s.check(stages)
                     if s not in out:
                         out.append(s)
@@ -447,20 +423,21 @@ else:
     picked = widgets.checkpoint_picker("transfer", container=src_cols[1])
     if picked is not None:
         source, source_name = picked.checkpoint, picked.label
-make: Callable[[int | None, int, tl.Norm], Dataset] | None = None
+usable = False
 stages = 3
 if source is not None:
     try:
-        make = check_source(source)
+        # what cannot adapt (dimensions, channels) is refused here, before any setting is read
+        target = tl.digits_target(None, 0, "none", None)
+        tl.check_compatible(source, target)
     except LensError as exc:
         error_box(exc)
     else:
+        usable = True
         stages = len(source.model.stage_names)
-        size = source.spec.input_size if source.spec.input_size in DIGITS_SIZES else 16
-        src_cols[1].caption(f"{source.spec.name}: {stages} stages ({', '.join(source.model.stage_names)}); target "
-                            f"digits 5–9 at {size} px" + ("" if size == source.spec.input_size else
-                                                          f" (the net's input size is {source.spec.input_size})")
-                            + ".")
+        src_cols[1].caption(f"{source.spec.name}: {stages} stages ({', '.join(source.model.stage_names)}); target: "
+                            f"the digits 5–9 at {target.size} px. " + "; ".join(
+                                n[0].upper() + n[1:] for n in tl.adaptation_notes(source, target)) + ".")
 
 row = st.columns(2)
 modes = row[0].multiselect("Modes", list(tl.MODES), DEFAULT_MODES, key="transfer_modes",
@@ -477,7 +454,9 @@ bns = opts[1].multiselect("BatchNorm while fine-tuning", list(tl.BN_MODES), ["up
                           help="Applies to copied stages that are fine-tuned; frozen stages keep their statistics.")
 norms = opts[2].multiselect("Input normalisation", list(tl.NORMS), ["source"], key="transfer_norms",
                             format_func=tl.NORM_LABELS.__getitem__,
-                            help="Applies where something is copied from the source; from scratch uses the source's.")
+                            help="The target's inputs normalised with the source net's statistics (what it was "
+                                 "trained with), the target's own labelled images' statistics, or not at all; for "
+                                 "every chosen mode, from scratch included.")
 nums = st.columns(2)
 seeds = nums[0].number_input(range_label("Seeds", 1, 5), 1, 5, 1, key="transfer_seeds",
                              help="Seeds 0, 1, …: each draws the labelled images and the fresh weights; the "
@@ -500,13 +479,15 @@ if not norms:
     problems.append("Choose at least one input normalisation.")
 if problems:
     st.error(" ".join(problems))
-elif make is not None:
+elif usable and source is not None:
     try:
         setups = chosen_setups(modes, [int(k) for k in ks], bns, norms, stages)
         plan = tl.Plan(tuple(setups), tuple(None if n == "all" else int(n) for n in labels),
                        tuple(range(int(seeds))), tl.Recipe(steps=int(steps)))
+        tl.check_plan(source, plan)  # everything run_plan would refuse, refused before the button
     except LensError as exc:
         error_box(exc)
+        plan = None
     else:
         st.caption(f"{len(setups)} setup{'s' * (len(setups) != 1)} × {len(labels)} label setting"
                    f"{'s' * (len(labels) != 1)} × {int(seeds)} seed{'s' * (int(seeds) != 1)} = "
@@ -518,8 +499,7 @@ if stopped is not None and store is not None:
     was_source, was_plan, was_name = stopped
     try:
         # nothing is kept from training here: cancel() is True from the start, so only stored runs come back
-        partial = tl.run_plan(was_source, was_plan, store=store, target=target_maker(was_source),
-                              cancel=lambda: True)
+        partial = tl.run_plan(was_source, was_plan, store=store, cancel=lambda: True)
     except LensError as exc:
         error_box(exc)
     else:
@@ -554,7 +534,7 @@ if go_run and plan is not None and store is not None and source is not None:  # 
             run_slot.progress(min(p.fraction, 1.0), text=f"{p.label}: {p.fraction:.0%}")
 
     try:
-        result = tl.run_plan(source, plan, store=store, target=make, progress=progress)
+        result = tl.run_plan(source, plan, store=store, progress=progress)
     except LensError as exc:
         error_box(exc)
     else:

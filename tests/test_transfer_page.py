@@ -2,6 +2,7 @@
 or damaged file, a comparison run from the page (stored, reused on the second run), one a rerun
 interrupted, and bad input as one message and no run."""
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -314,3 +315,21 @@ def test_a_digits_checkpoint_is_a_source_too(monkeypatch, tmp_path, fits):
     caption = " ".join(c.value for c in at.caption)
     assert "Source: shipped: digits_resnet20." in caption
     assert RunStore().sweeps_of(net_key(load_checkpoint(ROOT / "checkpoints" / "digits_resnet20.pt")))
+
+
+def test_a_source_without_recorded_statistics_needs_another_normalisation(monkeypatch, tmp_path, source):
+    """A net whose checkpoint records no input normalisation (a bare state_dict, say) cannot have the
+    target normalised 'with the source's statistics': said before any run; the target's own work."""
+    from ui import cache
+
+    bare = dataclasses.replace(source, meta=dataclasses.replace(source.meta, normalisation=None))
+    run = cache.run_store().save_run("digits 0-4 net, no statistics", bare)
+    at = page(monkeypatch, tmp_path / "none.json")
+    at.radio(key="transfer_source").set_value("checkpoint").run()
+    at.selectbox(key="transfer_ckpt").set_value(f"trained here: {run.label}").run()
+    clean(at)
+    assert len(at.error) == 1 and "records no input normalisation" in at.error[0].value
+    assert at.button(key="transfer_run").disabled
+    at.multiselect(key="transfer_norms").set_value(["target"]).run()
+    clean(at)
+    assert not at.error and not at.button(key="transfer_run").disabled
