@@ -503,11 +503,17 @@ if stopped is not None and store is not None:
     except LensError as exc:
         error_box(exc)
     else:
-        st.warning(f"The comparison was stopped before it finished (Cancel, or another click while it ran). The "
-                   f"{len(partial.results)} of {len(was_plan.items())} runs that had finished are kept in the run "
-                   "store and shown below; the run in progress was dropped. Run the same comparison again to train "
-                   "only the rest.")
-        st.session_state["transfer_result"] = (partial, was_name)
+        kept = len(partial.results)
+        if kept:
+            st.warning(f"The comparison was stopped before it finished (Cancel, or another click while it ran). The "
+                       f"{kept} of {len(was_plan.items())} runs that had finished are kept in the run store and shown "
+                       "below; the run in progress was dropped. Run the same comparison again to train only the "
+                       "rest.")
+            st.session_state["transfer_result"] = (partial, was_name)
+        else:
+            st.warning("The comparison was stopped (Cancel, or another click while it ran) before its first run "
+                       "finished: nothing was kept.")
+            st.session_state.pop("transfer_result", None)
 
 go_run = st.button("Run comparison", type="primary", key="transfer_run", disabled=plan is None or store is None,
                    help="Train every run the run store does not hold yet, one after another in this server.")

@@ -333,3 +333,15 @@ def test_a_source_without_recorded_statistics_needs_another_normalisation(monkey
     at.multiselect(key="transfer_norms").set_value(["target"]).run()
     clean(at)
     assert not at.error and not at.button(key="transfer_run").disabled
+
+
+def test_a_comparison_stopped_in_its_first_run_keeps_nothing_and_says_so(monkeypatch, tmp_path, fits, source):
+    plan = tl.Plan((tl.mode_setup("scratch", STAGES),), (1,), (0,), tl.Recipe(steps=5))
+    monkeypatch.setenv("RESNET_LENS_TRANSFER_RESULTS", str(tmp_path / "none.json"))
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state["transfer_active"] = (source, plan, "the shipped net")
+    at.run()
+    clean(at)
+    (warning,) = [w.value for w in at.warning]
+    assert "before its first run finished: nothing was kept" in warning
+    assert "transfer_result" not in at.session_state and "Trained now" not in metrics(at)
