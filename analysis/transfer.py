@@ -573,11 +573,11 @@ def check_plan(source: Checkpoint, plan: Plan, target: Target | None = None) -> 
     them, a source whose input the target does not fit."""
     stages = len(source.model.stage_names)
     plan.check(stages)
+    full = _target_maker(source, target)(None, plan.seeds[0], "none")
+    check_compatible(source, full)  # what cannot adapt is said first: no normalisation would fix it
+    check_labels(full, plan.labels)
     if target is None and any(s.norm == "source" for s in plan.setups):
         source_normalisation(source)
-    full = _target_maker(source, target)(None, plan.seeds[0], "none")
-    check_compatible(source, full)
-    check_labels(full, plan.labels)
 
 
 CURVE_COLUMNS = ["setup", "per_class", "seed", "epoch", "test_acc", "train_acc", "seconds"]
@@ -671,14 +671,19 @@ def write_results(path: str, result: PlanResult) -> None:
         atomic_write(Path(path), result.results.to_csv(index=False).encode())
         return
 
+    def plain(v: Any) -> Any:
+        v = v.item() if isinstance(v, np.generic) else v
+        return None if isinstance(v, float) and math.isnan(v) else v  # JSON has no NaN
+
     def records(df: pd.DataFrame) -> list[dict[str, Any]]:
-        return json.loads(df.to_json(orient="records"))
+        # not DataFrame.to_json, which keeps 10 significant digits: the numbers must read back equal
+        return [{str(k): plain(v) for k, v in row.items()} for row in df.to_dict("records")]
 
     payload = {"format": RESULTS_FORMAT, "meta": {**result.meta, "seconds": round(result.seconds, 1),
                                                   "trained": result.trained, "reused": result.reused,
                                                   "cancelled": result.cancelled},
                "results": records(result.results), "curves": records(result.curves), "probe": records(result.probe)}
-    atomic_write(Path(path), json.dumps(payload).encode())
+    atomic_write(Path(path), json.dumps(payload, allow_nan=False).encode())
 
 
 def load_results(path: str) -> PlanResult:

@@ -308,9 +308,10 @@ def test_a_plan_keeps_every_run_and_a_second_call_trains_nothing(src, planned, m
     again = T.run_plan(src, plan, store=store, target=small_target(src))
     assert calls["fit"] == 0 and (again.trained, again.reused) == (0, 4)
     cols = [c for c in T.RESULT_COLUMNS if c != "per_class"]
-    pd.testing.assert_frame_equal(again.results[cols], first.results[cols], check_dtype=False)
-    pd.testing.assert_frame_equal(again.curves, first.curves, check_dtype=False)
-    pd.testing.assert_frame_equal(again.probe, first.probe)
+    exact = dict(check_dtype=False, check_exact=True)
+    pd.testing.assert_frame_equal(again.results[cols], first.results[cols], **exact)
+    pd.testing.assert_frame_equal(again.curves, first.curves, **exact)
+    pd.testing.assert_frame_equal(again.probe, first.probe, **exact)
 
 
 def test_cancel_keeps_the_finished_runs_only(src, tmp_path, monkeypatch):
@@ -364,13 +365,14 @@ def test_results_file_round_trip(planned, tmp_path):
     back = T.load_results(str(path))
     assert json.loads(path.read_text())["format"] == "resnet-lens-transfer/1"
     assert [None if math.isnan(v) else v for v in back.results["per_class"]] == [1, None, 1, None]
+    exact = dict(check_dtype=False, check_exact=True)  # every number as written, to the last bit
     pd.testing.assert_frame_equal(back.results.drop(columns="per_class"), res.results.drop(columns="per_class"),
-                                  check_dtype=False)
-    pd.testing.assert_frame_equal(back.curves, res.curves, check_dtype=False)
-    pd.testing.assert_frame_equal(back.probe, res.probe, check_dtype=False)
+                                  **exact)
+    pd.testing.assert_frame_equal(back.curves, res.curves, **exact)
+    pd.testing.assert_frame_equal(back.probe, res.probe, **exact)
     assert (back.trained, back.reused, back.cancelled) == (4, 0, False)
     assert back.meta["labels"] == [1, None] and back.meta["recipe"]["steps"] == 5 and back.meta["stages"] == 3
-    pd.testing.assert_frame_equal(back.summary, res.summary, check_dtype=False)
+    pd.testing.assert_frame_equal(back.summary, res.summary, **exact)
     T.write_results(str(tmp_path / "t.csv"), res)
     csv = pd.read_csv(tmp_path / "t.csv")
     assert list(csv.columns) == T.RESULT_COLUMNS and list(csv["test_acc"]) == list(res.results["test_acc"])
