@@ -1,0 +1,139 @@
+"""``python -m analysis transfer`` (issue 14): one tiny end-to-end run writing JSON and CSV, the
+second call training nothing, Ctrl-C keeping the finished runs, and every bad input refused in one
+line before any training."""
+
+import json
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import analysis.train
+from analysis import transfer as T
+from analysis.__main__ import Interrupted, Stop, main, run
+from analysis.checkpoints import load_checkpoint
+from analysis.compat import deterministic_state_dict
+from analysis.runstore import RunStore, net_key
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = json.loads((ROOT / "tests" / "fixtures" / "torchvision_state_dicts.json").read_text())["keys"]
+
+
+def counting_fit(monkeypatch, then=None) -> dict[str, int]:
+    """Count calls of analysis.train.fit (``then(n)`` runs before the n-th call trains)."""
+    calls = {"fit": 0}
+    real = analysis.train.fit
+
+    def fit(*a, **k):
+        calls["fit"] += 1
+        if then:
+            then(calls["fit"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(analysis.train, "fit", fit)
+    return calls
+
+
+def test_a_tiny_transfer_run_end_to_end(tmp_path, capsys):
+    store, out = tmp_path / "store", tmp_path / "r.json"
+    argv = ["transfer", "--modes", "scratch", "finetune", "--labels", "1", "all", "--seeds", "0", "--steps", "5",
+            "--store", str(store), "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "target digits16[5,6,7,8,9]: 225 test images; 4 runs of 5 SGD steps" in printed
+    assert "the source's 5-class head is replaced with a new 5-way linear head" in printed
+    assert "4 runs trained, 0 found in the store" in printed and f"wrote {out}" in printed
+    assert "With every labelled image fine-tuning is" in printed  # a reading
+    res = T.load_results(str(out))
+    assert list(res.results["setup"]) == ["from scratch"] * 2 + ["fine-tune everything"] * 2
+    assert [None if pd.isna(v) else int(v) for v in res.results["per_class"]] == [1, None, 1, None]
+    assert list(res.results["train_images"]) == [5, 671, 5, 671] and set(res.results["steps"]) == {5}
+    assert list(res.probe["stage"]) == ["layer1", "layer2", "layer3"] * 2 and res.meta["recipe"]["steps"] == 5
+    table = printed.split("by labelled images per class (seed 0):\n")[1].splitlines()
+    acc = {r.setup: {} for r in res.summary.itertuples()}
+    for r in res.summary.itertuples():
+        acc[r.setup][r.labels] = f"{r.test_acc_mean * 100:.1f}"
+    assert table[2].split() == ["from", "scratch", acc["from scratch"]["1"], acc["from scratch"]["all"]]
+    assert table[3].split() == ["fine-tune", "everything", acc["fine-tune everything"]["1"],
+                                acc["fine-tune everything"]["all"]]
+    assert main([*argv[:-1], str(tmp_path / "r.csv")]) == 0
+    assert "0 runs trained, 4 found in the store" in capsys.readouterr().out
+    csv = pd.read_csv(tmp_path / "r.csv")
+    assert list(csv.columns) == T.RESULT_COLUMNS and list(csv["test_acc"]) == list(res.results["test_acc"])
+
+
+def test_ctrl_c_keeps_the_finished_runs(tmp_path, capsys, monkeypatch):
+    store, out = tmp_path / "store", tmp_path / "r.json"
+    argv = ["transfer", "--modes", "frozen", "finetune", "--labels", "1", "--seeds", "0", "--steps", "5",
+            "--store", str(store), "--out", str(out)]
+    stop = Stop()
+
+    def press_ctrl_c(n: int) -> None:
+        if n == 2:  # as the second run starts: what the signal handler does with the first Ctrl-C
+            stop.handle(signal.SIGINT, None)
+
+    counting_fit(monkeypatch, press_ctrl_c)
+    with pytest.raises(Interrupted) as info:
+        run(argv, stop)
+    assert info.value.signum == signal.SIGINT
+    assert info.value.kept == (f"transfer cancelled; 1 of 2 runs finished and kept in {store} (the same command "
+                               f"trains only the rest); {out} not created")
+    assert not out.exists()
+    source = load_checkpoint(ROOT / "checkpoints" / "transfer" / "digits04_resnet20.pt")
+    kept = [s.settings["setup"] for s in RunStore(store).sweeps_of(net_key(source)) if s.kind == "transfer"]
+    assert kept == [{"copied": 3, "frozen": 3, "bn": "update", "norm": "source"}]
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "1 run trained, 1 found in the store" in capsys.readouterr().out and out.exists()
+
+
+@pytest.fixture(scope="module")
+def resnet18_file(tmp_path_factory) -> Path:
+    """A torchvision-format resnet18 state_dict (3 channels, a 1000-class head)."""
+    path = tmp_path_factory.mktemp("tv") / "resnet18.pth"
+    torch.save(deterministic_state_dict({k: tuple(s) for k, s in MANIFEST["resnet18"]}), path)
+    return path
+
+
+BAD = [
+    (["--modes", "scratch", "nope"], "--modes nope: unknown transfer mode; choose from scratch, frozen"),
+    (["--modes", "last_k", "--k", "4"], "--k 4: digits04_resnet20 (cifar_resnet20) has 3 stages; k must be between 0 "
+                                        "and 3"),
+    (["--modes", "first_k_frozen", "--k", "-1"], "k must be between 0 and 3"),
+    (["--k", "1"], "--k is for the modes last_k, first_k_frozen, first_k_finetuned"),
+    (["--labels", "1", "137"], "class '8' has 130 training images, fewer than the 137 labelled images per class"),
+    (["--labels", "0"], "--labels 0: give whole numbers"),
+    (["--labels", "few"], "--labels few: give whole numbers"),
+    (["--source", "mnist1d_resnet20"], "the source net is 1-D and the target data 2-D"),
+    (["--source", "RESNET18"], "takes 3-channel inputs, the target has 1: its first conv cannot take them; the head "
+                               "would adapt (the source's 1000-class head is replaced with a new 5-way linear head"),
+    (["--source", "no_such_net.pt"], "no_such_net.pt: no such checkpoint file or shipped name"),
+    (["--source", ""], "--source '': give a .pt/.pth file or a shipped name"),
+    (["--out", "OUT/r.txt"], ".json or .csv"),
+    (["--steps", "0"], "--steps must be between 1"),
+    (["--batch-size", "0"], "--batch-size must be between 1"),
+    (["--lr", "0"], "learning rate"),
+    (["--seeds", "-1"], "--seeds must be between 0"),
+    (["--device", "tpu"], "device"),
+    (["--default-setups", "--modes", "scratch"], "not allowed with argument"),
+    (["--default-setups", "--norm", "none"], "--default-setups brings its own"),
+    (["--bn", "sometimes"], "invalid choice: 'sometimes'"),
+]
+
+
+@pytest.mark.parametrize("argv, words", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_before_any_training(argv, words, tmp_path, capsys, monkeypatch, resnet18_file):
+    calls = counting_fit(monkeypatch)
+    out = tmp_path / "r.json"
+    argv = [str(resnet18_file) if a == "RESNET18" else a.replace("OUT", str(tmp_path)) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    assert main(["transfer", "--store", str(tmp_path / "s"), *argv]) == 2
+    cap = capsys.readouterr()
+    lines = [ln for ln in cap.err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and words in lines[0], cap.err
+    assert "Traceback" not in cap.err and calls["fit"] == 0 and not out.exists()
+    assert cap.out == "" and "run/s" not in cap.err  # refused before the plan was announced or its bar drawn
