@@ -427,3 +427,19 @@ def test_readings_say_what_the_numbers_say():
     assert T.readings(s, 3) == ["With every labelled image, the frozen source features reach 80.0% against 50.0% "
                                 "from scratch (+30.0 points)."]
     assert T.readings(summary([("from scratch", "1", 0.5)]), 3) == []
+
+
+def test_summary_and_time_to_from_hand_made_runs():
+    rows = [{"setup": "from scratch", "per_class": n, "seed": seed, "test_acc": acc, "status": status}
+            for n, seed, acc, status in [(1, 0, 0.2, "complete"), (1, 1, 0.4, "complete"), (1, 2, 0.9, "cancelled"),
+                                         (None, 0, 0.8, "complete")]]
+    s = T.summarise(pd.DataFrame(rows, columns=T.RESULT_COLUMNS))
+    assert list(s["labels"]) == ["1", "all"] and list(s["seeds"]) == [2, 1]
+    assert s["test_acc_mean"].iloc[0] == pytest.approx(0.3) and s["test_acc_std"].iloc[0] == pytest.approx(0.1414213562)
+    curves = pd.DataFrame([{"setup": "a", "per_class": 1, "seed": 0, "epoch": e, "test_acc": a, "train_acc": 0.0,
+                            "seconds": 10.0 * e} for e, a in [(1, 0.3), (2, 0.6), (3, 0.5)]]
+                          + [{"setup": "a", "per_class": None, "seed": 0, "epoch": 1, "test_acc": 0.4, "train_acc": 0.0,
+                              "seconds": 5.0}], columns=T.CURVE_COLUMNS)
+    t = T.time_to(curves, 0.55)
+    assert list(t["epoch"].iloc[:1]) == [2] and list(t["seconds"].iloc[:1]) == [20.0]
+    assert len(t) == 2 and math.isnan(t["epoch"].iloc[1]) and math.isnan(t["seconds"].iloc[1])
