@@ -437,9 +437,9 @@ def test_summary_and_time_to_from_hand_made_runs():
     assert list(s["labels"]) == ["1", "all"] and list(s["seeds"]) == [2, 1]
     assert s["test_acc_mean"].iloc[0] == pytest.approx(0.3) and s["test_acc_std"].iloc[0] == pytest.approx(0.1414213562)
     curves = pd.DataFrame([{"setup": "a", "per_class": 1, "seed": 0, "epoch": e, "test_acc": a, "train_acc": 0.0,
-                            "seconds": 10.0 * e} for e, a in [(1, 0.3), (2, 0.6), (3, 0.5)]]
+                            "seconds": 10.0 * e} for e, a in [(1, 0.5), (2, 0.55), (3, 0.6)]]
                           + [{"setup": "a", "per_class": None, "seed": 0, "epoch": 1, "test_acc": 0.4, "train_acc": 0.0,
                               "seconds": 5.0}], columns=T.CURVE_COLUMNS)
-    t = T.time_to(curves, 0.55)
+    t = T.time_to(curves, 0.55)  # reached exactly at epoch 2
     assert list(t["epoch"].iloc[:1]) == [2] and list(t["seconds"].iloc[:1]) == [20.0]
     assert len(t) == 2 and math.isnan(t["epoch"].iloc[1]) and math.isnan(t["seconds"].iloc[1])
