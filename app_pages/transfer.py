@@ -63,13 +63,14 @@ def points(delta: float) -> str:
     return "—" if not math.isfinite(delta) else f"{100 * delta:+.1f}"
 
 
-def describe(meta: dict[str, Any], results: pd.DataFrame) -> str:
-    """What the numbers are: source, target, label settings, seeds and recipe (a results file's metadata)."""
+def describe(meta: dict[str, Any], results: pd.DataFrame, source: str | None = None) -> str:
+    """What the numbers are: source (``source``, or the net's name from the metadata), target, label
+    settings, seeds and recipe (a results file's metadata)."""
     recipe = meta.get("recipe", {})
     seeds = meta.get("seeds", sorted({int(s) for s in results["seed"]}))
     labels = label_order(labels_text(v) for v in meta.get("labels", results["per_class"]))
     aug = "with" if recipe.get("augment", True) else "without"
-    return (f"Source net: {meta.get('source', '?')} ({meta.get('stages', '?')} stages); target: {TARGET_TEXT}; "
+    return (f"Source net: {source or meta.get('source', '?')}, {meta.get('stages', '?')} stages; target: {TARGET_TEXT}; "
             f"labelled training images per class: {', '.join(labels)}; {len(seeds)} seed{'s' * (len(seeds) != 1)} "
             f"({', '.join(str(s) for s in seeds)}), each drawing the labelled images and every fresh weight. Every "
             f"run: {recipe.get('steps')} SGD steps whatever the number of images (batch {recipe.get('batch_size')}, "
@@ -262,8 +263,8 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
     # the charts at one label setting
     at_key = f"{prefix}_at"
     keep_valid(at_key, order, many=False)
-    at = st.selectbox("Labelled images per class for the charts below", order, key=at_key,
-                      format_func=setting)
+    at = st.columns([1, 2])[0].selectbox("Labelled images per class for the charts below", order, key=at_key,
+                                         format_func=setting)
 
     st.markdown("#### Transfer the first k stages")
     k_frame = first_k_frame(summary, stages, at)
@@ -559,6 +560,6 @@ if yours is not None:
     st.markdown("#### Your comparison")
     metric_row([Metric("Trained now", f"{mine.trained}"), Metric("Found in the run store", f"{mine.reused}"),
                 Metric("Wall time", f"{mine.seconds:,.1f} s")])
-    st.caption(f"Source: {mine_name}. " + describe(mine.meta, mine.results))
+    st.caption(describe(mine.meta, mine.results, mine_name))
     show_comparison(mine, "transfer_yours", "transfer")
 st.caption(f"Runs are kept in the run store at `{default_home()}` (set RESNET_LENS_HOME to move it).")

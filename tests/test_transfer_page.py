@@ -164,7 +164,7 @@ def test_the_recorded_comparison_shows_the_files_numbers(monkeypatch, recorded):
     lines = tl.readings(result.summary, STAGES)
     assert lines and all(f"- {line}" in text for line in lines)
     caption = " ".join(c.value for c in at.caption)
-    assert "Source net: cifar_resnet20 (3 stages)" in caption and "5 SGD steps" in caption
+    assert "Source net: cifar_resnet20, 3 stages" in caption and "5 SGD steps" in caption
     assert "labelled training images per class: 1, all; 2 seeds (0, 1)" in caption
     assert f"Recording it took {result.seconds:,.1f} s (20 runs trained, 0 found in the run store)" in caption
     assert [d.proto.label for d in at.get("download_button")][:4] == [
@@ -237,7 +237,7 @@ def test_a_comparison_run_from_the_page_is_stored_shown_and_reused(monkeypatch, 
     mine = at.session_state["transfer_result"][0].results.set_index("setup")["test_acc"]
     assert list(acc["1 per class"]) == [f"{100 * mine[x]:.1f}" for x in acc["setup"]]  # one seed: no ± part
     caption = " ".join(c.value for c in at.caption)
-    assert "Source: the shipped digits 0–4 net (cifar_resnet20). Source net: cifar_resnet20" in caption
+    assert "Source net: the shipped digits 0–4 net (cifar_resnet20), 3 stages; target: the digits 5–9" in caption
     assert "5 SGD steps" in caption
 
     # the widgets of the user's comparison are settings the URL keeps, like every other
@@ -313,7 +313,7 @@ def test_a_digits_checkpoint_is_a_source_too(monkeypatch, tmp_path, fits):
     clean(at)
     assert fits == [5]
     caption = " ".join(c.value for c in at.caption)
-    assert "Source: shipped: digits_resnet20." in caption
+    assert "Source net: shipped: digits_resnet20, 3 stages" in caption
     assert RunStore().sweeps_of(net_key(load_checkpoint(ROOT / "checkpoints" / "digits_resnet20.pt")))
 
 
