@@ -29,7 +29,6 @@ SOURCES = {"shipped": "the shipped digits 0–4 net (cifar_resnet20)", "checkpoi
 BN_LABELS = {"update": "running statistics updated", "frozen": "running statistics frozen"}
 DEFAULT_MODES = ["scratch", "frozen", "finetune"]
 TARGET_TEXT = "the digits 5–9 (every one of their test images)"
-ROW_PX = 35  # st.dataframe's row height
 NAMED = ("from scratch", "fixed feature extractor", "fine-tune everything")  # the headline modes
 
 
@@ -240,16 +239,18 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
     order = label_order(summary["labels"])
     fewest = order[0]
     acc = summary.set_index(["setup", "labels"])
+    def spread(mode: str) -> str:
+        n, sd = int(acc.loc[(mode, fewest), "seeds"]), float(acc.loc[(mode, fewest), "test_acc_std"])
+        return f"target test accuracy, mean of {n} seed{'s' * (n != 1)}" + (
+            f" (std {100 * sd:.1f} points)" if math.isfinite(sd) else "")
+
     headline = [Metric(f"{mode}, {setting(fewest)}", pct(acc.loc[(mode, fewest), "test_acc_mean"]) + " %",
-                       help=f"mean of {int(acc.loc[(mode, fewest), 'seeds'])} seeds ± std "
-                            f"{pct(acc.loc[(mode, fewest), 'test_acc_std'])} points")
-                for mode in NAMED if (mode, fewest) in acc.index]
+                       help=spread(mode)) for mode in NAMED if (mode, fewest) in acc.index]
     metric_row([Metric("Runs", f"{len(done)}"), Metric("Setups", f"{summary['setup'].nunique()}"),
                 Metric("Seeds", f"{results['seed'].nunique()}"), *headline])
 
     st.markdown("**Target test accuracy (%) by labelled images per class** — mean ± std over seeds")
-    acc_rows = accuracy_table(summary)
-    table(acc_rows, height=ROW_PX * (len(acc_rows) + 1) + 3)  # every setup in view, no scrolling inside
+    table(accuracy_table(summary), height="content")  # every setup in view, no scrolling inside
     frame, ticks = vs_labels_frame(summary, results, stages)
     render.show(render.accuracy_vs_labels(frame, ticks), key=f"{prefix}_labels_chart")
     st.caption("Solid: the named modes; dashed: the first k stages transferred and frozen; dotted: transferred and "
