@@ -203,7 +203,9 @@ def _infer(sd: Mapping[str, Tensor], name: str, plain: bool | None,
                 # the net's total stride if that is larger (an 8-stage net does not fit in 32 pixels)
                 usual = 224 if stem == "imagenet" else 32 if dims == 2 else 40
                 spec = spec.replace(input_size=max(usual, total_stride(spec)))
-                spec = _builtin_1d_settings(spec)
+            # pooling is not in the weights either: a 1-D net equal to a built-in but for it (VDCNN)
+            # takes the built-in's, whatever the length asked for
+            spec = _builtin_1d_settings(spec, keep_length=input_size is not None)
             return validate(spec)
         except LensError as exc:
             raise CheckpointError(f"the state_dict does not describe a buildable ResNet: {exc}") from exc
@@ -249,7 +251,7 @@ def plain_or_residual_ambiguous(sd: Mapping[str, Tensor]) -> bool:
     return _infer(sd, "checkpoint", None, None)[1]
 
 
-def _builtin_1d_settings(spec: ResNetSpec) -> ResNetSpec:
+def _builtin_1d_settings(spec: ResNetSpec, keep_length: bool = False) -> ResNetSpec:
     """A 1-D net whose weights equal a built-in's (e.g. VDCNN-29) but for what weights cannot show
     (max pool or strided downsampling, sequence length) takes the built-in's values for those."""
     from .specs import MODELS
@@ -261,7 +263,8 @@ def _builtin_1d_settings(spec: ResNetSpec) -> ResNetSpec:
                 s, name=spec.name, input_size=spec.input_size, downsampling=spec.downsampling,
                 residual=spec.residual, strides=spec.strides,
                 shortcut=s.shortcut if spec.residual else spec.shortcut) == spec:  # a plain net has no option
-            return spec.replace(input_size=s.input_size, downsampling=s.downsampling)
+            return spec.replace(input_size=spec.input_size if keep_length else s.input_size,
+                                downsampling=s.downsampling)
     return spec
 
 

@@ -118,13 +118,22 @@ def components(spec: ResNetSpec, table: pd.DataFrame | None = None) -> dict[str,
     df = layer_table(spec) if table is None else table
     return {
         "conv + fc MACs": exact_sum(df["macs"]),
-        "fc bias adds": exact_sum(df["bias_adds"]),
+        # the fc's biases, and a conv's bias once per output position where convs carry one (VDCNN,
+        # the notes' Conv1d block): torchinfo counts both as the layer's parameters x positions
+        "bias adds": exact_sum(df["bias_adds"]),
         "BatchNorm parameters": exact_sum(df["bn_params"]),
         "BatchNorm elements": exact_sum(df["bn_elems"]),
         "ReLU elements": exact_sum(df["relu_elems"]),
         "pooling input elements": exact_sum(df["pool_in_elems"]),
         "residual-add elements": exact_sum(df["add_elems"]),
     }
+
+
+def _bias_story(spec: ResNetSpec) -> str:
+    """Where the bias adds come from: the fc's biases, plus the conv biases per output position."""
+    if spec.conv_bias:
+        return f"the fc's {spec.num_classes:,} and each conv bias once per output position"
+    return f"the fc's {spec.num_classes:,} biases"
 
 
 def explain_difference(spec: ResNetSpec) -> str:
@@ -135,8 +144,8 @@ def explain_difference(spec: ResNetSpec) -> str:
     core = comp["conv + fc MACs"]
     lines = [
         f"All counters agree on the conv + fc core: {core:,} multiply-accumulates.",
-        f"torchinfo adds the {comp['BatchNorm parameters']:,} BatchNorm parameters and "
-        f"{comp['fc bias adds']:,} fc biases once each: {tot['torchinfo']:,}.",
+        f"torchinfo adds the {comp['BatchNorm parameters']:,} BatchNorm parameters once each and "
+        f"{comp['bias adds']:,} bias adds ({_bias_story(spec)}): {tot['torchinfo']:,}.",
         f"fvcore counts BatchNorm per element (2 x {comp['BatchNorm elements']:,}) and the global "
         f"average pool: {tot['fvcore']:,}.",
         f"thop doubles BatchNorm again (4 per element) but ignores ReLU and max-pool: {tot['thop']:,}.",

@@ -408,9 +408,12 @@ def rollup(df: pd.DataFrame, level: str) -> pd.DataFrame:
 
 
 def by_op(df: pd.DataFrame) -> pd.DataFrame:
-    """Parameters, MACs and FLOPs per layer type (conv 1x1 / 3x3 / 7x7 split, shortcut convs apart),
+    """Parameters, MACs and FLOPs per layer type (conv 1x1 / 3x3 / 7x7 split, or conv 1 / 3 for 1-D;
+    shortcut convs apart),
     for the charts; exact Python-int sums, layer types in order of first appearance."""
-    kinds = [f"conv {k}x{k}" if op == "conv" else op for op, k in zip(df["op"].tolist(), df["kernel"].tolist(), strict=True)]
+    # a 1-D conv's kernel is its width ("conv 3"), a 2-D one's k x k
+    kinds = [("conv " + "x".join([str(k)] * (len(shape) - 1))) if op == "conv" else op for op, k, shape in
+             zip(df["op"].tolist(), df["kernel"].tolist(), df["out_shape"].tolist(), strict=True)]
     kinds = [f"{kind} (shortcut)" if path == "shortcut" else kind
              for kind, path in zip(kinds, df["path"].tolist(), strict=True)]
     metrics = ("params", "macs", "flops")

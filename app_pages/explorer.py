@@ -44,8 +44,8 @@ def _shape(s: object) -> str:
 # each row the op's output tensor at 4 bytes per value for a single image.
 ACTIVATION_MEMORY = ("Activation memory: the outputs of every operation of the forward pass — each conv, "
                      "BatchNorm, ReLU, pooling, zero-pad shortcut, residual add and the fc — as float32 "
-                     "(4 bytes per value) for one image (batch size 1), summed; the input image is not "
-                     "counted. Every tensor counts once, as if none were freed or overwritten in place: "
+                     "(4 bytes per value) for one input (one image or sequence, batch size 1), summed; the "
+                     "input is not counted. Every tensor counts once, as if none were freed or overwritten in place: "
                      "roughly what a training step keeps for the backward pass. Multiply by the batch size "
                      "for a batch.")
 
@@ -107,12 +107,13 @@ def net_view() -> None:
 
     st.subheader("Where the receptive field grows")
     rf = receptive_field_growth(layers)
-    render.show(render.receptive_field(rf, spec.input_size), key="explorer_rf_chart")
+    render.show(render.receptive_field(rf, spec.input_size, spec.size_unit), key="explorer_rf_chart")
     top = rf.sort_values("growth", ascending=False).head(3)
     st.caption("Largest single steps: " + "; ".join(
         f"`{r.id}` +{r.growth} {spec.size_unit} (jump {r.jump})" for r in top.itertuples()) +
-        ". Each k×k op adds (k−1)×jump; the jump doubles at every stride-2 op, so late 3×3 convs grow "
-        "the field most.")
+        (". Each k×k op adds (k−1)×jump; the jump doubles at every stride-2 op, so late 3×3 convs grow "
+         "the field most." if spec.dims == 2 else ". Each k-wide op adds (k−1)×jump samples; the jump doubles at "
+         "every stride-2 op or max pool, so late 3-wide convs grow the field most."))
 
     st.subheader("Why FLOP counters disagree")
     conv = cache.convention_totals(spec)

@@ -27,7 +27,7 @@ from typing import Any
 from ui.server import CHROMIUM, CHROMIUM_ARGS, charts_painted, serving, settled
 
 PAGES = {"explorer": "", "blocks": "blocks", "depth": "depth", "diagrams": "diagrams", "training": "training",
-         "lesion": "lesion", "paths": "paths", "theory": "theory", "variants": "variants"}
+         "lesion": "lesion", "paths": "paths", "theory": "theory", "variants": "variants", "transfer": "transfer"}
 BASELINE = "theory"
 GOAL_S = 3.0
 QUIET_S = 1.0

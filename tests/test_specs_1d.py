@@ -144,3 +144,50 @@ def test_1d_metadata_round_trips_and_2d_keys_unchanged():
         assert spec_from_dict(d) == spec
     # a 2-D net's metadata has no 1-D fields, so run-store keys hashed from it did not move
     assert not {"dims", "conv_bias", "downsampling"} & set(spec_to_dict(get_spec("cifar_resnet20")))
+
+
+def test_a_bare_vdcnn_state_dict_is_read_as_vdcnn():
+    """What the weights show (Conv1d, the stem without BN, conv biases) and what they cannot (max-pool
+    downsampling, the length), taken from the built-in it matches, also when a length is given."""
+    import io
+
+    from analysis.checkpoints import load_checkpoint
+
+    sd = build_model("vdcnn29").state_dict()
+    spec = infer_spec(sd, plain=False)
+    assert (spec.dims, spec.stem, spec.conv_bias, spec.downsampling, spec.input_size) == (1, "vdcnn", True,
+                                                                                             "maxpool", 1024)
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    ck = load_checkpoint(buf.getvalue(), name="v.pt", input_size=100)
+    assert (ck.spec.name, ck.spec.downsampling, ck.spec.input_size) == ("v", "maxpool", 100)
+    # a 1-D net matching no built-in keeps what the weights say, at MNIST-1D's 40 samples
+    one_d = infer_spec(build_model(get_spec("resnet1d_20").replace(widths=(8, 16, 32), stem_width=8)).state_dict(),
+                       plain=False)
+    assert (one_d.dims, one_d.stem, one_d.conv_bias, one_d.input_size) == (1, "cifar", False, 40)
+
+
+def test_mnist1d_cache_with_a_label_out_of_range_is_refused():
+    import numpy as np
+
+    from analysis import mnist1d
+    from analysis.errors import DatasetError
+
+    arrays = {k: np.zeros(shape, dtype=np.float32 if k.startswith("x") else np.int64)
+              for k, shape in mnist1d.SHAPES.items()}
+    arrays["y"][0] = mnist1d.CLASSES  # one label past the last class
+    with pytest.raises(DatasetError, match="labels outside 0..9"):
+        mnist1d._check(arrays, "cache")
+    arrays["y"][0] = mnist1d.CLASSES - 1
+    mnist1d._check(arrays, "cache")
+
+
+def test_counter_explanation_names_conv_biases_of_1d_nets():
+    from analysis.conventions import explain_difference
+    from analysis.costs import by_op
+
+    text = explain_difference(get_spec("vdcnn9"))
+    assert "bias adds (the fc's 4 and each conv bias once per output position)" in text
+    assert "bias adds (the fc's 10 biases)" in explain_difference(get_spec("cifar_resnet20"))
+    kinds = by_op(layer_table(get_spec("vdcnn9")))["kind"].tolist()
+    assert "conv 3" in kinds and "conv 1 (shortcut)" in kinds and not [k for k in kinds if k.startswith("conv") and "x" in k]

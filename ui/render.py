@@ -151,11 +151,13 @@ def op_costs(op_df: pd.DataFrame) -> go.Figure:
     return _finish(fig, 330)
 
 
-def receptive_field(rf_df: pd.DataFrame, input_size: int) -> go.Figure:
-    """Receptive field after each main-path op, with the input size as a reference line."""
+def receptive_field(rf_df: pd.DataFrame, input_size: int, unit: str = "px") -> go.Figure:
+    """Receptive field after each main-path op, with the input size as a reference line; ``unit``
+    is px (2-D) or samples (1-D)."""
     fig = px.line(rf_df, x=rf_df.index, y="rf", color="stage", markers=True, hover_data=["id", "jump", "growth"],
-                  labels={"x": "op index along the main path", "rf": "receptive field (pixels)"})
-    fig.add_hline(y=input_size, line_dash="dot", annotation_text=f"input {input_size} px",
+                  labels={"x": "op index along the main path",
+                          "rf": f"receptive field ({'pixels' if unit == 'px' else unit})"})
+    fig.add_hline(y=input_size, line_dash="dot", annotation_text=f"input {input_size:,} {unit}",
                   annotation_position="bottom right")
     fig.update_xaxes(title_text="op index along the main path")
     fig.update_yaxes(tickformat=",d", rangemode="tozero")

@@ -223,7 +223,8 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
             if ck.inferred:
                 sb.caption(f"Architecture inferred from the state_dict: {ck.spec.name} ({ck.spec.variant}); "
                            "stride placement and input size are not stored in weights and default to "
-                           "v1.5 and the stem's usual size.")
+                           "v1.5 and the stem's usual size (a 1-D net: MNIST-1D's 40 samples; a 1-D net equal "
+                           "to a built-in such as VDCNN takes its max-pool downsampling and length).")
             return ck.spec
         if source == "Built-in":
             names = list(MODELS)
