@@ -215,7 +215,7 @@ def trace(spec: ResNetSpec) -> list[dict]:
         x = t.conv("conv1", "stem", "stem", "main", x, spec.stem_width, 7, 2, 3, bias=spec.conv_bias)
     elif spec.stem != "none":
         x = t.conv("conv1", "stem", "stem", "main", x, spec.stem_width, 3, 1, 1, bias=spec.conv_bias)
-    if spec.stem in ("imagenet", "cifar"):
+    if spec.stem_norm:
         x = t.bn("bn1", "stem", "stem", "main", x)
         x = t.relu("relu", "stem", "stem", "main", x)
     if spec.stem == "imagenet":

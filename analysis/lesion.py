@@ -85,7 +85,7 @@ def check_inputs(spec: ResNetSpec, x: Tensor, what: str = "the inputs") -> None:
                            f"({_layout(spec.dims)}), but {what} are {got}")
     if int(x.shape[1]) != spec.in_channels:
         raise DatasetError(f"{spec.name} takes {spec.in_channels}-channel {inputs_noun(spec.dims)}; {what} have "
-                           f"{int(x.shape[1])} channels")
+                           f"{int(x.shape[1])} channel{'s' * (int(x.shape[1]) != 1)}")
 
 
 def check_data(spec: ResNetSpec, data: Dataset) -> None:

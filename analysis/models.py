@@ -209,7 +209,7 @@ class ResNet(nn.Module):
             self.conv1 = conv_layer(d, spec.in_channels, spec.stem_width, 7, stride=2, padding=3, bias=spec.conv_bias)
         elif spec.stem != "none":
             self.conv1 = conv_layer(d, spec.in_channels, spec.stem_width, 3, padding=1, bias=spec.conv_bias)
-        if spec.stem in ("imagenet", "cifar"):  # VDCNN's first temporal conv has no BN or ReLU after it
+        if spec.stem_norm:  # VDCNN's first temporal conv has no BN or ReLU after it
             self.bn1 = bn_layer(d, spec.stem_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = maxpool_layer(d, 3, 2, 1) if spec.stem == "imagenet" else None
@@ -310,7 +310,7 @@ def state_dict_shapes(spec: ResNetSpec) -> dict[str, tuple[int, ...]]:
 
     if spec.stem != "none":
         conv("conv1", spec.in_channels, spec.stem_width, 7 if spec.stem == "imagenet" else 3, bias=spec.conv_bias)
-    if spec.stem in ("imagenet", "cifar"):
+    if spec.stem_norm:
         bn("bn1", spec.stem_width)
     plans = block_plans(spec)
     for p in plans:

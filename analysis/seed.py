@@ -235,7 +235,7 @@ def diagnose(cfg: SeedConfig, batch: int = 1) -> Diagnosis | None:
     problems, causes, fixes = [], [], []
     if cfg.n_filters != cfg.input_dim:
         problems.append("channels")
-        causes.append(f"- Channels: conv1 maps the {cfg.input_dim} input channels to {cfg.n_filters} filters; "
+        causes.append(f"- Channels: conv1 maps the {cfg.input_dim} input channel{'s' * (cfg.input_dim != 1)} to {cfg.n_filters} filters; "
                       f"nothing maps x to {cfg.n_filters}.")
     if l2 != length:
         steps = (f"conv1 takes L = {length} to L1 = {l1} and conv2 takes {l1} to L2 = {l2} "
