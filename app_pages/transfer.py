@@ -16,7 +16,7 @@ from analysis import transfer as tl
 from analysis.checkpoints import Checkpoint
 from analysis.errors import LensError
 from analysis.runstore import RunStore, default_home
-from ui import cache, render, widgets
+from ui import cache, fmt, render, widgets
 from ui.widgets import Metric, error_box, metric_row, range_label, table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,13 +78,8 @@ def describe(meta: dict[str, Any], results: pd.DataFrame, source: str | None = N
 
 
 def took(meta: dict[str, Any]) -> str:
-    seconds = meta.get("seconds")
-    if not isinstance(seconds, (int, float)):
-        return ""
-    counts = (f" ({meta['trained']} runs trained, {meta['reused']} found in the run store)"
-              if isinstance(meta.get("trained"), int) and isinstance(meta.get("reused"), int) else "")
-    partial = " It was cancelled before every run finished." if meta.get("cancelled") else ""
-    return f"Recording it took {seconds:,.1f} s{counts}.{partial}"
+    """How long recording the comparison took, from the file's metadata."""
+    return fmt.recording_time(meta, seconds_key="seconds", what="comparison")
 
 
 # ------------------------------------------------------------------ tables and chart frames

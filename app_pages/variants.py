@@ -17,7 +17,7 @@ from analysis.errors import LensError
 from analysis.executor import DataSpec, InProcessExecutor
 from analysis.meta import TrainConfig
 from analysis.runstore import RunStore, default_home
-from ui import render, widgets
+from ui import fmt, render, widgets
 from ui.widgets import Metric, error_box, metric_row, range_label, table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,14 +74,7 @@ def describe(definition: dict[str, Any]) -> str:
 
 def took(meta: dict[str, Any]) -> str:
     """How long recording the grid took, from the file's metadata (said when it is not there)."""
-    wall = meta.get("wall_seconds")
-    if not isinstance(wall, (int, float)):
-        return "The file does not say how long the grid took to record."
-    trained, reused = meta.get("trained"), meta.get("reused")
-    counts = (f" ({trained} runs trained, {reused} found already in the run store)"
-              if isinstance(trained, int) and isinstance(reused, int) else "")
-    partial = " The grid was cancelled before every run finished." if meta.get("cancelled") else ""
-    return f"Recording it took {wall:,.1f} s wall time{counts}.{partial}"
+    return fmt.recording_time(meta, seconds_key="wall_seconds", what="grid")
 
 
 def plus_minus(mean: float, std: float) -> str:

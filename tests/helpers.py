@@ -37,3 +37,26 @@ def hooked_shapes(spec: ResNetSpec) -> list[tuple[str, tuple[int, ...]]]:
         for h in handles:
             h.remove()
     return seen
+
+
+def path_gradient_sum_and_autograd(model, x, y):
+    """Veit et al.'s decomposition checked exactly: the sum of all 2^n path gradients at the block
+    stack's input (through each block's tape) and autograd's gradient there, for ``model`` on (x, y)."""
+    import itertools
+
+    from analysis import paths
+
+    with torch.enable_grad():
+        tapes, g_out = paths._tapes(model, x, y)
+        total = torch.zeros_like(tapes[0].x)
+        for subset in itertools.product((0, 1), repeat=len(tapes)):
+            grad = g_out
+            for i in range(len(tapes) - 1, -1, -1):
+                grad = tapes[i].back(grad, bool(subset[i]))
+            total += grad
+        h = model.stem(x).detach().requires_grad_(True)
+        out = h
+        for _, b in model.blocks():
+            out = b(out)
+        (ref,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model.head(out), y), h)
+    return total, ref

@@ -11,6 +11,7 @@ from torch import nn
 from analysis import paths
 from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
 from analysis.errors import LensError
+from tests.helpers import path_gradient_sum_and_autograd
 
 
 class LinBlock(nn.Module):
@@ -182,18 +183,5 @@ def test_all_path_gradients_sum_to_the_input_gradient(preact):
             m.running_var.uniform_(0.5, 1.5, generator=g)
     x = torch.randn(3, 3, 6, 6, generator=g, dtype=torch.float64)
     y = torch.tensor([0, 1, 2])
-    with torch.enable_grad():
-        tapes, g_out = paths._tapes(model, x, y)
-        n = len(tapes)
-        total = torch.zeros_like(tapes[0].x)
-        for subset in itertools.product((0, 1), repeat=n):
-            grad = g_out
-            for i in range(n - 1, -1, -1):
-                grad = tapes[i].back(grad, bool(subset[i]))
-            total += grad
-        h = model.stem(x).detach().requires_grad_(True)
-        out = h
-        for _, b in model.blocks():
-            out = b(out)
-        (ref,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model.head(out), y), h)
+    total, ref = path_gradient_sum_and_autograd(model, x, y)
     torch.testing.assert_close(total, ref, rtol=1e-7, atol=1e-9)

@@ -4,7 +4,6 @@ counts of the VDCNN built-ins; the shipped MNIST-1D net's stored and measured gr
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
@@ -21,6 +20,7 @@ from analysis.checkpoints import Checkpoint, dataset_for, load_checkpoint, shipp
 from analysis.errors import DatasetError, LensError
 from analysis.models import build_model
 from analysis.specs import MODELS, custom_spec
+from tests.helpers import path_gradient_sum_and_autograd
 
 ROOT = Path(__file__).resolve().parent.parent
 R20 = "shipped: mnist1d_resnet20"
@@ -120,20 +120,7 @@ def test_all_path_gradients_through_the_pool_sum_to_the_input_gradient(preact, s
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 2, 16, generator=g, dtype=torch.float64)
     y = torch.tensor([0, 1, 2])
-    with torch.enable_grad():
-        tapes, g_out = paths._tapes(model, x, y)
-        n = len(tapes)
-        total = torch.zeros_like(tapes[0].x)
-        for subset in itertools.product((0, 1), repeat=n):
-            grad = g_out
-            for i in range(n - 1, -1, -1):
-                grad = tapes[i].back(grad, bool(subset[i]))
-            total += grad
-        h = model.stem(x).detach().requires_grad_(True)
-        out = h
-        for _, b in model.blocks():
-            out = b(out)
-        (ref,) = torch.autograd.grad(nn.functional.cross_entropy(model.head(out), y), h)
+    total, ref = path_gradient_sum_and_autograd(model, x, y)
     assert total.shape == (3, 4, 16)
     torch.testing.assert_close(total, ref, rtol=1e-7, atol=1e-9)
 

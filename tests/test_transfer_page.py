@@ -166,7 +166,7 @@ def test_the_recorded_comparison_shows_the_files_numbers(monkeypatch, recorded):
     caption = " ".join(c.value for c in at.caption)
     assert "Source net: cifar_resnet20, 3 stages" in caption and "5 SGD steps" in caption
     assert "labelled training images per class: 1, all; 2 seeds (0, 1)" in caption
-    assert f"Recording it took {result.seconds:,.1f} s (20 runs trained, 0 found in the run store)" in caption
+    assert f"Recording it took {result.seconds:,.1f} s wall time (20 runs trained, 0 found already in the run store)" in caption
     assert [d.proto.label for d in at.get("download_button")][:4] == [
         "Download runs (CSV)", "Download summary (CSV)", "Download curves (CSV)", "Download probe (CSV)"]
 

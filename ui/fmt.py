@@ -148,3 +148,16 @@ def column_config(df: pd.DataFrame, digits: int = SIG_DIGITS,
     for name, value in (overrides or {}).items():
         config[name] = st.column_config.NumberColumn(format=value) if isinstance(value, str) else value
     return config
+
+
+def recording_time(meta: dict, *, seconds_key: str, what: str) -> str:
+    """How long recording a shipped results file took, with how many runs were trained and how many
+    found in the run store, from the file's metadata ('' when it does not say)."""
+    seconds = meta.get(seconds_key)
+    if not isinstance(seconds, (int, float)):
+        return f"The file does not say how long the {what} took to record."
+    trained, reused = meta.get("trained"), meta.get("reused")
+    counts = (f" ({trained} runs trained, {reused} found already in the run store)"
+              if isinstance(trained, int) and isinstance(reused, int) else "")
+    partial = f" The {what} was cancelled before every run finished." if meta.get("cancelled") else ""
+    return f"Recording it took {seconds:,.1f} s wall time{counts}.{partial}"
