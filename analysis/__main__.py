@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # imported lazily at run time: torch loads only when a comman
     from .meta import TrainConfig
     from .runstore import RunStore
     from .specs import ResNetSpec
-    from .transfer import Plan
+    from .transfer import Plan, Target
 
 SEED_MAX = 2**63 - 1
 EXIT_ERROR = 2
@@ -534,12 +534,17 @@ def cmd_transfer(args: argparse.Namespace, stop: Stop) -> int:
         setups = tuple(tr.mode_setup(m, stages, k, bn=args.bn or "update", norm=args.norm or "source")
                        for m in modes for k in (ks if m in K_MODES else [0]))
     plan = tr.Plan(setups, labels, tuple(args.seeds), recipe)
-    tr.check_plan(ck, plan)  # labels a class cannot give, a source the target does not fit: before any run
+    target = None
+    if args.target_path is not None:
+        check_int("--size", args.size, 1, 4096)
+        check_int("--resize", args.resize, 1, 8192)
+        target = tr.folder_target(ck, args.target_path, size=args.size, resize=args.resize)
+    tr.check_plan(ck, plan, target)  # labels a class cannot give, a source the target does not fit: before any run
     from .runstore import RunStore
 
     store = RunStore(args.store)
     try:
-        return _transfer(args, stop, ck, plan, store, out)
+        return _transfer(args, stop, ck, plan, store, out, target)
     except KeyboardInterrupt as exc:  # a second signal, or one outside the loop
         why = exc.kept if isinstance(exc, Interrupted) and exc.kept else (
             f"finished runs are kept in {store.home}; {_state(out) if out else 'no --out'}")
@@ -567,7 +572,7 @@ def _percent_table(rows: dict[str, dict[str, str]], columns: list[str], index: s
 
 
 def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: Plan, store: RunStore,
-              out: Path | None) -> int:
+              out: Path | None, target: Target | None = None) -> int:
     import math
 
     from tqdm import tqdm
@@ -575,7 +580,7 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: Plan, 
     from . import transfer as tr
 
     stages = len(ck.model.stage_names)
-    data = tr.digits_target(None, plan.seeds[0], "none", ck.meta.normalisation)
+    data = (target or (lambda n, seed, norm: tr.digits_target(n, seed, norm, None)))(None, plan.seeds[0], "none")
     total = len(plan.items())
     print(f"source {args.source} ({ck.spec.name}, {stages} stages), target {data.name}: {len(data.y_test)} test "
           f"images; {total} run{'s' * (total != 1)} of {plan.recipe.steps} SGD steps")
@@ -595,7 +600,8 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: Plan, 
 
     stop.defer = True  # the first Ctrl-C / SIGTERM cancels at the next batch; finished runs stay stored
     try:
-        result = tr.run_plan(ck, plan, store=store, progress=progress, cancel=lambda: stop.signum is not None)
+        result = tr.run_plan(ck, plan, store=store, target=target, progress=progress,
+                             cancel=lambda: stop.signum is not None)
     finally:
         stop.defer = False
         bar.close()
@@ -731,6 +737,13 @@ def build_parser() -> argparse.ArgumentParser:
     tf.add_argument("--norm", choices=["source", "target", "none"], default=None,
                     help="normalise the target's inputs with the source's statistics (default), the labelled "
                          "images' own, or not at all")
+    tf.add_argument("--target-path", default=None,
+                    help="a local ImageFolder tree as the target instead of the digits 5-9 (train/ + val/ folders, "
+                         "or a seeded split); e.g. with a torchvision ImageNet state_dict as --source, which is "
+                         "normalised with ImageNet's statistics")
+    tf.add_argument("--size", type=int, default=224, help="ImageFolder target: center crop (default 224)")
+    tf.add_argument("--resize", type=int, default=256,
+                    help="ImageFolder target: shorter side before the crop (default 256, torchvision's eval transform)")
     tf.add_argument("--labels", nargs="+", default=["1", "5", "10", "20", "all"],
                     help="labelled training images per class, 'all' for every one (default 1 5 10 20 all)")
     tf.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")

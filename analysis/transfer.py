@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoints import Checkpoint
-from .data import Dataset, load_digits
+from .data import IMAGENET_MEAN, IMAGENET_STD, Dataset, load_digits, load_image_folder
 from .errors import ConfigError, DatasetError
 from .meta import Normalisation, TrainConfig
 from .models import ResNet, build_model
@@ -561,10 +561,39 @@ def run_settings(setup: Setup, per_class: int | None, seed: int, recipe: Recipe,
 Target = Callable[[int | None, int, Norm], Dataset]
 
 
+def source_statistics(source: Checkpoint) -> Normalisation | None:
+    """The statistics the source's inputs had: its metadata's, or ImageNet's for a bare torchvision-
+    style ImageNet net (3 channels, ImageNet stem; torchvision's weights expect that preprocessing),
+    else None (unknown)."""
+    if source.meta.normalisation is not None:
+        return source.meta.normalisation
+    if source.spec.dims == 2 and source.spec.stem == "imagenet" and source.spec.in_channels == 3:
+        return Normalisation(tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
+    return None
+
+
+def folder_target(source: Checkpoint, root: str, *, size: int = 224, resize: int | None = 256) -> Target:
+    """A local ImageFolder tree as the target (``train/`` + ``val/`` or a seeded split), read once at
+    ``resize`` then center-cropped to ``size`` (torchvision's eval transform; the ImageNet default
+    256 -> 224), in the source's channels (grey for a 1-channel source); each run takes its labelled
+    subset and normalisation from it. Raises ``DatasetError`` for a missing or unusable tree."""
+    grey = source.spec.in_channels == 1
+    c = 1 if grey else 3
+    raw = load_image_folder(root, size=size, resize=resize, grayscale=grey,
+                            normalisation=Normalisation((0.0,) * c, (1.0,) * c))  # pixels in [0, 1]
+    stats = source_statistics(source)
+
+    def make(n: int | None, seed: int, norm: Norm) -> Dataset:
+        sub = labelled_subset(raw, n, seed)
+        return normalised(sub, norm, stats, labelled=sub.x_train)
+
+    return make
+
+
 def _target_maker(source: Checkpoint, target: Target | None) -> Target:
     """``target``, or the digits 5-9 normalised as each run says (the source's statistics looked up
     only when a run asks for them: a bare state_dict records none)."""
-    return target or (lambda n, seed, norm: digits_target(n, seed, norm, source.meta.normalisation))
+    return target or (lambda n, seed, norm: digits_target(n, seed, norm, source_statistics(source)))
 
 
 def check_plan(source: Checkpoint, plan: Plan, target: Target | None = None) -> None:

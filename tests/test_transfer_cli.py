@@ -137,3 +137,54 @@ def test_bad_input_is_one_line_before_any_training(argv, words, tmp_path, capsys
     assert len(lines) == 1 and words in lines[0], cap.err
     assert "Traceback" not in cap.err and calls["fit"] == 0 and not out.exists()
     assert cap.out == "" and "run/s" not in cap.err  # refused before the plan was announced or its bar drawn
+
+
+def _folder(root: Path, classes: int, per_class: int = 6) -> Path:
+    """A tiny ImageFolder tree of coloured noise, one folder per class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        d = root / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray((rng.random((40, 40, 3)) * 80 + c * 60).astype(np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_an_imagefolder_target_with_a_torchvision_style_source(tmp_path, capsys):
+    """A bare 3-channel ImageNet-stem state_dict (no metadata, so ImageNet statistics: what torchvision
+    weights expect) on a local ImageFolder target: its 1000-class head replaced, the runs trained."""
+    from analysis.models import build_model
+    from analysis.specs import custom_spec
+
+    spec = custom_spec(block="basic", layers=(1, 1), widths=(8, 16), num_classes=1000, input_size=32)
+    src = tmp_path / "tv_like.pth"
+    torch.save(build_model(spec).state_dict(), src)
+    folder = _folder(tmp_path / "tiny", 3)
+    out = tmp_path / "r.json"
+    assert main(["transfer", "--source", str(src), "--target-path", str(folder), "--size", "32", "--resize", "36",
+                 "--labels", "1", "all", "--seeds", "0", "--steps", "3", "--store", str(tmp_path / "store"),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "the source's 1000-class head is replaced with a new 3-way linear head" in printed
+    assert "6 runs trained" in printed
+    ck = load_checkpoint(src)
+    assert T.source_statistics(ck).mean == (0.485, 0.456, 0.406)  # ImageNet's, for a bare ImageNet net
+    res = T.load_results(str(out))
+    assert len(res.results) == 6 and set(res.results["status"]) == {"complete"}
+
+
+def test_a_one_class_imagefolder_target_is_one_line(tmp_path, capsys):
+    from analysis.models import build_model
+    from analysis.specs import custom_spec
+
+    spec = custom_spec(block="basic", layers=(1, 1), widths=(8, 16), num_classes=10, input_size=32)
+    src = tmp_path / "src.pth"
+    torch.save(build_model(spec).state_dict(), src)
+    folder = _folder(tmp_path / "one", 1)
+    assert main(["transfer", "--source", str(src), "--target-path", str(folder), "--size", "32", "--labels", "1",
+                 "--seeds", "0", "--steps", "2", "--store", str(tmp_path / "store")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 class" in err[0], err
