@@ -478,49 +478,61 @@ def linear_probe(source: Checkpoint, target: Dataset) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def readings(summary: pd.DataFrame, stages: int) -> list[str]:
-    """One line each on what the measured numbers say (computed, not quoted): transfer against
-    scratch with the fewest labels, the same with every label, the cost of the other two
-    normalisations for the frozen net, and of freezing BatchNorm's statistics while fine-tuning."""
-    def acc(setup: str, labels: str | None) -> float | None:
-        m = summary[(summary["setup"] == setup) & (summary["labels"] == labels)]
-        return float(m["test_acc_mean"].iloc[0]) if len(m) else None
+def label_order(labels: Any) -> list[str]:
+    """Label settings as the summary writes them ('1', '5', ..., 'all'), fewest first."""
+    return sorted(dict.fromkeys(str(v) for v in labels), key=lambda v: (v == "all", int(v) if v.isdigit() else 0))
 
-    def per(n: str) -> str:
-        return "every labelled image" if n == "all" else f"{n} labelled image{'s' * (n != '1')} per class"
+
+def readings(summary: pd.DataFrame, stages: int) -> list[str]:
+    """One line each on what the measured numbers say (computed, not quoted): fine-tuning and the
+    best setup against scratch at every label setting, the other two normalisations for the frozen
+    net, and freezing BatchNorm's statistics while fine-tuning. A difference smaller than twice the
+    spread of the difference over seeds (or measured with one seed) is said to be within it."""
+    def row(setup: str, n: str) -> pd.Series | None:
+        m = summary[(summary["setup"] == setup) & (summary["labels"] == n)]
+        return m.iloc[0] if len(m) else None
+
+    def diff(a: str, b: str, n: str) -> tuple[str, bool] | None:
+        """a minus b in points at label setting n ('+6.4'), and whether it is within the seeds' spread."""
+        ra, rb = row(a, n), row(b, n)
+        if ra is None or rb is None:
+            return None
+        d = (ra["test_acc_mean"] - rb["test_acc_mean"]) * 100
+        sa, sb = ra["test_acc_std"], rb["test_acc_std"]
+        few = min(int(ra["seeds"]), int(rb["seeds"])) < 2 or math.isnan(sa) or math.isnan(sb)
+        noise = float("inf") if few else 2 * math.sqrt(sa ** 2 + sb ** 2) * 100
+        return f"{d:+.1f}", abs(d) < noise
+
+    def by_setting(a: str, b: str) -> str | None:
+        parts = [f"{n}: {d[0]}{'*' if d[1] else ''}" for n in label_order(summary["labels"])
+                 if (d := diff(a, b, n)) is not None]
+        if not parts:
+            return None
+        within = any(p.endswith("*") for p in parts)
+        return "; ".join(parts) + (" (* within the seeds' spread)" if within else "")
 
     out = []
-    fewest = next((n for n in ("1", "5", "10", "20", "all") if (summary["labels"] == n).any()), None)
-    s, f, t = (acc(name, fewest) for name in ("from scratch", "fixed feature extractor", "fine-tune everything"))
-    few_gap = t - s if s is not None and t is not None else None
-    if fewest is not None and s is not None and f is not None and t is not None:
-        best = max((("the frozen source features reach", f), ("fine-tuning reaches", t)), key=lambda p: p[1])
-        out.append(f"With {per(fewest)}, {best[0]} {best[1]:.1%} against {s:.1%} from scratch "
-                   f"({(best[1] - s) * 100:+.1f} points).")
-    s_all, t_all = acc("from scratch", "all"), acc("fine-tune everything", "all")
-    if fewest != "all" and s_all is not None and t_all is not None:
-        gap = t_all - s_all
-        text = (f"With every labelled image fine-tuning is {gap * 100:+.1f} points from scratch (fine-tuned "
-                f"{t_all:.1%}, scratch {s_all:.1%})")
-        if few_gap is not None:
-            text += (f", against {few_gap * 100:+.1f} with {per(str(fewest))}: "
-                     + ("transfer matters most when labels are few" if gap < few_gap
-                        else "here transfer helps no less with every label"))
-        out.append(text + ".")
-    how = {"target": "Normalising the target with its own statistics instead of the source's",
-           "none": "Feeding the target unnormalised instead of with the source's statistics"}
+    gaps = by_setting("fine-tune everything", "from scratch")
+    if gaps:
+        out.append(f"Fine-tuning everything minus from scratch, in points by labelled images per class: {gaps}.")
+    for n in label_order(summary["labels"]):
+        at = summary[summary["labels"] == n]
+        if len(at) > 1:
+            best = at.loc[at["test_acc_mean"].idxmax()]
+            d = diff(str(best["setup"]), "from scratch", n) if best["setup"] != "from scratch" else None
+            vs = "" if d is None else (f"; {d[0]} points against from scratch"
+                                       + (", within the seeds' spread" if d[1] else ""))
+            out.append(f"Best with {'every labelled image' if n == 'all' else f'{n} per class'}: {best['setup']} "
+                       f"({best['test_acc_mean']:.1%}{vs}).")
+    how = {"target": "Normalising the frozen net's inputs with the target's own statistics instead of the source's",
+           "none": "Feeding the frozen net unnormalised inputs instead of the source's statistics"}
     for norm in ("target", "none"):
-        label = f"fixed feature extractor ({NORM_LABELS[norm]})"
-        for n in dict.fromkeys((fewest, "all")):
-            base, other = acc("fixed feature extractor", n), acc(label, n)
-            if n is not None and base is not None and other is not None:
-                out.append(f"{how[norm]} changes the frozen net's accuracy by {(other - base) * 100:+.1f} points "
-                           f"(with {per(n)}).")
-                break
-    bnf = acc("fine-tune everything (BN statistics frozen)", fewest)
-    if fewest is not None and bnf is not None and t is not None:
-        out.append(f"Keeping BatchNorm's running statistics frozen while fine-tuning changes the accuracy by "
-                   f"{(bnf - t) * 100:+.1f} points (with {per(fewest)}).")
+        listed = by_setting(f"fixed feature extractor ({NORM_LABELS[norm]})", "fixed feature extractor")
+        if listed:
+            out.append(f"{how[norm]}, in points: {listed}.")
+    listed = by_setting("fine-tune everything (BN statistics frozen)", "fine-tune everything")
+    if listed:
+        out.append(f"Keeping BatchNorm's running statistics frozen while fine-tuning, in points: {listed}.")
     return out
 
 
@@ -553,9 +565,16 @@ class PlanResult:
         return summarise(self.results)
 
 
+# Part of every stored run's key: raise it when a change to the training code changes what a run
+# measures, so runs stored by the older code are not reused (2: fine-tuned BNs with frozen statistics
+# keep training their scale and shift)
+RUN_CODE_VERSION = 2
+
+
 def run_settings(setup: Setup, per_class: int | None, seed: int, recipe: Recipe, target: str) -> dict[str, Any]:
     """What a run's stored result is keyed by (with the source net's identity)."""
-    return {"setup": asdict(setup), "per_class": per_class, "seed": seed, "recipe": asdict(recipe), "target": target}
+    return {"setup": asdict(setup), "per_class": per_class, "seed": seed, "recipe": asdict(recipe), "target": target,
+            "code": RUN_CODE_VERSION}
 
 
 Target = Callable[[int | None, int, Norm], Dataset]

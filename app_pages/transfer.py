@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The default comparison's results, recorded once by the CLI and shipped, so a fresh clone shows measured
 # numbers without training; RESNET_LENS_TRANSFER_RESULTS points the page at another file.
 RESULTS_FILE = Path(os.environ.get("RESNET_LENS_TRANSFER_RESULTS") or ROOT / "results" / "transfer_digits.json")
-RECORD = "python -m analysis transfer --default-setups --out results/transfer_digits.json"
+RECORD = "python -m analysis transfer --default-setups --steps 200 --seeds 0 1 --out results/transfer_digits.json"
 LABEL_CHOICES = ("1", "5", "10", "20", "all")  # labelled training images per target class
 SOURCES = {"shipped": "the shipped digits 0–4 net (cifar_resnet20)", "checkpoint": "another checkpoint"}
 BN_LABELS = {"update": "running statistics updated", "frozen": "running statistics frozen"}

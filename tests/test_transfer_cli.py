@@ -45,7 +45,7 @@ def test_a_tiny_transfer_run_end_to_end(tmp_path, capsys):
     assert "target digits16[5,6,7,8,9]: 225 test images; 4 runs of 5 SGD steps" in printed
     assert "the source's 5-class head is replaced with a new 5-way linear head" in printed
     assert "4 runs trained, 0 found in the store" in printed and f"wrote {out}" in printed
-    assert "With every labelled image fine-tuning is" in printed  # a reading
+    assert "Fine-tuning everything minus from scratch, in points by labelled images per class: 1:" in printed
     res = T.load_results(str(out))
     assert list(res.results["setup"]) == ["from scratch"] * 2 + ["fine-tune everything"] * 2
     assert [None if pd.isna(v) else int(v) for v in res.results["per_class"]] == [1, None, 1, None]

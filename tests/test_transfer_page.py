@@ -203,7 +203,7 @@ def test_no_results_file_is_said_plainly(monkeypatch, tmp_path):
     clean(at)
     info = at.info[0].value
     assert f"No recorded comparison: `{missing}` is not there" in info
-    assert "python -m analysis transfer --default-setups --out results/transfer_digits.json" in info
+    assert "python -m analysis transfer --default-setups --steps 200 --seeds 0 1 --out results/transfer_digits.json" in info
     assert not at.dataframe and not at.error
     assert not at.button(key="transfer_run").disabled
     bad = tmp_path / "bad.json"
