@@ -580,6 +580,15 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: Plan, 
     from . import transfer as tr
 
     stages = len(ck.model.stage_names)
+    keep = None
+    if args.keep_dir is not None:
+        from .checkpoints import save_checkpoint
+
+        folder = Path(args.keep_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def keep(c: Checkpoint) -> None:
+            save_checkpoint(folder / f"{c.spec.name}.pt", c.model, c.meta)
     data = (target or (lambda n, seed, norm: tr.digits_target(n, seed, norm, None)))(None, plan.seeds[0], "none")
     total = len(plan.items())
     print(f"source {args.source} ({ck.spec.name}, {stages} stages), target {data.name}: {len(data.y_test)} test "
@@ -600,7 +609,7 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: Plan, 
 
     stop.defer = True  # the first Ctrl-C / SIGTERM cancels at the next batch; finished runs stay stored
     try:
-        result = tr.run_plan(ck, plan, store=store, target=target, progress=progress,
+        result = tr.run_plan(ck, plan, store=store, target=target, progress=progress, keep=keep,
                              cancel=lambda: stop.signum is not None)
     finally:
         stop.defer = False
@@ -753,6 +762,8 @@ def build_parser() -> argparse.ArgumentParser:
     tf.add_argument("--lr", type=float, default=0.02, help="learning rate, in (0, 10] (default 0.02, cosine)")
     tf.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
     tf.add_argument("--store", default=None, help="run store folder (default: $RESNET_LENS_HOME or ~/.resnet-lens)")
+    tf.add_argument("--keep-dir", default=None,
+                    help="save every net trained now as a checkpoint in this folder (open it on any page)")
     tf.add_argument("--out", default=None,
                     help="results file: .json (runs, learning curves, probe; the page reads it) or .csv (one row "
                          "per run), written atomically")

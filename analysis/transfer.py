@@ -309,6 +309,23 @@ class TransferRun:
 EVALUATIONS = 10  # test-accuracy points per learning curve
 
 
+def to_checkpoint(r: TransferRun, recipe: Recipe, stages: int) -> Checkpoint:
+    """A trained target net as a checkpoint of its own (metadata: the target data with its labelled
+    count and the normalisation its inputs had, the recipe, history, final numbers), so every other
+    page can open it and it can be saved and downloaded. Its name says what it is."""
+    from .train import run_meta
+
+    config = recipe.config(len(r.data.y_train), r.seed)
+    label = setup_label(r.setup, stages)
+    meta = run_meta(r.data, config, history=r.history, cancelled=r.cancelled,
+                    command=f"transfer: {label}, {r.per_class or 'all'} per class, seed {r.seed}")
+    slug = "".join(ch if ch.isalnum() else "_" for ch in label).strip("_")
+    name = f"{r.model.spec.name}_to_{r.data.name.split('[')[0]}_{slug}_{r.per_class or 'all'}pc_seed{r.seed}"
+    model = r.model
+    model.spec = model.spec.replace(name=name)
+    return Checkpoint(model.spec, model, meta, False)
+
+
 def run(source: Checkpoint, target: Dataset, setup: Setup, recipe: Recipe, seed: int, per_class: int | None = None,
         callback: Callable[[Any], bool | None] | None = None) -> TransferRun:
     """Prepare the target net for ``setup`` and train it on ``target`` (already subset and
@@ -632,14 +649,15 @@ CURVE_COLUMNS = ["setup", "per_class", "seed", "epoch", "test_acc", "train_acc",
 PROBE_COLUMNS = ["stage", "features", "test_acc", "per_class"]
 
 
-def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, target: Target | None = None,
+def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callable[[Checkpoint], None] | None = None, target: Target | None = None,
              progress: Callable[[PlanProgress], None] | None = None,
              cancel: Callable[[], bool] | None = None) -> PlanResult:
     """Every run of ``plan`` (setups x labels per class x seeds) on the digits 5-9 target (or
     ``target(per_class, seed, norm)``), each kept in ``store`` (a RunStore) as soon as it finishes
     and taken from it when it is there; then the linear probe per labels setting (seed 0).
     ``cancel()`` returning True stops after the current batch: finished runs are kept, the
-    cancelled one is not. Bad settings are refused before any run (:func:`check_plan`)."""
+    cancelled one is not. Bad settings are refused before any run (:func:`check_plan`). ``keep``
+    receives each freshly trained net as a checkpoint (:func:`to_checkpoint`)."""
     from .runstore import net_key
 
     check_plan(source, plan, target)
@@ -683,6 +701,8 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, target: Targe
         curve = curve_rows(r, stages)
         curves += curve
         trained += 1
+        if keep is not None:  # the trained net itself, for the other pages and for download
+            keep(to_checkpoint(r, plan.recipe, stages))
         if store is not None:
             frame = pd.DataFrame([{**{c: row[c] for c in RESULT_COLUMNS if c not in ("setup",)},
                                    "epoch": c["epoch"], "test_acc_curve": c["test_acc"],

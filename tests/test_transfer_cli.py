@@ -188,3 +188,20 @@ def test_a_one_class_imagefolder_target_is_one_line(tmp_path, capsys):
                  "--seeds", "0", "--steps", "2", "--store", str(tmp_path / "store")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "1 class" in err[0], err
+
+
+def test_kept_nets_open_anywhere_and_reproduce_their_numbers(tmp_path, capsys):
+    """--keep-dir saves each net trained now: a checkpoint with the target's 5-way head whose metadata
+    rebuilds its test data (digits 5-9, the normalisation its inputs had), giving the recorded accuracy."""
+    from analysis.checkpoints import dataset_for
+    from analysis.train import evaluate
+
+    kept = tmp_path / "kept"
+    assert main(["transfer", "--modes", "finetune", "--labels", "5", "--seeds", "0", "--steps", "4",
+                 "--store", str(tmp_path / "store"), "--keep-dir", str(kept)]) == 0
+    (path,) = sorted(kept.glob("*.pt"))
+    assert path.name == "cifar_resnet20_to_digits16_fine_tune_everything_5pc_seed0.pt"
+    ck = load_checkpoint(path)
+    assert ck.spec.num_classes == 5 and ck.meta.dataset.name == "digits16[5,6,7,8,9]" and ck.meta.dataset.train == 25
+    data = dataset_for(ck.meta)
+    assert evaluate(ck.model, data.x_test, data.y_test)["acc"] == ck.meta.final["test_acc"]
