@@ -435,11 +435,18 @@ def curve_rows(r: TransferRun, stages: int) -> list[dict[str, Any]]:
              "test_acc": h["test_acc"], "train_acc": h["train_acc"], "seconds": h["seconds"]} for h in r.history]
 
 
+def labels_text(v: Any) -> str:
+    """A labels-per-class value as results hold it (int, a float from JSON, None or NaN for all) in
+    words: '5', 'all'."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "all"
+    return str(int(v))
+
+
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and std of the test accuracy over seeds per setup and labels per class."""
     done = results[results["status"] == "complete"].copy()
-    done["labels"] = done["per_class"].map(lambda v: "all" if v is None or (isinstance(v, float) and
-                                                                           math.isnan(v)) else str(int(v)))
+    done["labels"] = done["per_class"].map(labels_text)
     g = done.groupby(["setup", "labels"], sort=False)["test_acc"]
     out = g.agg(["mean", "std", "count"]).reset_index()
     return out.rename(columns={"mean": "test_acc_mean", "std": "test_acc_std", "count": "seeds"})
@@ -780,6 +787,7 @@ def load_results(path: str) -> PlanResult:
 __all__ = ["BN_MODES", "LABELS", "MODES", "NORMS", "Plan", "PlanProgress", "PlanResult", "Recipe", "Setup",
            "TransferRun", "default_setups", "load_results", "run_plan", "write_results",
            "adaptation_notes", "check_compatible", "check_labels", "check_plan", "digits_target", "head_note",
+           "label_order", "labels_text",
            "held_statistics", "labelled_subset", "linear_probe", "mode_setup", "normalised", "prepare", "readings",
            "run", "setup_label", "stage_features", "summarise", "time_to", "units"]
 

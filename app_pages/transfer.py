@@ -33,22 +33,10 @@ NAMED = ("from scratch", "fixed feature extractor", "fine-tune everything")  # t
 
 
 # ------------------------------------------------------------------ numbers as the page writes them
-def labels_text(v: Any) -> str:
-    """A labels-per-class value as the results hold it (int, float from JSON, None / NaN for all) in words."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "all"
-    return str(int(v))
-
-
+labels_text, label_order = tl.labels_text, tl.label_order  # one rule for the library, the CLI and the page
 def setting(n: str) -> str:
     """A label setting in words: '1 per class', 'all labelled'."""
     return "all labelled" if n == "all" else f"{n} per class"
-
-
-def label_order(values: Any) -> list[str]:
-    """Label settings in their natural order: 1, 5, 10, 20, all (other numbers by size)."""
-    found = {str(v) for v in values}
-    return sorted(found, key=lambda t: (t == "all", int(t) if t.isdigit() else 0))
 
 
 def pct(mean: float, std: float = math.nan) -> str:

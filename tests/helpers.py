@@ -60,3 +60,21 @@ def path_gradient_sum_and_autograd(model, x, y):
             out = b(out)
         (ref,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model.head(out), y), h)
     return total, ref
+
+
+def page_with_pick(page: str, key: str, pick: str, trained: dict | None = None):
+    """A new AppTest session of ``app_pages/<page>.py`` with the net ``pick`` chosen in selectbox ``key``
+    from the start (not after the page's default net), ``trained`` runs in the session; checked clean."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_pages" / f"{page}.py"),
+                           default_timeout=120)
+    if trained is not None:
+        at.session_state["trained"] = trained
+    at.session_state[key] = pick
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key=key).value == pick
+    return at

@@ -17,6 +17,7 @@ from analysis.checkpoints import Checkpoint, dataset_for, find_twin, load_checkp
 from analysis.errors import DatasetError, LensError
 from analysis.models import build_model
 from analysis.specs import custom_spec, get_spec
+from tests.helpers import page_with_pick
 
 ROOT = Path(__file__).resolve().parent.parent
 R20, P20 = "shipped: mnist1d_resnet20", "shipped: mnist1d_plain20"
@@ -226,14 +227,7 @@ def clean(at: AppTest) -> None:
 
 def lesion_page(pick: str, trained: dict | None = None) -> AppTest:
     """A new session of the page with ``pick`` chosen from the start (not after the default 56-layer net)."""
-    at = AppTest.from_file(str(ROOT / "app_pages" / "lesion.py"), default_timeout=120)
-    if trained is not None:
-        at.session_state["trained"] = trained
-    at.session_state["lesion_ckpt"] = pick
-    at.run()
-    clean(at)
-    assert at.selectbox(key="lesion_ckpt").value == pick
-    return at
+    return page_with_pick("lesion", "lesion_ckpt", pick, trained)
 
 
 def test_the_page_sweeps_the_shipped_1d_net_beside_its_plain_twin(singles):

@@ -20,7 +20,7 @@ from analysis.checkpoints import Checkpoint, dataset_for, load_checkpoint, shipp
 from analysis.errors import DatasetError, LensError
 from analysis.models import build_model
 from analysis.specs import MODELS, custom_spec
-from tests.helpers import path_gradient_sum_and_autograd
+from tests.helpers import page_with_pick, path_gradient_sum_and_autograd
 
 ROOT = Path(__file__).resolve().parent.parent
 R20 = "shipped: mnist1d_resnet20"
@@ -210,14 +210,7 @@ def clean(at: AppTest) -> None:
 
 def paths_page(pick: str, trained: dict | None = None) -> AppTest:
     """A new session of the page with ``pick`` chosen from the start (not after the default 56-layer net)."""
-    at = AppTest.from_file(str(ROOT / "app_pages" / "paths.py"), default_timeout=120)
-    if trained is not None:
-        at.session_state["trained"] = trained
-    at.session_state["paths_ckpt"] = pick
-    at.run()
-    clean(at)
-    assert at.selectbox(key="paths_ckpt").value == pick
-    return at
+    return page_with_pick("paths", "paths_ckpt", pick, trained)
 
 
 def metrics(at: AppTest) -> dict[str, str]:
