@@ -115,9 +115,9 @@ def check_data_options(args: argparse.Namespace) -> None:
 
 
 def digit_classes(args: argparse.Namespace) -> tuple[int, ...]:
-    """--classes 0,1,2,3,4 as digits (only with --data digits)."""
-    if args.data != "digits":
-        raise ConfigError(f"--classes picks digits of the embedded digits; --data is {args.data}")
+    """--classes 0,1,2,3,4 as class indices (only with the embedded --data digits or mnist1d)."""
+    if args.data not in ("digits", "mnist1d"):
+        raise ConfigError(f"--classes picks classes of the embedded digits or MNIST-1D; --data is {args.data}")
     parts = [p.strip() for p in str(args.classes).split(",") if p.strip()]
     if not parts or not all(p.isdigit() and len(p) == 1 for p in parts) or len(set(parts)) != len(parts):
         raise ConfigError(f"--classes must be distinct digits separated by commas, e.g. 0,1,2,3,4; got {args.classes!r}")
@@ -244,9 +244,10 @@ def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, sp
     if args.deterministic:
         torch.use_deterministic_algorithms(True)  # this process only: the CLI runs one training
     if args.classes is not None:
-        from .data import load_digits
+        from .data import load_digits, load_mnist1d
 
-        data = load_digits(size=data_size(args), seed=args.split_seed, classes=digit_classes(args))
+        data = (load_mnist1d(seed=args.split_seed, classes=digit_classes(args)) if args.data == "mnist1d" else
+                load_digits(size=data_size(args), seed=args.split_seed, classes=digit_classes(args)))
     else:
         data = load_dataset(args.data, args.data_path, size=data_size(args), seed=args.split_seed)
     spec = spec.replace(in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)
@@ -468,8 +469,6 @@ def _grid(args: argparse.Namespace, stop: Stop, grid: Grid, store: RunStore, out
 # ---------------------------------------------------------------------------- transfer
 #: The shipped transfer source: a cifar_resnet20 trained on the digits 0-4 (checkpoints/transfer/).
 TRANSFER_SOURCE = "digits04_resnet20"
-#: The modes whose setup depends on --k.
-K_MODES = ("last_k", "first_k_frozen", "first_k_finetuned")
 
 
 def transfer_source(name: str) -> Path:
@@ -512,8 +511,8 @@ def cmd_transfer(args: argparse.Namespace, stop: Stop) -> int:
         raise ConfigError("--k, --bn and --norm shape the setups of --modes; --default-setups brings its own "
                           "(the last stage fine-tuned, the first-k sweep, BN statistics frozen, the three "
                           "normalisations)")
-    if args.k is not None and not set(modes) & set(K_MODES):
-        raise ConfigError(f"--k is for the modes {', '.join(K_MODES)}; --modes has none of them")
+    if args.k is not None and not set(modes) & set(tr.K_MODES):
+        raise ConfigError(f"--k is for the modes {', '.join(tr.K_MODES)}; --modes has none of them")
     labels = transfer_labels(args.labels)
     for seed in args.seeds:
         check_int("--seeds", seed, 0, SEED_MAX)
@@ -531,8 +530,7 @@ def cmd_transfer(args: argparse.Namespace, stop: Stop) -> int:
     if args.default_setups:
         setups = tr.default_setups(stages)
     else:
-        setups = tuple(tr.mode_setup(m, stages, k, bn=args.bn or "update", norm=args.norm or "source")
-                       for m in modes for k in (ks if m in K_MODES else [0]))
+        setups = tr.choose_setups(modes, ks, [args.bn or "update"], [args.norm or "source"], stages)
     plan = tr.Plan(setups, labels, tuple(args.seeds), recipe)
     target = None
     if args.target_path is not None:
@@ -589,7 +587,7 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: Plan, 
 
         def keep(c: Checkpoint) -> None:
             save_checkpoint(folder / f"{c.spec.name}.pt", c.model, c.meta)
-    data = (target or (lambda n, seed, norm: tr.digits_target(n, seed, norm, None)))(None, plan.seeds[0], "none")
+    data = tr.target_maker(ck, target)(None, plan.seeds[0], "none")
     total = len(plan.items())
     print(f"source {args.source} ({ck.spec.name}, {stages} stages), target {data.name}: {len(data.y_test)} test "
           f"images; {total} run{'s' * (total != 1)} of {plan.recipe.steps} SGD steps")
@@ -665,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preact", action="store_true", help="use pre-activation blocks")
     add_data_args(t)
     t.add_argument("--classes", default=None,
-                   help="digits only: train on these digits, e.g. 0,1,2,3,4 (relabelled 0..k-1; a transfer source)")
+                   help="digits or mnist1d: train on these classes, e.g. 0,1,2,3,4 (relabelled 0..k-1; a transfer source)")
     add_recipe_args(t, epochs=30)
     t.add_argument("--seed", type=int, default=0, help="0 to 2**63-1")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
@@ -718,17 +716,19 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--out", default=None, help="results + summary file, .json or .csv (written atomically)")
     gr.set_defaults(func=cmd_grid)
 
-    tf = sub.add_parser("transfer", help="reuse a trained net on the digits 5-9: from scratch vs frozen vs fine-tuned",
+    tf = sub.add_parser("transfer", help="reuse a trained net on the digits 5-9 (MNIST-1D's 5-9 for a 1-D net): scratch vs frozen vs fine-tuned",
                         description="Transfer learning, mode by mode: the source net's stages copied, frozen or "
-                                    "fine-tuned on the digits 5-9 with few labelled images per class, every mode with "
-                                    "the same SGD recipe and seeds, tested on every 5-9 test image; then a linear "
+                                    "fine-tuned on the digits 5-9 (a 1-D source: MNIST-1D's classes 5-9) with few labelled "
+                                    "images per class, every mode with the same SGD recipe and seeds, tested on every "
+                                    "5-9 test image; then a linear "
                                     "probe per stage. The head is always new (the target's 5 classes). Runs the "
                                     "run store already holds are not retrained; each run is stored as it finishes, "
                                     "so Ctrl-C / SIGTERM keep every finished run and the same command later trains "
                                     "only the rest.")
     tf.add_argument("--source", default=TRANSFER_SOURCE,
                     help=f"the source net: a .pt/.pth file or a shipped name (default {TRANSFER_SOURCE}, "
-                         "checkpoints/transfer/digits04_resnet20.pt: cifar_resnet20 trained on the digits 0-4)")
+                         "checkpoints/transfer/digits04_resnet20.pt: cifar_resnet20 trained on the digits 0-4; "
+                         "mnist1d04_resnet1d20: resnet1d_20 trained on MNIST-1D's classes 0-4)")
     which = tf.add_mutually_exclusive_group()
     which.add_argument("--modes", nargs="+", default=None,
                        help="scratch, frozen (fixed feature extractor), finetune, last_k (fine-tune the last k "

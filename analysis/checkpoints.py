@@ -444,7 +444,7 @@ def dataset_for(meta: RunMeta) -> Dataset:
         name = ds.name if ds else "an unknown dataset"
         raise DatasetError(f"this checkpoint was trained on {name}; give its local path")
     if ds.embedded == "mnist1d":
-        return load_mnist1d(seed=ds.split_seed, normalisation=meta.normalisation)
+        return load_mnist1d(seed=ds.split_seed, normalisation=meta.normalisation, classes=ds.digit_classes)
     return load_digits(size=ds.size, seed=ds.split_seed, normalisation=meta.normalisation, classes=ds.digit_classes)
 
 

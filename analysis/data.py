@@ -263,7 +263,7 @@ def _describe(value: object) -> str:
 
 def digits_name(size: int, classes: tuple[int, ...] | None = None) -> str:
     """'digits16', or 'digits16[5,6,7,8,9]' for a class subset (how metadata names it)."""
-    return f"digits{size}" + ("" if classes is None else "[" + ",".join(str(c) for c in classes) + "]")
+    return subset_name(f"digits{size}", classes)
 
 
 def load_digits(size: int = 16, seed: int = 0, test_fraction: float = 0.25,
@@ -275,10 +275,7 @@ def load_digits(size: int = 16, seed: int = 0, test_fraction: float = 0.25,
     source or target: digits 0-4 and 5-9); the split is the full set's, so a subset's test images are
     the full test split's images of those digits. Statistics come from the subset's training images."""
     if classes is not None:
-        if (not isinstance(classes, (tuple, list)) or not classes or len(set(classes)) != len(classes)
-                or not all(_is_int(c) and 0 <= int(c) <= 9 for c in classes)):
-            raise DatasetError(f"digits: classes must be distinct digits 0-9, got {classes!r}")
-        classes = tuple(int(c) for c in classes)
+        classes = _check_classes("digits", classes)
     if not _is_int(size) or size not in DIGITS_SIZES:
         raise DatasetError(f"digits: size must be one of {DIGITS_SIZES}, got {size!r}")
     size = int(size)
@@ -304,7 +301,21 @@ def load_digits(size: int = 16, seed: int = 0, test_fraction: float = 0.25,
                    augment="shift", source="sklearn.datasets.load_digits (bundled)", split_seed=seed)
 
 
-def load_mnist1d(seed: int = 0, normalisation: Normalisation | None = None) -> Dataset:
+def _check_classes(what: str, classes: object) -> tuple[int, ...]:
+    """Distinct class indices 0-9 (a transfer-learning source or target: 0-4, 5-9)."""
+    if (not isinstance(classes, (tuple, list)) or not classes or len(set(classes)) != len(classes)
+            or not all(_is_int(c) and 0 <= int(c) <= 9 for c in classes)):
+        raise DatasetError(f"{what}: classes must be distinct digits 0-9, got {classes!r}")
+    return tuple(int(c) for c in classes)
+
+
+def subset_name(base: str, classes: tuple[int, ...] | None) -> str:
+    """'mnist1d', or 'mnist1d[5,6,7,8,9]' for a class subset (how metadata names it)."""
+    return base + ("" if classes is None else "[" + ",".join(str(c) for c in classes) + "]")
+
+
+def load_mnist1d(seed: int = 0, normalisation: Normalisation | None = None,
+                 classes: tuple[int, ...] | None = None) -> Dataset:
     """MNIST-1D (Greydanus 2020): 4,000 training and 1,000 test sequences of length 40, 10 classes,
     as (N, 1, 40) float32 tensors normalised per channel from the training split (or with
     ``normalisation``), augmented with "shift1d".
@@ -312,15 +323,25 @@ def load_mnist1d(seed: int = 0, normalisation: Normalisation | None = None) -> D
     The split is the package's own fixed one (``make_dataset``'s first 80 %, seed 42), so accuracies
     compare with :data:`MNIST1D_BASELINES`; ``seed`` is only recorded as ``split_seed``. The data are
     generated once per home in a child process and then read from its cache (:mod:`analysis.mnist1d`);
-    a missing ``mnist1d`` package or a failed generation is a :class:`DatasetError`."""
+    a missing ``mnist1d`` package or a failed generation is a :class:`DatasetError`. ``classes`` keeps
+    only those classes, relabelled 0..k-1 in the order given, as :func:`load_digits` does."""
     seed = _int_arg("mnist1d: seed", seed, 0)
+    if classes is not None:
+        classes = _check_classes("mnist1d", classes)
     from .mnist1d import SOURCE, load_arrays
 
     a = load_arrays()
     x = {k: torch.from_numpy(a[k].astype(np.float32)).unsqueeze(1) for k in ("x", "x_test")}
     y = {k: torch.from_numpy(a[k].astype(np.int64)) for k in ("y", "y_test")}
+    if classes is not None:  # the package's own split, restricted: a subset's test set is the full one's
+        relabel = torch.full((10,), -1, dtype=torch.long)
+        relabel[list(classes)] = torch.arange(len(classes))
+        for xs, ys in (("x", "y"), ("x_test", "y_test")):
+            keep = relabel[y[ys]] >= 0
+            x[xs], y[ys] = x[xs][keep], relabel[y[ys][keep]]
     xtr, xte, mean, std = _normalise(x["x"], x["x_test"], normalisation)
-    return Dataset("mnist1d", xtr, y["y"], xte, y["y_test"], [str(i) for i in range(10)], mean, std,
+    names = [str(i) for i in (classes if classes is not None else range(10))]
+    return Dataset(subset_name("mnist1d", classes), xtr, y["y"], xte, y["y_test"], names, mean, std,
                    augment="shift1d", source=SOURCE, split_seed=seed)
 
 

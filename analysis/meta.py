@@ -105,15 +105,16 @@ class DatasetInfo:
 
     @property
     def digit_classes(self) -> tuple[int, ...] | None:
-        """The digits of a class subset ('digits16[0,1,2,3,4]': a transfer-learning source), else None."""
-        m = re.fullmatch(r"digits\d+\[([0-9](?:,[0-9])*)\]", self.name)
+        """The classes of a class subset of the embedded digits or MNIST-1D ('digits16[0,1,2,3,4]',
+        'mnist1d[0,1,2,3,4]': a transfer-learning source), else None."""
+        m = re.fullmatch(r"(?:digits\d+|mnist1d)\[([0-9](?:,[0-9])*)\]", self.name)
         return tuple(int(c) for c in m.group(1).split(",")) if m else None
 
     @property
     def is_mnist1d(self) -> bool:
-        """MNIST-1D, whole or a training subset (``mnist1d[:n]``, whose test split is still whole); an
-        ImageFolder merely named "mnist1d_png" is not it."""
-        return re.fullmatch(r"mnist1d(\[:\d+\])?", self.name) is not None
+        """MNIST-1D, whole, a training subset (``mnist1d[:n]``, whose test split is still whole) or a
+        class subset (``mnist1d[0,1,2,3,4]``); an ImageFolder merely named "mnist1d_png" is not it."""
+        return re.fullmatch(r"mnist1d(\[:\d+\]|\[[0-9](,[0-9])*\])?", self.name) is not None
 
     @property
     def embedded(self) -> str | None:

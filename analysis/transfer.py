@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoints import Checkpoint
-from .data import IMAGENET_MEAN, IMAGENET_STD, Dataset, load_digits, load_image_folder
+from .data import DIGITS_SIZES, IMAGENET_MEAN, IMAGENET_STD, Dataset, load_digits, load_image_folder, load_mnist1d
 from .errors import ConfigError, DatasetError
 from .meta import Normalisation, TrainConfig
 from .models import ResNet, build_model
@@ -92,9 +92,33 @@ def mode_setup(mode: str, stages: int, k: int = 0, *, bn: BnMode = "update", nor
     if mode in ("last_k", "first_k_frozen", "first_k_finetuned") and not 0 <= k <= stages:
         raise ConfigError(f"k must be between 0 and {stages} stages, got {k}")
     copied, frozen = table[mode]
-    s = Setup(copied, frozen, bn, norm)
+    # BN statistics frozen or updated differ only where copied stages are fine-tuned; elsewhere (from
+    # scratch, the feature extractor) both are the same run and must have one name and one store key
+    s = Setup(copied, frozen, bn if copied > frozen else "update", norm)
     s.check(stages)
     return s
+
+
+K_MODES = ("last_k", "first_k_frozen", "first_k_finetuned")  # the modes a k shapes
+
+
+def choose_setups(modes: Iterable[str], ks: Iterable[int], bns: Iterable[BnMode], norms: Iterable[Norm],
+                  stages: int) -> tuple[Setup, ...]:
+    """Every mode with every k (the k modes only; fine-tuning the last 0 stages is the feature
+    extractor, said once), BatchNorm mode and normalisation, each setup once: the first-k sweep's
+    k = 0 *is* from scratch, and so on. The page and the CLI build their setups here."""
+    ks, bns, norms = list(ks), list(bns), list(norms)
+    out: list[Setup] = []
+    for mode in modes:
+        for k in (ks if mode in K_MODES else [0]):
+            if mode == "last_k" and k == 0:
+                continue
+            for bn in bns:
+                for norm in norms:
+                    s = mode_setup(mode, stages, k, bn=bn, norm=norm)
+                    if s not in out:
+                        out.append(s)
+    return tuple(out)
 
 
 MODES = ("scratch", "frozen", "finetune", "last_k", "first_k_frozen", "first_k_finetuned")
@@ -203,6 +227,20 @@ def digits_target(per_class: int | None, seed: int, norm: Norm, source: Normalis
     raw = load_digits(size=size, normalisation=Normalisation((0.0,), (1.0,)), classes=classes)  # pixels in [0, 1]
     sub = labelled_subset(raw, per_class, seed)
     return normalised(sub, norm, source, labelled=sub.x_train)
+
+
+def mnist1d_target(per_class: int | None, seed: int, norm: Norm, source: Normalisation | None, *,
+                   classes: tuple[int, ...] = TARGET_CLASSES) -> Dataset:
+    """The 1-D embedded target: MNIST-1D's classes 5-9 (the package's own split: about 400 training
+    and 100 test sequences each), ``per_class`` labelled sequences each, normalised as ``norm`` says."""
+    raw = load_mnist1d(normalisation=Normalisation((0.0,), (1.0,)), classes=classes)  # the raw values
+    sub = labelled_subset(raw, per_class, seed)
+    return normalised(sub, norm, source, labelled=sub.x_train)
+
+
+def target_text(source: Checkpoint) -> str:
+    """The embedded target a source is compared on, in words."""
+    return "MNIST-1D's classes 5–9" if source.spec.dims == 1 else "the digits 5–9"
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -511,29 +549,32 @@ def readings(summary: pd.DataFrame, stages: int) -> list[str]:
     """One line each on what the measured numbers say (computed, not quoted): fine-tuning and the
     best setup against scratch at every label setting, the other two normalisations for the frozen
     net, and freezing BatchNorm's statistics while fine-tuning. A difference smaller than twice the
-    spread of the difference over seeds (or measured with one seed) is said to be within it."""
+    spread of the difference over seeds is said to be within it; one measured with one seed says so."""
     def row(setup: str, n: str) -> pd.Series | None:
         m = summary[(summary["setup"] == setup) & (summary["labels"] == n)]
         return m.iloc[0] if len(m) else None
 
-    def diff(a: str, b: str, n: str) -> tuple[str, bool] | None:
-        """a minus b in points at label setting n ('+6.4'), and whether it is within the seeds' spread."""
+    def diff(a: str, b: str, n: str) -> tuple[str, str] | None:
+        """a minus b in points at label setting n ('+6.4') and its standing: 'noise' (within twice the
+        seeds' spread), 'one seed' (no spread measured: nothing can be said about noise) or ''."""
         ra, rb = row(a, n), row(b, n)
         if ra is None or rb is None:
             return None
         d = (ra["test_acc_mean"] - rb["test_acc_mean"]) * 100
         sa, sb = ra["test_acc_std"], rb["test_acc_std"]
-        few = min(int(ra["seeds"]), int(rb["seeds"])) < 2 or math.isnan(sa) or math.isnan(sb)
-        noise = float("inf") if few else 2 * math.sqrt(sa ** 2 + sb ** 2) * 100
-        return f"{d:+.1f}", abs(d) < noise
+        if min(int(ra["seeds"]), int(rb["seeds"])) < 2 or math.isnan(sa) or math.isnan(sb):
+            return f"{d:+.1f}", "one seed"
+        return f"{d:+.1f}", "noise" if abs(d) < 2 * math.sqrt(sa ** 2 + sb ** 2) * 100 else ""
+
+    marks = {"noise": "*", "one seed": "†", "": ""}
+    notes = {"noise": "* within the seeds' spread", "one seed": "† one seed: no spread measured"}
 
     def by_setting(a: str, b: str) -> str | None:
-        parts = [f"{n}: {d[0]}{'*' if d[1] else ''}" for n in label_order(summary["labels"])
-                 if (d := diff(a, b, n)) is not None]
-        if not parts:
+        found = [(n, d) for n in label_order(summary["labels"]) if (d := diff(a, b, n)) is not None]
+        if not found:
             return None
-        within = any(p.endswith("*") for p in parts)
-        return "; ".join(parts) + (" (* within the seeds' spread)" if within else "")
+        said = [notes[k] for k in notes if any(d[1] == k for _, d in found)]
+        return "; ".join(f"{n}: {d[0]}{marks[d[1]]}" for n, d in found) + (f" ({'; '.join(said)})" if said else "")
 
     out = []
     gaps = by_setting("fine-tune everything", "from scratch")
@@ -545,7 +586,8 @@ def readings(summary: pd.DataFrame, stages: int) -> list[str]:
             best = at.loc[at["test_acc_mean"].idxmax()]
             d = diff(str(best["setup"]), "from scratch", n) if best["setup"] != "from scratch" else None
             vs = "" if d is None else (f"; {d[0]} points against from scratch"
-                                       + (", within the seeds' spread" if d[1] else ""))
+                                       + {"noise": ", within the seeds' spread", "one seed": ", one seed",
+                                          "": ""}[d[1]])
             out.append(f"Best with {'every labelled image' if n == 'all' else f'{n} per class'}: {best['setup']} "
                        f"({best['test_acc_mean']:.1%}{vs}).")
     how = {"target": "Normalising the frozen net's inputs with the target's own statistics instead of the source's",
@@ -633,10 +675,18 @@ def folder_target(source: Checkpoint, root: str, *, size: int = 224, resize: int
     return make
 
 
-def _target_maker(source: Checkpoint, target: Target | None) -> Target:
-    """``target``, or the digits 5-9 normalised as each run says (the source's statistics looked up
-    only when a run asks for them: a bare state_dict records none)."""
-    return target or (lambda n, seed, norm: digits_target(n, seed, norm, source_statistics(source)))
+def target_maker(source: Checkpoint, target: Target | None = None) -> Target:
+    """``target``, or the embedded target the source's kind of input has: MNIST-1D's classes 5-9 for
+    a 1-D net, else the digits 5-9 (at the size of the digits the source was trained on, 16 px when
+    it was not), normalised as each run says; the source's statistics are looked up only when a run
+    asks for them (a bare state_dict records none)."""
+    if target is not None:
+        return target
+    if source.spec.dims == 1:
+        return lambda n, seed, norm: mnist1d_target(n, seed, norm, source_statistics(source))
+    ds = source.meta.dataset
+    size = ds.size if ds is not None and ds.is_digits and ds.size in DIGITS_SIZES else 16
+    return lambda n, seed, norm: digits_target(n, seed, norm, source_statistics(source), size=size)
 
 
 def check_plan(source: Checkpoint, plan: Plan, target: Target | None = None) -> None:
@@ -645,7 +695,7 @@ def check_plan(source: Checkpoint, plan: Plan, target: Target | None = None) -> 
     them, a source whose input the target does not fit."""
     stages = len(source.model.stage_names)
     plan.check(stages)
-    full = _target_maker(source, target)(None, plan.seeds[0], "none")
+    full = target_maker(source, target)(None, plan.seeds[0], "none")
     check_compatible(source, full)  # what cannot adapt is said first: no normalisation would fix it
     check_labels(full, plan.labels)
     if target is None and any(s.norm == "source" for s in plan.setups):
@@ -668,7 +718,7 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
     from .runstore import net_key
 
     check_plan(source, plan, target)
-    make = _target_maker(source, target)
+    make = target_maker(source, target)
     stages = len(source.model.stage_names)
     items = plan.items()
     key = net_key(source) if store is not None else ""
@@ -786,7 +836,8 @@ def load_results(path: str) -> PlanResult:
 
 __all__ = ["BN_MODES", "LABELS", "MODES", "NORMS", "Plan", "PlanProgress", "PlanResult", "Recipe", "Setup",
            "TransferRun", "default_setups", "load_results", "run_plan", "write_results",
-           "adaptation_notes", "check_compatible", "check_labels", "check_plan", "digits_target", "head_note",
+           "adaptation_notes", "check_compatible", "check_labels", "check_plan", "choose_setups", "digits_target",
+           "head_note", "mnist1d_target", "target_maker", "target_text",
            "label_order", "labels_text",
            "held_statistics", "labelled_subset", "linear_probe", "mode_setup", "normalised", "prepare", "readings",
            "run", "setup_label", "stage_features", "summarise", "time_to", "units"]

@@ -97,6 +97,46 @@ def test_modes_are_cases_of_one_setup():
     assert T.setup_label(T.Setup(0, 0, norm="none"), 3) == "from scratch (no normalisation)"
 
 
+def test_page_and_cli_setups_one_rule_one_name_one_run():
+    """choose_setups builds both the page's and the CLI's setups: BN statistics frozen or updated are
+    one run where no copied stage is fine-tuned (from scratch, the feature extractor), k = 0 of the
+    first-k sweep is from scratch, and fine-tuning the last 0 stages is not listed twice."""
+    assert T.mode_setup("scratch", 3, bn="frozen") == T.Setup(0, 0)
+    assert T.mode_setup("frozen", 3, bn="frozen") == T.Setup(3, 3)
+    assert T.mode_setup("finetune", 3, bn="frozen") == T.Setup(3, 0, "frozen")
+    got = T.choose_setups(["scratch", "frozen", "finetune", "first_k_frozen", "last_k"], [0, 1], ["update", "frozen"],
+                          ["source"], 3)
+    assert got == (T.Setup(0, 0), T.Setup(3, 3), T.Setup(3, 0), T.Setup(3, 0, "frozen"), T.Setup(1, 1),
+                   T.Setup(3, 2), T.Setup(3, 2, "frozen"))
+    labels = [T.setup_label(x, 3) for x in got]
+    assert len(set(labels)) == len(labels)
+
+
+def test_a_1d_source_is_compared_on_mnist1d_classes_5_to_9(src):
+    """The embedded target follows the source's input: MNIST-1D's classes 5-9 (the package's split
+    restricted, relabelled 0-4) for a 1-D net, the digits 5-9 for a 2-D one; each normalised with
+    the source's recorded statistics."""
+    from analysis.data import load_mnist1d
+    from analysis.meta import DatasetInfo
+
+    one_d = load_checkpoint(ROOT / "checkpoints" / "transfer" / "mnist1d04_resnet1d20.pt")
+    assert one_d.meta.dataset.name == "mnist1d[0,1,2,3,4]" and one_d.spec.num_classes == 5
+    d = T.target_maker(one_d)(5, 0, "source")
+    full = load_mnist1d()
+    five = (full.y_test >= 5).sum().item()
+    assert (d.name, d.dims, d.classes, len(d.y_train), len(d.y_test)) == (
+        "mnist1d[5,6,7,8,9]", 1, ["5", "6", "7", "8", "9"], 25, five)
+    assert d.mean == list(one_d.meta.normalisation.mean) and torch.bincount(d.y_train).tolist() == [5] * 5
+    raw = load_mnist1d(classes=(5, 6, 7, 8, 9))
+    assert len(raw.y_train) + len(load_mnist1d(classes=(0, 1, 2, 3, 4)).y_train) == len(full.y_train)
+    assert torch.equal(raw.y_test + 5, full.y_test[full.y_test >= 5])
+    assert T.target_maker(src)(5, 0, "source").name == "digits16[5,6,7,8,9]"
+    assert T.target_text(one_d) == "MNIST-1D's classes 5–9" and T.target_text(src) == "the digits 5–9"
+    info = DatasetInfo("mnist1d[5,6,7,8,9]", 25, 493, 5, 1, 40, 0)
+    assert (info.digit_classes, info.is_mnist1d, info.embedded) == ((5, 6, 7, 8, 9), True, "mnist1d")
+    assert DatasetInfo("mnist1d_png[5]", 1, 1, 2, 1, 40, 0).embedded is None
+
+
 def test_equal_setups_labels_and_seeds_run_once():
     plan = T.Plan((T.mode_setup("scratch", 3), T.mode_setup("first_k_frozen", 3, 0), T.mode_setup("frozen", 3)),
                   labels=(1, 1, None), seeds=(0, 0))
@@ -413,15 +453,21 @@ def test_readings_say_what_the_numbers_say():
         "1: -10.0; all: -0.5* (* within the seeds' spread).",
         "Feeding the frozen net unnormalised inputs instead of the source's statistics, in points: all: -30.0.",
         "Keeping BatchNorm's running statistics frozen while fine-tuning, in points: 1: -5.0."]
-    # any label settings, in numeric order; one seed: every difference is within the (unknown) spread
+    # any label settings, in numeric order; one seed: no spread was measured, and the reading says so
     s = summary([("from scratch", "50", 0.3), ("fine-tune everything", "50", 0.6), ("from scratch", "3", 0.2),
                  ("fine-tune everything", "3", 0.1)]).assign(seeds=1)
     assert T.readings(s, 3) == [
-        "Fine-tuning everything minus from scratch, in points by labelled images per class: 3: -10.0*; 50: +30.0* "
-        "(* within the seeds' spread).",
+        "Fine-tuning everything minus from scratch, in points by labelled images per class: 3: -10.0†; 50: +30.0† "
+        "(† one seed: no spread measured).",
         "Best with 3 per class: from scratch (20.0%).",
-        "Best with 50 per class: fine-tune everything (60.0%; +30.0 points against from scratch, within the seeds' "
-        "spread)."]
+        "Best with 50 per class: fine-tune everything (60.0%; +30.0 points against from scratch, one seed)."]
+    # both marks in one line: a noisy difference and one measured with a single seed
+    s = summary([("from scratch", "1", 0.5), ("fine-tune everything", "1", 0.505), ("from scratch", "5", 0.5),
+                 ("fine-tune everything", "5", 0.7)])
+    s.loc[s["labels"] == "5", "seeds"] = 1
+    assert T.readings(s, 3)[0] == ("Fine-tuning everything minus from scratch, in points by labelled images per "
+                                   "class: 1: +0.5*; 5: +20.0† (* within the seeds' spread; † one seed: no spread "
+                                   "measured).")
     assert T.readings(summary([("from scratch", "1", 0.5)]), 3) == []
 
 

@@ -205,3 +205,22 @@ def test_kept_nets_open_anywhere_and_reproduce_their_numbers(tmp_path, capsys):
     assert ck.spec.num_classes == 5 and ck.meta.dataset.name == "digits16[5,6,7,8,9]" and ck.meta.dataset.train == 25
     data = dataset_for(ck.meta)
     assert evaluate(ck.model, data.x_test, data.y_test)["acc"] == ck.meta.final["test_acc"]
+
+
+def test_a_1d_source_runs_on_mnist1d_and_its_kept_nets_reproduce_their_numbers(tmp_path, capsys):
+    """The shipped 1-D source (resnet1d_20 on MNIST-1D's classes 0-4) is compared on classes 5-9;
+    a kept net's metadata rebuilds that class subset, giving its recorded accuracy."""
+    from analysis.checkpoints import dataset_for
+    from analysis.train import evaluate
+
+    kept = tmp_path / "kept"
+    assert main(["transfer", "--source", "mnist1d04_resnet1d20", "--modes", "frozen", "--labels", "5", "--seeds", "0",
+                 "--steps", "4", "--store", str(tmp_path / "store"), "--keep-dir", str(kept)]) == 0
+    printed = capsys.readouterr().out
+    assert "target mnist1d[5,6,7,8,9]: 493 test images; 1 run of 4 SGD steps" in printed
+    (path,) = sorted(kept.glob("*.pt"))
+    ck = load_checkpoint(path)
+    assert ck.meta.dataset.name == "mnist1d[5,6,7,8,9]" and ck.spec.dims == 1 and ck.spec.num_classes == 5
+    data = dataset_for(ck.meta)
+    assert len(data.y_test) == 493
+    assert evaluate(ck.model, data.x_test, data.y_test)["acc"] == ck.meta.final["test_acc"]
