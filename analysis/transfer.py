@@ -462,7 +462,8 @@ RESULT_COLUMNS = ["setup", "copied", "frozen", "bn", "norm", "per_class", "seed"
 def result_row(r: TransferRun, stages: int, recipe: Recipe) -> dict[str, Any]:
     last = r.history[-1] if r.history else {}
     return {"setup": setup_label(r.setup, stages), **asdict(r.setup), "per_class": r.per_class, "seed": r.seed,
-            "train_images": len(r.data.y_train), "steps": recipe.steps, "epochs": len(r.history),
+            "train_images": len(r.data.y_train), "steps": recipe.steps,
+            "epochs": int(r.history[-1]["epoch"]) if r.history else 0,  # the last epoch is always measured
             "train_acc": last.get("train_acc"), "test_acc": last.get("test_acc"), "seconds": round(r.seconds, 2),
             "status": "cancelled" if r.cancelled else "complete"}
 
@@ -613,6 +614,7 @@ class PlanProgress:
     label: str
     fraction: float = 0.0
     finished: dict[str, Any] | None = None  # the result row (RESULT_COLUMNS) of the run just finished or reused
+    reused: bool = False  # the finished run came from the store (nothing trained)
 
 
 @dataclass
@@ -662,10 +664,20 @@ def folder_target(source: Checkpoint, root: str, *, size: int = 224, resize: int
     ``resize`` then center-cropped to ``size`` (torchvision's eval transform; the ImageNet default
     256 -> 224), in the source's channels (grey for a 1-channel source); each run takes its labelled
     subset and normalisation from it. Raises ``DatasetError`` for a missing or unusable tree."""
-    grey = source.spec.in_channels == 1
+    return raw_target(source, read_folder(root, channels=source.spec.in_channels, size=size, resize=resize))
+
+
+def read_folder(root: str, *, channels: int, size: int = 224, resize: int | None = 256) -> Dataset:
+    """An ImageFolder tree's pixels in [0, 1], unnormalised, grey for ``channels`` 1 (what
+    :func:`raw_target` takes; the page keeps one per tree and size)."""
+    grey = channels == 1
     c = 1 if grey else 3
-    raw = load_image_folder(root, size=size, resize=resize, grayscale=grey,
-                            normalisation=Normalisation((0.0,) * c, (1.0,) * c))  # pixels in [0, 1]
+    return load_image_folder(root, size=size, resize=resize, grayscale=grey,
+                             normalisation=Normalisation((0.0,) * c, (1.0,) * c))
+
+
+def raw_target(source: Checkpoint, raw: Dataset) -> Target:
+    """Unnormalised data as a target: each run takes its labelled subset and normalisation from it."""
     stats = source_statistics(source)
 
     def make(n: int | None, seed: int, norm: Norm) -> Dataset:
@@ -720,6 +732,7 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
     check_plan(source, plan, target)
     make = target_maker(source, target)
     stages = len(source.model.stage_names)
+    full = make(None, plan.seeds[0], "none")  # what the metadata names: the target, every labelled example
     items = plan.items()
     key = net_key(source) if store is not None else ""
     rows, curves = [], []
@@ -733,6 +746,7 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
         stored = store.sweep(key, "transfer", settings) if store is not None else None
         if stored is not None:
             row = {c: stored[c].iloc[0] for c in RESULT_COLUMNS if c in stored}
+            row["epochs"] = int(stored["epoch"].max())  # runs stored before 'epochs' was the epoch count held 10
             row.update(setup=setup_label(setup, stages), per_class=n, seed=seed, **asdict(setup))
             rows.append(row)
             curves += [{"setup": row["setup"], "per_class": n, "seed": seed, "epoch": int(e), "test_acc": float(a),
@@ -741,7 +755,7 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
                                              stored["seconds_curve"], strict=True)]
             reused += 1
             if progress:
-                progress(PlanProgress(i + 1, len(items), label, 1.0, row))
+                progress(PlanProgress(i + 1, len(items), label, 1.0, row, reused=True))
             continue
 
         def step(p: Any, i: int = i, label: str = label) -> bool:
@@ -778,7 +792,8 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
                       pd.DataFrame(probe_rows, columns=PROBE_COLUMNS),
                       trained, reused, cancelled, time.perf_counter() - t0,
                       {"labels": [n for n in plan.labels], "seeds": list(plan.seeds), "recipe": asdict(plan.recipe),
-                       "source": source.spec.name, "stages": stages})
+                       "source": source.spec.name, "stages": stages, "target": full.name, "dims": full.dims,
+                       "classes": full.num_classes, "test": len(full.y_test)})
 
 
 RESULTS_FORMAT = "resnet-lens-transfer/1"
@@ -824,9 +839,9 @@ def load_results(path: str) -> PlanResult:
         raise DatasetError(f"{path}: not a transfer results file (format {RESULTS_FORMAT} expected)")
     try:
         meta = dict(payload["meta"])
+        # per_class reads back as run_plan makes it: floats with NaN for "all" (pandas' way with None
+        # among ints); labels_text and label_order turn either into words
         results = pd.DataFrame(payload["results"], columns=RESULT_COLUMNS)
-        results["per_class"] = [None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
-                                for v in results["per_class"]]
         return PlanResult(results, pd.DataFrame(payload["curves"]), pd.DataFrame(payload["probe"]),
                           int(meta.get("trained", 0)), int(meta.get("reused", 0)), bool(meta.get("cancelled")),
                           float(meta.get("seconds", 0.0)), meta)
@@ -837,7 +852,7 @@ def load_results(path: str) -> PlanResult:
 __all__ = ["BN_MODES", "LABELS", "MODES", "NORMS", "Plan", "PlanProgress", "PlanResult", "Recipe", "Setup",
            "TransferRun", "default_setups", "load_results", "run_plan", "write_results",
            "adaptation_notes", "check_compatible", "check_labels", "check_plan", "choose_setups", "digits_target",
-           "head_note", "mnist1d_target", "target_maker", "target_text",
+           "head_note", "mnist1d_target", "raw_target", "read_folder", "target_maker", "target_text",
            "label_order", "labels_text",
            "held_statistics", "labelled_subset", "linear_probe", "mode_setup", "normalised", "prepare", "readings",
            "run", "setup_label", "stage_features", "summarise", "time_to", "units"]

@@ -1,9 +1,11 @@
-"""Transfer learning: a net trained on the digits 0-4 reused on the digits 5-9, mode by mode (from
-scratch, fixed feature extractor, fine-tuning, the last or first k stages), with few or many labels,
-the input normalisation and BatchNorm statistics varied, and a linear probe on each stage."""
+"""Transfer learning: a net trained on the digits 0-4 (or MNIST-1D's classes 0-4, or any checkpoint)
+reused on the digits 5-9 (MNIST-1D's 5-9, or a local ImageFolder), mode by mode (from scratch, fixed
+feature extractor, fine-tuning, the last or first k stages), with few or many labels, the input
+normalisation and BatchNorm statistics varied, and a linear probe on each stage."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -14,21 +16,32 @@ import streamlit as st
 
 from analysis import transfer as tl
 from analysis.checkpoints import Checkpoint
-from analysis.errors import LensError
+from analysis.errors import ConfigError, DatasetError, LensError
 from analysis.runstore import RunStore, default_home
 from ui import cache, fmt, render, widgets
 from ui.widgets import Metric, error_box, metric_row, range_label, table
 
 ROOT = Path(__file__).resolve().parent.parent
-# The default comparison's results, recorded once by the CLI and shipped, so a fresh clone shows measured
-# numbers without training; RESNET_LENS_TRANSFER_RESULTS points the page at another file.
-RESULTS_FILE = Path(os.environ.get("RESNET_LENS_TRANSFER_RESULTS") or ROOT / "results" / "transfer_digits.json")
-RECORD = "python -m analysis transfer --default-setups --steps 200 --seeds 0 1 --out results/transfer_digits.json"
-LABEL_CHOICES = ("1", "5", "10", "20", "all")  # labelled training images per target class
-SOURCES = {"shipped": "the shipped digits 0–4 net (cifar_resnet20)", "checkpoint": "another checkpoint"}
+# The default comparisons' results, recorded once by the CLI and shipped, so a fresh clone shows measured
+# numbers without training; RESNET_LENS_TRANSFER_RESULTS (digits) and RESNET_LENS_TRANSFER_RESULTS_1D
+# (MNIST-1D) point the page at other files.
+RECORDED = {
+    "digits": (Path(os.environ.get("RESNET_LENS_TRANSFER_RESULTS") or ROOT / "results" / "transfer_digits.json"),
+               "python -m analysis transfer --default-setups --steps 200 --seeds 0 1 "
+               "--out results/transfer_digits.json"),
+    "mnist1d": (Path(os.environ.get("RESNET_LENS_TRANSFER_RESULTS_1D") or ROOT / "results" / "transfer_mnist1d.json"),
+                "python -m analysis transfer --source mnist1d04_resnet1d20 --default-setups --steps 200 --seeds 0 1 "
+                "--out results/transfer_mnist1d.json"),
+}
+RECORDED_LABELS = {"digits": "digits 0–4 → 5–9 (2-D)", "mnist1d": "MNIST-1D 0–4 → 5–9 (1-D)"}
+LABEL_CHOICES = ("1", "5", "10", "20", "all")  # labelled training examples per target class
+# the shipped sources (checkpoints/transfer/<name>.pt) by choice, and any other checkpoint
+SHIPPED_SOURCES = {"digits": "digits04_resnet20", "mnist1d": "mnist1d04_resnet1d20"}
+SOURCES = {"digits": "shipped: digits 0–4 (cifar_resnet20)", "mnist1d": "shipped: MNIST-1D 0–4 (resnet1d_20)",
+           "checkpoint": "another checkpoint (trained here or uploaded)"}
+TARGETS = {"embedded": "embedded (the source's own kind of data, classes 5–9)", "folder": "a local ImageFolder"}
 BN_LABELS = {"update": "running statistics updated", "frozen": "running statistics frozen"}
 DEFAULT_MODES = ["scratch", "frozen", "finetune"]
-TARGET_TEXT = "the digits 5–9 (every one of their test images)"
 NAMED = ("from scratch", "fixed feature extractor", "fine-tune everything")  # the headline modes
 
 
@@ -50,6 +63,23 @@ def points(delta: float) -> str:
     return "—" if not math.isfinite(delta) else f"{100 * delta:+.1f}"
 
 
+def noun(meta: dict[str, Any]) -> str:
+    """What one example of the comparison's target is: an image, or a sequence (a 1-D target)."""
+    return "sequences" if meta.get("dims") == 1 else "images"
+
+
+def target_words(meta: dict[str, Any]) -> str:
+    """The comparison's target in words, from the name run_plan records ('digits16[5,6,7,8,9]',
+    'mnist1d[5,6,7,8,9]', an ImageFolder's name); a file from before the name was recorded is digits."""
+    name = str(meta.get("target") or "digits16[5,6,7,8,9]")
+    test = f"{meta['test']:,} " if isinstance(meta.get("test"), int) else ""
+    if name.startswith("mnist1d"):
+        return f"MNIST-1D's classes 5–9 (all {test}of their test sequences)"
+    if name.startswith("digits"):
+        return f"the digits 5–9 (all {test}of their test images)"
+    return f"the ImageFolder {name} ({meta.get('classes', '?')} classes, {test}test images)"
+
+
 def describe(meta: dict[str, Any], results: pd.DataFrame, source: str | None = None) -> str:
     """What the numbers are: source (``source``, or the net's name from the metadata), target, label
     settings, seeds and recipe (a results file's metadata)."""
@@ -57,8 +87,9 @@ def describe(meta: dict[str, Any], results: pd.DataFrame, source: str | None = N
     seeds = meta.get("seeds", sorted({int(s) for s in results["seed"]}))
     labels = label_order(labels_text(v) for v in meta.get("labels", results["per_class"]))
     aug = "with" if recipe.get("augment", True) else "without"
-    return (f"Source net: {source or meta.get('source', '?')}, {meta.get('stages', '?')} stages; target: {TARGET_TEXT}; "
-            f"labelled training images per class: {', '.join(labels)}; {len(seeds)} seed{'s' * (len(seeds) != 1)} "
+    return (f"Source net: {source or meta.get('source', '?')}, {meta.get('stages', '?')} stages; target: "
+            f"{target_words(meta)}; labelled training {noun(meta)} per class: {', '.join(labels)}; "
+            f"{len(seeds)} seed{'s' * (len(seeds) != 1)} "
             f"({', '.join(str(s) for s in seeds)}), each drawing the labelled images and every fresh weight. Every "
             f"run: {recipe.get('steps')} SGD steps whatever the number of images (batch {recipe.get('batch_size')}, "
             f"lr {recipe.get('lr')}, weight decay {recipe.get('weight_decay')}, cosine schedule, {aug} "
@@ -101,19 +132,19 @@ def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def images_per_class(results: pd.DataFrame) -> dict[str, float]:
+def images_per_class(results: pd.DataFrame, classes: int = len(tl.TARGET_CLASSES)) -> dict[str, float]:
     """Where each label setting sits on the log axis: its number, and for 'all' the mean number of
-    labelled images per class it really is."""
+    labelled examples per class it really is (``classes``: the target's)."""
     out: dict[str, float] = {}
     for n, g in results.groupby(results["per_class"].map(labels_text), sort=False):
-        out[str(n)] = float(n) if n != "all" else float(g["train_images"].mean()) / len(tl.TARGET_CLASSES)
+        out[str(n)] = float(n) if n != "all" else float(g["train_images"].mean()) / classes
     return out
 
 
-def vs_labels_frame(summary: pd.DataFrame, results: pd.DataFrame,
-                    stages: int) -> tuple[pd.DataFrame, list[tuple[float, str]]]:
+def vs_labels_frame(summary: pd.DataFrame, results: pd.DataFrame, stages: int,
+                    classes: int = len(tl.TARGET_CLASSES)) -> tuple[pd.DataFrame, list[tuple[float, str]]]:
     """The chart's lines (the modes and the first-k sweep) and its x ticks."""
-    xs = images_per_class(results)
+    xs = images_per_class(results, classes)
     shown = main_setups(results)
     s = summary[summary["setup"].isin(shown)].copy()
     s["x"] = s["labels"].map(xs)
@@ -175,10 +206,16 @@ def variant_table(frame: pd.DataFrame, base: str) -> pd.DataFrame:
 
 
 def time_table(curves: pd.DataFrame, threshold: float, setups: list[str]) -> pd.DataFrame:
-    """Per setup and label setting: mean seconds (and epochs) to first reach ``threshold`` test accuracy
-    over the seeds that reached it, and how many did."""
+    """Per setup and label setting: the mean share of the run's SGD steps after which the test
+    accuracy first reached ``threshold`` (every run takes the same steps, so this compares across
+    setups and label settings as wall time on a shared machine cannot), over the seeds that reached
+    it, how many did, and their mean seconds."""
     hits = tl.time_to(curves, threshold)
     hits["labels"] = hits["per_class"].map(labels_text)
+    # a run's last epoch is always measured: the curve's largest epoch is the run's number of epochs
+    last = curves.groupby(["setup", curves["per_class"].map(labels_text), "seed"], sort=False)["epoch"].max()
+    hits["share"] = [e / last[(s, n, seed)] if math.isfinite(e) else math.nan
+                     for s, n, seed, e in zip(hits["setup"], hits["labels"], hits["seed"], hits["epoch"], strict=True)]
     order = label_order(hits["labels"])
     rows = []
     for setup in setups:
@@ -188,9 +225,9 @@ def time_table(curves: pd.DataFrame, threshold: float, setups: list[str]) -> pd.
             if not len(g):
                 row[setting(n)] = "—"
                 continue
-            reached = g.dropna(subset=["seconds"])
-            row[setting(n)] = (f"{reached['seconds'].mean():.1f} s, epoch {reached['epoch'].mean():.0f} "
-                                     f"({len(reached)}/{len(g)})" if len(reached) else f"not reached (0/{len(g)})")
+            reached = g.dropna(subset=["share"])
+            row[setting(n)] = (f"{reached['share'].mean():.0%} of steps, {reached['seconds'].mean():.1f} s "
+                               f"({len(reached)}/{len(g)})" if len(reached) else f"not reached (0/{len(g)})")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -234,7 +271,7 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
 
     st.markdown("**Target test accuracy (%) by labelled images per class** — mean ± std over seeds")
     table(accuracy_table(summary), height="content")  # every setup in view, no scrolling inside
-    frame, ticks = vs_labels_frame(summary, results, stages)
+    frame, ticks = vs_labels_frame(summary, results, stages, int(result.meta.get("classes") or len(tl.TARGET_CLASSES)))
     render.show(render.accuracy_vs_labels(frame, ticks), key=f"{prefix}_labels_chart")
     st.caption("Solid: the named modes; dashed: the first k stages transferred and frozen; dotted: transferred and "
                "fine-tuned. Whiskers: ± one sample std over seeds (none with one seed). 'all' sits at the mean "
@@ -283,10 +320,13 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
 
         st.markdown("#### Time to reach a target accuracy")
         goal = st.slider("Target accuracy (%)", 20, 100, 80, 5, key=f"{prefix}_threshold")
-        table(time_table(curves, goal / 100, have))
-        st.caption(f"Mean seconds and epoch at which the test accuracy first reached {goal} %, over the seeds that "
-                   f"reached it (how many of them in brackets); measured at the {tl.EVALUATIONS} test evaluations "
-                   "of a run, so a run reaching it between two of them is counted at the next.")
+        table(time_table(curves, goal / 100, have), height="content")  # every setup in view
+        st.caption(f"When the test accuracy first reached {goal} %: the share of the run's SGD steps done by then "
+                   "(the same steps for every run, so shares compare across setups and label settings) and the "
+                   "seconds, each a mean over the seeds that reached it (how many in brackets). It is measured at "
+                   f"the {tl.EVALUATIONS} test evaluations of a run, so a run reaching it between two of them is "
+                   "counted at the next. Seconds are wall time on the machine that recorded the runs, taken while "
+                   "it did other work: read them within one setup, not between setups.")
     else:
         st.info("This comparison holds no learning curves.")
 
@@ -341,122 +381,172 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
                             mime="text/csv", on_click="ignore", key=f"{prefix}_{what}_csv")
 
 
-# ------------------------------------------------------------------ the source and its setups
-def chosen_setups(modes: list[str], ks: list[int], bns: list[tl.BnMode], norms: list[tl.Norm],
-                  stages: int) -> list[tl.Setup]:
-    """Every chosen mode with every chosen k (the k modes), BatchNorm mode (only where copied stages
-    are fine-tuned: elsewhere it changes nothing, and two equal runs would share a name) and
-    normalisation, without duplicates: the first-k sweep's k = 0 is from scratch, and so on."""
-    out: list[tl.Setup] = []
-    for mode in modes:
-        for k in (ks if mode in ("last_k", "first_k_frozen", "first_k_finetuned") else [0]):
-            if mode == "last_k" and k == 0:
-                continue  # fine-tuning the last 0 stages is the feature extractor, said once
-            for bn in bns:
-                for norm in norms:
-                    s = tl.mode_setup(mode, stages, k)
-                    s = tl.Setup(s.copied, s.frozen, bn if s.copied > s.frozen else "update", norm)
-                    s.check(stages)
-                    if s not in out:
-                        out.append(s)
-    return out
-
-
+# ------------------------------------------------------------------ the source, the target, the kept nets
 def open_store() -> RunStore | None:
     return widgets.open_store("The run store cannot be used", error=True)
 
 
+def pick_source(box: Any) -> tuple[Checkpoint | None, str]:
+    """The source net (a shipped one, or any checkpoint: trained here or uploaded, a torchvision
+    state_dict included) and its name; errors are shown, not raised."""
+    kind = box.radio("Source net", list(SOURCES), format_func=SOURCES.__getitem__, key="transfer_source")
+    if kind in SHIPPED_SOURCES:
+        try:
+            return cache.transfer_source(SHIPPED_SOURCES[kind]), SOURCES[kind].removeprefix("shipped: ")
+        except LensError as exc:
+            error_box(exc)
+            return None, ""
+    picked = widgets.checkpoint_picker("transfer", container=box)
+    return (picked.checkpoint, picked.label) if picked is not None else (None, "")
+
+
+def pick_target(box: Any, source: Checkpoint) -> tl.Target | None:
+    """The embedded target that fits the source (None: run_plan's default), or a local ImageFolder
+    read once per tree and crop. A missing root or an unusable tree raises (the caller shows it)."""
+    kind = box.radio("Target data", list(TARGETS), format_func=TARGETS.__getitem__, key="transfer_target",
+                     horizontal=True)
+    if kind == "embedded":
+        return None
+    cols = box.columns([3, 1, 1])
+    root = cols[0].text_input("ImageFolder root (train/ + val/ class folders, or one set of class folders)",
+                              key="transfer_folder", placeholder="/data/flowers",
+                              help="Read from this machine's disk; nothing is downloaded. Without train/ and val/ "
+                                   "the images are split by a seeded stratified split.")
+    size = cols[1].number_input(range_label("Crop", 8, 512, "px"), 8, 512, 224, key="transfer_folder_size",
+                                help="Center crop after the resize (torchvision's eval transform: 256 → 224)")
+    resize = cols[2].number_input(range_label("Resize", 8, 1024, "px"), 8, 1024, 256, key="transfer_folder_resize",
+                                  help="Shorter side before the crop")
+    if not root.strip():
+        raise DatasetError("Give the ImageFolder's root folder to use it as the target.")
+    if int(resize) < int(size):
+        raise ConfigError(f"the resize ({int(resize)} px) must be at least the crop ({int(size)} px)")
+    path = Path(root.strip()).expanduser()
+    mtime = path.stat().st_mtime if path.is_dir() else 0.0
+    raw = cache.transfer_folder(str(path), source.spec.in_channels, int(size), int(resize), mtime)
+    return tl.raw_target(source, raw)
+
+
+def keep_net(ck: Checkpoint) -> None:
+    """A net trained now, kept in the run store under its name (the other pages list it under
+    *Checkpoint → trained here*) and remembered for the download below; a store that cannot be
+    written keeps it for this session only."""
+    label = ck.spec.name
+    st.session_state.setdefault("transfer_kept", {})[label] = ck
+    try:
+        cache.run_store().save_run(label, ck)
+        st.session_state.setdefault("trained", {})[label] = ck
+    except LensError as exc:
+        st.warning(f"{label} is kept for this session only: {exc}")
+
+
+def show_kept() -> None:
+    """The nets kept from comparisons on this page: where they are, and one download."""
+    kept: dict[str, Checkpoint] = st.session_state.get("transfer_kept", {})
+    if not kept:
+        return
+    st.markdown("#### Nets kept from your comparisons")
+    st.caption(f"{len(kept)} net{'s' * (len(kept) != 1)} trained on this page and kept: each opens on every other "
+               "page under *Checkpoint → trained here* (its metadata rebuilds its target data and the normalisation "
+               "its inputs had).")
+    keep_valid("transfer_kept_pick", list(kept), many=False)
+    cols = st.columns([3, 1])
+    pick = cols[0].selectbox("Download a kept net", list(kept), key="transfer_kept_pick")
+    cols[1].download_button("Download .pt", cache.checkpoint_file(pick, kept[pick]),
+                            file_name=cache.download_name(pick, ".pt"), mime="application/octet-stream",
+                            on_click="ignore", key="transfer_kept_download")
+
+
 # ------------------------------------------------------------------ the page
 st.title("Transfer learning")
-st.caption("A net trained on one task reused on another: here a residual net trained on the digits 0–4 (source) "
-           "and the digits 5–9 with few labelled images (target). Each mode is trained with the same recipe and seeds "
-           "and tested on the same images: from scratch, the source as a fixed feature extractor (frozen body, new "
-           "linear head), fine-tuning everything or the last k stages, and Yosinski et al. 2014's \"transfer the "
-           "first k stages\"; with the source's, the target's or no input normalisation (\"mind the other model's "
+st.caption("A net trained on one task reused on another: a residual net trained on the digits 0–4 (or on MNIST-1D's "
+           "classes 0–4, or any checkpoint) as the source, and classes 5–9 with few labelled examples (or a local "
+           "ImageFolder) as the target. Each mode is trained with the same recipe and seeds and tested on the same "
+           "examples: from scratch, the source as a fixed feature extractor (frozen body, new linear head), "
+           "fine-tuning everything or the last k stages, and Yosinski et al. 2014's \"transfer the first k "
+           "stages\"; with the source's, the target's or no input normalisation (\"mind the other model's "
            "preprocessing\") and with BatchNorm's statistics updated or frozen.")
 
-# ------------------------------------------------------------------ 1. the recorded comparison
+# ------------------------------------------------------------------ 1. the recorded comparisons
 st.subheader("1 · The recorded comparison")
-if not RESULTS_FILE.is_file():
-    where = RESULTS_FILE.relative_to(ROOT) if RESULTS_FILE.is_relative_to(ROOT) else RESULTS_FILE
-    st.info(f"No recorded comparison: `{where}` is not there. Record it with `{RECORD}` (see the README), or run a "
-            "comparison below.")
+which = st.radio("Recorded on", list(RECORDED), format_func=RECORDED_LABELS.__getitem__, key="transfer_recorded",
+                 horizontal=True)
+results_file, record_cmd = RECORDED[which]
+if not results_file.is_file():
+    where = results_file.relative_to(ROOT) if results_file.is_relative_to(ROOT) else results_file
+    st.info(f"No recorded comparison: `{where}` is not there. Record it with `{record_cmd}` (see the README), or run "
+            "a comparison below.")
 else:
     try:
-        recorded = cache.transfer_results(str(RESULTS_FILE), RESULTS_FILE.stat().st_mtime)
+        recorded = cache.transfer_results(str(results_file), results_file.stat().st_mtime)
     except LensError as exc:
         error_box(exc)
     else:
         st.caption(describe(recorded.meta, recorded.results) + " " + took(recorded.meta))
-        show_comparison(recorded, "transfer_rec", RESULTS_FILE.stem)
+        show_comparison(recorded, "transfer_rec", results_file.stem)  # one set of choices for either file
 
 # ------------------------------------------------------------------ 2. the user's comparison
 st.subheader("2 · Run a comparison")
 st.caption("Every run is kept in the run store as soon as it finishes, keyed by the source net's weights, the setup, "
-           "the labels, the seed and the recipe: asking again for a run that is there shows it without training.")
+           "the labels, the seed, the recipe and the target: asking again for a run that is there shows it without "
+           "training.")
 src_cols = st.columns([1, 2])
-source_kind = src_cols[0].radio("Source net", list(SOURCES), format_func=SOURCES.__getitem__, key="transfer_source")
-source: Checkpoint | None = None
-source_name = ""
-if source_kind == "shipped":
-    try:
-        source = cache.transfer_source()
-        source_name = SOURCES["shipped"]
-    except LensError as exc:
-        error_box(exc)
-else:
-    picked = widgets.checkpoint_picker("transfer", container=src_cols[1])
-    if picked is not None:
-        source, source_name = picked.checkpoint, picked.label
+source, source_name = pick_source(src_cols[0])
+target: tl.Target | None = None
 usable = False
 stages = 3
 if source is not None:
     try:
+        target = pick_target(st, source)
         # what cannot adapt (dimensions, channels) is refused here, before any setting is read
-        target = tl.digits_target(None, 0, "none", None)
-        tl.check_compatible(source, target)
+        full = tl.target_maker(source, target)(None, 0, "none")
+        tl.check_compatible(source, full)
     except LensError as exc:
         error_box(exc)
     else:
         usable = True
         stages = len(source.model.stage_names)
+        unit = "samples" if full.dims == 1 else "px"
         src_cols[1].caption(f"{source.spec.name}: {stages} stages ({', '.join(source.model.stage_names)}); target: "
-                            f"the digits 5–9 at {target.size} px. " + "; ".join(
-                                n[0].upper() + n[1:] for n in tl.adaptation_notes(source, target)) + ".")
+                            f"{full.name}, {full.num_classes} classes at {full.size} {unit}, "
+                            f"{len(full.y_train):,} training and {len(full.y_test):,} test examples. " + "; ".join(
+                                n[0].upper() + n[1:] for n in tl.adaptation_notes(source, full)) + ".")
 
-row = st.columns(2)
-modes = row[0].multiselect("Modes", list(tl.MODES), DEFAULT_MODES, key="transfer_modes",
-                           format_func=tl.MODE_LABELS.__getitem__)
-labels = row[1].multiselect("Labelled images per class", list(LABEL_CHOICES), ["1", "20"], key="transfer_labels",
-                            format_func=setting)
-opts = st.columns(3)
+modes = st.multiselect("Modes", list(tl.MODES), DEFAULT_MODES, key="transfer_modes",
+                       format_func=tl.MODE_LABELS.__getitem__)  # a row of its own: long names stay whole
+opts = st.columns(4)
+labels = opts[0].multiselect("Labelled examples per class", list(LABEL_CHOICES), ["1", "20"], key="transfer_labels",
+                             format_func=setting)
 keep_valid("transfer_ks", list(range(stages + 1)), many=True)  # another source may have fewer stages
-ks = opts[0].multiselect(f"k (stages, 0–{stages}) for the last-k and first-k modes", list(range(stages + 1)), [1],
-                         key="transfer_ks", help="Fine-tune the last k stages; transfer the first k stages. "
-                                                 "Several k sweep them.")
-bns = opts[1].multiselect("BatchNorm while fine-tuning", list(tl.BN_MODES), ["update"], key="transfer_bn",
+ks = opts[1].multiselect(f"k (stages, 0–{stages})", list(range(stages + 1)), [1],
+                         key="transfer_ks", help="For the last-k and first-k modes: fine-tune the last k stages; "
+                                                 "transfer the first k stages. Several k sweep them.")
+bns = opts[2].multiselect("BatchNorm while fine-tuning", list(tl.BN_MODES), ["update"], key="transfer_bn",
                           format_func=BN_LABELS.__getitem__,
                           help="Applies to copied stages that are fine-tuned; frozen stages keep their statistics.")
-norms = opts[2].multiselect("Input normalisation", list(tl.NORMS), ["source"], key="transfer_norms",
+norms = opts[3].multiselect("Input normalisation", list(tl.NORMS), ["source"], key="transfer_norms",
                             format_func=tl.NORM_LABELS.__getitem__,
                             help="The target's inputs normalised with the source net's statistics (what it was "
-                                 "trained with), the target's own labelled images' statistics, or not at all; for "
+                                 "trained with), the target's own labelled examples' statistics, or not at all; for "
                                  "every chosen mode, from scratch included.")
-nums = st.columns(2)
+nums = st.columns([1, 1, 2])
 seeds = nums[0].number_input(range_label("Seeds", 1, 5), 1, 5, 1, key="transfer_seeds",
-                             help="Seeds 0, 1, …: each draws the labelled images and the fresh weights; the "
+                             help="Seeds 0, 1, …: each draws the labelled examples and the fresh weights; the "
                                   "mean ± std is over them.")
 steps = nums[1].number_input(range_label("SGD steps per run", 5, 3000), 5, 3000, 150, key="transfer_steps",
                              help="The same number of steps for every mode and label setting (batch 32, lr 0.02, "
                                   "cosine schedule); the recorded comparison's recipe is above.")
+keep = nums[2].checkbox("Keep every net trained now", False, key="transfer_keep",
+                        help="Saves each fine-tuned net in the run store (about 1 MB each for a ResNet-20): it opens "
+                             "on every other page and can be downloaded below. A run taken from the store is not "
+                             "trained again, so its net is kept only if it was kept when it was trained.")
 
 plan: tl.Plan | None = None
 problems = []
 if not modes:
     problems.append("Choose at least one mode.")
 if not labels:
-    problems.append("Choose at least one number of labelled images per class.")
-if any(m in ("last_k", "first_k_frozen", "first_k_finetuned") for m in modes) and not ks:
+    problems.append("Choose at least one number of labelled examples per class.")
+if any(m in tl.K_MODES for m in modes) and not ks:
     problems.append("Choose at least one k for the last-k and first-k modes.")
 if not bns:
     problems.append("Choose at least one BatchNorm mode.")
@@ -466,10 +556,10 @@ if problems:
     st.error(" ".join(problems))
 elif usable and source is not None:
     try:
-        setups = chosen_setups(modes, [int(k) for k in ks], bns, norms, stages)
-        plan = tl.Plan(tuple(setups), tuple(None if n == "all" else int(n) for n in labels),
+        setups = tl.choose_setups(modes, [int(k) for k in ks], bns, norms, stages)
+        plan = tl.Plan(setups, tuple(None if n == "all" else int(n) for n in labels),
                        tuple(range(int(seeds))), tl.Recipe(steps=int(steps)))
-        tl.check_plan(source, plan)  # everything run_plan would refuse, refused before the button
+        tl.check_plan(source, plan, target)  # everything run_plan would refuse, refused before the button
     except LensError as exc:
         error_box(exc)
         plan = None
@@ -481,10 +571,10 @@ store = open_store()
 
 stopped = st.session_state.pop("transfer_active", None)  # left behind by a comparison a rerun interrupted
 if stopped is not None and store is not None:
-    was_source, was_plan, was_name = stopped
+    was_source, was_plan, was_name, was_target, was_trained = stopped
     try:
         # nothing is kept from training here: cancel() is True from the start, so only stored runs come back
-        partial = tl.run_plan(was_source, was_plan, store=store, cancel=lambda: True)
+        partial = tl.run_plan(was_source, was_plan, store=store, target=was_target, cancel=lambda: True)
     except LensError as exc:
         error_box(exc)
     else:
@@ -494,7 +584,10 @@ if stopped is not None and store is not None:
                        f"{kept} of {len(was_plan.items())} runs that had finished are kept in the run store and shown "
                        "below; the run in progress was dropped. Run the same comparison again to train only the "
                        "rest.")
-            st.session_state["transfer_result"] = (partial, was_name)
+            # the counts of the interrupted comparison, not of this look into the store
+            trained_now = min(was_trained["n"], kept)
+            st.session_state["transfer_result"] = (
+                dataclasses.replace(partial, trained=trained_now, reused=kept - trained_now), was_name)
         else:
             st.warning("The comparison was stopped (Cancel, or another click while it ran) before its first run "
                        "finished: nothing was kept.")
@@ -503,7 +596,8 @@ if stopped is not None and store is not None:
 go_run = st.button("Run comparison", type="primary", key="transfer_run", disabled=plan is None or store is None,
                    help="Train every run the run store does not hold yet, one after another in this server.")
 if go_run and plan is not None and store is not None and source is not None:  # the button is disabled otherwise
-    st.session_state["transfer_active"] = (source, plan, source_name)
+    trained_count = {"n": 0}  # runs trained (not taken from the store) so far: said if the comparison is stopped
+    st.session_state["transfer_active"] = (source, plan, source_name, target, trained_count)
     # placeholders: the button and the bars are there while the comparison runs, and gone when it ends
     cancel_slot, plan_slot, run_slot = st.empty(), st.empty(), st.empty()
     cancel_slot.button("Cancel", key="transfer_cancel",
@@ -516,6 +610,8 @@ if go_run and plan is not None and store is not None and source is not None:  # 
         # a run's last call says it finished (fraction 1 with done counting it); before that, done
         # counts the runs before it and fraction is how far this one is
         finished = p.fraction >= 1.0
+        if p.finished is not None and not p.reused:
+            trained_count["n"] += 1
         overall = p.done / max(p.total, 1) if finished else (p.done + p.fraction) / max(p.total, 1)
         if int(1000 * overall) > drawn["plan"]:
             drawn["plan"] = int(1000 * overall)
@@ -525,7 +621,8 @@ if go_run and plan is not None and store is not None and source is not None:  # 
             run_slot.progress(min(p.fraction, 1.0), text=f"{p.label}: {p.fraction:.0%}")
 
     try:
-        result = tl.run_plan(source, plan, store=store, progress=progress)
+        result = tl.run_plan(source, plan, store=store, target=target, progress=progress,
+                             keep=keep_net if keep else None)
     except LensError as exc:
         error_box(exc)
     else:
@@ -546,4 +643,5 @@ if yours is not None:
                 Metric("Wall time", f"{mine.seconds:,.1f} s")])
     st.caption(describe(mine.meta, mine.results, mine_name))
     show_comparison(mine, "transfer_yours", "transfer")
+show_kept()
 st.caption(f"Runs are kept in the run store at `{default_home()}` (set RESNET_LENS_HOME to move it).")

@@ -181,7 +181,16 @@ def test_time_to_a_target_accuracy_and_the_curves_follow_their_widgets(monkeypat
     scratch_all = hits[(hits["setup"] == "from scratch") & hits["per_class"].isna()]
     assert scratch_all["seconds"].notna().all()  # every run of 5 steps beats chance at 20 %
     cell = times.set_index("setup").loc["from scratch", "all labelled"]
-    assert cell == f"{scratch_all['seconds'].mean():.1f} s, epoch {scratch_all['epoch'].mean():.0f} (2/2)"
+    # 5 steps of 32 of the 671 images: one epoch, reached at its end
+    assert cell == f"100% of steps, {scratch_all['seconds'].mean():.1f} s (2/2)"
+    # 1 per class: 5 images, one step per epoch, so 5 epochs; the share is the epoch reached over 5
+    one = hits[(hits["setup"] == "fine-tune everything") & (hits["per_class"] == 1)].dropna(subset=["epoch"])
+    c = result.curves
+    assert c[(c["setup"] == "fine-tune everything") & (c["per_class"] == 1)].groupby("seed")["epoch"].max().tolist() \
+        == [5, 5]
+    want = f"{(one['epoch'] / 5).mean():.0%} of steps, {one['seconds'].mean():.1f} s ({len(one)}/2)" if len(one) \
+        else "not reached (0/2)"
+    assert times.set_index("setup").loc["fine-tune everything", "1 per class"] == want
     at.slider(key="transfer_rec_threshold").set_value(100).run()
     times = with_columns(at, "setup", "1 per class", "all labelled", "-seeds")
     assert set(times["all labelled"]) == {"not reached (0/2)"}
@@ -237,7 +246,7 @@ def test_a_comparison_run_from_the_page_is_stored_shown_and_reused(monkeypatch, 
     mine = at.session_state["transfer_result"][0].results.set_index("setup")["test_acc"]
     assert list(acc["1 per class"]) == [f"{100 * mine[x]:.1f}" for x in acc["setup"]]  # one seed: no ± part
     caption = " ".join(c.value for c in at.caption)
-    assert "Source net: the shipped digits 0–4 net (cifar_resnet20), 3 stages; target: the digits 5–9" in caption
+    assert "Source net: digits 0–4 (cifar_resnet20), 3 stages; target: the digits 5–9 (all 225 of their test images)" in caption
     assert "5 SGD steps" in caption
 
     # the widgets of the user's comparison are settings the URL keeps, like every other
@@ -264,7 +273,9 @@ def test_a_comparison_a_rerun_interrupted_keeps_and_shows_its_finished_runs(monk
     plan = tl.Plan((first, tl.mode_setup("frozen", STAGES)), (1,), (0,), recipe)
     monkeypatch.setenv("RESNET_LENS_TRANSFER_RESULTS", str(tmp_path / "none.json"))
     at = AppTest.from_file(PAGE, default_timeout=300)
-    at.session_state["transfer_active"] = (source, plan, "the shipped net")  # what a Cancel click leaves behind
+    # what a Cancel click leaves behind: the source, the plan, its name, the target (None: embedded) and
+    # how many runs the stopped comparison trained itself (0: the finished one was in the store before)
+    at.session_state["transfer_active"] = (source, plan, "the shipped net", None, {"n": 0})
     at.run()
     clean(at)
     assert len(fits) == 1  # the missing run is started and stopped at once: nothing of it is kept
@@ -277,20 +288,27 @@ def test_a_comparison_a_rerun_interrupted_keeps_and_shows_its_finished_runs(monk
     assert "transfer_active" not in at.session_state
     at.run()  # said once: the next rerun shows the kept runs without the warning
     assert not at.warning and metrics(at)["Found in the run store"] == "1"
+    # the comparison had trained the finished run itself: the metrics count it as trained then, not as
+    # found in the store by the look that shows it
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state["transfer_active"] = (source, plan, "the shipped net", None, {"n": 1})
+    at.run()
+    m = metrics(at)
+    assert (m["Runs"], m["Trained now"], m["Found in the run store"]) == ("1", "1", "0")
 
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"transfer_modes": []}, "Choose at least one mode."),
-    ({"transfer_labels": []}, "Choose at least one number of labelled images per class."),
+    ({"transfer_labels": []}, "Choose at least one number of labelled examples per class."),
     ({"transfer_modes": ["last_k"], "transfer_ks": []}, "Choose at least one k for the last-k and first-k modes."),
     ({"transfer_norms": []}, "Choose at least one input normalisation."),
-    ({"transfer_source": "checkpoint", "transfer_ckpt": "shipped: mnist1d_resnet20"},
-     "the source net is 1-D and the target data 2-D"),
+    ({"transfer_source": "checkpoint", "transfer_ckpt": "shipped: digits_resnet20", "transfer_target": "folder"},
+     "Give the ImageFolder's root folder to use it as the target."),
 ])
 def test_bad_input_is_one_message_and_no_run(monkeypatch, tmp_path, change, message):
     at = page(monkeypatch, tmp_path / "none.json")
     for key, value in change.items():
-        if key == "transfer_source":
+        if key in ("transfer_source", "transfer_target"):
             at.radio(key=key).set_value(value).run()
         elif key == "transfer_ckpt":
             at.selectbox(key=key).set_value(value)
@@ -339,9 +357,77 @@ def test_a_comparison_stopped_in_its_first_run_keeps_nothing_and_says_so(monkeyp
     plan = tl.Plan((tl.mode_setup("scratch", STAGES),), (1,), (0,), tl.Recipe(steps=5))
     monkeypatch.setenv("RESNET_LENS_TRANSFER_RESULTS", str(tmp_path / "none.json"))
     at = AppTest.from_file(PAGE, default_timeout=300)
-    at.session_state["transfer_active"] = (source, plan, "the shipped net")
+    at.session_state["transfer_active"] = (source, plan, "the shipped net", None, {"n": 0})
     at.run()
     clean(at)
     (warning,) = [w.value for w in at.warning]
     assert "before its first run finished: nothing was kept" in warning
     assert "transfer_result" not in at.session_state and "Trained now" not in metrics(at)
+
+
+def folder(root: Path, classes: int, per_class: int = 4) -> Path:
+    """A tiny ImageFolder: ``classes`` class folders of 20 px colour images (no train/val split)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        d = root / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray((rng.random((20, 20, 3)) * 80 + c * 60).astype(np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_an_imagefolder_target_runs_keeps_its_nets_and_refuses_what_cannot_adapt(monkeypatch, tmp_path, fits):
+    """A local ImageFolder as the target (read grey for the 1-channel digits source, cropped as asked): a
+    comparison runs on it and every net trained is kept (run store, other pages' picker, download). A
+    1-D source cannot read it and a one-class folder is no classifier: one message each, no run."""
+    from ui import cache
+
+    root = folder(tmp_path / "imgs", 3)
+    at = page(monkeypatch, tmp_path / "none.json")
+    at.radio(key="transfer_target").set_value("folder").run()
+    at.text_input(key="transfer_folder").set_value(str(root))
+    at.number_input(key="transfer_folder_size").set_value(16)
+    at.number_input(key="transfer_folder_resize").set_value(18)
+    at.checkbox(key="transfer_keep").check()
+    at = tiny(at, ["scratch", "frozen"])
+    clean(at)
+    assert not at.error, [e.value for e in at.error]
+    assert "target: imgs, 3 classes at 16 px" in " ".join(c.value for c in at.caption)
+    at.button(key="transfer_run").click().run()
+    clean(at)
+    assert len(fits) == 2 and at.session_state["transfer_result"][0].meta["target"] == "imgs"
+    kept = at.session_state["transfer_kept"]
+    assert len(kept) == 2 and all(ck.spec.num_classes == 3 for ck in kept.values())
+    assert set(kept) <= {r.label for r in cache.run_store().runs()}  # listed on every page as trained here
+    assert [d for d in at.get("download_button") if d.proto.id.endswith("-transfer_kept_download")]
+    assert "the ImageFolder imgs (3 classes" in " ".join(c.value for c in at.caption)
+    # a 1-D source cannot read images; a one-class folder is refused
+    at.radio(key="transfer_source").set_value("mnist1d").run()
+    assert len(at.error) == 1 and "the source net is 1-D and the target data 2-D" in at.error[0].value
+    assert at.button(key="transfer_run").disabled
+    at.radio(key="transfer_source").set_value("digits").run()
+    at.text_input(key="transfer_folder").set_value(str(folder(tmp_path / "one", 1))).run()
+    clean(at)
+    assert len(at.error) == 1 and "1 class" in at.error[0].value and at.button(key="transfer_run").disabled
+
+
+def test_the_1d_source_runs_on_mnist1d_and_its_recorded_comparison_shows(monkeypatch, tmp_path, fits):
+    """The shipped 1-D source takes MNIST-1D's classes 5-9 as its target; the MNIST-1D recorded
+    comparison is one choice away."""
+    at = page(monkeypatch, tmp_path / "none.json")
+    at.radio(key="transfer_source").set_value("mnist1d").run()
+    clean(at)
+    assert "target: mnist1d[5,6,7,8,9], 5 classes at 40 samples" in " ".join(c.value for c in at.caption)
+    at = tiny(at, ["frozen"])
+    at.button(key="transfer_run").click().run()
+    clean(at)
+    assert fits == [5]
+    assert "target: MNIST-1D's classes 5–9 (all 493 of their test sequences)" in " ".join(c.value for c in at.caption)
+    monkeypatch.setenv("RESNET_LENS_TRANSFER_RESULTS_1D", str(tmp_path / "none1d.json"))
+    at = AppTest.from_file(PAGE, default_timeout=300).run()
+    at.radio(key="transfer_recorded").set_value("mnist1d").run()
+    clean(at)
+    assert any("none1d.json` is not there" in i.value and "--source mnist1d04_resnet1d20" in i.value for i in at.info)

@@ -197,15 +197,25 @@ def transfer_results(path: str, mtime: float) -> transfer.PlanResult:
     return transfer.load_results(path)
 
 
-def transfer_source() -> checkpoints.Checkpoint:
-    """The shipped source net of the embedded transfer task (a residual net trained on the digits 0-4),
-    loaded once per version of the file."""
-    path = checkpoints.SHIPPED_DIR / "transfer" / "digits04_resnet20.pt"
+def transfer_source(name: str = "digits04_resnet20") -> checkpoints.Checkpoint:
+    """A shipped source net of the embedded transfer tasks (checkpoints/transfer/<name>.pt: a
+    residual net trained on the digits 0-4 or on MNIST-1D's classes 0-4), loaded once per version of
+    the file."""
+    path = checkpoints.SHIPPED_DIR / "transfer" / f"{name}.pt"
     try:
         mtime = path.stat().st_mtime
     except OSError as exc:
         raise checkpoints.CheckpointError(f"the shipped transfer source {path} cannot be read ({exc})") from exc
     return checkpoint_from_path(str(path), mtime)
+
+
+@st.cache_resource(show_spinner="Reading the image folder…", max_entries=2)
+def transfer_folder(root: str, channels: int, size: int, resize: int | None, mtime: float) -> data.Dataset:
+    """An ImageFolder target's pixels (unnormalised), read once per tree, channels, crop and folder
+    version (``mtime`` of the root: a tree changed on disk is read again); never mutated, every run
+    subsets and normalises a copy."""
+    del mtime
+    return transfer.read_folder(root, channels=channels, size=size, resize=resize)
 
 
 # ----------------------------------------------------------------------------- downloads

@@ -142,7 +142,9 @@ REGISTRY: dict[str, PageParams] = {
                                          "grad_steps": "ints"}),
     "theory": PageParams("theory_", {"lambdas": "floats", "depth": "int", "rscale": "float"}),
     # the recorded comparison's charts (rec_) and the user's (yours_) have their own choices
-    "transfer": PageParams("transfer_", {"source": "str", "ckpt": "str", "modes": "strs", "labels": "strs",
+    "transfer": PageParams("transfer_", {"recorded": "str", "source": "str", "ckpt": "str", "target": "str",
+                                         "folder": "str", "folder_size": "int", "folder_resize": "int",
+                                         "keep": "bool", "kept_pick": "str", "modes": "strs", "labels": "strs",
                                          "ks": "ints", "bn": "strs", "norms": "strs", "seeds": "int", "steps": "int",
                                          "rec_at": "str", "rec_curve_setups": "strs", "rec_curve_x": "str",
                                          "rec_threshold": "int", "yours_at": "str", "yours_curve_setups": "strs",
