@@ -189,7 +189,8 @@ def variant_frame(summary: pd.DataFrame, series: dict[str, str]) -> pd.DataFrame
 
 
 def variant_table(frame: pd.DataFrame, base: str) -> pd.DataFrame:
-    """One row per label setting: each series' accuracy and its difference from ``base`` in points."""
+    """One row per label setting: each series' accuracy and its difference from ``base`` in points
+    ('Δ name'; short headers keep the table within a laptop's page width)."""
     rows = []
     for group, g in frame.groupby("group", sort=False):
         by = g.set_index("series")
@@ -200,7 +201,7 @@ def variant_table(frame: pd.DataFrame, base: str) -> pd.DataFrame:
             if name != base:
                 diff = (by.loc[name, "mean"] - by.loc[base, "mean"]) if name in by.index and base in by.index \
                     else math.nan
-                row[f"{name} − {base} (points)"] = points(float(diff))
+                row[f"Δ {name}"] = points(float(diff))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -336,6 +337,7 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
     nf = variant_frame(summary, norm_series)
     if nf["series"].nunique() >= 2:
         table(variant_table(nf, tl.NORM_LABELS["source"]))
+        st.caption(f"Δ: the difference from {tl.NORM_LABELS['source']} in points (mean over seeds).")
         render.show(render.accuracy_bars(nf, "labelled images per class"), key=f"{prefix}_norm_chart")
         st.caption("The fixed feature extractor with the target's inputs normalised with the statistics the source "
                    "net was trained with (what it expects), the target's own labelled images' statistics, or "
@@ -349,6 +351,7 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
     bf = variant_frame(summary, bn_series)
     if bf["series"].nunique() >= 2:
         table(variant_table(bf, BN_LABELS["update"]))
+        st.caption(f"Δ: the difference from {BN_LABELS['update']} in points (mean over seeds).")
         render.show(render.accuracy_bars(bf, "labelled images per class"), key=f"{prefix}_bn_chart")
         st.caption("Fine-tuning everything with the copied BatchNorm layers' running statistics updated by the "
                    "target's batches, or kept as the source left them (their scale and shift still learn).")

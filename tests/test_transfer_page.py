@@ -149,11 +149,11 @@ def test_the_recorded_comparison_shows_the_files_numbers(monkeypatch, recorded):
     free, none = "fixed feature extractor", "fixed feature extractor (no normalisation)"
     assert list(norm["labels"]) == ["1 per class", "all labelled"]
     assert list(norm["no normalisation %"]) == [pct(mean(none, n), std(none, n)) for n in ("1", "all")]
-    assert list(norm["no normalisation − source statistics (points)"]) == [
+    assert list(norm["Δ no normalisation"]) == [
         f"{100 * (mean(none, n) - mean(free, n)):+.1f}" for n in ("1", "all")]
     bn = with_columns(at, "running statistics updated %", "running statistics frozen %")
     tuned, fixed = "fine-tune everything", "fine-tune everything (BN statistics frozen)"
-    assert list(bn["running statistics frozen − running statistics updated (points)"]) == [
+    assert list(bn["Δ running statistics frozen"]) == [
         f"{100 * (mean(fixed, n) - mean(tuned, n)):+.1f}" for n in ("1", "all")]
     # the linear probe by stage, and the readings, one line each
     probe = with_columns(at, "stage", "features")
