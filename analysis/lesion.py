@@ -17,6 +17,11 @@ pairing of the two before any block sees it.
 The engine computes the unlesioned activations once per batch and starts every sequence from its
 first difference with them, so all n single-block deletions cost about n^2/2 block evaluations
 instead of n^2, with predictions identical to the straightforward loop.
+
+A sweep is a :class:`SweepPlan` (its sequences, any random ones drawn once, and their rows) evaluated
+into integer counts of wrong predictions per sequence, which become error rates only at the end: the
+counts of shards of a test set add up to the whole set's, so :mod:`analysis.shard` evaluates a sweep
+on shards (in this process or on Ray) and gives the same table.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from .data import Dataset
 from .errors import ConfigError, DatasetError, LensError
 from .models import ResNet
 from .specs import ResNetSpec
+from .train import cuda_determinism
 
 Step = tuple[int, bool]  # (block index, keep its residual branch)
 ProgressFn = Callable[[int, int], None]
@@ -157,8 +163,13 @@ def check_sequence(seq: Sequence[Step], infos: list[BlockInfo]) -> None:
 def predict_sequences(model: ResNet, x: Tensor, sequences: Sequence[Sequence[Step]], *, batch_size: int = 256,
                       device: str = "cpu", reuse_prefix: bool = True,
                       progress: ProgressFn | None = None) -> Tensor:
-    """Predicted classes, shape (len(sequences), len(x)). ``reuse_prefix=False`` is the
-    straightforward loop (every sequence from the stem), kept as the reference."""
+    """Predicted classes, shape (len(sequences), len(x)), on the CPU. ``reuse_prefix=False`` is the
+    straightforward loop (every sequence from the stem), kept as the reference.
+
+    The model must already be on ``device``. Each batch of inputs is moved there once and serves every
+    sequence; the predictions stay there and come back to the CPU in one copy at the end (a copy per
+    sequence and batch would make every step wait for a GPU). On CUDA the work runs with cuDNN's
+    deterministic algorithms (:func:`analysis.train.cuda_determinism`)."""
     check_inputs(model.spec, x)
     blocks = [b for _, b in model.blocks()]
     infos = block_infos(model)
@@ -166,58 +177,95 @@ def predict_sequences(model: ResNet, x: Tensor, sequences: Sequence[Sequence[Ste
         check_sequence(seq, infos)
     n = len(blocks)
     starts = [_divergence(s) if reuse_prefix else 0 for s in sequences]
-    preds = torch.empty(len(sequences), len(x), dtype=torch.long)
+    preds = torch.empty(len(sequences), len(x), dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
     batches = max(1, (len(x) + batch_size - 1) // batch_size)
     total, done = batches * len(sequences), 0
     try:
-        for lo in range(0, len(x), batch_size):
-            xb = x[lo:lo + batch_size].to(device)
-            h0 = model.stem(xb)
-            prefix: list[Tensor] = [h0]
-            if reuse_prefix:
-                h = h0
-                for b in blocks:  # the unlesioned pass, kept block by block
-                    h = b(h)
-                    prefix.append(h)
-            for si, seq in enumerate(sequences):
-                p = starts[si]
-                if reuse_prefix and p == n:
-                    h = prefix[n]
-                else:
-                    h = prefix[p] if reuse_prefix else h0
-                    for i, keep in list(seq)[p:]:
-                        h = blocks[i](h, keep_residual=keep)
-                preds[si, lo:lo + len(xb)] = model.head(h).argmax(1).cpu()
-                done += 1
-                if progress:
-                    progress(done, total)
+        with cuda_determinism(device):
+            for lo in range(0, len(x), batch_size):
+                xb = x[lo:lo + batch_size].to(device)
+                h0 = model.stem(xb)
+                prefix: list[Tensor] = [h0]
+                if reuse_prefix:
+                    h = h0
+                    for b in blocks:  # the unlesioned pass, kept block by block
+                        h = b(h)
+                        prefix.append(h)
+                for si, seq in enumerate(sequences):
+                    p = starts[si]
+                    if reuse_prefix and p == n:
+                        h = prefix[n]
+                    else:
+                        h = prefix[p] if reuse_prefix else h0
+                        for i, keep in list(seq)[p:]:
+                            h = blocks[i](h, keep_residual=keep)
+                    preds[si, lo:lo + len(xb)] = model.head(h).argmax(1)
+                    done += 1
+                    if progress:
+                        progress(done, total)
     finally:
         model.train(was_training)
-    return preds
+    return preds.cpu()
 
 
-def _errors(preds: Tensor, y: Tensor) -> list[float]:
-    return (preds != y[None]).float().mean(1).tolist()
+def wrong_counts(model: ResNet, x: Tensor, y: Tensor, sequences: Sequence[Sequence[Step]],
+                 **kw: Any) -> Tensor:
+    """How many inputs each sequence gets wrong (int64, one count per sequence; ``kw`` as
+    :func:`predict_sequences` takes them). Counts, not rates: the counts of disjoint parts of a test
+    set add up to the whole set's exactly, which is how :mod:`analysis.shard` merges shards."""
+    return (predict_sequences(model, x, sequences, **kw) != y[None]).sum(1)
 
 
-def single_sweep(model: ResNet, x: Tensor, y: Tensor, **kw: object) -> pd.DataFrame:
-    """Error after deleting each block in turn (row -1: nothing deleted)."""
+def errors_from_counts(wrong: Tensor, n: int) -> list[float]:
+    """Error rates ``wrong / n``, divided in float32. That is the number the sweeps have always
+    reported, ``(preds != y).float().mean()``: a float32 sum of 0/1 values is exact below 2^24 inputs
+    and the mean divides it by n in float32, so rates computed from counts are bit-identical to it
+    and every stored sweep stays reproducible."""
+    return (wrong.to(torch.float32) / n).tolist()
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep evaluates: its sequences and, for each, its row without the error. The random
+    subsets and swaps are drawn here, once, so a sweep evaluated on the whole test set or on shards
+    of it (:mod:`analysis.shard`) runs the same sequences."""
+
+    sequences: list[list[Step]]
+    rows: list[dict[str, Any]]
+
+    def frame(self, wrong: Tensor, n: int) -> pd.DataFrame:
+        """The sweep's table from its wrong counts (one per sequence) on ``n`` inputs."""
+        errors = errors_from_counts(wrong, n)
+        return pd.DataFrame([{**r, "error": e} for r, e in zip(self.rows, errors, strict=True)])
+
+    def evaluate(self, model: ResNet, x: Tensor, y: Tensor, **kw: Any) -> pd.DataFrame:
+        """The sweep on ``x`` in this process (``kw`` as :func:`predict_sequences` takes them)."""
+        return self.frame(wrong_counts(model, x, y, self.sequences, **kw), len(y))
+
+
+def single_plan(model: ResNet) -> SweepPlan:
+    """Nothing deleted, then each block deleted in turn."""
     infos = block_infos(model)
     n = len(infos)
     seqs = [identity_sequence(n)] + [deletion(n, [i]) for i in range(n)]
-    err = _errors(predict_sequences(model, x, seqs, **kw), y)  # type: ignore[arg-type]
     rows = [{"experiment": "single", "deleted": "none", "index": -1, "stage": "", "downsample": False,
-             "shortcut": "", "error": err[0]}]
+             "shortcut": ""}]
     rows += [{"experiment": "single", "deleted": b.name, "index": b.index, "stage": b.stage,
-              "downsample": b.downsample, "shortcut": b.shortcut, "error": e} for b, e in zip(infos, err[1:], strict=True)]
-    return pd.DataFrame(rows)
+              "downsample": b.downsample, "shortcut": b.shortcut} for b in infos]
+    return SweepPlan(seqs, rows)
 
 
-def k_sweep(model: ResNet, x: Tensor, y: Tensor, *, ks: Sequence[int] | None = None, samples: int = 5,
-            seed: int = 0, include_downsample: bool = False, **kw: object) -> pd.DataFrame:
-    """Error vs number of blocks deleted: ``samples`` random subsets of each size k."""
+def single_sweep(model: ResNet, x: Tensor, y: Tensor, **kw: Any) -> pd.DataFrame:
+    """Error after deleting each block in turn (row -1: nothing deleted)."""
+    return single_plan(model).evaluate(model, x, y, **kw)
+
+
+def k_plan(model: ResNet, *, ks: Sequence[int] | None = None, samples: int = 5, seed: int = 0,
+           include_downsample: bool = False) -> SweepPlan:
+    """``samples`` random subsets of each size k of the blocks (the non-downsampling ones unless
+    ``include_downsample``), deleted together."""
     infos = block_infos(model)
     n = len(infos)
     pool = [b.index for b in infos if include_downsample or not b.downsample]
@@ -231,8 +279,14 @@ def k_sweep(model: ResNet, x: Tensor, y: Tensor, *, ks: Sequence[int] | None = N
             chosen = sorted(rng.sample(pool, k))
             seqs.append(deletion(n, chosen))
             meta.append({"experiment": "k", "k": k, "sample": s, "deleted": " ".join(infos[i].name for i in chosen)})
-    err = _errors(predict_sequences(model, x, seqs, **kw), y)  # type: ignore[arg-type]
-    return pd.DataFrame([{**m, "error": e} for m, e in zip(meta, err, strict=True)])
+    return SweepPlan(seqs, meta)
+
+
+def k_sweep(model: ResNet, x: Tensor, y: Tensor, *, ks: Sequence[int] | None = None, samples: int = 5,
+            seed: int = 0, include_downsample: bool = False, **kw: Any) -> pd.DataFrame:
+    """Error vs number of blocks deleted: ``samples`` random subsets of each size k."""
+    plan = k_plan(model, ks=ks, samples=samples, seed=seed, include_downsample=include_downsample)
+    return plan.evaluate(model, x, y, **kw)
 
 
 def swappable_pairs(infos: list[BlockInfo]) -> list[tuple[int, int]]:
@@ -242,9 +296,8 @@ def swappable_pairs(infos: list[BlockInfo]) -> list[tuple[int, int]]:
             if (a.in_channels, a.out_channels, a.stage) == (b.in_channels, b.out_channels, b.stage)]
 
 
-def reorder_sweep(model: ResNet, x: Tensor, y: Tensor, *, ks: Sequence[int] | None = None, samples: int = 5,
-                  seed: int = 0, **kw: object) -> pd.DataFrame:
-    """Error vs amount of reordering: swap k random pairs of same-shape blocks."""
+def reorder_plan(model: ResNet, *, ks: Sequence[int] | None = None, samples: int = 5, seed: int = 0) -> SweepPlan:
+    """``samples`` random orders made by swapping k random pairs of same-shape blocks, per k."""
     infos = block_infos(model)
     n = len(infos)
     pairs = swappable_pairs(infos)
@@ -267,8 +320,13 @@ def reorder_sweep(model: ResNet, x: Tensor, y: Tensor, *, ks: Sequence[int] | No
             seqs.append(seq)
             meta.append({"experiment": "reorder", "k": k, "sample": s, "swaps": " ".join(swaps),
                          "displaced": sum(i != p for p, i in enumerate(order))})
-    err = _errors(predict_sequences(model, x, seqs, **kw), y)  # type: ignore[arg-type]
-    return pd.DataFrame([{**m, "error": e} for m, e in zip(meta, err, strict=True)])
+    return SweepPlan(seqs, meta)
+
+
+def reorder_sweep(model: ResNet, x: Tensor, y: Tensor, *, ks: Sequence[int] | None = None, samples: int = 5,
+                  seed: int = 0, **kw: Any) -> pd.DataFrame:
+    """Error vs amount of reordering: swap k random pairs of same-shape blocks."""
+    return reorder_plan(model, ks=ks, samples=samples, seed=seed).evaluate(model, x, y, **kw)
 
 
 def summarise(df: pd.DataFrame, by: str = "k") -> pd.DataFrame:
@@ -289,6 +347,7 @@ def per_class_accuracy(y: Tensor, pred: Tensor, num_classes: int) -> list[float]
 
 
 SWEEPS: dict[str, Callable[..., pd.DataFrame]] = {"single": single_sweep, "k": k_sweep, "reorder": reorder_sweep}
+PLANS: dict[str, Callable[..., SweepPlan]] = {"single": single_plan, "k": k_plan, "reorder": reorder_plan}
 SWEEP_KINDS = tuple(SWEEPS)
 
 
@@ -308,13 +367,22 @@ def check_sweep_options(kind: str, *, samples: int = 5, seed: int = 0, batch_siz
             raise ConfigError(f"{what} must be between {lo:,} and {hi:,}, got {value}")
 
 
+def plan_sweep(kind: str, model: ResNet, *, samples: int = 5, seed: int = 0, batch_size: int = 256) -> SweepPlan:
+    """The plan of one sweep by name, every option checked first (as :func:`run_sweep` takes them;
+    ``batch_size`` is only checked here)."""
+    check_sweep_options(kind, samples=samples, seed=seed, batch_size=batch_size)
+    if kind == "single":
+        return single_plan(model)
+    return PLANS[kind](model, samples=samples, seed=seed)
+
+
 def run_sweep(kind: str, model: ResNet, x: Tensor, y: Tensor, *, samples: int = 5, seed: int = 0,
               batch_size: int = 256, device: str = "cpu", progress: ProgressFn | None = None) -> pd.DataFrame:
     """One lesion sweep by name (``single``, ``k`` or ``reorder``): the entry point the CLI and the
-    lesion page share. ``samples`` and ``seed`` apply to the random sweeps only."""
-    check_sweep_options(kind, samples=samples, seed=seed, batch_size=batch_size)
-    kw: dict[str, object] = {} if kind == "single" else {"samples": samples, "seed": seed}
-    return SWEEPS[kind](model, x, y, batch_size=batch_size, device=device, progress=progress, **kw)
+    lesion page share. ``samples`` and ``seed`` apply to the random sweeps only. The model must be on
+    ``device``. :func:`analysis.shard.sharded_sweep` gives the same table from shards of ``x``."""
+    plan = plan_sweep(kind, model, samples=samples, seed=seed, batch_size=batch_size)
+    return plan.evaluate(model, x, y, batch_size=batch_size, device=device, progress=progress)
 
 
 def sweep_settings(kind: str, data: Dataset, *, samples: int = 5, seed: int = 0) -> dict[str, Any]:

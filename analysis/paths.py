@@ -38,6 +38,7 @@ from .data import Dataset
 from .errors import CheckpointError, ConfigError
 from .lesion import check_inputs, inputs_noun
 from .models import Block, ResNet
+from .train import cuda_determinism
 
 MAX_UNROLL = 8  # 256 paths: still drawable
 
@@ -178,9 +179,13 @@ class _BlockTape:
         return gx
 
 
-def _tapes(model: ResNet, x: Tensor, y: Tensor) -> tuple[list[_BlockTape], Tensor]:
+def _tapes(model: ResNet, x: Tensor, y: Tensor, total: int | None = None) -> tuple[list[_BlockTape], Tensor]:
     """Forward the batch through the whole net (eval-mode BN); return each block's tape and the
-    loss gradient at the last block's output."""
+    loss gradient at the last block's output. The loss is the cross-entropy summed over the batch
+    and divided by ``total`` (default: the batch's size, i.e. the batch mean). Every example's
+    gradient is its own loss's gradient divided by ``total``, so a part of a set given the whole
+    set's ``total`` gets, example for example, the gradient the whole set's mean gives it (bit for
+    bit: the mean's backward divides by the batch size just as the division's backward does)."""
     blocks = [b for _, b in model.blocks()]
     with torch.no_grad():
         h = model.stem(x)
@@ -190,61 +195,146 @@ def _tapes(model: ResNet, x: Tensor, y: Tensor) -> tuple[list[_BlockTape], Tenso
         tapes.append(t)
         h = t.y.detach()
     h = h.requires_grad_(True)
-    loss = F.cross_entropy(model.head(h), y)
+    loss = F.cross_entropy(model.head(h), y, reduction="sum") / (len(y) if total is None else total)
     (g,) = torch.autograd.grad(loss, h)
     return tapes, g
+
+
+def _path_gradient(tapes: list[_BlockTape], g_out: Tensor, subset: set[int]) -> Tensor:
+    """The gradient at the input along one path: through the residual branch of the blocks in
+    ``subset``, through the skip of the rest."""
+    g = g_out
+    for i in range(len(tapes) - 1, -1, -1):
+        g = tapes[i].back(g, i in subset)
+    return g
 
 
 def path_gradient_norm(tapes: list[_BlockTape], g_out: Tensor, subset: set[int]) -> float:
     """Norm (per sample, averaged) of the gradient at the input along one path: through the residual
     branch of the blocks in ``subset``, through the skip of the rest."""
-    g = g_out
-    for i in range(len(tapes) - 1, -1, -1):
-        g = tapes[i].back(g, i in subset)
-    return float(g.flatten(1).norm(dim=1).mean())
+    return float(_path_gradient(tapes, g_out, subset).flatten(1).norm(dim=1).mean())
 
 
-def gradient_by_length(model: ResNet, x: Tensor, y: Tensor, *, samples: int = 10,
-                       ks: Sequence[int] | None = None, seed: int = 0,
-                       progress: ProgressFn | None = None) -> pd.DataFrame:
-    """Veit et al.'s measurement. For each path length k, ``samples`` random sets of k blocks (all
-    of them when there are no more than ``samples``); returns per-k mean and std of the gradient
-    magnitude, C(n, k) and the total gradient C(n, k) x mean. Mode and grad state are restored."""
+@dataclass(frozen=True)
+class LengthPlan:
+    """The block subsets a gradient-by-length measurement follows, per path length: all of them
+    where there are no more than ``samples``, else ``samples`` drawn from the seed. Drawn once, so a
+    measurement made on the whole batch or on shards of it (:mod:`analysis.shard`) follows the same
+    paths."""
+
+    blocks: int
+    lengths: tuple[tuple[int, tuple[frozenset[int], ...], bool], ...]  # (k, subsets, exhaustive)
+
+    @property
+    def subsets(self) -> list[set[int]]:
+        """Every subset, length by length: the rows of :func:`example_norms`' table."""
+        return [set(s) for _, subsets, _ in self.lengths for s in subsets]
+
+    def frame(self, norms: Tensor) -> pd.DataFrame:
+        """The measurement's table from the per-example norms (one row per subset, one column per
+        example, as :func:`example_norms` gives them): a path's magnitude is the mean of its row in the
+        net's precision, as it has always been measured, and each length's mean and std are over its paths."""
+        rows, j = [], 0
+        for k, subsets, exhaustive in self.lengths:
+            means = [float(norms[j + i].mean()) for i in range(len(subsets))]
+            j += len(subsets)
+            t = torch.tensor(means, dtype=torch.float64)
+            rows.append({"length": k, "mean": float(t.mean()), "std": float(t.std()) if len(t) > 1 else 0.0,
+                         "samples": len(means), "exhaustive": exhaustive, "paths": math.comb(self.blocks, k)})
+        return _with_totals(rows)
+
+
+def plan_lengths(n: int, *, samples: int = 10, ks: Sequence[int] | None = None, seed: int = 0) -> LengthPlan:
+    """The subsets of :class:`LengthPlan` for a net of ``n`` residual blocks."""
+    ks = list(range(n + 1)) if ks is None else list(ks)
+    rng = random.Random(seed)
+    lengths = []
+    for k in ks:
+        if not 0 <= k <= n:
+            raise ConfigError(f"path length must be between 0 and {n}, got {k}")
+        exhaustive = math.comb(n, k) <= samples
+        if exhaustive:
+            subsets = tuple(frozenset(c) for c in itertools.combinations(range(n), k))
+        else:
+            subsets = tuple(frozenset(rng.sample(range(n), k)) for _ in range(samples))
+        lengths.append((k, subsets, exhaustive))
+    return LengthPlan(n, tuple(lengths))
+
+
+def check_paths_net(model: ResNet, x: Tensor) -> list[Block]:
+    """The net's blocks, if the path decomposition applies to it and ``x``: every block residual,
+    inputs of the net's kind."""
     if isinstance(model, ResNet):  # a duck-typed stack of blocks (the tests' linear nets) has no spec
         check_inputs(model.spec, x)
     blocks = [b for _, b in model.blocks()]
-    n = len(blocks)
     if not all(b.plan.residual for b in blocks):
         raise ConfigError("a plain net has a single path (length n); the path decomposition needs shortcuts")
-    ks = list(range(n + 1)) if ks is None else list(ks)
-    rng = random.Random(seed)
+    return blocks
+
+
+def _device_of(model: ResNet) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def example_norms(model: ResNet, x: Tensor, y: Tensor, subsets: Sequence[set[int]], *, total: int | None = None,
+                  batch_size: int | None = None, progress: ProgressFn | None = None) -> Tensor:
+    """The norm of each example's input gradient along each path: a table of ``len(subsets)`` rows
+    and ``len(x)`` columns in the net's precision, on the CPU. The loss is summed over the examples
+    and divided by ``total`` (default ``len(x)``, the batch mean; see :func:`_tapes`), so a shard of a
+    set given the whole set's size measures its examples as the whole set's call does.
+
+    ``batch_size`` (default: all of ``x`` in one pass) cuts ``x`` into passes of that many examples,
+    which bounds the memory the tapes take. The table does not depend on where the cuts fall except
+    through floating point: CPU kernels choose their code by batch size (torch sends a batch of one
+    to its im2col + GEMM convolution instead of oneDNN's; MKL's GEMM computes the input gradient of
+    ``nn.Linear`` for one to three rows with another kernel), and another summation order changes
+    the last bits of an example's gradient (up to 1e-5 relative measured on the shipped nets). Passes
+    of the same examples give bit-identical columns, which is what sharded measurements rely on.
+
+    ``x`` and ``y`` are moved to the model's device (each pass once); the table comes back in one
+    copy. Mode and grad state are restored."""
+    check_paths_net(model, x)
+    device = _device_of(model)
+    total = len(x) if total is None else total
+    step = len(x) if batch_size is None else batch_size
+    if step < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    # the net's own precision (float32, or float64 for the tests' exact linear nets)
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    out = torch.empty(len(subsets), len(x), dtype=dtype, device=device)
+    passes = max(1, math.ceil(len(x) / step))
+    done, count = 0, passes * len(subsets)
     was_training = model.training
     model.eval()
-    rows = []
     try:
-        with torch.enable_grad():
-            tapes, g_out = _tapes(model, x, y)
-            done, total = 0, sum(min(samples, math.comb(n, k)) for k in ks)
-            for k in ks:
-                if not 0 <= k <= n:
-                    raise ConfigError(f"path length must be between 0 and {n}, got {k}")
-                if math.comb(n, k) <= samples:
-                    subsets = [set(c) for c in itertools.combinations(range(n), k)]
-                else:
-                    subsets = [set(rng.sample(range(n), k)) for _ in range(samples)]
-                norms = []
-                for s in subsets:
-                    norms.append(path_gradient_norm(tapes, g_out, s))
+        with torch.enable_grad(), cuda_determinism(device.type):
+            for lo in range(0, len(x), step):
+                tapes, g_out = _tapes(model, x[lo:lo + step].to(device), y[lo:lo + step].to(device), total)
+                for j, s in enumerate(subsets):
+                    out[j, lo:lo + step] = _path_gradient(tapes, g_out, s).flatten(1).norm(dim=1)
                     done += 1
                     if progress:
-                        progress(done, total)
-                t = torch.tensor(norms, dtype=torch.float64)
-                rows.append({"length": k, "mean": float(t.mean()), "std": float(t.std()) if len(t) > 1 else 0.0,
-                             "samples": len(norms), "exhaustive": math.comb(n, k) <= samples,
-                             "paths": math.comb(n, k)})
+                        progress(done, count)
+                del tapes, g_out  # this pass's activations go before the next pass's are made
     finally:
         model.train(was_training)
-    return _with_totals(rows)
+    return out.cpu()
+
+
+def gradient_by_length(model: ResNet, x: Tensor, y: Tensor, *, samples: int = 10,
+                       ks: Sequence[int] | None = None, seed: int = 0, batch_size: int | None = None,
+                       progress: ProgressFn | None = None) -> pd.DataFrame:
+    """Veit et al.'s measurement. For each path length k, ``samples`` random sets of k blocks (all
+    of them when there are no more than ``samples``); returns per-k mean and std of the gradient
+    magnitude (a path's magnitude: the mean over the examples of the norm of each one's input
+    gradient, the loss being the cross-entropy's mean over all of ``x``), C(n, k) and the total
+    gradient C(n, k) x mean. ``batch_size``: examples per forward/backward pass (default: all at
+    once; see :func:`example_norms` for what the passes change). The inputs go to the model's
+    device. Mode and grad state are restored. :func:`analysis.shard.sharded_gradient_by_length`
+    gives the same table from shards of ``x``."""
+    blocks = check_paths_net(model, x)
+    plan = plan_lengths(len(blocks), samples=samples, ks=ks, seed=seed)
+    return plan.frame(example_norms(model, x, y, plan.subsets, batch_size=batch_size, progress=progress))
 
 
 MEASURED_COLUMNS = ("length", "mean", "std", "samples", "exhaustive", "paths")

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -112,6 +113,54 @@ def check_device(device: str) -> None:
     index = device.partition(":")[2]
     if device.startswith("cuda:") and index.isdigit() and int(index) >= torch.cuda.device_count():
         raise ConfigError(f"there is no {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+_DETERMINISM_LOCK = threading.Lock()
+_determinism_users = 0
+_determinism_saved: tuple[bool, bool] = (False, False)
+
+
+@contextlib.contextmanager
+def cuda_determinism(device: str) -> Iterator[None]:
+    """While a CUDA computation runs: cuDNN's deterministic algorithms and no autotuning
+    (``torch.backends.cudnn.deterministic = True``, ``benchmark = False``), restored when the last
+    computation using them ends. Nothing at all on the CPU, whose path stays exactly as it was.
+
+    The two flags are process-wide in torch, so they are counted rather than merely saved and
+    restored: two sessions computing at once on one GPU keep them set until both are done, and the
+    values from before the first are put back after the last (a plain save/restore would let the
+    one that ends first switch them off under the other, or leave them set for good).
+
+    What is and is not bit-reproducible on a GPU with these settings (none of it run here: this
+    machine has no GPU):
+
+    * run to run on the same GPU model, driver, CUDA, cuDNN and torch: expected to be identical
+      (deterministic cuDNN convolutions; cuBLAS GEMMs on one stream; the head's adaptive average
+      pool to 1 is a mean, whose backward has no atomics);
+    * across GPU models or library versions: not identical (other kernels, other summation orders);
+    * against the CPU: never identical; on Ampere and later cuDNN convolutions run in TF32 by
+      torch's default (``torch.backends.cudnn.allow_tf32``), which this leaves as it is.
+
+    ``torch.use_deterministic_algorithms(True)`` is *not* set here: it is process-wide, makes every op
+    without a deterministic kernel raise, and needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the
+    environment before cuBLAS starts; the CLI's ``train --deterministic`` sets it for its own process."""
+    global _determinism_users, _determinism_saved
+    if not device.startswith("cuda"):
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    with _DETERMINISM_LOCK:
+        if _determinism_users == 0:
+            _determinism_saved = (bool(cudnn.deterministic), bool(cudnn.benchmark))
+        _determinism_users += 1
+        cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        with _DETERMINISM_LOCK:
+            _determinism_users -= 1
+            if _determinism_users == 0:
+                cudnn.deterministic, cudnn.benchmark = _determinism_saved
 
 
 def _shape(shape: tuple[int, ...]) -> str:

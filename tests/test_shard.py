@@ -1,0 +1,197 @@
+"""Sharded evaluation (analysis/shard.py): lesion sweeps and gradient by path length evaluated on
+contiguous shards of the test set and merged give the single-process numbers: lesion tables equal
+(``==``), path tables bit-identical when both cut the set into the same passes and within the
+kernels' last bits otherwise. Shards run in this process here; test_shard_ray.py runs them on Ray."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from analysis import lesion, paths, shard
+from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+from analysis.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def nets():
+    out = {}
+    for name in ("digits_resnet20", "mnist1d_resnet20", "digits_plain20"):
+        ck = load_checkpoint(shipped_checkpoints()[name])
+        out[name] = (ck.model, dataset_for(ck.meta))
+    return out
+
+
+def test_shard_bounds_cover_the_set_in_order_cut_at_multiples():
+    assert shard.shard_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert shard.shard_bounds(450, 3, 64) == [(0, 192), (192, 384), (384, 450)]  # 8 batches: 3 + 3 + 2
+    assert shard.shard_bounds(100, 8, 32) == [(0, 32), (32, 64), (64, 96), (96, 100)]  # only 4 batches
+    assert shard.shard_bounds(5, 1, 64) == [(0, 5)]
+    assert shard.shard_bounds(0, 4) == [(0, 0)]
+    for n, shards, multiple in [(1000, 7, 30), (17, 17, 1), (64, 5, 3)]:
+        b = shard.shard_bounds(n, shards, multiple)
+        assert [lo for lo, _ in b] == [0] + [hi for _, hi in b[:-1]] and b[-1][1] == n
+        assert all(lo % multiple == 0 and hi > lo for lo, hi in b)
+        sizes = [-(-(hi - lo) // multiple) for lo, hi in b]  # batches per shard: as even as possible
+        assert max(sizes) - min(sizes) <= 1
+    for bad in [dict(shards=0), dict(shards=True), dict(multiple=0), dict(multiple=2.0)]:
+        with pytest.raises(ConfigError):
+            shard.shard_bounds(10, **{"shards": 2, "multiple": 1, **bad})
+
+
+def test_error_rates_from_counts_are_the_float32_means_sweeps_always_reported():
+    for n in (1, 7, 450, 10_000, 50_000):
+        wrong = torch.tensor(sorted({0, 1, 2, n // 3, n // 2, n - 1, n} - {-1}))
+        wrong = wrong[wrong <= n]
+        preds = (torch.arange(n)[None] < wrong[:, None]).long()  # sequence i is wrong on wrong[i] inputs
+        old = (preds != torch.zeros(n, dtype=torch.long)[None]).float().mean(1).tolist()
+        assert lesion.errors_from_counts(wrong, n) == old
+
+
+@pytest.mark.parametrize("name,kind", [("digits_resnet20", "single"), ("digits_resnet20", "k"),
+                                       ("mnist1d_resnet20", "reorder"), ("digits_plain20", "single")])
+def test_sharded_sweep_equals_the_single_process_sweep(nets, name, kind):
+    model, data = nets[name]
+    x, y = data.x_test[:150], data.y_test[:150]
+    whole = lesion.run_sweep(kind, model, x, y, samples=2, seed=3, batch_size=32)
+    assert whole["error"].nunique() > 2  # the sweep's rows differ: a wrong merge cannot pass by luck
+    done = []
+    parts = shard.sharded_sweep(kind, model, x, y, samples=2, seed=3, batch_size=32, shards=3,
+                                progress=lambda d, t: done.append((d, t)))
+    assert parts.equals(whole)
+    assert done == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_more_shards_than_batches_still_equal(nets):
+    model, data = nets["digits_resnet20"]
+    x, y = data.x_test[:70], data.y_test[:70]
+    whole = lesion.run_sweep("single", model, x, y, batch_size=64)
+    assert shard.sharded_sweep("single", model, x, y, batch_size=64, shards=5).equals(whole)  # 2 batches: 2 shards
+
+
+def test_sharded_sweep_refuses_bad_settings_before_work(nets):
+    model, data = nets["digits_resnet20"]
+    x, y = data.x_test[:8], data.y_test[:8]
+    for kw, match in [(dict(shards=0), "shards"), (dict(executor="dask"), "executor"),
+                      (dict(batch_size=0), "batch size"), (dict(samples=0), "samples")]:
+        with pytest.raises(ConfigError, match=match):
+            shard.sharded_sweep("k", model, x, y, **kw)
+    with pytest.raises(ConfigError, match="unknown sweep"):
+        shard.sharded_sweep("nope", model, x, y)
+
+
+def test_model_payload_rebuilds_the_same_net(nets):
+    model, data = nets["mnist1d_resnet20"]
+    rebuilt = shard.ModelPayload.of(model).build()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(data.x_test[:16]), model.eval()(data.x_test[:16]))
+
+
+def test_whole_set_scaling_gives_each_example_the_batch_means_gradient(nets):
+    """The summed loss divided by N has bit for bit the gradient of the mean over the N examples, and
+    a part of the set given N gets its examples' slice of it."""
+    model, data = nets["digits_resnet20"]
+    x, y = data.x_test[:32], data.y_test[:32]
+    _, g = paths._tapes(model.eval(), x, y)
+    with torch.enable_grad():
+        h = model.stem(x)
+        for _, b in model.blocks():
+            h = b(h)
+        h = h.detach().requires_grad_(True)
+        (mean_grad,) = torch.autograd.grad(F.cross_entropy(model.head(h), y), h)
+    assert torch.equal(g, mean_grad)
+    _, part = paths._tapes(model, x[8:24], y[8:24], total=32)
+    assert torch.equal(part, g[8:24])
+
+
+@pytest.mark.parametrize("name", ["digits_resnet20", "mnist1d_resnet20"])
+def test_sharded_paths_in_the_same_passes_are_bit_identical(nets, name):
+    model, data = nets[name]
+    x, y = data.x_test[:24], data.y_test[:24]
+    for batch_size, shards in [(8, 3), (1, 4), (16, 2)]:  # passes of one example: kernels other than a batch's
+        whole = paths.gradient_by_length(model, x, y, samples=2, batch_size=batch_size)
+        parts = shard.sharded_gradient_by_length(model, x, y, samples=2, batch_size=batch_size, shards=shards)
+        pd.testing.assert_frame_equal(parts, whole, check_exact=True)
+
+
+def test_batch_size_of_the_whole_set_is_the_one_pass_measurement(nets):
+    model, data = nets["digits_resnet20"]
+    x, y = data.x_test[:24], data.y_test[:24]
+    pd.testing.assert_frame_equal(paths.gradient_by_length(model, x, y, samples=2, batch_size=24),
+                                  paths.gradient_by_length(model, x, y, samples=2), check_exact=True)
+
+
+def test_sharded_paths_in_other_passes_agree_to_the_last_bits(nets):
+    """Shards of one example each against one pass over all: other kernels (module note), so not
+    promised bit-identical; every example's norm within 1e-5 of its own, hence every mean too."""
+    model, data = nets["digits_resnet20"]
+    x, y = data.x_test[:24], data.y_test[:24]
+    whole = paths.gradient_by_length(model, x, y, samples=2)
+    parts = shard.sharded_gradient_by_length(model, x, y, samples=2, shards=24)
+    pd.testing.assert_frame_equal(parts, whole, check_exact=False, rtol=1e-5, atol=0)
+
+
+def test_sharded_paths_refuse_a_plain_net_and_bad_settings(nets):
+    plain, data = nets["digits_plain20"]
+    with pytest.raises(ConfigError, match="plain net"):
+        shard.sharded_gradient_by_length(plain, data.x_test[:4], data.y_test[:4])
+    model, _ = nets["digits_resnet20"]
+    for kw, match in [(dict(batch_size=0), "batch size"), (dict(shards=-1), "shards"), (dict(ks=[99]), "length")]:
+        with pytest.raises(ConfigError, match=match):
+            shard.sharded_gradient_by_length(model, data.x_test[:4], data.y_test[:4], **kw)
+
+
+def test_passes_of_batch_size_examples(nets):
+    model, data = nets["digits_resnet20"]
+    seen = []
+    real = paths._tapes
+
+    def spy(model, x, y, total=None):
+        seen.append((len(x), total))
+        return real(model, x, y, total)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paths, "_tapes", spy)
+        paths.gradient_by_length(model, data.x_test[:12], data.y_test[:12], samples=1, ks=[0, 1], batch_size=5)
+        assert seen == [(5, 12), (5, 12), (2, 12)]
+        seen.clear()
+        shard.sharded_gradient_by_length(model, data.x_test[:12], data.y_test[:12], samples=1, ks=[0], shards=2)
+        assert seen == [(6, 12), (6, 12)]  # each shard one pass, every gradient scaled by the whole set's 12
+
+
+def test_each_shard_carries_only_its_own_inputs(nets, monkeypatch):
+    """A shard's tensors own their storage: a pickled slice would carry the whole set to every task."""
+    model, data = nets["digits_resnet20"]
+    tasks = []
+
+    def capture(fn, ts, **kw):
+        tasks.extend(ts)
+        return [fn(t) for t in ts]
+
+    monkeypatch.setattr(shard, "run_shards", capture)
+    shard.sharded_sweep("single", model, data.x_test[:64], data.y_test[:64], batch_size=16, shards=4)
+    shard.sharded_gradient_by_length(model, data.x_test[:8], data.y_test[:8], samples=1, ks=[0], shards=2)
+    assert len(tasks) == 6
+    for t in tasks:
+        assert t.x.untyped_storage().nbytes() == t.x.nbytes and t.y.untyped_storage().nbytes() == t.y.nbytes
+
+
+def test_single_process_numbers_are_the_original_formulas(nets):
+    """Refactored for shards, the single-process calls still compute what they always did: a
+    sequence's error as the float32 mean of its mistakes, a path's magnitude as the mean of its
+    per-example norms in one pass (``path_gradient_norm``), a length's mean over its paths in float64."""
+    model, data = nets["digits_resnet20"]
+    x, y = data.x_test[:40], data.y_test[:40]
+    plan = lesion.plan_sweep("k", model, samples=2, seed=1)
+    preds = lesion.predict_sequences(model, x, plan.sequences, batch_size=16)
+    df = lesion.run_sweep("k", model, x, y, samples=2, seed=1, batch_size=16)
+    assert df["error"].tolist() == (preds != y[None]).float().mean(1).tolist()
+
+    lengths = paths.plan_lengths(len(model.blocks()), samples=2, ks=[0, 1, 5], seed=4)
+    got = paths.gradient_by_length(model, x, y, samples=2, ks=[0, 1, 5], seed=4)
+    tapes, g = paths._tapes(model, x, y)
+    for row, (k, subsets, _) in zip(got.itertuples(), lengths.lengths, strict=True):
+        norms = torch.tensor([paths.path_gradient_norm(tapes, g, set(s)) for s in subsets], dtype=torch.float64)
+        assert (row.length, row.mean) == (k, float(norms.mean()))
