@@ -12,7 +12,8 @@ API (everything else in this module is private):
     detection when None). ``"auto"``: the cluster a ``ray start`` on this machine runs.
     ``"ray://host:port"``: a remote cluster's Ray Client server (10001 by default).
     ``"host:port"``: a cluster's GCS address, for a driver running on one of its nodes. When Ray is
-    already initialised in this process the connection reuses it. The :class:`Connection` is a
+    already initialised in this process the connection reuses it (an explicit address must still
+    answer). The :class:`Connection` is a
     context manager; ``close()`` shuts down only an instance this call started.
 ``map_tasks(fn, items, *, num_cpus=1, num_gpus=0, threads=1, max_retries=3, on_result=None) -> list``
     ``[fn(item) for item in items]``, each call a Ray task asking for ``num_cpus`` CPUs and
@@ -21,7 +22,8 @@ API (everything else in this module is private):
     ``threads`` sets torch's thread count in the task (None leaves Ray's default). A task killed with
     its worker or node is run again up to ``max_retries`` times; a :class:`~analysis.errors.LensError`
     raised by ``fn`` comes back as itself; a task the cluster could not finish raises
-    :class:`ClusterError`. ``on_result(index, value)`` is called in the caller's thread as each one
+    :class:`ClusterError`; more GPUs per task than the cluster has: ConfigError (Ray would wait for
+    ever). ``on_result(index, value)`` is called in the caller's thread as each one
     finishes. Ctrl-C (or any exception) cancels the tasks not finished. Needs a connection.
 ``task_resources(device) -> dict``
     ``{"num_cpus": 1, "num_gpus": 1}`` for a CUDA device, ``{"num_cpus": 1, "num_gpus": 0}`` else.
@@ -46,9 +48,11 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from .errors import ConfigError, LensError
@@ -169,6 +173,20 @@ def _is_loopback(address: str) -> bool:
     return m is not None and (m["host"] == "localhost" or m["host"].startswith("127.") or m["host"] == "[::1]")
 
 
+@contextlib.contextmanager
+def _keep_sigterm() -> Iterator[None]:
+    """``ray.init`` replaces the SIGTERM handler with ``sys.exit``; the caller's (the CLI's: SIGTERM
+    cancels a grid and keeps its finished runs) is put back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _init_kwargs() -> dict[str, Any]:
     # Ray's own INFO lines (and the workers' output) would interleave with the CLI's progress bars;
     # errors still come back as exceptions
@@ -183,6 +201,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
             raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}")
     if address is not None and (num_cpus is not None or num_gpus is not None):
         raise ConfigError("num_cpus / num_gpus size a local Ray instance; an existing cluster has its own")
+    if address is not None:
+        _reachable(address)  # also when connected already: a wrong address is said, not silently replaced
     ray = _ray()
     if ray.is_initialized():  # a caller (or a test's cluster) connected first: use it, leave it running
         return Connection(_current_address(ray), started=False)
@@ -190,15 +210,16 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         _loopback_checked(ray)
     if address is None:
         # 'local' (not None): None would join whatever cluster /tmp/ray/ray_current_cluster names
-        ctx = ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
-                       num_gpus=num_gpus, **_init_kwargs())
+        with _keep_sigterm():
+            ctx = ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
+                           num_gpus=num_gpus, **_init_kwargs())
         if ctx.address_info["node_ip_address"] != LOOPBACK:  # belt and braces: never keep a node elsewhere
             ray.shutdown()
             raise ConfigError(f"Ray bound to {ctx.address_info['node_ip_address']}, not {LOOPBACK}; shut down")
         return Connection(ctx.address_info["address"], started=True, on_close=ray.shutdown)
-    _reachable(address)
     try:
-        ray.init(address=address, **_init_kwargs())
+        with _keep_sigterm():
+            ray.init(address=address, **_init_kwargs())
     except ConnectionError as exc:
         raise ConfigError(f"Ray cluster at {address}: {exc}") from None
     # the driver leaves the cluster on close; the cluster itself is not ours to stop
@@ -230,7 +251,8 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1, *, object_store_mb: in
         for _ in range(nodes - 1):
             cluster.add_node(**{k: v for k, v in node_args.items() if k != "include_dashboard"})
         cluster.wait_for_nodes()
-        ray.init(address=cluster.address, **_init_kwargs())
+        with _keep_sigterm():
+            ray.init(address=cluster.address, **_init_kwargs())
     except BaseException:
         cluster.shutdown()
         raise
@@ -281,6 +303,10 @@ def map_tasks(fn: Callable[[T], R], items: Sequence[T], *, num_cpus: float = 1, 
         raise ConfigError("not connected to Ray: call analysis.cluster.connect() first")
     if not items:
         return []
+    if num_gpus and num_gpus > ray.cluster_resources().get("GPU", 0):
+        # Ray would keep such tasks waiting for a GPU that never comes
+        raise ConfigError(f"the tasks ask for {num_gpus:g} GPU each; the Ray cluster has "
+                          f"{ray.cluster_resources().get('GPU', 0):g}")
     remote = ray.remote(_call).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)
     fn_ref = ray.put(fn)
     refs = [remote.remote(fn_ref, item, threads) for item in items]

@@ -9,9 +9,10 @@ one writer per grid however many processes train.
 they finish (progress events are handed to a callback in the caller's thread while it waits), and
 ``cancel``. :class:`InProcessExecutor` runs tasks one after another in the calling process;
 :class:`PoolExecutor` runs them in ``workers`` processes (``concurrent.futures``, 'forkserver' or
-'spawn' start, one torch thread each). A distributed engine implements the same four methods (e.g.
-Ray: remote tasks, ``ray.wait`` for results, a queue actor for events, ``ray.cancel``); nothing
-here opens a socket.
+'spawn' start, one torch thread each); nothing here opens a socket. A distributed engine implements
+the same four methods: :class:`analysis.ray_executor.RayExecutor` (Ray tasks, ``ray.wait`` for
+results, an actor for events and the stop flag, ``ray.cancel``), which :func:`make_executor` builds
+for ``kind='ray'``.
 
 Same task, same numbers: training draws from generators seeded by the recipe and the CPU kernels are
 deterministic for a given thread count, so a task gives identical weights in any executor as long as
@@ -26,6 +27,7 @@ import contextlib
 import functools
 import inspect
 import multiprocessing as mp
+import os
 import queue
 import signal
 import time
@@ -331,10 +333,34 @@ class PoolExecutor:
         self.close()
 
 
-def make_executor(workers: int, *, threads: int | None = None) -> InProcessExecutor | PoolExecutor:
-    """One worker: this process (no start-up cost); more: a pool of that many processes."""
-    return InProcessExecutor(threads) if workers == 1 else PoolExecutor(workers)
+#: Where a grid's runs can train: this process, a pool of processes here, Ray tasks on a cluster.
+EXECUTORS = ("local", "pool", "ray")
 
 
-__all__ = ["DataSpec", "Executor", "InProcessExecutor", "PoolExecutor", "Task", "TaskEvent", "TaskResult",
+def make_executor(workers: int | None, *, threads: int | None = None, kind: str | None = None,
+                  address: str | None = None) -> Executor:
+    """``kind`` None: one worker trains in this process (no start-up cost), more in a pool of that
+    many processes. 'local': this process (``workers`` must be 1 or None); 'pool': ``workers``
+    processes (None: one per CPU); 'ray': :class:`~analysis.ray_executor.RayExecutor`, at most
+    ``workers`` runs at once (None: as many as the cluster's CPUs and GPUs allow) on the Ray cluster
+    at ``address`` (None: a local Ray instance on 127.0.0.1). ``address`` is for 'ray' only."""
+    if kind is not None and kind not in EXECUTORS:
+        raise ConfigError(f"executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
+    if address is not None and kind != "ray":
+        raise ConfigError("a cluster address is for the ray executor (--executor ray)")
+    if kind == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(workers, address=address)
+    if kind == "local":
+        if workers not in (None, 1):
+            raise ConfigError(f"the local executor trains one run at a time in this process; got {workers} workers "
+                              "(use the pool or ray executor for more)")
+        return InProcessExecutor(threads)
+    if kind == "pool":
+        return PoolExecutor(workers if workers is not None else max(os.cpu_count() or 1, 1))
+    return InProcessExecutor(threads) if workers is None or workers == 1 else PoolExecutor(workers)
+
+
+__all__ = ["EXECUTORS", "DataSpec", "Executor", "InProcessExecutor", "PoolExecutor", "Task", "TaskEvent", "TaskResult",
            "make_executor", "run_task", "start_method"]
