@@ -22,8 +22,9 @@ $(RAY_STAMP): $(STAMP)
 run: $(STAMP)
 	$(PY) -m streamlit run app.py
 
+# --dist loadgroup: tests marked xdist_group("ray") share one worker, so one Ray cluster runs at a time
 test: lint
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 # mypy reads Ray's own type hints (it ships py.typed), so lint checks with the extra installed
 lint: $(RAY_STAMP)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis train ...`` (and ``lesion``, ``grid``, ``transfer``, see --help).
+"""Command line: ``python -m analysis train ...`` (and ``lesion``, ``paths``, ``grid``, ``transfer``, see --help).
 
 Every setting is checked before any work starts (numbers finite and in range, the output path
 writable), so a bad option costs a second, never a finished run. Outputs are written atomically.
@@ -26,6 +26,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import ConfigError, LensError
+from .executor import EXECUTORS
 from .io import check_writable
 from .lesion import SWEEP_KINDS
 from .mnist1d import LENGTH as MNIST1D_LENGTH
@@ -33,6 +34,7 @@ from .specs import MODELS
 
 if TYPE_CHECKING:  # imported lazily at run time: torch loads only when a command runs
     from .checkpoints import Checkpoint
+    from .data import Dataset
     from .grid import Grid
     from .meta import TrainConfig
     from .runstore import RunStore
@@ -292,6 +294,27 @@ def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, sp
 
 
 # ---------------------------------------------------------------------------- lesion
+def check_shard_options(args: argparse.Namespace) -> None:
+    """--executor, --address, --shards and --device of ``lesion`` and ``paths``, before any work (or
+    any Ray start). On Ray the cluster's GPUs count, not this machine's: the device string is checked
+    here, the GPUs by the cluster (a task asking for more than it has is refused)."""
+    from .cluster import check_address
+    from .meta import TrainConfig
+    from .shard import MAX_SHARDS
+
+    check_int("--shards", args.shards, 1, MAX_SHARDS)
+    if args.address is not None and args.executor != "ray":
+        raise ConfigError("--address names a Ray cluster: it goes with --executor ray")
+    if args.executor == "ray":
+        check_address(args.address)
+        TrainConfig(device=args.device)  # the one place device strings are validated
+        if False:
+            raise ConfigError(f"--device {args.device}: on Ray each shard is given one GPU of its node, which it "
+                              "sees as cuda; give --device cuda")
+    else:
+        check_device(args.device)
+
+
 def cmd_lesion(args: argparse.Namespace, stop: Stop) -> int:
     out = check_writable(args.out, what="--out")
     check_data_options(args)
@@ -302,7 +325,7 @@ def cmd_lesion(args: argparse.Namespace, stop: Stop) -> int:
 
     lesion.check_sweep_options(args.experiment, samples=args.samples, seed=args.seed, batch_size=args.batch_size)
     check_int("--seed", args.seed, 0, SEED_MAX)
-    check_device(args.device)
+    check_shard_options(args)
     path = checkpoint_path(args.checkpoint)
     if out.exists() and path.samefile(out):
         raise ConfigError(f"--out {out} is the checkpoint itself; give another file for the CSV")
@@ -312,14 +335,12 @@ def cmd_lesion(args: argparse.Namespace, stop: Stop) -> int:
         raise Interrupted(getattr(exc, "signum", signal.SIGINT), f"no CSV written; {_state(out)}") from None
 
 
-def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
-    from tqdm import tqdm
-
-    from . import lesion
+def _evaluation_data(args: argparse.Namespace, path: Path) -> tuple[Checkpoint, Dataset]:
+    """The checkpoint and the test data it is evaluated on (``lesion`` and ``paths``): its own
+    embedded data from its metadata, or --data/--data-path normalised with its stored statistics."""
     from .checkpoints import AmbiguousCheckpointError, dataset_for, load_checkpoint
     from .data import load_dataset, load_image_folder
     from .errors import CheckpointError, DatasetError
-    from .io import atomic_write
 
     try:  # --size: the input size of a bare state_dict (a file with metadata records its own)
         ck = load_checkpoint(path, plain=args.plain, input_size=args.size)
@@ -352,8 +373,32 @@ def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
             f"{args.checkpoint} takes {ck.spec.in_channels} channels and {ck.spec.num_classes} classes; "
             f"{data.name} has {data.channels} channels and {data.num_classes} class folders (class index = "
             "sorted folder order, so an ImageNet val folder needs all 1000 class folders)")
-    model = ck.model.to(args.device)
-    bar = tqdm(total=1, unit="seq·batch", desc=f"{args.experiment} sweep", dynamic_ncols=True)
+    return ck, data
+
+
+def _where(args: argparse.Namespace, n: int, per: int) -> str:
+    """'3 shards of up to 192 images, Ray tasks on the local Ray instance' for the progress line."""
+    from .shard import shard_bounds
+
+    bounds = shard_bounds(n, args.shards, per)
+    biggest = max(hi - lo for lo, hi in bounds)
+    where = ("in this process" if args.executor == "local" else
+             f"as Ray tasks on {args.address or 'a local Ray instance on 127.0.0.1'}")
+    return f"{len(bounds)} shard{'s' * (len(bounds) != 1)} of up to {biggest} inputs, {where}"
+
+
+def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
+    from tqdm import tqdm
+
+    from . import lesion, shard
+    from .io import atomic_write
+
+    ck, data = _evaluation_data(args, path)
+    sharded = args.executor == "ray" or args.shards > 1
+    if sharded:
+        print(f"{args.experiment} sweep on {len(data.y_test)} test inputs: "
+              f"{_where(args, len(data.y_test), args.batch_size)}", flush=True)
+    bar = tqdm(total=1, unit="shard" if sharded else "seq·batch", desc=f"{args.experiment} sweep", dynamic_ncols=True)
 
     def progress(done: int, total: int) -> None:
         bar.total = total
@@ -361,8 +406,15 @@ def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
         bar.refresh()
 
     try:
-        df = lesion.run_sweep(args.experiment, model, data.x_test, data.y_test, samples=args.samples,
-                              seed=args.seed, device=args.device, batch_size=args.batch_size, progress=progress)
+        if sharded:  # the net travels to every shard as its weights; this process keeps it on the CPU
+            df = shard.sharded_sweep(args.experiment, ck.model, data.x_test, data.y_test, samples=args.samples,
+                                     seed=args.seed, batch_size=args.batch_size, device=args.device,
+                                     shards=args.shards, executor=args.executor, address=args.address,
+                                     progress=progress)
+        else:
+            df = lesion.run_sweep(args.experiment, ck.model.to(args.device), data.x_test, data.y_test,
+                                  samples=args.samples, seed=args.seed, device=args.device,
+                                  batch_size=args.batch_size, progress=progress)
     finally:
         bar.close()
     df.insert(0, "checkpoint", str(args.checkpoint))
@@ -371,6 +423,73 @@ def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
         print(df[["deleted", "downsample", "error"]].to_string(index=False))
     else:
         print(lesion.summarise(df).to_string(index=False))
+    print(f"wrote {out} ({len(df)} rows)")
+    return 0
+
+
+# ---------------------------------------------------------------------------- paths
+def cmd_paths(args: argparse.Namespace, stop: Stop) -> int:
+    out = check_writable(args.out, what="--out")
+    check_data_options(args)
+    check_int("--resize", args.resize, 1, 8192)
+    check_int("--max-per-class", args.max_per_class, 1, 10**9)
+    from .paths import MeasureSettings
+
+    MeasureSettings(args.samples, args.batch, args.seed)  # samples, batch and seed checked before any work
+    check_int("--seed", args.seed, 0, SEED_MAX)
+    check_int("--batch-size", args.batch_size, 1, 10**6)
+    check_shard_options(args)
+    path = checkpoint_path(args.checkpoint)
+    if out.exists() and path.samefile(out):
+        raise ConfigError(f"--out {out} is the checkpoint itself; give another file for the CSV")
+    try:
+        return _paths(args, path, out)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(getattr(exc, "signum", signal.SIGINT), f"no CSV written; {_state(out)}") from None
+
+
+def _paths(args: argparse.Namespace, path: Path, out: Path) -> int:
+    from tqdm import tqdm
+
+    from . import paths, shard
+    from .io import atomic_write
+    from .lesion import inputs_noun
+
+    ck, data = _evaluation_data(args, path)
+    model = paths.initialised(ck.model) if args.net == "initialisation" else ck.model
+    settings = paths.MeasureSettings(args.samples, args.batch, args.seed)
+    paths.check_paths_net(model, data.x_test)  # a plain net or inputs of another kind: before any work
+    if settings.batch > len(data.y_test):
+        raise ConfigError(f"--batch {settings.batch} is larger than the test split ({len(data.y_test)} "
+                          f"{inputs_noun(data.dims)})")
+    x, y = data.x_test[: settings.batch], data.y_test[: settings.batch]
+    sharded = args.executor == "ray" or args.shards > 1
+    print(f"gradient by path length of {args.checkpoint} ({args.net}): {settings.describe()}"
+          + (f"; {_where(args, len(y), args.batch_size or 1)}" if sharded else ""), flush=True)
+    bar = tqdm(total=1, unit="shard" if sharded else "path", desc="paths", dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        if sharded:
+            df = shard.sharded_gradient_by_length(model, x, y, samples=settings.samples, seed=settings.seed,
+                                                  batch_size=args.batch_size, device=args.device,
+                                                  shards=args.shards, executor=args.executor,
+                                                  address=args.address, progress=progress)
+        else:
+            df = paths.gradient_by_length(model.to(args.device), x, y, samples=settings.samples, seed=settings.seed,
+                                          batch_size=args.batch_size, progress=progress)
+    finally:
+        bar.close()
+    df.insert(0, "net", args.net)
+    df.insert(0, "checkpoint", str(args.checkpoint))
+    atomic_write(out, df.to_csv(index=False).encode())
+    print(df[["length", "mean", "std", "samples", "total (rel.)"]].to_string(index=False))
+    lo, hi = paths.effective_range(df)
+    print(f"90 % of the total gradient comes from paths of length {lo} to {hi} (of {len(df) - 1} blocks)")
     print(f"wrote {out} ({len(df)} rows)")
     return 0
 
@@ -391,9 +510,12 @@ def cmd_grid(args: argparse.Namespace, stop: Stop) -> int:
     check_int("--seeds", args.seeds, 1, 1000)
     check_int("--workers", args.workers, 1, 256)
     check_int("--grad-every", args.grad_every, 0, 10**9)
+    check_grid_executor(args)
     from .executor import DataSpec
 
-    cfg = recipe(args)
+    cfg = recipe(args, device=args.device)
+    if args.executor != "ray":  # on Ray the cluster's GPUs count, not this machine's (the executor checks)
+        check_device(cfg.device)
     data = DataSpec(args.data, data_size(args), args.data_path, args.split_seed, args.train_images)
     grid = g.Grid(tuple(args.variants or g.PAPER_VARIANTS), tuple(args.depths), tuple(range(args.seeds)), cfg, data)
     from .runstore import RunStore
@@ -407,10 +529,26 @@ def cmd_grid(args: argparse.Namespace, stop: Stop) -> int:
         raise Interrupted(getattr(exc, "signum", signal.SIGINT), why) from None
 
 
+def check_grid_executor(args: argparse.Namespace) -> None:
+    """--executor, --workers, --address and --device together, before any work (or any Ray start)."""
+    from .cluster import check_address
+
+    if args.address is not None and args.executor != "ray":
+        raise ConfigError("--address names a Ray cluster: it goes with --executor ray")
+    if args.executor == "local" and args.workers not in (None, 1):
+        raise ConfigError(f"--executor local trains one run at a time in this process; --workers {args.workers} "
+                          "needs --executor pool or ray")
+    if args.executor == "ray":
+        check_address(args.address)
+        if args.device.startswith("cuda:"):
+            raise ConfigError(f"--device {args.device}: on Ray each run is given one GPU of its node, which it sees "
+                              "as cuda; give --device cuda")
+
+
 def _grid(args: argparse.Namespace, stop: Stop, grid: Grid, store: RunStore, out: Path | None) -> int:
     from tqdm import tqdm
 
-    from .executor import make_executor
+    from .executor import Executor, make_executor
     from .grid import GridProgress, run_grid, write_results
 
     total = len(grid.variants) * len(grid.depths) * len(grid.seeds)
@@ -423,7 +561,7 @@ def _grid(args: argparse.Namespace, stop: Stop, grid: Grid, store: RunStore, out
         bars["grid"].refresh()
         for key, e in p.running.items():  # one bar per running run: epochs and batches
             if key not in slots:
-                free = min(set(range(1, args.workers + 1)) - set(slots.values()), default=len(slots) + 1)
+                free = min(set(range(1, (args.workers or 1) + 1)) - set(slots.values()), default=len(slots) + 1)
                 slots[key] = free
                 bars[key] = tqdm(total=e.epochs * e.steps, unit="batch", desc=p.labels[key], position=free,
                                  leave=False, dynamic_ncols=True)
@@ -442,13 +580,19 @@ def _grid(args: argparse.Namespace, stop: Stop, grid: Grid, store: RunStore, out
                                   f"{f['seconds']:.0f} s" if f["status"] == "complete" else f" {f['message']}"))
 
     stop.defer = True  # the first Ctrl-C / SIGTERM cancels the grid; finished runs stay stored
-    executor = make_executor(args.workers, threads=1)
+    executor: Executor | None = None
     try:
+        # a signal while a local Ray instance starts (seconds) cancels the grid before its first run
+        executor = make_executor(args.workers, threads=1, kind=args.executor, address=args.address)
+        describe = getattr(executor, "describe", None)
+        if callable(describe):
+            bars["grid"].write(f"runs train on {describe()}")
         result = run_grid(grid, store, executor, progress=progress, cancel=lambda: stop.signum is not None,
                           grad_every=args.grad_every)
     finally:
         stop.defer = False
-        executor.close()
+        if executor is not None:
+            executor.close()
         for bar in bars.values():
             bar.close()
     if stop.signum is not None:
@@ -650,6 +794,21 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: Plan, 
 
 
 # ---------------------------------------------------------------------------- parser and entry points
+def add_shard_args(p: argparse.ArgumentParser, what: str) -> None:
+    """--executor, --address and --shards of ``lesion`` and ``paths`` (read by :func:`check_shard_options`)."""
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help=f"where the shards of the {what} run: local (this process, one after another) or ray (one "
+                        "Ray task per shard, one CPU each and one GPU with --device cuda; see --address)")
+    p.add_argument("--address", default=None,
+                   help="the Ray cluster for --executor ray: auto (the one `ray start` runs here), ray://host:10001 "
+                        "(Ray Client) or host:port (its GCS). Default: a local Ray instance on 127.0.0.1, stopped "
+                        "when the command ends")
+    p.add_argument("--shards", type=int, default=1,
+                   help="split the test inputs into this many contiguous shards (cut at multiples of --batch-size; "
+                        "fewer when there are fewer batches), evaluated apart and merged into the numbers one "
+                        "process gives (default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m analysis", description="ResNet Lens command line.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -690,9 +849,44 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--samples", type=int, default=5, help="random samples per k (k and reorder), >= 1")
     le.add_argument("--seed", type=int, default=0, help="0 to 2**63-1")
     le.add_argument("--batch-size", type=int, default=256, help=">= 1")
-    le.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
+    le.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (on Ray: cuda, one GPU per shard)")
+    add_shard_args(le, "sweep")
     le.add_argument("--out", required=True, help="results CSV (checked before the sweep, written atomically)")
     le.set_defaults(func=cmd_lesion)
+
+    pa = sub.add_parser("paths", help="gradient by path length (Veit et al. 2016) of a residual net, as a CSV",
+                        description="How much gradient paths of each length carry: for every length k, --samples "
+                                    "random sets of k blocks (all of them where there are fewer) let the gradient "
+                                    "through their residual branches and through the skips of the others; the norm "
+                                    "of each input's gradient, averaged over the first --batch test inputs. The "
+                                    "defaults are the Path ensemble page's (its stored results for the shipped "
+                                    "nets: tools/make_path_results.py). Writes a CSV atomically.")
+    pa.add_argument("--checkpoint", required=True,
+                    help="a residual net: a .pt/.pth file (ours or a torchvision state_dict) or a shipped name, "
+                         "e.g. digits_resnet20")
+    add_data_args(pa, size_help="image size (default: the net's own). For a bare state_dict, also the input size "
+                                "the net is meant for")
+    pkind = pa.add_mutually_exclusive_group()
+    pkind.add_argument("--plain", dest="plain", action="store_const", const=True, default=None,
+                       help="a bare state_dict without projection weights is a plain net (refused: one path)")
+    pkind.add_argument("--residual", dest="plain", action="store_const", const=False,
+                       help="a bare state_dict without projection weights is a residual net (option-A shortcuts)")
+    pa.add_argument("--resize", type=int, default=256, help="ImageNet ImageFolder: resize before the center crop")
+    pa.add_argument("--max-per-class", type=int, default=None, help="ImageFolder: cap images per class (>= 1)")
+    pa.add_argument("--net", choices=["trained", "initialisation"], default="trained",
+                    help="the checkpoint's weights, or the same architecture freshly initialised (seed 0)")
+    pa.add_argument("--samples", type=int, default=10, help="random block sets per path length (>= 1; default 10)")
+    pa.add_argument("--batch", type=int, default=64,
+                    help="how many test inputs are measured: the first N of the test split (default 64)")
+    pa.add_argument("--seed", type=int, default=0, help="seed of the block sets, 0 to 2**63-1")
+    pa.add_argument("--batch-size", type=int, default=None,
+                    help="inputs per forward/backward pass (default: all --batch inputs in one pass, as the page "
+                         "measures); shards are cut at its multiples, and give bit-identical numbers to one "
+                         "process with the same --batch-size")
+    pa.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (on Ray: cuda, one GPU per shard)")
+    add_shard_args(pa, "measurement")
+    pa.add_argument("--out", required=True, help="results CSV (checked before measuring, written atomically)")
+    pa.set_defaults(func=cmd_paths)
 
     gr = sub.add_parser("grid", help="train He et al. 2016's variants x depths x seeds, stored and summarised",
                         description="An experiment grid: every variant at every depth with every seed, one recipe, "
@@ -708,8 +902,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(gr)
     gr.add_argument("--train-images", type=int, default=None, help="use only the first N training images")
     add_recipe_args(gr, epochs=10)
-    gr.add_argument("--workers", type=int, default=1,
-                    help="processes training at once, one torch thread each (1: in this process)")
+    gr.add_argument("--device", default="cpu",
+                    help="cpu or cuda (cuda:<index> too, except on Ray, which gives each run one GPU as cuda)")
+    gr.add_argument("--executor", choices=EXECUTORS, default=None,
+                    help="where runs train: local (this process, one at a time), pool (--workers processes here), "
+                         "ray (Ray tasks, one CPU each and one GPU with --device cuda; see --address). Default: "
+                         "local, or pool when --workers is above 1")
+    gr.add_argument("--address", default=None,
+                    help="the Ray cluster for --executor ray: auto (the one `ray start` runs here), "
+                         "ray://host:10001 (Ray Client) or host:port (its GCS). Default: a local Ray instance "
+                         "on 127.0.0.1, stopped when the grid ends")
+    gr.add_argument("--workers", type=int, default=None,
+                    help="runs training at once, one torch thread each: the pool's processes, or Ray tasks in "
+                         "flight (default: 1 in this process; pool: one per CPU; ray: as many as the cluster's "
+                         "CPUs and GPUs allow)")
     gr.add_argument("--grad-every", type=int, default=0,
                     help="record gradient flow every N steps when training supports it (0: off)")
     gr.add_argument("--store", default=None, help="run store folder (default: $RESNET_LENS_HOME or ~/.resnet-lens)")

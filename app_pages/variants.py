@@ -12,9 +12,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from analysis import cluster
 from analysis import grid as g
 from analysis.errors import LensError
-from analysis.executor import DataSpec, InProcessExecutor
+from analysis.executor import DataSpec, Executor, InProcessExecutor, make_executor
 from analysis.meta import TrainConfig
 from analysis.runstore import RunStore, default_home
 from ui import fmt, render, widgets
@@ -34,6 +35,16 @@ DEFAULT_VARIANTS = ["original", "scaling_0.5"]
 GRAD_EVERY = 5
 GRAD_KINDS = {"input": "block inputs", "params": "block parameters"}
 PAPER_COLUMN = "paper, ResNet-110 CIFAR-10 %"
+
+
+WHERE = {"here": "This server", "ray": "Ray cluster"}
+
+
+@st.cache_resource(show_spinner="Connecting to the Ray cluster…")
+def ray_connection(address: str) -> cluster.Connection:
+    """One connection per server process and address, kept: Ray's connection is process-wide, so a
+    grid ending in one session must not disconnect a grid running in another."""
+    return cluster.connect(address)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -241,6 +252,28 @@ else:
         error_box(exc)
 store = open_store()
 
+# A Ray cluster is offered only when the server was started with its address ($RESNET_LENS_RAY_ADDRESS)
+where = "here"
+ray_address: str | None = None
+try:
+    ray_address = cluster.address_from_env()
+except LensError as exc:
+    error_box(exc)
+if ray_address is not None:
+    where = st.radio("Train on", list(WHERE), format_func=WHERE.__getitem__, horizontal=True, key="variants_executor",
+                     help="This server: one run after another in this process. Ray cluster: every run a Ray task "
+                          "with one CPU, as many at once as the cluster has CPUs; the trained nets come back to "
+                          "this server's run store. Same numbers either way.")
+    st.caption(f"Ray cluster: {ray_address} (from ${cluster.ADDRESS_ENV}).")
+
+
+def grid_executor() -> Executor:
+    """Where the grid trains: this process, or the configured Ray cluster (connected once per server)."""
+    if where == "ray" and ray_address is not None:
+        ray_connection(ray_address)
+        return make_executor(None, kind="ray", address=ray_address)
+    return InProcessExecutor()
+
 
 def show_grid(result: g.GridResult, store: RunStore) -> None:
     """The user's grid: what it is, the same tables and chart as the recorded one, and downloads."""
@@ -291,7 +324,8 @@ if stopped is not None and store is not None:
         st.session_state["variants_result"] = partial
 
 go_run = st.button("Run grid", type="primary", key="variants_run", disabled=grid is None or store is None,
-                   help="Train every run of the grid the run store does not hold yet, one after another in this server.")
+                   help="Train every run of the grid the run store does not hold yet, "
+                        + ("as Ray tasks on the cluster." if where == "ray" else "one after another in this server."))
 if go_run and grid is not None and store is not None:  # the button is disabled otherwise
     st.session_state["variants_active"] = grid
     # placeholders: the button and the bars are there while the grid runs, and gone when it ends
@@ -311,16 +345,19 @@ if go_run and grid is not None and store is not None:  # the button is disabled 
             shown[key] = int(1000 * frac)
             run_slot.progress(frac, text=f"{p.labels.get(key, key)}: epoch {e.epoch}/{e.epochs}, loss {e.loss:.3f}")
 
+    executor: Executor | None = None
     try:
-        result = g.run_grid(grid, store, InProcessExecutor(), progress=progress,
-                            grad_every=int(grad_every) if record else 0)
+        executor = grid_executor()
+        result = g.run_grid(grid, store, executor, progress=progress, grad_every=int(grad_every) if record else 0)
     except LensError as exc:
         error_box(exc)
     else:
         st.session_state["variants_result"] = result
         st.success(f"Grid finished: {result.trained} runs trained, {result.reused} found in the run store, "
                    f"{result.wall_seconds:,.1f} s.")
-    finally:  # finished or refused: neither the button nor the bars stay on screen
+    finally:  # finished, refused or cancelled (a rerun stops the script here): nothing keeps running
+        if executor is not None:
+            executor.close()
         cancel_slot.empty()
         grid_slot.empty()
         run_slot.empty()

@@ -247,3 +247,25 @@ def test_recorded_grids_beside_the_default_are_offered(tmp_path, monkeypatch):
     assert not at.exception
     radio = at.radio(key="variants_recorded")
     assert radio.options == ["digits (2-D CIFAR-style nets)", "MNIST-1D (1-D resnet1d nets)"]
+
+
+def test_the_executor_choice_shows_only_with_a_cluster_address(monkeypatch, tmp_path):
+    monkeypatch.delenv("RESNET_LENS_RAY_ADDRESS", raising=False)
+    at = page(monkeypatch, tmp_path / "none.json")
+    clean(at)
+    assert "variants_executor" not in [r.key for r in at.radio]  # no cluster configured: this server only
+    assert "this server" in at.button(key="variants_run").help
+    monkeypatch.setenv("RESNET_LENS_RAY_ADDRESS", "head-without-port")
+    at = page(monkeypatch, tmp_path / "none.json")
+    clean(at)
+    assert "variants_executor" not in [r.key for r in at.radio]
+    assert any("$RESNET_LENS_RAY_ADDRESS: Ray address 'head-without-port'" in e.value for e in at.error)
+    # with an address the choice is there, on this server by default; nothing connects until a grid runs
+    monkeypatch.setenv("RESNET_LENS_RAY_ADDRESS", "ray://head.example:10001")
+    at = page(monkeypatch, tmp_path / "none.json")
+    clean(at)
+    where = at.radio(key="variants_executor")
+    assert where.options == ["This server", "Ray cluster"] and where.value == "here"
+    assert "Ray cluster: ray://head.example:10001" in " ".join(c.value for c in at.caption)
+    where.set_value("ray").run()
+    assert "as Ray tasks on the cluster" in at.button(key="variants_run").help
