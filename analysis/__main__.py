@@ -308,7 +308,7 @@ def check_shard_options(args: argparse.Namespace) -> None:
     if args.executor == "ray":
         check_address(args.address)
         TrainConfig(device=args.device)  # the one place device strings are validated
-        if False:
+        if args.device.startswith("cuda:"):
             raise ConfigError(f"--device {args.device}: on Ray each shard is given one GPU of its node, which it "
                               "sees as cuda; give --device cuda")
     else:

@@ -5,6 +5,8 @@ kernels' last bits otherwise. Shards run in this process here; test_shard_ray.py
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
@@ -195,3 +197,141 @@ def test_single_process_numbers_are_the_original_formulas(nets):
     for row, (k, subsets, _) in zip(got.itertuples(), lengths.lengths, strict=True):
         norms = torch.tensor([paths.path_gradient_norm(tapes, g, set(s)) for s in subsets], dtype=torch.float64)
         assert (row.length, row.mean) == (k, float(norms.mean()))
+
+
+
+@pytest.mark.parametrize("cmd,extra,message", [
+    ("lesion", ["--shards", "0"], "--shards must be between 1 and 10,000, got 0"),
+    ("lesion", ["--address", "auto"], "--address names a Ray cluster: it goes with --executor ray"),
+    ("lesion", ["--executor", "ray", "--address", "nowhere"], "Ray address 'nowhere'"),
+    ("lesion", ["--executor", "ray", "--device", "cuda:1"], "on Ray each shard is given one GPU"),
+    ("lesion", ["--executor", "ray", "--device", "gpu"], "device must be cpu, cuda or cuda:<index>"),
+    ("lesion", ["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "--device"),
+    ("paths", ["--samples", "0"], "measurement samples must be an integer"),
+    ("paths", ["--batch-size", "0"], "--batch-size must be between 1"),
+    ("paths", ["--batch", "451"], "--batch 451 is larger than the test split (450 images)"),
+    ("paths", ["--shards", "10001"], "--shards must be between"),
+    ("paths", ["--net", "random"], "invalid choice: 'random'"),
+])
+def test_cli_refuses_bad_shard_settings_before_any_work(tmp_path, capsys, cmd, extra, message):
+    from analysis.__main__ import main
+
+    out = tmp_path / "r.csv"
+    assert main([cmd, "--checkpoint", "digits_resnet20", *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and message in err and "Traceback" not in err and not out.exists()
+
+
+def test_cli_paths_refuses_a_plain_net_and_measures_the_page_default(tmp_path, capsys):
+    """A plain net has one path; a residual net's CSV holds what the page's measurement holds."""
+    from analysis.__main__ import main
+
+    assert main(["paths", "--checkpoint", "digits_plain20", "--out", str(tmp_path / "p.csv")]) == 2
+    assert "plain net has a single path" in capsys.readouterr().err
+    out = tmp_path / "p.csv"
+    assert main(["paths", "--checkpoint", "digits_resnet20", "--net", "initialisation", "--samples", "2",
+                 "--batch", "16", "--seed", "3", "--out", str(out)]) == 0
+    ck = load_checkpoint(shipped_checkpoints()["digits_resnet20"])
+    data = dataset_for(ck.meta)
+    want = paths.measure(paths.initialised(ck.model), data.x_test, data.y_test, paths.MeasureSettings(2, 16, 3))
+    got = pd.read_csv(out, dtype={"paths": str})
+    assert got.columns.tolist() == ["checkpoint", "net", *want.columns]
+    assert set(got["net"]) == {"initialisation"} and set(got["checkpoint"]) == {"digits_resnet20"}
+    assert got["mean"].tolist() == want["mean"].tolist() and got["paths"].tolist() == want["paths"].tolist()
+    assert "90 % of the total gradient comes from paths of length" in capsys.readouterr().out
+
+# ------------------------------------------------------------------ on Ray: one local instance for the module
+# (started by the first test that needs it; analysis.cluster keeps every Ray process on 127.0.0.1)
+on_ray = pytest.mark.xdist_group("ray")  # with the other Ray tests, in one xdist worker under --dist loadgroup
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    from analysis import cluster
+
+    with cluster.connect(num_cpus=2) as conn:
+        assert conn.started  # ours: stopped at the end of the module, never another test's cluster
+        yield conn
+
+
+@on_ray
+def test_sharded_sweep_on_ray_equals_the_single_process_sweep(nets, ray_instance):
+    model, data = nets["mnist1d_resnet20"]
+    x, y = data.x_test[:200], data.y_test[:200]
+    whole = lesion.run_sweep("k", model, x, y, samples=2, seed=5, batch_size=32)
+    done = []
+    on_ray = shard.sharded_sweep("k", model, x, y, samples=2, seed=5, batch_size=32, shards=3, executor="ray",
+                                 progress=lambda d, t: done.append((d, t)))
+    assert on_ray.equals(whole) and whole["error"].nunique() > 2
+    assert sorted(done) == [(1, 3), (2, 3), (3, 3)]
+
+
+@on_ray
+def test_sharded_paths_on_ray_are_bit_identical(nets, ray_instance):
+    model, data = nets["digits_resnet20"]
+    x, y = data.x_test[:24], data.y_test[:24]
+    whole = paths.gradient_by_length(model, x, y, samples=2, ks=[0, 1, 2, 9], batch_size=8)
+    on_ray = shard.sharded_gradient_by_length(model, x, y, samples=2, ks=[0, 1, 2, 9], batch_size=8, shards=3,
+                                              executor="ray")
+    pd.testing.assert_frame_equal(on_ray, whole, check_exact=True)
+
+
+@on_ray
+def test_shards_ask_ray_for_a_cpu_each_and_a_gpu_each_on_cuda(ray_instance, monkeypatch):
+    """What run_shards hands Ray (seen without running anything): one item per shard, one CPU and one
+    torch thread each, one GPU each for a CUDA device, seen in the task as cuda; the net put in the
+    object store once for all shards."""
+    import ray  # imported by the fixture's connect, with its loopback switch set
+
+    from analysis import cluster
+
+    asked, puts = [], []
+    monkeypatch.setattr(cluster, "map_tasks", lambda fn, items, **kw: asked.append((fn, items, kw)) or [])
+    real_put = ray.put
+    monkeypatch.setattr(ray, "put", lambda value: puts.append(value) or real_put(value))
+    model = shard.ModelPayload.of(load_checkpoint(shipped_checkpoints()["digits_resnet20"]).model)
+    tasks = [shard.LesionShard(model, torch.zeros(2, 1, 16, 16), torch.zeros(2, dtype=torch.long), [], 1, "cuda:1")
+             for _ in range(3)]
+    shard.run_shards(shard.lesion_shard, tasks, executor="ray", device="cuda:1")
+    ((fn, items, kw),) = asked
+    assert fn is shard.lesion_shard and len(items) == 3
+    assert (kw["num_cpus"], kw["num_gpus"], kw["threads"]) == (1, 1, 1)
+    assert {t.device for t in items} == {"cuda"}
+    assert len({id(t.model) for t in items}) == 1 and not isinstance(items[0].model, shard.ModelPayload)
+    assert puts == [model]  # the net, once; each shard's own tensors travel with its task
+    asked.clear()
+    shard.run_shards(shard.lesion_shard, [dataclasses.replace(t, device="cpu") for t in tasks], executor="ray")
+    assert asked[0][2]["num_gpus"] == 0 and {t.device for t in asked[0][1]} == {"cpu"}
+
+
+@on_ray
+def test_cli_lesion_and_paths_on_ray_write_the_local_csv(tmp_path, ray_instance, capsys, monkeypatch):
+    """End to end on a tiny net (ResNet-8 on 8 px digits, one epoch): --executor ray with shards, at
+    the instance's address, runs one Ray task per shard and writes the file the unsharded local
+    command writes, byte for byte."""
+    from analysis import cluster
+    from analysis.__main__ import main
+
+    real, tasks = cluster.map_tasks, []
+
+    def counted(fn, items, **kw):
+        tasks.append(len(items))
+        return real(fn, items, **kw)
+
+    monkeypatch.setattr(cluster, "map_tasks", counted)
+
+    ck = tmp_path / "tiny.pt"
+    assert main(["train", "--model", "cifar_resnet8", "--size", "8", "--epochs", "1", "--out", str(ck)]) == 0
+    sweep = ["lesion", "--checkpoint", str(ck), "--experiment", "k", "--samples", "2", "--batch-size", "100"]
+    assert main([*sweep, "--out", str(tmp_path / "one.csv")]) == 0
+    assert main([*sweep, "--executor", "ray", "--address", ray_instance.address, "--shards", "3",
+                 "--out", str(tmp_path / "ray.csv")]) == 0
+    assert "3 shards of up to 200 inputs, as Ray tasks on 127.0.0.1:" in capsys.readouterr().out
+    assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    measure = ["paths", "--checkpoint", str(ck), "--samples", "2", "--batch", "40", "--batch-size", "10"]
+    assert main([*measure, "--out", str(tmp_path / "p1.csv")]) == 0
+    assert main([*measure, "--executor", "ray", "--shards", "2", "--out", str(tmp_path / "p2.csv")]) == 0
+    assert (tmp_path / "p2.csv").read_bytes() == (tmp_path / "p1.csv").read_bytes()
+    assert tasks == [3, 2]  # the sharded commands ran on Ray, the others in this process
+    got = pd.read_csv(tmp_path / "p2.csv")
+    assert got["length"].tolist() == [0, 1, 2, 3] and set(got["net"]) == {"trained"}
