@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import signal
 import sys
@@ -205,7 +206,7 @@ def recipe(args: argparse.Namespace, **more: Any) -> TrainConfig:
 def cmd_train(args: argparse.Namespace, stop: Stop) -> int:
     out = check_writable(args.out, what="--out")
     check_data_options(args)
-    cfg = recipe(args, seed=args.seed, device=args.device)
+    cfg = recipe(args, seed=args.seed, device=args.device, amp=args.amp)
     check_device(cfg.device)
     from .specs import get_spec
 
@@ -244,6 +245,9 @@ def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, sp
     from .train import Progress, train_checkpoint
 
     if args.deterministic:
+        if cfg.device.startswith("cuda"):
+            # cuBLAS is deterministic only with a fixed workspace, read when it starts: set before any CUDA work
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)  # this process only: the CLI runs one training
     if args.classes is not None:
         from .data import load_digits, load_mnist1d
@@ -827,7 +831,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="0 to 2**63-1")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
     t.add_argument("--deterministic", action="store_true",
-                   help="torch.use_deterministic_algorithms(True) for this process (CUDA: slower, repeatable)")
+                   help="torch.use_deterministic_algorithms(True) for this process (CUDA: slower, repeatable; "
+                        "sets CUBLAS_WORKSPACE_CONFIG=:4096:8 unless set). cuDNN's deterministic algorithms are "
+                        "used on CUDA in any case")
+    t.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off",
+                   help="mixed precision on CUDA: bf16 autocast, or fp16 autocast with a gradient scaler "
+                        "(default off: fp32; refused on the CPU, which trains in fp32)")
     t.add_argument("--out", required=True, help="checkpoint path (checked before training, written atomically)")
     t.set_defaults(func=cmd_train)
 

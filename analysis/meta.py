@@ -23,6 +23,11 @@ from .errors import CheckpointError, ConfigError
 SCHEMA = 1
 Schedule = Literal["cosine", "step"]
 SCHEDULES: tuple[Schedule, ...] = get_args(Schedule)
+Amp = Literal["off", "bf16", "fp16"]
+AMP_MODES: tuple[Amp, ...] = get_args(Amp)
+#: Fields written into a recipe's dict only when they differ from their default: run-store keys and
+#: checkpoint metadata of recipes from before they existed stay what they were.
+OPTIONAL_RECIPE_FIELDS = frozenset({"amp"})
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     device: str = "cpu"
+    # mixed precision on CUDA (torch.autocast): "bf16", or "fp16" with a gradient scaler; "off": fp32
+    amp: Amp = "off"
 
     def __post_init__(self) -> None:
         """Every field checked (type, finite, in range): a recipe that cannot train is refused here,
@@ -71,9 +78,19 @@ class TrainConfig:
         integer(self.seed, 0, 2**63 - 1, "seed")
         if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d{1,3})?", self.device):
             raise ConfigError(f"device must be cpu, cuda or cuda:<index>, got {self.device!r}")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        if self.amp != "off" and not self.device.startswith("cuda"):
+            # bf16 autocast exists on the CPU, but runs slower than fp32 on CPUs without bf16 units
+            # and would change the CPU path's numbers, which are kept exact; fp16 needs CUDA's scaler
+            raise ConfigError(f"amp {self.amp} is for training on CUDA (--device cuda); the CPU trains in fp32")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, except those of :data:`OPTIONAL_RECIPE_FIELDS` at their default: the dict is
+        part of run-store keys and checkpoint metadata, which a new field must not change."""
+        d = dataclasses.asdict(self)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {k: v for k, v in d.items() if k not in OPTIONAL_RECIPE_FIELDS or v != defaults[k]}
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,17 @@ augmentation where it makes sense. CUDA when asked.
 
 Reproducible without touching process-wide state: the weights, the batch order and the
 augmentation all draw from generators seeded by the recipe's seed, never from the global RNG, and
-no global flag is set. So two trainings running at once (two browser sessions) cannot change each
-other's results. The CPU kernels used here (conv, BN, ReLU, SGD) are deterministic for a given
-thread count; on CUDA, cuDNN may pick non-deterministic algorithms unless the caller's process sets
-``torch.use_deterministic_algorithms(True)`` (the CLI's ``--deterministic`` does).
+no global flag is set on the CPU. So two trainings running at once (two browser sessions) cannot
+change each other's results. The CPU kernels used here (conv, BN, ReLU, SGD) are deterministic for a
+given thread count. On CUDA, training runs with cuDNN's deterministic algorithms, flags held only
+while CUDA work runs (:func:`cuda_determinism`, which says what is and is not bit-reproducible on a
+GPU); the CLI's ``--deterministic`` also sets ``torch.use_deterministic_algorithms(True)``.
+
+On a GPU the training and test tensors are moved to it once, when they fit in half its free memory
+and the augmentation runs there (:func:`place`); otherwise each batch is moved as it is used.
+Logits come back to the CPU in one copy per evaluation. ``TrainConfig.amp`` trains in mixed
+precision on CUDA (bf16 autocast, or fp16 with a gradient scaler); the CPU trains in fp32 only.
+None of the CUDA path has run on this project's machines (no GPU): it is untested.
 
 Progress goes through a callback (the app draws ``st.progress``, the CLI a tqdm bar); a callback
 that returns ``False`` cancels, and the epochs finished so far are kept in the result.
@@ -38,7 +45,8 @@ from .meta import RunMeta, TrainConfig, now, versions
 from .models import ResNet, build_model
 from .specs import ResNetSpec
 
-__all__ = ["Progress", "check_device", "check_fits", "TrainConfig", "TrainResult", "evaluate", "lr_at", "predict", "train", "train_checkpoint"]
+__all__ = ["Placed", "Progress", "check_device", "check_fits", "cuda_determinism", "TrainConfig", "TrainResult", "evaluate",
+           "lr_at", "place", "predict", "train", "train_checkpoint"]
 
 
 @dataclass
@@ -89,18 +97,21 @@ def lr_at(config: TrainConfig, epoch_float: float) -> float:
 
 @torch.inference_mode()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 512, device: str = "cpu") -> Tensor:
-    """Logits for ``x`` in eval mode; the model's train/eval mode is restored afterwards."""
+    """Logits for ``x`` in eval mode, on the CPU; the model's train/eval mode is restored afterwards.
+    The model must be on ``device``; ``x`` may be on the CPU (each batch is moved once) or there
+    already. The logits stay on the device until the end and come back in one copy."""
     was_training = model.training
     model.eval()
     try:
-        outs = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+        outs = [model(x[i:i + batch_size].to(device)).float() for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
-    return torch.cat(outs) if outs else torch.empty(0)
+    return torch.cat(outs).cpu() if outs else torch.empty(0)
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, device: str = "cpu") -> dict:
     logits = predict(model, x, device=device)
+    y = y.cpu()  # the labels of test data kept on the device
     pred = logits.argmax(1)
     return {"loss": float(F.cross_entropy(logits, y)), "acc": float((pred == y).float().mean()),
             "correct": int((pred == y).sum()), "n": len(y)}
@@ -161,6 +172,56 @@ def cuda_determinism(device: str) -> Iterator[None]:
             _determinism_users -= 1
             if _determinism_users == 0:
                 cudnn.deterministic, cudnn.benchmark = _determinism_saved
+
+
+#: Augmentations that run on tensors of any device (data.augment_batch draws its random numbers on the
+#: CPU, from the run's generator, and gathers with CPU index tensors, which torch accepts for a
+#: tensor elsewhere). "crop_flip" also picks flipped images with ``torch.where`` and a CPU mask,
+#: which a CUDA batch refuses: its training data stay on the CPU and each batch moves once it is augmented.
+DEVICE_AUGMENTS = frozenset({"none", "shift", "shift1d"})
+#: Share of the device's free memory the training and test tensors may take when moved there once.
+DATA_SHARE = 0.5
+
+
+@dataclass
+class Placed:
+    """The tensors the training loop reads, where it reads them. ``resident``: on the device the run
+    trains on, moved there once (always so on the CPU); else on the CPU, each batch moved as it is used."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    resident: bool
+
+
+def _move(t: Tensor, device: str) -> Tensor:
+    """The one host-to-device copy of the training loop (a function, so tests can count the copies)."""
+    return t.to(device)
+
+
+def _fits(device: str, nbytes: int) -> bool:
+    """Whether ``nbytes`` of data can live on ``device`` next to the net and its activations: at
+    most :data:`DATA_SHARE` of a CUDA device's free memory. Other devices are not measured."""
+    if not device.startswith("cuda"):
+        return True
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return nbytes <= DATA_SHARE * free
+
+
+def place(data: Dataset, device: str, augment: bool) -> Placed:
+    """Put the training and test tensors on ``device`` once, when they fit and the augmentation can
+    run there (:data:`DEVICE_AUGMENTS`); otherwise leave them on the CPU. On the CPU nothing moves."""
+    tensors = (data.x_train, data.y_train, data.x_test, data.y_test)
+    if device == "cpu":
+        return Placed(*tensors, resident=True)
+    if (augment and data.augment not in DEVICE_AUGMENTS) or not _fits(device, sum(t.nbytes for t in tensors)):
+        return Placed(*tensors, resident=False)
+    x_train, y_train, x_test, y_test = (_move(t, device) for t in tensors)
+    return Placed(x_train, y_train, x_test, y_test, resident=True)
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -246,9 +307,13 @@ def fit(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[P
     n = len(data.y_train)
     steps = max(1, math.ceil(n / config.batch_size))
     recorder = GradientRecorder(model, grad_every) if grad_every else None
-    with recorder or contextlib.nullcontext():  # its hooks leave the model however the loop ends
+    placed = place(data, config.device, config.augment)
+    # fp16 needs its loss scaled so small gradients do not flush to zero; bf16 has fp32's range
+    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+    # the recorder's hooks leave the model however the loop ends
+    with recorder or contextlib.nullcontext(), cuda_determinism(config.device):
         cancelled = _epochs(model, data, config, callback, opt, gen, steps, history, recorder, t0, tuple(frozen),
-                            _eval_epochs(config.epochs, evaluations))
+                            _eval_epochs(config.epochs, evaluations), placed, scaler)
     bad = _first_nonfinite(model) if cancelled else ""
     if bad:
         raise _diverged(config, f"the weights or BatchNorm statistics became non-finite in epoch {len(history) + 1} ({bad})")
@@ -260,29 +325,39 @@ def fit(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[P
 def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[Progress], bool | None] | None,
             opt: torch.optim.Optimizer, gen: torch.Generator, steps: int, history: list[dict],
             recorder: GradientRecorder | None, t0: float, frozen: tuple[nn.Module, ...] = (),
-            measured: frozenset[int] | None = None) -> bool:
-    """The training loop proper; fills ``history`` and returns whether the callback cancelled."""
+            measured: frozenset[int] | None = None, placed: Placed | None = None,
+            scaler: torch.amp.GradScaler | None = None) -> bool:
+    """The training loop proper; fills ``history`` and returns whether the callback cancelled.
+    ``placed``: where the tensors are (:func:`place`; default: where ``data`` holds them)."""
     cancelled = False
     n = len(data.y_train)
     rows = recorder.rows if recorder else []
+    placed = placed or Placed(data.x_train, data.y_train, data.x_test, data.y_test, resident=config.device == "cpu")
+    amp = AMP_DTYPES.get(config.amp)
+    autocast = (lambda: torch.autocast(config.device.partition(":")[0], dtype=amp)) if amp else contextlib.nullcontext
     for epoch in range(1, config.epochs + 1):
         model.train()
         for m in frozen:  # a frozen BatchNorm keeps its running statistics
             m.eval()
+        # drawn on the CPU from the run's generator on every device: the same order everywhere
         perm = torch.randperm(n, generator=gen)
+        if placed.resident:
+            perm = perm.to(placed.x_train.device)  # one small copy an epoch, not one per batch
         total_loss, correct = 0.0, 0
         for step in range(steps):
             idx = perm[step * config.batch_size:(step + 1) * config.batch_size]
-            xb = data.x_train[idx]
+            xb, yb = placed.x_train[idx], placed.y_train[idx]
             if config.augment:
                 xb = augment_batch(xb, data.augment, gen)
-            xb, yb = xb.to(config.device), data.y_train[idx].to(config.device)
+            if not placed.resident:
+                xb, yb = _move(xb, config.device), _move(yb, config.device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(config, epoch - 1 + step / steps)
             if recorder:
                 recorder.arm((epoch - 1) * steps + step, epoch)
-            out = model(xb)
-            loss = F.cross_entropy(out, yb)
+            with autocast():
+                out = model(xb)
+                loss = F.cross_entropy(out, yb)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 if not bool(torch.isfinite(xb).all()):
@@ -290,10 +365,18 @@ def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callabl
                                        "hold NaN or infinite values")
                 raise _diverged(config, f"loss became {_nonfinite(loss_value)} at epoch {epoch} step {step + 1}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if recorder:
-                recorder.collect()  # the gradients of this step, before the update
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                if recorder:
+                    recorder.collect()  # the gradients of this step, before the update
+                opt.step()
+            else:  # fp16: gradients of the scaled loss, unscaled before anyone reads them
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                if recorder:
+                    recorder.collect()
+                scaler.step(opt)  # skipped when a gradient overflowed; the scale then shrinks
+                scaler.update()
             total_loss += loss_value * len(idx)
             correct += int((out.argmax(1) == yb).sum())
             if callback and callback(Progress("batch", epoch, config.epochs, step + 1, steps,
@@ -307,7 +390,7 @@ def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callabl
             raise _diverged(config, f"the weights or BatchNorm statistics became non-finite at epoch {epoch} ({bad})")
         if measured is not None and epoch not in measured:
             continue  # not a measured epoch: no history row (the weights were checked above)
-        test = evaluate(model, data.x_test, data.y_test, config.device)
+        test = evaluate(model, placed.x_test, placed.y_test, config.device)
         history.append({"epoch": epoch, "train_loss": total_loss / n, "train_acc": correct / n,
                         "test_loss": test["loss"], "test_acc": test["acc"],
                         "lr": lr_at(config, epoch), "seconds": time.perf_counter() - t0})
