@@ -107,7 +107,9 @@ BAD = [
     (["--labels", "1", "137"], "class '8' has 130 training images, fewer than the 137 labelled images per class"),
     (["--labels", "0"], "--labels 0: give whole numbers"),
     (["--labels", "few"], "--labels few: give whole numbers"),
-    (["--source", "mnist1d_resnet20"], "the source net is 1-D and the target data 2-D"),
+    # a 1-D source brings its own embedded target (MNIST-1D 5-9): only images given as the target are refused
+    (["--source", "mnist1d_resnet20", "--target-path", "FOLDER", "--size", "16", "--resize", "16"],
+     "the source net is 1-D and the target data 2-D"),
     (["--source", "RESNET18"], "takes 3-channel inputs, the target has 1: its first conv cannot take them; the head "
                                "would adapt (the source's 1000-class head is replaced with a new 5-way linear head"),
     (["--source", "no_such_net.pt"], "no_such_net.pt: no such checkpoint file or shipped name"),
@@ -128,7 +130,9 @@ BAD = [
 def test_bad_input_is_one_line_before_any_training(argv, words, tmp_path, capsys, monkeypatch, resnet18_file):
     calls = counting_fit(monkeypatch)
     out = tmp_path / "r.json"
-    argv = [str(resnet18_file) if a == "RESNET18" else a.replace("OUT", str(tmp_path)) for a in argv]
+    folder = str(_folder(tmp_path / "imgs", 2)) if "FOLDER" in argv else ""
+    argv = [str(resnet18_file) if a == "RESNET18" else folder if a == "FOLDER" else a.replace("OUT", str(tmp_path))
+            for a in argv]
     if "--out" not in argv:
         argv += ["--out", str(out)]
     assert main(["transfer", "--store", str(tmp_path / "s"), *argv]) == 2
