@@ -9,6 +9,8 @@ import dataclasses
 import os
 import re
 import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -285,6 +287,43 @@ def test_cli_grid_on_the_cluster_equals_the_local_executor(ray_cluster, tmp_path
     assert ray_runs[cols].equals(local_runs[cols])
     for key in local_runs["key"]:
         assert_same_run(RunStore(tmp_path / "local").get(key).path.read_bytes(), RunStore(tmp_path / "ray").get(key).path)
+
+
+def test_cli_grid_through_a_ray_client_address(ray_cluster, tmp_path):
+    # ray://host:port: a Ray Client server (legacy mode: one server, itself a driver of the cluster) on
+    # 127.0.0.1, and the CLI in a process of its own (this one is a driver already)
+    with socket.socket() as s:
+        s.bind((cluster.LOOPBACK, 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    server = subprocess.Popen([sys.executable, "-m", "ray.util.client.server", "--host", cluster.LOOPBACK,
+                               "--port", str(port), "--mode", "legacy", "--address", ray_cluster.address],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((cluster.LOOPBACK, port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        grid = grid_of(["full_preact"])
+        cmd = [sys.executable, "-m", "analysis", "grid", "--variants", "full_preact", "--depths", "8",
+               "--seeds", "1", "--size", "8", "--train-images", "128", "--epochs", "1", "--warmup", "0",
+               "--batch-size", "64", "--executor", "ray", "--address", f"ray://{cluster.LOOPBACK}:{port}",
+               "--store", str(tmp_path / "store")]
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the client's runs went to the module's cluster (its GCS address), not to an instance of its own
+    assert f"runs train on the Ray cluster at {ray_cluster.address}:" in done.stdout
+    assert "1 runs trained" in done.stdout
+    store = RunStore(tmp_path / "store")
+    for key, ck in in_process(grid).items():
+        assert_same_run(ck, store.get(key).path)
 
 
 def test_the_page_trains_on_the_configured_cluster(ray_cluster, monkeypatch, tmp_path):
