@@ -232,7 +232,7 @@ class RayExecutor:
             if self._pending or self._queue:  # closing mid-grid (an exception, Ctrl-C): stop the cluster's work
                 self.cancel()
                 for ref in list(self._pending):
-                    self._ray.cancel(ref, force=True)  # nobody will read these results: do not wait for them
+                    self._ray.cancel(ref)  # nobody will read these results: interrupt them now (the worker stays)
                 self._pending.clear()
             self._ray.kill(self._channel)
         finally:
