@@ -213,13 +213,6 @@ NO_SOURCE_STATISTICS = ("the checkpoint records no input normalisation, so the s
                         "normalise the target with its own statistics or not at all")
 
 
-def source_normalisation(source: Checkpoint) -> Normalisation:
-    """The statistics the source net's inputs were normalised with (its metadata)."""
-    if source.meta.normalisation is None:
-        raise DatasetError(f"{source.spec.name}: {NO_SOURCE_STATISTICS}")
-    return source.meta.normalisation
-
-
 def digits_target(per_class: int | None, seed: int, norm: Norm, source: Normalisation | None, *, size: int = 16,
                   classes: tuple[int, ...] = TARGET_CLASSES) -> Dataset:
     """The embedded target: digits ``classes`` (5-9), ``per_class`` labelled images each (drawn by
@@ -701,6 +694,18 @@ def target_maker(source: Checkpoint, target: Target | None = None) -> Target:
     return lambda n, seed, norm: digits_target(n, seed, norm, source_statistics(source), size=size)
 
 
+def data_digest(data: Dataset) -> str:
+    """A short digest of a dataset's tensors and class names: equal only for the same examples."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in (data.x_train, data.y_train, data.x_test, data.y_test):
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    h.update("\0".join(data.classes).encode())
+    return h.hexdigest()[:16]
+
+
 def check_plan(source: Checkpoint, plan: Plan, target: Target | None = None) -> None:
     """Everything :func:`run_plan` would refuse, refused before any run: setups, seeds, labels per
     class the target's classes can give, the source's statistics when a setup normalises with
@@ -710,8 +715,9 @@ def check_plan(source: Checkpoint, plan: Plan, target: Target | None = None) -> 
     full = target_maker(source, target)(None, plan.seeds[0], "none")
     check_compatible(source, full)  # what cannot adapt is said first: no normalisation would fix it
     check_labels(full, plan.labels)
-    if target is None and any(s.norm == "source" for s in plan.setups):
-        source_normalisation(source)
+    # any target, a folder's too: a run normalising with unknown statistics would fail only when it starts
+    if any(s.norm == "source" for s in plan.setups) and source_statistics(source) is None:
+        raise DatasetError(f"{source.spec.name}: {NO_SOURCE_STATISTICS}")
 
 
 CURVE_COLUMNS = ["setup", "per_class", "seed", "epoch", "test_acc", "train_acc", "seconds"]
@@ -733,6 +739,9 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
     make = target_maker(source, target)
     stages = len(source.model.stage_names)
     full = make(None, plan.seeds[0], "none")  # what the metadata names: the target, every labelled example
+    # an embedded target's name says everything; a folder's name is its last path component, shared by
+    # other trees and by the same tree at another crop, so its pixels identify it in the store key
+    target_id = full.name if target is None else f"{full.name} {data_digest(full)}"
     items = plan.items()
     key = net_key(source) if store is not None else ""
     rows, curves = [], []
@@ -742,7 +751,7 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
     for i, (setup, n, seed) in enumerate(items):
         data = make(n, seed, setup.norm)
         label = f"{setup_label(setup, stages)}, {n or 'all'} per class, seed {seed}"
-        settings = run_settings(setup, n, seed, plan.recipe, data.name)
+        settings = run_settings(setup, n, seed, plan.recipe, target_id)
         stored = store.sweep(key, "transfer", settings) if store is not None else None
         if stored is not None:
             row = {c: stored[c].iloc[0] for c in RESULT_COLUMNS if c in stored}
@@ -784,7 +793,7 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
     probe_rows: list[dict[str, Any]] = []
     if not cancelled:
         # the frozen source sees what it was trained on, unless nobody recorded what that was
-        norm: Norm = "source" if target is not None or source.meta.normalisation is not None else "target"
+        norm: Norm = "source" if source_statistics(source) is not None else "target"
         for n in dict.fromkeys(plan.labels):
             p = linear_probe(source, make(n, 0, norm))
             probe_rows += [{**r, "per_class": n} for r in p.to_dict("records")]

@@ -509,3 +509,65 @@ def test_the_linear_probe_is_scored_on_the_test_images(src):
         clf = LogisticRegression(max_iter=2000).fit(scaler.transform(a.numpy()), target.y_train.numpy())
         assert probe["test_acc"].iloc[i] == clf.score(scaler.transform(b.numpy()), target.y_test.numpy())
     assert probe["test_acc"].tolist() != [1.0] * len(probe)  # 25 training images would score 100 %
+
+
+def test_the_probe_reads_the_frozen_source_with_its_own_normalisation(src, planned):
+    """The probe of a plan is linear_probe on the labelled images normalised as the source was trained
+    (seed 0's draw), one per labels setting."""
+    _, plan, res, _ = planned
+    for n in plan.labels:
+        got = res.probe[res.probe["per_class"].isna() if n is None else res.probe["per_class"] == n]
+        want = T.linear_probe(src, small_target(src)(n, 0, "source"))
+        assert list(got["test_acc"]) == list(want["test_acc"])
+    none = T.linear_probe(src, small_target(src)(1, 0, "none"))  # what another input scale would give
+    assert list(none["test_acc"]) != list(res.probe[res.probe["per_class"] == 1]["test_acc"])
+
+
+def image_tree(root: Path, shades: tuple[int, ...], per_class: int = 4) -> Path:
+    """A tiny ImageFolder: one folder of 20 px colour-noise images per shade (no train/val split)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(sum(shades))
+    for c, shade in enumerate(shades):
+        d = root / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray((rng.random((20, 20, 3)) * 80 + shade).astype(np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_a_folder_target_is_stored_by_its_pixels_and_needs_known_statistics(src, tmp_path, monkeypatch):
+    """A folder's name is only its last path component: another tree of that name, or the same tree at
+    another crop, is another target and trains again, while the same one is reused. A source without
+    recorded statistics is refused 'source statistics' before any run on a folder too, and its probe
+    (after the runs) uses the target's own statistics instead of failing."""
+    calls = counting_fit(monkeypatch)
+    store = RunStore(tmp_path / "store")
+    plan = T.Plan((T.mode_setup("scratch", 3),), (1,), (0,), T.Recipe(steps=2))
+    a, b = image_tree(tmp_path / "a" / "imgs", (0, 60, 120)), image_tree(tmp_path / "b" / "imgs", (30, 90, 150))
+
+    def run(root: Path, size: int) -> T.PlanResult:
+        return T.run_plan(src, plan, store=store, target=T.folder_target(src, str(root), size=size, resize=size))
+
+    first = run(a, 16)
+    assert first.meta["target"] == "imgs" and (first.trained, first.reused) == (1, 0)
+    assert (run(a, 16).trained, run(a, 12).trained, run(b, 16).trained) == (0, 1, 1)
+    assert calls["fit"] == 3
+    bare = dataclasses.replace(src, meta=RunMeta())  # a bare state_dict: no statistics recorded
+    target = T.folder_target(bare, str(a), size=16, resize=16)
+    with pytest.raises(DatasetError, match="records no input normalisation"):
+        T.check_plan(bare, plan, target)
+    own = T.Plan((T.mode_setup("scratch", 3, norm="target"),), (1,), (0,), T.Recipe(steps=2))
+    res = T.run_plan(bare, own, target=target)
+    assert calls["fit"] == 4 and not res.cancelled
+    assert list(res.probe["test_acc"]) == list(T.linear_probe(bare, target(1, 0, "target"))["test_acc"])
+
+
+def test_readings_call_noise_what_is_within_twice_the_spread_of_the_difference():
+    """Two setups' stds of 1 point each give a difference a spread of sqrt(2) points: 2 points is
+    within twice that (2.83), 3 points is not."""
+    s = summary([("from scratch", "1", 0.50), ("fine-tune everything", "1", 0.52),
+                 ("from scratch", "5", 0.50), ("fine-tune everything", "5", 0.53)])
+    assert T.readings(s, 3)[0] == ("Fine-tuning everything minus from scratch, in points by labelled images per "
+                                   "class: 1: +2.0*; 5: +3.0 (* within the seeds' spread).")
