@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +91,10 @@ def describe(meta: dict[str, Any], results: pd.DataFrame, source: str | None = N
     return (f"Source net: {source or meta.get('source', '?')}, {meta.get('stages', '?')} stages; target: "
             f"{target_words(meta)}; labelled training {noun(meta)} per class: {', '.join(labels)}; "
             f"{len(seeds)} seed{'s' * (len(seeds) != 1)} "
-            f"({', '.join(str(s) for s in seeds)}), each drawing the labelled images and every fresh weight. Every "
-            f"run: {recipe.get('steps')} SGD steps whatever the number of images (batch {recipe.get('batch_size')}, "
-            f"lr {recipe.get('lr')}, weight decay {recipe.get('weight_decay')}, cosine schedule, {aug} "
-            f"augmentation); the head is always new.")
+            f"({', '.join(str(s) for s in seeds)}), each drawing the labelled {noun(meta)} and every fresh weight. "
+            f"Every run: {recipe.get('steps')} SGD steps whatever the number of {noun(meta)}, rounded up to whole "
+            f"epochs (batch {recipe.get('batch_size')}, lr {recipe.get('lr')}, weight decay "
+            f"{recipe.get('weight_decay')}, cosine schedule, {aug} augmentation); the head is always new.")
 
 
 def took(meta: dict[str, Any]) -> str:
@@ -227,7 +228,7 @@ def time_table(curves: pd.DataFrame, threshold: float, setups: list[str]) -> pd.
                 row[setting(n)] = "—"
                 continue
             reached = g.dropna(subset=["share"])
-            row[setting(n)] = (f"{reached['share'].mean():.0%} of steps, {reached['seconds'].mean():.1f} s "
+            row[setting(n)] = (f"{reached['share'].mean():.0%} · {reached['seconds'].mean():.1f} s "
                                f"({len(reached)}/{len(g)})" if len(reached) else f"not reached (0/{len(g)})")
         rows.append(row)
     return pd.DataFrame(rows)
@@ -270,7 +271,7 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
     metric_row([Metric("Runs", f"{len(done)}"), Metric("Setups", f"{summary['setup'].nunique()}"),
                 Metric("Seeds", f"{results['seed'].nunique()}"), *headline])
 
-    st.markdown("**Target test accuracy (%) by labelled images per class** — mean ± std over seeds")
+    st.markdown(f"**Target test accuracy (%) by labelled {noun(result.meta)} per class** — mean ± std over seeds")
     table(accuracy_table(summary), height="content")  # every setup in view, no scrolling inside
     frame, ticks = vs_labels_frame(summary, results, stages, int(result.meta.get("classes") or len(tl.TARGET_CLASSES)))
     render.show(render.accuracy_vs_labels(frame, ticks), key=f"{prefix}_labels_chart")
@@ -285,7 +286,8 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
     # the charts at one label setting
     at_key = f"{prefix}_at"
     keep_valid(at_key, order, many=False)
-    at = st.columns([1, 2])[0].selectbox("Labelled images per class for the charts below", order, key=at_key,
+    at = st.columns([1, 2])[0].selectbox(f"Labelled {noun(result.meta)} per class for the charts below", order,
+                                         key=at_key,
                                          format_func=setting)
 
     st.markdown("#### Transfer the first k stages")
@@ -323,7 +325,8 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
         goal = st.slider("Target accuracy (%)", 20, 100, 80, 5, key=f"{prefix}_threshold")
         table(time_table(curves, goal / 100, have), height="content")  # every setup in view
         st.caption(f"When the test accuracy first reached {goal} %: the share of the run's SGD steps done by then "
-                   "(the same steps for every run, so shares compare across setups and label settings) and the "
+                   "(the same steps for every run, up to the rounding to whole epochs, so shares compare across setups "
+                   "and label settings) and the "
                    "seconds, each a mean over the seeds that reached it (how many in brackets). It is measured at "
                    f"the {tl.EVALUATIONS} test evaluations of a run, so a run reaching it between two of them is "
                    "counted at the next. Seconds are wall time on the machine that recorded the runs, taken while "
@@ -369,8 +372,8 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
         table(pd.DataFrame({"stage": [i[0] for i in wide.index], "features": [int(i[1]) for i in wide.index],
                             **{f"{setting(n)} %": [pct(v) for v in wide[n]] for n in wide.columns}}))
         st.caption("A logistic regression on each stage's globally pooled output of the frozen source net (seed 0's "
-                   "labelled images), scored on the target's test images: how linearly the digits 5–9 can be read "
-                   "from the features at each depth.")
+                   "labelled examples), scored on the target's test examples: how linearly the target's classes can be "
+                   "read from the features at each depth.")
     else:
         st.info("No linear probe in this comparison (it is measured once every run has finished).")
 
@@ -509,10 +512,14 @@ if source is not None:
         usable = True
         stages = len(source.model.stage_names)
         unit = "samples" if full.dims == 1 else "px"
+        notes = tl.adaptation_notes(source, full)
+        if target is not None and source.spec.in_channels == 1:  # read_folder's choice, said where it shows
+            notes.append("the folder's images are read in grey, the one channel the source net takes")
+        said = "; ".join(notes)
         src_cols[1].caption(f"{source.spec.name}: {stages} stages ({', '.join(source.model.stage_names)}); target: "
                             f"{full.name}, {full.num_classes} classes at {full.size} {unit}, "
-                            f"{len(full.y_train):,} training and {len(full.y_test):,} test examples. " + "; ".join(
-                                n[0].upper() + n[1:] for n in tl.adaptation_notes(source, full)) + ".")
+                            f"{len(full.y_train):,} training and {len(full.y_test):,} test examples. "
+                            f"{said[0].upper() + said[1:]}.")
 
 modes = st.multiselect("Modes", list(tl.MODES), DEFAULT_MODES, key="transfer_modes",
                        format_func=tl.MODE_LABELS.__getitem__)  # a row of its own: long names stay whole
@@ -589,8 +596,10 @@ if stopped is not None and store is not None:
                        "rest.")
             # the counts of the interrupted comparison, not of this look into the store
             trained_now = min(was_trained["n"], kept)
+            # its wall time until it was stopped, not the look into the store's
+            ran = time.perf_counter() - was_trained["started"] if "started" in was_trained else partial.seconds
             st.session_state["transfer_result"] = (
-                dataclasses.replace(partial, trained=trained_now, reused=kept - trained_now), was_name)
+                dataclasses.replace(partial, trained=trained_now, reused=kept - trained_now, seconds=ran), was_name)
         else:
             st.warning("The comparison was stopped (Cancel, or another click while it ran) before its first run "
                        "finished: nothing was kept.")
@@ -599,7 +608,8 @@ if stopped is not None and store is not None:
 go_run = st.button("Run comparison", type="primary", key="transfer_run", disabled=plan is None or store is None,
                    help="Train every run the run store does not hold yet, one after another in this server.")
 if go_run and plan is not None and store is not None and source is not None:  # the button is disabled otherwise
-    trained_count = {"n": 0}  # runs trained (not taken from the store) so far: said if the comparison is stopped
+    # runs trained (not taken from the store) so far, and when it started: said if the comparison is stopped
+    trained_count = {"n": 0, "started": time.perf_counter()}
     st.session_state["transfer_active"] = (source, plan, source_name, target, trained_count)
     # placeholders: the button and the bars are there while the comparison runs, and gone when it ends
     cancel_slot, plan_slot, run_slot = st.empty(), st.empty(), st.empty()

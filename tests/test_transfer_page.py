@@ -182,13 +182,13 @@ def test_time_to_a_target_accuracy_and_the_curves_follow_their_widgets(monkeypat
     assert scratch_all["seconds"].notna().all()  # every run of 5 steps beats chance at 20 %
     cell = times.set_index("setup").loc["from scratch", "all labelled"]
     # 5 steps of 32 of the 671 images: one epoch, reached at its end
-    assert cell == f"100% of steps, {scratch_all['seconds'].mean():.1f} s (2/2)"
+    assert cell == f"100% · {scratch_all['seconds'].mean():.1f} s (2/2)"
     # 1 per class: 5 images, one step per epoch, so 5 epochs; the share is the epoch reached over 5
     one = hits[(hits["setup"] == "fine-tune everything") & (hits["per_class"] == 1)].dropna(subset=["epoch"])
     c = result.curves
     assert c[(c["setup"] == "fine-tune everything") & (c["per_class"] == 1)].groupby("seed")["epoch"].max().tolist() \
         == [5, 5]
-    want = f"{(one['epoch'] / 5).mean():.0%} of steps, {one['seconds'].mean():.1f} s ({len(one)}/2)" if len(one) \
+    want = f"{(one['epoch'] / 5).mean():.0%} · {one['seconds'].mean():.1f} s ({len(one)}/2)" if len(one) \
         else "not reached (0/2)"
     assert times.set_index("setup").loc["fine-tune everything", "1 per class"] == want
     at.slider(key="transfer_rec_threshold").set_value(100).run()
@@ -395,7 +395,11 @@ def test_an_imagefolder_target_runs_keeps_its_nets_and_refuses_what_cannot_adapt
     at = tiny(at, ["scratch", "frozen"])
     clean(at)
     assert not at.error, [e.value for e in at.error]
-    assert "target: imgs, 3 classes at 16 px" in " ".join(c.value for c in at.caption)
+    said = " ".join(c.value for c in at.caption)
+    assert "target: imgs, 3 classes at 16 px" in said
+    # what adapts, one sentence: the head, the size, the folder's colours read in grey for a 1-channel net
+    assert ("drawn from each run's seed; the folder's images are read in grey, the one channel the source net "
+            "takes.") in said
     at.button(key="transfer_run").click().run()
     clean(at)
     assert len(fits) == 2 and at.session_state["transfer_result"][0].meta["target"] == "imgs"
@@ -426,8 +430,31 @@ def test_the_1d_source_runs_on_mnist1d_and_its_recorded_comparison_shows(monkeyp
     clean(at)
     assert fits == [5]
     assert "target: MNIST-1D's classes 5–9 (all 493 of their test sequences)" in " ".join(c.value for c in at.caption)
+    said = " ".join(c.value for c in at.caption) + " ".join(md.value for md in at.markdown)
+    assert "**Target test accuracy (%) by labelled sequences per class**" in said
+    assert "each drawing the labelled sequences" in said and "how linearly the target's classes can be read" in said
+    assert at.selectbox(key="transfer_yours_at").label == "Labelled sequences per class for the charts below"
     monkeypatch.setenv("RESNET_LENS_TRANSFER_RESULTS_1D", str(tmp_path / "none1d.json"))
     at = AppTest.from_file(PAGE, default_timeout=300).run()
     at.radio(key="transfer_recorded").set_value("mnist1d").run()
     clean(at)
     assert any("none1d.json` is not there" in i.value and "--source mnist1d04_resnet1d20" in i.value for i in at.info)
+
+
+def test_a_stopped_comparison_says_its_own_wall_time(monkeypatch, tmp_path, source):
+    """The wall time of a stopped comparison runs from its start (recorded when Run was clicked), not
+    the moment it takes to read the finished runs back from the store."""
+    import time
+
+    from ui import cache
+
+    first = tl.mode_setup("scratch", STAGES)
+    plan = tl.Plan((first,), (1,), (0,), tl.Recipe(steps=5))
+    tl.run_plan(source, plan, store=cache.run_store())
+    monkeypatch.setenv("RESNET_LENS_TRANSFER_RESULTS", str(tmp_path / "none.json"))
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state["transfer_active"] = (source, plan, "the shipped net", None,
+                                           {"n": 1, "started": time.perf_counter() - 10**6})
+    at.run()
+    clean(at)
+    assert metrics(at)["Wall time"].startswith("1,000,0")  # a million seconds ago, plus this rerun
