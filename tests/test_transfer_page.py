@@ -458,3 +458,25 @@ def test_a_stopped_comparison_says_its_own_wall_time(monkeypatch, tmp_path, sour
     at.run()
     clean(at)
     assert metrics(at)["Wall time"].startswith("1,000,0")  # a million seconds ago, plus this rerun
+
+
+def test_kept_nets_and_the_class_subset_sources_open_on_the_lesion_and_path_pages(source):
+    """A net fine-tuned on the digits 5-9 (kept from a comparison) and the shipped sources (trained on
+    classes 0-4) open on every page with a checkpoint picker, evaluated on the class subset they were
+    trained on, not on all ten classes."""
+    from tests.helpers import page_with_pick
+    from ui import cache
+
+    kept = []
+    tl.run_plan(source, tl.Plan((tl.mode_setup("finetune", STAGES),), (5,), (0,), tl.Recipe(steps=3)),
+                keep=kept.append)
+    (ck,) = kept
+    run = cache.run_store().save_run(ck.spec.name, ck)
+    one_d = load_checkpoint(ROOT / "checkpoints" / "transfer" / "mnist1d04_resnet1d20.pt")
+    cache.run_store().save_run("mnist1d source", one_d)
+    for label, test, name in ((run.label, 225, "digits16[5,6,7,8,9]"), ("mnist1d source", 507, "mnist1d[0,1,2,3,4]")):
+        at = page_with_pick("lesion", "lesion_ckpt", f"trained here: {label}")
+        assert not at.error, [e.value for e in at.error]
+        assert any(f"evaluated on {test} test" in m and name in m for m in at.markdown.values), at.markdown.values
+        at = page_with_pick("paths", "paths_ckpt", f"trained here: {label}")
+        assert not at.error, [e.value for e in at.error]

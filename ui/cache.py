@@ -100,7 +100,19 @@ def dataset_of(meta: RunMeta) -> data.Dataset | None:
     d = meta.dataset
     if d is None or d.embedded is None:
         return None
+    if d.digit_classes is not None:  # a class subset (a transfer source, or a net fine-tuned on classes 5-9)
+        return class_subset(d.embedded, d.size, d.split_seed, meta.normalisation, d.digit_classes)
     return dataset(d.embedded, None, d.size, d.split_seed, meta.normalisation)
+
+
+@st.cache_resource(show_spinner="Loading data…", max_entries=4)
+def class_subset(kind: str, size: int, seed: int, normalisation: Normalisation | None,
+                 classes: tuple[int, ...]) -> data.Dataset:
+    """The embedded digits or MNIST-1D restricted to ``classes`` (relabelled 0..k-1), as
+    :func:`analysis.checkpoints.dataset_for` rebuilds it; never mutated."""
+    if kind == "mnist1d":
+        return data.load_mnist1d(seed=seed, normalisation=normalisation, classes=classes)
+    return data.load_digits(size=size, seed=seed, normalisation=normalisation, classes=classes)
 
 
 @st.cache_resource(show_spinner="Loading images…", max_entries=2)
