@@ -739,8 +739,11 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: Plan, 
     total = len(plan.items())
     print(f"source {args.source} ({ck.spec.name}, {stages} stages), target {data.name}: {len(data.y_test)} test "
           f"images; {total} run{'s' * (total != 1)} of {plan.recipe.steps} SGD steps")
-    for note in tr.adaptation_notes(ck, data):
+    for note in tr.adaptation_notes(ck, data, folder=target is not None):
         print(note)
+    overlap = tr.overlap_note(ck, data)
+    if overlap:
+        print(f"warning: {overlap}")
     sys.stdout.flush()
     bar = tqdm(total=total, unit="run", desc="transfer", dynamic_ncols=True)
 

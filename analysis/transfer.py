@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -340,10 +341,11 @@ class TransferRun:
 EVALUATIONS = 10  # test-accuracy points per learning curve
 
 
-def to_checkpoint(r: TransferRun, recipe: Recipe, stages: int) -> Checkpoint:
+def to_checkpoint(r: TransferRun, recipe: Recipe, stages: int, source_tag: str = "") -> Checkpoint:
     """A trained target net as a checkpoint of its own (metadata: the target data with its labelled
     count and the normalisation its inputs had, the recipe, history, final numbers), so every other
-    page can open it and it can be saved and downloaded. Its name says what it is."""
+    page can open it and it can be saved and downloaded. Its name says what it is; ``source_tag``
+    (a few hex digits of the source's weights) keeps nets from two sources of one architecture apart."""
     from .train import run_meta
 
     config = recipe.config(len(r.data.y_train), r.seed)
@@ -351,7 +353,8 @@ def to_checkpoint(r: TransferRun, recipe: Recipe, stages: int) -> Checkpoint:
     meta = run_meta(r.data, config, history=r.history, cancelled=r.cancelled,
                     command=f"transfer: {label}, {r.per_class or 'all'} per class, seed {r.seed}")
     slug = "".join(ch if ch.isalnum() else "_" for ch in label).strip("_")
-    name = f"{r.model.spec.name}_to_{r.data.name.split('[')[0]}_{slug}_{r.per_class or 'all'}pc_seed{r.seed}"
+    src = r.model.spec.name + (f"-{source_tag}" if source_tag else "")
+    name = f"{src}_to_{r.data.name.split('[')[0]}_{slug}_{r.per_class or 'all'}pc_seed{r.seed}"
     model = r.model
     model.spec = model.spec.replace(name=name)
     return Checkpoint(model.spec, model, meta, False)
@@ -396,16 +399,41 @@ def head_note(source: Checkpoint, classes: int) -> str:
             "drawn from each run's seed")
 
 
-def adaptation_notes(source: Checkpoint, target: Dataset) -> list[str]:
+def adaptation_notes(source: Checkpoint, target: Dataset, *, folder: bool = False) -> list[str]:
     """What adapts between a compatible source and target, one line each (the caller shows them):
-    the head, always; the input size when it differs (global average pooling takes any size)."""
+    the head, always; an image folder read in grey for a 1-channel source (``folder``: the target is
+    one, see :func:`read_folder`); the input size when it differs (global average pooling takes any size)."""
     notes = [head_note(source, target.num_classes)]
+    if folder and source.spec.in_channels == 1:
+        notes.append("the folder's images are read in grey, the one channel the source net takes")
     if source.spec.input_size != target.size:
         unit = "samples" if target.dims == 1 else "px"
         notes.append(f"the source was trained on {source.spec.input_size} {unit} inputs and the target's are "
                      f"{target.size} {unit}: global average pooling takes any size, but features tuned to one "
                      "scale may serve another less well")
     return notes
+
+
+_SUBSET = re.compile(r"(digits\d+|mnist1d)(?:\[([0-9](?:,[0-9])*)\])?")
+
+
+def overlap_note(source: Checkpoint, target: Dataset) -> str | None:
+    """A sentence when the source was trained on some of the target's classes of the same embedded
+    data (e.g. a shipped 10-class digits net as the source for the digits 5-9): its features have seen
+    the target's classes, so the comparison says nothing about transfer to new classes. None otherwise."""
+    ds = source.meta.dataset
+    if ds is None:
+        return None
+    src, tgt = _SUBSET.fullmatch(ds.name), _SUBSET.fullmatch(target.name)
+    if src is None or tgt is None or src.group(1).rstrip("0123456789") != tgt.group(1).rstrip("0123456789"):
+        return None
+    seen = set(range(10)) if src.group(2) is None else {int(c) for c in src.group(2).split(",")}
+    wanted = set(range(10)) if tgt.group(2) is None else {int(c) for c in tgt.group(2).split(",")}
+    both = sorted(seen & wanted)
+    if not both:
+        return None
+    return (f"the source net was trained on {ds.name} (classes {', '.join(map(str, both))} among them), so it has "
+            f"seen the target's classes: this measures reuse on the same classes, not transfer to new ones")
 
 
 # -------------------------------------------------------------------------------------- the sweep
@@ -743,7 +771,7 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
     # other trees and by the same tree at another crop, so its pixels identify it in the store key
     target_id = full.name if target is None else f"{full.name} {data_digest(full)}"
     items = plan.items()
-    key = net_key(source) if store is not None else ""
+    key = net_key(source) if store is not None or keep is not None else ""
     rows, curves = [], []
     trained = reused = 0
     cancelled = False
@@ -782,7 +810,7 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
         curves += curve
         trained += 1
         if keep is not None:  # the trained net itself, for the other pages and for download
-            keep(to_checkpoint(r, plan.recipe, stages))
+            keep(to_checkpoint(r, plan.recipe, stages, key[:6]))
         if store is not None:
             frame = pd.DataFrame([{**{c: row[c] for c in RESULT_COLUMNS if c not in ("setup",)},
                                    "epoch": c["epoch"], "test_acc_curve": c["test_acc"],
@@ -861,7 +889,7 @@ def load_results(path: str) -> PlanResult:
 __all__ = ["BN_MODES", "LABELS", "MODES", "NORMS", "Plan", "PlanProgress", "PlanResult", "Recipe", "Setup",
            "TransferRun", "default_setups", "load_results", "run_plan", "write_results",
            "adaptation_notes", "check_compatible", "check_labels", "check_plan", "choose_setups", "digits_target",
-           "head_note", "mnist1d_target", "raw_target", "read_folder", "target_maker", "target_text",
+           "head_note", "mnist1d_target", "overlap_note", "raw_target", "read_folder", "target_maker", "target_text",
            "label_order", "labels_text",
            "held_statistics", "labelled_subset", "linear_probe", "mode_setup", "normalised", "prepare", "readings",
            "run", "setup_label", "stage_features", "summarise", "time_to", "units"]

@@ -17,7 +17,8 @@ import streamlit as st
 
 from analysis import transfer as tl
 from analysis.checkpoints import Checkpoint
-from analysis.errors import ConfigError, DatasetError, LensError
+from analysis.data import Dataset
+from analysis.errors import ConfigError, LensError
 from analysis.runstore import RunStore, default_home
 from ui import cache, fmt, render, widgets
 from ui.widgets import Metric, error_box, metric_row, range_label, table
@@ -406,9 +407,13 @@ def pick_source(box: Any) -> tuple[Checkpoint | None, str]:
     return (picked.checkpoint, picked.label) if picked is not None else (None, "")
 
 
-def pick_target(box: Any, source: Checkpoint) -> tl.Target | None:
-    """The embedded target that fits the source (None: run_plan's default), or a local ImageFolder
-    read once per tree and crop. A missing root or an unusable tree raises (the caller shows it)."""
+WAITING = "waiting"  # pick_target: the folder target has no root yet
+
+
+def pick_target(box: Any, source: Checkpoint) -> tl.Target | None | str:
+    """The embedded target that fits the source (None: run_plan's default), a local ImageFolder read
+    once per tree and crop, or WAITING while no root is given. An unusable tree raises (the caller
+    shows it)."""
     kind = box.radio("Target data", list(TARGETS), format_func=TARGETS.__getitem__, key="transfer_target",
                      horizontal=True)
     if kind == "embedded":
@@ -422,8 +427,9 @@ def pick_target(box: Any, source: Checkpoint) -> tl.Target | None:
                                 help="Center crop after the resize (torchvision's eval transform: 256 → 224)")
     resize = cols[2].number_input(range_label("Resize", 8, 1024, "px"), 8, 1024, 256, key="transfer_folder_resize",
                                   help="Shorter side before the crop")
-    if not root.strip():
-        raise DatasetError("Give the ImageFolder's root folder to use it as the target.")
+    if not root.strip():  # nothing typed yet: a prompt, not an error
+        box.info("Give the ImageFolder's root folder to use it as the target.")
+        return WAITING
     if int(resize) < int(size):
         raise ConfigError(f"the resize ({int(resize)} px) must be at least the crop ({int(size)} px)")
     path = Path(root.strip()).expanduser()
@@ -501,25 +507,30 @@ target: tl.Target | None = None
 usable = False
 stages = 3
 if source is not None:
+    full: Dataset | None = None  # the whole target, once it is known and fits the source
     try:
-        target = pick_target(st, source)
-        # what cannot adapt (dimensions, channels) is refused here, before any setting is read
-        full = tl.target_maker(source, target)(None, 0, "none")
-        tl.check_compatible(source, full)
+        picked_target = pick_target(st, source)
+        if not isinstance(picked_target, str):  # WAITING: no folder given yet, nothing to check
+            target = picked_target
+            # what cannot adapt (dimensions, channels) is refused here, before any setting is read
+            whole = tl.target_maker(source, target)(None, 0, "none")
+            tl.check_compatible(source, whole)
+            full = whole
     except LensError as exc:
         error_box(exc)
-    else:
+    if full is not None:
         usable = True
         stages = len(source.model.stage_names)
         unit = "samples" if full.dims == 1 else "px"
-        notes = tl.adaptation_notes(source, full)
-        if target is not None and source.spec.in_channels == 1:  # read_folder's choice, said where it shows
-            notes.append("the folder's images are read in grey, the one channel the source net takes")
-        said = "; ".join(notes)
+        said = "; ".join(tl.adaptation_notes(source, full, folder=target is not None))
         src_cols[1].caption(f"{source.spec.name}: {stages} stages ({', '.join(source.model.stage_names)}); target: "
                             f"{full.name}, {full.num_classes} classes at {full.size} {unit}, "
                             f"{len(full.y_train):,} training and {len(full.y_test):,} test examples. "
                             f"{said[0].upper() + said[1:]}.")
+        overlap = tl.overlap_note(source, full)
+        if overlap:
+            st.warning(overlap[0].upper() + overlap[1:] + ". Pick a source trained on other classes (the shipped "
+                       "sources saw classes 0–4 only) to measure transfer.")
 
 modes = st.multiselect("Modes", list(tl.MODES), DEFAULT_MODES, key="transfer_modes",
                        format_func=tl.MODE_LABELS.__getitem__)  # a row of its own: long names stay whole

@@ -571,3 +571,21 @@ def test_readings_call_noise_what_is_within_twice_the_spread_of_the_difference()
                  ("from scratch", "5", 0.50), ("fine-tune everything", "5", 0.53)])
     assert T.readings(s, 3)[0] == ("Fine-tuning everything minus from scratch, in points by labelled images per "
                                    "class: 1: +2.0*; 5: +3.0 (* within the seeds' spread).")
+
+
+def test_a_source_that_saw_the_target_classes_is_said_to():
+    """A source trained on the target's classes of the same data measures no transfer to new classes:
+    said for the shipped 10-class nets on classes 5-9, not for the 0-4 sources nor for other data."""
+    ship = ROOT / "checkpoints"
+    digits10, digits04 = load_checkpoint(ship / "digits_resnet20.pt"), load_checkpoint(SOURCE)
+    mnist10 = load_checkpoint(ship / "mnist1d_resnet20.pt")
+    mnist04 = load_checkpoint(ship / "transfer" / "mnist1d04_resnet1d20.pt")
+    digits59, mnist59 = T.target_maker(digits04)(1, 0, "none"), T.target_maker(mnist04)(1, 0, "none")
+    assert T.overlap_note(digits10, digits59) == (
+        "the source net was trained on digits16 (classes 5, 6, 7, 8, 9 among them), so it has seen the target's "
+        "classes: this measures reuse on the same classes, not transfer to new ones")
+    assert T.overlap_note(mnist10, mnist59).startswith("the source net was trained on mnist1d (classes 5, 6, 7, 8, 9")
+    assert T.overlap_note(digits04, digits59) is None and T.overlap_note(mnist04, mnist59) is None
+    assert T.overlap_note(digits10, mnist59) is None  # other data: nothing seen
+    assert T.overlap_note(digits04, T.digits_target(1, 0, "none", None, classes=(3, 4, 5))).startswith(
+        "the source net was trained on digits16[0,1,2,3,4] (classes 3, 4 among them)")

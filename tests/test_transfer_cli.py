@@ -204,7 +204,9 @@ def test_kept_nets_open_anywhere_and_reproduce_their_numbers(tmp_path, capsys):
     assert main(["transfer", "--modes", "finetune", "--labels", "5", "--seeds", "0", "--steps", "4",
                  "--store", str(tmp_path / "store"), "--keep-dir", str(kept)]) == 0
     (path,) = sorted(kept.glob("*.pt"))
-    assert path.name == "cifar_resnet20_to_digits16_fine_tune_everything_5pc_seed0.pt"
+    # the source's architecture and a few digits of its weights: two sources of one architecture stay apart
+    tag = net_key(load_checkpoint(ROOT / "checkpoints" / "transfer" / "digits04_resnet20.pt"))[:6]
+    assert path.name == f"cifar_resnet20-{tag}_to_digits16_fine_tune_everything_5pc_seed0.pt"
     ck = load_checkpoint(path)
     assert ck.spec.num_classes == 5 and ck.meta.dataset.name == "digits16[5,6,7,8,9]" and ck.meta.dataset.train == 25
     data = dataset_for(ck.meta)

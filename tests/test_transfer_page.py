@@ -302,8 +302,6 @@ def test_a_comparison_a_rerun_interrupted_keeps_and_shows_its_finished_runs(monk
     ({"transfer_labels": []}, "Choose at least one number of labelled examples per class."),
     ({"transfer_modes": ["last_k"], "transfer_ks": []}, "Choose at least one k for the last-k and first-k modes."),
     ({"transfer_norms": []}, "Choose at least one input normalisation."),
-    ({"transfer_source": "checkpoint", "transfer_ckpt": "shipped: digits_resnet20", "transfer_target": "folder"},
-     "Give the ImageFolder's root folder to use it as the target."),
 ])
 def test_bad_input_is_one_message_and_no_run(monkeypatch, tmp_path, change, message):
     at = page(monkeypatch, tmp_path / "none.json")
@@ -327,6 +325,9 @@ def test_a_digits_checkpoint_is_a_source_too(monkeypatch, tmp_path, fits):
     at.selectbox(key="transfer_ckpt").set_value("shipped: digits_resnet20")
     at = tiny(at, ["finetune"])
     assert not at.error
+    # it was trained on all ten digits: the page says this is no transfer to new classes
+    (warning,) = at.warning.values
+    assert warning.startswith("The source net was trained on digits16 (classes 5, 6, 7, 8, 9 among them)")
     at.button(key="transfer_run").click().run()
     clean(at)
     assert fits == [5]
@@ -388,6 +389,10 @@ def test_an_imagefolder_target_runs_keeps_its_nets_and_refuses_what_cannot_adapt
     root = folder(tmp_path / "imgs", 3)
     at = page(monkeypatch, tmp_path / "none.json")
     at.radio(key="transfer_target").set_value("folder").run()
+    # no root yet: a prompt, not an error, and nothing to run
+    assert not at.error, at.error.values
+    assert "Give the ImageFolder's root folder to use it as the target." in at.info.values
+    assert at.button(key="transfer_run").disabled
     at.text_input(key="transfer_folder").set_value(str(root))
     at.number_input(key="transfer_folder_size").set_value(16)
     at.number_input(key="transfer_folder_resize").set_value(18)
