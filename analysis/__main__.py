@@ -787,7 +787,7 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: Plan, 
         print("\nlinear probe on each stage's pooled output of the frozen source (test accuracy %, labels drawn "
               "with seed 0):")
         print(_percent_table(probe, columns, "stage (features)"))
-    lines = tr.readings(s, stages)
+    lines = tr.readings(s, stages, result.probe)
     if lines:
         print()
         for line in lines:

@@ -567,11 +567,13 @@ def label_order(labels: Any) -> list[str]:
     return sorted(dict.fromkeys(str(v) for v in labels), key=lambda v: (v == "all", int(v) if v.isdigit() else 0))
 
 
-def readings(summary: pd.DataFrame, stages: int) -> list[str]:
+def readings(summary: pd.DataFrame, stages: int, probe: pd.DataFrame | None = None) -> list[str]:
     """One line each on what the measured numbers say (computed, not quoted): fine-tuning and the
     best setup against scratch at every label setting, the other two normalisations for the frozen
-    net, and freezing BatchNorm's statistics while fine-tuning. A difference smaller than twice the
-    spread of the difference over seeds is said to be within it; one measured with one seed says so."""
+    net, freezing BatchNorm's statistics while fine-tuning, and (given the ``probe``) the feature
+    extractor's head against a converged linear probe on the same features. A difference smaller than
+    twice the spread of the difference over seeds is said to be within it; one measured with one seed
+    says so."""
     def row(setup: str, n: str) -> pd.Series | None:
         m = summary[(summary["setup"] == setup) & (summary["labels"] == n)]
         return m.iloc[0] if len(m) else None
@@ -621,7 +623,41 @@ def readings(summary: pd.DataFrame, stages: int) -> list[str]:
     listed = by_setting("fine-tune everything (BN statistics frozen)", "fine-tune everything")
     if listed:
         out.append(f"Keeping BatchNorm's running statistics frozen while fine-tuning, in points: {listed}.")
+    head = _head_vs_probe(summary, probe)
+    if head:
+        out.append(head)
     return out
+
+
+HEAD_GAP = 0.05  # a probe this far above the feature extractor says its head, not its features, limits it
+
+
+def _head_vs_probe(summary: pd.DataFrame, probe: pd.DataFrame | None) -> str | None:
+    """The fixed feature extractor (a new linear head trained by the recipe every mode shares) against
+    the logistic-regression probe fitted to convergence on the same frozen last-stage features: where
+    the probe is well above, the head is undertrained, and the extractor's score undersells the
+    features (Yosinski et al.'s frozen-layer reading needs the head trained to the end)."""
+    if probe is None or not len(probe):
+        return None
+    p = probe.assign(labels=probe["per_class"].map(labels_text))
+    last = str(p["stage"].iloc[-1])
+    pairs = []
+    for n in label_order(summary["labels"]):
+        fe = summary[(summary["setup"] == "fixed feature extractor") & (summary["labels"] == n)]
+        pr = p[(p["stage"] == last) & (p["labels"] == n)]
+        if len(fe) and len(pr):
+            pairs.append((n, float(fe["test_acc_mean"].iloc[0]), float(pr["test_acc"].iloc[0])))
+    if not pairs:
+        return None
+    n, fe, pr = pairs[-1]
+    verdict = (f"with {'every label' if n == 'all' else f'{n} per class'} the probe is {100 * (pr - fe):.1f} points "
+               "above: the recipe's head, not the features, limits the feature extractor" if pr - fe > HEAD_GAP
+               else f"with {'every label' if n == 'all' else f'{n} per class'} the head gets within "
+                    f"{100 * HEAD_GAP:.0f} points of the probe: the features themselves set the feature extractor's "
+                    "accuracy")
+    listed = "; ".join(f"{n}: {fe:.1%} vs {pr:.1%}" for n, fe, pr in pairs)
+    return (f"The fixed feature extractor's head (mean over seeds) vs a linear probe fitted to convergence on the "
+            f"same frozen {last} features (seed 0's labels), by labelled examples per class: {listed}; {verdict}.")
 
 
 # ------------------------------------------------------------------------------ a plan, run and kept

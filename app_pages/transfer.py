@@ -280,7 +280,7 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
                "fine-tuned. Whiskers: ± one sample std over seeds (none with one seed). 'all' sits at the mean "
                "number of labelled images per class it is.")
 
-    readings = tl.readings(summary, stages)
+    readings = tl.readings(summary, stages, probe)
     if readings:
         st.markdown("**Readings**\n\n" + "\n".join(f"- {line}" for line in readings))
 
@@ -298,7 +298,9 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
         st.caption("Yosinski et al. 2014's experiment: the first k stages (the stem with the first) come from the "
                    "source, the rest is freshly initialised; frozen or fine-tuned. k = 0 is training from scratch, "
                    f"k = {stages} frozen the fixed feature extractor and k = {stages} fine-tuned fine-tuning "
-                   "everything. Where the frozen line falls, the features stop serving the new task.")
+                   "everything. Where the frozen line falls, the features may stop serving the new task — or the "
+                   "fresh head and stages are undertrained by the one recipe every mode shares: the linear probe "
+                   "below, trained to convergence on the same frozen features, tells which.")
     else:
         st.info("This comparison has no first-k sweep at this setting: run the modes *first k stages, frozen* and "
                 "*fine-tuned* with several k.")

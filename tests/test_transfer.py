@@ -589,3 +589,20 @@ def test_a_source_that_saw_the_target_classes_is_said_to():
     assert T.overlap_note(digits10, mnist59) is None  # other data: nothing seen
     assert T.overlap_note(digits04, T.digits_target(1, 0, "none", None, classes=(3, 4, 5))).startswith(
         "the source net was trained on digits16[0,1,2,3,4] (classes 3, 4 among them)")
+
+
+def test_the_feature_extractor_is_read_against_the_probe_on_the_same_features():
+    s = summary([("fixed feature extractor", "1", 0.5), ("fixed feature extractor", "all", 0.78)])
+    probe = pd.DataFrame([{"stage": st, "features": f, "test_acc": a, "per_class": n}
+                          for n, accs in ((1, (0.3, 0.4, 0.45)), (None, (0.9, 0.96, 0.94)))
+                          for st, f, a in zip(("layer1", "layer2", "layer3"), (16, 32, 64), accs)])
+    assert T.readings(s, 3, probe) == [
+        "The fixed feature extractor's head (mean over seeds) vs a linear probe fitted to convergence on the same "
+        "frozen layer3 features (seed 0's labels), by labelled examples per class: 1: 50.0% vs 45.0%; all: 78.0% vs "
+        "94.0%; with every label the probe is 16.0 points above: the recipe's head, not the features, limits the "
+        "feature extractor."]
+    close = s.assign(test_acc_mean=[0.5, 0.9])
+    assert T.readings(close, 3, probe)[0].endswith(
+        "all: 90.0% vs 94.0%; with every label the head gets within 5 points of the probe: the features themselves "
+        "set the feature extractor's accuracy.")
+    assert T.readings(s, 3) == [] and T.readings(s, 3, probe.iloc[:0]) == []
