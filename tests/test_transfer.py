@@ -595,7 +595,7 @@ def test_the_feature_extractor_is_read_against_the_probe_on_the_same_features():
     s = summary([("fixed feature extractor", "1", 0.5), ("fixed feature extractor", "all", 0.78)])
     probe = pd.DataFrame([{"stage": st, "features": f, "test_acc": a, "per_class": n}
                           for n, accs in ((1, (0.3, 0.4, 0.45)), (None, (0.9, 0.96, 0.94)))
-                          for st, f, a in zip(("layer1", "layer2", "layer3"), (16, 32, 64), accs)])
+                          for st, f, a in zip(("layer1", "layer2", "layer3"), (16, 32, 64), accs, strict=True)])
     assert T.readings(s, 3, probe) == [
         "The fixed feature extractor's head (mean over seeds) vs a linear probe fitted to convergence on the same "
         "frozen layer3 features (seed 0's labels), by labelled examples per class: 1: 50.0% vs 45.0%; all: 78.0% vs "
