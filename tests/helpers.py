@@ -78,3 +78,18 @@ def page_with_pick(page: str, key: str, pick: str, trained: dict | None = None):
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key=key).value == pick
     return at
+
+
+def image_folder(root, classes: int, per_class: int = 6, side: int = 40):
+    """A tiny ImageFolder tree of coloured noise (``side`` px RGB PNGs), one folder per class, no
+    train/val split; each class a different brightness so a net can tell them apart."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        d = root / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray((rng.random((side, side, 3)) * 80 + c * 60).astype(np.uint8)).save(d / f"{i}.png")
+    return root

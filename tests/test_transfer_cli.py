@@ -16,6 +16,7 @@ from analysis.__main__ import Interrupted, Stop, main, run
 from analysis.checkpoints import load_checkpoint
 from analysis.compat import deterministic_state_dict
 from analysis.runstore import RunStore, net_key
+from tests.helpers import image_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = json.loads((ROOT / "tests" / "fixtures" / "torchvision_state_dicts.json").read_text())["keys"]
@@ -143,18 +144,7 @@ def test_bad_input_is_one_line_before_any_training(argv, words, tmp_path, capsys
     assert cap.out == "" and "run/s" not in cap.err  # refused before the plan was announced or its bar drawn
 
 
-def _folder(root: Path, classes: int, per_class: int = 6) -> Path:
-    """A tiny ImageFolder tree of coloured noise, one folder per class."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in range(classes):
-        d = root / f"class{c}"
-        d.mkdir(parents=True)
-        for i in range(per_class):
-            Image.fromarray((rng.random((40, 40, 3)) * 80 + c * 60).astype(np.uint8)).save(d / f"{i}.png")
-    return root
+_folder = image_folder  # 40 px RGB noise, one brightness per class
 
 
 def test_an_imagefolder_target_with_a_torchvision_style_source(tmp_path, capsys):

@@ -14,6 +14,7 @@ from analysis import train
 from analysis import transfer as tl
 from analysis.checkpoints import load_checkpoint
 from analysis.runstore import RunStore, net_key
+from tests.helpers import image_folder
 from ui.urlstate import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -366,18 +367,9 @@ def test_a_comparison_stopped_in_its_first_run_keeps_nothing_and_says_so(monkeyp
     assert "transfer_result" not in at.session_state and "Trained now" not in metrics(at)
 
 
-def folder(root: Path, classes: int, per_class: int = 4) -> Path:
-    """A tiny ImageFolder: ``classes`` class folders of 20 px colour images (no train/val split)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in range(classes):
-        d = root / f"class{c}"
-        d.mkdir(parents=True)
-        for i in range(per_class):
-            Image.fromarray((rng.random((20, 20, 3)) * 80 + c * 60).astype(np.uint8)).save(d / f"{i}.png")
-    return root
+def folder(root: Path, classes: int) -> Path:
+    """A tiny ImageFolder: ``classes`` class folders of four 20 px colour images (no train/val split)."""
+    return image_folder(root, classes, per_class=4, side=20)
 
 
 def test_an_imagefolder_target_runs_keeps_its_nets_and_refuses_what_cannot_adapt(monkeypatch, tmp_path, fits):
