@@ -18,7 +18,7 @@ from analysis.errors import LensError
 from analysis.executor import DataSpec, Executor, InProcessExecutor, make_executor
 from analysis.meta import TrainConfig
 from analysis.runstore import RunStore, default_home
-from ui import fmt, render, widgets
+from ui import cache, fmt, render, widgets
 from ui.widgets import Metric, error_box, metric_row, range_label, table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,18 +40,6 @@ PAPER_COLUMN = "paper, ResNet-110 CIFAR-10 %"
 WHERE = {"here": "This server", "ray": "Ray cluster"}
 
 
-@st.cache_resource(show_spinner="Connecting to the Ray cluster…")
-def ray_connection(address: str) -> cluster.Connection:
-    """One connection per server process and address, kept: Ray's connection is process-wide, so a
-    grid ending in one session must not disconnect a grid running in another."""
-    return cluster.connect(address)
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def load_results(path: str, mtime: float) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """A results file, read once per version of it (``mtime``: a file recorded again is read again)."""
-    del mtime
-    return g.load_results(path)
 
 
 # ------------------------------------------------------------------ how a grid is described and shown
@@ -190,7 +178,7 @@ if not RESULTS_FILE.is_file():
             "README), or run a grid below.")
 else:
     try:
-        shipped_results, file_summary, shipped_meta = load_results(str(RESULTS_FILE), RESULTS_FILE.stat().st_mtime)
+        shipped_results, file_summary, shipped_meta = cache.grid_results(str(RESULTS_FILE), RESULTS_FILE.stat().st_mtime)
         # the readings are recomputed from the runs, so they follow the paper's table as the app has it
         shipped_summary = g.summarise(shipped_results) if len(shipped_results) else file_summary
     except LensError as exc:
@@ -270,7 +258,7 @@ if ray_address is not None:
 def grid_executor() -> Executor:
     """Where the grid trains: this process, or the configured Ray cluster (connected once per server)."""
     if where == "ray" and ray_address is not None:
-        ray_connection(ray_address)
+        cache.ray_connection(ray_address)
         return make_executor(None, kind="ray", address=ray_address)
     return InProcessExecutor()
 

@@ -20,6 +20,7 @@ from analysis import (
     data,
     depth,
     diagrams,
+    grid,
     lesion,
     paths,
     runstore,
@@ -199,6 +200,23 @@ def _stored_path_results(path: str, mtime: float, results_mtime: float) -> paths
     del mtime, results_mtime
     return paths.load_results(Path(path))
 
+
+
+# ----------------------------------------------------------------------------- variant grids, Ray
+@st.cache_data(show_spinner=False, max_entries=4)
+def grid_results(path: str, mtime: float) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """A grid results file, read once per version of it (``mtime``: a file recorded again is read again)."""
+    del mtime
+    return grid.load_results(path)
+
+
+@st.cache_resource(show_spinner="Connecting to the Ray cluster…")
+def ray_connection(address: str) -> Any:
+    """One Ray connection per server process and address, kept: Ray's connection is process-wide, so a
+    grid ending in one session must not disconnect a grid running in another."""
+    from analysis import cluster
+
+    return cluster.connect(address)
 
 
 # ----------------------------------------------------------------------------- transfer learning
