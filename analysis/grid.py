@@ -386,6 +386,22 @@ SUMMARY_COLUMNS = ["variant", "label", "depth", "runs", "diverged", "test_error_
                    "train_error_mean", "train_error_std", "paper_error", "paper", "reading"]
 
 
+def fingerprints(store: RunStore, result: GridResult) -> dict[str, tuple[str, tuple[tuple[Any, ...], ...]]]:
+    """Per run of ``result``: its weights' content hash and its per-epoch numbers without their
+    times, so two grids run by different executors can be compared for identical results."""
+    from .checkpoints import load_checkpoint
+
+    out = {}
+    metrics = store.metrics()
+    for key in result.results["key"]:
+        run = store.get(key)
+        if run is None:
+            raise ConfigError(f"run {key} of the grid is not in the run store {store.home}")
+        m = metrics[metrics["run"] == key].drop(columns=["seconds"])
+        out[key] = (load_checkpoint(run.path).meta.content_sha256, tuple(map(tuple, m.to_numpy().tolist())))
+    return out
+
+
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (over seeds, sample std) of the finished runs per variant and depth, the paper's
     ResNet-110 number beside it, and a reading computed from the numbers (:func:`reading`)."""

@@ -22,24 +22,10 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from analysis.checkpoints import load_checkpoint
 from analysis.executor import DataSpec, InProcessExecutor, PoolExecutor
-from analysis.grid import Grid, GridResult, run_grid
+from analysis.grid import Grid, fingerprints, run_grid
 from analysis.meta import TrainConfig
 from analysis.runstore import RunStore
-
-
-def fingerprint(store: RunStore, result: GridResult) -> dict[str, tuple]:
-    """Per run: the weights' content hash and the per-epoch numbers without their times."""
-    out = {}
-    metrics = store.metrics()
-    for key in result.results["key"]:
-        run = store.get(key)
-        if run is None:
-            raise SystemExit(f"run {key} was not stored")
-        m = metrics[metrics["run"] == key].drop(columns=["seconds"])
-        out[key] = (load_checkpoint(run.path).meta.content_sha256, tuple(map(tuple, m.to_numpy().tolist())))
-    return out
 
 
 def main() -> int:
@@ -66,7 +52,7 @@ def main() -> int:
         t_pool = time.perf_counter() - t0
         print(f"{args.workers} worker processes:            {t_pool:7.1f} s")
         print(f"ratio sequential / pool: {t_seq / t_pool:.2f}x (goal >= 1.5x on 2 cores)")
-        same = fingerprint(seq_store, seq) == fingerprint(pool_store, pool)
+        same = fingerprints(seq_store, seq) == fingerprints(pool_store, pool)
         print(f"identical weights and metrics in both: {'yes' if same else 'NO'}")
         print(pool.results[["variant", "depth", "seed", "test_error", "train_error", "seconds"]].to_string(index=False))
     return 0 if same else 1

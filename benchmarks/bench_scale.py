@@ -33,26 +33,12 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from analysis import cluster
-from analysis.checkpoints import load_checkpoint
 from analysis.executor import DataSpec, InProcessExecutor, PoolExecutor
-from analysis.grid import Grid, GridResult, run_grid
+from analysis.grid import Grid, fingerprints, run_grid
 from analysis.meta import TrainConfig
 from analysis.runstore import RunStore
 
 VARIANTS = ("original", "exclusive_gating", "full_preact", "bn_after_add")
-
-
-def fingerprint(store: RunStore, result: GridResult) -> dict[str, tuple]:
-    """Per run: the weights' content hash and the per-epoch numbers without their times."""
-    out = {}
-    metrics = store.metrics()
-    for key in result.results["key"]:
-        run = store.get(key)
-        if run is None:
-            raise SystemExit(f"run {key} was not stored")
-        m = metrics[metrics["run"] == key].drop(columns=["seconds"])
-        out[key] = (load_checkpoint(run.path).meta.content_sha256, tuple(map(tuple, m.to_numpy().tolist())))
-    return out
 
 
 def _warm(_: int) -> int:
@@ -169,7 +155,7 @@ def grid_benchmark(args: argparse.Namespace) -> bool:
         t_ray_all = time.perf_counter() - t_start
         print(f"Ray, {args.workers} workers (instance up):    {t_ray:7.1f} s   {t_seq / t_ray:.2f}x")
         print(f"Ray, start to shutdown:         {t_ray_all:7.1f} s   {t_seq / t_ray_all:.2f}x")
-        prints = {name: fingerprint(stores[name], res) for name, res in (("seq", seq), ("pool", pool),
+        prints = {name: fingerprints(stores[name], res) for name, res in (("seq", seq), ("pool", pool),
                                                                            ("ray", ray_res))}
         same = prints["seq"] == prints["pool"] == prints["ray"]
         print(f"identical weights and per-epoch metrics in all three, run by run: {'yes' if same else 'NO'}")

@@ -387,3 +387,20 @@ def test_a_grid_on_sequence_data_trains_1d_nets(tmp_path):
     assert ck.spec.dims == 1 and ck.spec == runs[0].spec
     with pytest.raises(ConfigError, match="1-D or 2-D"):
         g.base_spec(8, dims=3)
+
+
+def test_fingerprints_compare_two_grids_run_by_run(tmp_path):
+    """grid.fingerprints (what the benchmarks compare executors with): equal for the same grid trained
+    twice into two stores; another seed's weights differ; a run missing from the store is said."""
+    grid = tiny(variants=("original",))
+    a_store, b_store = RunStore(tmp_path / "a"), RunStore(tmp_path / "b")
+    a = run_grid_ok(grid, a_store, InProcessExecutor(threads=1))
+    b = run_grid_ok(grid, b_store, InProcessExecutor(threads=1))
+    fa = g.fingerprints(a_store, a)
+    assert fa == g.fingerprints(b_store, b) and len(fa) == 1
+    (key,) = fa
+    assert fa[key][0] == load_checkpoint(a_store.get(key).path).meta.content_sha256
+    other = run_grid_ok(tiny(variants=("original",), seeds=(1,)), b_store, InProcessExecutor(threads=1))
+    assert next(iter(g.fingerprints(b_store, other).values()))[0] != fa[key][0]
+    with pytest.raises(ConfigError, match="is not in the run store"):
+        g.fingerprints(RunStore(tmp_path / "empty"), a)
