@@ -20,7 +20,7 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -329,12 +329,18 @@ def cmd_lesion(args: argparse.Namespace, stop: Stop) -> int:
 
     lesion.check_sweep_options(args.experiment, samples=args.samples, seed=args.seed, batch_size=args.batch_size)
     check_int("--seed", args.seed, 0, SEED_MAX)
+    return _evaluate(args, out, _lesion)
+
+
+def _evaluate(args: argparse.Namespace, out: Path, body: Callable[[argparse.Namespace, Path, Path], int]) -> int:
+    """The end of ``lesion`` and ``paths``: shard options checked, the checkpoint found (and not the
+    CSV's own path), then ``body`` run; an interrupt writes no CSV and says so."""
     check_shard_options(args)
     path = checkpoint_path(args.checkpoint)
     if out.exists() and path.samefile(out):
         raise ConfigError(f"--out {out} is the checkpoint itself; give another file for the CSV")
     try:
-        return _lesion(args, path, out)
+        return body(args, path, out)
     except KeyboardInterrupt as exc:
         raise Interrupted(getattr(exc, "signum", signal.SIGINT), f"no CSV written; {_state(out)}") from None
 
@@ -442,14 +448,7 @@ def cmd_paths(args: argparse.Namespace, stop: Stop) -> int:
     MeasureSettings(args.samples, args.batch, args.seed)  # samples, batch and seed checked before any work
     check_int("--seed", args.seed, 0, SEED_MAX)
     check_int("--batch-size", args.batch_size, 1, 10**6)
-    check_shard_options(args)
-    path = checkpoint_path(args.checkpoint)
-    if out.exists() and path.samefile(out):
-        raise ConfigError(f"--out {out} is the checkpoint itself; give another file for the CSV")
-    try:
-        return _paths(args, path, out)
-    except KeyboardInterrupt as exc:
-        raise Interrupted(getattr(exc, "signum", signal.SIGINT), f"no CSV written; {_state(out)}") from None
+    return _evaluate(args, out, _paths)
 
 
 def _paths(args: argparse.Namespace, path: Path, out: Path) -> int:
