@@ -815,6 +815,19 @@ def add_shard_args(p: argparse.ArgumentParser, what: str) -> None:
                         "process gives (default 1)")
 
 
+def add_evaluation_args(p: argparse.ArgumentParser, plain_note: str) -> None:
+    """What ``lesion`` and ``paths`` share about the net and its test images: a bare state_dict's
+    plain/residual choice (``plain_note``: what a plain net means for the command) and the
+    ImageFolder's resize and per-class cap."""
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--plain", dest="plain", action="store_const", const=True, default=None,
+                      help=f"a bare state_dict without projection weights is a plain net ({plain_note})")
+    kind.add_argument("--residual", dest="plain", action="store_const", const=False,
+                      help="a bare state_dict without projection weights is a residual net (option-A shortcuts)")
+    p.add_argument("--resize", type=int, default=256, help="ImageNet ImageFolder: resize before the center crop")
+    p.add_argument("--max-per-class", type=int, default=None, help="ImageFolder: cap images per class (>= 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m analysis", description="ResNet Lens command line.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -849,13 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(le, size_help="image size (default: the net's own). For a bare state_dict, also the "
                                            "input size the net is meant for (default 224 for an ImageNet stem, "
                                            "32 for a CIFAR stem)")
-    kind = le.add_mutually_exclusive_group()
-    kind.add_argument("--plain", dest="plain", action="store_const", const=True, default=None,
-                      help="a bare state_dict without projection weights is a plain net (no shortcuts)")
-    kind.add_argument("--residual", dest="plain", action="store_const", const=False,
-                      help="a bare state_dict without projection weights is a residual net (option-A shortcuts)")
-    le.add_argument("--resize", type=int, default=256, help="ImageNet ImageFolder: resize before the center crop")
-    le.add_argument("--max-per-class", type=int, default=None, help="ImageFolder: cap images per class (>= 1)")
+    add_evaluation_args(le, "no shortcuts")
     le.add_argument("--experiment", choices=list(SWEEP_KINDS), default="single")
     le.add_argument("--samples", type=int, default=5, help="random samples per k (k and reorder), >= 1")
     le.add_argument("--seed", type=int, default=0, help="0 to 2**63-1")
@@ -877,13 +884,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "e.g. digits_resnet20")
     add_data_args(pa, size_help="image size (default: the net's own). For a bare state_dict, also the input size "
                                 "the net is meant for")
-    pkind = pa.add_mutually_exclusive_group()
-    pkind.add_argument("--plain", dest="plain", action="store_const", const=True, default=None,
-                       help="a bare state_dict without projection weights is a plain net (refused: one path)")
-    pkind.add_argument("--residual", dest="plain", action="store_const", const=False,
-                       help="a bare state_dict without projection weights is a residual net (option-A shortcuts)")
-    pa.add_argument("--resize", type=int, default=256, help="ImageNet ImageFolder: resize before the center crop")
-    pa.add_argument("--max-per-class", type=int, default=None, help="ImageFolder: cap images per class (>= 1)")
+    add_evaluation_args(pa, "refused: one path")
     pa.add_argument("--net", choices=["trained", "initialisation"], default="trained",
                     help="the checkpoint's weights, or the same architecture freshly initialised (seed 0)")
     pa.add_argument("--samples", type=int, default=10, help="random block sets per path length (>= 1; default 10)")
