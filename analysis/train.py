@@ -293,6 +293,8 @@ def fit(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[P
     history: list[dict] = []
     model = model.to(config.device)
     held = {id(p) for m in frozen for p in m.parameters()}
+    # frozen for this fit only: the returned model's parameters get their requires_grad back (no trace)
+    asked = [(p, p.requires_grad) for m in frozen for p in m.parameters()]
     for m in frozen:
         m.requires_grad_(False)
     trainable = [(n, p) for n, p in model.named_parameters() if id(p) not in held]
@@ -311,9 +313,13 @@ def fit(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[P
     # fp16 needs its loss scaled so small gradients do not flush to zero; bf16 has fp32's range
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
     # the recorder's hooks leave the model however the loop ends
-    with recorder or contextlib.nullcontext(), cuda_determinism(config.device):
-        cancelled = _epochs(model, data, config, callback, opt, gen, steps, history, recorder, t0, tuple(frozen),
-                            _eval_epochs(config.epochs, evaluations), placed, scaler)
+    try:
+        with recorder or contextlib.nullcontext(), cuda_determinism(config.device):
+            cancelled = _epochs(model, data, config, callback, opt, gen, steps, history, recorder, t0, tuple(frozen),
+                                _eval_epochs(config.epochs, evaluations), placed, scaler)
+    finally:
+        for p, wanted in asked:
+            p.requires_grad_(wanted)
     bad = _first_nonfinite(model) if cancelled else ""
     if bad:
         raise _diverged(config, f"the weights or BatchNorm statistics became non-finite in epoch {len(history) + 1} ({bad})")

@@ -249,6 +249,14 @@ def test_a_1d_source_or_a_one_class_target_is_refused(src):
 
 
 # ------------------------------------------------------------------ training: frozen is frozen, bit for bit
+def test_freezing_leaves_no_trace_on_the_returned_net(src):
+    """fit() freezes the frozen units for the training only: afterwards every parameter takes gradients
+    again, as the net it was given did (instrumentation leaves no trace)."""
+    setup = T.mode_setup("frozen", 3)
+    r = T.run(src, target(src), setup, T.Recipe(steps=2), seed=0, per_class=5)
+    assert all(p.requires_grad for p in r.model.parameters())
+
+
 def test_frozen_units_end_bit_identical_and_trainable_ones_move(src):
     setup = T.mode_setup("last_k", 3, 1)  # stem + layer1 + layer2 frozen, layer3 and the head trained
     before, _ = T.prepare(src, 5, setup, seed=0)
