@@ -740,6 +740,6 @@ def augment_batch(x: Tensor, mode: str, generator: torch.Generator) -> Tensor:
     cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
     out = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
     if mode == "crop_flip":
-        flip = torch.rand(n, generator=generator) < 0.5
-        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+        flip = torch.rand(n, generator=generator) < 0.5  # drawn on the CPU from the run's generator
+        out = torch.where(flip.to(out.device)[:, None, None, None], out.flip(-1), out)  # a CUDA batch wants its mask there
     return out

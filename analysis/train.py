@@ -176,9 +176,8 @@ def cuda_determinism(device: str) -> Iterator[None]:
 
 #: Augmentations that run on tensors of any device (data.augment_batch draws its random numbers on the
 #: CPU, from the run's generator, and gathers with CPU index tensors, which torch accepts for a
-#: tensor elsewhere). "crop_flip" also picks flipped images with ``torch.where`` and a CPU mask,
-#: which a CUDA batch refuses: its training data stay on the CPU and each batch moves once it is augmented.
-DEVICE_AUGMENTS = frozenset({"none", "shift", "shift1d"})
+#: tensor elsewhere; crop_flip's flip mask is moved to the batch's device).
+DEVICE_AUGMENTS = frozenset({"none", "shift", "shift1d", "crop_flip"})
 #: Share of the device's free memory the training and test tensors may take when moved there once.
 DATA_SHARE = 0.5
 

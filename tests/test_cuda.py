@@ -172,15 +172,20 @@ def test_data_are_moved_to_a_device_once_when_they_fit(digits8, monkeypatch):
                      tuple(digits8.y_test.shape)]
     moves.clear()
     cifar_like = dataclasses.replace(digits8, augment="crop_flip")
-    assert not tr.place(cifar_like, "meta", augment=True).resident  # flips pick with a CPU mask
-    assert tr.place(cifar_like, "meta", augment=False).resident
+    assert tr.place(cifar_like, "meta", augment=True).resident  # the flip mask follows the batch's device
     moves.clear()
+    monkeypatch.setattr(tr, "DEVICE_AUGMENTS", frozenset({"none"}))  # an augmentation that cannot run there
+    assert not tr.place(digits8, "meta", augment=True).resident
+    assert tr.place(digits8, "meta", augment=False).resident
+    monkeypatch.undo()
+    moves = counting_moves(monkeypatch)
     monkeypatch.setattr(tr, "_fits", lambda device, nbytes: False)
     kept = tr.place(digits8, "meta", augment=False)
     assert not kept.resident and kept.x_train is digits8.x_train and moves == []
 
 
-@pytest.mark.parametrize("mode,shape", [("shift", (4, 1, 8, 8)), ("shift1d", (4, 1, 40)), ("none", (4, 3, 8, 8))])
+@pytest.mark.parametrize("mode,shape", [("shift", (4, 1, 8, 8)), ("shift1d", (4, 1, 40)), ("none", (4, 3, 8, 8)),
+                                        ("crop_flip", (4, 3, 8, 8))])
 def test_device_augmentations_run_on_a_tensor_off_the_cpu(mode, shape):
     gen = torch.Generator().manual_seed(0)
     out = augment_batch(torch.empty(shape, device="meta"), mode, gen)
