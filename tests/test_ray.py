@@ -157,7 +157,17 @@ def test_a_grid_on_ray_gives_the_numbers_of_one_process(ray_cluster, tmp_path):
     store = RunStore(tmp_path)
     with RayExecutor(workers=2) as ex:
         assert "2 CPUs, 0 GPUs, at most 2 runs at once" in ex.describe()
+        asked: list[dict] = []  # what each run's Ray task asks for (one CPU, no GPU on the CPU)
+        remote = ex._remote
+
+        class Spy:
+            def options(self, **kw):
+                asked.append({k: kw[k] for k in ("num_cpus", "num_gpus", "max_retries")})
+                return remote.options(**kw)
+
+        ex._remote = Spy()
         res = g.run_grid(grid, store, ex, progress=lambda p: events.extend(p.running))
+        assert asked == [{"num_cpus": 1, "num_gpus": 0, "max_retries": 3}] * 2
         task = grid.runs()[0].task()
         with pytest.raises(ConfigError, match="has no GPU"):  # it would wait for one for ever
             ex.submit(dataclasses.replace(task, recipe={**task.recipe, "device": "cuda"}))
