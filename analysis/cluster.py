@@ -25,6 +25,9 @@ API (everything else in this module is private):
     :class:`ClusterError`; more GPUs per task than the cluster has: ConfigError (Ray would wait for
     ever). ``on_result(index, value)`` is called in the caller's thread as each one
     finishes. Ctrl-C (or any exception) cancels the tasks not finished. Needs a connection.
+``cancel_task(ref)``
+    Cancel one task: dropped if not started, its worker process killed if it has (never interrupted
+    and kept: an interrupted first ``import torch`` breaks the process for every later task).
 ``task_resources(device) -> dict``
     ``{"num_cpus": 1, "num_gpus": 1}`` for a CUDA device, ``{"num_cpus": 1, "num_gpus": 0}`` else.
 ``local_cluster(nodes=2, cpus_per_node=1) -> Connection``
@@ -265,6 +268,24 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1, *, object_store_mb: in
 
 
 # ---------------------------------------------------------------------------- tasks
+def cancel_task(ref: Any) -> None:
+    """Cancel a Ray task for good: dropped if it has not started, its worker process killed if it has.
+
+    Why kill and not interrupt: Ray's default cancel raises KeyboardInterrupt in the worker and keeps
+    the process for later tasks. A task not yet running our code may be deserialising its arguments,
+    i.e. importing torch for the first time in that worker; an ``import torch`` interrupted there
+    leaves torch's C++ extension half-initialised, and every later ``import torch`` in that process
+    fails (``SystemError: ... method: bad call flags``, "partially initialized module 'torch'", a
+    pybind11 "already defined" abort; reproduced by a SIGINT 0.1-1 s into ``import torch``). That was
+    the suite's Ray flake: a cancel in one test broke the next test's task on the same worker. A killed
+    worker takes the broken state with it; Ray starts a fresh one and does not retry a cancelled task.
+    """
+    import ray
+
+    with contextlib.suppress(Exception):  # already finished or gone: nothing to cancel
+        ray.cancel(ref, force=True)
+
+
 def task_resources(device: str = "cpu") -> dict[str, float]:
     """One CPU per task, and one GPU when ``device`` is CUDA (Ray then sets CUDA_VISIBLE_DEVICES)."""
     return {"num_cpus": 1, "num_gpus": 1 if str(device).startswith("cuda") else 0}
@@ -326,11 +347,10 @@ def map_tasks(fn: Callable[[T], R], items: Sequence[T], *, num_cpus: float = 1, 
                     on_result(i, out[i])
     except BaseException:
         for ref in pending:
-            with contextlib.suppress(Exception):  # already finished or gone: nothing to cancel
-                ray.cancel(ref)
+            cancel_task(ref)
         raise
     return out
 
 
-__all__ = ["ADDRESS_ENV", "LOOPBACK", "ClusterError", "Connection", "address_from_env", "check_address", "connect",
-           "local_cluster", "map_tasks", "task_resources"]
+__all__ = ["ADDRESS_ENV", "LOOPBACK", "ClusterError", "Connection", "address_from_env", "cancel_task", "check_address",
+           "connect", "local_cluster", "map_tasks", "task_resources"]

@@ -17,7 +17,8 @@ Progress and cancel go through one small actor (no CPU of its own, placed on the
 workers post their events to it, the driver drains it while it waits for results and hands the
 events to ``on_event``; :meth:`RayExecutor.cancel` sets its stop flag, which running tasks read at
 most every :data:`~analysis.executor.EVENT_INTERVAL_S` and then stop at their next batch and come
-back 'cancelled'. Tasks not started yet are cancelled in Ray (``ray.cancel``), and those the driver
+back 'cancelled'. Tasks not started yet are cancelled in Ray (:func:`~analysis.cluster.cancel_task`:
+a worker that already picked one up is killed, never interrupted mid-import), and those the driver
 holds back (at most ``workers`` are in flight) are dropped.
 
 Faults: a task whose worker process or node dies is run again by Ray up to ``max_retries`` times
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .cluster import Connection, connect
+from .cluster import Connection, cancel_task, connect
 from .errors import ConfigError
 from .executor import EVENT_INTERVAL_S, Task, TaskEvent, TaskResult, run_task
 
@@ -223,7 +224,7 @@ class RayExecutor:
         ray.get(self._channel.stop.remote())  # running tasks read it and stop at their next batch
         for ref, task in self._pending.items():
             if task.key not in self.pids:  # not started (as far as the driver has heard): never start it
-                ray.cancel(ref)
+                cancel_task(ref)  # kills its worker if it was already importing (see cancel_task)
 
     def close(self) -> None:
         if self._closed:
@@ -232,7 +233,7 @@ class RayExecutor:
             if self._pending or self._queue:  # closing mid-grid (an exception, Ctrl-C): stop the cluster's work
                 self.cancel()
                 for ref in list(self._pending):
-                    self._ray.cancel(ref)  # nobody will read these results: interrupt them now (the worker stays)
+                    cancel_task(ref)  # nobody will read these results: stop them now (their workers killed)
                 self._pending.clear()
             self._ray.kill(self._channel)
         finally:

@@ -75,6 +75,36 @@ def _square(x: int) -> int:
     return x * x
 
 
+def _block_or_fail(arg: str) -> int:
+    """A path: write this worker's pid there and block for a minute. 'fail:PATH': wait until PATH has
+    a pid in it (the other task is running), then raise our error (map_tasks then cancels the other)."""
+    if arg.startswith("fail:"):
+        path = Path(arg.removeprefix("fail:"))
+        while not (path.exists() and path.read_text()):
+            time.sleep(0.05)
+        raise ConfigError("stop")
+    Path(arg).write_text(str(os.getpid()))
+    time.sleep(60)
+    return 0
+
+
+def _wait_dead(pids: list[int], seconds: float = 30) -> list[int]:
+    """The pids still alive after up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if Path(f"/proc/{p}").exists() and "(Z)" not in _proc_state(p)]
+    return alive
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:4]
+    except OSError:
+        return "(Z)"
+
+
 # ------------------------------------------------------------------ no cluster needed
 def test_addresses_are_checked_before_anything_starts(monkeypatch):
     assert cluster.check_address(None) is None and cluster.check_address("local") is None
@@ -149,6 +179,17 @@ def test_map_tasks_keeps_the_order_and_our_errors(ray_cluster):
     with pytest.raises(ConfigError, match="ask for 1 GPU each; the Ray cluster has 0"):
         cluster.map_tasks(_square, [1], **cluster.task_resources("cuda"))
     assert cluster.task_resources("cpu") == {"num_cpus": 1, "num_gpus": 0}
+
+
+def test_a_cancelled_task_takes_its_worker_with_it(ray_cluster, tmp_path):
+    # Ray's default cancel raises KeyboardInterrupt in the worker and keeps the process; a worker
+    # interrupted inside its first `import torch` then fails every later task ("bad call flags"), the
+    # suite's old flake. map_tasks (and the executor, below) kill the worker of a cancelled task instead.
+    pid_file = tmp_path / "pid"
+    with pytest.raises(ConfigError, match="stop"):
+        cluster.map_tasks(_block_or_fail, [str(pid_file), f"fail:{pid_file}"], max_retries=0)
+    assert _wait_dead([int(pid_file.read_text())]) == []
+    assert cluster.map_tasks(_square, [2, 3]) == [4, 9]  # and the cluster runs the next tasks on fresh workers
 
 
 def test_a_grid_on_ray_gives_the_numbers_of_one_process(ray_cluster, tmp_path):
@@ -251,12 +292,16 @@ def test_an_interrupted_driver_keeps_every_finished_run(ray_cluster, tmp_path):
     # give both CPUs back
     endless = grid_of(["original", "exclusive_gating"], epochs=20_000)
 
+    workers: list[int] = []
+
     def interrupt_at_once(p: g.GridProgress) -> None:
         if p.running:
+            workers.extend(ex.pids.values())
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt), RayExecutor(workers=2) as ex:
         g.run_grid(endless, store, ex, progress=interrupt_at_once)
+    assert workers and _wait_dead(workers) == []  # killed, not interrupted and kept (see cluster.cancel_task)
     deadline = time.monotonic() + 60
     while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
