@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .bounded import short_repr
 from .budget import check_spec_fits, memory_budget
 from .data import Dataset
 from .errors import CheckpointError, ConfigError, DatasetError, LensError, SpecError
@@ -309,7 +310,14 @@ def _unwrap(obj: object, name: str) -> tuple[Mapping, Mapping]:
     """The state_dict and the raw metadata of a loaded object: our format, a training script's
     ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper, or a bare state_dict."""
     raw: Mapping = {}
-    if isinstance(obj, Mapping) and isinstance(obj.get("format"), str) and obj.get("format") == FORMAT:
+    if isinstance(obj, Mapping) and "format" in obj and not isinstance(obj.get("format"), Tensor):
+        if obj["format"] != FORMAT:  # another version of our format, or another tool's wrapper
+            raise CheckpointError(f"{name}: its format is {short_repr(obj['format'])}; this version of ResNet Lens "
+                                  f"reads {FORMAT!r} (and bare state_dicts)")
+        extra = sorted(short_repr(k) for k in obj if k not in ("format", "state_dict", "meta"))
+        if extra:
+            raise CheckpointError(f"{name}: unknown top-level keys {', '.join(extra[:6])} beside format, state_dict "
+                                  "and meta")
         sd, meta = obj.get("state_dict"), obj.get("meta")
         if meta is not None and not isinstance(meta, Mapping):
             raise CheckpointError(f"{name}: its metadata is a {type(meta).__name__}, expected a mapping")

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .bounded import check_bounded
 from .errors import DatasetError
 from .meta import DatasetInfo, Normalisation
 
@@ -377,10 +378,14 @@ def _read_pickle(path: Path, what: str, expected: str) -> object:
         except OSError as exc:
             raise DatasetError(f"{path}: cannot be read ({_reason(exc)}); expected {expected}") from exc
     try:
-        return _ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
+        obj = _ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
     except _UNPICKLE_ERRORS as exc:
         raise DatasetError(f"{path}: not a valid CIFAR-10 python {what} ({type(exc).__name__}: {exc}); "
                            f"expected {expected}") from exc
+    # a CIFAR batch is a flat dict of 4 items: anything nested deep or expanding (shared references)
+    # is refused before its labels are walked (analysis.bounded)
+    check_bounded(obj, f"{path}: the pickled {what}", DatasetError)
+    return obj
 
 
 def _field(d: dict[Any, Any], key: str) -> object:

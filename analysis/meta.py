@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from .bounded import short_repr
 from .errors import CheckpointError, ConfigError
 
 SCHEMA = 1
@@ -201,62 +202,149 @@ class RunMeta:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunMeta:
         """Read metadata written by any version of :meth:`to_dict` (schema 1, or the unversioned dict
-        of earlier checkpoints, which had the same fields); anything malformed is a CheckpointError."""
+        of earlier checkpoints, which had the same fields). Strict: an unknown key, a value of the wrong
+        type or an unknown schema is a CheckpointError naming the key (a file that says more than we
+        read, or says it in another form, was not written by us and is not guessed at)."""
+        if not isinstance(d, Mapping):
+            raise CheckpointError(f"checkpoint metadata is a {type(d).__name__}, expected a mapping")
+        bad_keys = [k for k in d if not isinstance(k, str)]
+        if bad_keys:
+            raise CheckpointError(f"checkpoint metadata has a key that is not text: {short_repr(bad_keys[0])}")
+        unknown = sorted(set(d) - _META_KEYS)
+        if unknown:
+            raise CheckpointError(f"checkpoint metadata has unknown keys: {', '.join(_key_text(k) for k in unknown[:6])}"
+                                  f"{' …' if len(unknown) > 6 else ''} (this version reads "
+                                  f"{', '.join(sorted(_META_KEYS))})")
         schema = d.get("schema", SCHEMA)
         if isinstance(schema, bool) or not isinstance(schema, int) or schema != SCHEMA:
-            raise CheckpointError(f"checkpoint metadata schema {schema!r} is not supported (this version reads {SCHEMA})")
+            raise CheckpointError(f"checkpoint metadata schema {short_repr(schema)} is not supported (this version "
+                                  f"reads {SCHEMA})")
         try:
             ds = d.get("dataset")
             norm = d.get("normalisation")
             recipe = d.get("recipe")
-            # earlier files wrote "cancelled after N epochs"
-            status: Status = "cancelled" if str(d.get("status") or "").startswith("cancelled") else "complete"
             return cls(
-                dataset=DatasetInfo(**_known(DatasetInfo, ds)) if ds else None,
-                normalisation=Normalisation(tuple(float(v) for v in norm["mean"]),
-                                            tuple(float(v) for v in norm["std"])) if norm else None,
-                recipe=TrainConfig(**_known(TrainConfig, recipe)) if recipe else None,
-                history=tuple({str(k): float(v) for k, v in h.items()} for h in d.get("history") or ()),
-                final={str(k): float(v) for k, v in (d.get("final") or {}).items()},
-                status=status,
-                versions={str(k): str(v) for k, v in (d.get("versions") or {}).items()},
-                created=str(d.get("created") or ""), command=str(d.get("command") or ""),
-                train_seconds=_opt_float(d.get("train_seconds")),
-                images_per_second=_opt_float(d.get("images_per_second")),
+                dataset=DatasetInfo(**_known(DatasetInfo, ds)) if ds is not None else None,
+                normalisation=_normalisation(norm) if norm is not None else None,
+                recipe=TrainConfig(**_known(TrainConfig, recipe)) if recipe is not None else None,
+                history=tuple(_numbers(h, f"history[{i}]") for i, h in enumerate(_list(d.get("history"), "history"))),
+                final=_numbers(d.get("final") or {}, "final"),
+                status=_status(d.get("status")),
+                versions=_texts(d.get("versions") or {}, "versions"),
+                created=_text(d.get("created"), "created"), command=_text(d.get("command"), "command"),
+                train_seconds=_opt_float(d.get("train_seconds"), "train_seconds"),
+                images_per_second=_opt_float(d.get("images_per_second"), "images_per_second"),
                 content_sha256=_digest(d.get("content_sha256")),
             )
         except CheckpointError:
             raise
+        except ConfigError as exc:  # the recipe's own checks
+            raise CheckpointError(f"checkpoint metadata recipe: {exc}") from exc
         # RuntimeError: a tensor where a number or a flag belongs; OverflowError: an int beyond float
         except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, OverflowError) as exc:
             raise CheckpointError(f"checkpoint metadata is malformed: {exc}") from exc
 
 
+#: the keys :meth:`RunMeta.to_dict` writes (``spec`` sits beside them; checkpoints.py reads it)
+_META_KEYS = frozenset({"schema", "dataset", "normalisation", "recipe", "history", "final", "status", "versions",
+                        "created", "command", "train_seconds", "images_per_second", "content_sha256"})
+
+
 def _known(cls: type, d: object) -> dict[str, Any]:
     """The fields of dataclass ``cls`` present in ``d`` (a dict); unknown keys are an error."""
     if not isinstance(d, Mapping):
-        raise CheckpointError(f"expected a mapping for {cls.__name__}, got {type(d).__name__}")
+        raise CheckpointError(f"checkpoint metadata {cls.__name__}: expected a mapping, got {type(d).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
+    unknown = [_key_text(k) for k in d if k not in names]
     if unknown:
         raise CheckpointError(f"unknown {cls.__name__} fields in checkpoint metadata: {', '.join(sorted(unknown))}")
     return dict(d)
+
+
+def _key_text(k: object) -> str:
+    """A key as a message shows it: a short name as itself, anything else as a short repr."""
+    return k if isinstance(k, str) and len(k) <= 40 and k.isprintable() else short_repr(k, 40)
+
+
+def _is_number(v: object) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float))
+
+
+def _list(v: object, key: str) -> list[Any]:
+    if v is None:
+        return []
+    if not isinstance(v, (list, tuple)):
+        raise CheckpointError(f"checkpoint metadata {key} must be a list, got {type(v).__name__}")
+    return list(v)
+
+
+def _numbers(v: object, key: str) -> dict[str, float]:
+    """A mapping of names to numbers (a history entry, the final metrics)."""
+    if not isinstance(v, Mapping):
+        raise CheckpointError(f"checkpoint metadata {key} must be a mapping of names to numbers, got "
+                              f"{type(v).__name__}")
+    for k, x in v.items():
+        if not isinstance(k, str) or not _is_number(x):
+            raise CheckpointError(f"checkpoint metadata {key}: {short_repr(k)} -> {short_repr(x)}; expected a name "
+                                  "and a number")
+    try:
+        return {k: float(x) for k, x in v.items()}
+    except OverflowError:
+        raise CheckpointError(f"checkpoint metadata {key}: a number beyond the float range") from None
+
+
+def _texts(v: object, key: str) -> dict[str, str]:
+    if not isinstance(v, Mapping) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+        raise CheckpointError(f"checkpoint metadata {key} must map names to text (e.g. 'torch': '2.13.0'), got "
+                              f"{short_repr(v)}")
+    return dict(v)
+
+
+def _text(v: object, key: str) -> str:
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise CheckpointError(f"checkpoint metadata {key} must be text, got {type(v).__name__}")
+    return v
+
+
+def _status(v: object) -> Status:
+    # earlier files wrote "cancelled after N epochs"
+    if v is None or v == "complete":
+        return "complete"
+    if isinstance(v, str) and (v == "cancelled" or re.fullmatch(r"cancelled after \d+ epochs?", v)):
+        return "cancelled"
+    raise CheckpointError(f"checkpoint metadata status must be 'complete' or 'cancelled', got {short_repr(v)}")
+
+
+def _normalisation(v: object) -> Normalisation:
+    if not isinstance(v, Mapping) or set(v) != {"mean", "std"}:
+        raise CheckpointError(f"checkpoint metadata normalisation must hold exactly 'mean' and 'std', got "
+                              f"{short_repr(v)}")
+    lists = [v["mean"], v["std"]]
+    if not all(isinstance(x, (list, tuple)) and all(_is_number(e) for e in x) for x in lists):
+        raise CheckpointError(f"checkpoint metadata normalisation: mean and std must be lists of numbers, got "
+                              f"{short_repr(v)}")
+    return Normalisation(tuple(float(e) for e in v["mean"]), tuple(float(e) for e in v["std"]))
 
 
 def _digest(v: object) -> str:
     if v is None or (isinstance(v, str) and not v):
         return ""
     if not isinstance(v, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", v):
-        raise CheckpointError(f"checkpoint metadata content_sha256 is not a sha256 digest: {str(v)[:80]!r}")
+        raise CheckpointError(f"checkpoint metadata content_sha256 is not a sha256 digest: {short_repr(v)}")
     return v
 
 
-def _opt_float(v: object) -> float | None:
+def _opt_float(v: object, key: str) -> float | None:
     if v is None:
         return None
-    if isinstance(v, (int, float, str)):
-        return float(v)
-    raise CheckpointError(f"expected a number in checkpoint metadata, got {type(v).__name__}")
+    if not isinstance(v, bool) and isinstance(v, (int, float)):
+        try:
+            return float(v)
+        except OverflowError:
+            raise CheckpointError(f"checkpoint metadata {key}: a number beyond the float range") from None
+    raise CheckpointError(f"checkpoint metadata {key} must be a number, got {type(v).__name__}")
 
 
 def versions() -> dict[str, str]:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .bounded import check_bounded
 from .budget import ENV_VAR, fmt_bytes, memory_budget
 from .errors import CheckpointError
 
@@ -96,7 +97,7 @@ def safe_load(source: str | Path | bytes, name: str) -> object:
         raise CheckpointError(f"{name}: {fmt_bytes(size)} of weights are more than the memory budget of "
                               f"{fmt_bytes(budget)} (set {ENV_VAR} to raise it)")
     try:
-        return torch.load(fobj, map_location="cpu", weights_only=True)
+        obj = torch.load(fobj, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
         if any(p in msg for p in _CODE_PATTERNS):
@@ -110,6 +111,10 @@ def safe_load(source: str | Path | bytes, name: str) -> object:
         raise CheckpointError(_not_a_checkpoint(name, head, exc)) from exc
     except Exception as exc:  # torch.load parsing untrusted bytes: any failure means a bad file
         raise CheckpointError(_not_a_checkpoint(name, head, exc)) from exc
+    # weights_only refuses code, not shape: a few hundred bytes of shared references expand to 2^40
+    # values for whatever walks the metadata (analysis.bounded); refused before anything does
+    check_bounded(obj, f"{name}: the pickled structure", CheckpointError)
+    return obj
 
 
 def _not_a_checkpoint(name: str, head: bytes, exc: BaseException) -> str:

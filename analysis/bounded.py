@@ -1,0 +1,115 @@
+"""Untrusted nested data (checkpoint metadata, CIFAR batches, results files, run-store rows) checked
+for size and depth before anything walks it.
+
+Why: ``torch.load(weights_only=True)`` and a restricted unpickler refuse code, but not shape. A pickle
+of a few hundred bytes can hold a list whose two items are the same list, 40 levels down: 40 objects
+in memory, 2^40 items for anyone who walks it as a tree (``str()``, ``repr()``, a JSON dump, a
+recursive copy), the "billion laughs" attack. A pickle or JSON nested 100,000 levels deep makes every
+recursive reader raise ``RecursionError``.
+
+:func:`check_bounded` visits each object once (a shared reference is walked once, so the check is
+linear in the input's size, whatever it expands to), computes the size and depth the structure has as
+a *tree* (what a reader walking it sees), and refuses it past :data:`MAX_NODES` values or
+:data:`MAX_DEPTH` levels, or when it contains itself. It never recurses: Python's stack is not the
+limit. Containers are ``dict``/``list``/``tuple``/``set``/``frozenset`` (and their subclasses);
+everything else (numbers, strings, tensors, arrays) is one value.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from typing import Any
+
+from .errors import LensError
+
+#: values (containers and leaves, dict keys included) a structure may hold as a tree: our largest
+#: legitimate input, a checkpoint with a 100,000-epoch history (13 values an epoch) and a 152-layer
+#: net's state_dict, stays below it; walking 2 million values takes about a second
+MAX_NODES = 2_000_000
+#: levels of nesting: our own files nest 4 deep (checkpoint -> meta -> history -> entry)
+MAX_DEPTH = 64
+
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
+def _children(obj: Any, what: str, error: type[LensError], max_nodes: int) -> list[Any]:
+    if len(obj) > max_nodes:  # before copying it
+        raise error(f"{what} holds more than {max_nodes:,} values; refused")
+    if isinstance(obj, dict):
+        out: list[Any] = []
+        for k, v in obj.items():
+            out.append(k)
+            out.append(v)
+        return out
+    return list(obj)
+
+
+def check_bounded(obj: Any, what: str, error: type[LensError], *, max_nodes: int = MAX_NODES,
+                  max_depth: int = MAX_DEPTH) -> int:
+    """The number of values in ``obj`` as a tree (1 for a leaf); ``error`` (one sentence naming
+    ``what``) when that is more than ``max_nodes``, it nests deeper than ``max_depth``, or it
+    contains itself. Time and memory are linear in the number of distinct objects, and the walk
+    stops as soon as a limit is passed."""
+    if not isinstance(obj, _CONTAINERS):
+        return 1
+    size: dict[int, int] = {}  # id -> values in the subtree, for containers already finished
+    height: dict[int, int] = {}  # id -> levels below and including it
+    on_path: set[int] = set()
+    keep: list[Any] = []  # the finished objects stay referenced, so their ids stay unique
+    # explicit stack of (object, its children, index of the next child to visit)
+    stack: list[tuple[Any, list[Any], list[int]]] = [(obj, _children(obj, what, error, max_nodes), [0])]
+    on_path.add(id(obj))
+    distinct = 1
+    while stack:
+        node, kids, nxt = stack[-1]
+        if len(stack) > max_depth:
+            raise error(f"{what} is nested more than {max_depth} levels deep; refused (a file of ours nests "
+                        "a few levels)")
+        if nxt[0] < len(kids):
+            child = kids[nxt[0]]
+            nxt[0] += 1
+            if not isinstance(child, _CONTAINERS) or id(child) in size:
+                continue
+            if id(child) in on_path:
+                raise error(f"{what} contains itself (a reference cycle); refused")
+            distinct += 1
+            if distinct > max_nodes:
+                raise error(f"{what} holds more than {max_nodes:,} values; refused")
+            on_path.add(id(child))
+            stack.append((child, _children(child, what, error, max_nodes), [0]))
+            continue
+        total, deepest = 1, 0
+        for child in kids:
+            if isinstance(child, _CONTAINERS):
+                total += size[id(child)]
+                deepest = max(deepest, height[id(child)])
+            else:
+                total += 1
+        if total > max_nodes:
+            raise error(f"{what} expands to more than {max_nodes:,} values once its shared references are "
+                        "followed (a 'billion laughs' structure: small on disk, unbounded to walk); refused")
+        if deepest + 1 > max_depth:
+            raise error(f"{what} is nested more than {max_depth} levels deep; refused (a file of ours nests "
+                        "a few levels)")
+        size[id(node)], height[id(node)] = total, deepest + 1
+        keep.append(node)
+        on_path.discard(id(node))
+        stack.pop()
+    return size[id(obj)]
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 3, 60, 60, 6, 6
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for an error message: at most ``limit`` characters and three levels of nesting
+    (``repr`` itself recurses, and raises RecursionError on a value nested a few thousand deep)."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # a foreign object whose __repr__ fails: its type is enough to say what it is
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+__all__ = ["MAX_DEPTH", "MAX_NODES", "check_bounded", "short_repr"]
