@@ -98,6 +98,22 @@ def check_bounded(obj: Any, what: str, error: type[LensError], *, max_nodes: int
     return size[id(obj)]
 
 
+def loads_json(text: str | bytes, what: str, error: type[LensError]) -> Any:
+    """``json.loads`` for a file or row we did not write ourselves in this process: bad JSON, nesting
+    that Python's decoder cannot follow (it recurses: RecursionError) and anything past the limits of
+    :func:`check_bounded` are ``error`` naming ``what``."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise error(f"{what} is nested too deep to read (JSON nested thousands of levels); refused") from None
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise error(f"{what} is not valid JSON ({exc})") from None
+    check_bounded(value, what, error)
+    return value
+
+
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 3, 60, 60, 6, 6
 
@@ -112,4 +128,4 @@ def short_repr(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "check_bounded", "short_repr"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "check_bounded", "loads_json", "short_repr"]

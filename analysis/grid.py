@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .bounded import loads_json
 from .errors import ConfigError, LensError, SpecError
 from .executor import DataSpec, Executor, Task, TaskEvent, TaskResult
 from .meta import TrainConfig
@@ -494,11 +495,10 @@ def write_results(path: str, result: GridResult) -> None:
 def load_results(path: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """A results JSON written by :func:`write_results`: (results, summary, the rest: grid definition,
     wall time, ...)."""
-    import json
     from pathlib import Path
 
     try:
-        d = json.loads(Path(path).read_text())
+        d = loads_json(Path(path).read_bytes(), str(path), ConfigError)
         return (pd.DataFrame(d["results"], columns=RESULT_COLUMNS), pd.DataFrame(d["summary"], columns=SUMMARY_COLUMNS),
                 {k: v for k, v in d.items() if k not in ("results", "summary")})
     except (OSError, ValueError, KeyError, TypeError) as exc:

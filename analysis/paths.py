@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .bounded import loads_json
 from .data import Dataset
 from .errors import CheckpointError, ConfigError
 from .lesion import check_inputs, inputs_noun
@@ -495,7 +496,7 @@ def load_results(checkpoint: Path) -> Results:
     if not f.is_file():
         return {}
     try:
-        doc = json.loads(f.read_text())
+        doc = loads_json(f.read_bytes(), f"{f}", CheckpointError)
         if doc.get("format") != RESULTS_FORMAT:
             raise CheckpointError(f"{f}: unknown format {doc.get('format')!r}, expected {RESULTS_FORMAT}")
         if doc["sha256"] != file_digest(checkpoint):
@@ -510,5 +511,5 @@ def load_results(checkpoint: Path) -> Results:
         return out
     except CheckpointError:
         raise
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # ValueError: bad JSON or settings
+    except (AttributeError, KeyError, TypeError, ValueError, OSError) as exc:  # ValueError: bad settings
         raise CheckpointError(f"{f}: corrupt stored path measurements ({exc})") from exc

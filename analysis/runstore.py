@@ -36,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 
+from .bounded import loads_json
 from .checkpoints import Checkpoint, load_checkpoint, save_checkpoint, spec_to_dict
 from .errors import LensError
 from .weights import state_dict_hash
@@ -70,6 +71,10 @@ METRIC_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "sec
 # Columns added after the first release; a store made before them gains them when opened.
 ADDED_COLUMNS = {"runs": {"content": "TEXT"}, "sweeps": {"dtypes": "TEXT"}}
 TEXT_DTYPES = ("str", "string", "object")
+
+
+#: how long a writer waits for another process's transaction before the store is called locked
+LOCK_WAIT_S = 30.0
 
 
 class StoreError(LensError):
@@ -134,11 +139,16 @@ class RunStore:
         self.checkpoints = self.home / "checkpoints"
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
-            with self._connect() as con:
-                con.executescript(SCHEMA)
-                self._add_columns(con)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot use the run store at {self.home}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot use the run store at {self.home}: {exc.strerror or exc}") from exc
+        with self._connect() as con:
+            # a damaged page can hide in a table that reads back empty: check the file once, so a
+            # damaged store is said as such instead of answering like a fresh one (it is small: ms)
+            bad = [r[0] for r in con.execute("PRAGMA quick_check").fetchall() if r[0] != "ok"]
+            if bad:
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {bad[0]}")
+            con.executescript(SCHEMA)
+            self._add_columns(con)
 
     @staticmethod
     def _add_columns(con: sqlite3.Connection) -> None:
@@ -154,18 +164,39 @@ class RunStore:
                     if name not in {row[1] for row in con.execute(f"PRAGMA table_info({table})")}:
                         raise
 
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        """What went wrong with the database, and what to do: locked, full, damaged or unreadable.
+        Never advice to delete it: a store that cannot be read now may hold runs worth hours."""
+        text = " ".join(str(exc).split())[:200]
+        low = text.lower()
+        if "locked" in low or "busy" in low:
+            return StoreError(f"the run store {self.db} is locked by another process (waited {LOCK_WAIT_S:.0f} s): "
+                              "a training or sweep is writing to it; try again when it finishes")
+        if "full" in low:
+            return StoreError(f"the disk holding the run store {self.db} is full ({text}); free some space and "
+                              "try again (nothing stored was lost)")
+        if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in low or "not a database" in low
+                                                        or "corrupt" in low):
+            # the write-ahead log belongs to the file: moved with it, or a new store would replay it
+            files = [self.db, *(self.db.with_name(self.db.name + x) for x in ("-wal", "-shm"))]
+            moves = "; ".join(f"mv '{f}' '{f}.damaged'" for f in files if f == self.db or f.exists())
+            return StoreError(f"the run store {self.db} is damaged ({text}). Keep it for recovery and start a new "
+                              f"store by moving it aside: {moves} (its trained nets stay in {self.checkpoints} and open as checkpoints)")
+        return StoreError(f"the run store {self.db} cannot be used ({text}); check that the file and its folder "
+                          "are readable and writable")
+
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
-            con = sqlite3.connect(self.db, timeout=30)
+            con = sqlite3.connect(self.db, timeout=LOCK_WAIT_S)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.db}: {exc}") from exc
+            raise self._error(exc) from exc
         try:
             con.execute("PRAGMA journal_mode=WAL")
             with con:  # one transaction: committed on success, rolled back on error
                 yield con
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"the run store {self.db} is unreadable ({exc}); delete it to start afresh") from exc
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
         finally:
             con.close()
 
@@ -262,7 +293,7 @@ class RunStore:
         """Every recorded grid's definition, by id (oldest first)."""
         with self._connect() as con:
             rows = con.execute("SELECT id, definition FROM grids ORDER BY created").fetchall()
-        return {g: json.loads(d) for g, d in rows}
+        return {g: loads_json(d, f"{self.db}: grid {g}", StoreError) for g, d in rows}
 
     def runs(self) -> list[StoredRun]:
         """Every stored run whose checkpoint file still exists, oldest first."""
@@ -353,7 +384,7 @@ class RunStore:
 
 def _stored_sweep(row: tuple) -> StoredSweep:
     key, run, kind, settings, created = row
-    return StoredSweep(key, run, kind, json.loads(settings), created)
+    return StoredSweep(key, run, kind, loads_json(settings, f"stored sweep {key}", StoreError), created)
 
 
 def _read_frame(text: str, dtypes_json: str | None) -> pd.DataFrame:
@@ -361,7 +392,7 @@ def _read_frame(text: str, dtypes_json: str | None) -> pd.DataFrame:
     is not a missing value), the others converted to their recorded types."""
     if not dtypes_json:
         return pd.read_csv(io.StringIO(text))
-    dtypes: dict[str, str] = json.loads(dtypes_json)
+    dtypes: dict[str, str] = loads_json(dtypes_json, "a stored table's column types", StoreError)
     df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     for col, kind in dtypes.items():
         if kind in TEXT_DTYPES:

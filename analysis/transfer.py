@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from .bounded import loads_json
 from .checkpoints import Checkpoint
 from .data import DIGITS_SIZES, IMAGENET_MEAN, IMAGENET_STD, Dataset, load_digits, load_image_folder, load_mnist1d
 from .errors import ConfigError, DatasetError
@@ -901,12 +902,11 @@ def write_results(path: str, result: PlanResult) -> None:
 
 def load_results(path: str) -> PlanResult:
     """A results file written by :func:`write_results`; ``DatasetError`` if it is not one."""
-    import json
 
     try:
-        with open(path, encoding="utf-8") as f:
-            payload = json.load(f)
-    except (OSError, ValueError) as exc:
+        with open(path, "rb") as f:
+            payload = loads_json(f.read(), str(path), DatasetError)
+    except OSError as exc:
         raise DatasetError(f"{path}: not a readable transfer results file ({exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != RESULTS_FORMAT:
         raise DatasetError(f"{path}: not a transfer results file (format {RESULTS_FORMAT} expected)")

@@ -82,8 +82,9 @@ def test_unusable_store_is_a_clear_error(tmp_path):
         RunStore(tmp_path / "file")
     (tmp_path / "db").mkdir()
     (tmp_path / "db" / "runs.sqlite").write_bytes(b"not a database at all" * 100)
-    with pytest.raises(StoreError, match="delete it to start afresh|cannot use"):
+    with pytest.raises(StoreError, match=r"runs\.sqlite is damaged \(file is not a database\)\. Keep it .*: mv '.*runs\.sqlite' '.*runs\.sqlite\.damaged'") as exc:
         RunStore(tmp_path / "db").runs()
+    assert "delete" not in str(exc.value)
 
 
 def test_config_key_is_stable():
@@ -201,3 +202,80 @@ def test_a_damaged_sweep_row_is_a_store_error(tmp_path):
     con.close()
     with pytest.raises(StoreError, match=f"the stored single sweep {key} .* cannot be read"):
         s.sweep("n", "single", {})
+
+
+# ------------------------------------------------------------------ damaged, locked, full, two processes
+def test_a_damaged_page_is_said_never_read_as_an_empty_store(tmp_path):
+    """Zero each page of a store in turn: opening it either reads the run back or says the file is
+    damaged and how to move it aside. Before the store checked itself, 5 of 14 pages read as a
+    store without the run (a grid then retrained it silently)."""
+    RunStore(tmp_path / "good").save_run("r8", net())
+    blob = (tmp_path / "good" / "runs.sqlite").read_bytes()
+    page = 4096
+    outcomes = {"read": 0, "damaged": 0}
+    for i in range(1, len(blob) // page):
+        home = tmp_path / f"p{i}"
+        home.mkdir()
+        (home / "runs.sqlite").write_bytes(blob[: i * page] + bytes(page) + blob[(i + 1) * page:])
+        try:
+            RunStore(home)  # opening it checks it
+            with sqlite3.connect(home / "runs.sqlite") as con:
+                rows = con.execute("SELECT key FROM runs").fetchall()
+        except (StoreError, sqlite3.DatabaseError) as exc:
+            assert isinstance(exc, StoreError) and "is damaged" in str(exc) and "mv '" in str(exc), exc
+            assert "delete" not in str(exc)
+            outcomes["damaged"] += 1
+            continue
+        assert len(rows) == 1, f"page {i} zeroed: the store opened without its run"
+        outcomes["read"] += 1
+    assert outcomes["damaged"] >= 1
+
+
+def test_a_locked_or_full_store_is_said_as_such(tmp_path, monkeypatch):
+    import analysis.runstore as rs
+
+    s = RunStore(tmp_path)
+    monkeypatch.setattr(rs, "LOCK_WAIT_S", 0.2)
+    holder = sqlite3.connect(tmp_path / "runs.sqlite", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process in the middle of a long write
+    try:
+        with pytest.raises(StoreError, match=r"is locked by another process \(waited 0 s\).*try again") as exc:
+            s.save_run("r8", net())
+        assert "damaged" not in str(exc.value) and "delete" not in str(exc.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    full = s._error(sqlite3.OperationalError("database or disk is full"))
+    assert "is full" in str(full) and "nothing stored was lost" in str(full) and "delete" not in str(full)
+
+
+WRITER = """
+import sys
+from tests.test_runstore import net
+from analysis.runstore import RunStore
+s = RunStore(sys.argv[1])
+for seed in range(int(sys.argv[2]), int(sys.argv[2]) + 4):
+    s.save_run(f"seed {seed}", net(seed))
+    s.save_sweep(f"net{seed}", "lesion", {"seed": seed}, __import__("pandas").DataFrame({"a": [seed]}))
+"""
+
+
+def test_two_processes_writing_at_once_keep_the_store_consistent(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(start)], cwd=root,
+                              stderr=subprocess.PIPE, text=True) for start in (0, 100)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    s = RunStore(tmp_path)
+    runs = s.runs()
+    assert sorted(r.label for r in runs) == sorted(f"seed {i}" for i in (*range(4), *range(100, 104)))
+    for r in runs:  # every row has its file, its weights and its curves
+        assert s.load(r).meta.recipe.seed == int(r.label.split()[1])
+    with sqlite3.connect(tmp_path / "runs.sqlite") as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("SELECT COUNT(*) FROM sweeps").fetchone()[0] == 8
