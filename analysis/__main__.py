@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shlex
 import signal
 import sys
@@ -93,6 +94,23 @@ def _signal_handlers(stop: Stop) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def whole(text: str) -> int:
+    """argparse type: a whole number in ASCII digits. ``int()`` also reads other scripts' digits
+    ('١٢' is 12) and underscores ('1_0'); a command line that looks like something else is refused."""
+    if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (digits 0-9)")
+    return int(text)
+
+
+def real(text: str) -> float:
+    """argparse type: a decimal number in ASCII (e.g. 0.1, 1e-4); ``float()`` also reads other
+    scripts' digits. 'nan' and 'inf' pass, for the setting's own check to say why they cannot be used."""
+    if not re.fullmatch(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*|\s*[+-]?(nan|inf|infinity)\s*",
+                        text, flags=re.IGNORECASE):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 0.1 or 1e-4)")
+    return float(text)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors raise :class:`UsageError` (so :func:`run` callers see one exception type);
     ``--help`` still prints and exits."""
@@ -122,7 +140,7 @@ def digit_classes(args: argparse.Namespace) -> tuple[int, ...]:
     if args.data not in ("digits", "mnist1d"):
         raise ConfigError(f"--classes picks classes of the embedded digits or MNIST-1D; --data is {args.data}")
     parts = [p.strip() for p in str(args.classes).split(",") if p.strip()]
-    if not parts or not all(p.isdigit() and len(p) == 1 for p in parts) or len(set(parts)) != len(parts):
+    if not parts or not all(len(p) == 1 and p in "0123456789" for p in parts) or len(set(parts)) != len(parts):
         raise ConfigError(f"--classes must be distinct digits separated by commas, e.g. 0,1,2,3,4; got {args.classes!r}")
     if len(parts) < 2:
         raise ConfigError("--classes needs at least two digits: a classifier needs two classes")
@@ -176,21 +194,21 @@ def add_data_args(p: argparse.ArgumentParser, size_help: str = "") -> None:
                         "CIFAR-10 / an ImageFolder tree from --data-path")
     p.add_argument("--data-path", default=None, help="local path of cifar-10-batches-py or the ImageFolder root")
     # None, not 16: a size typed for MNIST-1D (whose length is fixed) must be told from the default
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--size", type=whole, default=None,
                    help=size_help or f"image size (digits: 8, 16 or 32, default {DEFAULT_SIZE}; ImageFolder: any, "
                                      f"up to 4096; MNIST-1D: always {MNIST1D_LENGTH})")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
+    p.add_argument("--split-seed", type=whole, default=0, help="seed of the train/test split")
 
 
 def add_recipe_args(p: argparse.ArgumentParser, epochs: int) -> None:
     """The training recipe's options, shared by ``train`` and ``grid`` (read back by :func:`recipe`)."""
-    p.add_argument("--epochs", type=int, default=epochs, help="1 to 100,000")
-    p.add_argument("--batch-size", type=int, default=64, help="1 to 1,000,000")
-    p.add_argument("--lr", type=float, default=0.1, help="learning rate, in (0, 10]")
-    p.add_argument("--momentum", type=float, default=0.9, help="in [0, 1)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="in [0, 1]")
+    p.add_argument("--epochs", type=whole, default=epochs, help="1 to 100,000")
+    p.add_argument("--batch-size", type=whole, default=64, help="1 to 1,000,000")
+    p.add_argument("--lr", type=real, default=0.1, help="learning rate, in (0, 10]")
+    p.add_argument("--momentum", type=real, default=0.9, help="in [0, 1)")
+    p.add_argument("--weight-decay", type=real, default=1e-4, help="in [0, 1]")
     p.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
-    p.add_argument("--warmup", type=int, default=1, help="epochs at lr/10 before the schedule (0 to --epochs)")
+    p.add_argument("--warmup", type=whole, default=1, help="epochs at lr/10 before the schedule (0 to --epochs)")
     p.add_argument("--no-augment", action="store_true", help="turn off random shifts / crops / flips")
 
 
@@ -635,7 +653,7 @@ def transfer_labels(values: Sequence[str]) -> tuple[int | None, ...]:
     for v in values:
         if v.strip().lower() == "all":
             out.append(None)
-        elif v.strip().isdigit() and int(v) >= 1:
+        elif re.fullmatch(r"[0-9]+", v.strip()) and int(v) >= 1:  # ASCII digits: int() also reads '١٢'
             out.append(int(v))
         else:
             raise ConfigError(f"--labels {v}: give whole numbers of labelled images per class (at least 1) or 'all'")
@@ -809,7 +827,7 @@ def add_shard_args(p: argparse.ArgumentParser, what: str) -> None:
                    help="the Ray cluster for --executor ray: auto (the one `ray start` runs here), ray://host:10001 "
                         "(Ray Client) or host:port (its GCS). Default: a local Ray instance on 127.0.0.1, stopped "
                         "when the command ends")
-    p.add_argument("--shards", type=int, default=1,
+    p.add_argument("--shards", type=whole, default=1,
                    help="split the test inputs into this many contiguous shards (cut at multiples of --batch-size; "
                         "fewer when there are fewer batches), evaluated apart and merged into the numbers one "
                         "process gives (default 1)")
@@ -824,8 +842,8 @@ def add_evaluation_args(p: argparse.ArgumentParser, plain_note: str) -> None:
                       help=f"a bare state_dict without projection weights is a plain net ({plain_note})")
     kind.add_argument("--residual", dest="plain", action="store_const", const=False,
                       help="a bare state_dict without projection weights is a residual net (option-A shortcuts)")
-    p.add_argument("--resize", type=int, default=256, help="ImageNet ImageFolder: resize before the center crop")
-    p.add_argument("--max-per-class", type=int, default=None, help="ImageFolder: cap images per class (>= 1)")
+    p.add_argument("--resize", type=whole, default=256, help="ImageNet ImageFolder: resize before the center crop")
+    p.add_argument("--max-per-class", type=whole, default=None, help="ImageFolder: cap images per class (>= 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -843,7 +861,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--classes", default=None,
                    help="digits or mnist1d: train on these classes, e.g. 0,1,2,3,4 (relabelled 0..k-1; a transfer source)")
     add_recipe_args(t, epochs=30)
-    t.add_argument("--seed", type=int, default=0, help="0 to 2**63-1")
+    t.add_argument("--seed", type=whole, default=0, help="0 to 2**63-1")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
     t.add_argument("--deterministic", action="store_true",
                    help="torch.use_deterministic_algorithms(True) for this process (CUDA: slower, repeatable; "
@@ -864,9 +882,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "32 for a CIFAR stem)")
     add_evaluation_args(le, "no shortcuts")
     le.add_argument("--experiment", choices=list(SWEEP_KINDS), default="single")
-    le.add_argument("--samples", type=int, default=5, help="random samples per k (k and reorder), >= 1")
-    le.add_argument("--seed", type=int, default=0, help="0 to 2**63-1")
-    le.add_argument("--batch-size", type=int, default=256, help=">= 1")
+    le.add_argument("--samples", type=whole, default=5, help="random samples per k (k and reorder), >= 1")
+    le.add_argument("--seed", type=whole, default=0, help="0 to 2**63-1")
+    le.add_argument("--batch-size", type=whole, default=256, help=">= 1")
     le.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (on Ray: cuda, one GPU per shard)")
     add_shard_args(le, "sweep")
     le.add_argument("--out", required=True, help="results CSV (checked before the sweep, written atomically)")
@@ -887,11 +905,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluation_args(pa, "refused: one path")
     pa.add_argument("--net", choices=["trained", "initialisation"], default="trained",
                     help="the checkpoint's weights, or the same architecture freshly initialised (seed 0)")
-    pa.add_argument("--samples", type=int, default=10, help="random block sets per path length (>= 1; default 10)")
-    pa.add_argument("--batch", type=int, default=64,
+    pa.add_argument("--samples", type=whole, default=10, help="random block sets per path length (>= 1; default 10)")
+    pa.add_argument("--batch", type=whole, default=64,
                     help="how many test inputs are measured: the first N of the test split (default 64)")
-    pa.add_argument("--seed", type=int, default=0, help="seed of the block sets, 0 to 2**63-1")
-    pa.add_argument("--batch-size", type=int, default=None,
+    pa.add_argument("--seed", type=whole, default=0, help="seed of the block sets, 0 to 2**63-1")
+    pa.add_argument("--batch-size", type=whole, default=None,
                     help="inputs per forward/backward pass (default: all --batch inputs in one pass, as the page "
                          "measures); shards are cut at its multiples, and give bit-identical numbers to one "
                          "process with the same --batch-size")
@@ -909,10 +927,10 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--variants", nargs="+", default=None,
                     help="variant names (default: the paper's eleven; see --list-variants); join names with '+' "
                          "to combine")
-    gr.add_argument("--depths", nargs="+", type=int, default=[20, 56], help="CIFAR depths 6n+2 (default 20 56)")
-    gr.add_argument("--seeds", type=int, default=2, help="seeds per variant and depth: 0 .. N-1 (default 2)")
+    gr.add_argument("--depths", nargs="+", type=whole, default=[20, 56], help="CIFAR depths 6n+2 (default 20 56)")
+    gr.add_argument("--seeds", type=whole, default=2, help="seeds per variant and depth: 0 .. N-1 (default 2)")
     add_data_args(gr)
-    gr.add_argument("--train-images", type=int, default=None, help="use only the first N training images")
+    gr.add_argument("--train-images", type=whole, default=None, help="use only the first N training images")
     add_recipe_args(gr, epochs=10)
     gr.add_argument("--device", default="cpu",
                     help="cpu or cuda (cuda:<index> too, except on Ray, which gives each run one GPU as cuda)")
@@ -924,11 +942,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the Ray cluster for --executor ray: auto (the one `ray start` runs here), "
                          "ray://host:10001 (Ray Client) or host:port (its GCS). Default: a local Ray instance "
                          "on 127.0.0.1, stopped when the grid ends")
-    gr.add_argument("--workers", type=int, default=None,
+    gr.add_argument("--workers", type=whole, default=None,
                     help="runs training at once, one torch thread each: the pool's processes, or Ray tasks in "
                          "flight (default: 1 in this process; pool: one per CPU; ray: as many as the cluster's "
                          "CPUs and GPUs allow)")
-    gr.add_argument("--grad-every", type=int, default=0,
+    gr.add_argument("--grad-every", type=whole, default=0,
                     help="record gradient flow every N steps when training supports it (0: off)")
     gr.add_argument("--store", default=None, help="run store folder (default: $RESNET_LENS_HOME or ~/.resnet-lens)")
     gr.add_argument("--out", default=None, help="results + summary file, .json or .csv (written atomically)")
@@ -956,7 +974,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the default comparison (11 setups for 3 stages): the named modes, the last stage "
                             "fine-tuned, the first-k sweep frozen and fine-tuned, BN statistics frozen while "
                             "fine-tuning, the feature extractor under target and no normalisation")
-    tf.add_argument("--k", nargs="+", type=int, default=None,
+    tf.add_argument("--k", nargs="+", type=whole, default=None,
                     help="stages for last_k / first_k_* (0 .. the source's stages; several values sweep; default 1)")
     tf.add_argument("--bn", choices=["update", "frozen"], default=None,
                     help="copied, trainable BatchNorms: update their running statistics (default) or keep the "
@@ -968,16 +986,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a local ImageFolder tree as the target instead of the digits 5-9 (train/ + val/ folders, "
                          "or a seeded split); e.g. with a torchvision ImageNet state_dict as --source, which is "
                          "normalised with ImageNet's statistics")
-    tf.add_argument("--size", type=int, default=224, help="ImageFolder target: center crop (default 224)")
-    tf.add_argument("--resize", type=int, default=256,
+    tf.add_argument("--size", type=whole, default=224, help="ImageFolder target: center crop (default 224)")
+    tf.add_argument("--resize", type=whole, default=256,
                     help="ImageFolder target: shorter side before the crop (default 256, torchvision's eval transform)")
     tf.add_argument("--labels", nargs="+", default=["1", "5", "10", "20", "all"],
                     help="labelled training images per class, 'all' for every one (default 1 5 10 20 all)")
-    tf.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
-    tf.add_argument("--steps", type=int, default=300,
+    tf.add_argument("--seeds", nargs="+", type=whole, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    tf.add_argument("--steps", type=whole, default=300,
                     help="SGD steps per run, the same for every labels setting (rounded up to whole epochs)")
-    tf.add_argument("--batch-size", type=int, default=32, help="1 to 1,000,000 (default 32)")
-    tf.add_argument("--lr", type=float, default=0.02, help="learning rate, in (0, 10] (default 0.02, cosine)")
+    tf.add_argument("--batch-size", type=whole, default=32, help="1 to 1,000,000 (default 32)")
+    tf.add_argument("--lr", type=real, default=0.02, help="learning rate, in (0, 10] (default 0.02, cosine)")
     tf.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
     tf.add_argument("--store", default=None, help="run store folder (default: $RESNET_LENS_HOME or ~/.resnet-lens)")
     tf.add_argument("--keep-dir", default=None,

@@ -102,10 +102,34 @@ def check_address(address: str | None) -> str | None:
         return text
     rest = text.removeprefix("ray://")
     m = _HOST_PORT.match(rest)
-    if m is None or not 1 <= int(m["port"]) <= 65535:
+    if m is None or not 1 <= int(m["port"]) <= 65535 or m["port"].startswith("0") or not _valid_host(m["host"]):
         raise ConfigError(f"Ray address {address!r}: give 'auto', 'ray://host:port' (a Ray Client server, port "
                           f"{CLIENT_PORT} by default) or 'host:port' (a cluster's GCS address)")
     return text
+
+
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _valid_host(host: str) -> bool:
+    """An IPv4 address (four octets 0-255), a bracketed IPv6 address, or a DNS name (RFC 1123
+    labels: letters, digits and inner hyphens, 1-63 characters each, 253 in all)."""
+    import ipaddress
+
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    labels = host.split(".")
+    if all(label.isdigit() for label in labels):  # numeric: must be a real IPv4 address, not a name
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    return len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
 def address_from_env() -> str | None:

@@ -90,6 +90,9 @@ def variant(name: str) -> Variant:
                           "(or join them with '+')")
     if len(parts) == 1:
         return VARIANTS[parts[0]]
+    twice = sorted({p for p in parts if parts.count(p) > 1})
+    if twice:  # 'original+original' is 'original' under another name: a second run of the same net
+        raise ConfigError(f"{name}: {', '.join(twice)} named more than once; name each part once")
     changes: dict[str, Any] = {}
     for p in parts:
         for k, v in VARIANTS[p].changes.items():

@@ -17,6 +17,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal, SupportsIndex, TypeVar, get_args
 
+from .bounded import short_repr
 from .errors import SpecError
 
 BlockType = Literal["basic", "bottleneck"]
@@ -258,16 +259,21 @@ def as_int(x: object) -> int | None:
         return None
 
 
+#: An int given for a float field beyond this is refused before float() (which overflows past
+#: 1e308); a finite float goes on to the real ranges (e.g. |gate_bias| <= 20)
+MAX_FLOAT_FIELD = 10**9
+
+
 def _int_tuple(spec: ResNetSpec, name: str, what: str) -> tuple[int, ...]:
     value = getattr(spec, name)
     if not isinstance(value, (tuple, list)):
-        raise SpecError(f"{name} must be a tuple or list of integers, one per stage; got {value!r}")
+        raise SpecError(f"{name} must be a tuple or list of integers, one per stage; got {short_repr(value)}")
     out = []
     for i, x in enumerate(value):
         n = as_int(x)
         if n is None:
             raise SpecError(
-                f"stage {i + 1} of {name} is {x!r} ({type(x).__name__}); {what} must be whole "
+                f"stage {i + 1} of {name} is {short_repr(x)} ({type(x).__name__}); {what} must be whole "
                 f"numbers (int)"
             )
         out.append(n)
@@ -286,21 +292,24 @@ def _coerce(spec: ResNetSpec) -> None:
         value = getattr(spec, name)
         n = as_int(value)
         if n is None:
-            raise SpecError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+            raise SpecError(f"{name} must be an integer, got {short_repr(value)} ({type(value).__name__})")
         set_(spec, name, n)
     for name in _BOOL_FIELDS:
         value = getattr(spec, name)
         if not isinstance(value, bool):
-            raise SpecError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+            raise SpecError(f"{name} must be True or False, got {short_repr(value)} ({type(value).__name__})")
     for name in _FLOAT_FIELDS:
         value = getattr(spec, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise SpecError(f"{name} must be a finite number, got {value!r} ({type(value).__name__})")
+        # the range before any float arithmetic: math.isfinite(10**400) raises OverflowError
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (isinstance(value, float) and not math.isfinite(value))
+                or (isinstance(value, int) and abs(value) > MAX_FLOAT_FIELD)):
+            raise SpecError(f"{name} must be a finite number, got {short_repr(value, 30)} ({type(value).__name__})")
         set_(spec, name, float(value))
     for name in _STR_FIELDS:
         value = getattr(spec, name)
         if not isinstance(value, str):
-            raise SpecError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
+            raise SpecError(f"{name} must be a string, got {short_repr(value)} ({type(value).__name__})")
     # the choices as the plain strings of their Literal (a NumPy or other str subclass becomes str)
     set_(spec, "block", choice(spec.block, BLOCK_TYPES, "block"))
     set_(spec, "stem", choice(spec.stem, STEM_TYPES, "stem"))

@@ -62,7 +62,7 @@ def test_train_refuses_meaningless_numbers_before_any_work(tmp_path, capsys, bad
 def test_run_raises_and_main_prints(tmp_path, capsys):
     with pytest.raises(ConfigError, match="learning rate"):
         run([*TINY, "--lr", "nan", "--out", str(tmp_path / "r.pt")])
-    with pytest.raises(LensError, match="invalid float value"):  # usage errors are LensErrors for run()
+    with pytest.raises(LensError, match=r"--lr: 'x' is not a number"):  # usage errors are LensErrors for run()
         run([*TINY, "--lr", "x", "--out", str(tmp_path / "r.pt")])
     assert main([*TINY, "--out", str(tmp_path / "r.pt"), "--bogus"]) == 2
     assert "unrecognized arguments: --bogus" in one_error_line(capsys)
@@ -414,3 +414,34 @@ def test_lesion_size_is_the_input_size_of_a_bare_state_dict(tmp_path, capsys, ba
 def test_lesion_size_must_match_a_digits_checkpoint(tmp_path, capsys):
     assert main(["lesion", "--checkpoint", "digits_resnet20", "--size", "8", "--out", str(tmp_path / "l.csv")]) == 2
     assert "trained on 16 px" in one_error_line(capsys)
+
+
+# ------------------------------------------------------------------ numbers and names in ASCII only (issue 27)
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "١٢"], r"--epochs: '١٢' is not a whole number \(digits 0-9\)"),  # int() reads it as 12
+    (["--epochs", "1_0"], r"--epochs: '1_0' is not a whole number"),
+    (["--lr", "٠.١"], r"--lr: '٠.١' is not a number"),  # float() reads it as 0.1
+    (["--classes", "²,1"], r"--classes must be distinct digits"),  # '²'.isdigit() is True; int('²') raises
+    (["--classes", "٠,١"], r"--classes must be distinct digits"),
+])
+def test_numbers_are_ascii_digits_or_refused(tmp_path, args, message):
+    with pytest.raises(LensError, match=message):
+        run([*TINY, *args, "--out", str(tmp_path / "r.pt")])
+    assert not (tmp_path / "r.pt").exists()
+
+
+def test_a_variant_named_twice_in_a_combination_is_refused(tmp_path, capsys):
+    rc = main(["grid", "--variants", "original+original", "--depths", "8", "--seeds", "1", "--epochs", "1",
+               "--store", str(tmp_path / "s"), "--out", str(tmp_path / "g.json")])
+    assert rc == 2 and "original named more than once" in one_error_line(capsys)
+    assert not (tmp_path / "s").exists()  # refused before the store was made or anything trained
+
+
+@pytest.mark.parametrize("address", ["1.2.3.4.5:80", "999.1.1.1:6379", "host.:80", "a..b:80", "a-:80", "h:0080"])
+@pytest.mark.parametrize("command", ["grid", "paths"])
+def test_malformed_ray_addresses_are_refused_before_any_work(tmp_path, capsys, address, command):
+    extra = (["--variants", "original", "--depths", "8", "--seeds", "1", "--store", str(tmp_path / "s")]
+             if command == "grid" else ["--checkpoint", "digits_resnet20"])
+    rc = main([command, *extra, "--executor", "ray", "--address", address, "--out", str(tmp_path / "o.csv")])
+    assert rc == 2 and f"Ray address {address!r}" in one_error_line(capsys)
+    assert not (tmp_path / "o.csv").exists()
