@@ -354,6 +354,8 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+        # protocol 5 pickles arrays as _frombuffer(bytes, dtype, shape, order): data, no code
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
     }
 
     def find_class(self, module: str, name: str):
@@ -362,8 +364,9 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused to load {module}.{name}: not part of a CIFAR batch")
 
 
+# LookupError: the allowed _codecs.encode asked for a codec that does not exist
 _UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-                    OverflowError, RecursionError, MemoryError, struct.error)
+                    LookupError, OverflowError, RecursionError, MemoryError, struct.error)
 _MISSING = object()
 
 
@@ -539,12 +542,32 @@ def _fit(path: Path, im: PILImage.Image, size: int, resize: int | None) -> PILIm
     w, h = im.size
     s = resize / min(w, h)
     nw, nh = max(size, round(w * s)), max(size, round(h * s))
-    if nw * nh > MAX_IMAGE_PIXELS:
+    if nw * nh > image_pixel_limit():
         raise DatasetError(f"{path}: {w}x{h} with its shorter side resized to {resize} would be {nw}x{nh}, over the "
-                           f"{MAX_IMAGE_PIXELS:,}-pixel limit; expected a photo-like aspect ratio")
+                           f"{image_pixel_limit():,}-pixel limit; expected a photo-like aspect ratio")
     im = im.resize((nw, nh), Image.Resampling.BILINEAR)
     left, top = (nw - size) // 2, (nh - size) // 2
     return im.crop((left, top, left + size, top + size))
+
+
+#: Peak bytes per pixel while one image is decoded and converted: the decoded source (up to 4 bytes a
+#: pixel for RGBA or 32-bit grey), its RGB or float copy and the resize's working image. Measured: an
+#: 8,192 x 8,192 16-bit PNG peaks at 11.5 bytes a pixel above the process's baseline; 16 leaves room.
+DECODE_BYTES_PER_PIXEL = 16
+
+
+def image_pixel_limit() -> int:
+    """The most pixels an image header may declare: Pillow's decompression-bomb threshold, or less
+    where the memory budget cannot hold its decoding (:data:`DECODE_BYTES_PER_PIXEL`). Checked on the
+    header, before decoding; Pillow's own process-wide ``Image.MAX_IMAGE_PIXELS`` is left alone."""
+    return min(MAX_IMAGE_PIXELS, _memory_budget() // DECODE_BYTES_PER_PIXEL)
+
+
+def _pixel_limit_reason(limit: int) -> str:
+    if limit < MAX_IMAGE_PIXELS:
+        return (f"decoding it needs about {DECODE_BYTES_PER_PIXEL} bytes a pixel, and the memory budget is "
+                f"{_memory_budget():,} bytes; raise RESNET_LENS_MEMORY_BUDGET on a machine that has the memory")
+    return "Pillow's decompression-bomb threshold"
 
 
 def _decode_image(path: Path, size: int, resize: int | None, grayscale: bool) -> np.ndarray:
@@ -556,18 +579,19 @@ def _decode_image(path: Path, size: int, resize: int | None, grayscale: bool) ->
               TypeError, AttributeError, ZeroDivisionError, struct.error)
     with _open_regular(path, _IMAGE_EXPECTED) as f:
         try:
-            with Image.open(f) as src:
+            with Image.open(f) as src:  # reads the header only: nothing is decoded yet
                 w, h = src.size
-                if w < 1 or h < 1 or w * h > MAX_IMAGE_PIXELS:
+                limit = image_pixel_limit()
+                if w < 1 or h < 1 or w * h > limit:
                     raise DatasetError(f"{path}: declares {w}x{h} pixels; expected at least 1x1 and at most "
-                                       f"{MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)")
+                                       f"{limit:,} pixels (a decompression bomb? {_pixel_limit_reason(limit)})")
                 wide = src.mode in ("I", "F") or src.mode.startswith("I;")
                 im = _grey_wide(path, src) if wide else src.convert("L" if grayscale else "RGB")
                 arr = np.asarray(_fit(path, im, size, resize), dtype=np.float32)
         except DatasetError:
             raise
         except Image.DecompressionBombError as exc:
-            raise DatasetError(f"{path}: {exc}; expected at most {MAX_IMAGE_PIXELS:,} pixels") from exc
+            raise DatasetError(f"{path}: {exc}; expected at most {image_pixel_limit():,} pixels") from exc
         except errors as exc:
             raise DatasetError(f"{path}: unreadable image ({type(exc).__name__}: {exc}); expected "
                                f"{_IMAGE_EXPECTED}") from exc

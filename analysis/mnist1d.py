@@ -16,6 +16,7 @@ a :class:`~analysis.data.Dataset`.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import subprocess
@@ -87,11 +88,36 @@ def _check(arrays: dict[str, np.ndarray], where: str) -> None:
             raise DatasetError(f"{where}: {key} has labels outside 0..{CLASSES - 1}")
 
 
+def _check_headers(path: Path) -> None:
+    """Every array's declared shape and dtype, read from its ``.npy`` header (a few dozen bytes)
+    inside the ``.npz``: a damaged cache that declares a 300 GiB array is refused here, never
+    allocated (``np.load`` would allocate what the header says, then fail or run out of memory)."""
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+        for key, shape in SHAPES.items():
+            member = f"{key}.npy"
+            if member not in names:
+                continue  # _check names what is missing
+            with z.open(member) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    got, _, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    got, _, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise DatasetError(f"{path}: {member} has .npy format version {version}; expected 1.0 or 2.0")
+            if tuple(got) != shape or dtype.hasobject or dtype.itemsize > 8:
+                raise DatasetError(f"{path}: {member} declares a {dtype} array of shape {tuple(got)} "
+                                   f"({math.prod(got) * dtype.itemsize:,} bytes); expected shape {shape} of "
+                                   "numbers (8 bytes at most each)")
+
+
 def _read(path: Path) -> dict[str, np.ndarray]:
     """The four arrays of a cache file, checked; a DatasetError naming the file if it is unusable."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # never wait on a FIFO named like the cache
             raise DatasetError(f"{path}: not a regular file; expected the MNIST-1D cache (.npz)")
+        _check_headers(path)  # shapes and types from the .npy headers, before any array is read
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in SHAPES if key in npz.files}
     except DatasetError:

@@ -1,0 +1,249 @@
+"""Inputs small on disk that cost unbounded time or memory once read (issue 27): reference DAGs
+("billion laughs"), deep nesting, header bombs, and the strict metadata schema. Each test fails on the
+code before the fix (noted per test)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from analysis import bounded
+from analysis.checkpoints import load_checkpoint
+from analysis.errors import CheckpointError, ConfigError, DatasetError
+from analysis.meta import RunMeta
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "checkpoints" / "digits_resnet20.pt"
+
+
+def dag(levels: int) -> list:
+    """A list whose two items are the same list, ``levels`` deep: ``levels`` objects, 2**levels leaves."""
+    x: list = [0]
+    for _ in range(levels):
+        x = [x, x]
+    return x
+
+
+def deep_pickle_ops(depth: int) -> bytes:
+    """Pickle opcodes (protocol 2, no PROTO/STOP) for a list nested ``depth`` levels: EMPTY_LIST
+    ``depth`` times, then APPEND ``depth - 1`` times. Python's pickler would recurse to write it."""
+    return b"]" * depth + b"a" * (depth - 1)
+
+
+def with_deep_created(blob: bytes, depth: int) -> bytes:
+    """A torch zip checkpoint whose ``meta["created"]`` (a placeholder string) becomes a list nested
+    ``depth`` levels, by replacing the string's opcodes in ``data.pkl``."""
+    src = zipfile.ZipFile(io.BytesIO(blob))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                marker = "DEEP-PLACEHOLDER".encode()
+                op = b"X" + struct.pack("<I", len(marker)) + marker  # BINUNICODE
+                assert data.count(op) == 1
+                data = data.replace(op, deep_pickle_ops(depth))
+            z.writestr(info, data)
+    return out.getvalue()
+
+
+def shipped_with(created: object) -> bytes:
+    obj = torch.load(SHIPPED, weights_only=True)
+    obj["meta"]["created"] = created
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------ the bounded reader itself
+def test_the_bounded_reader_counts_a_tree_not_the_objects():
+    assert bounded.check_bounded(dag(10), "x", CheckpointError) == 2**11 - 1 + 2**10  # lists + leaves
+    with pytest.raises(CheckpointError, match=r"x expands to more than 2,000,000 values .*billion laughs"):
+        bounded.check_bounded(dag(40), "x", CheckpointError)  # 40 objects: a set of visited ids passes it
+    cyc: list = []
+    cyc.append(cyc)
+    with pytest.raises(CheckpointError, match="contains itself"):
+        bounded.check_bounded(cyc, "x", CheckpointError)
+    deep: list = []
+    cur = deep
+    for _ in range(200_000):
+        nxt: list = []
+        cur.append(nxt)
+        cur = nxt
+    with pytest.raises(CheckpointError, match="nested more than 64 levels"):  # no RecursionError
+        bounded.check_bounded(deep, "x", CheckpointError)
+    ok = {"a": [1, (2, 3)], "b": {"c": "d"}}
+    assert bounded.check_bounded(ok, "x", CheckpointError) == 11
+    assert bounded.check_bounded(np.zeros(10**6), "x", CheckpointError) == 1  # an array is one value
+    limits = {"max_depth": 3}
+    bounded.check_bounded([[[1]]], "x", CheckpointError, **limits)
+    with pytest.raises(CheckpointError, match="more than 3 levels"):
+        bounded.check_bounded([[[[1]]]], "x", CheckpointError, **limits)
+
+
+def test_short_repr_survives_what_repr_does_not():
+    deep: list = []
+    cur = deep
+    for _ in range(100_000):
+        nxt: list = []
+        cur.append(nxt)
+        cur = nxt
+    with pytest.raises(RecursionError):
+        repr(deep)
+    assert bounded.short_repr(deep) == "[[[[...]]]]"
+    assert len(bounded.short_repr("x" * 10**6)) <= 80
+
+
+# ------------------------------------------------------------------ checkpoints
+def test_a_reference_dag_in_metadata_is_refused_at_once():
+    # before: load_checkpoint walked str(meta["created"]) over 2**40 items (> 120 s, 800 MB)
+    blob = shipped_with(dag(40))
+    assert len(blob) < len(SHIPPED.read_bytes()) + 2000
+    t = time.perf_counter()
+    with pytest.raises(CheckpointError, match=r"bomb\.pt: the pickled structure expands to more than 2,000,000 values"):
+        load_checkpoint(blob, name="bomb.pt")
+    assert time.perf_counter() - t < 5
+
+
+@pytest.mark.parametrize("depth", [3_000, 1_000_000])
+def test_metadata_nested_deep_is_one_sentence(depth):
+    blob = with_deep_created(shipped_with("DEEP-PLACEHOLDER"), depth)
+    with pytest.raises(CheckpointError, match="nested more than 64 levels deep"):
+        load_checkpoint(blob, name="deep.pt")
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("versions", ["torch", "2.13"], "versions must map names to text"),  # before: accepted as {}? no: str()
+    ("versions", {"torch": 2.13}, "versions must map names to text"),  # before: str(2.13), silently
+    ("created", 12345, "created must be text"),  # before: str(12345)
+    ("command", ["python"], "command must be text"),
+    ("train_seconds", "12.5", "train_seconds must be a number"),  # before: float("12.5")
+    ("status", "done", "status must be 'complete' or 'cancelled'"),  # before: read as complete
+    ("history", {"epoch": 1}, "history must be a list"),
+    ("final", {"test_acc": "0.9"}, r"final: 'test_acc' -> '0.9'; expected a name and a number"),
+    ("normalisation", {"mean": [0.5], "std": [0.2], "extra": 1}, "normalisation must hold exactly"),
+    ("optimizer", "adam", "unknown keys: optimizer"),  # before: ignored
+])
+def test_metadata_schema_is_strict(key, value, message):
+    meta = torch.load(SHIPPED, weights_only=True)["meta"]
+    d = {k: v for k, v in meta.items() if k != "spec"}
+    d[key] = value
+    with pytest.raises(CheckpointError, match=message):
+        RunMeta.from_dict(d)
+
+
+def test_an_unknown_format_version_is_refused_with_the_version_read():
+    obj = torch.load(SHIPPED, weights_only=True)
+    obj["format"] = "resnet-lens/2"
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with pytest.raises(CheckpointError, match=r"its format is 'resnet-lens/2'; this version of ResNet Lens reads "
+                                              r"'resnet-lens/1'"):
+        load_checkpoint(buf.getvalue(), name="new.pt")
+    obj["format"] = "resnet-lens/1"
+    obj["extra"] = torch.zeros(1)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with pytest.raises(CheckpointError, match="unknown top-level keys 'extra'"):
+        load_checkpoint(buf.getvalue(), name="extra.pt")
+
+
+# ------------------------------------------------------------------ CIFAR batches
+def _cifar(root: Path, batch2: object | bytes) -> Path:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
+        (root / name).write_bytes(pickle.dumps(d, protocol=2))
+    (root / "data_batch_2").write_bytes(batch2 if isinstance(batch2, bytes) else pickle.dumps(batch2, protocol=2))
+    return root
+
+
+def test_cifar_labels_as_a_reference_dag_or_deep_are_refused(tmp_path):
+    from analysis.data import load_cifar10
+
+    data = np.zeros((4, 3072), dtype=np.uint8)
+    with pytest.raises(DatasetError, match=r"data_batch_2: the pickled batch expands to more than 2,000,000"):
+        load_cifar10(_cifar(tmp_path / "a", {b"data": data, b"labels": dag(40)}))
+    head = pickle.dumps({b"data": data, b"labels": "DEEP-PLACEHOLDER"}, protocol=2)
+    op = b"X" + struct.pack("<I", 16) + b"DEEP-PLACEHOLDER"
+    with pytest.raises(DatasetError, match=r"data_batch_2: .*(nested more than 64 levels|RecursionError)"):
+        load_cifar10(_cifar(tmp_path / "b", head.replace(op, deep_pickle_ops(100_000))))
+
+
+def test_cifar_protocol_5_reads_and_an_unknown_codec_is_refused(tmp_path):
+    from analysis.data import load_cifar10
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+    good = pickle.dumps({b"data": data, b"labels": [0, 1, 2, 3]}, protocol=5)  # before: refused
+    ds = load_cifar10(_cifar(tmp_path / "p5", good))
+    assert len(ds.y_train) == 20
+    # _codecs.encode is allowed (Python 2 pickles of bytes use it); an unknown codec raised LookupError
+    bad = (b"\x80\x02c_codecs\nencode\nq\x00X\x01\x00\x00\x00aX\x08\x00\x00\x00no-suchq\x01\x86q\x02Rq\x03.")
+    with pytest.raises(DatasetError, match="not a valid CIFAR-10 python batch"):
+        load_cifar10(_cifar(tmp_path / "codec", bad))
+
+
+# ------------------------------------------------------------------ images and .npy headers
+def test_image_pixels_are_bounded_by_the_memory_budget_before_decoding(tmp_path, monkeypatch):
+    from analysis.data import load_image_folder
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            Image.new("RGB", (8, 8), (i, 2, 3)).save(tmp_path / c / f"{i}.png")
+    Image.new("L", (1100, 1000)).save(tmp_path / "a" / "big.png")  # 1.1 M pixels
+    monkeypatch.setenv("RESNET_LENS_MEMORY_BUDGET", "16M")  # 16 MiB / 16 bytes a pixel = 1,048,576 pixels
+    with pytest.raises(DatasetError, match=r"big\.png: declares 1100x1000 pixels; .*at most 1,048,576 pixels .*"
+                                           r"memory budget is 16,777,216 bytes"):
+        load_image_folder(tmp_path, size=8)
+    monkeypatch.setenv("RESNET_LENS_MEMORY_BUDGET", "64M")
+    assert load_image_folder(tmp_path, size=8).x_train.shape[1:] == (3, 8, 8)
+
+
+def _npz_declaring(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """An .npz whose members' .npy headers declare ``shapes`` (float64) with a few bytes of data."""
+    with zipfile.ZipFile(path, "w") as z:
+        for key, shape in shapes.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+            z.writestr(f"{key}.npy", buf.getvalue() + b"\0" * 64)
+
+
+def test_an_mnist1d_cache_declaring_300_gib_is_refused_from_its_header(tmp_path, monkeypatch):
+    from analysis import mnist1d
+
+    monkeypatch.setenv("RESNET_LENS_HOME", str(tmp_path))
+    path = mnist1d.cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    huge = {key: shape for key, shape in mnist1d.SHAPES.items()}
+    huge["x"] = (200_000, 200_000)  # 320 GB of float64
+    _npz_declaring(path, huge)
+    with pytest.raises(DatasetError, match=r"x\.npy declares a float64 array of shape \(200000, 200000\) "
+                                           r"\(320,000,000,000 bytes\)"):
+        mnist1d._read(path)  # before: MemoryError (or the machine's memory)
+
+
+# ------------------------------------------------------------------ results files and JSON
+def test_results_files_nested_deep_are_one_sentence(tmp_path):
+    from analysis import grid, transfer
+
+    f = tmp_path / "r.json"
+    f.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="nested too deep to read"):
+        grid.load_results(str(f))
+    with pytest.raises(DatasetError, match="nested too deep to read"):
+        transfer.load_results(str(f))
+    f.write_text('{"a": ' * 100 + "1" + "}" * 100)
+    with pytest.raises(ConfigError, match="nested more than 64 levels"):
+        grid.load_results(str(f))
