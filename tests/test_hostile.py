@@ -48,7 +48,7 @@ def with_deep_created(blob: bytes, depth: int) -> bytes:
         for info in src.infolist():
             data = src.read(info.filename)
             if info.filename.endswith("data.pkl"):
-                marker = "DEEP-PLACEHOLDER".encode()
+                marker = b"DEEP-PLACEHOLDER"
                 op = b"X" + struct.pack("<I", len(marker)) + marker  # BINUNICODE
                 assert data.count(op) == 1
                 data = data.replace(op, deep_pickle_ops(depth))
