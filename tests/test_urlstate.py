@@ -457,3 +457,25 @@ bootstrap._print_url(False)
     assert out.returncode == 0, out.stderr[-2000:] + out.stdout[-2000:]
     assert "URL: http://localhost:8501" in out.stdout
     assert "External URL" not in out.stdout
+
+
+def test_a_link_too_long_to_walk_is_refused_before_the_page_runs():
+    """Issue 27: URL values bounded (how many values, how long each) before anything decodes them."""
+    from ui import urlstate
+
+    at = app({"deleted": [f"layer1.{i}" for i in range(urlstate.MAX_VALUES + 1)],
+              "data_path": "x" * (urlstate.MAX_TEXT + 1)}, page="lesion")
+    clean(at)
+    (w,) = at.warning
+    assert f"is too long ({urlstate.MAX_VALUES + 1:,} values" in w.value
+    assert f"the longest {urlstate.MAX_TEXT + 1:,} characters" in w.value
+    assert ticked(at) == [] and "deleted" not in url(at)
+    # over Streamlit's own limit the whole query string is dropped before any page sees it: said so
+    from streamlit.runtime.state import query_params as stq
+
+    assert (stq.CLIENT_STATE_QUERY_STRING_MAX_FIELDS, stq.CLIENT_STATE_QUERY_STRING_MAX_LENGTH) == (
+        urlstate.ST_MAX_FIELDS, urlstate.ST_MAX_CHARS)  # a Streamlit upgrade that moves them is caught here
+    at = app({"deleted": [f"layer1.{i}" for i in range(urlstate.ST_MAX_FIELDS + 1)]}, page="lesion")
+    clean(at)
+    (w,) = at.warning
+    assert "the whole query string (1,001 parameters" in w.value and "none of it was read" in w.value

@@ -56,6 +56,14 @@ KIND_TEXT: dict[Kind, str] = {
 NONE = "none"  # a selectbox whose choices include None (e.g. "label nodes with: none")
 _WARNINGS = "_urlstate_warnings"  # what a run that had to start over could not use, shown by the next run
 _WRITTEN = "_urlstate_written"  # (page, query) last written: a page switch that keeps it brings no link
+# A link is typed by hand or shared: bounded before anything walks it (a page's longest list, the
+# lesion lab's deleted blocks of a 152-layer net, has 50 items; its longest text is a folder path)
+MAX_VALUES = 500
+MAX_TEXT = 4096
+# Streamlit's own limits: a query string over either is dropped whole before any page sees it
+# (streamlit.runtime.state.query_params.sanitize_query_string); said here, not dropped in silence
+ST_MAX_FIELDS = 1000
+ST_MAX_CHARS = 512 * 1024
 _INT = re.compile(r"[+-]?\d{1,18}")  # 18 digits: no huge-number conversion from a hand-edited link
 _FLOAT = re.compile(r"[+-]?(\d{1,30}(\.\d{0,30})?|\.\d{1,30})([eE][+-]?\d{1,3})?")
 
@@ -243,6 +251,17 @@ def _history_navigation() -> bool:
     return bool(getattr(ctx, "is_history_navigation", False))
 
 
+def _dropped_query() -> str | None:
+    """What to say when Streamlit ignored the whole query string for being over its limits."""
+    ctx = get_script_run_ctx()
+    text = str(getattr(ctx, "query_string", "") or "")
+    fields = text.count("&") + 1 if text else 0
+    if len(text) > ST_MAX_CHARS or fields > ST_MAX_FIELDS:
+        return (f"the whole query string ({fields:,} parameters, {len(text):,} characters) is over Streamlit's "
+                f"limits of {ST_MAX_FIELDS:,} parameters and {ST_MAX_CHARS:,} characters, so none of it was read")
+    return None
+
+
 def _incoming() -> dict[str, list[str]]:
     return {name: st.query_params.get_all(name) for name in st.query_params}
 
@@ -259,6 +278,11 @@ def _seed(params: PageParams, incoming: Mapping[str, list[str]], problems: list[
         key = params.key(name)
         if key in st.session_state and not history:
             continue  # the session's own value is newer than the link it came from
+        if len(raw) > MAX_VALUES or any(len(v) > MAX_TEXT for v in raw):
+            problems.append(f"{_shown(name, raw[:2])} is too long ({len(raw):,} values, the longest "
+                            f"{max(map(len, raw)):,} characters; at most {MAX_VALUES:,} values of "
+                            f"{MAX_TEXT:,} characters are read)")
+            continue
         value = decode(raw, kind)
         if value is INVALID:
             problems.append(f"{_shown(name, raw)} is not {KIND_TEXT[kind]}")
@@ -315,6 +339,10 @@ def run(page: StreamlitPage, name: str) -> None:
     last_page, last_query = st.session_state.get(_WRITTEN, (name, None))
     if last_page != name and incoming == last_query:
         incoming = {}  # switched page with the previous page's query still attached: not a link to this one
+    if not incoming:
+        dropped = _dropped_query()
+        if dropped:
+            problems.append(dropped)
     seeded = _seed(params, incoming, problems)
     try:
         page.run()
