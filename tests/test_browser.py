@@ -321,3 +321,43 @@ def test_one_d_views_render(server, browser, query):
     # the seed block with 128 -> 256 and out += x is one error box by design (the diagnosis)
     expect(page.get_by_test_id("stAlertContentError")).to_have_count(1 if "seed_shortcut" in query else 0)
     page.close()
+
+
+def test_five_bomb_uploads_at_once_leave_the_server_answering(server, browser, tmp_path):
+    """Issue 27, item 3: a checkpoint whose metadata is a 40-level reference DAG (a few hundred bytes
+    more than the shipped file) once kept the loader walking 2**40 items per upload, one server thread
+    each. Five at once: each is refused in one sentence, and the server answers meanwhile."""
+    import io
+    import urllib.request
+
+    import torch
+
+    obj = torch.load(ROOT / "checkpoints" / "digits_resnet20.pt", weights_only=True)
+    x: list = [0]
+    for _ in range(40):
+        x = [x, x]
+    obj["meta"]["created"] = x
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    path = tmp_path / "bomb.pt"
+    path.write_bytes(buf.getvalue())
+    pages = [browser.new_page(viewport={"width": 1400, "height": 1600}) for _ in range(5)]
+    for page in pages:
+        upload_in_explorer(page, server, path)  # returns once the file is handed over: the five overlap
+    t = time.monotonic()
+    with urllib.request.urlopen(f"{server}/_stcore/health", timeout=10) as reply:
+        assert reply.status == 200
+    assert time.monotonic() - t < 2.0
+    probe = browser.new_page()
+    t = time.monotonic()
+    probe.goto(f"{server}/theory")
+    expect(probe.get_by_role("heading").first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    answered = time.monotonic() - t
+    for page in pages:
+        box = page.get_by_test_id("stAlertContentError")
+        expect(box).to_have_count(1, timeout=RUN_TIMEOUT_MS)
+        assert "bomb.pt: the pickled structure expands to more than 2,000,000 values" in box.inner_text()
+        expect(page.get_by_test_id("stException")).to_have_count(0)
+        page.close()
+    probe.close()
+    assert answered < 15, f"a new page took {answered:.1f} s while five bombs were refused"
