@@ -41,7 +41,7 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 
 def parse_bytes(text: str, what: str = ENV_VAR) -> int:
     """``"8G"`` -> 8 GiB in bytes. Binary multiples (K, M, G, T, P; an optional ``B`` or ``iB``);
     a bare number is bytes. Anything else, or a size below 1 MiB, is a ConfigError naming ``what``."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(?:i?b)?\s*", str(text), flags=re.IGNORECASE)
+    m = re.fullmatch(r"(?a)\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(?:i?b)?\s*", str(text), flags=re.IGNORECASE)
     if not m:
         raise ConfigError(f"{what}={text!r} is not a memory size: give bytes or a number with K, M, G or T "
                           "(binary multiples), e.g. 8G or 512M")

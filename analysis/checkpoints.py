@@ -120,7 +120,7 @@ def _safe_load(source: str | Path | bytes, name: str) -> object:
 def _stage_blocks(sd: Mapping[str, Tensor]) -> list[int]:
     counts: dict[int, int] = {}
     for k in sd:
-        m = re.match(r"layer(\d+)\.(\d+)\.", k)
+        m = re.match(r"(?a)layer(\d+)\.(\d+)\.", k)
         if m:
             s, b = int(m.group(1)), int(m.group(2))
             counts[s] = max(counts.get(s, 0), b + 1)

@@ -67,7 +67,7 @@ CLIENT_PORT = 10001  # the Ray Client server's default port
 CONNECT_TIMEOUT_S = 5.0  # a cluster that does not accept a TCP connection within this is reported unreachable
 # Ray's own switches, read when ray is imported (see the module docstring)
 _ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})$")
+_HOST_PORT = re.compile(r"(?a)^(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})$")
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -77,7 +77,7 @@ class TrainConfig:
         if not isinstance(self.augment, bool):
             raise ConfigError(f"augment must be true or false, got {self.augment!r}")
         integer(self.seed, 0, 2**63 - 1, "seed")
-        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d{1,3})?", self.device):
+        if not isinstance(self.device, str) or not re.fullmatch(r"(?a)cpu|cuda(:\d{1,3})?", self.device):
             raise ConfigError(f"device must be cpu, cuda or cuda:<index>, got {self.device!r}")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
@@ -125,14 +125,14 @@ class DatasetInfo:
     def digit_classes(self) -> tuple[int, ...] | None:
         """The classes of a class subset of the embedded digits or MNIST-1D ('digits16[0,1,2,3,4]',
         'mnist1d[0,1,2,3,4]': a transfer-learning source), else None."""
-        m = re.fullmatch(r"(?:digits\d+|mnist1d)\[([0-9](?:,[0-9])*)\]", self.name)
+        m = re.fullmatch(r"(?a)(?:digits\d+|mnist1d)\[([0-9](?:,[0-9])*)\]", self.name)
         return tuple(int(c) for c in m.group(1).split(",")) if m else None
 
     @property
     def is_mnist1d(self) -> bool:
         """MNIST-1D, whole, a training subset (``mnist1d[:n]``, whose test split is still whole) or a
         class subset (``mnist1d[0,1,2,3,4]``); an ImageFolder merely named "mnist1d_png" is not it."""
-        return re.fullmatch(r"mnist1d(\[:\d+\]|\[[0-9](,[0-9])*\])?", self.name) is not None
+        return re.fullmatch(r"(?a)mnist1d(\[:\d+\]|\[[0-9](,[0-9])*\])?", self.name) is not None
 
     @property
     def embedded(self) -> str | None:
@@ -312,7 +312,7 @@ def _status(v: object) -> Status:
     # earlier files wrote "cancelled after N epochs"
     if v is None or v == "complete":
         return "complete"
-    if isinstance(v, str) and (v == "cancelled" or re.fullmatch(r"cancelled after \d+ epochs?", v)):
+    if isinstance(v, str) and (v == "cancelled" or re.fullmatch(r"(?a)cancelled after \d+ epochs?", v)):
         return "cancelled"
     raise CheckpointError(f"checkpoint metadata status must be 'complete' or 'cancelled', got {short_repr(v)}")
 

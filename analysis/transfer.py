@@ -415,7 +415,7 @@ def adaptation_notes(source: Checkpoint, target: Dataset, *, folder: bool = Fals
     return notes
 
 
-_SUBSET = re.compile(r"(digits\d+|mnist1d)(?:\[([0-9](?:,[0-9])*)\])?")
+_SUBSET = re.compile(r"(?a)(digits\d+|mnist1d)(?:\[([0-9](?:,[0-9])*)\])?")
 
 
 def overlap_note(source: Checkpoint, target: Dataset) -> str | None:

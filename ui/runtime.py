@@ -37,7 +37,7 @@ TRIM_SECONDS = 30.0
 def torch_threads() -> int | None:
     """The intra-op thread count to use: ``RESNET_LENS_TORCH_THREADS``, else 1; None for torch's default."""
     raw = os.environ.get("RESNET_LENS_TORCH_THREADS", "1").strip()
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # '²'.isdigit() is True and int('²') raises
         raise ConfigError(f"RESNET_LENS_TORCH_THREADS must be a whole number (0 = torch's default), got {raw!r}")
     return int(raw) or None
 

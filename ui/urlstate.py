@@ -64,8 +64,9 @@ MAX_TEXT = 4096
 # (streamlit.runtime.state.query_params.sanitize_query_string); said here, not dropped in silence
 ST_MAX_FIELDS = 1000
 ST_MAX_CHARS = 512 * 1024
-_INT = re.compile(r"[+-]?\d{1,18}")  # 18 digits: no huge-number conversion from a hand-edited link
-_FLOAT = re.compile(r"[+-]?(\d{1,30}(\.\d{0,30})?|\.\d{1,30})([eE][+-]?\d{1,3})?")
+# [0-9], not \d: \d is every script's digit, and int() reads '١٢' as 12 (found by tests/fuzz/shapes.py)
+_INT = re.compile(r"[+-]?[0-9]{1,18}")  # 18 digits: no huge-number conversion from a hand-edited link
+_FLOAT = re.compile(r"[+-]?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,3})?")
 
 
 class Invalid:
