@@ -703,6 +703,11 @@ def cmd_transfer(args: argparse.Namespace, stop: Stop) -> int:
         check_int("--resize", args.resize, 1, 8192)
         target = tr.folder_target(ck, args.target_path, size=args.size, resize=args.resize)
     tr.check_plan(ck, plan, target)  # labels a class cannot give, a source the target does not fit: before any run
+    if args.keep_dir is not None:  # where kept nets go: checked now, not after the first run has trained
+        keep_dir = Path(args.keep_dir)
+        if keep_dir.exists() and not keep_dir.is_dir():
+            raise ConfigError(f"--keep-dir {keep_dir} exists and is not a folder")
+        check_writable(keep_dir / "kept-net.pt", what="--keep-dir")
     from .runstore import RunStore
 
     store = RunStore(args.store)
@@ -855,8 +860,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "batch and save the finished epochs as a cancelled checkpoint.")
     t.add_argument("--model", default="cifar_resnet20",
                    help=f"built-in name ({', '.join(MODELS)}) or cifar_resnet<6n+2>; prefixes plain_/preact_ work")
-    t.add_argument("--plain", action="store_true", help="train the plain twin (shortcuts removed)")
-    t.add_argument("--preact", action="store_true", help="use pre-activation blocks")
+    t.add_argument("--plain", action="store_const", const=True, default=None, help="train the plain twin (shortcuts removed)")
+    t.add_argument("--preact", action="store_const", const=True, default=None, help="use pre-activation blocks")
     add_data_args(t)
     t.add_argument("--classes", default=None,
                    help="digits or mnist1d: train on these classes, e.g. 0,1,2,3,4 (relabelled 0..k-1; a transfer source)")

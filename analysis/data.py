@@ -609,6 +609,13 @@ def _scan_tree(d: Path, expected: list[str] | None, max_per_class: int | None,
     classes = [n for n in _list_dir(d) if _kind(d / n) == stat.S_IFDIR]
     if not classes:
         raise DatasetError(f"{d}: no class folders found; expected {d}/<class>/<image>.png")
+    # a folder name that is not UTF-8 comes back with surrogate escapes: no text (a table, a results
+    # file, a run-store key) can hold it; said here, not as an encoding error after training
+    bad = [n for n in classes if not _is_text(n)]
+    if bad:
+        raw = os.fsencode(bad[0])
+        raise DatasetError(f"{d}: the class folder name {raw!r} is not UTF-8 text; rename it (class names are "
+                           "shown and stored as text)")
     if expected is not None:
         extra, absent = sorted(set(classes) - set(expected)), sorted(set(expected) - set(classes))
         if extra:
@@ -629,6 +636,14 @@ def _scan_tree(d: Path, expected: list[str] | None, max_per_class: int | None,
         raise DatasetError(f"{d}: class folders with no images ({len(empty)} of {len(classes)}): {shown}; expected "
                            f"files with extensions {', '.join(IMAGE_EXTENSIONS)} in every class folder")
     return classes, files
+
+
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_images(files: list[list[Path]], size: int, resize: int | None, grayscale: bool) -> tuple[Tensor, Tensor]:

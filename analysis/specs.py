@@ -592,7 +592,7 @@ CIFAR_DEPTHS = tuple(s.name for s in _BUILTIN if s.family == "cifar")
 ONE_D_MODELS = tuple(s.name for s in _BUILTIN if s.dims == 1)
 
 
-def get_spec(name: str, *, plain: bool = False, preact: bool = False,
+def get_spec(name: str, *, plain: bool | None = None, preact: bool | None = None,
              stride_on: StridePlacement | None = None, shortcut: ShortcutOption | None = None,
              input_size: int | None = None, num_classes: int | None = None) -> ResNetSpec:
     """Look up a built-in spec by name (``plain_`` / ``preact_`` prefixes and ``cifar_resnetN``
@@ -603,13 +603,17 @@ def get_spec(name: str, *, plain: bool = False, preact: bool = False,
     if not isinstance(name, str):
         raise SpecError(f"model name must be a string such as 'resnet50', got {name!r} ({type(name).__name__})")
     for flag, value in (("plain", plain), ("preact", preact)):
-        if not isinstance(value, bool):
-            raise SpecError(f"{flag} must be True or False, got {value!r} ({type(value).__name__})")
+        if value is not None and not isinstance(value, bool):
+            raise SpecError(f"{flag} must be True, False or None, got {value!r} ({type(value).__name__})")
     key = name.strip()
-    if key.startswith("plain_"):
-        plain, key = True, key[len("plain_"):]
-    if key.startswith("preact_"):
-        preact, key = True, key[len("preact_"):]
+    flags = {"plain": plain, "preact": preact}
+    for flag in ("plain", "preact"):  # the prefixes in this order: plain_preact_resnet50
+        if key.startswith(f"{flag}_"):
+            if flags[flag] is False:  # the name and the flag disagree: neither is guessed
+                raise SpecError(f"{name!r} names a {flag} net but {flag}=False was asked for; drop the "
+                                f"'{flag}_' prefix or the {flag}=False")
+            flags[flag], key = True, key[len(flag) + 1:]
+    plain, preact = bool(flags["plain"]), bool(flags["preact"])
     family = "resnet1d_" if key.startswith("resnet1d_") else "cifar_resnet"
     digits = key[len(family):]
     if key in MODELS:

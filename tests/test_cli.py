@@ -445,3 +445,13 @@ def test_malformed_ray_addresses_are_refused_before_any_work(tmp_path, capsys, a
     rc = main([command, *extra, "--executor", "ray", "--address", address, "--out", str(tmp_path / "o.csv")])
     assert rc == 2 and f"Ray address {address!r}" in one_error_line(capsys)
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_transfer_keep_dir_is_checked_before_any_run(tmp_path, capsys):
+    """Issue 28, item 9: a --keep-dir that cannot hold files was found only after the first run trained."""
+    (tmp_path / "afile").write_text("x")
+    rc = main(["transfer", "--keep-dir", str(tmp_path / "afile"), "--store", str(tmp_path / "s"),
+               "--out", str(tmp_path / "t.json")])
+    line = one_error_line(capsys)
+    assert rc == 2 and "--keep-dir" in line and "exists and is not a folder" in line, line
+    assert not (tmp_path / "s").exists()  # nothing trained, no store made

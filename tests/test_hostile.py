@@ -247,3 +247,18 @@ def test_results_files_nested_deep_are_one_sentence(tmp_path):
     f.write_text('{"a": ' * 100 + "1" + "}" * 100)
     with pytest.raises(ConfigError, match="nested more than 64 levels"):
         grid.load_results(str(f))
+
+
+def test_a_class_folder_name_that_is_not_utf8_is_refused_before_any_work(tmp_path):
+    """Issue 28, item 9: it crashed `transfer --target-path` with UnicodeEncodeError after training."""
+    import os
+
+    from analysis.data import load_image_folder
+
+    for name in (b"\xff\xfecls", b"ok"):
+        d = Path(os.fsdecode(bytes(tmp_path) + b"/" + name))
+        d.mkdir()
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i, 0, 0)).save(d / f"{i}.png")
+    with pytest.raises(DatasetError, match=r"the class folder name b'\\xff\\xfecls' is not UTF-8 text; rename it"):
+        load_image_folder(tmp_path, size=8)

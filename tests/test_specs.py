@@ -256,11 +256,10 @@ def test_get_spec_refuses_names_that_are_not_strings(bad):
 
 
 @pytest.mark.parametrize("kw,message", [
-    (dict(plain="yes"), "plain must be True or False, got 'yes'"),
-    (dict(plain="False"), "plain must be True or False"),
-    (dict(plain=None), "plain must be True or False"),
-    (dict(preact=1), "preact must be True or False, got 1 \\(int\\)"),
-    (dict(preact=np.bool_(True)), "preact must be True or False"),
+    (dict(plain="yes"), "plain must be True, False or None, got 'yes'"),
+    (dict(plain="False"), "plain must be True, False or None"),
+    (dict(preact=1), "preact must be True, False or None, got 1 \\(int\\)"),
+    (dict(preact=np.bool_(True)), "preact must be True, False or None"),
     (dict(input_size="32"), "input_size must be an integer, got '32' \\(str\\)"),
     (dict(input_size=64.0), "input_size must be an integer, got 64.0 \\(float\\)"),
     (dict(input_size=True), "input_size must be an integer, got True \\(bool\\)"),
@@ -388,3 +387,13 @@ def test_block_config_takes_numpy_ints_and_the_bounds():
     assert all(type(getattr(cfg, f)) is int for f in ("cin", "cout", "width", "size", "stride", "groups"))
     assert cfg == BlockConfig("bottleneck", 256, 256, 64, 4096, 2, 32)
     assert len(block_terms(BlockConfig("basic", 65536, 65536, 65536, 4096))) > 0
+
+
+def test_a_flag_that_contradicts_the_name_is_refused():
+    """Issue 28, item 9: get_spec('plain_resnet18', plain=False) returned the plain net."""
+    with pytest.raises(SpecError, match="'plain_resnet18' names a plain net but plain=False was asked for"):
+        get_spec("plain_resnet18", plain=False)
+    with pytest.raises(SpecError, match="names a preact net but preact=False"):
+        get_spec("preact_resnet18", preact=False)
+    assert not get_spec("plain_resnet18").residual and not get_spec("plain_resnet18", plain=True).residual
+    assert get_spec("resnet18", plain=False).residual and get_spec("resnet18", plain=None).residual

@@ -267,7 +267,8 @@ def valid_get_spec(rng: random.Random) -> tuple[str, dict[str, Any]]:
     if rng.random() < 0.3:
         kw["num_classes"] = rng.choice([1, 10, 100, MAX_CLASSES])
     if rng.random() < 0.2:
-        kw[rng.choice(["plain", "preact"])] = rng.random() < 0.5
+        flag, value = rng.choice(["plain", "preact"]), rng.random() < 0.5
+        kw[flag] = value or f"{flag}_" in name  # False beside a plain_/preact_ name contradicts it: an error case
     return name, kw
 
 
@@ -354,6 +355,9 @@ def spec_api_cases() -> list[Case]:
     for _ in range(45):
         name, kw = valid_get_spec(rng)
         add(f"get-valid-{name}-{sorted(kw)}", lambda name=name, kw=kw: get_spec(name, **kw), "valid", exact_totals)
+    for name, flag in (("plain_resnet18", "plain"), ("preact_cifar_resnet20", "preact"),
+                       ("plain_preact_resnet50", "preact")):
+        add(f"get-contradiction-{name}-{flag}", lambda name=name, flag=flag: get_spec(name, **{flag: False}), "error")
     add("get-valid-cifar_resnet12002", lambda: get_spec("cifar_resnet12002"), "valid",
         lambda spec: spec.layers == (MAX_BLOCKS_PER_STAGE,) * 3 and totals(spec).params == reference_params(spec))
     for _ in range(55):
