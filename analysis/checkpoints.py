@@ -9,6 +9,7 @@ state_dict works too: its architecture is inferred from key names and tensor sha
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import re
@@ -109,7 +110,28 @@ def _payload(model: ResNet, meta: RunMeta | None) -> dict:
     sd = model.state_dict()
     meta = dataclasses.replace(meta or RunMeta(), content_sha256=state_dict_hash(sd))
     plain_meta = json.loads(json.dumps({**meta.to_dict(), "spec": spec_to_dict(model.spec)}))
-    return {"format": FORMAT, "state_dict": sd, "meta": plain_meta}
+    return {"format": FORMAT, "state_dict": sd, "meta": plain_meta, "meta_sha256": meta_hash(plain_meta)}
+
+
+def meta_hash(plain_meta: Mapping[str, Any]) -> str:
+    """``"sha256:<hex>"`` of the metadata (spec included) as canonical JSON: written beside it on
+    save, verified on load. The weights' own hash (``content_sha256``) does not cover the metadata,
+    and a changed normalisation std or a flipped ``residual`` gives wrong numbers without a word."""
+    text = json.dumps(plain_meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _check_meta_hash(raw: Mapping[str, Any], digest: object, name: str) -> None:
+    if not isinstance(digest, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise CheckpointError(f"{name}: its meta_sha256 is not a sha256 digest: {short_repr(digest)}")
+    try:
+        same = meta_hash(raw) == digest
+    except (TypeError, ValueError):  # a value JSON cannot hold: not what save_checkpoint wrote
+        same = False
+    if not same:
+        raise CheckpointError(f"{name}: metadata hash mismatch: its metadata (spec, normalisation statistics, "
+                              "recipe or history) was modified after it was saved; every number computed from "
+                              "it would be wrong, so it is not loaded")
 
 
 def _safe_load(source: str | Path | bytes, name: str) -> object:
@@ -307,21 +329,24 @@ def check_state_dict(spec: ResNetSpec, sd: dict[str, Tensor], name: str) -> None
 
 
 def _unwrap(obj: object, name: str) -> tuple[Mapping, Mapping]:
-    """The state_dict and the raw metadata of a loaded object: our format, a training script's
-    ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper, or a bare state_dict."""
+    """The state_dict and the raw metadata of a loaded object: our format (its metadata hash
+    checked), a training script's ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper, or a bare
+    state_dict."""
     raw: Mapping = {}
     if isinstance(obj, Mapping) and "format" in obj and not isinstance(obj.get("format"), Tensor):
         if obj["format"] != FORMAT:  # another version of our format, or another tool's wrapper
             raise CheckpointError(f"{name}: its format is {short_repr(obj['format'])}; this version of ResNet Lens "
                                   f"reads {FORMAT!r} (and bare state_dicts)")
-        extra = sorted(short_repr(k) for k in obj if k not in ("format", "state_dict", "meta"))
+        extra = sorted(short_repr(k) for k in obj if k not in ("format", "state_dict", "meta", "meta_sha256"))
         if extra:
-            raise CheckpointError(f"{name}: unknown top-level keys {', '.join(extra[:6])} beside format, state_dict "
-                                  "and meta")
+            raise CheckpointError(f"{name}: unknown top-level keys {', '.join(extra[:6])} beside format, state_dict, "
+                                  "meta and meta_sha256")
         sd, meta = obj.get("state_dict"), obj.get("meta")
         if meta is not None and not isinstance(meta, Mapping):
             raise CheckpointError(f"{name}: its metadata is a {type(meta).__name__}, expected a mapping")
         raw = meta or {}
+        if "meta_sha256" in obj:  # files written before it existed have none (their weights' hash still holds)
+            _check_meta_hash(raw, obj["meta_sha256"], name)
     elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         sd = obj["state_dict"]  # common training-script wrapper
     elif isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):

@@ -153,7 +153,18 @@ class Normalisation:
             raise CheckpointError(f"normalisation needs one mean and one std per channel, got {self.mean} / {self.std}")
         if not all(math.isfinite(m) for m in self.mean) or not all(math.isfinite(s) and s > 0 for s in self.std):
             raise CheckpointError(f"normalisation must be finite with positive std, got {self.mean} / {self.std}")
+        # below float32's resolution at the data's scale, (x - mean) / std turns one grey level into
+        # thousands and the net sees noise: 90 % error without a word (a std of 1e-300 did that)
+        if any(s < MIN_STD or s > MAX_STAT for s in self.std) or any(abs(m) > MAX_STAT for m in self.mean):
+            raise CheckpointError(f"normalisation statistics out of range: std must be in [{MIN_STD:g}, {MAX_STAT:g}] "
+                                  f"and |mean| at most {MAX_STAT:g}, got mean {self.mean} / std {self.std}")
 
+
+#: The smallest std a normalisation may divide by: a few float32 steps (1.2e-7) at unit scale, where
+#: inputs live (pixels in 0..1, MNIST-1D's signals of order 1); the loaders clamp a constant channel's
+#: std to 1e-6 in float32 (9.99999997e-7), which stays above it
+MIN_STD = 5e-7
+MAX_STAT = 1e6
 
 Status = Literal["complete", "cancelled"]
 

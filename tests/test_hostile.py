@@ -262,3 +262,44 @@ def test_a_class_folder_name_that_is_not_utf8_is_refused_before_any_work(tmp_pat
             Image.new("RGB", (8, 8), (i, 0, 0)).save(d / f"{i}.png")
     with pytest.raises(DatasetError, match=r"the class folder name b'\\xff\\xfecls' is not UTF-8 text; rename it"):
         load_image_folder(tmp_path, size=8)
+
+
+# ------------------------------------------------------------------ issue 28, item 1: tampered metadata
+def _tampered(edit) -> bytes:
+    obj = torch.load(SHIPPED, weights_only=True)
+    edit(obj["meta"])
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("what,edit", [
+    ("std/256", lambda m: m["normalisation"].update(std=[s / 256 for s in m["normalisation"]["std"]])),
+    ("residual flipped", lambda m: m["spec"].update(residual=not m["spec"].get("residual", True))),
+    ("recipe lr", lambda m: m["recipe"].update(lr=0.5)),
+    ("final accuracy", lambda m: m["final"].update(test_acc=0.999)),
+])
+def test_metadata_changed_after_saving_is_refused(what, edit):
+    # before: std/256 loaded and the Lesion lab showed 90 % intact error; a flipped residual loaded the
+    # option-A net as plain (outputs off by 0.46); both without a word
+    with pytest.raises(CheckpointError, match="metadata hash mismatch: its metadata .* was modified after it was saved"):
+        load_checkpoint(_tampered(edit), name="edited.pt")
+
+
+def test_every_shipped_checkpoint_carries_its_metadata_hash():
+    for path in sorted((ROOT / "checkpoints").rglob("*.pt")):
+        obj = torch.load(path, weights_only=True)
+        assert str(obj.get("meta_sha256", "")).startswith("sha256:"), path
+
+
+@pytest.mark.parametrize("std", [1e-300, 1e-9, float("inf"), 0.0, 1e300])
+def test_normalisation_below_float32_resolution_is_refused_even_without_a_hash(std):
+    def edit(m: dict) -> None:
+        m["normalisation"]["std"] = [std]
+    obj = torch.load(SHIPPED, weights_only=True)
+    edit(obj["meta"])
+    del obj["meta_sha256"]  # an older file, or the hash removed along with the edit
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with pytest.raises(CheckpointError, match="normalisation"):
+        load_checkpoint(buf.getvalue(), name="edited.pt")
