@@ -114,6 +114,47 @@ def loads_json(text: str | bytes, what: str, error: type[LensError]) -> Any:
     return value
 
 
+#: what a column of a results table may hold: (kind, low, high, missing allowed)
+Column = tuple[str, float, float, bool]
+TEXT: Column = ("text", 0, 0, True)
+PERCENT: Column = ("number", 0.0, 100.0, True)
+FRACTION: Column = ("number", 0.0, 1.0, True)
+SECONDS: Column = ("number", 0.0, 1e9, True)
+COUNT: Column = ("whole", 0, 1e12, False)
+FLAG: Column = ("bool", 0, 1, False)
+
+
+def check_table(rows: Any, columns: dict[str, Column], what: str, error: type[LensError]) -> list[dict[str, Any]]:
+    """``rows`` (a list of records read from a file) checked column by column: every declared column
+    present, text as text, whole numbers whole, numbers finite and in range (NaN or None only where
+    allowed). The first problem is ``error`` in one sentence naming the row and the column."""
+    if not isinstance(rows, list):
+        raise error(f"{what}: expected a list of rows, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise error(f"{what}: row {i + 1} is a {type(row).__name__}, expected a record")
+        for col, (kind, lo, hi, missing_ok) in columns.items():
+            if col not in row:
+                raise error(f"{what}: row {i + 1} has no {col!r}")
+            v = row[col]
+            bad = ""
+            if v is None or (isinstance(v, float) and v != v):  # None or NaN
+                bad = "" if missing_ok else "missing"
+            elif kind == "text":
+                bad = "" if isinstance(v, str) else "not text"
+            elif kind == "bool":
+                bad = "" if isinstance(v, bool) else "not true or false"
+            elif isinstance(v, bool) or not isinstance(v, (int, float)):
+                bad = "not a number"
+            elif kind == "whole" and not (isinstance(v, int) or float(v).is_integer()):
+                bad = "not a whole number"
+            elif not lo <= v <= hi:  # inf fails here too
+                bad = f"outside {lo:g}..{hi:g}"
+            if bad:
+                raise error(f"{what}: row {i + 1}, {col} = {short_repr(v, 40)} is {bad}")
+    return rows
+
+
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 3, 60, 60, 6, 6
 
@@ -128,4 +169,5 @@ def short_repr(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "check_bounded", "loads_json", "short_repr"]
+__all__ = ["COUNT", "FLAG", "FRACTION", "MAX_DEPTH", "MAX_NODES", "PERCENT", "SECONDS", "TEXT", "Column", "check_bounded",
+           "check_table", "loads_json", "short_repr"]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .bounded import loads_json
+from .bounded import COUNT, FLAG, PERCENT, SECONDS, TEXT, Column, check_table, loads_json
 from .errors import ConfigError, LensError, SpecError
 from .executor import DataSpec, Executor, Task, TaskEvent, TaskResult
 from .meta import TrainConfig
@@ -502,7 +502,24 @@ def load_results(path: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]
 
     try:
         d = loads_json(Path(path).read_bytes(), str(path), ConfigError)
+        if not isinstance(d, dict) or "results" not in d or "summary" not in d:
+            raise ConfigError(f"{path}: not a grid results file (no results and summary)")
+        # a file we did not write in this process: every value checked before a page shows it
+        check_table(d["results"], _RESULT_SCHEMA, f"{path}: results", ConfigError)
+        check_table(d["summary"], _SUMMARY_SCHEMA, f"{path}: summary", ConfigError)
         return (pd.DataFrame(d["results"], columns=RESULT_COLUMNS), pd.DataFrame(d["summary"], columns=SUMMARY_COLUMNS),
                 {k: v for k, v in d.items() if k not in ("results", "summary")})
+    except LensError:
+        raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: not a grid results file ({exc})") from exc
+
+
+_ERROR_SPREAD: Column = ("number", 0.0, 100.0, True)
+_RESULT_SCHEMA: dict[str, Column] = {
+    "variant": TEXT, "label": TEXT, "depth": COUNT, "seed": COUNT, "status": TEXT, "reused": FLAG,
+    "train_error": PERCENT, "test_error": PERCENT, "epochs": COUNT, "seconds": SECONDS, "key": TEXT, "message": TEXT}
+_SUMMARY_SCHEMA: dict[str, Column] = {
+    "variant": TEXT, "label": TEXT, "depth": COUNT, "runs": COUNT, "diverged": COUNT, "test_error_mean": PERCENT,
+    "test_error_std": _ERROR_SPREAD, "train_error_mean": PERCENT, "train_error_std": _ERROR_SPREAD,
+    "paper_error": PERCENT, "paper": TEXT, "reading": TEXT}

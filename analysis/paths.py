@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .bounded import loads_json
+from .bounded import COUNT, FLAG, TEXT, Column, check_table, loads_json
 from .data import Dataset
 from .errors import CheckpointError, ConfigError
 from .lesion import check_inputs, inputs_noun
@@ -489,6 +489,12 @@ def save_results(checkpoint: Path, results: Results) -> Path:
     return out
 
 
+# a gradient norm is >= 0 and finite; a length is a whole number of blocks (ResNet-110 has 54)
+_ROW_SCHEMA: dict[str, Column] = {"length": COUNT, "mean": ("number", 0.0, 1e300, False),
+                                  "std": ("number", 0.0, 1e300, False), "samples": COUNT, "exhaustive": FLAG,
+                                  "paths": TEXT}
+
+
 def load_results(checkpoint: Path) -> Results:
     """The stored measurements of ``checkpoint``: empty when there are none, or when they were made
     on another version of the file (its SHA-256 differs). A corrupt file raises CheckpointError."""
@@ -507,6 +513,10 @@ def load_results(checkpoint: Path) -> Results:
                 raise CheckpointError(f"{f}: unknown net {e['net']!r}")
             if not e["rows"] or any(set(MEASURED_COLUMNS) - set(r) for r in e["rows"]):
                 raise CheckpointError(f"{f}: rows must hold {', '.join(MEASURED_COLUMNS)}")
+            check_table(e["rows"], _ROW_SCHEMA, f"{f}: {e['net']} measurements", CheckpointError)
+            if not all(isinstance(r["paths"], str) and r["paths"].isascii() and r["paths"].isdigit()
+                       for r in e["rows"]):
+                raise CheckpointError(f"{f}: 'paths' must be the number of paths written out in digits")
             out[(e["net"], MeasureSettings(e["samples"], e["batch"], e["seed"]))] = _with_totals(e["rows"])
         return out
     except CheckpointError:

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .bounded import loads_json
+from .bounded import COUNT, FRACTION, SECONDS, TEXT, Column, check_table, loads_json
 from .checkpoints import Checkpoint
 from .data import DIGITS_SIZES, IMAGENET_MEAN, IMAGENET_STD, Dataset, load_digits, load_image_folder, load_mnist1d
 from .errors import ConfigError, DatasetError
@@ -910,6 +910,9 @@ def load_results(path: str) -> PlanResult:
         raise DatasetError(f"{path}: not a readable transfer results file ({exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != RESULTS_FORMAT:
         raise DatasetError(f"{path}: not a transfer results file (format {RESULTS_FORMAT} expected)")
+    for part, schema in (("results", _RESULT_SCHEMA), ("curves", _CURVE_SCHEMA), ("probe", _PROBE_SCHEMA)):
+        # a file we did not write in this process: every value checked before a page shows it
+        check_table(payload.get(part), schema, f"{path}: {part}", DatasetError)
     try:
         meta = dict(payload["meta"])
         # per_class reads back as run_plan makes it: floats with NaN for "all" (pandas' way with None
@@ -920,6 +923,16 @@ def load_results(path: str) -> PlanResult:
                           float(meta.get("seconds", 0.0)), meta)
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"{path}: a damaged transfer results file ({exc})") from exc
+
+
+_PER_CLASS: Column = ("number", 1, 1e9, True)  # labelled images per class; NaN for "all"
+_RESULT_SCHEMA: dict[str, Column] = {
+    "setup": TEXT, "copied": COUNT, "frozen": COUNT, "bn": TEXT, "norm": TEXT, "per_class": _PER_CLASS, "seed": COUNT,
+    "train_images": COUNT, "steps": COUNT, "epochs": COUNT, "train_acc": FRACTION, "test_acc": FRACTION,
+    "seconds": SECONDS, "status": TEXT}
+_CURVE_SCHEMA: dict[str, Column] = {"setup": TEXT, "per_class": _PER_CLASS, "seed": COUNT, "epoch": COUNT,
+                                    "test_acc": FRACTION, "train_acc": FRACTION, "seconds": SECONDS}
+_PROBE_SCHEMA: dict[str, Column] = {"stage": TEXT, "features": COUNT, "test_acc": FRACTION, "per_class": _PER_CLASS}
 
 
 __all__ = ["BN_MODES", "LABELS", "MODES", "NORMS", "Plan", "PlanProgress", "PlanResult", "Recipe", "Setup",

@@ -303,3 +303,67 @@ def test_normalisation_below_float32_resolution_is_refused_even_without_a_hash(s
     torch.save(obj, buf)
     with pytest.raises(CheckpointError, match="normalisation"):
         load_checkpoint(buf.getvalue(), name="edited.pt")
+
+
+# ------------------------------------------------------------------ issue 28, item 8: results files
+def _grid_doc() -> dict:
+    import json
+
+    return json.loads((ROOT / "results" / "variants_digits.json").read_text())
+
+
+@pytest.mark.parametrize("part,col,value,message", [
+    ("results", "depth", "abc", r"results: row 1, depth = 'abc' is not a number"),
+    ("results", "depth", float("nan"), r"results: row 1, depth = nan is missing"),
+    ("results", "test_error", -5.0, r"results: row 1, test_error = -5.0 is outside 0..100"),
+    ("results", "test_error", "2.2", r"results: row 1, test_error = '2.2' is not a number"),
+    ("results", "reused", "no", r"results: row 1, reused = 'no' is not true or false"),
+    ("summary", "test_error_mean", 500.0, r"summary: row 1, test_error_mean = 500.0 is outside 0..100"),
+    ("summary", "runs", 1.5, r"summary: row 1, runs = 1.5 is not a whole number"),
+])
+def test_a_grid_results_file_with_nonsense_values_is_one_sentence(tmp_path, part, col, value, message):
+    import json
+
+    from analysis import grid
+
+    doc = _grid_doc()
+    doc[part][0][col] = value
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=message):
+        grid.load_results(str(f))
+
+
+@pytest.mark.parametrize("part,col,value,message", [
+    ("results", "test_acc", 5.0, r"results: row 1, test_acc = 5.0 is outside 0..1"),
+    ("results", "test_acc", -1, r"results: row 1, test_acc = -1 is outside 0..1"),
+    ("curves", "seed", "x", r"curves: row 1, seed = 'x' is not a number"),
+    ("probe", "features", None, r"probe: row 1, features = None is missing"),
+])
+def test_a_transfer_results_file_with_nonsense_values_is_one_sentence(tmp_path, part, col, value, message):
+    import json
+
+    from analysis import transfer
+
+    doc = json.loads((ROOT / "results" / "transfer_digits.json").read_text())
+    doc[part][0][col] = value
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=message):
+        transfer.load_results(str(f))
+
+
+def test_the_variants_page_says_what_is_wrong_with_its_results_file(tmp_path, monkeypatch):
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    doc = _grid_doc()
+    doc["results"][0]["test_error"] = -5.0
+    f = tmp_path / "variants_digits.json"
+    f.write_text(json.dumps(doc))
+    monkeypatch.setenv("RESNET_LENS_VARIANTS_RESULTS", str(f))
+    monkeypatch.setenv("RESNET_LENS_HOME", str(tmp_path / "home"))
+    at = AppTest.from_file(str(ROOT / "app_pages" / "variants.py"), default_timeout=120).run()
+    assert not at.exception
+    assert any("test_error = -5.0 is outside 0..100" in e.value for e in at.error), [e.value for e in at.error]
