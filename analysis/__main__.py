@@ -258,7 +258,7 @@ def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, sp
     import torch
     from tqdm import tqdm
 
-    from .checkpoints import save_checkpoint
+    from .checkpoints import save_checkpoint_or_rescue
     from .data import load_dataset
     from .train import Progress, train_checkpoint
 
@@ -303,12 +303,12 @@ def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, sp
         if not n:
             raise Interrupted(stop.signum, f"{where} before any epoch finished; nothing saved, {_state(out)}")
         try:
-            save_checkpoint(out, ck.model, m)
+            save_checkpoint_or_rescue(out, ck.model, m)
         except KeyboardInterrupt:
             raise Interrupted(stop.signum, f"{where}; stopped again while saving, {_state(out)}") from None
         raise Interrupted(stop.signum, f"{where}; the {n} finished epoch{'s' * (n != 1)} saved to {out} as a "
                                        f"{m.status} checkpoint (test acc {m.final['test_acc']:.4f})")
-    path = save_checkpoint(out, ck.model, m)
+    path = save_checkpoint_or_rescue(out, ck.model, m)
     f = m.final
     print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB): test acc {f['test_acc']:.4f}, "
           f"train acc {f['train_acc']:.4f}, {m.train_seconds:.1f} s, {m.images_per_second or 0:.0f} images/s")
@@ -750,13 +750,13 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: Plan, 
     stages = len(ck.model.stage_names)
     keep = None
     if args.keep_dir is not None:
-        from .checkpoints import save_checkpoint
+        from .checkpoints import save_checkpoint_or_rescue
 
         folder = Path(args.keep_dir)
         folder.mkdir(parents=True, exist_ok=True)
 
-        def keep(c: Checkpoint) -> None:
-            save_checkpoint(folder / f"{c.spec.name}.pt", c.model, c.meta)
+        def keep(c: Checkpoint) -> None:  # a full disk: the net goes to a rescue folder and the error says where
+            save_checkpoint_or_rescue(folder / f"{c.spec.name}.pt", c.model, c.meta)
     data = tr.target_maker(ck, target)(None, plan.seeds[0], "none")
     total = len(plan.items())
     print(f"source {args.source} ({ck.spec.name}, {stages} stages), target {data.name}: {len(data.y_test)} test "

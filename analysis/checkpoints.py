@@ -25,7 +25,7 @@ from .bounded import short_repr
 from .budget import check_spec_fits, memory_budget
 from .data import Dataset
 from .errors import CheckpointError, ConfigError, DatasetError, LensError, SpecError
-from .io import atomic_write
+from .io import WriteError, atomic_write, rescue, rescue_folders
 from .meta import RunMeta
 from .models import ResNet, build_model, state_dict_shapes
 from .specs import (
@@ -94,6 +94,31 @@ def save_checkpoint(path: str | Path, model: ResNet, meta: RunMeta | None = None
                               f"e.g. {bad[0]} (did training diverge?)")
     payload = _payload(model, meta)
     return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+class RescuedError(WriteError):
+    """The checkpoint could not be written where asked, but was written to ``path`` instead."""
+
+    def __init__(self, message: str, path: Path, *, disk_full: bool) -> None:
+        super().__init__(message, disk_full=disk_full)
+        self.path = path
+
+
+def save_checkpoint_or_rescue(path: str | Path, model: ResNet, meta: RunMeta | None = None) -> Path:
+    """:func:`save_checkpoint`, and if the write fails (a disk that filled up during a long training)
+    the same file in a rescue folder (:func:`analysis.io.rescue_folders`): raises
+    :class:`RescuedError` naming where the net is, or a WriteError saying it could be written nowhere.
+    A finished training is never lost to a full disk without trying."""
+    try:
+        return save_checkpoint(path, model, meta)
+    except WriteError as exc:
+        first = exc
+    where = rescue(Path(path).name, checkpoint_bytes(model, meta))
+    if where is None:
+        tried = ", ".join(str(f) for f in rescue_folders())
+        raise WriteError(f"{first}; no rescue folder could hold it either ({tried})", disk_full=first.disk_full)
+    raise RescuedError(f"{first}. The trained net is kept at {where} instead: move it where you want it",
+                       where, disk_full=first.disk_full)
 
 
 def checkpoint_bytes(model: ResNet, meta: RunMeta | None = None) -> bytes:

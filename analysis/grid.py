@@ -23,6 +23,7 @@ import pandas as pd
 from .bounded import COUNT, FLAG, PERCENT, SECONDS, TEXT, Column, check_table, loads_json
 from .errors import ConfigError, LensError, SpecError
 from .executor import DataSpec, Executor, Task, TaskEvent, TaskResult
+from .io import WriteError, rescue
 from .meta import TrainConfig
 
 if TYPE_CHECKING:
@@ -373,7 +374,17 @@ def _finish(store: RunStore, grid: Grid, r: RunSpec, res: TaskResult, load: Call
     """Store a finished run (only the parent writes the store) and return its row."""
     if res.status == "complete" and res.checkpoint is not None:
         ck = load(res.checkpoint, name=f"run {r.key}")
-        store.save_run(f"{variant(r.variant).label}, depth {r.depth}, seed {r.seed}", ck)
+        from .runstore import StoreError
+
+        label = f"{variant(r.variant).label}, depth {r.depth}, seed {r.seed}"
+        try:
+            store.save_run(label, ck)
+        except (WriteError, StoreError) as exc:  # a full disk, most likely: the trained net is not dropped
+            where = rescue(f"grid-{r.key}.pt", res.checkpoint)
+            kept = f"it is kept at {where}" if where is not None else "no rescue folder could hold it either"
+            raise WriteError(f"{exc}; the run {label} finished but could not be stored: {kept}. The runs stored "
+                             f"before are in {store.home}; the same grid again trains only the rest",
+                             disk_full=getattr(exc, "disk_full", False)) from exc
         if res.gradients is not None:
             store.save_gradients(r.key, pd.DataFrame(res.gradients))
         return _row(r, "complete", reused=False, final=ck.meta.final, epochs=len(ck.meta.history),

@@ -11,8 +11,10 @@ New files get the mode the user's umask gives (``0o666 & ~umask``), like any oth
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +22,44 @@ from typing import BinaryIO
 
 from .errors import ConfigError
 
-__all__ = ["atomic_write", "check_writable"]
+__all__ = ["WriteError", "atomic_write", "check_writable", "rescue"]
 
 Writer = Callable[[BinaryIO], object]
+
+
+class WriteError(ConfigError):
+    """A file could not be written; ``disk_full`` says whether the disk ran out of space (then the
+    message says so, and nothing is blamed on the path)."""
+
+    def __init__(self, message: str, *, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
+
+
+#: below this much free space a failed write is put down to a full disk (torch's zip writer reports
+#: ENOSPC only as "[enforce fail at inline_container.cc] ... unexpected pos", without the errno)
+FULL_BELOW = 64 << 20
+
+
+def _free(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _write_error(path: Path, exc: BaseException) -> WriteError:
+    """One sentence for a failed write: a full disk said as such (by errno, or by the free space left
+    when torch's writer hid the errno), anything else with its reason."""
+    free = _free(path.parent)
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        not isinstance(exc, OSError) and free is not None and free < FULL_BELOW)
+    if full:
+        left = f" ({free / 2**20:.1f} MiB free)" if free is not None else ""
+        return WriteError(f"could not write {path}: the disk holding {path.parent} is full{left}; nothing was "
+                          "changed there", disk_full=True)
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).strip().splitlines() or [""])[0]
+    return WriteError(f"could not write {path}: {reason[:200]} (nothing was changed there)")
 
 
 def _display(path: object) -> str:
@@ -119,8 +156,34 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | Writer) -> Path:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise ConfigError(f"could not write {path}: {exc.strerror or exc} (nothing was changed there)") from exc
+        # torch.save reports a failed write (a full disk among them) as RuntimeError from its zip writer
+        if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "inline_container" in str(exc)):
+            raise _write_error(path, exc) from exc
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def rescue_folders() -> list[Path]:
+    """Where :func:`rescue` tries when the asked-for path fails: the app's home (the run store's
+    folder, often another disk than the output's), then the system's temp folder."""
+    home = Path(os.environ.get("RESNET_LENS_HOME") or Path.home() / ".resnet-lens").expanduser()
+    return [home / "rescued", Path(tempfile.gettempdir()) / "resnet-lens-rescued"]
+
+
+def rescue(name: str, data: bytes | Writer) -> Path | None:
+    """Write ``data`` as ``name`` in the first of :func:`rescue_folders` that takes it (never over a
+    file there: ``name-1``, ``name-2`` ...); where it went, or None when none could. For a finished
+    training whose own destination failed (a disk that filled up while it ran): it is not lost."""
+    target = Path(name)
+    for folder in rescue_folders():
+        candidate = folder / target.name
+        n = 1
+        while candidate.exists():
+            candidate = folder / f"{target.stem}-{n}{target.suffix}"
+            n += 1
+        try:
+            return atomic_write(candidate, data)
+        except ConfigError:
+            continue
+    return None

@@ -367,3 +367,80 @@ def test_the_variants_page_says_what_is_wrong_with_its_results_file(tmp_path, mo
     at = AppTest.from_file(str(ROOT / "app_pages" / "variants.py"), default_timeout=120).run()
     assert not at.exception
     assert any("test_error = -5.0 is outside 0..100" in e.value for e in at.error), [e.value for e in at.error]
+
+
+# ------------------------------------------------------------------ issue 28, item 4: a full disk
+TORCH_ENOSPC = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1152 vs 1044")
+
+
+def _full_disk(monkeypatch, folder: Path) -> None:
+    """torch.save into ``folder`` fails as it does on a full disk, and the disk reports 1 MiB free."""
+    import shutil
+
+    import analysis.io as aio
+
+    real_save, real_usage = torch.save, shutil.disk_usage
+
+    def save(obj, f, *a, **kw):
+        import os
+
+        try:
+            where = os.readlink(f"/proc/self/fd/{f.fileno()}")
+        except (AttributeError, OSError, ValueError):  # io.BytesIO (checkpoint_bytes): not a file on disk
+            where = ""
+        if where.startswith(str(folder)):  # atomic_write's temp file in the full folder
+            raise TORCH_ENOSPC
+        return real_save(obj, f, *a, **kw)
+
+    def usage(p):
+        u = real_usage(p)
+        return u._replace(free=1 << 20) if str(p).startswith(str(folder)) else u
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(aio.shutil, "disk_usage", usage)
+
+
+def test_a_full_disk_is_said_and_the_trained_net_is_kept(tmp_path, monkeypatch, capsys):
+    from analysis.__main__ import main
+
+    full = tmp_path / "full"
+    full.mkdir()
+    monkeypatch.setenv("RESNET_LENS_HOME", str(tmp_path / "home"))
+    _full_disk(monkeypatch, full)
+    rc = main(["train", "--model", "cifar_resnet8", "--size", "8", "--epochs", "1", "--batch-size", "64",
+               "--out", str(full / "run.pt")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"could not write {full / 'run.pt'}: the disk holding {full} is full (1.0 MiB free)" in err, err
+    kept = tmp_path / "home" / "rescued" / "run.pt"
+    assert f"The trained net is kept at {kept} instead" in err
+    assert load_checkpoint(kept).meta.final["test_acc"] >= 0  # the whole net, loadable
+    assert not list(full.iterdir())  # no partial file, no temp file
+
+
+def test_a_write_failure_that_is_not_a_full_disk_says_its_reason(tmp_path):
+    from analysis.io import WriteError, atomic_write
+
+    def boom(f):
+        raise RuntimeError("[enforce fail at inline_container.cc:300] . PytorchStreamWriter failed writing file")
+    with pytest.raises(WriteError, match="could not write .*x.pt: .*PytorchStreamWriter failed writing file") as exc:
+        atomic_write(tmp_path / "x.pt", boom)
+    assert not exc.value.disk_full and "full" not in str(exc.value)
+    import errno
+    with pytest.raises(WriteError, match="is full") as exc:
+        atomic_write(tmp_path / "y.pt", lambda f: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
+    assert exc.value.disk_full
+
+
+def test_a_grid_whose_store_disk_fills_keeps_the_finished_run(tmp_path, monkeypatch, capsys):
+    from analysis.__main__ import main
+
+    full = tmp_path / "full"
+    full.mkdir()
+    monkeypatch.setenv("RESNET_LENS_HOME", str(tmp_path / "home"))
+    _full_disk(monkeypatch, full)
+    rc = main(["grid", "--variants", "original", "--depths", "8", "--seeds", "1", "--size", "8", "--train-images",
+               "128", "--epochs", "1", "--warmup", "0", "--store", str(full / "s"), "--out", str(tmp_path / "g.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is full (1.0 MiB free)" in err and "finished but could not be stored: it is kept at" in err, err
+    (kept,) = (tmp_path / "home" / "rescued").glob("grid-*.pt")
+    assert load_checkpoint(kept).spec.name.startswith("cifar_resnet8")
