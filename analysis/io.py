@@ -55,7 +55,9 @@ def _write_error(path: Path, exc: BaseException) -> WriteError:
     full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
         not isinstance(exc, OSError) and free is not None and free < FULL_BELOW)
     if full:
-        left = f" ({free / 2**20:.1f} MiB free)" if free is not None else ""
+        # the system's own word when it gave one, else the free space that made us conclude it
+        left = (f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror
+                else f" ({free / 2**20:.1f} MiB free)" if free is not None else "")
         return WriteError(f"could not write {path}: the disk holding {path.parent} is full{left}; nothing was "
                           "changed there", disk_full=True)
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).strip().splitlines() or [""])[0]
