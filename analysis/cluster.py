@@ -143,19 +143,48 @@ def address_from_env() -> str | None:
         raise ConfigError(f"${ADDRESS_ENV}: {exc}") from None
 
 
+# HTTP/2's client preface and an empty SETTINGS frame: what a gRPC client (Ray's GCS and its Ray Client
+# server both speak gRPC) sends first; a gRPC server answers with a SETTINGS frame of its own
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_H2_SETTINGS = 0x04
+
+
 def _reachable(address: str) -> None:
-    """A TCP connection to host:port (the Ray Client server or the GCS), so an address nobody listens
-    on fails in seconds with our message instead of Ray's minutes of retries."""
+    """A TCP connection to host:port (the Ray Client server or the GCS) that answers gRPC's opening,
+    all within :data:`CONNECT_TIMEOUT_S`: an address nobody listens on, an HTTP server, a server that
+    never answers or one that answers something else is said in seconds with what answered, instead
+    of Ray's minutes of retries (823 s were seen for an HTTP server)."""
     m = _HOST_PORT.match(address.removeprefix("ray://"))
     if m is None:  # 'auto': Ray finds the address itself
         return
     host, port = m["host"].strip("[]"), int(m["port"])
     try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
-            pass
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S) as sock:
+            sock.settimeout(CONNECT_TIMEOUT_S)
+            sock.sendall(_H2_PREFACE)
+            reply = b""
+            try:
+                while len(reply) < 9:
+                    chunk = sock.recv(64)
+                    if not chunk:
+                        break
+                    reply += chunk
+            except TimeoutError:
+                raise ConfigError(f"Ray cluster at {address}: something accepted the connection but did not "
+                                  f"answer in {CONNECT_TIMEOUT_S:g} s; it is not a Ray cluster (check the port: the "
+                                  f"Ray Client server listens on {CLIENT_PORT}, the GCS on 6379)") from None
+    except ConfigError:
+        raise
     except OSError as exc:
         raise ConfigError(f"Ray cluster at {address} is unreachable ({exc.strerror or exc}); "
                           "check the address and that the cluster is running") from None
+    if len(reply) >= 9 and reply[3] == _H2_SETTINGS:
+        return
+    web = reply.startswith(b"HTTP/") or reply.lstrip().lower().startswith((b"<!doctype", b"<html"))
+    what = ("an HTTP server" if web else "nothing (the connection was closed)" if not reply
+            else f"something that is not Ray ({reply[:16]!r})")
+    raise ConfigError(f"Ray cluster at {address}: {what} answered, not a Ray cluster (Ray speaks gRPC); check the "
+                      f"address and port")
 
 
 class Connection:

@@ -127,6 +127,51 @@ def test_addresses_are_checked_before_anything_starts(monkeypatch):
         cluster.connect("auto", num_cpus=2)
 
 
+def test_an_address_where_something_else_answers_is_said_in_seconds(tmp_path, capsys):
+    """Issue 28, item 5: a grid pointed at an HTTP server ran 823 s before it gave up."""
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # no request log on the test's stderr
+            pass
+
+    web = http.server.HTTPServer((cluster.LOOPBACK, 0), Quiet)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    silent = socket.socket()
+    silent.bind((cluster.LOOPBACK, 0))
+    silent.listen()
+    chatty = socket.socket()
+    chatty.bind((cluster.LOOPBACK, 0))
+    chatty.listen()
+
+    def garbage() -> None:
+        conn, _ = chatty.accept()
+        conn.sendall(b"\x16\x03\x01garbage-not-grpc")
+        time.sleep(1)
+        conn.close()
+    threading.Thread(target=garbage, daemon=True).start()
+    try:
+        cases = [(web.server_address[1], "an HTTP server answered, not a Ray cluster"),
+                 (silent.getsockname()[1], "accepted the connection but did not answer in 5 s"),
+                 (chatty.getsockname()[1], "something that is not Ray")]
+        for port, said in cases:
+            t = time.monotonic()
+            with pytest.raises(ConfigError, match=said):
+                cluster.connect(f"{cluster.LOOPBACK}:{port}")
+            assert time.monotonic() - t < cluster.CONNECT_TIMEOUT_S + 3
+        t = time.monotonic()
+        rc = main(["grid", "--variants", "original", "--depths", "8", "--seeds", "1", "--executor", "ray",
+                   "--address", f"{cluster.LOOPBACK}:{web.server_address[1]}", "--store", str(tmp_path / "s"),
+                   "--out", str(tmp_path / "g.json")])
+        assert rc == 2 and "an HTTP server answered" in capsys.readouterr().err
+        assert time.monotonic() - t < 30
+    finally:
+        web.shutdown()
+        silent.close()
+        chatty.close()
+
+
 def test_without_ray_the_message_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
     with pytest.raises(ConfigError, match=r"Ray is not installed: pip install '\.\[ray\]'"):
