@@ -30,6 +30,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -252,7 +253,26 @@ _events: Any = None  # the worker's end of the event queue and the cancel flag (
 _stop: Any = None
 
 
-def _init_worker(events: Any, stop: Any) -> None:
+#: how often a pool worker checks that the process that made the pool is still alive
+WATCH_PARENT_S = 0.5
+
+
+def _watch_parent(pid: int) -> None:
+    """End this worker when the process that made the pool is gone. A ``kill -9`` of the grid's
+    driver runs no cleanup: its workers (children of the forkserver, not of the driver, so a
+    parent-death signal would not reach them) kept training for nothing, ~600 MB each, for as long
+    as anyone looked (50 minutes)."""
+    while True:
+        time.sleep(WATCH_PARENT_S)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # the pid now belongs to another user's process: ours is gone
+            os._exit(1)
+
+
+def _init_worker(events: Any, stop: Any, parent: int | None = None) -> None:
     import torch
 
     global _events, _stop
@@ -260,6 +280,8 @@ def _init_worker(events: Any, stop: Any) -> None:
     torch.set_num_threads(1)  # one thread per worker: N workers use N cores without oversubscribing
     # Ctrl-C in a terminal reaches the whole process group; the parent decides what stops
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
 
 
 def _worker_task(task: Task) -> TaskResult:
@@ -285,7 +307,7 @@ class PoolExecutor:
         self._events = ctx.Queue()
         self._stop = ctx.Event()
         self._pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                            initargs=(self._events, self._stop))
+                                            initargs=(self._events, self._stop, os.getpid()))
         self._futures: list[cf.Future[TaskResult]] = []
         self._cancelled = False
 

@@ -13,16 +13,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from .errors import ConfigError
 
-__all__ = ["WriteError", "atomic_write", "check_writable", "rescue"]
+__all__ = ["WriteError", "atomic_write", "check_writable", "clean_stale_temps", "rescue"]
 
 Writer = Callable[[BinaryIO], object]
 
@@ -110,6 +113,33 @@ def check_writable(path: str | os.PathLike[str] | None, *, what: str = "output")
     return p
 
 
+#: a temp file of :func:`atomic_write` untouched this long belongs to a writer that died (a writer
+#: that is alive touches it with every block it writes, and renames it within seconds of the last)
+STALE_TEMP_S = 600.0
+_TEMP = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+
+
+def clean_stale_temps(folder: str | os.PathLike[str], prefix: str = ".") -> int:
+    """Remove the temp files a killed :func:`atomic_write` left in ``folder`` (names ``prefix``...,
+    regular files, untouched for :data:`STALE_TEMP_S`); returns how many. Best effort: a folder that
+    cannot be listed is left as it is."""
+    removed = 0
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for e in entries:
+        if not (e.name.startswith(prefix) and _TEMP.match(e.name)):
+            continue
+        with contextlib.suppress(OSError):
+            st = e.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime > STALE_TEMP_S:
+                os.unlink(e.path)
+                removed += 1
+    return removed
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make the rename durable (best effort: not every platform can open a folder)."""
     with contextlib.suppress(OSError):
@@ -131,6 +161,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | Writer) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create the folder of {path}: {exc.strerror or exc}") from exc
+    clean_stale_temps(path.parent, f".{path.name[:100]}.")  # what a killed earlier write of this file left
     tmp: Path | None = None
     try:
         fd = -1

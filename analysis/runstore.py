@@ -39,6 +39,7 @@ import pandas as pd
 from .bounded import loads_json
 from .checkpoints import Checkpoint, load_checkpoint, save_checkpoint, spec_to_dict
 from .errors import LensError
+from .io import clean_stale_temps
 from .weights import state_dict_hash
 
 SCHEMA = """
@@ -141,6 +142,7 @@ class RunStore:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot use the run store at {self.home}: {exc.strerror or exc}") from exc
+        clean_stale_temps(self.checkpoints)  # half-written files of a process killed mid-save
         with self._connect() as con:
             # a damaged page can hide in a table that reads back empty: check the file once, so a
             # damaged store is said as such instead of answering like a fresh one (it is small: ms)

@@ -279,3 +279,29 @@ def test_two_processes_writing_at_once_keep_the_store_consistent(tmp_path):
     with sqlite3.connect(tmp_path / "runs.sqlite") as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert con.execute("SELECT COUNT(*) FROM sweeps").fetchone()[0] == 8
+
+
+def test_temp_files_of_a_killed_write_are_cleaned_on_the_next_start(tmp_path):
+    """Issue 28, item 6: a 0-byte .tmp was left in checkpoints/ after kill -9 mid-save."""
+    import os
+
+    s = RunStore(tmp_path)
+    stale = s.checkpoints / ".abc.pt.0123456789ab.tmp"
+    fresh = s.checkpoints / ".def.pt.ba9876543210.tmp"  # a writer in another process, still at work
+    other = s.checkpoints / "notes.tmp"  # not ours
+    for f in (stale, fresh, other):
+        f.write_bytes(b"")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    RunStore(tmp_path)
+    assert not stale.exists() and fresh.exists() and other.exists()
+    from analysis.io import atomic_write
+
+    target = tmp_path / "out" / "run.pt"
+    target.parent.mkdir()
+    left = target.parent / ".run.pt.00112233aabb.tmp"
+    left.write_bytes(b"partial")
+    os.utime(left, (old, old))
+    atomic_write(target, b"data")  # writing the same file again cleans what a killed write of it left
+    assert not left.exists() and target.read_bytes() == b"data"
