@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import re
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .bounded import short_repr
-from .budget import check_spec_fits, memory_budget
+from .budget import LOAD_PEAK_FACTOR, BudgetError, check_spec_fits, memory_budget, reserve
 from .data import Dataset
 from .errors import CheckpointError, ConfigError, DatasetError, LensError, SpecError
 from .io import WriteError, atomic_write, rescue, rescue_folders
@@ -40,13 +41,26 @@ from .specs import (
     total_stride,
     validate,
 )
-from .weights import check_finite_model, check_storage, check_values, normalise_keys, safe_load, state_dict_hash
+from .weights import (
+    check_finite_model,
+    check_storage,
+    check_values,
+    normalise_keys,
+    safe_load,
+    state_dict_hash,
+    unpacked_size,
+)
 
 __all__ = ["AmbiguousCheckpointError", "Checkpoint", "CheckpointError", "checkpoint_bytes", "dataset_for",
            "find_twin", "infer_spec", "load_checkpoint", "plain_or_residual_ambiguous", "same_architecture",
            "save_checkpoint", "shipped_checkpoints", "state_dict_hash"]
 
 FORMAT = "resnet-lens/1"
+
+
+class OverBudgetError(CheckpointError):
+    """The file fits the budget alone, not beside what the process already holds (other loaded nets,
+    loads in other threads): freeing some of those may let it load."""
 
 
 @dataclass
@@ -404,6 +418,28 @@ def load_checkpoint(source: str | Path | bytes, *, name: str = "uploaded file",
     """
     if plain is not None and not isinstance(plain, bool):
         raise ConfigError(f"plain must be True, False or None, got {plain!r}")
+    label = Path(source).name if isinstance(source, (str, Path)) else name
+    # counted with everything else this process holds, before decompression (analysis.budget):
+    # the load's peak now, the net's weights for as long as the returned Checkpoint lives
+    unpacked = unpacked_size(source)
+    if unpacked > memory_budget():  # the file alone: safe_load refuses it, saying which part is too big
+        return _load_checkpoint(source, name, expect, plain, input_size)
+    try:
+        held = reserve(int(unpacked * LOAD_PEAK_FACTOR), f"loading {label}")
+    except BudgetError as exc:
+        raise OverBudgetError(str(exc)) from None
+    try:
+        ck = _load_checkpoint(source, name, expect, plain, input_size)
+    except BaseException:
+        held.release()
+        raise
+    held.resize(sum(t.numel() * t.element_size() for t in ck.model.state_dict().values()))
+    weakref.finalize(ck, held.release)
+    return ck
+
+
+def _load_checkpoint(source: str | Path | bytes, name: str, expect: ResNetSpec | None, plain: bool | None,
+                     input_size: int | None) -> Checkpoint:
     obj = _safe_load(source, name)
     if isinstance(source, (str, Path)):
         name = Path(source).name

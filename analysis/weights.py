@@ -30,7 +30,7 @@ from .bounded import check_bounded
 from .budget import ENV_VAR, fmt_bytes, memory_budget
 from .errors import CheckpointError
 
-__all__ = ["FLOAT_DTYPES", "HASH_PREFIX", "check_finite_model", "check_storage", "check_tensors", "check_values",
+__all__ = ["FLOAT_DTYPES", "HASH_PREFIX", "unpacked_size", "check_finite_model", "check_storage", "check_tensors", "check_values",
            "normalise_keys", "safe_load", "state_dict_hash"]
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -115,6 +115,27 @@ def safe_load(source: str | Path | bytes, name: str) -> object:
     # values for whatever walks the metadata (analysis.bounded); refused before anything does
     check_bounded(obj, f"{name}: the pickled structure", CheckpointError)
     return obj
+
+
+def unpacked_size(source: str | Path | bytes) -> int:
+    """What loading ``source`` reads into memory, from its headers alone: a zip checkpoint's records
+    unpacked (their declared sizes, before any decompression), else the file's size. 0 when it cannot
+    be told (safe_load then says what is wrong with the file)."""
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            blob = bytes(source)
+            if not blob.startswith(_ZIP_MAGIC):
+                return len(blob)
+            with zipfile.ZipFile(io.BytesIO(blob)) as z:
+                return sum(i.file_size for i in z.infolist())
+        p = Path(source)
+        with p.open("rb") as f:
+            if f.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
+                return p.stat().st_size
+        with zipfile.ZipFile(p) as z:
+            return sum(i.file_size for i in z.infolist())
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile):
+        return 0
 
 
 def _not_a_checkpoint(name: str, head: bytes, exc: BaseException) -> str:

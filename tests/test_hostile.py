@@ -444,3 +444,39 @@ def test_a_grid_whose_store_disk_fills_keeps_the_finished_run(tmp_path, monkeypa
     assert rc == 2 and "is full (1.0 MiB free)" in err and "finished but could not be stored: it is kept at" in err, err
     (kept,) = (tmp_path / "home" / "rescued").glob("grid-*.pt")
     assert load_checkpoint(kept).spec.name.startswith("cifar_resnet8")
+
+
+# ------------------------------------------------------------------ issue 28, item 3: one budget per process
+def _net_bytes(width: int) -> bytes:
+    from analysis.checkpoints import checkpoint_bytes
+    from analysis.models import build_model
+    from analysis.specs import custom_spec
+
+    spec = custom_spec(block="basic", layers=[1], widths=[width], input_size=8, num_classes=10)
+    return checkpoint_bytes(build_model(spec, seed=0))
+
+
+def test_the_budget_bounds_what_the_process_holds_not_each_file(monkeypatch):
+    """Three files that fit the budget one by one reached 3x it at once (3.8 GB under 1 GB): now
+    every load counts what the others hold, and a net counts for as long as it lives."""
+    import gc
+
+    from analysis import budget
+    from analysis.checkpoints import OverBudgetError
+
+    blob = _net_bytes(256)  # ~3 MB of weights: a load reserves 2.8x what the file unpacks to, then keeps them
+    base = budget.held_bytes()  # nets other tests of this process still hold
+    monkeypatch.setenv("RESNET_LENS_MEMORY_BUDGET", str(base + 20 * 2**20))
+    first = load_checkpoint(blob, name="a.pt")
+    weights = budget.held_bytes() - base
+    assert 3_000_000 < weights < 3_200_000  # after the load, only the weights stay counted
+    with budget.reserve(10_000_000, "another upload being read"):  # a load in another session's thread
+        with pytest.raises(OverBudgetError, match=r"loading b\.pt needs about 8\.\d MiB while [\d.]+ MiB is held for "
+                                                  r"other nets: more than the memory budget of [\d.]+ MiB"):
+            load_checkpoint(blob, name="b.pt")
+    second = load_checkpoint(blob, name="b.pt")  # the other load is over: it fits
+    del second
+    del first
+    gc.collect()
+    assert budget.held_bytes() == base  # a net let go gives its share back
+    load_checkpoint(blob, name="c.pt")  # and a new one fits again
