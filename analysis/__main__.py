@@ -363,6 +363,39 @@ def _evaluate(args: argparse.Namespace, out: Path, body: Callable[[argparse.Name
         raise Interrupted(getattr(exc, "signum", signal.SIGINT), f"no CSV written; {_state(out)}") from None
 
 
+def _setting_text(v: object) -> str:
+    return ",".join(map(str, v)) if isinstance(v, tuple) else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def assumptions(values: Sequence[str] | None) -> dict[str, Any]:
+    """--assume activation=bn_after_add --assume strides=1,2,2,2 ...: the settings a bare
+    state_dict's weights cannot tell (analysis.checkpoints.UNTOLD_FIELDS), typed."""
+    from .checkpoints import UNTOLD_FIELDS
+
+    out: dict[str, Any] = {}
+    for item in values or ():
+        key, sep, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        if not sep or key not in UNTOLD_FIELDS or not text:
+            raise ConfigError(f"--assume {item!r}: give KEY=VALUE with KEY one of {', '.join(UNTOLD_FIELDS)}")
+        if key in out:
+            raise ConfigError(f"--assume {key} given twice")
+        try:
+            if key in ("shortcut_scale", "shortcut_dropout"):
+                out[key] = real(text)
+            elif key == "scale_residual":
+                if text.lower() not in ("true", "false"):
+                    raise ConfigError(f"--assume scale_residual={text}: give true or false")
+                out[key] = text.lower() == "true"
+            elif key == "strides":
+                out[key] = tuple(whole(t) for t in text.split(","))
+            else:
+                out[key] = text
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"--assume {key}: {exc}") from None
+    return out
+
+
 def _evaluation_data(args: argparse.Namespace, path: Path) -> tuple[Checkpoint, Dataset]:
     """The checkpoint and the test data it is evaluated on (``lesion`` and ``paths``): its own
     embedded data from its metadata, or --data/--data-path normalised with its stored statistics."""
@@ -371,10 +404,14 @@ def _evaluation_data(args: argparse.Namespace, path: Path) -> tuple[Checkpoint, 
     from .errors import CheckpointError, DatasetError
 
     try:  # --size: the input size of a bare state_dict (a file with metadata records its own)
-        ck = load_checkpoint(path, plain=args.plain, input_size=args.size)
+        ck = load_checkpoint(path, plain=args.plain, input_size=args.size, settings=assumptions(args.assume))
     except AmbiguousCheckpointError as exc:
         raise CheckpointError(f"{path.name}: a plain net, or a residual net with option-A (zero-padding) shortcuts? "
                               "Their weights look the same; say which with --plain or --residual") from exc
+    if ck.assumed:  # said before any number: the results hold for these settings only
+        print(f"{path.name}: its weights cannot tell these settings; assumed "
+              + ", ".join(f"{k}={_setting_text(v)}" for k, v in ck.assumed)
+              + " (give others with --assume KEY=VALUE)")
     norm = ck.meta.normalisation  # evaluate on the input scale the net was trained on
     if args.data_path is None and args.data in EMBEDDED:
         ds = ck.meta.dataset
@@ -847,6 +884,10 @@ def add_evaluation_args(p: argparse.ArgumentParser, plain_note: str) -> None:
                       help=f"a bare state_dict without projection weights is a plain net ({plain_note})")
     kind.add_argument("--residual", dest="plain", action="store_const", const=False,
                       help="a bare state_dict without projection weights is a residual net (option-A shortcuts)")
+    p.add_argument("--assume", action="append", default=None, metavar="KEY=VALUE",
+                   help="a bare state_dict: a setting its weights cannot tell (shortcut_variant=identity|scale|"
+                        "dropout, shortcut_scale, scale_residual, shortcut_dropout, activation, stride_on=3x3|1x1, "
+                        "strides=1,2,2,2, downsampling); the ones assumed are printed")
     p.add_argument("--resize", type=whole, default=256, help="ImageNet ImageFolder: resize before the center crop")
     p.add_argument("--max-per-class", type=whole, default=None, help="ImageFolder: cap images per class (>= 1)")
 

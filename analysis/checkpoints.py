@@ -30,11 +30,14 @@ from .io import WriteError, atomic_write, rescue, rescue_folders
 from .meta import RunMeta
 from .models import ResNet, build_model, state_dict_shapes
 from .specs import (
+    ACTIVATIONS,
+    DOWNSAMPLINGS,
     EXPANSION,
     MAX_BLOCKS_PER_STAGE,
     MAX_INPUT_SIZE,
     MAX_STAGES,
     OPTIONAL_FIELDS,
+    STRIDE_PLACEMENTS,
     ResNetSpec,
     ShortcutOption,
     StemType,
@@ -51,7 +54,8 @@ from .weights import (
     unpacked_size,
 )
 
-__all__ = ["AmbiguousCheckpointError", "Checkpoint", "CheckpointError", "checkpoint_bytes", "dataset_for",
+__all__ = ["UNTOLD_FIELDS", "AmbiguousCheckpointError", "Checkpoint", "CheckpointError", "OverBudgetError",
+           "checkpoint_bytes", "dataset_for", "untold_settings",
            "find_twin", "infer_spec", "load_checkpoint", "plain_or_residual_ambiguous", "same_architecture",
            "save_checkpoint", "shipped_checkpoints", "state_dict_hash"]
 
@@ -69,6 +73,9 @@ class Checkpoint:
     model: ResNet
     meta: RunMeta
     inferred: bool  # True when the spec came from key names and shapes, not from metadata
+    #: for an inferred spec: the settings its weights cannot tell and the value taken for each
+    #: (:func:`untold_settings`); load again with ``settings=`` to take others
+    assumed: tuple[tuple[str, Any], ...] = ()
 
 
 def spec_to_dict(spec: ResNetSpec) -> dict:
@@ -400,7 +407,7 @@ def _unwrap(obj: object, name: str) -> tuple[Mapping, Mapping]:
 
 def load_checkpoint(source: str | Path | bytes, *, name: str = "uploaded file",
                     expect: ResNetSpec | None = None, plain: bool | None = None,
-                    input_size: int | None = None) -> Checkpoint:
+                    input_size: int | None = None, settings: Mapping[str, Any] | None = None) -> Checkpoint:
     """Load our checkpoint format or a bare (torchvision-style) state_dict, safely.
 
     ``expect`` forces a spec (e.g. ``get_spec('resnet50')``) instead of reading or inferring one.
@@ -423,13 +430,13 @@ def load_checkpoint(source: str | Path | bytes, *, name: str = "uploaded file",
     # the load's peak now, the net's weights for as long as the returned Checkpoint lives
     unpacked = unpacked_size(source)
     if unpacked > memory_budget():  # the file alone: safe_load refuses it, saying which part is too big
-        return _load_checkpoint(source, name, expect, plain, input_size)
+        return _load_checkpoint(source, name, expect, plain, input_size, settings)
     try:
         held = reserve(int(unpacked * LOAD_PEAK_FACTOR), f"loading {label}")
     except BudgetError as exc:
         raise OverBudgetError(str(exc)) from None
     try:
-        ck = _load_checkpoint(source, name, expect, plain, input_size)
+        ck = _load_checkpoint(source, name, expect, plain, input_size, settings)
     except BaseException:
         held.release()
         raise
@@ -438,8 +445,55 @@ def load_checkpoint(source: str | Path | bytes, *, name: str = "uploaded file",
     return ck
 
 
+#: Spec fields that change what a net computes but not its weights' names or shapes (He et al. 2016's
+#: weightless variants, where BN and ReLU sit, where a bottleneck strides, how a 1-D net downsamples):
+#: a bare state_dict cannot tell them, so they are assumed, said, and can be given (``settings=``)
+UNTOLD_FIELDS = ("shortcut_variant", "shortcut_scale", "scale_residual", "shortcut_dropout", "activation", "stride_on",
+                 "strides", "downsampling")
+#: the weightless shortcut variants (gates have a 1x1 conv: their weights tell)
+WEIGHTLESS_VARIANTS = ("identity", "scale", "dropout")
+
+
+def untold_settings(spec: ResNetSpec) -> dict[str, tuple[Any, ...]]:
+    """For a net read from a bare state_dict: each setting its weights cannot tell, with the values
+    it may take (the one assumed first). Plain vs option-A residual is asked separately
+    (:class:`AmbiguousCheckpointError`); numeric settings (lambda, dropout ratio, stage strides) list
+    the value assumed only."""
+    out: dict[str, tuple[Any, ...]] = {}
+    if spec.residual:
+        out["shortcut_variant"] = (spec.shortcut_variant, *(v for v in WEIGHTLESS_VARIANTS
+                                                            if v != spec.shortcut_variant))
+        if spec.shortcut_variant == "scale":
+            out["shortcut_scale"] = (spec.shortcut_scale,)
+            out["scale_residual"] = (spec.scale_residual, not spec.scale_residual)
+        if spec.shortcut_variant == "dropout":
+            out["shortcut_dropout"] = (spec.shortcut_dropout,)
+    if not spec.preact:
+        out["activation"] = (spec.activation, *(a for a in ACTIVATIONS if a != spec.activation))
+    if spec.block == "bottleneck":
+        out["stride_on"] = (spec.stride_on, *(p for p in STRIDE_PLACEMENTS if p != spec.stride_on))
+    out["strides"] = (spec.stage_strides,)
+    if spec.dims == 1:
+        out["downsampling"] = (spec.downsampling, *(d for d in DOWNSAMPLINGS if d != spec.downsampling))
+    return out
+
+
+def _with_settings(spec: ResNetSpec, settings: Mapping[str, Any], name: str) -> ResNetSpec:
+    unknown = sorted(str(k) for k in settings if k not in UNTOLD_FIELDS)
+    if unknown:
+        raise ConfigError(f"{name}: settings {', '.join(unknown)} can be read from the weights; only "
+                          f"{', '.join(UNTOLD_FIELDS)} can be given")
+    if settings.get("shortcut_variant", spec.shortcut_variant) not in WEIGHTLESS_VARIANTS:
+        raise ConfigError(f"{name}: shortcut_variant must be one of {', '.join(WEIGHTLESS_VARIANTS)} for these "
+                          "weights (a gated shortcut has weights of its own, which this file does not hold)")
+    try:
+        return spec.replace(**dict(settings))
+    except (TypeError, LensError) as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+
+
 def _load_checkpoint(source: str | Path | bytes, name: str, expect: ResNetSpec | None, plain: bool | None,
-                     input_size: int | None) -> Checkpoint:
+                     input_size: int | None, settings: Mapping[str, Any] | None = None) -> Checkpoint:
     obj = _safe_load(source, name)
     if isinstance(source, (str, Path)):
         name = Path(source).name
@@ -456,6 +510,9 @@ def _load_checkpoint(source: str | Path | bytes, name: str, expect: ResNetSpec |
                               "saved (its weights do not hash to the sha256 recorded in its metadata)")
     check_values(sd, name)
     inferred = guessed = False
+    if settings and (expect is not None or "spec" in raw):
+        raise ConfigError(f"{name}: its architecture is {'given' if expect is not None else 'recorded in it'}; "
+                          "the settings weights cannot tell are given only for bare state_dicts")
     if expect is not None:
         spec = expect
     elif "spec" in raw:
@@ -468,6 +525,8 @@ def _load_checkpoint(source: str | Path | bytes, name: str, expect: ResNetSpec |
             spec, guessed = _infer(sd, Path(name).stem or "checkpoint", plain, input_size)
         except CheckpointError as exc:
             raise CheckpointError(f"{name}: {exc}") from exc
+        if settings:  # before naming it: a v1 or BN-after-add net is not torchvision's resnet50
+            spec = _with_settings(spec, settings, name)
         spec = _match_name(spec)
         inferred = True
     if plain is not None and spec.residual == plain:
@@ -491,7 +550,8 @@ def _load_checkpoint(source: str | Path | bytes, name: str, expect: ResNetSpec |
     _copy_weights(model, sd)
     check_finite_model(model.state_dict(), name)
     model.eval()
-    return Checkpoint(spec, model, meta, inferred)
+    assumed = tuple((k, v[0]) for k, v in untold_settings(spec).items()) if inferred else ()
+    return Checkpoint(spec, model, meta, inferred, assumed)
 
 
 def _copy_weights(model: ResNet, sd: Mapping[str, Tensor]) -> None:

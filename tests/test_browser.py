@@ -361,3 +361,32 @@ def test_five_bomb_uploads_at_once_leave_the_server_answering(server, browser, t
         page.close()
     probe.close()
     assert answered < 15, f"a new page took {answered:.1f} s while five bombs were refused"
+
+
+def test_an_upload_asks_for_what_its_weights_cannot_tell(server, browser, tmp_path):
+    """Issue 28, item 2: a bare state_dict's weightless settings are shown as assumed and can be
+    changed; changing BN and ReLU around the add reloads the net (the explorer's variant follows)."""
+    import torch
+
+    from analysis.models import build_model
+    from analysis.specs import get_spec
+
+    path = tmp_path / "mynet.pth"
+    torch.save(build_model(get_spec("resnet18"), seed=0).state_dict(), path)
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    sidebar = upload_in_explorer(page, server, path)
+    expect(page.get_by_text("11,689,512").first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    sidebar.get_by_text("Settings these weights cannot tell").click()
+    expect(sidebar).to_contain_text("Stage strides 1, 2, 2, 2 are assumed too")
+    box = sidebar.get_by_test_id("stSelectbox").filter(has_text="BN and ReLU around the add")
+    box.locator("input").click()  # a selectbox in an expander: typed into, as a user may
+    page.wait_for_timeout(500)  # its list opens
+    page.keyboard.type("BN after")
+    page.keyboard.press("Enter")
+    settled(page)
+    # the same weights, read as another net: no longer torchvision's resnet18
+    expect(page.get_by_text("mynet — residual, BN after addition, shortcut B").first).to_be_visible(
+        timeout=RUN_TIMEOUT_MS)
+    no_error_boxes(page)
+    page.close()

@@ -480,3 +480,58 @@ def test_the_budget_bounds_what_the_process_holds_not_each_file(monkeypatch):
     gc.collect()
     assert budget.held_bytes() == base  # a net let go gives its share back
     load_checkpoint(blob, name="c.pt")  # and a new one fits again
+
+
+# ------------------------------------------------------------------ issue 28, item 2: what weights cannot tell
+def _bare(spec_name: str, **changes) -> bytes:
+    from analysis.models import build_model
+    from analysis.specs import get_spec
+
+    spec = get_spec(spec_name).replace(**changes) if changes else get_spec(spec_name)
+    buf = io.BytesIO()
+    torch.save(build_model(spec, seed=0).state_dict(), buf)
+    return buf.getvalue()
+
+
+def test_a_bare_state_dict_says_what_its_weights_cannot_tell_and_takes_other_settings():
+    from analysis.checkpoints import untold_settings
+    from analysis.specs import get_spec
+
+    blob = _bare("resnet50")
+    ck = load_checkpoint(blob, name="resnet50.pth")
+    assert dict(ck.assumed) == {"shortcut_variant": "identity", "activation": "original", "stride_on": "3x3",
+                                "strides": (1, 2, 2, 2)}
+    assert untold_settings(ck.spec)["activation"] == ("original", "bn_after_add", "relu_before_add", "relu_preact")
+    # the same weights read as the paper's v1 with BN after the addition: another net, other outputs
+    other = load_checkpoint(blob, name="resnet50.pth", settings={"stride_on": "1x1", "activation": "bn_after_add"})
+    assert (other.spec.stride_on, other.spec.activation) == ("1x1", "bn_after_add")
+    assert dict(other.assumed)["stride_on"] == "1x1"
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert not torch.allclose(ck.model(x), other.model(x))
+    assert load_checkpoint(blob, name="r.pth", settings={"shortcut_variant": "scale", "shortcut_scale": 0.5}
+                           ).spec.shortcut_variant == "scale"
+    with pytest.raises(ConfigError, match="a gated shortcut has weights of its own"):
+        load_checkpoint(blob, name="r.pth", settings={"shortcut_variant": "gate"})
+    with pytest.raises(ConfigError, match="settings groups can be read from the weights"):
+        load_checkpoint(blob, name="r.pth", settings={"groups": 2})
+    with pytest.raises(ConfigError, match="given only for bare state_dicts"):
+        load_checkpoint(SHIPPED, settings={"activation": "bn_after_add"})
+    assert load_checkpoint(SHIPPED).assumed == ()  # a file with its spec recorded assumes nothing
+    one_d = load_checkpoint(_bare("resnet1d_20"), name="r1d.pt", plain=False)
+    assert "downsampling" in dict(one_d.assumed) and "stride_on" not in dict(one_d.assumed)
+    assert get_spec("resnet1d_20").residual
+
+
+def test_the_cli_says_the_settings_it_assumed_and_takes_others(tmp_path, capsys):
+    from analysis.__main__ import main
+
+    f = tmp_path / "bare20.pt"
+    f.write_bytes(_bare("cifar_resnet20", in_channels=1, input_size=16))
+    args = ["lesion", "--checkpoint", str(f), "--residual", "--size", "16", "--out", str(tmp_path / "l.csv")]
+    main([*args, "--assume", "activation=relu_before_add"])
+    out = capsys.readouterr().out
+    assert ("bare20.pt: its weights cannot tell these settings; assumed shortcut_variant=identity, "
+            "activation=relu_before_add, strides=1,2,2 (give others with --assume KEY=VALUE)") in out
+    assert main([*args, "--assume", "colour=red"]) == 2
+    assert "--assume 'colour=red': give KEY=VALUE with KEY one of" in capsys.readouterr().err

@@ -133,23 +133,25 @@ def checkpoint_from_path(path: str, mtime: float) -> checkpoints.Checkpoint:
 
 
 @st.cache_resource(show_spinner="Loading checkpoint…", max_entries=8)
-def _checkpoint_from_bytes(blob: bytes, name: str, plain: bool | None = None) -> checkpoints.Checkpoint:
-    return checkpoints.load_checkpoint(blob, name=name, plain=plain)
+def _checkpoint_from_bytes(blob: bytes, name: str, plain: bool | None = None,
+                           settings: tuple[tuple[str, Any], ...] = ()) -> checkpoints.Checkpoint:
+    return checkpoints.load_checkpoint(blob, name=name, plain=plain, settings=dict(settings) or None)
 
 
-def checkpoint_from_bytes(blob: bytes, name: str, plain: bool | None = None) -> checkpoints.Checkpoint:
+def checkpoint_from_bytes(blob: bytes, name: str, plain: bool | None = None,
+                          settings: tuple[tuple[str, Any], ...] = ()) -> checkpoints.Checkpoint:
     """An uploaded file; ``plain`` answers the one question a bare state_dict's weights cannot
     (plain net or residual with option-A shortcuts: see ``AmbiguousCheckpointError``). Every loaded
     net counts against the process's memory budget while it lives (analysis.budget), cached ones
     too: when a new upload does not fit, the cached uploads are let go once (a session that needs one
     again reloads it from its own upload) and the load is tried again."""
     try:
-        return _checkpoint_from_bytes(blob, name, plain)
+        return _checkpoint_from_bytes(blob, name, plain, settings)
     except checkpoints.OverBudgetError:
         pass
     _checkpoint_from_bytes.clear()
     gc.collect()  # the evicted nets' reservations end with them (weakref.finalize)
-    return _checkpoint_from_bytes(blob, name, plain)
+    return _checkpoint_from_bytes(blob, name, plain, settings)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -187,8 +187,10 @@ def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: 
     if up is None:
         box.info("Upload a ResNet state_dict, e.g. torchvision's resnet50.pth; its architecture is inferred.")
         return None
+    plain: bool | None = None
     try:
-        return Picked("uploaded", up.name, cache.checkpoint_from_bytes(up.getvalue(), up.name))
+        ck = cache.checkpoint_from_bytes(up.getvalue(), up.name)
+        return Picked("uploaded", up.name, _untold(box, key, up, ck, plain))
     except AmbiguousCheckpointError:
         # Plain and option-A residual nets have identical weights: the user says which, nothing is guessed.
         box.warning("This state_dict fits both a plain net and a residual net with option-A (zero-padding) "
@@ -198,15 +200,60 @@ def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: 
                          key=f"{key}_upload_plain")
         if kind is None:
             return None
+        plain = kind.startswith("plain")
         try:
-            ck = cache.checkpoint_from_bytes(up.getvalue(), up.name, plain=kind.startswith("plain"))
+            ck = cache.checkpoint_from_bytes(up.getvalue(), up.name, plain=plain)
+            return Picked("uploaded", up.name, _untold(box, key, up, ck, plain))
         except LensError as exc2:
             error_box(exc2)
             return None
-        return Picked("uploaded", up.name, ck)
     except LensError as exc:
         error_box(exc)
         return None
+
+
+UNTOLD_LABELS = {"shortcut_variant": "Shortcut", "activation": "BN and ReLU around the add",
+                 "stride_on": "Bottleneck stride on", "downsampling": "Downsampling (1-D)"}
+
+
+def _untold(box: Any, key: str, up: Any, ck: Checkpoint, plain: bool | None) -> Checkpoint:
+    """A bare state_dict's settings that its weights cannot tell (analysis.checkpoints.untold_settings),
+    shown with the values assumed and asked: changing one reloads the net with it."""
+    if not ck.assumed:
+        return ck
+    from analysis.checkpoints import untold_settings
+    from analysis.specs import ACTIVATION_LABELS, SHORTCUT_VARIANT_LABELS
+    from ui import cache
+
+    choices = untold_settings(ck.spec)
+    assumed = dict(ck.assumed)
+    labels: dict[str, Callable[[Any], str]] = {
+        "shortcut_variant": lambda v: SHORTCUT_VARIANT_LABELS.get(v, v),
+        "activation": lambda v: ACTIVATION_LABELS.get(v, v),
+        "stride_on": lambda v: {"3x3": "3x3 (torchvision v1.5)", "1x1": "first 1x1 (the paper's v1)"}.get(v, v),
+    }
+    with box.expander("Settings these weights cannot tell", expanded=False):
+        st.caption("They change what the net computes but not its weights' names or shapes, so they are assumed "
+                   "(the first choice: torchvision's conventions) and every number below holds for them. "
+                   "Change any that your net was built with otherwise.")
+        chosen: dict[str, Any] = {}
+        for field, options in choices.items():
+            if field not in UNTOLD_LABELS or len(options) < 2:
+                continue
+            chosen[field] = st.selectbox(UNTOLD_LABELS[field], options, key=f"{key}_untold_{field}",
+                                         format_func=labels.get(field, str))
+        if chosen.get("shortcut_variant") == "scale":
+            chosen["shortcut_scale"] = st.number_input("λ (shortcut scale)", 0.05, 4.0, 0.5, 0.05,
+                                                       key=f"{key}_untold_lambda")
+            chosen["scale_residual"] = st.checkbox("F scaled by 1 − λ", key=f"{key}_untold_scale_f")
+        if chosen.get("shortcut_variant") == "dropout":
+            chosen["shortcut_dropout"] = st.number_input("dropout ratio", 0.05, 0.95, 0.5, 0.05,
+                                                         key=f"{key}_untold_dropout")
+        st.caption("Stage strides " + ", ".join(map(str, assumed["strides"])) + " are assumed too.")
+    settings = tuple((k, v) for k, v in chosen.items() if assumed.get(k, None) != v)
+    if not settings:
+        return ck
+    return cache.checkpoint_from_bytes(up.getvalue(), up.name, plain=plain, settings=settings)
 
 
 def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
@@ -222,9 +269,8 @@ def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
             ck = picked.checkpoint
             if ck.inferred:
                 sb.caption(f"Architecture inferred from the state_dict: {ck.spec.name} ({ck.spec.variant}); "
-                           "stride placement and input size are not stored in weights and default to "
-                           "v1.5 and the stem's usual size (a 1-D net: MNIST-1D's 40 samples; a 1-D net equal "
-                           "to a built-in such as VDCNN takes its max-pool downsampling and length).")
+                           "the input size is not stored in weights and defaults to the stem's usual size (a 1-D "
+                           "net: MNIST-1D's 40 samples). What else the weights cannot tell is listed above.")
             return ck.spec
         if source == "Built-in":
             names = list(MODELS)
