@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import struct
 import time
 import zipfile
 from pathlib import Path
@@ -20,40 +19,27 @@ from analysis import bounded
 from analysis.checkpoints import load_checkpoint
 from analysis.errors import CheckpointError, ConfigError, DatasetError
 from analysis.meta import RunMeta
+from tests.fuzz.shapes import PLACEHOLDER, _replace_in_pickle, _with_ops, dag, nest_ops
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "checkpoints" / "digits_resnet20.pt"
 
 
-def dag(levels: int) -> list:
-    """A list whose two items are the same list, ``levels`` deep: ``levels`` objects, 2**levels leaves."""
-    x: list = [0]
-    for _ in range(levels):
-        x = [x, x]
-    return x
-
-
-def deep_pickle_ops(depth: int) -> bytes:
-    """Pickle opcodes (protocol 2, no PROTO/STOP) for a list nested ``depth`` levels: EMPTY_LIST
-    ``depth`` times, then APPEND ``depth - 1`` times. Python's pickler would recurse to write it."""
-    return b"]" * depth + b"a" * (depth - 1)
+def deep_list(depth: int) -> list:
+    """A list nested ``depth`` levels, built without recursion."""
+    top: list = []
+    cur = top
+    for _ in range(depth):
+        nxt: list = []
+        cur.append(nxt)
+        cur = nxt
+    return top
 
 
 def with_deep_created(blob: bytes, depth: int) -> bytes:
-    """A torch zip checkpoint whose ``meta["created"]`` (a placeholder string) becomes a list nested
-    ``depth`` levels, by replacing the string's opcodes in ``data.pkl``."""
-    src = zipfile.ZipFile(io.BytesIO(blob))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-        for info in src.infolist():
-            data = src.read(info.filename)
-            if info.filename.endswith("data.pkl"):
-                marker = b"DEEP-PLACEHOLDER"
-                op = b"X" + struct.pack("<I", len(marker)) + marker  # BINUNICODE
-                assert data.count(op) == 1
-                data = data.replace(op, deep_pickle_ops(depth))
-            z.writestr(info, data)
-    return out.getvalue()
+    """A torch zip checkpoint whose ``meta["created"]`` (the placeholder string) becomes a list nested
+    ``depth`` levels (the fuzz generators' opcode surgery)."""
+    return _with_ops(blob, nest_ops(depth))
 
 
 def shipped_with(created: object) -> bytes:
@@ -73,12 +59,7 @@ def test_the_bounded_reader_counts_a_tree_not_the_objects():
     cyc.append(cyc)
     with pytest.raises(CheckpointError, match="contains itself"):
         bounded.check_bounded(cyc, "x", CheckpointError)
-    deep: list = []
-    cur = deep
-    for _ in range(200_000):
-        nxt: list = []
-        cur.append(nxt)
-        cur = nxt
+    deep = deep_list(200_000)
     with pytest.raises(CheckpointError, match="nested more than 64 levels"):  # no RecursionError
         bounded.check_bounded(deep, "x", CheckpointError)
     ok = {"a": [1, (2, 3)], "b": {"c": "d"}}
@@ -91,12 +72,7 @@ def test_the_bounded_reader_counts_a_tree_not_the_objects():
 
 
 def test_short_repr_survives_what_repr_does_not():
-    deep: list = []
-    cur = deep
-    for _ in range(100_000):
-        nxt: list = []
-        cur.append(nxt)
-        cur = nxt
+    deep = deep_list(100_000)
     with pytest.raises(RecursionError):
         repr(deep)
     assert bounded.short_repr(deep) == "[[[[...]]]]"
@@ -116,7 +92,7 @@ def test_a_reference_dag_in_metadata_is_refused_at_once():
 
 @pytest.mark.parametrize("depth", [3_000, 1_000_000])
 def test_metadata_nested_deep_is_one_sentence(depth):
-    blob = with_deep_created(shipped_with("DEEP-PLACEHOLDER"), depth)
+    blob = with_deep_created(shipped_with(PLACEHOLDER.decode()), depth)
     with pytest.raises(CheckpointError, match="nested more than 64 levels deep"):
         load_checkpoint(blob, name="deep.pt")
 
@@ -174,10 +150,9 @@ def test_cifar_labels_as_a_reference_dag_or_deep_are_refused(tmp_path):
     data = np.zeros((4, 3072), dtype=np.uint8)
     with pytest.raises(DatasetError, match=r"data_batch_2: the pickled batch expands to more than 2,000,000"):
         load_cifar10(_cifar(tmp_path / "a", {b"data": data, b"labels": dag(40)}))
-    head = pickle.dumps({b"data": data, b"labels": "DEEP-PLACEHOLDER"}, protocol=2)
-    op = b"X" + struct.pack("<I", 16) + b"DEEP-PLACEHOLDER"
+    head = pickle.dumps({b"data": data, b"labels": PLACEHOLDER.decode()}, protocol=2)
     with pytest.raises(DatasetError, match=r"data_batch_2: .*(nested more than 64 levels|RecursionError)"):
-        load_cifar10(_cifar(tmp_path / "b", head.replace(op, deep_pickle_ops(100_000))))
+        load_cifar10(_cifar(tmp_path / "b", _replace_in_pickle(head, nest_ops(100_000))))
 
 
 def test_cifar_protocol_5_reads_and_an_unknown_codec_is_refused(tmp_path):

@@ -18,7 +18,6 @@ import pickle
 import sqlite3
 import struct
 import zipfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 
 from analysis.errors import LensError
 from tests.fuzz.harness import Case
+from tests.fuzz.test_data_fuzz import png_declaring
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "checkpoints" / "digits_resnet20.pt"
@@ -195,16 +195,6 @@ def _results_reader(reader: str, f: Path, folder: Path) -> Callable[[], Any]:
     return run
 
 
-def _png_declaring(path: Path, width: int, height: int) -> None:
-    from PIL import Image
-
-    Image.new("L", (10, 10)).save(path)
-    b = bytearray(path.read_bytes())
-    b[16:24] = struct.pack(">II", width, height)
-    b[29:33] = struct.pack(">I", zlib.crc32(bytes(b[12:29])))
-    path.write_bytes(bytes(b))
-
-
 def header_bombs(folder: Path) -> list[Case]:
     from PIL import Image
 
@@ -215,7 +205,7 @@ def header_bombs(folder: Path) -> list[Case]:
             (root / c).mkdir(parents=True)
             for i in range(2):
                 Image.new("RGB", (8, 8), (i, 0, 0)).save(root / c / f"{i}.png")
-        _png_declaring(root / "a" / "bomb.png", w, h)
+        png_declaring(root / "a" / "bomb.png", w, h)
 
         def run(root: Path = root) -> Any:
             from analysis.data import load_image_folder
