@@ -441,7 +441,7 @@ def load_checkpoint(source: str | Path | bytes, *, name: str = "uploaded file",
         held.release()
         raise
     held.resize(sum(t.numel() * t.element_size() for t in ck.model.state_dict().values()))
-    weakref.finalize(ck, held.release)
+    weakref.finalize(ck.model, held.release)  # the model holds the memory; copies of ck share it
     return ck
 
 
