@@ -106,10 +106,11 @@ def _check_headers(path: Path) -> None:
                     got, _, dtype = np.lib.format.read_array_header_2_0(f)
                 else:
                     raise DatasetError(f"{path}: {member} has .npy format version {version}; expected 1.0 or 2.0")
-            if tuple(got) != shape or dtype.hasobject or dtype.itemsize > 8:
-                raise DatasetError(f"{path}: {member} declares a {dtype} array of shape {tuple(got)} "
-                                   f"({math.prod(got) * dtype.itemsize:,} bytes); expected shape {shape} of "
-                                   "numbers (8 bytes at most each)")
+            if tuple(got) != shape:
+                raise DatasetError(f"{path}: {key} has shape {tuple(got)}, expected {shape} (its header declares "
+                                   f"{math.prod(got) * dtype.itemsize:,} bytes of {dtype}; nothing was read)")
+            if dtype.hasobject or dtype.itemsize > 8:
+                raise DatasetError(f"{path}: {key} is {dtype}, expected numbers of at most 8 bytes each")
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
