@@ -29,7 +29,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -362,17 +362,23 @@ class RunStore:
             raise StoreError(f"the stored {kind} sweep {key} in {self.db} cannot be read ({exc}); forget this "
                              "net's stored sweeps to measure it again") from exc
 
-    def sweeps_of(self, run: str) -> list[StoredSweep]:
-        """Every stored sweep of one net (oldest first), without their tables."""
+    def sweeps_of(self, run: str, kinds: Iterable[str] | None = None) -> list[StoredSweep]:
+        """Every stored sweep of one net (oldest first), without their tables; only those of ``kinds``
+        when given (a page lists its own kinds: the Lesion lab's are not the Path ensemble's)."""
         with self._connect() as con:
             rows = con.execute("SELECT key, run, kind, settings, created FROM sweeps WHERE run = ? ORDER BY created",
                                (run,)).fetchall()
-        return [_stored_sweep(r) for r in rows]
+        wanted = None if kinds is None else set(kinds)
+        return [_stored_sweep(r) for r in rows if wanted is None or r[2] in wanted]
 
-    def delete_sweeps(self, run: str) -> int:
-        """Forget every stored sweep of one net; returns how many there were."""
+    def delete_sweeps(self, run: str, kinds: Iterable[str] | None = None) -> int:
+        """Forget the stored sweeps of one net (only those of ``kinds`` when given); returns how many."""
         with self._connect() as con:
-            return con.execute("DELETE FROM sweeps WHERE run = ?", (run,)).rowcount
+            if kinds is None:
+                return con.execute("DELETE FROM sweeps WHERE run = ?", (run,)).rowcount
+            chosen = sorted(set(kinds))
+            marks = ", ".join("?" * len(chosen))
+            return con.execute(f"DELETE FROM sweeps WHERE run = ? AND kind IN ({marks})", (run, *chosen)).rowcount
 
     def clear(self) -> None:
         """Forget every run and sweep, their metrics and gradient records, and the grids (the folder

@@ -351,7 +351,7 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, twin: Pick
 def forget(net_label: str, key: str) -> None:
     """Forget the stored sweeps of one net (button callback: runs before the page redraws)."""
     try:
-        count = cache.run_store().delete_sweeps(key)
+        count = cache.run_store().delete_sweeps(key, lesion.SWEEP_KINDS)  # the Path ensemble's measurements stay
     except LensError as exc:
         st.session_state["lesion_forgot"] = f"The stored sweeps of {net_label} could not be deleted: {exc}"
         return
@@ -371,7 +371,7 @@ if (forgot := st.session_state.pop("lesion_forgot", None)) is not None:
 sweep_store = open_store()
 if sweep_store is not None:
     try:
-        mine = sweep_store.sweeps_of(key_of(picked))
+        mine = sweep_store.sweeps_of(key_of(picked), lesion.SWEEP_KINDS)
     except LensError as exc:
         st.warning(f"The run store cannot be read: {exc}")
         mine = []

@@ -305,3 +305,16 @@ def test_temp_files_of_a_killed_write_are_cleaned_on_the_next_start(tmp_path):
     os.utime(left, (old, old))
     atomic_write(target, b"data")  # writing the same file again cleans what a killed write of it left
     assert not left.exists() and target.read_bytes() == b"data"
+
+
+def test_forgetting_a_nets_lesion_sweeps_keeps_its_path_measurements(tmp_path):
+    """Issue 21, item 2: the Lesion lab's 'Forget stored sweeps of this net (8)' also deleted the 4
+    Path-ensemble measurements of that net."""
+    from analysis.lesion import SWEEP_KINDS
+
+    s = RunStore(tmp_path)
+    for kind in ("single", "k", "paths-trained", "paths-init"):
+        s.save_sweep("sha256:n", kind, {"seed": 0}, pd.DataFrame({"a": [1]}))
+    assert [w.kind for w in s.sweeps_of("sha256:n", SWEEP_KINDS)] == ["single", "k"]
+    assert s.delete_sweeps("sha256:n", SWEEP_KINDS) == 2
+    assert sorted(w.kind for w in s.sweeps_of("sha256:n")) == ["paths-init", "paths-trained"]
