@@ -121,6 +121,7 @@ PERCENT: Column = ("number", 0.0, 100.0, True)
 FRACTION: Column = ("number", 0.0, 1.0, True)
 SECONDS: Column = ("number", 0.0, 1e9, True)
 COUNT: Column = ("whole", 0, 1e12, False)
+SEED: Column = ("whole", 0, 2**63 - 1, False)  # a seed is any int64 a recipe accepts
 FLAG: Column = ("bool", 0, 1, False)
 
 
@@ -169,5 +170,5 @@ def short_repr(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["COUNT", "FLAG", "FRACTION", "MAX_DEPTH", "MAX_NODES", "PERCENT", "SECONDS", "TEXT", "Column", "check_bounded",
+__all__ = ["COUNT", "SEED", "FLAG", "FRACTION", "MAX_DEPTH", "MAX_NODES", "PERCENT", "SECONDS", "TEXT", "Column", "check_bounded",
            "check_table", "loads_json", "short_repr"]

@@ -15,6 +15,7 @@ container's cgroup limit when that is smaller); the environment variable
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import re
@@ -114,9 +115,17 @@ class Reservation:
 
     def release(self) -> None:
         with _LOCK:
-            if self._live:
-                self._live = False
-                _HELD.discard(self)
+            self._drop()
+
+    def release_later(self) -> None:
+        """For a finalizer: it may run inside a garbage collection that started while this thread holds
+        the ledger's lock (any allocation under it), so it only queues; the next ledger call drops it."""
+        _RELEASED.append(self)
+
+    def _drop(self) -> None:  # under _LOCK
+        if self._live:
+            self._live = False
+            _HELD.discard(self)
 
     def __enter__(self) -> Reservation:
         return self
@@ -127,12 +136,20 @@ class Reservation:
 
 _LOCK = threading.Lock()
 _HELD: set[Reservation] = set()
+_RELEASED: collections.deque[Reservation] = collections.deque()  # appended by finalizers, lock-free
+
+
+def _settle() -> None:
+    """Drop the reservations finalizers have queued (under _LOCK)."""
+    while _RELEASED:
+        _RELEASED.popleft()._drop()
 
 
 def held_bytes() -> int:
     """What this process holds for loaded nets and loads in progress (every thread together)."""
     with _LOCK:
-        return sum(r.nbytes for r in _HELD)
+        _settle()
+        return sum(r.nbytes for r in list(_HELD))
 
 
 def reserve(nbytes: int, what: str) -> Reservation:
@@ -142,7 +159,8 @@ def reserve(nbytes: int, what: str) -> Reservation:
     the budget, not each file separately (three files that fit one by one no longer reach 3x)."""
     limit = memory_budget()
     with _LOCK:
-        held = sum(r.nbytes for r in _HELD)
+        _settle()
+        held = sum(r.nbytes for r in list(_HELD))
         if held + nbytes > limit:
             others = f" while {fmt_bytes(held)} is held for other nets" if held else ""
             raise BudgetError(f"{what} needs about {fmt_bytes(nbytes)}{others}: more than the memory budget of "

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .bounded import short_repr
-from .budget import LOAD_PEAK_FACTOR, BudgetError, check_spec_fits, memory_budget, reserve
+from .budget import LOAD_PEAK_FACTOR, BudgetError, check_spec_fits, held_bytes, memory_budget, reserve
 from .data import Dataset
 from .errors import CheckpointError, ConfigError, DatasetError, LensError, SpecError
 from .io import WriteError, atomic_write, rescue, rescue_folders
@@ -379,8 +379,9 @@ def _unwrap(obj: object, name: str) -> tuple[Mapping, Mapping]:
     checked), a training script's ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper, or a bare
     state_dict."""
     raw: Mapping = {}
-    if isinstance(obj, Mapping) and "format" in obj and not isinstance(obj.get("format"), Tensor):
-        if obj["format"] != FORMAT:  # another version of our format, or another tool's wrapper
+    fmt = obj.get("format") if isinstance(obj, Mapping) else None
+    if isinstance(obj, Mapping) and isinstance(fmt, str) and fmt.startswith("resnet-lens/"):
+        if obj["format"] != FORMAT:  # another version of our format: not read as something else
             raise CheckpointError(f"{name}: its format is {short_repr(obj['format'])}; this version of ResNet Lens "
                                   f"reads {FORMAT!r} (and bare state_dicts)")
         extra = sorted(short_repr(k) for k in obj if k not in ("format", "state_dict", "meta", "meta_sha256"))
@@ -433,15 +434,15 @@ def load_checkpoint(source: str | Path | bytes, *, name: str = "uploaded file",
         return _load_checkpoint(source, name, expect, plain, input_size, settings)
     try:
         held = reserve(int(unpacked * LOAD_PEAK_FACTOR), f"loading {label}")
-    except BudgetError as exc:
-        raise OverBudgetError(str(exc)) from None
+    except BudgetError as exc:  # OverBudgetError only where letting other nets go could help
+        raise (OverBudgetError if held_bytes() else CheckpointError)(str(exc)) from None
     try:
         ck = _load_checkpoint(source, name, expect, plain, input_size, settings)
     except BaseException:
         held.release()
         raise
     held.resize(sum(t.numel() * t.element_size() for t in ck.model.state_dict().values()))
-    weakref.finalize(ck.model, held.release)  # the model holds the memory; copies of ck share it
+    weakref.finalize(ck.model, held.release_later)  # the model holds the memory; copies of ck share it
     return ck
 
 

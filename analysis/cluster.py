@@ -158,8 +158,11 @@ def _reachable(address: str) -> None:
     if m is None:  # 'auto': Ray finds the address itself
         return
     host, port = m["host"].strip("[]"), int(m["port"])
+    tls = os.environ.get("RAY_USE_TLS", "0").strip().lower() not in ("", "0", "false")
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S) as sock:
+            if tls:  # a TLS cluster answers a plaintext opening with an alert: the TCP connect is the check
+                return
             sock.settimeout(CONNECT_TIMEOUT_S)
             sock.sendall(_H2_PREFACE)
             reply = b""
@@ -181,6 +184,9 @@ def _reachable(address: str) -> None:
     if len(reply) >= 9 and reply[3] == _H2_SETTINGS:
         return
     web = reply.startswith(b"HTTP/") or reply.lstrip().lower().startswith((b"<!doctype", b"<html"))
+    if reply[:2] == b"\x15\x03":  # a TLS alert record
+        raise ConfigError(f"Ray cluster at {address}: a TLS server answered; if the cluster uses TLS, set "
+                          "RAY_USE_TLS=1 (and its certificate variables) here too")
     what = ("an HTTP server" if web else "nothing (the connection was closed)" if not reply
             else f"something that is not Ray ({reply[:16]!r})")
     raise ConfigError(f"Ray cluster at {address}: {what} answered, not a Ray cluster (Ray speaks gRPC); check the "

@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConfigError, LensError
@@ -257,11 +258,21 @@ _stop: Any = None
 WATCH_PARENT_S = 0.5
 
 
+def _started(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), or None where it cannot be read:
+    with it a pid the kernel has given to another process is not taken for the driver."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def _watch_parent(pid: int) -> None:
     """End this worker when the process that made the pool is gone. A ``kill -9`` of the grid's
     driver runs no cleanup: its workers (children of the forkserver, not of the driver, so a
     parent-death signal would not reach them) kept training for nothing, ~600 MB each, for as long
     as anyone looked (50 minutes)."""
+    born = _started(pid)
     while True:
         time.sleep(WATCH_PARENT_S)
         try:
@@ -269,6 +280,8 @@ def _watch_parent(pid: int) -> None:
         except ProcessLookupError:
             os._exit(1)
         except PermissionError:  # the pid now belongs to another user's process: ours is gone
+            os._exit(1)
+        if born is not None and _started(pid) != born:  # the pid was reused: ours is gone
             os._exit(1)
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .bounded import COUNT, FLAG, PERCENT, SECONDS, TEXT, Column, check_table, loads_json
+from .bounded import COUNT, FLAG, PERCENT, SECONDS, SEED, TEXT, Column, check_table, loads_json
 from .errors import ConfigError, LensError, SpecError
 from .executor import DataSpec, Executor, Task, TaskEvent, TaskResult
 from .io import WriteError, rescue
@@ -528,7 +528,7 @@ def load_results(path: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]
 
 _ERROR_SPREAD: Column = ("number", 0.0, 100.0, True)
 _RESULT_SCHEMA: dict[str, Column] = {
-    "variant": TEXT, "label": TEXT, "depth": COUNT, "seed": COUNT, "status": TEXT, "reused": FLAG,
+    "variant": TEXT, "label": TEXT, "depth": COUNT, "seed": SEED, "status": TEXT, "reused": FLAG,
     "train_error": PERCENT, "test_error": PERCENT, "epochs": COUNT, "seconds": SECONDS, "key": TEXT, "message": TEXT}
 _SUMMARY_SCHEMA: dict[str, Column] = {
     "variant": TEXT, "label": TEXT, "depth": COUNT, "runs": COUNT, "diverged": COUNT, "test_error_mean": PERCENT,

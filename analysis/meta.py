@@ -54,13 +54,13 @@ class TrainConfig:
         before any work, whether it comes from the CLI, a page or a checkpoint's metadata."""
         def integer(value: object, lo: int, hi: int, what: str) -> None:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise ConfigError(f"{what} must be a whole number, got {value!r}")
+                raise ConfigError(f"{what} must be a whole number, got {short_repr(value)}")
             if not lo <= int(value) <= hi:
-                raise ConfigError(f"{what} must be between {lo:,} and {hi:,}, got {value}")
+                raise ConfigError(f"{what} must be between {lo:,} and {hi:,}, got {short_repr(value)}")
 
         def real(value: object, what: str, ok: str, inside: Callable[[float], bool]) -> None:
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise ConfigError(f"{what} must be a number, got {value!r}")
+                raise ConfigError(f"{what} must be a number, got {short_repr(value)}")
             if not math.isfinite(float(value)) or not inside(float(value)):
                 raise ConfigError(f"{what} must be {ok}, got {value}")
 
@@ -70,17 +70,17 @@ class TrainConfig:
         real(self.momentum, "momentum", "a finite number in [0, 1)", lambda v: 0 <= v < 1)
         real(self.weight_decay, "weight decay", "a finite number in [0, 1]", lambda v: 0 <= v <= 1)
         if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {short_repr(self.schedule)}")
         integer(self.warmup_epochs, 0, 100_000, "warm-up")
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"warm-up must be between 0 and {self.epochs} epochs, got {self.warmup_epochs}")
         if not isinstance(self.augment, bool):
-            raise ConfigError(f"augment must be true or false, got {self.augment!r}")
+            raise ConfigError(f"augment must be true or false, got {short_repr(self.augment)}")
         integer(self.seed, 0, 2**63 - 1, "seed")
         if not isinstance(self.device, str) or not re.fullmatch(r"(?a)cpu|cuda(:\d{1,3})?", self.device):
-            raise ConfigError(f"device must be cpu, cuda or cuda:<index>, got {self.device!r}")
+            raise ConfigError(f"device must be cpu, cuda or cuda:<index>, got {short_repr(self.device)}")
         if self.amp not in AMP_MODES:
-            raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+            raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {short_repr(self.amp)}")
         if self.amp != "off" and not self.device.startswith("cuda"):
             # bf16 autocast exists on the CPU, but runs slower than fp32 on CPUs without bf16 units
             # and would change the CPU path's numbers, which are kept exact; fp16 needs CUDA's scaler
@@ -111,11 +111,14 @@ class DatasetInfo:
         """Metadata is read from files: wrong types are a CheckpointError here, not a crash later."""
         for name in ("name", "source"):
             if not isinstance(getattr(self, name), str):
-                raise CheckpointError(f"dataset {name} must be a string, got {getattr(self, name)!r}")
+                raise CheckpointError(f"dataset {name} must be a string, got {short_repr(getattr(self, name))}")
+            if len(getattr(self, name)) > MAX_META_TEXT:
+                raise CheckpointError(f"dataset {name} is {len(getattr(self, name)):,} characters long; at most "
+                                      f"{MAX_META_TEXT:,}")
         for name, lo in (("train", 0), ("test", 0), ("classes", 1), ("channels", 1), ("size", 1), ("split_seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
-                raise CheckpointError(f"dataset {name} must be a whole number of at least {lo}, got {value!r}")
+                raise CheckpointError(f"dataset {name} must be a whole number of at least {lo}, got {short_repr(value)}")
 
     @property
     def is_digits(self) -> bool:
@@ -311,11 +314,17 @@ def _texts(v: object, key: str) -> dict[str, str]:
     return dict(v)
 
 
+#: the longest text a metadata field may hold (a command line, a date, a dataset's path)
+MAX_META_TEXT = 10_000
+
+
 def _text(v: object, key: str) -> str:
     if v is None:
         return ""
     if not isinstance(v, str):
         raise CheckpointError(f"checkpoint metadata {key} must be text, got {type(v).__name__}")
+    if len(v) > MAX_META_TEXT:
+        raise CheckpointError(f"checkpoint metadata {key} is {len(v):,} characters long; at most {MAX_META_TEXT:,}")
     return v
 
 

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .bounded import COUNT, FRACTION, SECONDS, TEXT, Column, check_table, loads_json
+from .bounded import COUNT, FRACTION, SECONDS, SEED, TEXT, Column, check_table, loads_json
 from .checkpoints import Checkpoint
 from .data import DIGITS_SIZES, IMAGENET_MEAN, IMAGENET_STD, Dataset, load_digits, load_image_folder, load_mnist1d
 from .errors import ConfigError, DatasetError
@@ -927,10 +927,10 @@ def load_results(path: str) -> PlanResult:
 
 _PER_CLASS: Column = ("number", 1, 1e9, True)  # labelled images per class; NaN for "all"
 _RESULT_SCHEMA: dict[str, Column] = {
-    "setup": TEXT, "copied": COUNT, "frozen": COUNT, "bn": TEXT, "norm": TEXT, "per_class": _PER_CLASS, "seed": COUNT,
+    "setup": TEXT, "copied": COUNT, "frozen": COUNT, "bn": TEXT, "norm": TEXT, "per_class": _PER_CLASS, "seed": SEED,
     "train_images": COUNT, "steps": COUNT, "epochs": COUNT, "train_acc": FRACTION, "test_acc": FRACTION,
     "seconds": SECONDS, "status": TEXT}
-_CURVE_SCHEMA: dict[str, Column] = {"setup": TEXT, "per_class": _PER_CLASS, "seed": COUNT, "epoch": COUNT,
+_CURVE_SCHEMA: dict[str, Column] = {"setup": TEXT, "per_class": _PER_CLASS, "seed": SEED, "epoch": COUNT,
                                     "test_acc": FRACTION, "train_acc": FRACTION, "seconds": SECONDS}
 _PROBE_SCHEMA: dict[str, Column] = {"stage": TEXT, "features": COUNT, "test_acc": FRACTION, "per_class": _PER_CLASS}
 

@@ -510,3 +510,87 @@ def test_the_cli_says_the_settings_it_assumed_and_takes_others(tmp_path, capsys)
             "activation=relu_before_add, strides=1,2,2 (give others with --assume KEY=VALUE)") in out
     assert main([*args, "--assume", "colour=red"]) == 2
     assert "--assume 'colour=red': give KEY=VALUE with KEY one of" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ review findings (mutants that survived, defects)
+def test_the_tree_size_limit_is_the_limit():
+    assert bounded.check_bounded(dag(19), "x", CheckpointError) == 2**20 - 1 + 2**19  # 1,572,863: under 2 M
+    with pytest.raises(CheckpointError, match="expands to more than 2,000,000 values"):
+        bounded.check_bounded(dag(20), "x", CheckpointError)  # 3,145,727
+
+
+def test_a_status_that_only_starts_with_cancelled_is_refused():
+    meta = {k: v for k, v in torch.load(SHIPPED, weights_only=True)["meta"].items() if k != "spec"}
+    assert RunMeta.from_dict({**meta, "status": "cancelled after 3 epochs"}).status == "cancelled"
+    with pytest.raises(CheckpointError, match="status must be"):
+        RunMeta.from_dict({**meta, "status": "cancelled-ish"})
+
+
+def test_two_rescues_of_one_name_keep_both(tmp_path, monkeypatch):
+    from analysis.io import rescue
+
+    monkeypatch.setenv("RESNET_LENS_HOME", str(tmp_path))
+    a, b = rescue("run.pt", b"first"), rescue("run.pt", b"second")
+    assert a is not None and b is not None and a != b
+    assert (a.read_bytes(), b.read_bytes()) == (b"first", b"second")
+
+
+def test_an_assumption_given_twice_is_refused(tmp_path, capsys):
+    from analysis.__main__ import main
+
+    rc = main(["lesion", "--checkpoint", "digits_resnet20", "--assume", "activation=original", "--assume",
+               "activation=bn_after_add", "--out", str(tmp_path / "l.csv")])
+    assert rc == 2 and "--assume activation given twice" in capsys.readouterr().err
+
+
+def test_a_finalizer_inside_the_ledgers_lock_does_not_deadlock():
+    """A garbage collection may run a net's finalizer while this thread holds the ledger's lock
+    (any allocation under it): the finalizer only queues, the next ledger call settles it."""
+    from analysis import budget
+
+    r = budget.reserve(1234, "test")
+    before = budget.held_bytes()
+    with budget._LOCK:  # as if a collection started inside reserve()
+        r.release_later()  # would block for ever if it took the lock
+    assert budget.held_bytes() == before - 1234
+
+
+def test_over_budget_alone_is_not_called_over_budget_beside_others(monkeypatch):
+    from analysis import budget
+    from analysis.checkpoints import OverBudgetError
+
+    blob = _net_bytes(256)  # ~3 MB unpacked: a load reserves ~8.6 MB
+    monkeypatch.setattr(budget, "_HELD", set())  # nothing else held in this process
+    monkeypatch.setenv("RESNET_LENS_MEMORY_BUDGET", "6M")
+    with pytest.raises(CheckpointError, match="needs about 8.* more than the memory budget") as exc:
+        load_checkpoint(blob, name="x.pt")
+    assert not isinstance(exc.value, OverBudgetError)  # letting other nets go would not help
+
+
+def test_results_files_keep_seeds_as_large_as_a_recipe_takes(tmp_path):
+    import json
+
+    from analysis import grid
+
+    doc = _grid_doc()
+    doc["results"][0]["seed"] = 2**62
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(doc))
+    assert int(grid.load_results(str(f))[0]["seed"][0]) == 2**62
+
+
+def test_another_tools_wrapper_with_a_format_key_is_read_through(tmp_path):
+    obj = torch.load(SHIPPED, weights_only=True)
+    buf = io.BytesIO()
+    torch.save({"format": "other-tool/3", "state_dict": obj["state_dict"]}, buf)
+    ck = load_checkpoint(buf.getvalue(), name="wrapped.pt", plain=False, input_size=16)
+    assert ck.inferred and ck.spec.residual
+
+
+def test_metadata_text_fields_are_bounded():
+    meta = {k: v for k, v in torch.load(SHIPPED, weights_only=True)["meta"].items() if k != "spec"}
+    with pytest.raises(CheckpointError, match="command is 5,000,000 characters long"):
+        RunMeta.from_dict({**meta, "command": "x" * 5_000_000})
+    with pytest.raises(CheckpointError) as exc:
+        RunMeta.from_dict({**meta, "recipe": {**meta["recipe"], "device": "x" * 5_000_000}})
+    assert len(str(exc.value)) < 400

@@ -457,3 +457,27 @@ def test_the_page_trains_on_the_configured_cluster(ray_cluster, monkeypatch, tmp
     assert run.key == grid.runs()[0].key and on_ray == [run.key]  # trained by a Ray task
     assert_same_run(in_process(grid)[run.key], run.path)
     cache.run_store.clear()
+
+
+def test_a_tls_cluster_is_not_probed_in_plaintext(monkeypatch):
+    """Review finding: a cluster with RAY_USE_TLS answers the plaintext gRPC opening with an alert."""
+    import threading
+
+    srv = socket.socket()
+    srv.bind((cluster.LOOPBACK, 0))
+    srv.listen()
+
+    def alert() -> None:
+        for _ in range(2):
+            conn, _ = srv.accept()
+            conn.sendall(b"\x15\x03\x03\x00\x02\x02\x46")
+            conn.close()
+    threading.Thread(target=alert, daemon=True).start()
+    address = f"{cluster.LOOPBACK}:{srv.getsockname()[1]}"
+    try:
+        with pytest.raises(ConfigError, match="a TLS server answered; if the cluster uses TLS, set RAY_USE_TLS=1"):
+            cluster._reachable(address)
+        monkeypatch.setenv("RAY_USE_TLS", "1")
+        cluster._reachable(address)  # TCP only: Ray's own TLS handshake decides
+    finally:
+        srv.close()
