@@ -164,14 +164,16 @@ def _reachable(address: str) -> None:
             if tls:  # a TLS cluster answers a plaintext opening with an alert: the TCP connect is the check
                 return
             sock.settimeout(CONNECT_TIMEOUT_S)
-            sock.sendall(_H2_PREFACE)
             reply = b""
             try:
+                sock.sendall(_H2_PREFACE)
                 while len(reply) < 9:
                     chunk = sock.recv(64)
                     if not chunk:
                         break
                     reply += chunk
+            except ConnectionError:  # connected, then reset: what it sent first (if anything) says who it is
+                pass
             except TimeoutError:
                 raise ConfigError(f"Ray cluster at {address}: something accepted the connection but did not "
                                   f"answer in {CONNECT_TIMEOUT_S:g} s; it is not a Ray cluster (check the port: the "

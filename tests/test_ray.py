@@ -5,6 +5,7 @@ machine, every node on 127.0.0.1, the CLI's and the page's executor choice.
 One cluster for the whole module (starting one costs seconds); the tests run in one xdist worker
 (group 'ray'), so the other worker never competes with a second cluster."""
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -470,7 +471,11 @@ def test_a_tls_cluster_is_not_probed_in_plaintext(monkeypatch):
     def alert() -> None:
         for _ in range(2):
             conn, _ = srv.accept()
-            conn.sendall(b"\x15\x03\x03\x00\x02\x02\x46")
+            conn.settimeout(2)
+            with contextlib.suppress(OSError):  # as a TLS server does: read the client's opening, answer, close
+                conn.recv(64)
+                conn.sendall(b"\x15\x03\x03\x00\x02\x02\x46")
+                time.sleep(0.5)
             conn.close()
     threading.Thread(target=alert, daemon=True).start()
     address = f"{cluster.LOOPBACK}:{srv.getsockname()[1]}"
