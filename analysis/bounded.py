@@ -117,6 +117,7 @@ def loads_json(text: str | bytes, what: str, error: type[LensError]) -> Any:
 #: what a column of a results table may hold: (kind, low, high, missing allowed)
 Column = tuple[str, float, float, bool]
 TEXT: Column = ("text", 0, 0, True)
+DIGITS: Column = ("digits", 0, 0, False)
 PERCENT: Column = ("number", 0.0, 100.0, True)
 FRACTION: Column = ("number", 0.0, 1.0, True)
 SECONDS: Column = ("number", 0.0, 1e9, True)
@@ -143,6 +144,8 @@ def check_table(rows: Any, columns: dict[str, Column], what: str, error: type[Le
                 bad = "" if missing_ok else "missing"
             elif kind == "text":
                 bad = "" if isinstance(v, str) else "not text"
+            elif kind == "digits":  # a whole number too large for JSON's floats, written out as text
+                bad = "" if isinstance(v, str) and v.isascii() and v.isdigit() else "not a number in digits"
             elif kind == "bool":
                 bad = "" if isinstance(v, bool) else "not true or false"
             elif isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -170,5 +173,5 @@ def short_repr(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["COUNT", "SEED", "FLAG", "FRACTION", "MAX_DEPTH", "MAX_NODES", "PERCENT", "SECONDS", "TEXT", "Column", "check_bounded",
+__all__ = ["COUNT", "DIGITS", "SEED", "FLAG", "FRACTION", "MAX_DEPTH", "MAX_NODES", "PERCENT", "SECONDS", "TEXT", "Column", "check_bounded",
            "check_table", "loads_json", "short_repr"]

@@ -139,17 +139,17 @@ _HELD: set[Reservation] = set()
 _RELEASED: collections.deque[Reservation] = collections.deque()  # appended by finalizers, lock-free
 
 
-def _settle() -> None:
-    """Drop the reservations finalizers have queued (under _LOCK)."""
+def _held() -> int:
+    """Under _LOCK: drop the reservations finalizers have queued, then total what is held."""
     while _RELEASED:
         _RELEASED.popleft()._drop()
+    return sum(r.nbytes for r in _HELD)
 
 
 def held_bytes() -> int:
     """What this process holds for loaded nets and loads in progress (every thread together)."""
     with _LOCK:
-        _settle()
-        return sum(r.nbytes for r in list(_HELD))
+        return _held()
 
 
 def reserve(nbytes: int, what: str) -> Reservation:
@@ -159,8 +159,7 @@ def reserve(nbytes: int, what: str) -> Reservation:
     the budget, not each file separately (three files that fit one by one no longer reach 3x)."""
     limit = memory_budget()
     with _LOCK:
-        _settle()
-        held = sum(r.nbytes for r in list(_HELD))
+        held = _held()
         if held + nbytes > limit:
             others = f" while {fmt_bytes(held)} is held for other nets" if held else ""
             raise BudgetError(f"{what} needs about {fmt_bytes(nbytes)}{others}: more than the memory budget of "

@@ -526,11 +526,10 @@ def load_results(path: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]
         raise ConfigError(f"{path}: not a grid results file ({exc})") from exc
 
 
-_ERROR_SPREAD: Column = ("number", 0.0, 100.0, True)
 _RESULT_SCHEMA: dict[str, Column] = {
     "variant": TEXT, "label": TEXT, "depth": COUNT, "seed": SEED, "status": TEXT, "reused": FLAG,
     "train_error": PERCENT, "test_error": PERCENT, "epochs": COUNT, "seconds": SECONDS, "key": TEXT, "message": TEXT}
 _SUMMARY_SCHEMA: dict[str, Column] = {
     "variant": TEXT, "label": TEXT, "depth": COUNT, "runs": COUNT, "diverged": COUNT, "test_error_mean": PERCENT,
-    "test_error_std": _ERROR_SPREAD, "train_error_mean": PERCENT, "train_error_std": _ERROR_SPREAD,
+    "test_error_std": PERCENT, "train_error_mean": PERCENT, "train_error_std": PERCENT,
     "paper_error": PERCENT, "paper": TEXT, "reading": TEXT}

@@ -594,3 +594,25 @@ def test_metadata_text_fields_are_bounded():
     with pytest.raises(CheckpointError) as exc:
         RunMeta.from_dict({**meta, "recipe": {**meta["recipe"], "device": "x" * 5_000_000}})
     assert len(str(exc.value)) < 400
+
+
+def test_stored_path_measurements_with_nonsense_values_are_one_sentence(tmp_path):
+    import json
+    import shutil
+
+    from analysis import paths
+
+    ck = tmp_path / "digits_resnet20.pt"
+    shutil.copy(SHIPPED, ck)
+    doc = json.loads((ROOT / "checkpoints" / "path_results" / "digits_resnet20.json").read_text())
+    (tmp_path / "path_results").mkdir()
+    for col, value, said in (("paths", "1.5e3", r"paths = '1\.5e3' is not a number in digits"),
+                             ("mean", -1.0, r"mean = -1\.0 is outside 0\.\.1e\+300"),
+                             ("length", 2.5, r"length = 2\.5 is not a whole number")):
+        bad = json.loads(json.dumps(doc))
+        bad["measurements"][0]["rows"][1][col] = value
+        paths.results_file(ck).write_text(json.dumps(bad))
+        with pytest.raises(CheckpointError, match=r"trained measurements: row 2, " + said):
+            paths.load_results(ck)
+    paths.results_file(ck).write_text(json.dumps(doc))
+    assert paths.load_results(ck)  # the file as shipped reads
