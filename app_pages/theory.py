@@ -32,11 +32,12 @@ st.markdown("Replace the identity by λ·x (He et al. 2016, Eq. 6–8): the grad
 st.latex(r"x_{l+1} = \lambda x_l + F(x_l) \;\Rightarrow\; x_L = \lambda^{L-l} x_l + \sum_i \hat F(x_i), \quad "
          r"\frac{\partial \mathcal{E}}{\partial x_l} = \frac{\partial \mathcal{E}}{\partial x_L}"
          r"\Big(\lambda^{L-l} + \frac{\partial}{\partial x_l}\sum_i \hat F(x_i)\Big)")
-c = st.columns(3)
-lams = c[0].multiselect("Shortcut scales λ", [0.5, 0.8, 0.9, 1.0, 1.1, 1.2, 1.5], [0.8, 0.9, 1.0, 1.1, 1.2],
-                        key="theory_lambdas")
-depth = c[1].slider("Blocks", 1, 200, 50, key="theory_depth")
-rscale = c[2].slider("Residual branch strength", 0.0, 0.5, 0.1, key="theory_rscale",
+# the scales get a row of their own: in a third of an 820-px page the chips read '1…'
+lams = st.multiselect("Shortcut scales λ", [0.5, 0.8, 0.9, 1.0, 1.1, 1.2, 1.5], [0.8, 0.9, 1.0, 1.1, 1.2],
+                      key="theory_lambdas")
+c = st.columns(2)
+depth = c[0].slider("Blocks", 1, 200, 50, key="theory_depth")
+rscale = c[1].slider("Residual branch strength", 0.0, 0.5, 0.1, key="theory_rscale",
                      help="0 removes F: the ratio is then exactly λ^blocks")
 if lams:
     df = cache.scaled_shortcut_gradients(tuple(sorted(lams)), int(depth), float(rscale))

@@ -536,7 +536,8 @@ if source is not None:
 
 modes = st.multiselect("Modes", list(tl.MODES), DEFAULT_MODES, key="transfer_modes",
                        format_func=tl.MODE_LABELS.__getitem__)  # a row of its own: long names stay whole
-opts = st.columns(4)
+# two choices a row: in a quarter of the page the chip 'running statistics updated' was cut to '…'
+opts = st.columns(2) + st.columns(2)
 labels = opts[0].multiselect("Labelled examples per class", list(LABEL_CHOICES), ["1", "20"], key="transfer_labels",
                              format_func=setting)
 keep_valid("transfer_ks", list(range(stages + 1)), many=True)  # another source may have fewer stages

@@ -200,12 +200,12 @@ else:
 st.subheader("2 · Run a grid")
 st.caption("Every run is kept in the run store as soon as it finishes, keyed by its spec, recipe, data and seed: "
            "asking again for a run that is there shows it without training.")
-row = st.columns(2)
-chosen = row[0].multiselect("Variants", list(g.VARIANTS), DEFAULT_VARIANTS, key="variants_variants",
-                          format_func=lambda n: g.VARIANTS[n].label)
-combos = row[1].text_input("Combinations (optional)", key="variants_combos", placeholder="full_preact+exclusive_gating",
-                         help="Variant names joined by '+', several separated by commas, e.g. "
-                              f"full_preact+exclusive_gating. Names: {', '.join(g.VARIANTS)}.")
+# a row of its own: in half a row the chip 'constant scaling 0.5 (F not scaled)' was cut to '…'
+chosen = st.multiselect("Variants", list(g.VARIANTS), DEFAULT_VARIANTS, key="variants_variants",
+                        format_func=lambda n: g.VARIANTS[n].label)
+combos = st.text_input("Combinations (optional)", key="variants_combos", placeholder="full_preact+exclusive_gating",
+                       help="Variant names joined by '+', several separated by commas, e.g. "
+                            f"full_preact+exclusive_gating. Names: {', '.join(g.VARIANTS)}.")
 grid_cols = st.columns(3)
 depths = grid_cols[0].multiselect("Depths (6n+2)", DEPTHS, [8], key="variants_depths",
                           help="Depth 8 trains in seconds; the paper's ResNet-110 is depth 110.")

@@ -390,3 +390,24 @@ def test_an_upload_asks_for_what_its_weights_cannot_tell(server, browser, tmp_pa
         timeout=RUN_TIMEOUT_MS)
     no_error_boxes(page)
     page.close()
+
+
+CUT_TEXT = (ROOT / "tests" / "cut_text.js").read_text()
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_no_text_is_cut(server, browser, name):
+    """Issue 21: chips, headers, cells and readings cut to '…' at 1,366 px. Every page's default view,
+    every expander opened, in chromium: no element clips its text (scrollWidth > clientWidth with
+    hidden overflow or an ellipsis) and no grid cell's text (measured in the grid's own font) is
+    wider than its column."""
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(f"{server}/{PAGES[name]}")
+    settled(page)
+    for summary in page.locator('[data-testid="stExpander"] details:not([open]) > summary').all():
+        summary.click()
+    settled(page)
+    charts_painted(page)
+    page.wait_for_timeout(500)  # the grids size their columns after they are drawn
+    assert page.evaluate(CUT_TEXT) == []
+    page.close()

@@ -16,7 +16,7 @@ from analysis.errors import SpecError
 from analysis.models import build_model
 from analysis.specs import feature_sizes, get_spec, small_input_note
 from ui import render
-from ui.fmt import column_config, column_formats, fmt_bytes, fmt_count, fmt_float, fmt_int, fmt_si
+from ui.fmt import column_config, column_formats, fmt_bytes, fmt_count, fmt_float, fmt_int, fmt_si, printf
 
 
 # --------------------------------------------------------------------------- numbers
@@ -267,3 +267,37 @@ def test_gradient_by_length_error_bars_stay_above_zero_on_the_log_axis():
     assert all(m - b > 0 for m, b in zip(magnitude.y, bars.arrayminus, strict=True))
     assert list(magnitude.customdata) == [0.0, 4e-6, 5e-7] and "± std %{customdata:.3g}" in magnitude.hovertemplate
     assert total.error_y.array is None  # the linear total panel has no bars
+
+
+@pytest.mark.parametrize("fmt,x,text", [
+    ("%,d", 1_179_648, "1,179,648"), ("%,d", 12.0, "12"), ("%.2e", 2e-11, "2.00e-11"), ("%.2e", 6.9e15, "6.90e+15"),
+    ("%,.3g", 1234.5, "1,230"), ("%,.3g", 0.10712, "0.107"), ("%.3f", 0.5, "0.500"), ("%,.1f", 12345.67, "12,345.7"),
+    ("%,.3g", float("nan"), ""), ("%,d", None, ""), ("%.3f", "n/a", "n/a"),
+])
+def test_html_tables_write_numbers_as_the_grid_does(fmt, x, text):
+    """A table with text too long for a grid column is drawn as HTML (issue 21 item 4): its numbers are
+    written by printf as the grid writes them with the same format (sprintf-js)."""
+    assert printf(fmt, x) == text
+
+
+def test_long_text_goes_to_a_wrapping_table_and_short_text_gets_its_width():
+    """Text a grid would cut (its longest cell past 1,000 px) makes the table an HTML one; shorter text
+    columns get a width from their longest cell, never the grid's auto width (which drops outliers)."""
+    from streamlit.testing.v1 import AppTest
+
+    def page() -> None:
+        import pandas as pd
+
+        from ui.widgets import table
+
+        table(pd.DataFrame({"n": [1179648, 2], "why": ["short", "x" * 200]}))
+        table(pd.DataFrame({"n": [1, 2], "setup": ["fixed feature extractor", "a"]}))
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception
+    assert len(at.table) == 1 and len(at.dataframe) == 1
+    assert at.table[0].value["n"].tolist() == ["1,179,648", "2"]
+    import json
+
+    columns = json.loads(at.dataframe[0].proto.columns)  # the column config travels as JSON
+    assert columns["setup"]["width"] == 8 * len("fixed feature extractor") + 44

@@ -150,6 +150,28 @@ def column_config(df: pd.DataFrame, digits: int = SIG_DIGITS,
     return config
 
 
+_PRINTF = re.compile(r"%(,?)(?:\.(\d+))?([dfeg])")
+
+
+def printf(fmt: str, x: Any) -> str:
+    """One number written as Streamlit's grid writes it with the printf format ``fmt`` (the formats
+    :func:`column_formats` chooses, and the pages' own '%.3f' / '%,.1f'), for tables drawn as HTML;
+    a missing value is an empty cell, as in the grid."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    m = _PRINTF.fullmatch(fmt)
+    if m is None or isinstance(x, str):
+        return str(x)
+    comma, decimals, kind = m.group(1), m.group(2), m.group(3)
+    if kind == "d":
+        return f"{round(float(x)) if not _is_int(x) else int(x):{comma}d}"
+    if kind == "g":
+        return fmt_float(float(x), int(decimals or 6))
+    if kind == "e":
+        return _strip_exponent_zeros(f"{float(x):.{int(decimals or 6)}e}")
+    return f"{float(x):{comma}.{int(decimals or 6)}f}"
+
+
 def recording_time(meta: dict, *, seconds_key: str, what: str) -> str:
     """How long recording a shipped results file took, with how many runs were trained and how many
     found in the run store, from the file's metadata ('' when it does not say)."""

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import pandas as pd
 import streamlit as st
 
 from analysis.checkpoints import AmbiguousCheckpointError, Checkpoint
@@ -39,7 +40,7 @@ from analysis.specs import (
     parse_int_list,
     small_input_note,
 )
-from ui.fmt import column_config
+from ui.fmt import column_config, column_formats, printf
 from ui.fmt import fmt_int as fmt_int  # moved to ui.fmt; re-exported so callers keep importing them from here
 from ui.fmt import fmt_si as fmt_si
 
@@ -87,13 +88,47 @@ def metric_row(metrics: list[Metric], container: Any = None) -> None:
         row.metric(m.label, m.value, delta=m.delta, delta_color=m.delta_color, help=m.help, width="content")
 
 
+# A grid (st.dataframe) draws on a canvas and sizes a column to its header and first ten cells, at
+# most 500 px, dropping cells twice the mean: a longer cell is cut with no way to read it (issue 21:
+# "why they differ", "rule", "reading"). Text columns get a width from their longest text (8 px a
+# character of the grid's 14 px font is an upper bound for text, measured in chromium), and a table
+# whose text would pass the widest column a grid allows (1,000 px) is drawn as HTML, which wraps.
+TEXT_PX_PER_CHAR = 8
+GRID_CELL_PADDING_PX = 16 + 28  # both sides, and the header's type icon
+GRID_MAX_COLUMN_PX = 1000
+
+
+def _text_width(df: Any, name: Any) -> int:
+    """Pixels a text column needs in a grid: its longest cell or header."""
+    longest = max([len(str(name))] + [len(str(v)) for v in df[name].tolist()])
+    return TEXT_PX_PER_CHAR * longest + GRID_CELL_PADDING_PX
+
+
 def table(df: Any, container: Any = None, digits: int = 3, formats: dict[str, Any] | None = None,
           **kwargs: Any) -> None:
     """``st.dataframe`` in the app's number format (ui.fmt.column_config): thousands separators,
-    3 significant digits, scientific notation for tiny or huge floats; ``formats`` overrides columns."""
+    3 significant digits, scientific notation for tiny or huge floats; ``formats`` overrides columns.
+    Text is never cut: text columns are as wide as their text, and a table with text too long for
+    any grid column is drawn as a wrapping HTML table in the same number format."""
     kwargs.setdefault("hide_index", True)
     kwargs.setdefault("width", "stretch")
-    (container or st).dataframe(df, column_config=column_config(df, digits, formats), **kwargs)
+    config = column_config(df, digits, formats)
+    numbers = column_formats(df, digits)
+    text = [c for c in df.columns if str(c) not in numbers and not pd.api.types.is_bool_dtype(df[c])]
+    widths = {str(c): _text_width(df, c) for c in text}
+    where = container or st
+    if any(w > GRID_MAX_COLUMN_PX for w in widths.values()):
+        printfs = {**numbers, **{k: v for k, v in (formats or {}).items() if isinstance(v, str)}}
+        shown = df.copy()
+        for name, fmt in printfs.items():
+            shown[name] = [printf(fmt, v) for v in df[name].tolist()]
+        where.table(shown, hide_index=kwargs["hide_index"])
+        return
+    for name, px in widths.items():  # a page's own text column config keeps its settings, gains the width
+        own = config.get(name)
+        config[name] = {**own, "width": own.get("width") or px} if isinstance(own, dict) else \
+            st.column_config.TextColumn(width=px)
+    where.dataframe(df, column_config=config, **kwargs)
 
 
 def spec_header(spec: ResNetSpec, container: Any = None) -> None:
