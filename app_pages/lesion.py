@@ -369,27 +369,37 @@ if stopped is not None:
 if (forgot := st.session_state.pop("lesion_forgot", None)) is not None:
     st.info(forgot)
 sweep_store = open_store()
+# the stored-sweep count is written after the tabs have run: a sweep that has just finished is counted
+# (it used to lag one rerun behind, and its appearance on the next click redrew the tabs)
+count_slot = st.empty()
+twin = twin_of(picked)
+SWEEPS = {  # tab title -> the sweep it runs
+    "Single-block deletion": ("single", "single-block", "Error after deleting each block in turn; the dotted lines "
+                              "are the intact errors; downsampling blocks are outlined.", "single-block"),
+    "k-block deletion": ("k", "k-block", "Random subsets of the non-downsampling blocks; mean ± std over the "
+                         "samples.", "blocks deleted"),
+    "Reordering": ("reorder", "reordering", "Swap k random pairs of blocks of the same shape (same stage, not "
+                   "downsampling).", "pairs swapped"),
+}
+# a keyed tab bar keeps its tab across reruns (a finished or cancelled k-block sweep used to jump back
+# to the first tab), and only the open tab's sweep runs
+for tab, (experiment, title, caption, xlabel) in zip(st.tabs(list(SWEEPS), key="lesion_tab", on_change="rerun"),
+                                                     SWEEPS.values(), strict=True):
+    if tab.open:
+        with tab:
+            sweep_tab(experiment, title, caption, xlabel, twin, sweep_store)
 if sweep_store is not None:
     try:
         mine = sweep_store.sweeps_of(key_of(picked), lesion.SWEEP_KINDS)
     except LensError as exc:
         st.warning(f"The run store cannot be read: {exc}")
         mine = []
-    st.caption(f"Finished sweeps are kept in the run store at `{sweep_store.home}` (set RESNET_LENS_HOME to move "
-               "it), keyed by the net's weights (their sha256, not its label), the test data and the settings: a "
-               f"reload, a new tab or a server restart shows them without running. {label} has {len(mine)} "
-               f"stored sweep{'s' * (len(mine) != 1)}.")
+    counted = count_slot.container()
+    counted.caption(f"Finished sweeps are kept in the run store at `{sweep_store.home}` (set RESNET_LENS_HOME to "
+                    "move it), keyed by the net's weights (their sha256, not its label), the test data and the "
+                    "settings: a reload, a new tab or a server restart shows them without running. "
+                    f"{label} has {len(mine)} stored sweep{'s' * (len(mine) != 1)}.")
     if mine:
-        st.button(f"Forget stored sweeps of this net ({len(mine)})", key="lesion_forget", on_click=forget,
-                  args=(label, key_of(picked)), help="Deletes them from the run store; its plain twin keeps its own.")
-twin = twin_of(picked)
-tab1, tab2, tab3 = st.tabs(["Single-block deletion", "k-block deletion", "Reordering"])
-with tab1:
-    sweep_tab("single", "single-block", "Error after deleting each block in turn; the dotted lines are the intact "
-              "errors; downsampling blocks are outlined.", "single-block", twin, sweep_store)
-with tab2:
-    sweep_tab("k", "k-block", "Random subsets of the non-downsampling blocks; mean ± std over the samples.",
-              "blocks deleted", twin, sweep_store)
-with tab3:
-    sweep_tab("reorder", "reordering", "Swap k random pairs of blocks of the same shape (same stage, not "
-              "downsampling).", "pairs swapped", twin, sweep_store)
+        counted.button(f"Forget stored sweeps of this net ({len(mine)})", key="lesion_forget", on_click=forget,
+                       args=(label, key_of(picked)), help="Deletes them from the run store; its plain twin keeps "
+                                                          "its own.")

@@ -411,3 +411,39 @@ def test_no_text_is_cut(server, browser, name):
     page.wait_for_timeout(500)  # the grids size their columns after they are drawn
     assert page.evaluate(CUT_TEXT) == []
     page.close()
+
+
+def stored_sweeps(page: Page) -> int:
+    text = page.get_by_text(re.compile(r"has \d+ stored sweeps?\.")).first.inner_text()
+    return int(re.search(r"has (\d+) stored sweep", text).group(1))
+
+
+def test_lesion_tab_stays_open_and_the_stored_count_is_current(server, browser):
+    """Issue 21 item 3: a k-block sweep that finishes, or is cancelled, left the page on the first tab
+    with its result hidden, and the stored-sweep count lagged one rerun behind."""
+    page = browser.new_page(viewport={"width": 1366, "height": 1400})
+    page.goto(f"{server}/lesion")
+    settled(page)
+    before = stored_sweeps(page)
+    k_tab = page.get_by_role("tab", name="k-block deletion")
+    k_tab.click()
+    settled(page)
+    set_number(page, "Samples per k", 1)
+    set_number(page, "Seed", 7)
+    page.get_by_role("button", name="Run the k-block sweep").click()
+    expect(page.get_by_text("Results (", exact=False).first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    expect(k_tab).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_test_id("stPlotlyChart").last).to_be_visible()
+    assert stored_sweeps(page) == before + 1  # counted at once (its plain twin counts its own)
+    # a cancelled sweep: still on its tab, with the warning
+    set_number(page, "Seed", 8)
+    set_number(page, "Samples per k", 50)
+    page.get_by_role("button", name="Run the k-block sweep").click()
+    expect(page.get_by_test_id("stProgress").first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_text("was stopped before it finished", exact=False)).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    expect(k_tab).to_have_attribute("aria-selected", "true")
+    no_error_boxes(page)
+    page.close()

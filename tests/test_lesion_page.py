@@ -100,6 +100,8 @@ def test_a_sweep_is_stored_and_a_new_session_shows_it_without_running(monkeypatc
         assert caption in [c.value for c in again.caption]
 
         # the other settings of the random sweeps are not stored: they wait for Run
+        again.session_state["lesion_tab"] = "k-block deletion"
+        again.run()
         assert [i.value for i in again.info if "no k-block sweep" in i.value] == [
             f"{R20} has no k-block sweep for 5 samples per k, seed 0, on 450 test images of digits16 yet: "
             "press **Run the k-block sweep**."]
@@ -202,11 +204,14 @@ def test_select_all_clear_and_stage_buttons_set_the_checkboxes_and_the_metrics()
 
 def test_number_inputs_show_their_range():
     at = lesion_page()
-    shown = {n.key: n.label for n in at.number_input}
+    shown = {}
+    for tab in ("k-block deletion", "Reordering"):  # only the open tab is drawn
+        at.session_state["lesion_tab"] = tab
+        shown.update({n.key: n.label for n in at.run().number_input})
     assert shown == {"lesion_k_samples": "Samples per k (1–50)", "lesion_k_seed": "Seed (0–10,000)",
                      "lesion_reorder_samples": "Samples per number of swaps (1–50)",
                      "lesion_reorder_seed": "Seed (0–10,000)"}
-    for n in at.number_input:  # the label states the widget's own limits
+    for n in at.number_input:  # the label states the widget's own limits (the open tab's)
         assert n.label.endswith(f"({int(n.min):,}–{int(n.max):,})")
 
 

@@ -232,8 +232,12 @@ def test_lesion_lab_toggles_and_sweeps():
     assert nets == {"shipped: digits_resnet20", "shipped: digits_plain20"}  # the plain twin beside it
     single = store[("shipped: digits_resnet20", "digits16", 0, "single", 0, 0)]
     assert len(single) == 1 + 9 and single["downsample"].sum() == 2
+    at.session_state["lesion_tab"] = "k-block deletion"  # only the open tab's sweep is drawn
+    at.run()
     at.number_input(key="lesion_k_samples").set_value(2).run()
     at.button(key="lesion_run_k").click().run()
+    at.session_state["lesion_tab"] = "Reordering"
+    at.run()
     at.number_input(key="lesion_reorder_samples").set_value(2).run()
     at.button(key="lesion_run_reorder").click().run()
     clean(at)
