@@ -198,6 +198,19 @@ class RunMeta:
         n = len(self.history)
         return f"cancelled after {n} epoch{'s' * (n != 1)}"
 
+    @property
+    def origin(self) -> str:
+        """Where the run was made, read from the command its metadata records: 'grid' (the Variants
+        lab or `python -m analysis grid`), 'transfer' (the Transfer page or CLI), 'command line'
+        (`python -m analysis train`), else 'Training page' (it records no command)."""
+        if self.command.startswith("python -m analysis grid"):
+            return "grid"
+        if self.command.startswith("transfer:"):
+            return "transfer"
+        if self.command.startswith("python -m analysis"):
+            return "command line"
+        return "Training page"
+
     # ------------------------------------------------------------------ one writer, one reader
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only, so the file loads under ``torch.load(weights_only=True)``."""

@@ -50,17 +50,26 @@ def on_mnist1d(ck: Checkpoint) -> bool:
 # error percentages keep their two decimals (the Lesion lab's metrics write 12.34 % too), where the
 # app's default of 3 significant digits would cut 12.34 to 12.3
 ERROR_FORMATS = {"train error %": "%.2f", "test error %": "%.2f"}
+# a recipe's numbers as they are set: weight decay 1e-4 (not 1.00e-4), a seed without separators
+RECIPE_FORMATS = {**ERROR_FORMATS, "weight decay": "%.0e", "seed": "%d"}
 
 
-def summary_table(runs: list[tuple[str, Checkpoint]]) -> pd.DataFrame:
+def summary_table(runs: list[tuple[str, Checkpoint]], recipe: bool = False) -> pd.DataFrame:
+    """One row per run; with ``recipe`` its hyperparameters side by side (learning rate, schedule,
+    batch, weight decay, seed) and where it was made."""
     rows = []
     for label, ck in runs:
-        f = ck.meta.final
-        rows.append({"model": label, "data": data_name(ck), "depth": ck.spec.depth,
-                     "shortcuts": "yes" if ck.spec.residual else "no", "epochs": len(ck.meta.history),
-                     "train error %": round(100 * (1 - f.get("train_acc", float("nan"))), 2),
-                     "test error %": round(100 * (1 - f.get("test_acc", float("nan"))), 2),
-                     "seconds": seconds_text(ck), "status": ck.meta.status_text})
+        f, r = ck.meta.final, ck.meta.recipe
+        row = {"model": label, "data": data_name(ck), "depth": ck.spec.depth,
+               "shortcuts": "yes" if ck.spec.residual else "no", "epochs": len(ck.meta.history),
+               "train error %": round(100 * (1 - f.get("train_acc", float("nan"))), 2),
+               "test error %": round(100 * (1 - f.get("test_acc", float("nan"))), 2),
+               "seconds": seconds_text(ck), "status": ck.meta.status_text}
+        if recipe:
+            row.update({"lr": r.lr if r else None, "schedule": r.schedule if r else "—",
+                        "batch": r.batch_size if r else None, "weight decay": r.weight_decay if r else None,
+                        "seed": r.seed if r else None, "made on": ck.meta.origin})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -245,6 +254,14 @@ has_cuda = torch.cuda.is_available()
 device = c[3].selectbox("Device", ["cpu", "cuda"] if has_cuda else ["cpu"], key="train_device")
 if not has_cuda:
     c[3].caption("CPU only: PyTorch finds no CUDA GPU on this machine.")
+DEFAULT = TrainConfig()
+c = st.columns(4)
+batch = c[0].number_input("Batch size (1–1,024)", 1, 1024, DEFAULT.batch_size, key="train_batch")
+decay = c[1].number_input("Weight decay (0–0.1)", 0.0, 0.1, DEFAULT.weight_decay, format="%.0e", step=1e-4,
+                          key="train_decay", help="He et al. 2015 (Sec. 3.4) use 0.0001.")
+augment = c[2].checkbox("Augment", DEFAULT.augment, key="train_augment",
+                        help="Random shifts (and flips for images where they keep the class), as the paper's "
+                             "CIFAR recipe: see `analysis/train.py`.")
 c = st.columns(4)
 record = c[0].checkbox("Record gradient flow", True, key="train_grad_record",
                        help="The gradient norm reaching each block's input and each block's parameters, every k "
@@ -258,28 +275,36 @@ go = st.button("Train", type="primary", key="train_go", disabled=not (depths and
 if go:
     try:
         data = cache.dataset(source, path or None, int(size), 0)
-        config = TrainConfig(epochs=int(epochs), lr=float(lr), schedule=schedule, seed=int(seed), device=device)
+        config = TrainConfig(epochs=int(epochs), lr=float(lr), schedule=schedule, seed=int(seed), device=device,
+                             batch_size=int(batch), weight_decay=float(decay), augment=bool(augment))
         check_device(device)
     except LensError as exc:
         st.error(str(exc))
     else:
         # placeholders: the button and the bar are there while training runs, and gone when it ends
-        cancel_slot, bar_slot = st.empty(), st.empty()
+        cancel_slot, bar_slot, curve_slot = st.empty(), st.empty(), st.empty()
         cancel_slot.button("Cancel", key="train_cancel", help="Stops after the current batch; finished epochs are kept.")
         jobs = [(d, k) for d in sorted(depths) for k in kinds]
         bar = bar_slot.progress(0.0, text="starting…")
         finished = 0
+        this_press: dict[str, Checkpoint] = {}  # the runs this press has finished, drawn in the live curve
         for i, (d, kind) in enumerate(jobs):
             # a 1-D net for sequences, the CIFAR-style 2-D net for images; both are 6n+2 deep
             family = "resnet1d_" if data.dims == 1 else "cifar_resnet"
             spec = get_spec(f"{family}{d}", plain=kind == "plain").replace(
                 in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)
-            label = f"{spec.name} ({epochs} ep, lr {lr}, seed {seed})"
+            # what differs from the default recipe is in the label, so two recipes never share one
+            extra = "".join(f", {name} {value}" for name, value, default in (
+                ("batch", config.batch_size, DEFAULT.batch_size), ("wd", f"{config.weight_decay:g}",
+                                                                    f"{DEFAULT.weight_decay:g}"),
+                ("augment", "off" if not config.augment else "on", "on")) if value != default)
+            label = f"{spec.name} ({epochs} ep, lr {lr}, seed {seed}{extra})"
             active: dict[str, Any] = {"label": label, "history": [], "model": None, "data": data, "config": config,
                                       "gradients": []}
             st.session_state["active_run"] = active
 
-            def progress(p: Progress, i: int = i, label: str = label, active: dict = active) -> None:
+            def progress(p: Progress, i: int = i, label: str = label, active: dict = active,
+                         residual: bool = spec.residual, depth: int = spec.depth) -> None:
                 active["model"], active["history"], active["gradients"] = p.model, list(p.history), p.gradients
                 frac = (i + p.fraction) / len(jobs)
                 if p.phase == "batch" and int(1000 * frac) == active.get("permille"):
@@ -288,6 +313,13 @@ if go:
                 last = p.history[-1] if p.history else None
                 extra = f" · test acc {last['test_acc']:.3f}" if last else ""
                 bar.progress(min(frac, 1.0), text=f"{label}: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}{extra}")
+                if len(p.history) != active.get("drawn_epochs"):  # a new epoch: the live curve grows
+                    active["drawn_epochs"] = len(p.history)
+                    live = [run_record(n, c) for n, c in this_press.items()]
+                    live.append({"label": label, "depth": depth, "residual": residual,
+                                 "history": list(p.history)})
+                    render.show(render.training_curves(live, title="While training"),
+                                key=f"training_live_{i}_{len(p.history)}", container=curve_slot)
 
             try:
                 ck = train_checkpoint(spec, data, config, progress, grad_every=int(grad_every) if record else 0)
@@ -298,9 +330,11 @@ if go:
             st.session_state.pop("active_run", None)
             st.session_state.setdefault("trained", {})[label] = ck
             keep(label, ck, gradflow.frame(active["gradients"]) if record else None)
+            this_press[label] = ck
             finished += 1
         cancel_slot.empty()
         bar_slot.empty()
+        curve_slot.empty()
         if finished:
             st.success(f"Trained {finished} of {len(jobs)} net{'s' * (len(jobs) != 1)}: see *Your runs* below.")
 
@@ -311,8 +345,26 @@ if trained:
     st.subheader("Your runs")
     st.caption(f"Kept in the run store at `{default_home()}` (set RESNET_LENS_HOME to move it), so a "
                "reload, a new tab or a server restart shows them again; delete that folder or use *Forget* below.")
-    render.show(render.training_curves([run_record(n, c) for n, c in trained.items()]), key="training_mine")
-    table(summary_table(list(trained.items())), formats=ERROR_FORMATS, hide_index=True)
+    # runs of different data (and pages) on one set of axes read as one experiment: filtered, by
+    # default to the data chosen in the form above
+    by_data = sorted({data_name(ck) for ck in trained.values()})
+    form_data = {"digits": f"digits{size}", "mnist1d": "mnist1d"}.get(source)
+    f = st.columns(2)
+    data_pick = f[0].selectbox("Runs on", ["all data", *by_data],
+                               index=1 + by_data.index(form_data) if form_data in by_data else 0,
+                               key=f"train_runs_data_{source}", help="The data the runs were trained on.")
+    origins = sorted({ck.meta.origin for ck in trained.values()})
+    made = f[1].pills("Made on", origins, selection_mode="multi", default=origins, key="train_runs_origin",
+                      help="The Training page, a grid (Variants lab or `python -m analysis grid`), the Transfer "
+                           "page, or the command line.")
+    shown_runs = {n: ck for n, ck in trained.items()
+                  if data_pick in ("all data", data_name(ck)) and ck.meta.origin in (made or [])}
+    if not shown_runs:
+        st.info("No run matches these filters.")
+    else:
+        render.show(render.training_curves([run_record(n, c) for n, c in shown_runs.items()]),
+                    key="training_mine")
+        table(summary_table(list(shown_runs.items()), recipe=True), formats=RECIPE_FORMATS, hide_index=True)
     st.caption("These nets are also available on the other pages under *Checkpoint → trained here*.")
     pick = st.selectbox("Download a checkpoint", list(trained), key="train_download_pick")
     # serialised once per run and kept with it (ui/cache.py): bytes, never a deferred callable

@@ -447,3 +447,20 @@ def test_lesion_tab_stays_open_and_the_stored_count_is_current(server, browser):
     expect(k_tab).to_have_attribute("aria-selected", "true")
     no_error_boxes(page)
     page.close()
+
+
+def test_training_draws_a_live_curve(server, browser):
+    """Issue 21 item 5: while a net trained, the page showed only a progress bar and the old chart
+    greyed out; now the curve of the run in progress grows epoch by epoch."""
+    page = browser.new_page(viewport={"width": 1366, "height": 1400})
+    page.goto(f"{server}/training?depths=8&kinds=residual&epochs=6&grad_record=false")
+    settled(page)
+    page.get_by_role("button", name="Train", exact=True).click()
+    live = page.get_by_test_id("stPlotlyChart").filter(has_text="While training")
+    expect(live).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    expect(page.get_by_test_id("stProgress")).to_be_visible()  # drawn while the run is still going
+    expect(page.get_by_text("Trained 1 of 1 net", exact=False)).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    expect(live).to_have_count(0)  # gone with the progress bar; the run is in *Your runs*
+    no_error_boxes(page)
+    page.close()

@@ -237,9 +237,10 @@ def test_training_charts_tables_and_titles_in_the_apps_format():
         assert "title" not in layout and layout["legend"]["title"]["text"] == ""
         assert [d["name"] for d in c["figure"]["data"][:2]] == ["test error (solid)", "training error (dashed)"]
     # both run tables: error percentages with two decimals (12.10, not the default 12.1), counts '%,d'
-    for i in (0, 1):
-        assert column_formats(at, i) == {"depth": "%,d", "epochs": "%,d", "train error %": "%.2f",
-                                         "test error %": "%.2f"}
+    errors = {"depth": "%,d", "epochs": "%,d", "train error %": "%.2f", "test error %": "%.2f"}
+    assert column_formats(at, 0) == errors
+    # the user's runs with their recipes side by side: weight decay as set (1e-4), seeds without separators
+    assert column_formats(at, 1) == {**errors, "lr": "%,.3g", "batch": "%,d", "weight decay": "%.0e", "seed": "%d"}
     assert at.dataframe[1].value.set_index("model").loc["cifar_resnet8 (cancelled)", "test error %"] == 75.0
 
 
@@ -332,3 +333,41 @@ def test_the_shipped_runs_are_said_to_have_no_gradient_records():
     clean(at)
     assert any("no gradient-flow records (none are made up)" in c.value for c in at.caption)
     assert not [k for k in charts(at) if k.startswith("grad_")]
+
+
+def test_your_runs_are_filtered_by_data_and_where_they_were_made():
+    """Issue 21 item 5: 'Your runs' drew every stored run on one set of axes (digits, MNIST-1D and
+    Variants-lab runs together) whatever data was chosen. It opens on the form's data; a filter
+    shows all data, and one the page the run was made on; the table lists each recipe."""
+    from dataclasses import replace
+
+    from analysis.checkpoints import Checkpoint
+    from analysis.data import load_digits
+    from analysis.models import build_model
+    from analysis.specs import get_spec
+    from analysis.train import TrainConfig, run_meta
+
+    def run(name: str, data: str, command: str, lr: float) -> Checkpoint:
+        meta = run_meta(load_digits(16), TrainConfig(epochs=1, lr=lr), history=[EPOCH], cancelled=False)
+        meta = replace(meta, dataset=replace(meta.dataset, name=data), command=command)
+        return Checkpoint(get_spec(name), build_model(get_spec(name)), meta, False)
+
+    at = AppTest.from_file(str(ROOT / "app_pages" / "training.py"), default_timeout=120)
+    at.session_state["trained"] = {
+        "mine": run("cifar_resnet8", "digits16", "", 0.1),
+        "grid run": run("cifar_resnet14", "digits16", "python -m analysis grid (abc)", 0.05),
+        "sequences": run("resnet1d_8", "mnist1d", "python -m analysis train --data mnist1d", 0.2)}
+    at.run()
+    clean(at)
+    mine = at.dataframe[-1].value
+    assert mine["model"].tolist() == ["mine", "grid run"]  # the form's data: digits at 16 px
+    assert mine["made on"].tolist() == ["Training page", "grid"]
+    assert mine["lr"].tolist() == [0.1, 0.05] and mine["batch"].tolist() == [64, 64]
+    curves = {d["name"] for d in charts(at)["training_mine"]["figure"]["data"]}
+    assert "sequences" not in curves and {"mine", "grid run"} <= curves
+    at.selectbox(key="train_runs_data_digits").select("all data").run()
+    assert at.dataframe[-1].value["model"].tolist() == ["mine", "grid run", "sequences"]
+    at.pills(key="train_runs_origin").set_value(["Training page"]).run()
+    assert at.dataframe[-1].value["model"].tolist() == ["mine"]
+    at.pills(key="train_runs_origin").set_value([]).run()
+    assert "No run matches these filters." in [i.value for i in at.info]

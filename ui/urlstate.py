@@ -135,7 +135,8 @@ REGISTRY: dict[str, PageParams] = {
                                       "size": "int", "path": "str", "img_size": "int", "lr": "float",
                                       "schedule": "str", "seed": "int", "device": "str", "download_pick": "str",
                                       "grad_record": "bool", "grad_every": "int", "grad_kind": "str",
-                                      "grad_runs": "strs", "grad_steps": "ints"}),
+                                      "grad_runs": "strs", "grad_steps": "ints", "batch": "int", "decay": "float",
+                                      "augment": "bool", "runs_data_*": "str", "runs_origin": "strs"}),
     # the lesion lab's block checkboxes are keyed by the checkpoint's label; the page keeps the deleted
     # blocks' names under lesion_deleted (`deleted=layer1.0&deleted=layer2.3`) and sets the boxes from it
     "lesion": PageParams("lesion_", {"ckpt": "str", "data_kind": "str", "data_path": "str", "k_samples": "int",
