@@ -417,6 +417,27 @@ def fingerprints(store: RunStore, result: GridResult) -> dict[str, tuple[str, tu
     return out
 
 
+def stored_grid(grid: Grid, store: RunStore) -> GridResult | None:
+    """The grid as the run store holds it, trained nothing and written nothing (a page opened again,
+    a reload): every stored run's row, the others as 'not run'; None when the store holds none of
+    its runs."""
+    members = store.grid_runs(grid.id)
+    notes = dict(zip(members["run"], members["outcome"], strict=True))
+    rows: list[dict[str, Any] | None] = []
+    for r in grid.runs():
+        row = _stored_row(store, r)
+        note = notes.get(r.key)
+        if row is None and isinstance(note, str) and note.startswith("diverged"):
+            row = _row(r, "diverged", reused=True, message=note.partition(": ")[2])
+        rows.append(row)
+    if all(row is None for row in rows):
+        return None
+    results = pd.DataFrame([row if row is not None else _row(r, "not run", reused=False)
+                            for r, row in zip(grid.runs(), rows, strict=True)], columns=RESULT_COLUMNS)
+    found = sum(row is not None for row in rows)
+    return GridResult(grid, results, summarise(results), 0.0, 0, found, found < len(rows))
+
+
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (over seeds, sample std) of the finished runs per variant and depth, the paper's
     ResNet-110 number beside it, and a reading computed from the numbers (:func:`reading`)."""

@@ -791,13 +791,14 @@ PROBE_COLUMNS = ["stage", "features", "test_acc", "per_class"]
 
 def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callable[[Checkpoint], None] | None = None, target: Target | None = None,
              progress: Callable[[PlanProgress], None] | None = None,
-             cancel: Callable[[], bool] | None = None) -> PlanResult:
+             cancel: Callable[[], bool] | None = None, stored_only: bool = False) -> PlanResult:
     """Every run of ``plan`` (setups x labels per class x seeds) on the digits 5-9 target (or
     ``target(per_class, seed, norm)``), each kept in ``store`` (a RunStore) as soon as it finishes
     and taken from it when it is there; then the linear probe per labels setting (seed 0).
     ``cancel()`` returning True stops after the current batch: finished runs are kept, the
     cancelled one is not. Bad settings are refused before any run (:func:`check_plan`). ``keep``
-    receives each freshly trained net as a checkpoint (:func:`to_checkpoint`)."""
+    receives each freshly trained net as a checkpoint (:func:`to_checkpoint`). ``stored_only``: the
+    runs ``store`` holds and nothing else (no training, no probe), for a page opened again."""
     from .runstore import net_key
 
     check_plan(source, plan, target)
@@ -814,7 +815,6 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
     cancelled = False
     t0 = time.perf_counter()
     for i, (setup, n, seed) in enumerate(items):
-        data = make(n, seed, setup.norm)
         label = f"{setup_label(setup, stages)}, {n or 'all'} per class, seed {seed}"
         settings = run_settings(setup, n, seed, plan.recipe, target_id)
         stored = store.sweep(key, "transfer", settings) if store is not None else None
@@ -831,6 +831,10 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
             if progress:
                 progress(PlanProgress(i + 1, len(items), label, 1.0, row, reused=True))
             continue
+        if stored_only:
+            cancelled = True  # not every run is there: the result is partial
+            continue
+        data = make(n, seed, setup.norm)
 
         def step(p: Any, i: int = i, label: str = label) -> bool:
             if progress:
@@ -856,7 +860,7 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
         if progress:
             progress(PlanProgress(i + 1, len(items), label, 1.0, row))
     probe_rows: list[dict[str, Any]] = []
-    if not cancelled:
+    if not cancelled and not stored_only:
         # the frozen source sees what it was trained on, unless nobody recorded what that was
         norm: Norm = "source" if source_statistics(source) is not None else "target"
         for n in dict.fromkeys(plan.labels):

@@ -654,6 +654,7 @@ if go_run and plan is not None and store is not None and source is not None:  # 
         error_box(exc)
     else:
         st.session_state["transfer_result"] = (result, source_name)
+        st.session_state.pop("transfer_result_from_store", None)
         st.success(f"Comparison finished: {result.trained} runs trained, {result.reused} found in the run store, "
                    f"{result.seconds:,.1f} s.")
     finally:  # finished or refused: neither the button nor the bars stay on screen
@@ -663,11 +664,30 @@ if go_run and plan is not None and store is not None and source is not None:  # 
     st.session_state.pop("transfer_active", None)
 
 yours = st.session_state.get("transfer_result")
+if yours is None and plan is not None and store is not None and source is not None:
+    # a reload (a new session) shows what the run store holds of the comparison set above, training
+    # nothing: a comparison just run used to vanish on reload until Run was pressed again
+    try:
+        found = tl.run_plan(source, plan, store=store, target=target, stored_only=True)
+    except LensError as exc:
+        error_box(exc)
+    else:
+        if len(found.results):
+            yours = (dataclasses.replace(found, trained=0, seconds=0.0), source_name)
+            st.session_state["transfer_result"] = yours
+            st.session_state["transfer_result_from_store"] = len(plan.items())
 if yours is not None:
     mine, mine_name = yours
     st.markdown("#### Your comparison")
-    metric_row([Metric("Trained now", f"{mine.trained}"), Metric("Found in the run store", f"{mine.reused}"),
-                Metric("Wall time", f"{mine.seconds:,.1f} s")])
+    planned = st.session_state.get("transfer_result_from_store")
+    if mine.trained == 0 and mine.seconds == 0.0 and planned:  # read from the store, nothing trained now
+        metric_row([Metric("Runs in the run store", f"{mine.reused} of {planned}")])
+        st.caption("Shown from the run store: nothing was trained now."
+                   + (" Press **Run comparison** to train the runs it does not hold." if mine.reused < planned
+                      else ""))
+    else:
+        metric_row([Metric("Trained now", f"{mine.trained}"), Metric("Found in the run store", f"{mine.reused}"),
+                    Metric("Wall time", f"{mine.seconds:,.1f} s")])
     st.caption(describe(mine.meta, mine.results, mine_name))
     show_comparison(mine, "transfer_yours", "transfer")
 show_kept()

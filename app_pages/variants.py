@@ -267,10 +267,17 @@ def show_grid(result: g.GridResult, store: RunStore) -> None:
     """The user's grid: what it is, the same tables and chart as the recorded one, and downloads."""
     res = result.results
     status = res["status"].value_counts()
-    metric_row([Metric("Runs", f"{len(res)}"), Metric("Trained now", f"{result.trained}"),
-                Metric("Found in the run store", f"{result.reused}"),
-                Metric("Not finished (cancelled)", f"{int(status.get('cancelled', 0))}"),
-                Metric("Wall time", f"{result.wall_seconds:,.1f} s")])
+    unfinished = int(status.get("cancelled", 0)) + int(status.get("not run", 0))
+    if result.trained == 0 and result.wall_seconds == 0.0:  # read from the store (g.stored_grid), not run now
+        metric_row([Metric("Runs", f"{len(res)}"), Metric("In the run store", f"{result.reused}"),
+                    Metric("Not run yet", f"{unfinished}")])
+        st.caption("Shown from the run store: nothing was trained now."
+                   + (" Press **Run grid** to train the runs it does not hold." if unfinished else ""))
+    else:
+        metric_row([Metric("Runs", f"{len(res)}"), Metric("Trained now", f"{result.trained}"),
+                    Metric("Found in the run store", f"{result.reused}"),
+                    Metric("Not finished (cancelled)", f"{unfinished}"),
+                    Metric("Wall time", f"{result.wall_seconds:,.1f} s")])
     st.caption(describe(result.grid.definition))
     show_results(result.summary, "variants_yours")
     with st.expander("Every run"):
@@ -352,6 +359,17 @@ if go_run and grid is not None and store is not None:  # the button is disabled 
     st.session_state.pop("variants_active", None)
 
 yours: g.GridResult | None = st.session_state.get("variants_result")
+if grid is not None and store is not None and (yours is None or yours.grid.id != grid.id):
+    # a reload (or a grid chosen again) shows what the run store holds of the grid set above, without
+    # training: a grid just run used to vanish on reload until Run was pressed again
+    try:
+        found = g.stored_grid(grid, store)
+    except LensError as exc:
+        error_box(exc)
+        found = None
+    if found is not None:
+        yours = found
+        st.session_state["variants_result"] = found
 if yours is not None and store is not None:
     st.markdown("#### Your grid")
     show_grid(yours, store)
@@ -366,7 +384,19 @@ if shipped_results is not None:
 if not runs:
     st.info("No finished runs yet: run a grid above.")
 elif store is not None:
-    picks = st.multiselect("Runs (variant · depth · seed)", list(runs), list(runs)[:4], key="variants_curves",
+    # the first runs (the user's grid's first) whenever another grid is shown, and never an empty
+    # choice left over from options that are gone (the chart stayed empty after a grid)
+    first_runs = list(runs)[:4]
+    shown_grid = yours.grid.id if yours is not None else None
+    still = [k for k in st.session_state.get("variants_curves", []) if k in runs]
+    # (on the session's first draw a link's choice stands)
+    if st.session_state.get("variants_curves_grid", shown_grid) != shown_grid or not still:
+        st.session_state["variants_curves"] = first_runs
+        st.session_state["variants_curves_grid"] = shown_grid
+    else:
+        st.session_state["variants_curves"] = still
+        st.session_state["variants_curves_grid"] = shown_grid
+    picks = st.multiselect("Runs (variant · depth · seed)", list(runs), key="variants_curves",
                            format_func=lambda k: runs[k]["label"])
     try:
         metrics = store.metrics(picks) if picks else pd.DataFrame(columns=["run"])
@@ -408,8 +438,11 @@ if runs and store is not None:
         picks = head[1].multiselect("Runs", list(records), one_each, key="variants_grad_runs",
                                  format_func=lambda k: runs[k]["label"])
         no_records = [runs[k]["label"] for k in runs if k not in records]
-        if no_records:
-            st.caption(f"No gradient-flow records (trained without recording): {'; '.join(no_records)}.")
+        if no_records:  # a count and a list on demand: 44 labels in a caption were a wall of text
+            with st.expander(f"{len(no_records)} of {len(runs)} runs have no gradient-flow records"):
+                st.caption("Trained without recording, or recorded in another run store (the recorded file keeps "
+                           "final numbers only).")
+                table(pd.DataFrame({"run": no_records}))
         if picks:
             both = pd.concat([records[k].assign(run=runs[k]["label"], residual=residual(runs[k]["variant"]))
                               for k in picks], ignore_index=True)

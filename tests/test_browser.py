@@ -464,3 +464,31 @@ def test_training_draws_a_live_curve(server, browser):
     expect(live).to_have_count(0)  # gone with the progress bar; the run is in *Your runs*
     no_error_boxes(page)
     page.close()
+
+
+def test_a_grid_stays_shown_with_its_curves_after_a_reload(server, browser):
+    """Issue 21 item 6: after a grid the training curves were empty ('Choose options'), the runs
+    without gradient records were a wall of 44 labels, and a reload hid the grid until Run was
+    pressed again."""
+    page = browser.new_page(viewport={"width": 1366, "height": 1400})
+    link = f"{server}/variants?variants=original&depths=8&seeds=1&epochs=1&size=8&grad_every=2"
+    page.goto(link)
+    settled(page)
+    page.get_by_role("button", name="Run grid").click()
+    expect(page.get_by_text("Grid finished", exact=False)).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    settled(page)
+
+    def shown() -> None:
+        expect(page.get_by_text("Your grid", exact=True)).to_be_visible()
+        curves = page.get_by_test_id("stMultiSelect").filter(has_text="Runs (variant · depth · seed)")
+        expect(curves.locator("span[title]").first).to_have_attribute("title", "yours · original · depth 8 · seed 0")
+        expect(page.get_by_test_id("stExpander").filter(
+            has_text=re.compile(r"\d+ of \d+ runs have no gradient-flow records"))).to_have_count(1)
+        no_error_boxes(page)
+
+    shown()
+    page.goto(link)  # a reload: a new session
+    settled(page)
+    shown()
+    expect(page.get_by_text("Shown from the run store: nothing was trained now.", exact=False)).to_be_visible()
+    page.close()

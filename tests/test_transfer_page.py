@@ -263,6 +263,15 @@ def test_a_comparison_run_from_the_page_is_stored_shown_and_reused(monkeypatch, 
     assert list(with_columns(at, "setup", "1 per class", "seeds")["1 per class"]) == list(acc["1 per class"])
     assert "0 runs trained, 2 found in the run store" in at.success[0].value
 
+    # issue 21 item 6: a reload (a new session with the same settings) shows the comparison from the
+    # store at once; it used to vanish until Run was pressed again
+    reload = tiny(page(monkeypatch, tmp_path / "none.json"), ["scratch", "frozen"])
+    clean(reload)
+    assert fits == []
+    assert metrics(reload)["Runs in the run store"] == "2 of 2"
+    assert "Shown from the run store: nothing was trained now." in [c.value for c in reload.caption]
+    assert list(with_columns(reload, "setup", "1 per class", "seeds")["1 per class"]) == list(acc["1 per class"])
+
 
 def test_a_comparison_a_rerun_interrupted_keeps_and_shows_its_finished_runs(monkeypatch, tmp_path, fits, source):
     from ui import cache

@@ -138,6 +138,16 @@ def test_a_grid_run_from_the_page_is_stored_shown_and_reused(monkeypatch, tmp_pa
     assert again["reused"].all() and list(again["test_error"]) == list(runs["test_error"])
     assert "0 runs trained, 2 found in the run store" in at.success[0].value
 
+    # issue 21 item 6: a reload (a new session, the same settings from the URL) shows the grid at once,
+    # from the store, with its curves chosen; it used to vanish until Run was pressed again
+    reload = tiny_settings(page(monkeypatch, tmp_path / "none.json"))
+    clean(reload)
+    assert trainings == []
+    assert metrics(reload) == {"Runs": "2", "In the run store": "2", "Not run yet": "0"}
+    assert "Shown from the run store: nothing was trained now." in [c.value for c in reload.caption]
+    assert list(reload.dataframe[1].value["test_error"]) == list(runs["test_error"])
+    assert reload.multiselect(key="variants_curves").value == list(runs["key"])
+
 
 def test_a_grid_a_rerun_interrupted_keeps_and_shows_its_finished_runs(monkeypatch, tmp_path, trainings):
     from ui import cache
