@@ -345,10 +345,12 @@ class Totals:
     receptive_field: int
     num_blocks: int
     depth: int
+    receptive_field_stage: str = ""  # the stage whose last output has that field (its row in a rollup)
 
 
 def totals(spec: ResNetSpec, table: pd.DataFrame | None = None) -> Totals:
     df = layer_table(spec) if table is None else table
+    features = df.loc[~df["op"].isin(["avgpool", "fc"])]  # the global pool makes the field "everything"
     return Totals(
         params=exact_sum(df["params"]),
         macs=exact_sum(df["macs"]),
@@ -356,10 +358,10 @@ def totals(spec: ResNetSpec, table: pd.DataFrame | None = None) -> Totals:
         torchinfo_mult_adds=torchinfo_mult_adds(df),
         activation_bytes=exact_sum(df["act_bytes"]),
         output_shape=tuple(df["out_shape"].iloc[-1]),
-        # The global pool makes the field "everything"; report the field of the last feature map.
-        receptive_field=int(df.loc[~df["op"].isin(["avgpool", "fc"]), "rf"].max()),
+        receptive_field=int(features["rf"].max()),
         num_blocks=spec.num_blocks,
         depth=spec.depth,
+        receptive_field_stage=str(features["stage"].iloc[-1]),
     )
 
 

@@ -81,9 +81,14 @@ def net_view() -> None:
         Metric("torchinfo mult-adds", mult_adds, exact(t.torchinfo_mult_adds, mult_adds)),
     ])
     metric_row([
-        Metric("Depth (weighted layers)", str(t.depth)),
-        Metric("Residual blocks", str(t.num_blocks)),
-        Metric("Receptive field", f"{t.receptive_field} {spec.size_unit}"),
+        Metric("Depth (weighted layers)", fmt_int(t.depth)),
+        Metric("Residual blocks", fmt_int(t.num_blocks)),
+        # named by the stage it is read after: the table's row of that stage says the same number, and its
+        # head row the global pool's formula field (beyond the input: every output sees all of it)
+        Metric(f"Receptive field after {t.receptive_field_stage}", f"{fmt_int(t.receptive_field)} {spec.size_unit}",
+               f"The field of one output of {t.receptive_field_stage}, as its row in the table below. The head's "
+               "global average pool then mixes every position: each output sees the whole input (the formula "
+               "(k−1)·jump gives more than the input's size there)."),
         Metric("Activation memory", fmt_bytes(t.activation_bytes),
                f"{ACTIVATION_MEMORY} Exactly {fmt_int(t.activation_bytes)} bytes."),
     ])
@@ -160,7 +165,7 @@ def seed_metrics(c: Costs, label: str = "") -> list[Metric]:
         Metric(f"MACs{label}", fmt_si(c.macs), f"Exactly {fmt_int(c.macs)} multiply-accumulates."),
         Metric(f"FLOPs{label}", fmt_si(c.flops), f"Exactly {fmt_int(c.flops)} floating-point operations."),
         Metric(f"Output shape{label}", _shape(c.output_shape), "Channels × samples of one sequence."),
-        Metric(f"Receptive field{label}", f"{c.receptive_field} samples",
+        Metric(f"Receptive field{label}", f"{fmt_int(c.receptive_field)} samples",
                "Input samples one output sample sees: each k-wide conv adds (k − 1) × jump."),
     ]
 

@@ -36,7 +36,7 @@ chosen = all_paths[choice]
 table(pd.DataFrame({"path": labels, "length": [sum(p) for p in all_paths]}), container=c1, hide_index=True,
       height=220)
 # above the graph it draws, not in the narrow left column, where its label was cut to '…' at 820 px
-metric_row([Metric("Path length (residual branches passed)", str(sum(chosen)))], container=c2)
+metric_row([Metric("Path length (residual branches passed)", fmt_int(sum(chosen)))], container=c2)
 render.show(render.unrolled(paths.unrolled_graph(n), paths.path_nodes(chosen)), key="paths_graph", container=c2)
 with st.expander("The algebra", expanded=True):
     for line in paths.algebra(n):
@@ -273,7 +273,7 @@ if picked is not None:
             res = pd.concat(frames, ignore_index=True)
             lo_k, hi_k = paths.effective_range(frames[0], mass)
             metric_row([
-                Metric("Residual blocks n", str(ck.spec.num_blocks)),
+                Metric("Residual blocks n", fmt_int(ck.spec.num_blocks)),
                 Metric(f"Effective paths ({mass:.0%} of total gradient)", f"{lo_k}–{hi_k}"),
                 Metric("Paper, ResNet-110 (54 blocks)", f"{VEIT_EFFECTIVE_PATHS[0]}–{VEIT_EFFECTIVE_PATHS[1]}"),
             ])
@@ -288,6 +288,6 @@ if picked is not None:
             # kept as exact decimal strings (it can exceed int64), shown with separators, right-aligned.
             table(res.assign(paths=[fmt_int(int(p)) for p in res["paths"]]), hide_index=True,
                   formats={"paths": st.column_config.TextColumn(alignment="right", help="C(n, k), exact"),
-                           "total (rel.)": "%.3g"})
+                           "total (rel.)": "%.3g", "log10 paths": "%.2f", "log10 total": "%.2f"})
             st.download_button("Download (CSV)", res.to_csv(index=False), file_name="gradient_by_length.csv",
                                mime="text/csv", on_click="ignore", key="paths_grad_csv")

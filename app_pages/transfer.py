@@ -348,9 +348,11 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
         st.caption("The fixed feature extractor with the target's inputs normalised with the statistics the source "
                    "net was trained with (what it expects), the target's own labelled images' statistics, or "
                    "none: the differences are what wrong preprocessing costs.")
-    else:
-        st.info("This comparison has the fixed feature extractor under one normalisation only: run it with "
-                "several normalisations to see what preprocessing costs.")
+    else:  # say what the comparison has: one normalisation of the frozen net, or none at all
+        ran = nf["series"].nunique()
+        st.info(("This comparison has the fixed feature extractor under one normalisation only" if ran else
+                 "This comparison has no fixed-feature-extractor run") + ": run the fixed feature extractor "
+                "with several input normalisations to see what preprocessing costs.")
 
     st.markdown("#### BatchNorm while fine-tuning")
     bn_series = {tl.setup_label(tl.mode_setup("finetune", stages, bn=b), stages): BN_LABELS[b] for b in tl.BN_MODES}
@@ -362,7 +364,9 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
         st.caption("Fine-tuning everything with the copied BatchNorm layers' running statistics updated by the "
                    "target's batches, or kept as the source left them (their scale and shift still learn).")
     else:
-        st.info("This comparison fine-tunes everything with one BatchNorm mode only: run both to compare them.")
+        st.info(("This comparison fine-tunes everything with one BatchNorm mode only" if bf["series"].nunique() else
+                 "This comparison has no fine-tune-everything run") + ": run fine-tune everything with both "
+                "BatchNorm modes to compare them.")
 
     st.markdown("#### Where the features live: a linear probe on each stage")
     if len(probe):

@@ -492,3 +492,18 @@ def test_a_grid_stays_shown_with_its_curves_after_a_reload(server, browser):
     shown()
     expect(page.get_by_text("Shown from the run store: nothing was trained now.", exact=False)).to_be_visible()
     page.close()
+
+
+def test_counts_read_with_separators_and_the_receptive_field_names_its_stage(server, browser):
+    """Issue 21 item 7 in chromium: '1202' and '5597 px' without separators beside '5,597', and a
+    receptive field that disagreed with the stage table's last row."""
+    page = browser.new_page(viewport={"width": 1366, "height": 1400})
+    page.goto(f"{server}/?model=cifar_resnet1202")
+    settled(page)
+    metrics = {m.get_by_test_id("stMetricLabel").inner_text().strip(): m.get_by_test_id("stMetricValue").inner_text()
+               for m in page.get_by_test_id("stMetric").all()}
+    assert metrics["Depth (weighted layers)"] == "1,202"
+    assert metrics["Residual blocks"] == "600"
+    assert metrics["Receptive field after layer3"] == "5,597 px"
+    no_error_boxes(page)
+    page.close()

@@ -39,7 +39,7 @@ def test_explorer_models_levels_and_errors():
     m = metrics(at)
     assert m["Parameters"] == "25,557,032"
     assert m["torchinfo mult-adds"] == "4,089,238,376"
-    assert m["Receptive field"] == "427 px"
+    assert m["Receptive field after layer4"] == "427 px"
     stage_rows = at.dataframe[0].value
     assert list(stage_rows["id"]) == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
 

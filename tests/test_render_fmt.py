@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -301,3 +302,43 @@ def test_long_text_goes_to_a_wrapping_table_and_short_text_gets_its_width():
 
     columns = json.loads(at.dataframe[0].proto.columns)  # the column config travels as JSON
     assert columns["setup"]["width"] == 8 * len("fixed feature extractor") + 44
+
+
+def test_a_scientific_columns_zero_reads_zero():
+    """Issue 21 item 7: 'std 0.00e+0' beside '2.26e-6'. A column in scientific notation writes its exact
+    zeros as '0', its other numbers as the grid does ('%.2e'), through a Styler's display values."""
+    import pyarrow as pa
+    from streamlit.testing.v1 import AppTest
+
+    def page() -> None:
+        import pandas as pd
+
+        from ui.widgets import table
+
+        table(pd.DataFrame({"std": [0.0, 2.26e-6, 1e-9], "plain": [0.0, 0.5, 1.5]}))
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception
+    proto = at.dataframe[0].proto.arrow_data
+    shown = pa.ipc.open_stream(proto.styler.display_values).read_all().to_pandas()
+    assert shown["std"].tolist() == ["0", "2.26e-6", "1.00e-9"]
+    assert shown["plain"].tolist() == ["0", "0.5", "1.5"]  # not scientific: the grid's own format, untouched
+
+
+def test_the_receptive_field_metric_names_the_stage_whose_row_says_the_same():
+    """Issue 21 item 7: 'Receptive field 427 px' beside a stage table whose last row said 619 (the
+    head's global pool). The metric names the stage it is read after, whose row has that number;
+    counts have separators (1,202 layers, not 1202)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_pages" / "explorer.py"),
+                           default_timeout=120)
+    at.run()
+    at.selectbox(key="explorer_model").select("resnet50").run()
+    assert not at.exception
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Receptive field after layer4"] == "427 px"
+    stages = at.dataframe[0].value.set_index("id")
+    assert stages.loc["layer4", "rf"] == 427
+    at.selectbox(key="explorer_model").select("cifar_resnet1202").run()
+    assert {m.label: m.value for m in at.metric}["Depth (weighted layers)"] == "1,202"

@@ -261,9 +261,11 @@ def test_path_ensemble_charts_metrics_and_tables_in_the_apps_format():
     paths = {m.label: m for m in at.metric}["Paths"]
     assert (paths.value, paths.proto.help) == ("18,014,398,509,481,984", "2^54 = 18,014,398,509,481,984 paths.")
     # gradient magnitudes from ~1e-23 to ~6e-5: scientific notation for the whole column
-    # (a plain format showed 0.00000000002); the counts and sample sizes with separators
-    assert column_formats(at, -1) == {"length": "%,d", "mean": "%.2e", "std": "%.2e", "samples": "%,d",
-                                      "log10 paths": "%,.3g", "log10 total": "%,.3g", "total (rel.)": "%.3g"}
+    # (a plain format showed 0.00000000002); the counts and sample sizes with separators; log10 with
+    # two decimals in every row (not '-3.2' beside '-3.65'). The std column has an exact zero (length 0
+    # has one path): written cell by cell, '0' beside '2.26e-6' (tests/test_render_fmt.py)
+    assert column_formats(at, -1) == {"length": "%,d", "mean": "%.2e", "samples": "%,d",
+                                      "log10 paths": "%.2f", "log10 total": "%.2f", "total (rel.)": "%.3g"}
     assert min(at.dataframe[-1].value["mean"]) < 1e-11  # the tiny values that need it are there
     assert column_formats(at, 0) == {"length": "%,d"}  # the unrolled view's list of paths
 

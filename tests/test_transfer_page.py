@@ -486,3 +486,15 @@ def test_kept_nets_and_the_class_subset_sources_open_on_the_lesion_and_path_page
         assert any(f"evaluated on {test} test" in m and name in m for m in at.markdown.values), at.markdown.values
         at = page_with_pick("paths", "paths_ckpt", f"trained here: {label}")
         assert not at.error, [e.value for e in at.error]
+
+
+def test_the_missing_comparisons_are_named_by_what_was_run(monkeypatch, tmp_path, fits, source):
+    """Issue 21 item 7: with no fixed-feature-extractor run at all, the page said the comparison had it
+    'under one normalisation only'."""
+    at = tiny(page(monkeypatch, tmp_path / "none.json"), ["scratch"])
+    at.button(key="transfer_run").click().run()
+    clean(at)
+    infos = [i.value for i in at.info]
+    assert any(i.startswith("This comparison has no fixed-feature-extractor run: ") for i in infos), infos
+    assert any(i.startswith("This comparison has no fine-tune-everything run: ") for i in infos), infos
+    assert not any("under one normalisation only" in i for i in infos)

@@ -117,8 +117,8 @@ def table(df: Any, container: Any = None, digits: int = 3, formats: dict[str, An
     text = [c for c in df.columns if str(c) not in numbers and not pd.api.types.is_bool_dtype(df[c])]
     widths = {str(c): _text_width(df, c) for c in text}
     where = container or st
+    printfs = {**numbers, **{k: v for k, v in (formats or {}).items() if isinstance(v, str)}}
     if any(w > GRID_MAX_COLUMN_PX for w in widths.values()):
-        printfs = {**numbers, **{k: v for k, v in (formats or {}).items() if isinstance(v, str)}}
         shown = df.copy()
         for name, fmt in printfs.items():
             shown[name] = [printf(fmt, v) for v in df[name].tolist()]
@@ -128,7 +128,17 @@ def table(df: Any, container: Any = None, digits: int = 3, formats: dict[str, An
         own = config.get(name)
         config[name] = {**own, "width": own.get("width") or px} if isinstance(own, dict) else \
             st.column_config.TextColumn(width=px)
-    where.dataframe(df, column_config=config, **kwargs)
+    # a scientific column's exact zeros read '0', not '0.00e+0' (issue 21): a printf format is one per
+    # column, so such a table is written cell by cell through a Styler, every number column in the
+    # format the grid would use (a Styler writes the others '0.000000' otherwise)
+    zeros = [name for name, fmt in printfs.items() if fmt.endswith("e") and bool((df[name] == 0).any())]
+    data: Any = df
+    if zeros:
+        for name in zeros:
+            config.pop(name, None)
+        data = df.style.format({name: (lambda v, f=fmt: "0" if v == 0 and f.endswith("e") else printf(f, v))
+                                for name, fmt in printfs.items()})
+    where.dataframe(data, column_config=config, **kwargs)
 
 
 def spec_header(spec: ResNetSpec, container: Any = None) -> None:
