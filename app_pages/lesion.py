@@ -44,37 +44,7 @@ picked: Picked = chosen  # narrowed once here, so the functions below see a Pick
 label, ck = picked.label, picked.checkpoint
 
 
-def pick_data(ck: Checkpoint) -> Dataset | None:
-    """The checkpoint's own dataset (digits and MNIST-1D are rebuilt from metadata) or a local one,
-    normalised with the statistics stored at training time. A 1-D net of unknown data is evaluated
-    on MNIST-1D: the app reads no sequence dataset from disk."""
-    try:
-        own = cache.dataset_of(ck.meta)
-        if own is not None:
-            return own
-        if ck.spec.dims == 1:
-            st.caption(f"{label}'s metadata names no dataset the app can rebuild: it is evaluated on the test "
-                       "split of MNIST-1D (Greydanus 2020), the app's dataset of sequences.")
-            return cache.dataset("mnist1d", None, ck.spec.input_size, 0, ck.meta.normalisation)
-        kind = st.sidebar.selectbox("Dataset", ["cifar10", "imagefolder"], key="lesion_data_kind")
-        path = st.sidebar.text_input("Local dataset path", key="lesion_data_path",
-                                     help="cifar-10-batches-py, or an ImageFolder root (train/ and val/ or one "
-                                          "folder per class); nothing is downloaded")
-        if not path:
-            st.info(f"{label} was not trained on the embedded digits: give its dataset's local path.")
-            return None
-        if kind == "imagefolder" and ck.spec.stem == "imagenet":
-            # torchvision-style ImageNet nets: their own eval transform, a bounded number of images
-            per_class = st.sidebar.number_input("Images per class (1–50)", 1, 50, 2, key="lesion_per_class",
-                                                help="ImageNet val has 50 per class; 2 keeps memory near 1 GB")
-            return cache.imagenet_folder(path, ck.spec.input_size, int(per_class), ck.meta.normalisation)
-        return cache.dataset(kind, path, ck.spec.input_size, 0, ck.meta.normalisation)
-    except LensError as exc:
-        error_box(exc)
-        return None
-
-
-loaded = pick_data(ck)
+loaded: Dataset | None = widgets.evaluation_data(ck, label, "lesion")
 if loaded is None:
     st.stop()
 data: Dataset = loaded

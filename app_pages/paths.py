@@ -139,16 +139,8 @@ if picked is not None:
         except LensError as exc:
             error_box(exc)
             shipped = {}
-        try:
-            data = cache.dataset_of(ck.meta)
-            if data is None and ck.spec.dims == 1:
-                # the app reads no sequence dataset from disk: a 1-D net of unknown data meets MNIST-1D
-                st.caption(f"{label}'s metadata names no dataset the app can rebuild: it is measured on the "
-                           "test split of MNIST-1D (Greydanus 2020), the app's dataset of sequences.")
-                data = cache.dataset("mnist1d", None, ck.spec.input_size, 0, ck.meta.normalisation)
-        except LensError as exc:
-            error_box(exc)  # stored results can still be shown; Measure says it has no data
-            data = None
+        # stored results can still be shown without data; Measure says it has none
+        data = widgets.evaluation_data(ck, label, "paths", verb="measured")
         if data is not None:
             try:  # a 1-D net and images (or the reverse): said here, before Measure
                 lesion.check_data(ck.spec, data)

@@ -507,3 +507,41 @@ def test_counts_read_with_separators_and_the_receptive_field_names_its_stage(ser
     assert metrics["Receptive field after layer3"] == "5,597 px"
     no_error_boxes(page)
     page.close()
+
+
+def test_a_bare_digits_state_dict_is_evaluated_on_the_embedded_digits(server, browser, tmp_path):
+    """Issue 21 item 8: a bare state_dict of a digits net could not be evaluated on the embedded
+    digits (only CIFAR-10 or ImageFolder were offered, with a claim its weights cannot back), and a
+    rejected .txt stayed listed in the uploader beside the file in use."""
+    import torch
+
+    from analysis.models import build_model
+    from analysis.specs import get_spec
+
+    net = tmp_path / "my_digits_net.pth"
+    # option B (projection shortcuts): an option-A net's weights would also fit its plain twin, and the page asks
+    spec = get_spec("cifar_resnet8").replace(in_channels=1, input_size=16, shortcut="B")
+    torch.save(build_model(spec).state_dict(), net)
+    page = browser.new_page(viewport={"width": 1366, "height": 1400})
+    page.goto(f"{server}/lesion")
+    settled(page)
+    sidebar = page.get_by_test_id("stSidebar")
+    choose(page, sidebar, "Checkpoint", "Upload a checkpoint…")
+    upload = sidebar.locator('input[type="file"]')
+    upload.set_input_files(str(net))
+    expect(page.get_by_text("does not say what data it was trained on", exact=False)).to_be_visible(
+        timeout=RUN_TIMEOUT_MS)
+    expect(sidebar.get_by_test_id("stSelectbox").filter(has_text="Dataset").locator("input")).to_have_value(
+        "embedded digits")
+    expect(page.get_by_test_id("stMetric").filter(has_text="Test error, intact")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    expect(page.get_by_text("was not trained on the embedded digits", exact=False)).to_have_count(0)
+    no_error_boxes(page)
+    # a text file instead: it is the one file listed, and it is said not to be a checkpoint
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a net")
+    upload.set_input_files(str(notes))
+    settled(page)
+    expect(page.get_by_test_id("stAlertContentError")).to_contain_text("not a valid PyTorch checkpoint")
+    expect(sidebar.get_by_text("notes.txt", exact=True)).to_be_visible()
+    expect(sidebar.get_by_text("my_digits_net.pth", exact=True)).to_have_count(0)  # not beside it, in use
+    page.close()

@@ -148,8 +148,11 @@ def test_explorer_on_1d_builtins(name, params, shape):
     assert m["Parameters"] == params == f"{numel(model):,}"
     assert m["torchinfo mult-adds"] == f"{torchinfo_mult_adds(model, spec):,}"
     assert m["Depth (weighted layers)"] == str(spec.depth)
-    assert m["Receptive field"] == f"{totals(spec).receptive_field} samples"
     assert at.subheader[0].value.endswith(f"input {shape} (channels × samples)")
     stages = at.dataframe[0].value.set_index("id")
+    # the field is named by the last stage before the head, and its row there says the same number
+    last = [s for s in stages.index if s != "head"][-1]
+    assert m[f"Receptive field after {last}"] == f"{stages.loc[last, 'rf']:,} samples"
+    assert stages.loc[last, "rf"] == totals(spec).receptive_field
     assert stages.loc["stem", "in_shape"] == shape
     assert all(s.count("×") == 1 for s in stages["out_shape"])  # C×L, never a 2-D map

@@ -139,11 +139,13 @@ REGISTRY: dict[str, PageParams] = {
                                       "augment": "bool", "runs_data_*": "str", "runs_origin": "strs"}),
     # the lesion lab's block checkboxes are keyed by the checkpoint's label; the page keeps the deleted
     # blocks' names under lesion_deleted (`deleted=layer1.0&deleted=layer2.3`) and sets the boxes from it
-    "lesion": PageParams("lesion_", {"ckpt": "str", "data_kind": "str", "data_path": "str", "k_samples": "int",
+    "lesion": PageParams("lesion_", {"ckpt": "str", "data_kind": "str", "data_path": "str", "per_class": "int",
+                                     "k_samples": "int",
                                      "k_seed": "int", "reorder_samples": "int", "reorder_seed": "int",
                                      "deleted": "strs"}),
     "paths": PageParams("paths_", {"n": "int", "pick": "int", "net": "str", "blocks_*": "int", "range_*": "pair",
-                                   "ckpt": "str", "samples": "int", "batch": "int", "seed": "int", "mass": "float",
+                                   "ckpt": "str", "data_kind": "str", "data_path": "str", "samples": "int",
+                                   "batch": "int", "seed": "int", "mass": "float",
                                    "init": "bool"}),
     "variants": PageParams("variants_", {"variants": "strs", "combos": "str", "depths": "ints", "size": "int",
                                          "data": "str", "recorded": "str",

@@ -183,6 +183,53 @@ def error_box(exc: Exception) -> None:
     st.error(f"{exc}")
 
 
+EVAL_DATA = {"digits": "embedded digits", "cifar10": "CIFAR-10 (local path)",
+             "imagefolder": "ImageFolder (local path)"}
+
+
+def evaluation_data(ck: Checkpoint, label: str, key: str, verb: str = "evaluated") -> Any:
+    """The data a page evaluates ``ck`` on, chosen in one place for every page: the checkpoint's own
+    (the digits and MNIST-1D are rebuilt from its metadata, normalised with its training statistics);
+    a 1-D net of unknown data meets MNIST-1D (the app reads no sequences from disk); a 2-D net of
+    unknown data (a bare state_dict: weights cannot say what they were trained on) is evaluated on
+    what the sidebar chooses: the embedded digits (offered first for a 1-channel 10-class net) or a
+    local CIFAR-10 / ImageFolder. None, said on the page, until there is data; bad input is said."""
+    from ui import cache
+
+    try:
+        own = cache.dataset_of(ck.meta)
+        if own is not None:
+            return own
+        if ck.spec.dims == 1:
+            st.caption(f"{label}'s metadata names no dataset the app can rebuild: it is {verb} on the test split "
+                       "of MNIST-1D (Greydanus 2020), the app's dataset of sequences.")
+            return cache.dataset("mnist1d", None, ck.spec.input_size, 0, ck.meta.normalisation)
+        if ck.meta.dataset is None:
+            st.caption(f"{label}'s file does not say what data it was trained on (a bare state_dict holds weights "
+                       f"only): choose the data it is {verb} on in the sidebar.")
+        digits_like = ck.spec.in_channels == 1 and ck.spec.num_classes == 10
+        kinds = list(EVAL_DATA) if digits_like else ["cifar10", "imagefolder", "digits"]
+        kind = st.sidebar.selectbox("Dataset", kinds, key=f"{key}_data_kind", format_func=EVAL_DATA.__getitem__)
+        if kind == "digits":
+            return cache.dataset("digits", None, ck.spec.input_size, 0, ck.meta.normalisation)
+        path = st.sidebar.text_input("Local dataset path", key=f"{key}_data_path",
+                                     help="cifar-10-batches-py, or an ImageFolder root (train/ and val/ or one "
+                                          "folder per class); nothing is downloaded")
+        if not path:
+            st.info(f"Give the local path of the {EVAL_DATA[kind].removesuffix(' (local path)')} data "
+                    f"{label} is {verb} on (sidebar).")
+            return None
+        if kind == "imagefolder" and ck.spec.stem == "imagenet":
+            # torchvision-style ImageNet nets: their own eval transform, a bounded number of images
+            per_class = st.sidebar.number_input("Images per class (1–50)", 1, 50, 2, key=f"{key}_per_class",
+                                                help="ImageNet val has 50 per class; 2 keeps memory near 1 GB")
+            return cache.imagenet_folder(path, ck.spec.input_size, int(per_class), ck.meta.normalisation)
+        return cache.dataset(kind, path, ck.spec.input_size, 0, ck.meta.normalisation)
+    except LensError as exc:
+        error_box(exc)
+        return None
+
+
 UPLOAD = "Upload a checkpoint…"
 Origin = Literal["shipped", "trained", "uploaded"]
 ORIGIN_PREFIX: dict[Origin, str] = {"shipped": "shipped", "trained": "trained here", "uploaded": "uploaded"}
@@ -227,8 +274,11 @@ def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: 
                            key=f"{key}_ckpt")
     if choice != UPLOAD:
         return options[choice]
-    up = box.file_uploader("PyTorch checkpoint (.pt / .pth)", type=["pt", "pth", "bin", "tar"],
-                           key=f"{key}_upload")
+    # no type filter: the browser listed a rejected .txt beside the file still in use (issue 21); every
+    # file is read here instead, and one that is no checkpoint is said (analysis.checkpoints)
+    up = box.file_uploader("PyTorch checkpoint (.pt / .pth)", key=f"{key}_upload",
+                           help="A file saved by torch.save: this app's checkpoints, or a bare state_dict such as "
+                                "torchvision's resnet50.pth (.pt, .pth, .bin, .tar).")
     if up is None:
         box.info("Upload a ResNet state_dict, e.g. torchvision's resnet50.pth; its architecture is inferred.")
         return None
