@@ -545,3 +545,22 @@ def test_a_bare_digits_state_dict_is_evaluated_on_the_embedded_digits(server, br
     expect(sidebar.get_by_text("notes.txt", exact=True)).to_be_visible()
     expect(sidebar.get_by_text("my_digits_net.pth", exact=True)).to_have_count(0)  # not beside it, in use
     page.close()
+
+
+def test_links_with_values_a_page_cannot_use_fall_back_and_say_what_was_left_out(server, browser):
+    """Issue 21 item 9: `/training?depths=7` emptied Depths and disabled Train; `depths=7&depths=20`
+    said the whole value was dropped; `/lesion?deleted=layer9.9` said nothing."""
+    page = browser.new_page(viewport={"width": 1366, "height": 1000})
+    page.goto(f"{server}/training?depths=7")
+    settled(page)
+    expect(page.get_by_test_id("stAlert").first).to_contain_text("depths=7 is not within its range or choices.")
+    expect(page.get_by_role("button", name="Train", exact=True)).to_be_enabled()
+    page.goto(f"{server}/training?depths=7&depths=20")
+    settled(page)
+    expect(page.get_by_test_id("stAlert").first).to_contain_text("depths=7 is not within its range or choices "
+                                                                 "(kept: 20)")
+    page.goto(f"{server}/lesion?deleted=layer9.9")
+    settled(page)
+    expect(page.get_by_test_id("stAlert").first).to_contain_text("deleted=layer9.9 is not one of its choices.")
+    no_error_boxes(page)
+    page.close()

@@ -266,7 +266,7 @@ def test_bad_values_give_one_warning_and_the_defaults():
     text = at.warning[0].value
     for part in ("`model=bogus` is not one of its choices", "`plain=maybe` is not true or false",
                  "`size_resnet50=99999` is not within its range", "`modle=resnet18` is not a setting of this page",
-                 "`columns=shapes&columns=no such column` is not one of its choices"):
+                 "`columns=no such column` is not one of its choices (kept: shapes)"):
         assert part in text, (part, text)
     assert at.selectbox(key="explorer_model").value == "resnet50"
     assert at.number_input(key="explorer_size_resnet50").value == 224
@@ -396,17 +396,44 @@ def test_a_stale_url_keeps_the_ticked_blocks_but_back_and_forward_set_them(monke
 def test_a_block_the_net_lacks_gives_one_warning():
     at = app({"deleted": ["layer2.3", "layer9.9"]}, page="lesion")
     clean(at)
+    # issue 21 item 9: the warning names what was left out and what was kept
     assert [w.value for w in at.warning] == [
-        "This link has settings the page cannot use; they were left out: `deleted=layer2.3&deleted=layer9.9` is "
-        "not one of its choices."]
+        "This link has settings the page cannot use; they were left out: `deleted=layer9.9` is not one of its "
+        "choices (kept: layer2.3)."]
     assert ticked(at) == ["layer2.3"] and url(at)["deleted"] == ["layer2.3"]
     at.run()
     assert not at.warning  # said once
+    # a name alone that the net lacks is said too (it was dropped without a word)
+    at = app({"deleted": ["layer9.9"]}, page="lesion")
+    clean(at)
+    assert [w.value for w in at.warning] == [
+        "This link has settings the page cannot use; they were left out: `deleted=layer9.9` is not one of its "
+        "choices."]
+    assert ticked(at) == [] and "deleted" not in url(at)
     # an empty name is no text value: refused before the page runs
     at = app({"deleted": ["layer1.0", ""]}, page="lesion")
     clean(at)
     assert "`deleted=layer1.0&deleted=` is not a list of text values" in at.warning[0].value
     assert ticked(at) == []
+
+
+def test_a_list_the_widget_empties_falls_back_to_the_default():
+    """Issue 21 item 9: `/training?depths=7` emptied Depths and left Train disabled; `depths=7&depths=20`
+    kept 20 but said the whole value was dropped."""
+    at = app({"depths": ["7"]}, page="training")
+    clean(at)
+    assert at.multiselect(key="train_depths").value == [20, 56]  # the page's default
+    assert not at.button(key="train_go").disabled
+    assert [w.value for w in at.warning] == [
+        "This link has settings the page cannot use; they were left out: `depths=7` is not within its range or "
+        "choices."]
+    assert "depths" not in url(at) or url(at)["depths"] == ["20", "56"]
+    at = app({"depths": ["7", "20"]}, page="training")
+    clean(at)
+    assert at.multiselect(key="train_depths").value == [20]
+    assert [w.value for w in at.warning] == [
+        "This link has settings the page cannot use; they were left out: `depths=7` is not within its range or "
+        "choices (kept: 20)."]
 
 
 # ------------------------------------------------------------------ unknown addresses

@@ -54,6 +54,7 @@ KIND_TEXT: dict[Kind, str] = {
     "pair": "two whole numbers, low then high",
 }
 NONE = "none"  # a selectbox whose choices include None (e.g. "label nodes with: none")
+_MISSING = object()  # a seeded key the page removed
 _WARNINGS = "_urlstate_warnings"  # what a run that had to start over could not use, shown by the next run
 _WRITTEN = "_urlstate_written"  # (page, query) last written: a page switch that keeps it brings no link
 # A link is typed by hand or shared: bounded before anything walks it (a page's longest list, the
@@ -363,12 +364,33 @@ def run(page: StreamlitPage, name: str) -> None:
                 del st.query_params[link_name]
         st.session_state[_WARNINGS] = problems
         st.rerun()
+    emptied = []
     for key, (link_name, value) in seeded.items():
-        now = st.session_state.get(key, value)
-        if not _same(now, value):  # the widget did not take it: not among its options, or out of range
-            kind = params.kind(link_name)
-            why = "one of its choices" if kind in ("str", "optstr", "strs") else "within its range or choices"
-            problems.append(f"{_shown(link_name, incoming[link_name])} is not {why}")
+        # a key the page dropped (the lesion lab drops deleted blocks its net lacks) was not taken either
+        now = st.session_state.get(key, _MISSING)
+        if _same(now, value):
+            continue
+        kind = params.kind(link_name)
+        why = "one of its choices" if kind in ("str", "optstr", "strs") else "within its range or choices"
+        if kind in ITEM_KIND and isinstance(value, list) and isinstance(now, (list, tuple)) and now:
+            # a list the widget took in part: name the items left out and what was kept
+            out = [v for v in value if not any(_same(v, n) for n in now)]
+            kept = ", ".join(_num_text(v) if _number(v, ITEM_KIND[kind]) else str(v) for v in now)
+            left = [_num_text(v) if _number(v, ITEM_KIND[kind]) else str(v) for v in out]
+            problems.append(f"{_shown(link_name, left)} is not {why} (kept: {kept})")
+            continue
+        problems.append(f"{_shown(link_name, incoming[link_name])} is not {why}")
+        if kind in ITEM_KIND and value and not now:
+            emptied.append((key, link_name))
+    if emptied:
+        # a list the widget emptied falls back to the page's default (a Train button left disabled by
+        # `depths=7` was a dead end): forget the value and the parameter, run again, say why then
+        for key, link_name in emptied:
+            st.session_state.pop(key, None)
+            if link_name in st.query_params:
+                del st.query_params[link_name]
+        st.session_state[_WARNINGS] = list(dict.fromkeys(problems))
+        st.rerun()
     if problems:
         problems = list(dict.fromkeys(problems))  # a run that started over finds a bad value twice
         slot.warning("This link has settings the page cannot use; they were left out: " + "; ".join(problems) + ".",
