@@ -106,24 +106,33 @@ def net_view() -> None:
     st.download_button("Download the full layer table (CSV)", shaped(layers).to_csv(index=False),
                        file_name=f"{spec.name}_layers.csv", mime="text/csv", on_click="ignore", key="explorer_csv")
 
-    st.subheader("Where the cost sits")
-    render.show(render.stage_costs(rollup(layers, "stage")), key="explorer_stage_chart")
-    render.show(render.op_costs(by_op(layers)), key="explorer_op_chart")
+    def costs() -> None:
+        render.show(render.stage_costs(rollup(layers, "stage")), key="explorer_stage_chart")
+        render.show(render.op_costs(by_op(layers)), key="explorer_op_chart")
 
-    st.subheader("Where the receptive field grows")
-    rf = receptive_field_growth(layers)
-    render.show(render.receptive_field(rf, spec.input_size, spec.size_unit), key="explorer_rf_chart")
-    top = rf.sort_values("growth", ascending=False).head(3)
-    st.caption("Largest single steps: " + "; ".join(
-        f"`{r.id}` +{r.growth} {spec.size_unit} (jump {r.jump})" for r in top.itertuples()) +
-        (". Each k×k op adds (k−1)×jump; the jump doubles at every stride-2 op, so late 3×3 convs grow "
-         "the field most." if spec.dims == 2 else ". Each k-wide op adds (k−1)×jump samples; the jump doubles at "
-         "every stride-2 op or max pool, so late 3-wide convs grow the field most."))
+    def field() -> None:
+        rf = receptive_field_growth(layers)
+        render.show(render.receptive_field(rf, spec.input_size, spec.size_unit), key="explorer_rf_chart")
+        top = rf.sort_values("growth", ascending=False).head(3)
+        st.caption("Largest single steps: " + "; ".join(
+            f"`{r.id}` +{fmt_int(r.growth)} {spec.size_unit} (jump {fmt_int(r.jump)})" for r in top.itertuples()) +
+            (". Each k×k op adds (k−1)×jump; the jump doubles at every stride-2 op, so late 3×3 convs grow "
+             "the field most." if spec.dims == 2 else ". Each k-wide op adds (k−1)×jump samples; the jump doubles "
+             "at every stride-2 op or max pool, so late 3-wide convs grow the field most."))
 
-    st.subheader("Why FLOP counters disagree")
-    conv = cache.convention_totals(spec)
-    table(shaped(conv))
-    st.markdown(cache.explain_difference(spec).replace("\n", "  \n"))
+    def counters() -> None:
+        table(shaped(cache.convention_totals(spec)))
+        st.markdown(cache.explain_difference(spec).replace("\n", "  \n"))
+
+    # one section drawn at a time (a keyed tab bar keeps its tab; the closed ones are not computed):
+    # the three charts and the counters' table drawn at once made the page the slowest to open
+    sections = {"Where the cost sits": costs, "Where the receptive field grows": field,
+                "Why FLOP counters disagree": counters}
+    for tab, draw in zip(st.tabs(list(sections), key="explorer_section", on_change="rerun"), sections.values(),
+                         strict=True):
+        if tab.open:
+            with tab:
+                draw()
 
 
 SEED = "The notes' seed block (Conv1d)"

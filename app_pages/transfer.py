@@ -291,98 +291,114 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
                                          key=at_key,
                                          format_func=setting)
 
-    st.markdown("#### Transfer the first k stages")
-    k_frame = first_k_frame(summary, stages, at)
-    if k_frame["k"].nunique() >= 2:
-        render.show(render.first_k_transfer(k_frame, stages), key=f"{prefix}_k_chart")
-        st.caption("Yosinski et al. 2014's experiment: the first k stages (the stem with the first) come from the "
-                   "source, the rest is freshly initialised; frozen or fine-tuned. k = 0 is training from scratch, "
-                   f"k = {stages} frozen the fixed feature extractor and k = {stages} fine-tuned fine-tuning "
-                   "everything. Where the frozen line falls, the features may stop serving the new task — or the "
-                   "fresh head and stages are undertrained by the one recipe every mode shares: the linear probe "
-                   "below, trained to convergence on the same frozen features, tells which.")
-    else:
-        st.info("This comparison has no first-k sweep at this setting: run the modes *first k stages, frozen* and "
-                "*fine-tuned* with several k.")
-
-    st.markdown("#### Learning curves")
-    have = list(dict.fromkeys(curves["setup"])) if len(curves) else []
-    if have:
-        cols = st.columns([3, 1])
-        setups_key = f"{prefix}_curve_setups"
-        keep_valid(setups_key, have, many=True)
-        picks = cols[0].multiselect("Setups", have, [s for s in NAMED if s in have] or have[:3], key=setups_key)
-        x = cols[1].radio("x axis", ["epoch", "seconds"], key=f"{prefix}_curve_x", horizontal=True)
-        c = curves[(curves["per_class"].map(labels_text) == at) & curves["setup"].isin(picks)].copy()
-        if len(c):
-            c["colour"] = c["setup"].map(colours(results))
-            render.show(render.transfer_curves(c, x), key=f"{prefix}_curves_chart")
-            st.caption(f"Test accuracy during training, {setting(at)}, one line per seed; it is "
-                       f"measured {tl.EVALUATIONS} times per run. Every run takes the same number of SGD steps, so "
-                       "fewer images make more (shorter) epochs. Seconds are this run's wall time on the machine "
-                       "that recorded it.")
+    # one tab open at a time, and only the open tab is drawn: the page drew every section's chart
+    # (18 Plotly figures with the user's comparison) and took over 4 s to open (issue 21 item 10)
+    def first_k() -> None:
+        k_frame = first_k_frame(summary, stages, at)
+        if k_frame["k"].nunique() >= 2:
+            render.show(render.first_k_transfer(k_frame, stages), key=f"{prefix}_k_chart")
+            st.caption("Yosinski et al. 2014's experiment: the first k stages (the stem with the first) come from the "
+                       "source, the rest is freshly initialised; frozen or fine-tuned. k = 0 is training from scratch, "
+                       f"k = {stages} frozen the fixed feature extractor and k = {stages} fine-tuned fine-tuning "
+                       "everything. Where the frozen line falls, the features may stop serving the new task — or the "
+                       "fresh head and stages are undertrained by the one recipe every mode shares: the linear probe "
+                       "(its tab), trained to convergence on the same frozen features, tells which.")
         else:
-            st.info("Choose setups to draw their learning curves.")
+            st.info("This comparison has no first-k sweep at this setting: run the modes *first k stages, frozen* and "
+                    "*fine-tuned* with several k.")
 
-        st.markdown("#### Time to reach a target accuracy")
-        goal = st.slider("Target accuracy (%)", 20, 100, 80, 5, key=f"{prefix}_threshold")
-        table(time_table(curves, goal / 100, have), height="content")  # every setup in view
-        st.caption(f"When the test accuracy first reached {goal} %: the share of the run's SGD steps done by then "
-                   "(the same steps for every run, up to the rounding to whole epochs, so shares compare across setups "
-                   "and label settings) and the "
-                   "seconds, each a mean over the seeds that reached it (how many in brackets). It is measured at "
-                   f"the {tl.EVALUATIONS} test evaluations of a run, so a run reaching it between two of them is "
-                   "counted at the next. Seconds are wall time on the machine that recorded the runs, taken while "
-                   "it did other work: read them within one setup, not between setups.")
-    else:
-        st.info("This comparison holds no learning curves.")
 
-    st.markdown("#### Preprocessing: the frozen source net with other input normalisations")
-    norm_series = {tl.setup_label(tl.mode_setup("frozen", stages, norm=n), stages): tl.NORM_LABELS[n]
-                   for n in tl.NORMS}
-    nf = variant_frame(summary, norm_series)
-    if nf["series"].nunique() >= 2:
-        table(variant_table(nf, tl.NORM_LABELS["source"]))
-        st.caption(f"Δ: the difference from {tl.NORM_LABELS['source']} in points (mean over seeds).")
-        render.show(render.accuracy_bars(nf, "labelled images per class"), key=f"{prefix}_norm_chart")
-        st.caption("The fixed feature extractor with the target's inputs normalised with the statistics the source "
-                   "net was trained with (what it expects), the target's own labelled images' statistics, or "
-                   "none: the differences are what wrong preprocessing costs.")
-    else:  # say what the comparison has: one normalisation of the frozen net, or none at all
-        ran = nf["series"].nunique()
-        st.info(("This comparison has the fixed feature extractor under one normalisation only" if ran else
-                 "This comparison has no fixed-feature-extractor run") + ": run the fixed feature extractor "
-                "with several input normalisations to see what preprocessing costs.")
+    def learning_curves() -> None:
+        have = list(dict.fromkeys(curves["setup"])) if len(curves) else []
+        if have:
+            cols = st.columns([3, 1])
+            setups_key = f"{prefix}_curve_setups"
+            keep_valid(setups_key, have, many=True)
+            picks = cols[0].multiselect("Setups", have, [s for s in NAMED if s in have] or have[:3], key=setups_key)
+            x = cols[1].radio("x axis", ["epoch", "seconds"], key=f"{prefix}_curve_x", horizontal=True)
+            c = curves[(curves["per_class"].map(labels_text) == at) & curves["setup"].isin(picks)].copy()
+            if len(c):
+                c["colour"] = c["setup"].map(colours(results))
+                render.show(render.transfer_curves(c, x), key=f"{prefix}_curves_chart")
+                st.caption(f"Test accuracy during training, {setting(at)}, one line per seed; it is "
+                           f"measured {tl.EVALUATIONS} times per run. Every run takes the same number of SGD steps, so "
+                           "fewer images make more (shorter) epochs. Seconds are this run's wall time on the machine "
+                           "that recorded it.")
+            else:
+                st.info("Choose setups to draw their learning curves.")
 
-    st.markdown("#### BatchNorm while fine-tuning")
-    bn_series = {tl.setup_label(tl.mode_setup("finetune", stages, bn=b), stages): BN_LABELS[b] for b in tl.BN_MODES}
-    bf = variant_frame(summary, bn_series)
-    if bf["series"].nunique() >= 2:
-        table(variant_table(bf, BN_LABELS["update"]))
-        st.caption(f"Δ: the difference from {BN_LABELS['update']} in points (mean over seeds).")
-        render.show(render.accuracy_bars(bf, "labelled images per class"), key=f"{prefix}_bn_chart")
-        st.caption("Fine-tuning everything with the copied BatchNorm layers' running statistics updated by the "
-                   "target's batches, or kept as the source left them (their scale and shift still learn).")
-    else:
-        st.info(("This comparison fine-tunes everything with one BatchNorm mode only" if bf["series"].nunique() else
-                 "This comparison has no fine-tune-everything run") + ": run fine-tune everything with both "
-                "BatchNorm modes to compare them.")
+            st.markdown("#### Time to reach a target accuracy")
+            goal = st.slider("Target accuracy (%)", 20, 100, 80, 5, key=f"{prefix}_threshold")
+            table(time_table(curves, goal / 100, have), height="content")  # every setup in view
+            st.caption(f"When the test accuracy first reached {goal} %: the share of the run's SGD steps done by then "
+                       "(the same steps for every run, up to the rounding to whole epochs, so shares compare across setups "
+                       "and label settings) and the "
+                       "seconds, each a mean over the seeds that reached it (how many in brackets). It is measured at "
+                       f"the {tl.EVALUATIONS} test evaluations of a run, so a run reaching it between two of them is "
+                       "counted at the next. Seconds are wall time on the machine that recorded the runs, taken while "
+                       "it did other work: read them within one setup, not between setups.")
+        else:
+            st.info("This comparison holds no learning curves.")
 
-    st.markdown("#### Where the features live: a linear probe on each stage")
-    if len(probe):
-        p = probe.assign(labels=probe["per_class"].map(labels_text))
-        p = p.assign(_o=p["labels"].map(label_order(p["labels"]).index)).sort_values(["_o"], kind="stable")
-        render.show(render.probe_by_stage(p.drop(columns="_o").assign(labels=p["labels"].map(setting))),
-                    key=f"{prefix}_probe_chart")
-        wide = p.pivot_table(index=["stage", "features"], columns="labels", values="test_acc", sort=False)
-        wide = wide[label_order(wide.columns)]
-        table(pd.DataFrame({"stage": [i[0] for i in wide.index], "features": [int(i[1]) for i in wide.index],
-                            **{f"{setting(n)} %": [pct(v) for v in wide[n]] for n in wide.columns}}))
-        st.caption("A logistic regression on each stage's globally pooled output of the frozen source net (seed 0's "
-                   "labelled examples), scored on the target's test examples: how linearly the target's classes can be "
-                   "read from the features at each depth.")
-    else:
-        st.info("No linear probe in this comparison (it is measured once every run has finished).")
+
+    def preprocessing() -> None:
+        norm_series = {tl.setup_label(tl.mode_setup("frozen", stages, norm=n), stages): tl.NORM_LABELS[n]
+                       for n in tl.NORMS}
+        nf = variant_frame(summary, norm_series)
+        if nf["series"].nunique() >= 2:
+            table(variant_table(nf, tl.NORM_LABELS["source"]))
+            st.caption(f"Δ: the difference from {tl.NORM_LABELS['source']} in points (mean over seeds).")
+            render.show(render.accuracy_bars(nf, "labelled images per class"), key=f"{prefix}_norm_chart")
+            st.caption("The fixed feature extractor with the target's inputs normalised with the statistics the source "
+                       "net was trained with (what it expects), the target's own labelled images' statistics, or "
+                       "none: the differences are what wrong preprocessing costs.")
+        else:  # say what the comparison has: one normalisation of the frozen net, or none at all
+            ran = nf["series"].nunique()
+            st.info(("This comparison has the fixed feature extractor under one normalisation only" if ran else
+                     "This comparison has no fixed-feature-extractor run") + ": run the fixed feature extractor "
+                    "with several input normalisations to see what preprocessing costs.")
+
+
+    def batchnorm() -> None:
+        bn_series = {tl.setup_label(tl.mode_setup("finetune", stages, bn=b), stages): BN_LABELS[b] for b in tl.BN_MODES}
+        bf = variant_frame(summary, bn_series)
+        if bf["series"].nunique() >= 2:
+            table(variant_table(bf, BN_LABELS["update"]))
+            st.caption(f"Δ: the difference from {BN_LABELS['update']} in points (mean over seeds).")
+            render.show(render.accuracy_bars(bf, "labelled images per class"), key=f"{prefix}_bn_chart")
+            st.caption("Fine-tuning everything with the copied BatchNorm layers' running statistics updated by the "
+                       "target's batches, or kept as the source left them (their scale and shift still learn).")
+        else:
+            st.info(("This comparison fine-tunes everything with one BatchNorm mode only" if bf["series"].nunique() else
+                     "This comparison has no fine-tune-everything run") + ": run fine-tune everything with both "
+                    "BatchNorm modes to compare them.")
+
+
+    def linear_probe() -> None:
+        if len(probe):
+            p = probe.assign(labels=probe["per_class"].map(labels_text))
+            p = p.assign(_o=p["labels"].map(label_order(p["labels"]).index)).sort_values(["_o"], kind="stable")
+            render.show(render.probe_by_stage(p.drop(columns="_o").assign(labels=p["labels"].map(setting))),
+                        key=f"{prefix}_probe_chart")
+            wide = p.pivot_table(index=["stage", "features"], columns="labels", values="test_acc", sort=False)
+            wide = wide[label_order(wide.columns)]
+            table(pd.DataFrame({"stage": [i[0] for i in wide.index], "features": [int(i[1]) for i in wide.index],
+                                **{f"{setting(n)} %": [pct(v) for v in wide[n]] for n in wide.columns}}))
+            st.caption("A logistic regression on each stage's globally pooled output of the frozen source net (seed 0's "
+                       "labelled examples), scored on the target's test examples: how linearly the target's classes can be "
+                       "read from the features at each depth.")
+        else:
+            st.info("No linear probe in this comparison (it is measured once every run has finished).")
+
+
+    sections = {"Transfer the first k stages": first_k, "Learning curves": learning_curves,
+                "Preprocessing": preprocessing, "BatchNorm while fine-tuning": batchnorm,
+                "Linear probe by stage": linear_probe}
+    for tab, draw in zip(st.tabs(list(sections), key=f"{prefix}_section", on_change="rerun"),
+                         sections.values(), strict=True):
+        if tab.open:
+            with tab:
+                draw()
 
     with st.expander("Every run"):
         table(results.assign(per_class=results["per_class"].map(labels_text)),

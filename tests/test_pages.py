@@ -417,3 +417,22 @@ def test_trained_runs_survive_a_reload():
     from analysis.runstore import RunStore
 
     assert label not in [r.label for r in RunStore().runs()]
+
+
+def test_explorer_sections_draw_one_at_a_time():
+    """Issue 21 item 10: the explorer's sections are tabs and only the open one is drawn (the page drew
+    three charts and the counters' table at once). Each tab draws its own content."""
+    at = page("explorer.py")
+    clean(at)
+    charts = {c.key for c in at.get("plotly_chart")}
+    assert {"explorer_stage_chart", "explorer_op_chart"} <= charts and "explorer_rf_chart" not in charts
+    at.session_state["explorer_section"] = "Where the receptive field grows"
+    at.run()
+    clean(at)
+    assert [c.key for c in at.get("plotly_chart")] == ["explorer_rf_chart"]
+    steps = [c.value for c in at.caption if c.value.startswith("Largest single steps: ")]
+    assert len(steps) == 1 and "px (jump " in steps[0]
+    at.session_state["explorer_section"] = "Why FLOP counters disagree"
+    at.run()
+    clean(at)
+    assert not at.get("plotly_chart") and len(at.table) == 1

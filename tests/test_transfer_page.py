@@ -87,6 +87,12 @@ def with_columns(at: AppTest, *columns: str):
     return found
 
 
+def open_section(at: AppTest, prefix: str, title: str) -> AppTest:
+    """Open one tab of a comparison's sections: only the open tab is drawn (issue 21 item 10)."""
+    at.session_state[f"{prefix}_section"] = title
+    return at.run()
+
+
 def keyed_settings(at: AppTest) -> list[tuple[str, str]]:
     """(key, type) of every keyed setting widget on screen (no button, download or chart)."""
     out: list[tuple[str, str]] = []
@@ -146,17 +152,21 @@ def test_the_recorded_comparison_shows_the_files_numbers(monkeypatch, recorded):
     assert [round(y, 6) for y in tuned_line["y"]] == [round(100 * mean(x, "1"), 6)
                                                      for x in ("from scratch", "fine-tune everything")]
     # preprocessing and BatchNorm: the accuracies and the measured differences in points
+    open_section(at, "transfer_rec", "Preprocessing")
+    assert not traces(at, "transfer_rec_k_chart", "first k stages frozen")  # the closed tab is not drawn
     norm = with_columns(at, "source statistics %", "no normalisation %")
     free, none = "fixed feature extractor", "fixed feature extractor (no normalisation)"
     assert list(norm["labels"]) == ["1 per class", "all labelled"]
     assert list(norm["no normalisation %"]) == [pct(mean(none, n), std(none, n)) for n in ("1", "all")]
     assert list(norm["Δ no normalisation"]) == [
         f"{100 * (mean(none, n) - mean(free, n)):+.1f}" for n in ("1", "all")]
+    open_section(at, "transfer_rec", "BatchNorm while fine-tuning")
     bn = with_columns(at, "running statistics updated %", "running statistics frozen %")
     tuned, fixed = "fine-tune everything", "fine-tune everything (BN statistics frozen)"
     assert list(bn["Δ running statistics frozen"]) == [
         f"{100 * (mean(fixed, n) - mean(tuned, n)):+.1f}" for n in ("1", "all")]
     # the linear probe by stage, and the readings, one line each
+    open_section(at, "transfer_rec", "Linear probe by stage")
     probe = with_columns(at, "stage", "features")
     assert list(probe["stage"]) == ["layer1", "layer2", "layer3"] and list(probe["features"]) == [16, 32, 64]
     expected = result.probe[result.probe["per_class"] == 1]["test_acc"]
@@ -174,7 +184,7 @@ def test_the_recorded_comparison_shows_the_files_numbers(monkeypatch, recorded):
 
 def test_time_to_a_target_accuracy_and_the_curves_follow_their_widgets(monkeypatch, recorded):
     path, result = recorded
-    at = page(monkeypatch, path)
+    at = open_section(page(monkeypatch, path), "transfer_rec", "Learning curves")
     at.slider(key="transfer_rec_threshold").set_value(20).run()
     clean(at)
     times = with_columns(at, "setup", "1 per class", "all labelled", "-seeds")
@@ -251,8 +261,10 @@ def test_a_comparison_run_from_the_page_is_stored_shown_and_reused(monkeypatch, 
     assert "5 SGD steps" in caption
 
     # the widgets of the user's comparison are settings the URL keeps, like every other
+    open_section(at, "transfer_yours", "Learning curves")
     shown = [key for key, _ in keyed_settings(at) if key.startswith("transfer_yours_")]
     assert len(shown) == 4 and all(REGISTRY["transfer"].name(key) for key in shown), shown
+    assert REGISTRY["transfer"].name("transfer_yours_section") == "yours_section"  # the open tab too
 
     fits.clear()
     at.button(key="transfer_run").click().run()
@@ -436,6 +448,7 @@ def test_the_1d_source_runs_on_mnist1d_and_its_recorded_comparison_shows(monkeyp
     clean(at)
     assert fits == [5]
     assert "target: MNIST-1D's classes 5–9 (all 493 of their test sequences)" in " ".join(c.value for c in at.caption)
+    open_section(at, "transfer_yours", "Linear probe by stage")
     said = " ".join(c.value for c in at.caption) + " ".join(md.value for md in at.markdown)
     assert "**Target test accuracy (%) by labelled sequences per class**" in said
     assert "each drawing the labelled sequences" in said and "how linearly the target's classes can be read" in said
@@ -494,7 +507,8 @@ def test_the_missing_comparisons_are_named_by_what_was_run(monkeypatch, tmp_path
     at = tiny(page(monkeypatch, tmp_path / "none.json"), ["scratch"])
     at.button(key="transfer_run").click().run()
     clean(at)
-    infos = [i.value for i in at.info]
+    infos = [i.value for i in open_section(at, "transfer_yours", "Preprocessing").info]
+    infos += [i.value for i in open_section(at, "transfer_yours", "BatchNorm while fine-tuning").info]
     assert any(i.startswith("This comparison has no fixed-feature-extractor run: ") for i in infos), infos
     assert any(i.startswith("This comparison has no fine-tune-everything run: ") for i in infos), infos
     assert not any("under one normalisation only" in i for i in infos)

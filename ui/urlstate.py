@@ -123,6 +123,7 @@ MODEL_PICKER: dict[str, Kind] = {
 }
 REGISTRY: dict[str, PageParams] = {
     "explorer": PageParams("explorer_", {**MODEL_PICKER, "level": "str", "columns": "strs", "analyse": "str",
+                                         "section": "str",
                                          "seed_input_dim": "int", "seed_n_filters": "int", "seed_kernel_size": "int",
                                          "seed_padding": "int", "seed_stride": "int", "seed_shortcut": "bool",
                                          "seed_length": "int"}),
@@ -143,7 +144,7 @@ REGISTRY: dict[str, PageParams] = {
     "lesion": PageParams("lesion_", {"ckpt": "str", "data_kind": "str", "data_path": "str", "per_class": "int",
                                      "k_samples": "int",
                                      "k_seed": "int", "reorder_samples": "int", "reorder_seed": "int",
-                                     "deleted": "strs"}),
+                                     "deleted": "strs", "tab": "str"}),
     "paths": PageParams("paths_", {"n": "int", "pick": "int", "net": "str", "blocks_*": "int", "range_*": "pair",
                                    "ckpt": "str", "data_kind": "str", "data_path": "str", "samples": "int",
                                    "batch": "int", "seed": "int", "mass": "float",
@@ -160,7 +161,8 @@ REGISTRY: dict[str, PageParams] = {
                                          "keep": "bool", "kept_pick": "str", "modes": "strs", "labels": "strs",
                                          "ks": "ints", "bn": "strs", "norms": "strs", "seeds": "int", "steps": "int",
                                          "rec_at": "str", "rec_curve_setups": "strs", "rec_curve_x": "str",
-                                         "rec_threshold": "int", "yours_at": "str", "yours_curve_setups": "strs",
+                                         "rec_threshold": "int", "rec_section": "str", "yours_section": "str",
+                                         "yours_at": "str", "yours_curve_setups": "strs",
                                          "yours_curve_x": "str", "yours_threshold": "int"}),
 }
 
