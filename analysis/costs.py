@@ -371,6 +371,39 @@ def torchinfo_mult_adds(df: pd.DataFrame) -> int:
     return exact_sum(df["macs"]) + exact_sum(df["bias_adds"]) + exact_sum(df["bn_params"])
 
 
+def summary_text(spec: ResNetSpec, df: pd.DataFrame | None = None, batch: int = 1) -> str:
+    """A plain-text summary to paste into an issue or a paper's appendix, laid out as torchinfo's:
+    one line per op (its id, kind, output shape with the batch, parameters, MACs), then the totals.
+    MACs, FLOPs and activation memory scale with ``batch`` (every input costs the same); parameters
+    do not; the torchinfo figure is its batch-1 rule (torchinfo_mult_adds)."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise SpecError(f"batch must be a whole number >= 1, got {batch!r}")
+    df = layer_table(spec) if df is None else df
+    t = totals(spec, df)
+    rows = [(f"{r.id} ({r.op})", "[" + ", ".join(str(v) for v in (batch, *r.out_shape)) + "]",
+             f"{int(r.params):,}" if r.params else "--", f"{batch * int(r.macs):,}" if r.macs else "--")
+            for r in df.itertuples()]
+    head = ("Layer (op)", "Output shape", "Param #", f"MACs (batch {batch})")
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
+                                                                                              strict=True)))
+
+    rule = "=" * len(line(head))
+    shape = "x".join(str(v) for v in (batch, *spec.input_shape()))
+    return "\n".join([
+        f"{spec.name} ({spec.variant}), input {shape}", rule, line(head), rule, *map(line, rows), rule,
+        f"Total params: {t.params:,}",
+        f"Trainable params: {t.params:,} (every parameter of a net built here trains; BatchNorm's running "
+        "statistics are buffers, not parameters)",
+        f"MACs (conv + fc), batch {batch}: {batch * t.macs:,}",
+        f"FLOPs (all ops), batch {batch}: {batch * t.flops:,}",
+        f"torchinfo mult-adds, batch 1: {t.torchinfo_mult_adds:,}",
+        f"Activation memory (float32, every op's output), batch {batch}: {batch * t.activation_bytes:,} bytes",
+        rule])
+
+
 def rollup(df: pd.DataFrame, level: str) -> pd.DataFrame:
     """Aggregate the layer table to ``layer`` (unchanged), ``block``, ``stage`` or ``model``.
 

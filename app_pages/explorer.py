@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.costs import arrow_safe, by_op, receptive_field_growth, rollup
+from analysis.costs import arrow_safe, by_op, receptive_field_growth, rollup, summary_text
 from analysis.errors import LensError
 from analysis.seed import (
     MAX_SEED_KERNEL,
@@ -33,6 +33,7 @@ COLUMN_GROUPS = {
     "receptive field / jump": ["rf", "jump"],
     "activation memory (float32 bytes, batch 1)": ["act_bytes"],
 }
+MAX_BATCH = 65_536
 DEFAULT_GROUPS = ["shapes", "parameters", "MACs (conv + fc)", "FLOPs (all ops)", "receptive field / jump"]
 
 
@@ -73,12 +74,20 @@ def net_view() -> None:
     layers = cache.layer_table(spec)
     t = cache.totals(spec)
     spec_header(spec)
+    # every input of a batch costs the same: MACs, FLOPs and activation memory scale with it, the
+    # parameters do not (torchinfo's mult-adds are shown at its batch-1 rule)
+    batch = int(st.number_input(range_label("Batch size", 1, MAX_BATCH), 1, MAX_BATCH, 1, key="explorer_batch",
+                                help="Scales the MACs, FLOPs and activation memory of the metrics and of the "
+                                     "text summary; the tables below are per input."))
+    per = f" (batch {fmt_int(batch)})" if batch > 1 else ""
+    macs, flops, act = batch * t.macs, batch * t.flops, batch * t.activation_bytes
     params, mult_adds = fmt_count(t.params), fmt_count(t.torchinfo_mult_adds)
     metric_row([
         Metric("Parameters", params, exact(t.params, params)),
-        Metric("MACs (conv + fc)", fmt_si(t.macs), f"Exactly {fmt_int(t.macs)} multiply-accumulates."),
-        Metric("FLOPs (all ops)", fmt_si(t.flops), f"Exactly {fmt_int(t.flops)} floating-point operations."),
-        Metric("torchinfo mult-adds", mult_adds, exact(t.torchinfo_mult_adds, mult_adds)),
+        Metric(f"MACs (conv + fc){per}", fmt_si(macs), f"Exactly {fmt_int(macs)} multiply-accumulates."),
+        Metric(f"FLOPs (all ops){per}", fmt_si(flops), f"Exactly {fmt_int(flops)} floating-point operations."),
+        Metric("torchinfo mult-adds" + (" (batch 1)" if per else ""), mult_adds,
+               exact(t.torchinfo_mult_adds, mult_adds)),
     ])
     metric_row([
         Metric("Depth (weighted layers)", fmt_int(t.depth)),
@@ -89,8 +98,7 @@ def net_view() -> None:
                f"The field of one output of {t.receptive_field_stage}, as its row in the table below. The head's "
                "global average pool then mixes every position: each output sees the whole input (the formula "
                "(k−1)·jump gives more than the input's size there)."),
-        Metric("Activation memory", fmt_bytes(t.activation_bytes),
-               f"{ACTIVATION_MEMORY} Exactly {fmt_int(t.activation_bytes)} bytes."),
+        Metric(f"Activation memory{per}", fmt_bytes(act), f"{ACTIVATION_MEMORY} Exactly {fmt_int(act)} bytes."),
     ])
     st.caption(f"{ACTIVATION_MEMORY} MACs and FLOPs: G = 10⁹, T = 10¹², …; the ? beside a metric gives the exact "
                "count.")
@@ -105,6 +113,8 @@ def net_view() -> None:
     table(shaped(view[cols]), height=min(560, 35 * (len(view) + 1) + 3))
     st.download_button("Download the full layer table (CSV)", shaped(layers).to_csv(index=False),
                        file_name=f"{spec.name}_layers.csv", mime="text/csv", on_click="ignore", key="explorer_csv")
+    with st.expander("Text summary (copy it with the button at its corner)"):
+        st.code(summary_text(spec, layers, batch), language=None)
 
     def costs() -> None:
         render.show(render.stage_costs(rollup(layers, "stage")), key="explorer_stage_chart")

@@ -17,7 +17,7 @@ from analysis.costs import (
     totals,
 )
 from analysis.costs import torchinfo_mult_adds as torchinfo_mult_adds_of
-from analysis.errors import LensError
+from analysis.errors import LensError, SpecError
 from analysis.models import build_model
 from analysis.reference import TORCHINFO_MULT_ADDS, TORCHVISION
 from analysis.specs import MODELS, custom_spec, get_spec
@@ -262,3 +262,35 @@ def test_explorer_page_shows_the_issue_example_exactly():
     at.run()
     conv = at.table[0].value.set_index("convention")
     assert int(conv.loc[CONVENTIONS[0].name, "total"].replace(",", "")) == ISSUE_MACS
+
+
+def test_text_summary_for_resnet50_at_batch_2_states_the_published_counts():
+    """The copyable text summary (issue 21, 'what users bring from torchinfo'): ResNet-50's published
+    counts (torchvision's 25,557,032 parameters, the conv + fc core of 4,089,184,256 MACs per image,
+    torchinfo's 4,089,238,376 mult-adds at batch 1), MACs doubled at batch 2, shapes with the batch."""
+    from analysis.costs import summary_text
+
+    text = summary_text(get_spec("resnet50"), batch=2)
+    lines = text.splitlines()
+    assert lines[0].startswith("resnet50 (") and lines[0].endswith("), input 2x3x224x224")
+    assert "Total params: 25,557,032" in lines
+    assert "MACs (conv + fc), batch 2: 8,178,368,512" in lines
+    assert "torchinfo mult-adds, batch 1: 4,089,238,376" in lines
+    conv1 = next(line for line in lines if line.startswith("conv1 (conv)"))
+    assert conv1.split() == ["conv1", "(conv)", "[2,", "64,", "112,", "112]", "9,408", "236,027,904"]
+    with pytest.raises(SpecError):
+        summary_text(get_spec("resnet50"), batch=0)
+
+
+def test_explorer_batch_size_scales_the_costs_not_the_parameters():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_pages" / "explorer.py"),
+                           default_timeout=300).run()
+    at.number_input(key="explorer_batch").set_value(4).run()
+    assert not at.exception
+    shown = {m.label: m for m in at.metric}
+    assert shown["Parameters"].value == "25,557,032"
+    assert shown["MACs (conv + fc) (batch 4)"].proto.help == "Exactly 16,356,737,024 multiply-accumulates."
+    assert shown["torchinfo mult-adds (batch 1)"].value == "4,089,238,376"
+    assert "MACs (conv + fc), batch 4: 16,356,737,024" in at.code[0].value

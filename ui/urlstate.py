@@ -123,7 +123,7 @@ MODEL_PICKER: dict[str, Kind] = {
 }
 REGISTRY: dict[str, PageParams] = {
     "explorer": PageParams("explorer_", {**MODEL_PICKER, "level": "str", "columns": "strs", "analyse": "str",
-                                         "section": "str",
+                                         "section": "str", "batch": "int",
                                          "seed_input_dim": "int", "seed_n_filters": "int", "seed_kernel_size": "int",
                                          "seed_padding": "int", "seed_stride": "int", "seed_shortcut": "bool",
                                          "seed_length": "int"}),
