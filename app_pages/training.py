@@ -362,8 +362,14 @@ if trained:
     if not shown_runs:
         st.info("No run matches these filters.")
     else:
-        render.show(render.training_curves([run_record(n, c) for n, c in shown_runs.items()]),
-                    key="training_mine")
+        view = st.columns([1, 2])
+        log_y = view[0].toggle("Log-scale error", key="train_runs_log", help="Small differences between good "
+                                                                           "runs show on a logarithmic axis.")
+        smooth = view[1].slider("Smoothing (0–0.95)", 0.0, 0.95, 0.0, 0.05, key="train_runs_smooth",
+                                help="An exponential moving average, as TensorBoard's: each point is this share "
+                                     "of the previous smoothed point plus the rest of its own value.")
+        render.show(render.training_curves([run_record(n, c) for n, c in shown_runs.items()], log_y=log_y,
+                                           smooth=smooth), key="training_mine")
         table(summary_table(list(shown_runs.items()), recipe=True), formats=RECIPE_FORMATS, hide_index=True)
     st.caption("These nets are also available on the other pages under *Checkpoint → trained here*.")
     pick = st.selectbox("Download a checkpoint", list(trained), key="train_download_pick")

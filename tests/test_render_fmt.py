@@ -342,3 +342,13 @@ def test_the_receptive_field_metric_names_the_stage_whose_row_says_the_same():
     assert stages.loc["layer4", "rf"] == 427
     at.selectbox(key="explorer_model").select("cifar_resnet1202").run()
     assert {m.label: m.value for m in at.metric}["Depth (weighted layers)"] == "1,202"
+
+
+def test_smoothing_is_an_exponential_moving_average():
+    assert render.smoothed([10.0, 0.0, 0.0], 0.5) == [10.0, 5.0, 2.5]
+    assert render.smoothed([3.0, 1.0], 0.0) == [3.0, 1.0]  # no smoothing: the values
+    runs = [{"label": "a", "residual": True, "history": [{"epoch": 1, "train_acc": 0.5, "test_acc": 0.4},
+                                                         {"epoch": 2, "train_acc": 0.9, "test_acc": 0.8}]}]
+    fig = render.training_curves(runs, smooth=0.5)
+    test = next(t for t in fig.data if t.name == "a" and t.line.dash == "solid")
+    assert [round(v, 6) for v in test.y] == [60.0, 40.0]  # 60, then 0.5·60 + 0.5·20

@@ -371,5 +371,10 @@ def test_your_runs_are_filtered_by_data_and_where_they_were_made():
     assert at.dataframe[-1].value["model"].tolist() == ["mine", "grid run", "sequences"]
     at.pills(key="train_runs_origin").set_value(["Training page"]).run()
     assert at.dataframe[-1].value["model"].tolist() == ["mine"]
+    # the curves' view, as TensorBoard's: a log-scale error axis and an exponential moving average
+    at.toggle(key="train_runs_log").set_value(True).run()
+    at.slider(key="train_runs_smooth").set_value(0.5).run()
+    fig = charts(at)["training_mine"]["figure"]
+    assert fig["layout"]["yaxis"]["type"] == "log" and fig["layout"]["yaxis"]["title"]["text"] == "error (smoothed)"
     at.pills(key="train_runs_origin").set_value([]).run()
     assert "No run matches these filters." in [i.value for i in at.info]

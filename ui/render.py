@@ -206,11 +206,21 @@ def block_bars(df: pd.DataFrame) -> go.Figure:
 
 
 # --------------------------------------------------------------------------- training
-def training_curves(runs: list[dict], title: str = "") -> go.Figure:
+def smoothed(values: list[float], weight: float) -> list[float]:
+    """An exponential moving average, as TensorBoard's smoothing slider: each point is ``weight`` times
+    the previous smoothed point plus (1 − weight) times its own value; the first point is its own."""
+    out: list[float] = []
+    for v in values:
+        out.append(v if not out else weight * out[-1] + (1 - weight) * v)
+    return out
+
+
+def training_curves(runs: list[dict], title: str = "", *, log_y: bool = False, smooth: float = 0.0) -> go.Figure:
     """He et al. 2015, Fig. 6 style: error (%) vs epoch, plain nets left, residual nets right (only
     the panels that have runs); one colour per run, training error dashed, test error solid, both
     explained in the legend. A run with fewer than two epochs gets markers: a one-point line is
-    not drawn at all."""
+    not drawn at all. ``smooth`` (0–1) draws each curve's exponential moving average (:func:`smoothed`);
+    ``log_y`` a logarithmic error axis (small differences between good runs show)."""
     kinds = [k for k in (False, True) if any(bool(r["residual"]) == k for r in runs)] or [True]
     fig = make_subplots(rows=1, cols=len(kinds), shared_yaxes=True, horizontal_spacing=0.06)
     for dash, what in (("solid", "test error (solid)"), ("dash", "training error (dashed)")):
@@ -225,15 +235,19 @@ def training_curves(runs: list[dict], title: str = "") -> go.Figure:
         # a line needs two points: a run of one epoch (or cancelled after one) is drawn as markers
         mode = "lines" if len(epochs) >= 2 else "lines+markers"
         for key, dash, what in (("test_acc", "solid", "test"), ("train_acc", "dash", "training")):
-            fig.add_scatter(x=epochs, y=[100 * (1 - h[key]) for h in r["history"]], mode=mode,
+            errors = smoothed([100 * (1 - h[key]) for h in r["history"]], smooth)
+            fig.add_scatter(x=epochs, y=errors, mode=mode,
                             line=dict(color=colour, dash=dash), name=r["label"], legendgroup=r["label"],
                             showlegend=what == "test", row=1, col=col,
                             hovertemplate=f"{r['label']}<br>epoch %{{x}}<br>{what} error %{{y:.2f}} %<extra></extra>")
     names = {False: "plain nets", True: "residual nets"}
     for col, kind in enumerate(kinds, start=1):
         fig.update_xaxes(title_text=f"epoch — {names[kind]}", **integer_axis(epochs_seen or [1]), row=1, col=col)
-    fig.update_yaxes(showticklabels=True, rangemode="tozero", ticksuffix=" %")
-    fig.update_yaxes(title_text="error", row=1, col=1)
+    if log_y:
+        fig.update_yaxes(showticklabels=True, type="log", ticksuffix=" %")
+    else:
+        fig.update_yaxes(showticklabels=True, rangemode="tozero", ticksuffix=" %")
+    fig.update_yaxes(title_text="error" + (" (smoothed)" if smooth else ""), row=1, col=1)
     return _finish(fig, 400, title=title or None, legend=True)
 
 

@@ -138,7 +138,8 @@ REGISTRY: dict[str, PageParams] = {
                                       "schedule": "str", "seed": "int", "device": "str", "download_pick": "str",
                                       "grad_record": "bool", "grad_every": "int", "grad_kind": "str",
                                       "grad_runs": "strs", "grad_steps": "ints", "batch": "int", "decay": "float",
-                                      "augment": "bool", "runs_data_*": "str", "runs_origin": "strs"}),
+                                      "augment": "bool", "runs_data_*": "str", "runs_origin": "strs",
+                                      "runs_log": "bool", "runs_smooth": "float"}),
     # the lesion lab's block checkboxes are keyed by the checkpoint's label; the page keeps the deleted
     # blocks' names under lesion_deleted (`deleted=layer1.0&deleted=layer2.3`) and sets the boxes from it
     "lesion": PageParams("lesion_", {"ckpt": "str", "data_kind": "str", "data_path": "str", "per_class": "int",
