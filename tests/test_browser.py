@@ -406,8 +406,9 @@ def test_no_text_is_cut(server, browser, name):
     settled(page)
 
     def cut_here(where: str) -> list[str]:
-        for summary in page.locator('[data-testid="stExpander"] details:not([open]) > summary').all():
-            summary.click()
+        closed = page.locator('[data-testid="stExpander"] details:not([open]) > summary')
+        for _ in range(closed.count()):  # each click opens one: the first closed one is the next
+            closed.first.click()
         settled(page)
         charts_painted(page)
         page.wait_for_timeout(500)  # the grids size their columns after they are drawn
@@ -420,6 +421,10 @@ def test_no_text_is_cut(server, browser, name):
         if tabs.nth(i).get_attribute("aria-selected") == "true":
             continue
         tabs.nth(i).click()
+        expect(tabs.nth(i)).to_have_attribute("aria-selected", "true")
+        # only the open tab is drawn: its panel fills once the rerun the click asked for has run
+        panel = page.locator(f"[id='{tabs.nth(i).get_attribute('aria-controls')}']")
+        expect(panel.get_by_test_id("stElementContainer").first).to_be_attached(timeout=RUN_TIMEOUT_MS)
         settled(page)
         cuts += cut_here(f"tab {title!r}")
     assert cuts == []
@@ -513,6 +518,8 @@ def test_counts_read_with_separators_and_the_receptive_field_names_its_stage(ser
     page = browser.new_page(viewport={"width": 1366, "height": 1400})
     page.goto(f"{server}/?model=cifar_resnet1202")
     settled(page)
+    # metrics are drawn a moment after the run has ended (measured: up to 3 s on a busy machine)
+    expect(page.get_by_test_id("stMetric")).to_have_count(8, timeout=RUN_TIMEOUT_MS)
     metrics = {m.get_by_test_id("stMetricLabel").inner_text().strip(): m.get_by_test_id("stMetricValue").inner_text()
                for m in page.get_by_test_id("stMetric").all()}
     assert metrics["Depth (weighted layers)"] == "1,202"

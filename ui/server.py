@@ -75,16 +75,35 @@ def serving(*options: str, env: Mapping[str, str] | None = None, start_timeout_s
 
 
 # ----------------------------------------------------------------------------- driving it (Playwright)
+STEADY_MS = 300  # how long the script must stay finished: a run that ends in st.rerun (or a click's rerun
+# not yet started) reads "notRunning" for a moment before the next run begins
+
+
 def settled(page: Any, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
     """The script has run to its end: a title is on screen, the app reports its script as not
     running (``data-test-script-state`` stays ``initial`` until the first run has started, so a page
-    that has not begun cannot pass) and Streamlit's running indicator is gone."""
+    that has not begun cannot pass) and Streamlit's running indicator is gone — and stays so for
+    STEADY_MS, so a rerun that follows at once (st.rerun, a click's) is waited for too."""
     from playwright.sync_api import expect
 
-    expect(page.locator("h1").first).to_be_visible(timeout=timeout_ms)
-    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning",
-                                                           timeout=timeout_ms)
-    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout_ms)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        left = max(1, int(1000 * (deadline - time.monotonic())))
+        expect(page.locator("h1").first).to_be_visible(timeout=left)
+        expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning", timeout=left)
+        expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=left)
+        steady = page.evaluate("""(ms) => new Promise(done => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            const t0 = performance.now();
+            const look = () => {
+              if (app.getAttribute('data-test-script-state') !== 'notRunning') return done(false);
+              if (performance.now() - t0 >= ms) return done(true);
+              setTimeout(look, 25);
+            };
+            look();
+          })""", STEADY_MS)
+        if steady:
+            return
 
 
 def charts_painted(page: Any, timeout_ms: int = 60_000) -> None:
