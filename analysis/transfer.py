@@ -798,7 +798,8 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
     ``cancel()`` returning True stops after the current batch: finished runs are kept, the
     cancelled one is not. Bad settings are refused before any run (:func:`check_plan`). ``keep``
     receives each freshly trained net as a checkpoint (:func:`to_checkpoint`). ``stored_only``: the
-    runs ``store`` holds and nothing else (no training, no probe), for a page opened again."""
+    runs ``store`` holds and nothing else trained, for a page opened again (the probe is measured when
+    every run is there, as after a run; otherwise the result is partial, ``cancelled``)."""
     from .runstore import net_key
 
     check_plan(source, plan, target)
@@ -860,7 +861,7 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
         if progress:
             progress(PlanProgress(i + 1, len(items), label, 1.0, row))
     probe_rows: list[dict[str, Any]] = []
-    if not cancelled and not stored_only:
+    if not cancelled:  # (stored_only: every run was there, so the probe is measured as after a run)
         # the frozen source sees what it was trained on, unless nobody recorded what that was
         norm: Norm = "source" if source_statistics(source) is not None else "target"
         for n in dict.fromkeys(plan.labels):

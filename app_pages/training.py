@@ -50,8 +50,9 @@ def on_mnist1d(ck: Checkpoint) -> bool:
 # error percentages keep their two decimals (the Lesion lab's metrics write 12.34 % too), where the
 # app's default of 3 significant digits would cut 12.34 to 12.3
 ERROR_FORMATS = {"train error %": "%.2f", "test error %": "%.2f"}
-# a recipe's numbers as they are set: weight decay 1e-4 (not 1.00e-4), a seed without separators
-RECIPE_FORMATS = {**ERROR_FORMATS, "weight decay": "%.0e", "seed": "%d"}
+# a recipe's numbers as they are set: weight decay 0.0001 and 0.00015 (three significant digits, never
+# rounded to one), a seed without separators
+RECIPE_FORMATS = {**ERROR_FORMATS, "weight decay": "%.3g", "seed": "%d"}
 
 
 def summary_table(runs: list[tuple[str, Checkpoint]], recipe: bool = False) -> pd.DataFrame:
@@ -257,7 +258,7 @@ if not has_cuda:
 DEFAULT = TrainConfig()
 c = st.columns(4)
 batch = c[0].number_input("Batch size (1–1,024)", 1, 1024, DEFAULT.batch_size, key="train_batch")
-decay = c[1].number_input("Weight decay (0–0.1)", 0.0, 0.1, DEFAULT.weight_decay, format="%.0e", step=1e-4,
+decay = c[1].number_input("Weight decay (0–0.1)", 0.0, 0.1, DEFAULT.weight_decay, format="%.2e", step=1e-4,
                           key="train_decay", help="He et al. 2015 (Sec. 3.4) use 0.0001.")
 augment = c[2].checkbox("Augment", DEFAULT.augment, key="train_augment",
                         help="Random shifts (and flips for images where they keep the class), as the paper's "
@@ -354,7 +355,14 @@ if trained:
                                index=1 + by_data.index(form_data) if form_data in by_data else 0,
                                key=f"train_runs_data_{source}", help="The data the runs were trained on.")
     origins = sorted({ck.meta.origin for ck in trained.values()})
-    made = f[1].pills("Made on", origins, selection_mode="multi", default=origins, key="train_runs_origin",
+    # what is remembered is what the user switched off: an origin seen for the first time (a run just
+    # trained here, after only grid runs were stored) is shown, never hidden by an older selection
+    before = st.session_state.get("train_runs_origin")
+    known = st.session_state.get("train_runs_known", origins if before is not None else [])
+    off = [o for o in known if before is not None and o not in before]
+    st.session_state["train_runs_origin"] = [o for o in origins if o not in off]
+    st.session_state["train_runs_known"] = origins
+    made = f[1].pills("Made on", origins, selection_mode="multi", key="train_runs_origin",
                       help="The Training page, a grid (Variants lab or `python -m analysis grid`), the Transfer "
                            "page, or the command line.")
     shown_runs = {n: ck for n, ck in trained.items()

@@ -388,9 +388,12 @@ elif store is not None:
     # choice left over from options that are gone (the chart stayed empty after a grid)
     first_runs = list(runs)[:4]
     shown_grid = yours.grid.id if yours is not None else None
-    still = [k for k in st.session_state.get("variants_curves", []) if k in runs]
-    # (on the session's first draw a link's choice stands)
-    if st.session_state.get("variants_curves_grid", shown_grid) != shown_grid or not still:
+    before = st.session_state.get("variants_curves")
+    still = [k for k in before or [] if k in runs]
+    # reset when another grid is shown, on the first draw, or when every chosen run is gone; a choice the
+    # user cleared stays clear (on the session's first draw a link's choice stands)
+    if (st.session_state.get("variants_curves_grid", shown_grid) != shown_grid or before is None
+            or (before and not still)):
         st.session_state["variants_curves"] = first_runs
         st.session_state["variants_curves_grid"] = shown_grid
     else:
@@ -403,6 +406,8 @@ elif store is not None:
     except LensError as exc:
         error_box(exc)
         metrics = pd.DataFrame(columns=["run"])
+    if not picks:
+        st.info("Choose runs to draw their training curves.")
     with_curves = [k for k in picks if k in set(metrics["run"])]
     missing = [k for k in picks if k not in with_curves]
     if with_curves:

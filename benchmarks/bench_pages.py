@@ -44,10 +44,13 @@ new MutationObserver(() => { window.__lensLastChange = performance.now(); })
 """
 
 
-def last_change(page: Any) -> float:
+def last_change(page: Any, limit_s: float = 120.0) -> float:
     """Seconds from the navigation's start to the page's last change, read once the page has not
-    changed for QUIET_S."""
+    changed for QUIET_S; a page still changing after ``limit_s`` (an animation) is an error, not a hang."""
+    deadline = time.monotonic() + limit_s
     while True:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the page kept changing for {limit_s:.0f} s: no time to interactive")
         quiet_ms = page.evaluate("performance.now() - window.__lensLastChange")
         if quiet_ms >= 1000 * QUIET_S:
             return float(page.evaluate("window.__lensLastChange")) / 1000

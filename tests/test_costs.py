@@ -294,3 +294,11 @@ def test_explorer_batch_size_scales_the_costs_not_the_parameters():
     assert shown["MACs (conv + fc) (batch 4)"].proto.help == "Exactly 16,356,737,024 multiply-accumulates."
     assert shown["torchinfo mult-adds (batch 1)"].value == "4,089,238,376"
     assert "MACs (conv + fc), batch 4: 16,356,737,024" in at.code[0].value
+
+
+@pytest.mark.parametrize("name,stage,field", [("resnet50", "layer4", 427), ("cifar_resnet20", "layer3", 81)])
+def test_the_receptive_field_is_named_by_the_stage_it_is_read_after(name, stage, field):
+    """The field of the last stage's output (the head's global pool makes it the whole input); ResNet-50's
+    is 427 px (v1.5: the stride on the 3x3 conv), the CIFAR ResNet-20's 81 px (19 3x3 convs, jumps 1/2/4)."""
+    t = totals(get_spec(name))
+    assert (t.receptive_field_stage, t.receptive_field) == (stage, field)

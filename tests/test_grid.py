@@ -196,6 +196,29 @@ def test_cancel_keeps_finished_runs(tmp_path):
     assert rest.submitted == list(res.results["key"][1:]) and again.reused == 1
 
 
+def test_the_stored_grid_is_read_without_training_or_writing(tmp_path):
+    """grid.stored_grid (a page opened again): the stored runs' rows, the others 'not run', nothing
+    trained or written; None when the store holds none of the grid's runs."""
+    store = RunStore(tmp_path)
+    grid = tiny(variants=("original", "exclusive_gating", "shortcut_gating"))
+    assert g.stored_grid(grid, store) is None
+    finished = []
+
+    def progress(p):
+        if p.finished is not None:
+            finished.append(p.finished["key"])
+
+    ran = g.run_grid(grid, store, InProcessExecutor(threads=1), progress=progress, cancel=lambda: bool(finished))
+    before = (tmp_path / "runs.sqlite").stat().st_mtime_ns if (tmp_path / "runs.sqlite").exists() else None
+    shown = g.stored_grid(grid, store)
+    assert shown is not None and shown.trained == 0 and shown.reused == 1 and shown.cancelled
+    assert list(shown.results["status"]) == ["complete", "not run", "not run"]
+    assert shown.results["test_error"][0] == ran.results["test_error"][0]
+    assert len(store.runs()) == 1
+    if before is not None:
+        assert (tmp_path / "runs.sqlite").stat().st_mtime_ns == before  # read, never written
+
+
 def test_cancel_stops_a_pool_and_keeps_finished_runs(tmp_path):
     store = RunStore(tmp_path)
     # every training image: runs long enough (seconds) that the cancel reaches the second mid-run

@@ -307,3 +307,26 @@ def test_a_finished_sweep_leaves_no_stopped_warning_on_the_next_run():
     at.checkbox(key=f"lesion_{R20}_layer1.0").check().run()  # any next run
     clean(at)
     assert not [w.value for w in at.warning if "was stopped" in w.value]
+
+
+@pytest.mark.parametrize("channels,size,classes,offered", [
+    (1, 16, 10, ["digits", "cifar10", "imagefolder"]),  # a digits net: the embedded digits first
+    (1, 16, 5, ["cifar10", "imagefolder", "digits"]),
+    (3, 32, 10, ["cifar10", "imagefolder"]),  # colour images: the digits would only fail
+    (1, 224, 10, ["cifar10", "imagefolder"]),  # no digits at 224 px
+])
+def test_a_net_of_unknown_data_is_offered_the_data_it_can_take(channels, size, classes, offered):
+    """Issue 21 item 8 and its review: a bare state_dict's weights cannot say what they were trained on;
+    the embedded digits (1 channel, 8/16/32 px) are offered where they fit, first for a 10-class net."""
+    from analysis.checkpoints import Checkpoint
+    from analysis.meta import RunMeta
+    from analysis.models import build_model
+    from analysis.specs import get_spec
+    from tests.helpers import page_with_pick
+
+    spec = get_spec("cifar_resnet8").replace(in_channels=channels, input_size=size, num_classes=classes)
+    bare = Checkpoint(spec, build_model(spec), RunMeta(), False)
+    at = page_with_pick("lesion", "lesion_ckpt", "trained here: bare", trained={"bare": bare})
+    names = {"digits": "embedded digits", "cifar10": "CIFAR-10 (local path)", "imagefolder": "ImageFolder (local path)"}
+    assert at.sidebar.selectbox(key="lesion_data_kind").options == [names[k] for k in offered]
+    assert any("does not say what data it was trained on" in c.value for c in at.caption)

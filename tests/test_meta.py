@@ -13,3 +13,13 @@ def test_unknown_dataset_fields_are_refused():
         RunMeta.from_dict({"dataset": {**d, "colour": "blue"}})
     with pytest.raises(CheckpointError):
         RunMeta.from_dict({"dataset": ["digits16"]})
+
+
+@pytest.mark.parametrize("command,origin", [
+    ("", "Training page"), ("python -m analysis grid (abc123)", "grid"),
+    ("transfer: cifar_resnet20, 1 per class, seed 0", "transfer"),
+    ("python -m analysis train --depth 20", "command line")])
+def test_a_runs_origin_is_read_from_its_command(command, origin):
+    from analysis.meta import RunMeta
+
+    assert RunMeta(command=command).origin == origin

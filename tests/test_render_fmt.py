@@ -352,3 +352,22 @@ def test_smoothing_is_an_exponential_moving_average():
     fig = render.training_curves(runs, smooth=0.5)
     test = next(t for t in fig.data if t.name == "a" and t.line.dash == "solid")
     assert [round(v, 6) for v in test.y] == [60.0, 40.0]  # 60, then 0.5·60 + 0.5·20
+
+
+def test_tables_of_any_labels_and_missing_values_draw():
+    """Review of issue 21 item 4: integer column labels, a nullable Int64 column with a missing value
+    beside a scientific column with a zero, and a format for a column the table lacks all draw."""
+    from streamlit.testing.v1 import AppTest
+
+    def page() -> None:
+        import pandas as pd
+
+        from ui.widgets import table
+
+        table(pd.DataFrame({0: [1.5, 2.5], 1: ["a", "b"]}))
+        table(pd.DataFrame({"n": pd.array([1, None], dtype="Int64"), "std": [0.0, 2e-9]}), formats={"gone": "%.2e"})
+        table(pd.DataFrame({0: [1, 2], 1: ["x" * 200, "y"]}), formats={"gone": "%.1f"})
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.dataframe) == 2 and len(at.table) == 1

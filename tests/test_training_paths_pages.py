@@ -240,7 +240,8 @@ def test_training_charts_tables_and_titles_in_the_apps_format():
     errors = {"depth": "%,d", "epochs": "%,d", "train error %": "%.2f", "test error %": "%.2f"}
     assert column_formats(at, 0) == errors
     # the user's runs with their recipes side by side: weight decay as set (1e-4), seeds without separators
-    assert column_formats(at, 1) == {**errors, "lr": "%,.3g", "batch": "%,d", "weight decay": "%.0e", "seed": "%d"}
+    # weight decay in three significant digits (one digit read 1.5e-4 as 2e-4)
+    assert column_formats(at, 1) == {**errors, "lr": "%,.3g", "batch": "%,d", "weight decay": "%.3g", "seed": "%d"}
     assert at.dataframe[1].value.set_index("model").loc["cifar_resnet8 (cancelled)", "test error %"] == 75.0
 
 
@@ -378,3 +379,33 @@ def test_your_runs_are_filtered_by_data_and_where_they_were_made():
     assert fig["layout"]["yaxis"]["type"] == "log" and fig["layout"]["yaxis"]["title"]["text"] == "error (smoothed)"
     at.pills(key="train_runs_origin").set_value([]).run()
     assert "No run matches these filters." in [i.value for i in at.info]
+
+
+def test_a_run_of_a_new_origin_is_shown_and_a_switched_off_origin_stays_off():
+    """Review of issue 21 item 5: with only grid runs stored, a net trained on the page was hidden from
+    'Your runs' (the origin filter kept its old selection)."""
+    from dataclasses import replace
+
+    from analysis.checkpoints import Checkpoint
+    from analysis.data import load_digits
+    from analysis.models import build_model
+    from analysis.specs import get_spec
+    from analysis.train import TrainConfig, run_meta
+
+    def run(command: str) -> Checkpoint:
+        meta = replace(run_meta(load_digits(16), TrainConfig(epochs=1), history=[EPOCH], cancelled=False),
+                       command=command)
+        return Checkpoint(get_spec("cifar_resnet8"), build_model(get_spec("cifar_resnet8")), meta, False)
+
+    at = AppTest.from_file(str(ROOT / "app_pages" / "training.py"), default_timeout=120)
+    at.session_state["trained"] = {"grid run": run("python -m analysis grid (x)")}
+    at.run()
+    assert at.dataframe[-1].value["model"].tolist() == ["grid run"]
+    at.session_state["trained"]["mine"] = run("")  # trained on the page: a new origin
+    at.run()
+    clean(at)
+    assert at.dataframe[-1].value["model"].tolist() == ["grid run", "mine"]
+    at.pills(key="train_runs_origin").set_value(["Training page"]).run()  # grid switched off
+    at.session_state["trained"]["cli"] = run("python -m analysis train --depth 8")
+    at.run()
+    assert at.dataframe[-1].value["model"].tolist() == ["mine", "cli"]  # grid stays off, the new one shows

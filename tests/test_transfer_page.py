@@ -283,6 +283,10 @@ def test_a_comparison_run_from_the_page_is_stored_shown_and_reused(monkeypatch, 
     assert metrics(reload)["Runs in the run store"] == "2 of 2"
     assert "Shown from the run store: nothing was trained now." in [c.value for c in reload.caption]
     assert list(with_columns(reload, "setup", "1 per class", "seeds")["1 per class"]) == list(acc["1 per class"])
+    # every run was there: the linear probe is measured as after a run, not said to be missing
+    probe = open_section(reload, "transfer_yours", "Linear probe by stage")
+    assert not [i.value for i in probe.info if "No linear probe" in i.value]
+    assert list(with_columns(probe, "stage", "features")["stage"]) == ["layer1", "layer2", "layer3"]
 
 
 def test_a_comparison_a_rerun_interrupted_keeps_and_shows_its_finished_runs(monkeypatch, tmp_path, fits, source):

@@ -417,6 +417,15 @@ def test_a_block_the_net_lacks_gives_one_warning():
     assert ticked(at) == []
 
 
+def test_a_list_the_page_replaced_says_nothing_was_kept():
+    """Review of issue 21 item 9: `/variants?curves=nope` said '(kept: <run hashes>)': the page's own
+    default, not anything of the link."""
+    at = app({"curves": ["nope"]}, page="variants")
+    clean(at)
+    said = " ".join(w.value for w in at.warning)
+    assert "`curves=nope` is not one of its choices." in said and "kept" not in said
+
+
 def test_a_list_the_widget_empties_falls_back_to_the_default():
     """Issue 21 item 9: `/training?depths=7` emptied Depths and left Train disabled; `depths=7&depths=20`
     kept 20 but said the whole value was dropped."""

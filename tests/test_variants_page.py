@@ -147,6 +147,10 @@ def test_a_grid_run_from_the_page_is_stored_shown_and_reused(monkeypatch, tmp_pa
     assert "Shown from the run store: nothing was trained now." in [c.value for c in reload.caption]
     assert list(reload.dataframe[1].value["test_error"]) == list(runs["test_error"])
     assert reload.multiselect(key="variants_curves").value == list(runs["key"])
+    # a choice the user clears stays clear (clear-all used to bring the first runs back at once)
+    reload.multiselect(key="variants_curves").set_value([]).run()
+    assert reload.multiselect(key="variants_curves").value == []
+    assert "Choose runs to draw their training curves." in [i.value for i in reload.info]
 
 
 def test_a_grid_a_rerun_interrupted_keeps_and_shows_its_finished_runs(monkeypatch, tmp_path, trainings):

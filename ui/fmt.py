@@ -157,7 +157,7 @@ def printf(fmt: str, x: Any) -> str:
     """One number written as Streamlit's grid writes it with the printf format ``fmt`` (the formats
     :func:`column_formats` chooses, and the pages' own '%.3f' / '%,.1f'), for tables drawn as HTML;
     a missing value is an empty cell, as in the grid."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if x is None or (not isinstance(x, str) and bool(pd.isna(x))):
         return ""
     m = _PRINTF.fullmatch(fmt)
     if m is None or isinstance(x, str):

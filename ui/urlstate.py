@@ -147,8 +147,8 @@ REGISTRY: dict[str, PageParams] = {
                                      "k_seed": "int", "reorder_samples": "int", "reorder_seed": "int",
                                      "deleted": "strs", "tab": "str"}),
     "paths": PageParams("paths_", {"n": "int", "pick": "int", "net": "str", "blocks_*": "int", "range_*": "pair",
-                                   "ckpt": "str", "data_kind": "str", "data_path": "str", "samples": "int",
-                                   "batch": "int", "seed": "int", "mass": "float",
+                                   "ckpt": "str", "data_kind": "str", "data_path": "str", "per_class": "int",
+                                   "samples": "int", "batch": "int", "seed": "int", "mass": "float",
                                    "init": "bool"}),
     "variants": PageParams("variants_", {"variants": "strs", "combos": "str", "depths": "ints", "size": "int",
                                          "data": "str", "recorded": "str",
@@ -238,6 +238,11 @@ def decode(raw: Sequence[str], kind: Kind) -> object:
     if not raw:
         return INVALID
     return _scalar(raw[-1], kind)  # a repeated single-valued parameter: the last one, as st.query_params reads it
+
+
+def _item_text(v: object, kind: Kind) -> str:
+    """One list item as the URL writes it."""
+    return _num_text(v) if _number(v, kind) else str(v)  # type: ignore[arg-type]
 
 
 def _same(a: object, b: object) -> bool:
@@ -375,11 +380,14 @@ def run(page: StreamlitPage, name: str) -> None:
             continue
         kind = params.kind(link_name)
         why = "one of its choices" if kind in ("str", "optstr", "strs") else "within its range or choices"
-        if kind in ITEM_KIND and isinstance(value, list) and isinstance(now, (list, tuple)) and now:
-            # a list the widget took in part: name the items left out and what was kept
-            out = [v for v in value if not any(_same(v, n) for n in now)]
-            kept = ", ".join(_num_text(v) if _number(v, ITEM_KIND[kind]) else str(v) for v in now)
-            left = [_num_text(v) if _number(v, ITEM_KIND[kind]) else str(v) for v in out]
+        taken = [v for v in value if isinstance(now, (list, tuple)) and any(_same(v, n) for n in now)] \
+            if kind in ITEM_KIND and isinstance(value, list) else []
+        if taken:
+            # a list the widget took in part: name the link's items left out and those it kept (what
+            # the widget holds besides, a page's own default, is no part of the link)
+            item = ITEM_KIND[kind]  # type: ignore[index]
+            left = [_item_text(v, item) for v in value if v not in taken]
+            kept = ", ".join(_item_text(v, item) for v in taken)
             problems.append(f"{_shown(link_name, left)} is not {why} (kept: {kept})")
             continue
         problems.append(f"{_shown(link_name, incoming[link_name])} is not {why}")

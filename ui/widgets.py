@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.checkpoints import AmbiguousCheckpointError, Checkpoint
+from analysis.data import DIGITS_SIZES
 from analysis.errors import LensError
 from analysis.runstore import RunStore
 from analysis.specs import (
@@ -114,14 +115,15 @@ def table(df: Any, container: Any = None, digits: int = 3, formats: dict[str, An
     kwargs.setdefault("width", "stretch")
     config = column_config(df, digits, formats)
     numbers = column_formats(df, digits)
+    label = {str(c): c for c in df.columns}  # the formats are keyed by text; a frame may have int labels
     text = [c for c in df.columns if str(c) not in numbers and not pd.api.types.is_bool_dtype(df[c])]
     widths = {str(c): _text_width(df, c) for c in text}
     where = container or st
-    printfs = {**numbers, **{k: v for k, v in (formats or {}).items() if isinstance(v, str)}}
+    printfs = {**numbers, **{k: v for k, v in (formats or {}).items() if isinstance(v, str) and k in label}}
     if any(w > GRID_MAX_COLUMN_PX for w in widths.values()):
         shown = df.copy()
         for name, fmt in printfs.items():
-            shown[name] = [printf(fmt, v) for v in df[name].tolist()]
+            shown[label[name]] = [printf(fmt, v) for v in df[label[name]].tolist()]
         where.table(shown, hide_index=kwargs["hide_index"])
         return
     for name, px in widths.items():  # a page's own text column config keeps its settings, gains the width
@@ -131,14 +133,19 @@ def table(df: Any, container: Any = None, digits: int = 3, formats: dict[str, An
     # a scientific column's exact zeros read '0', not '0.00e+0' (issue 21): a printf format is one per
     # column, so such a table is written cell by cell through a Styler, every number column in the
     # format the grid would use (a Styler writes the others '0.000000' otherwise)
-    zeros = [name for name, fmt in printfs.items() if fmt.endswith("e") and bool((df[name] == 0).any())]
+    zeros = [name for name, fmt in printfs.items() if fmt.endswith("e") and bool((df[label[name]] == 0).any())]
     data: Any = df
     if zeros:
         for name in zeros:
             config.pop(name, None)
-        data = df.style.format({name: (lambda v, f=fmt: "0" if v == 0 and f.endswith("e") else printf(f, v))
+        data = df.style.format({label[name]: (lambda v, f=fmt: "0" if _is_zero(v) and f.endswith("e") else printf(f, v))
                                 for name, fmt in printfs.items()})
     where.dataframe(data, column_config=config, **kwargs)
+
+
+def _is_zero(v: Any) -> bool:
+    """An exact zero (a missing value, pd.NA included, is not one)."""
+    return not pd.isna(v) and bool(v == 0)
 
 
 def spec_header(spec: ResNetSpec, container: Any = None) -> None:
@@ -207,8 +214,11 @@ def evaluation_data(ck: Checkpoint, label: str, key: str, verb: str = "evaluated
         if ck.meta.dataset is None:
             st.caption(f"{label}'s file does not say what data it was trained on (a bare state_dict holds weights "
                        f"only): choose the data it is {verb} on in the sidebar.")
-        digits_like = ck.spec.in_channels == 1 and ck.spec.num_classes == 10
-        kinds = list(EVAL_DATA) if digits_like else ["cifar10", "imagefolder", "digits"]
+        # the embedded digits are 1-channel images of 8, 16 or 32 px: offered only to a net that takes them
+        # (first for a 10-class one); a colour or ImageNet-size net would only meet an error there
+        fits_digits = ck.spec.in_channels == 1 and ck.spec.input_size in DIGITS_SIZES
+        kinds = (["digits", "cifar10", "imagefolder"] if fits_digits and ck.spec.num_classes == 10 else
+                 ["cifar10", "imagefolder", "digits"] if fits_digits else ["cifar10", "imagefolder"])
         kind = st.sidebar.selectbox("Dataset", kinds, key=f"{key}_data_kind", format_func=EVAL_DATA.__getitem__)
         if kind == "digits":
             return cache.dataset("digits", None, ck.spec.input_size, 0, ck.meta.normalisation)
