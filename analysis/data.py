@@ -761,10 +761,10 @@ def shift1d(x: Tensor, shifts: Tensor) -> Tensor:
 
 
 def augment_batch(x: Tensor, mode: str, generator: torch.Generator) -> Tensor:
-    """Batched augmentation on tensors: random shifts by zero-padding and cropping (pad 1 for 8-16
-    px digits, 4 for 32 px natural images as in He et al. 2015, Sec. 4.2), plus horizontal flips
-    for natural images only (a flipped digit is a different digit). Sequences (N, C, L) take
-    "shift1d": a zero-filled shift of up to :data:`SHIFT1D_MAX` samples either way, per sequence,
+    """Batched augmentation on tensors: random shifts by zero-padding and cropping (an eighth of the
+    side: 1 px for 8-px and 2 px for 16-px digits, 4 px for 32-px images as in He et al. 2015,
+    Sec. 4.2), plus horizontal flips for natural images only (a flipped digit is a different digit).
+    Sequences (N, C, L) take "shift1d": a zero-filled shift of up to :data:`SHIFT1D_MAX` samples either way, per sequence,
     and no flips (as for the 2-D digits)."""
     if mode == "none":
         return x

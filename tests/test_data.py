@@ -471,3 +471,29 @@ def test_digits_and_dispatch_argument_checks():
         load_dataset(["digits"])
     with pytest.raises(DatasetError, match="give the dataset's local path"):
         load_dataset("imagefolder", "  ")
+
+
+@pytest.mark.parametrize("size,pad", [(8, 1), (16, 2), (32, 4)])
+def test_shift_augmentation_moves_by_up_to_an_eighth_of_the_side(size, pad):
+    """He et al. 2015, Sec. 4.2: 32-px images padded by 4 px on each side and cropped back, i.e. every
+    shift in -4..4 along each axis; the digits take the same eighth of their side (1 px at 8, 2 px at 16).
+    A one-pixel image shows each crop's shift, and 600 draws meet all of them."""
+    n, c = 600, size // 2
+    x = torch.zeros(n, 1, size, size)
+    x[:, 0, c, c] = 1.0
+    out = augment_batch(x, "shift", torch.Generator().manual_seed(0))
+    seen = out[:, 0].flatten(1).argmax(1)
+    assert bool((out[:, 0].flatten(1).sum(1) == 1).all())  # the pixel is never cropped away at these sizes
+    shifts = {(int(i) // size - c, int(i) % size - c) for i in seen}
+    assert shifts == {(dy, dx) for dy in range(-pad, pad + 1) for dx in range(-pad, pad + 1)}
+
+
+@pytest.mark.parametrize("load", [lambda: load_digits(16), lambda: load_dataset("mnist1d")])
+def test_normalisation_statistics_come_from_the_training_split_only(load):
+    """No test leakage: normalised with the training split's own mean and std, the training split has
+    mean 0 and std 1 per channel; statistics over training + test would leave it off both."""
+    d = load()
+    dims = (0, *range(2, d.x_train.ndim))
+    assert torch.allclose(d.x_train.mean(dim=dims), torch.zeros(d.channels), atol=1e-5)
+    assert torch.allclose(d.x_train.std(dim=dims), torch.ones(d.channels), atol=1e-4)
+    assert not torch.allclose(d.x_test.mean(dim=dims), torch.zeros(d.channels), atol=1e-4)

@@ -185,3 +185,13 @@ def test_all_path_gradients_sum_to_the_input_gradient(preact):
     y = torch.tensor([0, 1, 2])
     total, ref = path_gradient_sum_and_autograd(model, x, y)
     torch.testing.assert_close(total, ref, rtol=1e-7, atol=1e-9)
+
+
+def test_the_effective_range_holds_exactly_the_asked_mass():
+    """A range whose gradient is exactly the asked share counts (Veit et al.'s 'at least'): 0.5 + 0.4 of
+    a total of 1 is 90 %, so lengths 0–1 are the effective range, not 0–2."""
+    import pandas as pd
+
+    df = pd.DataFrame({"length": [0, 1, 2], "total (rel.)": [0.5, 0.4, 0.1]})
+    assert paths.effective_range(df, 0.9) == (0, 1)
+    assert paths.effective_range(df, 0.95) == (0, 2)
