@@ -764,8 +764,8 @@ def augment_batch(x: Tensor, mode: str, generator: torch.Generator) -> Tensor:
     """Batched augmentation on tensors: random shifts by zero-padding and cropping (an eighth of the
     side: 1 px for 8-px and 2 px for 16-px digits, 4 px for 32-px images as in He et al. 2015,
     Sec. 4.2), plus horizontal flips for natural images only (a flipped digit is a different digit).
-    Sequences (N, C, L) take "shift1d": a zero-filled shift of up to :data:`SHIFT1D_MAX` samples either way, per sequence,
-    and no flips (as for the 2-D digits)."""
+    Sequences (N, C, L) take "shift1d": a zero-filled shift of up to :data:`SHIFT1D_MAX` samples
+    either way, per sequence, and no flips (as for the 2-D digits)."""
     if mode == "none":
         return x
     if (x.ndim == 3) != (mode == "shift1d"):
