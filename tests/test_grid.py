@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 import pytest
 
 from analysis import grid as g
@@ -160,7 +161,15 @@ def test_gradient_flow_is_recorded_and_stored_by_run_key(tmp_path):
     pd.testing.assert_frame_equal(plain.results[cols], recorded.results[cols])
     got = store.gradients(key)
     (r,) = grid.runs()
-    want = train(r.spec, r.data.load(), r.config, grad_every=1).gradients
+    # the grid trained with one intra-op thread (InProcessExecutor(threads=1)); a sum over another
+    # number of threads rounds differently, so the reference run takes one too, whatever the process
+    # has (the suite's xdist workers have one, a plain `pytest` run the machine's cores)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        want = train(r.spec, r.data.load(), r.config, grad_every=1).gradients
+    finally:
+        torch.set_num_threads(before)
     assert list(got.columns) == list(COLUMNS) and len(got) == len(want) == 2 * 2 * 3  # 2 steps x 2 kinds x 3 blocks
     pd.testing.assert_frame_equal(got, want.reset_index(drop=True), check_dtype=False)
     again = Counting()
