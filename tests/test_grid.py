@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 import pytest
+import torch
 
 from analysis import grid as g
 from analysis.__main__ import main
