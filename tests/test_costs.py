@@ -302,3 +302,11 @@ def test_the_receptive_field_is_named_by_the_stage_it_is_read_after(name, stage,
     is 427 px (v1.5: the stride on the 3x3 conv), the CIFAR ResNet-20's 81 px (19 3x3 convs, jumps 1/2/4)."""
     t = totals(get_spec(name))
     assert (t.receptive_field_stage, t.receptive_field) == (stage, field)
+
+
+def test_the_global_pool_field_is_the_formula_over_the_last_map():
+    """The head's global average pool over ResNet-50's last 7x7 map (jump 32): its formula field is
+    427 + (7 - 1) x 32 = 619 px and its jump 7 x 32 = 224, the whole input (issue 22's review: the
+    pool's field was never tested)."""
+    df = layer_table(get_spec("resnet50")).set_index("id")
+    assert (int(df.loc["avgpool", "rf"]), int(df.loc["avgpool", "jump"])) == (619, 224)
