@@ -183,6 +183,11 @@ def test_canonical_diagnoses():
 
     padding = diagnose(SeedConfig(input_dim=256, shortcut=True, padding=0))
     assert padding is not None and padding.problems == ("padding",)
+    # at stride 2 a wrong padding is a second cause beside the stride (issue 22's review: a diagnosis
+    # made only at stride 1 passed): L = 128, k = 3, p = 0 gives floor((128 − 3)/2) + 1 = 63, then 31
+    strided = diagnose(SeedConfig(input_dim=256, shortcut=True, padding=0, stride=2))
+    assert strided is not None and strided.problems == ("stride", "padding")
+    assert "conv1 takes L = 128 to L1 = 63 and conv2 takes 63 to L2 = 31" in strided.message
     assert "even at stride 1" in padding.message and "Padding (k − 1)/2 = 1" in padding.message
     even = diagnose(SeedConfig(input_dim=256, shortcut=True, kernel_size=4))
     assert even is not None and "The fixed block uses kernel 5 with padding 2" in even.message
