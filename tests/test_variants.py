@@ -217,6 +217,13 @@ def test_diagrams_draw_the_gate_and_the_join():
     assert "layer2.0@scale" not in layer  # the weighting is the add's label, not a node
     dot = diagrams.diagram(R20.replace(shortcut_variant="scale", shortcut_scale=0.5, scale_residual=True), "block")
     assert "0.5·s + 0.5·F" in dot
+    # every join's label, written out from He et al. 2016 Fig. 2 (issue 22's review: the shortcut-only
+    # gating label and λ ≠ 0.5 were unchecked)
+    labels = {"(1−g)·s + F": R20.replace(shortcut_variant="shortcut_gate"),
+              "0.3·s + 0.7·F": R20.replace(shortcut_variant="scale", shortcut_scale=0.3, scale_residual=True),
+              "0.3·s + F": R20.replace(shortcut_variant="scale", shortcut_scale=0.3), "+": R20}
+    for label, variant_spec in labels.items():
+        assert diagrams.plan_graph(block_plans(variant_spec)[3], 32).nodes["add"]["label"] == label
 
 
 def test_path_decomposition_of_a_gated_net_runs():
