@@ -25,3 +25,8 @@ class DatasetError(LensError):
 
 class ConfigError(LensError):
     """An experiment setting out of range (training recipe, sweep, measurement)."""
+
+
+class DivergedError(ConfigError):
+    """Training blew up (a NaN or infinite loss, weights or BatchNorm statistics): a result of the
+    net and recipe, told apart by its type, never by matching its message (issue 22)."""

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import ConfigError, LensError
+from .errors import ConfigError, DivergedError, LensError
 from .mnist1d import LENGTH as MNIST1D_LENGTH
 
 if TYPE_CHECKING:  # torch loads only when a task runs
@@ -178,9 +178,9 @@ def run_task(task: Task, report: Callable[[TaskEvent], None] | None = None,
             kwargs["grad_every"] = task.grad_every
         result = train(spec, data, config, callback, **kwargs)
     except LensError as exc:
-        # train() reports NaN/inf losses and weights as "training diverged"; that is a result of the
-        # variant (it does not train with this recipe), not a bad input
-        status = "diverged" if "diverged" in str(exc) else "error"
+        # train() raises DivergedError for NaN/inf losses and weights: a result of the variant (it does
+        # not train with this recipe), not a bad input
+        status = "diverged" if isinstance(exc, DivergedError) else "error"
         return TaskResult(task.key, status, message=str(exc), seconds=time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
     if result.cancelled:

@@ -279,6 +279,16 @@ def _row(r: RunSpec, status: str, *, reused: bool, final: Mapping[str, float] | 
             "message": message}
 
 
+def _known_row(store: RunStore, r: RunSpec, notes: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The row of a run the store knows the end of: stored complete (its metrics), or noted in the
+    grid's record as diverged (``notes``: run key -> outcome; a diverged run is not retried); else None."""
+    row = _stored_row(store, r)
+    note = notes.get(r.key)
+    if row is None and isinstance(note, str) and note.startswith("diverged"):
+        row = _row(r, "diverged", reused=True, message=note.partition(": ")[2])
+    return row
+
+
 def _stored_row(store: RunStore, r: RunSpec) -> dict[str, Any] | None:
     """The row of a run the store holds (complete), from its metrics; None if it holds none."""
     run = store.get(r.key)
@@ -316,12 +326,9 @@ def run_grid(grid: Grid, store: RunStore, executor: Executor, *,
     state = GridProgress(total=len(runs), labels={r.key: f"{r.variant} {r.depth} s{r.seed}" for r in runs})
     todo: list[RunSpec] = []
     for r in runs:
-        row = _stored_row(store, r)
-        if row is not None and grad_every and store.gradients(r.key) is None:
+        row = _known_row(store, r, outcomes)
+        if row is not None and row["status"] == "complete" and grad_every and store.gradients(r.key) is None:
             row = None  # stored without gradient records: train again (same weights), recording this time
-        note = outcomes.get(r.key)
-        if row is None and isinstance(note, str) and note.startswith("diverged"):
-            row = _row(r, "diverged", reused=True, message=note.partition(": ")[2])
         if row is None:
             todo.append(r)
             continue
@@ -423,13 +430,7 @@ def stored_grid(grid: Grid, store: RunStore) -> GridResult | None:
     its runs."""
     members = store.grid_runs(grid.id)
     notes = dict(zip(members["run"], members["outcome"], strict=True))
-    rows: list[dict[str, Any] | None] = []
-    for r in grid.runs():
-        row = _stored_row(store, r)
-        note = notes.get(r.key)
-        if row is None and isinstance(note, str) and note.startswith("diverged"):
-            row = _row(r, "diverged", reused=True, message=note.partition(": ")[2])
-        rows.append(row)
+    rows = [_known_row(store, r, notes) for r in grid.runs()]
     if all(row is None for row in rows):
         return None
     results = pd.DataFrame([row if row is not None else _row(r, "not run", reused=False)

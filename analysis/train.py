@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .checkpoints import Checkpoint
 from .data import Dataset, augment_batch
-from .errors import ConfigError, DatasetError
+from .errors import ConfigError, DatasetError, DivergedError
 from .gradflow import GradientRecorder, check_every
 from .meta import RunMeta, TrainConfig, now, versions
 from .models import ResNet, build_model
@@ -260,9 +260,9 @@ def _first_nonfinite(model: nn.Module) -> str:
     return ""
 
 
-def _diverged(config: TrainConfig, what: str) -> ConfigError:
+def _diverged(config: TrainConfig, what: str) -> DivergedError:
     """Training blew up: nothing is kept, since weights with NaNs in them mean nothing."""
-    return ConfigError(f"{what}: training diverged, lower the learning rate (lr {config.lr:g}, "
+    return DivergedError(f"{what}: training diverged, lower the learning rate (lr {config.lr:g}, "
                        f"weight decay {config.weight_decay:g})")
 
 

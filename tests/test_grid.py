@@ -408,6 +408,24 @@ def test_run_task_reports_bad_data_as_an_error():
     assert res.status == "error" and "training images" in res.message
 
 
+def test_a_run_is_diverged_by_the_error_type_not_its_words(monkeypatch):
+    """Issue 22: divergence was recognised by matching 'diverged' in a message; now by DivergedError.
+    Another error that happens to say 'diverged' is an error."""
+    from analysis import train as train_module
+    from analysis.errors import DivergedError
+
+    spec = g.RunSpec("original", 8, 0, g.variant_spec(g.VARIANTS["original"], 8, channels=1, size=8), TINY_RECIPE,
+                     DataSpec(size=8), "k")
+    for raised, status in ((DivergedError("loss became NaN"), "diverged"),
+                           (ConfigError("the data diverged from its header"), "error")):
+        def fail(*args, raised=raised, **kwargs):
+            raise raised
+
+        monkeypatch.setattr(train_module, "train", fail)
+        res = run_task(spec.task())
+        assert (res.status, res.message) == (status, str(raised))
+
+
 def test_a_grid_on_sequence_data_trains_1d_nets(tmp_path):
     """MNIST-1D (N x 1 x 40) makes the grid train resnet1d_<depth>, the CIFAR recipe in 1-D."""
     grid = g.Grid(("original", "scaling_0.5"), depths=(8,), seeds=(0,), recipe=TINY_RECIPE,

@@ -164,8 +164,10 @@ def test_train_config_accepts_the_edges():
 
 
 def test_divergence_raises_instead_of_returning_nan_weights(small):
-    """Each setting in range, together they blow up: a ConfigError naming where, no NaN model."""
-    with pytest.raises(LensError, match=r"(loss became (NaN|infinite) at epoch 1 step \d+|non-finite).*lower the learning rate"):
+    """Each setting in range, together they blow up: a DivergedError (a ConfigError) naming where, no NaN model."""
+    from analysis.errors import DivergedError
+
+    with pytest.raises(DivergedError, match=r"(loss became (NaN|infinite) at epoch 1 step \d+|non-finite).*lower the learning rate"):
         train(spec8(), small, TrainConfig(epochs=2, batch_size=16, lr=10, momentum=0.99, weight_decay=1,
                                            warmup_epochs=0))
 
