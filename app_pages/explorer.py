@@ -20,7 +20,7 @@ from analysis.seed import (
 from analysis.specs import MAX_SEQUENCE_LENGTH, MAX_WIDTH
 from ui import cache, render
 from ui.fmt import fmt_bytes, fmt_count, fmt_int, fmt_si
-from ui.widgets import Metric, error_box, metric_row, model_picker, range_label, spec_header, table
+from ui.widgets import Metric, error_box, lazy_tabs, metric_row, model_picker, range_label, spec_header, table
 
 COLUMN_GROUPS = {
     "shapes": ["in_shape", "out_shape"],
@@ -134,15 +134,10 @@ def net_view() -> None:
         table(shaped(cache.convention_totals(spec)))
         st.markdown(cache.explain_difference(spec).replace("\n", "  \n"))
 
-    # one section drawn at a time (a keyed tab bar keeps its tab; the closed ones are not computed):
-    # the three charts and the counters' table drawn at once made the page the slowest to open
-    sections = {"Where the cost sits": costs, "Where the receptive field grows": field,
-                "Why FLOP counters disagree": counters}
-    for tab, draw in zip(st.tabs(list(sections), key="explorer_section", on_change="rerun"), sections.values(),
-                         strict=True):
-        if tab.open:
-            with tab:
-                draw()
+    # one section drawn at a time: the three charts and the counters' table drawn at once made the
+    # page the slowest to open
+    lazy_tabs({"Where the cost sits": costs, "Where the receptive field grows": field,
+               "Why FLOP counters disagree": counters}, key="explorer_section")
 
 
 SEED = "The notes' seed block (Conv1d)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from ui.widgets import (
     available_checkpoints,
     checkpoint_picker,
     error_box,
+    lazy_tabs,
     metric_row,
     progress_reporter,
 )
@@ -351,13 +353,9 @@ SWEEPS = {  # tab title -> the sweep it runs
     "Reordering": ("reorder", "reordering", "Swap k random pairs of blocks of the same shape (same stage, not "
                    "downsampling).", "pairs swapped"),
 }
-# a keyed tab bar keeps its tab across reruns (a finished or cancelled k-block sweep used to jump back
-# to the first tab), and only the open tab's sweep runs
-for tab, (experiment, title, caption, xlabel) in zip(st.tabs(list(SWEEPS), key="lesion_tab", on_change="rerun"),
-                                                     SWEEPS.values(), strict=True):
-    if tab.open:
-        with tab:
-            sweep_tab(experiment, title, caption, xlabel, twin, sweep_store)
+# only the open tab's sweep runs, and a finished or cancelled one keeps its tab
+lazy_tabs({title: functools.partial(sweep_tab, *args, twin, sweep_store) for title, args in SWEEPS.items()},
+          key="lesion_tab")
 if sweep_store is not None:
     try:
         mine = sweep_store.sweeps_of(key_of(picked), lesion.SWEEP_KINDS)

@@ -358,8 +358,8 @@ if trained:
     # what is remembered is what the user switched off: an origin seen for the first time (a run just
     # trained here, after only grid runs were stored) is shown, never hidden by an older selection
     before = st.session_state.get("train_runs_origin")
-    known = st.session_state.get("train_runs_known", origins if before is not None else [])
-    off = [o for o in known if before is not None and o not in before]
+    known = st.session_state.get("train_runs_known", origins)  # a link's choice: every other origin is off
+    off = [] if before is None else [o for o in known if o not in before]
     st.session_state["train_runs_origin"] = [o for o in origins if o not in off]
     st.session_state["train_runs_known"] = origins
     made = f[1].pills("Made on", origins, selection_mode="multi", key="train_runs_origin",

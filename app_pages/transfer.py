@@ -21,7 +21,7 @@ from analysis.data import Dataset
 from analysis.errors import ConfigError, LensError
 from analysis.runstore import RunStore, default_home
 from ui import cache, fmt, render, widgets
-from ui.widgets import Metric, error_box, metric_row, range_label, table
+from ui.widgets import Metric, error_box, lazy_tabs, metric_row, range_label, table
 
 ROOT = Path(__file__).resolve().parent.parent
 # The default comparisons' results, recorded once by the CLI and shipped, so a fresh clone shows measured
@@ -391,14 +391,9 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
             st.info("No linear probe in this comparison (it is measured once every run has finished).")
 
 
-    sections = {"Transfer the first k stages": first_k, "Learning curves": learning_curves,
-                "Preprocessing": preprocessing, "BatchNorm while fine-tuning": batchnorm,
-                "Linear probe by stage": linear_probe}
-    for tab, draw in zip(st.tabs(list(sections), key=f"{prefix}_section", on_change="rerun"),
-                         sections.values(), strict=True):
-        if tab.open:
-            with tab:
-                draw()
+    lazy_tabs({"Transfer the first k stages": first_k, "Learning curves": learning_curves,
+               "Preprocessing": preprocessing, "BatchNorm while fine-tuning": batchnorm,
+               "Linear probe by stage": linear_probe}, key=f"{prefix}_section")
 
     with st.expander("Every run"):
         table(results.assign(per_class=results["per_class"].map(labels_text)),

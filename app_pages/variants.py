@@ -392,13 +392,10 @@ elif store is not None:
     still = [k for k in before or [] if k in runs]
     # reset when another grid is shown, on the first draw, or when every chosen run is gone; a choice the
     # user cleared stays clear (on the session's first draw a link's choice stands)
-    if (st.session_state.get("variants_curves_grid", shown_grid) != shown_grid or before is None
-            or (before and not still)):
-        st.session_state["variants_curves"] = first_runs
-        st.session_state["variants_curves_grid"] = shown_grid
-    else:
-        st.session_state["variants_curves"] = still
-        st.session_state["variants_curves_grid"] = shown_grid
+    reset = (st.session_state.get("variants_curves_grid", shown_grid) != shown_grid or before is None
+             or (before and not still))
+    st.session_state["variants_curves"] = first_runs if reset else still
+    st.session_state["variants_curves_grid"] = shown_grid
     picks = st.multiselect("Runs (variant · depth · seed)", list(runs), key="variants_curves",
                            format_func=lambda k: runs[k]["label"])
     try:

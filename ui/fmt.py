@@ -137,14 +137,15 @@ def column_formats(df: pd.DataFrame, digits: int = SIG_DIGITS) -> dict[str, str]
 
 
 def column_config(df: pd.DataFrame, digits: int = SIG_DIGITS,
-                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  overrides: Mapping[str, Any] | None = None,
+                  inferred: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``st.dataframe(df, column_config=column_config(df))``: every number column formatted as
     :func:`column_formats` says; ``overrides`` (column name -> a column config or format string)
     win over the inferred ones."""
     import streamlit as st
 
-    config: dict[str, Any] = {name: st.column_config.NumberColumn(format=fmt)
-                              for name, fmt in column_formats(df, digits).items()}
+    formats = column_formats(df, digits) if inferred is None else inferred  # a caller's own, read once
+    config: dict[str, Any] = {name: st.column_config.NumberColumn(format=fmt) for name, fmt in formats.items()}
     for name, value in (overrides or {}).items():
         config[name] = st.column_config.NumberColumn(format=value) if isinstance(value, str) else value
     return config

@@ -113,8 +113,8 @@ def table(df: Any, container: Any = None, digits: int = 3, formats: dict[str, An
     any grid column is drawn as a wrapping HTML table in the same number format."""
     kwargs.setdefault("hide_index", True)
     kwargs.setdefault("width", "stretch")
-    config = column_config(df, digits, formats)
     numbers = column_formats(df, digits)
+    config = column_config(df, digits, formats, inferred=numbers)
     label = {str(c): c for c in df.columns}  # the formats are keyed by text; a frame may have int labels
     text = [c for c in df.columns if str(c) not in numbers and not pd.api.types.is_bool_dtype(df[c])]
     widths = {str(c): _text_width(df, c) for c in text}
@@ -146,6 +146,17 @@ def table(df: Any, container: Any = None, digits: int = 3, formats: dict[str, An
 def _is_zero(v: Any) -> bool:
     """An exact zero (a missing value, pd.NA included, is not one)."""
     return not pd.isna(v) and bool(v == 0)
+
+
+def lazy_tabs(sections: dict[str, Callable[[], None]], key: str) -> None:
+    """One tab per section, only the open one drawn: a keyed tab bar keeps its tab across reruns (a
+    finished sweep used to jump back to the first tab) and its choice in ``st.session_state[key]``
+    (the URL mirrors it), and the closed sections cost nothing (issue 21: pages that drew every
+    section's charts took over 4 s to open)."""
+    for tab, draw in zip(st.tabs(list(sections), key=key, on_change="rerun"), sections.values(), strict=True):
+        if tab.open:
+            with tab:
+                draw()
 
 
 def spec_header(spec: ResNetSpec, container: Any = None) -> None:
