@@ -2,3 +2,8 @@
 
 Pure Python and PyTorch; never imports Streamlit (the app lives in app.py, app_pages/ and ui/).
 """
+
+# specs first: its table of built-in nets is checked against their net plans (analysis.blockplan),
+# which import specs' types. Loading specs before any other module lets blockplan find those types
+# defined, whichever module a caller imports first.
+from . import specs as specs

@@ -1,7 +1,6 @@
-"""One description of a residual block, derived from the spec: the single place a block's structure
-is written down.
+"""One description of a net, derived from the spec: the single place its structure is written down.
 
-A :class:`BlockPlan` lists the ordered ops of the residual branch F and of the shortcut s (module
+A :class:`NetPlan` is the stem's ops, the residual blocks' plans and the head's ops. A :class:`BlockPlan` lists the ordered ops of the residual branch F and of the shortcut s (module
 name, kind, kernel, stride, channels, groups, bias) and how the two combine: y = F(x) + s(x), then
 whatever follows the add (a ReLU, BN + ReLU, or nothing). The builder (:mod:`analysis.models`), the cost tracer (:mod:`analysis.costs`), the
 block-comparison terms (:mod:`analysis.blocks`), the diagrams (through the trace), the checkpoint
@@ -9,7 +8,7 @@ shape check and the lesion/path engines (through the built block's ``forward(x, 
 ``combine``) all read it. A new block variant changes :func:`block_ops` / :func:`shortcut_ops` /
 :func:`after_add` here and nothing else.
 
-He et al. 2016's variants are plan data too: the shortcut variant (``combine``: y = a * s(x) + b * F(x)
+He et al. 2016's variants are plan data too: the shortcut variant (a :class:`Join`: y = a * s(x) + b * F(x)
 with a, b = 1, 1 for the identity; lambda, 1 or 1 - lambda for constant scaling; 1 - g, g for
 exclusive gating and 1 - g, 1 for shortcut-only gating, g = sigmoid(gate(x)) from a 1x1 conv with
 bias; dropout on s(x) at training time) and the activation placement (which ops end F and which
@@ -30,6 +29,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from torch import Tensor
+
+from .ops import Flow, Op, flow
 from .specs import (
     EXPANSION,
     Activation,
@@ -41,48 +43,113 @@ from .specs import (
     StridePlacement,
 )
 
-OpKind = Literal["conv", "bn", "relu", "pad", "maxpool"]
 ShortcutKind = Literal["identity", "projection", "pad", "none"]
 
 
+CoefKind = Literal["one", "const", "gate", "one_minus_gate"]
+
+
 @dataclass(frozen=True)
-class Op:
-    """One operation inside a block. ``name`` is the module name inside the block (a key prefix)."""
+class Coef:
+    """What multiplies one path at the add: 1, a constant, the gate g(x) or 1 - g(x)."""
 
-    name: str
-    kind: OpKind
-    cin: int
-    cout: int
-    kernel: int = 1
-    stride: int = 1
-    groups: int = 1
-    bias: bool = False
-    dims: int = 2  # 1: Conv1d / BatchNorm1d / MaxPool1d over C x L; 2: over C x H x W
-    pad: int | None = None  # zero padding per side; None: 'same' padding (kernel // 2)
+    kind: CoefKind = "one"
+    value: float = 1.0  # the constant of "const"
 
     @property
-    def padding(self) -> int:
-        # 'same' padding for odd kernels: a 3x3 keeps the size at stride 1, a 1x1 needs none
-        return self.kernel // 2 if self.pad is None else self.pad
+    def gated(self) -> bool:
+        return self.kind in ("gate", "one_minus_gate")
 
     @property
-    def kernel_elems(self) -> int:
-        """Taps of one kernel: k (1-D) or k x k (2-D)."""
-        return self.kernel ** self.dims
+    def elementwise_ops(self) -> int:
+        """Element-wise operations per output element: a multiply, and for 1 - g the subtraction too."""
+        return {"one": 0, "const": 1, "gate": 1, "one_minus_gate": 2}[self.kind]
+
+    def label(self, path: str) -> str:
+        """'s', '0.3·s', 'g·F', '(1−g)·s'."""
+        return {"one": path, "const": f"{self.value:g}·{path}", "gate": f"g·{path}",
+                "one_minus_gate": f"(1−g)·{path}"}[self.kind]
+
+    def times(self, t: Tensor, g: Tensor | None) -> Tensor:
+        """``t`` weighted by this coefficient (``g``: the gate's value, needed by the gated kinds)."""
+        if self.kind == "one":
+            return t
+        if self.kind == "const":
+            return self.value * t
+        if g is None:
+            raise RuntimeError("a gated join needs its gate value g(x)")
+        return g * t if self.kind == "gate" else (1 - g) * t
+
+
+@dataclass(frozen=True)
+class Join:
+    """How a residual unit's two paths meet: y = after(a · s(x) + b · F(x)).
+
+    ``shortcut`` and ``branch`` are the coefficients a and b (He et al. 2015: 1 and 1; He et al. 2016,
+    Fig. 2: constant scaling lambda and 1 or 1 - lambda, exclusive gating 1 - g and g, shortcut-only
+    gating 1 - g and 1), ``dropout`` the drop ratio on s(x) while training (Fig. 2f), ``after`` the
+    ops that follow the add (a ReLU, BN + ReLU, or nothing for pre-activation). The forward pass,
+    the join's FLOP count and its diagram label all derive from these fields; nothing in them is
+    ResNet-specific, so a unit found in any traced graph fills the same record."""
+
+    shortcut: Coef = Coef()
+    branch: Coef = Coef()
+    dropout: float = 0.0
+    after: tuple[Op, ...] = ()
 
     @property
-    def kernel_label(self) -> str:
-        """'3x3' or '3' (a 1-D kernel is its width)."""
-        return "x".join([str(self.kernel)] * self.dims)
+    def gated(self) -> bool:
+        """Either coefficient reads the gate g(x)."""
+        return self.shortcut.gated or self.branch.gated
 
     @property
-    def weight_count(self) -> int:
-        """Learned values of this op: conv kernel (+ bias), BN gamma + beta; 0 for relu/pad/pool."""
-        if self.kind == "conv":
-            return self.kernel_elems * (self.cin // self.groups) * self.cout + (self.cout if self.bias else 0)
-        if self.kind == "bn":
-            return 2 * self.cout
-        return 0
+    def elementwise_ops(self) -> int:
+        """Multiplies and subtractions per output element before the add: lambda * s (+ (1 - lambda) * F);
+        1 - g, (1 - g) * s (+ g * F). 1 - g is computed once even when both paths read it."""
+        ops = self.shortcut.elementwise_ops + self.branch.elementwise_ops
+        both_one_minus = self.shortcut.kind == self.branch.kind == "one_minus_gate"
+        return ops - 1 if both_one_minus else ops
+
+    @property
+    def label(self) -> str:
+        """The add node's label: '+', or the weighted sum (He et al. 2016, Fig. 2)."""
+        if self.dropout:
+            return f"+ (s dropped {self.dropout:.0%} in training)"
+        if self.shortcut.kind == self.branch.kind == "one":
+            return "+"
+        return f"{self.shortcut.label('s')} + {self.branch.label('F')}"
+
+    @property
+    def activation_after_add(self) -> bool:
+        """A ReLU follows the add (post-activation units)."""
+        return any(op.kind == "relu" for op in self.after)
+
+    def add(self, r: Tensor | None, s: Tensor | None, g: Tensor | None) -> Tensor:
+        """a · s + b · r before the ops after the add; ``None``: that path is removed (a lesion).
+        A lone, unweighted shortcut is returned as it is (it may be the block input itself)."""
+        if s is not None:
+            s = self.shortcut.times(s, g)
+        if r is not None:
+            r = self.branch.times(r, g)
+        if r is None:
+            if s is None:
+                raise RuntimeError("a residual unit needs its branch, its shortcut or both")
+            return s
+        return r if s is None else r + s
+
+
+def variant_join(variant: ShortcutVariant, after: tuple[Op, ...], *, scale: float = 1.0,
+                 scale_residual: bool = False, dropout: float = 0.0) -> Join:
+    """He et al. 2016's shortcut variants as joins: the one place a variant name is read."""
+    if variant == "scale":
+        return Join(Coef("const", scale), Coef("const", 1 - scale) if scale_residual else Coef(), after=after)
+    if variant == "gate":
+        return Join(Coef("one_minus_gate"), Coef("gate"), after=after)
+    if variant == "shortcut_gate":
+        return Join(Coef("one_minus_gate"), Coef(), after=after)
+    if variant == "dropout":
+        return Join(dropout=dropout, after=after)
+    return Join(after=after)
 
 
 @dataclass(frozen=True)
@@ -99,17 +166,18 @@ class BlockPlan:
     residual_ops: tuple[Op, ...]
     shortcut_ops: tuple[Op, ...]  # empty: identity (residual) or no shortcut at all (plain)
     shortcut: ShortcutKind
-    after_add: tuple[Op, ...]  # original: (relu,); BN after addition: (bn, relu); pre-activation: ()
-    combine: ShortcutVariant = "identity"
-    scale: float = 1.0  # a for "scale": y = scale * s(x) + F(x) (* (1 - scale) if scale_residual)
-    scale_residual: bool = False
+    join: Join = Join()  # coefficients, dropout and the ops after the add
     gate: Op | None = None  # the gates' 1x1 conv (with bias) from x to one value per output channel
     gate_bias: float = 0.0  # its initial bias b_g
-    dropout: float = 0.0  # drop ratio on s(x) while training ("dropout" variant)
     dims: int = 2
     # ops applied to the block input before both paths: VDCNN's max pool /2 at the start of a stage
     # (Conneau et al. 2017), so y = F(P(x)) + s(P(x)) and a deleted branch still halves the length
     entry: tuple[Op, ...] = ()
+
+    @property
+    def after_add(self) -> tuple[Op, ...]:
+        """What follows the add. Original: (relu,); BN after addition: (bn, relu); pre-activation: ()."""
+        return self.join.after
 
     @property
     def total_stride(self) -> int:
@@ -119,7 +187,7 @@ class BlockPlan:
     @property
     def activation_after_add(self) -> bool:
         """A ReLU follows the add (post-activation blocks)."""
-        return any(op.kind == "relu" for op in self.after_add)
+        return self.join.activation_after_add
 
     @property
     def stage_name(self) -> str:
@@ -262,7 +330,7 @@ def make_plan(*, name: str, stage: int, index: int, block: BlockType, cin: int, 
         plan, dims=dims, entry=tuple(adapt(op) for op in entry),
         residual_ops=tuple(adapt(op, branch=True) for op in plan.residual_ops),
         shortcut_ops=tuple(adapt(op) for op in plan.shortcut_ops),
-        after_add=tuple(adapt(op) for op in plan.after_add),
+        join=dataclasses.replace(plan.join, after=tuple(adapt(op) for op in plan.after_add)),
         gate=None if plan.gate is None else adapt(plan.gate))
 
 
@@ -277,14 +345,12 @@ def _make_plan(*, name: str, stage: int, index: int, block: BlockType, cin: int,
         residual_ops=block_ops(block, cin, width, cout, stride, groups=groups, stride_on=stride_on,
                                preact=preact, activation=activation),
         shortcut_ops=shortcut_ops(kind, cin, cout, stride, preact),
-        shortcut=kind, after_add=after_add(block, cout, preact, activation),
-        combine=variant if residual else "identity",
-        scale=scale if residual and variant == "scale" else 1.0,
-        scale_residual=residual and variant == "scale" and scale_residual,
+        shortcut=kind,
+        join=variant_join(variant if residual else "identity", after_add(block, cout, preact, activation),
+                          scale=scale, scale_residual=scale_residual, dropout=dropout),
         # the gate sees the block input and must match the output's shape: stride like the block
         gate=Op("gate", "conv", cin, cout, kernel=1, stride=stride, bias=True) if gated else None,
         gate_bias=gate_bias if gated else 0.0,
-        dropout=dropout if residual and variant == "dropout" else 0.0,
     )
 
 
@@ -306,3 +372,112 @@ def block_plans(spec: ResNetSpec) -> list[BlockPlan]:
             ))
             cin = cout
     return plans
+
+
+@dataclass(frozen=True)
+class NetPlan:
+    """A whole net as data: the stem's ops, the residual blocks in forward order and the head's ops,
+    on an input of ``in_channels`` x ``input_size`` (x ``input_size`` in 2-D). Stem and head op
+    names are module names of the net itself (``conv1``, ``bn1``, ``relu``, ``maxpool``,
+    ``bn_final``, ``avgpool``, ``fc``); an op may be applied more than once (the shared ``relu``)."""
+
+    stem: tuple[Op, ...]
+    blocks: tuple[BlockPlan, ...]
+    head: tuple[Op, ...]
+    in_channels: int
+    input_size: int
+    dims: int = 2
+
+    @property
+    def input(self) -> Flow:
+        return Flow(self.in_channels, (self.input_size,) * self.dims)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return list(dict.fromkeys(b.stage_name for b in self.blocks))
+
+    @property
+    def feature_head(self) -> tuple[Op, ...]:
+        """The head's ops before its pooling (a pre-activation net's final BN and ReLU): they belong
+        to the features, not to the classifier."""
+        ops: list[Op] = []
+        for op in self.head:
+            if op.kind in ("avgpool", "fc"):
+                break
+            ops.append(op)
+        return tuple(ops)
+
+    def modules(self) -> list[tuple[str, Op]]:
+        """Every module with its full name, each once, in the builder's registration order (which is
+        the state_dict's order): stem, each block (entry, branch, shortcut, gate), head."""
+        out: dict[str, Op] = {}
+        for op in self.stem:
+            out.setdefault(op.name, op)
+        for b in self.blocks:
+            for op in [*b.entry, *branch_modules(b)]:
+                out.setdefault(f"{b.name}.{op.name}", op)
+            for op in [*b.shortcut_ops, *((b.gate,) if b.gate else ())]:
+                out.setdefault(f"{b.name}.{op.name}", op)
+        for op in self.head:
+            out.setdefault(op.name, op)
+        return list(out.items())
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every state_dict key of the built net with its shape, in order (nothing allocated)."""
+        return {f"{name}.{key}": shape for name, op in self.modules() for key, shape in op.state_shapes()}
+
+    @property
+    def params(self) -> int:
+        """Learned values of the whole net."""
+        return sum(op.weight_count for _, op in self.modules())
+
+    @property
+    def total_stride(self) -> int:
+        """How much stem and blocks shrink the input before the head."""
+        return math.prod(op.stride for op in self.stem) * math.prod(b.total_stride for b in self.blocks)
+
+    def feature_sizes(self) -> dict[str, int]:
+        """Side of the feature map (or length) leaving the stem and each stage, following every op of
+        the main path (``{"stem": 56, "layer1": 56, ...}`` for resnet50 at 224 px)."""
+        x = self.input
+        for op in self.stem:
+            x = flow(op, x)
+        sizes = {"stem": x.side}
+        for b in self.blocks:
+            for op in b.entry + b.residual_ops:
+                x = flow(op, x)
+            sizes[b.stage_name] = x.side
+        return sizes
+
+
+def stem_ops(spec: ResNetSpec) -> tuple[Op, ...]:
+    """ImageNet: 7-wide conv /2, BN, ReLU, 3-wide max pool /2; CIFAR (and 1-D conv stems): 3-wide
+    conv, BN, ReLU; VDCNN: a 3-wide temporal conv with bias alone (Conneau et al. 2017); none: nothing,
+    the first block sees the input."""
+    if spec.stem == "none":
+        return ()
+    d, c = spec.dims, spec.stem_width
+    wide = spec.stem == "imagenet"
+    ops = [Op("conv1", "conv", spec.in_channels, c, kernel=7 if wide else 3, stride=2 if wide else 1,
+              bias=spec.conv_bias, dims=d)]
+    if spec.stem_norm:
+        ops += [Op("bn1", "bn", c, c, dims=d), Op("relu", "relu", c, c, dims=d)]
+    if wide:
+        ops.append(Op("maxpool", "maxpool", c, c, kernel=3, stride=2, dims=d))
+    return tuple(ops)
+
+
+def head_ops(spec: ResNetSpec, cout: int) -> tuple[Op, ...]:
+    """Full pre-activation nets end with BN + ReLU (He et al. 2016, Fig. 4e: the last block leaves
+    its sum un-normalised); every net then pools globally and classifies with a biased fc."""
+    d = spec.dims
+    final = (Op("bn_final", "bn", cout, cout, dims=d), Op("relu", "relu", cout, cout, dims=d)) if spec.preact else ()
+    return final + (Op("avgpool", "avgpool", cout, cout, dims=d),
+                    Op("fc", "fc", cout, spec.num_classes, bias=True, dims=d))
+
+
+def net_plan(spec: ResNetSpec) -> NetPlan:
+    """The whole net of ``spec`` as a plan."""
+    blocks = tuple(block_plans(spec))
+    return NetPlan(stem=stem_ops(spec), blocks=blocks, head=head_ops(spec, blocks[-1].cout),
+                   in_channels=spec.in_channels, input_size=spec.input_size, dims=spec.dims)

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .blockplan import BlockPlan, make_plan
-from .costs import exact_column, exact_sum
+from .costs import exact_column, exact_sum, plan_table
 from .errors import SpecError
-from .specs import MAX_INPUT_SIZE, MAX_SEQUENCE_LENGTH, MAX_WIDTH, BlockType, as_int, conv_out
+from .specs import MAX_INPUT_SIZE, MAX_SEQUENCE_LENGTH, MAX_WIDTH, BlockType, as_int
 
 BLOCK_KINDS = ("basic", "bottleneck", "preact_basic", "preact_bottleneck")
+_PATHS = {"main": "residual", "shortcut": "projection shortcut"}  # the tracer's paths, as the page says them
 
 # (field, what the page calls it, largest value): channels as wide as a spec's widest stage, the
 # size as large as a spec's largest input (pixels; a 1-D block's length has its own bound, below).
@@ -85,21 +86,22 @@ def block_terms(cfg: BlockConfig) -> pd.DataFrame:
     2-D, '3·64·64' in 1-D), weights and MACs at the chosen size (output H x W, or output length),
     BN parameters."""
     plan = plan_for(cfg)
+    # the block's traced rows (the cost table's): their counts, shapes and kernels are the registry's
+    traced = plan_table(plan, (cfg.cin, *(cfg.size,) * cfg.dims))
     rows: list[dict] = []
-    for path, ops in (("residual", plan.residual_ops), ("projection shortcut", plan.shortcut_ops)):
-        size = cfg.size
-        for op in ops:
-            if op.kind == "conv":
-                size = conv_out(size, op.kernel, op.stride, op.padding)
-                w = op.weight_count
-                g = f"/{op.groups}" if op.groups > 1 else ""
-                taps = "·".join([str(op.kernel)] * op.dims)
-                rows.append({"layer": op.name, "path": path, "kernel": op.kernel_label,
-                             "formula": f"{taps}·{op.cin}{g}·{op.cout}", "weights": w,
-                             "macs": w * size ** op.dims, "bn_params": 0})
-            elif op.kind == "bn":
-                rows.append({"layer": "bn", "path": path, "kernel": "", "formula": f"2·{op.cout}",
-                             "weights": 0, "macs": 0, "bn_params": op.weight_count})
+    for r in traced.itertuples():
+        if r.path not in _PATHS or r.op not in ("conv", "bn"):
+            continue
+        if r.op == "bn":
+            rows.append({"layer": "bn", "path": _PATHS[r.path], "kernel": "", "formula": f"2·{r.out_shape[0]}",
+                         "weights": 0, "macs": 0, "bn_params": int(r.bn_params)})
+            continue
+        dims = len(r.out_shape) - 1
+        g = f"/{r.groups}" if r.groups > 1 else ""
+        taps = "·".join([str(r.kernel)] * dims)
+        rows.append({"layer": str(r.module).removeprefix(f"{plan.name}."), "path": _PATHS[r.path],
+                     "kernel": "x".join([str(r.kernel)] * dims), "formula": f"{taps}·{r.in_shape[0]}{g}·{r.out_shape[0]}",
+                     "weights": int(r.params), "macs": int(r.macs), "bn_params": 0})
     df = pd.DataFrame(rows)
     for c in ("weights", "macs", "bn_params"):  # exact Python ints, as in the layer table
         df[c] = exact_column(df[c].tolist())

@@ -243,11 +243,7 @@ _ADVICE = (f"Use a smaller net or input size, or raise the budget with {ENV_VAR}
 
 
 def _weight_count(spec: ResNetSpec) -> int:
-    """Learned values of the stem, the blocks (from their plans) and the fc layer."""
-    from .blockplan import block_plans
+    """Learned values of the whole net, from its plan (stem, blocks and head as the builder makes them)."""
+    from .blockplan import net_plan  # blockplan reads specs, which budget's callers import first
 
-    plans = block_plans(spec)
-    stem_k = 7 if spec.stem == "imagenet" else 3
-    stem = stem_k * stem_k * spec.in_channels * spec.stem_width + 2 * spec.stem_width
-    fc = (plans[-1].cout + 1) * spec.num_classes
-    return stem + fc + sum(op.weight_count for p in plans for op in p.ops)
+    return net_plan(spec).params

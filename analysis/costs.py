@@ -12,7 +12,6 @@ Row ids are torchvision module names (``layer1.0.conv1``); an op applied by a mo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,9 +20,10 @@ from typing import SupportsInt
 import numpy as np
 import pandas as pd
 
-from .blockplan import BlockPlan, Op, block_plans
+from .blockplan import BlockPlan, NetPlan, net_plan
 from .errors import ConfigError, SpecError
-from .specs import ResNetSpec, as_int, conv_out, validate
+from .ops import Flow, Op, flow
+from .specs import ResNetSpec, as_int, validate
 
 BYTES_PER_FLOAT32 = 4
 
@@ -47,46 +47,17 @@ COUNT_COLUMNS = frozenset(SUM_COLUMNS) | {"in_elems", "out_elems"}
 LEVELS = ("layer", "block", "stage", "model")
 
 
-@dataclass
-class _Cursor:
-    """The tensor flowing along the main path: channels, spatial sizes (L, or H and W), receptive
-    field and jump (in samples or pixels along one axis)."""
-
-    c: int
-    sizes: tuple[int, ...]
-    rf: int = 1
-    jump: int = 1
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.c, *self.sizes)
-
-    @property
-    def numel(self) -> int:
-        return self.c * math.prod(self.sizes)
-
-    @property
-    def positions(self) -> int:
-        """Output positions per channel: L or H x W."""
-        return math.prod(self.sizes)
-
-    @property
-    def side(self) -> int:
-        return max(self.sizes)
-
-    def like(self, c: int | None = None, sizes: tuple[int, ...] | None = None, rf: int | None = None,
-             jump: int | None = None) -> _Cursor:
-        return _Cursor(self.c if c is None else c, self.sizes if sizes is None else sizes,
-                       self.rf if rf is None else rf, self.jump if jump is None else jump)
-
-
 class _Tracer:
+    """Rows of the cost table, one per op application, in forward order. What an op counts and how
+    it changes the flow comes from its registry row (:mod:`analysis.ops`); the tracer only adds the
+    join's rows (gate sigmoid, weighting, add) and the row bookkeeping."""
+
     def __init__(self) -> None:
         self.rows: list[dict] = []
         self.uses: dict[str, int] = {}
 
     def _row(self, module: str, op: str, stage: str, block: str, path: str,
-             cin: _Cursor, cout: _Cursor, **extra: int) -> None:
+             cin: Flow, cout: Flow, **extra: int) -> None:
         n = self.uses.get(module, 0) + 1
         self.uses[module] = n
         row_id = module if op not in ("add", "sigmoid", "scale") else f"{module}@{op}"
@@ -104,129 +75,66 @@ class _Tracer:
         row.update(extra)
         self.rows.append(row)
 
-    def conv(self, module: str, stage: str, block: str, path: str, x: _Cursor, cout: int,
-             k: int, s: int, p: int, groups: int = 1, bias: bool = False) -> _Cursor:
-        y = _Cursor(cout, tuple(conv_out(n, k, s, p) for n in x.sizes),
-                    x.rf + (k - 1) * x.jump, x.jump * s)
-        # ResNet convs feed a BN, so they carry no bias; the notes' Conv1d and VDCNN's do
-        weights = k ** len(x.sizes) * (x.c // groups) * cout
-        biases = cout if bias else 0
-        self._row(module, "conv", stage, block, path, x, y, kernel=k, stride=s, groups=groups,
-                  params=weights + biases, macs=weights * y.positions, bias_adds=biases * y.positions)
+    def op(self, op: Op, module: str, stage: str, block: str, path: str, x: Flow) -> Flow:
+        """One application of ``op`` (module name ``module``) to ``x``."""
+        y = flow(op, x)
+        self._row(module, op.kind, stage, block, path, x, y, **op.rule.counts(op, x, y))
         return y
 
-    def bn(self, module: str, stage: str, block: str, path: str, x: _Cursor) -> _Cursor:
-        y = x.like()
-        self._row(module, "bn", stage, block, path, x, y, params=2 * x.c, bn_params=2 * x.c,
-                  bn_elems=x.numel)
-        return y
+    def sigmoid(self, module: str, stage: str, block: str, x: Flow) -> Flow:
+        self._row(module, "sigmoid", stage, block, "gate", x, x, sigmoid_elems=x.numel)
+        return x
 
-    def relu(self, module: str, stage: str, block: str, path: str, x: _Cursor) -> _Cursor:
-        y = x.like()
-        self._row(module, "relu", stage, block, path, x, y, relu_elems=x.numel)
-        return y
-
-    def maxpool(self, module: str, x: _Cursor, k: int = 3, s: int = 2, p: int = 1, *, stage: str = "stem",
-                block: str = "stem") -> _Cursor:
-        y = x.like(sizes=tuple(conv_out(n, k, s, p) for n in x.sizes), rf=x.rf + (k - 1) * x.jump, jump=x.jump * s)
-        self._row(module, "maxpool", stage, block, "main", x, y, kernel=k, stride=s,
-                  pool_in_elems=x.numel, pool_out_elems=y.numel)
-        return y
-
-    def avgpool(self, module: str, x: _Cursor) -> _Cursor:
-        # Global average pooling: a kernel the size of the map, so the field grows by (H-1)*jump.
-        y = x.like(sizes=(1,) * len(x.sizes), rf=x.rf + (x.side - 1) * x.jump, jump=x.jump * x.side)
-        self._row(module, "avgpool", "head", "head", "main", x, y, kernel=x.side,
-                  pool_in_elems=x.numel, pool_out_elems=y.numel)
-        return y
-
-    def fc(self, module: str, x: _Cursor, out: int) -> _Cursor:
-        y = x.like(c=out, sizes=(1,) * len(x.sizes))
-        self._row(module, "fc", "head", "head", "main", x, y, params=x.c * out + out,
-                  macs=x.c * out, bias_adds=out)
-        return y
-
-    def pad(self, module: str, stage: str, block: str, x: _Cursor, cout: int, s: int) -> _Cursor:
-        y = x.like(c=cout, sizes=tuple(-(-n // s) for n in x.sizes), jump=x.jump * s)  # x[:, :, ::s, ::s]
-        self._row(module, "pad", stage, block, "shortcut", x, y, stride=s)
-        return y
-
-    def sigmoid(self, module: str, stage: str, block: str, x: _Cursor) -> _Cursor:
-        y = x.like()
-        self._row(module, "sigmoid", stage, block, "gate", x, y, sigmoid_elems=x.numel)
-        return y
-
-    def scale(self, block: str, stage: str, x: _Cursor, elementwise_ops: int) -> None:
-        """The variants' weighting before the add (lambda * s, (1 - g) * s, g * F): ``elementwise_ops``
+    def scale(self, block: str, stage: str, x: Flow, elementwise_ops: int) -> None:
+        """The join's weighting before the add (lambda * s, (1 - g) * s, g * F): ``elementwise_ops``
         multiplies or subtractions per output element. Shape and field are unchanged."""
         self._row(block, "scale", stage, block, "main", x, x, mul_elems=elementwise_ops * x.numel)
 
-    def add(self, block: str, stage: str, main: _Cursor, short: _Cursor) -> _Cursor:
+    def add(self, block: str, stage: str, main: Flow, short: Flow) -> Flow:
         if main.shape != short.shape:  # pragma: no cover - a builder bug, not user input
             raise RuntimeError(f"{block}: residual {main.shape} != shortcut {short.shape}")
-        y = main.like(rf=max(main.rf, short.rf))
+        y = Flow(main.c, main.sizes, max(main.rf, short.rf), main.jump)
         self._row(block, "add", stage, block, "main", main, y, add_elems=y.numel)
         return y
 
 
-def _block(t: _Tracer, plan: BlockPlan, x: _Cursor) -> _Cursor:
-    """Trace one block from its plan: the branch ops, the shortcut ops, the add, the activation."""
+def _block(t: _Tracer, plan: BlockPlan, x: Flow) -> Flow:
+    """Trace one block from its plan: the branch ops, the shortcut ops, the join, what follows it."""
     b, stage = plan.name, plan.stage_name
 
-    def run(op: Op, y: _Cursor, path: str) -> _Cursor:
-        module = f"{b}.{op.name}"
-        if op.kind == "conv":
-            return t.conv(module, stage, b, path, y, op.cout, op.kernel, op.stride, op.padding, op.groups, op.bias)
-        if op.kind == "bn":
-            return t.bn(module, stage, b, path, y)
-        if op.kind == "relu":
-            return t.relu(module, stage, b, path, y)
-        if op.kind == "maxpool":
-            return t.maxpool(module, y, op.kernel, op.stride, op.padding, stage=stage, block=b)
-        return t.pad(module, stage, b, y, op.cout, op.stride)
+    def run(ops: tuple[Op, ...], y: Flow, path: str) -> Flow:
+        for op in ops:
+            y = t.op(op, f"{b}.{op.name}", stage, b, path, y)
+        return y
 
-    for op in plan.entry:  # both paths start from the pooled input (VDCNN)
-        x = run(op, x, "main")
-    y = x
-    for op in plan.residual_ops:
-        y = run(op, y, "main")
+    x = run(plan.entry, x, "main")  # both paths start from the pooled input (VDCNN)
+    y = run(plan.residual_ops, x, "main")
     if plan.residual:
-        short = x
-        for op in plan.shortcut_ops:
-            short = run(op, short, "shortcut")
+        short = run(plan.shortcut_ops, x, "shortcut")
         if plan.gate is not None:  # g = sigmoid(W_g x + b_g), from the block input
-            t.sigmoid(f"{b}.gate", stage, b, run(plan.gate, x, "gate"))
-        # elementwise work of the join: lambda * s (and (1 - lambda) * F); 1 - g and (1 - g) * s (and g * F)
-        ops = {"scale": 2 if plan.scale_residual else 1, "shortcut_gate": 2, "gate": 3}.get(plan.combine, 0)
-        if ops:
-            t.scale(b, stage, y, ops)
+            t.sigmoid(f"{b}.gate", stage, b, run((plan.gate,), x, "gate"))
+        if plan.join.elementwise_ops:
+            t.scale(b, stage, y, plan.join.elementwise_ops)
         y = t.add(b, stage, y, short)
-    for op in plan.after_add:
-        y = run(op, y, "main")
-    return y
+    return run(plan.after_add, y, "main")
 
 
 def trace(spec: ResNetSpec) -> list[dict]:
     """Every operation of the forward pass for one sample, in order, as plain dicts."""
     validate(spec)
+    return trace_plan(net_plan(spec))
+
+
+def trace_plan(net: NetPlan) -> list[dict]:
+    """Every operation of a net plan's forward pass for one sample, in order, as plain dicts."""
     t = _Tracer()
-    x = _Cursor(spec.in_channels, (spec.input_size,) * spec.dims)
-    if spec.stem == "imagenet":
-        x = t.conv("conv1", "stem", "stem", "main", x, spec.stem_width, 7, 2, 3, bias=spec.conv_bias)
-    elif spec.stem != "none":
-        x = t.conv("conv1", "stem", "stem", "main", x, spec.stem_width, 3, 1, 1, bias=spec.conv_bias)
-    if spec.stem_norm:
-        x = t.bn("bn1", "stem", "stem", "main", x)
-        x = t.relu("relu", "stem", "stem", "main", x)
-    if spec.stem == "imagenet":
-        x = t.maxpool("maxpool", x)
-    for plan in block_plans(spec):
+    x = net.input
+    for op in net.stem:
+        x = t.op(op, op.name, "stem", "stem", "main", x)
+    for plan in net.blocks:
         x = _block(t, plan, x)
-    if spec.preact:
-        x = t.bn("bn_final", "head", "head", "main", x)
-        x = t.relu("relu", "head", "head", "main", x)
-    x = t.avgpool("avgpool", x)
-    t.fc("fc", x, spec.num_classes)
+    for op in net.head:
+        x = t.op(op, op.name, "head", "head", "main", x)
     return t.rows
 
 
@@ -296,7 +204,7 @@ class _PlanTracer(_Tracer):
     shapes, is bad input, so it says which op and what to change instead of tracing nonsense."""
 
     def _row(self, module: str, op: str, stage: str, block: str, path: str,
-             cin: _Cursor, cout: _Cursor, **extra: int) -> None:
+             cin: Flow, cout: Flow, **extra: int) -> None:
         if min(cout.sizes) < 1:
             k, s = extra.get("kernel", 0), extra.get("stride", 1)
             raise SpecError(f"{module} ({op}, kernel {k}, stride {s}) leaves no output: its input "
@@ -305,7 +213,7 @@ class _PlanTracer(_Tracer):
                             "kernel or more padding")
         super()._row(module, op, stage, block, path, cin, cout, **extra)
 
-    def add(self, block: str, stage: str, main: _Cursor, short: _Cursor) -> _Cursor:
+    def add(self, block: str, stage: str, main: Flow, short: Flow) -> Flow:
         if main.shape != short.shape:
             raise SpecError(f"{block}: the residual branch ends in {'×'.join(map(str, main.shape))} but the "
                             f"shortcut in {'×'.join(map(str, short.shape))}; the add needs equal shapes "
@@ -328,7 +236,7 @@ def plan_table(plan: BlockPlan, input_shape: tuple[int, ...]) -> pd.DataFrame:
     if c != plan.cin:
         raise SpecError(f"{plan.name} takes {plan.cin} channels, the input has {c}")
     t = _PlanTracer()
-    _block(t, plan, _Cursor(c, tuple(sizes)))
+    _block(t, plan, Flow(c, tuple(sizes)))
     return _with_flops(t.rows)
 
 

@@ -18,7 +18,8 @@ from .blockplan import BlockPlan, Op, block_plans, changes_shape, make_plan
 from .blocks import BLOCK_KINDS, BlockConfig, plan_for
 from .costs import trace
 from .errors import ConfigError, LensError
-from .specs import ResNetSpec, conv_out
+from .ops import Flow, flow
+from .specs import ResNetSpec
 
 LEVELS = ("stage", "block", "layer")
 # Beyond this many nodes a browser takes tens of seconds to lay a graph out: offer the DOT instead.
@@ -58,17 +59,8 @@ BLOCK_NAMES = {"basic": "BasicBlock", "bottleneck": "Bottleneck"}
 
 
 def join_label(plan: BlockPlan) -> str:
-    """The add node's label: '+', or the variant's weighted sum (He et al. 2016, Fig. 2)."""
-    if plan.combine == "scale":
-        b = f"{1 - plan.scale:g}·F" if plan.scale_residual else "F"
-        return f"{plan.scale:g}·s + {b}"
-    if plan.combine == "gate":
-        return "(1−g)·s + g·F"
-    if plan.combine == "shortcut_gate":
-        return "(1−g)·s + F"
-    if plan.combine == "dropout":
-        return f"+ (s dropped {plan.dropout:.0%} in training)"
-    return "+"
+    """The add node's label: '+', or the join's weighted sum (He et al. 2016, Fig. 2)."""
+    return plan.join.label
 
 
 def _shape(s: tuple[int, ...]) -> str:
@@ -341,19 +333,8 @@ def diagram(spec: ResNetSpec, level: str = "block", *, show: str | None = None,
 
 
 def _op_label(op: Op) -> str:
-    """What a reader needs of an op: 'conv2 3×3, 128 /2', 'bn1', 'ReLU', 'zero-pad to 128 /2'."""
-    down = f" /{op.stride}" if op.stride > 1 else ""
-    if op.kind == "conv":
-        groups = f", groups {op.groups}" if op.groups > 1 else ""
-        bias = ", bias" if op.bias and op.name != "gate" else ""
-        return f"{op.name} {op.kernel_label.replace('x', '×')}, {op.cout}{groups}{bias}{down}"
-    if op.kind == "bn":
-        return f"{op.name} (BN)"
-    if op.kind == "relu":
-        return "ReLU"
-    if op.kind == "maxpool":
-        return f"max pool {op.kernel_label.replace('x', '×')}{down}"
-    return f"zero-pad to {op.cout}{down}"
+    """What a reader needs of an op: 'conv2 3×3, 128 /2', 'bn1 (BN)', 'ReLU', 'zero-pad to 128 /2'."""
+    return op.rule.label(op)
 
 
 def plan_graph(plan: BlockPlan, size: int) -> nx.DiGraph:
@@ -366,18 +347,17 @@ def plan_graph(plan: BlockPlan, size: int) -> nx.DiGraph:
     seen: dict[str, int] = {}
 
     def run(ops: tuple[Op, ...], start: str, kind: str, path: str) -> str:
-        prev, (c, *sizes) = start, g.nodes[start]["out_shape"]
+        prev = start
+        c, *sizes = g.nodes[start]["out_shape"]
+        x = Flow(c, tuple(sizes))
         for op in ops:
             seen[op.name] = seen.get(op.name, 0) + 1
             nid = op.name if seen[op.name] == 1 else f"{op.name}#{seen[op.name]}"  # ids never shown
-            if op.kind in ("conv", "maxpool"):
-                sizes = [conv_out(n, op.kernel, op.stride, op.padding) for n in sizes]
-            elif op.kind == "pad":
-                sizes = [-(-n // op.stride) for n in sizes]
-            c = op.cout
-            macs = op.weight_count * math.prod(sizes) if op.kind == "conv" else 0
-            g.add_node(nid, op=op.kind, label=_op_label(op), out_shape=(c, *sizes), params=op.weight_count,
-                       macs=macs, path=path)
+            y = flow(op, x)
+            counts = op.rule.counts(op, x, y)
+            g.add_node(nid, op=op.kind, label=_op_label(op), out_shape=y.shape, params=counts.get("params", 0),
+                       macs=counts.get("macs", 0), path=path)
+            x = y
             g.add_edge(prev, nid, kind=kind)
             prev = nid
         return prev

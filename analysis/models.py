@@ -21,68 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blockplan import BlockPlan, Op, block_plans, branch_modules
+from .blockplan import BlockPlan, NetPlan, branch_modules, net_plan
+from .ops import PadShortcut, bn_layer, conv_layer, make_layer, maxpool_layer, run_op, subsample_pad
 from .specs import ResNetSpec, validate
 
-
-def subsample_pad(x: Tensor, cout: int, stride: int) -> Tensor:
-    """Subsample by striding and zero-pad channels up to ``cout`` (option A's parameter-free map);
-    ``x`` is N x C x L or N x C x H x W."""
-    spatial = x.dim() - 2
-    if stride > 1:
-        x = x[(slice(None), slice(None)) + (slice(None, None, stride),) * spatial]
-    extra = cout - x.shape[1]
-    if extra > 0:
-        # Pad equally on both sides of the channel axis as the reference CIFAR code does.
-        x = F.pad(x, (0, 0) * spatial + (extra // 2, extra - extra // 2))
-    return x
-
-
-def conv_layer(dims: int, cin: int, cout: int, kernel: int, *, stride: int = 1, padding: int = 0, groups: int = 1,
-               bias: bool = False) -> nn.Module:
-    """``nn.Conv1d`` or ``nn.Conv2d``."""
-    cls = nn.Conv1d if dims == 1 else nn.Conv2d
-    return cls(cin, cout, kernel, stride=stride, padding=padding, groups=groups, bias=bias)
-
-
-def bn_layer(dims: int, c: int) -> nn.Module:
-    return nn.BatchNorm1d(c) if dims == 1 else nn.BatchNorm2d(c)
-
-
-def maxpool_layer(dims: int, kernel: int, stride: int, padding: int) -> nn.Module:
-    return nn.MaxPool1d(kernel, stride, padding) if dims == 1 else nn.MaxPool2d(kernel, stride, padding)
+__all__ = ["BATCHNORMS", "CONVS", "Block", "PadShortcut", "ResNet", "bn_layer", "build_model", "conv_layer",
+           "init_weights", "maxpool_layer", "state_dict_shapes", "subsample_pad"]
 
 
 CONVS = (nn.Conv1d, nn.Conv2d)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-
-
-class PadShortcut(nn.Module):
-    """Option A (He et al. 2015): subsample by striding and zero-pad the new channels. No weights."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.cin, self.cout, self.stride = cin, cout, stride
-
-    def forward(self, x: Tensor) -> Tensor:
-        return subsample_pad(x, self.cout, self.stride)
-
-    def extra_repr(self) -> str:
-        return f"{self.cin}->{self.cout}, stride={self.stride}"
-
-
-def make_layer(op: Op) -> nn.Module:
-    """The torch module for one op of a plan."""
-    if op.kind == "conv":
-        return conv_layer(op.dims, op.cin, op.cout, op.kernel, stride=op.stride, padding=op.padding,
-                          groups=op.groups, bias=op.bias)
-    if op.kind == "bn":
-        return bn_layer(op.dims, op.cout)
-    if op.kind == "relu":
-        return nn.ReLU(inplace=True)
-    if op.kind == "maxpool":
-        return maxpool_layer(op.dims, op.kernel, op.stride, op.padding)
-    return PadShortcut(op.cin, op.cout, op.stride)
 
 
 class Block(nn.Module):
@@ -116,7 +64,7 @@ class Block(nn.Module):
         """What both paths see: the block input, or VDCNN's max pool of it. ``residual_branch``,
         ``shortcut`` and ``gate_value`` take the entered input."""
         for op in self.plan.entry:
-            x = getattr(self, op.name)(x)
+            x = run_op(op, getattr(self, op.name), x)
         return x
 
     def residual_branch(self, x: Tensor) -> Tensor:
@@ -126,7 +74,7 @@ class Block(nn.Module):
                 # ReLU-only pre-activation starts F with the shared in-place ReLU, but its input is
                 # the block input, which the shortcut still carries: work on a copy
                 x = x.clone()
-            x = getattr(self, op.name)(x)
+            x = run_op(op, getattr(self, op.name), x)
         return x
 
     def shortcut(self, x: Tensor) -> Tensor:
@@ -134,7 +82,7 @@ class Block(nn.Module):
         variant drops elements of it while training (He et al. 2016, Fig. 2f), scaled by 1/(1-p)
         so that s(x) is unchanged in expectation and the identity at test time."""
         s = x if self.downsample is None else self.downsample(x)
-        p = self.plan.dropout
+        p = self.plan.join.dropout
         if p and self.training:
             keep = torch.rand(s.shape, generator=self.noise) >= p
             s = s * keep.to(device=s.device, dtype=s.dtype) / (1 - p)
@@ -145,34 +93,18 @@ class Block(nn.Module):
         return None if self.gate is None else torch.sigmoid(self.gate(x))
 
     def combine(self, r: Tensor | None, s: Tensor | None, g: Tensor | None = None) -> Tensor:
-        """Join the branch ``r`` = F(x) and the shortcut ``s`` (``None``: that path is removed):
-        y = a * s + b * r with the plan's weights (1, 1; lambda, 1 or 1 - lambda; 1 - g, g; 1 - g, 1),
-        then the ops after the add. ``g`` is the gate's value for the gated variants."""
-        p = self.plan
-        if p.gate is not None and g is None:
-            raise RuntimeError(f"{p.name}: a gated block needs its gate value g(x)")
-        given = s
-        if s is not None:
-            if p.combine == "scale":
-                s = p.scale * s
-            elif g is not None:
-                s = (1 - g) * s
-        if r is not None:
-            if p.combine == "scale" and p.scale_residual:
-                r = (1 - p.scale) * r
-            elif p.combine == "gate" and g is not None:
-                r = g * r
-        if r is None:
-            if s is None:
-                raise RuntimeError(f"{p.name}: a block needs its branch, its shortcut or both")
-            out = s
-        else:
-            out = r if s is None else r + s
-        for op in p.after_add:
-            if op.kind == "relu" and out is given:
+        """Join the branch ``r`` = F(x) and the shortcut ``s`` (``None``: that path is removed) by the
+        plan's :class:`~analysis.blockplan.Join`: y = a * s + b * r, then the ops after the add.
+        ``g`` is the gate's value for the gated variants."""
+        join = self.plan.join
+        if join.gated and g is None:
+            raise RuntimeError(f"{self.plan.name}: a gated block needs its gate value g(x)")
+        out = join.add(r, s, g)
+        for op in join.after:
+            if op.kind == "relu" and out is s:
                 out = F.relu(out)  # a lone unscaled shortcut may be x itself: never modify it in place
             else:
-                out = getattr(self, op.name)(out)
+                out = run_op(op, getattr(self, op.name), out)
         return out
 
     def stand_in(self, x: Tensor) -> Tensor:
@@ -191,40 +123,33 @@ class Block(nn.Module):
         return self.combine(r, s, self.gate_value(x))
 
     def extra_repr(self) -> str:
-        extra = "" if self.plan.combine == "identity" else f", variant={self.plan.combine}"
+        join = self.plan.join.label
+        extra = "" if join == "+" else f", join={join}"
         return f"{self.plan.name}: {self.plan.block}, shortcut={self.plan.shortcut}{extra}"
 
 
 class ResNet(nn.Module):
-    """torchvision's ResNet layout, driven by a spec. ``stage_names`` lists ``layer1..layerN``."""
+    """torchvision's ResNet layout, built from the spec's :class:`~analysis.blockplan.NetPlan`:
+    the stem's modules, ``layer1..layerN`` of blocks, the head's modules, registered in that order
+    (the state_dict's order). ``stage_names`` lists ``layer1..layerN``."""
 
     def __init__(self, spec: ResNetSpec) -> None:
         super().__init__()
         validate(spec)
         self.spec = spec
-        d = spec.dims
-        self.conv1: nn.Module | None = None
-        self.bn1: nn.Module | None = None
-        if spec.stem == "imagenet":
-            self.conv1 = conv_layer(d, spec.in_channels, spec.stem_width, 7, stride=2, padding=3, bias=spec.conv_bias)
-        elif spec.stem != "none":
-            self.conv1 = conv_layer(d, spec.in_channels, spec.stem_width, 3, padding=1, bias=spec.conv_bias)
-        if spec.stem_norm:  # VDCNN's first temporal conv has no BN or ReLU after it
-            self.bn1 = bn_layer(d, spec.stem_width)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = maxpool_layer(d, 3, 2, 1) if spec.stem == "imagenet" else None
-        self.plans = block_plans(spec)
+        self.plan: NetPlan = net_plan(spec)
+        self.plans = list(self.plan.blocks)
         # one local generator for the dropout shortcut's masks (train.py seeds it per run)
         self.noise = torch.Generator().manual_seed(0)
-        self.stage_names: list[str] = []
-        for i in range(len(spec.layers)):
-            name = f"layer{i + 1}"
+        for op in self.plan.stem:
+            if op.name not in self._modules:
+                self.add_module(op.name, make_layer(op))
+        self.stage_names: list[str] = self.plan.stage_names
+        for i, name in enumerate(self.stage_names):
             self.add_module(name, nn.Sequential(*(Block(p, self.noise) for p in self.plans if p.stage == i)))
-            self.stage_names.append(name)
-        cout = self.plans[-1].cout
-        self.bn_final = bn_layer(d, cout) if spec.preact else None
-        self.avgpool = nn.AdaptiveAvgPool1d(1) if d == 1 else nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(cout, spec.num_classes)
+        for op in self.plan.head:
+            if op.name not in self._modules:
+                self.add_module(op.name, make_layer(op))
 
     @property
     def stages(self) -> list[nn.Sequential]:
@@ -235,16 +160,14 @@ class ResNet(nn.Module):
         return [(f"{sn}.{j}", b) for sn in self.stage_names for j, b in enumerate(getattr(self, sn))]
 
     def stem(self, x: Tensor) -> Tensor:
-        if self.conv1 is not None:
-            x = self.conv1(x)
-        if self.bn1 is not None:
-            x = self.relu(self.bn1(x))
-        return self.maxpool(x) if self.maxpool is not None else x
+        for op in self.plan.stem:
+            x = run_op(op, getattr(self, op.name), x)
+        return x
 
     def head(self, x: Tensor) -> Tensor:
-        if self.bn_final is not None:
-            x = self.relu(self.bn_final(x))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        for op in self.plan.head:
+            x = run_op(op, getattr(self, op.name), x)
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)
@@ -296,32 +219,4 @@ def build_model(spec: ResNetSpec | str, *, seed: int = 0, generator: torch.Gener
 def state_dict_shapes(spec: ResNetSpec) -> dict[str, tuple[int, ...]]:
     """Every state_dict key of ``build_model(spec)`` with its shape, in order, from the plan alone
     (nothing allocated): what a checkpoint must hold to load into this spec."""
-    out: dict[str, tuple[int, ...]] = {}
-
-    def conv(prefix: str, cin: int, cout: int, k: int, groups: int = 1, bias: bool = False) -> None:
-        out[f"{prefix}.weight"] = (cout, cin // groups) + (k,) * spec.dims
-        if bias:
-            out[f"{prefix}.bias"] = (cout,)
-
-    def bn(prefix: str, c: int) -> None:
-        for key in ("weight", "bias", "running_mean", "running_var"):
-            out[f"{prefix}.{key}"] = (c,)
-        out[f"{prefix}.num_batches_tracked"] = ()
-
-    if spec.stem != "none":
-        conv("conv1", spec.in_channels, spec.stem_width, 7 if spec.stem == "imagenet" else 3, bias=spec.conv_bias)
-    if spec.stem_norm:
-        bn("bn1", spec.stem_width)
-    plans = block_plans(spec)
-    for p in plans:
-        for op in [*branch_modules(p), *p.shortcut_ops, *((p.gate,) if p.gate else ())]:
-            if op.kind == "conv":
-                conv(f"{p.name}.{op.name}", op.cin, op.cout, op.kernel, op.groups, op.bias)
-            elif op.kind == "bn":
-                bn(f"{p.name}.{op.name}", op.cout)
-    cout = plans[-1].cout
-    if spec.preact:
-        bn("bn_final", cout)
-    out["fc.weight"] = (spec.num_classes, cout)
-    out["fc.bias"] = (spec.num_classes,)
-    return out
+    return net_plan(spec).state_shapes()

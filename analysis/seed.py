@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import pandas as pd
 from torch import Tensor, nn
 
-from .blockplan import BlockPlan, Op, make_plan
+from .blockplan import BlockPlan, Join, make_plan
 from .costs import exact_sum, plan_table, torchinfo_mult_adds
 from .errors import SpecError
+from .ops import Flow, Op, flow
 from .specs import MAX_SEQUENCE_LENGTH, MAX_WIDTH, as_int, conv_out
 
 # Bounds for the widgets and for SeedConfig: a kernel, padding or stride beyond a thousand samples
@@ -128,7 +129,7 @@ def seed_plan(cfg: SeedConfig) -> BlockPlan:
         name="seed", stage=0, index=0, block="basic", cin=cfg.input_dim, cout=n, stride=cfg.stride,
         residual_ops=(conv("conv1", cfg.input_dim), Op("bn1", "bn", n, n, dims=1), relu,
                       conv("conv2", n), Op("bn2", "bn", n, n, dims=1)),
-        shortcut_ops=(), shortcut="identity" if cfg.shortcut else "none", after_add=(relu,), dims=1)
+        shortcut_ops=(), shortcut="identity" if cfg.shortcut else "none", join=Join(after=(relu,)), dims=1)
 
 
 def fixed_kernel(cfg: SeedConfig) -> int:
@@ -154,8 +155,13 @@ def fixed_plan(cfg: SeedConfig) -> BlockPlan:
 def lengths(cfg: SeedConfig) -> tuple[int, int]:
     """(L1, L2): the length after conv1 and after conv2 as written, floor((L + 2p - k)/s) + 1 each;
     below 1 where a conv has nothing to slide over (PyTorch raises there)."""
-    l1 = conv_out(cfg.length, cfg.kernel_size, cfg.stride, cfg.padding)
-    return l1, conv_out(l1, cfg.kernel_size, cfg.stride, cfg.padding)
+    x = Flow(cfg.input_dim, (cfg.length,))
+    out: list[int] = []
+    for op in seed_plan(cfg).residual_ops:
+        x = flow(op, x)
+        if op.kind == "conv":
+            out.append(x.sizes[0])
+    return out[0], out[1]
 
 
 def _shape(*dims: int) -> str:

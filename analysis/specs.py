@@ -15,10 +15,13 @@ import operator
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, Literal, SupportsIndex, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeVar, get_args
 
 from .bounded import short_repr
 from .errors import SpecError
+
+if TYPE_CHECKING:
+    from .blockplan import NetPlan
 
 BlockType = Literal["basic", "bottleneck"]
 # imagenet: 7-wide conv /2 + 3-wide max pool /2; cifar: 3-wide conv + BN + ReLU (the "conv stem" of
@@ -442,33 +445,28 @@ def conv_out(size: int, k: int, s: int, p: int) -> int:
 
 def _stride_story(spec: ResNetSpec) -> str:
     """Where a net's total stride comes from, e.g. 'stem 4 x stages 1 x 2 x 2 x 2'."""
-    stem = "stem 4 x " if spec.stem == "imagenet" else ""
-    return stem + "stages " + " x ".join(str(s) for s in spec.stage_strides)
+    plan = _plan(spec)
+    stem = math.prod(op.stride for op in plan.stem)
+    stages = [math.prod(b.total_stride for b in plan.blocks if b.stage == i) for i in range(len(spec.layers))]
+    return (f"stem {stem} x " if stem > 1 else "") + "stages " + " x ".join(map(str, stages))
+
+
+def _plan(spec: ResNetSpec) -> NetPlan:
+    # the net plan is built from specs, so it is imported where it is used, not at module level
+    from .blockplan import net_plan
+
+    return net_plan(spec)
 
 
 def total_stride(spec: ResNetSpec) -> int:
-    stem = 4 if spec.stem == "imagenet" else 1
-    out = stem
-    for s in spec.stage_strides:
-        out *= s
-    return out
+    """How much the stem and the stages shrink the input, read off the net plan."""
+    return _plan(spec).total_stride
 
 
 def feature_sizes(spec: ResNetSpec) -> dict[str, int]:
     """Side of the square feature map leaving the stem and each stage (``{"stem": 56, "layer1": 56,
-    ...}`` for resnet50 at 224 px). A stage's strided conv is a 3x3 with padding 1 (v1.5) or a 1x1
-    without (v1); both give ceil(n / stride), as does option A's ``x[:, :, ::2, ::2]``."""
-    n = spec.input_size
-    if spec.stem == "imagenet":
-        n = conv_out(conv_out(n, 7, 2, 3), 3, 2, 1)  # conv1 7x7/2, then the 3x3/2 max pool
-    elif spec.stem != "none":
-        n = conv_out(n, 3, 1, 1)
-    # a stage's 3-wide max pool /2 (VDCNN) has the strided 3x3's arithmetic too
-    sizes = {"stem": n}
-    for i, s in enumerate(spec.stage_strides):
-        n = conv_out(n, 3, s, 1)
-        sizes[f"layer{i + 1}"] = n
-    return sizes
+    ...}`` for resnet50 at 224 px), traced through the net plan's ops."""
+    return _plan(spec).feature_sizes()
 
 
 def _stages_on_one_pixel(spec: ResNetSpec) -> list[str]:

@@ -47,6 +47,7 @@ from .data import DIGITS_SIZES, IMAGENET_MEAN, IMAGENET_STD, Dataset, load_digit
 from .errors import ConfigError, DatasetError
 from .meta import Normalisation, TrainConfig
 from .models import ResNet, build_model
+from .ops import Op
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
@@ -242,11 +243,12 @@ def target_text(source: Checkpoint) -> str:
 def units(model: ResNet) -> list[list[nn.Module]]:
     """The body in transferable units: stem + stage 1, stage 2, ..., the last stage (+ a
     pre-activation net's final BN, which belongs to the features, not the head)."""
-    stem = [m for m in (model.conv1, model.bn1) if m is not None]
+    def learned(ops: tuple[Op, ...]) -> list[nn.Module]:  # the ops with state (ReLU and pools hold none)
+        return [getattr(model, op.name) for op in dict.fromkeys(ops) if op.state_shapes()]
+
     out: list[list[nn.Module]] = [[stage] for stage in model.stages]
-    out[0] = stem + out[0]
-    if model.bn_final is not None:
-        out[-1].append(model.bn_final)
+    out[0] = learned(model.plan.stem) + out[0]
+    out[-1] += learned(model.plan.feature_head)
     return out
 
 
