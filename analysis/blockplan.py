@@ -105,10 +105,8 @@ class Join:
     @property
     def elementwise_ops(self) -> int:
         """Multiplies and subtractions per output element before the add: lambda * s (+ (1 - lambda) * F);
-        1 - g, (1 - g) * s (+ g * F). 1 - g is computed once even when both paths read it."""
-        ops = self.shortcut.elementwise_ops + self.branch.elementwise_ops
-        both_one_minus = self.shortcut.kind == self.branch.kind == "one_minus_gate"
-        return ops - 1 if both_one_minus else ops
+        1 - g, (1 - g) * s (+ g * F)."""
+        return self.shortcut.elementwise_ops + self.branch.elementwise_ops
 
     @property
     def label(self) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .blockplan import NetPlan, net_plan
 from .costs import layer_table, totals
 from .errors import ConfigError
+from .ops import Op
 from .reference import PAPER_TABLE1_GFLOPS, PAPER_TABLE6, TORCHVISION
 from .specs import (
     CIFAR_DEPTHS,
@@ -35,9 +37,9 @@ FAMILY_DEFAULTS: dict[str, tuple[str, ...]] = {
     **FAMILIES, "resnet1d": tuple(name for name, s in MODELS.items() if s.family == "resnet1d")}
 
 
-def _kernel(spec: ResNetSpec, k: int) -> str:
-    """A Table 1 kernel: '3×3' for a 2-D net, '3' (its width) for a 1-D one."""
-    return "×".join([str(k)] * spec.dims)
+def _kernel(op: Op) -> str:
+    """A Table 1 kernel: '3×3' for a 2-D op, '3' (its width) for a 1-D one."""
+    return op.kernel_label.replace("x", "×")
 
 
 def _size(shape: tuple[int, ...]) -> str:
@@ -45,36 +47,36 @@ def _size(shape: tuple[int, ...]) -> str:
     return "×".join(str(v) for v in shape[1:])
 
 
-def _stem_cell(spec: ResNetSpec) -> str:
-    """The conv1 row: the stem's conv, or what stands in for it."""
-    bias = ", bias" if spec.conv_bias else ""
-    if spec.stem == "imagenet":
-        return f"{_kernel(spec, 7)}, {spec.stem_width}, stride 2{bias}"
-    if spec.stem == "vdcnn":
-        return f"{_kernel(spec, 3)}, {spec.stem_width}{bias}, no BN or ReLU (temporal conv)"
-    if spec.stem == "none":
-        return f"none: the blocks see the {spec.in_channels}-channel input"
-    return f"{_kernel(spec, 3)}, {spec.stem_width}{bias}"
+def _pool_cell(op: Op) -> str:
+    return f"{_kernel(op)} max pool, stride {op.stride}; "
 
 
-def _stage_cell(spec: ResNetSpec, i: int) -> str:
-    """'[3×3, 64 | 3×3, 64] ×2' (a Table 1 cell) for stage i; '[3, 64 | 3, 64] ×2' in 1-D, after
-    '3 max pool, stride 2; ' where the stage starts with VDCNN's pool."""
-    planes, cout = spec.widths[i], spec.out_channels[i]
-    k1, k3 = _kernel(spec, 1), _kernel(spec, 3)
-    if spec.block == "basic":
-        inner = f"{k3}, {planes} | {k3}, {cout}"
-    else:
-        w = spec.inner_width(i)
-        g = f", C={spec.groups}" if spec.groups > 1 else ""
-        inner = f"{k1}, {w} | {k3}, {w}{g} | {k1}, {cout}"
-    cell = f"[{inner}] ×{spec.layers[i]}"
-    stride = spec.stage_strides[i]
-    if spec.downsampling == "maxpool" and stride > 1:
-        cell = f"{k3} max pool, stride {stride}; " + cell
-    if i == 0 and spec.stem == "imagenet":
-        cell = f"{k3} max pool, stride 2; " + cell
-    return cell
+def _stem_cell(plan: NetPlan) -> str:
+    """The conv1 row, read off the net plan's stem: its conv (a stride above 1, a bias, and no BN
+    after it said), or what stands in for it."""
+    conv = next((op for op in plan.stem if op.kind == "conv"), None)
+    if conv is None:
+        return f"none: the blocks see the {plan.in_channels}-channel input"
+    stride = f", stride {conv.stride}" if conv.stride > 1 else ""
+    bias = ", bias" if conv.bias else ""
+    bare = "" if any(op.kind == "bn" for op in plan.stem) else ", no BN or ReLU" + (
+        " (temporal conv)" if plan.dims == 1 else "")
+    return f"{_kernel(conv)}, {conv.cout}{stride}{bias}{bare}"
+
+
+def _stage_cell(plan: NetPlan, i: int) -> str:
+    """'[3×3, 64 | 3×3, 64] ×2' (a Table 1 cell) for stage i, from its first block's convs; '[3, 64 |
+    3, 64] ×2' in 1-D; after '3 max pool, stride 2; ' where a pool precedes the stage (the ImageNet
+    stem's, or VDCNN's in front of the block)."""
+    blocks = [b for b in plan.blocks if b.stage == i]
+    first = blocks[0]
+    cells = [f"{_kernel(op)}, {op.cout}" + (f", C={op.groups}" if op.groups > 1 else "")
+             for op in first.residual_ops if op.kind == "conv"]
+    cell = f"[{' | '.join(cells)}] ×{len(blocks)}"
+    pools = [op for op in first.entry if op.kind == "maxpool"]
+    if i == 0:  # the paper draws the stem's max pool at the top of conv2_x
+        pools = [op for op in plan.stem if op.kind == "maxpool"] + pools
+    return "".join(_pool_cell(op) for op in pools) + cell
 
 
 def table1(specs: list[ResNetSpec]) -> pd.DataFrame:
@@ -92,10 +94,11 @@ def table1(specs: list[ResNetSpec]) -> pd.DataFrame:
     shapes = first.groupby("stage", sort=False)["out_shape"].last()
     # conv1's own output (before the ImageNet stem's max pool); without a stem, the input itself
     conv1 = specs[0].input_shape() if specs[0].stem == "none" else first["out_shape"].iloc[0]
-    rows = [{"layer": "conv1", "output size": _size(conv1), **{s.name: _stem_cell(s) for s in specs}}]
+    plans = {s.name: net_plan(s) for s in specs}
+    rows = [{"layer": "conv1", "output size": _size(conv1), **{k: _stem_cell(p) for k, p in plans.items()}}]
     for i in range(n):
         rows.append({"layer": f"conv{i + 2}_x", "output size": _size(shapes[f"layer{i + 1}"]),
-                     **{s.name: _stage_cell(s, i) for s in specs}})
+                     **{k: _stage_cell(p, i) for k, p in plans.items()}})
     rows.append({"layer": "head", "output size": "×".join(["1"] * specs[0].dims),
                  **{s.name: f"average pool, {s.num_classes}-d fc, softmax" for s in specs}})
     # the paper's unit, unless every net is so small (MNIST-1D's, a few million) that it would read 0.00x

@@ -1,0 +1,132 @@
+"""The net plan, the op registry and the join, each checked against torch running the real thing.
+
+The oracles here are torch itself: the module an op builds, run on a tensor, says the output shape;
+its ``state_dict`` says the keys and parameter counts; the ATen ops a forward pass dispatches say
+how many element-wise multiplies a join costs. None of them reads the registry's own formulas.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from analysis.blockplan import net_plan
+from analysis.costs import exact_sum, layer_table
+from analysis.diagrams import build_graph
+from analysis.models import ResNet, build_model
+from analysis.ops import Flow, Op, flow, make_layer, run_op
+from analysis.specs import MODELS, get_spec
+
+OPS = [
+    Op("conv1", "conv", 6, 8, kernel=3, stride=2),
+    Op("conv2", "conv", 6, 9, kernel=3, stride=1, groups=3, bias=True),
+    Op("conv3", "conv", 6, 4, kernel=5, stride=2, pad=0, dims=1, bias=True),
+    Op("conv4", "conv", 6, 6, kernel=1, stride=2),
+    Op("bn1", "bn", 6, 6),
+    Op("bn2", "bn", 6, 6, dims=1),
+    Op("relu", "relu", 6, 6),
+    Op("maxpool", "maxpool", 6, 6, kernel=3, stride=2),
+    Op("pool", "maxpool", 6, 6, kernel=3, stride=2, dims=1),
+    Op("downsample", "pad", 6, 10, stride=2),
+    Op("avgpool", "avgpool", 6, 6),
+    Op("avgpool", "avgpool", 6, 6, dims=1),
+    Op("fc", "fc", 6, 7, bias=True),
+]
+
+
+@pytest.mark.parametrize("op", OPS, ids=lambda op: f"{op.kind}-{op.dims}d-{op.name}")
+@pytest.mark.parametrize("size", [5, 7, 12])
+def test_registry_row_matches_the_module_it_builds(op: Op, size: int) -> None:
+    module = make_layer(op).eval()
+    x = torch.randn(2, op.cin, *(size,) * op.dims)
+    if op.kind == "fc":
+        x = x[..., :1, :1] if op.dims == 2 else x[..., :1]  # the fc layer sees the pooled map
+    got = run_op(op, module, x)
+    want = flow(op, Flow(op.cin, tuple(x.shape[2:])))
+    assert tuple(got.shape[1:]) == want.shape[:1] + (want.shape[1:] if op.kind != "fc" else ())
+    sd = module.state_dict()
+    assert [(k, tuple(v.shape)) for k, v in sd.items()] == op.state_shapes()
+    assert op.weight_count == sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_net_plan_lists_the_built_nets_modules_in_order(name: str) -> None:
+    spec = get_spec(name)
+    plan = net_plan(spec)
+    with torch.device("meta"):  # shapes and names only: no weights allocated for the wide nets
+        model = ResNet(spec)
+    stateful = [n for n, m in model.named_modules() if n and not list(m.children()) and m.state_dict()]
+    assert [n for n, op in plan.modules() if op.state_shapes()] == stateful
+    assert plan.params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["resnet50", "cifar_resnet20", "vdcnn9", "resnet1d_8"])
+def test_feature_sizes_and_total_stride_match_a_forward_pass(name: str) -> None:
+    spec = get_spec(name)
+    model = build_model(spec).eval()
+    plan = net_plan(spec)
+    seen: dict[str, int] = {}
+    hooks = [getattr(model, s).register_forward_hook(lambda m, i, o, s=s: seen.__setitem__(s, o.shape[-1]))
+             for s in model.stage_names]
+    try:
+        with torch.no_grad():
+            x = model.stem(torch.zeros(1, *spec.input_shape()))
+            seen["stem"] = x.shape[-1]
+            for stage in model.stages:
+                x = stage(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert plan.feature_sizes() == seen
+    # an input of exactly the total stride reaches the head as one sample or pixel
+    assert math.ceil(spec.input_size / plan.total_stride) == seen[model.stage_names[-1]]
+
+
+class _Elementwise(TorchDispatchMode):
+    """Counts output elements of the ATen multiplies / subtractions and sigmoids a forward pass runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mul = 0
+        self.sigmoid = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name in ("mul", "sub", "rsub"):
+            self.mul += out.numel()
+        elif name == "sigmoid":
+            self.sigmoid += out.numel()
+        return out
+
+
+@pytest.mark.parametrize("variant", [
+    dict(shortcut_variant="gate"), dict(shortcut_variant="shortcut_gate"),
+    dict(shortcut_variant="scale", shortcut_scale=0.3), dict(shortcut_variant="scale", shortcut_scale=0.3,
+                                                             scale_residual=True),
+    dict(shortcut_variant="dropout", shortcut_dropout=0.2), dict(),
+], ids=lambda v: "-".join(f"{v[k]}" for k in v) or "identity")
+def test_join_element_count_is_what_the_forward_pass_computes(variant: dict) -> None:
+    """The cost table's join rows (mul_elems, sigmoid_elems) against the element-wise ATen calls of
+    the built net's eval forward pass: an oracle that shares nothing with the join's own count."""
+    spec = get_spec("cifar_resnet20").replace(input_size=8, **variant)
+    model = build_model(spec).eval()
+    counter = _Elementwise()
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, *spec.input_shape()))
+    df = layer_table(spec)
+    assert exact_sum(df["mul_elems"]) == counter.mul
+    assert exact_sum(df["sigmoid_elems"]) == counter.sigmoid
+
+
+def test_block_marker_follows_the_blocks_convs_not_its_entry_pool() -> None:
+    """A VDCNN stage that keeps its width: the max pool in front of its first block is drawn as its
+    own node, so the block itself (stride-1 convs, same width) carries no ↓; a stage that widens does."""
+    same = build_graph(get_spec("vdcnn9").replace(widths=(64, 64, 64, 64)), "block")
+    assert same.nodes["layer2.0.pool"]["label"].startswith("layer2.0.pool: max pool 3 /2")
+    assert "↓" not in same.nodes["layer2.0"]["label"]
+    wider = build_graph(get_spec("vdcnn9"), "block")
+    assert wider.nodes["layer2.0"]["label"].endswith("↓")
