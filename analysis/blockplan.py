@@ -479,3 +479,42 @@ def net_plan(spec: ResNetSpec) -> NetPlan:
     blocks = tuple(block_plans(spec))
     return NetPlan(stem=stem_ops(spec), blocks=blocks, head=head_ops(spec, blocks[-1].cout),
                    in_channels=spec.in_channels, input_size=spec.input_size, dims=spec.dims)
+
+
+def total_stride(spec: ResNetSpec) -> int:
+    """How much the stem and the stages shrink the input, read off the net plan's ops."""
+    return net_plan(spec).total_stride
+
+
+def feature_sizes(spec: ResNetSpec) -> dict[str, int]:
+    """Side of the square feature map (or length) leaving the stem and each stage (``{"stem": 56,
+    "layer1": 56, ...}`` for resnet50 at 224 px), traced through the net plan's ops."""
+    return net_plan(spec).feature_sizes()
+
+
+def _stages_on_one_pixel(spec: ResNetSpec) -> list[str]:
+    """The stages that get a 1x1 map as input (the last stage getting a 1x1 map out is normal)."""
+    entries = list(feature_sizes(spec).items())
+    return [stage for (_, before), (stage, _) in zip(entries, entries[1:], strict=False) if before == 1]
+
+
+def small_input_note(spec: ResNetSpec) -> str | None:
+    """A sentence for an input so small that whole stages work on single pixels, else ``None``.
+    Such a net runs, and every cost of it is exact; it is just not the net anyone trains. The note
+    names the smallest input at which no stage starts from a 1x1 map."""
+    stages = _stages_on_one_pixel(spec)
+    if not stages:
+        return None
+    # Each stride-s step takes n to ceil(n / s), so the last stage's input is ceil(n / S) with S the
+    # stride before it: larger than 1x1 exactly when n > S.
+    smallest = total_stride(spec) // spec.stage_strides[-1] + 1
+    which = stages[0] if len(stages) == 1 else ", ".join(stages[:-1]) + f" and {stages[-1]}"
+    if spec.dims == 1:
+        return (f"At {spec.input_size} samples the sequence is down to 1 sample before {stages[0]}, so {which} "
+                f"{'works' if len(stages) == 1 else 'work'} on single samples (each 3-wide conv sees one sample "
+                f"and its zero padding). The net runs and every number here is exact for it; from {smallest} "
+                f"samples on, every stage gets more than one.")
+    return (f"At {spec.input_size} px the feature map is down to 1×1 before {stages[0]}, so {which} "
+            f"{'works' if len(stages) == 1 else 'work'} on single pixels (each 3×3 conv sees one pixel and "
+            f"its zero padding) and the classifier sees one pixel per channel. The net runs and every "
+            f"number here is exact for it; from {smallest} px on, every stage gets a map larger than 1×1.")

@@ -9,6 +9,7 @@ Conv1d versions (``dims=1``: 3-wide kernels over C x L) hold 3*256*256*2 = 393,2
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -88,7 +89,7 @@ def block_terms(cfg: BlockConfig) -> pd.DataFrame:
     plan = plan_for(cfg)
     # the block's traced rows (the cost table's): their counts, shapes and kernels are the registry's
     traced = plan_table(plan, (cfg.cin, *(cfg.size,) * cfg.dims))
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     for r in traced.itertuples():
         if r.path not in _PATHS or r.op not in ("conv", "bn"):
             continue

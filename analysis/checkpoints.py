@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .blockplan import total_stride
 from .bounded import short_repr
 from .budget import LOAD_PEAK_FACTOR, BudgetError, check_spec_fits, held_bytes, memory_budget, reserve
 from .data import Dataset
@@ -41,7 +42,6 @@ from .specs import (
     ResNetSpec,
     ShortcutOption,
     StemType,
-    total_stride,
     validate,
 )
 from .weights import (
@@ -78,7 +78,7 @@ class Checkpoint:
     assumed: tuple[tuple[str, Any], ...] = ()
 
 
-def spec_to_dict(spec: ResNetSpec) -> dict:
+def spec_to_dict(spec: ResNetSpec) -> dict[str, Any]:
     """The spec as JSON-able data. He et al. 2016's variant fields are left out where they hold their
     defaults, and so are the 1-D fields (``dims``, ``conv_bias``, ``downsampling``), so an original 2-D
     net's metadata (and the run-store key hashed from it) is what it was before they existed, and
@@ -149,7 +149,7 @@ def checkpoint_bytes(model: ResNet, meta: RunMeta | None = None) -> bytes:
     return buf.getvalue()
 
 
-def _payload(model: ResNet, meta: RunMeta | None) -> dict:
+def _payload(model: ResNet, meta: RunMeta | None) -> dict[str, Any]:
     # A JSON round trip turns str subclasses (torch.__version__) and tuples into plain types, so
     # the file loads under weights_only=True. The metadata carries the weights' content hash,
     # which load_checkpoint verifies.
@@ -374,11 +374,11 @@ def check_state_dict(spec: ResNetSpec, sd: dict[str, Tensor], name: str) -> None
         raise CheckpointError(f"{name}: shape mismatch for {len(bad)} tensors, e.g. {'; '.join(bad[:3])}")
 
 
-def _unwrap(obj: object, name: str) -> tuple[Mapping, Mapping]:
+def _unwrap(obj: object, name: str) -> tuple[Mapping[Any, Any], Mapping[str, Any]]:
     """The state_dict and the raw metadata of a loaded object: our format (its metadata hash
     checked), a training script's ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper, or a bare
     state_dict."""
-    raw: Mapping = {}
+    raw: Mapping[str, Any] = {}
     fmt = obj.get("format") if isinstance(obj, Mapping) else None
     if isinstance(obj, Mapping) and isinstance(fmt, str) and fmt.startswith("resnet-lens/"):
         if obj["format"] != FORMAT:  # another version of our format: not read as something else

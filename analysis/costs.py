@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import SupportsInt
+from typing import Any, SupportsInt
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,7 @@ class _Tracer:
     join's rows (gate sigmoid, weighting, add) and the row bookkeeping."""
 
     def __init__(self) -> None:
-        self.rows: list[dict] = []
+        self.rows: list[dict[str, Any]] = []
         self.uses: dict[str, int] = {}
 
     def _row(self, module: str, op: str, stage: str, block: str, path: str,
@@ -119,13 +119,13 @@ def _block(t: _Tracer, plan: BlockPlan, x: Flow) -> Flow:
     return run(plan.after_add, y, "main")
 
 
-def trace(spec: ResNetSpec) -> list[dict]:
+def trace(spec: ResNetSpec) -> list[dict[str, Any]]:
     """Every operation of the forward pass for one sample, in order, as plain dicts."""
     validate(spec)
     return trace_plan(net_plan(spec))
 
 
-def trace_plan(net: NetPlan) -> list[dict]:
+def trace_plan(net: NetPlan) -> list[dict[str, Any]]:
     """Every operation of a net plan's forward pass for one sample, in order, as plain dicts."""
     t = _Tracer()
     x = net.input
@@ -181,9 +181,9 @@ def layer_table(spec: ResNetSpec) -> pd.DataFrame:
     return _with_flops(trace(spec))
 
 
-def _with_flops(rows: list[dict]) -> pd.DataFrame:
+def _with_flops(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Traced rows as the layer table, FLOP columns added (the convention of :func:`layer_table`)."""
-    cols: dict[str, list] = {c: [r[c] for r in rows] for c in COLUMNS}
+    cols: dict[str, list[Any]] = {c: [r[c] for r in rows] for c in COLUMNS}
     cols["flops_bn"] = [2 * n for n in cols["bn_elems"]]
     cols["flops_relu"] = list(cols["relu_elems"])
     # a k-wide max pool compares k - 1 times per output, a k x k one k*k - 1 times
@@ -329,7 +329,7 @@ def rollup(df: pd.DataFrame, level: str) -> pd.DataFrame:
     sums = [c for c in SUM_COLUMNS if c in df.columns]
     col = {c: df[c].tolist() for c in ["stage", "in_shape", "out_shape", "rf", "jump", "path", *sums]
            if c in df.columns}
-    out: dict[str, list] = {c: [] for c in ["id", "stage", "layers", "in_shape", "out_shape", "rf", "jump"]}
+    out: dict[str, list[Any]] = {c: [] for c in ["id", "stage", "layers", "in_shape", "out_shape", "rf", "jump"]}
     out.update({c: [] for c in sums})
     if key == "block":
         out["downsample"] = []

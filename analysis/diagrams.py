@@ -9,16 +9,17 @@ option-A zero-padding shortcuts dotted and labelled. Rendering to SVG/PNG needs 
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import graphviz
 import networkx as nx
 from graphviz.quoting import attr_list, quote
 
-from .blockplan import BlockPlan, Op, block_plans, changes_shape, make_plan
+from .blockplan import BlockPlan, block_plans, changes_shape, make_plan
 from .blocks import BLOCK_KINDS, BlockConfig, plan_for
 from .costs import trace
 from .errors import ConfigError, LensError
-from .ops import Flow, flow
+from .ops import Flow, Op, flow
 from .specs import ResNetSpec
 
 LEVELS = ("stage", "block", "layer")
@@ -125,7 +126,7 @@ def block_graph(spec: ResNetSpec) -> nx.DiGraph:
     """One node per residual block (F), one per add; shortcut arcs from the block input to its add."""
     g = nx.DiGraph(name=spec.name, level="block", residual=spec.residual)
     rows = trace(spec)
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(r["block"], []).append(r)
     plans = {p.name: p for p in block_plans(spec)}
@@ -183,7 +184,7 @@ def stage_graph(spec: ResNetSpec) -> nx.DiGraph:
     g = nx.DiGraph(name=spec.name, level="stage", residual=spec.residual)
     bg = block_graph(spec)
     prev = None
-    stages: dict[str, list[dict]] = {}
+    stages: dict[str, list[dict[str, Any]]] = {}
     for nid, d in bg.nodes(data=True):
         stages.setdefault(d["stage"], []).append({"id": nid, **d})
     for stage, nodes in stages.items():
@@ -238,18 +239,18 @@ def _colour(v: int, edges: list[float]) -> str:
 def _literal(text: str) -> str:
     """``text`` as a piece of a DOT escString that reads exactly as typed: graphviz.escape doubles its
     backslashes (so no ``\\l``, ``\\N``... escapes), quoting later escapes its quotes, newlines become line breaks."""
-    return graphviz.escape(text).replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\n")
+    return cast(str, graphviz.escape(text)).replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\n")
 
 
 def _label(*lines: str) -> str:
     """A DOT label of literal text lines, one under the other; never read as an HTML-like ``<...>`` label."""
-    return graphviz.nohtml("\\n".join(_literal(line) for line in lines))
+    return cast(str, graphviz.nohtml("\\n".join(_literal(line) for line in lines)))  # a str subclass: keep it
 
 
 def _id(name: str) -> str:
     """A node or graph id for any string: backslashes doubled (a trailing one would eat the closing
     quote), never HTML-like; the graphviz package adds the quotes and escapes the quotes inside."""
-    return graphviz.escape(name)
+    return cast(str, graphviz.escape(name))  # graphviz's NoHtml str subclass: str() would drop the marker
 
 
 def _edge(dot: graphviz.Digraph, u: str, v: str, attrs: dict[str, str]) -> None:
@@ -303,7 +304,7 @@ def to_dot(g: nx.DiGraph, *, show: str | None = None, color_by: str | None = Non
         _edge(dot, u, v, EDGE_STYLE[kind])
     if color_by and bins:
         dot.subgraph(_legend(color_by, values, bins))
-    return dot.source
+    return str(dot.source)
 
 
 def _legend(metric: str, values: list[int], bins: list[float]) -> graphviz.Digraph:
@@ -436,7 +437,7 @@ def render(dot_source: str, fmt: str = "svg") -> bytes:
     if fmt not in ("svg", "png"):
         raise ConfigError(f"format must be svg or png, got {fmt!r}")
     try:
-        return graphviz.Source(dot_source).pipe(format=fmt, quiet=True)
+        return bytes(graphviz.Source(dot_source).pipe(format=fmt, quiet=True))
     except graphviz.ExecutableNotFound as e:
         raise LensError("Graphviz's dot program is not installed (apt-get install graphviz); "
                         "download the DOT source instead and render it elsewhere") from e

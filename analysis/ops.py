@@ -50,7 +50,7 @@ class Op:
     @property
     def kernel_elems(self) -> int:
         """Taps of one kernel: k (1-D) or k x k (2-D)."""
-        return self.kernel ** self.dims
+        return math.prod((self.kernel,) * self.dims)
 
     @property
     def kernel_label(self) -> str:

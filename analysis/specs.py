@@ -15,13 +15,10 @@ import operator
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeVar, get_args
+from typing import Any, Literal, SupportsIndex, TypeVar, get_args
 
 from .bounded import short_repr
 from .errors import SpecError
-
-if TYPE_CHECKING:
-    from .blockplan import NetPlan
 
 BlockType = Literal["basic", "bottleneck"]
 # imagenet: 7-wide conv /2 + 3-wide max pool /2; cifar: 3-wide conv + BN + ReLU (the "conv stem" of
@@ -411,7 +408,7 @@ def _check(spec: ResNetSpec) -> None:
         # A 1-D net is not run on sequences its strides cannot divide down: each stage would see
         # its own zero padding more than the signal (the 2-D nets keep the old rule for ImageNet
         # nets at tiny sizes, with a warning)
-        stride = total_stride(spec)
+        stride = stride_product(spec)
         if spec.input_size < stride:
             raise SpecError(f"a sequence of {spec.input_size} samples is shorter than the net's total stride "
                             f"{stride} ({_stride_story(spec)}): the last stages would see less than one "
@@ -443,58 +440,18 @@ def conv_out(size: int, k: int, s: int, p: int) -> int:
     return (size + 2 * p - k) // s + 1
 
 
+def stride_product(spec: ResNetSpec) -> int:
+    """Stem stride (4 for the ImageNet stem: conv /2 and max pool /2) times the stages' strides: what
+    the 1-D length check needs while the spec is being made, before any plan exists. The net plan
+    reads the same number off its ops (``NetPlan.total_stride``); tests/test_netplan.py checks that
+    the two agree for every built-in and random spec."""
+    return (4 if spec.stem == "imagenet" else 1) * math.prod(spec.stage_strides)
+
+
 def _stride_story(spec: ResNetSpec) -> str:
     """Where a net's total stride comes from, e.g. 'stem 4 x stages 1 x 2 x 2 x 2'."""
-    plan = _plan(spec)
-    stem = math.prod(op.stride for op in plan.stem)
-    stages = [math.prod(b.total_stride for b in plan.blocks if b.stage == i) for i in range(len(spec.layers))]
-    return (f"stem {stem} x " if stem > 1 else "") + "stages " + " x ".join(map(str, stages))
-
-
-def _plan(spec: ResNetSpec) -> NetPlan:
-    # the net plan is built from specs, so it is imported where it is used, not at module level
-    from .blockplan import net_plan
-
-    return net_plan(spec)
-
-
-def total_stride(spec: ResNetSpec) -> int:
-    """How much the stem and the stages shrink the input, read off the net plan."""
-    return _plan(spec).total_stride
-
-
-def feature_sizes(spec: ResNetSpec) -> dict[str, int]:
-    """Side of the square feature map leaving the stem and each stage (``{"stem": 56, "layer1": 56,
-    ...}`` for resnet50 at 224 px), traced through the net plan's ops."""
-    return _plan(spec).feature_sizes()
-
-
-def _stages_on_one_pixel(spec: ResNetSpec) -> list[str]:
-    """The stages that get a 1x1 map as input (the last stage getting a 1x1 map out is normal)."""
-    entries = list(feature_sizes(spec).items())
-    return [stage for (_, before), (stage, _) in zip(entries, entries[1:], strict=False) if before == 1]
-
-
-def small_input_note(spec: ResNetSpec) -> str | None:
-    """A sentence for an input so small that whole stages work on single pixels, else ``None``.
-    Such a net runs, and every cost of it is exact; it is just not the net anyone trains. The note
-    names the smallest input at which no stage starts from a 1x1 map."""
-    stages = _stages_on_one_pixel(spec)
-    if not stages:
-        return None
-    # Each stride-s step takes n to ceil(n / s), so the last stage's input is ceil(n / S) with S the
-    # stride before it: larger than 1x1 exactly when n > S.
-    smallest = total_stride(spec) // spec.stage_strides[-1] + 1
-    which = stages[0] if len(stages) == 1 else ", ".join(stages[:-1]) + f" and {stages[-1]}"
-    if spec.dims == 1:
-        return (f"At {spec.input_size} samples the sequence is down to 1 sample before {stages[0]}, so {which} "
-                f"{'works' if len(stages) == 1 else 'work'} on single samples (each 3-wide conv sees one sample "
-                f"and its zero padding). The net runs and every number here is exact for it; from {smallest} "
-                f"samples on, every stage gets more than one.")
-    return (f"At {spec.input_size} px the feature map is down to 1×1 before {stages[0]}, so {which} "
-            f"{'works' if len(stages) == 1 else 'work'} on single pixels (each 3×3 conv sees one pixel and "
-            f"its zero padding) and the classifier sees one pixel per channel. The net runs and every "
-            f"number here is exact for it; from {smallest} px on, every stage gets a map larger than 1×1.")
+    stem = "stem 4 x " if spec.stem == "imagenet" else ""
+    return stem + "stages " + " x ".join(str(s) for s in spec.stage_strides)
 
 
 # --------------------------------------------------------------------------- the table

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 import torch
@@ -59,11 +60,11 @@ class Progress:
     step: int
     steps_per_epoch: int
     loss: float
-    history: list[dict] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
     model: ResNet | None = None  # the live model, so a caller can keep the weights on cancel
     # the gradient-flow rows recorded so far (analysis.gradflow's columns; the live list, so a caller
     # interrupted from outside keeps them); empty when the run does not record
-    gradients: list[dict] = field(default_factory=list)
+    gradients: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def fraction(self) -> float:
@@ -73,7 +74,7 @@ class Progress:
 @dataclass
 class TrainResult:
     model: ResNet
-    history: list[dict]
+    history: list[dict[str, Any]]
     cancelled: bool
     seconds: float
     config: TrainConfig
@@ -81,7 +82,7 @@ class TrainResult:
     gradients: pd.DataFrame | None = None
 
     @property
-    def final(self) -> dict:
+    def final(self) -> dict[str, Any]:
         return self.history[-1] if self.history else {}
 
 
@@ -109,7 +110,7 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 512, device: str = "c
     return torch.cat(outs).cpu() if outs else torch.empty(0)
 
 
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, device: str = "cpu") -> dict:
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, device: str = "cpu") -> dict[str, Any]:
     logits = predict(model, x, device=device)
     y = y.cpu()  # the labels of test data kept on the device
     pred = logits.argmax(1)
@@ -289,7 +290,7 @@ def fit(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[P
     grad_every = check_every(grad_every)
     check_device(config.device)
     t0 = time.perf_counter()
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
     model = model.to(config.device)
     held = {id(p) for m in frozen for p in m.parameters()}
     # frozen for this fit only: the returned model's parameters get their requires_grad back (no trace)
@@ -328,7 +329,7 @@ def fit(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[P
 
 
 def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[Progress], bool | None] | None,
-            opt: torch.optim.Optimizer, gen: torch.Generator, steps: int, history: list[dict],
+            opt: torch.optim.Optimizer, gen: torch.Generator, steps: int, history: list[dict[str, Any]],
             recorder: GradientRecorder | None, t0: float, frozen: tuple[nn.Module, ...] = (),
             measured: frozenset[int] | None = None, placed: Placed | None = None,
             scaler: torch.amp.GradScaler | None = None) -> bool:
@@ -431,7 +432,7 @@ def train_checkpoint(spec: ResNetSpec, data: Dataset, config: TrainConfig | None
 
 
 def run_meta(data: Dataset, config: TrainConfig, result: TrainResult | None = None, *,
-             history: list[dict] | None = None, cancelled: bool | None = None, command: str = "") -> RunMeta:
+             history: list[dict[str, Any]] | None = None, cancelled: bool | None = None, command: str = "") -> RunMeta:
     """Metadata of a run, from its result or (for a run interrupted from outside) its history.
 
     A cancelled run's time is that of its finished epochs (the last epoch's ``seconds``), so time and

@@ -18,7 +18,7 @@ from analysis.costs import exact_sum, layer_table
 from analysis.diagrams import build_graph
 from analysis.models import ResNet, build_model
 from analysis.ops import Flow, Op, flow, make_layer, run_op
-from analysis.specs import MODELS, get_spec
+from analysis.specs import MODELS, get_spec, stride_product
 
 OPS = [
     Op("conv1", "conv", 6, 8, kernel=3, stride=2),
@@ -130,3 +130,17 @@ def test_block_marker_follows_the_blocks_convs_not_its_entry_pool() -> None:
     assert "↓" not in same.nodes["layer2.0"]["label"]
     wider = build_graph(get_spec("vdcnn9"), "block")
     assert wider.nodes["layer2.0"]["label"].endswith("↓")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("stem", ["imagenet", "cifar", "vdcnn", "none"])
+def test_the_specs_stride_product_is_the_plans_total_stride(name: str, stem: str) -> None:
+    """The spec's length check runs before any plan exists, so it multiplies strides itself; it
+    must agree with the plan's ops (a max pool in front of a stage included)."""
+    spec = get_spec(name)
+    if stem == "none":  # the first block sees the input: its width must be the input's channels
+        spec = spec.replace(in_channels=spec.stem_width)
+    for changed in (dict(stem=stem), dict(stem=stem, downsampling="maxpool"),
+                    dict(stem=stem, strides=(1,) + (2,) * (len(spec.layers) - 2) + (1,))):
+        s = spec.replace(**changed, input_size=max(spec.input_size, 64))
+        assert stride_product(s) == net_plan(s).total_stride

@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
+from analysis.blockplan import feature_sizes, small_input_note
 from analysis.blocks import compare_blocks
 from analysis.costs import trace
 from analysis.errors import SpecError
 from analysis.models import build_model
-from analysis.specs import feature_sizes, get_spec, small_input_note
+from analysis.specs import get_spec
 from ui import render
 from ui.fmt import column_config, column_formats, fmt_bytes, fmt_count, fmt_float, fmt_int, fmt_si, printf
 

@@ -7,6 +7,7 @@ import typing
 import numpy as np
 import pytest
 
+from analysis.blockplan import total_stride
 from analysis.blocks import BlockConfig, block_terms, compare_blocks
 from analysis.errors import LensError, SpecError
 from analysis.specs import (
@@ -27,7 +28,6 @@ from analysis.specs import (
     custom_spec,
     get_spec,
     parse_int_list,
-    total_stride,
     validate,
 )
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis.blockplan import block_plans
+from analysis.blockplan import block_plans, feature_sizes, total_stride
 from analysis.checkpoints import check_state_dict, infer_spec
 from analysis.costs import layer_table, totals
 from analysis.errors import CheckpointError, SpecError
 from analysis.models import build_model
-from analysis.specs import MODELS, ONE_D_MODELS, custom_spec, feature_sizes, get_spec, total_stride
+from analysis.specs import MODELS, ONE_D_MODELS, custom_spec, get_spec
 
 
 def test_vdcnn9_parameters_by_hand():

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import pandas as pd
 import streamlit as st
 
+from analysis.blockplan import small_input_note
 from analysis.checkpoints import AmbiguousCheckpointError, Checkpoint
 from analysis.data import DIGITS_SIZES
 from analysis.errors import LensError
@@ -39,7 +40,6 @@ from analysis.specs import (
     custom_spec,
     get_spec,
     parse_int_list,
-    small_input_note,
 )
 from ui.fmt import column_config, column_formats, printf
 from ui.fmt import fmt_int as fmt_int  # moved to ui.fmt; re-exported so callers keep importing them from here

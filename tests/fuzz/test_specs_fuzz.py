@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from analysis.blockplan import total_stride
 from analysis.blocks import BLOCK_KINDS, BlockConfig, block_terms, compare_blocks
 from analysis.conventions import CONVENTIONS, convention_totals, totals_by_key
 from analysis.costs import arrow_safe, by_op, layer_table, rollup, totals
@@ -39,7 +40,6 @@ from analysis.specs import (
     ResNetSpec,
     custom_spec,
     get_spec,
-    total_stride,
 )
 from tests.fuzz.exact import reference_params, reference_totals
 from tests.fuzz.harness import Case, assert_no_failures, run_cases
