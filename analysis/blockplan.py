@@ -40,6 +40,7 @@ from .specs import (
     ResNetSpec,
     ShortcutOption,
     ShortcutVariant,
+    StemType,
     StridePlacement,
 )
 
@@ -449,29 +450,35 @@ class NetPlan:
 
 
 def stem_ops(spec: ResNetSpec) -> tuple[Op, ...]:
+    """The stem of ``spec`` (see :func:`stem_of`)."""
+    return stem_of(spec.stem, spec.in_channels, spec.stem_width, dims=spec.dims, bias=spec.conv_bias)
+
+
+def stem_of(stem: StemType, cin: int, width: int, *, dims: int = 2, bias: bool = False) -> tuple[Op, ...]:
     """ImageNet: 7-wide conv /2, BN, ReLU, 3-wide max pool /2; CIFAR (and 1-D conv stems): 3-wide
-    conv, BN, ReLU; VDCNN: a 3-wide temporal conv with bias alone (Conneau et al. 2017); none: nothing,
-    the first block sees the input."""
-    if spec.stem == "none":
+    conv, BN, ReLU; VDCNN: a 3-wide temporal conv alone, no BN or ReLU (Conneau et al. 2017); none:
+    nothing, the first block sees the input."""
+    if stem == "none":
         return ()
-    d, c = spec.dims, spec.stem_width
-    wide = spec.stem == "imagenet"
-    ops = [Op("conv1", "conv", spec.in_channels, c, kernel=7 if wide else 3, stride=2 if wide else 1,
-              bias=spec.conv_bias, dims=d)]
-    if spec.stem_norm:
-        ops += [Op("bn1", "bn", c, c, dims=d), Op("relu", "relu", c, c, dims=d)]
+    wide = stem == "imagenet"
+    ops = [Op("conv1", "conv", cin, width, kernel=7 if wide else 3, stride=2 if wide else 1, bias=bias, dims=dims)]
+    if stem != "vdcnn":
+        ops += [Op("bn1", "bn", width, width, dims=dims), Op("relu", "relu", width, width, dims=dims)]
     if wide:
-        ops.append(Op("maxpool", "maxpool", c, c, kernel=3, stride=2, dims=d))
+        ops.append(Op("maxpool", "maxpool", width, width, kernel=3, stride=2, dims=dims))
     return tuple(ops)
 
 
 def head_ops(spec: ResNetSpec, cout: int) -> tuple[Op, ...]:
+    """The head of ``spec`` on ``cout`` features (see :func:`head_of`)."""
+    return head_of(cout, spec.num_classes, preact=spec.preact, dims=spec.dims)
+
+
+def head_of(cout: int, classes: int, *, preact: bool = False, dims: int = 2) -> tuple[Op, ...]:
     """Full pre-activation nets end with BN + ReLU (He et al. 2016, Fig. 4e: the last block leaves
     its sum un-normalised); every net then pools globally and classifies with a biased fc."""
-    d = spec.dims
-    final = (Op("bn_final", "bn", cout, cout, dims=d), Op("relu", "relu", cout, cout, dims=d)) if spec.preact else ()
-    return final + (Op("avgpool", "avgpool", cout, cout, dims=d),
-                    Op("fc", "fc", cout, spec.num_classes, bias=True, dims=d))
+    final = (Op("bn_final", "bn", cout, cout, dims=dims), Op("relu", "relu", cout, cout, dims=dims)) if preact else ()
+    return final + (Op("avgpool", "avgpool", cout, cout, dims=dims), Op("fc", "fc", cout, classes, bias=True, dims=dims))
 
 
 def net_plan(spec: ResNetSpec) -> NetPlan:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .blockplan import total_stride
+from .blockplan import BlockPlan, branch_modules, head_of, make_plan, shortcut_ops, stem_of, total_stride
 from .bounded import short_repr
 from .budget import LOAD_PEAK_FACTOR, BudgetError, check_spec_fits, held_bytes, memory_budget, reserve
 from .data import Dataset
@@ -38,7 +38,9 @@ from .specs import (
     MAX_INPUT_SIZE,
     MAX_STAGES,
     OPTIONAL_FIELDS,
+    STEM_TYPES,
     STRIDE_PLACEMENTS,
+    BlockType,
     ResNetSpec,
     ShortcutOption,
     StemType,
@@ -219,50 +221,93 @@ def _shape(sd: Mapping[str, Tensor], key: str, ndim: int) -> tuple[int, ...]:
     return shape
 
 
+def _probe_block(block: BlockType, dims: int) -> BlockPlan:
+    """A candidate block's plan (channel counts do not matter here: only its ops' names and kinds)."""
+    return make_plan(name="layer1.0", stage=0, index=0, block=block, cin=4, width=4, cout=4, stride=1, dims=dims)
+
+
+def _read_block(sd: Mapping[str, Tensor], dims: int) -> BlockType:
+    """The block type whose plan's weighted modules the first block holds: the Bottleneck's (a
+    superset of the BasicBlock's names) when all its convs are there, else the BasicBlock (whose
+    missing keys the checks that follow name)."""
+    for block in ("bottleneck", "basic"):
+        names = [op.name for op in branch_modules(_probe_block(block, dims)) if op.kind == "conv"]
+        if all(f"layer1.0.{n}.weight" in sd for n in names):
+            return block
+    return "basic"
+
+
+def _read_stem(sd: Mapping[str, Tensor], dims: int) -> tuple[StemType, int, int]:
+    """(stem, stem width, input channels): the candidate stem plan whose every state key the
+    state_dict holds with that plan's shapes (the one explaining most keys when several do: a CIFAR
+    stem's conv + BN over VDCNN's bare conv). No stem conv at all: the first block sees the input."""
+    nd = dims + 2
+    found: list[tuple[int, StemType, int, int]] = []
+    tried: list[str] = []
+    for stem in STEM_TYPES:
+        probe = stem_of(stem, 1, 1, dims=dims)
+        if not probe:
+            continue
+        key = f"{probe[0].name}.weight"
+        if key not in sd:
+            continue
+        width, cin, *kernel = _shape(sd, key, nd)
+        ops = stem_of(stem, cin, width, dims=dims, bias=f"{probe[0].name}.bias" in sd)
+        want = {f"{op.name}.{k}": shape for op in ops for k, shape in op.state_shapes()}
+        if all(k in sd and tuple(sd[k].shape) == shape for k, shape in want.items()):
+            found.append((len(want), stem, width, cin))
+        tried.append(f"{stem} ({', '.join(want)}, kernel {probe[0].kernel})")
+    if found:
+        _, stem, width, cin = max(found)
+        return stem, width, cin
+    if tried:
+        raise CheckpointError(f"its stem matches none of the stems ResNet Lens builds: {'; '.join(tried)}")
+    first = _probe_block("basic", dims).residual_ops[0].name
+    width = cin = _shape(sd, f"layer1.0.{first}.weight", nd)[1]
+    return "none", width, cin
+
+
 def _infer(sd: Mapping[str, Tensor], name: str, plain: bool | None,
            input_size: int | None) -> tuple[ResNetSpec, bool]:
     """The spec the weights describe, and whether plain-vs-residual was a guess (see infer_spec)."""
     layers = _stage_blocks(sd)
-    bottleneck = "layer1.0.conv3.weight" in sd
     block_conv = sd.get("layer1.0.conv1.weight")
     # Conv1d weights are out x in x k, Conv2d's out x in x k x k: the first block's conv says which
     dims = 1 if block_conv is not None and block_conv.dim() == 3 else 2
     nd = dims + 2
-    stem: StemType
-    if "conv1.weight" in sd:
-        conv1 = _shape(sd, "conv1.weight", nd)
-        # VDCNN's first temporal conv has no BN after it (Conneau et al. 2017)
-        stem = "imagenet" if conv1[2] == 7 else "cifar" if "bn1.weight" in sd else "vdcnn"
-        stem_width, in_channels = conv1[0], conv1[1]
-    else:  # no stem: the first block takes the input (the notes' seed block)
-        stem = "none"
-        stem_width = in_channels = _shape(sd, "layer1.0.conv1.weight", nd)[1]
-    conv_bias = "layer1.0.conv1.bias" in sd
+    block = _read_block(sd, dims)
+    stem, stem_width, in_channels = _read_stem(sd, dims)
+    # every further key is named by a candidate plan's op: the block's convs, the projection shortcut,
+    # the head's final BN (pre-activation) and fc
+    convs = [op.name for op in _probe_block(block, dims).residual_ops if op.kind == "conv"]
+    conv_bias = f"layer1.0.{convs[0]}.bias" in sd
     widths, groups, wpg = [], 1, 64
     for i in range(len(layers)):
-        if bottleneck:
-            out = _shape(sd, f"layer{i + 1}.0.conv3.weight", nd)[0]
-            c2 = _shape(sd, f"layer{i + 1}.0.conv2.weight", nd)
+        if block == "bottleneck":
+            out = _shape(sd, f"layer{i + 1}.0.{convs[2]}.weight", nd)[0]
+            c2 = _shape(sd, f"layer{i + 1}.0.{convs[1]}.weight", nd)
             planes = out // EXPANSION["bottleneck"]
             if c2[0] % c2[1]:
-                raise CheckpointError(f"layer{i + 1}.0.conv2.weight has shape {c2}: {c2[0]} output channels are "
+                raise CheckpointError(f"layer{i + 1}.0.{convs[1]}.weight has shape {c2}: {c2[0]} output channels are "
                                       f"not a multiple of {c2[1]} input channels per group")
             groups = c2[0] // c2[1]
             width = c2[0]
             wpg = width * 64 // (planes * groups) if planes * groups else 64
         else:
-            planes = _shape(sd, f"layer{i + 1}.0.conv1.weight", nd)[0]
+            planes = _shape(sd, f"layer{i + 1}.0.{convs[0]}.weight", nd)[0]
         widths.append(planes)
-    downs = [f"layer{i + 1}.{j}.downsample.0.weight" for i, n in enumerate(layers) for j in range(n)]
+    projection = shortcut_ops("projection", 1, 1, 1, preact=False)[0].name
+    downs = [f"layer{i + 1}.{j}.{projection}.weight" for i, n in enumerate(layers) for j in range(n)]
     has_down = [k in sd for k in downs]
-    preact = "bn_final.weight" in sd
-    fc = _shape(sd, "fc.weight", 2)
+    final, *_, classifier = head_of(1, 1, preact=True, dims=dims)
+    preact = f"{final.name}.weight" in sd
+    fc = _shape(sd, f"{classifier.name}.weight", 2)
     shortcut: ShortcutOption = "C" if all(has_down) else "B" if any(has_down) else "A"
 
     def make(residual: bool) -> ResNetSpec:
         try:
             spec = ResNetSpec(
-                name=name, block="bottleneck" if bottleneck else "basic", layers=tuple(layers),
+                name=name, block=block, layers=tuple(layers),
                 widths=tuple(widths), stem=stem, stem_width=stem_width, groups=groups, width_per_group=wpg,
                 shortcut=shortcut, residual=residual, preact=preact, num_classes=fc[0], in_channels=in_channels,
                 input_size=MAX_INPUT_SIZE if input_size is None else input_size, dims=dims, conv_bias=conv_bias,

@@ -384,3 +384,24 @@ def zipfile_read(blob: bytes, name: str) -> bytes:
     import zipfile
 
     return zipfile.ZipFile(io.BytesIO(blob)).read(name)
+
+
+def test_a_stem_no_plan_describes_is_refused_by_name() -> None:
+    """The stem is read by matching candidate stem plans (7-wide + BN, 3-wide + BN, 3-wide alone):
+    a 5-wide stem conv with BN matches none, and the message lists what was tried."""
+    sd = build_model(get_spec("cifar_resnet20")).state_dict()
+    sd["conv1.weight"] = torch.zeros(16, 3, 5, 5)
+    with pytest.raises(CheckpointError, match=r"matches none of the stems.*imagenet.*kernel 7.*cifar.*kernel 3"):
+        infer_spec(sd)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "cifar_resnet20", "vdcnn9", "resnet1d_8"])
+def test_inference_reads_back_the_stem_block_and_head(name: str) -> None:
+    spec = get_spec(name)
+    got = infer_spec(build_model(spec).state_dict())
+    assert (got.stem, got.block, got.preact, got.stem_width, got.in_channels, got.num_classes) == (
+        spec.stem, spec.block, spec.preact, spec.stem_width, spec.in_channels, spec.num_classes)
+    no_stem = spec.replace(stem="none", in_channels=spec.stem_width)
+    assert infer_spec(build_model(no_stem).state_dict()).stem == "none"
+    pre = spec.replace(preact=True, activation="original")
+    assert infer_spec(build_model(pre).state_dict()).preact
