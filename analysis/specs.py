@@ -145,12 +145,6 @@ class ResNetSpec:
         return stem + per_block * self.num_blocks + head
 
     @property
-    def stem_norm(self) -> bool:
-        """The stem conv is followed by BN + ReLU (ImageNet and CIFAR stems; VDCNN's first temporal
-        conv is not, and no stem has none): the builder, the cost tracer and the key list read this."""
-        return self.stem in ("imagenet", "cifar")
-
-    @property
     def size_unit(self) -> str:
         """What one step of ``input_size`` is: pixels (2-D) or samples (1-D)."""
         return "px" if self.dims == 2 else "samples"
