@@ -28,6 +28,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import ConfigError, LensError
+from .evaluation import Options
 from .executor import EXECUTORS
 from .io import check_writable
 from .lesion import SWEEP_KINDS
@@ -188,10 +189,13 @@ def _state(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------- train
-def add_data_args(p: argparse.ArgumentParser, size_help: str = "") -> None:
-    p.add_argument("--data", default="digits", choices=["digits", "mnist1d", "cifar10", "imagefolder"],
-                   help="dataset: the embedded digits or MNIST-1D (sequences of 40 samples, for 1-D nets), or "
-                        "CIFAR-10 / an ImageFolder tree from --data-path")
+def add_data_args(p: argparse.ArgumentParser, size_help: str = "", data_help: str = "") -> None:
+    """--data, --data-path, --size, --split-seed; ``data_help`` given: --data defaults to None (the
+    evaluation commands, where the checkpoint's own data is the default)."""
+    p.add_argument("--data", default=None if data_help else "digits",
+                   choices=["digits", "mnist1d", "cifar10", "imagefolder"],
+                   help=data_help or "dataset: the embedded digits or MNIST-1D (sequences of 40 samples, for 1-D "
+                                     "nets), or CIFAR-10 / an ImageFolder tree from --data-path")
     p.add_argument("--data-path", default=None, help="local path of cifar-10-batches-py or the ImageFolder root")
     # None, not 16: a size typed for MNIST-1D (whose length is fixed) must be told from the default
     p.add_argument("--size", type=whole, default=None,
@@ -351,8 +355,12 @@ def cmd_lesion(args: argparse.Namespace, stop: Stop) -> int:
 
 
 def _evaluate(args: argparse.Namespace, out: Path, body: Callable[[argparse.Namespace, Path, Path], int]) -> int:
-    """The end of ``lesion`` and ``paths``: shard options checked, the checkpoint found (and not the
-    CSV's own path), then ``body`` run; an interrupt writes no CSV and says so."""
+    """The end of ``lesion`` and ``paths``: data and shard options checked, the checkpoint found (and
+    not the CSV's own path), then ``body`` run; an interrupt writes no CSV and says so."""
+    from .evaluation import check_request
+
+    check_request(kind=args.data, path=args.data_path, size=args.size, resize=args.resize,
+                  max_per_class=args.max_per_class, seed=args.split_seed, options=EVAL_OPTIONS)
     check_shard_options(args)
     path = checkpoint_path(args.checkpoint)
     if out.exists() and path.samefile(out):
@@ -396,12 +404,16 @@ def assumptions(values: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+#: How analysis.evaluation's messages name this command line's options.
+EVAL_OPTIONS = Options("--data", "--data-path", "--size", "--resize", "--max-per-class")
+
+
 def _evaluation_data(args: argparse.Namespace, path: Path) -> tuple[Checkpoint, Dataset]:
-    """The checkpoint and the test data it is evaluated on (``lesion`` and ``paths``): its own
-    embedded data from its metadata, or --data/--data-path normalised with its stored statistics."""
-    from .checkpoints import AmbiguousCheckpointError, dataset_for, load_checkpoint
-    from .data import load_dataset, load_image_folder
-    from .errors import CheckpointError, DatasetError
+    """The checkpoint and the test data it is evaluated on (``lesion`` and ``paths``), as
+    :mod:`analysis.evaluation` chooses for the app too; which data, and why, is printed first."""
+    from . import evaluation
+    from .checkpoints import AmbiguousCheckpointError, load_checkpoint
+    from .errors import CheckpointError
 
     try:  # --size: the input size of a bare state_dict (a file with metadata records its own)
         ck = load_checkpoint(path, plain=args.plain, input_size=args.size, settings=assumptions(args.assume))
@@ -412,32 +424,12 @@ def _evaluation_data(args: argparse.Namespace, path: Path) -> tuple[Checkpoint, 
         print(f"{path.name}: its weights cannot tell these settings; assumed "
               + ", ".join(f"{k}={_setting_text(v)}" for k, v in ck.assumed)
               + " (give others with --assume KEY=VALUE)")
-    norm = ck.meta.normalisation  # evaluate on the input scale the net was trained on
-    if args.data_path is None and args.data in EMBEDDED:
-        ds = ck.meta.dataset
-        if ds is None:
-            raise DatasetError(f"{args.checkpoint} carries no dataset metadata; give --data and --data-path")
-        if args.data == "mnist1d" and ds.embedded != "mnist1d":
-            raise ConfigError(f"--data mnist1d: {args.checkpoint} was trained on {ds.name}, not MNIST-1D; "
-                              "leave --data out to evaluate it on its own data")
-        if args.size is not None and args.size != ds.size:
-            what = f"MNIST-1D's {ds.size}-sample sequences" if ds.is_mnist1d else f"{ds.size} px digits"
-            raise ConfigError(f"--size {args.size}: {args.checkpoint} was trained on {what} and is evaluated on "
-                              "those; leave --size out")
-        data = dataset_for(ck.meta)
-    elif args.data == "imagefolder" and ck.spec.stem == "imagenet":
-        # torchvision ImageNet weights expect their own preprocessing, not statistics of the folder
-        data = load_image_folder(args.data_path, size=ck.spec.input_size, resize=args.resize,
-                                 normalise="imagenet", normalisation=norm, test_fraction=1.0,
-                                 max_per_class=args.max_per_class)
-    else:
-        data = load_dataset(args.data, args.data_path, size=args.size or ck.spec.input_size, seed=args.split_seed,
-                            normalisation=norm)
-    if (data.channels, data.num_classes) != (ck.spec.in_channels, ck.spec.num_classes):
-        raise DatasetError(
-            f"{args.checkpoint} takes {ck.spec.in_channels} channels and {ck.spec.num_classes} classes; "
-            f"{data.name} has {data.channels} channels and {data.num_classes} class folders (class index = "
-            "sorted folder order, so an ImageNet val folder needs all 1000 class folders)")
+    choice = evaluation.choose(ck.spec, ck.meta, kind=args.data, path=args.data_path, size=args.size,
+                               resize=args.resize, max_per_class=args.max_per_class, seed=args.split_seed,
+                               name=str(args.checkpoint), options=EVAL_OPTIONS)
+    data = evaluation.load(choice)
+    evaluation.check_fits(ck.spec, data, choice)
+    print(evaluation.describe(choice, data, str(args.checkpoint), EVAL_OPTIONS), flush=True)
     return ck, data
 
 
@@ -456,7 +448,7 @@ def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
     from tqdm import tqdm
 
     from . import lesion, shard
-    from .io import atomic_write
+    from .reporting import write_csv
 
     ck, data = _evaluation_data(args, path)
     sharded = args.executor == "ray" or args.shards > 1
@@ -483,7 +475,7 @@ def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
     finally:
         bar.close()
     df.insert(0, "checkpoint", str(args.checkpoint))
-    atomic_write(out, df.to_csv(index=False).encode())
+    write_csv(out, df)
     if args.experiment == "single":
         print(df[["deleted", "downsample", "error"]].to_string(index=False))
     else:
@@ -510,8 +502,8 @@ def _paths(args: argparse.Namespace, path: Path, out: Path) -> int:
     from tqdm import tqdm
 
     from . import paths, shard
-    from .io import atomic_write
     from .lesion import inputs_noun
+    from .reporting import write_csv
 
     ck, data = _evaluation_data(args, path)
     model = paths.initialised(ck.model) if args.net == "initialisation" else ck.model
@@ -544,7 +536,7 @@ def _paths(args: argparse.Namespace, path: Path, out: Path) -> int:
         bar.close()
     df.insert(0, "net", args.net)
     df.insert(0, "checkpoint", str(args.checkpoint))
-    atomic_write(out, df.to_csv(index=False).encode())
+    write_csv(out, df)
     print(df[["length", "mean", "std", "samples", "total (rel.)"]].to_string(index=False))
     lo, hi = paths.effective_range(df)
     print(f"90 % of the total gradient comes from paths of length {lo} to {hi} (of {len(df) - 1} blocks)")
@@ -888,8 +880,16 @@ def add_evaluation_args(p: argparse.ArgumentParser, plain_note: str) -> None:
                    help="a bare state_dict: a setting its weights cannot tell (shortcut_variant=identity|scale|"
                         "dropout, shortcut_scale, scale_residual, shortcut_dropout, activation, stride_on=3x3|1x1, "
                         "strides=1,2,2,2, downsampling); the ones assumed are printed")
-    p.add_argument("--resize", type=whole, default=256, help="ImageNet ImageFolder: resize before the center crop")
+    p.add_argument("--resize", type=whole, default=None,
+                   help="ImageFolder: resize the shorter side to this, then center-crop (default for an "
+                        "ImageNet-stem net: round(size * 256 / 224), 256 at 224 px; other nets: the whole image "
+                        "resized)")
     p.add_argument("--max-per-class", type=whole, default=None, help="ImageFolder: cap images per class (>= 1)")
+
+
+EVAL_DATA_HELP = ("test data (default: the checkpoint's own, rebuilt from its metadata; without one, MNIST-1D for "
+                  "a 1-D net and the embedded digits for a 1-channel 10-class net of 8, 16 or 32 px): digits, "
+                  "mnist1d, or cifar10 / imagefolder from --data-path")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -923,7 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Lesion sweeps (Veit et al. 2016) with prefix reuse; writes a CSV atomically.")
     le.add_argument("--checkpoint", required=True,
                     help="a .pt/.pth file (ours or a torchvision state_dict) or a shipped name, e.g. digits_resnet56")
-    add_data_args(le, size_help="image size (default: the net's own). For a bare state_dict, also the "
+    add_data_args(le, data_help=EVAL_DATA_HELP, size_help="image size (default: the net's own). For a bare state_dict, also the "
                                            "input size the net is meant for (default 224 for an ImageNet stem, "
                                            "32 for a CIFAR stem)")
     add_evaluation_args(le, "no shortcuts")
@@ -946,7 +946,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--checkpoint", required=True,
                     help="a residual net: a .pt/.pth file (ours or a torchvision state_dict) or a shipped name, "
                          "e.g. digits_resnet20")
-    add_data_args(pa, size_help="image size (default: the net's own). For a bare state_dict, also the input size "
+    add_data_args(pa, data_help=EVAL_DATA_HELP, size_help="image size (default: the net's own). For a bare state_dict, also the input size "
                                 "the net is meant for")
     add_evaluation_args(pa, "refused: one path")
     pa.add_argument("--net", choices=["trained", "initialisation"], default="trained",

@@ -25,6 +25,7 @@ from .errors import ConfigError, LensError, SpecError
 from .executor import DataSpec, Executor, Task, TaskEvent, TaskResult
 from .io import WriteError, rescue
 from .meta import TrainConfig
+from .reporting import compare, records, write_csv, write_json
 
 if TYPE_CHECKING:
     from .runstore import RunStore
@@ -257,13 +258,7 @@ class GridResult:
     def to_json(self) -> dict[str, Any]:
         return {"grid": self.grid.definition, "grid_id": self.grid.id, "wall_seconds": round(self.wall_seconds, 1),
                 "trained": self.trained, "reused": self.reused, "cancelled": self.cancelled,
-                "results": _records(self.results), "summary": _records(self.summary)}
-
-
-def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows with NaN as None (JSON has no NaN)."""
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-            for row in df.to_dict(orient="records")]
+                "results": records(self.results), "summary": records(self.summary)}
 
 
 def _row(r: RunSpec, status: str, *, reused: bool, final: Mapping[str, float] | None = None, epochs: int = 0,
@@ -477,8 +472,9 @@ def _fmt(mean: float, std: float) -> str:
 def reading(row: Mapping[str, Any], base: Mapping[str, Any] | None) -> str:
     """One honest line from the numbers: fails (mean test error above 20 %, the paper's criterion,
     or diverged in every seed), the baseline itself, or the difference to the original at the same
-    depth called noise unless it exceeds twice the larger of the two standard deviations; then the
-    paper's verdict for the same variant."""
+    depth called noise unless it exceeds two standard errors of the difference of the two means
+    (:mod:`analysis.reporting`'s rule: the seeds' sample stds over √runs); then the paper's verdict
+    for the same variant."""
     runs, diverged = int(row["runs"]), int(row["diverged"])
     mean, std = float(row["test_error_mean"]), float(row["test_error_std"])
     paper_fail = isinstance(row.get("paper"), str) and row["paper"].startswith("fail")
@@ -500,30 +496,26 @@ def reading(row: Mapping[str, Any], base: Mapping[str, Any] | None) -> str:
         return f"the baseline: {_fmt(mean, std)}{seeds}{tail}"
     if base is None or int(base["runs"]) == 0 or math.isnan(float(base["test_error_mean"])):
         return f"{_fmt(mean, std)}; no finished original at this depth to compare with{seeds}{tail}"
-    diff = mean - float(base["test_error_mean"])
-    noise = 2 * max(std, float(base["test_error_std"]))
-    word = "worse" if diff > 0 else "better"
-    if math.isnan(noise):
-        return f"{word} than the original by {abs(diff):.2f} pp (one seed: no noise estimate){seeds}{tail}"
-    if abs(diff) <= noise:
-        return f"within noise of the original ({diff:+.2f} pp, 2 std = {noise:.2f} pp){seeds}{tail}"
-    return f"{word} than the original by {abs(diff):.2f} pp (beyond 2 std = {noise:.2f} pp){seeds}{tail}"
+    d = compare(mean, std, runs, float(base["test_error_mean"]), float(base["test_error_std"]), int(base["runs"]))
+    word = "worse" if d.diff > 0 else "better"
+    if d.within is None:
+        return f"{word} than the original by {abs(d.diff):.2f} pp (one seed: no noise estimate){seeds}{tail}"
+    if d.within:
+        return f"within noise of the original ({d.diff:+.2f} pp, 2 SE = {d.noise:.2f} pp){seeds}{tail}"
+    return f"{word} than the original by {abs(d.diff):.2f} pp (beyond 2 SE = {d.noise:.2f} pp){seeds}{tail}"
 
 
 def write_results(path: str, result: GridResult) -> None:
     """Results + summary, atomically: JSON (both tables and the grid's definition) or CSV (one row
     per run with its variant-and-depth summary columns beside it), by the file's suffix."""
-    import json
     from pathlib import Path
-
-    from .io import atomic_write
 
     p = Path(path)
     if p.suffix.lower() == ".json":
-        atomic_write(p, (json.dumps(result.to_json(), indent=1, default=str) + "\n").encode())
+        write_json(p, result.to_json(), indent=1)
     elif p.suffix.lower() == ".csv":
         extra = result.summary.drop(columns=["label"]).rename(columns={"runs": "runs_finished"})
-        atomic_write(p, result.results.merge(extra, on=["variant", "depth"], how="left").to_csv(index=False).encode())
+        write_csv(p, result.results.merge(extra, on=["variant", "depth"], how="left"))
     else:
         raise ConfigError(f"--out {path}: give a .json or .csv file")
 
@@ -534,18 +526,17 @@ def load_results(path: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]
     from pathlib import Path
 
     try:
-        d = loads_json(Path(path).read_bytes(), str(path), ConfigError)
-        if not isinstance(d, dict) or "results" not in d or "summary" not in d:
-            raise ConfigError(f"{path}: not a grid results file (no results and summary)")
-        # a file we did not write in this process: every value checked before a page shows it
-        check_table(d["results"], _RESULT_SCHEMA, f"{path}: results", ConfigError)
-        check_table(d["summary"], _SUMMARY_SCHEMA, f"{path}: summary", ConfigError)
-        return (pd.DataFrame(d["results"], columns=RESULT_COLUMNS), pd.DataFrame(d["summary"], columns=SUMMARY_COLUMNS),
-                {k: v for k, v in d.items() if k not in ("results", "summary")})
-    except LensError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
         raise ConfigError(f"{path}: not a grid results file ({exc})") from exc
+    d = loads_json(raw, str(path), ConfigError)
+    if not isinstance(d, dict) or "results" not in d or "summary" not in d:
+        raise ConfigError(f"{path}: not a grid results file (no results and summary)")
+    # a file we did not write in this process: every value checked before a page shows it
+    check_table(d["results"], _RESULT_SCHEMA, f"{path}: results", ConfigError)
+    check_table(d["summary"], _SUMMARY_SCHEMA, f"{path}: summary", ConfigError)
+    return (pd.DataFrame(d["results"], columns=RESULT_COLUMNS), pd.DataFrame(d["summary"], columns=SUMMARY_COLUMNS),
+            {k: v for k, v in d.items() if k not in ("results", "summary")})
 
 
 _RESULT_SCHEMA: dict[str, Column] = {

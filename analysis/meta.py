@@ -61,7 +61,11 @@ class TrainConfig:
         def real(value: object, what: str, ok: str, inside: Callable[[float], bool]) -> None:
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ConfigError(f"{what} must be a number, got {short_repr(value)}")
-            if not math.isfinite(float(value)) or not inside(float(value)):
+            try:
+                x = float(value)
+            except OverflowError:  # an int beyond the float range
+                raise ConfigError(f"{what} must be {ok}, got {short_repr(value)}") from None
+            if not math.isfinite(x) or not inside(x):
                 raise ConfigError(f"{what} must be {ok}, got {value}")
 
         integer(self.epochs, 1, 100_000, "epochs")
@@ -246,30 +250,23 @@ class RunMeta:
         if isinstance(schema, bool) or not isinstance(schema, int) or schema != SCHEMA:
             raise CheckpointError(f"checkpoint metadata schema {short_repr(schema)} is not supported (this version "
                                   f"reads {SCHEMA})")
-        try:
-            ds = d.get("dataset")
-            norm = d.get("normalisation")
-            recipe = d.get("recipe")
-            return cls(
-                dataset=DatasetInfo(**_known(DatasetInfo, ds)) if ds is not None else None,
-                normalisation=_normalisation(norm) if norm is not None else None,
-                recipe=TrainConfig(**_known(TrainConfig, recipe)) if recipe is not None else None,
-                history=tuple(_numbers(h, f"history[{i}]") for i, h in enumerate(_list(d.get("history"), "history"))),
-                final=_numbers(d.get("final") or {}, "final"),
-                status=_status(d.get("status")),
-                versions=_texts(d.get("versions") or {}, "versions"),
-                created=_text(d.get("created"), "created"), command=_text(d.get("command"), "command"),
-                train_seconds=_opt_float(d.get("train_seconds"), "train_seconds"),
-                images_per_second=_opt_float(d.get("images_per_second"), "images_per_second"),
-                content_sha256=_digest(d.get("content_sha256")),
-            )
-        except CheckpointError:
-            raise
-        except ConfigError as exc:  # the recipe's own checks
-            raise CheckpointError(f"checkpoint metadata recipe: {exc}") from exc
-        # RuntimeError: a tensor where a number or a flag belongs; OverflowError: an int beyond float
-        except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, OverflowError) as exc:
-            raise CheckpointError(f"checkpoint metadata is malformed: {exc}") from exc
+        # Every field is read by a checker that raises CheckpointError for what it cannot take (a
+        # tensor where a number belongs, an int beyond the float range, a missing field included);
+        # the recipe's own checks raise ConfigError. Nothing else is caught: anything else is a bug.
+        ds, norm, recipe = d.get("dataset"), d.get("normalisation"), d.get("recipe")
+        return cls(
+            dataset=DatasetInfo(**_known(DatasetInfo, ds)) if ds is not None else None,
+            normalisation=_normalisation(norm) if norm is not None else None,
+            recipe=_recipe(recipe) if recipe is not None else None,
+            history=tuple(_numbers(h, f"history[{i}]") for i, h in enumerate(_list(d.get("history"), "history"))),
+            final=_numbers(_mapping_or_empty(d.get("final")), "final"),
+            status=_status(d.get("status")),
+            versions=_texts(_mapping_or_empty(d.get("versions")), "versions"),
+            created=_text(d.get("created"), "created"), command=_text(d.get("command"), "command"),
+            train_seconds=_opt_float(d.get("train_seconds"), "train_seconds"),
+            images_per_second=_opt_float(d.get("images_per_second"), "images_per_second"),
+            content_sha256=_digest(d.get("content_sha256")),
+        )
 
 
 #: the keys :meth:`RunMeta.to_dict` writes (``spec`` sits beside them; checkpoints.py reads it)
@@ -278,14 +275,33 @@ _META_KEYS = frozenset({"schema", "dataset", "normalisation", "recipe", "history
 
 
 def _known(cls: type, d: object) -> dict[str, Any]:
-    """The fields of dataclass ``cls`` present in ``d`` (a dict); unknown keys are an error."""
+    """The fields of dataclass ``cls`` present in ``d`` (a dict); unknown keys and missing required
+    fields are an error (so constructing ``cls`` from them raises only its own checks' errors)."""
     if not isinstance(d, Mapping):
         raise CheckpointError(f"checkpoint metadata {cls.__name__}: expected a mapping, got {type(d).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
     unknown = [_key_text(k) for k in d if k not in names]
     if unknown:
         raise CheckpointError(f"unknown {cls.__name__} fields in checkpoint metadata: {', '.join(sorted(unknown))}")
+    missing = [f.name for f in fields if f.name not in d and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise CheckpointError(f"checkpoint metadata {cls.__name__} lacks {', '.join(missing)}")
     return dict(d)
+
+
+def _recipe(v: object) -> TrainConfig:
+    fields = _known(TrainConfig, v)
+    try:
+        return TrainConfig(**fields)
+    except ConfigError as exc:  # the recipe's own checks
+        raise CheckpointError(f"checkpoint metadata recipe: {exc}") from exc
+
+
+def _mapping_or_empty(v: object) -> object:
+    """None as an empty mapping (a field left out); anything else for the field's checker to judge."""
+    return {} if v is None else v
 
 
 def _key_text(k: object) -> str:
@@ -343,7 +359,7 @@ def _text(v: object, key: str) -> str:
 
 def _status(v: object) -> Status:
     # earlier files wrote "cancelled after N epochs"
-    if v is None or v == "complete":
+    if v is None or (isinstance(v, str) and v == "complete"):
         return "complete"
     if isinstance(v, str) and (v == "cancelled" or re.fullmatch(r"(?a)cancelled after \d+ epochs?", v)):
         return "cancelled"
@@ -358,7 +374,11 @@ def _normalisation(v: object) -> Normalisation:
     if not all(isinstance(x, (list, tuple)) and all(_is_number(e) for e in x) for x in lists):
         raise CheckpointError(f"checkpoint metadata normalisation: mean and std must be lists of numbers, got "
                               f"{short_repr(v)}")
-    return Normalisation(tuple(float(e) for e in v["mean"]), tuple(float(e) for e in v["std"]))
+    try:
+        mean, std = tuple(float(e) for e in v["mean"]), tuple(float(e) for e in v["std"])
+    except OverflowError:  # an int beyond the float range
+        raise CheckpointError("checkpoint metadata normalisation: a number beyond the float range") from None
+    return Normalisation(mean, std)
 
 
 def _digest(v: object) -> str:

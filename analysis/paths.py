@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
-import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, astuple, dataclass
@@ -39,6 +37,7 @@ from .data import Dataset
 from .errors import CheckpointError, ConfigError
 from .lesion import check_inputs, inputs_noun
 from .models import Block, ResNet
+from .reporting import records, write_json
 from .train import cuda_determinism
 
 MAX_UNROLL = 8  # 256 paths: still drawable
@@ -474,19 +473,12 @@ def file_digest(path: Path) -> str:
 def save_results(checkpoint: Path, results: Results) -> Path:
     """Write measurements of ``checkpoint`` beside it (see :func:`results_file`), with the file's
     SHA-256 so that results of an older version of the checkpoint are never shown for a newer one."""
-    out = results_file(checkpoint)
-    out.parent.mkdir(parents=True, exist_ok=True)
     entries = []
     for (net, s), df in sorted(results.items(), key=lambda kv: (NETS.index(kv[0][0]), astuple(kv[0][1]))):
-        rows = df[list(MEASURED_COLUMNS)].to_dict("records")
-        entries.append({"net": net, **asdict(s),
-                        "rows": [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in rows]})
+        entries.append({"net": net, **asdict(s), "rows": records(df[list(MEASURED_COLUMNS)])})
     doc = {"format": RESULTS_FORMAT, "checkpoint": checkpoint.name, "sha256": file_digest(checkpoint),
            "made_by": "tools/make_path_results.py", "torch": str(torch.__version__), "measurements": entries}
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, out)
-    return out
+    return write_json(results_file(checkpoint), doc, indent=1)
 
 
 # a gradient norm is >= 0 and finite; a length is a whole number of blocks (ResNet-110 has 54)
@@ -501,22 +493,52 @@ def load_results(checkpoint: Path) -> Results:
     f = results_file(checkpoint)
     if not f.is_file():
         return {}
+
+    def corrupt(why: str) -> CheckpointError:
+        return CheckpointError(f"{f}: corrupt stored path measurements ({why})")
+
     try:
-        doc = loads_json(f.read_bytes(), f"{f}", CheckpointError)
-        if doc.get("format") != RESULTS_FORMAT:
-            raise CheckpointError(f"{f}: unknown format {doc.get('format')!r}, expected {RESULTS_FORMAT}")
-        if doc["sha256"] != file_digest(checkpoint):
-            return {}
-        out: Results = {}
-        for e in doc["measurements"]:
-            if e["net"] not in NETS:
-                raise CheckpointError(f"{f}: unknown net {e['net']!r}")
-            if not e["rows"] or any(set(MEASURED_COLUMNS) - set(r) for r in e["rows"]):
-                raise CheckpointError(f"{f}: rows must hold {', '.join(MEASURED_COLUMNS)}")
-            check_table(e["rows"], _ROW_SCHEMA, f"{f}: {e['net']} measurements", CheckpointError)
-            out[(e["net"], MeasureSettings(e["samples"], e["batch"], e["seed"]))] = _with_totals(e["rows"])
-        return out
-    except CheckpointError:
-        raise
-    except (AttributeError, KeyError, TypeError, ValueError, OSError) as exc:  # ValueError: bad settings
-        raise CheckpointError(f"{f}: corrupt stored path measurements ({exc})") from exc
+        raw = f.read_bytes()
+    except OSError as exc:
+        raise corrupt(str(exc)) from exc
+    doc = loads_json(raw, f"{f}", CheckpointError)
+    if not isinstance(doc, dict):
+        raise corrupt(f"a {type(doc).__name__}, not a record")
+    if doc.get("format") != RESULTS_FORMAT:
+        raise CheckpointError(f"{f}: unknown format {doc.get('format')!r}, expected {RESULTS_FORMAT}")
+    if not isinstance(doc.get("sha256"), str):
+        raise corrupt("no sha256 of the checkpoint they were made on")
+    try:
+        digest = file_digest(checkpoint)
+    except OSError as exc:
+        raise CheckpointError(f"{checkpoint}: cannot be read ({exc})") from exc
+    if doc["sha256"] != digest:
+        return {}
+    entries = doc.get("measurements")
+    if not isinstance(entries, list):
+        raise corrupt("no list of measurements")
+    out: Results = {}
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not {"net", "rows", "samples", "batch", "seed"} <= set(e):
+            raise corrupt(f"measurement {i + 1} is not a record of net, samples, batch, seed and rows")
+        if e["net"] not in NETS:
+            raise CheckpointError(f"{f}: unknown net {e['net']!r}")
+        rows = e["rows"]
+        if not isinstance(rows, list) or not rows or any(not isinstance(r, dict) or set(MEASURED_COLUMNS) - set(r)
+                                                         for r in rows):
+            raise CheckpointError(f"{f}: rows must hold {', '.join(MEASURED_COLUMNS)}")
+        check_table(rows, _ROW_SCHEMA, f"{f}: {e['net']} measurements", CheckpointError)
+        for j, r in enumerate(rows):  # C(n, k) in digits: at least 1, and few enough digits for int()
+            try:
+                count = int(r["paths"])
+            except ValueError as exc:  # int() refuses more than sys.get_int_max_str_digits() digits
+                raise corrupt(f"{e['net']} row {j + 1}: paths: {exc}") from exc
+            if count < 1:
+                raise corrupt(f"{e['net']} row {j + 1}: paths = {r['paths']!r}; there is at least one path of "
+                              "every length")
+        try:
+            settings = MeasureSettings(e["samples"], e["batch"], e["seed"])
+        except ConfigError as exc:  # bad settings
+            raise corrupt(str(exc)) from exc
+        out[(e["net"], settings)] = _with_totals(rows)
+    return out

@@ -1,22 +1,22 @@
-"""The experiment grid's runs as Ray tasks: :class:`RayExecutor`, the :class:`~analysis.executor.Executor`
+"""The experiment grid's runs as Ray tasks: :class:`RayExecutor`, the :class:`~analysis.tasks.Executor`
 interface on a Ray cluster (or a local Ray instance started on 127.0.0.1, see :mod:`analysis.cluster`).
 
-Each :class:`~analysis.executor.Task` is one Ray task running :func:`analysis.executor.run_task`
+Each :class:`~analysis.tasks.Task` is one Ray task running :func:`analysis.tasks.run_task`
 with one torch thread, asking for one CPU and, when its recipe's device is CUDA, one GPU. So a run
 gives the same weights as in :class:`~analysis.executor.InProcessExecutor` with ``threads=1`` or in
 the process pool: same code, same seeds, same thread count.
 
-How results travel: a task returns its :class:`~analysis.executor.TaskResult`, the trained net inside
+How results travel: a task returns its :class:`~analysis.tasks.TaskResult`, the trained net inside
 as checkpoint bytes; Ray keeps it in the object store of the node that ran it and the driver fetches it
 from there (``ray.get``). Only the driver writes the run store, so the workers need no shared
 filesystem and never see the store. Each worker loads the dataset itself from the task's
-:class:`~analysis.executor.DataSpec` (the embedded digits and MNIST-1D everywhere; CIFAR-10 or an
+:class:`~analysis.tasks.DataSpec` (the embedded digits and MNIST-1D everywhere; CIFAR-10 or an
 ImageFolder need the same path on every node).
 
 Progress and cancel go through one small actor (no CPU of its own, placed on the driver's node):
 workers post their events to it, the driver drains it while it waits for results and hands the
 events to ``on_event``; :meth:`RayExecutor.cancel` sets its stop flag, which running tasks read at
-most every :data:`~analysis.executor.EVENT_INTERVAL_S` and then stop at their next batch and come
+most every :data:`~analysis.tasks.EVENT_INTERVAL_S` and then stop at their next batch and come
 back 'cancelled'. Tasks not started yet are cancelled in Ray (:func:`~analysis.cluster.cancel_task`:
 a worker that already picked one up is killed, never interrupted mid-import), and those the driver
 holds back (at most ``workers`` are in flight) are dropped.
@@ -37,7 +37,7 @@ from typing import Any
 
 from .cluster import Connection, cancel_task, connect
 from .errors import ConfigError
-from .executor import EVENT_INTERVAL_S, Task, TaskEvent, TaskResult, run_task
+from .tasks import EVENT_INTERVAL_S, Task, TaskEvent, TaskResult, run_task
 
 POLL_S = 0.1  # how often the driver drains progress events while it waits for results
 DEFAULT_RETRIES = 3

@@ -264,7 +264,7 @@ class RunStore:
             return None
         try:
             return _read_frame(row[0], row[1])
-        except (ValueError, TypeError, KeyError) as exc:
+        except StoreError as exc:  # what the reader raises for a damaged row; a bug in it propagates
             raise StoreError(f"the gradient records of run {run} in {self.db} cannot be read ({exc})") from exc
 
     # ------------------------------------------------------------------ experiment grids
@@ -356,9 +356,9 @@ class RunStore:
                               (key,)).fetchone()
         if row is None:
             return None
-        try:
+        try:  # a row edited or damaged outside the app: StoreError is all the two readers raise for it
             return _stored_sweep(row[:5]), _read_frame(row[5], row[6])
-        except (ValueError, TypeError, KeyError) as exc:  # a row edited or damaged outside the app
+        except StoreError as exc:
             raise StoreError(f"the stored {kind} sweep {key} in {self.db} cannot be read ({exc}); forget this "
                              "net's stored sweeps to measure it again") from exc
 
@@ -397,16 +397,35 @@ def _stored_sweep(row: tuple) -> StoredSweep:
 
 def _read_frame(text: str, dtypes_json: str | None) -> pd.DataFrame:
     """A stored CSV back as the table that was saved: text columns read as text (an empty string
-    is not a missing value), the others converted to their recorded types."""
+    is not a missing value), the others converted to their recorded types. A row that cannot be
+    read that way (edited or damaged outside the app) is a :class:`StoreError` saying why; the
+    caller says which row. Only the parsing is guarded: anything else raised here is a bug."""
+    if not isinstance(text, str):
+        raise StoreError(f"its table is a {type(text).__name__}, not CSV text")
     if not dtypes_json:
-        return pd.read_csv(io.StringIO(text))
-    dtypes: dict[str, str] = loads_json(dtypes_json, "a stored table's column types", StoreError)
-    df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        try:
+            return pd.read_csv(io.StringIO(text))
+        except ValueError as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
+            raise StoreError(str(exc)) from exc
+    dtypes = loads_json(dtypes_json, "a stored table's column types", StoreError)
+    if not isinstance(dtypes, dict) or not all(isinstance(v, str) for v in dtypes.values()):
+        raise StoreError("its column types are not a record of type names")
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from exc
+    missing = [c for c in dtypes if c not in df.columns]
+    if missing:
+        raise StoreError(f"no column {missing[0]!r}")
     for col, kind in dtypes.items():
         if kind in TEXT_DTYPES:
             continue
         if kind == "bool":  # astype(bool) would call every non-empty string, "False" included, True
             df[col] = df[col].map({"True": True, "False": False}).astype(bool)
-        else:
-            df[col] = df[col].mask(df[col] == "").astype(kind)
+            continue
+        try:
+            converted = df[col].mask(df[col] == "").astype(kind)
+        except (ValueError, TypeError, OverflowError) as exc:  # a value not of the type, or no such type
+            raise StoreError(f"{col}: {exc}") from exc
+        df[col] = converted
     return df

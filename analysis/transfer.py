@@ -48,6 +48,7 @@ from .errors import ConfigError, DatasetError
 from .meta import Normalisation, TrainConfig
 from .models import ResNet, build_model
 from .ops import Op
+from .reporting import compare, records, write_csv, write_json
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
@@ -574,27 +575,27 @@ def readings(summary: pd.DataFrame, stages: int, probe: pd.DataFrame | None = No
     """One line each on what the measured numbers say (computed, not quoted): fine-tuning and the
     best setup against scratch at every label setting, the other two normalisations for the frozen
     net, freezing BatchNorm's statistics while fine-tuning, and (given the ``probe``) the feature
-    extractor's head against a converged linear probe on the same features. A difference smaller than
-    twice the spread of the difference over seeds is said to be within it; one measured with one seed
-    says so."""
+    extractor's head against a converged linear probe on the same features. A difference within two
+    standard errors of the difference of the two means (:mod:`analysis.reporting`'s rule: the seeds'
+    sample stds over √seeds) is marked as within noise; one measured with one seed says so."""
     def row(setup: str, n: str) -> pd.Series | None:
         m = summary[(summary["setup"] == setup) & (summary["labels"] == n)]
         return m.iloc[0] if len(m) else None
 
     def diff(a: str, b: str, n: str) -> tuple[str, str] | None:
-        """a minus b in points at label setting n ('+6.4') and its standing: 'noise' (within twice the
-        seeds' spread), 'one seed' (no spread measured: nothing can be said about noise) or ''."""
+        """a minus b in points at label setting n ('+6.4') and its standing: 'noise' (within two
+        standard errors of the difference), 'one seed' (no spread measured: nothing can be said about
+        noise) or ''."""
         ra, rb = row(a, n), row(b, n)
         if ra is None or rb is None:
             return None
-        d = (ra["test_acc_mean"] - rb["test_acc_mean"]) * 100
-        sa, sb = ra["test_acc_std"], rb["test_acc_std"]
-        if min(int(ra["seeds"]), int(rb["seeds"])) < 2 or math.isnan(sa) or math.isnan(sb):
-            return f"{d:+.1f}", "one seed"
-        return f"{d:+.1f}", "noise" if abs(d) < 2 * math.sqrt(sa ** 2 + sb ** 2) * 100 else ""
+        d = compare(float(ra["test_acc_mean"]), float(ra["test_acc_std"]), int(ra["seeds"]),
+                    float(rb["test_acc_mean"]), float(rb["test_acc_std"]), int(rb["seeds"]))
+        standing = {None: "one seed", True: "noise", False: ""}[d.within]
+        return f"{d.diff * 100:+.1f}", standing
 
     marks = {"noise": "*", "one seed": "†", "": ""}
-    notes = {"noise": "* within the seeds' spread", "one seed": "† one seed: no spread measured"}
+    notes = {"noise": "* within noise: 2 standard errors of the difference", "one seed": "† one seed: no spread measured"}
 
     def by_setting(a: str, b: str) -> str | None:
         found = [(n, d) for n in label_order(summary["labels"]) if (d := diff(a, b, n)) is not None]
@@ -613,7 +614,7 @@ def readings(summary: pd.DataFrame, stages: int, probe: pd.DataFrame | None = No
             best = at.loc[at["test_acc_mean"].idxmax()]
             d = diff(str(best["setup"]), "from scratch", n) if best["setup"] != "from scratch" else None
             vs = "" if d is None else (f"; {d[0]} points against from scratch"
-                                       + {"noise": ", within the seeds' spread", "one seed": ", one seed",
+                                       + {"noise": ", within noise", "one seed": ", one seed",
                                           "": ""}[d[1]])
             out.append(f"Best with {'every labelled image' if n == 'all' else f'{n} per class'}: {best['setup']} "
                        f"({best['test_acc_mean']:.1%}{vs}).")
@@ -883,28 +884,16 @@ RESULTS_FORMAT = "resnet-lens-transfer/1"
 def write_results(path: str, result: PlanResult) -> None:
     """The plan's runs, learning curves, probe and metadata as one JSON file, written atomically;
     a ``.csv`` path gets the runs table alone (one row per run, what a spreadsheet wants)."""
-    import json
     from pathlib import Path
 
-    from .io import atomic_write
-
     if Path(path).suffix.lower() == ".csv":
-        atomic_write(Path(path), result.results.to_csv(index=False).encode())
+        write_csv(path, result.results)
         return
-
-    def plain(v: Any) -> Any:
-        v = v.item() if isinstance(v, np.generic) else v
-        return None if isinstance(v, float) and math.isnan(v) else v  # JSON has no NaN
-
-    def records(df: pd.DataFrame) -> list[dict[str, Any]]:
-        # not DataFrame.to_json, which keeps 10 significant digits: the numbers must read back equal
-        return [{str(k): plain(v) for k, v in row.items()} for row in df.to_dict("records")]
-
     payload = {"format": RESULTS_FORMAT, "meta": {**result.meta, "seconds": round(result.seconds, 1),
                                                   "trained": result.trained, "reused": result.reused,
                                                   "cancelled": result.cancelled},
                "results": records(result.results), "curves": records(result.curves), "probe": records(result.probe)}
-    atomic_write(Path(path), json.dumps(payload, allow_nan=False).encode())
+    write_json(path, payload)  # compact, one line (the format's files have always been)
 
 
 def load_results(path: str) -> PlanResult:
@@ -912,24 +901,32 @@ def load_results(path: str) -> PlanResult:
 
     try:
         with open(path, "rb") as f:
-            payload = loads_json(f.read(), str(path), DatasetError)
+            raw = f.read()
     except OSError as exc:
         raise DatasetError(f"{path}: not a readable transfer results file ({exc})") from exc
+    payload = loads_json(raw, str(path), DatasetError)
     if not isinstance(payload, dict) or payload.get("format") != RESULTS_FORMAT:
         raise DatasetError(f"{path}: not a transfer results file (format {RESULTS_FORMAT} expected)")
     for part, schema in (("results", _RESULT_SCHEMA), ("curves", _CURVE_SCHEMA), ("probe", _PROBE_SCHEMA)):
         # a file we did not write in this process: every value checked before a page shows it
         check_table(payload.get(part), schema, f"{path}: {part}", DatasetError)
-    try:
-        meta = dict(payload["meta"])
-        # per_class reads back as run_plan makes it: floats with NaN for "all" (pandas' way with None
-        # among ints); labels_text and label_order turn either into words
-        results = pd.DataFrame(payload["results"], columns=RESULT_COLUMNS)
-        return PlanResult(results, pd.DataFrame(payload["curves"]), pd.DataFrame(payload["probe"]),
-                          int(meta.get("trained", 0)), int(meta.get("reused", 0)), bool(meta.get("cancelled")),
-                          float(meta.get("seconds", 0.0)), meta)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DatasetError(f"{path}: a damaged transfer results file ({exc})") from exc
+    meta = payload.get("meta")
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: a damaged transfer results file (its meta is "
+                           f"{'missing' if meta is None else 'a ' + type(meta).__name__}, expected a record)")
+
+    def number(key: str, parse: Callable[[Any], Any], default: Any) -> Any:
+        try:
+            return parse(meta.get(key, default))
+        except (TypeError, ValueError, OverflowError) as exc:  # what int() and float() raise for a bad value
+            raise DatasetError(f"{path}: a damaged transfer results file (meta {key}: {exc})") from exc
+
+    trained, reused, seconds = number("trained", int, 0), number("reused", int, 0), number("seconds", float, 0.0)
+    # per_class reads back as run_plan makes it: floats with NaN for "all" (pandas' way with None
+    # among ints); labels_text and label_order turn either into words
+    results = pd.DataFrame(payload["results"], columns=RESULT_COLUMNS)
+    return PlanResult(results, pd.DataFrame(payload["curves"]), pd.DataFrame(payload["probe"]),
+                      trained, reused, bool(meta.get("cancelled")), seconds, dict(meta))
 
 
 _PER_CLASS: Column = ("number", 1, 1e9, True)  # labelled images per class; NaN for "all"

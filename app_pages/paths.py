@@ -207,8 +207,9 @@ if picked is not None:
             cancel_slot.button("Cancel", key="paths_cancel", help="Stops the measurement; nothing of it is kept.")
             try:
                 if data is None:
-                    raise DatasetError(f"{label} was not trained on an embedded dataset (digits or MNIST-1D); "
-                                       "measure it with a net that was (or use the Lesion lab's dataset path)")
+                    # this page asks for the data itself (widgets.evaluation_data, as the Lesion lab does)
+                    raise DatasetError(f"{label} has no test data yet: choose the data it is measured on, and give "
+                                       "its local path, in the sidebar")
                 done = {}
                 for net in nets:
                     model = ck.model if net == "trained" else paths.initialised(ck.model)

@@ -371,11 +371,13 @@ def test_readings_follow_the_numbers():
     assert s.loc[("original", 20), "test_error_std"] == pytest.approx(0.7071067811865476)
     r = s["reading"]
     assert r[("original", 20)] == "the baseline: 2.50 ± 0.71 %; paper: 6.61 %"
-    assert r[("relu_preact", 20)] == "within noise of the original (+0.20 pp, 2 std = 1.41 pp); paper: +0.10 pp vs the original"
-    assert r[("conv_shortcut", 20)] == ("worse than the original by 3.75 pp (beyond 2 std = 1.41 pp); "
+    # noise: 2 standard errors of the difference of the means, 2·√(0.71²/2 + 0.71²/2) = 1.41 pp here
+    assert r[("relu_preact", 20)] == "within noise of the original (+0.20 pp, 2 SE = 1.41 pp); paper: +0.10 pp vs the original"
+    # std 0.35 over two seeds against the original's 0.71: 2·√(0.25² + 0.5²) = 1.12 pp
+    assert r[("conv_shortcut", 20)] == ("worse than the original by 3.75 pp (beyond 2 SE = 1.12 pp); "
                                         "paper: +5.61 pp vs the original")
     assert r[("scaling_0.5", 20)] == "fails to train (test error 40.00 ± 14.14 %, above 20 %); paper: fails"
-    assert r[("full_preact", 20)] == ("better than the original by 1.50 pp (beyond 2 std = 1.41 pp); "
+    assert r[("full_preact", 20)] == ("better than the original by 1.50 pp (beyond 2 SE = 1.00 pp); "
                                       "paper: -0.24 pp vs the original")
     assert r[("dropout_shortcut", 20)] == "fails to train: diverged in every seed (2); paper: fails"
     assert r[("bn_after_add", 56)] == ("3.00 %; no finished original at this depth to compare with; "

@@ -450,7 +450,7 @@ def test_readings_say_what_the_numbers_say():
                  ("from scratch", "all", 0.9), ("fixed feature extractor", "all", 0.8),
                  ("fine-tune everything", "all", 0.95),
                  ("fixed feature extractor (target statistics)", "1", 0.3),
-                 ("fixed feature extractor (target statistics)", "all", 0.795),  # inside 2 x sqrt(2) x 1 point
+                 ("fixed feature extractor (target statistics)", "all", 0.795),  # inside 2 SE = 2·√(2/3) points
                  ("fixed feature extractor (no normalisation)", "all", 0.5),
                  ("fine-tune everything (BN statistics frozen)", "1", 0.55)])
     assert T.readings(s, 3) == [
@@ -458,7 +458,7 @@ def test_readings_say_what_the_numbers_say():
         "Best with 1 per class: fine-tune everything (60.0%; +10.0 points against from scratch).",
         "Best with every labelled image: fine-tune everything (95.0%; +5.0 points against from scratch).",
         "Normalising the frozen net's inputs with the target's own statistics instead of the source's, in points: "
-        "1: -10.0; all: -0.5* (* within the seeds' spread).",
+        "1: -10.0; all: -0.5* (* within noise: 2 standard errors of the difference).",
         "Feeding the frozen net unnormalised inputs instead of the source's statistics, in points: all: -30.0.",
         "Keeping BatchNorm's running statistics frozen while fine-tuning, in points: 1: -5.0."]
     # any label settings, in numeric order; one seed: no spread was measured, and the reading says so
@@ -474,8 +474,8 @@ def test_readings_say_what_the_numbers_say():
                  ("fine-tune everything", "5", 0.7)])
     s.loc[s["labels"] == "5", "seeds"] = 1
     assert T.readings(s, 3)[0] == ("Fine-tuning everything minus from scratch, in points by labelled images per "
-                                   "class: 1: +0.5*; 5: +20.0† (* within the seeds' spread; † one seed: no spread "
-                                   "measured).")
+                                   "class: 1: +0.5*; 5: +20.0† (* within noise: 2 standard errors of the difference; "
+                                   "† one seed: no spread measured).")
     assert T.readings(summary([("from scratch", "1", 0.5)]), 3) == []
 
 
@@ -572,13 +572,14 @@ def test_a_folder_target_is_stored_by_its_pixels_and_needs_known_statistics(src,
     assert list(res.probe["test_acc"]) == list(T.linear_probe(bare, target(1, 0, "target"))["test_acc"])
 
 
-def test_readings_call_noise_what_is_within_twice_the_spread_of_the_difference():
-    """Two setups' stds of 1 point each give a difference a spread of sqrt(2) points: 2 points is
-    within twice that (2.83), 3 points is not."""
-    s = summary([("from scratch", "1", 0.50), ("fine-tune everything", "1", 0.52),
-                 ("from scratch", "5", 0.50), ("fine-tune everything", "5", 0.53)])
+def test_readings_call_noise_what_is_within_two_standard_errors_of_the_difference():
+    """Two setups' stds of 1 point over 3 seeds each: standard errors of 1/√3 points, so the
+    difference of the means has 2 SE = 2·√(2/3) = 1.63 points: 1.6 points is noise, 2.0 is not (the
+    old rule on the seeds' stds, 2·√2 = 2.83 points, called 2.0 noise)."""
+    s = summary([("from scratch", "1", 0.50), ("fine-tune everything", "1", 0.516),
+                 ("from scratch", "5", 0.50), ("fine-tune everything", "5", 0.52)])
     assert T.readings(s, 3)[0] == ("Fine-tuning everything minus from scratch, in points by labelled images per "
-                                   "class: 1: +2.0*; 5: +3.0 (* within the seeds' spread).")
+                                   "class: 1: +1.6*; 5: +2.0 (* within noise: 2 standard errors of the difference).")
 
 
 def test_a_source_that_saw_the_target_classes_is_said_to():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from analysis import paths
 from analysis.checkpoints import load_checkpoint, save_checkpoint, shipped_checkpoints
+from analysis.reporting import write_json
 from analysis.weights import state_dict_hash
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,7 @@ def resave(path: Path) -> None:
         doc = json.loads(results.read_text())
         if doc.get("sha256") == before:
             doc["sha256"] = paths.file_digest(path)
-            results.write_text(json.dumps(doc, indent=1) + "\n")
+            write_json(results, doc, indent=1)
     print(f"{path.relative_to(ROOT)}: re-saved (weights {weights[:19]}…)")
 
 

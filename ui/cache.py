@@ -21,6 +21,7 @@ from analysis import (
     data,
     depth,
     diagrams,
+    evaluation,
     grid,
     lesion,
     paths,
@@ -29,7 +30,7 @@ from analysis import (
     transfer,
 )
 from analysis.errors import LensError
-from analysis.meta import Normalisation, RunMeta
+from analysis.meta import Normalisation
 from analysis.specs import ResNetSpec
 
 
@@ -96,33 +97,20 @@ def dataset(kind: str, path: str | None, size: int, seed: int,
     return data.load_dataset(kind, path, size=size, seed=seed, normalisation=normalisation)
 
 
-def dataset_of(meta: RunMeta) -> data.Dataset | None:
-    """The embedded data a checkpoint was trained on (the digits at its size, or MNIST-1D), normalised
-    with its stored training-time statistics; None when it was trained on data from a local path."""
-    d = meta.dataset
-    if d is None or d.embedded is None:
-        return None
-    if d.digit_classes is not None:  # a class subset (a transfer source, or a net fine-tuned on classes 5-9)
-        return class_subset(d.embedded, d.size, d.split_seed, meta.normalisation, d.digit_classes)
-    return dataset(d.embedded, None, d.size, d.split_seed, meta.normalisation)
+def evaluation_dataset(choice: evaluation.Choice) -> data.Dataset:
+    """The data :mod:`analysis.evaluation` chose, loaded once per choice and never mutated;
+    ImageNet-style folders are kept apart, two at most (they are large)."""
+    return _evaluation_images(choice) if choice.eval_transform else _evaluation_data(choice)
 
 
-@st.cache_resource(show_spinner="Loading data…", max_entries=4)
-def class_subset(kind: str, size: int, seed: int, normalisation: Normalisation | None,
-                 classes: tuple[int, ...]) -> data.Dataset:
-    """The embedded digits or MNIST-1D restricted to ``classes`` (relabelled 0..k-1), as
-    :func:`analysis.checkpoints.dataset_for` rebuilds it; never mutated."""
-    if kind == "mnist1d":
-        return data.load_mnist1d(seed=seed, normalisation=normalisation, classes=classes)
-    return data.load_digits(size=size, seed=seed, normalisation=normalisation, classes=classes)
+@st.cache_resource(show_spinner="Loading dataset…", max_entries=8)
+def _evaluation_data(choice: evaluation.Choice) -> data.Dataset:
+    return evaluation.load(choice)
 
 
 @st.cache_resource(show_spinner="Loading images…", max_entries=2)
-def imagenet_folder(path: str, size: int, per_class: int, normalisation: Normalisation | None = None) -> data.Dataset:
-    """An ImageNet-style validation folder with torchvision's eval transform, all of it test data
-    (ImageNet statistics, or the net's own stored ones when it has them)."""
-    return data.load_image_folder(path, size=size, resize=round(size * 256 / 224), normalise="imagenet",
-                                  normalisation=normalisation, test_fraction=1.0, max_per_class=per_class)
+def _evaluation_images(choice: evaluation.Choice) -> data.Dataset:
+    return evaluation.load(choice)
 
 
 @st.cache_resource(show_spinner="Loading checkpoint…", max_entries=16)

@@ -9,9 +9,9 @@ from typing import Any, Literal
 import pandas as pd
 import streamlit as st
 
+from analysis import evaluation
 from analysis.blockplan import small_input_note
 from analysis.checkpoints import AmbiguousCheckpointError, Checkpoint
-from analysis.data import DIGITS_SIZES
 from analysis.errors import LensError
 from analysis.runstore import RunStore
 from analysis.specs import (
@@ -206,33 +206,27 @@ EVAL_DATA = {"digits": "embedded digits", "cifar10": "CIFAR-10 (local path)",
 
 
 def evaluation_data(ck: Checkpoint, label: str, key: str, verb: str = "evaluated") -> Any:
-    """The data a page evaluates ``ck`` on, chosen in one place for every page: the checkpoint's own
-    (the digits and MNIST-1D are rebuilt from its metadata, normalised with its training statistics);
-    a 1-D net of unknown data meets MNIST-1D (the app reads no sequences from disk); a 2-D net of
-    unknown data (a bare state_dict: weights cannot say what they were trained on) is evaluated on
-    what the sidebar chooses: the embedded digits (offered first for a 1-channel 10-class net) or a
-    local CIFAR-10 / ImageFolder. None, said on the page, until there is data; bad input is said."""
+    """The data a page evaluates ``ck`` on, as :mod:`analysis.evaluation` decides for every page and
+    the CLI: its own (the digits and MNIST-1D rebuilt from its metadata, normalised with its training
+    statistics); MNIST-1D for a 1-D net of unknown data; for a 2-D net of other data, what the sidebar
+    chooses among the kinds it is offered (the embedded digits first for a bare 1-channel 10-class
+    net). None, said on the page, until there is data; bad input is said."""
     from ui import cache
 
     try:
-        own = cache.dataset_of(ck.meta)
-        if own is not None:
-            return own
-        if ck.spec.dims == 1:
-            st.caption(f"{label}'s metadata names no dataset the app can rebuild: it is {verb} on the test split "
-                       "of MNIST-1D (Greydanus 2020), the app's dataset of sequences.")
-            return cache.dataset("mnist1d", None, ck.spec.input_size, 0, ck.meta.normalisation)
+        kinds = evaluation.offered_kinds(ck.spec, ck.meta)
+        if len(kinds) == 1:  # its own data, or MNIST-1D for a 1-D net: nothing to choose
+            choice = evaluation.choose(ck.spec, ck.meta, name=label)
+            if choice.origin == "default":
+                st.caption(f"{label}'s metadata names no dataset the app can rebuild: it is {verb} on the test split "
+                           "of MNIST-1D (Greydanus 2020), the app's dataset of sequences.")
+            return cache.evaluation_dataset(choice)
         if ck.meta.dataset is None:
             st.caption(f"{label}'s file does not say what data it was trained on (a bare state_dict holds weights "
                        f"only): choose the data it is {verb} on in the sidebar.")
-        # the embedded digits are 1-channel images of 8, 16 or 32 px: offered only to a net that takes them
-        # (first for a 10-class one); a colour or ImageNet-size net would only meet an error there
-        fits_digits = ck.spec.in_channels == 1 and ck.spec.input_size in DIGITS_SIZES
-        kinds = (["digits", "cifar10", "imagefolder"] if fits_digits and ck.spec.num_classes == 10 else
-                 ["cifar10", "imagefolder", "digits"] if fits_digits else ["cifar10", "imagefolder"])
-        kind = st.sidebar.selectbox("Dataset", kinds, key=f"{key}_data_kind", format_func=EVAL_DATA.__getitem__)
-        if kind == "digits":
-            return cache.dataset("digits", None, ck.spec.input_size, 0, ck.meta.normalisation)
+        kind = st.sidebar.selectbox("Dataset", list(kinds), key=f"{key}_data_kind", format_func=EVAL_DATA.__getitem__)
+        if kind in evaluation.EMBEDDED_KINDS:
+            return cache.evaluation_dataset(evaluation.choose(ck.spec, ck.meta, kind=kind, name=label))
         path = st.sidebar.text_input("Local dataset path", key=f"{key}_data_path",
                                      help="cifar-10-batches-py, or an ImageFolder root (train/ and val/ or one "
                                           "folder per class); nothing is downloaded")
@@ -240,12 +234,13 @@ def evaluation_data(ck: Checkpoint, label: str, key: str, verb: str = "evaluated
             st.info(f"Give the local path of the {EVAL_DATA[kind].removesuffix(' (local path)')} data "
                     f"{label} is {verb} on (sidebar).")
             return None
-        if kind == "imagefolder" and ck.spec.stem == "imagenet":
+        per_class = None
+        if evaluation.uses_eval_transform(ck.spec, kind):
             # torchvision-style ImageNet nets: their own eval transform, a bounded number of images
-            per_class = st.sidebar.number_input("Images per class (1–50)", 1, 50, 2, key=f"{key}_per_class",
-                                                help="ImageNet val has 50 per class; 2 keeps memory near 1 GB")
-            return cache.imagenet_folder(path, ck.spec.input_size, int(per_class), ck.meta.normalisation)
-        return cache.dataset(kind, path, ck.spec.input_size, 0, ck.meta.normalisation)
+            per_class = int(st.sidebar.number_input("Images per class (1–50)", 1, 50, 2, key=f"{key}_per_class",
+                                                    help="ImageNet val has 50 per class; 2 keeps memory near 1 GB"))
+        return cache.evaluation_dataset(evaluation.choose(ck.spec, ck.meta, kind=kind, path=path,
+                                                          max_per_class=per_class, name=label))
     except LensError as exc:
         error_box(exc)
         return None

@@ -1,0 +1,335 @@
+"""One noise rule and one results writer (analysis/reporting.py), the parse guards that catch only
+what parsing raises, and the executor modules without an import cycle (issue 22, items 5 and 6)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import grid as g
+from analysis import meta, paths, reporting, runstore
+from analysis import transfer as T
+from analysis.errors import CheckpointError, ConfigError, DatasetError
+from analysis.meta import RunMeta
+from analysis.reporting import compare, difference_noise, standard_error, within_noise
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------ the noise rule
+def test_the_rule_is_two_standard_errors_of_the_difference():
+    # 0.90 ± 0.01 vs 0.93 ± 0.01 (standard errors): Δ = 0.03 > 2·√2·0.01 = 0.0283, not noise
+    assert difference_noise(0.01, 0.01) == pytest.approx(2 * math.sqrt(2) * 0.01)
+    assert within_noise(0.90, 0.01, 0.93, 0.01) is False
+    assert within_noise(0.93, 0.01, 0.90, 0.01) is False  # the sign does not matter
+    assert within_noise(0.90, 0.01, 0.92, 0.01) is True  # Δ = 0.02 < 0.0283
+    # the boundary is noise: SEs 0.75 and 1 give 2·√(0.5625 + 1) = 2.5 exactly (binary-exact numbers)
+    assert difference_noise(0.75, 1.0) == 2.5
+    assert within_noise(0.0, 0.75, 2.5, 1.0) is True
+    assert within_noise(0.0, 0.75, 2.5 + 1e-9, 1.0) is False
+    # no estimate, no verdict
+    assert within_noise(0.0, math.nan, 5.0, 0.1) is None
+    assert math.isnan(difference_noise(0.1, math.nan))
+
+
+def test_a_std_over_n_seeds_becomes_a_standard_error():
+    assert standard_error(0.02, 4) == 0.01
+    assert standard_error(3.0, 9) == 1.0
+    assert math.isnan(standard_error(0.5, 1))  # one seed: no sample std, no estimate
+    assert math.isnan(standard_error(math.nan, 3))
+    with pytest.raises(ValueError):
+        standard_error(0.1, -1)
+    # std 0.02 over 4 seeds each: SEs of 0.01, the first case above
+    d = compare(0.90, 0.02, 4, 0.93, 0.02, 4)
+    assert d.diff == pytest.approx(-0.03) and d.noise == pytest.approx(0.0283, abs=1e-4) and d.within is False
+    assert compare(0.90, 0.02, 4, 0.92, 0.02, 4).within is True
+    assert compare(0.90, 0.02, 1, 0.92, 0.02, 4).within is None
+
+
+def _reading(mean: float, std: float, base_mean: float, base_std: float, runs: int = 2) -> str:
+    row = {"variant": "relu_preact", "runs": runs, "diverged": 0, "test_error_mean": mean, "test_error_std": std,
+           "paper": "", "paper_error": math.nan}
+    return g.reading(row, {"runs": runs, "test_error_mean": base_mean, "test_error_std": base_std})
+
+
+def test_the_grid_no_longer_uses_twice_the_larger_std():
+    """Original 5.0 ± 1.0 %, variant 6.7 ± 0.1 %, two seeds each: the old rule's band was 2·max(1.0, 0.1)
+    = 2.0 pp, so +1.7 pp was 'within noise'; two standard errors of the difference are
+    2·√(1.0²/2 + 0.1²/2) = 1.42 pp, and +1.7 pp is beyond them."""
+    assert _reading(6.7, 0.1, 5.0, 1.0) == "worse than the original by 1.70 pp (beyond 2 SE = 1.42 pp)"
+    assert _reading(6.3, 0.1, 5.0, 1.0) == "within noise of the original (+1.30 pp, 2 SE = 1.42 pp)"
+
+
+def test_the_grid_divides_the_stds_by_the_root_of_the_seeds():
+    """The same stds of 1 pp: with 2 seeds each the band is 2·√(1/2 + 1/2) = 2 pp, with 8 seeds each
+    2·√(1/8 + 1/8) = 1 pp; more seeds measure the means better."""
+    assert _reading(6.5, 1.0, 5.0, 1.0, runs=2) == "within noise of the original (+1.50 pp, 2 SE = 2.00 pp)"
+    assert _reading(6.5, 1.0, 5.0, 1.0, runs=8) == "worse than the original by 1.50 pp (beyond 2 SE = 1.00 pp)"
+    assert _reading(6.5, math.nan, 5.0, math.nan, runs=1) == ("worse than the original by 1.50 pp "
+                                                               "(one seed: no noise estimate)")
+
+
+def test_grid_and_transfer_call_the_same_differences_noise():
+    """One rule: the same means, stds and seed counts are noise in both readings, or in neither.
+    Stds of 1 point over 3 seeds: 2 SE = 1.63 points; the transfer's old rule (2·√2 = 2.83) and the
+    grid's (2 points) both called 2.0 noise."""
+    def transfer_says(diff_points: float) -> bool:
+        s = pd.DataFrame([{"setup": "from scratch", "labels": "1", "test_acc_mean": 0.5, "test_acc_std": 0.01,
+                           "seeds": 3},
+                          {"setup": "fine-tune everything", "labels": "1", "test_acc_mean": 0.5 + diff_points / 100,
+                           "test_acc_std": 0.01, "seeds": 3}])
+        return T.readings(s, 3)[0].split("class: 1: ")[1].startswith(f"{diff_points:+.1f}*")
+
+    for diff, noise in ((1.6, True), (2.0, False)):
+        assert transfer_says(diff) is noise
+        assert _reading(5.0 + diff, 1.0, 5.0, 1.0, runs=3).startswith("within noise") is noise
+        assert compare(diff, 1.0, 3, 0.0, 1.0, 3).within is noise
+
+
+# ------------------------------------------------------------------ one writer, one NaN/inf policy
+def strict(raw: bytes) -> object:
+    """JSON as a strict reader takes it: NaN, Infinity and -Infinity refused."""
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} in a results file")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+def test_json_writes_every_non_finite_number_as_null(tmp_path):
+    payload = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "f32": np.float32(1.5), "i64": np.int64(3),
+               "list": [math.nan, 1.0, (np.float64(np.inf), 2)], "na": pd.NA, "ok": 0.1, "text": "x", "none": None}
+    out = reporting.write_json(tmp_path / "r.json", payload)
+    raw = out.read_bytes()
+    assert raw == (b'{"nan": null, "inf": null, "-inf": null, "f32": 1.5, "i64": 3, "list": [null, 1.0, [null, 2]], '
+                   b'"na": null, "ok": 0.1, "text": "x", "none": null}')  # compact: one line, no newline
+    assert strict(raw)["list"] == [None, 1.0, [None, 2]]
+    indented = reporting.write_json(tmp_path / "i.json", {"a": [math.inf]}, indent=1).read_bytes()
+    assert indented == b'{\n "a": [\n  null\n ]\n}\n'
+
+
+def test_json_refuses_what_it_cannot_hold_and_leaves_no_file(tmp_path):
+    with pytest.raises(TypeError):
+        reporting.write_json(tmp_path / "r.json", {"a": object()})  # no longer stringified by default=str
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_csv_writes_non_finite_numbers_as_empty_cells(tmp_path):
+    df = pd.DataFrame({"x": [1.5, math.nan, math.inf, -math.inf], "o": ["a", math.inf, None, 2],
+                       "n": [1, 2, 3, 4]})
+    before = df.copy()
+    text = reporting.write_csv(tmp_path / "r.csv", df).read_text()
+    assert text == "x,o,n\n1.5,a,1\n,,2\n,,3\n,2,4\n"
+    pd.testing.assert_frame_equal(df, before)  # the caller's table is not changed
+    plain = pd.DataFrame({"a": [1.0, 2.5], "b": ["x", ""]})
+    assert reporting.csv_bytes(plain) == plain.to_csv(index=False).encode()  # finite tables: pandas' own bytes
+
+
+def _grid_result() -> g.GridResult:
+    grid = g.Grid(variants=("original",), depths=(8,), seeds=(0, 1))
+    base = {"variant": "original", "label": "", "depth": 8, "reused": False, "epochs": 1, "message": ""}
+    results = pd.DataFrame([{**base, "seed": 0, "status": "complete", "train_error": 1.0, "test_error": 2.0,
+                             "seconds": math.inf, "key": "k0"},
+                            {**base, "seed": 1, "status": "diverged", "train_error": math.nan,
+                             "test_error": math.nan, "seconds": 3.0, "key": "k1"}], columns=g.RESULT_COLUMNS)
+    return g.GridResult(grid, results, g.summarise(results), 1.0, 1, 0, False)
+
+
+def test_grid_results_files_hold_no_nan_or_infinity_and_read_back(tmp_path):
+    f = tmp_path / "grid.json"
+    g.write_results(str(f), _grid_result())
+    raw = f.read_bytes()
+    assert raw.endswith(b"}\n") and b'\n "grid": {' in raw  # the format as before: indent 1, a final newline
+    doc = strict(raw)
+    assert doc["results"][0]["seconds"] is None and doc["results"][1]["test_error"] is None
+    results, summary, _ = g.load_results(str(f))
+    assert math.isnan(results["seconds"][0]) and math.isnan(results["test_error"][1])
+    assert summary["test_error_mean"][0] == 2.0
+    csv = tmp_path / "grid.csv"
+    g.write_results(str(csv), _grid_result())
+    assert "inf" not in csv.read_text()
+    assert math.isnan(pd.read_csv(csv)["seconds"][0])
+
+
+def test_transfer_results_with_an_infinite_number_are_written_not_refused(tmp_path):
+    row = {"setup": "from scratch", "copied": 0, "frozen": 0, "bn": "update", "norm": "source", "per_class": 1,
+           "seed": 0, "train_images": 5, "steps": 10, "epochs": 1, "train_acc": 0.5, "test_acc": math.nan,
+           "seconds": math.inf, "status": "complete"}
+    result = T.PlanResult(pd.DataFrame([row], columns=T.RESULT_COLUMNS), pd.DataFrame(columns=T.CURVE_COLUMNS),
+                          pd.DataFrame(columns=T.PROBE_COLUMNS), 1, 0, False, 2.0, {"stages": 3})
+    f = tmp_path / "t.json"
+    T.write_results(str(f), result)  # before: ValueError (json's allow_nan=False) after the whole plan had run
+    doc = strict(f.read_bytes())
+    assert doc["results"][0]["seconds"] is None and doc["results"][0]["test_acc"] is None
+    back = T.load_results(str(f))
+    assert pd.isna(back.results["seconds"][0]) and back.trained == 1 and back.meta["stages"] == 3
+
+
+def test_the_stored_files_are_written_byte_for_byte_as_before():
+    """What the writer makes of the recorded results' contents is the recorded bytes."""
+    for name, indent in (("variants_digits.json", 1), ("transfer_digits.json", None)):
+        raw = (ROOT / "results" / name).read_bytes()
+        assert reporting.json_bytes(json.loads(raw), indent=indent) == raw
+    raw = (ROOT / "checkpoints" / "path_results" / "digits_resnet20.json").read_bytes()
+    assert reporting.json_bytes(json.loads(raw), indent=1) == raw
+
+
+# ------------------------------------------------------------------ parse guards: bad input vs bugs
+def bug(*args: object, **kwargs: object) -> None:
+    raise TypeError("a bug, not a bad file")
+
+
+def test_a_bug_in_the_grid_results_reader_is_not_called_a_bad_file(tmp_path, monkeypatch):
+    f = tmp_path / "grid.json"
+    g.write_results(str(f), _grid_result())
+    monkeypatch.setattr(g, "check_table", bug)
+    with pytest.raises(TypeError, match="a bug"):
+        g.load_results(str(f))
+    with pytest.raises(ConfigError, match="none.json: not a grid results file"):  # what reading raises still is one
+        g.load_results(str(tmp_path / "none.json"))
+
+
+def test_a_bug_in_the_transfer_results_reader_is_not_called_a_damaged_file(monkeypatch):
+    monkeypatch.setattr(T, "PlanResult", bug)
+    with pytest.raises(TypeError, match="a bug"):
+        T.load_results(str(ROOT / "results" / "transfer_digits.json"))
+
+
+def test_bad_transfer_meta_is_still_a_damaged_file(tmp_path):
+    doc = json.loads((ROOT / "results" / "transfer_digits.json").read_text())
+    for meta_value, said in (({**doc["meta"], "trained": "many"}, "meta trained"),
+                             ({**doc["meta"], "seconds": [1]}, "meta seconds"), ([1, 2], "its meta is a list")):
+        f = tmp_path / "t.json"
+        f.write_text(json.dumps({**doc, "meta": meta_value}))
+        with pytest.raises(DatasetError, match=f"a damaged transfer results file \\({said}"):
+            T.load_results(str(f))
+
+
+def test_a_bug_in_the_path_results_reader_is_not_called_corrupt(monkeypatch):
+    from analysis.checkpoints import shipped_checkpoints
+
+    ck = shipped_checkpoints()["digits_resnet20"]
+    assert paths.load_results(ck)
+    monkeypatch.setattr(paths, "_with_totals", bug)
+    with pytest.raises(TypeError, match="a bug"):
+        paths.load_results(ck)
+
+
+def test_path_results_with_no_paths_of_a_length_are_corrupt(tmp_path):
+    import shutil
+
+    from analysis.checkpoints import shipped_checkpoints
+
+    src = shipped_checkpoints()["digits_resnet20"]
+    ck = tmp_path / src.name
+    shutil.copy(src, ck)
+    doc = json.loads(paths.results_file(src).read_text())
+    doc["measurements"][0]["rows"][1]["paths"] = "0"  # math.log10(0) raised ValueError, called corrupt by accident
+    paths.results_file(ck).parent.mkdir()
+    paths.results_file(ck).write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="corrupt stored path measurements .*row 2: paths = '0'"):
+        paths.load_results(ck)
+    doc["measurements"][0]["samples"] = 0
+    doc["measurements"][0]["rows"][1]["paths"] = "1"
+    paths.results_file(ck).write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="corrupt stored path measurements .*samples must be"):
+        paths.load_results(ck)
+
+
+def test_a_bug_in_the_metadata_reader_is_not_called_malformed_metadata(monkeypatch):
+    assert RunMeta.from_dict({"versions": {"torch": "2"}}).versions == {"torch": "2"}
+    monkeypatch.setattr(meta, "_texts", bug)
+    with pytest.raises(TypeError, match="a bug"):
+        RunMeta.from_dict({"versions": {"torch": "2"}})
+
+
+def test_malformed_metadata_is_still_one_checkpoint_error():
+    ds = {"name": "digits16", "train": 1, "test": 1, "classes": 10, "channels": 1, "size": 16, "split_seed": 0}
+    with pytest.raises(CheckpointError, match="DatasetInfo lacks size, split_seed"):
+        RunMeta.from_dict({"dataset": {k: v for k, v in ds.items() if k not in ("size", "split_seed")}})
+    with pytest.raises(CheckpointError, match="recipe: learning rate must be a finite number"):
+        RunMeta.from_dict({"recipe": {"lr": 10**400}})  # float() overflows: was caught as OverflowError
+    with pytest.raises(CheckpointError, match="normalisation: a number beyond the float range"):
+        RunMeta.from_dict({"normalisation": {"mean": [10**400], "std": [1.0]}})
+    with pytest.raises(CheckpointError, match="final must be a mapping"):
+        RunMeta.from_dict({"final": []})
+
+
+def test_a_bug_in_the_run_store_readers_is_not_called_a_damaged_row(tmp_path, monkeypatch):
+    s = runstore.RunStore(tmp_path)
+    s.save_sweep("n", "single", {}, pd.DataFrame({"error": [0.5]}))
+    s.save_gradients("r", pd.DataFrame({"norm": [1.0]}))
+    with monkeypatch.context() as m:
+        m.setattr(runstore, "_stored_sweep", lambda row: (_ for _ in ()).throw(ValueError("a bug")))
+        with pytest.raises(ValueError, match="a bug") as exc:
+            s.sweep("n", "single", {})
+        assert not isinstance(exc.value, runstore.StoreError)
+    with monkeypatch.context() as m:
+        m.setattr(runstore, "_read_frame", bug)
+        with pytest.raises(TypeError, match="a bug"):
+            s.gradients("r")
+    assert s.gradients("r")["norm"].tolist() == [1.0]
+
+
+@pytest.mark.parametrize("csv,dtypes,said", [
+    ("error\nnot a number\n", '{"error": "float64"}', "could not convert"),
+    ("error\n0.5\n", '{"other": "float64"}', "no column 'other'"),
+    ("error\n0.5\n", '{"error": "no such type"}', "not understood"),
+    ("error\n99999999999999999999999\n", '{"error": "int64"}', "too large"),
+    ("error\n0.5\n", '["error"]', "not a record of type names"),
+])
+def test_a_damaged_stored_table_is_a_store_error(tmp_path, csv, dtypes, said):
+    s = runstore.RunStore(tmp_path)
+    key = s.save_sweep("n", "single", {}, pd.DataFrame({"error": [0.5]}))
+    con = sqlite3.connect(tmp_path / "runs.sqlite")
+    con.execute("UPDATE sweeps SET csv = ?, dtypes = ? WHERE key = ?", (csv, dtypes, key))
+    con.commit()
+    con.close()
+    with pytest.raises(runstore.StoreError, match=f"the stored single sweep {key} .* cannot be read .*{said}"):
+        s.sweep("n", "single", {})
+
+
+# ------------------------------------------------------------------ no import cycle
+def _imports(module: Path) -> set[str]:
+    """The analysis modules ``module`` imports anywhere (inside functions too), TYPE_CHECKING blocks aside."""
+    tree = ast.parse(module.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                   for n in ast.walk(node)}
+    out = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            out |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("analysis."):
+            out.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("analysis.")}
+    return out
+
+
+def test_the_executors_import_each_other_in_one_direction_only():
+    folder = ROOT / "analysis"
+    graph = {p.stem: _imports(p) for p in folder.glob("*.py")}
+
+    def reaches(a: str, b: str) -> bool:
+        seen, todo = set(), [a]
+        while todo:
+            m = todo.pop()
+            if m == b:
+                return True
+            if m not in seen:
+                seen.add(m)
+                todo += [n for n in graph.get(m, ()) if n in graph]
+        return False
+
+    assert "ray_executor" in graph["executor"]  # make_executor builds a RayExecutor (a function-level import)
+    for a in ("executor", "ray_executor", "tasks", "reporting"):
+        for b in graph[a]:
+            assert not reaches(b, a), f"import cycle: {a} -> {b} -> ... -> {a}"
