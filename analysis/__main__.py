@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -544,6 +545,36 @@ def _paths(args: argparse.Namespace, path: Path, out: Path) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- units
+def cmd_units(args: argparse.Namespace, stop: Stop) -> int:
+    """The residual units of a built-in net (from its plan), an exported program (.pt2, from its
+    graph) or a trusted module (``--module package.module:factory``, exported here), and its totals."""
+    from . import graphnet
+
+    net = graphnet.open_net(args.model, module=args.module, input_shape=args.input_shape)
+    rows = [u.as_row() for u in net.units]
+    if args.json:
+        print(json.dumps({"model": net.name, "input": [list(s) for s in net.input_shapes], "units": rows,
+                          "params": net.params, "macs": net.macs, "flops": net.flops}))
+        return 0
+    print(f"{net.name}: input {' + '.join('×'.join(map(str, s)) for s in net.input_shapes)}; "
+          f"{net.params:,} parameters, {net.macs:,} MACs, {net.flops:,} FLOPs")
+    if not rows:
+        print(graphnet.no_unit_reason(net))
+        return 0
+    table = [{"unit": r["unit"], "shortcut": r["shortcut"], "join": r["join"], "after": r["after"] or "-",
+              "in": "×".join(map(str, r["in_shape"])), "out": "×".join(map(str, r["out_shape"])),
+              "branch params": f"{r['branch_params']:,}", "branch MACs": f"{r['branch_macs']:,}",
+              "inside": r["parent"] or "-"} for r in rows]
+    import pandas as pd
+
+    print(pd.DataFrame(table).to_string(index=False))
+    kinds = graphnet.summary(net.units)
+    print(f"{kinds['units']} residual units: {kinds['identity']} identity, {kinds['projection']} projection, "
+          f"{kinds['pad']} zero-pad shortcuts")
+    return 0
+
+
 # ---------------------------------------------------------------------------- grid
 def cmd_grid(args: argparse.Namespace, stop: Stop) -> int:
     from . import grid as g
@@ -765,7 +796,8 @@ def _percent_table(rows: dict[str, dict[str, str]], columns: list[str], index: s
     import pandas as pd
 
     df = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns).fillna("")
-    return df.rename_axis(index).to_string()
+    text: str = df.rename_axis(index).to_string()
+    return text
 
 
 def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: Plan, store: RunStore,
@@ -1050,6 +1082,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="results file: .json (runs, learning curves, probe; the page reads it) or .csv (one row "
                          "per run), written atomically")
     tf.set_defaults(func=cmd_transfer)
+
+    un = sub.add_parser("units", help="list the residual units of a net (built-in, .pt2 program or your module) "
+                                      "and its totals",
+                        description="Finds every residual unit (an add of a tensor and a weighted function of it): "
+                                    "its owning module, shortcut (identity, projection, zero-pad), join, shapes and "
+                                    "branch costs. Built-in names read their plan; a .pt2 file (torch.export.save) "
+                                    "is read as a graph and never run.")
+    un.add_argument("--model", default=None, metavar="PATH_OR_NAME",
+                    help="a built-in name (e.g. resnet50) or a torch.export program (.pt2)")
+    un.add_argument("--module", default=None, metavar="PACKAGE.MODULE:FACTORY",
+                    help="trusted Python: import PACKAGE.MODULE and call FACTORY() for an nn.Module (needs "
+                         "--input-shape); exported here before it is read")
+    un.add_argument("--input-shape", default=None, metavar="N,C,H,W",
+                    help="the example input for --module (with its batch), e.g. 1,3,224,224")
+    un.add_argument("--json", action="store_true", help='one JSON object {"units": [...], "params": N, "macs": N}')
+    un.set_defaults(func=cmd_units)
     return ap
 
 

@@ -47,12 +47,13 @@ from .specs import (
 ShortcutKind = Literal["identity", "projection", "pad", "none"]
 
 
-CoefKind = Literal["one", "const", "gate", "one_minus_gate"]
+CoefKind = Literal["one", "const", "learned", "gate", "one_minus_gate"]
 
 
 @dataclass(frozen=True)
 class Coef:
-    """What multiplies one path at the add: 1, a constant, the gate g(x) or 1 - g(x)."""
+    """What multiplies one path at the add: 1, a constant, a learned vector (ConvNeXt's and CaiT's
+    layer scale gamma, found in opened graphs), the gate g(x) or 1 - g(x)."""
 
     kind: CoefKind = "one"
     value: float = 1.0  # the constant of "const"
@@ -64,11 +65,11 @@ class Coef:
     @property
     def elementwise_ops(self) -> int:
         """Element-wise operations per output element: a multiply, and for 1 - g the subtraction too."""
-        return {"one": 0, "const": 1, "gate": 1, "one_minus_gate": 2}[self.kind]
+        return {"one": 0, "const": 1, "learned": 1, "gate": 1, "one_minus_gate": 2}[self.kind]
 
     def label(self, path: str) -> str:
         """'s', '0.3·s', 'g·F', '(1−g)·s'."""
-        return {"one": path, "const": f"{self.value:g}·{path}", "gate": f"g·{path}",
+        return {"one": path, "const": f"{self.value:g}·{path}", "learned": f"γ·{path}", "gate": f"g·{path}",
                 "one_minus_gate": f"(1−g)·{path}"}[self.kind]
 
     def times(self, t: Tensor, g: Tensor | None) -> Tensor:
@@ -77,6 +78,8 @@ class Coef:
             return t
         if self.kind == "const":
             return self.value * t
+        if self.kind == "learned":  # the vector is a weight of the opened net, run by its own graph
+            raise RuntimeError("a learned coefficient is applied by the net that holds it")
         if g is None:
             raise RuntimeError("a gated join needs its gate value g(x)")
         return g * t if self.kind == "gate" else (1 - g) * t

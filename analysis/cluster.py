@@ -56,7 +56,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .errors import ConfigError, LensError
 
@@ -367,7 +367,7 @@ def _unwrap(ray: Any, exc: BaseException, what: str) -> BaseException:
     if isinstance(cause, LensError):
         return cause
     if isinstance(exc, ray.exceptions.RayTaskError):
-        return exc  # a bug in the task: keep Ray's error with the remote traceback
+        return cast(BaseException, exc)  # a bug in the task: keep Ray's error with the remote traceback
     first = (str(exc).strip().splitlines() or [""])[0]
     return ClusterError(f"{what}: {type(exc).__name__}: {first}")
 

@@ -358,7 +358,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
     }
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused to load {module}.{name}: not part of a CIFAR batch")

@@ -145,7 +145,8 @@ def finite_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def csv_bytes(df: pd.DataFrame) -> bytes:
     """A table as CSV, without its index; missing and non-finite numbers as empty cells."""
-    return finite_frame(df).to_csv(index=False).encode()
+    text: str = finite_frame(df).to_csv(index=False)
+    return text.encode()
 
 
 def write_json(path: str | os.PathLike[str], payload: Any, *, indent: int | None = None) -> Path:

@@ -332,7 +332,7 @@ class TransferRun:
     per_class: int | None
     seed: int
     model: ResNet
-    history: list[dict]
+    history: list[dict[str, Any]]
     seconds: float
     cancelled: bool
     data: Dataset = field(repr=False)
