@@ -111,7 +111,7 @@ class LengthDistribution:
 
     @property
     def total(self) -> int:
-        return 2 ** self.n
+        return int(2 ** self.n)  # int ** int is typed Any (a negative power is a float): n >= 0 here
 
     @property
     def mean(self) -> float:
@@ -340,7 +340,7 @@ def gradient_by_length(model: ResNet, x: Tensor, y: Tensor, *, samples: int = 10
 MEASURED_COLUMNS = ("length", "mean", "std", "samples", "exhaustive", "paths")
 
 
-def _with_totals(rows: list[dict]) -> pd.DataFrame:
+def _with_totals(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The measured columns (``MEASURED_COLUMNS``, ``paths`` as an int or its decimal string) plus
     the derived ones: log10 of C(n, k), log10 of the total and the total relative to its peak."""
     df = pd.DataFrame(rows, columns=list(MEASURED_COLUMNS))

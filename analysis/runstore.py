@@ -241,7 +241,7 @@ class RunStore:
         runs, or of every run, ordered by run and epoch."""
         cols = ("run", "epoch", *METRIC_COLUMNS)
         query = f"SELECT {', '.join(cols)} FROM metrics"
-        args: tuple = ()
+        args: tuple[str, ...] = ()
         if keys is not None:
             query += f" WHERE run IN ({', '.join('?' * len(keys))})"
             args = tuple(keys)
@@ -331,17 +331,20 @@ class RunStore:
                 Path(row[0]).unlink()
 
     # ------------------------------------------------------------------ sweep results
-    def save_sweep(self, run: str, kind: str, settings: dict[str, Any], df: pd.DataFrame) -> str:
+    def save_sweep(self, run: str, kind: str, settings: dict[str, Any], df: pd.DataFrame, *,
+                   created: float | None = None) -> str:
         """Keep a sweep's result table, keyed by the net (``run``: its :func:`net_key`, or any
         stable name), the sweep kind and its settings. The column types are kept beside the CSV,
-        so the table reads back equal (an empty string stays a string, not a NaN)."""
+        so the table reads back equal (an empty string stays a string, not a NaN). ``created``: when
+        it was measured (default: now), so a caller that shows the time before saving shows the
+        time a later lookup reads back."""
         key = config_key({"run": run, "kind": kind, "settings": settings})
         dtypes = {str(c): str(t) for c, t in df.dtypes.items()}
         with self._connect() as con:
             con.execute("INSERT OR REPLACE INTO sweeps (key, run, kind, settings, created, csv, dtypes) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (key, run, kind, json.dumps(settings, sort_keys=True), time.time(),
-                         df.to_csv(index=False), json.dumps(dtypes)))
+                        (key, run, kind, json.dumps(settings, sort_keys=True),
+                         time.time() if created is None else created, df.to_csv(index=False), json.dumps(dtypes)))
         return key
 
     def sweep(self, run: str, kind: str, settings: dict[str, Any]) -> pd.DataFrame | None:
@@ -390,7 +393,7 @@ class RunStore:
                 con.execute(f"DELETE FROM {table}")
 
 
-def _stored_sweep(row: tuple) -> StoredSweep:
+def _stored_sweep(row: tuple[Any, ...]) -> StoredSweep:
     key, run, kind, settings, created = row
     return StoredSweep(key, run, kind, loads_json(settings, f"stored sweep {key}", StoreError), created)
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from analysis import lesion
+from analysis import lesion, storethrough
 from analysis.checkpoints import Checkpoint, find_twin
 from analysis.data import Dataset
 from analysis.errors import LensError
 from analysis.runstore import RunStore, net_key
+from analysis.storethrough import Outcome
 from ui import cache, render, widgets
 from ui.widgets import (
     Metric,
@@ -167,16 +167,6 @@ render.show(render.confusion_delta(delta.numpy(), data.classes), key="lesion_con
 
 
 # ------------------------------------------------------------------ sweeps
-@dataclass(frozen=True)
-class Result:
-    """A sweep's table, when it was measured, and whether it came from the run store (measured in
-    an earlier session, tab or server) rather than in this session."""
-
-    frame: pd.DataFrame
-    created: float
-    stored: bool
-
-
 def twin_of(picked: Picked) -> Picked | None:
     """The plain twin of a residual net (same layers, same data split) among the shipped and trained
     nets, found by spec, for side-by-side sweeps."""
@@ -193,70 +183,72 @@ def session_key(net: Picked, experiment: str, settings: dict[str, Any]) -> tuple
     return (net.label, data.name, data.split_seed, experiment, settings["samples"], settings["seed"])
 
 
-def remember(net: Picked, experiment: str, settings: dict[str, Any], result: Result) -> None:
+def remember(net: Picked, experiment: str, settings: dict[str, Any], result: Outcome) -> None:
     """Keep a result for this session: the table under its session key, and beside it the weights
     and full settings it belongs to (a label can later name other weights: a run retrained under
     it; the same data name other images: another ImageFolder subset)."""
     skey = session_key(net, experiment, settings)
     st.session_state.setdefault("lesion_results", {})[skey] = result.frame
-    st.session_state.setdefault("lesion_origin", {})[skey] = (key_of(net), settings, result.created, result.stored)
+    st.session_state.setdefault("lesion_origin", {})[skey] = (key_of(net), settings, result.created,
+                                                              result.from_store)
 
 
-def lookup(net: Picked, experiment: str, settings: dict[str, Any], store: RunStore | None) -> Result | None:
+def lookup(net: Picked, experiment: str, settings: dict[str, Any], store: RunStore | None) -> Outcome | None:
     """This session's result for the net and settings, else the run store's, else None."""
     skey = session_key(net, experiment, settings)
     results: dict = st.session_state.setdefault("lesion_results", {})
     origin = st.session_state.setdefault("lesion_origin", {}).get(skey)
     if skey in results and origin is not None and origin[:2] == (key_of(net), settings):
-        return Result(results[skey], origin[2], origin[3])
-    if store is None:
-        return None
+        return Outcome(results[skey], origin[2], origin[3])
     try:
-        found = store.find_sweep(key_of(net), experiment, settings)
+        result = storethrough.lookup(store, key_of(net), experiment, settings)
     except LensError as exc:
         st.warning(f"The run store cannot be read: {exc}")
         return None
-    if found is None:
-        return None
-    result = Result(found[1], found[0].created, stored=True)
-    remember(net, experiment, settings, result)
+    if result is not None:
+        remember(net, experiment, settings, result)
     return result
 
 
 def measure(nets: list[Picked], experiment: str, title: str, settings: dict[str, Any],
-            store: RunStore | None) -> dict[str, Result]:
-    """Sweep each net with a progress bar and a Cancel button, both cleared when it ends. Cancel
-    (or any click) reruns the page, which interrupts the sweep; the marker set here then survives
-    and the next run says so. Results are kept only when every net finished: nothing partial."""
+            store: RunStore | None) -> dict[str, Outcome]:
+    """Sweep each net with a progress bar and a Cancel button, both cleared when it ends; the library's
+    store-through runner (analysis.storethrough) takes what the store holds, computes the rest and
+    stores it only when every net finished: nothing partial. Cancel (or any click) reruns the page,
+    which interrupts the sweep; the marker set here then survives and the next run says so."""
     st.session_state["lesion_active"] = (label, title, lesion.describe_settings(experiment, settings, data.dims))
     cancel_slot, bar_slot = st.empty(), st.empty()
     cancel_slot.button("Cancel", key=f"lesion_cancel_{experiment}", help="Stops the sweep; nothing of it is kept.")
-    done: dict[str, pd.DataFrame] = {}
+
+    def job(net: Picked) -> storethrough.Job:
+        """One net's sweep for the library's store-through runner, keyed as lookup() finds it."""
+        model = net.checkpoint.model
+        return storethrough.Job(key_of(net), experiment, settings, label=f"{title} sweep on {net.label}",
+                                compute=lambda progress: lesion.run_sweep(
+                                    experiment, model, data.x_test, data.y_test, samples=settings["samples"],
+                                    seed=settings["seed"], progress=progress))
+
+    def start(j: storethrough.Job) -> storethrough.ProgressFn:
+        """Each net's own bar, drawn as its sweep starts."""
+        return progress_reporter(bar_slot.progress(0.0, text=f"{j.label}…"), j.label)
+
+    out: dict[str, Outcome] = {}
     try:
-        for net in nets:
-            what = f"{title} sweep on {net.label}"
-            bar = bar_slot.progress(0.0, text=f"{what}…")
-            done[net.label] = lesion.run_sweep(experiment, net.checkpoint.model, data.x_test, data.y_test,
-                                               samples=settings["samples"], seed=settings["seed"],
-                                               progress=progress_reporter(bar, what))
-    except LensError as exc:
+        outcomes = storethrough.get_or_run_all(store, [job(net) for net in nets], on_start=start)
+    except LensError as exc:  # the runner stored nothing: neither is anything kept for the session
         error_box(exc)
-        done = {}
-    # reached only when the loop ended or failed: an interrupting rerun raises through here, leaving the marker
+    else:
+        out = {net.label: result for net, result in zip(nets, outcomes, strict=True)}
+    # reached only when the sweeps ended or failed: an interrupting rerun raises through here, leaving the marker
     st.session_state.pop("lesion_active", None)
     cancel_slot.empty()
     bar_slot.empty()
-    out: dict[str, Result] = {}
     for net in nets:
-        if net.label not in done:
+        if (result := out.get(net.label)) is None:
             continue
-        out[net.label] = result = Result(done[net.label], time.time(), stored=False)
         remember(net, experiment, settings, result)
-        if store is not None:
-            try:
-                store.save_sweep(key_of(net), experiment, settings, result.frame)
-            except LensError as exc:
-                st.warning(f"The {title} sweep of {net.label} is kept for this session only: {exc}")
+        if result.note is not None:
+            st.warning(f"The {title} sweep of {net.label} is kept for this session only: {result.note}")
     return out
 
 
@@ -264,11 +256,11 @@ def when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
 
-def provenance(found: dict[str, Result], describe: str) -> str:
+def provenance(found: dict[str, Outcome], describe: str) -> str:
     """Where the shown numbers come from, per net: the run store (and when) or this session."""
-    parts = [f"{lab}: {'stored, measured' if r.stored else 'measured in this session,'} {when(r.created)}"
+    parts = [f"{lab}: {'stored, measured' if r.from_store else 'measured in this session,'} {when(r.created)}"
              for lab, r in found.items()]
-    lead = ("Stored results, shown without running" if all(r.stored for r in found.values()) else "Results")
+    lead = ("Stored results, shown without running" if all(r.from_store for r in found.values()) else "Results")
     return f"{lead} ({describe}) — " + "; ".join(parts) + "."
 
 

@@ -10,8 +10,9 @@ from typing import Literal
 import pandas as pd
 import streamlit as st
 
-from analysis import lesion, paths
+from analysis import lesion, paths, storethrough
 from analysis.checkpoints import Checkpoint
+from analysis.data import Dataset
 from analysis.errors import DatasetError, LensError
 from analysis.reference import VEIT_EFFECTIVE_PATHS
 from analysis.runstore import RunStore, net_key
@@ -170,12 +171,12 @@ if picked is not None:
                 return Found(results[skey], "session", origin[skey][1])
             if run_store is not None and data is not None:
                 try:
-                    hit = run_store.find_sweep(net_id, paths.STORE_KINDS[net], paths.store_settings(s, data))
+                    hit = storethrough.lookup(run_store, net_id, paths.STORE_KINDS[net], paths.store_settings(s, data))
                 except LensError as exc:
                     unreadable(exc)
                     hit = None
                 if hit is not None:
-                    return Found(hit[1], "store", hit[0].created)
+                    return Found(hit.frame, "store", hit.created)
             if (net, s) in shipped:
                 return Found(shipped[(net, s)], "shipped")
             return None
@@ -205,30 +206,38 @@ if picked is not None:
             # placeholders: the button and the bar are there while it measures, and gone when it ends
             cancel_slot, bar_slot = st.empty(), st.empty()
             cancel_slot.button("Cancel", key="paths_cancel", help="Stops the measurement; nothing of it is kept.")
+
+            def job(net: str, data: Dataset) -> storethrough.Job:
+                """One net's measurement for the library's store-through runner, keyed as lookup() finds it."""
+
+                def compute(progress: storethrough.ProgressFn | None) -> pd.DataFrame:
+                    model = ck.model if net == "trained" else paths.initialised(ck.model)
+                    return paths.measure(model, data.x_test, data.y_test, settings, progress=progress)
+
+                return storethrough.Job(net_id, paths.STORE_KINDS[net], paths.store_settings(settings, data),
+                                        compute, label=net)
+
+            def start(j: storethrough.Job) -> storethrough.ProgressFn:
+                """Each net's own bar, drawn as its measurement starts."""
+                return progress_reporter(bar_slot.progress(0.0, text=f"{j.label}: measuring…"), f"{j.label}: paths")
+
             try:
                 if data is None:
                     # this page asks for the data itself (widgets.evaluation_data, as the Lesion lab does)
                     raise DatasetError(f"{label} has no test data yet: choose the data it is measured on, and give "
                                        "its local path, in the sidebar")
-                done = {}
-                for net in nets:
-                    model = ck.model if net == "trained" else paths.initialised(ck.model)
-                    bar = bar_slot.progress(0.0, text=f"{net}: measuring…")
-                    done[net] = paths.measure(model, data.x_test, data.y_test, settings,
-                                              progress=progress_reporter(bar, f"{net}: paths"))
+                # Measure measures again (refresh): what is stored for these settings is replaced. The
+                # runner stores only when every net finished: a cancel or an error leaves nothing partial
+                done = storethrough.get_or_run_all(run_store, [job(net, data) for net in nets], on_start=start,
+                                                   refresh=True)
             except LensError as exc:
                 error_box(exc)
-            else:  # kept only when every net finished: a cancelled measurement leaves nothing partial
-                now = time.time()
-                for net, df in done.items():
-                    results[(label, net, settings)] = df
-                    origin[(label, net, settings)] = (identity(settings), now)
-                    if run_store is not None and data is not None:
-                        try:
-                            run_store.save_sweep(net_id, paths.STORE_KINDS[net],
-                                                 paths.store_settings(settings, data), df)
-                        except LensError as exc:
-                            st.warning(f"The {net} measurement of {label} is kept for this session only: {exc}")
+            else:
+                for net, outcome in zip(nets, done, strict=True):
+                    results[(label, net, settings)] = outcome.frame
+                    origin[(label, net, settings)] = (identity(settings), outcome.created)
+                    if outcome.note is not None:
+                        st.warning(f"The {net} measurement of {label} is kept for this session only: {outcome.note}")
                 last[label] = settings
             finally:  # finished or refused: neither the button nor the bar stays on screen
                 cancel_slot.empty()

@@ -107,6 +107,26 @@ def test_a_sweep_is_stored_and_a_new_session_shows_it_without_running(monkeypatc
             "press **Run the k-block sweep**."]
 
 
+def test_a_sweep_the_run_store_cannot_keep_is_shown_and_said_kept_for_this_session(monkeypatch):
+    from analysis.runstore import StoreError
+
+    def full(*args, **kwargs):
+        raise StoreError("the disk holding the run store is full")
+
+    monkeypatch.setattr(RunStore, "save_sweep", full)
+    at = lesion_page()
+    at.button(key="lesion_run_single").click().run()
+    clean(at)
+    assert [w.value for w in at.warning] == [
+        f"The single-block sweep of {net} is kept for this session only: the disk holding the run store is full"
+        for net in (R20, P20)]
+    assert any(c.value.startswith(f"Results (450 test images of digits16) — {R20}: measured in this session,")
+               for c in at.caption)
+    assert len(at.session_state["lesion_results"][(R20, "digits16", 0, "single", 0, 0)]) == 1 + 9
+    assert store().sweeps_of(shipped_key("digits_resnet20")) == []
+    no_progress_left(at)
+
+
 def test_forget_deletes_this_nets_stored_sweeps_only():
     at = lesion_page()
     at.button(key="lesion_run_single").click().run()

@@ -186,6 +186,62 @@ def test_a_measurement_made_in_the_app_is_shown_in_a_new_session_without_measuri
 
 
 @pytest.mark.usefixtures("own_run_store")
+def test_measure_measures_again_what_the_run_store_holds_and_replaces_it(monkeypatch):
+    """Measure is "measure again" (issue 22 item 5 kept it so when the store-through runner took over
+    storing): stored results for the settings above are measured anew, shown as this session's, and
+    the stored row replaced."""
+    from ui import cache
+
+    real, calls = paths.measure, []
+
+    def measure(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    at = small_settings(paths_page(), "shipped: digits_resnet20", init=False)
+    at.button(key="paths_run").click().run()
+    key = net_key_of("digits_resnet20")
+    (before,) = cache.run_store().sweeps_of(key)
+    monkeypatch.setattr(paths, "measure", measure)
+    again = small_settings(paths_page(), "shipped: digits_resnet20", init=False)
+    assert any(c.value.startswith("Stored results, shown without measuring") for c in again.caption) and calls == []
+    again.button(key="paths_run").click().run()
+    clean(again)
+    assert calls == [1]
+    assert "Measured in this session (1 samples per length, batch 8, seed 0)." in again.caption.values
+    (after,) = cache.run_store().sweeps_of(key)
+    assert after.key == before.key and after.created > before.created
+    created = again.session_state["paths_origin"][("shipped: digits_resnet20", "trained", SMALL)][1]
+    assert created == after.created  # the session's time is the stored row's
+
+
+@pytest.mark.usefixtures("own_run_store")
+def test_a_measurement_the_run_store_cannot_keep_is_shown_and_said_kept_for_this_session(monkeypatch):
+    from analysis.runstore import RunStore, StoreError
+    from ui import cache
+
+    def full(*args, **kwargs):
+        raise StoreError("the disk holding the run store is full")
+
+    monkeypatch.setattr(RunStore, "save_sweep", full)
+    at = small_settings(paths_page(), "shipped: digits_resnet20", init=False)
+    at.button(key="paths_run").click().run()
+    clean(at)
+    assert [w.value for w in at.warning] == [
+        "The trained measurement of shipped: digits_resnet20 is kept for this session only: the disk holding the "
+        "run store is full"]
+    assert "Measured in this session (1 samples per length, batch 8, seed 0)." in at.caption.values
+    assert list(at.session_state["paths_results"]) == [("shipped: digits_resnet20", "trained", SMALL)]
+    assert cache.run_store().sweeps_of(net_key_of("digits_resnet20")) == []
+
+
+def net_key_of(name: str) -> str:
+    from analysis.runstore import net_key
+
+    return net_key(load_checkpoint(shipped_checkpoints()[name]))
+
+
+@pytest.mark.usefixtures("own_run_store")
 def test_a_net_retrained_under_the_same_label_never_shows_the_old_numbers(monkeypatch):
     from analysis.checkpoints import checkpoint_bytes
     from analysis.runstore import net_key
