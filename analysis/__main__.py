@@ -7,7 +7,7 @@ Bad input prints one line, ``error: ...``, and exits 2. Ctrl-C (SIGINT) and SIGT
 left behind. During training the first signal stops the run at the next batch and saves the
 finished epochs as a *cancelled* checkpoint; a second signal stops at once without saving.
 
-:func:`run` is the command line without the catching (it raises :class:`~analysis.errors.LensError`
+:func:`run` is the command line without the catching (it raises :class:`~analysis.core.errors.LensError`
 on bad input and :class:`Interrupted` on a signal); :func:`main` catches and prints.
 """
 
@@ -28,22 +28,22 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .errors import ConfigError, LensError
-from .evaluation import Options
-from .executor import EXECUTORS
-from .io import check_writable
-from .lesion import SWEEP_KINDS
-from .mnist1d import LENGTH as MNIST1D_LENGTH
-from .specs import MODELS
+from analysis.arch.specs import MODELS
+from analysis.core.errors import ConfigError, LensError
+from analysis.core.io import check_writable
+from analysis.data.mnist1d import LENGTH as MNIST1D_LENGTH
+from analysis.experiments.evaluation import Options
+from analysis.experiments.lesion import SWEEP_KINDS
+from analysis.run.executor import EXECUTORS
 
 if TYPE_CHECKING:  # imported lazily at run time: torch loads only when a command runs
-    from .checkpoints import Checkpoint
-    from .data import Dataset
-    from .grid import Grid
-    from .meta import TrainConfig
-    from .runstore import RunStore
-    from .specs import ResNetSpec
-    from .transfer import Plan, Target
+    from analysis.arch.specs import ResNetSpec
+    from analysis.core.meta import TrainConfig
+    from analysis.data.data import Dataset
+    from analysis.store.checkpoints import Checkpoint
+    from analysis.store.runstore import RunStore
+    from analysis.studies.grid import Grid
+    from analysis.studies.transfer import Plan, Target
 
 SEED_MAX = 2**63 - 1
 EXIT_ERROR = 2
@@ -157,8 +157,8 @@ def data_size(args: argparse.Namespace) -> int:
 
 
 def check_device(device: str) -> None:
-    from .meta import TrainConfig
-    from .train import check_device as available
+    from analysis.core.meta import TrainConfig
+    from analysis.experiments.train import check_device as available
 
     TrainConfig(device=device)  # the one place device strings are validated
     available(device)
@@ -166,8 +166,8 @@ def check_device(device: str) -> None:
 
 def checkpoint_path(name: str) -> Path:
     """A shipped checkpoint's file, or ``name`` as a path to an existing file."""
-    from .checkpoints import shipped_checkpoints
-    from .errors import CheckpointError
+    from analysis.core.errors import CheckpointError
+    from analysis.store.checkpoints import shipped_checkpoints
 
     if not name.strip() or "\0" in name:
         raise CheckpointError(f"--checkpoint {name!r}: give a .pt/.pth file or a shipped name "
@@ -219,7 +219,7 @@ def add_recipe_args(p: argparse.ArgumentParser, epochs: int) -> None:
 
 def recipe(args: argparse.Namespace, **more: Any) -> TrainConfig:
     """The TrainConfig of :func:`add_recipe_args`' options (``more``: seed, device where the command has them)."""
-    from .meta import TrainConfig
+    from analysis.core.meta import TrainConfig
 
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                        weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup,
@@ -231,7 +231,7 @@ def cmd_train(args: argparse.Namespace, stop: Stop) -> int:
     check_data_options(args)
     cfg = recipe(args, seed=args.seed, device=args.device, amp=args.amp)
     check_device(cfg.device)
-    from .specs import get_spec
+    from analysis.arch.specs import get_spec
 
     spec = get_spec(args.model, plain=args.plain, preact=args.preact)
     check_dims(spec, args.data)
@@ -247,7 +247,7 @@ def cmd_train(args: argparse.Namespace, stop: Stop) -> int:
 
 def check_dims(spec: ResNetSpec, data: str) -> None:
     """A 2-D net on MNIST-1D or a 1-D net on images, refused before the data are loaded
-    (:func:`analysis.train.check_fits` says the same of loaded data)."""
+    (:func:`analysis.experiments.train.check_fits` says the same of loaded data)."""
     dims = 1 if data == "mnist1d" else 2
     if spec.dims == dims:
         return
@@ -263,9 +263,9 @@ def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, sp
     import torch
     from tqdm import tqdm
 
-    from .checkpoints import save_checkpoint_or_rescue
-    from .data import load_dataset
-    from .train import Progress, train_checkpoint
+    from analysis.data.data import load_dataset
+    from analysis.experiments.train import Progress, train_checkpoint
+    from analysis.store.checkpoints import save_checkpoint_or_rescue
 
     if args.deterministic:
         if cfg.device.startswith("cuda"):
@@ -273,7 +273,7 @@ def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, sp
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)  # this process only: the CLI runs one training
     if args.classes is not None:
-        from .data import load_digits, load_mnist1d
+        from analysis.data.data import load_digits, load_mnist1d
 
         data = (load_mnist1d(seed=args.split_seed, classes=digit_classes(args)) if args.data == "mnist1d" else
                 load_digits(size=data_size(args), seed=args.split_seed, classes=digit_classes(args)))
@@ -325,9 +325,9 @@ def check_shard_options(args: argparse.Namespace) -> None:
     """--executor, --address, --shards and --device of ``lesion`` and ``paths``, before any work (or
     any Ray start). On Ray the cluster's GPUs count, not this machine's: the device string is checked
     here, the GPUs by the cluster (a task asking for more than it has is refused)."""
-    from .cluster import check_address
-    from .meta import TrainConfig
-    from .shard import MAX_SHARDS
+    from analysis.core.meta import TrainConfig
+    from analysis.run.cluster import check_address
+    from analysis.run.shard import MAX_SHARDS
 
     check_int("--shards", args.shards, 1, MAX_SHARDS)
     if args.address is not None and args.executor != "ray":
@@ -348,7 +348,7 @@ def cmd_lesion(args: argparse.Namespace, stop: Stop) -> int:
     check_int("--resize", args.resize, 1, 8192)
     check_int("--max-per-class", args.max_per_class, 1, 10**9)
     check_int("--samples", args.samples, 1, 100_000)  # refused for every sweep: a typed value must mean something
-    from . import lesion
+    from analysis.experiments import lesion
 
     lesion.check_sweep_options(args.experiment, samples=args.samples, seed=args.seed, batch_size=args.batch_size)
     check_int("--seed", args.seed, 0, SEED_MAX)
@@ -358,7 +358,7 @@ def cmd_lesion(args: argparse.Namespace, stop: Stop) -> int:
 def _evaluate(args: argparse.Namespace, out: Path, body: Callable[[argparse.Namespace, Path, Path], int]) -> int:
     """The end of ``lesion`` and ``paths``: data and shard options checked, the checkpoint found (and
     not the CSV's own path), then ``body`` run; an interrupt writes no CSV and says so."""
-    from .evaluation import check_request
+    from analysis.experiments.evaluation import check_request
 
     check_request(kind=args.data, path=args.data_path, size=args.size, resize=args.resize,
                   max_per_class=args.max_per_class, seed=args.split_seed, options=EVAL_OPTIONS)
@@ -378,8 +378,8 @@ def _setting_text(v: object) -> str:
 
 def assumptions(values: Sequence[str] | None) -> dict[str, Any]:
     """--assume activation=bn_after_add --assume strides=1,2,2,2 ...: the settings a bare
-    state_dict's weights cannot tell (analysis.checkpoints.UNTOLD_FIELDS), typed."""
-    from .checkpoints import UNTOLD_FIELDS
+    state_dict's weights cannot tell (analysis.store.checkpoints.UNTOLD_FIELDS), typed."""
+    from analysis.store.checkpoints import UNTOLD_FIELDS
 
     out: dict[str, Any] = {}
     for item in values or ():
@@ -405,16 +405,16 @@ def assumptions(values: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-#: How analysis.evaluation's messages name this command line's options.
+#: How analysis.experiments.evaluation's messages name this command line's options.
 EVAL_OPTIONS = Options("--data", "--data-path", "--size", "--resize", "--max-per-class")
 
 
 def _evaluation_data(args: argparse.Namespace, path: Path) -> tuple[Checkpoint, Dataset]:
     """The checkpoint and the test data it is evaluated on (``lesion`` and ``paths``), as
-    :mod:`analysis.evaluation` chooses for the app too; which data, and why, is printed first."""
-    from . import evaluation
-    from .checkpoints import AmbiguousCheckpointError, load_checkpoint
-    from .errors import CheckpointError
+    :mod:`analysis.experiments.evaluation` chooses for the app too; which data, and why, is printed first."""
+    from analysis.core.errors import CheckpointError
+    from analysis.experiments import evaluation
+    from analysis.store.checkpoints import AmbiguousCheckpointError, load_checkpoint
 
     try:  # --size: the input size of a bare state_dict (a file with metadata records its own)
         ck = load_checkpoint(path, plain=args.plain, input_size=args.size, settings=assumptions(args.assume))
@@ -436,7 +436,7 @@ def _evaluation_data(args: argparse.Namespace, path: Path) -> tuple[Checkpoint, 
 
 def _where(args: argparse.Namespace, n: int, per: int) -> str:
     """'3 shards of up to 192 images, Ray tasks on the local Ray instance' for the progress line."""
-    from .shard import shard_bounds
+    from analysis.run.shard import shard_bounds
 
     bounds = shard_bounds(n, args.shards, per)
     biggest = max(hi - lo for lo, hi in bounds)
@@ -448,8 +448,9 @@ def _where(args: argparse.Namespace, n: int, per: int) -> str:
 def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
     from tqdm import tqdm
 
-    from . import lesion, shard
-    from .reporting import write_csv
+    from analysis.core.reporting import write_csv
+    from analysis.experiments import lesion
+    from analysis.run import shard
 
     ck, data = _evaluation_data(args, path)
     sharded = args.executor == "ray" or args.shards > 1
@@ -491,7 +492,7 @@ def cmd_paths(args: argparse.Namespace, stop: Stop) -> int:
     check_data_options(args)
     check_int("--resize", args.resize, 1, 8192)
     check_int("--max-per-class", args.max_per_class, 1, 10**9)
-    from .paths import MeasureSettings
+    from analysis.experiments.paths import MeasureSettings
 
     MeasureSettings(args.samples, args.batch, args.seed)  # samples, batch and seed checked before any work
     check_int("--seed", args.seed, 0, SEED_MAX)
@@ -502,9 +503,10 @@ def cmd_paths(args: argparse.Namespace, stop: Stop) -> int:
 def _paths(args: argparse.Namespace, path: Path, out: Path) -> int:
     from tqdm import tqdm
 
-    from . import paths, shard
-    from .lesion import inputs_noun
-    from .reporting import write_csv
+    from analysis.core.reporting import write_csv
+    from analysis.experiments import paths
+    from analysis.experiments.lesion import inputs_noun
+    from analysis.run import shard
 
     ck, data = _evaluation_data(args, path)
     model = paths.initialised(ck.model) if args.net == "initialisation" else ck.model
@@ -549,7 +551,7 @@ def _paths(args: argparse.Namespace, path: Path, out: Path) -> int:
 def cmd_units(args: argparse.Namespace, stop: Stop) -> int:
     """The residual units of a built-in net (from its plan), an exported program (.pt2, from its
     graph) or a trusted module (``--module package.module:factory``, exported here), and its totals."""
-    from . import graphnet
+    from analysis.arch import graphnet
 
     net = graphnet.open_net(args.model, module=args.module, input_shape=args.input_shape)
     rows = [u.as_row() for u in net.units]
@@ -577,7 +579,7 @@ def cmd_units(args: argparse.Namespace, stop: Stop) -> int:
 
 # ---------------------------------------------------------------------------- grid
 def cmd_grid(args: argparse.Namespace, stop: Stop) -> int:
-    from . import grid as g
+    from analysis.studies import grid as g
 
     if args.list_variants:
         print(g.variant_table().to_string(index=False))
@@ -592,14 +594,14 @@ def cmd_grid(args: argparse.Namespace, stop: Stop) -> int:
     check_int("--workers", args.workers, 1, 256)
     check_int("--grad-every", args.grad_every, 0, 10**9)
     check_grid_executor(args)
-    from .executor import DataSpec
+    from analysis.run.executor import DataSpec
 
     cfg = recipe(args, device=args.device)
     if args.executor != "ray":  # on Ray the cluster's GPUs count, not this machine's (the executor checks)
         check_device(cfg.device)
     data = DataSpec(args.data, data_size(args), args.data_path, args.split_seed, args.train_images)
     grid = g.Grid(tuple(args.variants or g.PAPER_VARIANTS), tuple(args.depths), tuple(range(args.seeds)), cfg, data)
-    from .runstore import RunStore
+    from analysis.store.runstore import RunStore
 
     store = RunStore(args.store)
     try:
@@ -612,7 +614,7 @@ def cmd_grid(args: argparse.Namespace, stop: Stop) -> int:
 
 def check_grid_executor(args: argparse.Namespace) -> None:
     """--executor, --workers, --address and --device together, before any work (or any Ray start)."""
-    from .cluster import check_address
+    from analysis.run.cluster import check_address
 
     if args.address is not None and args.executor != "ray":
         raise ConfigError("--address names a Ray cluster: it goes with --executor ray")
@@ -629,8 +631,8 @@ def check_grid_executor(args: argparse.Namespace) -> None:
 def _grid(args: argparse.Namespace, stop: Stop, grid: Grid, store: RunStore, out: Path | None) -> int:
     from tqdm import tqdm
 
-    from .executor import Executor, make_executor
-    from .grid import GridProgress, run_grid, write_results
+    from analysis.run.executor import Executor, make_executor
+    from analysis.studies.grid import GridProgress, run_grid, write_results
 
     total = len(grid.variants) * len(grid.depths) * len(grid.seeds)
     bars = {"grid": tqdm(total=total, unit="run", desc=f"grid {grid.id[:8]}", position=0, dynamic_ncols=True)}
@@ -698,8 +700,8 @@ TRANSFER_SOURCE = "digits04_resnet20"
 
 def transfer_source(name: str) -> Path:
     """A shipped transfer source (checkpoints/transfer/<name>.pt), any shipped checkpoint, or a path."""
-    from .checkpoints import SHIPPED_DIR
-    from .errors import CheckpointError
+    from analysis.core.errors import CheckpointError
+    from analysis.store.checkpoints import SHIPPED_DIR
 
     if not name.strip() or "\0" in name:
         raise CheckpointError(f"--source {name!r}: give a .pt/.pth file or a shipped name, e.g. {TRANSFER_SOURCE}")
@@ -721,7 +723,7 @@ def transfer_labels(values: Sequence[str]) -> tuple[int | None, ...]:
 
 
 def cmd_transfer(args: argparse.Namespace, stop: Stop) -> int:
-    from . import transfer as tr
+    from analysis.studies import transfer as tr
 
     out = None
     if args.out is not None:
@@ -768,7 +770,7 @@ def cmd_transfer(args: argparse.Namespace, stop: Stop) -> int:
         if keep_dir.exists() and not keep_dir.is_dir():
             raise ConfigError(f"--keep-dir {keep_dir} exists and is not a folder")
         check_writable(keep_dir / "kept-net.pt", what="--keep-dir")
-    from .runstore import RunStore
+    from analysis.store.runstore import RunStore
 
     store = RunStore(args.store)
     try:
@@ -780,8 +782,8 @@ def cmd_transfer(args: argparse.Namespace, stop: Stop) -> int:
 
 
 def load_transfer_source(name: str) -> Checkpoint:
-    from .checkpoints import AmbiguousCheckpointError, load_checkpoint
-    from .errors import CheckpointError
+    from analysis.core.errors import CheckpointError
+    from analysis.store.checkpoints import AmbiguousCheckpointError, load_checkpoint
 
     path = transfer_source(name)
     try:
@@ -806,12 +808,12 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: Plan, 
 
     from tqdm import tqdm
 
-    from . import transfer as tr
+    from analysis.studies import transfer as tr
 
     stages = len(ck.model.stage_names)
     keep = None
     if args.keep_dir is not None:
-        from .checkpoints import save_checkpoint_or_rescue
+        from analysis.store.checkpoints import save_checkpoint_or_rescue
 
         folder = Path(args.keep_dir)
         folder.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.blocks import BLOCK_KINDS, BlockConfig, compare_blocks, formula
-from analysis.errors import LensError
-from analysis.specs import MAX_WIDTH
+from analysis.arch.blocks import BLOCK_KINDS, BlockConfig, compare_blocks, formula
+from analysis.arch.specs import MAX_WIDTH
+from analysis.core.errors import LensError
 from ui import cache, render
 from ui.fmt import fmt_int
 from ui.widgets import DIMS_HELP, Metric, metric_row, range_label, size_widget, table

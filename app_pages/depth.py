@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.depth import ACTIVATION_COLUMN, FAMILIES, FAMILY_DEFAULTS, input_note, paper_comparison, table1
-from analysis.specs import STRIDE_PLACEMENTS, StridePlacement, get_spec
+from analysis.arch.depth import ACTIVATION_COLUMN, FAMILIES, FAMILY_DEFAULTS, input_note, paper_comparison, table1
+from analysis.arch.specs import STRIDE_PLACEMENTS, StridePlacement, get_spec
 from ui import cache, render
 from ui.widgets import table
 

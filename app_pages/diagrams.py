@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis import diagrams
+from analysis.arch import diagrams
 from ui import cache
 from ui.fmt import fmt_int
 from ui.widgets import DIMS_HELP, Metric, metric_row, model_picker, spec_header

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.costs import arrow_safe, by_op, receptive_field_growth, rollup, summary_text
-from analysis.errors import LensError
-from analysis.seed import (
+from analysis.arch.costs import arrow_safe, by_op, receptive_field_growth, rollup, summary_text
+from analysis.arch.seed import (
     MAX_SEED_KERNEL,
     MAX_SEED_PADDING,
     MAX_SEED_STRIDE,
@@ -17,7 +16,8 @@ from analysis.seed import (
     analyse,
     source,
 )
-from analysis.specs import MAX_SEQUENCE_LENGTH, MAX_WIDTH
+from analysis.arch.specs import MAX_SEQUENCE_LENGTH, MAX_WIDTH
+from analysis.core.errors import LensError
 from ui import cache, render
 from ui.fmt import fmt_bytes, fmt_count, fmt_int, fmt_si
 from ui.widgets import Metric, error_box, lazy_tabs, metric_row, model_picker, range_label, spec_header, table
@@ -41,7 +41,7 @@ def _shape(s: object) -> str:
     return "×".join(str(v) for v in s) if isinstance(s, tuple) else str(s)
 
 
-# What act_bytes / activation_bytes count (analysis/costs.py): one row per op of the forward pass,
+# What act_bytes / activation_bytes count (analysis/arch/costs.py): one row per op of the forward pass,
 # each row the op's output tensor at 4 bytes per value for a single image.
 ACTIVATION_MEMORY = ("Activation memory: the outputs of every operation of the forward pass — each conv, "
                      "BatchNorm, ReLU, pooling, zero-pad shortcut, residual add and the fc — as float32 "

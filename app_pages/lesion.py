@@ -10,12 +10,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis import lesion, storethrough
-from analysis.checkpoints import Checkpoint, find_twin
-from analysis.data import Dataset
-from analysis.errors import LensError
-from analysis.runstore import RunStore, net_key
-from analysis.storethrough import Outcome
+from analysis.core.errors import LensError
+from analysis.data.data import Dataset
+from analysis.experiments import lesion
+from analysis.store import storethrough
+from analysis.store.checkpoints import Checkpoint, find_twin
+from analysis.store.runstore import RunStore, net_key
+from analysis.store.storethrough import Outcome
 from ui import cache, render, widgets
 from ui.widgets import (
     Metric,
@@ -213,7 +214,7 @@ def lookup(net: Picked, experiment: str, settings: dict[str, Any], store: RunSto
 def measure(nets: list[Picked], experiment: str, title: str, settings: dict[str, Any],
             store: RunStore | None) -> dict[str, Outcome]:
     """Sweep each net with a progress bar and a Cancel button, both cleared when it ends; the library's
-    store-through runner (analysis.storethrough) takes what the store holds, computes the rest and
+    store-through runner (analysis.store.storethrough) takes what the store holds, computes the rest and
     stores it only when every net finished: nothing partial. Cancel (or any click) reruns the page,
     which interrupts the sweep; the marker set here then survives and the next run says so."""
     st.session_state["lesion_active"] = (label, title, lesion.describe_settings(experiment, settings, data.dims))

@@ -10,13 +10,14 @@ from typing import Literal
 import pandas as pd
 import streamlit as st
 
-from analysis import lesion, paths, storethrough
-from analysis.checkpoints import Checkpoint
-from analysis.data import Dataset
-from analysis.errors import DatasetError, LensError
-from analysis.reference import VEIT_EFFECTIVE_PATHS
-from analysis.runstore import RunStore, net_key
-from analysis.specs import MODELS
+from analysis.arch.reference import VEIT_EFFECTIVE_PATHS
+from analysis.arch.specs import MODELS
+from analysis.core.errors import DatasetError, LensError
+from analysis.data.data import Dataset
+from analysis.experiments import lesion, paths
+from analysis.store import storethrough
+from analysis.store.checkpoints import Checkpoint
+from analysis.store.runstore import RunStore, net_key
 from ui import cache, render, widgets
 from ui.fmt import fmt_count, fmt_int
 from ui.widgets import Metric, Picked, checkpoint_picker, error_box, metric_row, progress_reporter, table

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from analysis import theory
+from analysis.arch import theory
 from ui import cache, render
 from ui.fmt import fmt_float
 from ui.widgets import table

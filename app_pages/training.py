@@ -9,14 +9,14 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from analysis import gradflow
-from analysis.checkpoints import Checkpoint
-from analysis.data import MNIST1D_BASELINES
-from analysis.errors import LensError
-from analysis.meta import SCHEDULES
-from analysis.runstore import StoredRun, config_key, default_home, run_config
-from analysis.specs import get_spec
-from analysis.train import Progress, TrainConfig, check_device, run_meta, train_checkpoint
+from analysis.arch.specs import get_spec
+from analysis.core.errors import LensError
+from analysis.core.meta import SCHEDULES
+from analysis.data.data import MNIST1D_BASELINES
+from analysis.experiments import gradflow
+from analysis.experiments.train import Progress, TrainConfig, check_device, run_meta, train_checkpoint
+from analysis.store.checkpoints import Checkpoint
+from analysis.store.runstore import StoredRun, config_key, default_home, run_config
 from ui import cache, render
 from ui.fmt import fmt_float
 from ui.widgets import table
@@ -262,7 +262,7 @@ decay = c[1].number_input("Weight decay (0–0.1)", 0.0, 0.1, DEFAULT.weight_dec
                           key="train_decay", help="He et al. 2015 (Sec. 3.4) use 0.0001.")
 augment = c[2].checkbox("Augment", DEFAULT.augment, key="train_augment",
                         help="Random shifts (and flips for images where they keep the class), as the paper's "
-                             "CIFAR recipe: see `analysis/train.py`.")
+                             "CIFAR recipe: see `analysis/experiments/train.py`.")
 c = st.columns(4)
 record = c[0].checkbox("Record gradient flow", True, key="train_grad_record",
                        help="The gradient norm reaching each block's input and each block's parameters, every k "

@@ -15,11 +15,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis import transfer as tl
-from analysis.checkpoints import Checkpoint
-from analysis.data import Dataset
-from analysis.errors import ConfigError, LensError
-from analysis.runstore import RunStore, default_home
+from analysis.core.errors import ConfigError, LensError
+from analysis.data.data import Dataset
+from analysis.store.checkpoints import Checkpoint
+from analysis.store.runstore import RunStore, default_home
+from analysis.studies import transfer as tl
 from ui import cache, fmt, render, widgets
 from ui.widgets import Metric, error_box, lazy_tabs, metric_row, range_label, table
 

@@ -12,12 +12,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis import cluster
-from analysis import grid as g
-from analysis.errors import LensError
-from analysis.executor import DataSpec, Executor, InProcessExecutor, make_executor
-from analysis.meta import TrainConfig
-from analysis.runstore import RunStore, default_home
+from analysis.core.errors import LensError
+from analysis.core.meta import TrainConfig
+from analysis.run import cluster
+from analysis.run.executor import DataSpec, Executor, InProcessExecutor, make_executor
+from analysis.store.runstore import RunStore, default_home
+from analysis.studies import grid as g
 from ui import cache, fmt, render, widgets
 from ui.widgets import Metric, error_box, metric_row, range_label, table
 

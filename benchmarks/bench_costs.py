@@ -14,9 +14,9 @@ import time
 import torch
 import torchinfo
 
-from analysis.costs import layer_table, torchinfo_mult_adds
-from analysis.models import build_model
-from analysis.specs import get_spec
+from analysis.arch.costs import layer_table, torchinfo_mult_adds
+from analysis.arch.models import build_model
+from analysis.arch.specs import get_spec
 
 TARGET = 20.0
 
@@ -60,8 +60,8 @@ def main() -> int:
     # A net far too large to build (40 GB of float32 weights) is analysed from its spec alone.
     import tracemalloc
 
-    from analysis.costs import totals
-    from analysis.specs import custom_spec
+    from analysis.arch.costs import totals
+    from analysis.arch.specs import custom_spec
 
     big = custom_spec(block="basic", layers=(4, 4, 4, 4), widths=(8192, 16384, 16384, 16384), input_size=224)
     tracemalloc.start()

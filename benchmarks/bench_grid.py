@@ -22,10 +22,10 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from analysis.executor import DataSpec, InProcessExecutor, PoolExecutor
-from analysis.grid import Grid, fingerprints, run_grid
-from analysis.meta import TrainConfig
-from analysis.runstore import RunStore
+from analysis.core.meta import TrainConfig
+from analysis.run.executor import DataSpec, InProcessExecutor, PoolExecutor
+from analysis.store.runstore import RunStore
+from analysis.studies.grid import Grid, fingerprints, run_grid
 
 
 def main() -> int:

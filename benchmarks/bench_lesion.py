@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from analysis import lesion
-from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+from analysis.experiments import lesion
+from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
 
 TARGET = 1.8
 

@@ -7,7 +7,7 @@ Every side runs each task with one torch thread, so they do the same arithmetic:
 that every run's weights (the sha256 of its state_dict) and per-epoch metrics are identical on all
 three, and prints wall times with ratios against the in-process time measured in the same run.
 
-* ``Ray start-up``: ``analysis.cluster.connect`` starting the local instance (GCS, raylet, object
+* ``Ray start-up``: ``analysis.run.cluster.connect`` starting the local instance (GCS, raylet, object
   store), then one no-op task per worker (a worker process starting and importing torch), then
   ``ray.shutdown``: what a CLI grid with ``--executor ray`` pays on top of its runs.
 * ``Ray grid``: the grid on the started instance, including the executor's actor and the workers'
@@ -32,11 +32,11 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from analysis import cluster
-from analysis.executor import DataSpec, InProcessExecutor, PoolExecutor
-from analysis.grid import Grid, fingerprints, run_grid
-from analysis.meta import TrainConfig
-from analysis.runstore import RunStore
+from analysis.core.meta import TrainConfig
+from analysis.run import cluster
+from analysis.run.executor import DataSpec, InProcessExecutor, PoolExecutor
+from analysis.store.runstore import RunStore
+from analysis.studies.grid import Grid, fingerprints, run_grid
 
 VARIANTS = ("original", "exclusive_gating", "full_preact", "bn_after_add")
 
@@ -55,9 +55,9 @@ def throughput(steps: int = 3, batch: int = 128, device: str = "cpu") -> float:
     import torch
     import torch.nn.functional as F
 
-    from analysis.models import build_model
-    from analysis.specs import get_spec
-    from analysis.train import check_device
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import get_spec
+    from analysis.experiments.train import check_device
 
     check_device(device)
     before = torch.get_num_threads()
@@ -108,7 +108,7 @@ def main() -> int:
 
 
 def grid_benchmark(args: argparse.Namespace) -> bool:
-    from analysis.ray_executor import RayExecutor
+    from analysis.run.ray_executor import RayExecutor
 
     grid = Grid(VARIANTS, depths=(args.depth,), seeds=(0, 1),
                 recipe=TrainConfig(epochs=args.epochs, batch_size=64), data=DataSpec(size=args.size))

@@ -15,10 +15,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from analysis.data import Dataset, load_digits
-from analysis.models import build_model
-from analysis.specs import ResNetSpec, get_spec
-from analysis.train import TrainConfig, evaluate, train
+from analysis.arch.models import build_model
+from analysis.arch.specs import ResNetSpec, get_spec
+from analysis.data.data import Dataset, load_digits
+from analysis.experiments.train import TrainConfig, evaluate, train
 
 
 class ShiftDataset(torch.utils.data.Dataset):

@@ -6,8 +6,8 @@ import torch
 import torchinfo
 from torch import nn
 
-from analysis.models import build_model
-from analysis.specs import ResNetSpec
+from analysis.arch.models import build_model
+from analysis.arch.specs import ResNetSpec
 
 
 def numel(model: nn.Module) -> int:
@@ -44,7 +44,7 @@ def path_gradient_sum_and_autograd(model, x, y):
     stack's input (through each block's tape) and autograd's gradient there, for ``model`` on (x, y)."""
     import itertools
 
-    from analysis import paths
+    from analysis.experiments import paths
 
     with torch.enable_grad():
         tapes, g_out = paths._tapes(model, x, y)

@@ -1,7 +1,7 @@
 """The one block description: what it says, and that every consumer follows it.
 
 The last test is the proof that a block variant touches one place: it changes only
-``analysis.blockplan`` (to He et al. 2016's "ReLU before addition", Fig. 4c) and checks that the
+``analysis.arch.blockplan`` (to He et al. 2016's "ReLU before addition", Fig. 4c) and checks that the
 builder, the cost tracer, the state_dict shapes, torchinfo and the lesion engine all follow.
 """
 
@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis import lesion
-from analysis.blockplan import Op, block_plans
-from analysis.costs import layer_table, totals
-from analysis.models import build_model, state_dict_shapes
-from analysis.specs import custom_spec, get_spec
+from analysis.arch.blockplan import Op, block_plans
+from analysis.arch.costs import layer_table, totals
+from analysis.arch.models import build_model, state_dict_shapes
+from analysis.arch.specs import custom_spec, get_spec
+from analysis.experiments import lesion
 from tests.helpers import hooked_shapes, numel, torchinfo_mult_adds
 
 

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from analysis.blocks import BlockConfig, block_terms, compare_blocks, formula, plan_for
-from analysis.conventions import components, convention_totals, explain_difference
-from analysis.costs import totals
-from analysis.depth import FAMILIES, FAMILY_DEFAULTS, depth_summary, input_note, paper_comparison, table1
-from analysis.errors import LensError
-from analysis.models import Block, build_model
-from analysis.specs import get_spec
+from analysis.arch.blocks import BlockConfig, block_terms, compare_blocks, formula, plan_for
+from analysis.arch.conventions import components, convention_totals, explain_difference
+from analysis.arch.costs import totals
+from analysis.arch.depth import FAMILIES, FAMILY_DEFAULTS, depth_summary, input_note, paper_comparison, table1
+from analysis.arch.models import Block, build_model
+from analysis.arch.specs import get_spec
+from analysis.core.errors import LensError
 from tests.helpers import numel
 
 

@@ -115,7 +115,7 @@ def test_upload_torchvision_checkpoint(server, browser, tmp_path):
 
     import torch
 
-    from analysis.compat import deterministic_state_dict
+    from analysis.core.compat import deterministic_state_dict
 
     manifest = json.loads((ROOT / "tests" / "fixtures" / "torchvision_state_dicts.json").read_text())["keys"]
     path = tmp_path / "resnet18.pth"
@@ -134,8 +134,8 @@ def test_upload_asks_plain_or_residual(server, browser, tmp_path):
     guess "residual"), and the choice is what gets loaded."""
     import torch
 
-    from analysis.models import build_model
-    from analysis.specs import get_spec
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import get_spec
 
     path = tmp_path / "plain20.pth"
     torch.save(build_model(get_spec("plain_cifar_resnet20").replace(in_channels=1, input_size=16)).state_dict(), path)
@@ -158,7 +158,7 @@ def test_three_downloads_in_a_row(server, browser):
     reruns the page and the rerun revokes the other buttons' callables, so a click that lands before
     the browser has the new ids fails. That race depends on load and is rare on an idle server; the
     deterministic check that every button carries its bytes is in tests/test_pages.py."""
-    from analysis.diagrams import has_dot
+    from analysis.arch.diagrams import has_dot
 
     if not has_dot():
         pytest.skip("Graphviz's dot is not installed: no SVG/PNG buttons")
@@ -210,8 +210,8 @@ def test_path_ensemble_opens_with_stored_results_and_cancels(server, browser):
 def test_switching_model_family_restores_its_input_size(server, browser):
     """Issue 11, item 1: resnet50 (224 px) → cifar_resnet1202 shows 32 px and the 32-px MACs (the
     Depth page's number), not 224 px carried over (138.6 G MACs)."""
-    from analysis.costs import totals
-    from analysis.specs import get_spec
+    from analysis.arch.costs import totals
+    from analysis.arch.specs import get_spec
     from ui.widgets import fmt_si
 
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
@@ -368,8 +368,8 @@ def test_an_upload_asks_for_what_its_weights_cannot_tell(server, browser, tmp_pa
     changed; changing BN and ReLU around the add reloads the net (the explorer's variant follows)."""
     import torch
 
-    from analysis.models import build_model
-    from analysis.specs import get_spec
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import get_spec
 
     path = tmp_path / "mynet.pth"
     torch.save(build_model(get_spec("resnet18"), seed=0).state_dict(), path)
@@ -535,8 +535,8 @@ def test_a_bare_digits_state_dict_is_evaluated_on_the_embedded_digits(server, br
     rejected .txt stayed listed in the uploader beside the file in use."""
     import torch
 
-    from analysis.models import build_model
-    from analysis.specs import get_spec
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import get_spec
 
     net = tmp_path / "my_digits_net.pth"
     # option B (projection shortcuts): an option-A net's weights would also fit its plain twin, and the page asks

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis import checkpoints as ck
-from analysis.checkpoints import CheckpointError, infer_spec, load_checkpoint, save_checkpoint
-from analysis.compat import deterministic_state_dict
-from analysis.meta import RunMeta
-from analysis.models import build_model
-from analysis.specs import get_spec
+from analysis.arch.models import build_model
+from analysis.arch.specs import get_spec
+from analysis.core.compat import deterministic_state_dict
+from analysis.core.meta import RunMeta
+from analysis.store import checkpoints as ck
+from analysis.store.checkpoints import CheckpointError, infer_spec, load_checkpoint, save_checkpoint
 
 MANIFEST = json.loads((Path(__file__).parent / "fixtures" / "torchvision_state_dicts.json").read_text())["keys"]
 
@@ -119,8 +119,8 @@ def test_metadata_round_trip_and_old_files(tmp_path):
     """One schema: what is written is what is read; the unversioned dicts of earlier files load."""
     import dataclasses
 
-    from analysis.checkpoints import state_dict_hash
-    from analysis.meta import DatasetInfo, Normalisation, TrainConfig
+    from analysis.core.meta import DatasetInfo, Normalisation, TrainConfig
+    from analysis.store.checkpoints import state_dict_hash
 
     meta = RunMeta(dataset=DatasetInfo("digits16", 1347, 450, 10, 1, 16, 0, "sklearn"),
                    normalisation=Normalisation((0.3,), (0.32,)), recipe=TrainConfig(epochs=2),
@@ -149,9 +149,9 @@ def test_evaluation_uses_the_stored_normalisation():
     statistics recomputed from the data (here the stored ones are deliberately different)."""
     import dataclasses
 
-    from analysis.checkpoints import dataset_for, shipped_checkpoints
-    from analysis.data import load_digits
-    from analysis.meta import Normalisation
+    from analysis.core.meta import Normalisation
+    from analysis.data.data import load_digits
+    from analysis.store.checkpoints import dataset_for, shipped_checkpoints
 
     c = load_checkpoint(shipped_checkpoints()["digits_resnet20"])
     plain = load_digits(16)
@@ -165,7 +165,7 @@ def test_evaluation_uses_the_stored_normalisation():
 # ------------------------------------------------------------------ issue 10: hostile and ambiguous files
 def _ours(spec, sd=None, **meta):
     """Our file format around ``sd`` (default: a fresh model's), with extra metadata fields."""
-    from analysis.checkpoints import FORMAT, spec_to_dict
+    from analysis.store.checkpoints import FORMAT, spec_to_dict
 
     sd = build_model(spec).state_dict() if sd is None else sd
     return {"format": FORMAT, "state_dict": sd, "meta": {**RunMeta().to_dict(), **meta, "spec": spec_to_dict(spec)}}
@@ -174,7 +174,7 @@ def _ours(spec, sd=None, **meta):
 def test_item1_memory_bombs_are_refused_with_the_number_and_the_limit(monkeypatch):
     """Refused from the analytic cost table before anything is allocated (old code: a "missing keys"
     message at best, an allocator crash or minutes of building at worst)."""
-    from analysis.specs import ResNetSpec
+    from analysis.arch.specs import ResNetSpec
 
     monkeypatch.setenv("RESNET_LENS_MEMORY_BUDGET", "1G")
     # a tiny file whose metadata declares 8 x 2000 blocks of width 4096
@@ -221,9 +221,9 @@ def test_item1_zip_records_that_unpack_beyond_the_budget_are_refused(monkeypatch
 
 def test_item3_plain_or_option_a_is_asked_not_guessed():
     """A bare plain net used to load as "residual, shortcut A": the lesion CLI then showed 89.8 % error."""
-    from analysis.checkpoints import AmbiguousCheckpointError, shipped_checkpoints
-    from analysis.data import load_digits
-    from analysis.train import evaluate
+    from analysis.data.data import load_digits
+    from analysis.experiments.train import evaluate
+    from analysis.store.checkpoints import AmbiguousCheckpointError, shipped_checkpoints
 
     shipped = load_checkpoint(shipped_checkpoints()["digits_plain20"])
     bare = _bytes(shipped.model.state_dict())
@@ -245,8 +245,8 @@ def test_item3_plain_or_option_a_is_asked_not_guessed():
 
 
 def test_item3_input_size_and_nets_the_old_inference_refused():
-    from analysis.checkpoints import AmbiguousCheckpointError
-    from analysis.specs import custom_spec
+    from analysis.arch.specs import custom_spec
+    from analysis.store.checkpoints import AmbiguousCheckpointError
 
     # --size for a bare digits ResNet-20 (it was always 32)
     spec = get_spec("cifar_resnet20").replace(in_channels=1, shortcut="B")
@@ -353,7 +353,7 @@ def test_item6_half_and_double_weights_load_exactly():
 
 def test_item6_content_hash_detects_a_flipped_bit():
     """Our files record a sha256 of their tensors; a bit flipped inside tensor data is noticed."""
-    from analysis.checkpoints import state_dict_hash
+    from analysis.store.checkpoints import state_dict_hash
     from tests.fuzz import ckcraft
 
     spec = get_spec("cifar_resnet8")

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from analysis.__main__ import Interrupted, Stop, main, run
-from analysis.checkpoints import load_checkpoint, save_checkpoint
-from analysis.errors import CheckpointError, ConfigError, LensError
-from analysis.io import atomic_write, check_writable
-from analysis.models import build_model
-from analysis.specs import get_spec
+from analysis.arch.models import build_model
+from analysis.arch.specs import get_spec
+from analysis.core.errors import CheckpointError, ConfigError, LensError
+from analysis.core.io import atomic_write, check_writable
+from analysis.store.checkpoints import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["train", "--model", "cifar_resnet8", "--size", "8", "--epochs", "1"]  # if a check is missing: seconds, not minutes
@@ -327,7 +327,7 @@ def test_signal_during_save_leaves_the_old_file_and_no_temp(tmp_path, sig, code)
 SLOW_WRITER = textwrap.dedent("""
     import sys, time
     from analysis.__main__ import Stop, _signal_handlers
-    from analysis.io import atomic_write
+    from analysis.core.io import atomic_write
 
     def slow(f):
         f.write(b"x" * 1_000_000)

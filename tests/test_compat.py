@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.compat import deterministic_input, deterministic_state_dict
-from analysis.conventions import convention_totals
-from analysis.models import build_model
-from analysis.specs import get_spec
+from analysis.arch.conventions import convention_totals
+from analysis.arch.models import build_model
+from analysis.arch.specs import get_spec
+from analysis.core.compat import deterministic_input, deterministic_state_dict
 
 FIX = Path(__file__).parent / "fixtures"
 MANIFEST = json.loads((FIX / "torchvision_state_dicts.json").read_text())["keys"]

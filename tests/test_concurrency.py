@@ -113,7 +113,7 @@ def test_lesion_sessions_at_once_agree_with_one_alone(shared_runtime):
 
 
 def test_paths_sessions_at_once_agree_with_one_alone(shared_runtime):
-    from analysis.paths import MeasureSettings
+    from analysis.experiments.paths import MeasureSettings
 
     files = shared_runtime
     two = MeasureSettings(samples=2)
@@ -141,7 +141,7 @@ def test_paths_sessions_at_once_agree_with_one_alone(shared_runtime):
 
 
 def test_download_buttons_carry_bytes_in_sessions_at_once(shared_runtime):
-    from analysis.diagrams import has_dot
+    from analysis.arch.diagrams import has_dot
 
     files = shared_runtime
     models = ["resnet18", "resnet34", "cifar_resnet20"]
@@ -164,8 +164,8 @@ def test_upload_cap_fits_every_builtin():
     """server.maxUploadSize (MiB) holds the largest built-in's float32 state_dict with room to spare."""
     import math
 
-    from analysis.models import state_dict_shapes
-    from analysis.specs import MODELS, get_spec
+    from analysis.arch.models import state_dict_shapes
+    from analysis.arch.specs import MODELS, get_spec
 
     cap_mib = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]["maxUploadSize"]
     largest = max(4 * sum(math.prod(s) for s in state_dict_shapes(get_spec(n)).values()) for n in MODELS)

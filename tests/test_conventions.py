@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.conventions import BY_KEY, CONVENTIONS, convention_totals, explain_difference, totals_by_key
-from analysis.specs import get_spec
+from analysis.arch.conventions import BY_KEY, CONVENTIONS, convention_totals, explain_difference, totals_by_key
+from analysis.arch.specs import get_spec
 
 COUNTERS = json.loads((Path(__file__).parent / "fixtures" / "counters.json").read_text())
 TORCHINFO_RESNET50 = 4_089_238_376  # torchinfo 1.8's total_mult_adds for torchvision's resnet50
@@ -66,7 +66,7 @@ def test_totals_by_key_equal_the_real_tools_and_the_table(name):
 
 
 def test_explanation_does_not_depend_on_the_order_of_conventions(monkeypatch):
-    import analysis.conventions as conv
+    import analysis.arch.conventions as conv
 
     before = explain_difference(get_spec("resnet50"))
     monkeypatch.setattr(conv, "CONVENTIONS", tuple(reversed(conv.CONVENTIONS)))

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.blocks import compare_blocks
-from analysis.conventions import CONVENTIONS, components, convention_totals, totals_by_key
-from analysis.costs import (
+from analysis.arch.blocks import compare_blocks
+from analysis.arch.conventions import CONVENTIONS, components, convention_totals, totals_by_key
+from analysis.arch.costs import (
     COUNT_COLUMNS,
     arrow_safe,
     by_op,
@@ -16,11 +16,11 @@ from analysis.costs import (
     rollup,
     totals,
 )
-from analysis.costs import torchinfo_mult_adds as torchinfo_mult_adds_of
-from analysis.errors import LensError, SpecError
-from analysis.models import build_model
-from analysis.reference import TORCHINFO_MULT_ADDS, TORCHVISION
-from analysis.specs import MODELS, custom_spec, get_spec
+from analysis.arch.costs import torchinfo_mult_adds as torchinfo_mult_adds_of
+from analysis.arch.models import build_model
+from analysis.arch.reference import TORCHINFO_MULT_ADDS, TORCHVISION
+from analysis.arch.specs import MODELS, custom_spec, get_spec
+from analysis.core.errors import LensError, SpecError
 from tests.fuzz.exact import reference_totals
 from tests.helpers import hooked_shapes, numel, torchinfo_mult_adds
 
@@ -268,7 +268,7 @@ def test_text_summary_for_resnet50_at_batch_2_states_the_published_counts():
     """The copyable text summary (issue 21, 'what users bring from torchinfo'): ResNet-50's published
     counts (torchvision's 25,557,032 parameters, the conv + fc core of 4,089,184,256 MACs per image,
     torchinfo's 4,089,238,376 mult-adds at batch 1), MACs doubled at batch 2, shapes with the batch."""
-    from analysis.costs import summary_text
+    from analysis.arch.costs import summary_text
 
     text = summary_text(get_spec("resnet50"), batch=2)
     lines = text.splitlines()

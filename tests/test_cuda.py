@@ -17,15 +17,16 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis import grid as g
-from analysis import lesion, paths, shard
-from analysis import train as tr
-from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
-from analysis.data import augment_batch, load_digits
-from analysis.errors import ConfigError
-from analysis.executor import DataSpec
-from analysis.meta import RunMeta, TrainConfig
-from analysis.specs import get_spec
+from analysis.arch.specs import get_spec
+from analysis.core.errors import ConfigError
+from analysis.core.meta import RunMeta, TrainConfig
+from analysis.data.data import augment_batch, load_digits
+from analysis.experiments import lesion, paths
+from analysis.experiments import train as tr
+from analysis.run import shard
+from analysis.run.executor import DataSpec
+from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+from analysis.studies import grid as g
 
 ROOT = Path(__file__).resolve().parent.parent
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis.data import (
+from analysis.data.data import (
     DatasetError,
     augment_batch,
     load_cifar10,
@@ -327,7 +327,7 @@ def test_cifar_batch_of_the_wrong_type_and_limits(tmp_path):
 
 
 def test_cifar_memory_budget_is_checked_before_converting(tmp_path, monkeypatch):
-    import analysis.data as data
+    import analysis.data.data as data
     root = _write_cifar(tmp_path / "c", n=20)
     monkeypatch.setattr(data, "_memory_budget", lambda: 100 * 3072 * 4)  # 100 images; the folder has 120
     with pytest.raises(DatasetError, match=r"120 images of 3x32x32 float32 need 0.00 GiB, over the memory budget"):
@@ -392,7 +392,7 @@ def test_image_folder_bad_files(tmp_path, monkeypatch):
 
 
 def test_image_folder_memory_budget_refuses_before_decoding(tmp_path, monkeypatch):
-    import analysis.data as data
+    import analysis.data.data as data
     _write_folder(tmp_path)
     monkeypatch.setattr(data, "_memory_budget", lambda: 1000)
 
@@ -403,7 +403,7 @@ def test_image_folder_memory_budget_refuses_before_decoding(tmp_path, monkeypatc
                                            r"0.00 GiB \(1,000 bytes\); pass max_per_class"):
         load_image_folder(tmp_path, size=8)
     monkeypatch.undo()
-    monkeypatch.setenv("RESNET_LENS_MEMORY_BUDGET", "2G")  # the process-wide budget of analysis.budget
+    monkeypatch.setenv("RESNET_LENS_MEMORY_BUDGET", "2G")  # the process-wide budget of analysis.arch.budget
     _write_folder(tmp_path / "more", per=6)  # 12 images at 4096 px: 2.25 GiB
     with pytest.raises(DatasetError, match="12 images of 3x4096x4096 float32 need 2.25 GiB, over the memory budget "
                                            "of 2.00 GiB .*raise RESNET_LENS_MEMORY_BUDGET"):

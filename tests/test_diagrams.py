@@ -7,7 +7,7 @@ import re
 import networkx as nx
 import pytest
 
-from analysis.diagrams import (
+from analysis.arch.diagrams import (
     LEVELS,
     SHORTCUT_KINDS,
     block_internals,
@@ -18,9 +18,9 @@ from analysis.diagrams import (
     shortcut_edges,
     to_dot,
 )
-from analysis.errors import LensError
-from analysis.models import build_model
-from analysis.specs import MODELS, custom_spec, get_spec
+from analysis.arch.models import build_model
+from analysis.arch.specs import MODELS, custom_spec, get_spec
+from analysis.core.errors import LensError
 
 # (identity, projection, zero-pad) shortcuts of every built-in net
 EXPECTED = {
@@ -240,8 +240,8 @@ def test_render_reports_dot_syntax_errors():
 def test_block_diagram_follows_the_inputs():
     """The block-comparison diagram is drawn from the same plan as its table: channels, stride and
     size show in the node shapes, and no internal id (relu@2, relu#2) leaks into a label."""
-    from analysis.blocks import BlockConfig
-    from analysis.diagrams import block_diagram
+    from analysis.arch.blocks import BlockConfig
+    from analysis.arch.diagrams import block_diagram
 
     dot = block_diagram(BlockConfig("basic", 64, 128, 64, 32, 2))
     assert "x\\n64×32×32" in dot and "128×16×16" in dot and "style=dashed" in dot

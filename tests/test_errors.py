@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.errors import CheckpointError, ConfigError, DatasetError, LensError, SpecError
+from analysis.core.errors import CheckpointError, ConfigError, DatasetError, LensError, SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def _raised_and_caught(path: Path) -> tuple[set[str], set[str]]:
     return raised, caught
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "analysis").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "analysis").rglob("*.py")), ids=lambda p: p.name)
 def test_library_raises_no_bare_value_errors(path):
     raised, _ = _raised_and_caught(path)
     assert "ValueError" not in raised, f"{path.name}: raise a LensError subclass instead"

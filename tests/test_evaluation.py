@@ -1,4 +1,4 @@
-"""analysis.evaluation: the one place that decides which data a checkpoint is evaluated on (issue 22,
+"""analysis.experiments.evaluation: the one place that decides which data a checkpoint is evaluated on (issue 22,
 item 4), for the CLI's lesion and paths and the app's Lesion and Path pages alike."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis import evaluation as E
 from analysis.__main__ import main
-from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
-from analysis.data import load_image_folder
-from analysis.errors import ConfigError, DatasetError
-from analysis.meta import DatasetInfo, Normalisation, RunMeta
-from analysis.models import build_model
-from analysis.specs import get_spec
+from analysis.arch.models import build_model
+from analysis.arch.specs import get_spec
+from analysis.core.errors import ConfigError, DatasetError
+from analysis.core.meta import DatasetInfo, Normalisation, RunMeta
+from analysis.data.data import load_image_folder
+from analysis.experiments import evaluation as E
+from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
 
 NORM = Normalisation((0.5,), (0.25,))
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.data import load_digits
-from analysis.errors import ConfigError
-from analysis.gradflow import COLUMNS, GradientRecorder, block_names, depth_ratio, frame, snapshot_steps
-from analysis.models import ResNet, build_model
-from analysis.specs import get_spec
-from analysis.train import TrainConfig, train, train_checkpoint
+from analysis.arch.models import ResNet, build_model
+from analysis.arch.specs import get_spec
+from analysis.core.errors import ConfigError
+from analysis.data.data import load_digits
+from analysis.experiments.gradflow import COLUMNS, GradientRecorder, block_names, depth_ratio, frame, snapshot_steps
+from analysis.experiments.train import TrainConfig, train, train_checkpoint
 
 
 @pytest.fixture(scope="module")

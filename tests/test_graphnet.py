@@ -21,8 +21,7 @@ import pytest
 import torch
 import torchinfo
 
-from analysis.errors import ConfigError
-from analysis.graphnet import (
+from analysis.arch.graphnet import (
     GraphNet,
     ProgramError,
     export_module,
@@ -32,8 +31,9 @@ from analysis.graphnet import (
     spec_net,
     summary,
 )
-from analysis.models import ResNet
-from analysis.specs import MODELS, get_spec
+from analysis.arch.models import ResNet
+from analysis.arch.specs import MODELS, get_spec
+from analysis.core.errors import ConfigError
 from tests import zoo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,7 +189,7 @@ def test_archives_beyond_the_budget_and_foreign_files_are_refused(tmp_path: Path
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     path = saved(tmp_path)
     with monkeypatch.context() as m:
-        m.setattr("analysis.graphnet.memory_budget", lambda: 4096)
+        m.setattr("analysis.arch.graphnet.memory_budget", lambda: 4096)
         with pytest.raises(ProgramError, match=r"unpacks to .* more than the memory budget of 4.0 KiB"):
             load_program(path)
     with pytest.raises(ProgramError, match="not a complete zip archive"):
@@ -213,7 +213,7 @@ def units_cli(*args: str) -> dict[str, object]:
 
 def test_cli_units_of_a_builtin_name_and_of_its_exported_program_agree(tmp_path: Path) -> None:
     spec = get_spec("cifar_resnet20")
-    from analysis.models import build_model
+    from analysis.arch.models import build_model
 
     path = tmp_path / "r20.pt2"
     torch.export.save(export_module(build_model(spec), (torch.zeros(1, *spec.input_shape()),)), path)

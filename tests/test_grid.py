@@ -17,14 +17,14 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis import grid as g
 from analysis.__main__ import main
-from analysis.checkpoints import load_checkpoint
-from analysis.errors import ConfigError, LensError, SpecError
-from analysis.executor import DataSpec, InProcessExecutor, PoolExecutor, run_task
-from analysis.meta import RunMeta, TrainConfig
-from analysis.runstore import RunStore, config_key, run_config
-from analysis.theory import ACTIVATION_PLACEMENT, SHORTCUT_VARIANTS
+from analysis.arch.theory import ACTIVATION_PLACEMENT, SHORTCUT_VARIANTS
+from analysis.core.errors import ConfigError, LensError, SpecError
+from analysis.core.meta import RunMeta, TrainConfig
+from analysis.run.executor import DataSpec, InProcessExecutor, PoolExecutor, run_task
+from analysis.store.checkpoints import load_checkpoint
+from analysis.store.runstore import RunStore, config_key, run_config
+from analysis.studies import grid as g
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_DATA = DataSpec(size=8, train_images=128)
@@ -146,8 +146,8 @@ def test_metrics_and_grid_membership_are_queryable(tmp_path):
 
 
 def test_gradient_flow_is_recorded_and_stored_by_run_key(tmp_path):
-    from analysis.gradflow import COLUMNS
-    from analysis.train import train
+    from analysis.experiments.gradflow import COLUMNS
+    from analysis.experiments.train import train
 
     store = RunStore(tmp_path)
     grid = tiny(variants=("original",))
@@ -265,9 +265,9 @@ def _write_runs(home: str, seed: int, n: int) -> None:
     """One writer process: n runs (with metrics), a grid record and outcome notes."""
     import torch
 
-    from analysis.checkpoints import Checkpoint
-    from analysis.models import build_model
-    from analysis.specs import get_spec
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import get_spec
+    from analysis.store.checkpoints import Checkpoint
 
     torch.set_num_threads(1)
     store = RunStore(home)
@@ -413,8 +413,8 @@ def test_run_task_reports_bad_data_as_an_error():
 def test_a_run_is_diverged_by_the_error_type_not_its_words(monkeypatch):
     """Issue 22: divergence was recognised by matching 'diverged' in a message; now by DivergedError.
     Another error that happens to say 'diverged' is an error."""
-    from analysis import train as train_module
-    from analysis.errors import DivergedError
+    from analysis.core.errors import DivergedError
+    from analysis.experiments import train as train_module
 
     spec = g.RunSpec("original", 8, 0, g.variant_spec(g.VARIANTS["original"], 8, channels=1, size=8), TINY_RECIPE,
                      DataSpec(size=8), "k")

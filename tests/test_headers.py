@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.depth import paper_comparison
+from analysis.arch.depth import paper_comparison
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("own_run_store")
@@ -40,8 +40,8 @@ def test_a_zip_without_a_checkpoint_layout_is_one_plain_sentence():
     import io
     import zipfile
 
-    from analysis.errors import CheckpointError
-    from analysis.weights import safe_load
+    from analysis.core.errors import CheckpointError
+    from analysis.store.weights import safe_load
 
     blob = io.BytesIO()
     with zipfile.ZipFile(blob, "w") as z:

@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis import bounded
-from analysis.checkpoints import load_checkpoint
-from analysis.errors import CheckpointError, ConfigError, DatasetError
-from analysis.meta import RunMeta
+from analysis.core import bounded
+from analysis.core.errors import CheckpointError, ConfigError, DatasetError
+from analysis.core.meta import RunMeta
+from analysis.store.checkpoints import load_checkpoint
 from tests.fuzz.shapes import PLACEHOLDER, _replace_in_pickle, _with_ops, dag, nest_ops
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +145,7 @@ def _cifar(root: Path, batch2: object | bytes) -> Path:
 
 
 def test_cifar_labels_as_a_reference_dag_or_deep_are_refused(tmp_path):
-    from analysis.data import load_cifar10
+    from analysis.data.data import load_cifar10
 
     data = np.zeros((4, 3072), dtype=np.uint8)
     with pytest.raises(DatasetError, match=r"data_batch_2: the pickled batch expands to more than 2,000,000"):
@@ -156,7 +156,7 @@ def test_cifar_labels_as_a_reference_dag_or_deep_are_refused(tmp_path):
 
 
 def test_cifar_protocol_5_reads_and_an_unknown_codec_is_refused(tmp_path):
-    from analysis.data import load_cifar10
+    from analysis.data.data import load_cifar10
 
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
@@ -171,7 +171,7 @@ def test_cifar_protocol_5_reads_and_an_unknown_codec_is_refused(tmp_path):
 
 # ------------------------------------------------------------------ images and .npy headers
 def test_image_pixels_are_bounded_by_the_memory_budget_before_decoding(tmp_path, monkeypatch):
-    from analysis.data import load_image_folder
+    from analysis.data.data import load_image_folder
 
     for c in ("a", "b"):
         (tmp_path / c).mkdir()
@@ -196,7 +196,7 @@ def _npz_declaring(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
 
 
 def test_an_mnist1d_cache_declaring_300_gib_is_refused_from_its_header(tmp_path, monkeypatch):
-    from analysis import mnist1d
+    from analysis.data import mnist1d
 
     monkeypatch.setenv("RESNET_LENS_HOME", str(tmp_path))
     path = mnist1d.cache_path()
@@ -211,7 +211,7 @@ def test_an_mnist1d_cache_declaring_300_gib_is_refused_from_its_header(tmp_path,
 
 # ------------------------------------------------------------------ results files and JSON
 def test_results_files_nested_deep_are_one_sentence(tmp_path):
-    from analysis import grid, transfer
+    from analysis.studies import grid, transfer
 
     f = tmp_path / "r.json"
     f.write_text("[" * 100_000 + "]" * 100_000)
@@ -228,7 +228,7 @@ def test_a_class_folder_name_that_is_not_utf8_is_refused_before_any_work(tmp_pat
     """Issue 28, item 9: it crashed `transfer --target-path` with UnicodeEncodeError after training."""
     import os
 
-    from analysis.data import load_image_folder
+    from analysis.data.data import load_image_folder
 
     for name in (b"\xff\xfecls", b"ok"):
         d = Path(os.fsdecode(bytes(tmp_path) + b"/" + name))
@@ -299,7 +299,7 @@ def _grid_doc() -> dict:
 def test_a_grid_results_file_with_nonsense_values_is_one_sentence(tmp_path, part, col, value, message):
     import json
 
-    from analysis import grid
+    from analysis.studies import grid
 
     doc = _grid_doc()
     doc[part][0][col] = value
@@ -318,7 +318,7 @@ def test_a_grid_results_file_with_nonsense_values_is_one_sentence(tmp_path, part
 def test_a_transfer_results_file_with_nonsense_values_is_one_sentence(tmp_path, part, col, value, message):
     import json
 
-    from analysis import transfer
+    from analysis.studies import transfer
 
     doc = json.loads((ROOT / "results" / "transfer_digits.json").read_text())
     doc[part][0][col] = value
@@ -352,7 +352,7 @@ def _full_disk(monkeypatch, folder: Path) -> None:
     """torch.save into ``folder`` fails as it does on a full disk, and the disk reports 1 MiB free."""
     import shutil
 
-    import analysis.io as aio
+    import analysis.core.io as aio
 
     real_save, real_usage = torch.save, shutil.disk_usage
 
@@ -393,7 +393,7 @@ def test_a_full_disk_is_said_and_the_trained_net_is_kept(tmp_path, monkeypatch, 
 
 
 def test_a_write_failure_that_is_not_a_full_disk_says_its_reason(tmp_path):
-    from analysis.io import WriteError, atomic_write
+    from analysis.core.io import WriteError, atomic_write
 
     def boom(f):
         raise RuntimeError("[enforce fail at inline_container.cc:300] . PytorchStreamWriter failed writing file")
@@ -423,9 +423,9 @@ def test_a_grid_whose_store_disk_fills_keeps_the_finished_run(tmp_path, monkeypa
 
 # ------------------------------------------------------------------ issue 28, item 3: one budget per process
 def _net_bytes(width: int) -> bytes:
-    from analysis.checkpoints import checkpoint_bytes
-    from analysis.models import build_model
-    from analysis.specs import custom_spec
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import custom_spec
+    from analysis.store.checkpoints import checkpoint_bytes
 
     spec = custom_spec(block="basic", layers=[1], widths=[width], input_size=8, num_classes=10)
     return checkpoint_bytes(build_model(spec, seed=0))
@@ -436,8 +436,8 @@ def test_the_budget_bounds_what_the_process_holds_not_each_file(monkeypatch):
     every load counts what the others hold, and a net counts for as long as it lives."""
     import gc
 
-    from analysis import budget
-    from analysis.checkpoints import OverBudgetError
+    from analysis.arch import budget
+    from analysis.store.checkpoints import OverBudgetError
 
     blob = _net_bytes(256)  # ~3 MB of weights: a load reserves 2.8x what the file unpacks to, then keeps them
     base = budget.held_bytes()  # nets other tests of this process still hold
@@ -459,8 +459,8 @@ def test_the_budget_bounds_what_the_process_holds_not_each_file(monkeypatch):
 
 # ------------------------------------------------------------------ issue 28, item 2: what weights cannot tell
 def _bare(spec_name: str, **changes) -> bytes:
-    from analysis.models import build_model
-    from analysis.specs import get_spec
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import get_spec
 
     spec = get_spec(spec_name).replace(**changes) if changes else get_spec(spec_name)
     buf = io.BytesIO()
@@ -469,8 +469,8 @@ def _bare(spec_name: str, **changes) -> bytes:
 
 
 def test_a_bare_state_dict_says_what_its_weights_cannot_tell_and_takes_other_settings():
-    from analysis.checkpoints import untold_settings
-    from analysis.specs import get_spec
+    from analysis.arch.specs import get_spec
+    from analysis.store.checkpoints import untold_settings
 
     blob = _bare("resnet50")
     ck = load_checkpoint(blob, name="resnet50.pth")
@@ -527,7 +527,7 @@ def test_a_status_that_only_starts_with_cancelled_is_refused():
 
 
 def test_two_rescues_of_one_name_keep_both(tmp_path, monkeypatch):
-    from analysis.io import rescue
+    from analysis.core.io import rescue
 
     monkeypatch.setenv("RESNET_LENS_HOME", str(tmp_path))
     a, b = rescue("run.pt", b"first"), rescue("run.pt", b"second")
@@ -546,7 +546,7 @@ def test_an_assumption_given_twice_is_refused(tmp_path, capsys):
 def test_a_finalizer_inside_the_ledgers_lock_does_not_deadlock():
     """A garbage collection may run a net's finalizer while this thread holds the ledger's lock
     (any allocation under it): the finalizer only queues, the next ledger call settles it."""
-    from analysis import budget
+    from analysis.arch import budget
 
     r = budget.reserve(1234, "test")
     before = budget.held_bytes()
@@ -556,8 +556,8 @@ def test_a_finalizer_inside_the_ledgers_lock_does_not_deadlock():
 
 
 def test_over_budget_alone_is_not_called_over_budget_beside_others(monkeypatch):
-    from analysis import budget
-    from analysis.checkpoints import OverBudgetError
+    from analysis.arch import budget
+    from analysis.store.checkpoints import OverBudgetError
 
     blob = _net_bytes(256)  # ~3 MB unpacked: a load reserves ~8.6 MB
     monkeypatch.setattr(budget, "_HELD", set())  # nothing else held in this process
@@ -570,7 +570,7 @@ def test_over_budget_alone_is_not_called_over_budget_beside_others(monkeypatch):
 def test_results_files_keep_seeds_as_large_as_a_recipe_takes(tmp_path):
     import json
 
-    from analysis import grid
+    from analysis.studies import grid
 
     doc = _grid_doc()
     doc["results"][0]["seed"] = 2**62
@@ -600,7 +600,7 @@ def test_stored_path_measurements_with_nonsense_values_are_one_sentence(tmp_path
     import json
     import shutil
 
-    from analysis import paths
+    from analysis.experiments import paths
 
     ck = tmp_path / "digits_resnet20.pt"
     shutil.copy(SHIPPED, ck)

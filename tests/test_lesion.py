@@ -6,12 +6,12 @@ import random
 import pytest
 import torch
 
-from analysis import lesion
 from analysis.__main__ import main
-from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
-from analysis.errors import LensError
-from analysis.models import build_model
-from analysis.specs import custom_spec
+from analysis.arch.models import build_model
+from analysis.arch.specs import custom_spec
+from analysis.core.errors import LensError
+from analysis.experiments import lesion
+from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_cli_lesion_imagenet_style_checkpoint_on_image_folder(tmp_path):
     preprocessing (resize, center crop, ImageNet mean/std), eval-only split."""
     from PIL import Image
 
-    from analysis.specs import get_spec
+    from analysis.arch.specs import get_spec
 
     spec = get_spec("resnet18", num_classes=2)
     torch.manual_seed(0)
@@ -239,7 +239,7 @@ def test_run_sweep_honours_its_seed_and_checks_indexes(shipped):
 
 def test_sweep_settings_name_the_data_and_the_sweeps_own_options():
     """The run store's key besides the weights: what the test data is, and samples/seed where they count."""
-    from analysis.data import load_digits
+    from analysis.data.data import load_digits
 
     d16, d8 = load_digits(16), load_digits(8)
     k = lesion.sweep_settings("k", d16, samples=3, seed=7)

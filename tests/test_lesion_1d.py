@@ -12,11 +12,11 @@ import torch
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from analysis import lesion
-from analysis.checkpoints import Checkpoint, dataset_for, find_twin, load_checkpoint, shipped_checkpoints
-from analysis.errors import DatasetError, LensError
-from analysis.models import build_model
-from analysis.specs import custom_spec, get_spec
+from analysis.arch.models import build_model
+from analysis.arch.specs import custom_spec, get_spec
+from analysis.core.errors import DatasetError, LensError
+from analysis.experiments import lesion
+from analysis.store.checkpoints import Checkpoint, dataset_for, find_twin, load_checkpoint, shipped_checkpoints
 from tests.helpers import page_with_pick
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,7 +180,7 @@ def test_sweeps_with_deleted_pool_blocks_match_one_by_one():
 
 # ------------------------------------------------------------------ bad input
 def test_a_1d_net_and_images_or_a_2d_net_and_sequences_are_refused_with_a_message(pair):
-    from analysis.data import load_digits
+    from analysis.data.data import load_digits
 
     ck, data = pair["mnist1d_resnet20"]
     digits = load_digits(16)
@@ -273,7 +273,7 @@ def test_the_page_says_when_a_1d_net_meets_images():
 
 
 def test_a_1d_net_without_dataset_metadata_is_evaluated_on_mnist1d(pair):
-    from analysis.meta import RunMeta
+    from analysis.core.meta import RunMeta
 
     ck, data = pair["mnist1d_resnet20"]
     bare = Checkpoint(ck.spec, ck.model, RunMeta(normalisation=ck.meta.normalisation), True)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis import lesion
-from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
-from analysis.runstore import RunStore, net_key
+from analysis.experiments import lesion
+from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+from analysis.store.runstore import RunStore, net_key
 from tests import downloads
 from tests.test_training_paths_pages import charts, metric_rows
 
@@ -108,7 +108,7 @@ def test_a_sweep_is_stored_and_a_new_session_shows_it_without_running(monkeypatc
 
 
 def test_a_sweep_the_run_store_cannot_keep_is_shown_and_said_kept_for_this_session(monkeypatch):
-    from analysis.runstore import StoreError
+    from analysis.store.runstore import StoreError
 
     def full(*args, **kwargs):
         raise StoreError("the disk holding the run store is full")
@@ -292,7 +292,7 @@ def test_select_all_and_clear_sit_in_a_wrapping_row_as_wide_as_their_labels(monk
 
 
 def test_a_sweep_failing_on_the_twin_keeps_nothing_and_leaves_no_stopped_warning(monkeypatch):
-    from analysis.errors import ConfigError
+    from analysis.core.errors import ConfigError
 
     real, calls = lesion.run_sweep, []
 
@@ -338,10 +338,10 @@ def test_a_finished_sweep_leaves_no_stopped_warning_on_the_next_run():
 def test_a_net_of_unknown_data_is_offered_the_data_it_can_take(channels, size, classes, offered):
     """Issue 21 item 8 and its review: a bare state_dict's weights cannot say what they were trained on;
     the embedded digits (1 channel, 8/16/32 px) are offered where they fit, first for a 10-class net."""
-    from analysis.checkpoints import Checkpoint
-    from analysis.meta import RunMeta
-    from analysis.models import build_model
-    from analysis.specs import get_spec
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import get_spec
+    from analysis.core.meta import RunMeta
+    from analysis.store.checkpoints import Checkpoint
     from tests.helpers import page_with_pick
 
     spec = get_spec("cifar_resnet8").replace(in_channels=channels, input_size=size, num_classes=classes)

@@ -3,7 +3,7 @@
 The reference below is written from the definitions (He et al. 2015 Fig. 2/5, He et al. 2016 Fig. 4e,
 Veit et al. 2016), straight from each leaf module's weights through ``torch.nn.functional``. It never
 calls a block's ``forward``, ``residual_branch``, ``shortcut`` or ``combine``, nor anything in
-:mod:`analysis.lesion`, so a mistake in how the library removes a residual branch cannot hide in both.
+:mod:`analysis.experiments.lesion`, so a mistake in how the library removes a residual branch cannot hide in both.
 
 - post-activation block: F(x) = bn2(conv2(relu(bn1(conv1 x)))) (bottleneck: three conv-BN, ReLU
   between), y = relu(F(x) + s(x)); deleted: y = relu(s(x)).
@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from analysis.lesion import deletion, predict_sequences
-from analysis.models import build_model
-from analysis.specs import EXPANSION, ResNetSpec, custom_spec
+from analysis.arch.models import build_model
+from analysis.arch.specs import EXPANSION, ResNetSpec, custom_spec
+from analysis.experiments.lesion import deletion, predict_sequences
 
 ATOL = RTOL = 1e-4
 N_INPUTS = 96

@@ -2,8 +2,8 @@
 
 import pytest
 
-from analysis.errors import CheckpointError
-from analysis.meta import RunMeta
+from analysis.core.errors import CheckpointError
+from analysis.core.meta import RunMeta
 
 
 def test_unknown_dataset_fields_are_refused():
@@ -20,6 +20,6 @@ def test_unknown_dataset_fields_are_refused():
     ("transfer: cifar_resnet20, 1 per class, seed 0", "transfer"),
     ("python -m analysis train --depth 20", "command line")])
 def test_a_runs_origin_is_read_from_its_command(command, origin):
-    from analysis.meta import RunMeta
+    from analysis.core.meta import RunMeta
 
     assert RunMeta(command=command).origin == origin

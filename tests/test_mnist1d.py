@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import mnist1d
-from analysis.data import (
+from analysis.core.meta import Normalisation
+from analysis.data import mnist1d
+from analysis.data.data import (
     MNIST1D_BASELINES,
     DatasetError,
     augment_batch,
@@ -22,7 +23,6 @@ from analysis.data import (
     load_mnist1d,
     shift1d,
 )
-from analysis.meta import Normalisation
 
 TRAIN_COUNTS = [398, 396, 411, 394, 394, 402, 401, 404, 402, 398]
 TEST_COUNTS = [102, 104, 89, 106, 106, 98, 99, 96, 98, 102]
@@ -211,7 +211,7 @@ def test_generation_failures_are_dataset_errors(home, monkeypatch):
         load_mnist1d()
     # the real child, with the mnist1d package made unimportable
     child = ("import runpy, sys; sys.modules['mnist1d'] = None; sys.argv = ['mnist1d', sys.argv[1]]; "
-             "runpy.run_module('analysis.mnist1d', run_name='__main__')")
+             "runpy.run_module('analysis.data.mnist1d', run_name='__main__')")
     monkeypatch.setattr(mnist1d, "_command", lambda out: [sys.executable, "-c", child, str(out)])
     with pytest.raises(DatasetError, match=r"^MNIST-1D needs the mnist1d package: pip install mnist1d==0\.0\.2\.post1$"):
         load_mnist1d()

@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from analysis.blockplan import net_plan
-from analysis.costs import exact_sum, layer_table
-from analysis.diagrams import build_graph
-from analysis.models import ResNet, build_model
-from analysis.ops import Flow, Op, flow, make_layer, run_op
-from analysis.specs import MODELS, get_spec, stride_product
+from analysis.arch.blockplan import net_plan
+from analysis.arch.costs import exact_sum, layer_table
+from analysis.arch.diagrams import build_graph
+from analysis.arch.models import ResNet, build_model
+from analysis.arch.ops import Flow, Op, flow, make_layer, run_op
+from analysis.arch.specs import MODELS, get_spec, stride_product
 
 OPS = [
     Op("conv1", "conv", 6, 8, kernel=3, stride=2),

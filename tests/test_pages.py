@@ -154,7 +154,7 @@ def test_diagrams_levels_metrics_twin():
 def test_diagrams_downloads_are_bytes_not_callables():
     """DOT, SVG and PNG are made before the buttons (a deferred callable is forgotten on the next
     rerun, and a click on its button then fails); the bytes are the rendered diagram."""
-    from analysis.diagrams import has_dot
+    from analysis.arch.diagrams import has_dot
 
     with downloads.captured() as files:
         at = page("diagrams.py")
@@ -175,7 +175,7 @@ def test_diagrams_downloads_are_bytes_not_callables():
 
 
 def test_training_page_shows_shipped_runs_and_trains():
-    from analysis.checkpoints import load_checkpoint
+    from analysis.store.checkpoints import load_checkpoint
 
     with downloads.captured() as files:
         _train_and_download(files, load_checkpoint)
@@ -248,8 +248,8 @@ def test_lesion_lab_toggles_and_sweeps():
 def test_path_ensemble_views_and_measurement(monkeypatch):
     import time
 
-    from analysis import paths
-    from analysis.paths import MeasureSettings
+    from analysis.experiments import paths
+    from analysis.experiments.paths import MeasureSettings
 
     measure = paths.gradient_by_length
 
@@ -312,7 +312,7 @@ def test_path_ensemble_views_and_measurement(monkeypatch):
 
 def test_path_ensemble_cancelled_measurement_keeps_nothing():
     """Cancel interrupts the measurement with a rerun; the next run says so and nothing partial is kept."""
-    from analysis.paths import MeasureSettings
+    from analysis.experiments.paths import MeasureSettings
 
     at = AppTest.from_file(str(ROOT / "app_pages" / "paths.py"), default_timeout=120)
     at.session_state["paths_active"] = ("shipped: digits_resnet56", MeasureSettings(samples=7))
@@ -326,14 +326,14 @@ def test_path_ensemble_cancelled_measurement_keeps_nothing():
 
 def test_training_page_keeps_the_epochs_of_a_cancelled_run():
     """Cancel interrupts the training loop with a rerun; the finished epochs survive it."""
-    from analysis.models import build_model
-    from analysis.specs import get_spec
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import get_spec
 
     at = AppTest.from_file(str(ROOT / "app_pages" / "training.py"), default_timeout=120)
     model = build_model(get_spec("cifar_resnet8").replace(in_channels=1, input_size=16))
     history = [{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "test_loss": 2.1, "test_acc": 0.25}]
-    from analysis.data import load_digits
-    from analysis.train import TrainConfig
+    from analysis.data.data import load_digits
+    from analysis.experiments.train import TrainConfig
 
     at.session_state["active_run"] = {"label": "cifar_resnet8 (cancelled)", "history": history,
                                       "model": model, "data": load_digits(16), "config": TrainConfig(epochs=3)}
@@ -414,7 +414,7 @@ def test_trained_runs_survive_a_reload():
     fresh.selectbox(key="train_download_pick").select(label).run()
     fresh.button(key="train_forget").click().run()
     clean(fresh)
-    from analysis.runstore import RunStore
+    from analysis.store.runstore import RunStore
 
     assert label not in [r.label for r in RunStore().runs()]
 

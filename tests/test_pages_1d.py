@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.costs import totals
-from analysis.models import build_model
-from analysis.specs import get_spec
+from analysis.arch.costs import totals
+from analysis.arch.models import build_model
+from analysis.arch.specs import get_spec
 from tests.helpers import numel, torchinfo_mult_adds
 
 ROOT = Path(__file__).resolve().parent.parent

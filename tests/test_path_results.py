@@ -18,9 +18,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from analysis import paths
-from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
-from analysis.errors import CheckpointError, ConfigError
+from analysis.core.errors import CheckpointError, ConfigError
+from analysis.experiments import paths
+from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
 
 DEFAULT = paths.MeasureSettings()
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +146,7 @@ def refuse(*args, **kwargs):
 
 @pytest.mark.usefixtures("own_run_store")
 def test_a_measurement_made_in_the_app_is_shown_in_a_new_session_without_measuring(monkeypatch):
-    from analysis.runstore import net_key
+    from analysis.store.runstore import net_key
     from ui import cache
 
     real, made = paths.measure, []
@@ -217,7 +217,7 @@ def test_measure_measures_again_what_the_run_store_holds_and_replaces_it(monkeyp
 
 @pytest.mark.usefixtures("own_run_store")
 def test_a_measurement_the_run_store_cannot_keep_is_shown_and_said_kept_for_this_session(monkeypatch):
-    from analysis.runstore import RunStore, StoreError
+    from analysis.store.runstore import RunStore, StoreError
     from ui import cache
 
     def full(*args, **kwargs):
@@ -236,15 +236,15 @@ def test_a_measurement_the_run_store_cannot_keep_is_shown_and_said_kept_for_this
 
 
 def net_key_of(name: str) -> str:
-    from analysis.runstore import net_key
+    from analysis.store.runstore import net_key
 
     return net_key(load_checkpoint(shipped_checkpoints()[name]))
 
 
 @pytest.mark.usefixtures("own_run_store")
 def test_a_net_retrained_under_the_same_label_never_shows_the_old_numbers(monkeypatch):
-    from analysis.checkpoints import checkpoint_bytes
-    from analysis.runstore import net_key
+    from analysis.store.checkpoints import checkpoint_bytes
+    from analysis.store.runstore import net_key
 
     first = load_checkpoint(shipped_checkpoints()["digits_resnet20"])
     model = copy.deepcopy(first.model)
@@ -280,7 +280,7 @@ def test_a_cancelled_measurement_keeps_nothing_in_the_run_store(monkeypatch):
     (here: st.stop() after the trained net finished, before the one at initialisation)."""
     import streamlit as st
 
-    from analysis.runstore import net_key
+    from analysis.store.runstore import net_key
     from ui import cache
 
     real, calls = paths.measure, []

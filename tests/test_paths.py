@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from analysis import paths
-from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
-from analysis.errors import LensError
+from analysis.core.errors import LensError
+from analysis.experiments import paths
+from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
 from tests.helpers import path_gradient_sum_and_autograd
 
 
 class LinBlock(nn.Module):
-    """Duck-types analysis.models.Block: a linear branch, identity shortcut, plain add."""
+    """Duck-types analysis.arch.models.Block: a linear branch, identity shortcut, plain add."""
 
     plan = SimpleNamespace(residual=True, entry=())
     downsample = None
@@ -170,8 +170,8 @@ def test_gradient_decays_on_shipped_net_and_effective_range():
 def test_all_path_gradients_sum_to_the_input_gradient(preact):
     """Through every block's own combine step (ReLU mask after the add, or none), the 2^n path
     gradients are the terms of the product of (J_F + J_s): their sum is autograd's gradient."""
-    from analysis.models import build_model
-    from analysis.specs import custom_spec
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import custom_spec
 
     spec = custom_spec(block="basic", layers=(2, 2), widths=(4, 8), stem="cifar", stem_width=4, input_size=6,
                        num_classes=3, shortcut="B", preact=preact)

@@ -15,11 +15,11 @@ import torch
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from analysis import paths
-from analysis.checkpoints import Checkpoint, dataset_for, load_checkpoint, shipped_checkpoints
-from analysis.errors import DatasetError, LensError
-from analysis.models import build_model
-from analysis.specs import MODELS, custom_spec
+from analysis.arch.models import build_model
+from analysis.arch.specs import MODELS, custom_spec
+from analysis.core.errors import DatasetError, LensError
+from analysis.experiments import paths
+from analysis.store.checkpoints import Checkpoint, dataset_for, load_checkpoint, shipped_checkpoints
 from tests.helpers import page_with_pick, path_gradient_sum_and_autograd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ R20 = "shipped: mnist1d_resnet20"
 
 # ------------------------------------------------------------------ exact decompositions
 class PoolLinBlock(nn.Module):
-    """Duck-types analysis.models.Block in 1-D: an entry pool P in front of both paths (VDCNN's
+    """Duck-types analysis.arch.models.Block in 1-D: an entry pool P in front of both paths (VDCNN's
     pool between stages, here an average pool so that the block stays linear), a bias-free Conv1d
     branch W and an identity shortcut: x_{i+1} = P x_i + W P x_i."""
 
@@ -261,7 +261,7 @@ def test_the_page_says_when_a_1d_net_meets_images():
 
 
 def test_a_1d_net_without_dataset_metadata_is_measured_on_mnist1d(r20):
-    from analysis.meta import RunMeta
+    from analysis.core.meta import RunMeta
 
     ck, data = r20
     bare = Checkpoint(ck.spec, ck.model, RunMeta(normalisation=ck.meta.normalisation), True)

@@ -7,11 +7,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.blockplan import total_stride
-from analysis.costs import layer_table, totals
-from analysis.errors import SpecError
-from analysis.models import build_model
-from analysis.specs import ACTIVATIONS, DOWNSAMPLINGS, SHORTCUT_VARIANTS, STEM_TYPES, custom_spec
+from analysis.arch.blockplan import total_stride
+from analysis.arch.costs import layer_table, totals
+from analysis.arch.models import build_model
+from analysis.arch.specs import ACTIVATIONS, DOWNSAMPLINGS, SHORTCUT_VARIANTS, STEM_TYPES, custom_spec
+from analysis.core.errors import SpecError
 from tests.fuzz.exact import reference_totals
 from tests.helpers import hooked_shapes, numel, torchinfo_mult_adds
 

@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis import cluster
-from analysis import grid as g
 from analysis.__main__ import main
-from analysis.checkpoints import load_checkpoint
-from analysis.errors import ConfigError, LensError
-from analysis.executor import DataSpec, InProcessExecutor, make_executor
-from analysis.meta import TrainConfig
-from analysis.ray_executor import RayExecutor
-from analysis.runstore import RunStore
+from analysis.core.errors import ConfigError, LensError
+from analysis.core.meta import TrainConfig
+from analysis.run import cluster
+from analysis.run.executor import DataSpec, InProcessExecutor, make_executor
+from analysis.run.ray_executor import RayExecutor
+from analysis.store.checkpoints import load_checkpoint
+from analysis.store.runstore import RunStore
+from analysis.studies import grid as g
 from tests.test_grid import start_grid_and_wait_for_a_run
 
 pytestmark = pytest.mark.xdist_group("ray")

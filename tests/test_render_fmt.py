@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.blockplan import feature_sizes, small_input_note
-from analysis.blocks import compare_blocks
-from analysis.costs import trace
-from analysis.errors import SpecError
-from analysis.models import build_model
-from analysis.specs import get_spec
+from analysis.arch.blockplan import feature_sizes, small_input_note
+from analysis.arch.blocks import compare_blocks
+from analysis.arch.costs import trace
+from analysis.arch.models import build_model
+from analysis.arch.specs import get_spec
+from analysis.core.errors import SpecError
 from ui import render
 from ui.fmt import column_config, column_formats, fmt_bytes, fmt_count, fmt_float, fmt_int, fmt_si, printf
 

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.checkpoints import Checkpoint, save_checkpoint
-from analysis.meta import RunMeta, TrainConfig
-from analysis.models import build_model
-from analysis.runstore import RunStore, StoreError, config_key, net_key, run_config
-from analysis.specs import get_spec
-from analysis.weights import state_dict_hash
+from analysis.arch.models import build_model
+from analysis.arch.specs import get_spec
+from analysis.core.meta import RunMeta, TrainConfig
+from analysis.store.checkpoints import Checkpoint, save_checkpoint
+from analysis.store.runstore import RunStore, StoreError, config_key, net_key, run_config
+from analysis.store.weights import state_dict_hash
 
 
 def net(seed: int = 0, epochs: int = 1) -> Checkpoint:
@@ -232,7 +232,7 @@ def test_a_damaged_page_is_said_never_read_as_an_empty_store(tmp_path):
 
 
 def test_a_locked_or_full_store_is_said_as_such(tmp_path, monkeypatch):
-    import analysis.runstore as rs
+    import analysis.store.runstore as rs
 
     s = RunStore(tmp_path)
     monkeypatch.setattr(rs, "LOCK_WAIT_S", 0.2)
@@ -252,7 +252,7 @@ def test_a_locked_or_full_store_is_said_as_such(tmp_path, monkeypatch):
 WRITER = """
 import sys
 from tests.test_runstore import net
-from analysis.runstore import RunStore
+from analysis.store.runstore import RunStore
 s = RunStore(sys.argv[1])
 for seed in range(int(sys.argv[2]), int(sys.argv[2]) + 4):
     s.save_run(f"seed {seed}", net(seed))
@@ -296,7 +296,7 @@ def test_temp_files_of_a_killed_write_are_cleaned_on_the_next_start(tmp_path):
     os.utime(other, (old, old))
     RunStore(tmp_path)
     assert not stale.exists() and fresh.exists() and other.exists()
-    from analysis.io import atomic_write
+    from analysis.core.io import atomic_write
 
     target = tmp_path / "out" / "run.pt"
     target.parent.mkdir()
@@ -310,7 +310,7 @@ def test_temp_files_of_a_killed_write_are_cleaned_on_the_next_start(tmp_path):
 def test_forgetting_a_nets_lesion_sweeps_keeps_its_path_measurements(tmp_path):
     """Issue 21, item 2: the Lesion lab's 'Forget stored sweeps of this net (8)' also deleted the 4
     Path-ensemble measurements of that net."""
-    from analysis.lesion import SWEEP_KINDS
+    from analysis.experiments.lesion import SWEEP_KINDS
 
     s = RunStore(tmp_path)
     for kind in ("single", "k", "paths-trained", "paths-init"):

@@ -1,4 +1,4 @@
-"""The notes' Conv1d block as written (analysis/seed.py): its exact costs, our plan of it against the
+"""The notes' Conv1d block as written (analysis/arch/seed.py): its exact costs, our plan of it against the
 literal module, and the diagnosis against what PyTorch really does."""
 
 import itertools
@@ -9,11 +9,10 @@ import torch
 import torchinfo
 from torch import nn
 
-from analysis.blockplan import block_plans, make_plan
-from analysis.costs import exact_sum, layer_table, plan_table, torchinfo_mult_adds
-from analysis.errors import SpecError
-from analysis.models import Block
-from analysis.seed import (
+from analysis.arch.blockplan import block_plans, make_plan
+from analysis.arch.costs import exact_sum, layer_table, plan_table, torchinfo_mult_adds
+from analysis.arch.models import Block
+from analysis.arch.seed import (
     SeedBlock,
     SeedBlockError,
     SeedConfig,
@@ -24,7 +23,8 @@ from analysis.seed import (
     seed_plan,
     source,
 )
-from analysis.specs import MAX_SEQUENCE_LENGTH, get_spec
+from analysis.arch.specs import MAX_SEQUENCE_LENGTH, get_spec
+from analysis.core.errors import SpecError
 
 DEFAULT_PARAMS = 3 * 128 * 256 + 256 + 2 * 256 + 3 * 256 * 256 + 256 + 2 * 256
 

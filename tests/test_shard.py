@@ -1,4 +1,4 @@
-"""Sharded evaluation (analysis/shard.py): lesion sweeps and gradient by path length evaluated on
+"""Sharded evaluation (analysis/run/shard.py): lesion sweeps and gradient by path length evaluated on
 contiguous shards of the test set and merged give the single-process numbers: lesion tables equal
 (``==``), path tables bit-identical when both cut the set into the same passes and within the
 kernels' last bits otherwise. Shards run in this process here; test_shard_ray.py runs them on Ray."""
@@ -12,9 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis import lesion, paths, shard
-from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
-from analysis.errors import ConfigError
+from analysis.core.errors import ConfigError
+from analysis.experiments import lesion, paths
+from analysis.run import shard
+from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -241,13 +242,13 @@ def test_cli_paths_refuses_a_plain_net_and_measures_the_page_default(tmp_path, c
     assert "90 % of the total gradient comes from paths of length" in capsys.readouterr().out
 
 # ------------------------------------------------------------------ on Ray: one local instance for the module
-# (started by the first test that needs it; analysis.cluster keeps every Ray process on 127.0.0.1)
+# (started by the first test that needs it; analysis.run.cluster keeps every Ray process on 127.0.0.1)
 on_ray = pytest.mark.xdist_group("ray")  # with the other Ray tests, in one xdist worker under --dist loadgroup
 
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    from analysis import cluster
+    from analysis.run import cluster
 
     with cluster.connect(num_cpus=2) as conn:
         assert conn.started  # ours: stopped at the end of the module, never another test's cluster
@@ -283,7 +284,7 @@ def test_shards_ask_ray_for_a_cpu_each_and_a_gpu_each_on_cuda(ray_instance, monk
     object store once for all shards."""
     import ray  # imported by the fixture's connect, with its loopback switch set
 
-    from analysis import cluster
+    from analysis.run import cluster
 
     asked, puts = [], []
     monkeypatch.setattr(cluster, "map_tasks", lambda fn, items, **kw: asked.append((fn, items, kw)) or [])
@@ -309,8 +310,8 @@ def test_cli_lesion_and_paths_on_ray_write_the_local_csv(tmp_path, ray_instance,
     """End to end on a tiny net (ResNet-8 on 8 px digits, one epoch): --executor ray with shards, at
     the instance's address, runs one Ray task per shard and writes the file the unsharded local
     command writes, byte for byte."""
-    from analysis import cluster
     from analysis.__main__ import main
+    from analysis.run import cluster
 
     real, tasks = cluster.map_tasks, []
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
-from analysis.data import MNIST1D_BASELINES
-from analysis.train import evaluate
+from analysis.data.data import MNIST1D_BASELINES
+from analysis.experiments.train import evaluate
+from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
 
 NAMES = ["digits_plain20", "digits_plain56", "digits_resnet20", "digits_resnet56"]
 # 1-D nets on MNIST-1D (issue 13): residual and plain twins at two depths, recipe in checkpoints/README.md

@@ -7,10 +7,9 @@ import typing
 import numpy as np
 import pytest
 
-from analysis.blockplan import total_stride
-from analysis.blocks import BlockConfig, block_terms, compare_blocks
-from analysis.errors import LensError, SpecError
-from analysis.specs import (
+from analysis.arch.blockplan import total_stride
+from analysis.arch.blocks import BlockConfig, block_terms, compare_blocks
+from analysis.arch.specs import (
     BLOCK_TYPES,
     CIFAR_DEPTHS,
     IMAGENET_DEPTHS,
@@ -30,6 +29,7 @@ from analysis.specs import (
     parse_int_list,
     validate,
 )
+from analysis.core.errors import LensError, SpecError
 
 
 def test_table_has_every_family():

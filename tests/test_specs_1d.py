@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis.blockplan import block_plans, feature_sizes, total_stride
-from analysis.checkpoints import check_state_dict, infer_spec
-from analysis.costs import layer_table, totals
-from analysis.errors import CheckpointError, SpecError
-from analysis.models import build_model
-from analysis.specs import MODELS, ONE_D_MODELS, custom_spec, get_spec
+from analysis.arch.blockplan import block_plans, feature_sizes, total_stride
+from analysis.arch.costs import layer_table, totals
+from analysis.arch.models import build_model
+from analysis.arch.specs import MODELS, ONE_D_MODELS, custom_spec, get_spec
+from analysis.core.errors import CheckpointError, SpecError
+from analysis.store.checkpoints import check_state_dict, infer_spec
 
 
 def test_vdcnn9_parameters_by_hand():
@@ -135,7 +135,7 @@ def test_1d_and_2d_checkpoints_are_not_confused():
 
 
 def test_1d_metadata_round_trips_and_2d_keys_unchanged():
-    from analysis.checkpoints import spec_from_dict, spec_to_dict
+    from analysis.store.checkpoints import spec_from_dict, spec_to_dict
 
     for name in ("vdcnn29", "resnet1d_20", "plain_vdcnn9"):
         spec = get_spec(name)
@@ -151,7 +151,7 @@ def test_a_bare_vdcnn_state_dict_is_read_as_vdcnn():
     downsampling, the length), taken from the built-in it matches, also when a length is given."""
     import io
 
-    from analysis.checkpoints import load_checkpoint
+    from analysis.store.checkpoints import load_checkpoint
 
     sd = build_model("vdcnn29").state_dict()
     spec = infer_spec(sd, plain=False)
@@ -170,8 +170,8 @@ def test_a_bare_vdcnn_state_dict_is_read_as_vdcnn():
 def test_mnist1d_cache_with_a_label_out_of_range_is_refused():
     import numpy as np
 
-    from analysis import mnist1d
-    from analysis.errors import DatasetError
+    from analysis.core.errors import DatasetError
+    from analysis.data import mnist1d
 
     arrays = {k: np.zeros(shape, dtype=np.float32 if k.startswith("x") else np.int64)
               for k, shape in mnist1d.SHAPES.items()}
@@ -183,8 +183,8 @@ def test_mnist1d_cache_with_a_label_out_of_range_is_refused():
 
 
 def test_counter_explanation_names_conv_biases_of_1d_nets():
-    from analysis.conventions import explain_difference
-    from analysis.costs import by_op
+    from analysis.arch.conventions import explain_difference
+    from analysis.arch.costs import by_op
 
     text = explain_difference(get_spec("vdcnn9"))
     assert "bias adds (the fc's 4 and each conv bias once per output position)" in text

@@ -1,4 +1,4 @@
-"""The store-through runner (analysis.storethrough): found results are read, missing ones computed
+"""The store-through runner (analysis.store.storethrough): found results are read, missing ones computed
 once and stored, lookup_only computes nothing, a store that cannot be written is said in the outcome,
 and a cancel or an error inside compute stores nothing, not even the jobs of its batch that finished."""
 
@@ -7,10 +7,10 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from analysis import storethrough
-from analysis.errors import ConfigError
-from analysis.runstore import RunStore, StoreError
-from analysis.storethrough import Job, get_or_run, get_or_run_all
+from analysis.core.errors import ConfigError
+from analysis.store import storethrough
+from analysis.store.runstore import RunStore, StoreError
+from analysis.store.storethrough import Job, get_or_run, get_or_run_all
 
 RUN, KIND, SETTINGS = "net-a", "single", {"samples": 0, "seed": 0, "dataset": "digits16"}
 TABLE = pd.DataFrame({"block": ["layer1.0", "layer1.1"], "error": [0.125, 0.5]})

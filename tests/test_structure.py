@@ -22,9 +22,10 @@ def routed_pages() -> list[tuple[str, str]]:
 
 
 def test_analysis_never_imports_streamlit():
-    modules = sorted(p.stem for p in (ROOT / "analysis").glob("*.py") if p.stem != "__main__")
+    modules = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "analysis").rglob("*.py")
+                     if p.stem not in ("__main__", "__init__"))
     code = ("import importlib, sys\n"
-            f"for m in {modules!r}: importlib.import_module('analysis.' + m)\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
             "print('streamlit' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -54,3 +55,54 @@ def test_router_visits_every_page():
         assert shown == title or shown.startswith(f"{title}: "), (path, shown, title)
         seen.append(shown)
     assert len(set(seen)) == len(pages), seen  # each switch really changed the page
+
+
+# The library's packages, lowest floor first (analysis/__init__.py's docstring says what each holds).
+FLOORS = ("core", "arch", "data", "store", "experiments", "run", "studies")
+
+
+def _library_imports(path: Path) -> set[str]:
+    """'package.module' of every library module ``path`` imports, function-level imports included
+    (they are arrows too); TYPE_CHECKING blocks aside, since they never run."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                   for n in ast.walk(node)}
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if len(parts) >= 3 and parts[0] == "analysis" and parts[1] in FLOORS:
+                out.add(f"{parts[1]}.{parts[2]}")
+    return out
+
+
+def _library_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for p in (ROOT / "analysis").rglob("*.py"):
+        rel = p.relative_to(ROOT / "analysis")
+        if len(rel.parts) == 2 and rel.name != "__init__.py":
+            graph[f"{rel.parts[0]}.{p.stem}"] = _library_imports(p) - {f"{rel.parts[0]}.{p.stem}"}
+    return graph
+
+
+def test_the_library_is_built_in_floors_with_no_arrow_up_and_no_cycle():
+    """Every library module sits in one of the floor packages; each imports only its own floor and
+    the floors below (inside functions too), and no chain of imports comes back to where it started."""
+    import networkx as nx
+
+    loose = sorted(p.name for p in (ROOT / "analysis").glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert not loose, f"modules outside the floor packages: {loose}"
+    graph = _library_graph()
+    assert {m.split(".")[0] for m in graph} == set(FLOORS)
+    up = [(a, b) for a, deps in graph.items() for b in deps
+          if FLOORS.index(b.split(".")[0]) > FLOORS.index(a.split(".")[0])]
+    assert not up, f"imports that go up a floor: {up}"
+    cycles = list(nx.simple_cycles(nx.DiGraph([(a, b) for a, deps in graph.items() for b in deps])))
+    assert not cycles, f"import cycles: {cycles}"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from analysis.errors import LensError
-from analysis.theory import scaled_shortcut_gradients
+from analysis.arch.theory import scaled_shortcut_gradients
+from analysis.core.errors import LensError
 
 
 def test_without_residual_branch_the_ratio_is_exactly_lambda_power():

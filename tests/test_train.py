@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from analysis.__main__ import main
-from analysis.checkpoints import load_checkpoint
-from analysis.data import load_digits
-from analysis.errors import LensError
-from analysis.specs import get_spec
-from analysis.train import TrainConfig, lr_at, predict, train
+from analysis.arch.specs import get_spec
+from analysis.core.errors import LensError
+from analysis.data.data import load_digits
+from analysis.experiments.train import TrainConfig, lr_at, predict, train
+from analysis.store.checkpoints import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_concurrent_runs_do_not_change_each_other(small):
 
 
 def test_build_model_ignores_the_global_seed():
-    from analysis.models import build_model
+    from analysis.arch.models import build_model
 
     torch.manual_seed(1)
     a = build_model(spec8(), seed=5)
@@ -133,7 +133,7 @@ def test_build_model_ignores_the_global_seed():
 
 
 def test_train_checkpoint_records_the_schema(small):
-    from analysis.train import train_checkpoint
+    from analysis.experiments.train import train_checkpoint
 
     ck = train_checkpoint(spec8(), small, TrainConfig(epochs=1, batch_size=64), command="test")
     m = ck.meta
@@ -165,7 +165,7 @@ def test_train_config_accepts_the_edges():
 
 def test_divergence_raises_instead_of_returning_nan_weights(small):
     """Each setting in range, together they blow up: a DivergedError (a ConfigError) naming where, no NaN model."""
-    from analysis.errors import DivergedError
+    from analysis.core.errors import DivergedError
 
     with pytest.raises(DivergedError, match=r"(loss became (NaN|infinite) at epoch 1 step \d+|non-finite).*lower the learning rate"):
         train(spec8(), small, TrainConfig(epochs=2, batch_size=16, lr=10, momentum=0.99, weight_decay=1,
@@ -182,7 +182,7 @@ def test_non_finite_training_images_are_a_dataset_error(small):
 def test_the_recipe_seed_draws_the_initial_weights(small):
     """With a learning rate too small to move them, trained weights are the initial ones: those of
     build_model(spec, seed=recipe seed), a different seed giving different ones."""
-    from analysis.models import build_model
+    from analysis.arch.models import build_model
 
     for seed in (3, 4):
         r = train(spec8(), small, TrainConfig(epochs=1, batch_size=128, lr=1e-12, weight_decay=0.0, seed=seed))

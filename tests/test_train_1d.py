@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from analysis.__main__ import main
-from analysis.checkpoints import dataset_for, load_checkpoint, save_checkpoint
-from analysis.data import Dataset, load_digits, load_mnist1d
-from analysis.errors import ConfigError, DatasetError
-from analysis.executor import DataSpec, InProcessExecutor, PoolExecutor, Task
-from analysis.meta import DatasetInfo, RunMeta
-from analysis.specs import get_spec
-from analysis.train import TrainConfig, evaluate, train, train_checkpoint
+from analysis.arch.specs import get_spec
+from analysis.core.errors import ConfigError, DatasetError
+from analysis.core.meta import DatasetInfo, RunMeta
+from analysis.data.data import Dataset, load_digits, load_mnist1d
+from analysis.experiments.train import TrainConfig, evaluate, train, train_checkpoint
+from analysis.run.executor import DataSpec, InProcessExecutor, PoolExecutor, Task
+from analysis.store.checkpoints import dataset_for, load_checkpoint, save_checkpoint
 
 TINY = TrainConfig(epochs=1, batch_size=256)
 
@@ -67,7 +67,7 @@ def test_a_plain_1d_twin_trains(mnist1d):
 
 # ------------------------------------------------------------------ nets the data do not fit
 def test_a_2d_net_on_sequences_is_refused_naming_both_shapes(mnist1d, monkeypatch):
-    from analysis import train as train_module
+    from analysis.experiments import train as train_module
 
     def never(*args, **kwargs):  # refused before any model is built
         raise AssertionError("a model was built")
@@ -140,7 +140,7 @@ def test_which_embedded_dataset_a_checkpoint_names(name, kind):
 
 # ------------------------------------------------------------------ the grid's worker
 def mnist1d_task(key: str = "t") -> Task:
-    from analysis.checkpoints import spec_to_dict
+    from analysis.store.checkpoints import spec_to_dict
 
     return Task(key, spec_to_dict(get_spec("resnet1d_8")), TINY.to_dict(), DataSpec("mnist1d", train_images=64))
 

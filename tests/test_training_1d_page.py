@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.data import MNIST1D_BASELINES
+from analysis.data.data import MNIST1D_BASELINES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +64,7 @@ def test_picking_mnist1d_shows_the_shipped_1d_nets_and_the_published_baselines()
 
 
 def test_training_resnet1d_8_for_one_epoch_adds_it_beside_the_baselines(monkeypatch):
-    from analysis import train
+    from analysis.experiments import train
 
     bars: list[str] = []
     real = train.train

@@ -94,8 +94,8 @@ def test_a_finished_training_leaves_no_cancel_button_or_progress_bar():
 
 
 def test_a_refused_training_leaves_no_cancel_button_either(monkeypatch):
-    from analysis import train
-    from analysis.errors import ConfigError
+    from analysis.core.errors import ConfigError
+    from analysis.experiments import train
 
     def diverge(*args, **kwargs):
         raise ConfigError("loss became NaN at epoch 1 step 1: training diverged, lower the learning rate")
@@ -109,10 +109,10 @@ def test_a_refused_training_leaves_no_cancel_button_either(monkeypatch):
 
 def cancelled_run(at: AppTest, history: list[dict]) -> None:
     """What a Cancel click leaves behind: the interrupted loop's run, picked up by the next run."""
-    from analysis.data import load_digits
-    from analysis.models import build_model
-    from analysis.specs import get_spec
-    from analysis.train import TrainConfig
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import get_spec
+    from analysis.data.data import load_digits
+    from analysis.experiments.train import TrainConfig
 
     model = build_model(get_spec("cifar_resnet8").replace(in_channels=1, input_size=16))
     at.session_state["active_run"] = {"label": "cifar_resnet8 (cancelled)", "history": history, "model": model,
@@ -147,9 +147,9 @@ def test_a_run_without_recorded_time_shows_a_dash_not_none():
 
 def test_a_run_cancelled_by_its_callback_counts_only_finished_epochs():
     """The library side: train() stopped by its callback in epoch 2 records epoch 1's time."""
-    from analysis.data import load_digits
-    from analysis.specs import get_spec
-    from analysis.train import TrainConfig, train_checkpoint
+    from analysis.arch.specs import get_spec
+    from analysis.data.data import load_digits
+    from analysis.experiments.train import TrainConfig, train_checkpoint
 
     data = load_digits(8)
     spec = get_spec("cifar_resnet8").replace(in_channels=1, num_classes=10, input_size=8)
@@ -177,8 +177,8 @@ def test_a_finished_measurement_leaves_no_cancel_button_or_progress_bar():
 
 
 def test_a_refused_measurement_leaves_no_cancel_button_or_progress_bar(monkeypatch):
-    from analysis import paths
-    from analysis.errors import DatasetError
+    from analysis.core.errors import DatasetError
+    from analysis.experiments import paths
 
     def refuse(*args, **kwargs):
         raise DatasetError("no test images")
@@ -344,11 +344,11 @@ def test_your_runs_are_filtered_by_data_and_where_they_were_made():
     shows all data, and one the page the run was made on; the table lists each recipe."""
     from dataclasses import replace
 
-    from analysis.checkpoints import Checkpoint
-    from analysis.data import load_digits
-    from analysis.models import build_model
-    from analysis.specs import get_spec
-    from analysis.train import TrainConfig, run_meta
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import get_spec
+    from analysis.data.data import load_digits
+    from analysis.experiments.train import TrainConfig, run_meta
+    from analysis.store.checkpoints import Checkpoint
 
     def run(name: str, data: str, command: str, lr: float) -> Checkpoint:
         meta = run_meta(load_digits(16), TrainConfig(epochs=1, lr=lr), history=[EPOCH], cancelled=False)
@@ -386,11 +386,11 @@ def test_a_run_of_a_new_origin_is_shown_and_a_switched_off_origin_stays_off():
     'Your runs' (the origin filter kept its old selection)."""
     from dataclasses import replace
 
-    from analysis.checkpoints import Checkpoint
-    from analysis.data import load_digits
-    from analysis.models import build_model
-    from analysis.specs import get_spec
-    from analysis.train import TrainConfig, run_meta
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import get_spec
+    from analysis.data.data import load_digits
+    from analysis.experiments.train import TrainConfig, run_meta
+    from analysis.store.checkpoints import Checkpoint
 
     def run(command: str) -> Checkpoint:
         meta = replace(run_meta(load_digits(16), TrainConfig(epochs=1), history=[EPOCH], cancelled=False),

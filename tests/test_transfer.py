@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 import torch
 
-import analysis.train
-from analysis import transfer as T
-from analysis.checkpoints import Checkpoint, load_checkpoint
-from analysis.compat import deterministic_state_dict
-from analysis.errors import ConfigError, DatasetError
-from analysis.meta import RunMeta
-from analysis.models import build_model
-from analysis.runstore import RunStore, net_key
-from analysis.specs import get_spec
+import analysis.experiments.train
+from analysis.arch.models import build_model
+from analysis.arch.specs import get_spec
+from analysis.core.compat import deterministic_state_dict
+from analysis.core.errors import ConfigError, DatasetError
+from analysis.core.meta import RunMeta
+from analysis.store.checkpoints import Checkpoint, load_checkpoint
+from analysis.store.runstore import RunStore, net_key
+from analysis.studies import transfer as T
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "checkpoints" / "transfer" / "digits04_resnet20.pt"
@@ -116,8 +116,8 @@ def test_a_1d_source_is_compared_on_mnist1d_classes_5_to_9(src):
     """The embedded target follows the source's input: MNIST-1D's classes 5-9 (the package's split
     restricted, relabelled 0-4) for a 1-D net, the digits 5-9 for a 2-D one; each normalised with
     the source's recorded statistics."""
-    from analysis.data import load_mnist1d
-    from analysis.meta import DatasetInfo
+    from analysis.core.meta import DatasetInfo
+    from analysis.data.data import load_mnist1d
 
     one_d = load_checkpoint(ROOT / "checkpoints" / "transfer" / "mnist1d04_resnet1d20.pt")
     assert one_d.meta.dataset.name == "mnist1d[0,1,2,3,4]" and one_d.spec.num_classes == 5
@@ -297,7 +297,7 @@ def test_bn_frozen_keeps_the_statistics_while_scale_and_shift_learn(src):
 def test_transferring_no_stage_is_training_from_scratch(src):
     data, recipe = target(src), T.Recipe(steps=5)
     k0 = T.run(src, data, T.mode_setup("first_k_frozen", 3, 0), recipe, seed=4, per_class=5)
-    scratch = analysis.train.train(src.spec.replace(num_classes=5), data, recipe.config(len(data.y_train), 4))
+    scratch = analysis.experiments.train.train(src.spec.replace(num_classes=5), data, recipe.config(len(data.y_train), 4))
     assert len(k0.history) == 5 and same_history(k0.history, scratch.history)
     assert same_weights(k0.model, scratch.model)
 
@@ -310,7 +310,7 @@ def test_transferring_every_stage_frozen_is_the_feature_extractor(src):
     model.load_state_dict({**src.model.state_dict(), **{k: v for k, v in model.state_dict().items()
                                                          if k.startswith("fc.")}})
     body = [model.conv1, model.bn1, model.layer1, model.layer2, model.layer3]
-    by_hand = analysis.train.fit(model, data, recipe.config(len(data.y_train), 2), frozen=body)
+    by_hand = analysis.experiments.train.fit(model, data, recipe.config(len(data.y_train), 2), frozen=body)
     assert same_history(k_all.history, by_hand.history) and same_weights(k_all.model, by_hand.model)
     source = src.model.state_dict()
     assert all(torch.equal(v, source[k]) for k, v in k_all.model.state_dict().items() if not k.startswith("fc."))
@@ -319,13 +319,13 @@ def test_transferring_every_stage_frozen_is_the_feature_extractor(src):
 # ------------------------------------------------------------------ plans: stored, reused, cancelled
 def counting_fit(monkeypatch) -> dict[str, int]:
     calls = {"fit": 0}
-    real = analysis.train.fit
+    real = analysis.experiments.train.fit
 
     def fit(*a, **k):
         calls["fit"] += 1
         return real(*a, **k)
 
-    monkeypatch.setattr(analysis.train, "fit", fit)
+    monkeypatch.setattr(analysis.experiments.train, "fit", fit)
     return calls
 
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-import analysis.train
-from analysis import transfer as T
+import analysis.experiments.train
 from analysis.__main__ import Interrupted, Stop, main, run
-from analysis.checkpoints import load_checkpoint
-from analysis.compat import deterministic_state_dict
-from analysis.runstore import RunStore, net_key
+from analysis.core.compat import deterministic_state_dict
+from analysis.store.checkpoints import load_checkpoint
+from analysis.store.runstore import RunStore, net_key
+from analysis.studies import transfer as T
 from tests.helpers import image_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,9 +23,9 @@ MANIFEST = json.loads((ROOT / "tests" / "fixtures" / "torchvision_state_dicts.js
 
 
 def counting_fit(monkeypatch, then=None) -> dict[str, int]:
-    """Count calls of analysis.train.fit (``then(n)`` runs before the n-th call trains)."""
+    """Count calls of analysis.experiments.train.fit (``then(n)`` runs before the n-th call trains)."""
     calls = {"fit": 0}
-    real = analysis.train.fit
+    real = analysis.experiments.train.fit
 
     def fit(*a, **k):
         calls["fit"] += 1
@@ -33,7 +33,7 @@ def counting_fit(monkeypatch, then=None) -> dict[str, int]:
             then(calls["fit"])
         return real(*a, **k)
 
-    monkeypatch.setattr(analysis.train, "fit", fit)
+    monkeypatch.setattr(analysis.experiments.train, "fit", fit)
     return calls
 
 
@@ -150,8 +150,8 @@ _folder = image_folder  # 40 px RGB noise, one brightness per class
 def test_an_imagefolder_target_with_a_torchvision_style_source(tmp_path, capsys):
     """A bare 3-channel ImageNet-stem state_dict (no metadata, so ImageNet statistics: what torchvision
     weights expect) on a local ImageFolder target: its 1000-class head replaced, the runs trained."""
-    from analysis.models import build_model
-    from analysis.specs import custom_spec
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import custom_spec
 
     spec = custom_spec(block="basic", layers=(1, 1), widths=(8, 16), num_classes=1000, input_size=32)
     src = tmp_path / "tv_like.pth"
@@ -171,8 +171,8 @@ def test_an_imagefolder_target_with_a_torchvision_style_source(tmp_path, capsys)
 
 
 def test_a_one_class_imagefolder_target_is_one_line(tmp_path, capsys):
-    from analysis.models import build_model
-    from analysis.specs import custom_spec
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import custom_spec
 
     spec = custom_spec(block="basic", layers=(1, 1), widths=(8, 16), num_classes=10, input_size=32)
     src = tmp_path / "src.pth"
@@ -187,8 +187,8 @@ def test_a_one_class_imagefolder_target_is_one_line(tmp_path, capsys):
 def test_kept_nets_open_anywhere_and_reproduce_their_numbers(tmp_path, capsys):
     """--keep-dir saves each net trained now: a checkpoint with the target's 5-way head whose metadata
     rebuilds its test data (digits 5-9, the normalisation its inputs had), giving the recorded accuracy."""
-    from analysis.checkpoints import dataset_for
-    from analysis.train import evaluate
+    from analysis.experiments.train import evaluate
+    from analysis.store.checkpoints import dataset_for
 
     kept = tmp_path / "kept"
     assert main(["transfer", "--modes", "finetune", "--labels", "5", "--seeds", "0", "--steps", "4",
@@ -206,8 +206,8 @@ def test_kept_nets_open_anywhere_and_reproduce_their_numbers(tmp_path, capsys):
 def test_a_1d_source_runs_on_mnist1d_and_its_kept_nets_reproduce_their_numbers(tmp_path, capsys):
     """The shipped 1-D source (resnet1d_20 on MNIST-1D's classes 0-4) is compared on classes 5-9;
     a kept net's metadata rebuilds that class subset, giving its recorded accuracy."""
-    from analysis.checkpoints import dataset_for
-    from analysis.train import evaluate
+    from analysis.experiments.train import evaluate
+    from analysis.store.checkpoints import dataset_for
 
     kept = tmp_path / "kept"
     assert main(["transfer", "--source", "mnist1d04_resnet1d20", "--modes", "frozen", "--labels", "5", "--seeds", "0",

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis import train
-from analysis import transfer as tl
-from analysis.checkpoints import load_checkpoint
-from analysis.runstore import RunStore, net_key
+from analysis.experiments import train
+from analysis.store.checkpoints import load_checkpoint
+from analysis.store.runstore import RunStore, net_key
+from analysis.studies import transfer as tl
 from tests.helpers import image_folder
 from ui.urlstate import REGISTRY
 
@@ -50,7 +50,7 @@ def recorded(tmp_path_factory, source) -> tuple[Path, tl.PlanResult]:
 
 @pytest.fixture
 def fits(monkeypatch) -> list[int]:
-    """Every call of analysis.train.fit (what a transfer run trains with), by number of training images."""
+    """Every call of analysis.experiments.train.fit (what a transfer run trains with), by number of training images."""
     calls: list[int] = []
     real = train.fit
 

@@ -330,8 +330,8 @@ def ticked(at: AppTest) -> list[str]:
 
 
 def lesioned_error(net: str, names: list[str]) -> str:
-    from analysis import lesion
-    from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+    from analysis.experiments import lesion
+    from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
 
     ck = load_checkpoint(shipped_checkpoints()[net])
     data = dataset_for(ck.meta)

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis import lesion
-from analysis.checkpoints import load_checkpoint, save_checkpoint, spec_to_dict
-from analysis.costs import layer_table, totals
-from analysis.errors import SpecError
-from analysis.models import build_model, state_dict_shapes
-from analysis.specs import ACTIVATIONS, SHORTCUT_VARIANTS, get_spec
+from analysis.arch.costs import layer_table, totals
+from analysis.arch.models import build_model, state_dict_shapes
+from analysis.arch.specs import ACTIVATIONS, SHORTCUT_VARIANTS, get_spec
+from analysis.core.errors import SpecError
+from analysis.experiments import lesion
+from analysis.store.checkpoints import load_checkpoint, save_checkpoint, spec_to_dict
 from tests.helpers import hooked_shapes, numel, torchinfo_mult_adds
 
 R20 = get_spec("cifar_resnet20")  # 16/32/64 filters, 3 stages of 3 basic blocks, option A
@@ -204,8 +204,8 @@ def test_variant_label_in_the_spec_description():
 def test_diagrams_draw_the_gate_and_the_join():
     """The gate (1x1 conv -> sigmoid) hangs off the block input and feeds the add, drawn as a gate
     edge; the add says how the paths are weighted; BN after addition is drawn after it."""
-    from analysis import diagrams
-    from analysis.blockplan import block_plans
+    from analysis.arch import diagrams
+    from analysis.arch.blockplan import block_plans
 
     spec = R20.replace(shortcut_variant="gate", activation="bn_after_add")
     g = diagrams.plan_graph(block_plans(spec)[3], 32)
@@ -228,7 +228,7 @@ def test_diagrams_draw_the_gate_and_the_join():
 
 def test_path_decomposition_of_a_gated_net_runs():
     """The gradient-by-length measurement treats the gate as part of the join (held at its value)."""
-    from analysis import paths
+    from analysis.experiments import paths
 
     model = build_model(R20.replace(shortcut_variant="shortcut_gate", input_size=8), seed=0).eval()
     x = x_batch(R20.replace(input_size=8), n=8)
@@ -238,9 +238,9 @@ def test_path_decomposition_of_a_gated_net_runs():
 
 
 def test_training_a_dropout_variant_is_reproducible_and_leaves_the_global_rng_alone():
-    from analysis.data import load_digits
-    from analysis.meta import TrainConfig
-    from analysis.train import train
+    from analysis.core.meta import TrainConfig
+    from analysis.data.data import load_digits
+    from analysis.experiments.train import train
 
     data = load_digits(size=8, seed=0)
     spec = R20.replace(shortcut_variant="dropout", layers=(1, 1, 1), in_channels=1, input_size=8)
@@ -286,9 +286,9 @@ def test_lesion_lab_says_what_deleting_a_gated_branch_means():
 
     from streamlit.testing.v1 import AppTest
 
-    from analysis.data import load_digits
-    from analysis.meta import TrainConfig
-    from analysis.train import train_checkpoint
+    from analysis.core.meta import TrainConfig
+    from analysis.data.data import load_digits
+    from analysis.experiments.train import train_checkpoint
     from ui import cache
 
     data = load_digits(size=8, seed=0)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis import grid as g
-from analysis import train
-from analysis.checkpoints import load_checkpoint
-from analysis.executor import DataSpec, InProcessExecutor
-from analysis.meta import TrainConfig
-from analysis.runstore import RunStore, default_home
+from analysis.core.meta import TrainConfig
+from analysis.experiments import train
+from analysis.run.executor import DataSpec, InProcessExecutor
+from analysis.store.checkpoints import load_checkpoint
+from analysis.store.runstore import RunStore, default_home
+from analysis.studies import grid as g
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "app_pages" / "variants.py")
@@ -35,7 +35,7 @@ def recorded(tmp_path_factory) -> tuple[Path, g.GridResult]:
 
 @pytest.fixture
 def trainings(monkeypatch) -> list[str]:
-    """Every call of analysis.train.train (what the executor trains with), by net name."""
+    """Every call of analysis.experiments.train.train (what the executor trains with), by net name."""
     calls: list[str] = []
     real = train.train
 

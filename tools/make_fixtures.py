@@ -8,7 +8,7 @@ once in a separate virtual environment, e.g.
     /tmp/tv/bin/python tools/make_fixtures.py
 
 It records (1) every torchvision ResNet's state_dict key names and shapes, (2) torchvision's
-outputs for weights set by :func:`analysis.compat.deterministic_state_dict` on a fixed input, so the
+outputs for weights set by :func:`analysis.core.compat.deterministic_state_dict` on a fixed input, so the
 suite checks that our models load torchvision checkpoints with strict=True and compute the same
 function, and (3) what thop, ptflops and fvcore report, so our reconstructions of their rules are
 checked exactly.
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from analysis.compat import deterministic_input, deterministic_state_dict
+from analysis.core.compat import deterministic_input, deterministic_state_dict
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 NAMES = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2",

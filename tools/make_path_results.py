@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from analysis import paths
-from analysis.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+from analysis.experiments import paths
+from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
 
 
 def main() -> int:

@@ -14,10 +14,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from analysis import paths
-from analysis.checkpoints import load_checkpoint, save_checkpoint, shipped_checkpoints
-from analysis.reporting import write_json
-from analysis.weights import state_dict_hash
+from analysis.core.reporting import write_json
+from analysis.experiments import paths
+from analysis.store.checkpoints import load_checkpoint, save_checkpoint, shipped_checkpoints
+from analysis.store.weights import state_dict_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,25 +13,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis import (
-    blocks,
-    checkpoints,
-    conventions,
-    costs,
-    data,
-    depth,
-    diagrams,
-    evaluation,
-    grid,
-    lesion,
-    paths,
-    runstore,
-    theory,
-    transfer,
-)
-from analysis.errors import LensError
-from analysis.meta import Normalisation
-from analysis.specs import ResNetSpec
+from analysis.arch import blocks, conventions, costs, depth, diagrams, theory
+from analysis.arch.specs import ResNetSpec
+from analysis.core.errors import LensError
+from analysis.core.meta import Normalisation
+from analysis.data import data
+from analysis.experiments import evaluation, lesion, paths
+from analysis.store import checkpoints, runstore
+from analysis.studies import grid, transfer
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -98,7 +87,7 @@ def dataset(kind: str, path: str | None, size: int, seed: int,
 
 
 def evaluation_dataset(choice: evaluation.Choice) -> data.Dataset:
-    """The data :mod:`analysis.evaluation` chose, loaded once per choice and never mutated;
+    """The data :mod:`analysis.experiments.evaluation` chose, loaded once per choice and never mutated;
     ImageNet-style folders are kept apart, two at most (they are large)."""
     return _evaluation_images(choice) if choice.eval_transform else _evaluation_data(choice)
 
@@ -130,7 +119,7 @@ def checkpoint_from_bytes(blob: bytes, name: str, plain: bool | None = None,
                           settings: tuple[tuple[str, Any], ...] = ()) -> checkpoints.Checkpoint:
     """An uploaded file; ``plain`` answers the one question a bare state_dict's weights cannot
     (plain net or residual with option-A shortcuts: see ``AmbiguousCheckpointError``). Every loaded
-    net counts against the process's memory budget while it lives (analysis.budget), cached ones
+    net counts against the process's memory budget while it lives (analysis.arch.budget), cached ones
     too: when a new upload does not fit, the cached uploads are let go once (a session that needs one
     again reloads it from its own upload) and the load is tried again."""
     try:
@@ -218,7 +207,7 @@ def grid_results(path: str, mtime: float) -> tuple[pd.DataFrame, pd.DataFrame, d
 def ray_connection(address: str) -> Any:
     """One Ray connection per server process and address, kept: Ray's connection is process-wide, so a
     grid ending in one session must not disconnect a grid running in another."""
-    from analysis import cluster
+    from analysis.run import cluster
 
     return cluster.connect(address)
 

@@ -28,7 +28,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from analysis.gradflow import block_names
+from analysis.experiments.gradflow import block_names
 from ui.fmt import fmt_float, fmt_si
 
 PLOTLY_CONFIG: dict[str, Any] = {
@@ -274,7 +274,7 @@ def gradient_heatmap(df: pd.DataFrame, kind: str = "input", title: str | None = 
                      zrange: tuple[int, int] | None = None) -> go.Figure:
     """Gradient norm per block (rows, the first block on top) and recorded step (columns) on a log
     colour scale with decade ticks; ``zrange`` (decades, e.g. from :func:`decade_range`) fixes the
-    colours so that two runs' heatmaps read alike. ``df``: analysis.gradflow's records of one run."""
+    colours so that two runs' heatmaps read alike. ``df``: analysis.experiments.gradflow's records of one run."""
     sub = df[df["kind"] == kind]
     blocks = block_names(sub) if len(sub) else []
     grid = sub.pivot_table(index="block", columns="step", values="norm", aggfunc="first").reindex(blocks)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from analysis.errors import ConfigError
+from analysis.core.errors import ConfigError
 
 TRIM_SECONDS = 30.0
 

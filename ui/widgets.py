@@ -9,12 +9,8 @@ from typing import Any, Literal
 import pandas as pd
 import streamlit as st
 
-from analysis import evaluation
-from analysis.blockplan import small_input_note
-from analysis.checkpoints import AmbiguousCheckpointError, Checkpoint
-from analysis.errors import LensError
-from analysis.runstore import RunStore
-from analysis.specs import (
+from analysis.arch.blockplan import small_input_note
+from analysis.arch.specs import (
     ACTIVATION_LABELS,
     ACTIVATIONS,
     BLOCK_TYPES,
@@ -41,6 +37,10 @@ from analysis.specs import (
     get_spec,
     parse_int_list,
 )
+from analysis.core.errors import LensError
+from analysis.experiments import evaluation
+from analysis.store.checkpoints import AmbiguousCheckpointError, Checkpoint
+from analysis.store.runstore import RunStore
 from ui.fmt import column_config, column_formats, printf
 from ui.fmt import fmt_int as fmt_int  # moved to ui.fmt; re-exported so callers keep importing them from here
 from ui.fmt import fmt_si as fmt_si
@@ -206,7 +206,7 @@ EVAL_DATA = {"digits": "embedded digits", "cifar10": "CIFAR-10 (local path)",
 
 
 def evaluation_data(ck: Checkpoint, label: str, key: str, verb: str = "evaluated") -> Any:
-    """The data a page evaluates ``ck`` on, as :mod:`analysis.evaluation` decides for every page and
+    """The data a page evaluates ``ck`` on, as :mod:`analysis.experiments.evaluation` decides for every page and
     the CLI: its own (the digits and MNIST-1D rebuilt from its metadata, normalised with its training
     statistics); MNIST-1D for a 1-D net of unknown data; for a 2-D net of other data, what the sidebar
     chooses among the kinds it is offered (the embedded digits first for a bare 1-channel 10-class
@@ -291,7 +291,7 @@ def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: 
     if choice != UPLOAD:
         return options[choice]
     # no type filter: the browser listed a rejected .txt beside the file still in use (issue 21); every
-    # file is read here instead, and one that is no checkpoint is said (analysis.checkpoints)
+    # file is read here instead, and one that is no checkpoint is said (analysis.store.checkpoints)
     up = box.file_uploader("PyTorch checkpoint (.pt / .pth)", key=f"{key}_upload",
                            help="A file saved by torch.save: this app's checkpoints, or a bare state_dict such as "
                                 "torchvision's resnet50.pth (.pt, .pth, .bin, .tar).")
@@ -328,12 +328,12 @@ UNTOLD_LABELS = {"shortcut_variant": "Shortcut", "activation": "BN and ReLU arou
 
 
 def _untold(box: Any, key: str, up: Any, ck: Checkpoint, plain: bool | None) -> Checkpoint:
-    """A bare state_dict's settings that its weights cannot tell (analysis.checkpoints.untold_settings),
+    """A bare state_dict's settings that its weights cannot tell (analysis.store.checkpoints.untold_settings),
     shown with the values assumed and asked: changing one reloads the net with it."""
     if not ck.assumed:
         return ck
-    from analysis.checkpoints import untold_settings
-    from analysis.specs import ACTIVATION_LABELS, SHORTCUT_VARIANT_LABELS
+    from analysis.arch.specs import ACTIVATION_LABELS, SHORTCUT_VARIANT_LABELS
+    from analysis.store.checkpoints import untold_settings
     from ui import cache
 
     choices = untold_settings(ck.spec)

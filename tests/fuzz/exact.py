@@ -1,8 +1,8 @@
 """Independent big-int reference counts for a spec, for the exactness checks of the cost tests.
 
-Nothing here uses :mod:`analysis.costs` or pandas: parameters come from the state_dict shapes
-(:func:`analysis.models.state_dict_shapes`), everything else from walking the block plans
-(:func:`analysis.blockplan.block_plans`) with :func:`analysis.specs.conv_out` and Python ints, so a
+Nothing here uses :mod:`analysis.arch.costs` or pandas: parameters come from the state_dict shapes
+(:func:`analysis.arch.models.state_dict_shapes`), everything else from walking the block plans
+(:func:`analysis.arch.blockplan.block_plans`) with :func:`analysis.arch.specs.conv_out` and Python ints, so a
 wrapped int64 anywhere in the cost table shows up as a difference.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from math import prod
 
-from analysis.blockplan import Op, block_plans
-from analysis.models import state_dict_shapes
-from analysis.specs import ResNetSpec, conv_out
+from analysis.arch.blockplan import Op, block_plans
+from analysis.arch.models import state_dict_shapes
+from analysis.arch.specs import ResNetSpec, conv_out
 
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from analysis.errors import LensError
+from analysis.core.errors import LensError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Outcome = Literal["clean", "valid", "crash", "silent"]

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis.errors import LensError
+from analysis.core.errors import LensError
 from tests.fuzz.harness import Case
 from tests.fuzz.test_data_fuzz import png_declaring
 
@@ -102,7 +102,7 @@ def _checkpoint_with(field: str, value: object) -> bytes:
 
 def _load(blob: bytes, name: str) -> Callable[[], Any]:
     def run() -> Any:
-        from analysis.checkpoints import load_checkpoint
+        from analysis.store.checkpoints import load_checkpoint
 
         return load_checkpoint(blob, name=name)
     return run
@@ -120,7 +120,7 @@ def _cifar_folder(root: Path, batch2: bytes) -> Path:
 
 def _cifar(root: Path) -> Callable[[], Any]:
     def run() -> Any:
-        from analysis.data import load_cifar10
+        from analysis.data.data import load_cifar10
 
         return load_cifar10(root)
     return run
@@ -177,14 +177,14 @@ def deep_nesting(folder: Path) -> list[Case]:
 def _results_reader(reader: str, f: Path, folder: Path) -> Callable[[], Any]:
     def run() -> Any:
         if reader == "grid":
-            from analysis import grid
+            from analysis.studies import grid
 
             return grid.load_results(str(f))
         if reader == "transfer":
-            from analysis import transfer
+            from analysis.studies import transfer
 
             return transfer.load_results(str(f))
-        from analysis import paths
+        from analysis.experiments import paths
 
         ck = folder / f"{f.stem}.pt"
         ck.write_bytes(b"weights")
@@ -208,7 +208,7 @@ def header_bombs(folder: Path) -> list[Case]:
         png_declaring(root / "a" / "bomb.png", w, h)
 
         def run(root: Path = root) -> Any:
-            from analysis.data import load_image_folder
+            from analysis.data.data import load_image_folder
 
             return load_image_folder(root, size=8)
         cases.append(Case(f"png-declares-{w}x{h}", run, "error"))
@@ -223,7 +223,7 @@ def header_bombs(folder: Path) -> list[Case]:
                 z.writestr(f"{k}.npy", buf.getvalue() + b"\0" * 64)
 
         def run_npz(path: Path = path) -> Any:
-            from analysis import mnist1d
+            from analysis.data import mnist1d
 
             return mnist1d._read(path)
         cases.append(Case(f"npz-{path.stem}", run_npz, "error"))
@@ -231,11 +231,11 @@ def header_bombs(folder: Path) -> list[Case]:
 
 
 def _a_store(folder: Path) -> bytes:
-    from analysis.checkpoints import Checkpoint
-    from analysis.meta import RunMeta, TrainConfig
-    from analysis.models import build_model
-    from analysis.runstore import RunStore
-    from analysis.specs import get_spec
+    from analysis.arch.models import build_model
+    from analysis.arch.specs import get_spec
+    from analysis.core.meta import RunMeta, TrainConfig
+    from analysis.store.checkpoints import Checkpoint
+    from analysis.store.runstore import RunStore
 
     spec = get_spec("cifar_resnet8").replace(in_channels=1, input_size=8)
     s = RunStore(folder / "good-store")
@@ -266,7 +266,7 @@ def damaged_stores(folder: Path) -> list[Case]:
         (home / "runs.sqlite").write_bytes(data)
 
         def run(home: Path = home) -> Any:
-            from analysis.runstore import RunStore
+            from analysis.store.runstore import RunStore
 
             s = RunStore(home)
             # a damaged store must be said, never read as one without its runs and sweeps

@@ -33,10 +33,10 @@ from typing import Any
 
 import torch
 
-from analysis.checkpoints import FORMAT, load_checkpoint, spec_to_dict, state_dict_hash
-from analysis.meta import RunMeta
-from analysis.models import build_model
-from analysis.specs import ResNetSpec, custom_spec, get_spec
+from analysis.arch.models import build_model
+from analysis.arch.specs import ResNetSpec, custom_spec, get_spec
+from analysis.core.meta import RunMeta
+from analysis.store.checkpoints import FORMAT, load_checkpoint, spec_to_dict, state_dict_hash
 from tests.fuzz import ckcraft
 from tests.fuzz.harness import Case, Report, assert_no_failures, run_cases
 
@@ -392,7 +392,7 @@ def bomb_files(folder: Path) -> list[tuple[str, str, str, dict[str, Any]]]:
 def _shared_storage_file(spec: ResNetSpec, stride0: bool) -> bytes:
     """Every key of ``spec``'s state_dict, each tensor a view at offset 0 of one storage as large as
     its biggest tensor (or a stride-0 expansion of one value): megabytes declaring gigabytes."""
-    from analysis.models import state_dict_shapes
+    from analysis.arch.models import state_dict_shapes
 
     shapes = state_dict_shapes(spec)
     biggest = max(max(1, _prod(s)) for s in shapes.values())

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from analysis.__main__ import run
-from analysis.checkpoints import load_checkpoint, shipped_checkpoints
+from analysis.store.checkpoints import load_checkpoint, shipped_checkpoints
 from tests.fuzz.harness import Case, assert_no_failures, no_hang, run_cases
 
 SEED = 20_251_110

@@ -21,8 +21,8 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis.data import CIFAR_FILES, IMAGENET_MEAN, load_cifar10, load_image_folder
-from analysis.meta import Normalisation
+from analysis.core.meta import Normalisation
+from analysis.data.data import CIFAR_FILES, IMAGENET_MEAN, load_cifar10, load_image_folder
 from tests.fuzz.harness import Case, assert_no_failures, no_hang, run_cases
 
 DEADLINE_S = 10.0

@@ -23,13 +23,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from analysis.blockplan import total_stride
-from analysis.blocks import BLOCK_KINDS, BlockConfig, block_terms, compare_blocks
-from analysis.conventions import CONVENTIONS, convention_totals, totals_by_key
-from analysis.costs import arrow_safe, by_op, layer_table, rollup, totals
-from analysis.errors import SpecError
-from analysis.models import build_model
-from analysis.specs import (
+from analysis.arch.blockplan import total_stride
+from analysis.arch.blocks import BLOCK_KINDS, BlockConfig, block_terms, compare_blocks
+from analysis.arch.conventions import CONVENTIONS, convention_totals, totals_by_key
+from analysis.arch.costs import arrow_safe, by_op, layer_table, rollup, totals
+from analysis.arch.models import build_model
+from analysis.arch.specs import (
     MAX_BLOCKS_PER_STAGE,
     MAX_CHANNELS,
     MAX_CLASSES,
@@ -41,6 +40,7 @@ from analysis.specs import (
     custom_spec,
     get_spec,
 )
+from analysis.core.errors import SpecError
 from tests.fuzz.exact import reference_params, reference_totals
 from tests.fuzz.harness import Case, assert_no_failures, run_cases
 from tests.helpers import numel

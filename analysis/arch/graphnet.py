@@ -1,0 +1,556 @@
+"""Nets opened from a ``torch.export`` program: residual units found in the graph, costs read off its shapes.
+
+A program (``.pt2``, written by ``torch.export.save``) holds the ATen graph of a net's forward pass for
+one example input, every node with its output's shape and the module path that called it
+(``nn_module_stack``). Nothing of the user's code is in it, and nothing here runs any: the archive's
+pickled parts must load with ``torch.load(weights_only=True)`` before torch opens it (torch itself
+would fall back to full unpickling), and the graph is only read, never executed.
+
+**Residual units.** A unit is an add whose two operands both flow from one tensor x: the node that
+every path from the input to the add passes through last (the add's immediate dominator in the graph
+of activations; parameters and buffers are not activations). One operand is x itself (an identity
+shortcut) or a short path from it (a projection with weights, or a parameter-free zero-pad); the other
+is the branch F, which must hold learned weights (so ``x + bias`` and an unrolled GELU's
+``x + 0.044715·x³`` are not units). A multiply right before the add is the join's coefficient: a
+constant (λ·x), a learned vector (layer scale γ·F), a gate g = sigmoid(...) or 1 − g (highway, He et
+al. 2016's gating). A ReLU that alone consumes the sum is the unit's post-activation. Concatenations
+(DenseNet, U-Net's skips) and multiplicative gates alone (squeeze-and-excitation) are not units.
+
+**Costs** follow the cost table's convention for the ops a ResNet has (2 FLOPs per MAC, 1 per bias
+add, 2 per BatchNorm element, 1 per element of an element-wise op, k^d − 1 per max-pool output, 1 per
+average-pool input) and count a transformer's work as: matmuls and ``linear`` as MACs (m·k·n),
+scaled dot-product attention as its two matmuls (L·S·E + L·S·Ev MACs per batch and head) plus 4
+FLOPs per score (scale, max, exp, normalise: the softmax), LayerNorm 5 FLOPs per element, softmax 4.
+Numbers are for the example input the program was exported with (its batch included).
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import math
+import re
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import networkx as nx
+import pandas as pd
+import torch
+from torch import fx
+from torch.export import ExportedProgram
+
+from analysis.arch.blockplan import Coef, Join, ShortcutKind, net_plan
+from analysis.arch.budget import ENV_VAR, fmt_bytes, memory_budget
+from analysis.arch.costs import layer_table
+from analysis.arch.ops import Op
+from analysis.arch.specs import MODELS, ResNetSpec, get_spec
+from analysis.arch.units import Unit, plan_units
+from analysis.core.errors import CheckpointError, ConfigError
+
+ATEN = torch.ops.aten
+_ADDS = {ATEN.add.Tensor, ATEN.add_.Tensor}
+_MULS = {ATEN.mul.Tensor, ATEN.mul_.Tensor}
+_RELUS = {ATEN.relu.default, ATEN.relu_.default}
+_SIGMOIDS = {ATEN.sigmoid.default, ATEN.sigmoid_.default}
+_ONE_MINUS = {ATEN.rsub.Scalar}
+# ops that only re-view or copy their input: no arithmetic, no new activation worth counting
+_VIEWS = frozenset({"view", "reshape", "_unsafe_view", "flatten", "unflatten", "transpose", "permute", "t",
+                    "contiguous", "clone", "expand", "squeeze", "unsqueeze", "select", "slice", "split",
+                    "split_with_sizes", "chunk", "getitem", "alias", "detach", "dropout", "pad",
+                    "constant_pad_nd", "cat", "stack", "to", "_to_copy", "type_as", "identity", "lift_fresh_copy"})
+# 1 FLOP per output element
+_ELEMENTWISE = frozenset({"add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "relu", "relu_",
+                          "gelu", "gelu_", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "neg",
+                          "hardtanh", "hardtanh_", "hardswish", "hardswish_", "hardsigmoid", "leaky_relu",
+                          "leaky_relu_", "elu", "elu_", "exp", "sqrt", "rsqrt", "pow", "abs", "clamp",
+                          "clamp_min", "mean", "sum"})
+PER_ELEMENT = {"batch_norm": 2, "_native_batch_norm_legit_no_training": 2, "layer_norm": 5, "group_norm": 5,
+               "softmax": 4, "_softmax": 4, "log_softmax": 4}
+
+
+class ProgramError(CheckpointError):
+    """A program that cannot be opened: not a ``torch.export`` archive, unsafe, or too large."""
+
+
+# --------------------------------------------------------------------------------------------- load
+def _archive_prefix(names: list[str]) -> str:
+    """The folder every member sits in (``torch.export.save`` names it after the file)."""
+    tops = {n.split("/", 1)[0] for n in names}
+    return tops.pop() + "/" if len(tops) == 1 else ""
+
+
+def _check_payloads(z: zipfile.ZipFile, name: str) -> None:
+    """Every pickled part of the archive must load with ``torch.load(weights_only=True)``: torch's own
+    loader unpickles weights, constants and sample inputs with ``weights_only=False`` (a payload there
+    would run), so each is tried here first with the safe unpickler. Script and opaque objects (code
+    by definition) are refused outright."""
+    names = z.namelist()
+    prefix = _archive_prefix(names)
+    if f"{prefix}archive_format" not in names or not any(n.startswith(f"{prefix}models/") for n in names):
+        raise ProgramError(f"{name}: not a torch.export program (.pt2): no archive_format and models/ entries; "
+                           "write one with torch.export.save")
+    pickled: list[str] = [n for n in names if n.endswith((".pt", ".pkl"))]
+    for n in names:
+        if not n.endswith("_config.json") or "/data/" not in n:
+            continue
+        try:
+            config = json.loads(z.read(n)).get("config", {})
+        except (ValueError, AttributeError) as exc:
+            raise ProgramError(f"{name}: its payload list {n} is not valid JSON") from exc
+        folder = n.rsplit("/", 1)[0]
+        for fqn, entry in config.items():
+            path = str(entry.get("path_name", ""))
+            if path.startswith(("custom_obj", "opaque_obj")):
+                raise ProgramError(f"{name}: it holds a script object ({fqn}), which loading would run as code; "
+                                   "export the net without custom classes")
+            if entry.get("use_pickle"):
+                pickled.append(f"{folder}/{path}")
+    for n in pickled:
+        try:
+            torch.load(io.BytesIO(z.read(n)), weights_only=True)
+        except Exception as exc:  # anything the safe unpickler refuses: the part is not plain tensors
+            raise ProgramError(f"{name}: its pickled part {n.removeprefix(prefix)} does not load as plain tensors "
+                               f"({type(exc).__name__}); it could run code when opened, so it is refused") from None
+
+
+def load_program(source: str | Path | bytes, name: str = "program") -> ExportedProgram:
+    """An exported program from a ``.pt2`` path or its bytes, checked before torch opens it: a zip
+    archive of ``torch.export.save``'s layout, unpacking within the memory budget, every pickled part
+    plain tensors. Every failure is one :class:`ProgramError` sentence."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        name = str(path)
+        if not path.is_file():
+            raise ProgramError(f"{path}: no such program file")
+        try:
+            blob = path.read_bytes()
+        except OSError as exc:
+            raise ProgramError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    else:
+        blob = bytes(source)
+    try:
+        z = zipfile.ZipFile(io.BytesIO(blob))
+        infos = z.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+        raise ProgramError(f"{name}: not a torch.export program (.pt2): not a complete zip archive") from exc
+    total = sum(i.file_size for i in infos)
+    budget = memory_budget()
+    if total > budget:
+        raise ProgramError(f"{name}: it unpacks to {fmt_bytes(total)}, more than the memory budget of "
+                           f"{fmt_bytes(budget)} (set {ENV_VAR} to raise it)")
+    with z:
+        _check_payloads(z, name)
+    try:
+        return torch.export.load(io.BytesIO(blob))
+    except Exception as exc:  # torch's deserializer raises many types for a damaged or foreign archive
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ProgramError(f"{name}: torch could not read the program ({type(exc).__name__}: {first})") from None
+
+
+def export_module(module: torch.nn.Module, example: tuple[torch.Tensor, ...], name: str = "module") -> ExportedProgram:
+    """``torch.export.export`` of a trusted module in eval mode, its failure one sentence: a forward
+    whose control flow depends on the data cannot be exported as one graph."""
+    was_training = module.training
+    module.eval()
+    try:
+        return torch.export.export(module, example)
+    except Exception as exc:  # torch.export raises its own error types for untraceable code
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        hint = (" Its forward branches on tensor values: rewrite the branch with torch.cond, or export the "
+                "path you want with fixed inputs." if "data-dependent" in str(exc).lower()
+                or "guard" in str(exc).lower() else "")
+        raise ConfigError(f"{name}: torch.export could not trace it ({type(exc).__name__}: {first}).{hint}") from None
+    finally:
+        module.train(was_training)
+
+
+# -------------------------------------------------------------------------------------------- graph
+def _op_name(node: fx.Node) -> str:
+    """'conv2d' for aten.conv2d.default."""
+    target = node.target
+    packet = getattr(target, "overloadpacket", None)
+    return str(getattr(packet, "__name__", getattr(target, "__name__", str(target))))
+
+
+def _shape(node: object) -> tuple[int, ...]:
+    val = node.meta.get("val") if isinstance(node, fx.Node) else None
+    if isinstance(val, torch.Tensor):
+        return tuple(int(d) for d in val.shape)
+    return ()
+
+
+def _module(node: fx.Node) -> str:
+    """The innermost module path whose forward ran the node ('' for the net itself)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return str(list(stack.values())[-1][0]) if stack else ""
+
+
+@dataclass(frozen=True)
+class GraphNet:
+    """An opened program: one row per compute node (module path, op, output shape, parameters used
+    first here, MACs, FLOPs, activation bytes) and its residual units."""
+
+    name: str
+    input_shapes: tuple[tuple[int, ...], ...]
+    nodes: pd.DataFrame
+    units: tuple[Unit, ...]
+
+    @property
+    def params(self) -> int:
+        return sum(int(v) for v in self.nodes["params"])
+
+    @property
+    def macs(self) -> int:
+        return sum(int(v) for v in self.nodes["macs"])
+
+    @property
+    def flops(self) -> int:
+        return sum(int(v) for v in self.nodes["flops"])
+
+    def by_module(self, depth: int | None = None) -> pd.DataFrame:
+        """Parameters, MACs and FLOPs per module path, cut at ``depth`` path components."""
+        def cut(path: str) -> str:
+            parts = path.split(".") if path else []
+            return ".".join(parts[:depth]) if depth is not None else path
+
+        keys = [cut(m) for m in self.nodes["module"]]
+        acc: dict[str, list[int]] = {}
+        for key, p, m, f in zip(keys, self.nodes["params"], self.nodes["macs"], self.nodes["flops"], strict=True):
+            row = acc.setdefault(key, [0, 0, 0])
+            row[0] += int(p)
+            row[1] += int(m)
+            row[2] += int(f)
+        return pd.DataFrame([{"module": k or "(net)", "params": v[0], "macs": v[1], "flops": v[2]}
+                             for k, v in acc.items()])
+
+
+class _Reader:
+    """What the graph holds: activations (nodes that flow from the user's inputs), parameters."""
+
+    def __init__(self, ep: ExportedProgram) -> None:
+        self.ep = ep
+        self.graph = ep.graph_module.graph
+        sig = ep.graph_signature
+        self.params: dict[str, str] = dict(sig.inputs_to_parameters)  # placeholder -> parameter name
+        users = set(sig.user_inputs)  # (a property that rebuilds its list on every read)
+        self.user_inputs = [n for n in self.graph.nodes if n.op == "placeholder" and n.name in users]
+        self.live: set[fx.Node] = set(self.user_inputs)
+        for n in self.graph.nodes:
+            if n.op == "call_function" and any(a in self.live for a in n.all_input_nodes):
+                self.live.add(n)
+        self.dag = nx.DiGraph()
+        self.dag.add_node("")
+        for n in self.user_inputs:
+            self.dag.add_edge("", n.name)
+        for n in self.graph.nodes:
+            if n in self.live:
+                for a in n.all_input_nodes:
+                    if a in self.live:
+                        self.dag.add_edge(a.name, n.name)
+        self.by_name = {n.name: n for n in self.graph.nodes}
+
+    def param_numel(self, node: fx.Node) -> list[tuple[str, int]]:
+        return [(self.params[a.name], math.prod(_shape(a))) for a in node.all_input_nodes if a.name in self.params]
+
+
+def _macs(op: str, node: fx.Node) -> int:
+    """Multiply-accumulates of a conv, linear, matmul or attention node, from its shapes."""
+    args = [a for a in node.args]
+    out = _shape(node)
+    if op in ("conv1d", "conv2d", "conv3d", "convolution", "_convolution") and len(args) > 1:
+        w = _shape(args[1])
+        return math.prod(out) * math.prod(w[1:]) if w and out else 0
+    if op in ("linear", "addmm", "mm", "bmm", "matmul", "baddbmm") and args:
+        a = _shape(args[1] if op in ("addmm", "baddbmm") else args[0])
+        return math.prod(out) * a[-1] if a and out else 0
+    if op == "scaled_dot_product_attention" and len(args) >= 3:
+        q, k, v = _shape(args[0]), _shape(args[1]), _shape(args[2])
+        if q and k and v:
+            batch = math.prod(q[:-2])
+            return batch * q[-2] * k[-2] * q[-1] + batch * q[-2] * k[-2] * v[-1]
+    return 0
+
+
+def _flops(op: str, node: fx.Node, macs: int) -> int:
+    out = _shape(node)
+    n = math.prod(out) if out else 0
+    args = node.args
+    if macs:
+        bias = 0
+        if op in ("conv1d", "conv2d", "conv3d", "linear") and len(args) > 2 and args[2] is not None:
+            bias = n
+        elif op in ("addmm", "baddbmm"):
+            bias = n
+        extra = 0
+        if op == "scaled_dot_product_attention":
+            q, k = _shape(args[0]), _shape(args[1])
+            extra = 4 * math.prod(q[:-1]) * k[-2]  # scale, max, exp, normalise per score
+        return 2 * macs + bias + extra
+    if op in PER_ELEMENT:
+        return PER_ELEMENT[op] * n
+    if op in ("max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices"):
+        # the kernel argument lists one size per axis, or one size for every axis
+        kernel = [int(k) for k in cast(list[int], args[1])] if len(args) > 1 else [1]
+        axes = len(out) - 2
+        taps = kernel[0] ** axes if len(kernel) == 1 else math.prod(kernel)
+        return (taps - 1) * n
+    if op.startswith(("adaptive_avg_pool", "avg_pool")):
+        return math.prod(_shape(args[0]))
+    if op in _ELEMENTWISE:
+        return n
+    return 0
+
+
+def _cost_rows(r: _Reader) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    for node in r.graph.nodes:
+        if node.op != "call_function":
+            continue
+        op = _op_name(node)
+        params = 0
+        for pname, numel in r.param_numel(node):
+            if pname not in seen:  # a shared weight counts once, where it is first used
+                seen.add(pname)
+                params += numel
+        macs = _macs(op, node)
+        out = _shape(node)
+        rows.append({"id": node.name, "module": _module(node), "op": op, "out_shape": out, "params": params,
+                     "macs": macs, "flops": _flops(op, node, macs),
+                     "act_bytes": 0 if op in _VIEWS or not out else math.prod(out) * _itemsize(node)})
+    return rows
+
+
+def _itemsize(node: fx.Node) -> int:
+    val = node.meta.get("val")
+    return int(val.element_size()) if isinstance(val, torch.Tensor) else 0
+
+
+# -------------------------------------------------------------------------------------------- units
+def _coefficient(r: _Reader, operand: fx.Node) -> tuple[Coef, fx.Node]:
+    """A multiply right before the add (re-views such as ConvNeXt's permute back to N x C x H x W, or
+    an eval-mode drop-path, may sit between): (its coefficient, the path it scales); else (1, operand)."""
+    mul = operand
+    while mul.target not in _MULS and _op_name(mul) in _VIEWS and mul.args and isinstance(mul.args[0], fx.Node):
+        mul = mul.args[0]
+    if mul.target not in _MULS or len(mul.args) != 2:
+        return Coef(), operand
+    a, b = mul.args
+    for factor, path in ((a, b), (b, a)):
+        if not isinstance(path, fx.Node) or path not in r.live:
+            continue
+        if isinstance(factor, (int, float)):
+            return Coef("const", float(factor)), path
+        if not isinstance(factor, fx.Node):
+            continue
+        if factor.name in r.params:
+            return Coef("learned"), path
+        if factor.target in _SIGMOIDS:
+            return Coef("gate"), path
+        if factor.target in _ONE_MINUS and isinstance(factor.args[0], fx.Node) and factor.args[0].target in _SIGMOIDS:
+            return Coef("one_minus_gate"), path
+    return Coef(), operand
+
+
+def _path_nodes(r: _Reader, start: str, end: fx.Node) -> set[str]:
+    """The nodes strictly after ``start`` on some path to ``end`` (``end`` included). ``start``
+    dominates ``end``, so walking back from ``end`` without passing ``start`` visits exactly them
+    (any other ancestor would give a path around ``start``); the walk costs the unit's size, not the net's."""
+    if end.name == start:
+        return set()
+    seen = {end.name}
+    todo = [end.name]
+    while todo:
+        for p in r.dag.predecessors(todo.pop()):
+            if p != start and p not in seen:
+                seen.add(p)
+                todo.append(p)
+    return seen
+
+
+def _after(add: fx.Node) -> tuple[Op, ...]:
+    """A ReLU that alone consumes the sum: the unit's post-activation (He et al. 2015's blocks)."""
+    users = list(add.users)
+    if len(users) == 1 and users[0].target in _RELUS:
+        c = _shape(add)[1] if len(_shape(add)) > 1 else 0
+        return (Op("relu", "relu", c, c),)
+    return ()
+
+
+_KIND_OF = {"relu": "relu", "relu_": "relu", "batch_norm": "bn"}  # the op registry's names, where it has the op
+
+
+def _post(add: fx.Node) -> str:
+    """What alone consumes the sum inside the unit's own module, in order: 'relu', 'bn,relu' (BN after
+    addition), a post-norm transformer's 'layer_norm', or '' (nothing: the stream stays clean; a
+    pre-activation net's final BN belongs to the head, not to its last unit)."""
+    owner = _module(add)
+    out: list[str] = []
+    node = add
+    while len(out) < 2 and len(node.users) == 1:
+        (user,) = node.users
+        name = _op_name(user)
+        inside = not owner or _module(user) == owner or _module(user).startswith(owner + ".")
+        if not inside or (user.target not in _RELUS and name not in PER_ELEMENT):
+            break
+        out.append(_KIND_OF.get(name, name))
+        node = user
+        if name.startswith("relu"):
+            break
+    return ",".join(out)
+
+
+def find_units(ep: ExportedProgram) -> list[Unit]:
+    """Every residual unit of the program's graph, in graph order (see the module docstring)."""
+    r = _Reader(ep)
+    return _units(r, {row["id"]: row for row in _cost_rows(r)})
+
+
+def _units(r: _Reader, rows: Mapping[str, Mapping[str, Any]]) -> list[Unit]:
+    idom = nx.immediate_dominators(r.dag, "")
+    gates = {n.name for n in r.live if n.target in _SIGMOIDS}  # the gate's own work is the join's, not F's
+    found: list[tuple[fx.Node, str, ShortcutKind, Join, set[str], set[str]]] = []
+    for node in r.graph.nodes:
+        if node.target not in _ADDS or len(node.args) < 2:
+            continue
+        a, b = node.args[0], node.args[1]
+        if not (isinstance(a, fx.Node) and isinstance(b, fx.Node) and a in r.live and b in r.live) or a is b:
+            continue
+        x = idom.get(node.name, "")
+        if x == "" or _shape(a) != _shape(b):
+            continue
+        (ca, pa), (cb, pb) = _coefficient(r, a), _coefficient(r, b)
+        na, nb = _path_nodes(r, x, pa), _path_nodes(r, x, pb)
+        # the shortcut: x itself, else the shorter path; F is the other one and must hold weights
+        if len(nb) < len(na):
+            (ca, pa, na), (cb, pb, nb) = (cb, pb, nb), (ca, pa, na)
+        short_params = sum(int(rows[n]["params"]) for n in na if n in rows)
+        branch_params = sum(int(rows[n]["params"]) for n in nb if n in rows)
+        if not nb or branch_params == 0:
+            continue
+        kind: ShortcutKind = "identity" if not na else "projection" if short_params else "pad"
+        join = Join(shortcut=ca, branch=cb, after=_after(node))
+        found.append((node, x, kind, join, nb - gates, na))
+    owners: dict[str, int] = {}
+    for node, *_ in found:
+        owners[_module(node)] = owners.get(_module(node), 0) + 1
+    names: dict[str, str] = {}
+    count: dict[str, int] = {}
+    units: list[Unit] = []
+    for node, x, kind, join, branch, short in found:
+        owner = _module(node)
+        count[owner] = count.get(owner, 0) + 1
+        label = owner or "(net)"
+        names[node.name] = label if owners[owner] == 1 else f"{label}[{count[owner]}]"
+        units.append(Unit(
+            name=names[node.name], owner=owner, shortcut=kind, join=join, post=_post(node),
+            in_shape=_shape(r.by_name[x])[1:], out_shape=_shape(node)[1:],
+            branch_params=sum(int(rows[n]["params"]) for n in branch if n in rows),
+            branch_macs=sum(int(rows[n]["macs"]) for n in branch if n in rows),
+            shortcut_params=sum(int(rows[n]["params"]) for n in short if n in rows)))
+    # nesting: the innermost unit whose branch holds this unit's add
+    branches = {names[node.name]: br for node, _, _, _, br, _ in found}
+    out: list[Unit] = []
+    for (node, *_), unit in zip(found, units, strict=True):
+        holders = [n for n, br in branches.items() if node.name in br]
+        parent = min(holders, key=lambda n: len(branches[n])) if holders else None
+        out.append(Unit(**{**unit.__dict__, "parent": parent}))
+    return out
+
+
+def open_program(ep: ExportedProgram, name: str = "program") -> GraphNet:
+    """The cost rows and residual units of an exported program (read from its graph and shapes)."""
+    r = _Reader(ep)
+    rows = _cost_rows(r)
+    table = pd.DataFrame(rows, columns=["id", "module", "op", "out_shape", "params", "macs", "flops", "act_bytes"])
+    units = _units(r, {row["id"]: row for row in rows})
+    return GraphNet(name=name, input_shapes=tuple(_shape(n)[:] for n in r.user_inputs), nodes=table,
+                    units=tuple(units))
+
+
+def no_unit_reason(net: GraphNet) -> str:
+    """One sentence for a net without residual units: what joins its paths instead, if anything."""
+    ops = set(net.nodes["op"])
+    joins = []
+    if ops & {"cat", "stack"}:
+        joins.append("concatenation (DenseNet- or U-Net-style skips keep both tensors side by side)")
+    if "mul" in ops and ops & {"sigmoid", "hardsigmoid"}:
+        joins.append("multiplicative gates (a squeeze-and-excitation gate rescales a path; it adds nothing to it)")
+    how = "; its paths meet by " + " and ".join(joins) if joins else ""
+    return (f"{net.name} has no residual unit: no add joins a tensor with a weighted function of it{how}.")
+
+
+def summary(units: Iterable[Unit]) -> dict[str, int]:
+    """How many units, and how many with each shortcut kind."""
+    out = {"units": 0, "identity": 0, "projection": 0, "pad": 0}
+    for u in units:
+        out["units"] += 1
+        out[u.shortcut] += 1
+    return out
+
+
+# ------------------------------------------------------------------------------------ every source
+MODULES_ENV = "RESNET_LENS_MODULES"  # the server's list of trusted factories, set by whoever starts it
+
+
+def spec_net(spec: ResNetSpec) -> GraphNet:
+    """A spec-built net in the same record as an opened one: its cost table's rows, its plan's units."""
+    table = layer_table(spec)
+    nodes = pd.DataFrame({"id": table["id"], "module": table["module"], "op": table["op"],
+                          "out_shape": table["out_shape"], "params": table["params"], "macs": table["macs"],
+                          "flops": table["flops"], "act_bytes": table["act_bytes"]})
+    return GraphNet(name=spec.name, input_shapes=((1, *spec.input_shape()),), nodes=nodes,
+                    units=tuple(plan_units(net_plan(spec))))
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1,3,224,224' as a tuple of whole numbers >= 1."""
+    try:
+        shape = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape) or len(shape) > 6:
+        raise ConfigError(f"an input shape is 1 to 6 whole numbers >= 1 separated by commas (N,C,H,W), got {text!r}")
+    return shape
+
+
+def module_factory(ref: str, allowed: Iterable[str] | None = None) -> Callable[[], torch.nn.Module]:
+    """``package.module:factory`` imported (trusted code: the command line's user, or a name the server's
+    starter listed in ``RESNET_LENS_MODULES``, comma-separated, when ``allowed`` is given)."""
+    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", ref):
+        raise ConfigError(f"--module takes package.module:factory, got {ref!r}")
+    if allowed is not None and ref not in set(allowed):
+        raise ConfigError(f"{ref} is not among the modules this server trusts (set {MODULES_ENV} when starting it)")
+    module_name, attr = ref.split(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{ref}: cannot be imported ({type(exc).__name__}: {exc})") from None
+    if not callable(factory):
+        raise ConfigError(f"{ref} is not callable")
+    return cast(Callable[[], torch.nn.Module], factory)
+
+
+def open_net(model: str | None = None, *, module: str | None = None, input_shape: str | None = None) -> GraphNet:
+    """A built-in name, a ``.pt2`` path or a trusted module, as one :class:`GraphNet`."""
+    if (model is None) == (module is None):
+        raise ConfigError("give either --model (a built-in name or a .pt2 file) or --module package.module:factory")
+    if module is not None:
+        if input_shape is None:
+            raise ConfigError("--module needs --input-shape (its example input, e.g. 1,3,224,224)")
+        net = module_factory(module)()
+        if not isinstance(net, torch.nn.Module):
+            raise ConfigError(f"{module} returned a {type(net).__name__}, not a torch.nn.Module")
+        ep = export_module(net, (torch.zeros(parse_shape(input_shape)),), name=module)
+        return open_program(ep, name=module)
+    model = cast(str, model)  # given: exactly one of the two is None, and it is not this one
+    if model in MODELS:
+        return spec_net(get_spec(model))
+    path = Path(model)
+    if path.suffix != ".pt2" and not path.exists():
+        raise ConfigError(f"{model!r} is neither a built-in net ({', '.join(sorted(MODELS)[:4])}, ...) nor a .pt2 file")
+    return open_program(load_program(path), name=path.name)

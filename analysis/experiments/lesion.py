@@ -1,0 +1,456 @@
+"""Lesion experiments (Veit, Wilber, Belongie 2016): delete or reorder residual blocks at test time.
+
+A *sequence* says which blocks run, in which order, and whether each keeps its residual branch:
+``[(0, True), (1, False), (2, True), ...]``. Deleting block i means its residual branch F is
+removed and only the shortcut remains, joined by the block's own combine rule
+(``Block.forward(x, keep_residual=False)``): y = relu(x) = x for an identity block of a
+post-activation net, y = relu(proj(x)) for a projection, y = s(x) with no ReLU in a pre-activation net.
+A plain net has no shortcut; deleting one of its blocks passes x through unchanged (parameter-free
+subsample and zero-pad where the shape changes), as Veit et al. delete layers of a VGG net.
+A block with an entry pool (VDCNN's max pool /2 in front of a stage's first block) keeps it when
+deleted: both paths start from the pooled input, so the shapes still fit the next block.
+
+Nothing here depends on the number of spatial dimensions: images (N x C x H x W) through a 2-D net
+and sequences (N x C x L) through a 1-D net run the same code; :func:`check_inputs` refuses a
+pairing of the two before any block sees it.
+
+The engine computes the unlesioned activations once per batch and starts every sequence from its
+first difference with them, so all n single-block deletions cost about n^2/2 block evaluations
+instead of n^2, with predictions identical to the straightforward loop.
+
+A sweep is a :class:`SweepPlan` (its sequences, any random ones drawn once, and their rows) evaluated
+into integer counts of wrong predictions per sequence, which become error rates only at the end: the
+counts of shards of a test set add up to the whole set's, so :mod:`analysis.run.shard` evaluates a sweep
+on shards (in this process or on Ray) and gives the same table.
+"""
+
+from __future__ import annotations
+
+import numbers
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from analysis.arch.blockplan import block_plans
+from analysis.arch.costs import trace
+from analysis.arch.models import ResNet
+from analysis.arch.specs import ResNetSpec
+from analysis.core.errors import ConfigError, DatasetError, LensError
+from analysis.data.data import Dataset
+from analysis.experiments.train import cuda_determinism
+
+Step = tuple[int, bool]  # (block index, keep its residual branch)
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """What a lesion needs to know of a block; read from its plan, never re-derived."""
+
+    index: int
+    name: str
+    stage: str
+    stage_index: int
+    downsample: bool  # the block changes stride or width
+    shortcut: str  # identity | projection | pad | none (plain)
+    in_channels: int
+    out_channels: int
+    stride: int  # how much the block shrinks its input: an entry pool's stride times its convs'
+
+
+def block_infos(model: ResNet) -> list[BlockInfo]:
+    # total_stride, not the convs' stride: a VDCNN block that max-pools its input keeps stride-1
+    # convs, yet cannot stand in for a block that does not pool
+    return [BlockInfo(i, p.name, p.stage_name, p.stage, p.downsample, p.shortcut, p.cin, p.cout, p.total_stride)
+            for i, p in enumerate(b.plan for _, b in model.blocks())]
+
+
+def inputs_noun(dims: int) -> str:
+    """What one input of a net or dataset of ``dims`` spatial dimensions is called in messages."""
+    return "sequences" if dims == 1 else "images"
+
+
+def _layout(dims: int) -> str:
+    return "N × C × L" if dims == 1 else "N × C × H × W"
+
+
+def check_inputs(spec: ResNetSpec, x: Tensor, what: str = "the inputs") -> None:
+    """Inputs a net can take: a batch of sequences for a 1-D net, of images for a 2-D one, with the
+    net's number of channels. Without this a 1-D net given images (or the reverse) fails deep inside
+    torch with a message about conv weights; this says which is which."""
+    dims = x.dim() - 2
+    if dims != spec.dims:
+        got = (f"{inputs_noun(dims)} ({' × '.join(str(v) for v in x.shape)})" if dims in (1, 2)
+               else f"a tensor of shape {tuple(x.shape)}")
+        raise DatasetError(f"{spec.name} is a {spec.dims}-D net: it takes {inputs_noun(spec.dims)} "
+                           f"({_layout(spec.dims)}), but {what} are {got}")
+    if int(x.shape[1]) != spec.in_channels:
+        raise DatasetError(f"{spec.name} takes {spec.in_channels}-channel {inputs_noun(spec.dims)}; {what} have "
+                           f"{int(x.shape[1])} channel{'s' * (int(x.shape[1]) != 1)}")
+
+
+def check_data(spec: ResNetSpec, data: Dataset) -> None:
+    """A test set a net can be evaluated on: inputs of its kind (:func:`check_inputs`), as many
+    classes as it has outputs, and inputs long enough for its strides (a 1-D net's sequences no
+    shorter than its total stride, as its spec requires)."""
+    check_inputs(spec, data.x_test, f"the test data of {data.name}")
+    what = f"the test {inputs_noun(data.dims)} of {data.name}"
+    if data.num_classes != spec.num_classes:
+        raise DatasetError(f"{spec.name} has {spec.num_classes} outputs; {data.name} has {data.num_classes} classes")
+    if data.size != spec.input_size:
+        try:
+            spec.replace(input_size=data.size)
+        except LensError as exc:
+            raise DatasetError(f"{what} are {data.size} {spec.size_unit} long: {exc}") from exc
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """'32×40' (channels × samples) or '16×32×32' (channels × height × width)."""
+    return "×".join(str(v) for v in shape)
+
+
+def shape_legend(dims: int) -> str:
+    return "channels × samples" if dims == 1 else "channels × height × width"
+
+
+def block_shapes(spec: ResNetSpec, size: int | None = None) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Each block's input and output shape (without the batch axis) for inputs of ``size`` pixels
+    or samples (default: the spec's own), from the cost tracer: C × L for a 1-D net, C × H × W
+    for a 2-D one."""
+    rows = trace(spec if size is None or size == spec.input_size else spec.replace(input_size=size))
+    first: dict[str, tuple[int, ...]] = {}
+    last: dict[str, tuple[int, ...]] = {}
+    for r in rows:  # the stem's and head's rows carry block "stem" / "head", never looked up
+        first.setdefault(r["block"], tuple(r["in_shape"]))
+        last[r["block"]] = tuple(r["out_shape"])
+    return [(first[p.name], last[p.name]) for p in block_plans(spec)]
+
+
+def identity_sequence(n: int) -> list[Step]:
+    return [(i, True) for i in range(n)]
+
+
+def deletion(n: int, deleted: Sequence[int]) -> list[Step]:
+    d = set(deleted)
+    return [(i, i not in d) for i in range(n)]
+
+
+def _divergence(seq: Sequence[Step]) -> int:
+    for p, (i, keep) in enumerate(seq):
+        if i != p or not keep:
+            return p
+    return len(seq)
+
+
+def check_sequence(seq: Sequence[Step], infos: list[BlockInfo]) -> None:
+    """A sequence must keep shapes consistent: a block may only run where its input shape flows."""
+    if len(seq) != len(infos):
+        raise ConfigError(f"a sequence lists every block once: expected {len(infos)}, got {len(seq)}")
+    for p, (i, _) in enumerate(seq):
+        if not 0 <= i < len(infos):
+            raise ConfigError(f"block index {i} out of range: the net has blocks 0..{len(infos) - 1}")
+        a, b = infos[p], infos[i]
+        if (a.in_channels, a.out_channels, a.stride) != (b.in_channels, b.out_channels, b.stride):
+            raise ConfigError(f"block {b.name} cannot take the place of {a.name}: shapes differ")
+
+
+@torch.inference_mode()
+def predict_sequences(model: ResNet, x: Tensor, sequences: Sequence[Sequence[Step]], *, batch_size: int = 256,
+                      device: str = "cpu", reuse_prefix: bool = True,
+                      progress: ProgressFn | None = None) -> Tensor:
+    """Predicted classes, shape (len(sequences), len(x)), on the CPU. ``reuse_prefix=False`` is the
+    straightforward loop (every sequence from the stem), kept as the reference.
+
+    The model must already be on ``device``. Each batch of inputs is moved there once and serves every
+    sequence; the predictions stay there and come back to the CPU in one copy at the end (a copy per
+    sequence and batch would make every step wait for a GPU). On CUDA the work runs with cuDNN's
+    deterministic algorithms (:func:`analysis.experiments.train.cuda_determinism`)."""
+    check_inputs(model.spec, x)
+    blocks = [b for _, b in model.blocks()]
+    infos = block_infos(model)
+    for seq in sequences:
+        check_sequence(seq, infos)
+    n = len(blocks)
+    starts = [_divergence(s) if reuse_prefix else 0 for s in sequences]
+    preds = torch.empty(len(sequences), len(x), dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    batches = max(1, (len(x) + batch_size - 1) // batch_size)
+    total, done = batches * len(sequences), 0
+    try:
+        with cuda_determinism(device):
+            for lo in range(0, len(x), batch_size):
+                xb = x[lo:lo + batch_size].to(device)
+                h0 = model.stem(xb)
+                prefix: list[Tensor] = [h0]
+                if reuse_prefix:
+                    h = h0
+                    for b in blocks:  # the unlesioned pass, kept block by block
+                        h = b(h)
+                        prefix.append(h)
+                for si, seq in enumerate(sequences):
+                    p = starts[si]
+                    if reuse_prefix and p == n:
+                        h = prefix[n]
+                    else:
+                        h = prefix[p] if reuse_prefix else h0
+                        for i, keep in list(seq)[p:]:
+                            h = blocks[i](h, keep_residual=keep)
+                    preds[si, lo:lo + len(xb)] = model.head(h).argmax(1)
+                    done += 1
+                    if progress:
+                        progress(done, total)
+    finally:
+        model.train(was_training)
+    return preds.cpu()
+
+
+def wrong_counts(model: ResNet, x: Tensor, y: Tensor, sequences: Sequence[Sequence[Step]],
+                 **kw: Any) -> Tensor:
+    """How many inputs each sequence gets wrong (int64, one count per sequence; ``kw`` as
+    :func:`predict_sequences` takes them). Counts, not rates: the counts of disjoint parts of a test
+    set add up to the whole set's exactly, which is how :mod:`analysis.run.shard` merges shards."""
+    return (predict_sequences(model, x, sequences, **kw) != y[None]).sum(1)
+
+
+def errors_from_counts(wrong: Tensor, n: int) -> list[float]:
+    """Error rates ``wrong / n``, divided in float32. That is the number the sweeps have always
+    reported, ``(preds != y).float().mean()``: a float32 sum of 0/1 values is exact below 2^24 inputs
+    and the mean divides it by n in float32, so rates computed from counts are bit-identical to it
+    and every stored sweep stays reproducible."""
+    return (wrong.to(torch.float32) / n).tolist()
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep evaluates: its sequences and, for each, its row without the error. The random
+    subsets and swaps are drawn here, once, so a sweep evaluated on the whole test set or on shards
+    of it (:mod:`analysis.run.shard`) runs the same sequences."""
+
+    sequences: list[list[Step]]
+    rows: list[dict[str, Any]]
+
+    def frame(self, wrong: Tensor, n: int) -> pd.DataFrame:
+        """The sweep's table from its wrong counts (one per sequence) on ``n`` inputs."""
+        errors = errors_from_counts(wrong, n)
+        return pd.DataFrame([{**r, "error": e} for r, e in zip(self.rows, errors, strict=True)])
+
+    def evaluate(self, model: ResNet, x: Tensor, y: Tensor, **kw: Any) -> pd.DataFrame:
+        """The sweep on ``x`` in this process (``kw`` as :func:`predict_sequences` takes them)."""
+        return self.frame(wrong_counts(model, x, y, self.sequences, **kw), len(y))
+
+
+def single_plan(model: ResNet) -> SweepPlan:
+    """Nothing deleted, then each block deleted in turn."""
+    infos = block_infos(model)
+    n = len(infos)
+    seqs = [identity_sequence(n)] + [deletion(n, [i]) for i in range(n)]
+    rows = [{"experiment": "single", "deleted": "none", "index": -1, "stage": "", "downsample": False,
+             "shortcut": ""}]
+    rows += [{"experiment": "single", "deleted": b.name, "index": b.index, "stage": b.stage,
+              "downsample": b.downsample, "shortcut": b.shortcut} for b in infos]
+    return SweepPlan(seqs, rows)
+
+
+def single_sweep(model: ResNet, x: Tensor, y: Tensor, **kw: Any) -> pd.DataFrame:
+    """Error after deleting each block in turn (row -1: nothing deleted)."""
+    return single_plan(model).evaluate(model, x, y, **kw)
+
+
+def k_plan(model: ResNet, *, ks: Sequence[int] | None = None, samples: int = 5, seed: int = 0,
+           include_downsample: bool = False) -> SweepPlan:
+    """``samples`` random subsets of each size k of the blocks (the non-downsampling ones unless
+    ``include_downsample``), deleted together."""
+    infos = block_infos(model)
+    n = len(infos)
+    pool = [b.index for b in infos if include_downsample or not b.downsample]
+    ks = list(ks) if ks is not None else list(range(0, len(pool) + 1))
+    rng = random.Random(seed)
+    seqs, meta = [], []
+    for k in ks:
+        if not 0 <= k <= len(pool):
+            raise ConfigError(f"k must be between 0 and {len(pool)}, got {k}")
+        for s in range(samples if 0 < k < len(pool) else 1):
+            chosen = sorted(rng.sample(pool, k))
+            seqs.append(deletion(n, chosen))
+            meta.append({"experiment": "k", "k": k, "sample": s, "deleted": " ".join(infos[i].name for i in chosen)})
+    return SweepPlan(seqs, meta)
+
+
+def k_sweep(model: ResNet, x: Tensor, y: Tensor, *, ks: Sequence[int] | None = None, samples: int = 5,
+            seed: int = 0, include_downsample: bool = False, **kw: Any) -> pd.DataFrame:
+    """Error vs number of blocks deleted: ``samples`` random subsets of each size k."""
+    plan = k_plan(model, ks=ks, samples=samples, seed=seed, include_downsample=include_downsample)
+    return plan.evaluate(model, x, y, **kw)
+
+
+def swappable_pairs(infos: list[BlockInfo]) -> list[tuple[int, int]]:
+    """Pairs of blocks with the same input and output shape (non-downsampling, same stage)."""
+    same = [b for b in infos if not b.downsample]
+    return [(a.index, b.index) for ai, a in enumerate(same) for b in same[ai + 1:]
+            if (a.in_channels, a.out_channels, a.stage) == (b.in_channels, b.out_channels, b.stage)]
+
+
+def reorder_plan(model: ResNet, *, ks: Sequence[int] | None = None, samples: int = 5, seed: int = 0) -> SweepPlan:
+    """``samples`` random orders made by swapping k random pairs of same-shape blocks, per k."""
+    infos = block_infos(model)
+    n = len(infos)
+    pairs = swappable_pairs(infos)
+    if not pairs:
+        raise ConfigError("this net has no two blocks of the same shape to swap")
+    ks = list(ks) if ks is not None else [0, 1, 2, 4, 8, 16, 32][: 2 + len(pairs).bit_length()]
+    rng = random.Random(seed)
+    seqs, meta = [], []
+    for k in ks:
+        for s in range(samples if k else 1):
+            order = list(range(n))
+            swaps = []
+            for _ in range(k):
+                a, b = rng.choice(pairs)
+                pa, pb = order.index(a), order.index(b)
+                order[pa], order[pb] = order[pb], order[pa]
+                swaps.append(f"{infos[a].name}<->{infos[b].name}")
+            seq = [(i, True) for i in order]
+            check_sequence(seq, infos)
+            seqs.append(seq)
+            meta.append({"experiment": "reorder", "k": k, "sample": s, "swaps": " ".join(swaps),
+                         "displaced": sum(i != p for p, i in enumerate(order))})
+    return SweepPlan(seqs, meta)
+
+
+def reorder_sweep(model: ResNet, x: Tensor, y: Tensor, *, ks: Sequence[int] | None = None, samples: int = 5,
+                  seed: int = 0, **kw: Any) -> pd.DataFrame:
+    """Error vs amount of reordering: swap k random pairs of same-shape blocks."""
+    return reorder_plan(model, ks=ks, samples=samples, seed=seed).evaluate(model, x, y, **kw)
+
+
+def summarise(df: pd.DataFrame, by: str = "k") -> pd.DataFrame:
+    """Mean, spread and range of the error per k."""
+    g = df.groupby(by)["error"]
+    return pd.DataFrame({"mean": g.mean(), "std": g.std().fillna(0.0), "min": g.min(), "max": g.max(),
+                         "samples": g.size()}).reset_index()
+
+
+def confusion(y: Tensor, pred: Tensor, num_classes: int) -> Tensor:
+    """Confusion matrix, rows = true class, columns = predicted."""
+    return torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(y: Tensor, pred: Tensor, num_classes: int) -> list[float]:
+    cm = confusion(y, pred, num_classes)
+    return (cm.diag().float() / cm.sum(1).clamp_min(1).float()).tolist()
+
+
+SWEEPS: dict[str, Callable[..., pd.DataFrame]] = {"single": single_sweep, "k": k_sweep, "reorder": reorder_sweep}
+PLANS: dict[str, Callable[..., SweepPlan]] = {"single": single_plan, "k": k_plan, "reorder": reorder_plan}
+SWEEP_KINDS = tuple(SWEEPS)
+
+
+def check_sweep_options(kind: str, *, samples: int = 5, seed: int = 0, batch_size: int = 256) -> None:
+    """Refuse a sweep setting that means nothing, before any work: unknown kind, batch size (or,
+    for the random sweeps, samples) below 1 or absurdly large, a seed outside [0, 2**63), anything
+    not a whole number. ``samples`` and ``seed`` are not used by the single sweep."""
+    if kind not in SWEEPS:
+        raise ConfigError(f"unknown sweep {kind!r}; choose one of {', '.join(SWEEP_KINDS)}")
+    checks: list[tuple[str, object, int, int]] = [("batch size", batch_size, 1, 1_000_000)]
+    if kind != "single":
+        checks += [("samples per k", samples, 1, 100_000), ("seed", seed, 0, 2**63 - 1)]
+    for what, value, lo, hi in checks:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ConfigError(f"{what} must be a whole number, got {value!r}")
+        if not lo <= int(value) <= hi:
+            raise ConfigError(f"{what} must be between {lo:,} and {hi:,}, got {value}")
+
+
+def plan_sweep(kind: str, model: ResNet, *, samples: int = 5, seed: int = 0, batch_size: int = 256) -> SweepPlan:
+    """The plan of one sweep by name, every option checked first (as :func:`run_sweep` takes them;
+    ``batch_size`` is only checked here)."""
+    check_sweep_options(kind, samples=samples, seed=seed, batch_size=batch_size)
+    if kind == "single":
+        return single_plan(model)
+    return PLANS[kind](model, samples=samples, seed=seed)
+
+
+def run_sweep(kind: str, model: ResNet, x: Tensor, y: Tensor, *, samples: int = 5, seed: int = 0,
+              batch_size: int = 256, device: str = "cpu", progress: ProgressFn | None = None) -> pd.DataFrame:
+    """One lesion sweep by name (``single``, ``k`` or ``reorder``): the entry point the CLI and the
+    lesion page share. ``samples`` and ``seed`` apply to the random sweeps only. The model must be on
+    ``device``. :func:`analysis.run.shard.sharded_sweep` gives the same table from shards of ``x``."""
+    plan = plan_sweep(kind, model, samples=samples, seed=seed, batch_size=batch_size)
+    return plan.evaluate(model, x, y, batch_size=batch_size, device=device, progress=progress)
+
+
+def sweep_settings(kind: str, data: Dataset, *, samples: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Everything besides the net's weights that a sweep's result depends on, as a JSON-able dict
+    (the run store's key): the test data (name, split seed, number of inputs and the normalisation
+    applied, which differ between ImageFolder subsets or checkpoints' stored statistics) and, for the
+    random sweeps, samples and seed. The single sweep uses neither, so both are 0 for it: its result
+    is found whatever the other tabs' settings are. The count is kept under ``test_images`` for
+    sequences too: the key of sweeps already stored does not change."""
+    check_sweep_options(kind, samples=samples, seed=seed)
+    random_sweep = kind != "single"
+    return {"dataset": data.name, "split_seed": data.split_seed, "test_images": len(data.y_test),
+            "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std],
+            "samples": int(samples) if random_sweep else 0, "seed": int(seed) if random_sweep else 0}
+
+
+def describe_settings(kind: str, settings: dict[str, Any], dims: int = 2) -> str:
+    """'5 samples per k, seed 0, on 450 test images of digits16', or '... 1000 test sequences of
+    mnist1d' for the sequences of a 1-D dataset (``dims``: the test data's, ``Dataset.dims``), for
+    captions and messages."""
+    data = f"{settings['test_images']} test {inputs_noun(dims)} of {settings['dataset']}"
+    if kind == "single":
+        return data
+    per = "per k" if kind == "k" else "per number of swaps"
+    return f"{settings['samples']} samples {per}, seed {settings['seed']}, on {data}"
+
+
+NEAR_CHANCE_PP = 10.0  # "at or near chance": an error within this many percentage points of chance, or above it
+
+
+def single_reading(df: pd.DataFrame, *, residual: bool, num_classes: int) -> str:
+    """What a single-block sweep of one net shows, in words computed from its numbers (so the page
+    never claims more than the data): intact error, typical and worst deletion, then the comparison
+    Veit et al. make for that kind of net. A residual net: whether a downsampling block hurts most.
+    A plain net: how many deletions leave it at or near chance (1 - 1/classes; within
+    ``NEAR_CHANCE_PP`` points or above), which is what they report for plain nets."""
+    intact = float(df.loc[df["index"] == -1, "error"].iloc[0])
+    rows = df[df["index"] >= 0]
+    worst = rows.loc[rows["error"].idxmax()]
+    median = float(rows["error"].median())
+    parts = [f"intact {100 * intact:.1f} %; deleting one block gives a median of {100 * median:.1f} % "
+             f"(worst: {worst['deleted']}, {100 * worst['error']:.1f} %)"]
+    if not residual:
+        parts.append(_plain_reading(rows, num_classes))
+        return "; ".join(parts) + "."
+    down = rows[rows["downsample"]]
+    if len(down):
+        parts.append("downsampling blocks: " + ", ".join(f"{r.deleted} {100 * r.error:.1f} %" for r in down.itertuples()))
+        others = rows[~rows["downsample"]]
+        if len(others):
+            hurts_most = float(down["error"].max()) >= float(others["error"].max())
+            parts.append("the worst deletion is a downsampling block, as Veit et al. report" if hurts_most else
+                         "unlike Veit et al.'s nets, a non-downsampling block hurts most here")
+    return "; ".join(parts) + "."
+
+
+def _plain_reading(rows: pd.DataFrame, num_classes: int) -> str:
+    """A plain net's deletions against chance: all, most or few of them at or near it."""
+    chance = 1 - 1 / num_classes
+    near = rows["error"] >= chance - NEAR_CHANCE_PP / 100
+    count, total = int(near.sum()), len(rows)
+    where = f"chance ({100 * chance:.1f} %; within {NEAR_CHANCE_PP:g} pp or above)"
+    if count == total:
+        return f"every deletion leaves it at or near {where}, as Veit et al. report for plain nets"
+    mildest = rows.loc[rows["error"].idxmin()]
+    rest = f"the mildest, {mildest['deleted']}, gives {100 * mildest['error']:.1f} %"
+    if 2 * count >= total:
+        return (f"{count} of {total} deletions leave it at or near {where}, as Veit et al. report for plain "
+                f"nets; {rest}")
+    return (f"only {count} of {total} deletions leave it at or near {where}: unlike Veit et al.'s plain nets, "
+            f"most deletions keep it better than chance; {rest}")

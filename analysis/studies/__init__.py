@@ -1,0 +1,1 @@
+"""Floor 6: many runs compared: He et al. 2016's variant grid, transfer studies."""

@@ -1,0 +1,548 @@
+"""Experiment grids: He et al. 2016's shortcut and activation variants trained here, measured beside
+the paper's numbers.
+
+A :class:`Grid` is variants x depths x seeds with one recipe on one dataset. Every run is keyed by
+the run store's hash of (spec, recipe, dataset, seed) — the same key the Training page's runs have
+— so :func:`run_grid` trains only what the store does not hold yet, saves each run the moment it
+finishes (a crash, Ctrl-C or Cancel loses no finished run) and returns a results table and a
+summary: test error mean ± std over seeds per variant and depth, the paper's ResNet-110 number
+beside it and a one-line reading computed from the numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from analysis.core.bounded import COUNT, FLAG, PERCENT, SECONDS, SEED, TEXT, Column, check_table, loads_json
+from analysis.core.errors import ConfigError, LensError, SpecError
+from analysis.core.io import WriteError, rescue
+from analysis.core.meta import TrainConfig
+from analysis.core.reporting import compare, records, write_csv, write_json
+from analysis.run.executor import DataSpec, Executor, Task, TaskEvent, TaskResult
+
+if TYPE_CHECKING:
+    from analysis.arch.specs import ResNetSpec
+    from analysis.store.runstore import RunStore
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One of He et al. 2016's variants: the spec fields it changes and the paper's CIFAR-10
+    ResNet-110 test error (%; None where the paper gives no number: ``paper_fail`` says it reports
+    "fail", i.e. above 20 %)."""
+
+    name: str
+    label: str
+    changes: Mapping[str, Any]
+    table: str
+    paper_error: float | None
+    paper_fail: bool = False
+
+    @property
+    def paper(self) -> str:
+        if self.paper_fail:
+            return "fail (> 20 %)"
+        return "" if self.paper_error is None else f"{self.paper_error:.2f}"
+
+
+# He et al. 2016 (shared REFERENCE.md), CIFAR-10, ResNet-110. Table 1: shortcut variants; Table 2:
+# activation placement. The "original" row is in both tables with the same 6.61 %.
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("original", "original (identity shortcut)", {}, "Tables 1, 2", 6.61),
+    Variant("scaling_0.5", "constant scaling 0.5 (F not scaled)", {"shortcut_variant": "scale", "shortcut_scale": 0.5},
+            "Table 1", None, paper_fail=True),
+    Variant("scaling_0.5_0.5", "constant scaling 0.5/0.5 (F × 0.5)",
+            {"shortcut_variant": "scale", "shortcut_scale": 0.5, "scale_residual": True}, "Table 1", 12.35),
+    Variant("exclusive_gating", "exclusive gating (b_g = -6)", {"shortcut_variant": "gate", "gate_bias": -6.0},
+            "Table 1", 8.70),
+    Variant("shortcut_gating", "shortcut-only gating (b_g = -6)",
+            {"shortcut_variant": "shortcut_gate", "gate_bias": -6.0}, "Table 1", 6.91),
+    Variant("conv_shortcut", "1×1 conv shortcut", {"shortcut": "C"}, "Table 1", 12.22),
+    Variant("dropout_shortcut", "dropout shortcut (0.5)", {"shortcut_variant": "dropout", "shortcut_dropout": 0.5},
+            "Table 1", None, paper_fail=True),
+    Variant("bn_after_add", "BN after addition", {"activation": "bn_after_add"}, "Table 2", 8.17),
+    Variant("relu_before_add", "ReLU before addition", {"activation": "relu_before_add"}, "Table 2", 7.84),
+    Variant("relu_preact", "ReLU-only pre-activation", {"activation": "relu_preact"}, "Table 2", 6.71),
+    Variant("full_preact", "full pre-activation", {"preact": True}, "Table 2", 6.37),
+    # not in He et al. 2016's tables: the plain twin, for the vanishing-gradient contrast
+    Variant("plain", "plain net (no shortcuts)", {"residual": False}, "", None),
+)}
+# What a grid trains when no variants are named: the paper's two tables.
+PAPER_VARIANTS = tuple(name for name, v in VARIANTS.items() if v.table)
+BASELINE = "original"
+FAIL_ERROR = 20.0  # the paper's "fail": test error above 20 %
+DEFAULT_DEPTHS = (20, 56)
+
+
+def variant(name: str) -> Variant:
+    """A variant by name; names joined by '+' combine their changes (e.g. 'full_preact+exclusive_gating')."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"a variant name must be a non-empty string, got {name!r}")
+    parts = [p.strip() for p in name.split("+")]
+    unknown = [p for p in parts if p not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)} "
+                          "(or join them with '+')")
+    if len(parts) == 1:
+        return VARIANTS[parts[0]]
+    twice = sorted({p for p in parts if parts.count(p) > 1})
+    if twice:  # 'original+original' is 'original' under another name: a second run of the same net
+        raise ConfigError(f"{name}: {', '.join(twice)} named more than once; name each part once")
+    changes: dict[str, Any] = {}
+    for p in parts:
+        for k, v in VARIANTS[p].changes.items():
+            if k in changes and changes[k] != v:
+                raise ConfigError(f"{name}: {p} sets {k} = {v!r}, another part sets {changes[k]!r}")
+            changes[k] = v
+    return Variant(name, " + ".join(VARIANTS[p].label for p in parts), changes, "", None)
+
+
+def variant_table() -> pd.DataFrame:
+    """Every variant with its spec changes and the paper's number (``--list-variants``)."""
+    return pd.DataFrame([{"variant": v.name, "label": v.label, "changes": ", ".join(f"{k}={x}" for k, x in
+                                                                                    v.changes.items()) or "-",
+                          "paper table": v.table, "paper error % (ResNet-110)": v.paper} for v in VARIANTS.values()])
+
+
+def base_spec(depth: int, dims: int = 2) -> ResNetSpec:
+    """The CIFAR ResNet of ``depth`` = 6n+2 layers (He et al. 2015, Sec. 4.2, option A shortcuts), or
+    its 1-D counterpart ``resnet1d_<depth>`` for sequence data (``dims=1``: MNIST-1D)."""
+    from analysis.arch.specs import get_spec
+
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise ConfigError(f"depths must be whole numbers of the form 6n+2 (8, 14, 20, 32, 56, ...), got {depth!r}")
+    if dims not in (1, 2):
+        raise ConfigError(f"a grid trains 1-D or 2-D nets, got dims={dims!r}")
+    return get_spec(f"cifar_resnet{depth}" if dims == 2 else f"resnet1d_{depth}")
+
+
+def variant_spec(v: Variant, depth: int, *, channels: int = 3, classes: int = 10, size: int = 32,
+                 dims: int = 2) -> ResNetSpec:
+    """The spec of variant ``v`` at ``depth``, sized for the data (a 1-D net for sequence data); a
+    combination the spec refuses (e.g. gating on a plain net) raises its SpecError."""
+    try:
+        return base_spec(depth, dims).replace(in_channels=channels, num_classes=classes, input_size=size,
+                                              **v.changes)
+    except SpecError as exc:
+        raise SpecError(f"variant {v.name} at depth {depth}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a grid: what to train and the store key it will have."""
+
+    variant: str
+    depth: int
+    seed: int
+    spec: ResNetSpec
+    config: TrainConfig
+    data: DataSpec
+    key: str
+
+    def task(self, grad_every: int = 0) -> Task:
+        from analysis.store.checkpoints import spec_to_dict
+
+        return Task(self.key, spec_to_dict(self.spec), self.config.to_dict(), self.data,
+                    label=f"{self.variant} depth {self.depth} seed {self.seed}", grad_every=grad_every)
+
+
+def _unique(values: Iterable[Any], what: str) -> tuple[Any, ...]:
+    out = tuple(values)
+    if not out:
+        raise ConfigError(f"a grid needs at least one {what}")
+    dup = next((v for i, v in enumerate(out) if v in out[:i]), None)
+    if dup is not None:
+        raise ConfigError(f"{what} {dup!r} is listed twice")
+    return out
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Variants x depths x seeds, one recipe (its ``seed`` is replaced by each run's), one dataset.
+    Checked on construction: unknown variants, depths not of the form 6n+2, no seeds, duplicates and
+    variant combinations the spec refuses are a :class:`~analysis.core.errors.LensError` here."""
+
+    variants: tuple[str, ...]
+    depths: tuple[int, ...] = DEFAULT_DEPTHS
+    seeds: tuple[int, ...] = (0, 1)
+    recipe: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10))
+    data: DataSpec = field(default_factory=DataSpec)
+
+    def __post_init__(self) -> None:
+        for name, what in (("variants", "variant"), ("depths", "depth"), ("seeds", "seed")):
+            value = getattr(self, name)
+            if isinstance(value, (str, int)):
+                raise ConfigError(f"{name} must be a list of {what}s, got {value!r}")
+            object.__setattr__(self, name, _unique(value, what))
+        if not isinstance(self.recipe, TrainConfig):
+            raise ConfigError(f"the recipe must be a TrainConfig, got {type(self.recipe).__name__}")
+        if not isinstance(self.data, DataSpec):
+            raise ConfigError(f"the dataset must be a DataSpec, got {type(self.data).__name__}")
+        for s in self.seeds:
+            dataclasses.replace(self.recipe, seed=s)  # TrainConfig checks each seed
+        for name in self.variants:
+            for d in self.depths:
+                variant_spec(variant(name), d)  # every spec buildable before any work
+
+    @property
+    def definition(self) -> dict[str, Any]:
+        """What the grid is, as plain data (hashed into its id, written into results files)."""
+        recipe = self.recipe.to_dict()
+        recipe.pop("seed")
+        return {"variants": list(self.variants), "depths": list(self.depths), "seeds": list(self.seeds),
+                "recipe": recipe, "data": self.data.to_dict()}
+
+    @property
+    def id(self) -> str:
+        from analysis.store.runstore import config_key
+
+        return config_key(self.definition)
+
+    def runs(self) -> list[RunSpec]:
+        """Every run (variant-major, then depth, then seed), each with its store key. Loads the
+        dataset once to know its size and classes (they are part of the key)."""
+        from analysis.store.checkpoints import spec_to_dict
+        from analysis.store.runstore import config_key
+
+        data = self.data.load()
+        info = dataclasses.asdict(data.info())
+        out = []
+        for name in self.variants:
+            v = variant(name)
+            for d in self.depths:
+                spec = variant_spec(v, d, channels=data.channels, classes=data.num_classes, size=data.size,
+                                    dims=data.dims)
+                for s in self.seeds:
+                    cfg = dataclasses.replace(self.recipe, seed=s)
+                    # the key run_config(ck) gives the trained checkpoint: the store finds it by this
+                    key = config_key({"spec": spec_to_dict(spec), "recipe": cfg.to_dict(), "dataset": info})
+                    out.append(RunSpec(name, d, s, spec, cfg, self.data, key))
+        return out
+
+
+# ---------------------------------------------------------------------------- running a grid
+RESULT_COLUMNS = ["variant", "label", "depth", "seed", "status", "reused", "train_error", "test_error", "epochs",
+                  "seconds", "key", "message"]
+
+
+@dataclass
+class GridProgress:
+    """What a progress callback sees: runs done (stored ones included) out of ``total``, the running
+    runs' latest events by key, and the row of the run that just finished (None otherwise)."""
+
+    total: int
+    done: int = 0
+    reused: int = 0
+    running: dict[str, TaskEvent] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    finished: dict[str, Any] | None = None
+
+
+@dataclass
+class GridResult:
+    grid: Grid
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    wall_seconds: float
+    trained: int
+    reused: int
+    cancelled: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"grid": self.grid.definition, "grid_id": self.grid.id, "wall_seconds": round(self.wall_seconds, 1),
+                "trained": self.trained, "reused": self.reused, "cancelled": self.cancelled,
+                "results": records(self.results), "summary": records(self.summary)}
+
+
+def _row(r: RunSpec, status: str, *, reused: bool, final: Mapping[str, float] | None = None, epochs: int = 0,
+         seconds: float | None = None, message: str = "") -> dict[str, Any]:
+    final = final or {}
+
+    def err(k: str) -> float:  # error % from an accuracy
+        return round(100 * (1 - final[k]), 4) if k in final else math.nan
+
+    return {"variant": r.variant, "label": variant(r.variant).label, "depth": r.depth, "seed": r.seed,
+            "status": status, "reused": reused, "train_error": err("train_acc"), "test_error": err("test_acc"),
+            "epochs": epochs, "seconds": math.nan if seconds is None else round(seconds, 2), "key": r.key,
+            "message": message}
+
+
+def _known_row(store: RunStore, r: RunSpec, notes: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The row of a run the store knows the end of: stored complete (its metrics), or noted in the
+    grid's record as diverged (``notes``: run key -> outcome; a diverged run is not retried); else None."""
+    row = _stored_row(store, r)
+    note = notes.get(r.key)
+    if row is None and isinstance(note, str) and note.startswith("diverged"):
+        row = _row(r, "diverged", reused=True, message=note.partition(": ")[2])
+    return row
+
+
+def _stored_row(store: RunStore, r: RunSpec) -> dict[str, Any] | None:
+    """The row of a run the store holds (complete), from its metrics; None if it holds none."""
+    run = store.get(r.key)
+    if run is None or run.status != "complete":
+        return None
+    m = store.metrics([r.key])
+    if len(m):
+        last = m.iloc[-1]
+        return _row(r, "complete", reused=True, final=last.to_dict(), epochs=int(last["epoch"]),
+                    seconds=float(last["seconds"]))
+    meta = store.load(run).meta  # a run stored before per-epoch metrics were: read its file
+    return _row(r, "complete", reused=True, final=meta.final, epochs=len(meta.history), seconds=meta.train_seconds)
+
+
+def run_grid(grid: Grid, store: RunStore, executor: Executor, *,
+             progress: Callable[[GridProgress], None] | None = None, cancel: Callable[[], bool] | None = None,
+             grad_every: int = 0) -> GridResult:
+    """Train the runs of ``grid`` the store does not hold (each saved as soon as it finishes) and
+    return every run's numbers and the summary. ``cancel()`` returning True stops the grid: queued
+    runs never start, running ones are dropped at their next batch, finished ones stay stored.
+    Runs that diverged are noted in the store's grid record and not retried. ``grad_every`` > 0
+    records the gradient flow every that many steps (:mod:`analysis.experiments.gradflow`) and stores the records
+    by run key; a stored run without records is then trained again (recording never changes the
+    weights, so the key and the numbers stay the same)."""
+    from analysis.store.checkpoints import load_checkpoint
+
+    if isinstance(grad_every, bool) or not isinstance(grad_every, int) or grad_every < 0:
+        raise ConfigError(f"grad_every must be a whole number >= 0 (0: no gradient records), got {grad_every!r}")
+    t0 = time.perf_counter()
+    runs = grid.runs()
+    store.save_grid(grid.id, grid.definition, [(r.key, r.variant, r.depth, r.seed) for r in runs])
+    members = store.grid_runs(grid.id)
+    outcomes = dict(zip(members["run"], members["outcome"], strict=True))
+    rows: dict[str, dict[str, Any]] = {}
+    state = GridProgress(total=len(runs), labels={r.key: f"{r.variant} {r.depth} s{r.seed}" for r in runs})
+    todo: list[RunSpec] = []
+    for r in runs:
+        row = _known_row(store, r, outcomes)
+        if row is not None and row["status"] == "complete" and grad_every and store.gradients(r.key) is None:
+            row = None  # stored without gradient records: train again (same weights), recording this time
+        if row is None:
+            todo.append(r)
+            continue
+        rows[r.key] = row
+        state.done += 1
+        state.reused += 1
+    by_key = {r.key: r for r in todo}
+    if progress:
+        progress(state)
+    stopped = bool(cancel and cancel())
+    trained = 0
+    if todo and not stopped:
+        for r in todo:
+            executor.submit(r.task(grad_every))
+
+        def report_and_poll() -> None:
+            """Show the state, then ask whether to stop (once: the executor is cancelled for good)."""
+            nonlocal stopped
+            if progress:
+                progress(state)
+            if not stopped and cancel and cancel():
+                stopped = True
+                executor.cancel()
+
+        def on_event(e: TaskEvent) -> None:
+            if e.key in rows:  # a late event of a run that already finished
+                return
+            state.running[e.key] = e
+            state.finished = None
+            report_and_poll()
+
+        for res in executor.results(on_event):
+            r = by_key[res.key]
+            state.running.pop(res.key, None)
+            rows[r.key] = row = _finish(store, grid, r, res, load_checkpoint)
+            if row["status"] == "complete":
+                trained += 1
+            if row["status"] != "cancelled":
+                state.done += 1
+            state.finished = row
+            report_and_poll()
+    for r in runs:  # runs a cancel kept from starting
+        rows.setdefault(r.key, _row(r, "cancelled", reused=False))
+    results = pd.DataFrame([rows[r.key] for r in runs], columns=RESULT_COLUMNS)
+    return GridResult(grid, results, summarise(results), time.perf_counter() - t0, trained, state.reused,
+                      stopped and any(results["status"] == "cancelled"))
+
+
+def _finish(store: RunStore, grid: Grid, r: RunSpec, res: TaskResult, load: Callable[..., Any]) -> dict[str, Any]:
+    """Store a finished run (only the parent writes the store) and return its row."""
+    if res.status == "complete" and res.checkpoint is not None:
+        ck = load(res.checkpoint, name=f"run {r.key}")
+        from analysis.store.runstore import StoreError
+
+        label = f"{variant(r.variant).label}, depth {r.depth}, seed {r.seed}"
+        try:
+            store.save_run(label, ck)
+        except (WriteError, StoreError) as exc:  # a full disk, most likely: the trained net is not dropped
+            where = rescue(f"grid-{r.key}.pt", res.checkpoint)
+            kept = f"it is kept at {where}" if where is not None else "no rescue folder could hold it either"
+            raise WriteError(f"{exc}; the run {label} finished but could not be stored: {kept}. The runs stored "
+                             f"before are in {store.home}; the same grid again trains only the rest",
+                             disk_full=getattr(exc, "disk_full", False)) from exc
+        if res.gradients is not None:
+            store.save_gradients(r.key, pd.DataFrame(res.gradients))
+        return _row(r, "complete", reused=False, final=ck.meta.final, epochs=len(ck.meta.history),
+                    seconds=ck.meta.train_seconds)
+    if res.status == "diverged":
+        store.note_outcome(grid.id, r.key, f"diverged: {res.message}")
+    if res.status == "error":
+        raise LensError(f"{r.variant} at depth {r.depth}, seed {r.seed}: {res.message}")
+    return _row(r, res.status, reused=False, epochs=res.epochs_done, seconds=res.seconds, message=res.message)
+
+
+# ---------------------------------------------------------------------------- the summary and its readings
+SUMMARY_COLUMNS = ["variant", "label", "depth", "runs", "diverged", "test_error_mean", "test_error_std",
+                   "train_error_mean", "train_error_std", "paper_error", "paper", "reading"]
+
+
+def fingerprints(store: RunStore, result: GridResult) -> dict[str, tuple[str, tuple[tuple[Any, ...], ...]]]:
+    """Per run of ``result``: its weights' content hash and its per-epoch numbers without their
+    times, so two grids run by different executors can be compared for identical results."""
+    from analysis.store.checkpoints import load_checkpoint
+
+    out = {}
+    metrics = store.metrics()
+    for key in result.results["key"]:
+        run = store.get(key)
+        if run is None:
+            raise ConfigError(f"run {key} of the grid is not in the run store {store.home}")
+        m = metrics[metrics["run"] == key].drop(columns=["seconds"])
+        out[key] = (load_checkpoint(run.path).meta.content_sha256, tuple(map(tuple, m.to_numpy().tolist())))
+    return out
+
+
+def stored_grid(grid: Grid, store: RunStore) -> GridResult | None:
+    """The grid as the run store holds it, trained nothing and written nothing (a page opened again,
+    a reload): every stored run's row, the others as 'not run'; None when the store holds none of
+    its runs."""
+    members = store.grid_runs(grid.id)
+    notes = dict(zip(members["run"], members["outcome"], strict=True))
+    rows = [_known_row(store, r, notes) for r in grid.runs()]
+    if all(row is None for row in rows):
+        return None
+    results = pd.DataFrame([row if row is not None else _row(r, "not run", reused=False)
+                            for r, row in zip(grid.runs(), rows, strict=True)], columns=RESULT_COLUMNS)
+    found = sum(row is not None for row in rows)
+    return GridResult(grid, results, summarise(results), 0.0, 0, found, found < len(rows))
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std (over seeds, sample std) of the finished runs per variant and depth, the paper's
+    ResNet-110 number beside it, and a reading computed from the numbers (:func:`reading`)."""
+    rows = []
+    order = list(dict.fromkeys(results["variant"]))
+    for (name, depth), g in sorted(results.groupby(["variant", "depth"], sort=False),
+                                   key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+        ok = g[g["status"] == "complete"]
+        v = variant(str(name))
+        rows.append({"variant": name, "label": v.label, "depth": int(depth), "runs": len(ok),
+                     "diverged": int((g["status"] == "diverged").sum()),
+                     "test_error_mean": float(ok["test_error"].mean()) if len(ok) else math.nan,
+                     "test_error_std": _std(ok, "test_error"),
+                     "train_error_mean": float(ok["train_error"].mean()) if len(ok) else math.nan,
+                     "train_error_std": _std(ok, "train_error"),
+                     "paper_error": math.nan if v.paper_error is None else v.paper_error, "paper": v.paper})
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS[:-1])
+    summary["reading"] = [reading(row, _baseline(summary, int(row["depth"]))) for _, row in summary.iterrows()]
+    return summary[SUMMARY_COLUMNS]
+
+
+def _std(ok: pd.DataFrame, col: str) -> float:
+    """Sample std over seeds; NaN for one run (no noise estimate)."""
+    return float(ok[col].std(ddof=1)) if len(ok) > 1 else math.nan
+
+
+def _baseline(summary: pd.DataFrame, depth: int) -> Mapping[str, Any] | None:
+    base = summary[(summary["variant"] == BASELINE) & (summary["depth"] == depth)]
+    return None if base.empty else base.iloc[0].to_dict()
+
+
+def _fmt(mean: float, std: float) -> str:
+    return f"{mean:.2f} %" if math.isnan(std) else f"{mean:.2f} ± {std:.2f} %"
+
+
+def reading(row: Mapping[str, Any], base: Mapping[str, Any] | None) -> str:
+    """One honest line from the numbers: fails (mean test error above 20 %, the paper's criterion,
+    or diverged in every seed), the baseline itself, or the difference to the original at the same
+    depth called noise unless it exceeds two standard errors of the difference of the two means
+    (:mod:`analysis.core.reporting`'s rule: the seeds' sample stds over √runs); then the paper's verdict
+    for the same variant."""
+    runs, diverged = int(row["runs"]), int(row["diverged"])
+    mean, std = float(row["test_error_mean"]), float(row["test_error_std"])
+    paper_fail = isinstance(row.get("paper"), str) and row["paper"].startswith("fail")
+    paper_error = row.get("paper_error")
+    paper = ("paper: fails" if paper_fail else
+             f"paper: {paper_error:.2f} %" if isinstance(paper_error, float) and not math.isnan(paper_error) else "")
+    if row["variant"] != BASELINE and paper and not paper_fail:
+        base_paper = VARIANTS[BASELINE].paper_error or math.nan
+        paper = f"paper: {float(paper_error or 0) - base_paper:+.2f} pp vs the original"
+    tail = f"; {paper}" if paper else ""
+    seeds = f"; diverged in {diverged} of {runs + diverged} seeds" if diverged and runs else ""
+    if runs == 0:
+        if diverged:
+            return f"fails to train: diverged in every seed ({diverged}){tail}"
+        return f"no finished runs{tail}"
+    if mean > FAIL_ERROR:
+        return f"fails to train (test error {_fmt(mean, std)}, above {FAIL_ERROR:g} %){seeds}{tail}"
+    if row["variant"] == BASELINE:
+        return f"the baseline: {_fmt(mean, std)}{seeds}{tail}"
+    if base is None or int(base["runs"]) == 0 or math.isnan(float(base["test_error_mean"])):
+        return f"{_fmt(mean, std)}; no finished original at this depth to compare with{seeds}{tail}"
+    d = compare(mean, std, runs, float(base["test_error_mean"]), float(base["test_error_std"]), int(base["runs"]))
+    word = "worse" if d.diff > 0 else "better"
+    if d.within is None:
+        return f"{word} than the original by {abs(d.diff):.2f} pp (one seed: no noise estimate){seeds}{tail}"
+    if d.within:
+        return f"within noise of the original ({d.diff:+.2f} pp, 2 SE = {d.noise:.2f} pp){seeds}{tail}"
+    return f"{word} than the original by {abs(d.diff):.2f} pp (beyond 2 SE = {d.noise:.2f} pp){seeds}{tail}"
+
+
+def write_results(path: str, result: GridResult) -> None:
+    """Results + summary, atomically: JSON (both tables and the grid's definition) or CSV (one row
+    per run with its variant-and-depth summary columns beside it), by the file's suffix."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.suffix.lower() == ".json":
+        write_json(p, result.to_json(), indent=1)
+    elif p.suffix.lower() == ".csv":
+        extra = result.summary.drop(columns=["label"]).rename(columns={"runs": "runs_finished"})
+        write_csv(p, result.results.merge(extra, on=["variant", "depth"], how="left"))
+    else:
+        raise ConfigError(f"--out {path}: give a .json or .csv file")
+
+
+def load_results(path: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """A results JSON written by :func:`write_results`: (results, summary, the rest: grid definition,
+    wall time, ...)."""
+    from pathlib import Path
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: not a grid results file ({exc})") from exc
+    d = loads_json(raw, str(path), ConfigError)
+    if not isinstance(d, dict) or "results" not in d or "summary" not in d:
+        raise ConfigError(f"{path}: not a grid results file (no results and summary)")
+    # a file we did not write in this process: every value checked before a page shows it
+    check_table(d["results"], _RESULT_SCHEMA, f"{path}: results", ConfigError)
+    check_table(d["summary"], _SUMMARY_SCHEMA, f"{path}: summary", ConfigError)
+    return (pd.DataFrame(d["results"], columns=RESULT_COLUMNS), pd.DataFrame(d["summary"], columns=SUMMARY_COLUMNS),
+            {k: v for k, v in d.items() if k not in ("results", "summary")})
+
+
+_RESULT_SCHEMA: dict[str, Column] = {
+    "variant": TEXT, "label": TEXT, "depth": COUNT, "seed": SEED, "status": TEXT, "reused": FLAG,
+    "train_error": PERCENT, "test_error": PERCENT, "epochs": COUNT, "seconds": SECONDS, "key": TEXT, "message": TEXT}
+_SUMMARY_SCHEMA: dict[str, Column] = {
+    "variant": TEXT, "label": TEXT, "depth": COUNT, "runs": COUNT, "diverged": COUNT, "test_error_mean": PERCENT,
+    "test_error_std": PERCENT, "train_error_mean": PERCENT, "train_error_std": PERCENT,
+    "paper_error": PERCENT, "paper": TEXT, "reading": TEXT}
