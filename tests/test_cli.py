@@ -2,6 +2,7 @@
 work or leaves debris on a bad output path, a full disk, SIGINT or SIGTERM (item 7)."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.__main__ import Interrupted, Stop, main, run
 from analysis.arch.models import build_model
 from analysis.arch.specs import get_spec
+from analysis.cli.common import Interrupted, Stop
+from analysis.cli.main import main, run
 from analysis.core.errors import CheckpointError, ConfigError, LensError
 from analysis.core.io import atomic_write, check_writable
 from analysis.store.checkpoints import load_checkpoint, save_checkpoint
@@ -87,12 +89,16 @@ def test_lesion_refuses_meaningless_numbers_before_loading(tmp_path, capsys, bad
 
 def test_divergence_stops_with_a_clear_error_and_saves_nothing(tmp_path, capsys):
     """lr 10, momentum 0.99, weight decay 1 are each in range but blow up together: the run stops
-    at the first NaN loss instead of saving a checkpoint full of NaNs."""
+    at the first non-finite loss or weight instead of saving a checkpoint full of NaNs. Which shows
+    first depends on the float order of the thread count (one xdist thread or all cores): a NaN loss
+    at some step, or weights broken by an epoch's last step before any loss shows it."""
     out = tmp_path / "nan.pt"
     rc = main([*TINY, "--epochs", "2", "--lr", "10", "--momentum", "0.99", "--weight-decay", "1", "--warmup", "0",
                "--out", str(out)])
     err = capsys.readouterr().err
-    assert rc == 2 and "loss became NaN at epoch 1 step" in err and "lower the learning rate" in err
+    assert rc == 2 and "training diverged, lower the learning rate" in err
+    assert re.search(r"loss became (NaN|inf|-inf) at epoch \d+ step \d+|the weights or BatchNorm statistics became "
+                     r"non-finite at epoch \d+", err), err
     assert not out.exists() and not leftovers(tmp_path)
 
 
@@ -295,7 +301,7 @@ def test_signal_before_the_first_epoch_saves_nothing(tmp_path):
 
 SLOW_SAVE = textwrap.dedent("""
     import sys, time, torch
-    from analysis.__main__ import main
+    from analysis.cli.main import main
     real_save = torch.save
 
     def slow_save(obj, f, *a, **k):  # write the whole payload, then hang before the rename
@@ -326,7 +332,7 @@ def test_signal_during_save_leaves_the_old_file_and_no_temp(tmp_path, sig, code)
 
 SLOW_WRITER = textwrap.dedent("""
     import sys, time
-    from analysis.__main__ import Stop, _signal_handlers
+    from analysis.cli.common import Stop, signal_handlers
     from analysis.core.io import atomic_write
 
     def slow(f):
@@ -335,7 +341,7 @@ SLOW_WRITER = textwrap.dedent("""
         print("writing", flush=True)
         time.sleep(120)
 
-    with _signal_handlers(Stop()):
+    with signal_handlers(Stop()):
         try:
             atomic_write(sys.argv[1], slow)
         except KeyboardInterrupt as exc:

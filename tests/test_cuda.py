@@ -50,7 +50,7 @@ def test_amp_is_checked_and_refused_on_the_cpu():
 
 
 def test_cli_train_refuses_amp_on_the_cpu_before_any_work(tmp_path, capsys):
-    from analysis.__main__ import main
+    from analysis.cli.main import main
 
     out = tmp_path / "c.pt"
     assert main(["train", "--model", "cifar_resnet8", "--size", "8", "--epochs", "1", "--amp", "bf16",

@@ -37,7 +37,8 @@ def test_library_raises_no_bare_value_errors(path):
 
 
 @pytest.mark.parametrize("path", sorted([*(ROOT / "app_pages").glob("*.py"), *(ROOT / "ui").glob("*.py"),
-                                         ROOT / "analysis" / "__main__.py"]), ids=lambda p: p.name)
+                                         *(ROOT / "analysis" / "cli").glob("*.py"), ROOT / "analysis" / "__main__.py"]),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_pages_and_cli_catch_only_our_errors(path):
     """Catching ValueError or Exception would turn a library bug into a user-input message."""
     _, caught = _raised_and_caught(path)

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis.__main__ import main
 from analysis.arch.models import build_model
 from analysis.arch.specs import get_spec
+from analysis.cli.main import main
 from analysis.core.errors import ConfigError, DatasetError
 from analysis.core.meta import DatasetInfo, Normalisation, RunMeta
 from analysis.data.data import load_image_folder

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.__main__ import main
 from analysis.arch.theory import ACTIVATION_PLACEMENT, SHORTCUT_VARIANTS
+from analysis.cli.main import main
 from analysis.core.errors import ConfigError, LensError, SpecError
 from analysis.core.meta import RunMeta, TrainConfig
 from analysis.run.executor import DataSpec, InProcessExecutor, PoolExecutor, run_task

@@ -375,7 +375,7 @@ def _full_disk(monkeypatch, folder: Path) -> None:
 
 
 def test_a_full_disk_is_said_and_the_trained_net_is_kept(tmp_path, monkeypatch, capsys):
-    from analysis.__main__ import main
+    from analysis.cli.main import main
 
     full = tmp_path / "full"
     full.mkdir()
@@ -407,7 +407,7 @@ def test_a_write_failure_that_is_not_a_full_disk_says_its_reason(tmp_path):
 
 
 def test_a_grid_whose_store_disk_fills_keeps_the_finished_run(tmp_path, monkeypatch, capsys):
-    from analysis.__main__ import main
+    from analysis.cli.main import main
 
     full = tmp_path / "full"
     full.mkdir()
@@ -499,7 +499,7 @@ def test_a_bare_state_dict_says_what_its_weights_cannot_tell_and_takes_other_set
 
 
 def test_the_cli_says_the_settings_it_assumed_and_takes_others(tmp_path, capsys):
-    from analysis.__main__ import main
+    from analysis.cli.main import main
 
     f = tmp_path / "bare20.pt"
     f.write_bytes(_bare("cifar_resnet20", in_channels=1, input_size=16))
@@ -536,7 +536,7 @@ def test_two_rescues_of_one_name_keep_both(tmp_path, monkeypatch):
 
 
 def test_an_assumption_given_twice_is_refused(tmp_path, capsys):
-    from analysis.__main__ import main
+    from analysis.cli.main import main
 
     rc = main(["lesion", "--checkpoint", "digits_resnet20", "--assume", "activation=original", "--assume",
                "activation=bn_after_add", "--out", str(tmp_path / "l.csv")])

@@ -6,9 +6,9 @@ import random
 import pytest
 import torch
 
-from analysis.__main__ import main
 from analysis.arch.models import build_model
 from analysis.arch.specs import custom_spec
+from analysis.cli.main import main
 from analysis.core.errors import LensError
 from analysis.experiments import lesion
 from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints

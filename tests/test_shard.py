@@ -215,7 +215,7 @@ def test_single_process_numbers_are_the_original_formulas(nets):
     ("paths", ["--net", "random"], "invalid choice: 'random'"),
 ])
 def test_cli_refuses_bad_shard_settings_before_any_work(tmp_path, capsys, cmd, extra, message):
-    from analysis.__main__ import main
+    from analysis.cli.main import main
 
     out = tmp_path / "r.csv"
     assert main([cmd, "--checkpoint", "digits_resnet20", *extra, "--out", str(out)]) == 2
@@ -225,7 +225,7 @@ def test_cli_refuses_bad_shard_settings_before_any_work(tmp_path, capsys, cmd, e
 
 def test_cli_paths_refuses_a_plain_net_and_measures_the_page_default(tmp_path, capsys):
     """A plain net has one path; a residual net's CSV holds what the page's measurement holds."""
-    from analysis.__main__ import main
+    from analysis.cli.main import main
 
     assert main(["paths", "--checkpoint", "digits_plain20", "--out", str(tmp_path / "p.csv")]) == 2
     assert "plain net has a single path" in capsys.readouterr().err
@@ -310,7 +310,7 @@ def test_cli_lesion_and_paths_on_ray_write_the_local_csv(tmp_path, ray_instance,
     """End to end on a tiny net (ResNet-8 on 8 px digits, one epoch): --executor ray with shards, at
     the instance's address, runs one Ray task per shard and writes the file the unsharded local
     command writes, byte for byte."""
-    from analysis.__main__ import main
+    from analysis.cli.main import main
     from analysis.run import cluster
 
     real, tasks = cluster.map_tasks, []

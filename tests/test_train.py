@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from analysis.__main__ import main
 from analysis.arch.specs import get_spec
+from analysis.cli.main import main
 from analysis.core.errors import LensError
 from analysis.data.data import load_digits
 from analysis.experiments.train import TrainConfig, lr_at, predict, train

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.__main__ import main
 from analysis.arch.specs import get_spec
+from analysis.cli.main import main
 from analysis.core.errors import ConfigError, DatasetError
 from analysis.core.meta import DatasetInfo, RunMeta
 from analysis.data.data import Dataset, load_digits, load_mnist1d

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import analysis.experiments.train
-from analysis.__main__ import Interrupted, Stop, main, run
+from analysis.cli.common import Interrupted, Stop
+from analysis.cli.main import main, run
 from analysis.core.compat import deterministic_state_dict
 from analysis.store.checkpoints import load_checkpoint
 from analysis.store.runstore import RunStore, net_key

@@ -295,7 +295,7 @@ def other_digits(folder: Path) -> list[Case]:
             out = folder / "never.pt"
 
             def run(args: list[str] = args, out: Path = out) -> Any:
-                from analysis.__main__ import run as cli_run
+                from analysis.cli.main import run as cli_run
 
                 extra = ["--out", str(out)] if args[0] == "train" else []
                 return cli_run([*args, *extra])

@@ -3,7 +3,7 @@ items 4 and 7), category ``cli-options``.
 
 Every vector with a meaningless setting (a non-finite or out-of-range number, a zero or negative
 size, a bad --out, an unknown model, a malformed option) must raise a ``LensError`` from
-``analysis.__main__.run`` (which ``main`` prints as one ``error:`` line, exit 2) before any work, and
+``analysis.cli.main.run`` (which ``main`` prints as one ``error:`` line, exit 2) before any work, and
 leave no file behind. A few valid tiny runs must write what they say: a loadable checkpoint with
 finite weights, or a CSV with the right rows. Each case runs under a deadline, so a check that is
 missing (a 100,000-epoch run accepted) counts as a crash instead of hanging the suite.
@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from analysis.__main__ import run
+from analysis.cli.main import run
 from analysis.store.checkpoints import load_checkpoint, shipped_checkpoints
 from tests.fuzz.harness import Case, assert_no_failures, no_hang, run_cases
 
