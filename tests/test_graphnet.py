@@ -232,3 +232,58 @@ def test_cli_units_refuses_what_it_cannot_open(tmp_path: Path) -> None:
         out = subprocess.run([sys.executable, "-m", "analysis", "units", *args], capture_output=True, text=True,
                              cwd=ROOT)
         assert out.returncode != 0 and words in out.stderr and "Traceback" not in out.stderr
+
+
+def _edited_json(path: Path, suffix: str, edit) -> bytes:  # type: ignore[no-untyped-def]
+    """The archive with the JSON member ending in ``suffix`` changed by ``edit``."""
+    with zipfile.ZipFile(path) as z:
+        (member,) = [n for n in z.namelist() if n.endswith(suffix)]
+        doc = json.loads(z.read(member))
+    edit(doc)
+    return rewritten(path, suffix, json.dumps(doc).encode())
+
+
+def test_a_symbolic_shape_is_refused_before_sympy_can_evaluate_it(tmp_path: Path) -> None:
+    """torch rebuilds a symbolic size with sympy.sympify, which runs its text as Python: review finding."""
+    marker = tmp_path / "ran"
+    path = saved(tmp_path)
+
+    def plant(doc: dict) -> None:  # type: ignore[type-arg]
+        values = doc["graph_module"]["graph"]["tensor_values"]
+        first = next(v for v in values.values() if len(v["sizes"]) > 1)
+        first["sizes"][1] = {"as_expr": {"expr_str": f"__import__('pathlib').Path({str(marker)!r}).touch() or 16",
+                                         "hint": {"as_int": 16}}}
+
+    evil = _edited_json(path, "models/model.json", plant)
+    with pytest.raises(ProgramError, match=r"symbolic shapes .* export it with fixed input shapes"):
+        load_program(evil, "evil.pt2")
+    assert not marker.exists()
+
+
+def test_pickled_weights_and_script_objects_are_checked(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = saved(tmp_path)
+    with zipfile.ZipFile(path) as z:
+        weights = [n for n in z.namelist() if "/data/weights/weight_" in n]
+    # a weight marked as pickled, whose file (no .pt suffix) carries a payload
+    evil = io.BytesIO(_edited_json(path, "model_weights_config.json",
+                                   lambda d: next(iter(d["config"].values())).update(use_pickle=True,
+                                                                                      path_name="weight_0")))
+    with zipfile.ZipFile(evil) as src:
+        infos = src.infolist()
+        blobs = {i.filename: src.read(i) for i in infos}
+    target = next(n for n in weights if n.endswith("/weight_0"))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for info in infos:
+            dst.writestr(info, pickle.dumps(_Payload(marker)) if info.filename == target else blobs[info.filename])
+    with pytest.raises(ProgramError, match=r"weights/weight_0 does not load as plain tensors"):
+        load_program(out.getvalue(), "evil.pt2")
+    assert not marker.exists()
+    custom = _edited_json(path, "model_weights_config.json",
+                          lambda d: next(iter(d["config"].values())).update(path_name="custom_obj_0"))
+    with pytest.raises(ProgramError, match="holds a script object"):
+        load_program(custom, "custom.pt2")
+    broken = _edited_json(path, "model_weights_config.json", lambda d: d.update(config=[1]))
+    with pytest.raises(ProgramError, match="not the layout torch.export.save writes"):
+        load_program(broken, "broken.pt2")

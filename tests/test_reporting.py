@@ -294,3 +294,14 @@ def test_a_damaged_stored_table_is_a_store_error(tmp_path, csv, dtypes, said):
     con.close()
     with pytest.raises(runstore.StoreError, match=f"the stored single sweep {key} .* cannot be read .*{said}"):
         s.sweep("n", "single", {})
+
+
+def test_a_missing_mean_leaves_the_verdict_unknown():
+    """Every seed of one side diverged (its mean is NaN): the rule cannot say, rather than 'beyond noise'."""
+    import math
+
+    from analysis.core.reporting import compare
+
+    d = compare(math.nan, 1.0, 3, 0.5, 1.0, 3)
+    assert d.within is None and math.isnan(d.diff)
+    assert compare(0.5, 0.0, 3, 0.5, 0.0, 3).within is True

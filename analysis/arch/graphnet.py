@@ -83,11 +83,30 @@ def _archive_prefix(names: list[str]) -> str:
     return tops.pop() + "/" if len(tops) == 1 else ""
 
 
+def _symbolic(doc: object) -> bool:
+    """The serialized program holds a symbolic size, float or bool (an ``as_expr``, or shape
+    constraints): torch rebuilds those with ``sympy.sympify``, which evaluates its string as Python."""
+    todo = [doc]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            if item.get("as_expr") is not None or item.get("range_constraints") or item.get("guards_code"):
+                return True
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
+
+
 def _check_payloads(z: zipfile.ZipFile, name: str) -> None:
-    """Every pickled part of the archive must load with ``torch.load(weights_only=True)``: torch's own
-    loader unpickles weights, constants and sample inputs with ``weights_only=False`` (a payload there
-    would run), so each is tried here first with the safe unpickler. Script and opaque objects (code
-    by definition) are refused outright."""
+    """Nothing in the archive may run code when torch opens it:
+
+    - every pickled part must load with ``torch.load(weights_only=True)``: torch's own loader
+      unpickles weights, constants and sample inputs with ``weights_only=False`` (a payload there
+      would run), so each is tried here first with the safe unpickler;
+    - script and opaque objects (code by definition) are refused outright;
+    - the program's JSON may hold fixed shapes only: a symbolic one is rebuilt by ``sympy.sympify``,
+      which runs its string as Python (ResNet Lens reads programs exported with fixed shapes)."""
     names = z.namelist()
     prefix = _archive_prefix(names)
     if f"{prefix}archive_format" not in names or not any(n.startswith(f"{prefix}models/") for n in names):
@@ -95,12 +114,22 @@ def _check_payloads(z: zipfile.ZipFile, name: str) -> None:
                            "write one with torch.export.save")
     pickled: list[str] = [n for n in names if n.endswith((".pt", ".pkl"))]
     for n in names:
-        if not n.endswith("_config.json") or "/data/" not in n:
+        if not n.endswith(".json"):
             continue
         try:
-            config = json.loads(z.read(n)).get("config", {})
-        except (ValueError, AttributeError) as exc:
-            raise ProgramError(f"{name}: its payload list {n} is not valid JSON") from exc
+            doc = json.loads(z.read(n))
+        except ValueError as exc:
+            raise ProgramError(f"{name}: its entry {n.removeprefix(prefix)} is not valid JSON") from exc
+        if "/data/" not in n or not n.endswith("_config.json"):
+            if _symbolic(doc):
+                raise ProgramError(f"{name}: its program has symbolic shapes ({n.removeprefix(prefix)}), which torch "
+                                   "would rebuild by evaluating their text as Python; export it with fixed input "
+                                   "shapes (no dynamic_shapes)")
+            continue
+        config = doc.get("config") if isinstance(doc, dict) else None
+        if not isinstance(config, dict) or not all(isinstance(e, dict) for e in config.values()):
+            raise ProgramError(f"{name}: its payload list {n.removeprefix(prefix)} is not the layout "
+                               "torch.export.save writes")
         folder = n.rsplit("/", 1)[0]
         for fqn, entry in config.items():
             path = str(entry.get("path_name", ""))

@@ -89,7 +89,10 @@ class Difference:
 
 
 def compare(mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_b: int) -> Difference:
-    """Two means over seeds, each given with its seeds' sample std and count, compared by the rule."""
+    """Two means over seeds, each given with its seeds' sample std and count, compared by the rule.
+    A missing mean (NaN: every seed diverged) leaves nothing to compare: the noise is then unknown."""
+    if math.isnan(float(mean_a)) or math.isnan(float(mean_b)):
+        return Difference(math.nan, math.nan)
     return Difference(float(mean_a) - float(mean_b),
                       difference_noise(standard_error(std_a, n_a), standard_error(std_b, n_b)))
 
