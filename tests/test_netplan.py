@@ -144,3 +144,25 @@ def test_the_specs_stride_product_is_the_plans_total_stride(name: str, stem: str
                     dict(stem=stem, strides=(1,) + (2,) * (len(spec.layers) - 2) + (1,))):
         s = spec.replace(**changed, input_size=max(spec.input_size, 64))
         assert stride_product(s) == net_plan(s).total_stride
+
+
+def test_the_pad_shortcut_strides_the_jump_and_the_gate_label_has_no_bias() -> None:
+    """Option A's x[:, :, ::2, ::2] doubles the jump (as the strided conv beside it does); the gate's
+    1x1 conv has a bias by construction, so its label does not say so (review survivors)."""
+    df = layer_table(get_spec("cifar_resnet20")).set_index("id")
+    assert df.loc["layer2.0.downsample", "jump"] == df.loc["layer2.0.conv1", "jump"] == 2
+    assert df.loc["layer3.0.downsample", "jump"] == 4
+    gated = net_plan(get_spec("cifar_resnet20").replace(shortcut_variant="gate")).blocks[0].gate
+    assert gated is not None and gated.rule.label(gated) == "gate 1×1, 16"
+
+
+def test_the_preact_head_normalises_then_rectifies_then_pools() -> None:
+    """He et al. 2016, Fig. 4e: the last block leaves its sum raw; the head is BN, ReLU, pool, fc."""
+    spec = get_spec("cifar_resnet20").replace(preact=True, input_size=8)
+    model = build_model(spec).eval()
+    with torch.no_grad():
+        model.bn_final.running_mean.uniform_(-1, 1)
+        model.bn_final.bias.uniform_(-1, 1)
+        x = torch.randn(2, 64, 2, 2)
+        want = model.fc(torch.relu(model.bn_final(x)).mean((2, 3)))
+        torch.testing.assert_close(model.head(x), want)
