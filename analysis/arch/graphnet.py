@@ -146,31 +146,48 @@ def _check_payloads(z: zipfile.ZipFile, name: str) -> None:
                                f"({type(exc).__name__}); it could run code when opened, so it is refused") from None
 
 
+def _check_unpacked(infos: list[zipfile.ZipInfo], name: str, budget: int) -> None:
+    """The archive's members, as its directory declares them, must unpack within the budget."""
+    total = sum(i.file_size for i in infos)
+    if total > budget:
+        raise ProgramError(f"{name}: it unpacks to {fmt_bytes(total)}, more than the memory budget of "
+                           f"{fmt_bytes(budget)} (set {ENV_VAR} to raise it)")
+
+
 def load_program(source: str | Path | bytes, name: str = "program") -> ExportedProgram:
     """An exported program from a ``.pt2`` path or its bytes, checked before torch opens it: a zip
     archive of ``torch.export.save``'s layout, unpacking within the memory budget, every pickled part
     plain tensors. Every failure is one :class:`ProgramError` sentence."""
+    budget = memory_budget()
     if isinstance(source, (str, Path)):
         path = Path(source)
         name = str(path)
         if not path.is_file():
             raise ProgramError(f"{path}: no such program file")
         try:
-            blob = path.read_bytes()
+            # the zip's directory and the file's size first: a file too large for the budget is never read
+            with zipfile.ZipFile(path) as z:
+                infos = z.infolist()
+            size = path.stat().st_size
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+            raise ProgramError(f"{name}: not a torch.export program (.pt2): not a complete zip archive") from exc
+        except OSError as exc:
+            raise ProgramError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+        _check_unpacked(infos, name, budget)
+        if size > budget:
+            raise ProgramError(f"{name}: it is {fmt_bytes(size)} on disk, more than the memory budget of "
+                               f"{fmt_bytes(budget)} (set {ENV_VAR} to raise it)")
+        try:
+            blob = path.read_bytes()  # read once: the bytes checked below are the bytes torch opens
         except OSError as exc:
             raise ProgramError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     else:
         blob = bytes(source)
     try:
         z = zipfile.ZipFile(io.BytesIO(blob))
-        infos = z.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
         raise ProgramError(f"{name}: not a torch.export program (.pt2): not a complete zip archive") from exc
-    total = sum(i.file_size for i in infos)
-    budget = memory_budget()
-    if total > budget:
-        raise ProgramError(f"{name}: it unpacks to {fmt_bytes(total)}, more than the memory budget of "
-                           f"{fmt_bytes(budget)} (set {ENV_VAR} to raise it)")
+    _check_unpacked(z.infolist(), name, budget)
     with z:
         _check_payloads(z, name)
     try:
