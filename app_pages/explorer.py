@@ -6,7 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from analysis.arch import netcosts
 from analysis.arch.costs import arrow_safe, by_op, receptive_field_growth, rollup, summary_text
+from analysis.arch.graphnet import GraphNet, summary
 from analysis.arch.seed import (
     MAX_SEED_KERNEL,
     MAX_SEED_PADDING,
@@ -18,9 +20,10 @@ from analysis.arch.seed import (
 )
 from analysis.arch.specs import MAX_SEQUENCE_LENGTH, MAX_WIDTH
 from analysis.core.errors import LensError
+from analysis.core.reporting import csv_bytes
 from ui import cache, render
 from ui.fmt import fmt_bytes, fmt_count, fmt_int, fmt_si
-from ui.widgets import Metric, error_box, lazy_tabs, metric_row, model_picker, range_label, spec_header, table
+from ui.widgets import Metric, error_box, lazy_tabs, metric_row, range_label, source_picker, spec_header, table
 
 COLUMN_GROUPS = {
     "shapes": ["in_shape", "out_shape"],
@@ -67,10 +70,15 @@ def shaped(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def net_view() -> None:
-    """A net from the model picker: totals, the layer table, charts, the FLOP counters."""
-    spec = model_picker("explorer")
-    if spec is None:
+    """A net from the model picker: a spec's totals, layer table, charts and FLOP counters, or a net of
+    the user's own opened from a file or module."""
+    src = source_picker("explorer")
+    if src is None:
         return
+    if src.spec is None:
+        opened_view(src.net)
+        return
+    spec = src.spec
     layers = cache.layer_table(spec)
     t = cache.totals(spec)
     spec_header(spec)
@@ -134,10 +142,87 @@ def net_view() -> None:
         table(shaped(cache.convention_totals(spec)))
         st.markdown(cache.explain_difference(spec).replace("\n", "  \n"))
 
+    def units() -> None:
+        units_section(src.net)
+
     # one section drawn at a time: the three charts and the counters' table drawn at once made the
     # page the slowest to open
     lazy_tabs({"Where the cost sits": costs, "Where the receptive field grows": field,
-               "Why FLOP counters disagree": counters}, key="explorer_section")
+               "Why FLOP counters disagree": counters, "Residual units": units}, key="explorer_section")
+
+
+def units_section(net: GraphNet) -> None:
+    """The residual units, as every net has them (a spec's from its plan, an opened net's from its graph)."""
+    note = netcosts.no_units_note(net)
+    if note is not None:
+        st.info(note)
+        return
+    kinds = summary(net.units)
+    st.caption(f"{fmt_int(kinds['units'])} residual units: {fmt_int(kinds['identity'])} identity, "
+               f"{fmt_int(kinds['projection'])} projection and {fmt_int(kinds['pad'])} zero-pad shortcuts. A unit "
+               "is y = after(a·s(x) + b·F(x)): its owning module, shortcut s, join (the coefficients a and b), "
+               "what follows the add, shapes without the batch, and what its branch F costs.")
+    units = netcosts.unit_table(net.units)
+    table(units)
+    st.download_button("Download the residual units (CSV)", csv_bytes(units), file_name=f"{net.name}_units.csv",
+                       mime="text/csv", on_click="ignore", key="explorer_units_csv")
+
+
+OPENED_LEVELS = {"modules": "modules (cut at a depth)", "ops": "every op"}
+
+
+def opened_view(net: GraphNet) -> None:
+    """A net opened from a .pt2/.onnx file or a trusted module: its totals, cost tables by module depth
+    and by op, its residual units and charts, all read off its graph without running it."""
+    st.subheader(net.name)
+    st.caption("Input " + " + ".join("×".join(map(str, s)) for s in net.input_shapes) + " (the example it was "
+               "exported with, batch included: every MAC, FLOP and byte below is for it). " + CONVENTION)
+    kinds = summary(net.units)
+    params = fmt_count(net.params)
+    act = netcosts.totals_row(net, "")["act_bytes"]
+    metric_row([
+        Metric("Parameters", params, exact(net.params, params)),
+        Metric("MACs", fmt_si(net.macs), f"Exactly {fmt_int(net.macs)} multiply-accumulates."),
+        Metric("FLOPs (all ops)", fmt_si(net.flops), f"Exactly {fmt_int(net.flops)} floating-point operations."),
+        Metric("Activation memory", fmt_bytes(act), f"Every op's output, as its dtype stores it, summed (views "
+               f"excluded). Exactly {fmt_int(act)} bytes."),
+    ])
+    metric_row([
+        Metric("Residual units", fmt_int(kinds["units"])),
+        Metric("Identity shortcuts", fmt_int(kinds["identity"])),
+        Metric("Projection shortcuts", fmt_int(kinds["projection"])),
+        Metric("Ops in the graph", fmt_int(len(net.nodes))),
+    ])
+    level = st.radio("Rows", list(OPENED_LEVELS), format_func=OPENED_LEVELS.__getitem__, horizontal=True,
+                     key="explorer_net_level")
+    deepest = netcosts.module_depth(net)
+    if level == "modules":
+        depth = 1  # a net whose modules are one level deep (or that has none) has one way to group them
+        if deepest > 1:  # a slider needs two ends
+            depth = int(st.slider("Module depth", 1, deepest, min(2, deepest), key="explorer_net_depth",
+                                  help="How many components of a module path make a row: 1 groups by top-level "
+                                       "module (layer1, blocks), 2 by its children (layer1.0, blocks.3), ..."))
+        view = netcosts.module_table(net, depth)
+    else:
+        view = netcosts.node_table(net)
+    table(view, height=min(560, 35 * (len(view) + 1) + 3))
+    full = netcosts.node_table(net)
+    st.download_button("Download every op's costs (CSV)", csv_bytes(full), file_name=f"{net.name}_ops.csv",
+                       mime="text/csv", on_click="ignore", key="explorer_net_csv")
+
+    def costs() -> None:
+        top = netcosts.module_table(net, 1).rename(columns={"module": "id"})
+        render.show(render.stage_costs(top, "top-level module"), key="explorer_net_module_chart")
+        render.show(render.op_costs(netcosts.op_table(net)), key="explorer_net_op_chart")
+
+    lazy_tabs({"Residual units": lambda: units_section(net), "Where the cost sits": costs},
+              key="explorer_net_section")
+
+
+# graphnet's convention, said where its numbers are shown
+CONVENTION = ("MACs: convolutions, linear layers and matmuls (attention's QKᵀ and AV included); FLOPs: 2 per MAC, "
+              "1 per bias add and per element of an element-wise op, 2 per BatchNorm element, 5 per LayerNorm "
+              "element, 4 per softmax score.")
 
 
 SEED = "The notes' seed block (Conv1d)"
@@ -226,7 +311,8 @@ def seed_view() -> None:
 
 st.title("Architecture explorer")
 st.caption("Every number is computed from the spec, without building weights, and tested equal to "
-           "PyTorch's `numel()` and torchinfo's mult-adds.")
+           "PyTorch's `numel()` and torchinfo's mult-adds; a net of your own (Model source: Your net) is read "
+           "from its exported graph, never run.")
 if st.sidebar.radio("Analyse", SUBJECTS, key="explorer_analyse") == SEED:
     seed_view()
 else:

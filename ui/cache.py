@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis.arch import blocks, conventions, costs, depth, diagrams, theory
+from analysis.arch import blocks, conventions, costs, depth, diagrams, graphnet, sources, theory
 from analysis.arch.specs import ResNetSpec
 from analysis.core.errors import LensError
 from analysis.core.meta import Normalisation
@@ -129,6 +129,33 @@ def checkpoint_from_bytes(blob: bytes, name: str, plain: bool | None = None,
     _checkpoint_from_bytes.clear()
     gc.collect()  # the evicted nets' reservations end with them (weakref.finalize)
     return _checkpoint_from_bytes(blob, name, plain, settings)
+
+
+# ------------------------------------------------------------------------ nets opened from files/modules
+# A GraphNet is a table and its units (no weights: the program is let go once read), so results are
+# cached as data; the bytes of an upload are its key, so two sessions uploading one file share it.
+@st.cache_data(show_spinner=False, max_entries=64)
+def spec_net(spec: ResNetSpec) -> graphnet.GraphNet:
+    return graphnet.spec_net(spec)
+
+
+@st.cache_data(show_spinner="Reading the net's graph…", max_entries=16)
+def opened_file(blob: bytes, name: str) -> graphnet.GraphNet:
+    """An uploaded .pt2 or .onnx file (read, never run)."""
+    return sources.open_file(blob, name)
+
+
+@st.cache_data(show_spinner="Reading the net's graph…", max_entries=16)
+def opened_path(path: str, mtime: float) -> graphnet.GraphNet:
+    """A .pt2 or .onnx file on this server (keyed by its modification time too, so a rewritten file reloads)."""
+    del mtime
+    return sources.open_file(Path(path))
+
+
+@st.cache_data(show_spinner="Exporting the module…", max_entries=16)
+def opened_module(ref: str, input_shape: str, input_dtype: sources.InputDtype) -> graphnet.GraphNet:
+    """A factory this server's starter trusts (``RESNET_LENS_MODULES``), exported for its example input."""
+    return sources.open_module(ref, input_shape, input_dtype=input_dtype, allowed=sources.trusted_modules())
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -127,9 +127,9 @@ def value_axis(values: Iterable[float]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- explorer
-def stage_costs(stage_df: pd.DataFrame) -> go.Figure:
-    """Parameters and MACs per stage, side by side."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Parameters per stage", "MACs per stage"))
+def stage_costs(stage_df: pd.DataFrame, per: str = "stage") -> go.Figure:
+    """Parameters and MACs per stage (or per whatever the rows' ``id`` names: ``per``), side by side."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"Parameters per {per}", f"MACs per {per}"))
     fig.add_bar(x=stage_df["id"], y=[int(v) for v in stage_df["params"]], name="params", row=1, col=1)
     fig.add_bar(x=stage_df["id"], y=[int(v) for v in stage_df["macs"]], name="MACs", row=1, col=2)
     fig.update_yaxes(**count_axis())

@@ -120,10 +120,13 @@ MODEL_PICKER: dict[str, Kind] = {
     # He et al. 2016 variants (ui.widgets.variant_picker)
     "variant": "str", "lambda": "float", "scale_residual": "bool", "gate_bias": "float", "dropout": "float",
     "activation": "str",
+    # your own net (ui.widgets.source_picker): where it is opened from; the upload itself is no setting
+    "net_from": "str", "net_path": "str", "net_module": "str", "net_shape": "str", "net_dtype": "str",
 }
 REGISTRY: dict[str, PageParams] = {
     "explorer": PageParams("explorer_", {**MODEL_PICKER, "level": "str", "columns": "strs", "analyse": "str",
-                                         "section": "str", "batch": "int",
+                                         "section": "str", "batch": "int", "net_level": "str",
+                                         "net_depth": "int", "net_section": "str",
                                          "seed_input_dim": "int", "seed_n_filters": "int", "seed_kernel_size": "int",
                                          "seed_padding": "int", "seed_stride": "int", "seed_shortcut": "bool",
                                          "seed_length": "int"}),

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 import streamlit as st
 
 from analysis.arch.blockplan import small_input_note
+from analysis.arch.graphnet import GraphNet
+from analysis.arch.sources import INPUT_DTYPES, MODULES_ENV, trusted_modules
 from analysis.arch.specs import (
     ACTIVATION_LABELS,
     ACTIVATIONS,
@@ -37,7 +40,7 @@ from analysis.arch.specs import (
     get_spec,
     parse_int_list,
 )
-from analysis.core.errors import LensError
+from analysis.core.errors import ConfigError, LensError
 from analysis.experiments import evaluation
 from analysis.store.checkpoints import AmbiguousCheckpointError, Checkpoint
 from analysis.store.runstore import RunStore
@@ -367,11 +370,94 @@ def _untold(box: Any, key: str, up: Any, ck: Checkpoint, plain: bool | None) -> 
     return cache.checkpoint_from_bytes(up.getvalue(), up.name, plain=plain, settings=settings)
 
 
+SPEC_SOURCES = ["Built-in", "Custom spec", "Checkpoint"]
+YOUR_NET = "Your net"
+NET_FROM = {"upload": "Upload a file (.pt2 / .onnx)", "path": "A file on this server", "module": "A trusted module"}
+NET_FILE_HELP = ("A torch.export program (torch.export.save, .pt2) or an ONNX model (.onnx): read as a graph, "
+                 "never run. The README's 'Your own net' shows how to export a timm or torchvision net.")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A net chosen in the sidebar: a spec (built-in, custom, or inferred from a checkpoint) or a net opened
+    from a file or a trusted module. Both are one :class:`~analysis.arch.graphnet.GraphNet` (``net``)."""
+
+    spec: ResNetSpec | None = None
+    opened: GraphNet | None = None
+
+    @property
+    def net(self) -> GraphNet:
+        from ui import cache
+
+        if self.opened is not None:
+            return self.opened
+        if self.spec is None:
+            raise ConfigError("a source is a spec or an opened net")
+        return cache.spec_net(self.spec)
+
+    @property
+    def label(self) -> str:
+        return self.spec.name if self.spec is not None else self.net.name
+
+
+def source_picker(key: str, default: str = "resnet50") -> Source | None:
+    """Any net: a spec (:func:`model_picker`'s sources) or your own, opened from a .pt2/.onnx file (uploaded
+    or on this server) or a factory the server's starter trusts. ``None`` (with the reason shown) until
+    there is one."""
+    source = st.sidebar.radio("Model source", [*SPEC_SOURCES, YOUR_NET], key=f"{key}_source", horizontal=True)
+    if source == YOUR_NET:
+        return _opened_picker(key)
+    spec = _spec_picker(key, source, default)
+    return None if spec is None else Source(spec=spec)
+
+
+def _opened_picker(key: str) -> Source | None:
+    """A net of the user's own (see :mod:`analysis.arch.sources`), errors said in one sentence."""
+    from ui import cache
+
+    sb = st.sidebar
+    how = sb.radio("Open", list(NET_FROM), format_func=NET_FROM.__getitem__, key=f"{key}_net_from")
+    try:
+        if how == "upload":
+            up = sb.file_uploader("Net file (.pt2 / .onnx)", key=f"{key}_net_upload", help=NET_FILE_HELP)
+            if up is None:
+                sb.info("Upload a .pt2 (torch.export.save) or .onnx file of your net.")
+                return None
+            return Source(opened=cache.opened_file(up.getvalue(), up.name))
+        if how == "path":
+            text = sb.text_input("Path of a .pt2 or .onnx file", key=f"{key}_net_path", help=NET_FILE_HELP).strip()
+            if not text:
+                sb.info("Type the path of a .pt2 or .onnx file on the machine that runs this app.")
+                return None
+            path = Path(text).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"{path}: no such file on this server")
+            return Source(opened=cache.opened_path(str(path), path.stat().st_mtime))
+        refs = trusted_modules()
+        if not refs:
+            sb.info(f"This server trusts no module. Whoever starts it can list factories (functions returning an "
+                    f"nn.Module) in {MODULES_ENV}, comma-separated: `{MODULES_ENV}=mypkg.nets:small_vit make run`.")
+            return None
+        ref = sb.selectbox("Module", refs, key=f"{key}_net_module")
+        shape = sb.text_input("Example input (with its batch)", "1,3,224,224", key=f"{key}_net_shape",
+                              help="Whole numbers separated by commas, e.g. 1,3,224,224 for one RGB image.")
+        dtype = sb.radio("Input dtype", list(INPUT_DTYPES), key=f"{key}_net_dtype", horizontal=True,
+                         help="float32 for images and signals; int64 for a token model's ids.")
+        return Source(opened=cache.opened_module(ref, shape, dtype))
+    except (LensError, OSError) as exc:
+        error_box(exc)
+        return None
+
+
 def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
     """Built-in, custom or checkpoint spec from sidebar widgets; ``None`` (with an error shown) if invalid."""
+    source = st.sidebar.radio("Model source", SPEC_SOURCES, key=f"{key}_source", horizontal=True)
+    return _spec_picker(key, source, default)
+
+
+def _spec_picker(key: str, source: str, default: str) -> ResNetSpec | None:
+    """The spec of one of :data:`SPEC_SOURCES` from sidebar widgets; ``None`` (with an error shown) if invalid."""
     sb = st.sidebar
-    source = sb.radio("Model source", ["Built-in", "Custom spec", "Checkpoint"], key=f"{key}_source",
-                      horizontal=True)
     try:
         if source == "Checkpoint":
             picked = checkpoint_picker(key)

@@ -26,13 +26,11 @@ Numbers are for the example input the program was exported with (its batch inclu
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import math
-import re
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -47,29 +45,38 @@ from analysis.arch.blockplan import Coef, Join, ShortcutKind, net_plan
 from analysis.arch.budget import ENV_VAR, fmt_bytes, memory_budget
 from analysis.arch.costs import layer_table
 from analysis.arch.ops import Op
-from analysis.arch.specs import MODELS, ResNetSpec, get_spec
+from analysis.arch.specs import ResNetSpec
 from analysis.arch.units import Unit, plan_units
 from analysis.core.errors import CheckpointError, ConfigError
 
 ATEN = torch.ops.aten
 _ADDS = {ATEN.add.Tensor, ATEN.add_.Tensor}
-_MULS = {ATEN.mul.Tensor, ATEN.mul_.Tensor}
+_MULS = {ATEN.mul.Tensor, ATEN.mul_.Tensor, ATEN.mul.Scalar}
 _RELUS = {ATEN.relu.default, ATEN.relu_.default}
 _SIGMOIDS = {ATEN.sigmoid.default, ATEN.sigmoid_.default}
-_ONE_MINUS = {ATEN.rsub.Scalar}
+# 1 − g: an exported program writes rsub(g, 1); after run_decompositions() it is sub(1, g)
+_RSUBS = {ATEN.rsub.Scalar, ATEN.rsub.Tensor}
+_SUBS = {ATEN.sub.Tensor, ATEN.sub.Scalar}
 # ops that only re-view or copy their input: no arithmetic, no new activation worth counting
 _VIEWS = frozenset({"view", "reshape", "_unsafe_view", "flatten", "unflatten", "transpose", "permute", "t",
                     "contiguous", "clone", "expand", "squeeze", "unsqueeze", "select", "slice", "split",
-                    "split_with_sizes", "chunk", "getitem", "alias", "detach", "dropout", "pad",
+                    "split_with_sizes", "chunk", "unbind", "getitem", "alias", "detach", "dropout", "pad",
                     "constant_pad_nd", "cat", "stack", "to", "_to_copy", "type_as", "identity", "lift_fresh_copy"})
 # 1 FLOP per output element
 _ELEMENTWISE = frozenset({"add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "relu", "relu_",
                           "gelu", "gelu_", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "neg",
                           "hardtanh", "hardtanh_", "hardswish", "hardswish_", "hardsigmoid", "leaky_relu",
                           "leaky_relu_", "elu", "elu_", "exp", "sqrt", "rsqrt", "pow", "abs", "clamp",
-                          "clamp_min", "mean", "sum"})
-PER_ELEMENT = {"batch_norm": 2, "_native_batch_norm_legit_no_training": 2, "layer_norm": 5, "group_norm": 5,
-               "softmax": 4, "_softmax": 4, "log_softmax": 4}
+                          "clamp_min"})
+# 1 FLOP per input element (n − 1 adds and a divide per output): a decomposed program writes global
+# average pooling as mean.dim, so a mean costs what the pool it replaces does
+_REDUCTIONS = frozenset({"mean", "sum"})
+# the native forms (a tuple whose first element is the output) are what run_decompositions() leaves
+PER_ELEMENT = {"batch_norm": 2, "_native_batch_norm_legit_no_training": 2, "_native_batch_norm_legit": 2,
+               "native_batch_norm": 2, "layer_norm": 5, "native_layer_norm": 5, "group_norm": 5,
+               "native_group_norm": 5, "softmax": 4, "_softmax": 4, "log_softmax": 4, "_log_softmax": 4}
+_CONVS = frozenset({"conv1d", "conv2d", "conv3d", "convolution", "_convolution"})
+_CONV_TRANSPOSES = frozenset({"conv_transpose1d", "conv_transpose2d", "conv_transpose3d"})
 
 
 class ProgramError(CheckpointError):
@@ -222,11 +229,19 @@ def _op_name(node: fx.Node) -> str:
     return str(getattr(packet, "__name__", getattr(target, "__name__", str(target))))
 
 
-def _shape(node: object) -> tuple[int, ...]:
+def _value(node: object) -> torch.Tensor | None:
+    """The node's output tensor; for an op returning a tuple, its first element: the native forms a
+    decomposed program holds (batch norm, layer norm, max pool with indices) return the output there
+    and statistics or indices after it."""
     val = node.meta.get("val") if isinstance(node, fx.Node) else None
-    if isinstance(val, torch.Tensor):
-        return tuple(int(d) for d in val.shape)
-    return ()
+    if isinstance(val, (tuple, list)) and val:
+        val = val[0]
+    return val if isinstance(val, torch.Tensor) else None
+
+
+def _shape(node: object) -> tuple[int, ...]:
+    val = _value(node)
+    return tuple(int(d) for d in val.shape) if val is not None else ()
 
 
 def _module(node: fx.Node) -> str:
@@ -307,9 +322,12 @@ def _macs(op: str, node: fx.Node) -> int:
     """Multiply-accumulates of a conv, linear, matmul or attention node, from its shapes."""
     args = [a for a in node.args]
     out = _shape(node)
-    if op in ("conv1d", "conv2d", "conv3d", "convolution", "_convolution") and len(args) > 1:
+    if op in _CONVS | _CONV_TRANSPOSES and len(args) > 1:
         w = _shape(args[1])
-        return math.prod(out) * math.prod(w[1:]) if w and out else 0
+        # a transposed conv's weight is C_in x C_out/groups x k...: every input element feeds
+        # C_out/groups x k... outputs (aten.convolution says which it is in its 7th argument)
+        transposed = op in _CONV_TRANSPOSES or op in ("convolution", "_convolution") and len(args) > 6 and bool(args[6])
+        return math.prod(_shape(args[0]) if transposed else out) * math.prod(w[1:]) if w and out else 0
     if op in ("linear", "addmm", "mm", "bmm", "matmul", "baddbmm") and args:
         a = _shape(args[1] if op in ("addmm", "baddbmm") else args[0])
         return math.prod(out) * a[-1] if a and out else 0
@@ -327,7 +345,7 @@ def _flops(op: str, node: fx.Node, macs: int) -> int:
     args = node.args
     if macs:
         bias = 0
-        if op in ("conv1d", "conv2d", "conv3d", "linear") and len(args) > 2 and args[2] is not None:
+        if op in _CONVS | _CONV_TRANSPOSES | {"linear"} and len(args) > 2 and args[2] is not None:
             bias = n
         elif op in ("addmm", "baddbmm"):
             bias = n
@@ -338,13 +356,14 @@ def _flops(op: str, node: fx.Node, macs: int) -> int:
         return 2 * macs + bias + extra
     if op in PER_ELEMENT:
         return PER_ELEMENT[op] * n
-    if op in ("max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices"):
+    if op in ("max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
+              "max_pool3d_with_indices"):
         # the kernel argument lists one size per axis, or one size for every axis
         kernel = [int(k) for k in cast(list[int], args[1])] if len(args) > 1 else [1]
         axes = len(out) - 2
         taps = kernel[0] ** axes if len(kernel) == 1 else math.prod(kernel)
         return (taps - 1) * n
-    if op.startswith(("adaptive_avg_pool", "avg_pool")):
+    if op.startswith(("adaptive_avg_pool", "_adaptive_avg_pool", "avg_pool")) or op in _REDUCTIONS:
         return math.prod(_shape(args[0]))
     if op in _ELEMENTWISE:
         return n
@@ -372,8 +391,8 @@ def _cost_rows(r: _Reader) -> list[dict[str, Any]]:
 
 
 def _itemsize(node: fx.Node) -> int:
-    val = node.meta.get("val")
-    return int(val.element_size()) if isinstance(val, torch.Tensor) else 0
+    val = _value(node)
+    return int(val.element_size()) if val is not None else 0
 
 
 # -------------------------------------------------------------------------------------------- units
@@ -540,9 +559,6 @@ def summary(units: Iterable[Unit]) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------------ every source
-MODULES_ENV = "RESNET_LENS_MODULES"  # the server's list of trusted factories, set by whoever starts it
-
-
 def spec_net(spec: ResNetSpec) -> GraphNet:
     """A spec-built net in the same record as an opened one: its cost table's rows, its plan's units."""
     table = layer_table(spec)
@@ -551,52 +567,3 @@ def spec_net(spec: ResNetSpec) -> GraphNet:
                           "flops": table["flops"], "act_bytes": table["act_bytes"]})
     return GraphNet(name=spec.name, input_shapes=((1, *spec.input_shape()),), nodes=nodes,
                     units=tuple(plan_units(net_plan(spec))))
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """'1,3,224,224' as a tuple of whole numbers >= 1."""
-    try:
-        shape = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        shape = ()
-    if not shape or any(d < 1 for d in shape) or len(shape) > 6:
-        raise ConfigError(f"an input shape is 1 to 6 whole numbers >= 1 separated by commas (N,C,H,W), got {text!r}")
-    return shape
-
-
-def module_factory(ref: str, allowed: Iterable[str] | None = None) -> Callable[[], torch.nn.Module]:
-    """``package.module:factory`` imported (trusted code: the command line's user, or a name the server's
-    starter listed in ``RESNET_LENS_MODULES``, comma-separated, when ``allowed`` is given)."""
-    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", ref):
-        raise ConfigError(f"--module takes package.module:factory, got {ref!r}")
-    if allowed is not None and ref not in set(allowed):
-        raise ConfigError(f"{ref} is not among the modules this server trusts (set {MODULES_ENV} when starting it)")
-    module_name, attr = ref.split(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{ref}: cannot be imported ({type(exc).__name__}: {exc})") from None
-    if not callable(factory):
-        raise ConfigError(f"{ref} is not callable")
-    return cast(Callable[[], torch.nn.Module], factory)
-
-
-def open_net(model: str | None = None, *, module: str | None = None, input_shape: str | None = None) -> GraphNet:
-    """A built-in name, a ``.pt2`` path or a trusted module, as one :class:`GraphNet`."""
-    if (model is None) == (module is None):
-        raise ConfigError("give either --model (a built-in name or a .pt2 file) or --module package.module:factory")
-    if module is not None:
-        if input_shape is None:
-            raise ConfigError("--module needs --input-shape (its example input, e.g. 1,3,224,224)")
-        net = module_factory(module)()
-        if not isinstance(net, torch.nn.Module):
-            raise ConfigError(f"{module} returned a {type(net).__name__}, not a torch.nn.Module")
-        ep = export_module(net, (torch.zeros(parse_shape(input_shape)),), name=module)
-        return open_program(ep, name=module)
-    model = cast(str, model)  # given: exactly one of the two is None, and it is not this one
-    if model in MODELS:
-        return spec_net(get_spec(model))
-    path = Path(model)
-    if path.suffix != ".pt2" and not path.exists():
-        raise ConfigError(f"{model!r} is neither a built-in net ({', '.join(sorted(MODELS)[:4])}, ...) nor a .pt2 file")
-    return open_program(load_program(path), name=path.name)

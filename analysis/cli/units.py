@@ -7,24 +7,26 @@ import json
 
 import pandas as pd
 
-from analysis.arch import graphnet
+from analysis.arch import graphnet, sources
 from analysis.cli.common import Stop, Subparsers
 
 
 def add_parser(sub: Subparsers) -> None:
-    un = sub.add_parser("units", help="list the residual units of a net (built-in, .pt2 program or your module) "
+    un = sub.add_parser("units", help="list the residual units of a net (built-in, .pt2 program, ONNX model or your module) "
                                       "and its totals",
                         description="Finds every residual unit (an add of a tensor and a weighted function of it): "
                                     "its owning module, shortcut (identity, projection, zero-pad), join, shapes and "
                                     "branch costs. Built-in names read their plan; a .pt2 file (torch.export.save) "
-                                    "is read as a graph and never run.")
+                                    "and an ONNX file are read as a graph and never run.")
     un.add_argument("--model", default=None, metavar="PATH_OR_NAME",
-                    help="a built-in name (e.g. resnet50) or a torch.export program (.pt2)")
+                    help="a built-in name (e.g. resnet50), a torch.export program (.pt2) or an ONNX model (.onnx)")
     un.add_argument("--module", default=None, metavar="PACKAGE.MODULE:FACTORY",
                     help="trusted Python: import PACKAGE.MODULE and call FACTORY() for an nn.Module (needs "
                          "--input-shape); exported here before it is read")
     un.add_argument("--input-shape", default=None, metavar="N,C,H,W",
                     help="the example input for --module (with its batch), e.g. 1,3,224,224")
+    un.add_argument("--input-dtype", default="float32", choices=list(sources.INPUT_DTYPES),
+                    help="the example input's dtype for --module: float32, or int64 for a token model's ids")
     un.add_argument("--json", action="store_true", help='one JSON object {"units": [...], "params": N, "macs": N}')
     un.set_defaults(func=cmd_units)
 
@@ -32,7 +34,8 @@ def add_parser(sub: Subparsers) -> None:
 def cmd_units(args: argparse.Namespace, stop: Stop) -> int:
     """The residual units of a built-in net (from its plan), an exported program (.pt2, from its
     graph) or a trusted module (``--module package.module:factory``, exported here), and its totals."""
-    net = graphnet.open_net(args.model, module=args.module, input_shape=args.input_shape)
+    net = sources.open_net(args.model, module=args.module, input_shape=args.input_shape,
+                           input_dtype=args.input_dtype)
     rows = [u.as_row() for u in net.units]
     if args.json:
         print(json.dumps({"model": net.name, "input": [list(s) for s in net.input_shapes], "units": rows,

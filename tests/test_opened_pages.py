@@ -1,0 +1,137 @@
+"""Nets of the user's own on the pages (issue 23): opened from a .pt2 file on the server (an upload
+cannot be made in AppTest; both go through one loader), from a trusted module, and compared side by
+side. Oracles: the module's own ``numel`` and hand counts, never the code under test."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+from torch import nn
+
+from tests import downloads
+from tests.zoo import PreNormBlock, SqueezeExcite, Transformer
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("own_run_store")
+
+
+def small_vit() -> nn.Module:
+    """A trusted factory for the module source: two pre-norm blocks (four residual units)."""
+    return Transformer(PreNormBlock, depth=2).eval()
+
+
+def numel(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def saved(tmp_path: Path, module: nn.Module, shape: tuple[int, ...], name: str) -> Path:
+    path = tmp_path / name
+    torch.export.save(torch.export.export(module.eval(), (torch.zeros(shape),)), path)
+    return path
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / "app_pages" / name), default_timeout=120).run()
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def open_path(at: AppTest, key: str, path: Path | str) -> AppTest:
+    at.radio(key=f"{key}_source").set_value("Your net").run()
+    at.radio(key=f"{key}_net_from").set_value("path").run()
+    at.text_input(key=f"{key}_net_path").input(str(path)).run()
+    clean(at)
+    return at
+
+
+def test_explorer_reads_an_exported_transformer(tmp_path: Path) -> None:
+    vit = small_vit()
+    path = saved(tmp_path, vit, (1, 5, 8), "vit.pt2")
+    with downloads.captured() as files:
+        at = open_path(page("explorer.py"), "explorer", path)
+        buttons = {b.label: b for b in at.get("download_button")}
+        ops_csv = files.of(buttons["Download every op's costs (CSV)"])
+        units_csv = files.of(buttons["Download the residual units (CSV)"])
+    assert (ops_csv.filename, units_csv.filename) == ("vit.pt2_ops.csv", "vit.pt2_units.csv")
+    assert int(pd.read_csv(io.BytesIO(ops_csv.data))["params"].sum()) == numel(vit)
+    assert list(pd.read_csv(io.BytesIO(units_csv.data))["shortcut"]) == ["identity"] * 4
+    m = metrics(at)
+    assert m["Parameters"] == f"{numel(vit):,}"
+    assert (m["Residual units"], m["Identity shortcuts"], m["Projection shortcuts"]) == ("4", "4", "0")
+    # the two linears of a block's MLP at 16 tokens: embed 8->D, head D->10, 4 per block: hand counts
+    d = vit.embed.out_features
+    assert int(m["Ops in the graph"].replace(",", "")) > 0
+    rows = at.dataframe[0].value
+    assert "blocks.0" in set(rows["module"]) and "blocks.1" in set(rows["module"])  # depth 2: one row per block
+    at.slider(key="explorer_net_depth").set_value(1).run()
+    assert set(at.dataframe[0].value["module"]) == {"embed", "(net)", "blocks", "head"}  # (net): x + pos, mean
+    assert int(at.dataframe[0].value.set_index("module").loc["head", "params"]) == d * 10 + 10
+    at.radio(key="explorer_net_level").set_value("ops").run()
+    clean(at)
+    ops = at.dataframe[0].value
+    assert int(ops["params"].sum()) == numel(vit)
+    # the units tab: four rows, each inside blocks.k, none nested
+    units = at.dataframe[1].value
+    assert len(units) == 4 and set(units["shortcut"]) == {"identity"}
+    assert {u.split(".")[0] for u in units["owner"]} == {"blocks"}
+
+
+def test_explorer_says_why_a_net_has_no_residual_unit(tmp_path: Path) -> None:
+    path = saved(tmp_path, SqueezeExcite(), (1, 16, 8, 8), "se.pt2")
+    at = open_path(page("explorer.py"), "explorer", path)
+    assert metrics(at)["Residual units"] == "0"
+    assert any("no residual unit" in i.value and "multiplicative gate" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("what, words", [("missing", "no such file on this server"),
+                                         ("notes.txt", "a net file is a torch.export program (.pt2) or an ONNX"),
+                                         ("junk.pt2", "not a complete zip archive")])
+def test_explorer_says_what_is_wrong_with_a_file(tmp_path: Path, what: str, words: str) -> None:
+    path = tmp_path / what
+    if what != "missing":
+        path.write_bytes(b"junk")
+    at = open_path(page("explorer.py"), "explorer", path)
+    assert any(words in e.value for e in at.error), [e.value for e in at.error]
+    assert not at.metric  # nothing shown as if it had opened
+
+
+def test_a_trusted_module_opens_only_when_the_server_lists_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RESNET_LENS_MODULES", raising=False)
+    at = page("explorer.py")
+    at.radio(key="explorer_source").set_value("Your net").run()
+    at.radio(key="explorer_net_from").set_value("module").run()
+    clean(at)
+    assert any("trusts no module" in i.value for i in at.sidebar.info)
+    monkeypatch.setenv("RESNET_LENS_MODULES", "tests.test_opened_pages:small_vit")
+    at.run()
+    at.text_input(key="explorer_net_shape").input("1,5,8").run()
+    clean(at)
+    assert metrics(at)["Parameters"] == f"{numel(small_vit()):,}"
+    assert metrics(at)["Residual units"] == "4"
+    at.text_input(key="explorer_net_shape").input("1,x").run()
+    assert any("input shape is 1 to 6 whole numbers" in e.value for e in at.error)
+
+
+def test_explorer_lists_a_spec_nets_units_from_the_same_record() -> None:
+    at = page("explorer.py")
+    at.selectbox(key="explorer_model").select("resnet18").run()
+    at.tabs[0]  # the tab bar exists
+    at.session_state["explorer_section"] = "Residual units"
+    at.run()
+    clean(at)
+    units = at.dataframe[-1].value
+    # resnet18: 2+2+2+2 basic blocks; projections where a stage starts with stride 2 (layer2-4)
+    assert len(units) == 8
+    assert list(units["shortcut"]).count("projection") == 3
+    assert list(units.loc[units["shortcut"] == "projection", "unit"]) == ["layer2.0", "layer3.0", "layer4.0"]
