@@ -135,3 +135,20 @@ def test_explorer_lists_a_spec_nets_units_from_the_same_record() -> None:
     assert len(units) == 8
     assert list(units["shortcut"]).count("projection") == 3
     assert list(units.loc[units["shortcut"] == "projection", "unit"]) == ["layer2.0", "layer3.0", "layer4.0"]
+
+
+def test_depth_comparison_puts_any_nets_side_by_side(tmp_path: Path) -> None:
+    vit, se = small_vit(), SqueezeExcite()
+    paths = [saved(tmp_path, vit, (1, 5, 8), "vit.pt2"), saved(tmp_path, se, (1, 16, 8, 8), "se.pt2")]
+    at = page("depth.py")
+    at.radio(key="depth_family").set_value("yours").run()
+    at.text_area(key="depth_your_paths").input("\n".join(map(str, paths)) + "\n" + str(tmp_path / "gone.pt2")).run()
+    clean(at)
+    rows = at.dataframe[0].value.set_index("net")
+    assert list(rows.index) == ["resnet18", "resnet50", "vit.pt2", "se.pt2"]
+    assert rows.loc["resnet50", "params"] == 25_557_032 and rows.loc["resnet18", "params"] == 11_689_512
+    assert rows.loc["vit.pt2", "params"] == numel(vit) and rows.loc["se.pt2", "params"] == numel(se)
+    assert (rows.loc["resnet50", "units"], rows.loc["resnet50", "projection"]) == (16, 4)
+    assert (rows.loc["vit.pt2", "units"], rows.loc["se.pt2", "units"]) == (4, 0)
+    assert list(rows["source"]) == ["built-in", "built-in", "file", "file"]
+    assert any("gone.pt2: no such file on this server" in e.value for e in at.error)  # the others still show
