@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.arch.depth import ACTIVATION_COLUMN, FAMILIES, FAMILY_DEFAULTS, input_note, paper_comparison, table1
+from analysis.arch.examples import EXAMPLES
 from analysis.arch.graphnet import GraphNet
 from analysis.arch.netcosts import compare
 from analysis.arch.sources import MODULES_ENV, trusted_modules
@@ -32,6 +33,9 @@ def opened_nets() -> list[tuple[GraphNet, str]]:
     nets: list[tuple[GraphNet, str]] = []
     builtins = st.multiselect("Built-in nets", list(MODELS), ["resnet18", "resnet50"], key="depth_your_models")
     nets += [(cache.spec_net(get_spec(n)), "built-in") for n in builtins]
+    shown = st.multiselect("Examples beyond the spec table", list(EXAMPLES), key="depth_your_examples",
+                           format_func=lambda n: EXAMPLES[n].label)
+    nets += [(cache.example_net(n), "example") for n in shown]
     ups = st.file_uploader("Your nets (.pt2 / .onnx)", accept_multiple_files=True, key="depth_your_upload",
                            help=NET_FILE_HELP)
     paths = st.text_area("…or paths of .pt2 / .onnx files on this server, one per line", key="depth_your_paths")

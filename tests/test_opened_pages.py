@@ -152,3 +152,15 @@ def test_depth_comparison_puts_any_nets_side_by_side(tmp_path: Path) -> None:
     assert (rows.loc["vit.pt2", "units"], rows.loc["se.pt2", "units"]) == (4, 0)
     assert list(rows["source"]) == ["built-in", "built-in", "file", "file"]
     assert any("gone.pt2: no such file on this server" in e.value for e in at.error)  # the others still show
+
+
+def test_explorer_opens_the_example_vit_with_no_file() -> None:
+    at = page("explorer.py")
+    at.radio(key="explorer_source").set_value("Your net").run()
+    at.radio(key="explorer_net_from").set_value("example").run()
+    clean(at)
+    m = metrics(at)
+    assert (m["Parameters"], m["Residual units"], m["Identity shortcuts"]) == ("86,567,656", "24", "24")
+    at.slider(key="explorer_net_depth").set_value(1).run()
+    rows = at.dataframe[0].value.set_index("module")
+    assert int(rows.loc["blocks", "params"]) == 12 * 7_087_872  # per block: 2 LayerNorms, qkv, proj, fc1, fc2

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis.arch import blocks, conventions, costs, depth, diagrams, graphnet, sources, theory
+from analysis.arch import blocks, conventions, costs, depth, diagrams, examples, graphnet, sources, theory
 from analysis.arch.specs import ResNetSpec
 from analysis.core.errors import LensError
 from analysis.core.meta import Normalisation
@@ -137,6 +137,11 @@ def checkpoint_from_bytes(blob: bytes, name: str, plain: bool | None = None,
 @st.cache_data(show_spinner=False, max_entries=64)
 def spec_net(spec: ResNetSpec) -> graphnet.GraphNet:
     return graphnet.spec_net(spec)
+
+
+@st.cache_data(show_spinner="Exporting the example…", max_entries=4)
+def example_net(name: str) -> graphnet.GraphNet:
+    return examples.example_net(name)
 
 
 @st.cache_data(show_spinner="Reading the net's graph…", max_entries=16)

@@ -122,6 +122,7 @@ MODEL_PICKER: dict[str, Kind] = {
     "activation": "str",
     # your own net (ui.widgets.source_picker): where it is opened from; the upload itself is no setting
     "net_from": "str", "net_path": "str", "net_module": "str", "net_shape": "str", "net_dtype": "str",
+    "net_example": "str",
 }
 REGISTRY: dict[str, PageParams] = {
     "explorer": PageParams("explorer_", {**MODEL_PICKER, "level": "str", "columns": "strs", "analyse": "str",
@@ -133,7 +134,8 @@ REGISTRY: dict[str, PageParams] = {
     "blocks": PageParams("blocks_", {"cin": "int", "cout": "int", "width": "int", "size": "int", "stride": "int",
                                      "groups": "int", "kind": "str", "dims": "int", "size1d": "int"}),
     "depth": PageParams("depth_", {"family": "str", "models_*": "strs", "stride": "str", "your_models": "strs",
-                                   "your_paths": "str", "your_modules": "strs", "your_shape": "str"}),
+                                   "your_paths": "str", "your_modules": "strs", "your_shape": "str",
+                                   "your_examples": "strs"}),
     "diagrams": PageParams("diagrams_", {**MODEL_PICKER, "level": "str", "show": "optstr", "color": "optstr",
                                          "twin": "bool", "block": "str", "projection": "bool", "block_dims": "int",
                                          "block1d": "str"}),

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.arch.blockplan import small_input_note
+from analysis.arch.examples import EXAMPLES
 from analysis.arch.graphnet import GraphNet
 from analysis.arch.sources import INPUT_DTYPES, MODULES_ENV, trusted_modules
 from analysis.arch.specs import (
@@ -372,7 +373,8 @@ def _untold(box: Any, key: str, up: Any, ck: Checkpoint, plain: bool | None) -> 
 
 SPEC_SOURCES = ["Built-in", "Custom spec", "Checkpoint"]
 YOUR_NET = "Your net"
-NET_FROM = {"upload": "Upload a file (.pt2 / .onnx)", "path": "A file on this server", "module": "A trusted module"}
+NET_FROM = {"upload": "Upload a file (.pt2 / .onnx)", "path": "A file on this server", "module": "A trusted module",
+            "example": "An example (ViT, GPT)"}
 NET_FILE_HELP = ("A torch.export program (torch.export.save, .pt2) or an ONNX model (.onnx): read as a graph, "
                  "never run. The README's 'Your own net' shows how to export a timm or torchvision net.")
 
@@ -433,6 +435,12 @@ def _opened_picker(key: str) -> Source | None:
             if not path.is_file():
                 raise ConfigError(f"{path}: no such file on this server")
             return Source(opened=cache.opened_path(str(path), path.stat().st_mtime))
+        if how == "example":
+            name = sb.selectbox("Example", list(EXAMPLES), format_func=lambda n: EXAMPLES[n].label,
+                                key=f"{key}_net_example",
+                                help="Written in plain torch (analysis/arch/examples.py), exported here on the meta "
+                                     "device and read like an uploaded .pt2: shapes only, no weights.")
+            return Source(opened=cache.example_net(name))
         refs = trusted_modules()
         if not refs:
             sb.info(f"This server trusts no module. Whoever starts it can list factories (functions returning an "
