@@ -584,3 +584,36 @@ def test_links_with_values_a_page_cannot_use_fall_back_and_say_what_was_left_out
     expect(page.get_by_test_id("stAlert").first).to_contain_text("deleted=layer9.9 is not one of its choices.")
     no_error_boxes(page)
     page.close()
+
+
+def test_your_own_net_uploaded_and_an_example_by_link(server, browser, tmp_path):
+    """A .pt2 uploaded through the browser opens on the Explorer (read as a graph, never run); the
+    example ViT-B/16 opens from a link alone."""
+    import torch
+
+    from tests.zoo import PreNormBlock, Transformer
+
+    vit = Transformer(PreNormBlock, depth=2).eval()
+    path = tmp_path / "tiny_vit.pt2"
+    torch.export.save(torch.export.export(vit, (torch.zeros(1, 5, 8),)), path)
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server)
+    settled(page)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("Your net", exact=True).click()
+    upload = sidebar.locator('input[type="file"]')
+    expect(upload).to_have_count(1, timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    upload.set_input_files(str(path))
+    expect(page.get_by_text(f"{sum(p.numel() for p in vit.parameters()):,}").first).to_be_visible(
+        timeout=RUN_TIMEOUT_MS)
+    settled(page)
+    no_error_boxes(page)
+    page.goto(f"{server}/?source=Your+net&net_from=example&net_example=vit_b16")
+    settled(page)
+    expect(page.get_by_text("86,567,656").first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    no_error_boxes(page)
+    assert not errors, errors
+    page.close()
