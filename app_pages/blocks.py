@@ -7,6 +7,7 @@ import streamlit as st
 from analysis.arch.blocks import BLOCK_KINDS, BlockConfig, compare_blocks, formula
 from analysis.arch.specs import MAX_WIDTH
 from analysis.core.errors import LensError
+from analysis.core.reporting import csv_bytes
 from ui import cache, render
 from ui.fmt import fmt_int
 from ui.widgets import DIMS_HELP, Metric, metric_row, range_label, size_widget, table
@@ -66,6 +67,6 @@ else:
     else:
         st.caption(f"MACs = weights × output length L at {size:,} samples in, stride {stride} on the 3-wide "
                    "conv (torchvision v1.5's placement); shapes in the diagram are channels × samples.")
-    st.download_button("Download the comparison (CSV)", comparison.to_csv(index=False),
+    st.download_button("Download the comparison (CSV)", csv_bytes(comparison),
                        file_name="block_comparison_1d.csv" if dims == 1 else "block_comparison.csv",
                        mime="text/csv", on_click="ignore", key="blocks_csv")

@@ -119,7 +119,7 @@ def net_view() -> None:
         first.append("downsample")
     cols = first + [c for g in groups for c in COLUMN_GROUPS[g] if c in view.columns]
     table(shaped(view[cols]), height=min(560, 35 * (len(view) + 1) + 3))
-    st.download_button("Download the full layer table (CSV)", shaped(layers).to_csv(index=False),
+    st.download_button("Download the full layer table (CSV)", csv_bytes(shaped(layers)),
                        file_name=f"{spec.name}_layers.csv", mime="text/csv", on_click="ignore", key="explorer_csv")
     with st.expander("Text summary (copy it with the button at its corner)"):
         st.code(summary_text(spec, layers, batch), language=None)
@@ -271,7 +271,7 @@ def seed_metrics(c: Costs, label: str = "") -> list[Metric]:
 
 def seed_table(df: pd.DataFrame, file_name: str, key: str) -> None:
     table(shaped(df[SEED_COLUMNS]))
-    st.download_button("Download the layer table (CSV)", shaped(df).to_csv(index=False), file_name=file_name,
+    st.download_button("Download the layer table (CSV)", csv_bytes(shaped(df)), file_name=file_name,
                        mime="text/csv", on_click="ignore", key=key)
 
 

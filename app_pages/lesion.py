@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.core.errors import LensError
+from analysis.core.reporting import csv_bytes
 from analysis.data.data import Dataset
 from analysis.experiments import lesion
 from analysis.store import storethrough
@@ -309,7 +310,7 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, twin: Pick
             st.markdown(f"**{net_label}**: {reading}")
     # the file names the picked net (an upload's name without its extension)
     stem = cache.download_name(Path(picked.name).stem if picked.origin == "uploaded" else picked.name, "")
-    st.download_button("Download CSV", df.to_csv(index=False), file_name=f"lesion_{experiment}_{stem}.csv",
+    st.download_button("Download CSV", csv_bytes(df), file_name=f"lesion_{experiment}_{stem}.csv",
                        mime="text/csv", on_click="ignore", key=f"lesion_{experiment}_csv")
 
 

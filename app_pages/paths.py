@@ -13,6 +13,7 @@ import streamlit as st
 from analysis.arch.reference import VEIT_EFFECTIVE_PATHS
 from analysis.arch.specs import MODELS
 from analysis.core.errors import DatasetError, LensError
+from analysis.core.reporting import csv_bytes
 from analysis.data.data import Dataset
 from analysis.experiments import lesion, paths
 from analysis.store import storethrough
@@ -66,7 +67,7 @@ metric_row([
 ])
 frame = dist.frame()
 render.show(render.length_distribution(frame, (lo, hi)), key="paths_dist", container=c2)
-st.download_button("Download the distribution (CSV, exact counts)", frame.to_csv(index=False),
+st.download_button("Download the distribution (CSV, exact counts)", csv_bytes(frame),
                    file_name=f"path_lengths_n{override}.csv", mime="text/csv", on_click="ignore", key="paths_dist_csv")
 
 # ------------------------------------------------------------------ 3. gradient by path length
@@ -292,5 +293,5 @@ if picked is not None:
             table(res.assign(paths=[fmt_int(int(p)) for p in res["paths"]]), hide_index=True,
                   formats={"paths": st.column_config.TextColumn(alignment="right", help="C(n, k), exact"),
                            "total (rel.)": "%.3g", "log10 paths": "%.2f", "log10 total": "%.2f"})
-            st.download_button("Download (CSV)", res.to_csv(index=False), file_name="gradient_by_length.csv",
+            st.download_button("Download (CSV)", csv_bytes(res), file_name="gradient_by_length.csv",
                                mime="text/csv", on_click="ignore", key="paths_grad_csv")

@@ -12,6 +12,7 @@ import torch
 from analysis.arch.specs import get_spec
 from analysis.core.errors import LensError
 from analysis.core.meta import SCHEDULES
+from analysis.core.reporting import csv_bytes
 from analysis.data.data import MNIST1D_BASELINES
 from analysis.experiments import gradflow
 from analysis.experiments.train import Progress, TrainConfig, check_device, run_meta, train_checkpoint
@@ -190,7 +191,7 @@ def gradient_flow(trained: dict[str, Checkpoint]) -> None:
     st.caption("Input: the gradient of the batch's summed loss at each block's input, per image (L2), averaged "
                "over the batch. Parameters: the norm of the gradient the optimiser step uses. Records are kept "
                "in the run store with their run (and in this session), so a reload shows them again.")
-    st.download_button("Download gradient records (CSV)", both.to_csv(index=False), file_name="gradient_flow.csv",
+    st.download_button("Download gradient records (CSV)", csv_bytes(both), file_name="gradient_flow.csv",
                        mime="text/csv", on_click="ignore", key="grad_csv")
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.core.errors import ConfigError, LensError
+from analysis.core.reporting import csv_bytes
 from analysis.data.data import Dataset
 from analysis.store.checkpoints import Checkpoint
 from analysis.store.runstore import RunStore, default_home
@@ -401,7 +402,7 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
     dl = st.columns(4)
     for col, (what, df) in zip(dl, (("runs", results), ("summary", summary), ("curves", curves), ("probe", probe)),
                                strict=True):
-        col.download_button(f"Download {what} (CSV)", df.to_csv(index=False), file_name=f"{name}_{what}.csv",
+        col.download_button(f"Download {what} (CSV)", csv_bytes(df), file_name=f"{name}_{what}.csv",
                             mime="text/csv", on_click="ignore", key=f"{prefix}_{what}_csv")
 
 

@@ -14,6 +14,7 @@ import streamlit as st
 
 from analysis.core.errors import LensError
 from analysis.core.meta import TrainConfig
+from analysis.core.reporting import csv_bytes
 from analysis.run import cluster
 from analysis.run.executor import DataSpec, Executor, InProcessExecutor, make_executor
 from analysis.store.runstore import RunStore, default_home
@@ -190,9 +191,9 @@ else:
                    "compared, not the percentages. " + took(shipped_meta))
         show_results(shipped_summary, "variants_shipped")
         dl = st.columns(2)
-        dl[0].download_button("Download the recorded runs (CSV)", shipped_results.to_csv(index=False),
+        dl[0].download_button("Download the recorded runs (CSV)", csv_bytes(shipped_results),
                              file_name=f"{RESULTS_FILE.stem}_runs.csv", mime="text/csv", on_click="ignore", key="variants_shipped_runs_csv")
-        dl[1].download_button("Download the recorded summary (CSV)", shipped_summary.to_csv(index=False),
+        dl[1].download_button("Download the recorded summary (CSV)", csv_bytes(shipped_summary),
                              file_name=f"{RESULTS_FILE.stem}_summary.csv", mime="text/csv",
                              on_click="ignore", key="variants_shipped_summary_csv")
 
@@ -285,9 +286,9 @@ def show_grid(result: g.GridResult, store: RunStore) -> None:
                    "key", "message"]], formats={"train_error": "%.2f", "test_error": "%.2f"})
     keys = [str(k) for k in res.loc[res["status"] == "complete", "key"]]
     dl = st.columns(3)
-    dl[0].download_button("Download runs (CSV)", res.to_csv(index=False), file_name="variants_runs.csv",
+    dl[0].download_button("Download runs (CSV)", csv_bytes(res), file_name="variants_runs.csv",
                          mime="text/csv", on_click="ignore", key="variants_runs_csv")
-    dl[1].download_button("Download summary (CSV)", result.summary.to_csv(index=False),
+    dl[1].download_button("Download summary (CSV)", csv_bytes(result.summary),
                          file_name="variants_summary.csv", mime="text/csv", on_click="ignore", key="variants_summary_csv")
     try:
         records = gradient_records(store, keys)
@@ -298,7 +299,7 @@ def show_grid(result: g.GridResult, store: RunStore) -> None:
         rows = res.set_index("key")
         both = pd.concat([df.assign(variant=rows.loc[k, "variant"], depth=rows.loc[k, "depth"],
                                     seed=rows.loc[k, "seed"], run=k) for k, df in records.items()], ignore_index=True)
-        dl[2].download_button("Download gradient records (CSV)", both.to_csv(index=False),
+        dl[2].download_button("Download gradient records (CSV)", csv_bytes(both),
                              file_name="variants_gradient_flow.csv", mime="text/csv", on_click="ignore", key="variants_grad_csv")
     else:
         dl[2].caption("No gradient-flow records for this grid's runs.")
@@ -463,7 +464,7 @@ if runs and store is not None:
                        "averaged over the batch. Parameters: the norm of the gradient the optimiser step uses. "
                        "A plain net's early blocks get less and less; λ < 1 shrinks and λ > 1 grows the gradient "
                        "with depth.")
-            st.download_button("Download these gradient records (CSV)", both.to_csv(index=False),
+            st.download_button("Download these gradient records (CSV)", csv_bytes(both),
                                file_name="variants_gradient_flow_shown.csv", mime="text/csv",
                                on_click="ignore", key="variants_grad_shown_csv")
 elif store is None:
