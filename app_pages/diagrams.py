@@ -1,24 +1,35 @@
-"""Diagrams: the architecture drawn from its spec, identity shortcuts solid, projections dashed."""
+"""Diagrams: any net drawn as in He et al. 2015, Fig. 3: identity shortcuts solid, projections dashed.
+
+A spec (built-in, custom, checkpoint) is drawn from its spec at stage, block or layer level; a net of
+your own (an opened .pt2 / .onnx, a trusted module, an example) from its graph at units, modules or
+ops level. Both through one diagram writer (analysis.arch.diagrams.to_dot) and one viewer (ui.viewer).
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from analysis.arch import diagrams
-from ui import cache
+from ui import cache, viewer
 from ui.fmt import fmt_int
-from ui.widgets import DIMS_HELP, Metric, metric_row, model_picker, spec_header
+from ui.widgets import DIMS_HELP, Metric, metric_row, source_picker, spec_header
 
-METRIC_LABELS = {None: "none", "params": "parameters", "macs": "MACs"}
+METRIC_LABELS = viewer.METRIC_LABELS
 BLOCK_LABELS = {"basic": "basic", "bottleneck": "bottleneck", "preact_basic": "preact_basic",
                 "preact_bottleneck": "preact_bottleneck", "vdcnn": "VDCNN (bias, max pool)"}
 
 st.title("Shortcut diagrams")
-st.caption("Drawn from the spec as in He et al. 2015, Fig. 3: identity shortcuts solid (blue), projection "
-           "shortcuts (1×1 conv + BN) dashed (red), option-A zero-padding shortcuts dotted (green). "
-           "Node ids are torchvision module names. 1-D nets show shapes as channels × samples; VDCNN's max pool "
-           "sits before its stage's first block, and both paths start after it.")
-spec = model_picker("diagrams", default="resnet34")
+st.caption("Identity shortcuts solid (blue), projection shortcuts (1×1 conv + BN, or any shortcut with weights) "
+           "dashed (red), zero-padding shortcuts dotted (green). A spec is drawn as in He et al. 2015, Fig. 3, "
+           "node ids its torchvision module names; a net of your own (sidebar: *Your net*) from its graph, node "
+           "ids its module paths. 1-D nets show shapes as channels × samples; VDCNN's max pool sits before its "
+           "stage's first block, and both paths start after it. Drag to pan, wheel to zoom, search by name, "
+           "click a node for its details.")
+source = source_picker("diagrams", default="resnet34")
+spec = source.spec if source is not None else None
+if source is not None and spec is None:
+    st.subheader(f"{source.label} — input " + ", ".join("×".join(map(str, s)) for s in source.net.input_shapes))
+    viewer.net_view(source.net, "diagrams")
 if spec is not None:
     spec_header(spec)  # node shapes hold at this input size
     c = st.columns(4)
@@ -47,23 +58,12 @@ if spec is not None:
                    "render it with Graphviz.")
     elif twin and spec.residual:
         left, right = st.columns(2)
-        left.graphviz_chart(dot, width="content")
-        right.graphviz_chart(cache.diagram(spec.plain_twin(), level, show, color_by), width="content")
+        plain = spec.plain_twin()
+        viewer.show(dot, diagrams.build_graph(spec, level), container=left)
+        viewer.show(cache.diagram(plain, level, show, color_by), diagrams.build_graph(plain, level), container=right)
     else:
-        st.graphviz_chart(dot, width="content")
-
-    d = st.columns(3)
-    stem = f"{spec.name}_{level}"
-    d[0].download_button("Download DOT", dot, file_name=f"{stem}.dot", mime="text/vnd.graphviz",
-                         on_click="ignore", key="diagrams_dot")
-    if not too_big and diagrams.has_dot():
-        # bytes made before the buttons (cached by DOT text), never a deferred callable: see ui/cache.py
-        d[1].download_button("Download SVG", cache.rendered_diagram(dot, "svg"), file_name=f"{stem}.svg",
-                             mime="image/svg+xml", on_click="ignore", key="diagrams_svg")
-        d[2].download_button("Download PNG", cache.rendered_diagram(dot, "png"), file_name=f"{stem}.png",
-                             mime="image/png", on_click="ignore", key="diagrams_png")
-    elif not too_big:
-        d[1].info("SVG/PNG export needs Graphviz's `dot` (apt-get install graphviz).")
+        viewer.show(dot, diagrams.build_graph(spec, level), key="diagrams_node")
+    viewer.downloads(dot, f"{spec.name}_{level}", "diagrams", rendered=not too_big)
 
 st.subheader("Block internals")
 # the chosen net's dimensionality on the first visit; after that the reader's own choice

@@ -319,3 +319,24 @@ def test_1d_block_internals():
         block_internals("vdcnn")
     with pytest.raises(LensError, match="dims must be 1"):
         block_internals("basic", dims=3)
+
+
+def test_to_dot_nests_the_clusters_a_graph_names():
+    """An opened net's graph puts nodes in clusters (a unit, the units of one module), named in
+    g.graph["clusters"] and listed outermost first on each node; a spec's graph has none."""
+    g = nx.DiGraph(name="n", clusters={"cluster_a": "outer <a>", "cluster_b": 'inner "b"'})
+    g.add_node("x", op="stage", label="x", out_shape=(4,), params=0, macs=0)
+    g.add_node("y", op="conv", label="y", out_shape=(4,), params=1, macs=1, cluster=("cluster_a",))
+    g.add_node("z:1", op="add", label="+", out_shape=(4,), params=0, macs=0, cluster=("cluster_a", "cluster_b"))
+    g.add_edge("x", "y", kind="main")
+    g.add_edge("y", "z:1", kind="main")
+    g.add_edge("x", "z:1", kind="identity")
+    dot = to_dot(g)
+    # cluster_b inside cluster_a, each node in its innermost cluster, the edges after both are closed
+    assert re.search(r'\tx \[.*\n\tsubgraph cluster_a \{\n\t\tgraph \[.*label="outer <a>".*\n\t\ty \[.*\n'
+                     r'\t\tsubgraph cluster_b \{\n\t\t\tgraph \[.*\n\t\t\t"z:1" \[.*\n\t\t\}\n\t\}\n\tx -> y', dot), dot
+    assert "subgraph" not in diagram(get_spec("resnet18"), "layer")
+    if has_dot():
+        svg = render(dot, "svg").decode()
+        assert svg.count('class="cluster"') == 2 and svg.count('class="node"') == 3
+        assert 'outer <a>' in _svg_texts(svg.encode()) and 'inner "b"' in _svg_texts(svg.encode())

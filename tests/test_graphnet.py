@@ -11,19 +11,24 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import pickle
 import subprocess
 import sys
+import threading
+import warnings
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 import torchinfo
+from torch.export import ExportedProgram
 
 from analysis.arch.graphnet import (
     GraphNet,
     ProgramError,
+    _quiet_torch,
     export_module,
     load_program,
     no_unit_reason,
@@ -49,21 +54,35 @@ VARIANTS = {
 }
 
 
-def exported(spec_name: str, **changes: object) -> tuple[GraphNet, GraphNet]:
-    """(the spec path's record, the generic path's record of the same net exported on meta)."""
+def exported_program(spec_name: str, **changes: object) -> tuple[GraphNet, ExportedProgram]:
+    """(the spec path's record, the program of the same net exported on meta: no weights allocated)."""
     spec = get_spec(spec_name).replace(**changes)
     with torch.device("meta"):
         model = ResNet(spec)
-    ep = export_module(model, (torch.zeros(1, *spec.input_shape(), device="meta"),))
-    return spec_net(spec), open_program(ep, name=spec.name)
+    return spec_net(spec), export_module(model, (torch.zeros(1, *spec.input_shape(), device="meta"),))
+
+
+def exported(spec_name: str, **changes: object) -> tuple[GraphNet, GraphNet]:
+    """(the spec path's record, the generic path's record of the same net exported on meta)."""
+    ours, ep = exported_program(spec_name, **changes)
+    return ours, open_program(ep, name=ours.name)
+
+
+def decomposed(ep: ExportedProgram) -> ExportedProgram:
+    """``ep.run_decompositions()``: core ATen, as a user may have saved it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, not ours
+        return ep.run_decompositions()
 
 
 def assert_same(ours: GraphNet, graph: GraphNet) -> None:
     assert (graph.params, graph.macs, graph.flops) == (ours.params, ours.macs, ours.flops)
     assert summary(graph.units) == summary(ours.units)
     # dropout on s(x) acts only while training: an eval-mode program cannot show it
-    want = [dataclasses.replace(u, join=dataclasses.replace(u.join, dropout=0.0)).as_row() for u in ours.units]
-    assert [u.as_row() for u in graph.units] == want
+    want = [dataclasses.replace(u, join=dataclasses.replace(u.join, dropout=0.0)) for u in ours.units]
+    assert [u.as_row() for u in graph.units] == [u.as_row() for u in want]
+    # the whole join, the ops after the add included: the graph's post and after are one reading
+    assert [u.join for u in graph.units] == [u.join for u in want]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -106,6 +125,8 @@ ZOO = {
     "GPT (causal)": (lambda: zoo.Transformer(zoo.PreNormBlock, causal=True), tokens,
                      [(f"blocks.{i}[{j}]", "identity", "+", "") for i in range(2) for j in (1, 2)], None),
     "ConvNeXt": (zoo.ConvNeXtBlock, lambda: torch.zeros(1, 16, 8, 8), [("(net)", "identity", "s + γ·F", "")], None),
+    "ConvNeXt (γ viewed)": (lambda: zoo.ConvNeXtBlock(nchw_scale=True), lambda: torch.zeros(1, 16, 8, 8),
+                            [("(net)", "identity", "s + γ·F", "")], None),
     "MobileNetV2": (zoo.MobileNetTail, lambda: torch.zeros(1, 16, 8, 8),
                     [("features.1", "identity", "+", ""), ("features.3", "identity", "+", "")], None),
     "squeeze-excitation": (zoo.SqueezeExcite, lambda: torch.zeros(1, 16, 8, 8), [], "multiplicative gates"),
@@ -114,9 +135,18 @@ ZOO = {
     "U-Net (added)": (lambda: zoo.UNet(additive=True), lambda: torch.zeros(1, 3, 8, 8),
                       [("(net)", "identity", "+", "")], None),
     "highway": (zoo.Highway, lambda: torch.zeros(2, zoo.D), [("(net)", "identity", "(1−g)·s + g·F", "")], None),
+    "RoR (nested)": (zoo.ResidualOfResidual, lambda: torch.zeros(1, 8, 6, 6),
+                     [(n, "identity", "+", "") for n in ("group.0.sub", "group.0", "group.1.sub", "group.1", "(net)")],
+                     None),
     "x + bias": (zoo.PlusBias, lambda: torch.zeros(2, zoo.D), [], "no add joins"),
     "GELU written out": (zoo.TanhGELUMLP, lambda: torch.zeros(2, zoo.D), [], "no add joins"),
 }
+
+
+# the innermost unit whose branch holds each unit's add (none elsewhere in the zoo: a transformer's MLP
+# unit follows its attention unit, it does not sit inside it)
+PARENTS = {"RoR (nested)": {"group.0.sub": "group.0", "group.0": "(net)", "group.1.sub": "group.1",
+                            "group.1": "(net)", "(net)": None}}
 
 
 @pytest.mark.parametrize("case", sorted(ZOO))
@@ -125,6 +155,7 @@ def test_zoo_units(case: str) -> None:
     model = make()
     net = opened(model, example())
     assert [(u.name, u.shortcut, u.join.label, u.post) for u in net.units] == units
+    assert [u.parent for u in net.units] == [PARENTS.get(case, {}).get(u.name) for u in net.units]
     assert net.params == torchinfo.summary(model, input_data=example(), verbose=0).total_params
     if reason:
         assert reason in no_unit_reason(net)
@@ -139,10 +170,138 @@ def test_transformer_branch_costs_count_attention() -> None:
     assert net.units[0].branch_params == (d * 3 * d + 3 * d) + (d * d + d) + 2 * d  # qkv, proj, LayerNorm
 
 
+def test_units_inside_another_units_branch_name_the_innermost_as_parent() -> None:
+    """RoR three deep: a sub-block sits in its block's branch and in the group's; its parent is the block."""
+    net = opened(zoo.ResidualOfResidual(), torch.zeros(1, 8, 6, 6))
+    units = {u.name: u for u in net.units}
+    assert {name: u.parent for name, u in units.items()} == PARENTS["RoR (nested)"]
+    # each branch holds the units nested in it: a block's is its sub-block and two 1x1 convs, the group's both blocks
+    conv1x1, conv3x3 = 8 * 8 + 8, 9 * 8 * 8 + 8
+    assert units["group.0.sub"].branch_params == units["group.1.sub"].branch_params == conv3x3
+    assert units["group.0"].branch_params == units["group.1"].branch_params == 2 * conv1x1 + conv3x3
+    assert units["(net)"].branch_params == 2 * (2 * conv1x1 + conv3x3) == net.params
+
+
+def test_a_transposed_conv_counts_its_macs() -> None:
+    """U-Net's ConvTranspose2d(16, 8, 2, stride 2) on 16 x 4 x 4: every input element feeds 8 x 2 x 2
+    outputs (its weight is C_in x C_out x k x k), in the exported and in the decomposed form."""
+    ep = export_module(zoo.UNet(additive=True), (torch.zeros(1, 3, 8, 8),))
+    for net in (open_program(ep), open_program(decomposed(ep))):
+        up = net.by_module().set_index("module").loc["up"]
+        assert (up["params"], up["macs"], up["flops"]) == (16 * 8 * 4 + 8, 16 * 16 * 8 * 4,
+                                                         2 * 16 * 16 * 8 * 4 + 8 * 8 * 8)
+
+
+# ------------------------------------------------------------------------- run_decompositions()
+def attention_extra(causal: bool) -> int:
+    """FLOPs a decomposed zoo transformer (2 blocks) shows beyond its exported program, by design:
+    scaled_dot_product_attention counts 4 FLOPs per score for scale, max, exp and normalise; its
+    math decomposition scales q and k by √scale each instead (B·H·(L+S)·E multiplies, counted as the
+    muls they are), and a causal one builds its L x S mask (a subtraction per entry) and adds it to
+    the scores (B·H·L·S). Every other op counts the same in both forms."""
+    b, h, t, e = 1, 4, zoo.T, zoo.D // 4
+    per_block = b * h * (t + t) * e + (t * t + b * h * t * t if causal else 0)
+    return 2 * per_block
+
+
+DECOMPOSED_EXTRA = {"ViT (pre-norm)": attention_extra(False), "BERT (post-norm)": attention_extra(False),
+                    "GPT (causal)": attention_extra(True)}
+
+
+def costed(net: GraphNet) -> dict[str, tuple[int, int]]:
+    """(params, MACs) per module, modules with neither left out (a view's module may vanish)."""
+    rows = net.by_module().itertuples()
+    return {r.module: (int(r.params), int(r.macs)) for r in rows if r.params or r.macs}
+
+
+@pytest.mark.parametrize("case", sorted(ZOO))
+def test_zoo_nets_read_the_same_after_run_decompositions(case: str) -> None:
+    """Batch norm as _native_batch_norm_legit_no_training + getitem, pooling as mean.dim, 1 − g as
+    sub(1, g), linear as permute + addmm, LayerNorm as native_layer_norm, attention as bmm and _softmax."""
+    make, example, _, reason = ZOO[case]
+    ep = export_module(make(), (example(),))
+    net, dec = open_program(ep, name=case), open_program(decomposed(ep), name=case)
+    assert set(dec.nodes["op"]) != set(net.nodes["op"])  # the decomposition did change the graph
+    assert (dec.params, dec.macs, dec.flops) == (net.params, net.macs, net.flops + DECOMPOSED_EXTRA.get(case, 0))
+    assert costed(dec) == costed(net)
+    assert dec.units == net.units  # every field: names, shortcuts, joins and what follows them, parents, costs
+    if reason:
+        assert reason in no_unit_reason(dec)
+
+
+DECOMPOSED_BUILTINS = {
+    "cifar_resnet20": ("cifar_resnet20", {}), "resnet18": ("resnet18", {}),
+    "preact": ("cifar_resnet20", dict(preact=True)), "gate": ("cifar_resnet20", dict(shortcut_variant="gate")),
+    "BN after add": ("cifar_resnet20", dict(activation="bn_after_add")),
+    "option A": ("cifar_resnet20", dict(shortcut="A", activation="original")),
+    "resnet1d_8": ("resnet1d_8", {}), "vdcnn9": ("vdcnn9", {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DECOMPOSED_BUILTINS))
+def test_builtin_nets_read_the_same_after_run_decompositions(case: str) -> None:
+    """The decomposed program of a built-in (exported on meta) against the spec path itself."""
+    name, changes = DECOMPOSED_BUILTINS[case]
+    ours, ep = exported_program(name, **changes)
+    dec = open_program(decomposed(ep), name=ours.name)
+    assert "_native_batch_norm_legit_no_training" in set(dec.nodes["op"])
+    assert_same(ours, dec)
+
+
+# ---------------------------------------------------------------------------------- torch's noise
 def test_data_dependent_control_flow_is_one_sentence() -> None:
     with pytest.raises(ConfigError, match=r"could not trace it .*branches on tensor values: rewrite the branch "
                                           r"with torch.cond"):
         export_module(zoo.DataDependent(), (torch.zeros(2, zoo.D),))
+
+
+def torch_handlers() -> dict[logging.Handler, list[object]]:
+    loggers = [lg for name, lg in logging.Logger.manager.loggerDict.items()
+               if isinstance(lg, logging.Logger) and name.split(".", 1)[0] == "torch"]
+    return {h: list(h.filters) for lg in [logging.getLogger(), *loggers] for h in lg.handlers}
+
+
+def test_a_failed_export_prints_nothing_of_torchs_and_restores_what_it_silenced(
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """torch logs a symbolic-shapes warning and prints the partial graph to stderr before raising;
+    only our one-sentence error remains, and stderr, showwarning and torch's handlers are as before."""
+    shapes = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+    shapes.addHandler(caplog.handler)  # torch's loggers do not propagate: listen where torch logs
+    try:
+        stderr, showwarning, handlers = sys.stderr, warnings.showwarning, torch_handlers()
+        capfd.readouterr()
+        with pytest.raises(ConfigError, match="could not trace it"):
+            export_module(zoo.DataDependent(), (torch.zeros(2, zoo.D),))
+        out, err = capfd.readouterr()
+        assert (out, err) == ("", "")
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("torch")] == []
+        assert sys.stderr is stderr and warnings.showwarning is showwarning
+        assert torch_handlers() == handlers
+    finally:
+        shapes.removeHandler(caplog.handler)
+
+
+def test_quiet_torch_silences_its_own_thread_only() -> None:
+    """Process-wide streams, touched for the exporting thread alone: a server's other sessions still
+    print and warn while one exports."""
+    real = io.StringIO()
+    stderr = sys.stderr
+    sys.stderr = real
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with _quiet_torch():
+                print("mine", file=sys.stderr)
+                warnings.warn("my warning", UserWarning, stacklevel=1)
+                other = threading.Thread(target=lambda: (print("theirs", file=sys.stderr),
+                                                         warnings.warn("their warning", UserWarning, stacklevel=1)))
+                other.start()
+                other.join()
+            assert sys.stderr is real
+    finally:
+        sys.stderr = stderr
+    assert real.getvalue() == "theirs\n"
+    assert [str(w.message) for w in seen] == ["their warning"]
 
 
 # ---------------------------------------------------------------------------------------- archives

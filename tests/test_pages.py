@@ -126,52 +126,8 @@ def test_depth_page_families():
     clean(at)
 
 
-def test_diagrams_levels_metrics_twin():
-    at = page("diagrams.py")
-    clean(at)
-    m = metrics(at)
-    assert (m["Identity shortcuts (solid)"], m["Projection shortcuts (dashed)"]) == ("13", "3")
-    charts = at.get("graphviz_chart")
-    assert len(charts) == 2  # the net and the block internals
-    at.radio(key="diagrams_level").set_value("layer").run()
-    clean(at)
-    dot = at.get("graphviz_chart")[0].proto.spec
-    assert dot.count("style=dashed") == 9 and '"layer2.0.downsample.0"' in dot
-    at.selectbox(key="diagrams_color").select("params").run()
-    assert "cluster_legend" in at.get("graphviz_chart")[0].proto.spec
-    at.checkbox(key="diagrams_twin").check().run()
-    charts = at.get("graphviz_chart")
-    assert len(charts) == 3 and "style=dashed" not in charts[1].proto.spec
-    at.selectbox(key="diagrams_model").select("cifar_resnet20").run()
-    m = metrics(at)
-    assert (m["Identity shortcuts (solid)"], m["Zero-pad shortcuts (dotted)"]) == ("7", "2")
-    at.radio(key="diagrams_block").set_value("bottleneck").run()
-    at.checkbox(key="diagrams_projection").check().run()
-    assert "downsample.0" in at.get("graphviz_chart")[-1].proto.spec
-    clean(at)
-
-
-def test_diagrams_downloads_are_bytes_not_callables():
-    """DOT, SVG and PNG are made before the buttons (a deferred callable is forgotten on the next
-    rerun, and a click on its button then fails); the bytes are the rendered diagram."""
-    from analysis.arch.diagrams import has_dot
-
-    with downloads.captured() as files:
-        at = page("diagrams.py")
-        clean(at)
-        buttons = {b.label: b for b in at.get("download_button")}
-        dot = files.of(buttons["Download DOT"])
-        assert dot.filename == "resnet34_block.dot" and dot.data.decode() == at.get("graphviz_chart")[0].proto.spec
-        if not has_dot():
-            pytest.skip("Graphviz's dot is not installed: no SVG/PNG buttons")
-        svg, png = files.of(buttons["Download SVG"]), files.of(buttons["Download PNG"])
-        assert (svg.mimetype, svg.filename) == ("image/svg+xml", "resnet34_block.svg") and b"<svg" in svg.data
-        assert (png.mimetype, png.filename) == ("image/png", "resnet34_block.png")
-        assert png.data.startswith(b"\x89PNG\r\n\x1a\n")
-        # a rerun (what any click does) keeps the same files: content-addressed, nothing to forget
-        at.checkbox(key="diagrams_projection").check().run()
-        again = {b.label: b.proto.url for b in at.get("download_button")}
-        assert again == {label: b.proto.url for label, b in buttons.items()}
+# The Diagrams page (levels, metrics, twin, the viewer, downloads, huge graphs, opened nets) is tested in
+# tests/test_net_diagrams.py.
 
 
 def test_training_page_shows_shipped_runs_and_trains():
@@ -362,17 +318,6 @@ def test_training_page_on_a_local_image_folder(tmp_path):
     (label, ck), = at.session_state["trained"].items()
     assert ck.spec.in_channels == 3 and ck.spec.num_classes == 2 and not ck.spec.residual
     assert ck.meta.dataset.name == tmp_path.name
-
-
-def test_diagrams_refuses_to_lay_out_huge_graphs():
-    at = page("diagrams.py")
-    at.selectbox(key="diagrams_model").select("cifar_resnet1202").run()
-    at.radio(key="diagrams_level").set_value("layer").run()
-    clean(at)
-    assert "too many to lay out" in at.warning[0].value
-    assert len(at.get("graphviz_chart")) == 1  # only the block internals
-    at.radio(key="diagrams_level").set_value("block").run()
-    assert not at.warning and len(at.get("graphviz_chart")) == 2
 
 
 def test_theory_page_measures_scaled_shortcuts():

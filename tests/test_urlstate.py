@@ -131,6 +131,7 @@ VIEWS = [  # (page, query): the views that between them draw every widget of the
     ("explorer", {"source": "Custom spec", "cdims": "1"}), ("explorer", {"model": "vdcnn29"}),
     ("explorer", {"analyse": "The notes' seed block (Conv1d)"}), ("variants", {"data": "mnist1d"}),
     ("diagrams", {}), ("diagrams", {"source": "Custom spec"}),
+    ("diagrams", {"source": "Your net", "net_from": "example", "net_level": "modules"}),
     ("blocks", {}), ("blocks", {"dims": "1"}), ("diagrams", {"block_dims": "1"}), ("depth", {}), ("depth", {"family": "cifar"}), ("training", {}),
     ("training", {"data": "imagefolder"}), ("training", {"data": "mnist1d"}), ("paths", {}), ("theory", {}), ("lesion", {}),
     ("lesion", {"deleted": ["layer1.0", "layer3.8"]}), ("transfer", {}), ("transfer", {"source": "checkpoint"}),
@@ -309,7 +310,7 @@ def test_an_exception_the_link_did_not_cause_is_not_hidden(monkeypatch):
     def broken(*args, **kwargs):
         raise StreamlitAPIException("a bug in the page")
 
-    monkeypatch.setattr(widgets, "model_picker", broken)
+    monkeypatch.setattr(widgets, "source_picker", broken)
     at = app({"model": "resnet18"}, page="diagrams")
     assert [e.value for e in at.exception] == ["a bug in the page"]
 

@@ -2,8 +2,9 @@
 
 Written for tests/test_graphnet.py: transformer blocks (pre-norm ViT, post-norm BERT, causal GPT),
 ConvNeXt (layer scale, drop-path in eval), MobileNetV2's inverted residual, squeeze-and-excitation,
-DenseNet, U-Net (concatenated and added skips), a highway layer, ``x + bias`` and a forward that
-branches on data. Small widths: the graph, not the size, is under test.
+DenseNet, U-Net (concatenated and added skips), a highway layer, residual units nested inside other
+units' branches (RoR), ``x + bias`` and a forward that branches on data. Small widths: the graph, not
+the size, is under test.
 """
 
 from __future__ import annotations
@@ -73,19 +74,24 @@ class Transformer(nn.Module):
 
 
 class ConvNeXtBlock(nn.Module):
-    """7x7 depthwise conv, LayerNorm, MLP, layer scale gamma, drop-path (identity in eval)."""
+    """7x7 depthwise conv, LayerNorm, MLP, layer scale gamma, drop-path (identity in eval). With
+    ``nchw_scale`` gamma scales the N x C x H x W map through a view (timm's ``gamma.reshape(1, -1, 1, 1)``)."""
 
-    def __init__(self, c: int = 16) -> None:
+    def __init__(self, c: int = 16, nchw_scale: bool = False) -> None:
         super().__init__()
         self.dwconv = nn.Conv2d(c, c, 7, padding=3, groups=c)
         self.norm, self.pw1, self.act, self.pw2 = nn.LayerNorm(c), nn.Linear(c, 4 * c), nn.GELU(), nn.Linear(4 * c, c)
         self.gamma = nn.Parameter(1e-6 * torch.ones(c))
         self.drop_path = nn.Dropout(0.1)
+        self.nchw_scale = nchw_scale
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.dwconv(x).permute(0, 2, 3, 1)
-        y = self.gamma * self.pw2(self.act(self.pw1(self.norm(y))))
-        return x + self.drop_path(y.permute(0, 3, 1, 2))
+        y = self.pw2(self.act(self.pw1(self.norm(self.dwconv(x).permute(0, 2, 3, 1)))))
+        if self.nchw_scale:
+            y = self.gamma.view(1, -1, 1, 1) * y.permute(0, 3, 1, 2)
+        else:
+            y = (self.gamma * y).permute(0, 3, 1, 2)
+        return x + self.drop_path(y)
 
 
 class InvertedResidual(nn.Module):
@@ -166,6 +172,40 @@ class Highway(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         t = torch.sigmoid(self.t(x))
         return t * F.relu(self.h(x)) + (1 - t) * x
+
+
+class SubBlock(nn.Module):
+    """z + conv(z): the innermost unit."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return z + self.conv(z)
+
+
+class NestedBlock(nn.Module):
+    """y + conv2(relu(sub(conv1(y)))): a residual block whose branch holds a residual sub-block."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.sub, self.conv2 = nn.Conv2d(c, c, 1), SubBlock(c), nn.Conv2d(c, c, 1)
+
+    def forward(self, y: Tensor) -> Tensor:
+        return y + self.conv2(F.relu(self.sub(self.conv1(y))))
+
+
+class ResidualOfResidual(nn.Module):
+    """Zhang et al. 2017's RoR, one level deeper: x + group(x), the group two nested blocks, each
+    block's branch a residual sub-block. Units three deep: each names the innermost unit around it."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.group = nn.Sequential(NestedBlock(c), NestedBlock(c))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.group(x)
 
 
 class PlusBias(nn.Module):

@@ -403,7 +403,7 @@ class Source:
 
 
 def source_picker(key: str, default: str = "resnet50") -> Source | None:
-    """Any net: a spec (:func:`model_picker`'s sources) or your own, opened from a .pt2/.onnx file (uploaded
+    """Any net: a spec (built-in, custom, or inferred from a checkpoint) or your own, opened from a .pt2/.onnx file (uploaded
     or on this server) or a factory the server's starter trusts. ``None`` (with the reason shown) until
     there is one."""
     source = st.sidebar.radio("Model source", [*SPEC_SOURCES, YOUR_NET], key=f"{key}_source", horizontal=True)
@@ -455,12 +455,6 @@ def _opened_picker(key: str) -> Source | None:
     except (LensError, OSError) as exc:
         error_box(exc)
         return None
-
-
-def model_picker(key: str, default: str = "resnet50") -> ResNetSpec | None:
-    """Built-in, custom or checkpoint spec from sidebar widgets; ``None`` (with an error shown) if invalid."""
-    source = st.sidebar.radio("Model source", SPEC_SOURCES, key=f"{key}_source", horizontal=True)
-    return _spec_picker(key, source, default)
 
 
 def _spec_picker(key: str, source: str, default: str) -> ResNetSpec | None:

@@ -4,12 +4,18 @@ Pure functions: a spec becomes a networkx graph (node ids are torchvision module
 ``@k`` for the k-th call of a reused module and ``<block>@add`` for the residual add), and a graph
 becomes DOT source. Identity shortcuts are solid arcs, projection shortcuts (1x1 conv + BN) dashed,
 option-A zero-padding shortcuts dotted and labelled. Rendering to SVG/PNG needs Graphviz's ``dot``.
+
+Any net (issue 23): :func:`net_graph` draws a :class:`~analysis.arch.graphnet.GraphNet` (an opened
+``torch.export`` program, or a spec's record) from its data flow and residual units, with the same node
+and edge attributes, so :func:`to_dot` and :func:`shortcut_edges` read it as they read a spec's graph.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, cast
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import graphviz
 import networkx as nx
@@ -21,6 +27,10 @@ from analysis.arch.costs import trace
 from analysis.arch.ops import Flow, Op, flow
 from analysis.arch.specs import ResNetSpec
 from analysis.core.errors import ConfigError, LensError
+
+if TYPE_CHECKING:  # graphnet imports this module (spec_net's flow): the record's types only, never at run time
+    from analysis.arch.graphnet import GraphNet
+    from analysis.arch.units import Unit
 
 LEVELS = ("stage", "block", "layer")
 # Beyond this many nodes a browser takes tens of seconds to lay a graph out: offer the DOT instead.
@@ -53,6 +63,7 @@ NODE_STYLE: dict[str, dict[str, str]] = {
     "fc": _ROUNDED,
     "block": _ROUNDED,
     "stage": _ROUNDED,
+    "op": _THIN,  # an opened net's other ops (views, GELU, softmax, an add that joins no unit...)
 }
 # Blues, light to dark, for colouring nodes by a metric on a log scale.
 PALETTE = ("#eff3ff", "#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c")
@@ -280,9 +291,15 @@ def to_dot(g: nx.DiGraph, *, show: str | None = None, color_by: str | None = Non
                            edge_attr={"arrowsize": "0.6"})
     values = [d[color_by] for _, d in g.nodes(data=True)] if color_by else []
     bins = _bins(values) if color_by else []
+    # an opened net's graph may nest units (and the units of one module) in clusters: each node names
+    # its chain of clusters, outermost first, and the graph their labels
+    clusters = {cid: graphviz.Digraph(name=cid, graph_attr={
+        "label": _label(text), "style": "rounded", "color": "#b0b0b0", "fontsize": "9", "labeljust": "l"})
+        for cid, text in (g.graph.get("clusters") or {}).items()}
+    outer: dict[str, str | None] = {}
     for nid, d in g.nodes(data=True):
         lines = d["label"].split("\\n")
-        if d["op"] != "add":
+        if d["op"] != "add" and d["out_shape"]:  # a tuple-valued op (unbind) has no shape to show
             lines.append(_shape(d["out_shape"]))
             if show and d[show]:
                 lines.append(f"{show}: {_si(d[show])}")
@@ -299,7 +316,20 @@ def to_dot(g: nx.DiGraph, *, show: str | None = None, color_by: str | None = Non
         # hovering shows the label, not the node id (ids such as "relu#2" are internal; on layer-level
         # diagrams the label starts with the torchvision module name anyway)
         attrs["tooltip"] = " · ".join(lines)
-        dot.node(_id(nid), label=_label(*lines), _attributes=attrs)
+        chain = tuple(d.get("cluster") or ())
+        for i, cid in enumerate(chain):
+            outer[cid] = chain[i - 1] if i else None
+        (clusters[chain[-1]] if chain else dot).node(_id(nid), label=_label(*lines), _attributes=attrs)
+
+    def depth(cid: str) -> int:
+        up = outer.get(cid)
+        return 0 if up is None else 1 + depth(up)
+
+    # innermost first: graphviz copies a subgraph's lines when it is attached, so a cluster is complete
+    # (its nodes and inner clusters) before it goes into the one around it
+    for cid in sorted(outer, key=depth, reverse=True):
+        up = outer[cid]
+        (clusters[up] if up is not None else dot).subgraph(clusters[cid])
     for u, v, kind in g.edges(data="kind"):
         _edge(dot, u, v, EDGE_STYLE[kind])
     if color_by and bins:
@@ -444,3 +474,454 @@ def render(dot_source: str, fmt: str = "svg") -> bytes:
     except graphviz.CalledProcessError as e:
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else str(e.stderr or "")
         raise RuntimeError(f"dot failed (exit {e.returncode}): {err[:500]}") from e
+
+
+# ------------------------------------------------------------------------------ any net (issue 23)
+NET_LEVELS = ("units", "modules", "ops")
+_ROOT = "\x00root"  # the dominator tree's virtual source: no node id holds a NUL
+# ATen's names (and the cost table's) for the ops a diagram gives a shape of its own; the rest are "op"
+_STYLE_PREFIXES = (
+    (("conv", "_conv"), "conv"),
+    (("linear", "addmm", "mm", "bmm", "matmul", "baddbmm", "scaled_dot_product_attention", "fc"), "fc"),
+    (("batch_norm", "_native_batch_norm", "native_batch_norm", "bn", "layer_norm", "native_layer_norm",
+      "group_norm", "native_group_norm"), "bn"),
+    (("relu", "gelu", "silu", "hardtanh", "hardswish", "leaky_relu", "elu", "tanh"), "relu"),
+    (("sigmoid", "hardsigmoid"), "sigmoid"),
+    (("max_pool", "maxpool"), "maxpool"),
+    (("avg_pool", "adaptive_avg_pool", "avgpool", "mean"), "avgpool"),
+    (("constant_pad_nd", "pad"), "pad"),
+)
+_TAIL_SKIP = {"getitem"}  # a native norm's output taken from its tuple: no op of its own
+
+
+def op_style(op: str) -> str:
+    """The NODE_STYLE key an op is drawn with: 'conv2d' -> 'conv', 'layer_norm' -> 'bn', 'view' -> 'op'."""
+    for prefixes, style in _STYLE_PREFIXES:
+        if op.startswith(prefixes):
+            return style
+    return "op"
+
+
+def spec_flow(spec: ResNetSpec) -> tuple[tuple[str, str], ...]:
+    """The data flow of ``spec``'s cost-table rows as (producer, consumer) ids, from ``"input"``: the
+    edges of its layer diagram, with the rows that diagram folds into a label put back in the flow (a
+    variant's ``<block>@scale`` sits between the branch and the add)."""
+    g = layer_graph(spec)
+    out = nx.DiGraph()
+    out.add_nodes_from(g.nodes)
+    out.add_edges_from(g.edges)
+    if "input" not in out:  # a stem's first op reads the input (a stem-less net's diagram draws it)
+        for nid in [n for n in g.nodes if g.in_degree(n) == 0]:
+            out.add_edge("input", nid)
+    rows = trace(spec)
+    adds = {r["block"]: r["id"] for r in rows if r["op"] == "add"}
+    for r in rows:
+        if r["op"] != "scale":
+            continue
+        add = adds[r["block"]]
+        for u in [u for u in g.predecessors(add) if g.edges[u, add]["kind"] == "main"]:
+            out.remove_edge(u, add)
+            out.add_edge(u, r["id"])
+        out.add_edge(r["id"], add)
+    return tuple((str(u), str(v)) for u, v in out.edges)
+
+
+@dataclass(frozen=True)
+class UnitSpan:
+    """Where a residual unit sits in a net's flow: the node it reads (x), its add, every node after x
+    up to the add (the add included: branch F, shortcut s, any gate), the shortcut's own nodes (none
+    for an identity), what alone follows the add inside the unit (its ``post``: a ReLU, BN then ReLU, a
+    LayerNorm) and the innermost unit whose branch holds it."""
+
+    unit: Unit
+    x: str
+    add: str
+    body: frozenset[str]
+    shortcut: frozenset[str]
+    tail: tuple[str, ...]
+    parent: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.unit.name
+
+
+class _Flow:
+    """A GraphNet's rows by id, its flow as a graph (user inputs included) and shapes as drawn."""
+
+    def __init__(self, net: GraphNet) -> None:
+        self.net = net
+        records = net.nodes.to_dict("records")
+        self.rows: dict[str, dict[str, Any]] = {str(r["id"]): r for r in records}
+        names = list(net.inputs)
+        if not names and net.edges:  # a source that names no inputs: what is read but never computed
+            names = list(dict.fromkeys(u for u, _ in net.edges if u not in self.rows))
+        # input_shapes always hold the batch axis (analysis.arch.graphnet.GraphNet)
+        self.input_shapes = {n: tuple(s[1:]) for n, s in zip(names, net.input_shapes, strict=False)}
+        self.inputs = names
+        self.graph = nx.DiGraph()
+        self.graph.add_nodes_from(names)
+        self.graph.add_nodes_from(self.rows)
+        ids = list(self.rows)
+        self.recorded = bool(net.edges)
+        # without a recorded flow the rows are drawn in their (graph) order: a chain, and no unit placed
+        self.graph.add_edges_from(net.edges if self.recorded else zip(ids, ids[1:], strict=False))
+        self.order = {n: i for i, n in enumerate(self.graph.nodes)}
+
+    def shape(self, nid: str) -> tuple[int, ...]:
+        """The node's output shape without the batch axis (1×64×56×56 is drawn 64×56×56)."""
+        if nid in self.input_shapes:
+            return self.input_shapes[nid]
+        row = self.rows.get(nid)
+        shape = tuple(int(v) for v in row["out_shape"]) if row is not None else ()
+        return shape[1:] if self.net.batched and shape else shape
+
+    def params(self, nids: Iterable[str]) -> int:
+        return sum(int(self.rows[n]["params"]) for n in nids if n in self.rows)
+
+    def back(self, end: str, start: str) -> set[str]:
+        """``end`` and every node before it on a path that does not pass ``start``."""
+        if end == start:
+            return set()
+        seen, todo = {end}, [end]
+        while todo:
+            for p in self.graph.predecessors(todo.pop()):
+                if p != start and p not in seen:
+                    seen.add(p)
+                    todo.append(p)
+        return seen
+
+    def dominators(self) -> dict[str, str]:
+        """Immediate dominators over the nodes that flow from the inputs (a row computed from weights
+        alone, such as a mask, is no path around a unit's input)."""
+        dag = nx.DiGraph()
+        starts = [n for n in self.inputs if n in self.graph] or \
+            [n for n in self.graph if self.graph.in_degree(n) == 0]
+        live = set(starts)
+        for n in starts:
+            live |= nx.descendants(self.graph, n)
+        dag.add_edges_from((u, v) for u, v in self.graph.edges if u in live and v in live)
+        dag.add_edges_from((_ROOT, n) for n in starts)
+        return cast(dict[str, str], nx.immediate_dominators(dag, _ROOT))
+
+    def span(self, add: str, unit: Unit, idom: dict[str, str]) -> UnitSpan | None:
+        """The unit at ``add`` if the flow shows it there: two operands, an input x other than the
+        net's start, the unit's shapes, and weights after x (its branch F holds them)."""
+        preds = list(self.graph.predecessors(add))
+        x = idom.get(add, _ROOT)
+        if len(preds) != 2 or x == _ROOT or self.shape(add) != tuple(unit.out_shape) or \
+                self.shape(x) != tuple(unit.in_shape):
+            return None
+        before = self.back(add, x)
+        # after x: what x reaches inside ``before`` (a row computed from weights alone, such as a
+        # broadcast γ, may feed the branch without flowing from x)
+        body = before & nx.descendants(self.graph.subgraph(before | {x}), x)
+        if not self.params(body - {add}):
+            return None
+        paths = [self.back(p, x) & body for p in preds]
+        short = min(paths, key=len)  # the shortcut is the shorter path (empty: x itself is the operand)
+        return UnitSpan(unit=unit, x=x, add=add, body=frozenset(body), shortcut=frozenset(short),
+                        tail=self.tail(add, unit))
+
+    def tail(self, add: str, unit: Unit) -> tuple[str, ...]:
+        """The nodes of the unit's ``post`` after its add: each the only reader of the one before, inside
+        the unit's module (a norm's getitem passed through)."""
+        want = len([k for k in unit.post.split(",") if k])
+        out: list[str] = []
+        node, done = add, 0
+        while done < want:
+            after = list(self.graph.successors(node))
+            if len(after) != 1 or after[0] not in self.rows:
+                break
+            node = after[0]
+            module = str(self.rows[node]["module"])
+            if unit.owner and module != unit.owner and not module.startswith(unit.owner + "."):
+                break
+            out.append(node)
+            done += str(self.rows[node]["op"]) not in _TAIL_SKIP
+        return tuple(out)
+
+
+def unit_spans(net: GraphNet) -> tuple[list[UnitSpan], list[Unit]]:
+    """Each unit of ``net`` placed in its flow, and the units it could not place (a source without a
+    recorded flow). A unit is at an add of its owner's module with its shapes, its input the add's
+    immediate dominator and weights after it; units of one module take its adds in graph order."""
+    return _spans(_Flow(net))
+
+
+def _spans(f: _Flow) -> tuple[list[UnitSpan], list[Unit]]:
+    net = f.net
+    idom = f.dominators() if f.recorded else {}
+    adds: dict[str, list[str]] = {}
+    for nid, row in f.rows.items():
+        if str(row["op"]) in ("add", "add_"):
+            adds.setdefault(str(row["module"]), []).append(nid)
+    start: dict[str, int] = {}
+    spans: list[UnitSpan] = []
+    lost: list[Unit] = []
+    for unit in net.units:
+        found = None
+        candidates = adds.get(unit.owner, [])
+        for i in range(start.get(unit.owner, 0), len(candidates)):
+            found = f.span(candidates[i], unit, idom)
+            if found is not None:
+                start[unit.owner] = i + 1
+                break
+        if found is None:
+            lost.append(unit)
+        else:
+            spans.append(found)
+    # nesting: the innermost unit whose body holds this unit's add (as graphnet names a unit's parent)
+    holders: dict[str, list[int]] = {}
+    for i, s in enumerate(spans):
+        for n in s.body:
+            holders.setdefault(n, []).append(i)
+    out = []
+    for i, s in enumerate(spans):
+        around = [j for j in holders.get(s.add, []) if j != i]
+        parent = min(around, key=lambda j: len(spans[j].body)) if around else None
+        out.append(UnitSpan(**{**s.__dict__, "parent": spans[parent].name if parent is not None else None}))
+    return out, lost
+
+
+def _cut(module: str, depth: int | None) -> str:
+    """A module path cut at ``depth`` components: 'layer1.0.conv1' at 2 is 'layer1.0'."""
+    return ".".join(module.split(".")[:depth]) if depth is not None and module else module
+
+
+def _distinct(values: Iterable[str]) -> list[str]:
+    return [v for v in dict.fromkeys(values) if v]
+
+
+def net_graph(net: GraphNet, level: str = "units", depth: int | None = None) -> nx.DiGraph:
+    """``net`` drawn from its flow, with the node and edge attributes of the spec diagrams.
+
+    - ``"units"``: one node per residual unit (its branch F) and one per add, the stretches between
+      units (stem, head, a transformer's embedding) one node each; a unit that holds units is a
+      cluster with its inner units drawn inside it. 35 nodes for a ResNet-34 (input, stem, 16 units and
+      their adds, head), 51 for a 12-block ViT.
+    - ``"modules"``: ops grouped by module path cut at ``depth`` components (``None``: the full path),
+      a module called twice two nodes (``<path>@2``), each unit's add its own node, each unit a cluster.
+    - ``"ops"``: every compute node, ids as the source names them (a program's fx names).
+
+    At every level each placed unit has one shortcut edge into its add: from its input, or along its
+    shortcut's own nodes where they are drawn apart from the branch; its kind (identity, projection,
+    pad) is the unit's, so :func:`shortcut_edges` counts a net's units by kind. The units of one module
+    (a transformer block's two) sit in a cluster named after it. ``g.graph["unplaced"]`` lists units the
+    flow could not place (none where the source records its flow)."""
+    if level not in NET_LEVELS:
+        raise ConfigError(f"level must be one of {NET_LEVELS}, got {level!r}")
+    if depth is not None and depth < 1:
+        raise ConfigError(f"module depth must be 1 or more path components, got {depth}")
+    f = _Flow(net)
+    spans, lost = _spans(f)
+    by_name = {s.name: s for s in spans}
+    children: dict[str | None, list[UnitSpan]] = {}
+    for s in spans:
+        children.setdefault(s.parent, []).append(s)
+    inner: dict[str, UnitSpan] = {}
+    for s in sorted(spans, key=lambda s: len(s.body), reverse=True):  # the innermost unit is written last
+        for n in (*s.body, *s.tail):
+            inner[n] = s
+    joins = {} if level == "ops" else {n: s for s in spans for n in (s.add, *s.tail)}
+    adds = {s.add: s for s in spans}
+    on_shortcut = {n: s for s in spans for n in s.shortcut}
+
+    # what each node is drawn as: a key, and for stretches and modules the connected run of one key
+    key: dict[str, tuple[str, ...]] = {}
+    for n in f.graph.nodes:
+        holder = inner.get(n)
+        region = holder.name if holder is not None else ""
+        if n not in f.rows:
+            key[n] = ("input", n)
+        elif n in joins:
+            key[n] = ("join", joins[n].name)
+        elif level == "ops":
+            key[n] = ("op", n)
+        elif level == "units":
+            leaf = holder is not None and not children.get(holder.name)
+            key[n] = ("unit", region) if leaf else ("stretch", region)
+        else:
+            key[n] = ("module", region, _cut(str(f.rows[n]["module"]), depth))
+    root = {n: n for n in key}
+
+    def find(n: str) -> str:
+        while root[n] != n:
+            root[n] = root[root[n]]
+            n = root[n]
+        return n
+
+    for u, v in f.graph.edges:
+        if key[u] == key[v] and key[u][0] in ("stretch", "module"):
+            root[find(u)] = find(v)
+    members: dict[tuple[str, ...], list[str]] = {}
+    for n in f.graph.nodes:
+        k = key[n]
+        members.setdefault((*k, find(n)) if k[0] in ("stretch", "module") else k, []).append(n)
+
+    # ids: fixed ones first (inputs, units, adds, ops), then stretches and modules, made unique with @k
+    ids: dict[tuple[str, ...], str] = {}
+    taken: set[str] = set()
+    fixed = ("input", "join", "unit", "op")
+    for k in members:
+        if k[0] in fixed:
+            ids[k] = f"{k[1]}@add" if k[0] == "join" else k[1]
+            taken.add(ids[k])
+    for k, ms in members.items():
+        if k[0] in fixed:
+            continue
+        rows = [f.rows[n] for n in ms]
+        if k[0] == "stretch":
+            names = _distinct(str(r["module"]) for r in rows) or _distinct(str(r["op"]) for r in rows)
+            base = names[0]
+        else:
+            base = k[2] or "(net)"
+        nid, i = base, 1
+        while nid in taken:
+            i += 1
+            nid = f"{base}@{i}"
+        ids[k] = nid
+        taken.add(nid)
+    disp = {n: ids[k] for k, ms in members.items() for n in ms}
+
+    # clusters: a unit drawn as more than one node, and the units of one module side by side
+    clusters: dict[str, str] = {}
+    own: dict[str, str] = {}
+    for s in spans:
+        if level != "units" or children.get(s.name):
+            own[s.name] = f"cluster_u{len(clusters)}"
+            clusters[own[s.name]] = s.name
+    mates: dict[tuple[str | None, str], list[UnitSpan]] = {}
+    for s in spans:
+        mates.setdefault((s.parent, s.unit.owner), []).append(s)
+    shared: dict[str, str] = {}
+    for (_, owner), group in mates.items():
+        if len(group) > 1:
+            cid = f"cluster_o{len(clusters)}"
+            clusters[cid] = owner or "(net)"
+            shared.update({s.name: cid for s in group})
+    chains: dict[str, tuple[str, ...]] = {}
+
+    def chain(s: UnitSpan | None) -> tuple[str, ...]:
+        if s is None:
+            return ()
+        if s.name not in chains:
+            up = chain(by_name[s.parent]) if s.parent else ()
+            chains[s.name] = up + tuple(c for c in (shared.get(s.name), own.get(s.name)) if c)
+        return chains[s.name]
+
+    g = nx.DiGraph(name=net.name, level=level, residual=bool(net.units), depth=depth, clusters=clusters,
+                   unplaced=[u.name for u in lost], flow="recorded" if f.recorded else "assumed")
+    whole = level == "units"  # a unit's node carries all of it, its add none (as block_graph counts)
+    for k, ms in members.items():
+        nid = ids[k]
+        kind = k[0]
+        rows = [f.rows[n] for n in ms if n in f.rows]
+        span = by_name.get(k[1]) if kind in ("unit", "join") else inner.get(ms[0])
+        costed = [f.rows[n] for n in (*span.body, *span.tail)] if whole and kind == "unit" and span else rows
+        if whole and kind == "join":
+            costed = []
+        cost = {m: sum(int(r[m]) for r in costed) for m in ("params", "macs", "flops")}
+        outside = [p for p in f.graph.predecessors(ms[0]) if disp.get(p) != nid]
+        in_shape = f.shape(outside[0]) if outside else ()
+        out_shape = f.shape(ms[-1])
+        ops = [str(r["op"]) for r in rows]
+        modules = _distinct(str(r["module"]) for r in rows)
+        attrs: dict[str, Any] = {"kind": kind, "module": modules[0] if len(modules) == 1 else "", "ops": len(rows)}
+        if kind == "input":
+            op, label = "stage", ["input" if len(f.inputs) <= 1 else f"input {nid}"]
+            out_shape = f.shape(nid)
+        elif kind == "join":
+            assert span is not None
+            op, label = "add", [span.unit.join.label]
+            attrs |= {"module": span.unit.owner, "unit": span.name, "shortcut": span.unit.shortcut}
+        elif kind == "unit":
+            assert span is not None
+            in_shape, out_shape = tuple(span.unit.in_shape), tuple(span.unit.out_shape)
+            down = in_shape != out_shape
+            op, label = "block", [span.name + (" ↓" if down else "")]
+            attrs |= {"module": span.unit.owner, "unit": span.name, "shortcut": span.unit.shortcut,
+                      "downsample": down, "ops": len(span.body) + len(span.tail)}
+        elif kind == "stretch":
+            names = modules or _distinct(ops)
+            op, label = "stage", [names[0] if len(names) == 1 else f"{names[0]} … {names[-1]}"]
+            if len(rows) > 1:
+                label.append(f"{len(rows)} ops")
+        elif kind == "module":
+            styles = {op_style(o) for o in ops}
+            op = styles.pop() if len(styles) == 1 else "block"
+            if op == "op" and len(rows) > 1:
+                op = "block"
+            seen = _distinct(ops)
+            label = [nid, ", ".join(seen[:3]) + (" …" if len(seen) > 3 else "")]
+            attrs["module"] = k[2]
+        else:
+            row = rows[0]
+            op = "add" if ms[0] in adds else op_style(str(row["op"]))
+            label = [adds[ms[0]].unit.join.label] if ms[0] in adds else [str(row["module"]) or "(net)", str(row["op"])]
+            attrs |= {"module": str(row["module"]), "op_name": str(row["op"])}
+        if kind in ("module", "op") and all(n in on_shortcut for n in ms) and \
+                len({on_shortcut[n].name for n in ms}) == 1:
+            attrs["path"] = "shortcut"  # a shortcut's own node sits beside the main column
+        attrs |= {"first": ms[0], "last": ms[-1]}
+        g.add_node(nid, op=op, label="\\n".join(label), out_shape=out_shape, in_shape=in_shape,
+                   cluster=chain(span) if kind != "input" else (), **cost, **attrs)
+
+    # edges: the flow between drawn nodes; along a unit's shortcut (from x through its own nodes to the
+    # add) the unit's kind, where the nodes it joins are drawn apart from the branch
+    kinds: dict[tuple[str, str], str] = {}
+    for a, b in f.graph.edges:
+        da, db = disp[a], disp[b]
+        if da == db:
+            continue
+        kind = "main"
+        on = adds.get(b) or on_shortcut.get(b)
+        if on is not None and (a == on.x or a in on.shortcut) and \
+                (da == disp[on.x] or g.nodes[da].get("path") == "shortcut") and \
+                (db == disp[on.add] or g.nodes[db].get("path") == "shortcut"):
+            kind = on.unit.shortcut
+        if kinds.get((da, db), "main") == "main":
+            kinds[(da, db)] = kind
+    for s in spans:  # a shortcut drawn inside its unit's node (or a module's) is the arc from x to the add
+        join = disp[s.add]
+        if not any(kinds.get((u, join)) in SHORTCUT_KINDS for u in g.nodes):
+            kinds[(disp[s.x], join)] = s.unit.shortcut
+    for (u, v), kind in kinds.items():
+        g.add_edge(u, v, kind=kind)
+    return g
+
+
+def net_dot(net: GraphNet, level: str = "units", depth: int | None = None, *, show: str | None = None,
+            color_by: str | None = None) -> str:
+    """DOT source of ``net`` at ``level`` (units, modules or ops; ``depth`` cuts module paths)."""
+    cut = f" to depth {depth}" if level == "modules" and depth is not None else ""
+    return to_dot(net_graph(net, level, depth), show=show, color_by=color_by, title=f"{net.name} ({level}{cut})")
+
+
+def node_details(g: nx.DiGraph, nid: str) -> dict[str, str]:
+    """What a reader wants of one drawn node, as text: its id, module path, shapes, costs, and for a
+    unit its shortcut and join. Works on the spec diagrams' graphs too."""
+    d = g.nodes[nid]
+    out = {"node": str(nid), "label": str(d.get("label", "")).replace("\\n", " · ")}
+    for name, text in (("kind", "drawn as"), ("module", "module path")):
+        if d.get(name) not in (None, ""):
+            out[text] = str(d[name])
+    op = d.get("op_name") or (d.get("op") if "kind" not in d else None)  # a spec graph's op is its op's kind
+    if op:
+        out["op"] = str(op)
+    if d.get("in_shape"):
+        out["input shape"] = _shape(d["in_shape"])
+    if d.get("out_shape"):
+        out["output shape"] = _shape(d["out_shape"])
+    for name, text in (("params", "parameters"), ("macs", "MACs"), ("flops", "FLOPs"), ("ops", "ops")):
+        if isinstance(d.get(name), int):
+            out[text] = f"{d[name]:,}"
+    for name in ("unit", "shortcut", "stage", "block"):
+        if d.get(name) not in (None, ""):
+            out[name] = str(d[name])
+    if d.get("first") and d.get("last") and d["first"] != d["last"]:
+        out["graph nodes"] = f"{d['first']} … {d['last']}"
+    ins = [f"{u} ({k})" for u, _, k in g.in_edges(nid, data="kind") if k != "main"]
+    if ins:
+        out["shortcut in"] = ", ".join(ins)
+    return out

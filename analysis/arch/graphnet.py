@@ -22,18 +22,30 @@ average-pool input) and count a transformer's work as: matmuls and ``linear`` as
 scaled dot-product attention as its two matmuls (L·S·E + L·S·Ev MACs per batch and head) plus 4
 FLOPs per score (scale, max, exp, normalise: the softmax), LayerNorm 5 FLOPs per element, softmax 4.
 Numbers are for the example input the program was exported with (its batch included).
+
+**Decomposed programs** (``ep.run_decompositions()``, core ATen) read the same: the native norms'
+tuples (``_native_batch_norm_legit_no_training``, ``native_layer_norm``) give their first element's
+shape, a mean costs what the pool it replaces does (1 per input element), ``sub(1, g)`` is 1 − g, a
+weight read through ``permute`` (``addmm``) or a view belongs to the node that reads it. Only
+attention differs, by design: its decomposition is counted op by op (q and k each scaled, a causal
+mask built and added) where ``scaled_dot_product_attention`` counts 4 FLOPs per score.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import math
+import sys
+import threading
+import warnings
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TextIO, cast
 
 import networkx as nx
 import pandas as pd
@@ -44,11 +56,12 @@ from torch.export import ExportedProgram
 from analysis.arch.blockplan import Coef, Join, ShortcutKind, net_plan
 from analysis.arch.budget import ENV_VAR, fmt_bytes, memory_budget
 from analysis.arch.costs import layer_table
-from analysis.arch.ops import Op
+from analysis.arch.ops import Op, OpKind
 from analysis.arch.specs import ResNetSpec
 from analysis.arch.units import Unit, plan_units
 from analysis.core.errors import CheckpointError, ConfigError
 
+_log = logging.getLogger(__name__)
 ATEN = torch.ops.aten
 _ADDS = {ATEN.add.Tensor, ATEN.add_.Tensor}
 _MULS = {ATEN.mul.Tensor, ATEN.mul_.Tensor, ATEN.mul.Scalar}
@@ -204,13 +217,89 @@ def load_program(source: str | Path | bytes, name: str = "program") -> ExportedP
         raise ProgramError(f"{name}: torch could not read the program ({type(exc).__name__}: {first})") from None
 
 
+class _ThreadStderr:
+    """``sys.stderr`` while one thread exports: that thread's writes are kept, every other thread's
+    go through (a server's other sessions keep their output)."""
+
+    def __init__(self, real: TextIO, thread: int) -> None:
+        self.real, self.thread, self.kept = real, thread, io.StringIO()
+
+    def write(self, text: str) -> int:
+        if threading.get_ident() == self.thread:
+            return self.kept.write(text)
+        return self.real.write(text)
+
+    def flush(self) -> None:
+        self.real.flush()
+
+    def __getattr__(self, attr: str) -> Any:  # encoding, isatty, fileno ...: the real stream's
+        return getattr(self.real, attr)
+
+
+class _DropThread(logging.Filter):
+    """Drops the records torch's loggers make in one thread (their handlers hold the stderr of the
+    time they were made, so swapping ``sys.stderr`` does not reach them)."""
+
+    def __init__(self, thread: int) -> None:
+        super().__init__()
+        self.thread = thread
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.thread == self.thread and record.name.split(".", 1)[0] == "torch")
+
+
+_QUIET_LOCK = threading.Lock()  # one export at a time: each swap below is undone before the next
+
+
+@contextlib.contextmanager
+def _quiet_torch() -> Iterator[None]:
+    """Torch's own output while it exports, kept from the terminal: a failed export logs warnings
+    (symbolic_shapes), prints the partial graph to stderr and may warn, all before our one-sentence
+    error. Process-wide state is touched for this thread only and restored exactly in ``finally``:
+    ``sys.stderr``, ``warnings.showwarning`` and a filter on every handler of torch's loggers (and
+    on logging's last resort). What was kept goes to this module's logger at DEBUG."""
+    with _QUIET_LOCK:
+        me = threading.get_ident()
+        stderr, showwarning = sys.stderr, warnings.showwarning
+        quiet = _ThreadStderr(stderr, me)
+        drop = _DropThread(me)
+        loggers = [logging.getLogger()] + [lg for name, lg in logging.Logger.manager.loggerDict.items()
+                                           if isinstance(lg, logging.Logger) and name.split(".", 1)[0] == "torch"]
+        handlers = {id(h): h for lg in loggers for h in lg.handlers}
+        if logging.lastResort is not None:
+            handlers[id(logging.lastResort)] = logging.lastResort
+
+        def hide(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+            if threading.get_ident() != me:
+                showwarning(message, category, filename, lineno, file, line)
+
+        try:
+            for h in handlers.values():
+                h.addFilter(drop)
+            sys.stderr = cast(TextIO, quiet)
+            warnings.showwarning = hide
+            yield
+        finally:
+            if sys.stderr is quiet:  # whatever replaced it since is left to whoever did
+                sys.stderr = stderr
+            if warnings.showwarning is hide:
+                warnings.showwarning = showwarning
+            for h in handlers.values():
+                h.removeFilter(drop)
+            if quiet.kept.getvalue():
+                _log.debug("torch.export printed:\n%s", quiet.kept.getvalue())
+
+
 def export_module(module: torch.nn.Module, example: tuple[torch.Tensor, ...], name: str = "module") -> ExportedProgram:
     """``torch.export.export`` of a trusted module in eval mode, its failure one sentence: a forward
-    whose control flow depends on the data cannot be exported as one graph."""
+    whose control flow depends on the data cannot be exported as one graph. Torch's own warnings and
+    printouts during the export are kept off the terminal (:func:`_quiet_torch`)."""
     was_training = module.training
     module.eval()
     try:
-        return torch.export.export(module, example)
+        with _quiet_torch():
+            return torch.export.export(module, example)
     except Exception as exc:  # torch.export raises its own error types for untraceable code
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         hint = (" Its forward branches on tensor values: rewrite the branch with torch.cond, or export the "
@@ -259,6 +348,14 @@ class GraphNet:
     input_shapes: tuple[tuple[int, ...], ...]
     nodes: pd.DataFrame
     units: tuple[Unit, ...]
+    # the data flow, (producer id, consumer id) in graph order: between rows of ``nodes`` and from the
+    # user inputs (named in ``inputs``, in the order of ``input_shapes``) to the rows that read them;
+    # () where a source records no flow. Diagrams (analysis.arch.diagrams.net_graph) are drawn from it.
+    edges: tuple[tuple[str, str], ...] = ()
+    inputs: tuple[str, ...] = ()
+    # whether ``nodes``' shapes carry the example input's batch axis, as a program's do (1×64×56×56);
+    # a spec's cost table leaves it out (64×56×56); ``input_shapes`` always have it
+    batched: bool = True
 
     @property
     def params(self) -> int:
@@ -314,9 +411,6 @@ class _Reader:
                         self.dag.add_edge(a.name, n.name)
         self.by_name = {n.name: n for n in self.graph.nodes}
 
-    def param_numel(self, node: fx.Node) -> list[tuple[str, int]]:
-        return [(self.params[a.name], math.prod(_shape(a))) for a in node.all_input_nodes if a.name in self.params]
-
 
 def _macs(op: str, node: fx.Node) -> int:
     """Multiply-accumulates of a conv, linear, matmul or attention node, from its shapes."""
@@ -370,7 +464,29 @@ def _flops(op: str, node: fx.Node, macs: int) -> int:
     return 0
 
 
+def _weights_read(r: _Reader, node: fx.Node) -> list[fx.Node]:
+    """The parameters an activation node reads, directly or through nodes that only transform weights:
+    a decomposed linear reads its weight through permute (addmm(b, x, wᵀ)), a class token reaches its
+    cat through expand. Those nodes are not activations, so a unit's branch, made of activations,
+    would otherwise leave its weights out."""
+    out: list[fx.Node] = []
+    todo, seen = list(node.all_input_nodes), set()
+    while todo:
+        a = todo.pop()
+        if a in seen:
+            continue
+        seen.add(a)
+        if a.name in r.params:
+            out.append(a)
+        elif a.op == "call_function" and a not in r.live:
+            todo.extend(a.all_input_nodes)
+    return out
+
+
 def _cost_rows(r: _Reader) -> list[dict[str, Any]]:
+    reads = {n: _weights_read(r, n) for n in r.graph.nodes if n.op == "call_function" and n in r.live}
+    # a weight no activation reads (one only returned, say) counts where it is used
+    claimed = {a.name for found in reads.values() for a in found}
     seen: set[str] = set()
     rows: list[dict[str, Any]] = []
     for node in r.graph.nodes:
@@ -378,10 +494,13 @@ def _cost_rows(r: _Reader) -> list[dict[str, Any]]:
             continue
         op = _op_name(node)
         params = 0
-        for pname, numel in r.param_numel(node):
+        used = reads[node] if node in reads else [a for a in node.all_input_nodes
+                                                  if a.name in r.params and a.name not in claimed]
+        for a in used:
+            pname = r.params[a.name]
             if pname not in seen:  # a shared weight counts once, where it is first used
                 seen.add(pname)
-                params += numel
+                params += math.prod(_shape(a))
         macs = _macs(op, node)
         out = _shape(node)
         rows.append({"id": node.name, "module": _module(node), "op": op, "out_shape": out, "params": params,
@@ -412,13 +531,27 @@ def _coefficient(r: _Reader, operand: fx.Node) -> tuple[Coef, fx.Node]:
             return Coef("const", float(factor)), path
         if not isinstance(factor, fx.Node):
             continue
-        if factor.name in r.params:
-            return Coef("learned"), path
+        if factor.name in r.params or factor not in r.live and _weights_read(r, factor):
+            return Coef("learned"), path  # γ itself, or γ re-viewed to broadcast
         if factor.target in _SIGMOIDS:
             return Coef("gate"), path
-        if factor.target in _ONE_MINUS and isinstance(factor.args[0], fx.Node) and factor.args[0].target in _SIGMOIDS:
+        if _one_minus_gate(factor):
             return Coef("one_minus_gate"), path
     return Coef(), operand
+
+
+def _one_minus_gate(node: fx.Node) -> bool:
+    """1 − g for a sigmoid gate g: rsub(g, 1) as exported, sub(1, g) after run_decompositions()."""
+    args = node.args
+    if len(args) < 2 or node.kwargs.get("alpha", 1) != 1:
+        return False
+    if node.target in _RSUBS:
+        gate, one = args[0], args[1]
+    elif node.target in _SUBS:
+        one, gate = args[0], args[1]
+    else:
+        return False
+    return isinstance(gate, fx.Node) and gate.target in _SIGMOIDS and isinstance(one, (int, float)) and one == 1
 
 
 def _path_nodes(r: _Reader, start: str, end: fx.Node) -> set[str]:
@@ -437,36 +570,56 @@ def _path_nodes(r: _Reader, start: str, end: fx.Node) -> set[str]:
     return seen
 
 
-def _after(add: fx.Node) -> tuple[Op, ...]:
-    """A ReLU that alone consumes the sum: the unit's post-activation (He et al. 2015's blocks)."""
-    users = list(add.users)
-    if len(users) == 1 and users[0].target in _RELUS:
-        c = _shape(add)[1] if len(_shape(add)) > 1 else 0
-        return (Op("relu", "relu", c, c),)
-    return ()
+# what may follow a unit's add, by the name its ``post`` gives it (the op registry's kind where it has
+# the op): a ReLU, or a normalisation in its plain or native (decomposed) form
+_RENAMED = {"relu_": "relu", "batch_norm": "bn", "_native_batch_norm_legit_no_training": "bn",
+            "_native_batch_norm_legit": "bn", "native_batch_norm": "bn", "native_layer_norm": "layer_norm",
+            "native_group_norm": "group_norm", "_softmax": "softmax", "_log_softmax": "log_softmax"}
+_POST_KIND = {name: _RENAMED.get(name, name) for name in ("relu", "relu_", *PER_ELEMENT)}
 
 
-_KIND_OF = {"relu": "relu", "relu_": "relu", "batch_norm": "bn"}  # the op registry's names, where it has the op
-
-
-def _post(add: fx.Node) -> str:
-    """What alone consumes the sum inside the unit's own module, in order: 'relu', 'bn,relu' (BN after
-    addition), a post-norm transformer's 'layer_norm', or '' (nothing: the stream stays clean; a
-    pre-activation net's final BN belongs to the head, not to its last unit)."""
+def _post_nodes(add: fx.Node) -> list[tuple[str, fx.Node]]:
+    """What alone consumes the sum inside the unit's own module, in order, as (kind, node): a ReLU
+    (He et al. 2015's blocks), BN then ReLU (BN after addition), a post-norm transformer's LayerNorm,
+    or nothing (the stream stays clean; a pre-activation net's final BN belongs to the head, not to
+    its last unit). The one reading of it: the unit's ``post`` and its join's ``after`` derive from it."""
     owner = _module(add)
-    out: list[str] = []
+    out: list[tuple[str, fx.Node]] = []
     node = add
     while len(out) < 2 and len(node.users) == 1:
         (user,) = node.users
-        name = _op_name(user)
+        if _op_name(user) == "getitem" and user.args[1:2] == (0,):
+            node = user  # a native norm's output, taken from its tuple: no op of its own
+            continue
+        kind = _POST_KIND.get(_op_name(user))
         inside = not owner or _module(user) == owner or _module(user).startswith(owner + ".")
-        if not inside or (user.target not in _RELUS and name not in PER_ELEMENT):
+        if kind is None or not inside:
             break
-        out.append(_KIND_OF.get(name, name))
+        out.append((kind, user))
         node = user
-        if name.startswith("relu"):
+        if kind == "relu":
             break
-    return ",".join(out)
+    return out
+
+
+def _post(add: fx.Node) -> str:
+    """The unit's ``post``: 'relu', 'bn,relu', 'layer_norm' or ''."""
+    return ",".join(kind for kind, _ in _post_nodes(add))
+
+
+def _after(add: fx.Node) -> tuple[Op, ...]:
+    """The join's ``after``: the ops of :func:`_post_nodes` the op registry has (ReLU, BN; a LayerNorm
+    is in ``post`` only), named by their module inside the unit's, as a spec's plan names them."""
+    shape = _shape(add)
+    c = shape[1] if len(shape) > 1 else 0
+    owner = _module(add)
+    ops: list[Op] = []
+    for kind, node in _post_nodes(add):
+        if kind not in ("relu", "bn"):
+            continue
+        inner = _module(node).removeprefix(owner).lstrip(".") if owner else _module(node)
+        ops.append(Op(inner or kind, cast(OpKind, kind), c, c, dims=1 if len(shape) == 3 else 2))
+    return tuple(ops)
 
 
 def find_units(ep: ExportedProgram) -> list[Unit]:
@@ -490,11 +643,13 @@ def _units(r: _Reader, rows: Mapping[str, Mapping[str, Any]]) -> list[Unit]:
             continue
         (ca, pa), (cb, pb) = _coefficient(r, a), _coefficient(r, b)
         na, nb = _path_nodes(r, x, pa), _path_nodes(r, x, pb)
-        # the shortcut: x itself, else the shorter path; F is the other one and must hold weights
-        if len(nb) < len(na):
-            (ca, pa, na), (cb, pb, nb) = (cb, pb, nb), (ca, pa, na)
         short_params = sum(int(rows[n]["params"]) for n in na if n in rows)
         branch_params = sum(int(rows[n]["params"]) for n in nb if n in rows)
+        # the shortcut: x itself, else the shorter path, on a tie the one with fewer weights (a BN-folded
+        # conv-relu-conv branch is as long as option A's slice-slice-pad); F is the other and must hold weights
+        if (len(nb), branch_params) < (len(na), short_params):
+            (ca, pa, na), (cb, pb, nb) = (cb, pb, nb), (ca, pa, na)
+            short_params, branch_params = branch_params, short_params
         if not nb or branch_params == 0:
             continue
         kind: ShortcutKind = "identity" if not na else "projection" if short_params else "pad"
@@ -533,8 +688,16 @@ def open_program(ep: ExportedProgram, name: str = "program") -> GraphNet:
     rows = _cost_rows(r)
     table = pd.DataFrame(rows, columns=["id", "module", "op", "out_shape", "params", "macs", "flops", "act_bytes"])
     units = _units(r, {row["id"]: row for row in rows})
+    # every input a compute node reads that is itself a compute node or a user input: the live flow of
+    # r.dag, and also the rows computed from weights alone (a ViT's class token expanded to the batch,
+    # a causal mask from arange), which would otherwise float unconnected in a diagram of every op
+    computed = {row["id"] for row in rows}
+    inputs = tuple(n.name for n in r.user_inputs)
+    sources = computed | set(inputs)
+    edges = tuple((a.name, n.name) for n in r.graph.nodes if n.name in computed
+                  for a in n.all_input_nodes if a.name in sources)
     return GraphNet(name=name, input_shapes=tuple(_shape(n)[:] for n in r.user_inputs), nodes=table,
-                    units=tuple(units))
+                    units=tuple(units), edges=edges, inputs=inputs)
 
 
 def no_unit_reason(net: GraphNet) -> str:
@@ -565,5 +728,10 @@ def spec_net(spec: ResNetSpec) -> GraphNet:
     nodes = pd.DataFrame({"id": table["id"], "module": table["module"], "op": table["op"],
                           "out_shape": table["out_shape"], "params": table["params"], "macs": table["macs"],
                           "flops": table["flops"], "act_bytes": table["act_bytes"]})
+    # the flow of the spec's layer diagram, so an opened net and a built-in one are drawn alike (diagrams
+    # names GraphNet for type checking only: this arrow, graphnet -> diagrams, makes no import cycle)
+    from analysis.arch.diagrams import spec_flow
+
     return GraphNet(name=spec.name, input_shapes=((1, *spec.input_shape()),), nodes=nodes,
-                    units=tuple(plan_units(net_plan(spec))))
+                    units=tuple(plan_units(net_plan(spec))), edges=spec_flow(spec), inputs=("input",),
+                    batched=False)

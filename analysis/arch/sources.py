@@ -84,16 +84,21 @@ def open_module(ref: str, input_shape: str, *, input_dtype: InputDtype = "float3
     return open_program(export_module(net, (example,), name=ref), name=ref)
 
 
-def open_file(source: str | Path | bytes, name: str | None = None) -> GraphNet:
-    """A ``.pt2`` program or an ``.onnx`` model, from a path or its bytes (``name`` says which, by its suffix)."""
+def open_file(source: str | Path | bytes, name: str | None = None, *,
+              input_shape: tuple[int, ...] | None = None) -> GraphNet:
+    """A ``.pt2`` program or an ``.onnx`` model, from a path or its bytes (``name`` says which, by its suffix).
+    ``input_shape`` fixes an ONNX model's free dimensions (a program's shapes are fixed when exported)."""
     label = name if name is not None else Path(cast(str | Path, source)).name
     suffix = Path(label).suffix.lower()
     if suffix == ".pt2":
+        if input_shape is not None:
+            raise ConfigError(f"{label}: a program's input shape is fixed when it is exported; --input-shape "
+                              "applies to --module and to ONNX files")
         return open_program(load_program(source, label), name=label)
     if suffix == ".onnx":
         from analysis.arch.onnxnet import open_onnx  # onnx loads only for an ONNX file (it is slow to import)
 
-        return open_onnx(source, label)
+        return open_onnx(source, label, input_shape=input_shape)
     raise ConfigError(f"{label}: a net file is a torch.export program (.pt2) or an ONNX model (.onnx)")
 
 
@@ -109,9 +114,12 @@ def open_net(model: str | None = None, *, module: str | None = None, input_shape
         return open_module(module, input_shape, input_dtype=input_dtype)
     model = cast(str, model)  # given: exactly one of the two is None, and it is not this one
     if model in MODELS:
+        if input_shape is not None:
+            raise ConfigError(f"{model} is a built-in net: its input is its spec's; --input-shape is for --module "
+                              "and ONNX files")
         return spec_net(get_spec(model))
     path = Path(model)
     if path.suffix.lower() not in FILE_SUFFIXES and not path.exists():
         raise ConfigError(f"{model!r} is neither a built-in net ({', '.join(sorted(MODELS)[:4])}, ...) nor a "
                           ".pt2 or .onnx file")
-    return open_file(path)
+    return open_file(path, input_shape=None if input_shape is None else parse_shape(input_shape))

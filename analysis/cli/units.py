@@ -24,7 +24,8 @@ def add_parser(sub: Subparsers) -> None:
                     help="trusted Python: import PACKAGE.MODULE and call FACTORY() for an nn.Module (needs "
                          "--input-shape); exported here before it is read")
     un.add_argument("--input-shape", default=None, metavar="N,C,H,W",
-                    help="the example input for --module (with its batch), e.g. 1,3,224,224")
+                    help="the example input for --module, or the fixed input of an ONNX file whose sizes are free "
+                         "(with its batch), e.g. 1,3,224,224")
     un.add_argument("--input-dtype", default="float32", choices=list(sources.INPUT_DTYPES),
                     help="the example input's dtype for --module: float32, or int64 for a token model's ids")
     un.add_argument("--json", action="store_true", help='one JSON object {"units": [...], "params": N, "macs": N}')
