@@ -24,7 +24,7 @@ run: $(STAMP)
 
 # --dist loadgroup: tests marked xdist_group("ray") share one worker, so one Ray cluster runs at a time
 test: lint
-	$(PY) -m pytest -n 2 --dist loadgroup -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q --durations=15
 
 # mypy reads Ray's own type hints (it ships py.typed), so lint checks with the extra installed
 lint: $(RAY_STAMP)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
@@ -11,9 +9,9 @@ from analysis.arch.depth import ACTIVATION_COLUMN, FAMILIES, FAMILY_DEFAULTS, in
 from analysis.arch.examples import EXAMPLES
 from analysis.arch.graphnet import GraphNet
 from analysis.arch.netcosts import compare
-from analysis.arch.sources import MODULES_ENV, trusted_modules
+from analysis.arch.sources import MODULES_ENV, net_file, trusted_modules
 from analysis.arch.specs import MODELS, STRIDE_PLACEMENTS, StridePlacement, get_spec
-from analysis.core.errors import ConfigError, LensError
+from analysis.core.errors import LensError
 from analysis.core.reporting import csv_bytes
 from ui import cache, render
 from ui.widgets import NET_FILE_HELP, error_box, table
@@ -39,24 +37,32 @@ def opened_nets() -> list[tuple[GraphNet, str]]:
     ups = st.file_uploader("Your nets (.pt2 / .onnx)", accept_multiple_files=True, key="depth_your_upload",
                            help=NET_FILE_HELP)
     paths = st.text_area("…or paths of .pt2 / .onnx files on this server, one per line", key="depth_your_paths")
-    refs = trusted_modules()
+    onnx = st.text_input("ONNX files' input shape, where a file leaves sizes free", "", key="depth_your_onnx_shape",
+                         placeholder="each file's own, e.g. 1,128",
+                         help="Whole numbers separated by commas, batch first; a .pt2's shapes are fixed when "
+                              "exported. A free batch alone is read as 1.").strip() or None
+    try:
+        refs = trusted_modules()
+    except LensError as exc:
+        error_box(exc)
+        refs = ()
     chosen = st.multiselect("Trusted modules", refs, key="depth_your_modules", disabled=not refs,
                             help=f"Factories the server's starter listed in {MODULES_ENV}.")
     shape = st.text_input("Their example input (with its batch)", "1,3,224,224", key="depth_your_shape",
                           disabled=not chosen)
     for up in ups or []:
         try:
-            nets.append((cache.opened_file(up.getvalue(), up.name), "upload"))
-        except LensError as exc:
+            shape_of = onnx if up.name.lower().endswith(".onnx") else None
+            nets.append((cache.opened_file(up.getvalue(), up.name, shape_of), "upload"))
+        except (LensError, OSError) as exc:
             error_box(exc)
     for line in paths.splitlines():
         if not line.strip():
             continue
         try:
-            path = Path(line.strip()).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"{path}: no such file on this server")
-            nets.append((cache.opened_path(str(path), path.stat().st_mtime), "file"))
+            path = net_file(line)
+            shape_of = onnx if path.suffix.lower() == ".onnx" else None
+            nets.append((cache.opened_path(str(path), path.stat().st_mtime, shape_of), "file"))
         except (LensError, OSError) as exc:
             error_box(exc)
     for ref in chosen:

@@ -3,7 +3,8 @@ in the same run, for ResNet-152 (the built-in spec) and ViT-B/16 (86,567,656 par
 analysis/arch/examples.py, timm's layout).
 
 * opening a ``.pt2`` (the issue's case: a user exported their net and opens the file here):
-  ``load_program`` (every pickled part loaded weights_only first, the memory budget) and
+  ``read_program`` (load_program's checks: every pickled part loaded weights_only first, the memory
+  budget; then the program's JSON alone, no weights) and
   ``open_program`` (cost rows and units) and the unit table. Measured for a file with its float32
   weights and for a graph-only file exported on meta;
 * from a module: built on the meta device (no weights allocated), ``export_module`` (torch.export on
@@ -33,8 +34,9 @@ import torchinfo
 from torch import nn
 
 from analysis.arch.examples import VisionTransformer
-from analysis.arch.graphnet import export_module, load_program, open_program, summary
+from analysis.arch.graphnet import export_module, open_program, summary
 from analysis.arch.models import ResNet
+from analysis.arch.programjson import read_program
 from analysis.arch.specs import get_spec
 
 TARGET = 5.0
@@ -106,11 +108,13 @@ def saved(case: Case, weights: bool) -> bytes:
 
 
 def from_file(blob: bytes, name: str) -> tuple[dict[str, float], int]:
-    """Opening a user's .pt2: the checked load (pickled parts weights_only, budget) and the graph reading."""
+    """Opening a user's .pt2 as the app does (sources.open_file): the checks (pickled parts weights_only,
+    budget, symbolic shapes), the program read from its JSON (programjson.read_program: no weights, no
+    torch deserializer) and the graph reading."""
     t0 = time.perf_counter()
-    ep = load_program(blob, f"{name}.pt2")
+    ep = read_program(blob, f"{name}.pt2")
     t1 = time.perf_counter()
-    net = open_program(ep, name=name)
+    net = open_program(ep, name=name)  # type: ignore[arg-type]  # a LightProgram: what open_program reads
     [u.as_row() for u in net.units]
     summary(net.units)
     t2 = time.perf_counter()

@@ -28,11 +28,11 @@ from torch.export import ExportedProgram
 from analysis.arch.graphnet import (
     GraphNet,
     ProgramError,
-    _quiet_torch,
     export_module,
     load_program,
     no_unit_reason,
     open_program,
+    quiet_torch,
     spec_net,
     summary,
 )
@@ -261,6 +261,14 @@ def torch_handlers() -> dict[logging.Handler, list[object]]:
     return {h: list(h.filters) for lg in [logging.getLogger(), *loggers] for h in lg.handlers}
 
 
+def test_cli_export_failure_is_one_sentence() -> None:
+    """The command line owns its process: torch's partial graph and warnings stay off its stderr."""
+    out = subprocess.run([sys.executable, "-m", "analysis", "units", "--module", "tests.zoo:DataDependent",
+                          "--input-shape", f"2,{zoo.D}"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0
+    assert len(out.stderr.strip().splitlines()) == 1 and "could not trace it" in out.stderr, out.stderr
+
+
 def test_a_failed_export_prints_nothing_of_torchs_and_restores_what_it_silenced(
         capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     """torch logs a symbolic-shapes warning and prints the partial graph to stderr before raising;
@@ -270,7 +278,7 @@ def test_a_failed_export_prints_nothing_of_torchs_and_restores_what_it_silenced(
     try:
         stderr, showwarning, handlers = sys.stderr, warnings.showwarning, torch_handlers()
         capfd.readouterr()
-        with pytest.raises(ConfigError, match="could not trace it"):
+        with pytest.raises(ConfigError, match="could not trace it"), quiet_torch():
             export_module(zoo.DataDependent(), (torch.zeros(2, zoo.D),))
         out, err = capfd.readouterr()
         assert (out, err) == ("", "")
@@ -281,7 +289,7 @@ def test_a_failed_export_prints_nothing_of_torchs_and_restores_what_it_silenced(
         shapes.removeHandler(caplog.handler)
 
 
-def test_quiet_torch_silences_its_own_thread_only() -> None:
+def testquiet_torch_silences_its_own_thread_only() -> None:
     """Process-wide streams, touched for the exporting thread alone: a server's other sessions still
     print and warn while one exports."""
     real = io.StringIO()
@@ -290,7 +298,7 @@ def test_quiet_torch_silences_its_own_thread_only() -> None:
     try:
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            with _quiet_torch():
+            with quiet_torch():
                 print("mine", file=sys.stderr)
                 warnings.warn("my warning", UserWarning, stacklevel=1)
                 other = threading.Thread(target=lambda: (print("theirs", file=sys.stderr),
@@ -360,6 +368,68 @@ def test_archives_beyond_the_budget_and_foreign_files_are_refused(tmp_path: Path
         load_program(other.getvalue(), "x.pt2")
     with pytest.raises(ProgramError, match="no such program file"):
         load_program(tmp_path / "missing.pt2")
+
+
+def test_a_weight_file_emptied_to_declare_a_huge_tensor_is_refused_before_loading(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.export.load makes torch.zeros(declared size) for an empty weight file: a 6 KB archive could
+    declare gigabytes (review finding). The declared storage counts against the budget first."""
+    path = tmp_path / "lin.pt2"
+    torch.export.save(export_module(torch.nn.Linear(4, 4), (torch.zeros(1, 4),)), path)
+    with zipfile.ZipFile(path) as z:
+        (weight,) = [n for n in z.namelist() if n.endswith("weights/weight_0")]
+    emptied = tmp_path / "emptied.pt2"
+    emptied.write_bytes(rewritten(path, weight, b""))
+
+    def declare(doc: dict) -> None:  # type: ignore[type-arg]
+        meta = doc["config"]["weight"]["tensor_meta"]
+        meta["sizes"], meta["strides"] = [{"as_int": 2**27}], [{"as_int": 1}]
+
+    evil = _edited_json(emptied, "model_weights_config.json", declare)
+    loaded = []
+    monkeypatch.setattr(torch.export, "load", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr("analysis.arch.graphnet.memory_budget", lambda: 64 * 2**20)
+    with pytest.raises(ProgramError, match=r"declares tensors of 512.0 MiB beyond its files"):
+        load_program(evil, "evil.pt2")
+    assert not loaded
+    # the same file within a budget that holds it is not refused for it (an honest weight file counts once)
+    monkeypatch.setattr("analysis.arch.graphnet.memory_budget", lambda: 2**30)
+    load_program(evil, "evil.pt2")
+    assert loaded == [1]
+
+
+@pytest.mark.parametrize("field, planted", [
+    ("name", "x=__import__('pathlib').Path(MARKER).touch()"),  # torch pastes node names into Python source
+    ("target", "torch.os.system"),
+    ("parameter_name", "__class__.__init__"),
+])
+def test_a_program_naming_code_where_torch_writes_names_is_refused(tmp_path: Path, field: str, planted: str) -> None:
+    marker = tmp_path / "ran"
+    path = saved(tmp_path)
+    planted = planted.replace("MARKER", repr(str(marker)))
+
+    def plant(doc: dict) -> None:  # type: ignore[type-arg]
+        todo: list[object] = [doc]
+        while todo:  # the first occurrence of the field gets the planted text
+            item = todo.pop(0)
+            if isinstance(item, dict):
+                if isinstance(item.get(field), str):
+                    item[field] = planted
+                    return
+                todo.extend(item.values())
+            elif isinstance(item, list):
+                todo.extend(item)
+
+    evil = _edited_json(path, "models/model.json", plant)
+    with pytest.raises(ProgramError, match="where torch writes an identifier, an ATen operator or a module path"):
+        load_program(evil, "evil.pt2")
+    assert not marker.exists()
+
+
+def test_json_nested_past_the_parsers_stack_is_one_sentence(tmp_path: Path) -> None:
+    deep = rewritten(saved(tmp_path), "models/model.json", b"[" * 200_000)
+    with pytest.raises(ProgramError, match="is not valid JSON"):
+        load_program(deep, "deep.pt2")
 
 
 # ---------------------------------------------------------------------------------------------- CLI

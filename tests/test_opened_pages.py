@@ -20,6 +20,21 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("own_run_store")
 
 
+def broken() -> nn.Module:
+    """A trusted factory that fails (a user's code raises whatever it raises)."""
+    raise RuntimeError("weights file not found")
+
+
+def conv_on_meta() -> nn.Module:
+    """A trusted factory: a conv whose weights must be on the meta device (built there, never allocated)."""
+    m = nn.Conv2d(3, 8, 3)
+    BUILT.append(m.weight.device.type)
+    return m
+
+
+BUILT: list[str] = []
+
+
 def small_vit() -> nn.Module:
     """A trusted factory for the module source: two pre-norm blocks (four residual units)."""
     return Transformer(PreNormBlock, depth=2).eval()
@@ -94,12 +109,13 @@ def test_explorer_says_why_a_net_has_no_residual_unit(tmp_path: Path) -> None:
     assert any("no residual unit" in i.value and "multiplicative gate" in i.value for i in at.info)
 
 
-@pytest.mark.parametrize("what, words", [("missing", "no such file on this server"),
+@pytest.mark.parametrize("what, words", [("missing.pt2", "no such file on this server"),
                                          ("notes.txt", "a net file is a torch.export program (.pt2) or an ONNX"),
+                                         ("/etc/passwd", "passwd: a net file is a torch.export program (.pt2)"),
                                          ("junk.pt2", "not a complete zip archive")])
 def test_explorer_says_what_is_wrong_with_a_file(tmp_path: Path, what: str, words: str) -> None:
-    path = tmp_path / what
-    if what != "missing":
+    path = tmp_path / what  # an absolute `what` stays itself: the answer must not say whether it exists
+    if what in ("notes.txt", "junk.pt2"):
         path.write_bytes(b"junk")
     at = open_path(page("explorer.py"), "explorer", path)
     assert any(words in e.value for e in at.error), [e.value for e in at.error]
@@ -164,3 +180,44 @@ def test_explorer_opens_the_example_vit_with_no_file() -> None:
     at.slider(key="explorer_net_depth").set_value(1).run()
     rows = at.dataframe[0].value.set_index("module")
     assert int(rows.loc["blocks", "params"]) == 12 * 7_087_872  # per block: 2 LayerNorms, qkv, proj, fc1, fc2
+
+
+def test_a_trusted_factory_is_built_on_meta_and_its_failure_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis.arch.sources import open_module, trusted_modules
+
+    here = "tests.test_opened_pages"
+    BUILT.clear()
+    # a shape a link could set: 4096² RGB in a batch of 64 is 12 GiB of float32, nothing on meta
+    net = open_module(f"{here}:conv_on_meta", "64,3,4096,4096", allowed=[f"{here}:conv_on_meta"])
+    assert BUILT == ["meta"] and net.params == 8 * 3 * 9 + 8
+    with pytest.raises(ValueError, match=r"tests.test_opened_pages:broken\(\) failed \(RuntimeError: weights file"):
+        open_module(f"{here}:broken", "1,3,8,8")
+    with pytest.raises(ValueError, match="more than the 4,294,967,296 an example input may hold"):
+        open_module(f"{here}:conv_on_meta", "100000,3,1000,1000")
+    with pytest.raises(ValueError, match="'nope' is not one"):
+        trusted_modules({"RESNET_LENS_MODULES": f"{here}:small_vit, nope"})
+    assert trusted_modules({"RESNET_LENS_MODULES": f" {here}:small_vit ,, "}) == (f"{here}:small_vit",)
+
+
+def test_a_programs_shape_is_its_own(tmp_path: Path) -> None:
+    from analysis.arch.sources import open_file
+
+    path = saved(tmp_path, small_vit(), (1, 5, 8), "vit.pt2")
+    with pytest.raises(ValueError, match="a program's input shape is fixed when it is exported"):
+        open_file(path, input_shape=(1, 7, 8))
+
+
+def test_an_onnx_file_with_a_free_sequence_axis_opens_with_a_shape_from_the_sidebar(tmp_path: Path) -> None:
+    import warnings
+
+    vit = small_vit()
+    path = tmp_path / "vit.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation warning
+        torch.onnx.export(vit, (torch.zeros(1, 5, 8),), str(path), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {1: "T"}})
+    at = open_path(page("explorer.py"), "explorer", path)
+    assert at.error and not at.metric  # the free axis T needs a shape
+    at.text_input(key="explorer_net_onnx_shape").input("1,5,8").run()
+    clean(at)
+    assert metrics(at)["Parameters"] == f"{numel(vit):,}" and metrics(at)["Residual units"] == "4"

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 from analysis.arch.costs import totals
 from analysis.arch.models import build_model
 from analysis.arch.specs import get_spec
+from tests import downloads
 from tests.helpers import numel, torchinfo_mult_adds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,21 +95,29 @@ def test_depth_page_1d_families():
     assert at.dataframe[0].value.iloc[-1]["layer"] == "MACs (×10⁶)"
 
 
+def shown_dot(at: AppTest, files: downloads.Captured) -> str:
+    """The main diagram's DOT (drawn in the viewer's frame; its download is the same text)."""
+    buttons = {b.label: b for b in at.get("download_button")}
+    return files.of(buttons["Download DOT"]).data.decode()
+
+
 def test_diagrams_page_vdcnn29_through_the_model_picker():
-    at = page("diagrams.py").run()
-    at.sidebar.selectbox(key="diagrams_model").set_value("vdcnn29").run()
-    clean(at)
+    with downloads.captured() as files:
+        at = page("diagrams.py").run()
+        at.sidebar.selectbox(key="diagrams_model").set_value("vdcnn29").run()
+        clean(at)
+        dot = shown_dot(at, files)
     assert at.subheader[0].value == "vdcnn29 — 1-D, residual, shortcut B — input 16×1024 (channels × samples)"
     m = metrics(at)
     assert (m["Identity shortcuts (solid)"], m["Projection shortcuts (dashed)"]) == ("11", "3")
-    dot = at.get("graphviz_chart")[0].proto.spec
     assert 'conv1 [label="stem: conv1\\n64×1024"' in dot
     assert '"layer2.0.pool" [label="layer2.0.pool: max pool 3 /2\\n64×512"' in dot
     assert '"layer2.0.pool" -> "layer2.0@add"' in dot  # the shortcut starts after the pool
     assert "3×3" not in dot
-    at.radio(key="diagrams_level").set_value("layer").run()
-    clean(at)
-    dot = at.get("graphviz_chart")[0].proto.spec
+    with downloads.captured() as files:
+        at.radio(key="diagrams_level").set_value("layer").run()
+        clean(at)
+        dot = shown_dot(at, files)
     assert '"layer4.0.conv1" [label="layer4.0.conv1\\n512×128"' in dot and "3×3" not in dot
     assert '"layer2.0.pool" -> "layer2.0.downsample.0"' in dot
 

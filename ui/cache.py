@@ -145,16 +145,16 @@ def example_net(name: str) -> graphnet.GraphNet:
 
 
 @st.cache_data(show_spinner="Reading the net's graph…", max_entries=16)
-def opened_file(blob: bytes, name: str) -> graphnet.GraphNet:
-    """An uploaded .pt2 or .onnx file (read, never run)."""
-    return sources.open_file(blob, name)
+def opened_file(blob: bytes, name: str, input_shape: str | None = None) -> graphnet.GraphNet:
+    """An uploaded .pt2 or .onnx file (read, never run); ``input_shape`` fixes an ONNX file's free sizes."""
+    return sources.open_file(blob, name, input_shape=None if input_shape is None else sources.parse_shape(input_shape))
 
 
 @st.cache_data(show_spinner="Reading the net's graph…", max_entries=16)
-def opened_path(path: str, mtime: float) -> graphnet.GraphNet:
+def opened_path(path: str, mtime: float, input_shape: str | None = None) -> graphnet.GraphNet:
     """A .pt2 or .onnx file on this server (keyed by its modification time too, so a rewritten file reloads)."""
     del mtime
-    return sources.open_file(Path(path))
+    return sources.open_file(Path(path), input_shape=None if input_shape is None else sources.parse_shape(input_shape))
 
 
 @st.cache_data(show_spinner="Exporting the module…", max_entries=16)

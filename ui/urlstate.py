@@ -122,7 +122,7 @@ MODEL_PICKER: dict[str, Kind] = {
     "activation": "str",
     # your own net (ui.widgets.source_picker): where it is opened from; the upload itself is no setting
     "net_from": "str", "net_path": "str", "net_module": "str", "net_shape": "str", "net_dtype": "str",
-    "net_example": "str",
+    "net_example": "str", "net_onnx_shape": "str",
 }
 REGISTRY: dict[str, PageParams] = {
     "explorer": PageParams("explorer_", {**MODEL_PICKER, "level": "str", "columns": "strs", "analyse": "str",
@@ -135,7 +135,7 @@ REGISTRY: dict[str, PageParams] = {
                                      "groups": "int", "kind": "str", "dims": "int", "size1d": "int"}),
     "depth": PageParams("depth_", {"family": "str", "models_*": "strs", "stride": "str", "your_models": "strs",
                                    "your_paths": "str", "your_modules": "strs", "your_shape": "str",
-                                   "your_examples": "strs"}),
+                                   "your_examples": "strs", "your_onnx_shape": "str"}),
     "diagrams": PageParams("diagrams_", {**MODEL_PICKER, "level": "str", "show": "optstr", "color": "optstr",
                                          "twin": "bool", "block": "str", "projection": "bool", "block_dims": "int",
                                          "block1d": "str", "node": "optstr", "net_level": "str",

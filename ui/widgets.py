@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
@@ -13,7 +12,7 @@ import streamlit as st
 from analysis.arch.blockplan import small_input_note
 from analysis.arch.examples import EXAMPLES
 from analysis.arch.graphnet import GraphNet
-from analysis.arch.sources import INPUT_DTYPES, MODULES_ENV, trusted_modules
+from analysis.arch.sources import INPUT_DTYPES, MODULES_ENV, net_file, trusted_modules
 from analysis.arch.specs import (
     ACTIVATION_LABELS,
     ACTIVATIONS,
@@ -413,6 +412,17 @@ def source_picker(key: str, default: str = "resnet50") -> Source | None:
     return None if spec is None else Source(spec=spec)
 
 
+def onnx_shape(box: Any, key: str, name: str) -> str | None:
+    """An ONNX file's input shape where its sizes are free (a transformer's sequence axis): a program's
+    are fixed when exported, so only an ONNX file asks. None: the file's own."""
+    if not name.lower().endswith(".onnx"):
+        return None
+    text = box.text_input("Input shape (ONNX, where the file leaves sizes free)", "", key=f"{key}_net_onnx_shape",
+                          placeholder="the file's own, e.g. 1,128",
+                          help="Whole numbers separated by commas, batch first. A free batch alone is read as 1.")
+    return str(text).strip() or None
+
+
 def _opened_picker(key: str) -> Source | None:
     """A net of the user's own (see :mod:`analysis.arch.sources`), errors said in one sentence."""
     from ui import cache
@@ -425,16 +435,14 @@ def _opened_picker(key: str) -> Source | None:
             if up is None:
                 sb.info("Upload a .pt2 (torch.export.save) or .onnx file of your net.")
                 return None
-            return Source(opened=cache.opened_file(up.getvalue(), up.name))
+            return Source(opened=cache.opened_file(up.getvalue(), up.name, onnx_shape(sb, key, up.name)))
         if how == "path":
             text = sb.text_input("Path of a .pt2 or .onnx file", key=f"{key}_net_path", help=NET_FILE_HELP).strip()
             if not text:
                 sb.info("Type the path of a .pt2 or .onnx file on the machine that runs this app.")
                 return None
-            path = Path(text).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"{path}: no such file on this server")
-            return Source(opened=cache.opened_path(str(path), path.stat().st_mtime))
+            path = net_file(text)
+            return Source(opened=cache.opened_path(str(path), path.stat().st_mtime, onnx_shape(sb, key, path.name)))
         if how == "example":
             name = sb.selectbox("Example", list(EXAMPLES), format_func=lambda n: EXAMPLES[n].label,
                                 key=f"{key}_net_example",

@@ -693,6 +693,17 @@ def _distinct(values: Iterable[str]) -> list[str]:
     return [v for v in dict.fromkeys(values) if v]
 
 
+class DiagramError(LensError):
+    """A diagram that cannot be drawn as recorded (its units and its data flow disagree)."""
+
+
+def _spanned(span: UnitSpan | None, nid: str) -> UnitSpan:
+    """The unit a unit or join node stands for: every such node is made from a found span."""
+    if span is None:
+        raise DiagramError(f"node {nid} stands for a unit that was not found in the net's data flow")
+    return span
+
+
 def net_graph(net: GraphNet, level: str = "units", depth: int | None = None) -> nx.DiGraph:
     """``net`` drawn from its flow, with the node and edge attributes of the spec diagrams.
 
@@ -832,11 +843,11 @@ def net_graph(net: GraphNet, level: str = "units", depth: int | None = None) -> 
             op, label = "stage", ["input" if len(f.inputs) <= 1 else f"input {nid}"]
             out_shape = f.shape(nid)
         elif kind == "join":
-            assert span is not None
+            span = _spanned(span, nid)
             op, label = "add", [span.unit.join.label]
             attrs |= {"module": span.unit.owner, "unit": span.name, "shortcut": span.unit.shortcut}
         elif kind == "unit":
-            assert span is not None
+            span = _spanned(span, nid)
             in_shape, out_shape = tuple(span.unit.in_shape), tuple(span.unit.out_shape)
             down = in_shape != out_shape
             op, label = "block", [span.name + (" ↓" if down else "")]

@@ -36,8 +36,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import keyword
 import logging
 import math
+import re
 import sys
 import threading
 import warnings
@@ -103,6 +105,47 @@ def _archive_prefix(names: list[str]) -> str:
     return tops.pop() + "/" if len(tops) == 1 else ""
 
 
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a node name as fx writes them
+# an ATen op and overload by name ('_to_copy', 'dim_IntList'); never a dunder, so a lookup by these
+# names can only reach op packets and overloads, not Python's own attributes ('__class__')
+ATEN_TARGET = re.compile(r"torch\.ops\.aten\.([A-Za-z][A-Za-z0-9_]*|_[A-Za-z0-9][A-Za-z0-9_]*)"
+                         r"\.([A-Za-z][A-Za-z0-9_]*|_[A-Za-z0-9][A-Za-z0-9_]*)")
+_FQN = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")  # a module or parameter path: layer1.0.conv1.weight
+_FQN_KEYS = ("parameter_name", "buffer_name", "tensor_constant_name", "fqn")
+
+
+def plain_name(text: str) -> bool:
+    """A name torch pastes into Python source may be an identifier and nothing else."""
+    return bool(NAME.fullmatch(text)) and not keyword.iskeyword(text)
+
+
+def _foreign_text(doc: object) -> str | None:
+    """The first text in a program's JSON that torch.export.load would paste into the Python source of
+    the program's GraphModule or resolve as an attribute path, and that is not what torch writes there:
+    node and argument names must be identifiers, targets ATen ops, module and parameter paths dotted
+    names without dunders. None when all are (a review found ``x=print(...)`` as a name ran on load)."""
+    todo = [doc]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(value, str):
+                    if key == "name" and not plain_name(value):
+                        return value
+                    if key == "target" and not ATEN_TARGET.fullmatch(value):
+                        return value
+                    if key in _FQN_KEYS and value and (not _FQN.fullmatch(value) or "__" in value):
+                        return value
+                elif key == "tensor_values" and isinstance(value, dict):
+                    bad = next((k for k in value if not plain_name(str(k))), None)
+                    if bad is not None:
+                        return str(bad)
+                todo.append(value)
+        elif isinstance(item, list):
+            todo.extend(item)
+    return None
+
+
 def _symbolic(doc: object) -> bool:
     """The serialized program holds a symbolic size, float or bool (an ``as_expr``, or shape
     constraints): torch rebuilds those with ``sympy.sympify``, which evaluates its string as Python."""
@@ -118,7 +161,39 @@ def _symbolic(doc: object) -> bool:
     return False
 
 
-def _check_payloads(z: zipfile.ZipFile, name: str) -> None:
+# torch.export's serialized ScalarType codes (torch/_export/serde/schema.py) -> bytes per element; an
+# unknown code counts as the widest (complex128), so a declared size is never under-counted
+_ITEMSIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 2, 7: 4, 8: 8, 9: 4, 10: 8, 11: 16, 12: 1, 13: 2}
+_WIDEST = 16
+
+
+def _declared_bytes(meta: object, what: str) -> int:
+    """The bytes a serialized tensor's storage must hold: torch.export.load makes a tensor of this
+    size when its data file is empty (torch.zeros of the declared size), so it is what loading costs."""
+    if not isinstance(meta, dict):
+        raise ProgramError(f"{what}: its tensor description is not the layout torch.export.save writes")
+    device = meta.get("device")
+    if isinstance(device, dict) and device.get("type") == "meta":
+        return 0  # a program exported on the meta device holds shapes only (the README's recipe)
+
+    def ints(items: object) -> list[int]:
+        if not isinstance(items, list) or not all(isinstance(i, dict) and type(i.get("as_int")) is int
+                                                  for i in items):
+            raise ProgramError(f"{what}: its tensor sizes are not fixed whole numbers")
+        return [int(i["as_int"]) for i in items]
+
+    sizes, strides = ints(meta.get("sizes")), ints(meta.get("strides"))
+    offset = ints([meta.get("storage_offset", {"as_int": 0})])[0]
+    if len(sizes) != len(strides) or any(v < 0 for v in (*sizes, *strides, offset)):
+        raise ProgramError(f"{what}: its tensor sizes, strides or offset are not a tensor's")
+    if 0 in sizes:
+        return 0
+    dtype = meta.get("dtype")
+    itemsize = _ITEMSIZE.get(dtype, _WIDEST) if isinstance(dtype, int) else _WIDEST
+    return itemsize * (offset + 1 + sum((n - 1) * st for n, st in zip(sizes, strides, strict=True)))
+
+
+def _check_payloads(z: zipfile.ZipFile, name: str) -> int:
     """Nothing in the archive may run code when torch opens it:
 
     - every pickled part must load with ``torch.load(weights_only=True)``: torch's own loader
@@ -126,8 +201,12 @@ def _check_payloads(z: zipfile.ZipFile, name: str) -> None:
       would run), so each is tried here first with the safe unpickler;
     - script and opaque objects (code by definition) are refused outright;
     - the program's JSON may hold fixed shapes only: a symbolic one is rebuilt by ``sympy.sympify``,
-      which runs its string as Python (ResNet Lens reads programs exported with fixed shapes)."""
+      which runs its string as Python (ResNet Lens reads programs exported with fixed shapes).
+
+    Returns the bytes that loading would make beyond the archive's own: a tensor whose data file is
+    shorter than its declared storage is made at the declared size (a 6 KB file can declare gigabytes)."""
     names = z.namelist()
+    extra = 0
     prefix = _archive_prefix(names)
     if f"{prefix}archive_format" not in names or not any(n.startswith(f"{prefix}models/") for n in names):
         raise ProgramError(f"{name}: not a torch.export program (.pt2): no archive_format and models/ entries; "
@@ -138,13 +217,19 @@ def _check_payloads(z: zipfile.ZipFile, name: str) -> None:
             continue
         try:
             doc = json.loads(z.read(n))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
             raise ProgramError(f"{name}: its entry {n.removeprefix(prefix)} is not valid JSON") from exc
         if "/data/" not in n or not n.endswith("_config.json"):
             if _symbolic(doc):
                 raise ProgramError(f"{name}: its program has symbolic shapes ({n.removeprefix(prefix)}), which torch "
                                    "would rebuild by evaluating their text as Python; export it with fixed input "
                                    "shapes (no dynamic_shapes)")
+            foreign = _foreign_text(doc)
+            if foreign is not None:
+                raise ProgramError(f"{name}: its program names {foreign[:60]!r} where torch writes an identifier, an "
+                                   "ATen operator or a module path; torch would paste it into Python source when "
+                                   "opening the file, so it is refused (ResNet Lens reads programs of ATen ops "
+                                   "only)")
             continue
         config = doc.get("config") if isinstance(doc, dict) else None
         if not isinstance(config, dict) or not all(isinstance(e, dict) for e in config.values()):
@@ -158,19 +243,26 @@ def _check_payloads(z: zipfile.ZipFile, name: str) -> None:
                                    "export the net without custom classes")
             if entry.get("use_pickle"):
                 pickled.append(f"{folder}/{path}")
+                continue
+            member = f"{folder}/{path}"
+            stored = z.getinfo(member).file_size if member in names else 0
+            extra += max(0, _declared_bytes(entry.get("tensor_meta"), f"{name}: {fqn}") - stored)
     for n in pickled:
         try:
             torch.load(io.BytesIO(z.read(n)), weights_only=True)
         except Exception as exc:  # anything the safe unpickler refuses: the part is not plain tensors
             raise ProgramError(f"{name}: its pickled part {n.removeprefix(prefix)} does not load as plain tensors "
                                f"({type(exc).__name__}); it could run code when opened, so it is refused") from None
+    return extra
 
 
-def _check_unpacked(infos: list[zipfile.ZipInfo], name: str, budget: int) -> None:
-    """The archive's members, as its directory declares them, must unpack within the budget."""
-    total = sum(i.file_size for i in infos)
+def _check_unpacked(infos: list[zipfile.ZipInfo], name: str, budget: int, declared: int = 0) -> None:
+    """The archive's members, as its directory declares them, and the tensors its weight list declares
+    beyond them (``declared``), must fit the budget."""
+    total = sum(i.file_size for i in infos) + declared
     if total > budget:
-        raise ProgramError(f"{name}: it unpacks to {fmt_bytes(total)}, more than the memory budget of "
+        what = "unpacks to" if not declared else f"declares tensors of {fmt_bytes(declared)} beyond its files: it needs"
+        raise ProgramError(f"{name}: it {what} {fmt_bytes(total)}, more than the memory budget of "
                            f"{fmt_bytes(budget)} (set {ENV_VAR} to raise it)")
 
 
@@ -209,7 +301,7 @@ def load_program(source: str | Path | bytes, name: str = "program") -> ExportedP
         raise ProgramError(f"{name}: not a torch.export program (.pt2): not a complete zip archive") from exc
     _check_unpacked(z.infolist(), name, budget)
     with z:
-        _check_payloads(z, name)
+        _check_unpacked(z.infolist(), name, budget, _check_payloads(z, name))
     try:
         return torch.export.load(io.BytesIO(blob))
     except Exception as exc:  # torch's deserializer raises many types for a damaged or foreign archive
@@ -252,10 +344,12 @@ _QUIET_LOCK = threading.Lock()  # one export at a time: each swap below is undon
 
 
 @contextlib.contextmanager
-def _quiet_torch() -> Iterator[None]:
+def quiet_torch() -> Iterator[None]:
     """Torch's own output while it exports, kept from the terminal: a failed export logs warnings
     (symbolic_shapes), prints the partial graph to stderr and may warn, all before our one-sentence
-    error. Process-wide state is touched for this thread only and restored exactly in ``finally``:
+    error. For the owner of the process only (the command line): it swaps process-wide slots, so
+    library code and the app's page threads never call it (a server's log keeps torch's output).
+    The slots are touched for this thread only and restored exactly in ``finally``:
     ``sys.stderr``, ``warnings.showwarning`` and a filter on every handler of torch's loggers (and
     on logging's last resort). What was kept goes to this module's logger at DEBUG."""
     with _QUIET_LOCK:
@@ -293,13 +387,12 @@ def _quiet_torch() -> Iterator[None]:
 
 def export_module(module: torch.nn.Module, example: tuple[torch.Tensor, ...], name: str = "module") -> ExportedProgram:
     """``torch.export.export`` of a trusted module in eval mode, its failure one sentence: a forward
-    whose control flow depends on the data cannot be exported as one graph. Torch's own warnings and
-    printouts during the export are kept off the terminal (:func:`_quiet_torch`)."""
+    whose control flow depends on the data cannot be exported as one graph (the command line keeps
+    torch's own printouts off the terminal with :func:`quiet_torch`)."""
     was_training = module.training
     module.eval()
     try:
-        with _quiet_torch():
-            return torch.export.export(module, example)
+        return torch.export.export(module, example)
     except Exception as exc:  # torch.export raises its own error types for untraceable code
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         hint = (" Its forward branches on tensor values: rewrite the branch with torch.cond, or export the "

@@ -2,8 +2,9 @@
 trusted Python factory. Each gives one :class:`~analysis.arch.graphnet.GraphNet`, so every consumer
 (the units CLI, the Explorer, Depth comparison, Diagrams) reads the same record whatever the source.
 
-Files never run code: a ``.pt2`` is read by :func:`~analysis.arch.graphnet.load_program` (pickled parts
-``weights_only``, symbolic shapes refused, memory budget first), an ONNX file by
+Files never run code: a ``.pt2`` is read from its program's JSON by
+:func:`~analysis.arch.programjson.read_program` after ``load_program``'s checks (pickled parts
+``weights_only``, symbolic shapes refused, memory budget first; no weight read), an ONNX file by
 :func:`~analysis.arch.onnxnet.open_onnx`. Python runs only where someone who controls the machine
 named it: ``--module`` on the command line, or on a server the factories its starter listed in
 ``RESNET_LENS_MODULES`` (an upload never names code).
@@ -12,6 +13,7 @@ named it: ``--module`` on the command line, or on a server the factories its sta
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -19,8 +21,10 @@ from pathlib import Path
 from typing import Literal, cast
 
 import torch
+from torch.export import ExportedProgram
 
-from analysis.arch.graphnet import GraphNet, export_module, load_program, open_program, spec_net
+from analysis.arch.graphnet import GraphNet, export_module, open_program, spec_net
+from analysis.arch.programjson import read_program
 from analysis.arch.specs import MODELS, get_spec
 from analysis.core.errors import ConfigError
 
@@ -29,6 +33,7 @@ FILE_SUFFIXES = (".pt2", ".onnx")
 InputDtype = Literal["float32", "int64"]
 INPUT_DTYPES: dict[InputDtype, torch.dtype] = {"float32": torch.float32, "int64": torch.int64}
 _REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+MAX_INPUT_VALUES = 2**32  # an example input's values (meta: no memory; a bound on what shapes are traced)
 
 
 def trusted_modules(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
@@ -51,6 +56,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
         shape = ()
     if not shape or any(d < 1 for d in shape) or len(shape) > 6:
         raise ConfigError(f"an input shape is 1 to 6 whole numbers >= 1 separated by commas (N,C,H,W), got {text!r}")
+    if math.prod(shape) > MAX_INPUT_VALUES:
+        raise ConfigError(f"an input of shape {text} holds {math.prod(shape):,} values, more than the "
+                          f"{MAX_INPUT_VALUES:,} an example input may hold")
     return shape
 
 
@@ -73,15 +81,36 @@ def module_factory(ref: str, allowed: Iterable[str] | None = None) -> Callable[[
 
 def open_module(ref: str, input_shape: str, *, input_dtype: InputDtype = "float32",
                 allowed: Iterable[str] | None = None) -> GraphNet:
-    """A trusted factory's module, exported for one example input of ``input_shape`` (zeros: a token
-    model takes ``int64`` ids) and read like a file's program."""
+    """A trusted factory's module, built on the meta device and exported for one example input of
+    ``input_shape`` (a token model takes ``int64`` ids), read like a file's program."""
     if input_dtype not in INPUT_DTYPES:
         raise ConfigError(f"the input's dtype is one of {', '.join(INPUT_DTYPES)}, got {input_dtype!r}")
-    net = module_factory(ref, allowed)()
+    shape = parse_shape(input_shape)
+    factory = module_factory(ref, allowed)
+    # built on the meta device: shapes only, so neither its weights nor the example (whose shape a
+    # link can set) take memory, and a table costs nothing to make
+    try:
+        with torch.device("meta"):
+            net = factory()
+    except Exception as exc:  # the factory is the user's code: whatever it raises is said in one sentence
+        raise ConfigError(f"{ref}() failed ({type(exc).__name__}: {str(exc)[:200]}); a factory is called with no "
+                          "arguments and builds its module on the meta device") from None
     if not isinstance(net, torch.nn.Module):
         raise ConfigError(f"{ref} returned a {type(net).__name__}, not a torch.nn.Module")
-    example = torch.zeros(parse_shape(input_shape), dtype=INPUT_DTYPES[input_dtype])
+    example = torch.zeros(shape, dtype=INPUT_DTYPES[input_dtype], device="meta")
     return open_program(export_module(net, (example,), name=ref), name=ref)
+
+
+def net_file(text: str) -> Path:
+    """A net file's path typed by a user of the app: its suffix first, so the answer never tells
+    whether some other file exists on the server."""
+    path = Path(text.strip()).expanduser()
+    if path.suffix.lower() not in FILE_SUFFIXES:
+        raise ConfigError(f"{path.name or text}: a net file is a torch.export program (.pt2) or an ONNX model "
+                          "(.onnx)")
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file on this server")
+    return path
 
 
 def open_file(source: str | Path | bytes, name: str | None = None, *,
@@ -94,7 +123,9 @@ def open_file(source: str | Path | bytes, name: str | None = None, *,
         if input_shape is not None:
             raise ConfigError(f"{label}: a program's input shape is fixed when it is exported; --input-shape "
                               "applies to --module and to ONNX files")
-        return open_program(load_program(source, label), name=label)
+        # the program's JSON alone (no weights, no torch deserializer: programjson's docstring); the
+        # light program carries what open_program reads of an ExportedProgram
+        return open_program(cast(ExportedProgram, read_program(source, label)), name=label)
     if suffix == ".onnx":
         from analysis.arch.onnxnet import open_onnx  # onnx loads only for an ONNX file (it is slow to import)
 

@@ -35,8 +35,9 @@ def add_parser(sub: Subparsers) -> None:
 def cmd_units(args: argparse.Namespace, stop: Stop) -> int:
     """The residual units of a built-in net (from its plan), an exported program (.pt2, from its
     graph) or a trusted module (``--module package.module:factory``, exported here), and its totals."""
-    net = sources.open_net(args.model, module=args.module, input_shape=args.input_shape,
-                           input_dtype=args.input_dtype)
+    with graphnet.quiet_torch():  # a failed export is our one sentence, not torch's partial graph first
+        net = sources.open_net(args.model, module=args.module, input_shape=args.input_shape,
+                               input_dtype=args.input_dtype)
     rows = [u.as_row() for u in net.units]
     if args.json:
         print(json.dumps({"model": net.name, "input": [list(s) for s in net.input_shapes], "units": rows,
