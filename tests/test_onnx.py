@@ -9,6 +9,7 @@ from ``onnx.helper`` for the hostile ones.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import io
 import json
@@ -268,13 +269,161 @@ def test_ops_it_cannot_convert_are_named() -> None:
         open_onnx(pool.SerializeToString(), "pool.onnx")
 
 
+def evaluated(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The op type of every node the converter folds with ONNX's reference evaluator, as it happens."""
+    seen: list[str] = []
+    evaluate = onnxnet._Converter._evaluate
+
+    def spy(self: onnxnet._Converter, node: onnx.NodeProto) -> list[np.ndarray]:
+        seen.append(node.op_type)
+        return evaluate(self, node)
+
+    monkeypatch.setattr(onnxnet._Converter, "_evaluate", spy)
+    return seen
+
+
+def filled(shape: list[int], fill: float = 1.0) -> list[onnx.NodeProto]:
+    """``c`` = a ConstantOfShape of ``shape``: a constant of any size from a few bytes of file."""
+    return [helper.make_node("Constant", [], ["s"], value=helper.make_tensor("sv", TensorProto.INT64, [len(shape)], shape)),
+            helper.make_node("ConstantOfShape", ["s"], ["c"], value=helper.make_tensor("f", TensorProto.FLOAT, [1], [fill]))]
+
+
+BOMBS = {  # op over ConstantOfShape operands: a few hundred bytes that the reference evaluator ran for minutes
+    "MaxPool": lambda: [helper.make_node("MaxPool", ["c"], ["e"], kernel_shape=[3, 3], pads=[1] * 4)],
+    "Conv": lambda: [helper.make_node("Conv", ["c", "c"], ["e"], pads=[1] * 4)],
+    "Einsum": lambda: [helper.make_node("Einsum", ["c", "c"], ["e"], equation="ijkl,mnop->")],
+    "MatMul": lambda: [helper.make_node("MatMul", ["c", "c"], ["e"])],
+}
+
+
+@pytest.mark.parametrize("op", sorted(BOMBS))
+def test_constant_folding_never_runs_convolutions_pools_or_products(monkeypatch: pytest.MonkeyPatch, op: str) -> None:
+    """Only shape arithmetic is folded: an op whose work is more than its sizes (a 63x63 max pool over a
+    512x512 ConstantOfShape: 358 bytes, 328 s to fold) is converted to torch instead, and costed."""
+    seen = evaluated(monkeypatch)
+    nodes = [*filled([1, 1, 3, 3]), *BOMBS[op](), helper.make_node("ReduceSum", ["e"], ["r"], keepdims=0),
+             helper.make_node("Add", ["x", "r"], ["y"])]
+    net = open_onnx(tiny(nodes, [], shape=(1,)).SerializeToString(), "bomb.onnx")
+    assert op not in seen and "ConstantOfShape" in seen  # the small operand is folded, the op is not
+    assert net.params == 0 and net.macs == (81 if op == "Conv" else 27 if op == "MatMul" else 0)
+
+
+@pytest.mark.parametrize("limit, value, folds", [("FOLD_LIMIT", 8, 0), ("FOLD_WORK", 16, 0),
+                                                  ("FOLD_WORK_TOTAL", 30, 1), ("FOLD_WORK", 1 << 18, 2)])
+def test_constants_too_large_to_fold_are_made_by_torch(monkeypatch: pytest.MonkeyPatch, limit: str, value: int,
+                                                       folds: int) -> None:
+    """Two 4x4 ConstantOfShape (16 elements out, 2 in): each is folded only within the size of a folded
+    value (FOLD_LIMIT), the work of one fold (FOLD_WORK) and of all of them (FOLD_WORK_TOTAL); the
+    others are made by torch as the module runs. The net reads the same either way."""
+    monkeypatch.setattr(onnxnet, limit, value)
+    seen = evaluated(monkeypatch)
+    nodes = [*filled([4, 4]), helper.make_node("ConstantOfShape", ["s"], ["d"]),  # zeros, the default fill
+             helper.make_node("Add", ["x", "c"], ["h"]), helper.make_node("Mul", ["h", "d"], ["y"])]
+    net = open_onnx(tiny(nodes, [], shape=(4, 4)).SerializeToString(), "filled.onnx")
+    assert seen.count("ConstantOfShape") == folds
+    assert (net.params, net.macs, list(net.nodes["op"]).count("full")) == (0, 0, 2 - folds)
+
+
+def test_a_range_too_large_to_fold_is_made_by_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnxnet, "FOLD_WORK", 4)
+    bounds = [helper.make_node("Constant", [], [n], value=helper.make_tensor(n + "v", TensorProto.INT64, [], [v]))
+              for n, v in (("a", 0), ("b", 4), ("d", 1))]
+    nodes = [*bounds, helper.make_node("Range", ["a", "b", "d"], ["r"]),
+             helper.make_node("Cast", ["r"], ["f"], to=TensorProto.FLOAT), helper.make_node("Add", ["x", "f"], ["y"])]
+    net = open_onnx(tiny(nodes, []).SerializeToString(), "range.onnx")
+    assert "arange" in set(net.nodes["op"]) and net.params == 0
+
+
+def test_a_causal_mask_too_large_to_fold_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long context's mask (Expand, Trilu, Equal, Where over tokens x tokens) is past FOLD_WORK: it is
+    converted instead (1024 tokens: 2^20 elements), and the net reads as its program still does."""
+    monkeypatch.setattr(onnxnet, "FOLD_WORK", zoo.T * zoo.T)  # the mask's Trilu reads and writes twice this
+    seen = evaluated(monkeypatch)
+    torch.manual_seed(0)
+    model = zoo.Transformer(zoo.PreNormBlock, causal=True)
+    net = open_onnx(onnx_bytes(model, tokens()), "gpt.onnx")
+    assert "Trilu" not in seen and "tril" in set(net.nodes["op"])
+    ours = open_program(export_module(model, (tokens(),)), name="gpt")
+    assert (net.params, net.macs) == (ours.params, ours.macs)
+    assert [u.as_row() for u in net.units] == [u.as_row() for u in ours.units]
+
+
+def test_weights_that_are_each_others_transposes_are_found_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tied weights are looked up by a digest of their values: each stored weight is read a bounded number
+    of times, not once per weight of the mirrored shape (200 pairs: 80,000 reads)."""
+    rng = np.random.default_rng(0)
+    pairs = 200
+    inits = [numpy_helper.from_array(rng.random(shape, dtype=np.float32), f"{c}{i}")
+             for i in range(pairs) for c, shape in (("a", (2, 3)), ("b", (3, 2)))]
+    nodes = [helper.make_node("Concat", [f"{c}{i}" for i in range(pairs)], [f"{c}s"], axis=0) for c in "ab"]
+    nodes += [helper.make_node("ReduceSum", [f"{c}s"], [f"{c}r"], keepdims=0) for c in "ab"]
+    nodes += [helper.make_node("Add", ["x", "ar"], ["h"]), helper.make_node("Add", ["h", "br"], ["y"])]
+    reads = []
+    read = onnxnet._Converter._read
+
+    def counted(self: onnxnet._Converter, name: str) -> np.ndarray:
+        reads.append(name)
+        return read(self, name)
+
+    monkeypatch.setattr(onnxnet._Converter, "_read", counted)
+    open_onnx(tiny(nodes, inits, shape=(1,)).SerializeToString(), "many.onnx")
+    assert max(reads.count(n) for n in set(reads)) <= 2
+
+
+def test_constant_weights_are_never_taken_for_tied_ones() -> None:
+    """All-ones matrices are each other's transposes by accident; two random ones stored as a weight and
+    its transpose are one weight (as torch's exporter writes a tied head)."""
+
+    def net(b: np.ndarray, a: np.ndarray) -> GraphNet:
+        inits = [numpy_helper.from_array(b, "b"), numpy_helper.from_array(a, "a")]
+        nodes = [helper.make_node("MatMul", ["x", "b"], ["h"]), helper.make_node("MatMul", ["h", "a"], ["y"])]
+        return open_onnx(tiny(nodes, inits, shape=(1, 3)).SerializeToString(), "pair.onnx")
+
+    assert net(np.ones((3, 2), np.float32), np.ones((2, 3), np.float32)).params == 12
+    b = np.random.default_rng(0).random((3, 2), dtype=np.float32)
+    assert net(b, np.ascontiguousarray(b.T)).params == 6
+
+
+def test_a_negative_dimension_is_refused_before_it_offsets_a_large_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tensor declaring -2^28 floats would cancel one declaring 2^28 in the budget's sum."""
+    big = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4, 1 << 26])
+    neg = TensorProto(name="v", data_type=TensorProto.FLOAT, dims=[-4, 1 << 26])
+    model = tiny([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "v"], ["y"])], [big, neg])
+
+    def forbidden(*a: object, **k: object) -> None:
+        raise AssertionError("touched before the file was refused")
+
+    monkeypatch.setattr(numpy_helper, "to_array", forbidden)
+    monkeypatch.setattr(onnx.checker, "check_model", forbidden)
+    monkeypatch.setenv(ENV_VAR, "64M")
+    with pytest.raises(OnnxError, match=r"^neg\.onnx: its tensor 'v' declares a negative dimension \[-4, 67108864\]$"):
+        open_onnx(model.SerializeToString(), "neg.onnx")
+
+
+def test_long_name_scopes_are_never_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's scopes are parsed only when short: a 5 MB literal took 2.35 GB to parse. The name says
+    where the node is instead."""
+
+    def forbidden(*a: object, **k: object) -> None:
+        raise AssertionError("parsed")
+
+    node = helper.make_node("Relu", ["a"], ["b"], name="/layer1/conv1/Relu")
+    helper.set_metadata_props(node, {"pkg.torch.onnx.name_scopes": "['" + "a', '" * 300_000 + "']"})
+    monkeypatch.setattr(ast, "literal_eval", forbidden)
+    monkeypatch.setattr(json, "loads", forbidden)
+    assert module_path(node) == "layer1.conv1"
+
+
 def test_module_paths_come_from_either_exporters_names() -> None:
     node = helper.make_node("Relu", ["a"], ["b"], name="/layer1/layer1.0/relu_1/Relu")
     assert module_path(node) == "layer1.0.relu_1"
     assert module_path(helper.make_node("Relu", ["a"], ["b"], name="Relu_3")) == ""
     scoped = helper.make_node("Relu", ["a"], ["b"], name="node_relu_1")
-    helper.set_metadata_props(scoped, {"pkg.torch.onnx.name_scopes": "['', 'blocks', '0', 'attn']"})
+    # as torch writes it (repr of a list): each module's path, then the graph node's own name
+    helper.set_metadata_props(scoped, {"pkg.torch.onnx.name_scopes": "['', 'blocks', 'blocks.0', 'attn', 'linear_2']"})
     assert module_path(scoped) == "blocks.0.attn"
+    helper.set_metadata_props(scoped, {"pkg.torch.onnx.name_scopes": '["", "blocks", "0", "mlp", "relu"]'})  # JSON
+    assert module_path(scoped) == "blocks.0.mlp"
 
 
 def test_a_folded_option_a_net_keeps_its_zero_pad_units() -> None:

@@ -10,17 +10,29 @@ size, known before any tensor is made) must fit before anything is converted.
 **Conversion.** Every input's shape is fixed (a free batch dimension becomes 1; any other free
 dimension needs ``input_shape``). Shape arithmetic (``Shape``, ``Gather``, ``Concat`` ... feeding a
 ``Reshape`` or a ``Pad``, a causal mask built by ``Trilu``) is folded into constants with ONNX's own
-reference evaluator, so every shape, axis and pad is a number when the graph is converted. Each
-remaining node becomes one small torch module calling the functional op with those numbers (``Conv``
+reference evaluator, so every shape, axis and pad is a number when the graph is converted. Only
+ops whose work is linear in their sizes are folded, each reading and writing at most ``FOLD_WORK``
+elements and all of them ``FOLD_WORK_TOTAL``: a constant beyond that (a long context's causal mask) and
+any other op over constants (a ``Conv`` or ``MaxPool`` over a ``ConstantOfShape``, a ``MatMul``) are
+converted like the rest, so a small file cannot make opening it compute for long. Each remaining node
+becomes one small torch module calling the functional op with those numbers (``Conv``
 -> ``conv2d``, ``Gemm`` -> ``linear``, ``MatMul`` -> ``matmul``, ``LayerNormalization`` ->
 ``layer_norm``, ...); the module is exported with ``torch.export`` and read by
 :func:`~analysis.arch.graphnet.open_program`, each node labelled with the module path its ONNX name
 carries (``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``, as torch's exporter writes them).
 
-**Parameters.** ONNX has no parameter/constant distinction: a floating-point *initializer* counts as
-a learned parameter (BatchNorm's running mean and variance are buffers, as in torch), a value from a
-``Constant`` node is a constant. A net exported from torch in eval mode usually has its BatchNorms
-folded into the convolutions (``do_constant_folding``): its parameters are then the folded ones.
+**Parameters.** ONNX stores every tensor alike, as an *initializer*: nothing in the file says which
+were torch parameters and which buffers. Every floating-point initializer counts as a learned
+parameter here (and so does a floating-point value folded from one), except BatchNorm's running mean
+and variance, which are buffers as in torch; integer and boolean initializers and the values of
+``Constant`` nodes never count. So a floating-point buffer of the torch net (a causal mask, a fixed
+sin-cos position table) counts as parameters when read from ONNX (a 272-parameter block with a 6x6
+mask and a 6x16 position table as buffers: 272 from torch and its ``.pt2``, 404 = 272 + 36 + 96 from
+ONNX). torch's exporter
+folds what is computed from weights alone (``do_constant_folding``, its default): a weight-normed
+layer is stored as the weight computed from its ``g`` and ``v`` and counts that weight, not ``g`` and
+``v`` (288 parameters in torch, 272 from ONNX), and an eval-mode net's BatchNorms are folded into
+its convolutions, whose parameters are then the folded ones.
 
 **Why not a converter package.** onnx2torch and onnx2pytorch keep shapes, axes and pads as tensors
 that their modules read while running (``shape.tolist()``), which ``torch.export`` cannot trace
@@ -31,6 +43,8 @@ torchvision, which this project does not install.
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -50,17 +64,31 @@ from analysis.arch.budget import ENV_VAR, MODULE_OVERHEAD_BYTES, BudgetError, fm
 from analysis.arch.graphnet import GraphNet, ProgramError, export_module, open_program
 from analysis.core.errors import LensError
 
-__all__ = ["FOLD_LIMIT", "PEAK_FACTOR", "SUPPORTED_OPS", "OnnxError", "module_path", "open_onnx", "read_onnx"]
+__all__ = ["FOLD_LIMIT", "FOLD_WORK", "FOLD_WORK_TOTAL", "PEAK_FACTOR", "SUPPORTED_OPS", "OnnxError", "module_path",
+           "open_onnx", "read_onnx"]
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 FOLD_LIMIT = 1 << 20  # elements: a value computed only from constants is folded when at most this large
+# Elements one evaluated fold reads and writes, and all of them together. Every op in _FOLD_OPS costs
+# numpy time in proportion to these (measured: at most 2.5 ms for 2^18 elements, an integer Div), so one
+# fold stays a few milliseconds and all of them well under a second, whatever the file asks for.
+FOLD_WORK = 1 << 18
+FOLD_WORK_TOTAL = 1 << 26
 FOLD_TOTAL = 256 << 20  # bytes of folded values in all (an eighth of the budget if less): folding stays inside it
 # Peak memory of opening a model, per byte its tensors declare: the parsed file, the torch tensors made
 # from it, torch.export's own working set. Measured: ResNet-50 (97 MiB of weights) peaked 219 MiB above
 # the process before it (2.25x); rounded up.
 PEAK_FACTOR = 2.4
-_NEVER_FOLD = frozenset({"If", "Loop", "Scan", "RandomNormal", "RandomUniform", "RandomNormalLike",
-                         "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"})
+# The ops folded into constants: shape arithmetic (and the masks and index tables built with it), each
+# linear in the elements it reads and writes. Any other node is converted to torch however constant its
+# inputs: the reference evaluator runs Conv and the pools in Python loops, an Einsum or a MatMul costs
+# far more than its sizes show, and a ConstantOfShape makes a large operand from a few bytes (a 358-byte
+# file's MaxPool over one took 328 s to fold). Random ops and control flow were never folded.
+_FOLD_OPS = frozenset({
+    "Constant", "Identity", "Shape", "Size", "ConstantOfShape", "Range", "Cast", "Reshape", "Flatten", "Squeeze",
+    "Unsqueeze", "Concat", "Slice", "Gather", "Transpose", "Expand", "Tile", "Trilu", "Where", "Equal", "Less",
+    "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs",
+    "Max", "Min", "Floor", "Ceil", "Sqrt", "ReduceSum", "ReduceProd"})
 _TORCH_DTYPES: dict[int, torch.dtype] = {
     TensorProto.FLOAT: torch.float32, TensorProto.FLOAT16: torch.float16, TensorProto.DOUBLE: torch.float64,
     TensorProto.BFLOAT16: torch.bfloat16, TensorProto.INT64: torch.int64, TensorProto.INT32: torch.int32,
@@ -122,6 +150,20 @@ def _itemsize(data_type: int) -> int:
 
 def _numel(dims: Sequence[int]) -> int:
     return math.prod(int(d) for d in dims)
+
+
+def _digest(a: np.ndarray) -> bytes:
+    """A digest of a 2-D array's values in row order (its dtype too), a block of rows at a time: the
+    transpose of a large weight is never copied whole."""
+    h = hashlib.blake2b(str(a.dtype).encode(), digest_size=16)
+    rows = max(1, (1 << 20) // max(1, a.shape[1]))
+    for i in range(0, a.shape[0], rows):
+        h.update(np.ascontiguousarray(a[i:i + rows]).tobytes())
+    return h.digest()
+
+
+def _attr_int(node: onnx.NodeProto, key: str) -> int | None:
+    return next((int(a.i) for a in node.attribute if a.name == key and a.type == onnx.AttributeProto.INT), None)
 
 
 def _declared_bytes(model: onnx.ModelProto, name: str) -> int:
@@ -273,20 +315,36 @@ def _inputs(model: onnx.ModelProto, name: str, input_shape: Sequence[int] | None
 
 
 # ------------------------------------------------------------------------------------------- labels
+SCOPES_MAX = 4096  # characters: a node's name scopes longer than this are not parsed (no net nests so deep)
+
+
+def _scopes(text: str) -> list[str] | None:
+    """The list of strings ``text`` writes, or None: JSON when it is, else a Python list literal (torch
+    writes ``repr(list)``), parsed only when short: parsing a 5 MB literal took 2.35 GB."""
+    if len(text) > SCOPES_MAX:
+        return None
+    try:
+        scopes = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON: torch's single-quoted strings
+        try:
+            scopes = ast.literal_eval(text)  # a literal; literal_eval evaluates nothing else
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return None
+    return scopes if isinstance(scopes, list) and all(isinstance(s, str) for s in scopes) else None
+
+
 def module_path(node: onnx.NodeProto) -> str:
     """The torch module path an exporter wrote into a node: torch's dynamo exporter keeps its name
-    scopes in ``pkg.torch.onnx.name_scopes``; its TorchScript exporter names nodes by scope
+    scopes in ``pkg.torch.onnx.name_scopes`` (``['', 'blocks.0', 'blocks.0.attn', 'linear_2']``: each
+    module's path, then the graph node's own name); its TorchScript exporter names nodes by scope
     (``/layer1/layer1.0/conv1/Conv``, the op last). A scope either repeats the path so far
     (``layer1.0`` inside ``layer1``) or adds one name to it (``conv1``). '' when the name has none."""
     parts: list[str] = []
     for prop in node.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = ast.literal_eval(prop.value)  # a list literal; literal_eval evaluates nothing else
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                scopes = None
-            if isinstance(scopes, list) and all(isinstance(s, str) for s in scopes):
-                parts = [s for s in scopes if s]
+            scopes = _scopes(prop.value)
+            if scopes is not None:
+                parts = [s for s in scopes[:-1] if s]  # the node's own name last, as the op is in a scope name
                 break
     else:
         if "/" in node.name:
@@ -862,6 +920,31 @@ def _trilu(node: _Node) -> tuple[Callable[..., Any], list[int]]:
     return (lambda x: torch.triu(x, k) if upper else torch.tril(x, k)), [0]
 
 
+def _constant_of_shape(node: _Node) -> tuple[Callable[..., Any], list[int]]:
+    """A filled tensor too large to fold (a big mask): made by torch when the module runs."""
+    shape = node.static_ints(0, "shape")
+    t = node.attr("value")
+    fill = numpy_helper.to_array(t) if isinstance(t, onnx.TensorProto) else np.zeros(1, dtype=np.float32)
+    dtype = _TORCH_DTYPES.get(helper.np_dtype_to_tensor_dtype(fill.dtype)) if fill.size == 1 else None
+    if shape is None or dtype is None:
+        raise _Unsupported("no shape, or a fill value that is not one number")
+    value = _scalar(fill)
+    return (lambda: torch.full(shape, value, dtype=dtype)), []
+
+
+def _range(node: _Node) -> tuple[Callable[..., Any], list[int]]:
+    """A range too large to fold (positions), made by torch when the module runs."""
+    bounds = [node.static(i, "bounds") for i in range(3)]
+    arrays = [np.asarray(b) for b in bounds if b is not None]
+    if len(arrays) != 3 or any(a.size != 1 for a in arrays):
+        raise _Unsupported("bounds that are not three numbers")
+    dtype = _TORCH_DTYPES.get(helper.np_dtype_to_tensor_dtype(arrays[0].dtype))
+    if dtype is None:
+        raise _Unsupported(f"a range of {arrays[0].dtype}")
+    start, limit, delta = (_scalar(a) for a in arrays)
+    return (lambda: torch.arange(start, limit, delta, dtype=dtype)), []
+
+
 def _einsum(node: _Node) -> tuple[Callable[..., Any], list[int]]:
     eq = node.attr("equation", b"")
     eq = eq.decode() if isinstance(eq, bytes) else str(eq)
@@ -915,7 +998,7 @@ BUILDERS: dict[str, Builder] = {
     "Flatten": _flatten, "Reshape": _reshape, "Transpose": _transpose, "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze, "Concat": _concat, "Split": _split, "Slice": _slice, "Gather": _gather,
     "Pad": _pad, "Expand": _expand, "Tile": _tile, "Cast": _cast, "Einsum": _einsum, "Trilu": _trilu,
-    "CumSum": _cumsum,
+    "CumSum": _cumsum, "ConstantOfShape": _constant_of_shape, "Range": _range,
     "ReduceMean": _reduce(lambda x, d, k: torch.mean(x, d, k)),
     "ReduceSum": _reduce(lambda x, d, k: torch.sum(x, d, k), since=13),
     "ReduceMax": _reduce(lambda x, d, k: torch.amax(x, d, k)),
@@ -925,7 +1008,7 @@ BUILDERS: dict[str, Builder] = {
     "ReduceSumSquare": _reduce(lambda x, d, k: torch.sum(x * x, d, k)),
     "ArgMax": _arg(torch.argmax), "ArgMin": _arg(torch.argmin),
 }
-SUPPORTED_OPS = frozenset(BUILDERS) | {"Constant", "Shape", "Size", "ConstantOfShape", "Range"}
+SUPPORTED_OPS = frozenset(BUILDERS) | {"Constant", "Shape", "Size"}
 
 
 def _prod(x: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
@@ -951,6 +1034,7 @@ class _Converter:
         self.folded: set[int] = set()  # indices of nodes replaced by their values
         self.uses = Counter(i for n in self.graph.node for i in n.input if i)
         self.folded_bytes = 0
+        self.fold_work = 0  # elements the evaluated folds have read and written (FOLD_WORK_TOTAL at most)
         self.fold_total = min(FOLD_TOTAL, memory_budget() // 8)
         # refusals made while torch traces the module (kept here: torch restores a module's own
         # attributes after tracing, so a list on the module would come back empty)
@@ -1007,7 +1091,7 @@ class _Converter:
     def _fold_round(self) -> int:
         count = 0
         for k, node in enumerate(self.graph.node):
-            if k in self.folded or node.domain not in DEFAULT_DOMAINS or node.op_type in _NEVER_FOLD:
+            if k in self.folded or node.domain not in DEFAULT_DOMAINS or node.op_type not in _FOLD_OPS:
                 continue
             values = self._fold_node(node)
             if values is None:
@@ -1048,7 +1132,31 @@ class _Converter:
                 return None
             if self.folded_bytes + sum(8 * _numel(s) for s in sizes if s is not None) > self.fold_total:
                 return None
+            if node.op_type == "Identity":  # a copy, as the reference evaluator makes it: nothing to compute
+                value = self.value(node.input[0])
+                return None if value is None else [np.array(value, copy=True)]
+            # what the evaluator will read and write, known before any of it is made
+            inputs = [self._fold_input(i) for i in node.input if i]
+            if any(dtype not in _TORCH_DTYPES for dtype, _ in inputs):
+                return None  # shape arithmetic is numbers: no strings, no exotic types
+            if node.op_type == "Cast" and _attr_int(node, "to") not in _TORCH_DTYPES:
+                return None
+            work = sum(n for _, n in inputs) + sum(_numel(s) for s in sizes if s is not None)
+            if work > FOLD_WORK or self.fold_work + work > FOLD_WORK_TOTAL:
+                return None  # converted instead: torch computes it when the module runs, costs counted
+            self.fold_work += work
         return self._evaluate(node)
+
+    def _fold_input(self, name: str) -> tuple[int, int]:
+        """(ONNX element type, element count) of a value :meth:`foldable` says is fixed, unread."""
+        if name in self.known:
+            v = self.known[name]
+            try:
+                return helper.np_dtype_to_tensor_dtype(v.dtype), int(v.size)
+            except (KeyError, TypeError, ValueError):
+                return TensorProto.UNDEFINED, int(v.size)
+        t = self.inits[name]
+        return t.data_type, _numel(t.dims)
 
     def _evaluate(self, node: onnx.NodeProto) -> list[np.ndarray]:
         """The node's outputs by ONNX's reference evaluator (numpy, the standard ops' own definitions)."""
@@ -1078,8 +1186,8 @@ class _Converter:
             op = node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}:{node.op_type}"
             if node.domain not in DEFAULT_DOMAINS:
                 bad.setdefault(op, "a custom domain, never run")
-            elif node.op_type in ("Shape", "Size", "ConstantOfShape", "Range"):
-                bad.setdefault(op, "its value is not fixed in the file, or too large to fold")
+            elif node.op_type in ("Shape", "Size"):
+                bad.setdefault(op, "its value is not fixed in the file")
             elif node.op_type not in BUILDERS:
                 bad.setdefault(op, "")
         return bad
@@ -1150,15 +1258,20 @@ class _Converter:
                 by_shape.setdefault(tuple(int(d) for d in t.dims), []).append(n)
         out: dict[str, str] = {}
         for shape, names in by_shape.items():
-            others = by_shape.get(shape[::-1], [])
-            if shape[0] > shape[1] or not others:  # each pair once, from the taller side
+            copies = by_shape.get(shape[::-1], [])
+            if shape[0] < shape[1] or not copies:  # each pair of shapes once, from the originals' (taller) side
                 continue
-            for copy in names:
-                for original in others:
-                    a, b = self._read(copy), self._read(original)
-                    if np.ptp(a) > 0 and np.array_equal(a, b.T):
-                        out[copy] = original
-                        break
+            # originals by the digest of their transposes, so each copy looks its original up: one read of
+            # each weight, where comparing every pair took 41 s for a 92 KB file of 1000 small ones
+            index: dict[bytes, str] = {}
+            for original in names:
+                index.setdefault(_digest(self._read(original).T), original)
+            for copy in copies:
+                a = self._read(copy)
+                match = index.get(_digest(a))
+                # the same bytes: compared once more all the same (a digest could collide)
+                if match is not None and a.size and np.ptp(a) > 0 and np.array_equal(a, self._read(match).T):
+                    out[copy] = match
         return out
 
     def _tiny(self, name: str) -> bool:
