@@ -724,7 +724,7 @@ def find_units(ep: ExportedProgram) -> list[Unit]:
 def _units(r: _Reader, rows: Mapping[str, Mapping[str, Any]]) -> list[Unit]:
     idom = nx.immediate_dominators(r.dag, "")
     gates = {n.name for n in r.live if n.target in _SIGMOIDS}  # the gate's own work is the join's, not F's
-    found: list[tuple[fx.Node, str, ShortcutKind, Join, set[str], set[str]]] = []
+    found: list[tuple[fx.Node, str, ShortcutKind, Join, set[str], set[str], fx.Node]] = []
     for node in r.graph.nodes:
         if node.target not in _ADDS or len(node.args) < 2:
             continue
@@ -740,22 +740,28 @@ def _units(r: _Reader, rows: Mapping[str, Mapping[str, Any]]) -> list[Unit]:
         branch_params = sum(int(rows[n]["params"]) for n in nb if n in rows)
         # the shortcut: x itself, else the shorter path, on a tie the one with fewer weights (a BN-folded
         # conv-relu-conv branch is as long as option A's slice-slice-pad); F is the other and must hold weights
+        short_arg = a  # the add's operand on the shortcut side
         if (len(nb), branch_params) < (len(na), short_params):
             (ca, pa, na), (cb, pb, nb) = (cb, pb, nb), (ca, pa, na)
             short_params, branch_params = branch_params, short_params
+            short_arg = b
         if not nb or branch_params == 0:
             continue
         kind: ShortcutKind = "identity" if not na else "projection" if short_params else "pad"
         join = Join(shortcut=ca, branch=cb, after=_after(node))
-        found.append((node, x, kind, join, nb - gates, na))
+        found.append((node, x, kind, join, nb - gates, na, short_arg))
     owners: dict[str, int] = {}
     for node, *_ in found:
         owners[_module(node)] = owners.get(_module(node), 0) + 1
     names: dict[str, str] = {}
     count: dict[str, int] = {}
     units: list[Unit] = []
-    for node, x, kind, join, branch, short in found:
+    for node, x, kind, join, branch, short, operand in found:
         owner = _module(node)
+        post = _post_nodes(node)
+        exit_node = post[-1][1] if post else node
+        if len(exit_node.users) == 1 and _op_name(next(iter(exit_node.users))) == "getitem":
+            exit_node = next(iter(exit_node.users))  # a native norm's tensor, taken from its tuple
         count[owner] = count.get(owner, 0) + 1
         label = owner or "(net)"
         names[node.name] = label if owners[owner] == 1 else f"{label}[{count[owner]}]"
@@ -764,9 +770,10 @@ def _units(r: _Reader, rows: Mapping[str, Mapping[str, Any]]) -> list[Unit]:
             in_shape=_shape(r.by_name[x])[1:], out_shape=_shape(node)[1:],
             branch_params=sum(int(rows[n]["params"]) for n in branch if n in rows),
             branch_macs=sum(int(rows[n]["macs"]) for n in branch if n in rows),
-            shortcut_params=sum(int(rows[n]["params"]) for n in short if n in rows)))
+            shortcut_params=sum(int(rows[n]["params"]) for n in short if n in rows),
+            entry_node=x, add_node=node.name, shortcut_node=operand.name, exit_node=exit_node.name))
     # nesting: the innermost unit whose branch holds this unit's add
-    branches = {names[node.name]: br for node, _, _, _, br, _ in found}
+    branches = {names[node.name]: br for node, _, _, _, br, _, _ in found}
     out: list[Unit] = []
     for (node, *_), unit in zip(found, units, strict=True):
         holders = [n for n, br in branches.items() if node.name in br]

@@ -14,7 +14,7 @@ give this record, so a table or diagram of units never asks where a net came fro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.arch.blockplan import Join, NetPlan, ShortcutKind
@@ -39,6 +39,14 @@ class Unit:
     # what alone consumes the sum, by name: "relu", "bn,relu" (BN after addition), a post-norm
     # transformer's "layer_norm", or "" (pre-activation, pre-norm: the stream stays clean)
     post: str = ""
+    # where the unit sits in an opened program's graph (node names; '' for a spec's plan, which runs its
+    # blocks as modules): its input x, the add, the add's operand on the shortcut side (a·s(x)), and
+    # the last op that alone follows the add. Node names are the graph's, not the net's: two readings of
+    # one net (decomposed or not) may name them differently, so they take no part in equality.
+    entry_node: str = field(default="", compare=False)
+    add_node: str = field(default="", compare=False)
+    shortcut_node: str = field(default="", compare=False)
+    exit_node: str = field(default="", compare=False)
 
     def as_row(self) -> dict[str, Any]:
         """The unit as a flat record (the CLI's JSON and the pages' tables)."""

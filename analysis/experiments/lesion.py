@@ -42,6 +42,7 @@ from analysis.arch.models import ResNet
 from analysis.arch.specs import ResNetSpec
 from analysis.core.errors import ConfigError, DatasetError, LensError
 from analysis.data.data import Dataset
+from analysis.experiments.chain import UnitChain
 from analysis.experiments.train import cuda_determinism
 
 Step = tuple[int, bool]  # (block index, keep its residual branch)
@@ -159,9 +160,45 @@ def check_sequence(seq: Sequence[Step], infos: list[BlockInfo]) -> None:
             raise ConfigError(f"block {b.name} cannot take the place of {a.name}: shapes differ")
 
 
+class ResNetChain:
+    """A spec-built ResNet as the engine's :class:`~analysis.experiments.chain.UnitChain`: its blocks are
+    the units, each run by its own ``forward(x, keep_residual)``."""
+
+    def __init__(self, model: ResNet) -> None:
+        self.model = model
+        self.blocks = [b for _, b in model.blocks()]
+        self.infos = block_infos(model)
+
+    @property
+    def n(self) -> int:
+        return len(self.blocks)
+
+    def stem(self, x: Tensor) -> Tensor:
+        return self.model.stem(x)
+
+    def unit(self, i: int, h: Tensor, keep: bool) -> Tensor:
+        out: Tensor = self.blocks[i](h, keep_residual=keep)
+        return out
+
+    def head(self, h: Tensor) -> Tensor:
+        return self.model.head(h)
+
+    def check_sequence(self, seq: Sequence[Step]) -> None:
+        check_sequence(seq, self.infos)
+
+
+def as_chain(model: ResNet | UnitChain, x: Tensor) -> UnitChain:
+    """The one interface the engine runs: a ResNet's blocks (its inputs checked against its spec), or a
+    program already cut into units (:class:`~analysis.experiments.chain.ProgramChain`)."""
+    if isinstance(model, ResNet):
+        check_inputs(model.spec, x)
+        return ResNetChain(model)
+    return model
+
+
 @torch.inference_mode()
-def predict_sequences(model: ResNet, x: Tensor, sequences: Sequence[Sequence[Step]], *, batch_size: int = 256,
-                      device: str = "cpu", reuse_prefix: bool = True,
+def predict_sequences(model: ResNet | UnitChain, x: Tensor, sequences: Sequence[Sequence[Step]], *,
+                      batch_size: int = 256, device: str = "cpu", reuse_prefix: bool = True,
                       progress: ProgressFn | None = None) -> Tensor:
     """Predicted classes, shape (len(sequences), len(x)), on the CPU. ``reuse_prefix=False`` is the
     straightforward loop (every sequence from the stem), kept as the reference.
@@ -169,29 +206,30 @@ def predict_sequences(model: ResNet, x: Tensor, sequences: Sequence[Sequence[Ste
     The model must already be on ``device``. Each batch of inputs is moved there once and serves every
     sequence; the predictions stay there and come back to the CPU in one copy at the end (a copy per
     sequence and batch would make every step wait for a GPU). On CUDA the work runs with cuDNN's
-    deterministic algorithms (:func:`analysis.experiments.train.cuda_determinism`)."""
-    check_inputs(model.spec, x)
-    blocks = [b for _, b in model.blocks()]
-    infos = block_infos(model)
+    deterministic algorithms (:func:`analysis.experiments.train.cuda_determinism`). A spec-built ResNet
+    and an opened program cut into units run through the same loop (:func:`as_chain`)."""
+    chain = as_chain(model, x)
     for seq in sequences:
-        check_sequence(seq, infos)
-    n = len(blocks)
+        chain.check_sequence(seq)
+    n = chain.n
     starts = [_divergence(s) if reuse_prefix else 0 for s in sequences]
     preds = torch.empty(len(sequences), len(x), dtype=torch.long, device=device)
-    was_training = model.training
-    model.eval()
+    module = model if isinstance(model, torch.nn.Module) else None
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
     batches = max(1, (len(x) + batch_size - 1) // batch_size)
     total, done = batches * len(sequences), 0
     try:
         with cuda_determinism(device):
             for lo in range(0, len(x), batch_size):
                 xb = x[lo:lo + batch_size].to(device)
-                h0 = model.stem(xb)
+                h0 = chain.stem(xb)
                 prefix: list[Tensor] = [h0]
                 if reuse_prefix:
                     h = h0
-                    for b in blocks:  # the unlesioned pass, kept block by block
-                        h = b(h)
+                    for i in range(n):  # the unlesioned pass, kept unit by unit
+                        h = chain.unit(i, h, True)
                         prefix.append(h)
                 for si, seq in enumerate(sequences):
                     p = starts[si]
@@ -200,13 +238,14 @@ def predict_sequences(model: ResNet, x: Tensor, sequences: Sequence[Sequence[Ste
                     else:
                         h = prefix[p] if reuse_prefix else h0
                         for i, keep in list(seq)[p:]:
-                            h = blocks[i](h, keep_residual=keep)
-                    preds[si, lo:lo + len(xb)] = model.head(h).argmax(1)
+                            h = chain.unit(i, h, keep)
+                    preds[si, lo:lo + len(xb)] = chain.head(h).argmax(1)
                     done += 1
                     if progress:
                         progress(done, total)
     finally:
-        model.train(was_training)
+        if module is not None:
+            module.train(was_training)
     return preds.cpu()
 
 
