@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -140,3 +141,15 @@ def test_a_program_runs_any_batch_in_pieces_of_its_exported_one() -> None:
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
     preds = lesion.predict_sequences(chain, x, [lesion.identity_sequence(chain.n)], batch_size=3)
     assert torch.equal(preds[0], theirs.argmax(1))
+
+
+@pytest.mark.parametrize("kind", ["single", "k", "reorder"])
+def test_a_sweep_of_the_exported_net_is_the_sweep_of_its_blocks(kind: str) -> None:
+    """The same plan (units named, staged and paired as the blocks are) and the same errors."""
+    c = load_checkpoint(shipped_checkpoints()["digits_resnet20"])
+    d = dataset_for(c.meta)
+    chain = ProgramChain(export_module(c.model, (d.x_test[:1],)), name="digits_resnet20")
+    assert lesion.unit_infos(chain.units) == lesion.block_infos(c.model)
+    ours = lesion.run_sweep(kind, c.model, d.x_test, d.y_test, samples=2, seed=3, batch_size=128)
+    theirs = lesion.run_sweep(kind, chain, d.x_test, d.y_test, samples=2, seed=3, batch_size=128)
+    pd.testing.assert_frame_equal(ours, theirs)

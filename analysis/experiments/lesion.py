@@ -36,10 +36,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from analysis.arch.blockplan import block_plans
+from analysis.arch.blockplan import block_plans, net_plan
 from analysis.arch.costs import trace
 from analysis.arch.models import ResNet
 from analysis.arch.specs import ResNetSpec
+from analysis.arch.units import Unit, plan_units
 from analysis.core.errors import ConfigError, DatasetError, LensError
 from analysis.data.data import Dataset
 from analysis.experiments.chain import UnitChain
@@ -69,6 +70,32 @@ def block_infos(model: ResNet) -> list[BlockInfo]:
     # convs, yet cannot stand in for a block that does not pool
     return [BlockInfo(i, p.name, p.stage_name, p.stage, p.downsample, p.shortcut, p.cin, p.cout, p.total_stride)
             for i, p in enumerate(b.plan for _, b in model.blocks())]
+
+
+def unit_infos(units: Sequence[Unit]) -> list[BlockInfo]:
+    """What a lesion needs to know of an opened net's units, read from their records: the stage is the
+    owner's top-level module (``layer2``, ``blocks``), a unit downsamples when its output's shape is not
+    its input's, and the channels are the first axis of the shapes (a transformer's tokens: only
+    equality is ever asked of them)."""
+    stages: list[str] = []
+    out = []
+    for i, u in enumerate(units):
+        stage = u.owner.split(".", 1)[0] if u.owner else "(net)"
+        if stage not in stages:
+            stages.append(stage)
+        # the stride along the last axis (a feature map's width, a sequence's length; a transformer's
+        # width is kept, so 1)
+        stride = max(1, u.in_shape[-1] // max(u.out_shape[-1], 1)) if u.in_shape and u.out_shape else 1
+        out.append(BlockInfo(i, u.name, stage, stages.index(stage), u.in_shape != u.out_shape, u.shortcut,
+                             u.in_shape[0] if u.in_shape else 1, u.out_shape[0] if u.out_shape else 1, stride))
+    return out
+
+
+def infos_of(model: ResNet | UnitChain) -> list[BlockInfo]:
+    """The units a sweep plans over: a ResNet's blocks, or an opened program's units."""
+    if isinstance(model, ResNet):
+        return block_infos(model)
+    return unit_infos(model.units)
 
 
 def inputs_noun(dims: int) -> str:
@@ -173,6 +200,11 @@ class ResNetChain:
     def n(self) -> int:
         return len(self.blocks)
 
+    @property
+    def units(self) -> list[Unit]:
+        """The residual units of its plan (a plain net's blocks have none: it plans by its blocks)."""
+        return plan_units(net_plan(self.model.spec))
+
     def stem(self, x: Tensor) -> Tensor:
         return self.model.stem(x)
 
@@ -249,7 +281,7 @@ def predict_sequences(model: ResNet | UnitChain, x: Tensor, sequences: Sequence[
     return preds.cpu()
 
 
-def wrong_counts(model: ResNet, x: Tensor, y: Tensor, sequences: Sequence[Sequence[Step]],
+def wrong_counts(model: ResNet | UnitChain, x: Tensor, y: Tensor, sequences: Sequence[Sequence[Step]],
                  **kw: Any) -> Tensor:
     """How many inputs each sequence gets wrong (int64, one count per sequence; ``kw`` as
     :func:`predict_sequences` takes them). Counts, not rates: the counts of disjoint parts of a test
@@ -279,14 +311,14 @@ class SweepPlan:
         errors = errors_from_counts(wrong, n)
         return pd.DataFrame([{**r, "error": e} for r, e in zip(self.rows, errors, strict=True)])
 
-    def evaluate(self, model: ResNet, x: Tensor, y: Tensor, **kw: Any) -> pd.DataFrame:
+    def evaluate(self, model: ResNet | UnitChain, x: Tensor, y: Tensor, **kw: Any) -> pd.DataFrame:
         """The sweep on ``x`` in this process (``kw`` as :func:`predict_sequences` takes them)."""
         return self.frame(wrong_counts(model, x, y, self.sequences, **kw), len(y))
 
 
-def single_plan(model: ResNet) -> SweepPlan:
+def single_plan(model: ResNet | UnitChain) -> SweepPlan:
     """Nothing deleted, then each block deleted in turn."""
-    infos = block_infos(model)
+    infos = infos_of(model)
     n = len(infos)
     seqs = [identity_sequence(n)] + [deletion(n, [i]) for i in range(n)]
     rows = [{"experiment": "single", "deleted": "none", "index": -1, "stage": "", "downsample": False,
@@ -296,16 +328,16 @@ def single_plan(model: ResNet) -> SweepPlan:
     return SweepPlan(seqs, rows)
 
 
-def single_sweep(model: ResNet, x: Tensor, y: Tensor, **kw: Any) -> pd.DataFrame:
+def single_sweep(model: ResNet | UnitChain, x: Tensor, y: Tensor, **kw: Any) -> pd.DataFrame:
     """Error after deleting each block in turn (row -1: nothing deleted)."""
     return single_plan(model).evaluate(model, x, y, **kw)
 
 
-def k_plan(model: ResNet, *, ks: Sequence[int] | None = None, samples: int = 5, seed: int = 0,
+def k_plan(model: ResNet | UnitChain, *, ks: Sequence[int] | None = None, samples: int = 5, seed: int = 0,
            include_downsample: bool = False) -> SweepPlan:
     """``samples`` random subsets of each size k of the blocks (the non-downsampling ones unless
     ``include_downsample``), deleted together."""
-    infos = block_infos(model)
+    infos = infos_of(model)
     n = len(infos)
     pool = [b.index for b in infos if include_downsample or not b.downsample]
     ks = list(ks) if ks is not None else list(range(0, len(pool) + 1))
@@ -321,7 +353,7 @@ def k_plan(model: ResNet, *, ks: Sequence[int] | None = None, samples: int = 5, 
     return SweepPlan(seqs, meta)
 
 
-def k_sweep(model: ResNet, x: Tensor, y: Tensor, *, ks: Sequence[int] | None = None, samples: int = 5,
+def k_sweep(model: ResNet | UnitChain, x: Tensor, y: Tensor, *, ks: Sequence[int] | None = None, samples: int = 5,
             seed: int = 0, include_downsample: bool = False, **kw: Any) -> pd.DataFrame:
     """Error vs number of blocks deleted: ``samples`` random subsets of each size k."""
     plan = k_plan(model, ks=ks, samples=samples, seed=seed, include_downsample=include_downsample)
@@ -335,9 +367,10 @@ def swappable_pairs(infos: list[BlockInfo]) -> list[tuple[int, int]]:
             if (a.in_channels, a.out_channels, a.stage) == (b.in_channels, b.out_channels, b.stage)]
 
 
-def reorder_plan(model: ResNet, *, ks: Sequence[int] | None = None, samples: int = 5, seed: int = 0) -> SweepPlan:
+def reorder_plan(model: ResNet | UnitChain, *, ks: Sequence[int] | None = None, samples: int = 5,
+                 seed: int = 0) -> SweepPlan:
     """``samples`` random orders made by swapping k random pairs of same-shape blocks, per k."""
-    infos = block_infos(model)
+    infos = infos_of(model)
     n = len(infos)
     pairs = swappable_pairs(infos)
     if not pairs:
@@ -362,7 +395,7 @@ def reorder_plan(model: ResNet, *, ks: Sequence[int] | None = None, samples: int
     return SweepPlan(seqs, meta)
 
 
-def reorder_sweep(model: ResNet, x: Tensor, y: Tensor, *, ks: Sequence[int] | None = None, samples: int = 5,
+def reorder_sweep(model: ResNet | UnitChain, x: Tensor, y: Tensor, *, ks: Sequence[int] | None = None, samples: int = 5,
                   seed: int = 0, **kw: Any) -> pd.DataFrame:
     """Error vs amount of reordering: swap k random pairs of same-shape blocks."""
     return reorder_plan(model, ks=ks, samples=samples, seed=seed).evaluate(model, x, y, **kw)
@@ -406,7 +439,7 @@ def check_sweep_options(kind: str, *, samples: int = 5, seed: int = 0, batch_siz
             raise ConfigError(f"{what} must be between {lo:,} and {hi:,}, got {value}")
 
 
-def plan_sweep(kind: str, model: ResNet, *, samples: int = 5, seed: int = 0, batch_size: int = 256) -> SweepPlan:
+def plan_sweep(kind: str, model: ResNet | UnitChain, *, samples: int = 5, seed: int = 0, batch_size: int = 256) -> SweepPlan:
     """The plan of one sweep by name, every option checked first (as :func:`run_sweep` takes them;
     ``batch_size`` is only checked here)."""
     check_sweep_options(kind, samples=samples, seed=seed, batch_size=batch_size)
@@ -415,7 +448,7 @@ def plan_sweep(kind: str, model: ResNet, *, samples: int = 5, seed: int = 0, bat
     return PLANS[kind](model, samples=samples, seed=seed)
 
 
-def run_sweep(kind: str, model: ResNet, x: Tensor, y: Tensor, *, samples: int = 5, seed: int = 0,
+def run_sweep(kind: str, model: ResNet | UnitChain, x: Tensor, y: Tensor, *, samples: int = 5, seed: int = 0,
               batch_size: int = 256, device: str = "cpu", progress: ProgressFn | None = None) -> pd.DataFrame:
     """One lesion sweep by name (``single``, ``k`` or ``reorder``): the entry point the CLI and the
     lesion page share. ``samples`` and ``seed`` apply to the random sweeps only. The model must be on
