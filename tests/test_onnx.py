@@ -452,3 +452,90 @@ def test_cli_units_of_an_onnx_file(tmp_path: Path) -> None:
 def test_the_converter_covers_what_it_says() -> None:
     assert {"Conv", "BatchNormalization", "Relu", "Add", "Gemm", "MatMul", "Softmax", "LayerNormalization",
             "MaxPool", "GlobalAveragePool", "Reshape", "Transpose", "Pad", "Slice"} <= onnxnet.SUPPORTED_OPS
+
+
+def data_props(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The data_prop flag of every shape inference the converter runs."""
+    seen: list[bool] = []
+    real = onnx.shape_inference.infer_shapes
+
+    def spy(model: onnx.ModelProto, *args: Any, **kwargs: Any) -> onnx.ModelProto:
+        seen.append(bool(kwargs.get("data_prop")))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", spy)
+    return seen
+
+
+def range_model(limit: int) -> onnx.ModelProto:
+    bounds = [numpy_helper.from_array(np.array(v, dtype=np.int64), n) for n, v in (("a", 0), ("b", limit), ("d", 1))]
+    nodes = [helper.make_node("Range", ["a", "b", "d"], ["r"]),
+             helper.make_node("Cast", ["r"], ["f"], to=TensorProto.FLOAT), helper.make_node("Add", ["f", "x"], ["y"])]
+    return tiny(nodes, bounds, shape=(1,))
+
+
+def test_a_long_range_is_never_data_propagated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX's data propagation makes a record per element of a Range (2^26 of them took 14.6 GB): a
+    Range past FOLD_LIMIT is inferred without it; a short one keeps it."""
+    seen = data_props(monkeypatch)
+    try:
+        open_onnx(range_model(1 << 26).SerializeToString(), "range.onnx")
+    except OnnxError:
+        pass  # refused is as good as converted: what matters is that nothing was propagated
+    assert seen and not any(seen)
+    seen.clear()
+    open_onnx(range_model(8).SerializeToString(), "short.onnx")
+    assert seen and all(seen)
+
+
+@pytest.mark.parametrize("op", ["ConstantOfShape", "Expand", "Tile", "Pad"])
+def test_other_ops_that_grow_propagated_data_are_bounded(monkeypatch: pytest.MonkeyPatch, op: str) -> None:
+    seen = data_props(monkeypatch)
+    big = numpy_helper.from_array(np.array([1 << 26], dtype=np.int64), "s")
+    one = numpy_helper.from_array(np.array([1], dtype=np.int64), "c")
+    node = (helper.make_node(op, ["s"], ["e"]) if op == "ConstantOfShape" else
+            helper.make_node(op, ["c", "s"], ["e"]) if op != "Pad" else
+            helper.make_node(op, ["c", "p"], ["e"]))
+    pads = numpy_helper.from_array(np.array([0, 1 << 26], dtype=np.int64), "p")
+    nodes = [node, helper.make_node("Cast", ["e"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["f", "x"], ["y"])]
+    try:
+        open_onnx(tiny(nodes, [big, one, pads], shape=(1,)).SerializeToString(), f"{op}.onnx")
+    except OnnxError:
+        pass
+    assert seen and not any(seen)
+
+
+def test_a_range_from_a_long_input_is_never_data_propagated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Position ids, Range(0, Shape(x)[1]), with a long sequence given as the input shape."""
+    seen = data_props(monkeypatch)
+    i64 = [numpy_helper.from_array(np.array(v, dtype=np.int64), n) for n, v in (("zero", 0), ("one", 1))]
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "one"], ["n"], axis=0),
+             helper.make_node("Range", ["zero", "n", "one"], ["pos"]),
+             helper.make_node("Cast", ["pos"], ["posf"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "posf"], ["y"])]
+    model = tiny(nodes, i64)
+    dim = model.graph.input[0].type.tensor_type.shape.dim[1]
+    dim.ClearField("dim_value")
+    dim.dim_param = "seq"
+    try:
+        open_onnx(model.SerializeToString(), "pos.onnx", input_shape=(1, 1 << 21))
+    except OnnxError:
+        pass
+    assert seen and not any(seen)
+
+
+def test_too_many_nodes_are_refused_before_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnxnet, "NODES_MAX", 3)
+    monkeypatch.setattr(onnx.checker, "check_model", lambda *a, **k: pytest.fail("checked"))
+    nodes = [helper.make_node("Relu", ["x" if k == 0 else f"h{k}"], [f"h{k + 1}" if k < 3 else "y"]) for k in range(4)]
+    with pytest.raises(OnnxError, match=r"it has 4 nodes, more than the 3 ResNet Lens opens$"):
+        open_onnx(tiny(nodes, []).SerializeToString(), "many.onnx")
+
+
+def test_an_input_too_large_to_make_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example input is a real tensor: one past EXAMPLE_MAX bytes is refused before conversion."""
+    monkeypatch.setattr(onnxnet, "EXAMPLE_MAX", 8)  # the 1x4 float input takes 16 bytes
+    monkeypatch.setattr(onnxnet, "_Converter", lambda *a, **k: pytest.fail("converted"))
+    with pytest.raises(OnnxError, match=r"its input \(\[1, 4\]\) takes 16 B?, more than the 8 B? ResNet Lens makes"):
+        open_onnx(linear_model().SerializeToString(), "big.onnx")

@@ -464,3 +464,70 @@ def test_randomly_damaged_json_is_refused_in_one_sentence_or_read() -> None:
             assert "\n" not in str(exc) and str(exc).startswith("f.pt2: "), str(exc)
             outcomes["refused"] += 1
     assert outcomes["read"] and outcomes["refused"]
+
+
+# ------------------------------------------------------------------ second review: work and memory bounds
+def _first_node(doc: dict) -> dict:  # type: ignore[type-arg]
+    return doc["graph_module"]["graph"]["nodes"][0]  # type: ignore[no-any-return]
+
+
+def test_integers_wider_than_int64_and_tensors_of_absurd_rank_are_refused(tmp_path: Path) -> None:
+    """A 4,000-digit kernel size over a 10,000-dimensional output kept a core busy for a minute."""
+    path = saved(tmp_path)
+
+    def wide(doc: dict) -> None:  # type: ignore[type-arg]
+        values = doc["graph_module"]["graph"]["tensor_values"]
+        first = next(iter(values.values()))
+        first["sizes"][0] = {"as_int": 1 << 63}
+
+    assert "non-integer where torch writes an integer" in refusal(
+        lambda: read_program(_edited_json(path, "models/model.json", wide), "x.pt2"))
+
+    def deep(doc: dict) -> None:  # type: ignore[type-arg]
+        values = doc["graph_module"]["graph"]["tensor_values"]
+        first = next(iter(values.values()))
+        first["sizes"] = [{"as_int": 1}] * (programjson.MAX_RANK + 1)
+        first["strides"] = [{"as_int": 1}] * (programjson.MAX_RANK + 1)
+
+    assert f"more than {programjson.MAX_RANK} dimensions" in refusal(
+        lambda: read_program(_edited_json(path, "models/model.json", deep), "x.pt2"))
+
+
+def test_a_program_of_too_many_nodes_is_refused_before_it_is_built(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    path = saved(tmp_path)
+    monkeypatch.setattr(programjson, "MAX_NODES", 3)
+    assert "more than the 3 ResNet Lens reads" in refusal(lambda: read_program(path, "x.pt2"))
+
+
+def test_json_is_counted_at_what_it_takes_once_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsed JSON takes ~20-28x its text: a 300 KiB list of empty lists peaked at 8 GB."""
+    path = saved(tmp_path)
+    with zipfile.ZipFile(path) as z:
+        size = max(i.file_size for i in z.infolist() if i.filename.endswith("models/model.json"))
+    monkeypatch.setattr("analysis.arch.graphnet.memory_budget", lambda: size * 16)
+    monkeypatch.setattr("analysis.arch.programjson.memory_budget", lambda: size * 16)
+    assert "of JSON, about" in refusal(lambda: read_program(path, "x.pt2"))
+
+
+def test_a_member_that_inflates_past_its_declared_size_is_never_unpacked(tmp_path: Path) -> None:
+    """The directory says 16 bytes; the stream inflates to 64 MiB: read no further than declared."""
+    import zlib
+
+    path = saved(tmp_path)
+    with zipfile.ZipFile(path) as z:
+        (weights,) = [n for n in z.namelist() if n.endswith("weights/model_weights_config.json")]
+    out = io.BytesIO()
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, b"x" * (64 << 20) if info.filename == weights else src.read(info))
+    blob = bytearray(out.getvalue())
+    # shrink the declared size in the central directory and the local header of that member
+    with zipfile.ZipFile(io.BytesIO(bytes(blob))) as z:
+        info = z.getinfo(weights)
+    assert info.file_size == 64 << 20 and zlib  # the member is really large
+    lied = bytes(blob).replace((64 << 20).to_bytes(4, "little"), (16).to_bytes(4, "little"))
+    for reader in (read_program, load_program):
+        message = refusal(lambda: reader(lied, "x.pt2"))  # noqa: B023 (called at once)
+        assert "cannot be read" in message or "not the size its archive declares" in message or \
+            "is not valid JSON" in message, message

@@ -44,6 +44,7 @@ import sys
 import threading
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,28 @@ def _declared_bytes(meta: object, what: str) -> int:
     return itemsize * (offset + 1 + sum((n - 1) * st for n, st in zip(sizes, strides, strict=True)))
 
 
+MAX_RATIO = 1000  # unpacked / packed: what deflate reaches on real archives is far below (zeros ~1000)
+JSON_FACTOR = 32  # parsed JSON takes ~20-28x its text in Python objects (measured): so much counts
+
+
+def read_member(z: zipfile.ZipFile, member: str, name: str) -> bytes:
+    """One member's bytes, read no further than its directory says (a member whose stream inflates past
+    its declared size is refused, never unpacked whole), its compression within :data:`MAX_RATIO`."""
+    info = z.getinfo(member)
+    short = member.split("/", 1)[-1]
+    if info.compress_size and info.file_size > MAX_RATIO * info.compress_size and info.file_size > 1 << 20:
+        raise ProgramError(f"{name}: its entry {short} unpacks {info.file_size // info.compress_size:,} times its "
+                           "size, as no archive torch.export.save writes does")
+    try:
+        with z.open(info) as f:
+            data = f.read(info.file_size + 1)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
+        raise ProgramError(f"{name}: its entry {short} cannot be read ({type(exc).__name__})") from None
+    if len(data) != info.file_size:
+        raise ProgramError(f"{name}: its entry {short} is not the size its archive declares")
+    return data
+
+
 def _check_payloads(z: zipfile.ZipFile, name: str) -> int:
     """Nothing in the archive may run code when torch opens it:
 
@@ -212,11 +235,21 @@ def _check_payloads(z: zipfile.ZipFile, name: str) -> int:
         raise ProgramError(f"{name}: not a torch.export program (.pt2): no archive_format and models/ entries; "
                            "write one with torch.export.save")
     pickled: list[str] = [n for n in names if n.endswith((".pt", ".pkl"))]
+    budget = memory_budget()
     for n in names:
-        if not n.endswith(".json"):
+        # the JSON torch reads: the programs and the weight and constant lists (any other member is
+        # never parsed, by torch or here)
+        inner = n.removeprefix(prefix)
+        if not n.endswith(".json") or not (inner.startswith("models/") or
+                                           inner.startswith("data/") and inner.endswith("_config.json")):
             continue
+        declared = z.getinfo(n).file_size
+        if declared * JSON_FACTOR > budget:
+            raise ProgramError(f"{name}: its entry {inner} is {fmt_bytes(declared)} of JSON, about "
+                               f"{fmt_bytes(declared * JSON_FACTOR)} once parsed, more than the memory budget of "
+                               f"{fmt_bytes(budget)} (set {ENV_VAR} to raise it)")
         try:
-            doc = json.loads(z.read(n))
+            doc = json.loads(read_member(z, n, name))
         except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
             raise ProgramError(f"{name}: its entry {n.removeprefix(prefix)} is not valid JSON") from exc
         if "/data/" not in n or not n.endswith("_config.json"):
@@ -248,8 +281,9 @@ def _check_payloads(z: zipfile.ZipFile, name: str) -> int:
             stored = z.getinfo(member).file_size if member in names else 0
             extra += max(0, _declared_bytes(entry.get("tensor_meta"), f"{name}: {fqn}") - stored)
     for n in pickled:
+        data = read_member(z, n, name)
         try:
-            torch.load(io.BytesIO(z.read(n)), weights_only=True)
+            torch.load(io.BytesIO(data), weights_only=True)
         except Exception as exc:  # anything the safe unpickler refuses: the part is not plain tensors
             raise ProgramError(f"{name}: its pickled part {n.removeprefix(prefix)} does not load as plain tensors "
                                f"({type(exc).__name__}); it could run code when opened, so it is refused") from None
@@ -302,6 +336,8 @@ def load_program(source: str | Path | bytes, name: str = "program") -> ExportedP
     _check_unpacked(z.infolist(), name, budget)
     with z:
         _check_unpacked(z.infolist(), name, budget, _check_payloads(z, name))
+        for info in z.infolist():  # torch reads every member whole: none may inflate past its declared size
+            read_member(z, info.filename, name)
     try:
         return torch.export.load(io.BytesIO(blob))
     except Exception as exc:  # torch's deserializer raises many types for a damaged or foreign archive
@@ -547,8 +583,8 @@ def _flops(op: str, node: fx.Node, macs: int) -> int:
               "max_pool3d_with_indices"):
         # the kernel argument lists one size per axis, or one size for every axis
         kernel = [int(k) for k in cast(list[int], args[1])] if len(args) > 1 else [1]
-        axes = len(out) - 2
-        taps = kernel[0] ** axes if len(kernel) == 1 else math.prod(kernel)
+        axes = max(len(out) - 2, 1)
+        taps = math.prod(kernel) if len(kernel) > 1 else kernel[0] ** min(axes, 3)  # pools are 1- to 3-D
         return (taps - 1) * n
     if op.startswith(("adaptive_avg_pool", "_adaptive_avg_pool", "avg_pool")) or op in _REDUCTIONS:
         return math.prod(_shape(args[0]))

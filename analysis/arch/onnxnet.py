@@ -74,6 +74,12 @@ FOLD_LIMIT = 1 << 20  # elements: a value computed only from constants is folded
 # fold stays a few milliseconds and all of them well under a second, whatever the file asks for.
 FOLD_WORK = 1 << 18
 FOLD_WORK_TOTAL = 1 << 26
+NODES_MAX = 20_000  # nodes in all graphs: ResNet-152 has about 500, a large transformer a few thousand
+EXAMPLE_MAX = 256 << 20  # bytes of the example input the module is exported with
+# Ops whose ONNX data propagation makes one record per element of their output, however few bytes ask
+# for it (Range(0, 2**26) in a 164-byte file took 14.6 GB): shape inference propagates data only while
+# each of them provably makes at most FOLD_LIMIT elements.
+_GROWING_OPS = frozenset({"Range", "ConstantOfShape", "Expand", "Tile", "Pad", "Resize", "Upsample", "OneHot"})
 FOLD_TOTAL = 256 << 20  # bytes of folded values in all (an eighth of the budget if less): folding stays inside it
 # Peak memory of opening a model, per byte its tensors declare: the parsed file, the torch tensors made
 # from it, torch.export's own working set. Measured: ResNet-50 (97 MiB of weights) peaked 219 MiB above
@@ -248,6 +254,9 @@ def read_onnx(source: str | Path | bytes, name: str = "model.onnx") -> tuple[onn
     del blob  # read from a path, the bytes are ours: only the parsed model is held from here on
     if not model.HasField("graph") or not model.graph.node or not model.ir_version:
         raise OnnxError(f"{name}: not an ONNX model (it holds no graph of nodes)")
+    nodes = sum(len(g.node) for g in _graphs(model.graph)) + sum(len(f.node) for f in model.functions)
+    if nodes > NODES_MAX:
+        raise OnnxError(f"{name}: it has {nodes} nodes, more than the {NODES_MAX} ResNet Lens opens")
     declared = _declared_bytes(model, name)
     # its tensors (parsed, then torch's), one module per node, and the caller's bytes if it holds them
     need = held + math.ceil(PEAK_FACTOR * declared) + len(model.graph.node) * MODULE_OVERHEAD_BYTES
@@ -1069,8 +1078,11 @@ class _Converter:
                                                 list(i.shape)) for i in self.inputs]
         nodes = [nd for k, nd in enumerate(self.graph.node) if k not in self.folded]
         light = _skeleton(self.model, inputs, nodes, self.known, floats=False)
+        # data propagation only while no op can make more than FOLD_LIMIT elements of propagated data
+        data_prop = all(self._grows_at_most(nd) <= FOLD_LIMIT for nd in nodes if nd.op_type in _GROWING_OPS)
         try:
-            inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False,
+                                                         data_prop=data_prop)
         except Exception as exc:  # onnx.shape_inference.InferenceError and C++ errors for an inconsistent graph
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             raise OnnxError(f"{self.name}: its shapes do not work out ({first})") from None
@@ -1079,6 +1091,52 @@ class _Converter:
             if v.type.WhichOneof("value") == "tensor_type" and tt.HasField("shape") and \
                     all(d.HasField("dim_value") for d in tt.shape.dim):
                 self.shapes[v.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
+
+    def _peek(self, name: str) -> np.ndarray | None:
+        """A small fixed value (a folded one, or an initializer of at most 4096 elements), not cached."""
+        if name in self.known:
+            return self.known[name]
+        t = self.inits.get(name)
+        if t is None or _numel(t.dims) > 4096:
+            return None
+        try:
+            return numpy_helper.to_array(t)
+        except Exception:  # unreadable: unknown here, refused when read for conversion
+            return None
+
+    def _grows_at_most(self, node: onnx.NodeProto) -> int:
+        """An upper bound on the elements ``node`` (one of _GROWING_OPS) makes, from its fixed inputs and
+        known shapes; beyond any limit (2**63) when they do not bound it."""
+        unknown = 1 << 63
+        ins = list(node.input)
+        try:
+            if node.op_type == "Range" and len(ins) == 3:
+                vals = [self._peek(i) for i in ins]
+                if any(v is None or v.size != 1 for v in vals):
+                    return unknown
+                start, limit, delta = (float(np.asarray(v).reshape(())) for v in vals if v is not None)
+                if not all(math.isfinite(x) for x in (start, limit, delta)) or delta == 0:
+                    return unknown
+                return max(math.ceil((limit - start) / delta), 0)
+            if node.op_type == "ConstantOfShape" and ins:
+                shape = self._peek(ins[0])
+                return unknown if shape is None else _numel([abs(int(d)) for d in shape.reshape(-1)])
+            if node.op_type in ("Expand", "Tile") and len(ins) >= 2:
+                x, v = self.shapes.get(ins[0]), self._peek(ins[1])
+                if x is None or v is None:
+                    return unknown
+                other = [int(d) for d in v.reshape(-1)]
+                if node.op_type == "Tile":
+                    return _numel(x) * _numel([abs(d) for d in other])
+                rank = max(len(x), len(other))
+                a, b = [1] * (rank - len(x)) + list(x), [1] * (rank - len(other)) + other
+                return _numel([max(abs(p), abs(q)) for p, q in zip(a, b, strict=True)])
+            if ins:  # Pad, Resize, Upsample, OneHot: data is propagated for shape-like (1-D) values only
+                x = self.shapes.get(ins[0])
+                return 0 if x is not None and len(x) + (node.op_type == "OneHot") > 1 else unknown
+        except (ValueError, TypeError, OverflowError):
+            return unknown
+        return unknown
 
     def fold(self) -> None:
         """Fold every node computed from constants alone (rounds of shape inference between, since a
@@ -1341,6 +1399,10 @@ def open_onnx(source: str | Path | bytes, name: str = "model.onnx", *,
     if not any(o.domain in DEFAULT_DOMAINS for o in model.opset_import):
         raise OnnxError(f"{label}: it imports no standard ONNX opset")
     example_bytes = sum(math.prod(i.shape) * torch.empty((), dtype=i.dtype).element_size() for i in inputs)
+    if example_bytes > EXAMPLE_MAX:
+        shapes = ", ".join(str(list(i.shape)) for i in inputs)
+        raise OnnxError(f"{label}: its input ({shapes}) takes {fmt_bytes(example_bytes)}, more than the "
+                        f"{fmt_bytes(EXAMPLE_MAX)} ResNet Lens makes an example input of")
     try:
         with reserve(need + example_bytes, f"{label}: opening it"):
             conv = _Converter(model, inputs, label)

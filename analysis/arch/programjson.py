@@ -45,6 +45,7 @@ from analysis.arch.graphnet import (
     _check_payloads,
     _check_unpacked,
     plain_name,
+    read_member,
 )
 
 MODEL = "model"  # the program torch.export.save writes and torch.export.load returns: models/model.json
@@ -74,6 +75,8 @@ MEMORY_FORMATS: dict[int, torch.memory_format] = {
     MemoryFormat.ChannelsLast3d: torch.channels_last_3d, MemoryFormat.PreserveFormat: torch.preserve_format,
 }
 
+MAX_NODES = 50_000  # ops in one program: ResNet-152 has ~500, ResNet-1202 ~4,000 (1e5 took 9.5 s to read)
+MAX_RANK = 16  # dimensions of one tensor (exported nets use at most 5 or so; torch allows 10,000 on meta)
 _ST_DELIMITER = ";"  # torch's separator between the entries of a serialized nn_module_stack
 _FLOAT_WORDS = {"Infinity", "-Infinity", "NaN"}  # how torch's JSON encoder writes non-finite floats
 
@@ -151,13 +154,10 @@ def read_program(source: str | Path | bytes, name: str = "program") -> LightProg
                                f"{fmt_bytes(budget)} (set {ENV_VAR} to raise it)")
         _check_payloads(z, name)
         member = f"{_archive_prefix(z.namelist())}models/{MODEL}.json"
-        try:
-            text = z.read(member)
-        except KeyError:
+        if member not in z.namelist():
             raise ProgramError(f"{name}: it holds no models/{MODEL}.json, the program torch.export.save "
-                               "writes") from None
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ProgramError(f"{name}: its models/{MODEL}.json cannot be read ({exc})") from None
+                               "writes")
+        text = read_member(z, member, name)
     return program_from_json(text, name)
 
 
@@ -193,7 +193,9 @@ def _union(doc: Any) -> tuple[str, Any]:
 
 
 def _int(value: Any) -> int:
-    if type(value) is not int:
+    # the schema's integers are int64: anything wider (Python reads JSON integers of any length) is no
+    # value torch wrote, and would make the cost formulas compute with thousand-digit numbers
+    if type(value) is not int or not -(1 << 63) <= value < 1 << 63:
         raise _Bad(f"has a non-integer where torch writes an integer ({str(value)[:40]})")
     return value
 
@@ -307,6 +309,8 @@ class _Builder:
     def _tensor_meta(self, doc: Any) -> torch.Tensor:
         """A node's output as a tensor on the meta device: its shape and dtype, no data."""
         sizes = []
+        if not isinstance(doc["sizes"], list) or len(doc["sizes"]) > MAX_RANK:
+            raise _Bad(f"has a tensor of more than {MAX_RANK} dimensions, which no exported net has")
         for s in doc["sizes"]:
             kind, value = _union(s)
             if kind != "as_int":
@@ -649,6 +653,9 @@ class _Builder:
                 raise _Bad("takes a script object as input, which loading would run as code")
             else:
                 raise _Bad(f"has an input of kind {kind}, which torch's loader does not read either")
+        if len(graph["nodes"]) > MAX_NODES:
+            raise _Bad(f"has {len(graph['nodes']):,} nodes, more than the {MAX_NODES:,} ResNet Lens reads "
+                       "(ResNet-152 has about 500)")
         for doc in graph["nodes"]:
             self._call(doc)
         if graph.get("is_single_tensor_return"):
