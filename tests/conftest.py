@@ -17,6 +17,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 os.environ["RESNET_LENS_HOME"] = tempfile.mkdtemp(prefix="resnet-lens-test-")
 
 
+@pytest.fixture(autouse=True)
+def own_main_module():
+    """``sys.modules["__main__"]`` as it was before each test: Streamlit's script runner puts the
+    script it runs there (AppTest's own, a temporary file calling ``page(*__args)`` for
+    ``from_function``) and leaves it, and a process pool started later in the same worker makes its
+    children re-run ``__main__``'s file: that temporary script then dies with a NameError and the
+    pool breaks (a CI flake that depended on which tests shared a worker)."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_datasets(tmp_path_factory):
     """Generated datasets (MNIST-1D, ~3 s to make) are cached once per test process, not in every
