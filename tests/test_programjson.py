@@ -349,8 +349,7 @@ def test_budget_and_foreign_files_are_refused_as_load_program_refuses_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = saved(tmp_path)
     with monkeypatch.context() as m:
-        for module in ("graphnet", "programjson"):
-            m.setattr(f"analysis.arch.{module}.memory_budget", lambda: 4096)
+        m.setattr("analysis.arch.graphnet.memory_budget", lambda: 4096)  # both readers open through open_archive
         assert "more than the memory budget of 4.0 KiB" in same_refusal(path)
         assert "more than the memory budget of 4.0 KiB" in same_refusal(path.read_bytes())
     assert "not a complete zip archive" in same_refusal(b"not a zip", "x.pt2")
@@ -506,7 +505,6 @@ def test_json_is_counted_at_what_it_takes_once_parsed(tmp_path: Path, monkeypatc
     with zipfile.ZipFile(path) as z:
         size = max(i.file_size for i in z.infolist() if i.filename.endswith("models/model.json"))
     monkeypatch.setattr("analysis.arch.graphnet.memory_budget", lambda: size * 16)
-    monkeypatch.setattr("analysis.arch.programjson.memory_budget", lambda: size * 16)
     assert "of JSON, about" in refusal(lambda: read_program(path, "x.pt2"))
 
 

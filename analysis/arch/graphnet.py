@@ -300,46 +300,73 @@ def _check_unpacked(infos: list[zipfile.ZipInfo], name: str, budget: int, declar
                            f"{fmt_bytes(budget)} (set {ENV_VAR} to raise it)")
 
 
-def load_program(source: str | Path | bytes, name: str = "program") -> ExportedProgram:
-    """An exported program from a ``.pt2`` path or its bytes, checked before torch opens it: a zip
-    archive of ``torch.export.save``'s layout, unpacking within the memory budget, every pickled part
-    plain tensors. Every failure is one :class:`ProgramError` sentence."""
+def _zip(source: Path | io.BytesIO, name: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+        raise ProgramError(f"{name}: not a torch.export program (.pt2): not a complete zip archive") from exc
+    except OSError as exc:
+        raise ProgramError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
+
+
+def open_archive(source: str | Path | bytes, name: str, *, whole: bool) -> tuple[zipfile.ZipFile, str, bytes | None]:
+    """A ``.pt2`` (a path or its bytes) opened and checked as every reader of programs needs it: a zip
+    archive of ``torch.export.save``'s layout whose directory, size on disk and declared tensors fit
+    the memory budget (a path's directory is read before anything else of it), every pickled part plain
+    tensors, its JSON what torch writes. Returns the open archive, the name to say and, with ``whole``,
+    the bytes that were checked (what torch is then given: read once); without it, a path stays a file
+    handle, so what is never read (the weights) is never loaded. Every failure is one
+    :class:`ProgramError` sentence."""
     budget = memory_budget()
+    blob: bytes | None = None
     if isinstance(source, (str, Path)):
         path = Path(source)
         name = str(path)
         if not path.is_file():
             raise ProgramError(f"{path}: no such program file")
+        z = _zip(path, name)
         try:
-            # the zip's directory and the file's size first: a file too large for the budget is never read
-            with zipfile.ZipFile(path) as z:
-                infos = z.infolist()
-            size = path.stat().st_size
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
-            raise ProgramError(f"{name}: not a torch.export program (.pt2): not a complete zip archive") from exc
-        except OSError as exc:
-            raise ProgramError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-        _check_unpacked(infos, name, budget)
-        if size > budget:
-            raise ProgramError(f"{name}: it is {fmt_bytes(size)} on disk, more than the memory budget of "
-                               f"{fmt_bytes(budget)} (set {ENV_VAR} to raise it)")
-        try:
-            blob = path.read_bytes()  # read once: the bytes checked below are the bytes torch opens
-        except OSError as exc:
-            raise ProgramError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+            _check_unpacked(z.infolist(), name, budget)
+            try:
+                size = path.stat().st_size
+            except OSError as exc:
+                raise ProgramError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+            if size > budget:
+                raise ProgramError(f"{name}: it is {fmt_bytes(size)} on disk, more than the memory budget of "
+                                   f"{fmt_bytes(budget)} (set {ENV_VAR} to raise it)")
+            if whole:
+                try:
+                    blob = path.read_bytes()
+                except OSError as exc:
+                    raise ProgramError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+        except BaseException:
+            z.close()
+            raise
+        if whole:
+            z.close()
+            z = _zip(io.BytesIO(cast(bytes, blob)), name)
     else:
         blob = bytes(source)
+        z = _zip(io.BytesIO(blob), name)
     try:
-        z = zipfile.ZipFile(io.BytesIO(blob))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
-        raise ProgramError(f"{name}: not a torch.export program (.pt2): not a complete zip archive") from exc
-    _check_unpacked(z.infolist(), name, budget)
-    with z:
+        _check_unpacked(z.infolist(), name, budget)
         _check_unpacked(z.infolist(), name, budget, _check_payloads(z, name))
+    except BaseException:
+        z.close()
+        raise
+    return z, name, blob if whole else None
+
+
+def load_program(source: str | Path | bytes, name: str = "program") -> ExportedProgram:
+    """An exported program from a ``.pt2`` path or its bytes, checked before torch opens it
+    (:func:`open_archive`), every member within its declared size. Every failure is one
+    :class:`ProgramError` sentence."""
+    z, name, blob = open_archive(source, name, whole=True)
+    with z:
         for info in z.infolist():  # torch reads every member whole: none may inflate past its declared size
             read_member(z, info.filename, name)
     try:
-        return torch.export.load(io.BytesIO(blob))
+        return torch.export.load(io.BytesIO(cast(bytes, blob)))
     except Exception as exc:  # torch's deserializer raises many types for a damaged or foreign archive
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise ProgramError(f"{name}: torch could not read the program ({type(exc).__name__}: {first})") from None

@@ -24,10 +24,8 @@ refuses is refused here with the same sentence. Running a net still needs ``load
 
 from __future__ import annotations
 
-import io
 import keyword
 import operator
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +35,11 @@ import torch
 from torch import fx
 from torch._export.serde.schema import SCHEMA_VERSION, ArgumentKind, Layout, MemoryFormat, ScalarType
 
-from analysis.arch.budget import ENV_VAR, fmt_bytes, memory_budget
 from analysis.arch.graphnet import (
     ATEN_TARGET,
     ProgramError,
     _archive_prefix,
-    _check_payloads,
-    _check_unpacked,
+    open_archive,
     plain_name,
     read_member,
 )
@@ -125,34 +121,10 @@ def read_program(source: str | Path | bytes, name: str = "program") -> LightProg
     :func:`~analysis.arch.graphnet.open_program`. The archive is checked as
     :func:`~analysis.arch.graphnet.load_program` checks it (budget, pickled parts, symbolic shapes);
     its weights are never read. Every failure is one :class:`ProgramError` sentence."""
-    budget = memory_budget()
-    size: int | None = None
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        name = str(path)
-        if not path.is_file():
-            raise ProgramError(f"{path}: no such program file")
-        try:
-            # one handle for the checks and the reading: the JSON read is the JSON checked, and the
-            # weights (most of the file) are never read at all
-            z = zipfile.ZipFile(path)
-            size = path.stat().st_size
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
-            raise ProgramError(f"{name}: not a torch.export program (.pt2): not a complete zip archive") from exc
-        except OSError as exc:
-            raise ProgramError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    else:
-        try:
-            z = zipfile.ZipFile(io.BytesIO(bytes(source)))
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
-            raise ProgramError(f"{name}: not a torch.export program (.pt2): not a complete zip archive") from exc
+    # one handle for the checks and the reading: the JSON read is the JSON checked, and the weights
+    # (most of the file) are never read at all
+    z, name, _ = open_archive(source, name, whole=False)
     with z:
-        # load_program's checks, in its order, so a file it refuses is refused here in its words
-        _check_unpacked(z.infolist(), name, budget)
-        if size is not None and size > budget:
-            raise ProgramError(f"{name}: it is {fmt_bytes(size)} on disk, more than the memory budget of "
-                               f"{fmt_bytes(budget)} (set {ENV_VAR} to raise it)")
-        _check_payloads(z, name)
         member = f"{_archive_prefix(z.namelist())}models/{MODEL}.json"
         if member not in z.namelist():
             raise ProgramError(f"{name}: it holds no models/{MODEL}.json, the program torch.export.save "
