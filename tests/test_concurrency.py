@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 import streamlit.testing.v1.app_test as app_test_module
 from streamlit.runtime.runtime import Runtime
-from streamlit.testing.v1 import AppTest
+from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+from streamlit.testing.v1 import AppTest, local_script_runner
 from streamlit.testing.v1.util import patch_config_options
 
 from tests import downloads
@@ -49,8 +50,17 @@ def shared_runtime(monkeypatch):
     monkeypatch.setattr(Runtime, "instance", classmethod(lambda cls: runtime))
     monkeypatch.setattr(Runtime, "exists", classmethod(lambda cls: True))
     monkeypatch.setattr(app_test_module, "patch_config_options", lambda options: contextlib.nullcontext())
+    # One script cache, as a server has (compiled once under its lock). AppTest makes one per run,
+    # so three sessions compiled the page at once, and CPython 3.11's ast.parse is not thread-safe:
+    # its AST constructor keeps a recursion depth in module state that another thread's parse moves
+    # ("SystemError: AST constructor recursion depth mismatch", fixed in 3.12 by gh-106905); the
+    # session then had a compile error and no page. Reproduced with three threads parsing paths.py.
+    scripts = ScriptCache()
+    monkeypatch.setattr(app_test_module, "ScriptCache", lambda: scripts)
+    monkeypatch.setattr(local_script_runner, "ScriptCache", lambda: scripts)
     with patch_config_options({"global.appTest": True}), downloads.captured() as files:
         yield files
+    assert scripts._cache, "the sessions compiled their pages elsewhere than in the one shared cache"
 
 
 def at_once(n: int, session: Callable[[int], Any]) -> list[Any]:
