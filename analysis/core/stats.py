@@ -1,0 +1,105 @@
+"""Statistics over seeds: a mean with its 95 % interval, a paired difference between two conditions
+measured on the same seeds, and the smallest difference such a design can detect.
+
+The intervals are Student-t intervals, mean ± t(1 - α/2, n - 1) · s / √n, with s the sample standard
+deviation (n - 1 in the denominator). Over 5 seeds t = 2.776, so the half-width is 1.24 s: a run-to-run
+spread of 1 point gives an interval about ±1.2 points wide. One run has no interval; it is labelled as
+one run, never given a spread.
+
+Two conditions measured on the same trained nets (a net intact and the same net with a unit deleted)
+are compared pair by pair: the interval of the per-seed differences says whether the change is
+distinguishable from zero (it is when the interval excludes 0: a paired t-test at level α), which is
+the reading pages and the README give.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats as _scipy_stats
+
+from analysis.core.errors import ConfigError
+
+LEVEL = 0.95
+
+
+def _values(values: Sequence[float], what: str) -> list[float]:
+    out = [float(v) for v in values]
+    if not out:
+        raise ConfigError(f"{what}: no values to summarise")
+    if not all(math.isfinite(v) for v in out):
+        raise ConfigError(f"{what}: a value is not a finite number ({out})")
+    return out
+
+
+def t_quantile(n: int, level: float = LEVEL) -> float:
+    """t(1 - α/2, n - 1): the multiplier of the standard error for a two-sided ``level`` interval."""
+    if n < 2:
+        raise ConfigError(f"an interval needs at least 2 values, got {n}")
+    if not 0 < level < 1:
+        raise ConfigError(f"the interval's level must be between 0 and 1, got {level}")
+    return float(_scipy_stats.t.ppf(0.5 + level / 2, n - 1))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over ``n`` values with its two-sided ``level`` t-interval (``low``/``high`` are None for
+    one value: one run has no interval)."""
+
+    mean: float
+    n: int
+    sd: float | None
+    low: float | None
+    high: float | None
+    level: float = LEVEL
+
+    @property
+    def half_width(self) -> float | None:
+        return None if self.low is None or self.high is None else (self.high - self.low) / 2
+
+    def excludes(self, value: float = 0.0) -> bool:
+        """Whether the interval lies wholly on one side of ``value`` (never, for one run)."""
+        return self.low is not None and self.high is not None and (self.low > value or self.high < value)
+
+    def text(self, scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
+        """'12.3 ± 1.4 % (95 % CI, t, 5 seeds)' or '12.3 % (one run)'."""
+        m = f"{scale * self.mean:.{digits}f}{unit}"
+        if self.half_width is None:
+            return f"{m} (one run)"
+        return f"{m} ± {scale * self.half_width:.{digits}f}{unit} ({round(100 * self.level)} % CI, t, {self.n} seeds)"
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL, what: str = "values") -> Interval:
+    """The mean of ``values`` with its Student-t interval (see the module docstring)."""
+    v = _values(values, what)
+    n = len(v)
+    mean = math.fsum(v) / n
+    if n == 1:
+        return Interval(mean, 1, None, None, None, level)
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in v) / (n - 1))
+    half = t_quantile(n, level) * sd / math.sqrt(n)
+    return Interval(mean, n, sd, mean - half, mean + half, level)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], level: float = LEVEL,
+                      what: str = "paired values") -> Interval:
+    """The mean of ``a[i] - b[i]`` (the same seed's net in two conditions) with its t-interval: a paired
+    t-test at 1 - ``level`` rejects "no difference" exactly when the interval excludes 0."""
+    av, bv = _values(a, what), _values(b, what)
+    if len(av) != len(bv):
+        raise ConfigError(f"{what}: a paired comparison needs the same seeds on both sides, got {len(av)} and {len(bv)}")
+    return t_interval([x - y for x, y in zip(av, bv, strict=True)], level, what)
+
+
+def detectable_difference(sd: float, n: int, level: float = LEVEL, power: float = 0.8) -> float:
+    """The smallest true mean difference a paired design of ``n`` seeds whose differences spread by
+    ``sd`` detects with probability ``power`` at two-sided ``level``: (t(1-α/2) + t(power)) · sd / √n,
+    both quantiles with n - 1 degrees of freedom (the usual normal-approximation formula with t's)."""
+    if not 0 < power < 1:
+        raise ConfigError(f"power must be between 0 and 1, got {power}")
+    if sd < 0 or not math.isfinite(sd):
+        raise ConfigError(f"a spread must be a finite number >= 0, got {sd}")
+    t_power = float(_scipy_stats.t.ppf(power, n - 1)) if n >= 2 else math.inf
+    return (t_quantile(n, level) + t_power) * sd / math.sqrt(n)
