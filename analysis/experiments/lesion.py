@@ -14,6 +14,12 @@ Nothing here depends on the number of spatial dimensions: images (N x C x H x W)
 and sequences (N x C x L) through a 1-D net run the same code; :func:`check_inputs` refuses a
 pairing of the two before any block sees it.
 
+A sequence may also run a block twice (``[(0, True), (0, True), (1, True), ...]``, "looping"), leave
+one out, or run two blocks in parallel on one input, ``((i, j), True)``: y = h + F_i(h) + F_j(h)
+(Sun et al. 2024, "Transformer Layers as Painters"; Lad et al. 2024 swap and repeat a transformer's
+layers likewise). Each step must get the shape it takes (:func:`analysis.experiments.chain.check_steps`);
+the ``swap``, ``repeat`` and ``parallel`` sweeps try each adjacent position in turn.
+
 The engine computes the unlesioned activations once per batch and starts every sequence from its
 first difference with them, so all n single-block deletions cost about n^2/2 block evaluations
 instead of n^2, with predictions identical to the straightforward loop.
@@ -43,10 +49,10 @@ from analysis.arch.specs import ResNetSpec
 from analysis.arch.units import Unit, plan_units
 from analysis.core.errors import ConfigError, DatasetError, LensError
 from analysis.data.data import Dataset
-from analysis.experiments.chain import UnitChain
+from analysis.experiments.chain import Shape, UnitChain, check_steps, parallel_refusal, positional, run_step
+from analysis.experiments.chain import Step as Step  # (block index, keep its branch) or ((i, j), True): parallel
 from analysis.experiments.train import cuda_determinism
 
-Step = tuple[int, bool]  # (block index, keep its residual branch)
 ProgressFn = Callable[[int, int], None]
 
 
@@ -169,32 +175,45 @@ def deletion(n: int, deleted: Sequence[int]) -> list[Step]:
 
 
 def _divergence(seq: Sequence[Step]) -> int:
+    """The first position where ``seq`` leaves the intact chain: the prefix before it is reused. A longer
+    sequence that runs the intact chain first diverges at n (a unit's index is below n), a shorter one
+    that is a prefix of it at its own length."""
     for p, (i, keep) in enumerate(seq):
-        if i != p or not keep:
+        if isinstance(i, tuple) or i != p or not keep:
             return p
     return len(seq)
 
 
-def check_sequence(seq: Sequence[Step], infos: list[BlockInfo]) -> None:
-    """A sequence must keep shapes consistent: a block may only run where its input shape flows."""
+def check_sequence(seq: Sequence[Step], infos: list[BlockInfo],
+                   shapes: Sequence[tuple[Shape, Shape]] | None = None) -> None:
+    """A sequence of every position once, each block where one of its shape was (the positional rule; a
+    :class:`ResNetChain` checks any other sequence by the shapes that flow). With ``shapes`` (each
+    block's input and output shape) a refusal names them."""
     if len(seq) != len(infos):
         raise ConfigError(f"a sequence lists every block once: expected {len(infos)}, got {len(seq)}")
     for p, (i, _) in enumerate(seq):
+        if isinstance(i, tuple):
+            raise ConfigError(f"a parallel step {i} takes no one block's place: a ResNetChain checks it by its shapes")
         if not 0 <= i < len(infos):
             raise ConfigError(f"block index {i} out of range: the net has blocks 0..{len(infos) - 1}")
         a, b = infos[p], infos[i]
         if (a.in_channels, a.out_channels, a.stride) != (b.in_channels, b.out_channels, b.stride):
-            raise ConfigError(f"block {b.name} cannot take the place of {a.name}: shapes differ")
+            named = "" if shapes is None else (f" ({' → '.join(map(shape_text, shapes[i]))} and "
+                                               f"{' → '.join(map(shape_text, shapes[p]))})")
+            raise ConfigError(f"block {b.name} cannot take the place of {a.name}: shapes differ{named}")
 
 
 class ResNetChain:
     """A spec-built ResNet as the engine's :class:`~analysis.experiments.chain.UnitChain`: its blocks are
     the units, each run by its own ``forward(x, keep_residual)``."""
 
-    def __init__(self, model: ResNet) -> None:
+    def __init__(self, model: ResNet, size: int | None = None) -> None:
         self.model = model
         self.blocks = [b for _, b in model.blocks()]
         self.infos = block_infos(model)
+        self.size = size  # the inputs' size, pixels or samples (default: the spec's), for shapes in messages
+        self._units: list[Unit] | None = None
+        self._shapes: list[tuple[Shape, Shape]] | None = None
 
     @property
     def n(self) -> int:
@@ -203,7 +222,16 @@ class ResNetChain:
     @property
     def units(self) -> list[Unit]:
         """The residual units of its plan (a plain net's blocks have none: it plans by its blocks)."""
-        return plan_units(net_plan(self.model.spec))
+        if self._units is None:
+            self._units = plan_units(net_plan(self.model.spec))
+        return self._units
+
+    @property
+    def shapes(self) -> list[tuple[Shape, Shape]]:
+        """Each block's input and output shape (:func:`block_shapes`), traced on first use."""
+        if self._shapes is None:
+            self._shapes = block_shapes(self.model.spec, self.size)
+        return self._shapes
 
     def stem(self, x: Tensor) -> Tensor:
         return self.model.stem(x)
@@ -212,11 +240,41 @@ class ResNetChain:
         out: Tensor = self.blocks[i](h, keep_residual=keep)
         return out
 
+    def branch(self, i: int, h: Tensor) -> Tensor:
+        """Block i's residual branch F(h) alone (asked only of blocks that may run in parallel)."""
+        return self.blocks[i].residual_branch(h)
+
     def head(self, h: Tensor) -> Tensor:
         return self.model.head(h)
 
+    def _parallel_refusal(self, i: int) -> str | None:
+        plan = self.blocks[i].plan
+        if not plan.residual:
+            return f"{plan.name} is a plain block: it has no shortcut, so its output is not its input plus a branch"
+        if plan.entry:
+            return f"{plan.name} pools its input before both paths, so its branch does not add onto its input"
+        units = {u.name: u for u in self.units}
+        return parallel_refusal(units[plan.name])
+
     def check_sequence(self, seq: Sequence[Step]) -> None:
-        check_sequence(seq, self.infos)
+        """A sequence of every position once is checked block by block against the one whose place it
+        takes (:func:`check_sequence`, no tracing needed); any other, or one refused so, by the shapes
+        that flow (:func:`~analysis.experiments.chain.check_steps`). A refused flow is a refused place,
+        so such a sequence keeps the older message."""
+        older = False
+        if positional(seq, self.n):
+            try:
+                check_sequence(seq, self.infos)
+                return
+            except ConfigError:
+                older = True
+        try:
+            check_steps(seq, names=[b.name for b in self.infos], ins=[a for a, _ in self.shapes],
+                        outs=[b for _, b in self.shapes], parallel=self._parallel_refusal, noun="block")
+        except ConfigError:
+            if older:
+                check_sequence(seq, self.infos, self.shapes)  # raises again, the shapes named
+            raise
 
 
 def as_chain(model: ResNet | UnitChain, x: Tensor) -> UnitChain:
@@ -224,7 +282,7 @@ def as_chain(model: ResNet | UnitChain, x: Tensor) -> UnitChain:
     program already cut into units (:class:`~analysis.experiments.chain.ProgramChain`)."""
     if isinstance(model, ResNet):
         check_inputs(model.spec, x)
-        return ResNetChain(model)
+        return ResNetChain(model, int(x.shape[-1]))
     return model
 
 
@@ -265,12 +323,9 @@ def predict_sequences(model: ResNet | UnitChain, x: Tensor, sequences: Sequence[
                         prefix.append(h)
                 for si, seq in enumerate(sequences):
                     p = starts[si]
-                    if reuse_prefix and p == n:
-                        h = prefix[n]
-                    else:
-                        h = prefix[p] if reuse_prefix else h0
-                        for i, keep in list(seq)[p:]:
-                            h = chain.unit(i, h, keep)
+                    h = prefix[p] if reuse_prefix else h0
+                    for step in list(seq)[p:]:  # none left where the whole sequence is the intact chain
+                        h = run_step(chain, step, h)
                     preds[si, lo:lo + len(xb)] = chain.head(h).argmax(1)
                     done += 1
                     if progress:
@@ -305,11 +360,17 @@ class SweepPlan:
 
     sequences: list[list[Step]]
     rows: list[dict[str, Any]]
+    # what a sweep of positions left out, and why (one line each: "layer1.2 || layer2.0: ..."); the
+    # table carries them as ``df.attrs["skipped"]`` where there are any
+    skipped: tuple[str, ...] = ()
 
     def frame(self, wrong: Tensor, n: int) -> pd.DataFrame:
         """The sweep's table from its wrong counts (one per sequence) on ``n`` inputs."""
         errors = errors_from_counts(wrong, n)
-        return pd.DataFrame([{**r, "error": e} for r, e in zip(self.rows, errors, strict=True)])
+        df = pd.DataFrame([{**r, "error": e} for r, e in zip(self.rows, errors, strict=True)])
+        if self.skipped:
+            df.attrs["skipped"] = list(self.skipped)
+        return df
 
     def evaluate(self, model: ResNet | UnitChain, x: Tensor, y: Tensor, **kw: Any) -> pd.DataFrame:
         """The sweep on ``x`` in this process (``kw`` as :func:`predict_sequences` takes them)."""
@@ -387,7 +448,7 @@ def reorder_plan(model: ResNet | UnitChain, *, ks: Sequence[int] | None = None, 
                 pa, pb = order.index(a), order.index(b)
                 order[pa], order[pb] = order[pb], order[pa]
                 swaps.append(f"{infos[a].name}<->{infos[b].name}")
-            seq = [(i, True) for i in order]
+            seq: list[Step] = [(i, True) for i in order]
             check_sequence(seq, infos)
             seqs.append(seq)
             meta.append({"experiment": "reorder", "k": k, "sample": s, "swaps": " ".join(swaps),
@@ -399,6 +460,93 @@ def reorder_sweep(model: ResNet | UnitChain, x: Tensor, y: Tensor, *, ks: Sequen
                   seed: int = 0, **kw: Any) -> pd.DataFrame:
     """Error vs amount of reordering: swap k random pairs of same-shape blocks."""
     return reorder_plan(model, ks=ks, samples=samples, seed=seed).evaluate(model, x, y, **kw)
+
+
+def _chain_of(model: ResNet | UnitChain) -> UnitChain:
+    """The chain whose own rules decide which sequences a plan may hold (shapes at the spec's size)."""
+    return ResNetChain(model) if isinstance(model, ResNet) else model
+
+
+Candidate = tuple[int, list[Step], str, tuple[int, ...]]  # position, sequence, its units in words, their indices
+
+
+def _position_plan(model: ResNet | UnitChain, experiment: str, candidates: Sequence[Candidate],
+                   none_left: str) -> SweepPlan:
+    """The intact net (row "none", index -1), then each candidate the net's chain accepts, its stage the
+    stages of its units ("layer1", or "layer1/layer2" across a boundary); the others are skipped with
+    the chain's reason. None accepted: ``none_left`` and the first reason, as one :class:`ConfigError`."""
+    chain = _chain_of(model)
+    infos = infos_of(model)
+    seqs = [identity_sequence(len(infos))]
+    rows: list[dict[str, Any]] = [{"experiment": experiment, "units": "none", "index": -1, "stage": ""}]
+    skipped: list[str] = []
+    first = "it has too few units"
+    for p, seq, label, members in candidates:
+        try:
+            chain.check_sequence(seq)
+        except ConfigError as exc:
+            first = str(exc) if not skipped else first
+            skipped.append(f"{label}: {exc}")
+            continue
+        seqs.append(seq)
+        rows.append({"experiment": experiment, "units": label, "index": p,
+                     "stage": "/".join(dict.fromkeys(infos[q].stage for q in members))})
+    if len(seqs) == 1:
+        raise ConfigError(f"{none_left}: {first}")
+    return SweepPlan(seqs, rows, tuple(skipped))
+
+
+def swap_plan(model: ResNet | UnitChain, **_: Any) -> SweepPlan:
+    """The intact net, then each pair of adjacent units swapped where both keep one shape (Lad et al.
+    2024, Sun et al. 2024: a transformer's middle layers swap with little loss; Veit et al. 2016 swap
+    a ResNet's blocks). Row ``index``: the pair's first position; ``units``: "a<->b"."""
+    infos = infos_of(model)
+    n = len(infos)
+    cands: list[Candidate] = []
+    for p in range(n - 1):
+        order = list(range(n))
+        order[p], order[p + 1] = p + 1, p
+        cands.append((p, [(i, True) for i in order], f"{infos[p].name}<->{infos[p + 1].name}", (p, p + 1)))
+    return _position_plan(model, "swap", cands, "this net has no two adjacent units of one shape to swap")
+
+
+def repeat_plan(model: ResNet | UnitChain, **_: Any) -> SweepPlan:
+    """The intact net, then each unit whose output has its input's shape run twice in place ("looping",
+    Sun et al. 2024). Row ``index``: the unit's position; ``units``: "a x2"."""
+    infos = infos_of(model)
+    n = len(infos)
+    cands: list[Candidate] = [
+        (p, [*identity_sequence(p + 1), (p, True), *((i, True) for i in range(p + 1, n))], f"{b.name} x2", (p,))
+        for p, b in enumerate(infos)]
+    return _position_plan(model, "repeat", cands, "no unit of this net keeps its input's shape, so none can run twice")
+
+
+def parallel_plan(model: ResNet | UnitChain, **_: Any) -> SweepPlan:
+    """The intact net, then each pair of adjacent units run in parallel on one input, y = h + F_i(h) +
+    F_j(h) (Sun et al. 2024): pairs the chain refuses (a post-activation unit, a shape change, a plain
+    layer) are skipped, their reasons in :attr:`SweepPlan.skipped`. Row ``index``: the pair's first
+    position; ``units``: "a || b"."""
+    infos = infos_of(model)
+    n = len(infos)
+    cands: list[Candidate] = [
+        (p, [*identity_sequence(p), ((p, p + 1), True), *((i, True) for i in range(p + 2, n))],
+         f"{infos[p].name} || {infos[p + 1].name}", (p, p + 1)) for p in range(n - 1)]
+    return _position_plan(model, "parallel", cands, "no two adjacent units of this net can run in parallel")
+
+
+def swap_sweep(model: ResNet | UnitChain, x: Tensor, y: Tensor, **kw: Any) -> pd.DataFrame:
+    """Error with each adjacent same-shape pair swapped (row -1: intact)."""
+    return swap_plan(model).evaluate(model, x, y, **kw)
+
+
+def repeat_sweep(model: ResNet | UnitChain, x: Tensor, y: Tensor, **kw: Any) -> pd.DataFrame:
+    """Error with each shape-keeping unit run twice (row -1: intact)."""
+    return repeat_plan(model).evaluate(model, x, y, **kw)
+
+
+def parallel_sweep(model: ResNet | UnitChain, x: Tensor, y: Tensor, **kw: Any) -> pd.DataFrame:
+    """Error with each adjacent pair of units run in parallel (row -1: intact)."""
+    return parallel_plan(model).evaluate(model, x, y, **kw)
 
 
 def summarise(df: pd.DataFrame, by: str = "k") -> pd.DataFrame:
@@ -418,19 +566,23 @@ def per_class_accuracy(y: Tensor, pred: Tensor, num_classes: int) -> list[float]
     return (cm.diag().float() / cm.sum(1).clamp_min(1).float()).tolist()
 
 
-SWEEPS: dict[str, Callable[..., pd.DataFrame]] = {"single": single_sweep, "k": k_sweep, "reorder": reorder_sweep}
-PLANS: dict[str, Callable[..., SweepPlan]] = {"single": single_plan, "k": k_plan, "reorder": reorder_plan}
+SWEEPS: dict[str, Callable[..., pd.DataFrame]] = {"single": single_sweep, "k": k_sweep, "reorder": reorder_sweep,
+                                                  "swap": swap_sweep, "repeat": repeat_sweep,
+                                                  "parallel": parallel_sweep}
+PLANS: dict[str, Callable[..., SweepPlan]] = {"single": single_plan, "k": k_plan, "reorder": reorder_plan,
+                                              "swap": swap_plan, "repeat": repeat_plan, "parallel": parallel_plan}
 SWEEP_KINDS = tuple(SWEEPS)
+RANDOM_SWEEPS = frozenset({"k", "reorder"})  # the sweeps that draw: only these read samples and seed
 
 
 def check_sweep_options(kind: str, *, samples: int = 5, seed: int = 0, batch_size: int = 256) -> None:
     """Refuse a sweep setting that means nothing, before any work: unknown kind, batch size (or,
     for the random sweeps, samples) below 1 or absurdly large, a seed outside [0, 2**63), anything
-    not a whole number. ``samples`` and ``seed`` are not used by the single sweep."""
+    not a whole number. ``samples`` and ``seed`` are used by the random sweeps only (k, reorder)."""
     if kind not in SWEEPS:
         raise ConfigError(f"unknown sweep {kind!r}; choose one of {', '.join(SWEEP_KINDS)}")
     checks: list[tuple[str, object, int, int]] = [("batch size", batch_size, 1, 1_000_000)]
-    if kind != "single":
+    if kind in RANDOM_SWEEPS:
         checks += [("samples per k", samples, 1, 100_000), ("seed", seed, 0, 2**63 - 1)]
     for what, value, lo, hi in checks:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -443,15 +595,16 @@ def plan_sweep(kind: str, model: ResNet | UnitChain, *, samples: int = 5, seed: 
     """The plan of one sweep by name, every option checked first (as :func:`run_sweep` takes them;
     ``batch_size`` is only checked here)."""
     check_sweep_options(kind, samples=samples, seed=seed, batch_size=batch_size)
-    if kind == "single":
-        return single_plan(model)
+    if kind not in RANDOM_SWEEPS:
+        return PLANS[kind](model)
     return PLANS[kind](model, samples=samples, seed=seed)
 
 
 def run_sweep(kind: str, model: ResNet | UnitChain, x: Tensor, y: Tensor, *, samples: int = 5, seed: int = 0,
               batch_size: int = 256, device: str = "cpu", progress: ProgressFn | None = None) -> pd.DataFrame:
-    """One lesion sweep by name (``single``, ``k`` or ``reorder``): the entry point the CLI and the
-    lesion page share. ``samples`` and ``seed`` apply to the random sweeps only. The model must be on
+    """One lesion sweep by name (one of :data:`SWEEP_KINDS`: ``single``, ``k``, ``reorder``, ``swap``,
+    ``repeat``, ``parallel``): the entry point the CLI and the lesion page share. ``samples`` and ``seed``
+    apply to the random sweeps only (k, reorder). The model must be on
     ``device``. :func:`analysis.run.shard.sharded_sweep` gives the same table from shards of ``x``."""
     plan = plan_sweep(kind, model, samples=samples, seed=seed, batch_size=batch_size)
     return plan.evaluate(model, x, y, batch_size=batch_size, device=device, progress=progress)
@@ -461,11 +614,11 @@ def sweep_settings(kind: str, data: Dataset, *, samples: int = 5, seed: int = 0)
     """Everything besides the net's weights that a sweep's result depends on, as a JSON-able dict
     (the run store's key): the test data (name, split seed, number of inputs and the normalisation
     applied, which differ between ImageFolder subsets or checkpoints' stored statistics) and, for the
-    random sweeps, samples and seed. The single sweep uses neither, so both are 0 for it: its result
+    random sweeps, samples and seed. The others (single, swap, repeat, parallel) use neither, so both are 0: its result
     is found whatever the other tabs' settings are. The count is kept under ``test_images`` for
     sequences too: the key of sweeps already stored does not change."""
     check_sweep_options(kind, samples=samples, seed=seed)
-    random_sweep = kind != "single"
+    random_sweep = kind in RANDOM_SWEEPS
     return {"dataset": data.name, "split_seed": data.split_seed, "test_images": len(data.y_test),
             "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std],
             "samples": int(samples) if random_sweep else 0, "seed": int(seed) if random_sweep else 0}
@@ -476,7 +629,7 @@ def describe_settings(kind: str, settings: dict[str, Any], dims: int = 2) -> str
     mnist1d' for the sequences of a 1-D dataset (``dims``: the test data's, ``Dataset.dims``), for
     captions and messages."""
     data = f"{settings['test_images']} test {inputs_noun(dims)} of {settings['dataset']}"
-    if kind == "single":
+    if kind not in RANDOM_SWEEPS:
         return data
     per = "per k" if kind == "k" else "per number of swaps"
     return f"{settings['samples']} samples {per}, seed {settings['seed']}, on {data}"
