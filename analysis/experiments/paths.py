@@ -12,6 +12,12 @@ Blocks are taken whole, whatever their inputs: images through a 2-D net, sequenc
 one. A block that max-pools its input first (VDCNN's pool between stages) pools it for both paths,
 so the pool belongs to both the branch and the skip of that block, and the gradient goes through it
 on every path.
+
+Any net whose residual units form a chain is measured the same way: an exported program cut into
+units (:class:`~analysis.experiments.chain.ProgramChain`) gives each unit's add operands and its join as
+graphs of their own, and one loop runs the tapes of either kind (:class:`PathTape`). In a program, the
+ops between one unit's output and the next unit's entry (a norm outside the units) belong to both
+paths of the next unit, as VDCNN's pool does.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, astuple, dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import networkx as nx
 import pandas as pd
@@ -33,10 +40,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from analysis.arch.models import Block, ResNet
+from analysis.arch.units import Unit
 from analysis.core.bounded import COUNT, DIGITS, FLAG, Column, check_table, loads_json
 from analysis.core.errors import CheckpointError, ConfigError
 from analysis.core.reporting import records, write_json
 from analysis.data.data import Dataset
+from analysis.experiments.chain import ProgramChain
 from analysis.experiments.lesion import check_inputs, inputs_noun
 from analysis.experiments.train import cuda_determinism
 
@@ -143,9 +152,44 @@ def length_distribution(n: int) -> LengthDistribution:
 
 # ----------------------------------------------------------------------------- gradient by path length
 ProgressFn = Callable[[int, int], None]
+PathNet = ResNet | ProgramChain  # what the measurement runs: a spec-built net's blocks or a program's units
 
 
-class _BlockTape:
+class PathTape(Protocol):
+    """One unit's forward at a fixed input ``x`` (its output ``y``, detached), kept to take VJPs."""
+
+    x: Tensor
+    y: Tensor
+
+    def back(self, g: Tensor, through_residual: bool) -> Tensor:
+        """The gradient at ``x`` from ``g`` at ``y``, through the branch or through the shortcut only."""
+        ...
+
+
+class _JoinTape:
+    """What both tapes share: the join taken on detached copies of its two operands, so that its VJP
+    gives the gradient entering each path, then that path's own VJP down to ``x``."""
+
+    x: Tensor
+    r: Tensor  # the branch's operand of the join, a function of x
+    s: Tensor  # the shortcut's operand
+    _r_in: Tensor
+    _s_in: Tensor
+    joined: Tensor
+    identity: bool  # s is x: the shortcut's VJP is g itself
+    y: Tensor
+
+    def back(self, g: Tensor, through_residual: bool) -> Tensor:
+        entry = self._r_in if through_residual else self._s_in
+        (g,) = torch.autograd.grad(self.joined, entry, grad_outputs=g, retain_graph=True)
+        if not through_residual and self.identity:
+            return g
+        out = self.r if through_residual else self.s
+        (gx,) = torch.autograd.grad(out, self.x, grad_outputs=g, retain_graph=True)
+        return gx
+
+
+class _BlockTape(_JoinTape):
     """One block's forward pieces at a fixed input, kept to take vector-Jacobian products.
 
     The join of F(x) and s(x) is the block's own ``combine`` (weights of the variant, add, then
@@ -169,38 +213,54 @@ class _BlockTape:
         self.identity = block.downsample is None and not block.plan.entry
         self.y = self.joined.detach()
 
-    def back(self, g: Tensor, through_residual: bool) -> Tensor:
-        entry = self._r_in if through_residual else self._s_in
-        (g,) = torch.autograd.grad(self.joined, entry, grad_outputs=g, retain_graph=True)
-        if not through_residual and self.identity:
-            return g
-        out = self.r if through_residual else self.s
-        (gx,) = torch.autograd.grad(out, self.x, grad_outputs=g, retain_graph=True)
-        return gx
+
+class _UnitTape(_JoinTape):
+    """Unit ``i`` of a program at a fixed input: its add's operands from the segment's input (through
+    whatever precedes the unit's entry in its segment, on both paths), then the add and what alone
+    follows it on detached copies of them (:meth:`ProgramChain.path_graphs`). A program's joins are
+    ungated (a gated unit is refused there), so no gate is held."""
+
+    def __init__(self, chain: ProgramChain, i: int, x: Tensor) -> None:
+        self.x = x.detach().requires_grad_(True)
+        self.s, self.r = chain.path_operands(i, self.x)
+        self._r_in = self.r.detach().requires_grad_(True)
+        self._s_in = self.s.detach().requires_grad_(True)
+        self.joined = chain.path_join(i, self._s_in, self._r_in)
+        self.identity = self.s is self.x  # the segment's input is the shortcut, unchanged
+        self.y = self.joined.detach()
 
 
-def _tapes(model: ResNet, x: Tensor, y: Tensor, total: int | None = None) -> tuple[list[_BlockTape], Tensor]:
+def _parts(model: PathNet) -> tuple[Callable[[Tensor], Tensor], list[Callable[[Tensor], PathTape]],
+                                    Callable[[Tensor], Tensor]]:
+    """The net as stem, one tape maker per unit (block), head: the one shape the path loop runs."""
+    if isinstance(model, ProgramChain):
+        return model.stem, [partial(_UnitTape, model, i) for i in range(model.n)], model.head
+    return model.stem, [partial(_BlockTape, b) for _, b in model.blocks()], model.head
+
+
+def _tapes(model: PathNet, x: Tensor, y: Tensor, total: int | None = None) -> tuple[list[PathTape], Tensor]:
     """Forward the batch through the whole net (eval-mode BN); return each block's tape and the
     loss gradient at the last block's output. The loss is the cross-entropy summed over the batch
     and divided by ``total`` (default: the batch's size, i.e. the batch mean). Every example's
     gradient is its own loss's gradient divided by ``total``, so a part of a set given the whole
     set's ``total`` gets, example for example, the gradient the whole set's mean gives it (bit for
-    bit: the mean's backward divides by the batch size just as the division's backward does)."""
-    blocks = [b for _, b in model.blocks()]
+    bit: the mean's backward divides by the batch size just as the division's backward does).
+    The stem and head run without splitting: the gradient is taken at the first unit's input."""
+    stem, makers, head = _parts(model)
     with torch.no_grad():
-        h = model.stem(x)
+        h = stem(x)
     tapes = []
-    for b in blocks:
-        t = _BlockTape(b, h)
+    for make in makers:
+        t = make(h)
         tapes.append(t)
         h = t.y.detach()
     h = h.requires_grad_(True)
-    loss = F.cross_entropy(model.head(h), y, reduction="sum") / (len(y) if total is None else total)
+    loss = F.cross_entropy(head(h), y, reduction="sum") / (len(y) if total is None else total)
     (g,) = torch.autograd.grad(loss, h)
     return tapes, g
 
 
-def _path_gradient(tapes: list[_BlockTape], g_out: Tensor, subset: set[int]) -> Tensor:
+def _path_gradient(tapes: Sequence[PathTape], g_out: Tensor, subset: set[int]) -> Tensor:
     """The gradient at the input along one path: through the residual branch of the blocks in
     ``subset``, through the skip of the rest."""
     g = g_out
@@ -209,7 +269,7 @@ def _path_gradient(tapes: list[_BlockTape], g_out: Tensor, subset: set[int]) -> 
     return g
 
 
-def path_gradient_norm(tapes: list[_BlockTape], g_out: Tensor, subset: set[int]) -> float:
+def path_gradient_norm(tapes: Sequence[PathTape], g_out: Tensor, subset: set[int]) -> float:
     """Norm (per sample, averaged) of the gradient at the input along one path: through the residual
     branch of the blocks in ``subset``, through the skip of the rest."""
     return float(_path_gradient(tapes, g_out, subset).flatten(1).norm(dim=1).mean())
@@ -261,9 +321,15 @@ def plan_lengths(n: int, *, samples: int = 10, ks: Sequence[int] | None = None, 
     return LengthPlan(n, tuple(lengths))
 
 
-def check_paths_net(model: ResNet, x: Tensor) -> list[Block]:
-    """The net's blocks, if the path decomposition applies to it and ``x``: every block residual,
-    inputs of the net's kind."""
+def check_paths_net(model: PathNet, x: Tensor) -> Sequence[Block | Unit]:
+    """The net's blocks (a program's units), if the path decomposition applies to it and ``x``: every
+    block residual, inputs of the net's kind; in a program every unit's add split into its two paths
+    (a ChainError says why not)."""
+    if isinstance(model, ProgramChain):
+        model.check_path_inputs(x)
+        for i in range(model.n):
+            model.path_graphs(i)  # built now, so a unit whose paths do not split is refused before any work
+        return model.units
     if isinstance(model, ResNet):  # a duck-typed stack of blocks (the tests' linear nets) has no spec
         check_inputs(model.spec, x)
     blocks = [b for _, b in model.blocks()]
@@ -272,11 +338,16 @@ def check_paths_net(model: ResNet, x: Tensor) -> list[Block]:
     return blocks
 
 
-def _device_of(model: ResNet) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
+def _weights(model: PathNet) -> torch.nn.Module:
+    """The module holding the net's weights (a program's: its exported module's)."""
+    return model.gm if isinstance(model, ProgramChain) else model
 
 
-def example_norms(model: ResNet, x: Tensor, y: Tensor, subsets: Sequence[set[int]], *, total: int | None = None,
+def _device_of(model: PathNet) -> torch.device:
+    return next((p.device for p in _weights(model).parameters()), torch.device("cpu"))
+
+
+def example_norms(model: PathNet, x: Tensor, y: Tensor, subsets: Sequence[set[int]], *, total: int | None = None,
                   batch_size: int | None = None, progress: ProgressFn | None = None) -> Tensor:
     """The norm of each example's input gradient along each path: a table of ``len(subsets)`` rows
     and ``len(x)`` columns in the net's precision, on the CPU. The loss is summed over the examples
@@ -292,7 +363,9 @@ def example_norms(model: ResNet, x: Tensor, y: Tensor, subsets: Sequence[set[int
     of the same examples give bit-identical columns, which is what sharded measurements rely on.
 
     ``x`` and ``y`` are moved to the model's device (each pass once); the table comes back in one
-    copy. Mode and grad state are restored."""
+    copy. Mode and grad state are restored. A :class:`~analysis.experiments.chain.ProgramChain` runs
+    each pass in pieces of the batch it was exported with, the last one padded (its ``_run``), so any
+    batch works; its mode is the exported one and is left alone."""
     check_paths_net(model, x)
     device = _device_of(model)
     total = len(x) if total is None else total
@@ -300,12 +373,14 @@ def example_norms(model: ResNet, x: Tensor, y: Tensor, subsets: Sequence[set[int
     if step < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     # the net's own precision (float32, or float64 for the tests' exact linear nets)
-    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    dtype = next((p.dtype for p in _weights(model).parameters()), torch.float32)
     out = torch.empty(len(subsets), len(x), dtype=dtype, device=device)
     passes = max(1, math.ceil(len(x) / step))
     done, count = 0, passes * len(subsets)
-    was_training = model.training
-    model.eval()
+    module = model if isinstance(model, torch.nn.Module) else None  # a program runs as exported
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
     try:
         with torch.enable_grad(), cuda_determinism(device.type):
             for lo in range(0, len(x), step):
@@ -317,11 +392,12 @@ def example_norms(model: ResNet, x: Tensor, y: Tensor, subsets: Sequence[set[int
                         progress(done, count)
                 del tapes, g_out  # this pass's activations go before the next pass's are made
     finally:
-        model.train(was_training)
+        if module is not None:
+            module.train(was_training)
     return out.cpu()
 
 
-def gradient_by_length(model: ResNet, x: Tensor, y: Tensor, *, samples: int = 10,
+def gradient_by_length(model: PathNet, x: Tensor, y: Tensor, *, samples: int = 10,
                        ks: Sequence[int] | None = None, seed: int = 0, batch_size: int | None = None,
                        progress: ProgressFn | None = None) -> pd.DataFrame:
     """Veit et al.'s measurement. For each path length k, ``samples`` random sets of k blocks (all
@@ -331,7 +407,9 @@ def gradient_by_length(model: ResNet, x: Tensor, y: Tensor, *, samples: int = 10
     gradient C(n, k) x mean. ``batch_size``: examples per forward/backward pass (default: all at
     once; see :func:`example_norms` for what the passes change). The inputs go to the model's
     device. Mode and grad state are restored. :func:`analysis.run.shard.sharded_gradient_by_length`
-    gives the same table from shards of ``x``."""
+    gives the same table from shards of ``x`` (for a spec-built net: shards carry its spec). ``model``
+    may be a program cut into units (:class:`~analysis.experiments.chain.ProgramChain`): the same
+    measurement over its units."""
     blocks = check_paths_net(model, x)
     plan = plan_lengths(len(blocks), samples=samples, ks=ks, seed=seed)
     return plan.frame(example_norms(model, x, y, plan.subsets, batch_size=batch_size, progress=progress))
