@@ -51,6 +51,8 @@ checkpoints: $(STAMP)
 	# the transfer-learning source (digits 0-4; kept apart so the pages' shipped nets stay the digits and MNIST-1D pairs)
 	$(PY) -m analysis train --model cifar_resnet20 --classes 0,1,2,3,4 --epochs 30 --batch-size 32 --out checkpoints/transfer/digits04_resnet20.pt
 	OMP_NUM_THREADS=1 $(PY) -m analysis train --data mnist1d --model resnet1d_20 --classes 0,1,2,3,4 $(RECIPE_1D) --out checkpoints/transfer/mnist1d04_resnet1d20.pt
+	# the shipped transformers (torch.export programs, one thread each; checkpoints/README.md)
+	$(PY) tools/make_transformers.py
 	# the Path ensemble's stored measurements belong to these weights: remake them with the nets
 	$(PY) tools/make_path_results.py
 

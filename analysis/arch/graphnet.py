@@ -357,16 +357,19 @@ def open_archive(source: str | Path | bytes, name: str, *, whole: bool) -> tuple
     return z, name, blob if whole else None
 
 
-def load_program(source: str | Path | bytes, name: str = "program") -> ExportedProgram:
+def load_program(source: str | Path | bytes, name: str = "program", *,
+                 extra_files: dict[str, Any] | None = None) -> ExportedProgram:
     """An exported program from a ``.pt2`` path or its bytes, checked before torch opens it
     (:func:`open_archive`), every member within its declared size. Every failure is one
-    :class:`ProgramError` sentence."""
+    :class:`ProgramError` sentence. ``extra_files`` (names to any value) is filled as
+    ``torch.export.load`` fills it: each name found in the archive's extra files gets their text
+    (read, never parsed or run, by torch; checked for size like every other member)."""
     z, name, blob = open_archive(source, name, whole=True)
     with z:
         for info in z.infolist():  # torch reads every member whole: none may inflate past its declared size
             read_member(z, info.filename, name)
     try:
-        return torch.export.load(io.BytesIO(cast(bytes, blob)))
+        return torch.export.load(io.BytesIO(cast(bytes, blob)), extra_files=extra_files)
     except Exception as exc:  # torch's deserializer raises many types for a damaged or foreign archive
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise ProgramError(f"{name}: torch could not read the program ({type(exc).__name__}: {first})") from None
