@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import streamlit as st
 from analysis.core.errors import LensError
 from analysis.core.reporting import csv_bytes
 from analysis.data.data import Dataset
-from analysis.experiments import lesion
+from analysis.experiments import lesion, programlesion
 from analysis.store import storethrough
 from analysis.store.checkpoints import Checkpoint, find_twin
 from analysis.store.runstore import RunStore, net_key
@@ -22,6 +24,7 @@ from ui import cache, render, widgets
 from ui.widgets import (
     Metric,
     Picked,
+    PickedProgram,
     available_checkpoints,
     checkpoint_picker,
     error_box,
@@ -41,17 +44,292 @@ st.caption("Veit, Wilber & Belongie 2016 report that deleting a block of a train
 # anything can stop the page, shown with the sweeps
 stopped = st.session_state.pop("lesion_active", None)
 
-chosen = checkpoint_picker("lesion")
+# ------------------------------------------------------------------ sweeps
+@dataclass(frozen=True, eq=False)
+class Net:
+    """What the sweeps run on: a checkpoint's ResNet or a program cut into units, with its label, its
+    run-store key and the stem of its CSV's file name."""
+
+    label: str
+    key: str  # a checkpoint: its weights' hash (key_of); a program: the sha256 of its archive's bytes
+    model: Any  # a ResNet or a programlesion.OpenedChain: lesion.run_sweep runs either
+    residual: bool
+    stem: str
+    program: bool = False
+
+
+def key_of(net: Picked) -> str:
+    """The net's content key (sha256 of its weights: the run store's key, whatever the label),
+    computed once per session and checkpoint; shipped files and bare state_dicts carry none."""
+    kept: dict[str, tuple[Checkpoint, str]] = st.session_state.setdefault("lesion_net_keys", {})
+    hit = kept.get(net.label)
+    if hit is None or hit[0] is not net.checkpoint:
+        hit = kept[net.label] = (net.checkpoint, net_key(net.checkpoint))
+    return hit[1]
+
+
+def net_of(net: Picked) -> Net:
+    """A picked checkpoint as the sweeps see it (an upload's name without its extension names its CSV)."""
+    return Net(net.label, key_of(net), net.checkpoint.model, net.checkpoint.spec.residual,
+               Path(net.name).stem if net.origin == "uploaded" else net.name)
+
+
+def program_net(p: PickedProgram) -> Net:
+    return Net(p.label, p.key, p.chain, True, Path(p.name).stem, program=True)
+
+
+def twin_of(picked: Picked) -> Picked | None:
+    """The plain twin of a residual net (same layers, same data split) among the shipped and trained
+    nets, found by spec, for side-by-side sweeps."""
+    pool = {k: v for k, v in available_checkpoints().items() if v.checkpoint is not picked.checkpoint}
+    key = find_twin(picked.checkpoint, {k: v.checkpoint for k, v in pool.items()})
+    return pool[key] if key is not None else None
+
+
+def open_store() -> RunStore | None:
+    return widgets.open_store("Sweep results are kept for this session only")
+
+
+def session_key(net: Net, experiment: str, settings: dict[str, Any]) -> tuple:
+    return (net.label, data.name, data.split_seed, experiment, settings["samples"], settings["seed"])
+
+
+def remember(net: Net, experiment: str, settings: dict[str, Any], result: Outcome) -> None:
+    """Keep a result for this session: the table under its session key, and beside it the weights
+    and full settings it belongs to (a label can later name other weights: a run retrained under
+    it; the same data name other images: another ImageFolder subset)."""
+    skey = session_key(net, experiment, settings)
+    st.session_state.setdefault("lesion_results", {})[skey] = result.frame
+    st.session_state.setdefault("lesion_origin", {})[skey] = (net.key, settings, result.created,
+                                                              result.from_store)
+
+
+def lookup(net: Net, experiment: str, settings: dict[str, Any], store: RunStore | None) -> Outcome | None:
+    """This session's result for the net and settings, else the run store's, else None."""
+    skey = session_key(net, experiment, settings)
+    results: dict = st.session_state.setdefault("lesion_results", {})
+    origin = st.session_state.setdefault("lesion_origin", {}).get(skey)
+    if skey in results and origin is not None and origin[:2] == (net.key, settings):
+        return Outcome(results[skey], origin[2], origin[3])
+    try:
+        result = storethrough.lookup(store, net.key, experiment, settings)
+    except LensError as exc:
+        st.warning(f"The run store cannot be read: {exc}")
+        return None
+    if result is not None:
+        remember(net, experiment, settings, result)
+    return result
+
+
+def measure(nets: list[Net], experiment: str, title: str, settings: dict[str, Any],
+            store: RunStore | None) -> dict[str, Outcome]:
+    """Sweep each net with a progress bar and a Cancel button, both cleared when it ends; the library's
+    store-through runner (analysis.store.storethrough) takes what the store holds, computes the rest and
+    stores it only when every net finished: nothing partial. Cancel (or any click) reruns the page,
+    which interrupts the sweep; the marker set here then survives and the next run says so."""
+    st.session_state["lesion_active"] = (nets[0].label, title, lesion.describe_settings(experiment, settings, data.dims))
+    cancel_slot, bar_slot = st.empty(), st.empty()
+    cancel_slot.button("Cancel", key=f"lesion_cancel_{experiment}", help="Stops the sweep; nothing of it is kept.")
+
+    def job(net: Net) -> storethrough.Job:
+        """One net's sweep for the library's store-through runner, keyed as lookup() finds it."""
+        model = net.model
+        return storethrough.Job(net.key, experiment, settings, label=f"{title} sweep on {net.label}",
+                                compute=lambda progress: lesion.run_sweep(
+                                    experiment, model, data.x_test, data.y_test, samples=settings["samples"],
+                                    seed=settings["seed"], progress=progress))
+
+    def start(j: storethrough.Job) -> storethrough.ProgressFn:
+        """Each net's own bar, drawn as its sweep starts."""
+        return progress_reporter(bar_slot.progress(0.0, text=f"{j.label}…"), j.label)
+
+    out: dict[str, Outcome] = {}
+    try:
+        outcomes = storethrough.get_or_run_all(store, [job(net) for net in nets], on_start=start)
+    except LensError as exc:  # the runner stored nothing: neither is anything kept for the session
+        error_box(exc)
+    else:
+        out = {net.label: result for net, result in zip(nets, outcomes, strict=True)}
+    # reached only when the sweeps ended or failed: an interrupting rerun raises through here, leaving the marker
+    st.session_state.pop("lesion_active", None)
+    cancel_slot.empty()
+    bar_slot.empty()
+    for net in nets:
+        if (result := out.get(net.label)) is None:
+            continue
+        remember(net, experiment, settings, result)
+        if result.note is not None:
+            st.warning(f"The {title} sweep of {net.label} is kept for this session only: {result.note}")
+    return out
+
+
+def when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def provenance(found: dict[str, Outcome], describe: str) -> str:
+    """Where the shown numbers come from, per net: the run store (and when) or this session."""
+    parts = [f"{lab}: {'stored, measured' if r.from_store else 'measured in this session,'} {when(r.created)}"
+             for lab, r in found.items()]
+    lead = ("Stored results, shown without running" if all(r.from_store for r in found.values()) else "Results")
+    return f"{lead} ({describe}) — " + "; ".join(parts) + "."
+
+
+def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, main: Net, twin: Net | None,
+              store: RunStore | None) -> None:
+    """One sweep: its settings and a Run button; the chart, reading and CSV of whatever is measured
+    for these settings (this session or the run store) show without pressing Run, which measures
+    only what is missing."""
+    samples = seed = 0
+    if experiment in lesion.RANDOM_SWEEPS:
+        c = st.columns(2)
+        per = "k" if experiment == "k" else "number of swaps"
+        samples = int(c[0].number_input(f"Samples per {per} (1–50)", 1, 50, 5, key=f"lesion_{experiment}_samples"))
+        seed = int(c[1].number_input("Seed (0–10,000)", 0, 10_000, 0, key=f"lesion_{experiment}_seed"))
+    st.caption(caption)
+    try:
+        settings = lesion.sweep_settings(experiment, data, samples=samples, seed=seed)
+    except LensError as exc:
+        error_box(exc)
+        return
+    nets = [main] + ([twin] if twin else [])
+    pressed = st.button(f"Run the {title} sweep", key=f"lesion_run_{experiment}",
+                        help="Measures the nets that have no stored result for these settings; a progress bar and a "
+                             "Cancel button show while it runs.")
+    found = {net.label: lookup(net, experiment, settings, store) for net in nets}
+    if pressed:
+        missing = [net for net in nets if found[net.label] is None]
+        if missing:
+            found.update(measure(missing, experiment, title, settings, store))
+    shown = {lab: r for lab, r in found.items() if r is not None}
+    describe = lesion.describe_settings(experiment, settings, data.dims)
+    if main.label not in shown:
+        st.info(f"{main.label} has no {title} sweep for {describe} yet: press **Run the {title} sweep**.")
+        return
+    st.caption(provenance(shown, describe))
+    if twin is not None and twin.label not in shown:
+        st.caption(f"Press **Run the {title} sweep** to add the plain twin {twin.label} beside it.")
+    residual = {net.label: net.residual for net in nets}
+    df = pd.concat([r.frame.assign(net=lab, residual=residual[lab]) for lab, r in shown.items()], ignore_index=True)
+    if experiment == "single":
+        render.show(render.single_sweep(df), key=f"lesion_{experiment}_chart")
+    elif "k" in df.columns:  # the random sweeps: error against how many blocks are deleted or swapped
+        render.show(render.k_sweep(df, "k", xlabel), key=f"lesion_{experiment}_chart")
+    if main.program or ("k" not in df.columns and experiment != "single"):  # a sweep without a chart: its rows
+        widgets.table(df, key=f"lesion_{experiment}_table")
+    if experiment == "single":  # a reading computed from the numbers above, per net
+        for net_label, part in df.groupby("net", sort=False):
+            reading = lesion.single_reading(part, residual=residual[str(net_label)], num_classes=data.num_classes)
+            st.markdown(f"**{net_label}**: {reading}")
+    # the file names the picked net (an upload's name without its extension)
+    stem = cache.download_name(main.stem, "")
+    st.download_button("Download CSV", csv_bytes(df), file_name=f"lesion_{experiment}_{stem}.csv",
+                       mime="text/csv", on_click="ignore", key=f"lesion_{experiment}_csv")
+
+
+def forget(net_label: str, key: str) -> None:
+    """Forget the stored sweeps of one net (button callback: runs before the page redraws)."""
+    try:
+        count = cache.run_store().delete_sweeps(key, lesion.SWEEP_KINDS)  # the Path ensemble's measurements stay
+    except LensError as exc:
+        st.session_state["lesion_forgot"] = f"The stored sweeps of {net_label} could not be deleted: {exc}"
+        return
+    results: dict = st.session_state.get("lesion_results", {})
+    for skey in [k for k in results if k[0] == net_label]:
+        del results[skey]
+        st.session_state.get("lesion_origin", {}).pop(skey, None)
+    st.session_state["lesion_forgot"] = f"Forgot {count} stored sweep{'s' * (count != 1)} of {net_label}."
+
+# tab title, the sweep's name in messages, caption, x axis; by kind (lesion.SWEEP_KINDS lists them)
+SWEEP_TABS = {
+    "single": ("Single-block deletion", "single-block", "Error after deleting each block in turn; the dotted lines "
+               "are the intact errors; downsampling blocks are outlined.", "single-block"),
+    "k": ("k-block deletion", "k-block", "Random subsets of the non-downsampling blocks; mean ± std over the "
+          "samples.", "blocks deleted"),
+    "reorder": ("Reordering", "reordering", "Swap k random pairs of blocks of the same shape (same stage, not "
+                "downsampling).", "pairs swapped"),
+    "swap": ("Swapping", "swap", "Each pair of adjacent blocks of one shape swapped, one pair at a time.", "pair"),
+    "repeat": ("Repeating", "repeat", "Each block that keeps its input's shape run twice in place.", "block"),
+    "parallel": ("Parallel", "parallel", "Each pair of adjacent blocks run side by side on one input: "
+                 "y = h + F_i(h) + F_j(h).", "pair"),
+}
+
+
+def program_view(p: PickedProgram) -> Dataset:
+    """A program's data (its own, or what the sidebar picks), checked to fit it, and its units; the
+    page stops here until there is data that fits."""
+    loaded: Dataset | None = widgets.program_data(p, "lesion")
+    if loaded is None:
+        st.stop()
+    fitted: Dataset = loaded
+    try:  # another input shape or number of classes: both sides named, not a traceback
+        programlesion.check_fits(p.chain, fitted, p.label)
+    except LensError as exc:
+        error_box(exc)
+        st.stop()
+    units = lesion.unit_infos(p.chain.units)
+    shape = lesion.shape_text(programlesion.input_shape(p.chain))
+    st.markdown(f"**{p.label}** — a torch.export program of {len(units)} residual units taking {shape} inputs, "
+                f"evaluated on {len(fitted.y_test)} test {lesion.inputs_noun(fitted.dims)} of {fitted.name}.")
+    st.caption("Its graph is cut at its residual units' inputs and outputs. Deleting unit *i* replaces its add by "
+               "the shortcut operand: the residual branch is removed, the shortcut and what follows the add are "
+               "kept (Veit et al. 2016). ↓ marks a unit whose output shape is not its input's.")
+    widgets.table(pd.DataFrame([{"unit": f"{u.name}{' ↓' if u.downsample else ''}", "stage": u.stage,
+                                 "shortcut": u.shortcut} for u in units]), key="lesion_program_units")
+    return fitted
+
+
+def sweeps(main: Net, twin: Net | None) -> None:
+    """The sweep tabs of one net (and its plain twin beside it), one per kind the lesion engine has
+    (lesion.SWEEP_KINDS), and what the run store keeps of them."""
+    if stopped is not None:
+        st.warning(f"The {stopped[1]} sweep of {stopped[0]} ({stopped[2]}) was stopped before it finished (Cancel, "
+                   "or another click while it ran); nothing of it was kept.")
+    if (forgot := st.session_state.pop("lesion_forgot", None)) is not None:
+        st.info(forgot)
+    sweep_store = open_store()
+    # the stored-sweep count is written after the tabs have run: a sweep that has just finished is counted
+    # (it used to lag one rerun behind, and its appearance on the next click redrew the tabs)
+    count_slot = st.empty()
+    # only the open tab's sweep runs, and a finished or cancelled one keeps its tab
+    tabs: dict[str, Callable[[], None]] = {}
+    for kind in lesion.SWEEP_KINDS:  # a kind the engine gains gets a tab of its own, its rows as a table
+        title, short, caption, xlabel = SWEEP_TABS.get(kind, (f"{kind} sweep", kind, f"The {kind} sweep.", kind))
+        tabs[title] = functools.partial(sweep_tab, kind, short, caption, xlabel, main, twin, sweep_store)
+    lazy_tabs(tabs, key="lesion_tab")
+    if sweep_store is not None:
+        try:
+            mine = sweep_store.sweeps_of(main.key, lesion.SWEEP_KINDS)
+        except LensError as exc:
+            st.warning(f"The run store cannot be read: {exc}")
+            mine = []
+        counted = count_slot.container()
+        counted.caption(f"Finished sweeps are kept in the run store at `{sweep_store.home}` (set RESNET_LENS_HOME to "
+                        "move it), keyed by the net's weights (their sha256, not its label; a program's: its file's), "
+                        "the test data and the settings: a reload, a new tab or a server restart shows them without running. "
+                        f"{main.label} has {len(mine)} stored sweep{'s' * (len(mine) != 1)}.")
+        if mine:
+            counted.button(f"Forget stored sweeps of this net ({len(mine)})", key="lesion_forget", on_click=forget,
+                           args=(main.label, main.key), help="Deletes them from the run store; its plain twin keeps "
+                                                              "its own.")
+
+
+chosen = checkpoint_picker("lesion", programs=True)
 if chosen is None:
+    st.stop()
+data: Dataset
+if isinstance(chosen, PickedProgram):  # a program: its data and units, then the same sweeps
+    data = program_view(chosen)
+    st.subheader("Sweeps")
+    sweeps(program_net(chosen), None)
     st.stop()
 picked: Picked = chosen  # narrowed once here, so the functions below see a Picked
 label, ck = picked.label, picked.checkpoint
 
-
 loaded: Dataset | None = widgets.evaluation_data(ck, label, "lesion")
 if loaded is None:
     st.stop()
-data: Dataset = loaded
+data = loaded
 try:  # a 1-D net and images (or a 2-D net and sequences), other channels or classes: said, not a traceback
     lesion.check_data(ck.spec, data)
 except LensError as exc:
@@ -137,16 +415,6 @@ if set(drawn) != set(wanted):
 st.session_state["lesion_deleted_drawn"] = list(st.session_state.get("lesion_deleted", []))
 
 
-def key_of(net: Picked) -> str:
-    """The net's content key (sha256 of its weights: the run store's key, whatever the label),
-    computed once per session and checkpoint; shipped files and bare state_dicts carry none."""
-    kept: dict[str, tuple[Checkpoint, str]] = st.session_state.setdefault("lesion_net_keys", {})
-    hit = kept.get(net.label)
-    if hit is None or hit[0] is not net.checkpoint:
-        hit = kept[net.label] = (net.checkpoint, net_key(net.checkpoint))
-    return hit[1]
-
-
 # the same for every visitor until blocks are deleted: cached across sessions by weights and data
 data_key = repr(lesion.sweep_settings("single", data))
 preds = cache.lesion_predictions(ck.model, key_of(picked), data_key, tuple(deleted), data.x_test)
@@ -167,201 +435,5 @@ render.show(render.per_class(pc), key="lesion_per_class", container=c1)
 delta = lesion.confusion(y, preds[1], data.num_classes) - lesion.confusion(y, preds[0], data.num_classes)
 render.show(render.confusion_delta(delta.numpy(), data.classes), key="lesion_confusion", container=c2)
 
-
-# ------------------------------------------------------------------ sweeps
-def twin_of(picked: Picked) -> Picked | None:
-    """The plain twin of a residual net (same layers, same data split) among the shipped and trained
-    nets, found by spec, for side-by-side sweeps."""
-    pool = {k: v for k, v in available_checkpoints().items() if v.checkpoint is not picked.checkpoint}
-    key = find_twin(picked.checkpoint, {k: v.checkpoint for k, v in pool.items()})
-    return pool[key] if key is not None else None
-
-
-def open_store() -> RunStore | None:
-    return widgets.open_store("Sweep results are kept for this session only")
-
-
-def session_key(net: Picked, experiment: str, settings: dict[str, Any]) -> tuple:
-    return (net.label, data.name, data.split_seed, experiment, settings["samples"], settings["seed"])
-
-
-def remember(net: Picked, experiment: str, settings: dict[str, Any], result: Outcome) -> None:
-    """Keep a result for this session: the table under its session key, and beside it the weights
-    and full settings it belongs to (a label can later name other weights: a run retrained under
-    it; the same data name other images: another ImageFolder subset)."""
-    skey = session_key(net, experiment, settings)
-    st.session_state.setdefault("lesion_results", {})[skey] = result.frame
-    st.session_state.setdefault("lesion_origin", {})[skey] = (key_of(net), settings, result.created,
-                                                              result.from_store)
-
-
-def lookup(net: Picked, experiment: str, settings: dict[str, Any], store: RunStore | None) -> Outcome | None:
-    """This session's result for the net and settings, else the run store's, else None."""
-    skey = session_key(net, experiment, settings)
-    results: dict = st.session_state.setdefault("lesion_results", {})
-    origin = st.session_state.setdefault("lesion_origin", {}).get(skey)
-    if skey in results and origin is not None and origin[:2] == (key_of(net), settings):
-        return Outcome(results[skey], origin[2], origin[3])
-    try:
-        result = storethrough.lookup(store, key_of(net), experiment, settings)
-    except LensError as exc:
-        st.warning(f"The run store cannot be read: {exc}")
-        return None
-    if result is not None:
-        remember(net, experiment, settings, result)
-    return result
-
-
-def measure(nets: list[Picked], experiment: str, title: str, settings: dict[str, Any],
-            store: RunStore | None) -> dict[str, Outcome]:
-    """Sweep each net with a progress bar and a Cancel button, both cleared when it ends; the library's
-    store-through runner (analysis.store.storethrough) takes what the store holds, computes the rest and
-    stores it only when every net finished: nothing partial. Cancel (or any click) reruns the page,
-    which interrupts the sweep; the marker set here then survives and the next run says so."""
-    st.session_state["lesion_active"] = (label, title, lesion.describe_settings(experiment, settings, data.dims))
-    cancel_slot, bar_slot = st.empty(), st.empty()
-    cancel_slot.button("Cancel", key=f"lesion_cancel_{experiment}", help="Stops the sweep; nothing of it is kept.")
-
-    def job(net: Picked) -> storethrough.Job:
-        """One net's sweep for the library's store-through runner, keyed as lookup() finds it."""
-        model = net.checkpoint.model
-        return storethrough.Job(key_of(net), experiment, settings, label=f"{title} sweep on {net.label}",
-                                compute=lambda progress: lesion.run_sweep(
-                                    experiment, model, data.x_test, data.y_test, samples=settings["samples"],
-                                    seed=settings["seed"], progress=progress))
-
-    def start(j: storethrough.Job) -> storethrough.ProgressFn:
-        """Each net's own bar, drawn as its sweep starts."""
-        return progress_reporter(bar_slot.progress(0.0, text=f"{j.label}…"), j.label)
-
-    out: dict[str, Outcome] = {}
-    try:
-        outcomes = storethrough.get_or_run_all(store, [job(net) for net in nets], on_start=start)
-    except LensError as exc:  # the runner stored nothing: neither is anything kept for the session
-        error_box(exc)
-    else:
-        out = {net.label: result for net, result in zip(nets, outcomes, strict=True)}
-    # reached only when the sweeps ended or failed: an interrupting rerun raises through here, leaving the marker
-    st.session_state.pop("lesion_active", None)
-    cancel_slot.empty()
-    bar_slot.empty()
-    for net in nets:
-        if (result := out.get(net.label)) is None:
-            continue
-        remember(net, experiment, settings, result)
-        if result.note is not None:
-            st.warning(f"The {title} sweep of {net.label} is kept for this session only: {result.note}")
-    return out
-
-
-def when(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
-
-
-def provenance(found: dict[str, Outcome], describe: str) -> str:
-    """Where the shown numbers come from, per net: the run store (and when) or this session."""
-    parts = [f"{lab}: {'stored, measured' if r.from_store else 'measured in this session,'} {when(r.created)}"
-             for lab, r in found.items()]
-    lead = ("Stored results, shown without running" if all(r.from_store for r in found.values()) else "Results")
-    return f"{lead} ({describe}) — " + "; ".join(parts) + "."
-
-
-def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, twin: Picked | None,
-              store: RunStore | None) -> None:
-    """One sweep: its settings and a Run button; the chart, reading and CSV of whatever is measured
-    for these settings (this session or the run store) show without pressing Run, which measures
-    only what is missing."""
-    samples = seed = 0
-    if experiment != "single":
-        c = st.columns(2)
-        per = "k" if experiment == "k" else "number of swaps"
-        samples = int(c[0].number_input(f"Samples per {per} (1–50)", 1, 50, 5, key=f"lesion_{experiment}_samples"))
-        seed = int(c[1].number_input("Seed (0–10,000)", 0, 10_000, 0, key=f"lesion_{experiment}_seed"))
-    st.caption(caption)
-    try:
-        settings = lesion.sweep_settings(experiment, data, samples=samples, seed=seed)
-    except LensError as exc:
-        error_box(exc)
-        return
-    nets = [picked] + ([twin] if twin else [])
-    pressed = st.button(f"Run the {title} sweep", key=f"lesion_run_{experiment}",
-                        help="Measures the nets that have no stored result for these settings; a progress bar and a "
-                             "Cancel button show while it runs.")
-    found = {net.label: lookup(net, experiment, settings, store) for net in nets}
-    if pressed:
-        missing = [net for net in nets if found[net.label] is None]
-        if missing:
-            found.update(measure(missing, experiment, title, settings, store))
-    shown = {lab: r for lab, r in found.items() if r is not None}
-    describe = lesion.describe_settings(experiment, settings, data.dims)
-    if label not in shown:
-        st.info(f"{label} has no {title} sweep for {describe} yet: press **Run the {title} sweep**.")
-        return
-    st.caption(provenance(shown, describe))
-    if twin is not None and twin.label not in shown:
-        st.caption(f"Press **Run the {title} sweep** to add the plain twin {twin.label} beside it.")
-    residual = {net.label: net.checkpoint.spec.residual for net in nets}
-    df = pd.concat([r.frame.assign(net=lab, residual=residual[lab]) for lab, r in shown.items()], ignore_index=True)
-    fig = render.single_sweep(df) if experiment == "single" else render.k_sweep(df, "k", xlabel)
-    render.show(fig, key=f"lesion_{experiment}_chart")
-    if experiment == "single":  # a reading computed from the numbers above, per net
-        for net_label, part in df.groupby("net", sort=False):
-            reading = lesion.single_reading(part, residual=residual[str(net_label)], num_classes=data.num_classes)
-            st.markdown(f"**{net_label}**: {reading}")
-    # the file names the picked net (an upload's name without its extension)
-    stem = cache.download_name(Path(picked.name).stem if picked.origin == "uploaded" else picked.name, "")
-    st.download_button("Download CSV", csv_bytes(df), file_name=f"lesion_{experiment}_{stem}.csv",
-                       mime="text/csv", on_click="ignore", key=f"lesion_{experiment}_csv")
-
-
-def forget(net_label: str, key: str) -> None:
-    """Forget the stored sweeps of one net (button callback: runs before the page redraws)."""
-    try:
-        count = cache.run_store().delete_sweeps(key, lesion.SWEEP_KINDS)  # the Path ensemble's measurements stay
-    except LensError as exc:
-        st.session_state["lesion_forgot"] = f"The stored sweeps of {net_label} could not be deleted: {exc}"
-        return
-    results: dict = st.session_state.get("lesion_results", {})
-    for skey in [k for k in results if k[0] == net_label]:
-        del results[skey]
-        st.session_state.get("lesion_origin", {}).pop(skey, None)
-    st.session_state["lesion_forgot"] = f"Forgot {count} stored sweep{'s' * (count != 1)} of {net_label}."
-
-
 st.subheader("Sweeps")
-if stopped is not None:
-    st.warning(f"The {stopped[1]} sweep of {stopped[0]} ({stopped[2]}) was stopped before it finished (Cancel, "
-               "or another click while it ran); nothing of it was kept.")
-if (forgot := st.session_state.pop("lesion_forgot", None)) is not None:
-    st.info(forgot)
-sweep_store = open_store()
-# the stored-sweep count is written after the tabs have run: a sweep that has just finished is counted
-# (it used to lag one rerun behind, and its appearance on the next click redrew the tabs)
-count_slot = st.empty()
-twin = twin_of(picked)
-SWEEPS = {  # tab title -> the sweep it runs
-    "Single-block deletion": ("single", "single-block", "Error after deleting each block in turn; the dotted lines "
-                              "are the intact errors; downsampling blocks are outlined.", "single-block"),
-    "k-block deletion": ("k", "k-block", "Random subsets of the non-downsampling blocks; mean ± std over the "
-                         "samples.", "blocks deleted"),
-    "Reordering": ("reorder", "reordering", "Swap k random pairs of blocks of the same shape (same stage, not "
-                   "downsampling).", "pairs swapped"),
-}
-# only the open tab's sweep runs, and a finished or cancelled one keeps its tab
-lazy_tabs({title: functools.partial(sweep_tab, *args, twin, sweep_store) for title, args in SWEEPS.items()},
-          key="lesion_tab")
-if sweep_store is not None:
-    try:
-        mine = sweep_store.sweeps_of(key_of(picked), lesion.SWEEP_KINDS)
-    except LensError as exc:
-        st.warning(f"The run store cannot be read: {exc}")
-        mine = []
-    counted = count_slot.container()
-    counted.caption(f"Finished sweeps are kept in the run store at `{sweep_store.home}` (set RESNET_LENS_HOME to "
-                    "move it), keyed by the net's weights (their sha256, not its label), the test data and the "
-                    "settings: a reload, a new tab or a server restart shows them without running. "
-                    f"{label} has {len(mine)} stored sweep{'s' * (len(mine) != 1)}.")
-    if mine:
-        counted.button(f"Forget stored sweeps of this net ({len(mine)})", key="lesion_forget", on_click=forget,
-                       args=(label, key_of(picked)), help="Deletes them from the run store; its plain twin keeps "
-                                                          "its own.")
+sweeps(net_of(picked), None if (twin := twin_of(picked)) is None else net_of(twin))

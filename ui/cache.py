@@ -18,7 +18,7 @@ from analysis.arch.specs import ResNetSpec
 from analysis.core.errors import LensError
 from analysis.core.meta import Normalisation
 from analysis.data import data
-from analysis.experiments import evaluation, lesion, paths
+from analysis.experiments import evaluation, lesion, paths, programlesion
 from analysis.store import checkpoints, runstore
 from analysis.studies import grid, transfer
 
@@ -161,6 +161,27 @@ def opened_path(path: str, mtime: float, input_shape: str | None = None) -> grap
 def opened_module(ref: str, input_shape: str, input_dtype: sources.InputDtype) -> graphnet.GraphNet:
     """A factory this server's starter trusts (``RESNET_LENS_MODULES``), exported for its example input."""
     return sources.open_module(ref, input_shape, input_dtype=input_dtype, allowed=sources.trusted_modules())
+
+
+# A program opened with its weights for the lesion lab: a resource (its segments hold the weights),
+# keyed by its bytes, so sessions uploading one file share it; the sweeps only run it, never change it.
+@st.cache_resource(show_spinner="Opening the program…", max_entries=4)
+def program_chain(blob: bytes, name: str) -> programlesion.OpenedChain:
+    """An uploaded .pt2 checked, opened with its weights and cut into units (analysis.experiments.programlesion)."""
+    return programlesion.open_chain(blob, name)
+
+
+@st.cache_resource(show_spinner="Opening the program…", max_entries=4)
+def shipped_program(path: str, mtime: float) -> tuple[str, programlesion.OpenedChain, data.Dataset]:
+    """A shipped program (analysis.store.programs) by path and modification time: its run-store key (the
+    sha256 of its file's bytes), the program cut into units, and its own test data from its metadata."""
+    del mtime
+    from analysis.store import programs
+
+    ep, meta = programs.load_shipped(Path(path))
+    blob = Path(path).read_bytes()
+    return (programlesion.program_key(blob), programlesion.OpenedChain(ep, Path(path).name),
+            programs.dataset_for_program(meta))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

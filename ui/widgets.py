@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import pandas as pd
 import streamlit as st
@@ -41,7 +41,8 @@ from analysis.arch.specs import (
     parse_int_list,
 )
 from analysis.core.errors import ConfigError, LensError
-from analysis.experiments import evaluation
+from analysis.experiments import evaluation, programlesion
+from analysis.experiments.chain import ProgramChain
 from analysis.store.checkpoints import AmbiguousCheckpointError, Checkpoint
 from analysis.store.runstore import RunStore
 from ui.fmt import column_config, column_formats, printf
@@ -277,9 +278,22 @@ def available_checkpoints() -> dict[str, Picked]:
     return {e.label: e for e in entries}
 
 
-def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: digits_resnet56") -> Picked | None:
+@overload
+def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: digits_resnet56",
+                      programs: Literal[False] = False) -> Picked | None: ...
+
+
+@overload
+def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: digits_resnet56", *,
+                      programs: Literal[True]) -> Picked | PickedProgram | None: ...
+
+
+def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: digits_resnet56",
+                      programs: bool = False) -> Picked | PickedProgram | None:
     """Shipped checkpoints, nets trained in this session, or an uploaded file (our format or a
-    torchvision-style state_dict, loaded with weights_only=True). Errors are shown, not raised."""
+    torchvision-style state_dict, loaded with weights_only=True); with ``programs``, also the shipped
+    programs and an uploaded one (.pt2, with its weights: :func:`program_picker`). Errors are shown,
+    not raised."""
     box = container or st.sidebar
     from ui import cache
 
@@ -288,9 +302,12 @@ def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: 
     except (LensError, OSError) as exc:
         error_box(exc)
         options = {}
-    labels = [*options, UPLOAD]
+    shipped_programs = program_labels(options) if programs else {}
+    labels = [*options, UPLOAD, *shipped_programs, *([UPLOAD_PROGRAM] if programs else [])]
     choice = box.selectbox("Checkpoint", labels, index=labels.index(default) if default in labels else 0,
                            key=f"{key}_ckpt")
+    if programs and (choice in shipped_programs or choice == UPLOAD_PROGRAM):
+        return program_picker(box, key, shipped_programs.get(choice))
     if choice != UPLOAD:
         return options[choice]
     # no type filter: the browser listed a rejected .txt beside the file still in use (issue 21); every
@@ -321,6 +338,98 @@ def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: 
         except LensError as exc2:
             error_box(exc2)
             return None
+    except LensError as exc:
+        error_box(exc)
+        return None
+
+
+UPLOAD_PROGRAM = "Upload a program (.pt2)"
+PROGRAM_DATA = {"digits": "embedded digits", "mnist1d": "MNIST-1D (embedded sequences)",
+                "cifar10": "CIFAR-10 (local path)", "imagefolder": "ImageFolder (local path)"}
+
+
+@dataclass(frozen=True, eq=False)
+class PickedProgram:
+    """A torch.export program (with its weights) chosen in a picker, cut into its residual units;
+    ``own``: a shipped program's test data, rebuilt from its metadata (None: the user picks)."""
+
+    origin: Literal["shipped", "uploaded"]
+    name: str
+    key: str  # the run store's key: the sha256 of the archive's bytes (programlesion.program_key)
+    chain: ProgramChain
+    own: Any = None  # a Dataset for a shipped program
+
+    @property
+    def label(self) -> str:
+        return f"{ORIGIN_PREFIX[self.origin]}: {self.name}"
+
+
+def program_labels(taken: dict[str, Any]) -> dict[str, str]:
+    """The shipped programs (analysis.store.programs: .pt2 files with their metadata) by label, each
+    'shipped: <name>' ('shipped: <name>.pt2' where a checkpoint has that label already), to their path."""
+    try:
+        from analysis.store.programs import shipped_programs
+    except ImportError:  # the shipped programs' module is optional: no shipped program then
+        return {}
+    out: dict[str, str] = {}
+    for name, path in shipped_programs().items():
+        label = f"shipped: {name}"
+        out[label if label not in taken else f"{label}.pt2"] = str(path)
+    return out
+
+
+def program_picker(box: Any, key: str, shipped: str | None) -> PickedProgram | None:
+    """A shipped program (its path) or, for None, an uploaded .pt2, opened with its weights (cached
+    per content, never mutated: ui.cache); a bad file is said in one sentence."""
+    from pathlib import Path
+
+    from ui import cache
+
+    try:
+        if shipped is not None:
+            path = Path(shipped)
+            key_, chain, own = cache.shipped_program(str(path), path.stat().st_mtime)
+            return PickedProgram("shipped", path.stem, key_, chain, own)
+        up = box.file_uploader("Program (.pt2, with its weights)", key=f"{key}_program_upload",
+                               help="A torch.export program saved with torch.export.save: its graph and weights. "
+                                    "The lesion sweeps run it cut at its residual units.")
+        if up is None:
+            box.info("Upload a .pt2 saved by torch.export.save (the README's 'Your own net' shows how); its "
+                     "residual units are deleted and reordered as a ResNet's blocks are.")
+            return None
+        blob = up.getvalue()
+        return PickedProgram("uploaded", up.name, programlesion.program_key(blob), cache.program_chain(blob, up.name))
+    except (LensError, OSError) as exc:
+        error_box(exc)
+        return None
+
+
+def program_data(p: PickedProgram, key: str, verb: str = "evaluated") -> Any:
+    """The data a program is evaluated on: a shipped program's own; for an upload, what the sidebar
+    chooses (a program carries no metadata), the kind its input looks like first, normalised with the
+    dataset's own statistics. None, said on the page, until there is data; bad input is said."""
+    from ui import cache
+
+    if p.own is not None:
+        st.caption(f"{p.label} is {verb} on its own data, {p.own.name}, rebuilt from the metadata it ships with.")
+        return p.own
+    st.caption(f"A program file holds no metadata: choose the data {p.label} is {verb} on in the sidebar. Its "
+               "inputs are normalised with the dataset's own statistics (a program file stores none).")
+    kinds = list(PROGRAM_DATA)
+    guess = programlesion.likely_kind(p.chain)
+    kind = st.sidebar.selectbox("Dataset", kinds, index=kinds.index(guess), key=f"{key}_data_kind",
+                                format_func=PROGRAM_DATA.__getitem__)
+    path = None
+    if kind in evaluation.LOCAL_KINDS:
+        path = st.sidebar.text_input("Local dataset path", key=f"{key}_data_path",
+                                     help="cifar-10-batches-py, or an ImageFolder root (train/ and val/ or one "
+                                          "folder per class); nothing is downloaded")
+        if not path:
+            st.info(f"Give the local path of the {PROGRAM_DATA[kind].removesuffix(' (local path)')} data "
+                    f"{p.label} is {verb} on (sidebar).")
+            return None
+    try:
+        return cache.evaluation_dataset(programlesion.choose(p.chain, kind, path=path, name=p.label))
     except LensError as exc:
         error_box(exc)
         return None

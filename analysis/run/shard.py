@@ -31,8 +31,10 @@ one CPU). On a GPU the same argument holds for the cuDNN algorithms, which are c
 run deterministically (:func:`analysis.experiments.train.cuda_determinism`); that is untested here (no GPU).
 
 What travels to a shard: the net as its spec (the JSON-able dict checkpoints store) and its
-``state_dict`` of CPU tensors (:class:`ModelPayload`), the shard's inputs and labels, the plan, the
-batch size and the device. On Ray the payload and each shard's tensors go through the object store
+``state_dict`` of CPU tensors (:class:`ModelPayload`), or a program opened from a ``.pt2`` as its
+archive's bytes (:class:`ProgramPayload`: rebuilt in the task through the checks every opened file
+passes, and cut into the same units), the shard's inputs and labels, the plan, the batch size and
+the device. On Ray the payload and each shard's tensors go through the object store
 (put once, fetched by the task that needs them); each task asks for one CPU, and one GPU when the
 device is CUDA. In this process (``executor="local"``) the same task function runs on the same
 payloads, one shard after another, so both executors run one code path.
@@ -56,6 +58,7 @@ from analysis.experiments.paths import LengthPlan, check_paths_net, example_norm
 
 if TYPE_CHECKING:
     from analysis.arch.models import ResNet
+    from analysis.experiments.chain import ProgramChain
 
 EXECUTORS = ("local", "ray")
 MAX_SHARDS = 10_000
@@ -82,6 +85,34 @@ class ModelPayload:
         model = build_model(spec_from_dict(self.spec))
         model.load_state_dict(self.state)
         return model.to(device).eval()
+
+
+@dataclass(frozen=True)
+class ProgramPayload:
+    """A program as it travels to a shard: its ``.pt2`` archive's bytes (``torch.export.save``) and its
+    name; the task opens it as any file is opened (:func:`analysis.arch.graphnet.load_program`'s checks)
+    and cuts it into units again, so every shard runs the units the single-process sweep runs."""
+
+    blob: bytes
+    name: str
+
+    @classmethod
+    def of(cls, chain: ProgramChain) -> ProgramPayload:
+        from torch.export import ExportedProgram
+
+        from analysis.experiments.programlesion import program_bytes
+
+        program = getattr(chain, "program", None)  # kept by programlesion.open_chain's chains
+        if not isinstance(program, ExportedProgram):
+            raise ConfigError(f"{chain.net.name}: this chain was cut without keeping its program, which is what "
+                              "travels to shards; open it with analysis.experiments.programlesion.open_chain")
+        return cls(program_bytes(program), chain.net.name)
+
+    def build(self, device: str = "cpu") -> ProgramChain:
+        """The program again, cut into units, its weights on ``device``."""
+        from analysis.experiments.programlesion import open_chain
+
+        return open_chain(self.blob, self.name, device)
 
 
 def shard_bounds(n: int, shards: int, multiple: int = 1) -> list[tuple[int, int]]:
@@ -155,14 +186,14 @@ def path_shard(task: PathShard) -> Tensor:
     return example_norms(model, task.x, task.y, task.subsets, total=task.total, batch_size=task.batch_size)
 
 
-def _payload(model: ModelPayload | Any) -> ModelPayload:
+def _payload(model: ModelPayload | ProgramPayload | Any) -> ModelPayload | ProgramPayload:
     """The task's net: the payload itself in this process, or fetched once from Ray's object store
     (a task on Ray receives a reference to it, put there once for every shard)."""
-    if isinstance(model, ModelPayload):
+    if isinstance(model, (ModelPayload, ProgramPayload)):
         return model
     import ray  # only reached inside a Ray task, where Ray is imported already
 
-    fetched: ModelPayload = ray.get(model)
+    fetched: ModelPayload | ProgramPayload = ray.get(model)
     return fetched
 
 
@@ -209,18 +240,28 @@ def run_shards(fn: Callable[[Any], Tensor], tasks: Sequence[Any], *, executor: s
 
 
 # ----------------------------------------------------------------------------- lesion sweeps
-def sharded_sweep(kind: str, model: ResNet, x: Tensor, y: Tensor, *, samples: int = 5, seed: int = 0,
-                  batch_size: int = 256, device: str = "cpu", shards: int = 2, executor: str = "local",
-                  address: str | None = None, progress: ProgressFn | None = None) -> pd.DataFrame:
+def sharded_sweep(kind: str, model: ResNet | ProgramChain, x: Tensor, y: Tensor, *, samples: int = 5,
+                  seed: int = 0, batch_size: int = 256, device: str = "cpu", shards: int = 2,
+                  executor: str = "local", address: str | None = None,
+                  progress: ProgressFn | None = None) -> pd.DataFrame:
     """:func:`analysis.experiments.lesion.run_sweep` on ``shards`` contiguous parts of ``x`` (cut at multiples of
     ``batch_size``; fewer parts when there are fewer batches), merged by adding wrong counts: the
-    same table, ``==``. ``progress(done, total)`` counts finished shards."""
-    check_shards(shards, executor)
-    plan = plan_sweep(kind, model, samples=samples, seed=seed, batch_size=batch_size)
+    same table, ``==``. ``model``: a ResNet, or a program opened by
+    :func:`analysis.experiments.programlesion.open_chain` (on the CPU here; each shard opens it on its
+    device). ``progress(done, total)`` counts finished shards."""
+    from analysis.arch.models import ResNet
+    from analysis.experiments import programlesion
     from analysis.experiments.lesion import check_inputs
 
-    check_inputs(model.spec, x)
-    payload = ModelPayload.of(model)
+    check_shards(shards, executor)
+    plan = plan_sweep(kind, model, samples=samples, seed=seed, batch_size=batch_size)
+    payload: ModelPayload | ProgramPayload
+    if isinstance(model, ResNet):
+        check_inputs(model.spec, x)
+        payload = ModelPayload.of(model)
+    else:
+        programlesion.check_inputs(model, x)
+        payload = ProgramPayload.of(model)
     tasks = [LesionShard(payload, *_part(x, y, lo, hi), plan.sequences, batch_size, device)
              for lo, hi in shard_bounds(len(y), shards, batch_size)]
     counts = run_shards(lesion_shard, tasks, executor=executor, address=address, device=device, progress=progress)

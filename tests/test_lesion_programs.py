@@ -1,0 +1,115 @@
+"""``python -m analysis lesion`` on a torch.export program (.pt2, with its weights) and sharded sweeps of
+one: the shipped digits_resnet20 exported gives the CSV numbers of the checkpoint itself; the data must
+be named and must fit the program (both shapes said); shards in this process merge into the
+single-process table. Oracle: the checkpoint's own sweep, through its blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from analysis.arch.graphnet import export_module
+from analysis.cli.main import main
+from analysis.experiments import lesion, programlesion
+from analysis.run import shard
+from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+from tests.zoo import ResidualOfResidual
+
+BATCH = 150  # the program's exported batch and the sweeps': a third of the digits' 450 test images
+
+
+@pytest.fixture(scope="module")
+def r20(tmp_path_factory) -> Path:
+    """The shipped digits_resnet20 exported (for a batch of 150) and saved as a .pt2 file."""
+    c = load_checkpoint(shipped_checkpoints()["digits_resnet20"])
+    path = tmp_path_factory.mktemp("programs") / "r20.pt2"
+    torch.export.save(export_module(c.model, (dataset_for(c.meta).x_test[:BATCH],)), path)
+    return path
+
+
+def error_line(capsys) -> str:
+    cap = capsys.readouterr()
+    lines = [ln for ln in cap.err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in cap.err, cap.err
+    return lines[0]
+
+
+def test_a_program_gives_the_single_sweep_of_its_checkpoint(r20, tmp_path, capsys) -> None:
+    common = ["lesion", "--batch-size", str(BATCH)]
+    assert main([*common, "--checkpoint", str(r20), "--data", "digits", "--out", str(tmp_path / "p.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "r20.pt2: evaluated on digits16 (450 test images), normalised with the dataset's own statistics" in out
+    assert main([*common, "--checkpoint", "digits_resnet20", "--out", str(tmp_path / "c.csv")]) == 0
+    ours, theirs = pd.read_csv(tmp_path / "p.csv"), pd.read_csv(tmp_path / "c.csv")
+    assert set(ours["checkpoint"]) == {str(r20)} and set(theirs["checkpoint"]) == {"digits_resnet20"}
+    pd.testing.assert_frame_equal(ours.drop(columns="checkpoint"), theirs.drop(columns="checkpoint"))
+    assert ours["error"].nunique() > 2  # deletions change the error: the comparison can tell sweeps apart
+
+
+def test_a_program_needs_its_data_named_before_it_is_read(tmp_path, capsys) -> None:
+    junk = tmp_path / "junk.pt2"
+    junk.write_bytes(b"not a zip")  # never read: the refusal comes first
+    assert main(["lesion", "--checkpoint", str(junk), "--out", str(tmp_path / "x.csv")]) == 2
+    assert error_line(capsys) == (f"error: {junk} is a program (.pt2), which carries no metadata to pick its data "
+                                  "from: give --data digits, mnist1d, cifar10 or imagefolder")
+    assert main(["lesion", "--checkpoint", str(junk), "--data", "digits", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "not a complete zip archive" in error_line(capsys)
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_data_that_does_not_fit_the_program_is_refused_naming_both_shapes(r20, tmp_path, capsys) -> None:
+    assert main(["lesion", "--checkpoint", str(r20), "--data", "mnist1d", "--out", str(tmp_path / "x.csv")]) == 2
+    assert error_line(capsys) == f"error: {r20} takes inputs of shape 1×16×16; the test inputs of mnist1d are 1×40"
+    assert main(["lesion", "--checkpoint", str(r20), "--data", "digits", "--size", "8",
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert error_line(capsys) == f"error: {r20} takes inputs of shape 1×16×16; the test inputs of digits8 are 1×8×8"
+    assert main(["lesion", "--checkpoint", str(r20), "--data", "digits", "--assume", "activation=bn_after_add",
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "--assume is for a bare state_dict" in error_line(capsys)
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_units_that_are_not_one_chain_are_said_with_what_applies(tmp_path, capsys) -> None:
+    path = tmp_path / "ror.pt2"
+    torch.export.save(export_module(ResidualOfResidual().eval(), (torch.zeros(1, 8, 6, 6),)), path)
+    assert main(["lesion", "--checkpoint", str(path), "--data", "digits", "--out", str(tmp_path / "x.csv")]) == 2
+    line = error_line(capsys)
+    assert "inside another unit's branch, so the units are not one chain" in line
+    assert "runs even single deletions through that chain, so none can be run here" in line
+    assert f"`python -m analysis units --model {path}` lists its units" in line
+
+
+@pytest.mark.parametrize("kind", ["single", "k"])
+def test_shards_of_a_program_merge_into_the_single_process_table(r20, kind, monkeypatch) -> None:
+    """Each shard rebuilds the program from its archive's bytes (ProgramPayload), cut into the same
+    units: three shards, merged, give the table run_sweep gives, ==."""
+    d = dataset_for(load_checkpoint(shipped_checkpoints()["digits_resnet20"]).meta)
+    chain = programlesion.open_chain(r20, r20.name)
+    tasks: list[int] = []
+    real = shard.lesion_shard
+
+    def counted(task):
+        assert isinstance(task.model, shard.ProgramPayload)  # what travels: the archive, not the chain
+        tasks.append(len(task.y))
+        return real(task)
+
+    monkeypatch.setattr(shard, "lesion_shard", counted)
+    merged = shard.sharded_sweep(kind, chain, d.x_test, d.y_test, samples=1, seed=2, batch_size=BATCH, shards=3,
+                                 executor="local")
+    assert tasks == [150, 150, 150]
+    single = lesion.run_sweep(kind, chain, d.x_test, d.y_test, samples=1, seed=2, batch_size=BATCH)
+    pd.testing.assert_frame_equal(merged, single)
+
+
+def test_a_chain_cut_without_its_program_cannot_travel(r20) -> None:
+    from analysis.arch.graphnet import load_program
+    from analysis.experiments.chain import ProgramChain
+
+    chain = ProgramChain(load_program(r20, r20.name), name="bare")
+    with pytest.raises(ValueError, match="cut without keeping its program"):
+        shard.sharded_sweep("single", chain, torch.zeros(2, 1, 16, 16), torch.zeros(2, dtype=torch.long))
+    payload = shard.ProgramPayload.of(programlesion.open_chain(r20.read_bytes(), "r20"))
+    assert payload.name == "r20" and payload.blob[:2] == b"PK"
