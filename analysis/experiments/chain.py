@@ -201,6 +201,7 @@ class _Program:
 
     def __init__(self, ep: ExportedProgram, net: GraphNet | None = None, name: str = "program") -> None:
         self.net = net if net is not None else open_program(ep, name=name)
+        self.program = ep  # what a shard is sent (its archive bytes) and rebuilt from
         self.gm = ep.module()
         graph = self.gm.graph
         self.by_name = {n.name: n for n in graph.nodes}
@@ -494,8 +495,10 @@ class LayerChain(_Program):
     its module owns (``nn_module_stack``), run from the previous layer's output, so what runs between
     two layers belongs to the later one. Deleted, a layer passes its input on unchanged, the ops before
     it still run: Veit et al. 2016 delete a layer of a plain net so. Its units are records with no
-    shortcut ("none"), so every sweep plans over them as over a plain ResNet's blocks; a layer whose
-    output's shape is not its input's cannot be deleted, and no layer runs in parallel."""
+    shortcut ("none"), so every sweep plans over them as over a plain ResNet's blocks, except a layer
+    made of residual units that carry its input through (a pre-norm transformer block): its shortcut is
+    the identity and it can also run in parallel with another, its change being L(h) - h. A layer whose
+    output's shape is not its input's cannot be deleted."""
 
     def __init__(self, ep: ExportedProgram, modules: Sequence[str], net: GraphNet | None = None,
                  name: str = "program") -> None:
@@ -540,8 +543,9 @@ class LayerChain(_Program):
             return sum(int(v) for path, v in zip(rows["module"], rows[col], strict=True) if _owns(m, str(path)))
 
         self.units: tuple[Unit, ...] = tuple(
-            Unit(name=m, owner=m, shortcut="none", join=Join(), in_shape=_node_shape(f), out_shape=_node_shape(e),
-                 branch_params=cost(m, "params"), branch_macs=cost(m, "macs"), entry_node=f.name, exit_node=e.name)
+            Unit(name=m, owner=m, shortcut="identity" if self._residual_layer(m, f, e) else "none", join=Join(),
+                 in_shape=_node_shape(f), out_shape=_node_shape(e), branch_params=cost(m, "params"),
+                 branch_macs=cost(m, "macs"), entry_node=f.name, exit_node=e.name)
             for (m, f, e) in cuts)
 
     @property
@@ -551,8 +555,25 @@ class LayerChain(_Program):
     def unit(self, i: int, h: Tensor, keep: bool) -> Tensor:
         return self._run(self._keep[i] if keep else self._skip[i], h)
 
+    def _residual_layer(self, module: str, first: fx.Node, last: fx.Node) -> bool:
+        """Whether the layer is its input plus what it adds: the residual units found inside it run one
+        after another from the layer's input to its output, each with an unweighted identity shortcut
+        and nothing after its add (a pre-norm transformer block: x + attn(norm1(x)), then + mlp(norm2(.))).
+        Such a layer L has one change F(h) = L(h) - h, so it can run in parallel with another
+        (y = h + F_i(h) + F_j(h), Sun et al. 2024 run whole layers so); any other layer cannot."""
+        inside = sorted((u for u in self.net.units if _owns(module, u.owner) and u.add_node in self.by_name),
+                        key=lambda u: list(self.by_name).index(u.add_node))
+        if not inside or any(parallel_refusal(u) is not None or u.exit_node != u.add_node for u in inside):
+            return False
+        starts = [first.name] + [u.add_node for u in inside[:-1]]
+        return [u.entry_node for u in inside] == starts and inside[-1].add_node == last.name
+
     def branch(self, i: int, h: Tensor) -> Tensor:
-        raise ChainError(parallel_refusal(self.units[i]) or f"{self.units[i].name} is a layer, not a branch")
+        """A residual layer's change L(h) - h (see :meth:`_residual_layer`); refused for any other."""
+        why = parallel_refusal(self.units[i])
+        if why is not None:
+            raise ChainError(why)
+        return self.unit(i, h, True) - h
 
     def _deletion_refusal(self, i: int) -> str | None:
         a, b = _node_shape(self._firsts[i]), _node_shape(self._lasts[i])

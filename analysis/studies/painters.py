@@ -1,0 +1,332 @@
+"""The "painters" comparison: the same frozen-net experiments on residual transformers and ResNets, side
+by side, over seeds (Veit et al. 2016; Sun et al. 2024, "Transformer Layers as Painters"; Lad et al.
+2024, "The Remarkable Robustness of LLMs").
+
+For every net of :data:`NETS` and every seed, the net is trained with its shipped recipe, then run intact
+and under six changes of its layers, each with the engine of :mod:`analysis.experiments.lesion`:
+
+* delete the first, the middle or the last layer (its branch removed, the shortcut kept; a plain net's
+  layer passes its input on unchanged, as Veit et al. delete layers of a plain net);
+* swap the middle layer with the next one;
+* repeat the middle layer (run it twice in place, "looping");
+* run the middle layer and the next one in parallel on the same input, their changes summed:
+  y = h + F_m(h) + F_{m+1}(h).
+
+What a layer is. A ResNet's layer is one residual block (units and blocks coincide). A transformer's
+layer is one block of the stack, ``blocks.k`` (attention and MLP together), as Sun et al. and Lad et al.
+move whole layers; it is cut by :class:`~analysis.experiments.chain.LayerChain`, and a residual
+layer's change F(h) is its output minus its input. The middle layer is layer ⌊(n − 1)/2⌋ of n, so that it and the
+next one are both middle layers: a ResNet-20's ``layer2.1`` (with ``layer2.2``), a six-layer
+transformer's ``blocks.2`` (with ``blocks.3``). Where a
+change does not apply (parallel on a post-activation ResNet block, on a plain layer) the record says
+why instead of giving a number.
+
+The record keeps every seed's wrong count per condition; means, 95 % t-intervals and paired
+differences against the intact net come from :mod:`analysis.core.stats`, never stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from analysis.core.errors import CheckpointError, ConfigError
+from analysis.core.stats import Interval, paired_difference, t_interval
+from analysis.experiments import lesion
+from analysis.experiments.chain import ChainError, LayerChain, Step, UnitChain
+
+FORMAT = "resnet-lens-painters/1"
+CONDITIONS = ("intact", "delete first", "delete middle", "delete last", "swap middle", "repeat middle",
+              "parallel middle")
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StudyNet:
+    """One net of the comparison: how each seed is trained (``kind``: a spec-built ResNet through the
+    ResNet trainer, or a shipped transformer's recipe) and what it is compared with."""
+
+    name: str
+    dataset: str  # digits16 | mnist1d
+    kind: str  # "resnet" | "transformer"
+    residual: bool
+    family: str  # what the comparison's rows group by: "ResNet-20", "ViT", ...
+    model: str = ""  # the spec's name (ResNets)
+    train: Mapping[str, Any] | None = None  # the ResNet recipe (TrainConfig's fields) or None
+    program: str = ""  # the shipped transformer's name (analysis.experiments.train_transformers.NETS)
+
+
+_DIGITS = {"epochs": 40, "batch_size": 32, "lr": 0.1}  # checkpoints/README.md: the shipped digits recipe
+_MNIST1D = {"epochs": 30, "batch_size": 64, "lr": 0.1}
+NETS: dict[str, StudyNet] = {n.name: n for n in (
+    StudyNet("digits_resnet20", "digits16", "resnet", True, "ResNet-20", "cifar_resnet20", _DIGITS),
+    StudyNet("digits_plain20", "digits16", "resnet", False, "ResNet-20", "cifar_resnet20", _DIGITS),
+    StudyNet("digits_vit", "digits16", "transformer", True, "ViT", program="digits_vit"),
+    StudyNet("digits_vit_plain", "digits16", "transformer", False, "ViT", program="digits_vit_plain"),
+    StudyNet("mnist1d_resnet20", "mnist1d", "resnet", True, "ResNet-20", "resnet1d_20", _MNIST1D),
+    StudyNet("mnist1d_plain20", "mnist1d", "resnet", False, "ResNet-20", "resnet1d_20", _MNIST1D),
+    StudyNet("mnist1d_transformer", "mnist1d", "transformer", True, "Transformer", program="mnist1d_transformer"),
+    StudyNet("mnist1d_transformer_plain", "mnist1d", "transformer", False, "Transformer",
+             program="mnist1d_transformer_plain"),
+)}
+
+
+def middle(n: int) -> int:
+    """The middle layer of n: ⌊(n − 1)/2⌋, so that it and the next one are both inside the net."""
+    if n < 3:
+        raise ConfigError(f"the comparison needs at least 3 layers (a first, a middle and a last), got {n}")
+    return (n - 1) // 2
+
+
+def sequences(n: int) -> dict[str, list[Step]]:
+    """Each condition's sequence over n layers (:data:`CONDITIONS`)."""
+    m = middle(n)
+    ident = lesion.identity_sequence(n)
+    swapped = list(ident)
+    swapped[m], swapped[m + 1] = swapped[m + 1], swapped[m]
+    parallel: list[Step] = [*ident[:m], ((m, m + 1), True), *ident[m + 2:]]
+    return {"intact": ident, "delete first": lesion.deletion(n, [0]), "delete middle": lesion.deletion(n, [m]),
+            "delete last": lesion.deletion(n, [n - 1]), "swap middle": swapped,
+            "repeat middle": [*ident[:m + 1], (m, True), *ident[m + 1:]], "parallel middle": parallel}
+
+
+def measure(chain: UnitChain | Any, x: Tensor, y: Tensor, *, batch_size: int = 256) -> dict[str, Any]:
+    """Wrong counts per condition on (x, y) for one trained net (a ResNet or a chain), with the reason
+    for each condition that does not apply to it. Every applicable sequence runs in one engine call
+    (prefix reuse)."""
+    runner = lesion.as_chain(chain, x)
+    n = runner.n
+    seqs = sequences(n)
+    ok: dict[str, list[Step]] = {}
+    refused: dict[str, str] = {}
+    for cond, seq in seqs.items():
+        try:
+            runner.check_sequence(seq)
+            ok[cond] = seq
+        except ConfigError as exc:  # the engine's refusal, kept as the reason
+            refused[cond] = str(exc)
+    wrong = lesion.wrong_counts(chain, x, y, list(ok.values()), batch_size=batch_size)
+    m = middle(n)
+    names = [u.name for u in runner.units] if len(runner.units) == n else [b.name for b in lesion.infos_of(chain)]
+    return {"layers": n, "middle": names[m], "next": names[m + 1], "first": names[0], "last": names[-1],
+            "wrong": {c: int(w) for c, w in zip(ok, wrong.tolist(), strict=True)}, "refused": refused}
+
+
+def transformer_chain(ep: Any, name: str) -> LayerChain:
+    """A shipped transformer cut at its blocks (``blocks.0`` ... ``blocks.k``): its layers."""
+    from analysis.experiments.chain import layer_candidates
+
+    groups = layer_candidates(ep)
+    if "blocks" not in groups:
+        raise ChainError(f"{name}: no repeated ``blocks`` container to cut into layers")
+    return LayerChain(ep, groups["blocks"], name=name)
+
+
+def seed_net(net: StudyNet, seed: int, cache: Path | None = None) -> tuple[Any, Any]:
+    """Seed ``seed`` of ``net`` trained with its recipe (read from ``cache`` when a file of it is there,
+    written there after training): (the net to measure, its test data)."""
+    if net.kind == "resnet":
+        from analysis.arch.specs import get_spec
+        from analysis.core.meta import TrainConfig
+        from analysis.experiments.train import train_checkpoint
+        from analysis.store.checkpoints import dataset_for, load_checkpoint, save_checkpoint
+
+        path = None if cache is None else cache / f"{net.name}_s{seed}.pt"
+        if path is not None and path.is_file():
+            ck = load_checkpoint(path)
+        else:
+            from analysis.data.data import load_digits, load_mnist1d
+
+            data = load_digits(size=16, seed=0) if net.dataset == "digits16" else load_mnist1d(seed=0)
+            spec = get_spec(net.model, plain=not net.residual)
+            ck = train_checkpoint(spec, data, TrainConfig(**dict(net.train or {}), seed=seed))
+            if path is not None:
+                save_checkpoint(path, ck.model, ck.meta)
+        return ck.model, dataset_for(ck.meta)
+    from analysis.experiments.train_transformers import export_net, train_net
+    from analysis.store.programs import dataset_for_program, load_shipped, save_program
+
+    path = None if cache is None else cache / f"{net.name}_s{seed}.pt2"
+    if path is None or not path.is_file():
+        module, meta = train_net(net.program, seed)
+        from analysis.experiments.train_transformers import load_data
+
+        ep = export_net(module, load_data(meta["dataset"]))
+        if path is None:
+            raise CheckpointError("a transformer seed is measured from its saved program: give a cache folder")
+        save_program(path, ep, meta)
+    ep, pmeta = load_shipped(path)
+    return transformer_chain(ep, net.name), dataset_for_program(pmeta)
+
+
+def record(names: Sequence[str], seeds: Sequence[int], cache: Path, *, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Train (or read from ``cache``) every seed of every named net and measure it: the JSON-able record
+    the README and the Lesion page read."""
+    unknown = [n for n in names if n not in NETS]
+    if unknown:
+        raise ConfigError(f"unknown nets {unknown}; choose from {', '.join(NETS)}")
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ConfigError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    cache.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {"format": FORMAT, "seeds": list(seeds), "conditions": list(CONDITIONS),
+                           "threads": torch.get_num_threads(), "nets": {}}
+    for name in names:
+        net = NETS[name]
+        runs = []
+        for s in seeds:
+            if progress:
+                progress(f"{name} seed {s}")
+            model, data = seed_net(net, s, cache)
+            m = measure(model, data.x_test, data.y_test)
+            runs.append({"seed": s, **m})
+        out["nets"][name] = {"dataset": net.dataset, "family": net.family, "residual": net.residual,
+                             "test_size": int(len(data.y_test)), "classes": int(data.num_classes), "runs": runs}
+    return out
+
+
+def save(path: Path, rec: Mapping[str, Any]) -> Path:
+    from analysis.core.reporting import write_json
+
+    write_json(path, rec)
+    return path
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A recorded comparison, checked to be ours and self-consistent (every run of a net has the same
+    conditions, counts within the test set)."""
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path.name}: not a readable comparison record ({exc})") from exc
+    if not isinstance(rec, dict) or rec.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name}: not a painters comparison record ({FORMAT})")
+    for name, net in rec["nets"].items():
+        for run in net["runs"]:
+            for cond, w in run["wrong"].items():
+                if cond not in CONDITIONS or not 0 <= int(w) <= net["test_size"]:
+                    raise CheckpointError(f"{path.name}: {name} seed {run['seed']}: {cond} = {w} is not a count "
+                                          f"of the {net['test_size']} test inputs")
+    return rec
+
+
+# ----------------------------------------------------------------------------- reading a record
+def errors(net: Mapping[str, Any], cond: str) -> list[float] | None:
+    """The test error of each seed under ``cond`` (None where the condition does not apply)."""
+    if any(cond not in r["wrong"] for r in net["runs"]):
+        return None
+    return [r["wrong"][cond] / net["test_size"] for r in net["runs"]]
+
+
+def table(rec: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per net and condition: mean test error with its 95 % t-interval over the seeds, the
+    paired change against the intact net (same seeds) and its interval, the accuracy kept (after /
+    intact, per seed) and the reason where the condition does not apply."""
+    rows = []
+    for name, net in rec["nets"].items():
+        intact = errors(net, "intact")
+        for cond in CONDITIONS:
+            e = errors(net, cond)
+            row: dict[str, Any] = {"net": name, "dataset": net["dataset"], "family": net["family"],
+                                   "residual": net["residual"], "condition": cond, "seeds": len(net["runs"])}
+            if e is None or intact is None:
+                reasons = {r["refused"].get(cond, "") for r in net["runs"]}
+                row.update(error=math.nan, low=math.nan, high=math.nan, change=math.nan, change_low=math.nan,
+                           change_high=math.nan, kept=math.nan, kept_low=math.nan, kept_high=math.nan,
+                           note=" / ".join(sorted(r for r in reasons if r)))
+                rows.append(row)
+                continue
+            iv = t_interval(e)
+            d = paired_difference(e, intact)
+            kept = t_interval([(1 - a) / (1 - b) if b < 1 else math.nan for a, b in zip(e, intact, strict=True)])
+            row.update(error=iv.mean, low=_v(iv.low), high=_v(iv.high), change=d.mean, change_low=_v(d.low),
+                       change_high=_v(d.high), kept=kept.mean, kept_low=_v(kept.low), kept_high=_v(kept.high),
+                       note="")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _v(x: float | None) -> float:
+    return math.nan if x is None else x
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One claim of a paper, read against the measured numbers of one net."""
+
+    net: str
+    paper: str
+    claim: str
+    measured: str
+    agrees: bool | None  # None: the record cannot tell (one seed, or the condition does not apply)
+
+
+def _iv(net: Mapping[str, Any], cond: str) -> Interval | None:
+    e = errors(net, cond)
+    return None if e is None else t_interval(e)
+
+
+def _pp(iv: Interval) -> str:
+    return iv.text(scale=100, unit=" %")
+
+
+def readings(rec: Mapping[str, Any]) -> list[Reading]:
+    """What each paper reports, against each net's numbers, decided by intervals over the seeds:
+
+    * Veit et al. 2016: deleting one residual block barely matters; in a plain net it is fatal. Read as:
+      the residual net keeps at least 90 % of its accuracy (the kept interval's lower end) when its
+      middle layer is deleted, and the plain twin's error after that deletion is within 10 points of
+      chance or above (its interval's lower end).
+    * Sun et al. 2024: the first and last layers matter more than the middle ones. Read as: deleting the
+      first (and the last) layer raises the error more than deleting the middle one, the paired
+      difference's interval above 0.
+    * Lad et al. 2024: deleting or swapping adjacent middle layers keeps 72–95 % of the accuracy. Read
+      as: the kept interval lies at or above 72 % (more robust than their LLMs is still agreement with
+      "robust"; below it is not)."""
+    out: list[Reading] = []
+    nets = rec["nets"]
+    for name, net in nets.items():
+        n_seeds = len(net["runs"])
+        chance = 1 - 1 / net["classes"]
+        mid = _iv(net, "delete middle")
+        if net["residual"]:
+            kept = t_interval([(1 - a) / (1 - b) for a, b in zip(errors(net, "delete middle") or [],
+                                                                  errors(net, "intact") or [], strict=True)])
+            twin = next((k for k, v in nets.items() if v["family"] == net["family"] and v["dataset"] == net["dataset"]
+                         and not v["residual"]), None)
+            measured = f"middle layer deleted: accuracy kept {_pp(kept)}"
+            agrees: bool | None = None if n_seeds < 2 else bool(kept.low is not None and kept.low >= 0.9)
+            out.append(Reading(name, "Veit et al. 2016", "deleting one residual layer barely matters (≥ 90 % of "
+                               "the accuracy kept)", measured, agrees))
+            for edge in ("first", "last"):
+                e_edge, e_mid = errors(net, f"delete {edge}"), errors(net, "delete middle")
+                if e_edge is None or e_mid is None:
+                    continue
+                d = paired_difference(e_edge, e_mid)
+                out.append(Reading(name, "Sun et al. 2024", f"the {edge} layer matters more than the middle one",
+                                   f"error after deleting the {edge} minus after deleting the middle: "
+                                   f"{d.text(scale=100, unit=' pp')}",
+                                   None if n_seeds < 2 else d.low is not None and d.low > 0))
+            for cond in ("delete middle", "swap middle"):
+                e = errors(net, cond)
+                if e is None:
+                    continue
+                k = t_interval([(1 - a) / (1 - b) for a, b in zip(e, errors(net, "intact") or [], strict=True)])
+                out.append(Reading(name, "Lad et al. 2024", f"{cond.split()[0]} of an adjacent middle layer keeps "
+                                   "72–95 % of the accuracy", f"accuracy kept {_pp(k)}",
+                                   None if n_seeds < 2 else k.low is not None and k.low >= 0.72))
+            if twin is not None and mid is not None:
+                t_mid = _iv(nets[twin], "delete middle")
+                if t_mid is not None:
+                    out.append(Reading(twin, "Veit et al. 2016", "deleting one layer of a plain net is fatal "
+                                       f"(error within 10 points of chance, {100 * chance:.0f} %, or above)",
+                                       f"middle layer deleted: error {_pp(t_mid)}",
+                                       None if n_seeds < 2 else t_mid.low is not None and t_mid.low >= chance - 0.10))
+    return out
