@@ -370,8 +370,10 @@ def test_a_layer_chain_deletes_a_layer_as_the_net_with_it_replaced_by_the_identi
     ep = export_module(net, (x,))
     assert layer_candidates(ep)["blocks"] == ["blocks.0", "blocks.1", "blocks.2"]
     chain = LayerChain(ep, layer_candidates(ep)["blocks"], name="twin")
+    # a pre-norm block carries its input through (two identity units): the layer's shortcut is the identity
+    kind = "identity" if residual else "none"
     assert [(u.name, u.shortcut, u.in_shape, u.out_shape) for u in chain.units] == [
-        (f"blocks.{i}", "none", (T, D), (T, D)) for i in range(3)]
+        (f"blocks.{i}", kind, (T, D), (T, D)) for i in range(3)]
     assert chain.units[0].branch_params == sum(p.numel() for p in net.blocks[0].parameters())
     with torch.inference_mode():
         for i in range(3):
@@ -386,13 +388,21 @@ def test_a_layer_chain_deletes_a_layer_as_the_net_with_it_replaced_by_the_identi
     y = net(x).argmax(1)
     df = lesion.run_sweep("single", chain, x, y, batch_size=32)
     assert df["deleted"].tolist() == ["none", "blocks.0", "blocks.1", "blocks.2"]
-    assert df["shortcut"].tolist() == ["", "none", "none", "none"] and df["error"].iloc[0] == 0.0
-    for kind in ("swap", "repeat"):
-        fast = lesion.predict_sequences(chain, x, lesion.plan_sweep(kind, chain).sequences)
-        slow = lesion.predict_sequences(chain, x, lesion.plan_sweep(kind, chain).sequences, reuse_prefix=False)
+    assert df["shortcut"].tolist() == ["", kind, kind, kind] and df["error"].iloc[0] == 0.0
+    for sweep in ("swap", "repeat"):
+        fast = lesion.predict_sequences(chain, x, lesion.plan_sweep(sweep, chain).sequences)
+        slow = lesion.predict_sequences(chain, x, lesion.plan_sweep(sweep, chain).sequences, reuse_prefix=False)
         assert torch.equal(fast, slow)
-    with pytest.raises(ConfigError, match="blocks.0 has no shortcut .a plain layer."):
-        lesion.plan_sweep("parallel", chain)
+    if residual:  # whole pre-norm layers run in parallel as their changes L(h) - h summed onto h
+        plan = lesion.plan_sweep("parallel", chain)
+        with torch.inference_mode():
+            h = net.embed(x)
+            h = h + (b[0](h) - h) + (b[1](h) - h)
+            want = net.head(net.norm(b[2](h)).mean(1))
+        assert torch.equal(through(chain, x, plan.sequences[1]), want)
+    else:
+        with pytest.raises(ConfigError, match="blocks.0 has no shortcut .a plain layer."):
+            lesion.plan_sweep("parallel", chain)
 
 
 class MLP(nn.Module):
