@@ -24,6 +24,7 @@ PAGES = [
     st.Page("app_pages/training.py", title="Training"),
     st.Page("app_pages/lesion.py", title="Lesion lab"),
     st.Page("app_pages/paths.py", title="Path ensemble"),
+    st.Page("app_pages/painters.py", title="Layers as painters"),
     st.Page("app_pages/theory.py", title="Why shortcuts work"),
     st.Page("app_pages/variants.py", title="Variants lab"),
     st.Page("app_pages/transfer.py", title="Transfer learning"),

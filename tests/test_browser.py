@@ -15,7 +15,7 @@ from ui.server import CHROMIUM, CHROMIUM_ARGS, RUN_TIMEOUT_MS, charts_painted, s
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = {"explorer": "", "blocks": "blocks", "depth": "depth", "diagrams": "diagrams?model=resnet34&level=layer",
-         "training": "training", "lesion": "lesion", "paths": "paths", "theory": "theory", "variants": "variants",
+         "training": "training", "lesion": "lesion", "paths": "paths", "painters": "painters", "theory": "theory", "variants": "variants",
          "transfer": "transfer"}
 TITLES = re.findall(r'st\.Page\([^)]*title="([^"]+)"', (ROOT / "app.py").read_text())  # the router's pages
 

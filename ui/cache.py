@@ -321,3 +321,11 @@ def download_name(label: str, suffix: str) -> str:
     words = re.findall(r"[A-Za-z0-9_.+-]+", label.replace(" ep", "ep").replace("lr ", "lr").replace("seed ", "seed"))
     stem = "_".join(words).strip("._-")[:120] or "resnet_lens_run"
     return f"{stem}{suffix}"
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def painters_record(path: str, mtime: float) -> dict:
+    """The recorded painters comparison (``mtime`` makes a rewritten file a new entry)."""
+    from analysis.studies import painters
+
+    return painters.load(Path(path))

@@ -163,6 +163,7 @@ REGISTRY: dict[str, PageParams] = {
                                          "curves": "strs", "grad_kind": "str", "grad_runs": "strs",
                                          "grad_steps": "ints"}),
     "theory": PageParams("theory_", {"lambdas": "floats", "depth": "int", "rscale": "float"}),
+    "painters": PageParams("painters_", {"data": "str"}),
     # the recorded comparison's charts (rec_) and the user's (yours_) have their own choices
     "transfer": PageParams("transfer_", {"recorded": "str", "source": "str", "ckpt": "str", "target": "str",
                                          "folder": "str", "folder_size": "int", "folder_resize": "int",

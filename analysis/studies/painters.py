@@ -208,13 +208,30 @@ def load(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path.name}: not a readable comparison record ({exc})") from exc
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
         raise CheckpointError(f"{path.name}: not a painters comparison record ({FORMAT})")
-    for name, net in rec["nets"].items():
+    try:
+        _check_record(rec, path.name)
+    except (KeyError, TypeError, AttributeError) as exc:  # a field missing or of another kind
+        raise CheckpointError(f"{path.name}: not a complete painters comparison record ({type(exc).__name__}: "
+                              f"{str(exc)[:80]})") from exc
+    return rec
+
+
+def _check_record(rec: Mapping[str, Any], name: str) -> None:
+    kinds = {"dataset": str, "family": str, "residual": bool, "test_size": int, "classes": int, "runs": list}
+    for net_name, net in rec["nets"].items():
+        for key, kind in kinds.items():
+            if not isinstance(net[key], kind):
+                raise CheckpointError(f"{name}: {net_name}'s {key} is not a {kind.__name__}")
+        if not net["runs"] or net["test_size"] < 1 or net["classes"] < 2:
+            raise CheckpointError(f"{name}: {net_name} has no runs, test inputs or classes")
         for run in net["runs"]:
             for cond, w in run["wrong"].items():
-                if cond not in CONDITIONS or not 0 <= int(w) <= net["test_size"]:
-                    raise CheckpointError(f"{path.name}: {name} seed {run['seed']}: {cond} = {w} is not a count "
+                if cond not in CONDITIONS or isinstance(w, bool) or not isinstance(w, int) \
+                        or not 0 <= w <= net["test_size"]:
+                    raise CheckpointError(f"{name}: {net_name} seed {run['seed']}: {cond} = {w!r} is not a count "
                                           f"of the {net['test_size']} test inputs")
-    return rec
+            if "intact" not in run["wrong"] or not all(isinstance(v, str) for v in run["refused"].values()):
+                raise CheckpointError(f"{name}: {net_name} seed {run['seed']} lacks its intact count or reasons")
 
 
 # ----------------------------------------------------------------------------- reading a record
@@ -223,6 +240,12 @@ def errors(net: Mapping[str, Any], cond: str) -> list[float] | None:
     if any(cond not in r["wrong"] for r in net["runs"]):
         return None
     return [r["wrong"][cond] / net["test_size"] for r in net["runs"]]
+
+
+def mean_error(net: Mapping[str, Any], cond: str) -> float:
+    """The mean over seeds of the test error under ``cond`` (NaN where it does not apply)."""
+    e = errors(net, cond)
+    return math.nan if e is None else math.fsum(e) / len(e)
 
 
 def table(rec: Mapping[str, Any]) -> pd.DataFrame:
@@ -277,6 +300,17 @@ def _pp(iv: Interval) -> str:
     return iv.text(scale=100, unit=" %")
 
 
+def _verdict(iv: Interval, threshold: float) -> bool | None:
+    """A claim "the value is at least ``threshold``" read from its interval: agrees when the whole interval
+    is at or above it, disagrees when the whole interval is below it, and cannot tell (None) when the
+    interval holds the threshold (the seeds do not decide) or there is one run."""
+    if iv.low is None or iv.high is None:
+        return None
+    if iv.low >= threshold:
+        return True
+    return False if iv.high < threshold else None
+
+
 def readings(rec: Mapping[str, Any]) -> list[Reading]:
     """What each paper reports, against each net's numbers, decided by intervals over the seeds:
 
@@ -289,11 +323,13 @@ def readings(rec: Mapping[str, Any]) -> list[Reading]:
       difference's interval above 0.
     * Lad et al. 2024: deleting or swapping adjacent middle layers keeps 72–95 % of the accuracy. Read
       as: the kept interval lies at or above 72 % (more robust than their LLMs is still agreement with
-      "robust"; below it is not)."""
+      "robust"; below it is not).
+
+    Each verdict is :func:`_verdict`'s: agrees or disagrees only where the 95 % interval lies wholly on one
+    side of the claim's threshold; "cannot tell" where it straddles it."""
     out: list[Reading] = []
     nets = rec["nets"]
     for name, net in nets.items():
-        n_seeds = len(net["runs"])
         chance = 1 - 1 / net["classes"]
         mid = _iv(net, "delete middle")
         if net["residual"]:
@@ -302,7 +338,7 @@ def readings(rec: Mapping[str, Any]) -> list[Reading]:
             twin = next((k for k, v in nets.items() if v["family"] == net["family"] and v["dataset"] == net["dataset"]
                          and not v["residual"]), None)
             measured = f"middle layer deleted: accuracy kept {_pp(kept)}"
-            agrees: bool | None = None if n_seeds < 2 else bool(kept.low is not None and kept.low >= 0.9)
+            agrees = _verdict(kept, 0.9)
             out.append(Reading(name, "Veit et al. 2016", "deleting one residual layer barely matters (≥ 90 % of "
                                "the accuracy kept)", measured, agrees))
             for edge in ("first", "last"):
@@ -313,7 +349,7 @@ def readings(rec: Mapping[str, Any]) -> list[Reading]:
                 out.append(Reading(name, "Sun et al. 2024", f"the {edge} layer matters more than the middle one",
                                    f"error after deleting the {edge} minus after deleting the middle: "
                                    f"{d.text(scale=100, unit=' pp')}",
-                                   None if n_seeds < 2 else d.low is not None and d.low > 0))
+                                   _verdict(d, 0.0)))
             for cond in ("delete middle", "swap middle"):
                 e = errors(net, cond)
                 if e is None:
@@ -321,12 +357,16 @@ def readings(rec: Mapping[str, Any]) -> list[Reading]:
                 k = t_interval([(1 - a) / (1 - b) for a, b in zip(e, errors(net, "intact") or [], strict=True)])
                 out.append(Reading(name, "Lad et al. 2024", f"{cond.split()[0]} of an adjacent middle layer keeps "
                                    "72–95 % of the accuracy", f"accuracy kept {_pp(k)}",
-                                   None if n_seeds < 2 else k.low is not None and k.low >= 0.72))
+                                   _verdict(k, 0.72)))
             if twin is not None and mid is not None:
-                t_mid = _iv(nets[twin], "delete middle")
-                if t_mid is not None:
-                    out.append(Reading(twin, "Veit et al. 2016", "deleting one layer of a plain net is fatal "
-                                       f"(error within 10 points of chance, {100 * chance:.0f} %, or above)",
-                                       f"middle layer deleted: error {_pp(t_mid)}",
-                                       None if n_seeds < 2 else t_mid.low is not None and t_mid.low >= chance - 0.10))
+                t_mid, t_intact = _iv(nets[twin], "delete middle"), _iv(nets[twin], "intact")
+                if t_mid is not None and t_intact is not None:
+                    claim = ("deleting one layer of a plain net is fatal (error within 10 points of chance, "
+                             f"{100 * chance:.0f} %, or above)")
+                    if t_intact.mean >= chance - 0.10:  # a twin that never trained cannot collapse further
+                        out.append(Reading(twin, "Veit et al. 2016", claim, f"already at chance intact (error "
+                                           f"{_pp(t_intact)}): the plain net did not train", None))
+                    else:
+                        out.append(Reading(twin, "Veit et al. 2016", claim, f"middle layer deleted: error {_pp(t_mid)}",
+                                           _verdict(t_mid, chance - 0.10)))
     return out
