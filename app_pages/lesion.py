@@ -15,7 +15,7 @@ import streamlit as st
 from analysis.core.errors import LensError
 from analysis.core.reporting import csv_bytes
 from analysis.data.data import Dataset
-from analysis.experiments import lesion, programlesion
+from analysis.experiments import lesion, lesionreadings, programlesion
 from analysis.store import storethrough
 from analysis.store.checkpoints import Checkpoint, find_twin
 from analysis.store.runstore import RunStore, net_key
@@ -30,6 +30,7 @@ from ui.widgets import (
     error_box,
     lazy_tabs,
     metric_row,
+    program_labels,
     progress_reporter,
 )
 
@@ -47,15 +48,18 @@ stopped = st.session_state.pop("lesion_active", None)
 # ------------------------------------------------------------------ sweeps
 @dataclass(frozen=True, eq=False)
 class Net:
-    """What the sweeps run on: a checkpoint's ResNet or a program cut into units, with its label, its
-    run-store key and the stem of its CSV's file name."""
+    """What the sweeps run on: a checkpoint's ResNet or a program cut into units or layers, with its
+    label, its run-store key and the stem of its CSV's file name; ``cut``: "layers" for a program cut
+    into layers (its sweeps are kept apart from its units'), "" otherwise."""
 
     label: str
     key: str  # a checkpoint: its weights' hash (key_of); a program: the sha256 of its archive's bytes
-    model: Any  # a ResNet or a programlesion.OpenedChain: lesion.run_sweep runs either
+    model: Any  # a ResNet, a ProgramChain or a LayerChain: lesion.run_sweep runs each
     residual: bool
     stem: str
     program: bool = False
+    cut: str = ""
+    keys: tuple[str, ...] = ()  # every run-store key of the net (a program's: one per cut), for Forget
 
 
 def key_of(net: Picked) -> str:
@@ -74,8 +78,17 @@ def net_of(net: Picked) -> Net:
                Path(net.name).stem if net.origin == "uploaded" else net.name)
 
 
-def program_net(p: PickedProgram) -> Net:
-    return Net(p.label, p.key, p.chain, True, Path(p.name).stem, program=True)
+def program_key(key: str, cuts: programlesion.Cuts, granularity: str) -> str:
+    """A program's run-store key at a granularity: its archive's sha256 for its units (the key its
+    sweeps have always had), that and the layers' container for its layers."""
+    return key if granularity == "units" else f"{key}|layers:{cuts.layers[0].rpartition('.')[0]}"
+
+
+def program_net(p: PickedProgram, granularity: str) -> Net:
+    """A picked program cut at ``granularity`` (one of p.cuts.chains) as the sweeps see it."""
+    keys = tuple(program_key(p.key, p.cuts, g) for g in p.cuts.chains)
+    return Net(p.label, program_key(p.key, p.cuts, granularity), p.cuts.chains[granularity], p.cuts.residual,
+               Path(p.name).stem, program=True, cut="" if granularity == "units" else granularity, keys=keys)
 
 
 def twin_of(picked: Picked) -> Picked | None:
@@ -91,7 +104,8 @@ def open_store() -> RunStore | None:
 
 
 def session_key(net: Net, experiment: str, settings: dict[str, Any]) -> tuple:
-    return (net.label, data.name, data.split_seed, experiment, settings["samples"], settings["seed"])
+    return (net.label, data.name, data.split_seed, experiment, settings["samples"], settings["seed"]) + (
+        (net.cut,) if net.cut else ())
 
 
 def remember(net: Net, experiment: str, settings: dict[str, Any], result: Outcome) -> None:
@@ -175,11 +189,31 @@ def provenance(found: dict[str, Outcome], describe: str) -> str:
     return f"{lead} ({describe}) — " + "; ".join(parts) + "."
 
 
+def plans(nets: list[Net], experiment: str, samples: int,
+          seed: int) -> tuple[list[Net], dict[str, tuple[str, ...]], dict[str, LensError]]:
+    """The nets a sweep can run on, what each one's chain skipped (its plan's reasons, as the table's
+    attrs["skipped"] holds them: a table read back from the run store has lost its attrs, and a plan
+    is cheap) and why a net cannot run the sweep at all."""
+    runnable: list[Net] = []
+    skipped: dict[str, tuple[str, ...]] = {}
+    refused: dict[str, LensError] = {}
+    for net in nets:
+        try:
+            plan = lesion.plan_sweep(experiment, net.model, samples=samples, seed=seed)
+        except LensError as exc:
+            refused[net.label] = exc
+            continue
+        runnable.append(net)
+        skipped[net.label] = plan.skipped
+    return runnable, skipped, refused
+
+
 def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, main: Net, twin: Net | None,
               store: RunStore | None) -> None:
     """One sweep: its settings and a Run button; the chart, reading and CSV of whatever is measured
     for these settings (this session or the run store) show without pressing Run, which measures
-    only what is missing."""
+    only what is missing. A net whose chain refuses every candidate of the sweep is not run (said
+    under the chart), nor are the candidates it skips."""
     samples = seed = 0
     if experiment in lesion.RANDOM_SWEEPS:
         c = st.columns(2)
@@ -192,7 +226,10 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, main: Net,
     except LensError as exc:
         error_box(exc)
         return
-    nets = [main] + ([twin] if twin else [])
+    nets, skipped, refused = plans([main] + ([twin] if twin else []), experiment, samples, seed)
+    if main.label in refused:  # nothing of this sweep applies to the picked net
+        error_box(refused[main.label])
+        return
     pressed = st.button(f"Run the {title} sweep", key=f"lesion_run_{experiment}",
                         help="Measures the nets that have no stored result for these settings; a progress bar and a "
                              "Cancel button show while it runs.")
@@ -207,30 +244,45 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, main: Net,
         st.info(f"{main.label} has no {title} sweep for {describe} yet: press **Run the {title} sweep**.")
         return
     st.caption(provenance(shown, describe))
-    if twin is not None and twin.label not in shown:
+    if twin is not None and twin.label not in shown and twin.label not in refused:
         st.caption(f"Press **Run the {title} sweep** to add the plain twin {twin.label} beside it.")
     residual = {net.label: net.residual for net in nets}
     df = pd.concat([r.frame.assign(net=lab, residual=residual[lab]) for lab, r in shown.items()], ignore_index=True)
+    key = f"lesion_{experiment}_chart"
     if experiment == "single":
-        render.show(render.single_sweep(df), key=f"lesion_{experiment}_chart")
+        render.show(render.single_sweep(df), key=key)
+    elif experiment in lesionreadings.POSITION_SWEEPS:  # error after each change by position
+        render.show(render.position_sweep(df, lesionreadings.MOVED[experiment], xlabel), key=key)
+        gone = lesionreadings.skipped_caption({lab: skipped[lab] for lab in shown},
+                                              {lab: str(exc) for lab, exc in refused.items()})
+        if gone is not None:  # what was left out, and why, under the chart
+            st.caption(gone)
     elif "k" in df.columns:  # the random sweeps: error against how many blocks are deleted or swapped
-        render.show(render.k_sweep(df, "k", xlabel), key=f"lesion_{experiment}_chart")
-    if main.program or ("k" not in df.columns and experiment != "single"):  # a sweep without a chart: its rows
+        render.show(render.k_sweep(df, "k", xlabel), key=key)
+    # a program's units are named by its graph, so its rows say which is which; a kind the engine gains
+    # before it has a chart shows its rows too
+    if main.program or experiment not in ("single", "k", "reorder", *lesionreadings.POSITION_SWEEPS):
         widgets.table(df, key=f"lesion_{experiment}_table")
-    if experiment == "single":  # a reading computed from the numbers above, per net
-        for net_label, part in df.groupby("net", sort=False):
+    # a reading computed from the numbers above, per net
+    for net_label, part in df.groupby("net", sort=False):
+        if experiment == "single":
             reading = lesion.single_reading(part, residual=residual[str(net_label)], num_classes=data.num_classes)
-            st.markdown(f"**{net_label}**: {reading}")
-    # the file names the picked net (an upload's name without its extension)
-    stem = cache.download_name(main.stem, "")
+        elif experiment in lesionreadings.POSITION_SWEEPS:
+            reading = lesionreadings.position_reading(part, experiment)
+        else:
+            continue
+        st.markdown(f"**{net_label}**: {reading}")
+    # the file names the picked net (an upload's name without its extension), and its cut
+    stem = cache.download_name(main.stem + (f"_{main.cut}" if main.cut else ""), "")
     st.download_button("Download CSV", csv_bytes(df), file_name=f"lesion_{experiment}_{stem}.csv",
                        mime="text/csv", on_click="ignore", key=f"lesion_{experiment}_csv")
 
 
-def forget(net_label: str, key: str) -> None:
-    """Forget the stored sweeps of one net (button callback: runs before the page redraws)."""
-    try:
-        count = cache.run_store().delete_sweeps(key, lesion.SWEEP_KINDS)  # the Path ensemble's measurements stay
+def forget(net_label: str, keys: tuple[str, ...]) -> None:
+    """Forget the stored sweeps of one net, every cut of a program (button callback: runs before the
+    page redraws)."""
+    try:  # the Path ensemble's measurements stay
+        count = sum(cache.run_store().delete_sweeps(key, lesion.SWEEP_KINDS) for key in keys)
     except LensError as exc:
         st.session_state["lesion_forgot"] = f"The stored sweeps of {net_label} could not be deleted: {exc}"
         return
@@ -256,27 +308,89 @@ SWEEP_TABS = {
 
 
 def program_view(p: PickedProgram) -> Dataset:
-    """A program's data (its own, or what the sidebar picks), checked to fit it, and its units; the
-    page stops here until there is data that fits."""
+    """A program's data (its own, or what the sidebar picks), checked to fit it; the page stops here
+    until there is data that fits."""
     loaded: Dataset | None = widgets.program_data(p, "lesion")
     if loaded is None:
         st.stop()
     fitted: Dataset = loaded
     try:  # another input shape or number of classes: both sides named, not a traceback
-        programlesion.check_fits(p.chain, fitted, p.label)
+        programlesion.check_fits(p.cuts.first, fitted, p.label)
     except LensError as exc:
         error_box(exc)
         st.stop()
-    units = lesion.unit_infos(p.chain.units)
-    shape = lesion.shape_text(programlesion.input_shape(p.chain))
-    st.markdown(f"**{p.label}** — a torch.export program of {len(units)} residual units taking {shape} inputs, "
-                f"evaluated on {len(fitted.y_test)} test {lesion.inputs_noun(fitted.dims)} of {fitted.name}.")
-    st.caption("Its graph is cut at its residual units' inputs and outputs. Deleting unit *i* replaces its add by "
-               "the shortcut operand: the residual branch is removed, the shortcut and what follows the add are "
-               "kept (Veit et al. 2016). ↓ marks a unit whose output shape is not its input's.")
-    widgets.table(pd.DataFrame([{"unit": f"{u.name}{' ↓' if u.downsample else ''}", "stage": u.stage,
-                                 "shortcut": u.shortcut} for u in units]), key="lesion_program_units")
     return fitted
+
+
+GRANULARITY_HELP = ("Units: each residual unit (a transformer block's attention and its MLP apart), deleted by "
+                    "removing its branch. Layers: each module of the program's outermost repeated container, "
+                    "deleted by passing its input on unchanged; a plain twin has layers only.")
+
+
+def granularity_of(p: PickedProgram) -> str:
+    """How the sweeps cut the program: a choice where both its units and its layers apply, else the
+    one that does, with one sentence why the other does not."""
+    cuts = p.cuts
+    names = {"units": f"Units ({len(cuts.chains['units'].units) if cuts.residual else 0})",
+             "layers": f"Layers ({programlesion.layers_text(cuts.layers)})" if cuts.layers else "Layers"}
+    offered = list(cuts.chains)
+    if len(offered) > 1:
+        return str(st.radio("Granularity", offered, format_func=names.__getitem__, horizontal=True,
+                            key="lesion_granularity", help=GRANULARITY_HELP))
+    (only,) = offered
+    st.caption(f"{names[only]} only: {next(iter(cuts.refused.values()))}.")
+    return only
+
+
+def program_twin(p: PickedProgram) -> PickedProgram | None:
+    """A shipped residual program's plain twin among the shipped programs (same architecture but the
+    shortcuts, same data split: found by metadata), for side-by-side sweeps at layers granularity."""
+    if p.origin != "shipped" or p.meta is None or not p.meta.residual:
+        return None
+    found: dict[str, PickedProgram] = {}
+    for path in program_labels(available_checkpoints()).values():
+        if Path(path).stem == p.name:
+            continue
+        try:
+            key, cuts, own, meta = cache.shipped_program(path, Path(path).stat().st_mtime)
+        except (LensError, OSError):  # a shipped file that does not open is no twin; the picker says why
+            continue
+        found[path] = PickedProgram("shipped", Path(path).stem, key, cuts, own, meta)
+    twin = programlesion.program_twin(p.meta, {k: v.meta for k, v in found.items()})
+    return None if twin is None else found[twin]
+
+
+def program_nets(p: PickedProgram) -> tuple[Net, Net | None]:
+    """The program at the granularity picked (and its plain twin beside it where it has one and the
+    layers are swept), after a table of what each unit or layer is."""
+    granularity = granularity_of(p)
+    twin = program_twin(p)
+    chain = p.cuts.chains[granularity]
+    infos = lesion.infos_of(chain)
+    shape = lesion.shape_text(programlesion.input_shape(chain))
+    what = "residual units" if granularity == "units" else f"layers of {infos[0].stage}"
+    st.markdown(f"**{p.label}** — a torch.export program taking {shape} inputs, swept over its {len(infos)} {what}, "
+                f"evaluated on {len(data.y_test)} test {lesion.inputs_noun(data.dims)} of {data.name}.")
+    if granularity == "units":
+        st.caption("Its graph is cut at its residual units' inputs and outputs. Deleting unit *i* replaces its add by "
+                   "the shortcut operand: the residual branch is removed, the shortcut and what follows the add are "
+                   "kept (Veit et al. 2016). ↓ marks a unit whose output shape is not its input's.")
+    else:
+        st.caption("Its graph is cut at the outputs of its layers. Deleting layer *i* passes its input on unchanged, "
+                   "as Veit et al. 2016 delete a layer of a plain net; a layer whose residual units carry its input "
+                   "through (shortcut: identity) can also run in parallel with another. ↓ marks a layer whose output "
+                   "shape is not its input's.")
+    noun = "unit" if granularity == "units" else "layer"
+    widgets.table(pd.DataFrame([{noun: f"{u.name}{' ↓' if u.downsample else ''}", "stage": u.stage,
+                                 "shortcut": u.shortcut} for u in infos]), key="lesion_program_units")
+    main = program_net(p, granularity)
+    if twin is None:
+        return main, None
+    if granularity not in twin.cuts.chains:
+        st.caption(f"Its plain twin {twin.label} has no residual units: pick **Layers** to sweep it beside "
+                   f"{p.label}.")
+        return main, None
+    return main, program_net(twin, granularity)
 
 
 def sweeps(main: Net, twin: Net | None) -> None:
@@ -299,7 +413,7 @@ def sweeps(main: Net, twin: Net | None) -> None:
     lazy_tabs(tabs, key="lesion_tab")
     if sweep_store is not None:
         try:
-            mine = sweep_store.sweeps_of(main.key, lesion.SWEEP_KINDS)
+            mine = [w for key in main.keys or (main.key,) for w in sweep_store.sweeps_of(key, lesion.SWEEP_KINDS)]
         except LensError as exc:
             st.warning(f"The run store cannot be read: {exc}")
             mine = []
@@ -310,7 +424,7 @@ def sweeps(main: Net, twin: Net | None) -> None:
                         f"{main.label} has {len(mine)} stored sweep{'s' * (len(mine) != 1)}.")
         if mine:
             counted.button(f"Forget stored sweeps of this net ({len(mine)})", key="lesion_forget", on_click=forget,
-                           args=(main.label, main.key), help="Deletes them from the run store; its plain twin keeps "
+                           args=(main.label, main.keys or (main.key,)), help="Deletes them from the run store; its plain twin keeps "
                                                               "its own.")
 
 
@@ -318,122 +432,123 @@ chosen = checkpoint_picker("lesion", programs=True)
 if chosen is None:
     st.stop()
 data: Dataset
-if isinstance(chosen, PickedProgram):  # a program: its data and units, then the same sweeps
+if isinstance(chosen, PickedProgram):  # a program: its data, units or layers, then the same sweeps
     data = program_view(chosen)
+    program_main, program_plain = program_nets(chosen)
     st.subheader("Sweeps")
-    sweeps(program_net(chosen), None)
-    st.stop()
-picked: Picked = chosen  # narrowed once here, so the functions below see a Picked
-label, ck = picked.label, picked.checkpoint
+    sweeps(program_main, program_plain)
+else:  # a checkpoint (no st.stop() above: a stopped run would not mirror its settings into the URL)
+    picked: Picked = chosen  # narrowed once here, so the functions below see a Picked
+    label, ck = picked.label, picked.checkpoint
 
-loaded: Dataset | None = widgets.evaluation_data(ck, label, "lesion")
-if loaded is None:
-    st.stop()
-data = loaded
-try:  # a 1-D net and images (or a 2-D net and sequences), other channels or classes: said, not a traceback
-    lesion.check_data(ck.spec, data)
-except LensError as exc:
-    error_box(exc)
-    st.stop()
-noun = lesion.inputs_noun(data.dims)  # "sequences" for a 1-D dataset, "images" otherwise
+    loaded: Dataset | None = widgets.evaluation_data(ck, label, "lesion")
+    if loaded is None:
+        st.stop()
+    data = loaded
+    try:  # a 1-D net and images (or a 2-D net and sequences), other channels or classes: said, not a traceback
+        lesion.check_data(ck.spec, data)
+    except LensError as exc:
+        error_box(exc)
+        st.stop()
+    noun = lesion.inputs_noun(data.dims)  # "sequences" for a 1-D dataset, "images" otherwise
 
-infos = lesion.block_infos(ck.model)
-n = len(infos)
-shapes = lesion.block_shapes(ck.spec, data.size)  # per block (input, output), for this data's size
-st.markdown(f"**{label}** — {ck.spec.name}, {n} blocks, evaluated on {len(data.y_test)} test {noun} of "
-            f"{data.name}.")
+    infos = lesion.block_infos(ck.model)
+    n = len(infos)
+    shapes = lesion.block_shapes(ck.spec, data.size)  # per block (input, output), for this data's size
+    st.markdown(f"**{label}** — {ck.spec.name}, {n} blocks, evaluated on {len(data.y_test)} test {noun} of "
+                f"{data.name}.")
 
-# ------------------------------------------------------------------ toggles
-st.subheader("Delete blocks")
-pooled = any(b.plan.entry for _, b in ck.model.blocks())
-st.caption("↓ marks a downsampling block: deleting it keeps its shortcut — "
-           + {"pad": "strided zero-padding (option A)",
-              "projection": "the 1×1 projection + BN" if ck.spec.dims == 2 else "the width-1 projection + BN",
-              "none": "for a plain net, a parameter-free subsample and zero-pad",
-              "identity": "identity"}[next((b.shortcut for b in infos if b.downsample), "identity")]
-           + (" after the block's max pool, which a deleted block keeps" if pooled else "")
-           + f" — so the shape still fits the next block. Each stage is headed by its output shape "
-           f"({lesion.shape_legend(data.dims)}); a block's box says its input and output shapes.")
-DELETED_JOIN = {  # He et al. 2016's variants: what a block with its residual branch deleted still computes
-    "scale": "each deleted block still scales its shortcut by λ (y = λ·s(x)), so deletions multiply the signal by λ",
-    "gate": "a deleted block keeps its gate: y = (1 − g(x))·s(x), the shortcut as the intact net weights it",
-    "shortcut_gate": "a deleted block keeps its gate: y = (1 − g(x))·s(x), the shortcut as the intact net weights it",
-    "dropout": "the dropout on the shortcut acts only in training: at test time a deleted block passes s(x) on",
-}
-if ck.spec.residual and ck.spec.shortcut_variant in DELETED_JOIN:
-    st.caption(f"{ck.spec.variant_label}: {DELETED_JOIN[ck.spec.shortcut_variant]}; what follows the add "
-               "(ReLU, or BN + ReLU) is applied as in the intact block.")
-prefix = f"lesion_{label}"
-box_keys = {b.index: f"{prefix}_{b.name}" for b in infos}
-stages = sorted({b.stage_index for b in infos})
-
-
-def tick(keys: list[str], value: bool) -> None:
-    """Set block checkboxes from a button: its callback runs before the script draws them, the only
-    moment Streamlit lets a widget's value be set through session_state."""
-    for k in keys:
-        st.session_state[k] = value
+    # ------------------------------------------------------------------ toggles
+    st.subheader("Delete blocks")
+    pooled = any(b.plan.entry for _, b in ck.model.blocks())
+    st.caption("↓ marks a downsampling block: deleting it keeps its shortcut — "
+               + {"pad": "strided zero-padding (option A)",
+                  "projection": "the 1×1 projection + BN" if ck.spec.dims == 2 else "the width-1 projection + BN",
+                  "none": "for a plain net, a parameter-free subsample and zero-pad",
+                  "identity": "identity"}[next((b.shortcut for b in infos if b.downsample), "identity")]
+               + (" after the block's max pool, which a deleted block keeps" if pooled else "")
+               + f" — so the shape still fits the next block. Each stage is headed by its output shape "
+               f"({lesion.shape_legend(data.dims)}); a block's box says its input and output shapes.")
+    DELETED_JOIN = {  # He et al. 2016's variants: what a block with its residual branch deleted still computes
+        "scale": "each deleted block still scales its shortcut by λ (y = λ·s(x)), so deletions multiply the signal by λ",
+        "gate": "a deleted block keeps its gate: y = (1 − g(x))·s(x), the shortcut as the intact net weights it",
+        "shortcut_gate": "a deleted block keeps its gate: y = (1 − g(x))·s(x), the shortcut as the intact net weights it",
+        "dropout": "the dropout on the shortcut acts only in training: at test time a deleted block passes s(x) on",
+    }
+    if ck.spec.residual and ck.spec.shortcut_variant in DELETED_JOIN:
+        st.caption(f"{ck.spec.variant_label}: {DELETED_JOIN[ck.spec.shortcut_variant]}; what follows the add "
+                   "(ReLU, or BN + ReLU) is applied as in the intact block.")
+    prefix = f"lesion_{label}"
+    box_keys = {b.index: f"{prefix}_{b.name}" for b in infos}
+    stages = sorted({b.stage_index for b in infos})
 
 
-# the deleted blocks by name: the page's own setting, which ui/urlstate mirrors as `deleted` (the
-# checkboxes' keys name the checkpoint, a link names only blocks). It was set from a link, a reload
-# or back/forward when it differs from what this page last drew: then it sets every box; otherwise
-# the boxes are the newer truth (a click, a button) and it only fills boxes this session has not
-# drawn yet (a net just picked keeps the deleted names it has)
-wanted: list[str] = st.session_state.get("lesion_deleted", [])
-from_link = wanted != st.session_state.get("lesion_deleted_drawn")
-for b in infos:
-    if from_link or box_keys[b.index] not in st.session_state:
-        st.session_state[box_keys[b.index]] = b.name in wanted
-
-# one wrapping row of buttons as wide as their labels: st.columns([1, 1, 6]) cut them to 'S…' at 820 px
-quick = st.container(horizontal=True)
-quick.button("Select all", key=f"{prefix}_select_all", on_click=tick, args=(list(box_keys.values()), True),
-             help="Delete every block", width="content")
-quick.button("Clear", key=f"{prefix}_clear", on_click=tick, args=(list(box_keys.values()), False),
-             help="Keep every block", width="content")
-cols = st.columns(len(stages))
-deleted = []
-for col, stage in zip(cols, stages, strict=True):
-    members = [b for b in infos if b.stage_index == stage]
-    col.markdown(f"**{members[0].stage}** · {lesion.shape_text(shapes[members[-1].index][1])}")
-    col.button(f"Delete all of {members[0].stage}", key=f"{prefix}_stage_{stage}", on_click=tick,
-               args=([box_keys[b.index] for b in members], True), help=f"Delete the {len(members)} blocks of this stage")
-    for b in members:
-        shape_in, shape_out = (lesion.shape_text(v) for v in shapes[b.index])
-        if col.checkbox(f"{b.name}{' ↓' if b.downsample else ''}", key=box_keys[b.index],
-                        help=f"{shape_in} → {shape_out} ({lesion.shape_legend(data.dims)})"):
-            deleted.append(b.index)
-# written here, before anything below can stop the run, so the URL names what the boxes show;
-# a link's own order is kept, and a name this net lacks is dropped (urlstate then warns about it)
-drawn = [infos[i].name for i in deleted]
-if set(drawn) != set(wanted):
-    if drawn:
-        st.session_state["lesion_deleted"] = drawn
-    else:
-        st.session_state.pop("lesion_deleted", None)  # nothing deleted: no `deleted=` in the URL
-st.session_state["lesion_deleted_drawn"] = list(st.session_state.get("lesion_deleted", []))
+    def tick(keys: list[str], value: bool) -> None:
+        """Set block checkboxes from a button: its callback runs before the script draws them, the only
+        moment Streamlit lets a widget's value be set through session_state."""
+        for k in keys:
+            st.session_state[k] = value
 
 
-# the same for every visitor until blocks are deleted: cached across sessions by weights and data
-data_key = repr(lesion.sweep_settings("single", data))
-preds = cache.lesion_predictions(ck.model, key_of(picked), data_key, tuple(deleted), data.x_test)
-y = data.y_test
-base_err, les_err = [(p != y).float().mean().item() for p in preds]
-metric_row([
-    Metric("Test error, intact", f"{100 * base_err:.2f} %"),
-    # no delta with nothing deleted: a red "+0.00 pp" would claim a change
-    Metric(f"Test error, {len(deleted)} deleted", f"{100 * les_err:.2f} %",
-           delta=f"{100 * (les_err - base_err):+.2f} pp" if deleted else None, delta_color="inverse"),
-    Metric("Chance", f"{100 * (1 - 1 / data.num_classes):.1f} %"),
-])
-c1, c2 = st.columns(2)
-pc = pd.DataFrame({"class": data.classes,
-                   "intact": lesion.per_class_accuracy(y, preds[0], data.num_classes),
-                   "lesioned": lesion.per_class_accuracy(y, preds[1], data.num_classes)})
-render.show(render.per_class(pc), key="lesion_per_class", container=c1)
-delta = lesion.confusion(y, preds[1], data.num_classes) - lesion.confusion(y, preds[0], data.num_classes)
-render.show(render.confusion_delta(delta.numpy(), data.classes), key="lesion_confusion", container=c2)
+    # the deleted blocks by name: the page's own setting, which ui/urlstate mirrors as `deleted` (the
+    # checkboxes' keys name the checkpoint, a link names only blocks). It was set from a link, a reload
+    # or back/forward when it differs from what this page last drew: then it sets every box; otherwise
+    # the boxes are the newer truth (a click, a button) and it only fills boxes this session has not
+    # drawn yet (a net just picked keeps the deleted names it has)
+    wanted: list[str] = st.session_state.get("lesion_deleted", [])
+    from_link = wanted != st.session_state.get("lesion_deleted_drawn")
+    for b in infos:
+        if from_link or box_keys[b.index] not in st.session_state:
+            st.session_state[box_keys[b.index]] = b.name in wanted
 
-st.subheader("Sweeps")
-sweeps(net_of(picked), None if (twin := twin_of(picked)) is None else net_of(twin))
+    # one wrapping row of buttons as wide as their labels: st.columns([1, 1, 6]) cut them to 'S…' at 820 px
+    quick = st.container(horizontal=True)
+    quick.button("Select all", key=f"{prefix}_select_all", on_click=tick, args=(list(box_keys.values()), True),
+                 help="Delete every block", width="content")
+    quick.button("Clear", key=f"{prefix}_clear", on_click=tick, args=(list(box_keys.values()), False),
+                 help="Keep every block", width="content")
+    cols = st.columns(len(stages))
+    deleted = []
+    for col, stage in zip(cols, stages, strict=True):
+        members = [b for b in infos if b.stage_index == stage]
+        col.markdown(f"**{members[0].stage}** · {lesion.shape_text(shapes[members[-1].index][1])}")
+        col.button(f"Delete all of {members[0].stage}", key=f"{prefix}_stage_{stage}", on_click=tick,
+                   args=([box_keys[b.index] for b in members], True), help=f"Delete the {len(members)} blocks of this stage")
+        for b in members:
+            shape_in, shape_out = (lesion.shape_text(v) for v in shapes[b.index])
+            if col.checkbox(f"{b.name}{' ↓' if b.downsample else ''}", key=box_keys[b.index],
+                            help=f"{shape_in} → {shape_out} ({lesion.shape_legend(data.dims)})"):
+                deleted.append(b.index)
+    # written here, before anything below can stop the run, so the URL names what the boxes show;
+    # a link's own order is kept, and a name this net lacks is dropped (urlstate then warns about it)
+    drawn = [infos[i].name for i in deleted]
+    if set(drawn) != set(wanted):
+        if drawn:
+            st.session_state["lesion_deleted"] = drawn
+        else:
+            st.session_state.pop("lesion_deleted", None)  # nothing deleted: no `deleted=` in the URL
+    st.session_state["lesion_deleted_drawn"] = list(st.session_state.get("lesion_deleted", []))
+
+
+    # the same for every visitor until blocks are deleted: cached across sessions by weights and data
+    data_key = repr(lesion.sweep_settings("single", data))
+    preds = cache.lesion_predictions(ck.model, key_of(picked), data_key, tuple(deleted), data.x_test)
+    y = data.y_test
+    base_err, les_err = [(p != y).float().mean().item() for p in preds]
+    metric_row([
+        Metric("Test error, intact", f"{100 * base_err:.2f} %"),
+        # no delta with nothing deleted: a red "+0.00 pp" would claim a change
+        Metric(f"Test error, {len(deleted)} deleted", f"{100 * les_err:.2f} %",
+               delta=f"{100 * (les_err - base_err):+.2f} pp" if deleted else None, delta_color="inverse"),
+        Metric("Chance", f"{100 * (1 - 1 / data.num_classes):.1f} %"),
+    ])
+    c1, c2 = st.columns(2)
+    pc = pd.DataFrame({"class": data.classes,
+                       "intact": lesion.per_class_accuracy(y, preds[0], data.num_classes),
+                       "lesioned": lesion.per_class_accuracy(y, preds[1], data.num_classes)})
+    render.show(render.per_class(pc), key="lesion_per_class", container=c1)
+    delta = lesion.confusion(y, preds[1], data.num_classes) - lesion.confusion(y, preds[0], data.num_classes)
+    render.show(render.confusion_delta(delta.numpy(), data.classes), key="lesion_confusion", container=c2)
+
+    st.subheader("Sweeps")
+    sweeps(net_of(picked), None if (twin := twin_of(picked)) is None else net_of(twin))

@@ -15,13 +15,23 @@ from analysis.arch.specs import MODELS
 from analysis.core.errors import DatasetError, LensError
 from analysis.core.reporting import csv_bytes
 from analysis.data.data import Dataset
-from analysis.experiments import lesion, paths
+from analysis.experiments import lesion, paths, programlesion
+from analysis.experiments.chain import ProgramChain
 from analysis.store import storethrough
 from analysis.store.checkpoints import Checkpoint
 from analysis.store.runstore import RunStore, net_key
 from ui import cache, render, widgets
 from ui.fmt import fmt_count, fmt_int
-from ui.widgets import Metric, Picked, checkpoint_picker, error_box, metric_row, progress_reporter, table
+from ui.widgets import (
+    Metric,
+    Picked,
+    PickedProgram,
+    checkpoint_picker,
+    error_box,
+    metric_row,
+    progress_reporter,
+    table,
+)
 
 st.title("Path ensemble")
 st.caption("Veit, Wilber & Belongie 2016: x₍ᵢ₊₁₎ = xᵢ + fᵢ(xᵢ) unrolls into 2ⁿ paths. Their lengths are "
@@ -112,10 +122,19 @@ def open_store() -> RunStore | None:
     return widgets.open_store("Path measurements are kept for this session only")
 
 
-picked = checkpoint_picker("paths", container=st)
+# a program without residual units (the shipped transformers' plain twins) is told as a plain checkpoint is
+PLAIN_PROGRAM = ("is a plain net (no residual units forming one chain): it has a single path; pick a residual net "
+                 "to decompose the gradient.")
+picked = checkpoint_picker("paths", container=st, programs=True, plain_program=PLAIN_PROGRAM)
 if picked is not None:
-    label, ck = picked.label, picked.checkpoint
-    if not ck.spec.residual:
+    label = picked.label
+    # what is measured: a checkpoint's ResNet (n: its residual blocks), or a program's residual units (two per
+    # transformer block; the picker gives only programs that have them)
+    ck = picked.checkpoint if isinstance(picked, Picked) else None
+    trained: paths.PathNet = picked.checkpoint.model if isinstance(picked, Picked) else picked.chain
+    n_blocks = picked.checkpoint.spec.num_blocks if isinstance(picked, Picked) else picked.chain.n
+    noun = "block" if ck is not None else "unit"
+    if ck is not None and not ck.spec.residual:
         st.info(f"{label} is a plain net: it has exactly one path, of length {ck.spec.num_blocks}; pick a "
                 "residual net to decompose the gradient.")
     else:
@@ -125,7 +144,12 @@ if picked is not None:
         seed = c[2].number_input("Seed (0–10,000)", 0, 10_000, 0, key="paths_seed",
                                  help="Which random sets of blocks are sampled.")
         mass = c[3].slider("Effective range holds", 0.5, 0.99, 0.9, key="paths_mass")
-        compare_init = c[4].checkbox("Also at initialisation", value=True, key="paths_init")
+        if ck is not None:
+            compare_init = c[4].checkbox("Also at initialisation", value=True, key="paths_init")
+        else:
+            compare_init = False
+            c[4].caption("No comparison at initialisation: a program file holds its trained weights only, "
+                         "with no initialiser to draw fresh ones from.")
         settings = paths.MeasureSettings(int(samples), int(batch), int(seed))
         nets = [net for net in paths.NETS if net == "trained" or compare_init]
         # this session's measurements, by (label, net, settings); beside each, the net key and test data
@@ -138,21 +162,27 @@ if picked is not None:
             st.warning(f"The measurement of {stopped[0]} ({stopped[1].describe()}) was stopped before it finished "
                        "(Cancel, or another click while it ran); nothing of it was kept.")
         try:
-            shipped = cache.stored_path_results(picked.name) if picked.origin == "shipped" else {}
+            shipped = (cache.stored_path_results(picked.name, program=ck is None)
+                       if picked.origin == "shipped" else {})
         except LensError as exc:
             error_box(exc)
             shipped = {}
         # stored results can still be shown without data; Measure says it has none
-        data = widgets.evaluation_data(ck, label, "paths", verb="measured")
+        data = (widgets.evaluation_data(ck, label, "paths", verb="measured") if ck is not None
+                else widgets.program_data(picked, "paths", verb="measured") if isinstance(picked, PickedProgram)
+                else None)
         if data is not None:
-            try:  # a 1-D net and images (or the reverse): said here, before Measure
-                lesion.check_data(ck.spec, data)
+            try:  # a 1-D net and images (or the reverse), a program's other shape: said here, before Measure
+                if ck is not None:
+                    lesion.check_data(ck.spec, data)
+                elif isinstance(trained, ProgramChain):
+                    programlesion.check_fits(trained, data, label)
             except LensError as exc:
                 error_box(exc)
                 st.stop()  # nothing below can be measured or looked up on data the net cannot take
         # without the test data there is nothing to key a stored measurement by (nor to measure on)
         run_store = open_store() if data is not None else None
-        net_id = key_of(picked)
+        net_id = key_of(picked) if isinstance(picked, Picked) else picked.key  # a program's: its file's sha256
 
         warned: set[str] = set()
 
@@ -213,7 +243,7 @@ if picked is not None:
                 """One net's measurement for the library's store-through runner, keyed as lookup() finds it."""
 
                 def compute(progress: storethrough.ProgressFn | None) -> pd.DataFrame:
-                    model = ck.model if net == "trained" else paths.initialised(ck.model)
+                    model = paths.initialised(ck.model) if net == "initialisation" and ck is not None else trained
                     return paths.measure(model, data.x_test, data.y_test, settings, progress=progress)
 
                 return storethrough.Job(net_id, paths.STORE_KINDS[net], paths.store_settings(settings, data),
@@ -253,7 +283,7 @@ if picked is not None:
         shown = next((s for s in candidates if s is not None and lookup("trained", s)), None)
         if shown is None:
             st.info(f"{label} has not been measured with {settings.describe()}: press **Measure** (the "
-                    f"{ck.spec.num_blocks}-block net takes a while; a progress bar and a Cancel button show).")
+                    f"{n_blocks}-{noun} net takes a while; a progress bar and a Cancel button show).")
         else:
             if shown != settings:
                 st.info(f"Showing the results for {shown.describe()}: the settings above "
@@ -277,14 +307,16 @@ if picked is not None:
             res = pd.concat(frames, ignore_index=True)
             lo_k, hi_k = paths.effective_range(frames[0], mass)
             metric_row([
-                Metric("Residual blocks n", fmt_int(ck.spec.num_blocks)),
+                Metric(f"Residual {noun}s n", fmt_int(n_blocks)),
                 Metric(f"Effective paths ({mass:.0%} of total gradient)", f"{lo_k}–{hi_k}"),
                 Metric("Paper, ResNet-110 (54 blocks)", f"{VEIT_EFFECTIVE_PATHS[0]}–{VEIT_EFFECTIVE_PATHS[1]}"),
             ])
             render.show(render.gradient_by_length(res, (lo_k, hi_k)), key="paths_grad")
-            st.caption(f"Effective range on the trained net: lengths {lo_k}–{hi_k} out of 0–{ck.spec.num_blocks} "
-                       f"(mean path length {ck.spec.num_blocks / 2:g}). Short paths are few but carry "
-                       "orders of magnitude more gradient each.")
+            # the exact share of the net's own 2^n paths (n its blocks or units) that lie in the effective range
+            among = cache.length_distribution(n_blocks).share(lo_k, hi_k)
+            st.caption(f"Effective range on the trained net: lengths {lo_k}–{hi_k} out of 0–{n_blocks} "
+                       f"(mean path length {n_blocks / 2:g}), {100 * float(among):.2f} % of its 2^{n_blocks} paths. "
+                       "Short paths are few but carry orders of magnitude more gradient each.")
             # gradient magnitudes span many decades (1e-23 to 6e-5 on the shipped 56-layer net): the app's
             # format writes those columns in scientific notation, where 0.00000000002 was shown. The total
             # relative to its peak lies in [0, 1]: three significant digits per value (0.5, 0.000123,

@@ -350,3 +350,43 @@ def test_a_net_of_unknown_data_is_offered_the_data_it_can_take(channels, size, c
     names = {"digits": "embedded digits", "cifar10": "CIFAR-10 (local path)", "imagefolder": "ImageFolder (local path)"}
     assert at.sidebar.selectbox(key="lesion_data_kind").options == [names[k] for k in offered]
     assert any("does not say what data it was trained on" in c.value for c in at.caption)
+
+
+def test_swap_and_repeat_sweeps_chart_both_nets_and_say_what_was_skipped():
+    """The position sweeps of a residual net and its plain twin: one chart, bars per change and each
+    net's intact error as a dotted line; the candidates each chain refused under it in one caption; a
+    reading per net computed from its rows. Oracle: lesion.run_sweep on each checkpoint."""
+    from analysis.experiments import lesionreadings
+
+    d = dataset_for(load_checkpoint(shipped_checkpoints()["digits_resnet20"]).meta)
+    at = lesion_page()
+    for kind, tab in (("swap", "Swapping"), ("repeat", "Repeating")):
+        at.session_state["lesion_tab"] = tab
+        at.run()
+        at.button(key=f"lesion_run_{kind}").click().run()
+        clean(at)
+        fig = charts(at)[f"lesion_{kind}_chart"]["figure"]
+        lines = sorted(t["name"] for t in fig["data"] if t["type"] == "scatter")
+        bars = {t["name"]: list(t["x"]) for t in fig["data"] if t["type"] == "bar"}
+        theirs = {net: lesion.run_sweep(kind, load_checkpoint(shipped_checkpoints()[name]).model, d.x_test, d.y_test)
+                  for net, name in ((R20, "digits_resnet20"), (P20, "digits_plain20"))}
+        for net, df in theirs.items():
+            assert bars[f"{net}: {lesionreadings.MOVED[kind]}"] == list(df["units"])[1:]
+            intact = 100 * float(df["error"].iloc[0])
+            assert f"{net}: intact, {intact:.2f} %" in lines
+            reading = lesionreadings.position_reading(df, kind)
+            assert f"**{net}**: {reading}" in [m.value for m in at.markdown]
+        (skipped,) = [c.value for c in at.caption if c.value.startswith("Skipped — ")]
+        for net, df in theirs.items():  # the two downsampling blocks: a swap into or out of one, a repeat of one
+            assert f"{net}: " in skipped and len(df.attrs["skipped"]) == {"swap": 4, "repeat": 2}[kind]
+            assert all(line in skipped for line in df.attrs["skipped"])
+
+
+def test_a_sweep_no_candidate_of_which_applies_is_said_instead_of_run():
+    at = lesion_page()
+    at.session_state["lesion_tab"] = "Parallel"
+    at.run()
+    clean(at)
+    (err,) = [e.value for e in at.error]
+    assert err.startswith("no two adjacent units of this net can run in parallel: ") and "post-activation" in err
+    assert "lesion_run_parallel" not in [b.key for b in at.button]

@@ -104,12 +104,85 @@ def test_shards_of_a_program_merge_into_the_single_process_table(r20, kind, monk
     pd.testing.assert_frame_equal(merged, single)
 
 
-def test_a_chain_cut_without_its_program_cannot_travel(r20) -> None:
+def test_every_program_chain_travels_with_its_program(r20) -> None:
+    """A ProgramChain keeps the program it was cut from (no subclass needed): that is what a shard is sent."""
     from analysis.arch.graphnet import load_program
     from analysis.experiments.chain import ProgramChain
 
     chain = ProgramChain(load_program(r20, r20.name), name="bare")
-    with pytest.raises(ValueError, match="cut without keeping its program"):
-        shard.sharded_sweep("single", chain, torch.zeros(2, 1, 16, 16), torch.zeros(2, dtype=torch.long))
-    payload = shard.ProgramPayload.of(programlesion.open_chain(r20.read_bytes(), "r20"))
-    assert payload.name == "r20" and payload.blob[:2] == b"PK"
+    payload = shard.ProgramPayload.of(chain)
+    assert payload.name == "bare" and payload.blob == programlesion.program_bytes(chain.program)
+    opened = programlesion.open_chain(r20.read_bytes(), "r20")
+    assert type(opened) is ProgramChain and shard.ProgramPayload.of(opened).blob[:2] == b"PK"
+
+
+# ------------------------------------------------------------------ shipped programs, units or layers
+def test_a_shipped_program_by_name_sweeps_its_layers_on_its_own_data(tmp_path, capsys) -> None:
+    """Oracle: lesion.run_sweep on the shipped ViT cut at blocks.0 .. blocks.3 (LayerChain), on the data
+    its metadata names."""
+    from analysis.experiments.chain import LayerChain, layer_candidates
+    from analysis.store import programs
+
+    out = tmp_path / "r.csv"
+    assert main(["lesion", "--checkpoint", "digits_vit", "--experiment", "repeat", "--granularity", "layers",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "digits_vit: evaluated on its own data, digits16 (450 test images, split seed 0)" in printed
+    assert "digits_vit: swept over its 4 layers, blocks.0 … blocks.3" in printed
+    ep, meta = programs.load_shipped("digits_vit")
+    d = programs.dataset_for_program(meta)
+    theirs = lesion.run_sweep("repeat", LayerChain(ep, layer_candidates(ep)["blocks"]), d.x_test, d.y_test)
+    ours = pd.read_csv(out)
+    assert set(ours["checkpoint"]) == {"digits_vit"}
+    assert list(ours["units"]) == list(theirs["units"]) == ["none"] + [f"blocks.{i} x2" for i in range(4)]
+    assert ours["error"].tolist() == pytest.approx(theirs["error"].tolist(), abs=1e-12)
+    assert ours["error"].nunique() > 2  # repeats change the error: the comparison can tell sweeps apart
+    worst = theirs.loc[theirs["error"].idxmax(), "units"].removesuffix(" x2")
+    assert f"repeating {worst} costs the most" in printed
+
+
+def test_a_plain_program_is_swept_over_its_layers_and_says_why(tmp_path, capsys) -> None:
+    out = tmp_path / "p.csv"
+    assert main(["lesion", "--checkpoint", "digits_vit_plain", "--experiment", "swap", "--out", str(out)]) == 0
+    assert "digits_vit_plain: swept over its 4 layers, blocks.0 … blocks.3: digits_vit_plain has no residual " \
+           "units" in capsys.readouterr().out
+    assert list(pd.read_csv(out)["units"]) == ["none", "blocks.0<->blocks.1", "blocks.1<->blocks.2",
+                                               "blocks.2<->blocks.3"]
+    assert main(["lesion", "--checkpoint", "digits_vit_plain", "--granularity", "units",
+                 "--out", str(out.with_name("u.csv"))]) == 2
+    assert "digits_vit_plain has no residual units" in error_line(capsys)
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    (["--size", "8"], "--size goes with --data: digits_vit is evaluated on its own data"),
+])
+def test_a_shipped_program_refuses_what_does_not_apply(extra, said, tmp_path, capsys) -> None:
+    assert main(["lesion", "--checkpoint", "digits_vit", *extra, "--out", str(tmp_path / "x.csv")]) == 2
+    assert said in error_line(capsys)
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_layers_in_shards_equal_layers_in_one_process(tmp_path) -> None:
+    """A program cut at its layers travels to the shards with its modules and is cut there the same way."""
+    one, three = tmp_path / "one.csv", tmp_path / "three.csv"
+    common = ["lesion", "--checkpoint", "digits_vit", "--granularity", "layers", "--experiment", "parallel",
+              "--batch-size", "100"]
+    assert main([*common, "--out", str(one)]) == 0
+    assert main([*common, "--shards", "3", "--out", str(three)]) == 0
+    a, b = pd.read_csv(one), pd.read_csv(three)
+    assert list(a["units"]) == ["none", "blocks.0 || blocks.1", "blocks.1 || blocks.2", "blocks.2 || blocks.3"]
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_checkpoint_has_no_layers_granularity(tmp_path, capsys) -> None:
+    assert main(["lesion", "--checkpoint", "digits_resnet20", "--granularity", "layers",
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "--granularity layers cuts a program (.pt2)" in error_line(capsys)
+
+
+def test_samples_help_names_the_random_sweeps(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["lesion", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "read by the random sweeps k and reorder only; single, swap, repeat and parallel ignore it" in text
+    assert "--granularity {units,layers}" in text

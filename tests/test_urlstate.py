@@ -134,7 +134,8 @@ VIEWS = [  # (page, query): the views that between them draw every widget of the
     ("diagrams", {"source": "Your net", "net_from": "example", "net_level": "modules"}),
     ("blocks", {}), ("blocks", {"dims": "1"}), ("diagrams", {"block_dims": "1"}), ("depth", {}), ("depth", {"family": "cifar"}), ("training", {}),
     ("training", {"data": "imagefolder"}), ("training", {"data": "mnist1d"}), ("paths", {}), ("painters", {}), ("painters", {"data": "mnist1d"}), ("theory", {}), ("lesion", {}),
-    ("lesion", {"deleted": ["layer1.0", "layer3.8"]}), ("transfer", {}), ("transfer", {"source": "checkpoint"}),
+    ("lesion", {"deleted": ["layer1.0", "layer3.8"]}), ("lesion", {"ckpt": "shipped: digits_vit"}),
+    ("paths", {"ckpt": "shipped: digits_vit"}), ("transfer", {}), ("transfer", {"source": "checkpoint"}),
 ]
 
 

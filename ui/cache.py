@@ -165,23 +165,26 @@ def opened_module(ref: str, input_shape: str, input_dtype: sources.InputDtype) -
 
 # A program opened with its weights for the lesion lab: a resource (its segments hold the weights),
 # keyed by its bytes, so sessions uploading one file share it; the sweeps only run it, never change it.
+# It is cut each way that applies (by its units, at its repeated layers) once, here.
 @st.cache_resource(show_spinner="Opening the program…", max_entries=4)
-def program_chain(blob: bytes, name: str) -> programlesion.OpenedChain:
-    """An uploaded .pt2 checked, opened with its weights and cut into units (analysis.experiments.programlesion)."""
-    return programlesion.open_chain(blob, name)
+def program_cuts(blob: bytes, name: str) -> programlesion.Cuts:
+    """An uploaded .pt2 checked, opened with its weights and cut into units and layers where each
+    applies (analysis.experiments.programlesion.cut)."""
+    return programlesion.open_cuts(blob, name)
 
 
-@st.cache_resource(show_spinner="Opening the program…", max_entries=4)
-def shipped_program(path: str, mtime: float) -> tuple[str, programlesion.OpenedChain, data.Dataset]:
+@st.cache_resource(show_spinner="Opening the program…", max_entries=8)
+def shipped_program(path: str, mtime: float) -> tuple[str, programlesion.Cuts, data.Dataset, Any]:
     """A shipped program (analysis.store.programs) by path and modification time: its run-store key (the
-    sha256 of its file's bytes), the program cut into units, and its own test data from its metadata."""
+    sha256 of its file's bytes), the program cut into units and layers, its own test data and its
+    metadata (a ProgramMeta: what finds its plain twin)."""
     del mtime
     from analysis.store import programs
 
     ep, meta = programs.load_shipped(Path(path))
     blob = Path(path).read_bytes()
-    return (programlesion.program_key(blob), programlesion.OpenedChain(ep, Path(path).name),
-            programs.dataset_for_program(meta))
+    return (programlesion.program_key(blob), programlesion.cut(ep, Path(path).name),
+            programs.dataset_for_program(meta), meta)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -231,10 +234,13 @@ def scaled_shortcut_gradients(lambdas: tuple[float, ...], depth: int, residual_s
     return theory.scaled_shortcut_gradients(lambdas, depth, residual_scale=residual_scale)
 
 
-def stored_path_results(name: str) -> paths.Results:
-    """The gradient-by-length measurements stored beside a shipped checkpoint (empty if none, or if
-    they were made on another version of the file); reloaded when either file changes."""
-    file = checkpoints.shipped_checkpoints().get(name)
+def stored_path_results(name: str, program: bool = False) -> paths.Results:
+    """The gradient-by-length measurements stored beside a shipped checkpoint (``program``: a shipped
+    program, analysis.store.programs) (empty if none, or if they were made on another version of the
+    file); reloaded when either file changes."""
+    from analysis.store import programs
+
+    file = (programs.shipped_programs() if program else checkpoints.shipped_checkpoints()).get(name)
     if file is None:
         return {}
     stored = paths.results_file(file)

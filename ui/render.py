@@ -367,6 +367,29 @@ def single_sweep(df: pd.DataFrame) -> go.Figure:
     return _finish(fig, 420, legend=True)
 
 
+def position_sweep(df: pd.DataFrame, moved: str, xlabel: str) -> go.Figure:
+    """Error after each change by position (a swap, repeat or parallel sweep: ``units`` names the
+    change, ``index`` its position, -1 the intact net), residual net and plain twin on the same axes,
+    each net's intact error a dotted line named in the legend, as in :func:`single_sweep`. ``moved``:
+    what one bar did ("pair swapped")."""
+    fig = go.Figure()
+    order = list(dict.fromkeys(df.loc[df["index"] >= 0].sort_values("index", kind="stable")["units"]))
+    for net, g in df.groupby("net", sort=False):
+        c = RESIDUAL_COLOURS[bool(g["residual"].iloc[0])]
+        bars = g[g["index"] >= 0]
+        intact = 100 * float(g.loc[g["index"] < 0, "error"].iloc[0])
+        fig.add_bar(x=bars["units"], y=100 * bars["error"], name=f"{net}: {moved}", legendgroup=str(net),
+                    marker_color=c, opacity=0.85, customdata=100 * bars["error"] - intact,
+                    hovertemplate="%{x}<br>test error %{y:.2f} % (%{customdata:+.2f} pp)<extra>" + str(net)
+                                  + "</extra>")
+        fig.add_scatter(x=order, y=[intact] * len(order), mode="lines", line=dict(color=c, dash="dot", width=2),
+                        legendgroup=str(net), name=f"{net}: intact, {intact:.2f} %", hoverinfo="skip")
+    fig.update_xaxes(title_text=xlabel, tickangle=-45, type="category", categoryorder="array", categoryarray=order)
+    fig.update_yaxes(title_text="test error", ticksuffix=" %", rangemode="tozero")
+    fig.update_layout(barmode="group")
+    return _finish(fig, 420, legend=True)
+
+
 def k_sweep(df: pd.DataFrame, x: str, xlabel: str) -> go.Figure:
     """Mean error vs k with a ±std band, residual and plain on the same axes."""
     fig = go.Figure()

@@ -152,7 +152,7 @@ REGISTRY: dict[str, PageParams] = {
     "lesion": PageParams("lesion_", {"ckpt": "str", "data_kind": "str", "data_path": "str", "per_class": "int",
                                      "k_samples": "int",
                                      "k_seed": "int", "reorder_samples": "int", "reorder_seed": "int",
-                                     "deleted": "strs", "tab": "str"}),
+                                     "deleted": "strs", "tab": "str", "granularity": "str"}),
     "paths": PageParams("paths_", {"n": "int", "pick": "int", "net": "str", "blocks_*": "int", "range_*": "pair",
                                    "ckpt": "str", "data_kind": "str", "data_path": "str", "per_class": "int",
                                    "samples": "int", "batch": "int", "seed": "int", "mass": "float",

@@ -285,15 +285,15 @@ def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: 
 
 @overload
 def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: digits_resnet56", *,
-                      programs: Literal[True]) -> Picked | PickedProgram | None: ...
+                      programs: Literal[True], plain_program: str | None = None) -> Picked | PickedProgram | None: ...
 
 
 def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: digits_resnet56",
-                      programs: bool = False) -> Picked | PickedProgram | None:
+                      programs: bool = False, plain_program: str | None = None) -> Picked | PickedProgram | None:
     """Shipped checkpoints, nets trained in this session, or an uploaded file (our format or a
     torchvision-style state_dict, loaded with weights_only=True); with ``programs``, also the shipped
-    programs and an uploaded one (.pt2, with its weights: :func:`program_picker`). Errors are shown,
-    not raised."""
+    programs and an uploaded one (.pt2, with its weights: :func:`program_picker`; ``plain_program``: what a
+    program without residual units is told, see there). Errors are shown, not raised."""
     box = container or st.sidebar
     from ui import cache
 
@@ -307,7 +307,7 @@ def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: 
     choice = box.selectbox("Checkpoint", labels, index=labels.index(default) if default in labels else 0,
                            key=f"{key}_ckpt")
     if programs and (choice in shipped_programs or choice == UPLOAD_PROGRAM):
-        return program_picker(box, key, shipped_programs.get(choice))
+        return program_picker(box, key, shipped_programs.get(choice), plain_program)
     if choice != UPLOAD:
         return options[choice]
     # no type filter: the browser listed a rejected .txt beside the file still in use (issue 21); every
@@ -350,18 +350,26 @@ PROGRAM_DATA = {"digits": "embedded digits", "mnist1d": "MNIST-1D (embedded sequ
 
 @dataclass(frozen=True, eq=False)
 class PickedProgram:
-    """A torch.export program (with its weights) chosen in a picker, cut into its residual units;
-    ``own``: a shipped program's test data, rebuilt from its metadata (None: the user picks)."""
+    """A torch.export program (with its weights) chosen in a picker, cut into its residual units and its
+    repeated layers where each applies; ``own``: a shipped program's test data, rebuilt from its
+    metadata (None: the user picks), and ``meta`` that metadata (a ProgramMeta)."""
 
     origin: Literal["shipped", "uploaded"]
     name: str
     key: str  # the run store's key: the sha256 of the archive's bytes (programlesion.program_key)
-    chain: ProgramChain
+    cuts: programlesion.Cuts
     own: Any = None  # a Dataset for a shipped program
+    meta: Any = None
 
     @property
     def label(self) -> str:
         return f"{ORIGIN_PREFIX[self.origin]}: {self.name}"
+
+    @property
+    def chain(self) -> ProgramChain:
+        """Its residual units as one chain (a ChainError where it has none: ``cuts`` says why and has
+        its layers)."""
+        return self.cuts.units
 
 
 def program_labels(taken: dict[str, Any]) -> dict[str, str]:
@@ -378,9 +386,11 @@ def program_labels(taken: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def program_picker(box: Any, key: str, shipped: str | None) -> PickedProgram | None:
+def program_picker(box: Any, key: str, shipped: str | None, plain: str | None = None) -> PickedProgram | None:
     """A shipped program (its path) or, for None, an uploaded .pt2, opened with its weights (cached
-    per content, never mutated: ui.cache); a bad file is said in one sentence."""
+    per content, never mutated: ui.cache) and cut into units and layers where each applies; a bad file
+    is said in one sentence. ``plain`` given: a program without residual units is not picked, and
+    '<label> <plain>' is said instead."""
     from pathlib import Path
 
     from ui import cache
@@ -388,20 +398,29 @@ def program_picker(box: Any, key: str, shipped: str | None) -> PickedProgram | N
     try:
         if shipped is not None:
             path = Path(shipped)
-            key_, chain, own = cache.shipped_program(str(path), path.stat().st_mtime)
-            return PickedProgram("shipped", path.stem, key_, chain, own)
+            key_, cuts, own, meta = cache.shipped_program(str(path), path.stat().st_mtime)
+            return _unless_plain(box, PickedProgram("shipped", path.stem, key_, cuts, own, meta), plain)
         up = box.file_uploader("Program (.pt2, with its weights)", key=f"{key}_program_upload",
                                help="A torch.export program saved with torch.export.save: its graph and weights. "
-                                    "The lesion sweeps run it cut at its residual units.")
+                                    "The lesion sweeps run it cut at its residual units or its repeated layers.")
         if up is None:
             box.info("Upload a .pt2 saved by torch.export.save (the README's 'Your own net' shows how); its "
                      "residual units are deleted and reordered as a ResNet's blocks are.")
             return None
         blob = up.getvalue()
-        return PickedProgram("uploaded", up.name, programlesion.program_key(blob), cache.program_chain(blob, up.name))
+        picked = PickedProgram("uploaded", up.name, programlesion.program_key(blob), cache.program_cuts(blob, up.name))
+        return _unless_plain(box, picked, plain)
     except (LensError, OSError) as exc:
         error_box(exc)
         return None
+
+
+def _unless_plain(box: Any, p: PickedProgram, plain: str | None) -> PickedProgram | None:
+    """``p``, or None where ``plain`` is given and ``p`` has no residual units (then '<label> <plain>' is said)."""
+    if plain is not None and not p.cuts.residual:
+        box.info(f"{p.label} {plain}")
+        return None
+    return p
 
 
 def program_data(p: PickedProgram, key: str, verb: str = "evaluated") -> Any:
@@ -416,7 +435,7 @@ def program_data(p: PickedProgram, key: str, verb: str = "evaluated") -> Any:
     st.caption(f"A program file holds no metadata: choose the data {p.label} is {verb} on in the sidebar. Its "
                "inputs are normalised with the dataset's own statistics (a program file stores none).")
     kinds = list(PROGRAM_DATA)
-    guess = programlesion.likely_kind(p.chain)
+    guess = programlesion.likely_kind(p.cuts.first)
     kind = st.sidebar.selectbox("Dataset", kinds, index=kinds.index(guess), key=f"{key}_data_kind",
                                 format_func=PROGRAM_DATA.__getitem__)
     path = None
@@ -429,7 +448,7 @@ def program_data(p: PickedProgram, key: str, verb: str = "evaluated") -> Any:
                     f"{p.label} is {verb} on (sidebar).")
             return None
     try:
-        return cache.evaluation_dataset(programlesion.choose(p.chain, kind, path=path, name=p.label))
+        return cache.evaluation_dataset(programlesion.choose(p.cuts.first, kind, path=path, name=p.label))
     except LensError as exc:
         error_box(exc)
         return None

@@ -1,11 +1,14 @@
 """``python -m analysis lesion``: delete or reorder blocks of a trained net and write the test error
 of each lesion to a CSV (in this process, or in shards on Ray). The net is a checkpoint (a ResNet) or
-a torch.export program (``.pt2``, with its weights) cut into its residual units
-(:mod:`analysis.experiments.programlesion`), whose data must be named with ``--data``."""
+a torch.export program (``.pt2``, with its weights) cut into its residual units or, with
+``--granularity layers``, its outermost repeated container's layers
+(:mod:`analysis.experiments.programlesion`). A program file's data must be named with ``--data``; a
+shipped program (``--checkpoint digits_vit``) is evaluated on its own, from its metadata."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from tqdm import tqdm
@@ -15,6 +18,7 @@ from analysis.cli.common import (
     EVAL_DATA_HELP,
     EVAL_OPTIONS,
     SEED_MAX,
+    Interrupted,
     Stop,
     Subparsers,
     add_data_args,
@@ -22,8 +26,10 @@ from analysis.cli.common import (
     add_shard_args,
     check_data_options,
     check_int,
+    check_shard_options,
     evaluate,
     evaluation_data,
+    state,
     where,
     whole,
 )
@@ -31,29 +37,37 @@ from analysis.core.errors import ConfigError
 from analysis.core.io import check_writable
 from analysis.core.reporting import write_csv
 from analysis.data.data import Dataset
-from analysis.experiments import evaluation, lesion, programlesion
-from analysis.experiments.chain import ChainError
+from analysis.experiments import evaluation, lesion, lesionreadings, programlesion
+from analysis.experiments.chain import ChainError, LayerChain
+from analysis.experiments.evaluation import check_request
 from analysis.run import shard
 
 PROGRAM_DATA_HELP = ("; a .pt2 program carries no metadata, so --data is required for one and its inputs are "
-                     "normalised with the dataset's own statistics (a program file stores none)")
+                     "normalised with the dataset's own statistics (a program file stores none); a shipped "
+                     "program (e.g. digits_vit) is evaluated on its own data, from the metadata it ships with")
 
 
 def add_parser(sub: Subparsers) -> None:
     le = sub.add_parser("lesion", help="delete or reorder blocks of a trained net and record the test error",
                         description="Lesion sweeps (Veit et al. 2016) with prefix reuse; writes a CSV atomically.")
     le.add_argument("--checkpoint", required=True,
-                    help="a .pt/.pth file (ours or a torchvision state_dict), a shipped name, e.g. digits_resnet56, or "
-                         "a torch.export program with its weights (.pt2, from torch.export.save), swept over its "
-                         "residual units when they form one chain")
+                    help="a .pt/.pth file (ours or a torchvision state_dict), a shipped name, e.g. digits_resnet56, "
+                         "a shipped program's name, e.g. digits_vit, or a torch.export program with its weights "
+                         "(.pt2, from torch.export.save), swept over its residual units or layers (--granularity)")
     add_data_args(le, data_help=EVAL_DATA_HELP + PROGRAM_DATA_HELP,
                   size_help="image size (default: the net's own; a .pt2 program's: its input's). For a bare state_dict, also the "
                                            "input size the net is meant for (default 224 for an ImageNet stem, "
                                            "32 for a CIFAR stem)")
     add_evaluation_args(le, "no shortcuts")
     le.add_argument("--experiment", choices=list(lesion.SWEEP_KINDS), default="single")
-    le.add_argument("--samples", type=whole, default=5, help="random samples per k (k and reorder), >= 1")
-    le.add_argument("--seed", type=whole, default=0, help="0 to 2**63-1")
+    le.add_argument("--granularity", choices=list(programlesion.GRANULARITIES), default=None,
+                    help="a program's: units (each residual unit) or layers (each module of its outermost repeated "
+                         "container, e.g. blocks.0 ... blocks.N; deleted, a layer passes its input on). Default: "
+                         "units where the program has residual units, else layers. A checkpoint's blocks are its units")
+    le.add_argument("--samples", type=whole, default=5,
+                    help="random samples per k (k) or per number of swaps (reorder), >= 1: read by the random "
+                         "sweeps k and reorder only; single, swap, repeat and parallel ignore it")
+    le.add_argument("--seed", type=whole, default=0, help="0 to 2**63-1 (the random sweeps k and reorder only)")
     le.add_argument("--batch-size", type=whole, default=256, help=">= 1")
     le.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (on Ray: cuda, one GPU per shard)")
     add_shard_args(le, "sweep")
@@ -69,15 +83,37 @@ def cmd_lesion(args: argparse.Namespace, stop: Stop) -> int:
     check_int("--samples", args.samples, 1, 100_000)  # refused for every sweep: a typed value must mean something
     lesion.check_sweep_options(args.experiment, samples=args.samples, seed=args.seed, batch_size=args.batch_size)
     check_int("--seed", args.seed, 0, SEED_MAX)
-    return evaluate(args, out, _lesion)
+    shipped = shipped_program(str(args.checkpoint))
+    if shipped is None:
+        return evaluate(args, out, _lesion)
+    # a shipped program by name: the checks evaluate() makes, then its own data (program_data)
+    check_request(kind=args.data, path=args.data_path, size=args.size, resize=args.resize,
+                  max_per_class=args.max_per_class, seed=args.split_seed, options=EVAL_OPTIONS)
+    check_shard_options(args)
+    try:
+        return _lesion(args, shipped, out)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(getattr(exc, "signum", signal.SIGINT), f"no CSV written; {state(out)}") from None
+
+
+def shipped_program(name: str) -> Path | None:
+    """The file of a shipped program named ``name`` (analysis.store.programs), None for any other name
+    (a shipped checkpoint's name is a checkpoint's)."""
+    from analysis.store.checkpoints import shipped_checkpoints
+    from analysis.store.programs import shipped_programs
+
+    return None if name in shipped_checkpoints() else shipped_programs().get(name)
 
 
 def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
     sharded = args.executor == "ray" or args.shards > 1
-    model: ResNet | programlesion.OpenedChain
+    model: ResNet | programlesion.ProgramCut
     if programlesion.is_program(path):  # sharded: opened on the CPU here, on its device in each shard
         model, data = program_data(args, path, "cpu" if sharded else args.device)
     else:
+        if args.granularity == "layers":
+            raise ConfigError(f"--granularity layers cuts a program (.pt2) at its repeated modules; the blocks of "
+                              f"{args.checkpoint} are its units")
         ck, data = evaluation_data(args, path)
         model = ck.model
     if sharded:
@@ -108,33 +144,61 @@ def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
     write_csv(out, df)
     if args.experiment == "single":
         print(df[["deleted", "downsample", "error"]].to_string(index=False))
+    elif args.experiment in lesionreadings.POSITION_SWEEPS:  # one row per position: no k to summarise by
+        print(df[["units", "stage", "error"]].to_string(index=False))
+        print(lesionreadings.position_reading(df, args.experiment))
+        for line in df.attrs.get("skipped", []):
+            print(f"skipped {line}")
     else:
         print(lesion.summarise(df).to_string(index=False))
     print(f"wrote {out} ({len(df)} rows)")
     return 0
 
 
-def program_data(args: argparse.Namespace, path: Path, device: str) -> tuple[programlesion.OpenedChain, Dataset]:
-    """A ``.pt2`` program cut into units on ``device`` and the test data named by ``--data``, checked to
-    fit it (input shape, classes) before any sweep; which data, and how normalised, is printed first."""
+def program_data(args: argparse.Namespace, path: Path, device: str) -> tuple[programlesion.ProgramCut, Dataset]:
+    """A ``.pt2`` program cut at ``--granularity`` on ``device`` and its test data: a shipped program's
+    own (from its metadata) unless ``--data`` names other data, which any other program needs; checked
+    to fit it (input shape, classes) before any sweep. Which data, how normalised and which cut are
+    printed first."""
+    from analysis.store import programs
+
     name = str(args.checkpoint)
-    programlesion.check_kind(args.data, name, EVAL_OPTIONS)  # before the file is read
+    own = args.data is None and shipped_program(name) is not None
+    if own:
+        for option, value in (("--data-path", args.data_path), ("--size", args.size), ("--resize", args.resize),
+                              ("--max-per-class", args.max_per_class), ("--split-seed", args.split_seed or None)):
+            if value is not None:
+                raise ConfigError(f"{option} goes with --data: {name} is evaluated on its own data, from its "
+                                  "metadata, unless --data names other data")
+    else:
+        programlesion.check_kind(args.data, name, EVAL_OPTIONS)  # before the file is read
     for option, value in (("--plain/--residual", args.plain), ("--assume", args.assume)):
         if value is not None:
             raise ConfigError(f"{option} is for a bare state_dict; {name} is a program, whose graph says what it "
                               "computes")
     try:
-        chain = programlesion.open_chain(path, name, device)
+        if shipped_program(name) is not None:
+            ep, meta = programs.load_shipped(name)
+            cuts = programlesion.cut(programlesion.on_device(ep, device), name)
+        else:
+            cuts = programlesion.open_cuts(path, name, device)
+        chain = cuts.chain(args.granularity)
     except ChainError as exc:
         # every sweep here, single deletions included, runs the net as one chain of units
         also = (" The lesion engine runs even single deletions through that chain, so none can be run here for "
                 "this net" if args.experiment == "single" else
                 f" The {args.experiment} sweep runs the net as one chain of units, so it cannot be run for this net")
         raise ChainError(f"{exc}.{also} (`python -m analysis units --model {name}` lists its units).") from None
-    choice = programlesion.choose(chain, args.data, path=args.data_path, size=args.size, resize=args.resize,
-                                  max_per_class=args.max_per_class, seed=args.split_seed, name=name,
-                                  options=EVAL_OPTIONS)
-    data = evaluation.load(choice)
+    if own:
+        data = programs.dataset_for_program(meta)
+    else:
+        choice = programlesion.choose(chain, args.data, path=args.data_path, size=args.size, resize=args.resize,
+                                      max_per_class=args.max_per_class, seed=args.split_seed, name=name,
+                                      options=EVAL_OPTIONS)
+        data = evaluation.load(choice)
     programlesion.check_fits(chain, data, name)
-    print(programlesion.describe(data, name), flush=True)
+    print(programlesion.describe_own(data, name) if own else programlesion.describe(data, name), flush=True)
+    if isinstance(chain, LayerChain):
+        print(f"{name}: swept over its {chain.n} layers, {programlesion.layers_text(cuts.layers)}"
+              + ("" if args.granularity else f": {cuts.refused['units']}"), flush=True)
     return chain, data

@@ -497,10 +497,12 @@ def initialised(model: ResNet) -> ResNet:
     return build_model(model.spec, seed=INIT_SEED).eval()
 
 
-def measure(model: ResNet, x: Tensor, y: Tensor, settings: MeasureSettings,
+def measure(model: PathNet, x: Tensor, y: Tensor, settings: MeasureSettings,
             progress: ProgressFn | None = None) -> pd.DataFrame:
-    """:func:`gradient_by_length` on the first ``settings.batch`` inputs of ``x`` (images or sequences)."""
-    check_inputs(model.spec, x, "the test inputs")
+    """:func:`gradient_by_length` on the first ``settings.batch`` inputs of ``x`` (images or sequences);
+    ``model`` a ResNet or a program cut into units (its inputs checked by :func:`check_paths_net`)."""
+    if isinstance(model, ResNet):
+        check_inputs(model.spec, x, "the test inputs")
     if settings.batch > len(x):
         raise ConfigError(f"batch {settings.batch} is larger than the test split ({len(x)} {inputs_noun(x.dim() - 2)})")
     return gradient_by_length(model, x[: settings.batch], y[: settings.batch], samples=settings.samples,

@@ -1,11 +1,14 @@
 """Lesion sweeps on a program opened from a ``.pt2`` file: the program cut into units
-(:class:`~analysis.experiments.chain.ProgramChain`), the data it is evaluated on, and the checks that
-the two fit, shared by ``python -m analysis lesion`` and the Lesion lab.
+(:class:`~analysis.experiments.chain.ProgramChain`) or into layers at its outermost repeated container
+(:class:`~analysis.experiments.chain.LayerChain`, the only cut of a net without residual units), the
+data it is evaluated on, and the checks that the two fit, shared by ``python -m analysis lesion`` and
+the Lesion lab.
 
 A program file holds a graph and its weights and nothing about the data it was trained on, so the
-data is always named by the caller (the CLI's ``--data``, the page's dataset choice) and normalised
+data is named by the caller (the CLI's ``--data``, the page's dataset choice) and normalised
 with the dataset's own statistics (those of its training split): no statistics are stored with a
-program. Before any sweep, the program's input shape (batch aside) must be the test inputs' and its
+program. A shipped program (:mod:`analysis.store.programs`) carries its metadata inside its archive:
+its own data and normalisation. Before any sweep, the program's input shape (batch aside) must be the test inputs' and its
 output width the number of classes; both shapes are named when they differ.
 """
 
@@ -13,19 +16,25 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from torch.export import ExportedProgram
 
-from analysis.arch.graphnet import load_program
+from analysis.arch.graphnet import load_program, open_program
 from analysis.core.errors import ConfigError, DatasetError
 from analysis.data.data import DIGITS_SIZES, Dataset
 from analysis.data.mnist1d import LENGTH as MNIST1D_LENGTH
 from analysis.experiments import evaluation
-from analysis.experiments.chain import ProgramChain
+from analysis.experiments.chain import ChainError, LayerChain, ProgramChain, layer_candidates
 from analysis.experiments.evaluation import Choice, Options
+
+if TYPE_CHECKING:  # the shipped programs' module is optional where a program is only uploaded
+    from analysis.store.programs import ProgramMeta
 
 PROGRAM_SUFFIX = ".pt2"
 #: The digits' side when the program's input says none (not a square image): the fit check then speaks.
@@ -34,13 +43,10 @@ DEFAULT_DIGITS_SIZE = 16
 PAGE_WORDS = Options()
 
 
-class OpenedChain(ProgramChain):
-    """A :class:`ProgramChain` that keeps the program it was cut from: what travels to the shards of a
-    sweep (:func:`program_bytes`)."""
-
-    def __init__(self, ep: ExportedProgram, name: str) -> None:
-        super().__init__(ep, name=name)
-        self.program = ep
+#: How a program is cut for the sweeps: by its residual units, or at its outermost repeated container.
+GRANULARITIES = ("units", "layers")
+#: A program cut either way: what the engine runs and the checks below read (input, output, net).
+ProgramCut = ProgramChain | LayerChain
 
 
 def is_program(name: str | Path) -> bool:
@@ -48,17 +54,130 @@ def is_program(name: str | Path) -> bool:
     return Path(str(name)).suffix.lower() == PROGRAM_SUFFIX
 
 
-def open_chain(source: str | Path | bytes, name: str, device: str = "cpu") -> OpenedChain:
+def load(source: str | Path | bytes, name: str, device: str = "cpu") -> ExportedProgram:
     """A ``.pt2`` (a path or its bytes) checked and opened with its weights
-    (:func:`~analysis.arch.graphnet.load_program`) and cut into units, its weights on ``device``.
-    A :class:`~analysis.arch.graphnet.ProgramError` for a bad file, a
-    :class:`~analysis.experiments.chain.ChainError` for units that are not one chain."""
-    ep = load_program(source, name)
-    if device != "cpu":  # the engine moves each batch to the device; the weights must be there too
-        from torch.export.passes import move_to_device_pass
+    (:func:`~analysis.arch.graphnet.load_program`), its weights on ``device``."""
+    return on_device(load_program(source, name), device)
 
-        ep = move_to_device_pass(ep, device)
-    return OpenedChain(ep, name)
+
+def on_device(ep: ExportedProgram, device: str) -> ExportedProgram:
+    """``ep`` with its weights on ``device`` (the engine moves each batch there; the weights must be too)."""
+    if device == "cpu":
+        return ep
+    from torch.export.passes import move_to_device_pass
+
+    return move_to_device_pass(ep, device)
+
+
+def open_chain(source: str | Path | bytes, name: str, device: str = "cpu") -> ProgramChain:
+    """A ``.pt2`` opened (:func:`load`) and cut into units; the chain keeps its program (what travels
+    to the shards of a sweep). A :class:`~analysis.arch.graphnet.ProgramError` for a bad file, a
+    :class:`~analysis.experiments.chain.ChainError` for units that are not one chain."""
+    return ProgramChain(load(source, name, device), name=name)
+
+
+def layer_container(ep: ExportedProgram) -> tuple[str, list[str]] | None:
+    """The outermost repeated container a program can be cut at (``("blocks", ["blocks.0", ...])``;
+    a Sequential net's own children under ""), None where no module repeats."""
+    return next(iter(layer_candidates(ep).items()), None)  # listed outer containers first
+
+
+def layers_text(modules: Sequence[str]) -> str:
+    """'blocks.0 … blocks.3' (the first and last layer)."""
+    return modules[0] if len(modules) == 1 else f"{modules[0]} … {modules[-1]}"
+
+
+@dataclass(frozen=True, eq=False)
+class Cuts:
+    """A program cut each way that applies (:data:`GRANULARITIES`): ``chains`` by granularity, in that
+    order, and ``refused``: why each other way does not (one sentence). ``layers``: the modules of
+    the layers' cut, () where none repeats."""
+
+    name: str
+    program: ExportedProgram
+    chains: Mapping[str, ProgramCut]
+    refused: Mapping[str, str]
+    layers: tuple[str, ...] = ()
+
+    @property
+    def first(self) -> ProgramCut:
+        """The first cut offered (units where the program has them): its input and output are read."""
+        return next(iter(self.chains.values()))
+
+    @property
+    def units(self) -> ProgramChain:
+        """The program cut by its residual units; a :class:`ChainError` saying why where that does not apply."""
+        chain = self.chains.get("units")
+        if not isinstance(chain, ProgramChain):
+            raise ChainError(self.refused["units"])
+        return chain
+
+    @property
+    def residual(self) -> bool:
+        """Whether the program has residual units that form one chain."""
+        return "units" in self.chains
+
+    def chain(self, granularity: str | None = None) -> ProgramCut:
+        """The program cut at ``granularity`` (None: units where that applies, else layers); a
+        :class:`ChainError` saying why for a cut that does not apply."""
+        if granularity is not None and granularity not in GRANULARITIES:
+            raise ConfigError(f"unknown granularity {granularity!r}; choose {' or '.join(GRANULARITIES)}")
+        g = granularity or next(iter(self.chains), "units")
+        if g in self.chains:
+            return self.chains[g]
+        raise ChainError(self.refused[g])
+
+
+def cut(ep: ExportedProgram, name: str) -> Cuts:
+    """``ep`` cut by its residual units (:class:`ProgramChain`) and into layers at its outermost
+    repeated container (:class:`LayerChain`), each where it applies; a :class:`ChainError` with the
+    units' reason when neither does."""
+    net = open_program(ep, name=name)
+    chains: dict[str, ProgramCut] = {}
+    refused: dict[str, str] = {}
+    if net.units:
+        try:
+            chains["units"] = ProgramChain(ep, net, name)
+        except ChainError as exc:
+            refused["units"] = str(exc)
+    else:
+        refused["units"] = (f"{name} has no residual units (no add carries a layer's input past it), so it is "
+                            "lesioned by its layers only: a deleted layer passes its input on unchanged, as Veit "
+                            "et al. delete the layers of a plain net")
+    found = layer_container(ep)
+    modules: tuple[str, ...] = ()
+    if found is None:
+        refused["layers"] = f"{name} has no repeated container (a module with children 0, 1, ...) to cut into layers"
+    else:
+        try:
+            chains["layers"] = LayerChain(ep, found[1], net, name)
+            modules = tuple(found[1])
+        except ChainError as exc:
+            refused["layers"] = str(exc)
+    if not chains:
+        raise ChainError(refused["units"])
+    return Cuts(name, ep, chains, refused, modules)
+
+
+def open_cuts(source: str | Path | bytes, name: str, device: str = "cpu") -> Cuts:
+    """A ``.pt2`` opened (:func:`load`) and cut each way that applies (:func:`cut`)."""
+    return cut(load(source, name, device), name)
+
+
+def program_twin(meta: ProgramMeta, others: Mapping[str, ProgramMeta]) -> str | None:
+    """The key of the program in ``others`` that is ``meta``'s plain twin (its architecture but for the
+    residual flag, trained on the same data split), or None; found by metadata, not by name."""
+    if not meta.residual:
+        return None
+
+    def bare(m: ProgramMeta) -> dict[str, object]:
+        return {k: v for k, v in m.architecture.items() if k != "residual"}
+
+    for key, other in others.items():
+        if (not other.residual and bare(other) == bare(meta)
+                and (other.dataset, other.split_seed) == (meta.dataset, meta.split_seed)):
+            return key
+    return None
 
 
 def program_bytes(ep: ExportedProgram) -> bytes:
@@ -74,17 +193,17 @@ def program_key(blob: bytes) -> str:
     return f"program-sha256:{hashlib.sha256(blob).hexdigest()}"
 
 
-def _input_value(chain: ProgramChain) -> Tensor | None:
+def _input_value(chain: ProgramCut) -> Tensor | None:
     val = chain.input.meta.get("val")
     return val if isinstance(val, Tensor) else None
 
 
-def input_shape(chain: ProgramChain) -> tuple[int, ...]:
+def input_shape(chain: ProgramCut) -> tuple[int, ...]:
     """One input's shape, without the batch (1×16×16 for a digits net)."""
     return tuple(int(v) for v in chain.net.input_shapes[0][1:])
 
 
-def output_width(chain: ProgramChain) -> int | None:
+def output_width(chain: ProgramCut) -> int | None:
     """The number of outputs (classes) per input, None where the graph does not record it."""
     val = chain.output.meta.get("val")
     return int(val.shape[-1]) if isinstance(val, Tensor) and val.dim() >= 1 else None
@@ -94,7 +213,7 @@ def shape_text(shape: tuple[int, ...]) -> str:
     return "×".join(map(str, shape)) if shape else "a scalar"
 
 
-def likely_kind(chain: ProgramChain) -> str:
+def likely_kind(chain: ProgramCut) -> str:
     """The dataset a program's input looks like, offered first: MNIST-1D for 1×40 sequences, CIFAR-10 for
     3×32×32 images, an ImageFolder tree for other colour images, else the digits."""
     shape = input_shape(chain)
@@ -113,7 +232,7 @@ def check_kind(kind: str | None, name: str = "the program", options: Options = P
     return kind
 
 
-def choose(chain: ProgramChain, kind: str | None, *, path: str | Path | None = None, size: int | None = None,
+def choose(chain: ProgramCut, kind: str | None, *, path: str | Path | None = None, size: int | None = None,
            resize: int | None = None, max_per_class: int | None = None, seed: int = 0, name: str = "the program",
            options: Options = PAGE_WORDS) -> Choice:
     """The data a program is evaluated on: ``kind`` must be given (a program says nothing of its data),
@@ -144,7 +263,7 @@ def choose(chain: ProgramChain, kind: str | None, *, path: str | Path | None = N
                   max_per_class=max_per_class)
 
 
-def check_inputs(chain: ProgramChain, x: Tensor, what: str = "the inputs", name: str | None = None) -> None:
+def check_inputs(chain: ProgramCut, x: Tensor, what: str = "the inputs", name: str | None = None) -> None:
     """Inputs the program takes: its shape per input (batch aside), both shapes named when they differ,
     and floating-point values where it takes them (a token model's int64 ids are not images)."""
     name = name or chain.net.name
@@ -157,7 +276,7 @@ def check_inputs(chain: ProgramChain, x: Tensor, what: str = "the inputs", name:
                            f"{str(x.dtype).removeprefix('torch.')}")
 
 
-def check_fits(chain: ProgramChain, data: Dataset, name: str | None = None) -> None:
+def check_fits(chain: ProgramCut, data: Dataset, name: str | None = None) -> None:
     """``data``'s test inputs can be fed to the program (:func:`check_inputs`) and it has as many
     outputs as the data has classes. Each refusal names both sides."""
     name = name or chain.net.name
@@ -165,6 +284,13 @@ def check_fits(chain: ProgramChain, data: Dataset, name: str | None = None) -> N
     width = output_width(chain)
     if width is not None and width != data.num_classes:
         raise DatasetError(f"{name} has {width} outputs per input; {data.name} has {data.num_classes} classes")
+
+
+def describe_own(data: Dataset, name: str) -> str:
+    """One line saying that a shipped program is evaluated on its own data, as its metadata records it."""
+    noun = "sequences" if data.dims == 1 else "images"
+    return (f"{name}: evaluated on its own data, {data.name} ({len(data.y_test):,} test {noun}, split seed "
+            f"{data.split_seed}), normalised with the statistics its metadata stores")
 
 
 def describe(data: Dataset, name: str) -> str:

@@ -11,8 +11,9 @@ once, here, and every shard evaluates the same plan. Why the merge is exact:
   every batch a shard evaluates is a batch the single-process sweep evaluates too, with the same
   inputs and shape: the same kernels give the same logits and the same predictions. The table is
   equal (``==``) to :func:`~analysis.experiments.lesion.run_sweep`'s.
-* **Gradient by path length** (:func:`sharded_gradient_by_length`). A path's magnitude is the mean
-  over the N examples of the norm of each one's input gradient, the loss being the cross-entropy's
+* **Gradient by path length** (:func:`sharded_gradient_by_length`), of a ResNet's blocks or a program's
+  units. A path's magnitude is the mean over the N examples of the norm of each one's input
+  gradient, the loss being the cross-entropy's
   mean over all N (which divides every example's gradient by N). Each shard computes its examples'
   norms with that whole-set scaling (:func:`analysis.experiments.paths.example_norms` with ``total=N``); the
   merge lays the shards' columns side by side and takes the means exactly as
@@ -58,7 +59,7 @@ from analysis.experiments.paths import LengthPlan, check_paths_net, example_norm
 
 if TYPE_CHECKING:
     from analysis.arch.models import ResNet
-    from analysis.experiments.chain import ProgramChain
+    from analysis.experiments.chain import LayerChain, ProgramChain
 
 EXECUTORS = ("local", "ray")
 MAX_SHARDS = 10_000
@@ -95,9 +96,10 @@ class ProgramPayload:
 
     blob: bytes
     name: str
+    modules: tuple[str, ...] = ()  # a chain cut at these modules (a LayerChain); empty: at its units
 
     @classmethod
-    def of(cls, chain: ProgramChain) -> ProgramPayload:
+    def of(cls, chain: ProgramChain | LayerChain) -> ProgramPayload:
         from torch.export import ExportedProgram
 
         from analysis.experiments.programlesion import program_bytes
@@ -106,12 +108,18 @@ class ProgramPayload:
         if not isinstance(program, ExportedProgram):
             raise ConfigError(f"{chain.net.name}: this chain was cut without keeping its program, which is what "
                               "travels to shards; open it with analysis.experiments.programlesion.open_chain")
-        return cls(program_bytes(program), chain.net.name)
+        from analysis.experiments.chain import LayerChain
 
-    def build(self, device: str = "cpu") -> ProgramChain:
-        """The program again, cut into units, its weights on ``device``."""
-        from analysis.experiments.programlesion import open_chain
+        modules = tuple(u.name for u in chain.units) if isinstance(chain, LayerChain) else ()
+        return cls(program_bytes(program), chain.net.name, modules)
 
+    def build(self, device: str = "cpu") -> ProgramChain | LayerChain:
+        """The program again, cut as it was (into units, or at its layers' modules), its weights on ``device``."""
+        from analysis.experiments.chain import LayerChain
+        from analysis.experiments.programlesion import load, open_chain
+
+        if self.modules:
+            return LayerChain(load(self.blob, self.name, device), self.modules, name=self.name)
         return open_chain(self.blob, self.name, device)
 
 
@@ -171,7 +179,7 @@ def lesion_shard(task: LesionShard) -> Tensor:
 class PathShard:
     """One shard of a gradient-by-length measurement: what :func:`path_shard` needs, all picklable."""
 
-    model: ModelPayload | Any  # the payload, or on Ray a reference to it in the object store
+    model: ModelPayload | ProgramPayload | Any  # the payload, or on Ray a reference to it in the object store
     x: Tensor
     y: Tensor
     subsets: list[set[int]]
@@ -182,7 +190,11 @@ class PathShard:
 
 def path_shard(task: PathShard) -> Tensor:
     """Per-example input-gradient norms (subsets x the shard's examples, on the CPU)."""
+    from analysis.experiments.chain import LayerChain
+
     model = _payload(task.model).build(task.device)
+    if isinstance(model, LayerChain):  # only a chain of residual units was ever sent: layers have no branch
+        raise ConfigError(f"{model.net.name}: the path decomposition follows residual units, not layers")
     return example_norms(model, task.x, task.y, task.subsets, total=task.total, batch_size=task.batch_size)
 
 
@@ -240,7 +252,7 @@ def run_shards(fn: Callable[[Any], Tensor], tasks: Sequence[Any], *, executor: s
 
 
 # ----------------------------------------------------------------------------- lesion sweeps
-def sharded_sweep(kind: str, model: ResNet | ProgramChain, x: Tensor, y: Tensor, *, samples: int = 5,
+def sharded_sweep(kind: str, model: ResNet | ProgramChain | LayerChain, x: Tensor, y: Tensor, *, samples: int = 5,
                   seed: int = 0, batch_size: int = 256, device: str = "cpu", shards: int = 2,
                   executor: str = "local", address: str | None = None,
                   progress: ProgressFn | None = None) -> pd.DataFrame:
@@ -269,7 +281,7 @@ def sharded_sweep(kind: str, model: ResNet | ProgramChain, x: Tensor, y: Tensor,
 
 
 # ----------------------------------------------------------------------------- gradient by path length
-def sharded_gradient_by_length(model: ResNet, x: Tensor, y: Tensor, *, samples: int = 10,
+def sharded_gradient_by_length(model: ResNet | ProgramChain, x: Tensor, y: Tensor, *, samples: int = 10,
                                ks: Sequence[int] | None = None, seed: int = 0, batch_size: int | None = None,
                                device: str = "cpu", shards: int = 2, executor: str = "local",
                                address: str | None = None, progress: ProgressFn | None = None) -> pd.DataFrame:
@@ -277,13 +289,23 @@ def sharded_gradient_by_length(model: ResNet, x: Tensor, y: Tensor, *, samples: 
     example's gradient scaled by the whole set's size, the per-example norms merged in order. With
     ``batch_size`` the parts are cut at its multiples and the table is bit-identical to
     ``gradient_by_length(..., batch_size=batch_size)``; without, see the module's note on the last
-    bits. ``progress(done, total)`` counts finished shards."""
+    bits. ``model``: a ResNet, or a program cut into units (:class:`~analysis.experiments.chain.ProgramChain`,
+    on the CPU here; each shard opens its archive's bytes on its device, cut into the same units).
+    ``progress(done, total)`` counts finished shards."""
+    from analysis.arch.models import ResNet
+    from analysis.experiments import programlesion
+
     check_shards(shards, executor)
     blocks = check_paths_net(model, x)
     plan: LengthPlan = plan_lengths(len(blocks), samples=samples, ks=ks, seed=seed)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ConfigError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
-    payload = ModelPayload.of(model)
+    payload: ModelPayload | ProgramPayload
+    if isinstance(model, ResNet):
+        payload = ModelPayload.of(model)
+    else:  # its input's dtype too: what the shards are sent must be what the program takes
+        programlesion.check_inputs(model, x)
+        payload = ProgramPayload.of(model)
     subsets = plan.subsets
     tasks = [PathShard(payload, *_part(x, y, lo, hi), subsets, len(y), batch_size, device)
              for lo, hi in shard_bounds(len(y), shards, batch_size or 1)]
