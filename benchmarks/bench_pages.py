@@ -29,7 +29,10 @@ from typing import Any
 from ui.server import CHROMIUM, CHROMIUM_ARGS, charts_painted, serving, settled
 
 PAGES = {"explorer": "", "blocks": "blocks", "depth": "depth", "diagrams": "diagrams", "training": "training",
-         "lesion": "lesion", "paths": "paths", "theory": "theory", "variants": "variants", "transfer": "transfer"}
+         "lesion": "lesion", "paths": "paths", "painters": "painters", "theory": "theory", "variants": "variants",
+         "transfer": "transfer",
+         # the shipped ViT's stored path measurement: a program's view of the Path ensemble
+         "paths_vit": "paths?ckpt=shipped%3A+digits_vit"}
 BASELINE = "theory"
 GOAL_S = 3.0
 QUIET_S = 1.0
