@@ -16,7 +16,6 @@ from analysis.cli.main import main
 from analysis.experiments import lesion, programlesion
 from analysis.run import shard
 from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
-from tests.zoo import ResidualOfResidual
 
 BATCH = 150  # the program's exported batch and the sweeps': a third of the digits' 450 test images
 
@@ -72,14 +71,32 @@ def test_data_that_does_not_fit_the_program_is_refused_naming_both_shapes(r20, t
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_units_that_are_not_one_chain_are_said_with_what_applies(tmp_path, capsys) -> None:
-    path = tmp_path / "ror.pt2"
-    torch.export.save(export_module(ResidualOfResidual().eval(), (torch.zeros(1, 8, 6, 6),)), path)
-    assert main(["lesion", "--checkpoint", str(path), "--data", "digits", "--out", str(tmp_path / "x.csv")]) == 2
+class _NestedDigits(torch.nn.Module):
+    """A digits classifier whose second residual unit sits inside the first's branch: h + f(h + g(h))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.f, self.g, self.head = (torch.nn.Linear(256, 16), torch.nn.Linear(16, 16),
+                                                torch.nn.Linear(16, 16), torch.nn.Linear(16, 10))
+
+    def forward(self, x):
+        h = torch.tanh(self.stem(x.flatten(1)))
+        return self.head(h + torch.tanh(self.f(h + torch.tanh(self.g(h)))))
+
+
+def test_units_that_are_not_one_chain_get_deletions_and_one_sentence_for_the_rest(tmp_path, capsys) -> None:
+    path = tmp_path / "nested.pt2"
+    torch.export.save(export_module(_NestedDigits().eval(), (torch.zeros(1, 1, 16, 16),)), path)
+    out = tmp_path / "x.csv"
+    assert main(["lesion", "--checkpoint", str(path), "--data", "digits", "--size", "16", "--out", str(out)]) == 0
+    assert len(pd.read_csv(out)) == 3  # intact and each of the two units deleted
+    assert main(["lesion", "--checkpoint", str(path), "--data", "digits", "--size", "16", "--experiment", "swap",
+                 "--out", str(tmp_path / "y.csv")]) == 2
     line = error_line(capsys)
     assert "inside another unit's branch, so the units are not one chain" in line
-    assert "runs even single deletions through that chain, so none can be run here" in line
-    assert f"`python -m analysis units --model {path}` lists its units" in line
+    assert "deleting units applies to it; reordering, repeating or running units in parallel" in line
+    assert not (tmp_path / "y.csv").exists()
 
 
 @pytest.mark.parametrize("kind", ["single", "k"])

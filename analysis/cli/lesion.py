@@ -183,12 +183,8 @@ def program_data(args: argparse.Namespace, path: Path, device: str) -> tuple[pro
         else:
             cuts = programlesion.open_cuts(path, name, device)
         chain = cuts.chain(args.granularity)
-    except ChainError as exc:
-        # every sweep here, single deletions included, runs the net as one chain of units
-        also = (" The lesion engine runs even single deletions through that chain, so none can be run here for "
-                "this net" if args.experiment == "single" else
-                f" The {args.experiment} sweep runs the net as one chain of units, so it cannot be run for this net")
-        raise ChainError(f"{exc}.{also} (`python -m analysis units --model {name}` lists its units).") from None
+    except ChainError as exc:  # no way to cut it applies (no residual unit, no repeated layers), or not this one
+        raise ChainError(f"{exc} (`python -m analysis units --model {name}` lists its units).") from None
     if own:
         data = programs.dataset_for_program(meta)
     else:

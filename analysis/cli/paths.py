@@ -34,7 +34,7 @@ from analysis.core.io import check_writable
 from analysis.core.reporting import write_csv
 from analysis.data.data import Dataset
 from analysis.experiments import evaluation, paths, programlesion
-from analysis.experiments.chain import ChainError, ProgramChain
+from analysis.experiments.chain import ChainError, ProgramChain, ProgramGraph
 from analysis.experiments.lesion import inputs_noun
 from analysis.run import shard
 from analysis.store import programs
@@ -164,6 +164,9 @@ def program_data(args: argparse.Namespace, path: Path, name: str,
                              "decomposition needs shortcuts") from None
         raise ChainError(f"{exc}. The path decomposition runs the net as one chain of units (`python -m analysis "
                          f"units --model {name}` lists them).") from None
+    if isinstance(chain, ProgramGraph):  # deletable units, but not one chain for a path to follow
+        raise ChainError(f"{chain.why}. The path decomposition runs the net as one chain of units (`python -m "
+                         f"analysis units --model {name}` lists them).")
     if own:
         data = programs.dataset_for_program(programs.load_shipped(path)[1])
     else:

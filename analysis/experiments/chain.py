@@ -219,9 +219,13 @@ class _Program:
         self.output = result
         self.live = _descendants(self.input)
 
-    def _segment(self, start: fx.Node | None, end: fx.Node, deleted: Unit | None = None) -> fx.GraphModule:
+    def _segment(self, start: fx.Node | None, end: fx.Node,
+                 deleted: Unit | Sequence[Unit] | None = None) -> fx.GraphModule:
         """The ops that compute ``end`` from ``start`` (the net's input for the stem) as a GraphModule of
-        one input over the program's weights; with ``deleted``, that unit's add is its shortcut operand."""
+        one input over the program's weights; with ``deleted`` (a unit, or several), each such unit's add
+        is its shortcut operand."""
+        gone = {u.add_node: u for u in ([] if deleted is None else [deleted] if isinstance(deleted, Unit)
+                                         else deleted)}
         needed = _ancestors(end, start)
         down = _descendants(start) if start is not None else self.live
         g = fx.Graph()
@@ -235,8 +239,8 @@ class _Program:
                 raise ChainError(f"{self.net.name}: the ops up to {end.name} read an activation from before "
                                  f"{src.name} (a long skip), so its units are not one chain; deleting a unit "
                                  "alone applies, reordering does not")
-            if deleted is not None and node.name == deleted.add_node:
-                env[node] = env[self.by_name[deleted.shortcut_node]]
+            if node.name in gone:
+                env[node] = env[self.by_name[gone[node.name].shortcut_node]]
                 continue
             env[node] = g.node_copy(node, lambda a: env[a])
         g.output(env[end])
@@ -590,4 +594,55 @@ class LayerChain(_Program):
                     deletion=self._deletion_refusal, noun="layer")
 
     def eval(self) -> LayerChain:
+        return self  # an exported program runs as exported (eval mode)
+
+
+class ProgramGraph(_Program):
+    """A program whose residual units do not form one chain (a unit inside another's branch, a long
+    skip such as U-Net's): what applies is deleting units, each deletion run through the whole graph
+    with the deleted units' adds replaced by their shortcut operands (Veit et al. 2016's deletion, as
+    :class:`ProgramChain` does it unit by unit). Reordering, repeating and running units in parallel
+    need a chain and are refused with ``why`` (the reason the units are not one). No prefix is shared
+    between sequences, so every sequence costs one forward of the whole net."""
+
+    MAX_GRAPHS = 64  # graphs kept, one per set of deleted units (a k sweep draws many)
+
+    def __init__(self, ep: ExportedProgram, net: GraphNet | None = None, name: str = "program",
+                 why: str = "") -> None:
+        super().__init__(ep, net, name)
+        order = {n.name: i for i, n in enumerate(self.gm.graph.nodes)}
+        self.units: tuple[Unit, ...] = tuple(sorted(self.net.units, key=lambda u: order[u.add_node]))
+        if not self.units:
+            raise ChainError(f"{self.net.name} has no residual unit to delete")
+        self.why = why or f"the residual units of {self.net.name} are not one chain"
+        self._graphs: dict[frozenset[int], fx.GraphModule] = {}
+
+    @property
+    def n(self) -> int:
+        return len(self.units)
+
+    def forward_deleted(self, deleted: frozenset[int], x: Tensor) -> Tensor:
+        """The net's output on ``x`` with the units in ``deleted`` deleted (their branches removed)."""
+        gm = self._graphs.get(deleted)
+        if gm is None:
+            gm = self._segment(None, self.output, deleted=[self.units[i] for i in sorted(deleted)])
+            if len(self._graphs) >= self.MAX_GRAPHS:
+                self._graphs.pop(next(iter(self._graphs)))
+            self._graphs[deleted] = gm
+        return self._run(gm, x)
+
+    def unit(self, i: int, h: Tensor, keep: bool) -> Tensor:
+        """Not a chain: a unit has no input of its own (the engine runs :meth:`forward_deleted`)."""
+        raise ChainError(f"{self.why}: its units run only inside the whole net")
+
+    def branch(self, i: int, h: Tensor) -> Tensor:
+        raise ChainError(f"{self.why}: its units do not run in parallel")
+
+    def check_sequence(self, seq: Sequence[Step]) -> None:
+        """Only deletions: every unit once, in its own place, kept or deleted."""
+        if len(seq) != self.n or any(i != p for p, (i, _) in enumerate(seq)):
+            raise ChainError(f"{self.why}: deleting units applies to it; reordering, repeating or running "
+                             "units in parallel needs units that form one chain")
+
+    def eval(self) -> ProgramGraph:
         return self  # an exported program runs as exported (eval mode)

@@ -49,7 +49,15 @@ from analysis.arch.specs import ResNetSpec
 from analysis.arch.units import Unit, plan_units
 from analysis.core.errors import ConfigError, DatasetError, LensError
 from analysis.data.data import Dataset
-from analysis.experiments.chain import Shape, UnitChain, check_steps, parallel_refusal, positional, run_step
+from analysis.experiments.chain import (
+    ProgramGraph,
+    Shape,
+    UnitChain,
+    check_steps,
+    parallel_refusal,
+    positional,
+    run_step,
+)
 from analysis.experiments.chain import Step as Step  # (block index, keep its branch) or ((i, j), True): parallel
 from analysis.experiments.train import cuda_determinism
 
@@ -297,7 +305,9 @@ def predict_sequences(model: ResNet | UnitChain, x: Tensor, sequences: Sequence[
     sequence; the predictions stay there and come back to the CPU in one copy at the end (a copy per
     sequence and batch would make every step wait for a GPU). On CUDA the work runs with cuDNN's
     deterministic algorithms (:func:`analysis.experiments.train.cuda_determinism`). A spec-built ResNet
-    and an opened program cut into units run through the same loop (:func:`as_chain`)."""
+    and an opened program cut into units run through the same loop (:func:`as_chain`); a program whose
+    units are not one chain (:class:`~analysis.experiments.chain.ProgramGraph`) runs each sequence's
+    deletions through its whole graph, with no prefix to reuse."""
     chain = as_chain(model, x)
     for seq in sequences:
         chain.check_sequence(seq)
@@ -314,6 +324,14 @@ def predict_sequences(model: ResNet | UnitChain, x: Tensor, sequences: Sequence[
         with cuda_determinism(device):
             for lo in range(0, len(x), batch_size):
                 xb = x[lo:lo + batch_size].to(device)
+                if isinstance(chain, ProgramGraph):  # units not one chain: each sequence is one whole forward
+                    for si, seq in enumerate(sequences):
+                        gone = frozenset(i for i, keep in seq if not keep and isinstance(i, int))
+                        preds[si, lo:lo + len(xb)] = chain.forward_deleted(gone, xb).argmax(1)
+                        done += 1
+                        if progress:
+                            progress(done, total)
+                    continue
                 h0 = chain.stem(xb)
                 prefix: list[Tensor] = [h0]
                 if reuse_prefix:

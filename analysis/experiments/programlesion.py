@@ -25,12 +25,12 @@ import torch
 from torch import Tensor
 from torch.export import ExportedProgram
 
-from analysis.arch.graphnet import load_program, open_program
+from analysis.arch.graphnet import GraphNet, load_program, open_program
 from analysis.core.errors import ConfigError, DatasetError
 from analysis.data.data import DIGITS_SIZES, Dataset
 from analysis.data.mnist1d import LENGTH as MNIST1D_LENGTH
 from analysis.experiments import evaluation
-from analysis.experiments.chain import ChainError, LayerChain, ProgramChain, layer_candidates
+from analysis.experiments.chain import ChainError, LayerChain, ProgramChain, ProgramGraph, layer_candidates
 from analysis.experiments.evaluation import Choice, Options
 
 if TYPE_CHECKING:  # the shipped programs' module is optional where a program is only uploaded
@@ -46,7 +46,7 @@ PAGE_WORDS = Options()
 #: How a program is cut for the sweeps: by its residual units, or at its outermost repeated container.
 GRANULARITIES = ("units", "layers")
 #: A program cut either way: what the engine runs and the checks below read (input, output, net).
-ProgramCut = ProgramChain | LayerChain
+ProgramCut = ProgramChain | ProgramGraph | LayerChain
 
 
 def is_program(name: str | Path) -> bool:
@@ -69,11 +69,25 @@ def on_device(ep: ExportedProgram, device: str) -> ExportedProgram:
     return move_to_device_pass(ep, device)
 
 
-def open_chain(source: str | Path | bytes, name: str, device: str = "cpu") -> ProgramChain:
-    """A ``.pt2`` opened (:func:`load`) and cut into units; the chain keeps its program (what travels
-    to the shards of a sweep). A :class:`~analysis.arch.graphnet.ProgramError` for a bad file, a
-    :class:`~analysis.experiments.chain.ChainError` for units that are not one chain."""
-    return ProgramChain(load(source, name, device), name=name)
+def by_units(ep: ExportedProgram, name: str, net: GraphNet | None = None) -> ProgramChain | ProgramGraph:
+    """``ep`` cut into its residual units (:class:`ProgramChain`), or, where they are not one chain (a
+    unit inside another's branch, a long skip), the whole program with deletable units
+    (:class:`ProgramGraph`: single and k deletions apply, the rest is refused with the reason); a
+    :class:`ChainError` for a program with no residual unit."""
+    try:
+        return ProgramChain(ep, net, name)
+    except ChainError as exc:
+        units = (net or open_program(ep, name=name)).units
+        if not units:
+            raise
+        return ProgramGraph(ep, net, name, why=str(exc).split("; deleting")[0])
+
+
+def open_chain(source: str | Path | bytes, name: str, device: str = "cpu") -> ProgramChain | ProgramGraph:
+    """A ``.pt2`` opened (:func:`load`) and cut into units (:func:`by_units`); the chain keeps its program
+    (what travels to the shards of a sweep). A :class:`~analysis.arch.graphnet.ProgramError` for a bad
+    file, a :class:`~analysis.experiments.chain.ChainError` for a program with no residual unit."""
+    return by_units(load(source, name, device), name)
 
 
 def layer_container(ep: ExportedProgram) -> tuple[str, list[str]] | None:
@@ -108,6 +122,8 @@ class Cuts:
     def units(self) -> ProgramChain:
         """The program cut by its residual units; a :class:`ChainError` saying why where that does not apply."""
         chain = self.chains.get("units")
+        if isinstance(chain, ProgramGraph):  # deletable units, but no chain for a path to run along
+            raise ChainError(f"{chain.why}: the path decomposition follows a chain of residual units")
         if not isinstance(chain, ProgramChain):
             raise ChainError(self.refused["units"])
         return chain
@@ -136,10 +152,7 @@ def cut(ep: ExportedProgram, name: str) -> Cuts:
     chains: dict[str, ProgramCut] = {}
     refused: dict[str, str] = {}
     if net.units:
-        try:
-            chains["units"] = ProgramChain(ep, net, name)
-        except ChainError as exc:
-            refused["units"] = str(exc)
+        chains["units"] = by_units(ep, name, net)
     else:
         refused["units"] = (f"{name} has no residual units (no add carries a layer's input past it), so it is "
                             "lesioned by its layers only: a deleted layer passes its input on unchanged, as Veit "

@@ -59,7 +59,7 @@ from analysis.experiments.paths import LengthPlan, check_paths_net, example_norm
 
 if TYPE_CHECKING:
     from analysis.arch.models import ResNet
-    from analysis.experiments.chain import LayerChain, ProgramChain
+    from analysis.experiments.chain import LayerChain, ProgramChain, ProgramGraph
 
 EXECUTORS = ("local", "ray")
 MAX_SHARDS = 10_000
@@ -99,7 +99,7 @@ class ProgramPayload:
     modules: tuple[str, ...] = ()  # a chain cut at these modules (a LayerChain); empty: at its units
 
     @classmethod
-    def of(cls, chain: ProgramChain | LayerChain) -> ProgramPayload:
+    def of(cls, chain: ProgramChain | ProgramGraph | LayerChain) -> ProgramPayload:
         from torch.export import ExportedProgram
 
         from analysis.experiments.programlesion import program_bytes
@@ -113,7 +113,7 @@ class ProgramPayload:
         modules = tuple(u.name for u in chain.units) if isinstance(chain, LayerChain) else ()
         return cls(program_bytes(program), chain.net.name, modules)
 
-    def build(self, device: str = "cpu") -> ProgramChain | LayerChain:
+    def build(self, device: str = "cpu") -> ProgramChain | ProgramGraph | LayerChain:
         """The program again, cut as it was (into units, or at its layers' modules), its weights on ``device``."""
         from analysis.experiments.chain import LayerChain
         from analysis.experiments.programlesion import load, open_chain
@@ -190,10 +190,10 @@ class PathShard:
 
 def path_shard(task: PathShard) -> Tensor:
     """Per-example input-gradient norms (subsets x the shard's examples, on the CPU)."""
-    from analysis.experiments.chain import LayerChain
+    from analysis.experiments.chain import LayerChain, ProgramGraph
 
     model = _payload(task.model).build(task.device)
-    if isinstance(model, LayerChain):  # only a chain of residual units was ever sent: layers have no branch
+    if isinstance(model, (LayerChain, ProgramGraph)):  # only a chain of residual units is ever sent
         raise ConfigError(f"{model.net.name}: the path decomposition follows residual units, not layers")
     return example_norms(model, task.x, task.y, task.subsets, total=task.total, batch_size=task.batch_size)
 
@@ -252,7 +252,7 @@ def run_shards(fn: Callable[[Any], Tensor], tasks: Sequence[Any], *, executor: s
 
 
 # ----------------------------------------------------------------------------- lesion sweeps
-def sharded_sweep(kind: str, model: ResNet | ProgramChain | LayerChain, x: Tensor, y: Tensor, *, samples: int = 5,
+def sharded_sweep(kind: str, model: ResNet | ProgramChain | ProgramGraph | LayerChain, x: Tensor, y: Tensor, *, samples: int = 5,
                   seed: int = 0, batch_size: int = 256, device: str = "cpu", shards: int = 2,
                   executor: str = "local", address: str | None = None,
                   progress: ProgressFn | None = None) -> pd.DataFrame:
