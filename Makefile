@@ -53,6 +53,8 @@ checkpoints: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m analysis train --data mnist1d --model resnet1d_20 --classes 0,1,2,3,4 $(RECIPE_1D) --out checkpoints/transfer/mnist1d04_resnet1d20.pt
 	# the shipped transformers (torch.export programs, one thread each; checkpoints/README.md)
 	$(PY) tools/make_transformers.py
+	# the Lesion lab's stored sweeps of the transformers belong to these programs: remake them with them
+	$(PY) tools/make_lesion_results.py
 	# the Path ensemble's stored measurements belong to these weights: remake them with the nets
 	$(PY) tools/make_path_results.py
 

@@ -15,7 +15,7 @@ import streamlit as st
 from analysis.core.errors import LensError
 from analysis.core.reporting import csv_bytes
 from analysis.data.data import Dataset
-from analysis.experiments import lesion, lesionreadings, programlesion
+from analysis.experiments import lesion, lesionreadings, lesionstore, programlesion
 from analysis.store import storethrough
 from analysis.store.checkpoints import Checkpoint, find_twin
 from analysis.store.runstore import RunStore, net_key
@@ -118,8 +118,32 @@ def remember(net: Net, experiment: str, settings: dict[str, Any], result: Outcom
                                                               result.from_store)
 
 
+@dataclass(frozen=True)
+class Shipped(Outcome):
+    """A sweep stored beside a shipped program (tools/make_lesion_results.py), not measured here."""
+
+
+def shipped_sweep(net: Net, experiment: str, settings: dict[str, Any]) -> Shipped | None:
+    """The sweep stored beside a shipped program for these settings, at the net's cut and over its
+    units, when the file stored is the net's (same sha256: an upload of other bytes under a shipped
+    name finds nothing); a damaged stored file is said once and shows nothing."""
+    if not net.program:
+        return None
+    try:
+        stored = cache.stored_lesion_results(net.stem)
+    except LensError as exc:
+        st.warning(f"The lesion sweeps stored with {net.label} are not shown: {exc}")
+        return None
+    if stored is None or net.key.split("|")[0] != f"program-sha256:{stored.sha256}":
+        return None
+    frame = stored.find(net.cut or "units", experiment, settings, [u.name for u in lesion.infos_of(net.model)])
+    return None if frame is None else Shipped(frame, 0.0, from_store=True)
+
+
 def lookup(net: Net, experiment: str, settings: dict[str, Any], store: RunStore | None) -> Outcome | None:
-    """This session's result for the net and settings, else the run store's, else None."""
+    """This session's result for the net and settings, else the run store's, else the one stored
+    beside a shipped program (:class:`Shipped`, never kept for the session: Run measures it anew),
+    else None."""
     skey = session_key(net, experiment, settings)
     results: dict = st.session_state.setdefault("lesion_results", {})
     origin = st.session_state.setdefault("lesion_origin", {}).get(skey)
@@ -129,10 +153,11 @@ def lookup(net: Net, experiment: str, settings: dict[str, Any], store: RunStore 
         result = storethrough.lookup(store, net.key, experiment, settings)
     except LensError as exc:
         st.warning(f"The run store cannot be read: {exc}")
-        return None
+        result = None
     if result is not None:
         remember(net, experiment, settings, result)
-    return result
+        return result
+    return shipped_sweep(net, experiment, settings)
 
 
 def measure(nets: list[Net], experiment: str, title: str, settings: dict[str, Any],
@@ -182,8 +207,13 @@ def when(t: float) -> str:
 
 
 def provenance(found: dict[str, Outcome], describe: str) -> str:
-    """Where the shown numbers come from, per net: the run store (and when) or this session."""
-    parts = [f"{lab}: {'stored, measured' if r.from_store else 'measured in this session,'} {when(r.created)}"
+    """Where the shown numbers come from, per net: the run store (and when), this session, or the
+    file stored beside a shipped program."""
+    if all(isinstance(r, Shipped) for r in found.values()):
+        return (f"Stored results: measured once with `{lesionstore.MADE_BY}` and shipped beside the checkpoint "
+                f"({describe}). **Run** measures again here.")
+    parts = [f"{lab}: stored with the checkpoint" if isinstance(r, Shipped) else
+             f"{lab}: {'stored, measured' if r.from_store else 'measured in this session,'} {when(r.created)}"
              for lab, r in found.items()]
     lead = ("Stored results, shown without running" if all(r.from_store for r in found.values()) else "Results")
     return f"{lead} ({describe}) — " + "; ".join(parts) + "."
@@ -218,8 +248,8 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, main: Net,
     if experiment in lesion.RANDOM_SWEEPS:
         c = st.columns(2)
         per = "k" if experiment == "k" else "number of swaps"
-        samples = int(c[0].number_input(f"Samples per {per} (1–50)", 1, 50, 5, key=f"lesion_{experiment}_samples"))
-        seed = int(c[1].number_input("Seed (0–10,000)", 0, 10_000, 0, key=f"lesion_{experiment}_seed"))
+        samples = int(c[0].number_input(f"Samples per {per} (1–50)", 1, 50, lesionstore.PAGE_SAMPLES, key=f"lesion_{experiment}_samples"))
+        seed = int(c[1].number_input("Seed (0–10,000)", 0, 10_000, lesionstore.PAGE_SEED, key=f"lesion_{experiment}_seed"))
     st.caption(caption)
     try:
         settings = lesion.sweep_settings(experiment, data, samples=samples, seed=seed)
@@ -235,7 +265,8 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, main: Net,
                              "Cancel button show while it runs.")
     found = {net.label: lookup(net, experiment, settings, store) for net in nets}
     if pressed:
-        missing = [net for net in nets if found[net.label] is None]
+        # a sweep shipped beside the program is measured anew: Run means measure
+        missing = [net for net in nets if found[net.label] is None or isinstance(found[net.label], Shipped)]
         if missing:
             found.update(measure(missing, experiment, title, settings, store))
     shown = {lab: r for lab, r in found.items() if r is not None}

@@ -18,7 +18,7 @@ from analysis.arch.specs import ResNetSpec
 from analysis.core.errors import LensError
 from analysis.core.meta import Normalisation
 from analysis.data import data
-from analysis.experiments import evaluation, lesion, paths, programlesion
+from analysis.experiments import evaluation, lesion, lesionstore, paths, programlesion
 from analysis.store import checkpoints, runstore
 from analysis.studies import grid, transfer
 
@@ -251,6 +251,25 @@ def stored_path_results(name: str, program: bool = False) -> paths.Results:
 def _stored_path_results(path: str, mtime: float, results_mtime: float) -> paths.Results:
     del mtime, results_mtime
     return paths.load_results(Path(path))
+
+
+def stored_lesion_results(name: str) -> lesionstore.Stored | None:
+    """The lesion sweeps stored beside a shipped program (analysis.experiments.lesionstore; None if
+    none, or if they were made on another version of the file); reloaded when either file changes.
+    A damaged file is its CheckpointError (not cached: it is read again once mended)."""
+    from analysis.store import programs
+
+    file = programs.shipped_programs().get(name)
+    if file is None:
+        return None
+    stored = lesionstore.results_file(file)
+    return _stored_lesion_results(str(file), file.stat().st_mtime, stored.stat().st_mtime if stored.is_file() else 0.0)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _stored_lesion_results(path: str, mtime: float, results_mtime: float) -> lesionstore.Stored | None:
+    del mtime, results_mtime
+    return lesionstore.load_results(Path(path))
 
 
 
