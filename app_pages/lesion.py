@@ -299,7 +299,7 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, main: Net,
         if experiment == "single":
             reading = lesion.single_reading(part, residual=residual[str(net_label)], num_classes=data.num_classes)
         elif experiment in lesionreadings.POSITION_SWEEPS:
-            reading = lesionreadings.position_reading(part, experiment)
+            reading = lesionreadings.position_reading(part, experiment, len(data.y_test))
         else:
             continue
         st.markdown(f"**{net_label}**: {reading}")

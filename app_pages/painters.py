@@ -87,8 +87,10 @@ with st.expander("What was measured", expanded=False):
         "- **A layer**: a ResNet's residual block; a transformer's block `blocks.k` (attention and MLP together), "
         "as Sun et al. and Lad et al. move whole layers. Deleted, a residual layer keeps its shortcut; a plain "
         "net's layer passes its input on (Veit et al.).\n"
-        "- **Middle**: layer ⌊(n − 1)/2⌋ of n and the next one (a ResNet-20's `layer2.1` and `layer2.2`; a "
-        "4-block transformer's `blocks.1` and `blocks.2`). *Repeat*: the middle layer runs twice. *Parallel*: "
+        "- **Middle**: layer ⌊(n − 1)/2⌋ of n and the next one ("
+        + "; ".join(f"{name}: `{net['runs'][0].get('middle', '?')}` and `{net['runs'][0].get('next', '?')}` of "
+                    f"{net['runs'][0].get('layers', '?')}" for name, net in rec["nets"].items() if net["residual"])
+        + "). *Repeat*: the middle layer runs twice. *Parallel*: "
         "the middle pair reads one input and both changes are added, y = h + F₁(h) + F₂(h); it needs layers "
         "that are their input plus a change (pre-norm transformer blocks), not a ResNet-20 block with its ReLU "
         "after the add.\n"

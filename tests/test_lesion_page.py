@@ -374,7 +374,7 @@ def test_swap_and_repeat_sweeps_chart_both_nets_and_say_what_was_skipped():
             assert bars[f"{net}: {lesionreadings.MOVED[kind]}"] == list(df["units"])[1:]
             intact = 100 * float(df["error"].iloc[0])
             assert f"{net}: intact, {intact:.2f} %" in lines
-            reading = lesionreadings.position_reading(df, kind)
+            reading = lesionreadings.position_reading(df, kind, len(d.y_test))
             assert f"**{net}**: {reading}" in [m.value for m in at.markdown]
         (skipped,) = [c.value for c in at.caption if c.value.startswith("Skipped — ")]
         for net, df in theirs.items():  # the two downsampling blocks: a swap into or out of one, a repeat of one

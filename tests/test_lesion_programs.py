@@ -203,3 +203,65 @@ def test_samples_help_names_the_random_sweeps(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert "read by the random sweeps k and reorder only; single, swap, repeat and parallel ignore it" in text
     assert "--granularity {units,layers}" in text
+
+
+class _Outputs(torch.nn.Module):
+    """A digits net of two residual units whose output is reshaped as asked: (batch, 1, 10) or (batch,)."""
+
+    def __init__(self, out: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.out = out
+        self.stem, self.f, self.g, self.head = (torch.nn.Linear(256, 8), torch.nn.Linear(8, 8),
+                                                torch.nn.Linear(8, 8), torch.nn.Linear(8, 10))
+
+    def forward(self, x):
+        h = self.stem(x.flatten(1))
+        h = h + self.f(h)
+        y = self.head(h + self.g(h))
+        return y[:, None, :] if self.out == "3d" else y.sum(1) if self.out == "1d" else y
+
+
+@pytest.mark.parametrize(("out", "batch", "said"), [
+    ("3d", 2, "returns 2×1×10 for a batch of 2; lesions and paths score a classifier"),
+    ("1d", 10, "returns 10 for a batch of 10; lesions and paths score a classifier"),
+    ("2d", 0, "was exported for a batch of 0; the engine runs it in pieces of that batch"),
+])
+@pytest.mark.parametrize("command", ["lesion", "paths"])
+def test_a_program_that_is_no_classifier_or_has_no_batch_is_one_sentence(out, batch, said, command, tmp_path,
+                                                                         capsys) -> None:
+    path = tmp_path / f"{out}.pt2"
+    torch.export.save(torch.export.export(_Outputs(out).eval(), (torch.zeros(batch, 1, 16, 16),)), path)
+    csv = tmp_path / "x.csv"
+    assert main([command, "--checkpoint", str(path), "--data", "digits", "--size", "16", "--out", str(csv)]) == 2
+    assert said in error_line(capsys)
+    assert not csv.exists()
+
+
+class _Tokens(torch.nn.Module):
+    """Integer inputs (token ids shaped like a digit image), two residual units, ``classes`` outputs."""
+
+    def __init__(self, classes: int = 10, tokens: bool = True) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.tokens = tokens
+        self.embed, self.stem = torch.nn.Embedding(17, 8), torch.nn.Linear(256, 8)
+        self.f, self.g, self.head = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, classes)
+
+    def forward(self, x):
+        h = self.embed(x.flatten(1)).mean(1) if self.tokens else self.stem(x.flatten(1))
+        h = h + self.f(h)
+        return self.head(h + self.g(h))
+
+
+@pytest.mark.parametrize(("net", "example", "said"), [
+    (_Tokens(), torch.zeros(2, 1, 16, 16, dtype=torch.long), "takes int64 inputs; the test inputs of digits16 are "
+                                                              "float32"),
+    (_Tokens(classes=7, tokens=False), torch.zeros(2, 1, 16, 16), "has 7 outputs per input; digits16 has 10 classes"),
+])
+def test_data_of_another_kind_or_count_of_classes_is_refused(net, example, said, tmp_path, capsys) -> None:
+    path = tmp_path / "n.pt2"
+    torch.export.save(torch.export.export(net.eval(), (example,)), path)
+    assert main(["lesion", "--checkpoint", str(path), "--data", "digits", "--size", "16",
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert said in error_line(capsys)

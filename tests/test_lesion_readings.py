@@ -62,3 +62,10 @@ def test_a_residual_program_finds_its_plain_twin_by_metadata(shipped) -> None:
     assert programlesion.program_twin(metas["digits_vit"], others) == "digits_vit_plain"
     assert programlesion.program_twin(metas["mnist1d_transformer"], metas) == "mnist1d_transformer_plain"
     assert programlesion.program_twin(metas["digits_vit_plain"], metas) is None  # a plain net has no plain twin
+
+
+def test_a_position_reading_says_it_is_one_net_and_what_one_input_weighs() -> None:
+    df = pd.DataFrame({"units": ["none", "a<->b", "b<->c"], "index": [-1, 0, 1], "error": [0.1, 0.2, 0.1]})
+    assert lesionreadings.position_reading(df, "swap", 450).endswith(
+        "; one trained net, one run: one test input is 0.22 pp.")
+    assert "one trained net" not in lesionreadings.position_reading(df, "swap")

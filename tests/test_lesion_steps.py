@@ -273,6 +273,10 @@ def test_parallel_is_refused_for_post_activation_units() -> None:
     # a shape-changing (zero-padding) block of a pre-activation net
     with pytest.raises(ConfigError, match="layer2.0 has a pad shortcut, not the identity"):
         lesion.ResNetChain(resnet()[0]).check_sequence([(0, True), (1, True), ((2, 3), True), (4, True)])
+    # a pre-activation net whose shortcut is scaled (He et al. 2016's constant scaling): the paths are weighed
+    scaled = build_model(preact_spec().replace(shortcut_variant="scale", shortcut_scale=0.5), seed=0).eval()
+    with pytest.raises(ConfigError, match=r"layer1.0 weighs its paths \(0.5·s \+ F\)"):
+        lesion.ResNetChain(scaled).check_sequence([((0, 1), True), (2, True), (3, True), (4, True)])
 
 
 def test_parallel_is_refused_for_a_block_that_pools_its_input() -> None:

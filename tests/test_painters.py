@@ -140,9 +140,10 @@ def test_measured_counts_equal_hand_written_forwards():
 class _Block(nn.Module):
     """Two pre-norm residual units (x + a(n1(x)), then + m(n2(.))), or post-norm ones (n(x + a(x)))."""
 
-    def __init__(self, post: bool, scale: float = 1.0) -> None:
+    def __init__(self, post: bool, scale: float = 1.0, tail: bool = False) -> None:
         super().__init__()
         self.post, self.scale = post, scale
+        self.tail = nn.Linear(8, 8) if tail else None
         self.norm1, self.norm2 = nn.LayerNorm(8), nn.LayerNorm(8)
         self.attn, self.mlp = nn.Linear(8, 8), nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))
 
@@ -151,22 +152,25 @@ class _Block(nn.Module):
             x = self.norm1(x + self.attn(x))
             return self.norm2(x + self.mlp(x))
         x = self.scale * x + self.attn(self.norm1(x)) if self.scale != 1.0 else x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.mlp(self.norm2(x))
+        return x if self.tail is None else self.tail(x)  # a layer whose last op is not its add
 
 
 class _Tower(nn.Module):
-    def __init__(self, post: bool = False, scale: float = 1.0) -> None:
+    def __init__(self, post: bool = False, scale: float = 1.0, tail: bool = False, between: bool = False) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(3)
         self.stem, self.head = nn.Linear(5, 8), nn.Linear(8, 4)
-        self.blocks = nn.ModuleList(_Block(post, scale) for _ in range(4))
+        self.blocks = nn.ModuleList(_Block(post, scale, tail) for _ in range(4))
+        # a norm run between blocks, outside them: it belongs to the next layer's segment
+        self.mids = nn.ModuleList(nn.LayerNorm(8) for _ in range(4)) if between else None
         for p in self.parameters():
             p.data = torch.randn(p.shape, generator=g) * 0.5
 
     def forward(self, x):
         h = self.stem(x)
-        for b in self.blocks:
-            h = b(h)
+        for i, b in enumerate(self.blocks):
+            h = b(h if self.mids is None or i == 0 else self.mids[i](h))
         return self.head(h)
 
 
@@ -193,3 +197,54 @@ def test_residual_layers_run_in_parallel_as_their_changes_summed():
     scaled = _Tower(scale=0.5).eval()
     schain = LayerChain(torch.export.export(scaled, (x[:6],)), [f"blocks.{i}" for i in range(4)], name="scaled")
     assert [u.shortcut for u in schain.units] == ["none"] * 4
+    # a Linear after the last add; a norm between blocks (the first block has none before it)
+    for odd, want in ((_Tower(tail=True), ["none"] * 4), (_Tower(between=True), ["identity"] + ["none"] * 3)):
+        chain = LayerChain(torch.export.export(odd.eval(), (x[:6],)), [f"blocks.{i}" for i in range(4)], name="odd")
+        assert [u.shortcut for u in chain.units] == want
+
+
+def _verdicts(res, plain):
+    """Verdicts by (net, paper, the claim's distinguishing word: 'one', 'first', 'last', 'delete', 'swap')."""
+    def word(claim):
+        first, second = claim.split()[:2]
+        return first if second == "of" else second
+    return {(r.net, r.paper, word(r.claim)): r.agrees for r in painters.readings(_record(res, plain))}
+
+
+def test_the_thresholds_of_the_readings():
+    # every seed identical (a zero-width interval), one test input either side of each threshold
+    res = [_seed(0, 9, 9, 9, 27, 0)] * 3  # middle deleted: 91 % kept; swap: 73 % kept
+    plain = [_seed(0, 81, 81, 81, 81, 81)] * 3  # chance 90 %: 81 % error is within 10 points
+    v = _verdicts(res, plain)
+    assert v[("r", "Veit et al. 2016", "one")] is True
+    assert v[("r", "Lad et al. 2024", "swap")] is True
+    assert v[("p", "Veit et al. 2016", "one")] is True
+    # first - middle = 0 exactly: "matters more" claims a difference above 0, so it disagrees
+    assert v[("r", "Sun et al. 2024", "first")] is False
+    worse = [_seed(0, 11, 11, 11, 29, 0)] * 3  # 89 % and 71 % kept
+    v = _verdicts(worse, [_seed(0, 79, 79, 79, 79, 79)] * 3)
+    assert v[("r", "Veit et al. 2016", "one")] is False
+    assert v[("r", "Lad et al. 2024", "swap")] is False
+    assert v[("p", "Veit et al. 2016", "one")] is False
+
+
+def test_a_net_that_got_everything_wrong_keeps_nothing_to_measure():
+    res = [_seed(100, 100, 100, 100, 100, 100)] * 3
+    t = painters.table(_record(res, res))
+    assert t["kept"].isna().all() and (t["error"].dropna() == 1.0).all()
+    assert not [r for r in painters.readings(_record(res, res)) if "kept" in r.measured]
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda r: r.pop("seeds"), "not a complete"),
+    (lambda r: r.update(seeds=5), "not a list of distinct"),
+    (lambda r: r["nets"]["r"]["runs"][0]["wrong"].pop("swap middle"), "does not give each condition once"),
+    (lambda r: r["nets"]["r"]["runs"].pop(), "not the record's seeds"),
+])
+def test_an_incomplete_record_is_refused(tmp_path, change, said):
+    rec = _record([_seed(2, 40, 4, 30, 3, 5)] * 2, [_seed(5, 90, 88, 85, 70, 60)] * 2)
+    change(rec)
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(rec))
+    with pytest.raises(CheckpointError, match=said):
+        painters.load(p)

@@ -146,7 +146,7 @@ def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
         print(df[["deleted", "downsample", "error"]].to_string(index=False))
     elif args.experiment in lesionreadings.POSITION_SWEEPS:  # one row per position: no k to summarise by
         print(df[["units", "stage", "error"]].to_string(index=False))
-        print(lesionreadings.position_reading(df, args.experiment))
+        print(lesionreadings.position_reading(df, args.experiment, len(data.y_test)))
         for line in df.attrs.get("skipped", []):
             print(f"skipped {line}")
     else:

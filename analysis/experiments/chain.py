@@ -43,6 +43,8 @@ from analysis.arch.graphnet import GraphNet, open_program
 from analysis.arch.units import Unit
 from analysis.core.errors import ConfigError
 
+MAX_EXPORT_BATCH = 4096  # the largest exported batch a program is run in pieces of
+
 
 class ChainError(ConfigError):
     """A net whose residual units cannot be run as one chain (what applies and what does not is said)."""
@@ -216,6 +218,11 @@ class _Program:
         result = outs[0] if isinstance(outs, (tuple, list)) and len(outs) == 1 else outs
         if not isinstance(result, fx.Node):
             raise ChainError(f"{self.net.name} returns {type(result).__name__}; the lesion engine reads one tensor")
+        if not 1 <= self.batch <= MAX_EXPORT_BATCH:
+            # every input is run in pieces of this batch (the last one padded): 0 cannot hold one, and a
+            # huge one would pad a small test set to it in every activation
+            raise ChainError(f"{self.net.name} was exported for a batch of {self.batch:,}; the engine runs it in "
+                             f"pieces of that batch, so export it for 1 to {MAX_EXPORT_BATCH:,} inputs")
         self.output = result
         self.live = _descendants(self.input)
 
@@ -547,10 +554,13 @@ class LayerChain(_Program):
             return sum(int(v) for path, v in zip(rows["module"], rows[col], strict=True) if _owns(m, str(path)))
 
         self.units: tuple[Unit, ...] = tuple(
-            Unit(name=m, owner=m, shortcut="identity" if self._residual_layer(m, f, e) else "none", join=Join(),
+            Unit(name=m, owner=m, shortcut="identity" if start is f and self._residual_layer(m, f, e) else "none",
+                 join=Join(),
                  in_shape=_node_shape(f), out_shape=_node_shape(e), branch_params=cost(m, "params"),
                  branch_macs=cost(m, "macs"), entry_node=f.name, exit_node=e.name)
-            for (m, f, e) in cuts)
+            # a layer's segment starts at the previous layer's output: ops between the two (a norm)
+            # belong to it, and then L(h) - h is no change of the layer's own input
+            for (m, f, e), start in zip(cuts, self._starts, strict=True))
 
     @property
     def n(self) -> int:

@@ -29,10 +29,11 @@ def move_text(kind: str, units: str) -> str:
     return units
 
 
-def position_reading(df: pd.DataFrame, kind: str) -> str:
+def position_reading(df: pd.DataFrame, kind: str, inputs: int = 0) -> str:
     """What one net's swap, repeat or parallel sweep shows: its intact error, the change that costs the
     most and the one that costs the least (in percentage points of test error against intact), and
-    the median cost over the changes run."""
+    the median cost over the changes run. With ``inputs`` (the test set's size) it says that this is
+    one trained net and what one test input weighs, so a ranking within that step is not read as more."""
     intact = float(df.loc[df["index"] == -1, "error"].iloc[0])
     rows = df[df["index"] >= 0]
     head = f"intact {100 * intact:.1f} %"
@@ -51,6 +52,8 @@ def position_reading(df: pd.DataFrame, kind: str) -> str:
     if len(rows) > 1:
         parts.append(f"the least, {move_text(kind, str(least['units']))}: {float(cost.min()):+.1f} pp; median "
                      f"{float(cost.median()):+.1f} pp over {len(rows)} changes")
+    if inputs > 0:
+        parts.append(f"one trained net, one run: one test input is {100 / inputs:.2f} pp")
     return "; ".join(parts) + "."
 
 

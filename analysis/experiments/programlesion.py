@@ -216,10 +216,16 @@ def input_shape(chain: ProgramCut) -> tuple[int, ...]:
     return tuple(int(v) for v in chain.net.input_shapes[0][1:])
 
 
-def output_width(chain: ProgramCut) -> int | None:
-    """The number of outputs (classes) per input, None where the graph does not record it."""
+def output_width(chain: ProgramCut) -> int:
+    """The number of outputs (classes) per input. Lesions and paths score a classifier: its output
+    must be one row of class scores per input (batch × classes), else a :class:`ChainError` naming
+    the shape the program returns."""
     val = chain.output.meta.get("val")
-    return int(val.shape[-1]) if isinstance(val, Tensor) and val.dim() >= 1 else None
+    if not isinstance(val, Tensor) or val.dim() != 2 or int(val.shape[0]) != chain.batch:
+        shape = shape_text(tuple(val.shape)) if isinstance(val, Tensor) else "no tensor"
+        raise ChainError(f"{chain.net.name} returns {shape} for a batch of {chain.batch}; lesions and paths score a "
+                         "classifier, which returns one row of class scores per input (batch × classes)")
+    return int(val.shape[1])
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
@@ -295,7 +301,7 @@ def check_fits(chain: ProgramCut, data: Dataset, name: str | None = None) -> Non
     name = name or chain.net.name
     check_inputs(chain, data.x_test, f"the test inputs of {data.name}", name)
     width = output_width(chain)
-    if width is not None and width != data.num_classes:
+    if width != data.num_classes:
         raise DatasetError(f"{name} has {width} outputs per input; {data.name} has {data.num_classes} classes")
 
 

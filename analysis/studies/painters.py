@@ -16,8 +16,8 @@ What a layer is. A ResNet's layer is one residual block (units and blocks coinci
 layer is one block of the stack, ``blocks.k`` (attention and MLP together), as Sun et al. and Lad et al.
 move whole layers; it is cut by :class:`~analysis.experiments.chain.LayerChain`, and a residual
 layer's change F(h) is its output minus its input. The middle layer is layer ⌊(n − 1)/2⌋ of n, so that it and the
-next one are both middle layers: a ResNet-20's ``layer2.1`` (with ``layer2.2``), a six-layer
-transformer's ``blocks.2`` (with ``blocks.3``). Where a
+next one are both middle layers: a ResNet-20's ``layer2.1`` (with ``layer2.2``), a four-block
+transformer's ``blocks.1`` (with ``blocks.2``). Where a
 change does not apply (parallel on a post-activation ResNet block, on a plain layer) the record says
 why instead of giving a number.
 
@@ -217,6 +217,10 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def _check_record(rec: Mapping[str, Any], name: str) -> None:
+    seeds = rec["seeds"]
+    if not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds) \
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds):
+        raise CheckpointError(f"{name}: its seeds are not a list of distinct whole numbers")
     kinds = {"dataset": str, "family": str, "residual": bool, "test_size": int, "classes": int, "runs": list}
     for net_name, net in rec["nets"].items():
         for key, kind in kinds.items():
@@ -232,6 +236,11 @@ def _check_record(rec: Mapping[str, Any], name: str) -> None:
                                           f"of the {net['test_size']} test inputs")
             if "intact" not in run["wrong"] or not all(isinstance(v, str) for v in run["refused"].values()):
                 raise CheckpointError(f"{name}: {net_name} seed {run['seed']} lacks its intact count or reasons")
+            if set(run["wrong"]) | set(run["refused"]) != set(CONDITIONS) or set(run["wrong"]) & set(run["refused"]):
+                raise CheckpointError(f"{name}: {net_name} seed {run['seed']} does not give each condition once, "
+                                      "as a count or a reason")
+        if [run["seed"] for run in net["runs"]] != seeds:
+            raise CheckpointError(f"{name}: {net_name}'s runs are not the record's seeds {seeds}")
 
 
 # ----------------------------------------------------------------------------- reading a record
@@ -240,6 +249,16 @@ def errors(net: Mapping[str, Any], cond: str) -> list[float] | None:
     if any(cond not in r["wrong"] for r in net["runs"]):
         return None
     return [r["wrong"][cond] / net["test_size"] for r in net["runs"]]
+
+
+def kept(net: Mapping[str, Any], cond: str) -> Interval | None:
+    """The accuracy kept under ``cond``, (1 - error) / (1 - intact error) seed by seed, with its interval;
+    None where the condition does not apply or an intact net got every test input wrong (nothing kept
+    to measure)."""
+    e, intact = errors(net, cond), errors(net, "intact")
+    if e is None or intact is None or any(b >= 1 for b in intact):
+        return None
+    return t_interval([(1 - a) / (1 - b) for a, b in zip(e, intact, strict=True)])
 
 
 def mean_error(net: Mapping[str, Any], cond: str) -> float:
@@ -268,9 +287,10 @@ def table(rec: Mapping[str, Any]) -> pd.DataFrame:
                 continue
             iv = t_interval(e)
             d = paired_difference(e, intact)
-            kept = t_interval([(1 - a) / (1 - b) if b < 1 else math.nan for a, b in zip(e, intact, strict=True)])
+            k = kept(net, cond)
             row.update(error=iv.mean, low=_v(iv.low), high=_v(iv.high), change=d.mean, change_low=_v(d.low),
-                       change_high=_v(d.high), kept=kept.mean, kept_low=_v(kept.low), kept_high=_v(kept.high),
+                       change_high=_v(d.high), kept=math.nan if k is None else k.mean,
+                       kept_low=math.nan if k is None else _v(k.low), kept_high=math.nan if k is None else _v(k.high),
                        note="")
             rows.append(row)
     return pd.DataFrame(rows)
@@ -300,15 +320,21 @@ def _pp(iv: Interval) -> str:
     return iv.text(scale=100, unit=" %")
 
 
-def _verdict(iv: Interval, threshold: float) -> bool | None:
-    """A claim "the value is at least ``threshold``" read from its interval: agrees when the whole interval
-    is at or above it, disagrees when the whole interval is below it, and cannot tell (None) when the
-    interval holds the threshold (the seeds do not decide) or there is one run."""
+VEIT_KEPT = 0.90  # "barely matters": at least 90 % of the accuracy kept
+LAD_KEPT = 0.72  # Lad et al. 2024: 72-95 % kept (more is still "robust")
+NEAR_CHANCE = 0.10  # "fatal": an error within 10 points of chance, or above
+
+
+def _verdict(iv: Interval, threshold: float, *, strict: bool = False) -> bool | None:
+    """A claim "the value is at least ``threshold``" (``strict``: more than it, as "matters more" claims a
+    difference above 0) read from its interval: agrees when the whole interval is on the claim's side,
+    disagrees when the whole interval is on the other, and cannot tell (None) when the interval holds
+    the threshold (the seeds do not decide) or there is one run."""
     if iv.low is None or iv.high is None:
         return None
-    if iv.low >= threshold:
+    if iv.low > threshold or (iv.low == threshold and not strict):
         return True
-    return False if iv.high < threshold else None
+    return False if iv.high < threshold or (strict and iv.high == threshold) else None
 
 
 def readings(rec: Mapping[str, Any]) -> list[Reading]:
@@ -333,14 +359,13 @@ def readings(rec: Mapping[str, Any]) -> list[Reading]:
         chance = 1 - 1 / net["classes"]
         mid = _iv(net, "delete middle")
         if net["residual"]:
-            kept = t_interval([(1 - a) / (1 - b) for a, b in zip(errors(net, "delete middle") or [],
-                                                                  errors(net, "intact") or [], strict=True)])
             twin = next((k for k, v in nets.items() if v["family"] == net["family"] and v["dataset"] == net["dataset"]
                          and not v["residual"]), None)
-            measured = f"middle layer deleted: accuracy kept {_pp(kept)}"
-            agrees = _verdict(kept, 0.9)
-            out.append(Reading(name, "Veit et al. 2016", "deleting one residual layer barely matters (≥ 90 % of "
-                               "the accuracy kept)", measured, agrees))
+            k_mid = kept(net, "delete middle")
+            if k_mid is not None:
+                out.append(Reading(name, "Veit et al. 2016", "deleting one residual layer barely matters (≥ 90 % of "
+                                   "the accuracy kept)", f"middle layer deleted: accuracy kept {_pp(k_mid)}",
+                                   _verdict(k_mid, VEIT_KEPT)))
             for edge in ("first", "last"):
                 e_edge, e_mid = errors(net, f"delete {edge}"), errors(net, "delete middle")
                 if e_edge is None or e_mid is None:
@@ -349,24 +374,22 @@ def readings(rec: Mapping[str, Any]) -> list[Reading]:
                 out.append(Reading(name, "Sun et al. 2024", f"the {edge} layer matters more than the middle one",
                                    f"error after deleting the {edge} minus after deleting the middle: "
                                    f"{d.text(scale=100, unit=' pp')}",
-                                   _verdict(d, 0.0)))
+                                   _verdict(d, 0.0, strict=True)))
             for cond in ("delete middle", "swap middle"):
-                e = errors(net, cond)
-                if e is None:
+                k = kept(net, cond)
+                if k is None:
                     continue
-                k = t_interval([(1 - a) / (1 - b) for a, b in zip(e, errors(net, "intact") or [], strict=True)])
                 out.append(Reading(name, "Lad et al. 2024", f"{cond.split()[0]} of an adjacent middle layer keeps "
-                                   "72–95 % of the accuracy", f"accuracy kept {_pp(k)}",
-                                   _verdict(k, 0.72)))
+                                   "72–95 % of the accuracy", f"accuracy kept {_pp(k)}", _verdict(k, LAD_KEPT)))
             if twin is not None and mid is not None:
                 t_mid, t_intact = _iv(nets[twin], "delete middle"), _iv(nets[twin], "intact")
                 if t_mid is not None and t_intact is not None:
                     claim = ("deleting one layer of a plain net is fatal (error within 10 points of chance, "
                              f"{100 * chance:.0f} %, or above)")
-                    if t_intact.mean >= chance - 0.10:  # a twin that never trained cannot collapse further
+                    if t_intact.mean >= chance - NEAR_CHANCE:  # a twin that never trained cannot collapse further
                         out.append(Reading(twin, "Veit et al. 2016", claim, f"already at chance intact (error "
                                            f"{_pp(t_intact)}): the plain net did not train", None))
                     else:
                         out.append(Reading(twin, "Veit et al. 2016", claim, f"middle layer deleted: error {_pp(t_mid)}",
-                                           _verdict(t_mid, chance - 0.10)))
+                                           _verdict(t_mid, chance - NEAR_CHANCE)))
     return out
