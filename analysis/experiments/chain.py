@@ -261,22 +261,30 @@ class _Program:
         return self._run(self._head, h)
 
     def _run(self, gm: fx.GraphModule, h: Tensor) -> Tensor:
-        """``gm`` on ``h`` in pieces of the batch the program was exported with: an exported graph keeps
-        its example's batch in its reshapes (a transformer's heads), so other batches are cut into
-        pieces of that size, the last one padded with zeros and its padding dropped after."""
-        b = self.batch
-        if h.shape[0] == b:
-            out: Tensor = gm(h)
-            return out
+        """``gm`` (one input, one output) on ``h`` in pieces of the exported batch (:meth:`_run_pieces`)."""
+        return self._run_pieces(gm, h)[0]
+
+    def _run_pieces(self, gm: fx.GraphModule, *inputs: Tensor) -> tuple[Tensor, ...]:
+        """``gm`` on ``inputs`` in pieces of the batch the program was exported with: an exported graph
+        keeps its example's batch in its reshapes (a transformer's heads), so other batches are cut into
+        pieces of that size, the last one padded with zeros and its padding dropped after. The pieces
+        are slices and their padding a concatenation, both differentiable, so gradients run through
+        any batch as its values do (the path measurement's graphs take and give several tensors)."""
+        def call(args: Sequence[Tensor]) -> tuple[Tensor, ...]:
+            out = gm(*args)
+            return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+        b, n = self.batch, inputs[0].shape[0]
+        if n == b:
+            return call(inputs)
         pieces = []
-        for lo in range(0, h.shape[0], b):
-            part = h[lo:lo + b]
-            short = b - part.shape[0]
+        for lo in range(0, n, b):
+            parts = [t[lo:lo + b] for t in inputs]
+            short = b - parts[0].shape[0]
             if short:
-                part = torch.cat([part, part.new_zeros((short, *part.shape[1:]))])
-            y: Tensor = gm(part)
-            pieces.append(y[:b - short])
-        return torch.cat(pieces)
+                parts = [torch.cat([p, p.new_zeros((short, *p.shape[1:]))]) for p in parts]
+            pieces.append([y[:b - short] for y in call(parts)])
+        return tuple(torch.cat(col) for col in zip(*pieces, strict=True))
 
 
 class ProgramChain(_Program):
@@ -433,32 +441,13 @@ class ProgramChain(_Program):
 
     def path_operands(self, i: int, h: Tensor) -> tuple[Tensor, Tensor]:
         """(a·s(x), branch side) of unit ``i``'s add from its segment's input ``h``, differentiable."""
-        s, r = self._run_paths(self.path_graphs(i)[0], h)
+        s, r = self._run_pieces(self.path_graphs(i)[0], h)
         return s, r
 
     def path_join(self, i: int, s: Tensor, r: Tensor) -> Tensor:
         """Unit ``i``'s output from its add's operands, differentiable."""
-        (y,) = self._run_paths(self.path_graphs(i)[1], s, r)
+        (y,) = self._run_pieces(self.path_graphs(i)[1], s, r)
         return y
-
-    def _run_paths(self, gm: fx.GraphModule, *inputs: Tensor) -> tuple[Tensor, ...]:
-        """:meth:`_run` for graphs of several inputs and outputs. The pieces are slices and their padding
-        a concatenation, both differentiable, so gradients run through any batch as its values do."""
-        def call(args: Sequence[Tensor]) -> tuple[Tensor, ...]:
-            out = gm(*args)
-            return tuple(out) if isinstance(out, (tuple, list)) else (out,)
-
-        b, n = self.batch, inputs[0].shape[0]
-        if n == b:
-            return call(inputs)
-        pieces = []
-        for lo in range(0, n, b):
-            parts = [t[lo:lo + b] for t in inputs]
-            short = b - parts[0].shape[0]
-            if short:
-                parts = [torch.cat([p, p.new_zeros((short, *p.shape[1:]))]) for p in parts]
-            pieces.append([y[:b - short] for y in call(parts)])
-        return tuple(torch.cat(col) for col in zip(*pieces, strict=True))
 
     def check_path_inputs(self, x: Tensor) -> None:
         """``x`` has the shape the program was exported for, batch aside."""
@@ -514,6 +503,8 @@ class LayerChain(_Program):
     def __init__(self, ep: ExportedProgram, modules: Sequence[str], net: GraphNet | None = None,
                  name: str = "program") -> None:
         super().__init__(ep, net, name)
+        if isinstance(modules, str) or not all(isinstance(m, str) for m in modules):
+            raise ChainError(f"{self.net.name}: name the layers' modules as a list of module paths (text)")
         mods = list(dict.fromkeys(modules))
         offer = "; ".join(f"{k or '(net)'}: {', '.join(v[:3])}{', ...' if len(v) > 3 else ''}"
                           for k, v in layer_candidates(ep).items()) or "none is repeated"

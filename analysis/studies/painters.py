@@ -154,15 +154,14 @@ def seed_net(net: StudyNet, seed: int, cache: Path | None = None) -> tuple[Any, 
     from analysis.experiments.train_transformers import export_net, train_net
     from analysis.store.programs import dataset_for_program, load_shipped, save_program
 
-    path = None if cache is None else cache / f"{net.name}_s{seed}.pt2"
-    if path is None or not path.is_file():
+    if cache is None:  # said before any training
+        raise CheckpointError("a transformer seed is measured from its saved program: give a cache folder")
+    path = cache / f"{net.name}_s{seed}.pt2"
+    if not path.is_file():
         module, meta = train_net(net.program, seed)
         from analysis.experiments.train_transformers import load_data
 
-        ep = export_net(module, load_data(meta["dataset"]))
-        if path is None:
-            raise CheckpointError("a transformer seed is measured from its saved program: give a cache folder")
-        save_program(path, ep, meta)
+        save_program(path, export_net(module, load_data(meta["dataset"])), meta)
     ep, pmeta = load_shipped(path)
     return transformer_chain(ep, net.name), dataset_for_program(pmeta)
 
