@@ -119,6 +119,6 @@ if plain_at_chance:
                "deletions cannot show a collapse; its row says nothing about Veit et al.'s claim either way.")
 c1, c2 = st.columns(2)
 c1.download_button("Download the table (CSV)", csv_bytes(df), file_name=f"painters_{dataset}.csv", mime="text/csv",
-                   key="painters_csv")
+                   key="painters_csv", on_click="ignore")
 c2.download_button("Download every seed's counts (CSV)", csv_bytes(per_seed(rec)), file_name="painters_seeds.csv",
-                   mime="text/csv", key="painters_seeds_csv")
+                   mime="text/csv", key="painters_seeds_csv", on_click="ignore")
