@@ -278,6 +278,28 @@ def test_sharded_paths_on_ray_are_bit_identical(nets, ray_instance):
 
 
 @on_ray
+def test_a_shipped_transformer_on_ray_equals_one_process_by_units_and_by_layers(ray_instance):
+    """A program travels to Ray's tasks as its archive's bytes (with the modules of its layers' cut) and
+    gives the single-process table, for a sweep by units and one by layers; and its path measurement."""
+    from analysis.experiments import programlesion
+    from analysis.store.programs import dataset_for_program, load_shipped
+
+    ep, meta = load_shipped("digits_vit")
+    cuts = programlesion.cut(ep, "digits_vit")
+    data = dataset_for_program(meta)
+    x, y = data.x_test[:150], data.y_test[:150]
+    for kind, granularity in (("single", "units"), ("parallel", "layers")):
+        chain = cuts.chain(granularity)
+        whole = lesion.run_sweep(kind, chain, x, y, batch_size=50)
+        on_ray = shard.sharded_sweep(kind, chain, x, y, batch_size=50, shards=3, executor="ray")
+        assert on_ray.equals(whole) and whole["error"].nunique() > 1
+    whole = paths.gradient_by_length(cuts.units, x[:100], y[:100], samples=2, ks=[0, 1, 8], batch_size=50)
+    on_ray = shard.sharded_gradient_by_length(cuts.units, x[:100], y[:100], samples=2, ks=[0, 1, 8], batch_size=50,
+                                              shards=2, executor="ray")
+    pd.testing.assert_frame_equal(on_ray, whole, check_exact=True)
+
+
+@on_ray
 def test_shards_ask_ray_for_a_cpu_each_and_a_gpu_each_on_cuda(ray_instance, monkeypatch):
     """What run_shards hands Ray (seen without running anything): one item per shard, one CPU and one
     torch thread each, one GPU each for a CUDA device, seen in the task as cuda; the net put in the
