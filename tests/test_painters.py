@@ -191,7 +191,7 @@ def test_residual_layers_run_in_parallel_as_their_changes_summed():
     post = _Tower(post=True).eval()
     pchain = LayerChain(torch.export.export(post, (x[:6],)), [f"blocks.{i}" for i in range(4)], name="post")
     assert [u.shortcut for u in pchain.units] == ["none"] * 4  # a norm after each add: not h + F(h)
-    with pytest.raises(ConfigError, match="no shortcut"):
+    with pytest.raises(ConfigError, match="blocks.1 holds residual units but is not its input plus one change"):
         pchain.check_sequence(seq)
     # 0.5·x + F(x): the layer is not its input plus a change, though its last op is an add
     scaled = _Tower(scale=0.5).eval()

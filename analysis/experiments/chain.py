@@ -217,7 +217,8 @@ class _Program:
         outs = out.args[0]
         result = outs[0] if isinstance(outs, (tuple, list)) and len(outs) == 1 else outs
         if not isinstance(result, fx.Node):
-            raise ChainError(f"{self.net.name} returns {type(result).__name__}; the lesion engine reads one tensor")
+            raise ChainError(f"{self.net.name} returns {type(result).__name__}; lesions and paths read one tensor, "
+                             "the class scores")
         if not 1 <= self.batch <= MAX_EXPORT_BATCH:
             # every input is run in pieces of this batch (the last one padded): 0 cannot hold one, and a
             # huge one would pad a small test set to it in every activation
@@ -244,8 +245,7 @@ class _Program:
                 continue
             if node.op == "placeholder" or (node in self.live and node not in down):
                 raise ChainError(f"{self.net.name}: the ops up to {end.name} read an activation from before "
-                                 f"{src.name} (a long skip), so its units are not one chain; deleting a unit "
-                                 "alone applies, reordering does not")
+                                 f"{src.name} (a long skip), so it is not one chain of pieces")
             if node.name in gone:
                 env[node] = env[self.by_name[gone[node.name].shortcut_node]]
                 continue
@@ -575,10 +575,19 @@ class LayerChain(_Program):
 
     def branch(self, i: int, h: Tensor) -> Tensor:
         """A residual layer's change L(h) - h (see :meth:`_residual_layer`); refused for any other."""
-        why = parallel_refusal(self.units[i])
+        why = self._parallel_refusal(i)
         if why is not None:
             raise ChainError(why)
         return self.unit(i, h, True) - h
+
+    def _parallel_refusal(self, i: int) -> str | None:
+        """Why layer i cannot run in parallel: a layer holding residual units that is still not its input
+        plus one change (a norm after an add, ops before its first unit) says so, not "a plain layer"."""
+        u = self.units[i]
+        if u.shortcut == "none" and any(_owns(u.name, r.owner) for r in self.net.units):
+            return (f"{u.name} holds residual units but is not its input plus one change (an op follows an add "
+                    "or runs before its first unit), so its change cannot be summed with another's")
+        return parallel_refusal(u)
 
     def _deletion_refusal(self, i: int) -> str | None:
         a, b = _node_shape(self._firsts[i]), _node_shape(self._lasts[i])
@@ -591,7 +600,7 @@ class LayerChain(_Program):
         """Each step where its input shape flows (:func:`check_steps`); deletions of layers that change
         the shape and parallel steps refused."""
         check_steps(seq, names=[u.name for u in self.units], ins=[_node_shape(s) for s in self._starts],
-                    outs=[_node_shape(e) for e in self._lasts], parallel=lambda i: parallel_refusal(self.units[i]),
+                    outs=[_node_shape(e) for e in self._lasts], parallel=self._parallel_refusal,
                     deletion=self._deletion_refusal, noun="layer")
 
     def eval(self) -> LayerChain:
