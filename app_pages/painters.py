@@ -94,8 +94,9 @@ with st.expander("What was measured", expanded=False):
         "the middle pair reads one input and both changes are added, y = h + F₁(h) + F₂(h); it needs layers "
         "that are their input plus a change (pre-norm transformer blocks), not a ResNet-20 block with its ReLU "
         "after the add.\n"
-        f"- **Recorded** by `{rec.get('command', 'tools/make_painters.py')}` "
-        f"({rec.get('threads', '?')} thread(s){', ' + format(rec['seconds'], '.0f') + ' s' if 'seconds' in rec else ''}).")
+        f"- **Recorded** by `{rec.get('command', 'tools/make_painters.py')}` on {rec.get('threads', '?')} thread(s)"
+        + (f": {rec['seconds']:.0f} s to measure the trained nets of its cache folder" if "seconds" in rec else "")
+        + "; the command trains any net its cache lacks first (all of them: about 50 minutes of one core here).")
 
 present = [d for d in DATASETS if any(n["dataset"] == d for n in rec["nets"].values())]
 if not present:
