@@ -93,3 +93,25 @@ def image_folder(root, classes: int, per_class: int = 6, side: int = 40):
         for i in range(per_class):
             Image.fromarray((rng.random((side, side, 3)) * 80 + c * 60).astype(np.uint8)).save(d / f"{i}.png")
     return root
+
+
+def program_file(directory, name: str, batch: int, filename: str):
+    """The shipped checkpoint ``name`` exported for a batch of ``batch`` test inputs and saved as
+    ``directory/filename`` (a .pt2); returns its path."""
+    from pathlib import Path
+
+    from analysis.arch.graphnet import export_module
+    from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+
+    c = load_checkpoint(shipped_checkpoints()[name])
+    path = Path(directory) / filename
+    torch.export.save(export_module(c.model, (dataset_for(c.meta).x_test[:batch],)), path)
+    return path
+
+
+def error_line(capsys) -> str:
+    """The one ``error:`` line a CLI command printed to stderr, with no traceback beside it."""
+    cap = capsys.readouterr()
+    lines = [ln for ln in cap.err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in cap.err, cap.err
+    return lines[0]

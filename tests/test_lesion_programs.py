@@ -16,6 +16,7 @@ from analysis.cli.main import main
 from analysis.experiments import lesion, programlesion
 from analysis.run import shard
 from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+from tests.helpers import error_line, program_file
 
 BATCH = 150  # the program's exported batch and the sweeps': a third of the digits' 450 test images
 
@@ -23,17 +24,7 @@ BATCH = 150  # the program's exported batch and the sweeps': a third of the digi
 @pytest.fixture(scope="module")
 def r20(tmp_path_factory) -> Path:
     """The shipped digits_resnet20 exported (for a batch of 150) and saved as a .pt2 file."""
-    c = load_checkpoint(shipped_checkpoints()["digits_resnet20"])
-    path = tmp_path_factory.mktemp("programs") / "r20.pt2"
-    torch.export.save(export_module(c.model, (dataset_for(c.meta).x_test[:BATCH],)), path)
-    return path
-
-
-def error_line(capsys) -> str:
-    cap = capsys.readouterr()
-    lines = [ln for ln in cap.err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in cap.err, cap.err
-    return lines[0]
+    return program_file(tmp_path_factory.mktemp("programs"), "digits_resnet20", BATCH, "r20.pt2")
 
 
 def test_a_program_gives_the_single_sweep_of_its_checkpoint(r20, tmp_path, capsys) -> None:

@@ -15,13 +15,12 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.arch.graphnet import export_module
 from analysis.cli.main import main
 from analysis.experiments import paths, programlesion
 from analysis.experiments.chain import ProgramChain
 from analysis.run import shard
 from analysis.store import programs
-from analysis.store.checkpoints import dataset_for, load_checkpoint, shipped_checkpoints
+from tests.helpers import error_line, program_file
 
 DEFAULT = paths.MeasureSettings()
 TRANSFORMERS = ("digits_vit", "mnist1d_transformer")
@@ -38,17 +37,7 @@ def vit() -> tuple[ProgramChain, torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def r20(tmp_path_factory) -> Path:
     """The shipped digits_resnet20 exported for a batch of 16 and saved as a .pt2 file."""
-    c = load_checkpoint(shipped_checkpoints()["digits_resnet20"])
-    path = tmp_path_factory.mktemp("programs") / "r20.pt2"
-    torch.export.save(export_module(c.model, (dataset_for(c.meta).x_test[:16],)), path)
-    return path
-
-
-def error_line(capsys) -> str:
-    cap = capsys.readouterr()
-    lines = [ln for ln in cap.err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in cap.err, cap.err
-    return lines[0]
+    return program_file(tmp_path_factory.mktemp("programs"), "digits_resnet20", 16, "r20.pt2")
 
 
 # ------------------------------------------------------------------ shards

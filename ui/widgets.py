@@ -209,6 +209,18 @@ EVAL_DATA = {"digits": "embedded digits", "cifar10": "CIFAR-10 (local path)",
              "imagefolder": "ImageFolder (local path)"}
 
 
+def local_data_path(key: str, kind_label: str, label: str, verb: str) -> str:
+    """The sidebar's local dataset path for data of ``kind_label`` ('CIFAR-10 (local path)'); until one is
+    given, a line under the page says what ``label`` waits for ('' is returned)."""
+    path = str(st.sidebar.text_input("Local dataset path", key=f"{key}_data_path",
+                                     help="cifar-10-batches-py, or an ImageFolder root (train/ and val/ or one "
+                                          "folder per class); nothing is downloaded"))
+    if not path:
+        st.info(f"Give the local path of the {kind_label.removesuffix(' (local path)')} data {label} is {verb} on "
+                "(sidebar).")
+    return path
+
+
 def evaluation_data(ck: Checkpoint, label: str, key: str, verb: str = "evaluated") -> Any:
     """The data a page evaluates ``ck`` on, as :mod:`analysis.experiments.evaluation` decides for every page and
     the CLI: its own (the digits and MNIST-1D rebuilt from its metadata, normalised with its training
@@ -231,12 +243,8 @@ def evaluation_data(ck: Checkpoint, label: str, key: str, verb: str = "evaluated
         kind = st.sidebar.selectbox("Dataset", list(kinds), key=f"{key}_data_kind", format_func=EVAL_DATA.__getitem__)
         if kind in evaluation.EMBEDDED_KINDS:
             return cache.evaluation_dataset(evaluation.choose(ck.spec, ck.meta, kind=kind, name=label))
-        path = st.sidebar.text_input("Local dataset path", key=f"{key}_data_path",
-                                     help="cifar-10-batches-py, or an ImageFolder root (train/ and val/ or one "
-                                          "folder per class); nothing is downloaded")
+        path = local_data_path(key, EVAL_DATA[kind], label, verb)
         if not path:
-            st.info(f"Give the local path of the {EVAL_DATA[kind].removesuffix(' (local path)')} data "
-                    f"{label} is {verb} on (sidebar).")
             return None
         per_class = None
         if evaluation.uses_eval_transform(ck.spec, kind):
@@ -440,12 +448,8 @@ def program_data(p: PickedProgram, key: str, verb: str = "evaluated") -> Any:
                                 format_func=PROGRAM_DATA.__getitem__)
     path = None
     if kind in evaluation.LOCAL_KINDS:
-        path = st.sidebar.text_input("Local dataset path", key=f"{key}_data_path",
-                                     help="cifar-10-batches-py, or an ImageFolder root (train/ and val/ or one "
-                                          "folder per class); nothing is downloaded")
+        path = local_data_path(key, PROGRAM_DATA[kind], p.label, verb)
         if not path:
-            st.info(f"Give the local path of the {PROGRAM_DATA[kind].removesuffix(' (local path)')} data "
-                    f"{p.label} is {verb} on (sidebar).")
             return None
     try:
         return cache.evaluation_dataset(programlesion.choose(p.cuts.first, kind, path=path, name=p.label))

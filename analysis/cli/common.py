@@ -367,3 +367,33 @@ def where(args: argparse.Namespace, n: int, per: int) -> str:
     place = ("in this process" if args.executor == "local" else
              f"as Ray tasks on {args.address or 'a local Ray instance on 127.0.0.1'}")
     return f"{len(bounds)} shard{'s' * (len(bounds) != 1)} of up to {biggest} inputs, {place}"
+
+
+def check_program_options(args: argparse.Namespace, name: str, own: bool) -> None:
+    """Before a program file is read: the named data is a kind the CLI reads (unless the program is a
+    shipped one evaluated on its own data), and no option meant for a bare state_dict is given."""
+    from analysis.experiments import programlesion
+
+    if not own:
+        programlesion.check_kind(args.data, name, EVAL_OPTIONS)
+    for option, value in (("--plain/--residual", args.plain), ("--assume", args.assume)):
+        if value is not None:
+            raise ConfigError(f"{option} is for a bare state_dict; {name} is a program, whose graph says what it "
+                              "computes")
+
+
+def program_test_data(args: argparse.Namespace, chain: Any, name: str, meta: Any | None) -> Dataset:
+    """A program's test data, checked to fit it (input shape, dtype, classes): a shipped program's own
+    (``meta``, its ProgramMeta), else what ``--data`` and its options name."""
+    from analysis.experiments import programlesion
+    from analysis.store import programs
+
+    if meta is not None:
+        data = programs.dataset_for_program(meta)
+    else:
+        choice = programlesion.choose(chain, args.data, path=args.data_path, size=args.size, resize=args.resize,
+                                      max_per_class=args.max_per_class, seed=args.split_seed, name=name,
+                                      options=EVAL_OPTIONS)
+        data = evaluation.load(choice)
+    programlesion.check_fits(chain, data, name)
+    return data

@@ -26,9 +26,11 @@ from analysis.cli.common import (
     add_shard_args,
     check_data_options,
     check_int,
+    check_program_options,
     check_shard_options,
     evaluate,
     evaluation_data,
+    program_test_data,
     state,
     where,
     whole,
@@ -37,7 +39,7 @@ from analysis.core.errors import ConfigError
 from analysis.core.io import check_writable
 from analysis.core.reporting import write_csv
 from analysis.data.data import Dataset
-from analysis.experiments import evaluation, lesion, lesionreadings, programlesion
+from analysis.experiments import lesion, lesionreadings, programlesion
 from analysis.experiments.chain import ChainError, LayerChain
 from analysis.experiments.evaluation import check_request
 from analysis.run import shard
@@ -163,21 +165,17 @@ def program_data(args: argparse.Namespace, path: Path, device: str) -> tuple[pro
     from analysis.store import programs
 
     name = str(args.checkpoint)
-    own = args.data is None and shipped_program(name) is not None
+    shipped = shipped_program(name) is not None
+    own = args.data is None and shipped
     if own:
         for option, value in (("--data-path", args.data_path), ("--size", args.size), ("--resize", args.resize),
                               ("--max-per-class", args.max_per_class), ("--split-seed", args.split_seed or None)):
             if value is not None:
                 raise ConfigError(f"{option} goes with --data: {name} is evaluated on its own data, from its "
                                   "metadata, unless --data names other data")
-    else:
-        programlesion.check_kind(args.data, name, EVAL_OPTIONS)  # before the file is read
-    for option, value in (("--plain/--residual", args.plain), ("--assume", args.assume)):
-        if value is not None:
-            raise ConfigError(f"{option} is for a bare state_dict; {name} is a program, whose graph says what it "
-                              "computes")
+    check_program_options(args, name, own)  # before the file is read
     try:
-        if shipped_program(name) is not None:
+        if shipped:
             ep, meta = programs.load_shipped(name)
             cuts = programlesion.cut(programlesion.on_device(ep, device), name)
         else:
@@ -185,14 +183,7 @@ def program_data(args: argparse.Namespace, path: Path, device: str) -> tuple[pro
         chain = cuts.chain(args.granularity)
     except ChainError as exc:  # no way to cut it applies (no residual unit, no repeated layers), or not this one
         raise ChainError(f"{exc} (`python -m analysis units --model {name}` lists its units).") from None
-    if own:
-        data = programs.dataset_for_program(meta)
-    else:
-        choice = programlesion.choose(chain, args.data, path=args.data_path, size=args.size, resize=args.resize,
-                                      max_per_class=args.max_per_class, seed=args.split_seed, name=name,
-                                      options=EVAL_OPTIONS)
-        data = evaluation.load(choice)
-    programlesion.check_fits(chain, data, name)
+    data = program_test_data(args, chain, name, meta if own else None)
     print(programlesion.describe_own(data, name) if own else programlesion.describe(data, name), flush=True)
     if isinstance(chain, LayerChain):
         print(f"{name}: swept over its {chain.n} layers, {programlesion.layers_text(cuts.layers)}"

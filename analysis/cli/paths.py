@@ -15,7 +15,6 @@ from analysis.arch.graphnet import load_program, open_program
 from analysis.arch.models import ResNet
 from analysis.cli.common import (
     EVAL_DATA_HELP,
-    EVAL_OPTIONS,
     SEED_MAX,
     Stop,
     Subparsers,
@@ -24,8 +23,10 @@ from analysis.cli.common import (
     add_shard_args,
     check_data_options,
     check_int,
+    check_program_options,
     evaluate,
     evaluation_data,
+    program_test_data,
     where,
     whole,
 )
@@ -33,7 +34,7 @@ from analysis.core.errors import ConfigError
 from analysis.core.io import check_writable
 from analysis.core.reporting import write_csv
 from analysis.data.data import Dataset
-from analysis.experiments import evaluation, paths, programlesion
+from analysis.experiments import paths, programlesion
 from analysis.experiments.chain import ChainError, ProgramChain, ProgramGraph
 from analysis.experiments.lesion import inputs_noun
 from analysis.run import shard
@@ -147,17 +148,17 @@ def program_data(args: argparse.Namespace, path: Path, name: str,
     checked to fit it (input shape, classes) before any work; which data is printed first."""
     shipped = programs.shipped_programs().get(name)
     own = shipped is not None and args.data is None
-    if not own:
-        programlesion.check_kind(args.data, name, EVAL_OPTIONS)  # before the file is read
-    for option, value in (("--plain/--residual", args.plain), ("--assume", args.assume)):
-        if value is not None:
-            raise ConfigError(f"{option} is for a bare state_dict; {name} is a program, whose graph says what it "
-                              "computes")
+    check_program_options(args, name, own)  # before the file is read
     if args.net == "initialisation":
         raise ConfigError(f"--net initialisation: {name} is a program, whose file holds its trained weights only "
                           "(no initialiser to draw fresh ones from); measure --net trained")
+    meta = None
     try:
-        chain = programlesion.open_chain(path, name, device)
+        if own:  # opened once: its metadata names its data
+            ep, meta = programs.load_shipped(path)
+            chain = programlesion.by_units(programlesion.on_device(ep, device), name)
+        else:
+            chain = programlesion.open_chain(path, name, device)
     except ChainError as exc:
         if not open_program(load_program(path, name), name=name).units:
             raise ChainError(f"{name} is a plain net: it has no residual unit, so a single path; the path "
@@ -167,14 +168,7 @@ def program_data(args: argparse.Namespace, path: Path, name: str,
     if isinstance(chain, ProgramGraph):  # deletable units, but not one chain for a path to follow
         raise ChainError(f"{chain.why}. The path decomposition runs the net as one chain of units (`python -m "
                          f"analysis units --model {name}` lists them).")
-    if own:
-        data = programs.dataset_for_program(programs.load_shipped(path)[1])
-    else:
-        choice = programlesion.choose(chain, args.data, path=args.data_path, size=args.size, resize=args.resize,
-                                      max_per_class=args.max_per_class, seed=args.split_seed, name=name,
-                                      options=EVAL_OPTIONS)
-        data = evaluation.load(choice)
-    programlesion.check_fits(chain, data, name)
+    data = program_test_data(args, chain, name, meta)
     print(programlesion.describe(data, name) if not own else
           f"{name}: measured on its own data, {data.name} ({len(data.y_test):,} test inputs), rebuilt from the "
           "metadata it ships with", flush=True)

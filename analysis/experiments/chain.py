@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from typing import Protocol
 
@@ -164,28 +164,27 @@ def check_steps(seq: Sequence[Step], *, names: Sequence[str], ins: Sequence[Shap
                           f"takes {dims_text(outs[-1])}")
 
 
-def _ancestors(end: fx.Node, stop: fx.Node | None) -> set[fx.Node]:
-    """``end`` and every node it reads, not looking past ``stop`` (a segment's input)."""
-    seen: set[fx.Node] = set()
-    todo = [end]
-    while todo:
-        node = todo.pop()
-        if node not in seen:
-            seen.add(node)
-            if node is not stop:
-                todo.extend(node.all_input_nodes)
-    return seen
-
-
-def _descendants(start: fx.Node) -> set[fx.Node]:
+def _walk(start: fx.Node, step: Callable[[fx.Node], Iterable[fx.Node]], stop: fx.Node | None = None) -> set[fx.Node]:
+    """``start`` and every node reached from it by ``step`` (a node's inputs or its users), not past ``stop``."""
     seen: set[fx.Node] = set()
     todo = [start]
     while todo:
         node = todo.pop()
         if node not in seen:
             seen.add(node)
-            todo.extend(node.users)
+            if node is not stop:
+                todo.extend(step(node))
     return seen
+
+
+def _ancestors(end: fx.Node, stop: fx.Node | None) -> set[fx.Node]:
+    """``end`` and every node it reads, not looking past ``stop`` (a segment's input)."""
+    return _walk(end, lambda n: n.all_input_nodes, stop)
+
+
+def _descendants(start: fx.Node) -> set[fx.Node]:
+    """``start`` and every node that reads it, directly or not."""
+    return _walk(start, lambda n: n.users)
 
 
 def _node_shape(node: fx.Node) -> Shape:
