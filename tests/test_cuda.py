@@ -37,33 +37,36 @@ def tiny_spec():
     return get_spec("cifar_resnet8").replace(in_channels=1, num_classes=10, input_size=8)
 
 
-# ------------------------------------------------------------------ AMP: a recipe field, refused on the CPU
-def test_amp_is_checked_and_refused_on_the_cpu():
-    with pytest.raises(ConfigError, match="amp bf16 is for training on CUDA"):
-        TrainConfig(amp="bf16")
-    with pytest.raises(ConfigError, match="amp fp16 is for training on CUDA"):
+# ------------------------------------------------------------------ AMP: a recipe field; fp16 refused on the CPU
+def test_amp_is_checked_and_fp16_refused_on_the_cpu():
+    with pytest.raises(ConfigError, match="fp16 is for training on CUDA"):
         TrainConfig(device="cpu", amp="fp16")
     with pytest.raises(ConfigError, match="amp must be one of off, bf16, fp16"):
         TrainConfig(device="cuda", amp="fp32")
     for mode in ("bf16", "fp16"):  # a recipe, not a run: valid on a machine without a GPU
         assert TrainConfig(device="cuda:0", amp=mode).amp == mode
+    # bf16 on the CPU is a valid recipe everywhere; whether this CPU has bf16 units is checked at training
+    assert TrainConfig(amp="bf16").precision == "bf16"
 
 
-def test_cli_train_refuses_amp_on_the_cpu_before_any_work(tmp_path, capsys):
+def test_cli_train_refuses_bf16_on_a_cpu_without_bf16_units_before_any_work(tmp_path, capsys, monkeypatch):
     from analysis.cli.main import main
 
+    monkeypatch.setenv("RESNET_LENS_CPU_FLAGS", "fpu sse2 avx2 avx512f")
     out = tmp_path / "c.pt"
-    assert main(["train", "--model", "cifar_resnet8", "--size", "8", "--epochs", "1", "--amp", "bf16",
+    assert main(["train", "--model", "cifar_resnet8", "--size", "8", "--epochs", "1", "--precision", "bf16",
                  "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("error:") == 1 and "amp bf16 is for training on CUDA" in err and not out.exists()
+    assert err.count("error:") == 1 and "needs bf16 matrix units" in err and not out.exists()
 
 
-def test_amp_is_left_out_of_the_recipe_dict_at_its_default():
-    assert "amp" not in TrainConfig().to_dict()
-    assert list(TrainConfig().to_dict()) == [f.name for f in dataclasses.fields(TrainConfig) if f.name != "amp"]
+def test_amp_and_layout_are_left_out_of_the_recipe_dict_at_their_defaults():
+    assert "amp" not in TrainConfig().to_dict() and "channels_last" not in TrainConfig().to_dict()
+    assert list(TrainConfig().to_dict()) == [f.name for f in dataclasses.fields(TrainConfig)
+                                             if f.name not in ("amp", "channels_last")]
     cfg = TrainConfig(device="cuda", amp="fp16")
     assert cfg.to_dict()["amp"] == "fp16"
+    assert TrainConfig(amp="bf16", channels_last=True).to_dict()["channels_last"] is True
     back = RunMeta.from_dict(RunMeta(recipe=cfg).to_dict())  # a checkpoint's metadata keeps it
     assert back.recipe == cfg
 

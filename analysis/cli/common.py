@@ -18,7 +18,7 @@ from typing import Any, NoReturn, TypeAlias
 
 from analysis.core.errors import CheckpointError, ConfigError
 from analysis.core.io import check_writable
-from analysis.core.meta import TrainConfig
+from analysis.core.meta import PRECISIONS, TrainConfig
 from analysis.data.data import Dataset
 from analysis.data.mnist1d import LENGTH as MNIST1D_LENGTH
 from analysis.experiments import evaluation
@@ -152,6 +152,13 @@ def add_recipe_args(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
     p.add_argument("--warmup", type=whole, default=1, help="epochs at lr/10 before the schedule (0 to --epochs)")
     p.add_argument("--no-augment", action="store_true", help="turn off random shifts / crops / flips")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                   help="fp32 (default; every stored result's), bf16 (autocast: on CUDA, or on a CPU with bf16 "
+                        "matrix units, AMX or AVX-512 BF16, refused elsewhere) or fp16 (CUDA only, with a "
+                        "gradient scaler); part of the recipe and of run-store keys")
+    p.add_argument("--channels-last", action="store_true",
+                   help="2-D nets: weights and batches in channels-last (NHWC) memory, faster with oneDNN and "
+                        "with bf16; numbers differ from the default layout in the last bits (its own recipe)")
 
 
 def recipe(args: argparse.Namespace, **more: Any) -> TrainConfig:
@@ -159,7 +166,8 @@ def recipe(args: argparse.Namespace, **more: Any) -> TrainConfig:
     them); TrainConfig checks every value, the device string included."""
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                        weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup,
-                       augment=not args.no_augment, **more)
+                       augment=not args.no_augment, amp=PRECISIONS[args.precision],
+                       channels_last=args.channels_last, **more)
 
 
 # ---------------------------------------------------------------------------- checks before any work

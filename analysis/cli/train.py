@@ -55,9 +55,6 @@ def add_parser(sub: Subparsers) -> None:
                    help="torch.use_deterministic_algorithms(True) for this process (CUDA: slower, repeatable; "
                         "sets CUBLAS_WORKSPACE_CONFIG=:4096:8 unless set). cuDNN's deterministic algorithms are "
                         "used on CUDA in any case")
-    t.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off",
-                   help="mixed precision on CUDA: bf16 autocast, or fp16 autocast with a gradient scaler "
-                        "(default off: fp32; refused on the CPU, which trains in fp32)")
     t.add_argument("--out", required=True, help="checkpoint path (checked before training, written atomically)")
     t.set_defaults(func=cmd_train)
 
@@ -65,7 +62,7 @@ def add_parser(sub: Subparsers) -> None:
 def cmd_train(args: argparse.Namespace, stop: Stop) -> int:
     out = check_writable(args.out, what="--out")
     check_data_options(args)
-    cfg = recipe(args, seed=args.seed, device=args.device, amp=args.amp)  # the device string checked here
+    cfg = recipe(args, seed=args.seed, device=args.device)  # the device string checked here
     check_device(cfg.device)
     spec = get_spec(args.model, plain=args.plain, preact=args.preact)
     check_dims(spec, args.data)

@@ -28,7 +28,10 @@ Amp = Literal["off", "bf16", "fp16"]
 AMP_MODES: tuple[Amp, ...] = get_args(Amp)
 #: Fields written into a recipe's dict only when they differ from their default: run-store keys and
 #: checkpoint metadata of recipes from before they existed stay what they were.
-OPTIONAL_RECIPE_FIELDS = frozenset({"amp"})
+OPTIONAL_RECIPE_FIELDS = frozenset({"amp", "channels_last"})
+#: The precision a person picks (recipe, page, CLI) and the ``amp`` value it is stored as: "fp32" is
+#: "off", so recipes from before precision was a choice keep their dicts and run-store keys.
+PRECISIONS: dict[str, Amp] = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,12 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     device: str = "cpu"
-    # mixed precision on CUDA (torch.autocast): "bf16", or "fp16" with a gradient scaler; "off": fp32
+    # mixed precision (torch.autocast): "bf16" (CUDA, or a CPU with bf16 matrix units), or "fp16" with a
+    # gradient scaler (CUDA only); "off": fp32
     amp: Amp = "off"
+    # 2-D nets: weights and batches in channels-last (NHWC) memory, which oneDNN's convolutions run fastest
+    # on; the numbers differ from the default layout's in the last bits, so it is a recipe field of its own
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         """Every field checked (type, finite, in range): a recipe that cannot train is refused here,
@@ -85,10 +92,18 @@ class TrainConfig:
             raise ConfigError(f"device must be cpu, cuda or cuda:<index>, got {short_repr(self.device)}")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {short_repr(self.amp)}")
-        if self.amp != "off" and not self.device.startswith("cuda"):
-            # bf16 autocast exists on the CPU, but runs slower than fp32 on CPUs without bf16 units
-            # and would change the CPU path's numbers, which are kept exact; fp16 needs CUDA's scaler
-            raise ConfigError(f"amp {self.amp} is for training on CUDA (--device cuda); the CPU trains in fp32")
+        if self.amp == "fp16" and not self.device.startswith("cuda"):
+            # fp16 needs CUDA's gradient scaler and has no fast CPU kernels; whether this CPU has bf16
+            # units is checked where training starts (machine.check_cpu_bf16), not here, so a bf16
+            # recipe read from a file still loads on a machine without them
+            raise ConfigError("fp16 is for training on CUDA (--device cuda); the CPU trains in fp32 or bf16")
+        if not isinstance(self.channels_last, bool):
+            raise ConfigError(f"channels_last must be true or false, got {short_repr(self.channels_last)}")
+
+    @property
+    def precision(self) -> str:
+        """fp32, bf16 or fp16: the name :data:`PRECISIONS` gives the ``amp`` field."""
+        return "fp32" if self.amp == "off" else self.amp
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, except those of :data:`OPTIONAL_RECIPE_FIELDS` at their default: the dict is

@@ -12,8 +12,11 @@ GPU); the CLI's ``--deterministic`` also sets ``torch.use_deterministic_algorith
 On a GPU the training and test tensors are moved to it once, when they fit in half its free memory
 and the augmentation runs there (:func:`place`); otherwise each batch is moved as it is used.
 Logits come back to the CPU in one copy per evaluation. ``TrainConfig.amp`` trains in mixed
-precision on CUDA (bf16 autocast, or fp16 with a gradient scaler); the CPU trains in fp32 only.
-None of the CUDA path has run on this project's machines (no GPU): it is untested.
+precision (:mod:`analysis.experiments.precision`): bf16 autocast on CUDA or on a CPU with bf16
+matrix units (AMX, AVX-512 BF16), fp16 with a gradient scaler on CUDA; ``channels_last`` keeps a 2-D
+net's weights and batches in NHWC memory. fp32 in the default layout is the path every stored
+result was made with, and stays exactly as it was. None of the CUDA path has run on this project's
+machines (no GPU): it is untested.
 
 Progress goes through a callback (the app draws ``st.progress``, the CLI a tqdm bar); a callback
 that returns ``False`` cancels, and the epochs finished so far are kept in the result.
@@ -43,6 +46,7 @@ from analysis.arch.specs import ResNetSpec
 from analysis.core.errors import ConfigError, DatasetError, DivergedError
 from analysis.core.meta import RunMeta, TrainConfig, now, versions
 from analysis.data.data import Dataset, augment_batch
+from analysis.experiments import precision as prec
 from analysis.experiments.gradflow import GradientRecorder, check_every
 from analysis.store.checkpoints import Checkpoint
 
@@ -97,21 +101,25 @@ def lr_at(config: TrainConfig, epoch_float: float) -> float:
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, x: Tensor, batch_size: int = 512, device: str = "cpu") -> Tensor:
-    """Logits for ``x`` in eval mode, on the CPU; the model's train/eval mode is restored afterwards.
-    The model must be on ``device``; ``x`` may be on the CPU (each batch is moved once) or there
-    already. The logits stay on the device until the end and come back in one copy."""
+def predict(model: nn.Module, x: Tensor, batch_size: int = 512, device: str = "cpu",
+            precision: str = "fp32") -> Tensor:
+    """Logits (fp32) for ``x`` in eval mode, on the CPU; the model's train/eval mode is restored
+    afterwards. The model must be on ``device``; ``x`` may be on the CPU (each batch is moved once) or
+    there already. The logits stay on the device until the end and come back in one copy.
+    ``precision="bf16"`` computes under bf16 autocast (checked against the device first)."""
+    prec.check(precision, device)
     was_training = model.training
     model.eval()
     try:
-        outs = [model(x[i:i + batch_size].to(device)).float() for i in range(0, len(x), batch_size)]
+        with prec.autocast(precision, device):
+            outs = [model(x[i:i + batch_size].to(device)).float() for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(outs).cpu() if outs else torch.empty(0)
 
 
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, device: str = "cpu") -> dict[str, Any]:
-    logits = predict(model, x, device=device)
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, device: str = "cpu", precision: str = "fp32") -> dict[str, Any]:
+    logits = predict(model, x, device=device, precision=precision)
     y = y.cpu()  # the labels of test data kept on the device
     pred = logits.argmax(1)
     return {"loss": float(F.cross_entropy(logits, y)), "acc": float((pred == y).float().mean()),
@@ -221,9 +229,6 @@ def place(data: Dataset, device: str, augment: bool) -> Placed:
     return Placed(x_train, y_train, x_test, y_test, resident=True)
 
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 def _shape(shape: tuple[int, ...]) -> str:
     """"1x40 (channels x samples)" or "3x32x32 (channels x height x width)"."""
     axes = "channels x samples" if len(shape) == 2 else "channels x height x width"
@@ -275,6 +280,8 @@ def train(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,
     grad_every = check_every(grad_every)
     check_device(config.device)
     check_fits(spec, data)
+    prec.check_layout(config.channels_last, spec.dims)
+    prec.check(config.precision, config.device)
     # weights from the recipe's seed; the batch order and augmentation from a second stream
     model = build_model(spec.replace(input_size=data.size), seed=config.seed)
     return fit(model, data, config, callback, grad_every=grad_every)
@@ -289,9 +296,11 @@ def fit(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[P
     of after every one: a run of 300 one-step epochs (5 labelled images) would spend its time testing."""
     grad_every = check_every(grad_every)
     check_device(config.device)
+    prec.check(config.precision, config.device)
+    prec.check_layout(config.channels_last, model.spec.dims)
     t0 = time.perf_counter()
     history: list[dict[str, Any]] = []
-    model = model.to(config.device)
+    model = prec.to_layout(model.to(config.device), config.channels_last)
     held = {id(p) for m in frozen for p in m.parameters()}
     # frozen for this fit only: the returned model's parameters get their requires_grad back (no trace)
     asked = [(p, p.requires_grad) for m in frozen for p in m.parameters()]
@@ -320,6 +329,8 @@ def fit(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[P
     finally:
         for p, wanted in asked:
             p.requires_grad_(wanted)
+        if config.channels_last:  # the model leaves in the default layout, as every other model is
+            prec.to_layout(model, False)
     bad = _first_nonfinite(model) if cancelled else ""
     if bad:
         raise _diverged(config, f"the weights or BatchNorm statistics became non-finite in epoch {len(history) + 1} ({bad})")
@@ -339,8 +350,6 @@ def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callabl
     n = len(data.y_train)
     rows = recorder.rows if recorder else []
     placed = placed or Placed(data.x_train, data.y_train, data.x_test, data.y_test, resident=config.device == "cpu")
-    amp = AMP_DTYPES.get(config.amp)
-    autocast = (lambda: torch.autocast(config.device.partition(":")[0], dtype=amp)) if amp else contextlib.nullcontext
     for epoch in range(1, config.epochs + 1):
         model.train()
         for m in frozen:  # a frozen BatchNorm keeps its running statistics
@@ -357,11 +366,12 @@ def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callabl
                 xb = augment_batch(xb, data.augment, gen)
             if not placed.resident:
                 xb, yb = _move(xb, config.device), _move(yb, config.device)
+            xb = prec.batch_layout(xb, config.channels_last)
             for g in opt.param_groups:
                 g["lr"] = lr_at(config, epoch - 1 + step / steps)
             if recorder:
                 recorder.arm((epoch - 1) * steps + step, epoch)
-            with autocast():
+            with prec.autocast(config.precision, config.device):
                 out = model(xb)
                 loss = F.cross_entropy(out, yb)
             loss_value = loss.item()
