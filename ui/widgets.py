@@ -732,3 +732,42 @@ def progress_reporter(bar: Any, label: str) -> Callable[[int, int], None]:
             bar.progress(done / max(total, 1), text=f"{label}: {done}/{total}")
 
     return report
+
+
+# ---------------------------------------------------------------------------- precision (issue 25)
+def _bf16_help() -> tuple[bool, str]:
+    """Whether bf16 can run on this server's CPU, and the sentence that says what it has."""
+    from analysis.core.machine import bf16_unit
+
+    unit = bf16_unit()
+    if unit:
+        return True, f"bf16: autocast on this CPU's {unit}; weights, statistics and the optimiser stay fp32"
+    return False, "bf16 needs a CPU with bf16 matrix units (AMX-BF16 or AVX-512 BF16); this server's CPU has none"
+
+
+def precision_widgets(container: Any, key: str, *, dims: int = 2) -> tuple[str, bool]:
+    """A recipe's precision and memory layout: ("off" | "bf16", channels_last). fp32 in the default
+    layout is what every stored result was made with; the other choices are recipes of their own
+    (their own run-store keys). bf16 is offered only where this CPU has bf16 units."""
+    ok, help_text = _bf16_help()
+    options = ["fp32", "bf16"] if ok else ["fp32"]
+    precision = container.selectbox("Precision", options, key=f"{key}_precision",
+                                    help=f"fp32: the stored results' arithmetic. {help_text}.")
+    channels_last = False
+    if dims == 2:
+        channels_last = container.checkbox(
+            "Channels-last memory", key=f"{key}_channels_last",
+            help="weights and batches in NHWC order, which oneDNN's convolutions (and AMX, with bf16) run "
+                 "fastest on; the numbers differ from the default layout's in the last bits")
+    return ("off" if precision == "fp32" else precision), bool(channels_last)
+
+
+def eval_precision(container: Any, key: str) -> str:
+    """The precision an evaluation (lesion sweep, path measurement, transfer probe) computes in:
+    "fp32" or "bf16" (offered only where this CPU has bf16 units)."""
+    ok, help_text = _bf16_help()
+    if not ok:
+        return "fp32"
+    return str(container.radio("Evaluate in", ["fp32", "bf16"], key=f"{key}_eval_precision", horizontal=True,
+                               help=f"{help_text}. Predictions may differ from fp32's: the measured number "
+                                    "of changed test predictions of the shipped nets is shown with the results"))
