@@ -146,7 +146,8 @@ def seed_net(net: StudyNet, seed: int, cache: Path | None = None) -> tuple[Any, 
             from analysis.data.data import load_digits, load_mnist1d
 
             data = load_digits(size=16, seed=0) if net.dataset == "digits16" else load_mnist1d(seed=0)
-            spec = get_spec(net.model, plain=not net.residual)
+            spec = get_spec(net.model, plain=not net.residual).replace(
+                in_channels=data.channels, num_classes=data.num_classes, input_size=data.size)  # as the CLI's train
             ck = train_checkpoint(spec, data, TrainConfig(**dict(net.train or {}), seed=seed))
             if path is not None:
                 save_checkpoint(path, ck.model, ck.meta)
