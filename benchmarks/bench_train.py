@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -35,10 +36,11 @@ from analysis.arch.costs import layer_table
 from analysis.arch.models import build_model
 from analysis.arch.specs import ResNetSpec, get_spec
 from analysis.core.machine import bf16_unit, peaks
+from analysis.core.meta import Amp
 from analysis.data.data import Dataset, load_digits
 from analysis.experiments.train import TrainConfig, evaluate, train
 
-MODES = {"fp32": ("off", False), "fp32 channels-last": ("off", True), "bf16": ("bf16", False),
+MODES: dict[str, tuple[Amp, bool]] = {"fp32": ("off", False), "fp32 channels-last": ("off", True), "bf16": ("bf16", False),
          "bf16 channels-last": ("bf16", True)}
 
 
@@ -131,7 +133,7 @@ def compile_break_even(spec: ResNetSpec, batch: int, steps: int = 20) -> None:
     y = torch.randint(0, 10, (batch,), generator=g)
     compiled = torch.compile(model)
 
-    def step(m: torch.nn.Module) -> None:
+    def step(m: Callable[[torch.Tensor], torch.Tensor]) -> None:
         loss = F.cross_entropy(m(x), y)
         opt.zero_grad()
         loss.backward()
@@ -141,7 +143,8 @@ def compile_break_even(spec: ResNetSpec, batch: int, steps: int = 20) -> None:
     step(compiled)
     first = time.perf_counter() - t0
     per: dict[str, float] = {}
-    for name, m in (("eager", model), ("compiled", compiled)):
+    runs: tuple[tuple[str, Callable[[torch.Tensor], torch.Tensor]], ...] = (("eager", model), ("compiled", compiled))
+    for name, m in runs:
         for _ in range(3):
             step(m)
         t0 = time.perf_counter()
