@@ -173,3 +173,35 @@ def test_bf16_prediction_is_close_to_fp32_and_fp32_is_untouched():
     assert not torch.equal(fp32, bf16)
     assert torch.allclose(fp32, bf16, atol=0.25, rtol=0.05)
     assert not torch.is_autocast_enabled("cpu")  # nothing left behind
+
+
+# ------------------------------------------------------------------ the transformers share the trainer's loop
+def _tiny_vit():
+    from analysis.arch.tinyformers import build
+
+    arch = {"family": "vit", "image": 8, "patch": 4, "channels": 1, "width": 16, "depth": 1, "heads": 2,
+            "hidden": 16, "classes": 10, "residual": True}
+    return build(arch, seed=0)
+
+
+@needs_bf16
+def test_a_transformer_trains_in_bf16_through_the_same_loop():
+    from analysis.experiments.train_transformers import Recipe, fit_generic
+
+    data = _digits8()
+    recipe = Recipe(epochs=1, batch_size=64, warmup_epochs=0)
+    a, b = _tiny_vit(), _tiny_vit()
+    ha = fit_generic(a, data, recipe, precision="bf16")
+    hb = fit_generic(b, data, recipe)
+    assert len(ha) == len(hb) == 1 and ha[0]["train_loss"] != hb[0]["train_loss"]
+    assert all(torch.isfinite(p).all() for p in a.parameters()) and not a.training
+
+
+def test_channels_last_is_refused_for_a_model_without_2d_convolutions():
+    from analysis.arch.tinyformers import build
+    from analysis.data.data import load_mnist1d
+    from analysis.experiments.train_transformers import NETS, Recipe, fit_generic
+
+    seq = build({**NETS["mnist1d_transformer"].arch, "width": 16, "depth": 1, "heads": 2, "hidden": 16}, seed=0)
+    with pytest.raises(ConfigError, match="channels-last is a layout of 2-D images"):
+        fit_generic(seq, load_mnist1d(), Recipe(epochs=1, warmup_epochs=0), channels_last=True)

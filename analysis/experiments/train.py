@@ -51,7 +51,7 @@ from analysis.experiments.gradflow import GradientRecorder, check_every
 from analysis.store.checkpoints import Checkpoint
 
 __all__ = ["Placed", "Progress", "check_device", "check_fits", "cuda_determinism", "TrainConfig", "TrainResult", "evaluate",
-           "lr_at", "place", "predict", "train", "train_checkpoint"]
+           "fit_loop", "lr_at", "place", "predict", "train", "train_checkpoint"]
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Progress:
     steps_per_epoch: int
     loss: float
     history: list[dict[str, Any]] = field(default_factory=list)
-    model: ResNet | None = None  # the live model, so a caller can keep the weights on cancel
+    model: nn.Module | None = None  # the live model, so a caller can keep the weights on cancel
     # the gradient-flow rows recorded so far (analysis.experiments.gradflow's columns; the live list, so a caller
     # interrupted from outside keeps them); empty when the run does not record
     gradients: list[dict[str, Any]] = field(default_factory=list)
@@ -339,13 +339,18 @@ def fit(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[P
                        recorder.frame() if recorder else None)
 
 
-def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callable[[Progress], bool | None] | None,
+def _epochs(model: nn.Module, data: Dataset, config: TrainConfig, callback: Callable[[Progress], bool | None] | None,
             opt: torch.optim.Optimizer, gen: torch.Generator, steps: int, history: list[dict[str, Any]],
             recorder: GradientRecorder | None, t0: float, frozen: tuple[nn.Module, ...] = (),
             measured: frozenset[int] | None = None, placed: Placed | None = None,
-            scaler: torch.amp.GradScaler | None = None) -> bool:
-    """The training loop proper; fills ``history`` and returns whether the callback cancelled.
-    ``placed``: where the tensors are (:func:`place`; default: where ``data`` holds them)."""
+            scaler: torch.amp.GradScaler | None = None, *, schedule: Callable[[float], float] | None = None,
+            clip: float | None = None) -> bool:
+    """The training loop proper, for the ResNets' SGD (:func:`fit`) and any other optimiser
+    (:func:`fit_loop`: the transformers' AdamW); fills ``history`` and returns whether the callback
+    cancelled. ``placed``: where the tensors are (:func:`place`; default: where ``data`` holds them).
+    ``schedule``: the learning rate at a fractional epoch (default: :func:`lr_at` of the recipe);
+    ``clip``: the gradients' norm is clipped to it before each step (default: not clipped)."""
+    lr_of = schedule or (lambda t: lr_at(config, t))
     cancelled = False
     n = len(data.y_train)
     rows = recorder.rows if recorder else []
@@ -368,7 +373,7 @@ def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callabl
                 xb, yb = _move(xb, config.device), _move(yb, config.device)
             xb = prec.batch_layout(xb, config.channels_last)
             for g in opt.param_groups:
-                g["lr"] = lr_at(config, epoch - 1 + step / steps)
+                g["lr"] = lr_of(epoch - 1 + step / steps)
             if recorder:
                 recorder.arm((epoch - 1) * steps + step, epoch)
             with prec.autocast(config.precision, config.device):
@@ -385,6 +390,8 @@ def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callabl
                 loss.backward()
                 if recorder:
                     recorder.collect()  # the gradients of this step, before the update
+                if clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
                 opt.step()
             else:  # fp16: gradients of the scaled loss, unscaled before anyone reads them
                 scaler.scale(loss).backward()
@@ -409,7 +416,7 @@ def _epochs(model: ResNet, data: Dataset, config: TrainConfig, callback: Callabl
         test = evaluate(model, placed.x_test, placed.y_test, config.device)
         history.append({"epoch": epoch, "train_loss": total_loss / n, "train_acc": correct / n,
                         "test_loss": test["loss"], "test_acc": test["acc"],
-                        "lr": lr_at(config, epoch), "seconds": time.perf_counter() - t0})
+                        "lr": lr_of(epoch), "seconds": time.perf_counter() - t0})
         if callback and callback(Progress("epoch", epoch, config.epochs, steps, steps,
                                           total_loss / n, history, model, rows)) is False:
             cancelled = True
@@ -424,6 +431,30 @@ def _eval_epochs(epochs: int, evaluations: int | None) -> frozenset[int] | None:
     if isinstance(evaluations, bool) or not isinstance(evaluations, int) or evaluations < 1:
         raise ConfigError(f"evaluations must be a whole number of at least 1, got {evaluations!r}")
     return frozenset(round(epochs * (i + 1) / evaluations) for i in range(evaluations))
+
+
+def fit_loop(model: nn.Module, data: Dataset, config: TrainConfig, opt: torch.optim.Optimizer, gen: torch.Generator,
+             schedule: Callable[[float], float], *, clip: float | None = None,
+             callback: Callable[[Progress], bool | None] | None = None) -> list[dict[str, Any]]:
+    """The trainer's loop (batch order and augmentation from ``gen``, the recipe's precision and
+    layout, divergence checks, a test evaluation per epoch) around a caller's optimiser and schedule:
+    what the transformers train with (AdamW, linear warm-up then cosine, clipped gradients). ``config``
+    gives the epochs, batch size, augmentation, device, precision and layout; its lr fields are not
+    read. The model ends in eval mode, in the default layout; returns the history."""
+    check_device(config.device)
+    prec.check(config.precision, config.device)
+    if config.channels_last and not any(p.dim() == 4 for p in model.parameters()):
+        raise ConfigError("channels-last is a layout of 2-D images; this model has no 2-D convolution")
+    history: list[dict[str, Any]] = []
+    model = prec.to_layout(model.to(config.device), config.channels_last)
+    try:
+        _epochs(model, data, config, callback, opt, gen, max(1, math.ceil(len(data.y_train) / config.batch_size)),
+                history, None, time.perf_counter(), placed=place(data, config.device, config.augment),
+                schedule=schedule, clip=clip)
+    finally:
+        prec.to_layout(model, False)
+        model.eval()
+    return history
 
 
 def train_checkpoint(spec: ResNetSpec, data: Dataset, config: TrainConfig | None = None,

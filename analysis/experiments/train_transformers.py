@@ -23,16 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.export import ExportedProgram
 
 from analysis.arch.graphnet import export_module
 from analysis.arch.tinyformers import build
-from analysis.core.errors import ConfigError, DivergedError
-from analysis.core.meta import now, versions
-from analysis.data.data import Dataset, augment_batch, load_digits, load_mnist1d
-from analysis.experiments.train import evaluate
+from analysis.core.errors import ConfigError
+from analysis.core.meta import PRECISIONS, TrainConfig, now, versions
+from analysis.data.data import Dataset, load_digits, load_mnist1d
+from analysis.experiments.train import Progress, fit_loop
 
 __all__ = ["EXPORT_BATCH", "NETS", "NetSpec", "Recipe", "accuracy_of_program", "export_net", "fit_generic",
            "lr_at", "train_net"]
@@ -81,49 +80,31 @@ def lr_at(recipe: Recipe, t: float) -> float:
 
 
 def fit_generic(model: nn.Module, data: Dataset, recipe: Recipe,
-                callback: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Train ``model`` in place on ``data`` (normalised inputs, integer labels); returns the per-epoch
-    history (running loss and accuracy on the augmented batches, test loss and accuracy, lr, seconds).
-    ``callback`` sees each epoch's row. The model ends in eval mode."""
-    t0 = time.perf_counter()
+                callback: Callable[[dict[str, Any]], None] | None = None, *, precision: str = "fp32",
+                channels_last: bool = False) -> list[dict[str, Any]]:
+    """Train ``model`` in place on ``data`` (normalised inputs, integer labels) with the trainer's loop
+    (:func:`analysis.experiments.train.fit_loop`) and this recipe's AdamW, schedule and clipping;
+    returns the per-epoch history (running loss and accuracy on the augmented batches, test loss and
+    accuracy, lr, seconds). ``callback`` sees each epoch's row. The model ends in eval mode."""
     gen = torch.Generator().manual_seed(recipe.seed + 1)  # batch order and augmentation; weights use seed
     named = list(model.named_parameters())
     decay = [p for _, p in named if p.ndim > 1 and p.requires_grad]
     rest = [p for _, p in named if p.ndim <= 1 and p.requires_grad]  # biases and LayerNorms: no decay
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                              {"params": rest, "weight_decay": 0.0}], lr=recipe.lr, betas=recipe.betas)
-    n = len(data.y_train)
-    steps = max(1, math.ceil(n / recipe.batch_size))
-    history: list[dict[str, Any]] = []
-    for epoch in range(1, recipe.epochs + 1):
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        total_loss, correct = 0.0, 0
-        for step in range(steps):
-            idx = perm[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-            xb, yb = data.x_train[idx], data.y_train[idx]
-            if recipe.augment:
-                xb = augment_batch(xb, data.augment, gen)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(recipe, epoch - 1 + step / steps)
-            out = model(xb)
-            loss = F.cross_entropy(out, yb)
-            if not math.isfinite(loss.item()):
-                raise DivergedError(f"training diverged at epoch {epoch} step {step + 1} (lr {recipe.lr:g}); "
-                                    "lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
-            opt.step()
-            total_loss += loss.item() * len(idx)
-            correct += int((out.argmax(1) == yb).sum())
-        test = evaluate(model, data.x_test, data.y_test)
-        row = {"epoch": epoch, "train_loss": total_loss / n, "train_acc": correct / n, "test_loss": test["loss"],
-               "test_acc": test["acc"], "lr": lr_at(recipe, epoch), "seconds": round(time.perf_counter() - t0, 2)}
-        history.append(row)
-        if callback:
-            callback(row)
-    model.eval()
+    # the loop's settings; its lr fields are not read (the schedule below is), warm-up 0 keeps them valid
+    loop = TrainConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=min(recipe.lr, 10.0), warmup_epochs=0,
+                       augment=recipe.augment, seed=recipe.seed, amp=PRECISIONS[precision],
+                       channels_last=channels_last)
+
+    def each_epoch(p: Progress) -> None:
+        if callback and p.phase == "epoch":
+            callback(p.history[-1])
+
+    history = fit_loop(model, data, loop, opt, gen, lambda t: lr_at(recipe, t), clip=recipe.clip,
+                       callback=each_epoch)
+    for row in history:  # the shipped files' precision for times
+        row["seconds"] = round(row["seconds"], 2)
     return history
 
 
