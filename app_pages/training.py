@@ -11,14 +11,15 @@ import torch
 
 from analysis.arch.specs import get_spec
 from analysis.core.errors import LensError
-from analysis.core.meta import SCHEDULES
+from analysis.core.meta import PRECISIONS, SCHEDULES
+from analysis.core.meta import precision_text as meta_precision_text
 from analysis.core.reporting import csv_bytes
 from analysis.data.data import MNIST1D_BASELINES
 from analysis.experiments import gradflow
 from analysis.experiments.train import Progress, TrainConfig, check_device, run_meta, train_checkpoint
 from analysis.store.checkpoints import Checkpoint
 from analysis.store.runstore import StoredRun, config_key, default_home, run_config
-from ui import cache, render
+from ui import cache, render, widgets
 from ui.fmt import fmt_float
 from ui.widgets import table
 
@@ -26,6 +27,11 @@ DEPTHS = [8, 14, 20, 32, 44, 56, 110]
 # digits: 1,347 training images in batches of 64 are 22 steps an epoch, so 10 epochs record 44 snapshots
 GRAD_EVERY = 5
 GRAD_KINDS = {"input": "block inputs", "params": "block parameters"}
+
+
+def precision_text(r: TrainConfig) -> str:
+    """A recipe's arithmetic and layout as the grid and transfer pages say it ('fp32', 'bf16, channels-last')."""
+    return meta_precision_text(r.precision, r.channels_last)
 
 
 def run_record(label: str, ck: Checkpoint) -> dict:
@@ -70,7 +76,8 @@ def summary_table(runs: list[tuple[str, Checkpoint]], recipe: bool = False) -> p
         if recipe:
             row.update({"lr": r.lr if r else None, "schedule": r.schedule if r else "—",
                         "batch": r.batch_size if r else None, "weight decay": r.weight_decay if r else None,
-                        "seed": r.seed if r else None, "made on": ck.meta.origin})
+                        "seed": r.seed if r else None, "precision": precision_text(r) if r else "—",
+                        "made on": ck.meta.origin})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -264,6 +271,8 @@ decay = c[1].number_input("Weight decay (0–0.1)", 0.0, 0.1, DEFAULT.weight_dec
 augment = c[2].checkbox("Augment", DEFAULT.augment, key="train_augment",
                         help="Random shifts (and flips for images where they keep the class), as the paper's "
                              "CIFAR recipe: see `analysis/experiments/train.py`.")
+# MNIST-1D trains 1-D nets, which have no channels-last layout: the box is offered for images only
+precision, channels_last = widgets.precision_widgets(c[3], "train", dims=1 if source == "mnist1d" else 2)
 c = st.columns(4)
 record = c[0].checkbox("Record gradient flow", True, key="train_grad_record",
                        help="The gradient norm reaching each block's input and each block's parameters, every k "
@@ -278,7 +287,8 @@ if go:
     try:
         data = cache.dataset(source, path or None, int(size), 0)
         config = TrainConfig(epochs=int(epochs), lr=float(lr), schedule=schedule, seed=int(seed), device=device,
-                             batch_size=int(batch), weight_decay=float(decay), augment=bool(augment))
+                             batch_size=int(batch), weight_decay=float(decay), augment=bool(augment),
+                             amp=PRECISIONS[precision], channels_last=channels_last)
         check_device(device)
     except LensError as exc:
         st.error(str(exc))
@@ -299,7 +309,8 @@ if go:
             extra = "".join(f", {name} {value}" for name, value, default in (
                 ("batch", config.batch_size, DEFAULT.batch_size), ("wd", f"{config.weight_decay:g}",
                                                                     f"{DEFAULT.weight_decay:g}"),
-                ("augment", "off" if not config.augment else "on", "on")) if value != default)
+                ("augment", "off" if not config.augment else "on", "on"),
+                ("in", precision_text(config), precision_text(DEFAULT))) if value != default)
             label = f"{spec.name} ({epochs} ep, lr {lr}, seed {seed}{extra})"
             active: dict[str, Any] = {"label": label, "history": [], "model": None, "data": data, "config": config,
                                       "gradients": []}

@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.core.errors import ConfigError, LensError
+from analysis.core.meta import precision_text
 from analysis.core.reporting import csv_bytes
 from analysis.data.data import Dataset
 from analysis.store.checkpoints import Checkpoint
@@ -96,7 +97,13 @@ def describe(meta: dict[str, Any], results: pd.DataFrame, source: str | None = N
             f"({', '.join(str(s) for s in seeds)}), each drawing the labelled {noun(meta)} and every fresh weight. "
             f"Every run: {recipe.get('steps')} SGD steps whatever the number of {noun(meta)}, rounded up to whole "
             f"epochs (batch {recipe.get('batch_size')}, lr {recipe.get('lr')}, weight decay "
-            f"{recipe.get('weight_decay')}, cosine schedule, {aug} augmentation); the head is always new.")
+            f"{recipe.get('weight_decay')}, cosine schedule, {aug} augmentation, in {arithmetic(recipe)}); the head "
+            f"is always new. The linear probe computes the source's features in {meta.get('probe_precision', 'fp32')}.")
+
+
+def arithmetic(recipe: dict[str, Any]) -> str:
+    """A transfer recipe's precision and layout in words; a file from before they were recorded is fp32."""
+    return precision_text(str(recipe.get("precision", "fp32")), recipe.get("channels_last", False) is True)
 
 
 def took(meta: dict[str, Any]) -> str:
@@ -422,6 +429,8 @@ def pick_source(box: Any) -> tuple[Checkpoint | None, str]:
             error_box(exc)
             return None, ""
     picked = widgets.checkpoint_picker("transfer", container=box)
+    box.caption("Opened programs (.pt2, ONNX, modules) are not offered as transfer sources: their head and stages "
+                "are not known to the transfer engine, only a ResNet checkpoint's are.")
     return (picked.checkpoint, picked.label) if picked is not None else (None, "")
 
 
@@ -579,6 +588,11 @@ keep = nums[2].checkbox("Keep every net trained now", False, key="transfer_keep"
                         help="Saves each fine-tuned net in the run store (about 1 MB each for a ResNet-20): it opens "
                              "on every other page and can be downloaded below. A run taken from the store is not "
                              "trained again, so its net is kept only if it was kept when it was trained.")
+arith = st.columns([1, 1, 2])
+# a 1-D source's nets have no channels-last layout: the box is offered for 2-D sources only
+precision, channels_last = widgets.precision_widgets(arith[0], "transfer",
+                                               dims=source.spec.dims if source is not None else 2)
+probe_precision = widgets.eval_precision(arith[1], "transfer_probe")
 
 plan: tl.Plan | None = None
 problems = []
@@ -598,7 +612,9 @@ elif usable and source is not None:
     try:
         setups = tl.choose_setups(modes, [int(k) for k in ks], bns, norms, stages)
         plan = tl.Plan(setups, tuple(None if n == "all" else int(n) for n in labels),
-                       tuple(range(int(seeds))), tl.Recipe(steps=int(steps)))
+                       tuple(range(int(seeds))),
+                       tl.Recipe(steps=int(steps), precision=precision, channels_last=channels_last),
+                       probe_precision=probe_precision)
         tl.check_plan(source, plan, target)  # everything run_plan would refuse, refused before the button
     except LensError as exc:
         error_box(exc)

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.core.errors import LensError
-from analysis.core.meta import TrainConfig
+from analysis.core.meta import PRECISIONS, TrainConfig, recipe_precision
 from analysis.core.reporting import csv_bytes
 from analysis.run import cluster
 from analysis.run.executor import DataSpec, Executor, InProcessExecutor, make_executor
@@ -69,7 +69,8 @@ def describe(definition: dict[str, Any]) -> str:
             f"SGD (batch "
             f"{recipe.get('batch_size')}, lr {recipe.get('lr')}, momentum {recipe.get('momentum')}, weight decay "
             f"{recipe.get('weight_decay')}, {recipe.get('schedule')} schedule, {recipe.get('warmup_epochs')} warm-up "
-            f"epoch{'s' * (recipe.get('warmup_epochs') != 1)}, {augment} augmentation).")
+            f"epoch{'s' * (recipe.get('warmup_epochs') != 1)}, {augment} augmentation, "
+            f"in {recipe_precision(recipe)}).")
 
 
 def took(meta: dict[str, Any]) -> str:
@@ -228,6 +229,8 @@ record = opts[2].checkbox("Record gradient flow", True, key="variants_grad_recor
                           help="The gradient norm reaching each block's input and each block's parameters, every k steps.")
 grad_every = opts[3].number_input(range_label("every k steps", 1, 1000), 1, 1000, GRAD_EVERY,
                                   key="variants_grad_every", disabled=not record)
+# MNIST-1D trains 1-D nets, which have no channels-last layout: the box is offered for images only
+precision, channels_last = widgets.precision_widgets(st.columns(4)[0], "variants", dims=1 if data_kind == "mnist1d" else 2)
 
 names = [*chosen, *(p.strip() for p in combos.split(",") if p.strip())]
 grid: g.Grid | None = None
@@ -236,7 +239,8 @@ if not names:
 else:
     try:
         grid = g.Grid(tuple(names), tuple(int(d) for d in depths), tuple(range(int(seeds))),
-                      TrainConfig(epochs=int(epochs)), DataSpec(data_kind, int(size)))
+                      TrainConfig(epochs=int(epochs), amp=PRECISIONS[precision], channels_last=channels_last),
+                      DataSpec(data_kind, int(size)))
     except LensError as exc:
         error_box(exc)
 store = open_store()
@@ -379,7 +383,9 @@ if yours is not None and store is not None:
 st.subheader("3 · Training curves")
 runs: dict[str, dict[str, Any]] = {}
 if yours is not None:
-    runs.update(runs_of(yours.results, "yours"))
+    # the user's runs say their arithmetic when it is not the recorded grid's fp32
+    arithmetic = recipe_precision(yours.grid.definition["recipe"])
+    runs.update(runs_of(yours.results, "yours" if arithmetic == "fp32" else f"yours ({arithmetic})"))
 if shipped_results is not None:
     runs.update({k: v for k, v in runs_of(shipped_results, "recorded").items() if k not in runs})
 if not runs:

@@ -146,22 +146,24 @@ REGISTRY: dict[str, PageParams] = {
                                       "grad_record": "bool", "grad_every": "int", "grad_kind": "str",
                                       "grad_runs": "strs", "grad_steps": "ints", "batch": "int", "decay": "float",
                                       "augment": "bool", "runs_data_*": "str", "runs_origin": "strs",
-                                      "runs_log": "bool", "runs_smooth": "float"}),
+                                      "runs_log": "bool", "runs_smooth": "float", "precision": "str",
+                                      "channels_last": "bool"}),
     # the lesion lab's block checkboxes are keyed by the checkpoint's label; the page keeps the deleted
     # blocks' names under lesion_deleted (`deleted=layer1.0&deleted=layer2.3`) and sets the boxes from it
     "lesion": PageParams("lesion_", {"ckpt": "str", "data_kind": "str", "data_path": "str", "per_class": "int",
                                      "k_samples": "int",
                                      "k_seed": "int", "reorder_samples": "int", "reorder_seed": "int",
-                                     "deleted": "strs", "tab": "str", "granularity": "str"}),
+                                     "deleted": "strs", "tab": "str", "granularity": "str",
+                                     "eval_precision": "str"}),
     "paths": PageParams("paths_", {"n": "int", "pick": "int", "net": "str", "blocks_*": "int", "range_*": "pair",
                                    "ckpt": "str", "data_kind": "str", "data_path": "str", "per_class": "int",
                                    "samples": "int", "batch": "int", "seed": "int", "mass": "float",
-                                   "init": "bool"}),
+                                   "init": "bool", "eval_precision": "str"}),
     "variants": PageParams("variants_", {"variants": "strs", "combos": "str", "depths": "ints", "size": "int",
                                          "data": "str", "recorded": "str",
                                          "seeds": "int", "epochs": "int", "grad_record": "bool", "grad_every": "int",
                                          "curves": "strs", "grad_kind": "str", "grad_runs": "strs",
-                                         "grad_steps": "ints"}),
+                                         "grad_steps": "ints", "precision": "str", "channels_last": "bool"}),
     "theory": PageParams("theory_", {"lambdas": "floats", "depth": "int", "rscale": "float"}),
     "painters": PageParams("painters_", {"data": "str"}),
     # the recorded comparison's charts (rec_) and the user's (yours_) have their own choices
@@ -172,7 +174,8 @@ REGISTRY: dict[str, PageParams] = {
                                          "rec_at": "str", "rec_curve_setups": "strs", "rec_curve_x": "str",
                                          "rec_threshold": "int", "rec_section": "str", "yours_section": "str",
                                          "yours_at": "str", "yours_curve_setups": "strs",
-                                         "yours_curve_x": "str", "yours_threshold": "int"}),
+                                         "yours_curve_x": "str", "yours_threshold": "int", "precision": "str",
+                                         "channels_last": "bool", "probe_eval_precision": "str"}),
 }
 
 

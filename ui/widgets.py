@@ -746,7 +746,8 @@ def _bf16_help() -> tuple[bool, str]:
 
 
 def precision_widgets(container: Any, key: str, *, dims: int = 2) -> tuple[str, bool]:
-    """A recipe's precision and memory layout: ("off" | "bf16", channels_last). fp32 in the default
+    """A recipe's precision and memory layout: ("fp32" | "bf16", channels_last), the precision by its
+    name, as the CLI's --precision (``PRECISIONS[name]`` is the recipe's ``amp``). fp32 in the default
     layout is what every stored result was made with; the other choices are recipes of their own
     (their own run-store keys). bf16 is offered only where this CPU has bf16 units."""
     ok, help_text = _bf16_help()
@@ -759,7 +760,7 @@ def precision_widgets(container: Any, key: str, *, dims: int = 2) -> tuple[str, 
             "Channels-last memory", key=f"{key}_channels_last",
             help="weights and batches in NHWC order, which oneDNN's convolutions (and AMX, with bf16) run "
                  "fastest on; the numbers differ from the default layout's in the last bits")
-    return ("off" if precision == "fp32" else precision), bool(channels_last)
+    return str(precision), bool(channels_last)
 
 
 def eval_precision(container: Any, key: str) -> str:

@@ -152,6 +152,11 @@ def add_recipe_args(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
     p.add_argument("--warmup", type=whole, default=1, help="epochs at lr/10 before the schedule (0 to --epochs)")
     p.add_argument("--no-augment", action="store_true", help="turn off random shifts / crops / flips")
+    add_precision_args(p)
+
+
+def add_precision_args(p: argparse.ArgumentParser) -> None:
+    """A recipe's arithmetic and memory layout (``train``, ``grid``, ``transfer``)."""
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
                    help="fp32 (default; every stored result's), bf16 (autocast: on CUDA, or on a CPU with bf16 "
                         "matrix units, AMX or AVX-512 BF16, refused elsewhere) or fp16 (CUDA only, with a "

@@ -24,6 +24,8 @@ from analysis.cli.common import (
     whole,
 )
 from analysis.core.errors import ConfigError
+from analysis.core.meta import precision_text
+from analysis.experiments.precision import check as check_precision
 from analysis.experiments.train import check_device
 from analysis.run.cluster import check_address
 from analysis.run.executor import EXECUTORS, DataSpec, Executor, make_executor
@@ -78,8 +80,9 @@ def cmd_grid(args: argparse.Namespace, stop: Stop) -> int:
     check_int("--grad-every", args.grad_every, 0, 10**9)
     check_grid_executor(args)
     cfg = recipe(args, device=args.device)  # the device string checked here
-    if args.executor != "ray":  # on Ray the cluster's GPUs count, not this machine's (the executor checks)
+    if args.executor != "ray":  # on Ray the cluster's GPUs and CPUs count, not this machine's (each run checks)
         check_device(cfg.device)
+        check_precision(cfg.precision, cfg.device)  # bf16 on a CPU without bf16 units: refused before any run
     data = DataSpec(args.data, data_size(args), args.data_path, args.split_seed, args.train_images)
     grid = g.Grid(tuple(args.variants or g.PAPER_VARIANTS), tuple(args.depths), tuple(range(args.seeds)), cfg, data)
     store = RunStore(args.store)
@@ -141,6 +144,7 @@ def _grid(args: argparse.Namespace, stop: Stop, grid: g.Grid, store: RunStore, o
         describe = getattr(executor, "describe", None)
         if callable(describe):
             bars["grid"].write(f"runs train on {describe()}")
+        bars["grid"].write(f"every run trains in {precision_text(grid.recipe.precision, grid.recipe.channels_last)}")
         result = g.run_grid(grid, store, executor, progress=progress, cancel=lambda: stop.signum is not None,
                             grad_every=args.grad_every)
     finally:
@@ -155,6 +159,7 @@ def _grid(args: argparse.Namespace, stop: Stop, grid: g.Grid, store: RunStore, o
                                        f"(the same command trains only the rest); "
                                        f"{state(out) if out else 'no --out'}")
     cols = ["label", "depth", "runs", "test_error_mean", "test_error_std", "paper", "reading"]
+    print(f"test error % over seeds, every run in {precision_text(grid.recipe.precision, grid.recipe.channels_last)}:")
     print(result.summary[cols].to_string(index=False))
     print(f"{result.trained} runs trained, {result.reused} found in the store {store.home}, "
           f"{result.wall_seconds:.1f} s wall")

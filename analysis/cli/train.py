@@ -29,9 +29,10 @@ from analysis.cli.common import (
 )
 from analysis.core.errors import ConfigError
 from analysis.core.io import check_writable
-from analysis.core.meta import TrainConfig
+from analysis.core.meta import TrainConfig, precision_text
 from analysis.data.data import load_dataset, load_digits, load_mnist1d
 from analysis.data.mnist1d import LENGTH as MNIST1D_LENGTH
+from analysis.experiments import precision as prec
 from analysis.experiments.train import Progress, check_device, train_checkpoint
 from analysis.store.checkpoints import save_checkpoint_or_rescue
 
@@ -66,6 +67,9 @@ def cmd_train(args: argparse.Namespace, stop: Stop) -> int:
     check_device(cfg.device)
     spec = get_spec(args.model, plain=args.plain, preact=args.preact)
     check_dims(spec, args.data)
+    # refused before the data are read: bf16 on a CPU without bf16 units, channels-last for a 1-D net
+    prec.check(cfg.precision, cfg.device)
+    prec.check_layout(cfg.channels_last, spec.dims)
     if args.classes is not None:
         digit_classes(args)  # refused before any work
     kept = f"no checkpoint written; {state(out)}"
@@ -137,5 +141,6 @@ def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, sp
     path = save_checkpoint_or_rescue(out, ck.model, m)
     f = m.final
     print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB): test acc {f['test_acc']:.4f}, "
-          f"train acc {f['train_acc']:.4f}, {m.train_seconds:.1f} s, {m.images_per_second or 0:.0f} images/s")
+          f"train acc {f['train_acc']:.4f}, {m.train_seconds:.1f} s, {m.images_per_second or 0:.0f} images/s "
+          f"in {precision_text(cfg.precision, cfg.channels_last)}")
     return 0

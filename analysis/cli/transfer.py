@@ -19,6 +19,7 @@ from analysis.cli.common import (
     Interrupted,
     Stop,
     Subparsers,
+    add_precision_args,
     check_int,
     checkpoint_path,
     interrupted,
@@ -29,6 +30,7 @@ from analysis.cli.common import (
 )
 from analysis.core.errors import CheckpointError, ConfigError
 from analysis.core.io import check_writable
+from analysis.experiments.precision import EVAL_PRECISIONS
 from analysis.experiments.train import check_device
 from analysis.store.checkpoints import (
     SHIPPED_DIR,
@@ -90,6 +92,9 @@ def add_parser(sub: Subparsers) -> None:
     tf.add_argument("--batch-size", type=whole, default=32, help="1 to 1,000,000 (default 32)")
     tf.add_argument("--lr", type=real, default=0.02, help="learning rate, in (0, 10] (default 0.02, cosine)")
     tf.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
+    add_precision_args(tf)
+    tf.add_argument("--probe-precision", choices=list(EVAL_PRECISIONS), default="fp32",
+                    help="the linear probe's features computed in fp32 (default) or bf16 (a CPU with bf16 units)")
     tf.add_argument("--store", default=None, help="run store folder (default: $RESNET_LENS_HOME or ~/.resnet-lens)")
     tf.add_argument("--keep-dir", default=None,
                     help="save every net trained now as a checkpoint in this folder (open it on any page)")
@@ -138,7 +143,8 @@ def cmd_transfer(args: argparse.Namespace, stop: Stop) -> int:
     check_int("--steps", args.steps, 1, 10**7)
     check_int("--batch-size", args.batch_size, 1, 10**6)
     # batch size, learning rate and the device string: TrainConfig's checks and messages
-    recipe = tr.Recipe(steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device)
+    recipe = tr.Recipe(steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device,
+                       precision=args.precision, channels_last=args.channels_last)
     check_device(args.device)
     ck = load_transfer_source(args.source)
     stages = len(ck.model.stage_names)
@@ -151,7 +157,7 @@ def cmd_transfer(args: argparse.Namespace, stop: Stop) -> int:
         setups = tr.default_setups(stages)
     else:
         setups = tr.choose_setups(modes, ks, [args.bn or "update"], [args.norm or "source"], stages)
-    plan = tr.Plan(setups, labels, tuple(args.seeds), recipe)
+    plan = tr.Plan(setups, labels, tuple(args.seeds), recipe, probe_precision=args.probe_precision)
     target = None
     if args.target_path is not None:
         check_int("--size", args.size, 1, 4096)
@@ -200,7 +206,7 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: tr.Pla
     data = tr.target_maker(ck, target)(None, plan.seeds[0], "none")
     total = len(plan.items())
     print(f"source {args.source} ({ck.spec.name}, {stages} stages), target {data.name}: {len(data.y_test)} test "
-          f"images; {total} run{'s' * (total != 1)} of {plan.recipe.steps} SGD steps")
+          f"images; {total} run{'s' * (total != 1)} of {plan.recipe.steps} SGD steps in {plan.recipe.arithmetic}")
     for note in tr.adaptation_notes(ck, data, folder=target is not None):
         print(note)
     overlap = tr.overlap_note(ck, data)
@@ -246,8 +252,8 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: tr.Pla
             n = "all" if r.per_class is None or (isinstance(r.per_class, float) and math.isnan(r.per_class)) \
                 else str(int(r.per_class))
             probe.setdefault(f"{r.stage} ({r.features})", {})[n] = f"{r.test_acc * 100:.1f}"
-        print("\nlinear probe on each stage's pooled output of the frozen source (test accuracy %, labels drawn "
-              "with seed 0):")
+        print(f"\nlinear probe on each stage's pooled output of the frozen source, computed in {plan.probe_precision} "
+              "(test accuracy %, labels drawn with seed 0):")
         print(_percent_table(probe, columns, "stage (features)"))
     lines = tr.readings(s, stages, result.probe)
     if lines:

@@ -34,6 +34,26 @@ OPTIONAL_RECIPE_FIELDS = frozenset({"amp", "channels_last"})
 PRECISIONS: dict[str, Amp] = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
 
 
+def precision_name(amp: str) -> str:
+    """The precision a TrainConfig ``amp`` value is (:data:`PRECISIONS` read backwards: "off" is
+    fp32); an unknown value as it is (a results file's)."""
+    names: dict[str, str] = {a: name for name, a in PRECISIONS.items()}
+    return names.get(amp, str(amp))
+
+
+def precision_text(precision: str, channels_last: bool) -> str:
+    """A recipe's arithmetic and memory layout in words: 'fp32', 'bf16', 'bf16, channels-last'
+    (a TrainConfig's ``precision`` and ``channels_last``, or a transfer recipe's)."""
+    return precision + (", channels-last" if channels_last else "")
+
+
+def recipe_precision(recipe: Mapping[str, Any]) -> str:
+    """:func:`precision_text` of a recipe as :meth:`TrainConfig.to_dict` writes it (a grid's
+    definition, a results file): a dict without ``amp`` or ``channels_last`` is fp32 in the default
+    layout, as every recipe from before they existed."""
+    return precision_text(precision_name(recipe.get("amp", "off")), recipe.get("channels_last", False) is True)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """A training recipe (He et al. 2015, Sec. 3.4 / 4.2 in spirit): SGD + momentum, weight decay,

@@ -51,6 +51,11 @@ class DataSpec:
     def load(self) -> Dataset:
         return _load(self)
 
+    @property
+    def dims(self) -> int:
+        """1 for MNIST-1D's sequences, 2 for every kind of images: known before the data are read."""
+        return 1 if self.kind == "mnist1d" else 2
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "size": self.size, "path": self.path, "split_seed": self.split_seed,
                 "train_images": self.train_images}

@@ -176,6 +176,8 @@ class Grid:
     data: DataSpec = field(default_factory=DataSpec)
 
     def __post_init__(self) -> None:
+        from analysis.experiments.precision import check_layout
+
         for name, what in (("variants", "variant"), ("depths", "depth"), ("seeds", "seed")):
             value = getattr(self, name)
             if isinstance(value, (str, int)):
@@ -187,6 +189,9 @@ class Grid:
             raise ConfigError(f"the dataset must be a DataSpec, got {type(self.data).__name__}")
         for s in self.seeds:
             dataclasses.replace(self.recipe, seed=s)  # TrainConfig checks each seed
+        # 1-D nets in channels-last: refused here; whether this CPU has bf16 units is asked where each
+        # run trains (a Ray cluster's nodes are other CPUs), so a bf16 grid read from a file loads anywhere
+        check_layout(self.recipe.channels_last, self.data.dims)
         for name in self.variants:
             for d in self.depths:
                 variant_spec(variant(name), d)  # every spec buildable before any work

@@ -43,9 +43,9 @@ from torch import Tensor, nn
 
 from analysis.arch.models import ResNet, build_model
 from analysis.arch.ops import Op
-from analysis.core.bounded import COUNT, FRACTION, SECONDS, SEED, TEXT, Column, check_table, loads_json
+from analysis.core.bounded import COUNT, FRACTION, SECONDS, SEED, TEXT, Column, check_table, loads_json, short_repr
 from analysis.core.errors import ConfigError, DatasetError
-from analysis.core.meta import Normalisation, TrainConfig
+from analysis.core.meta import PRECISIONS, Normalisation, TrainConfig
 from analysis.core.reporting import compare, records, write_csv, write_json
 from analysis.data.data import (
     DIGITS_SIZES,
@@ -56,6 +56,7 @@ from analysis.data.data import (
     load_image_folder,
     load_mnist1d,
 )
+from analysis.experiments import precision as prec
 from analysis.store.checkpoints import Checkpoint
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
@@ -308,7 +309,9 @@ def _statistics_pinned(bns: list[nn.Module]) -> Iterator[None]:
 @dataclass(frozen=True)
 class Recipe:
     """The same recipe for every mode: a fixed number of SGD steps (so 1 labelled image per class
-    and all of them get the same amount of optimisation), batch, learning rate, cosine schedule."""
+    and all of them get the same amount of optimisation), batch, learning rate, cosine schedule, and
+    the arithmetic (``precision``: fp32, bf16 or fp16, as :data:`~analysis.core.meta.PRECISIONS`
+    names them) and memory layout (``channels_last``, 2-D nets) every run trains in."""
 
     steps: int = 300
     batch_size: int = 32
@@ -316,20 +319,52 @@ class Recipe:
     weight_decay: float = 1e-4
     augment: bool = True
     device: str = "cpu"
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         # refused when the plan is made, not when its first run starts (after others may have trained)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 10**7:
             raise ConfigError(f"steps must be a whole number from 1 to 10,000,000, got {self.steps!r}")
-        # batch size, learning rate, weight decay and device: TrainConfig's checks and messages
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {short_repr(self.precision)}")
+        # batch size, learning rate, weight decay, device, fp16 off CUDA and the layout's type: TrainConfig's
+        # checks and messages. Whether this machine has bf16 units is asked when a plan runs
+        # (check_plan), so a recipe read from a file still loads anywhere
         TrainConfig(epochs=1, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay, warmup_epochs=0,
-                    augment=self.augment, device=self.device)
+                    augment=self.augment, device=self.device, amp=PRECISIONS[self.precision],
+                    channels_last=self.channels_last)
 
     def config(self, train_images: int, seed: int) -> TrainConfig:
         per_epoch = max(1, math.ceil(train_images / self.batch_size))
         return TrainConfig(epochs=max(1, math.ceil(self.steps / per_epoch)), batch_size=self.batch_size,
                            lr=self.lr, weight_decay=self.weight_decay, warmup_epochs=0, augment=self.augment,
-                           seed=seed, device=self.device)
+                           seed=seed, device=self.device, amp=PRECISIONS[self.precision],
+                           channels_last=self.channels_last)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, except precision and layout at their defaults (fp32, default layout): the dict
+        is part of run-store keys and results files, which must stay what they were for fp32 recipes."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in OPTIONAL_RECIPE_FIELDS or v != getattr(_DEFAULT_RECIPE, k)}
+
+    @property
+    def arithmetic(self) -> str:
+        """The precision and layout in words ('fp32', 'bf16, channels-last')."""
+        from analysis.core.meta import precision_text
+
+        return precision_text(self.precision, self.channels_last)
+
+    def check(self, dims: int) -> None:
+        """What only this machine and the net can say: bf16 needs bf16 units here (or CUDA),
+        channels-last a 2-D net. ConfigError in one sentence otherwise."""
+        prec.check(self.precision, self.device)
+        prec.check_layout(self.channels_last, dims)
+
+
+#: Recipe fields left out of its dict at their defaults (see :meth:`Recipe.to_dict`).
+OPTIONAL_RECIPE_FIELDS = frozenset({"precision", "channels_last"})
+_DEFAULT_RECIPE = Recipe()
 
 
 @dataclass
@@ -362,11 +397,16 @@ def to_checkpoint(r: TransferRun, recipe: Recipe, stages: int, source_tag: str =
 
     config = recipe.config(len(r.data.y_train), r.seed)
     label = setup_label(r.setup, stages)
+    # a bf16 or channels-last net is another net than the fp32 one of the same setup: its name and
+    # command say so (fp32 nets keep the names they had)
+    other = recipe.precision != "fp32" or recipe.channels_last
     meta = run_meta(r.data, config, history=r.history, cancelled=r.cancelled,
-                    command=f"transfer: {label}, {r.per_class or 'all'} per class, seed {r.seed}")
+                    command=f"transfer: {label}, {r.per_class or 'all'} per class, seed {r.seed}"
+                            + (f", {recipe.arithmetic}" if other else ""))
     slug = "".join(ch if ch.isalnum() else "_" for ch in label).strip("_")
     src = r.model.spec.name + (f"-{source_tag}" if source_tag else "")
-    name = f"{src}_to_{r.data.name.split('[')[0]}_{slug}_{r.per_class or 'all'}pc_seed{r.seed}"
+    arith = f"_{recipe.precision}" + ("_channels_last" if recipe.channels_last else "") if other else ""
+    name = f"{src}_to_{r.data.name.split('[')[0]}_{slug}_{r.per_class or 'all'}pc_seed{r.seed}{arith}"
     model = r.model
     model.spec = model.spec.replace(name=name)
     return Checkpoint(model.spec, model, meta, False)
@@ -451,12 +491,14 @@ def overlap_note(source: Checkpoint, target: Dataset) -> str | None:
 # -------------------------------------------------------------------------------------- the sweep
 @dataclass(frozen=True)
 class Plan:
-    """A mode comparison: setups x labelled images per class x seeds, one recipe."""
+    """A mode comparison: setups x labelled images per class x seeds, one recipe; the linear probe
+    computes the frozen source's features in ``probe_precision`` (fp32 or bf16)."""
 
     setups: tuple[Setup, ...]
     labels: tuple[int | None, ...] = LABELS
     seeds: tuple[int, ...] = (0, 1, 2)
     recipe: Recipe = field(default_factory=Recipe)
+    probe_precision: str = "fp32"
 
     def items(self) -> list[tuple[Setup, int | None, int]]:
         """Every run, each once: equal setups (transferring 0 stages *is* from scratch), labels or
@@ -473,6 +515,9 @@ class Plan:
         for seed in self.seeds:
             if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
                 raise ConfigError(f"seeds must be whole numbers from 0 to 2**63-1, got {seed!r}")
+        if self.probe_precision not in prec.EVAL_PRECISIONS:
+            raise ConfigError(f"the probe's precision must be one of {', '.join(prec.EVAL_PRECISIONS)}, "
+                              f"got {short_repr(self.probe_precision)}")
 
 
 def default_setups(stages: int) -> tuple[Setup, ...]:
@@ -538,32 +583,38 @@ def time_to(curves: pd.DataFrame, threshold: float) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------------- linear probe
 @torch.no_grad()
-def stage_features(model: ResNet, x: Tensor, batch: int = 256) -> list[Tensor]:
+def stage_features(model: ResNet, x: Tensor, batch: int = 256, precision: str = "fp32") -> list[Tensor]:
     """The frozen net's globally pooled output of each stage (the stem folded into the first), per
-    image: what a linear probe sees. Eval mode, restored after."""
+    image: what a linear probe sees, in float32. ``precision="bf16"`` computes the net under bf16
+    autocast (refused first where the CPU has no bf16 units); fp32 is the computation it always was.
+    Eval mode, restored after."""
+    prec.check(precision, "cpu")
     was = model.training
     model.eval()
     try:
         feats: list[list[Tensor]] = [[] for _ in model.stage_names]
-        for i in range(0, len(x), batch):
-            h = model.stem(x[i:i + batch])
-            for j, stage in enumerate(model.stages):
-                h = stage(h)
-                feats[j].append(h.flatten(2).mean(2))
+        with prec.autocast(precision, "cpu"):
+            for i in range(0, len(x), batch):
+                h = model.stem(x[i:i + batch])
+                for j, stage in enumerate(model.stages):
+                    h = stage(h)
+                    # the probe (scikit-learn) reads float32 whatever the net computed in
+                    feats[j].append(h.flatten(2).mean(2).float())
         return [torch.cat(f) for f in feats]
     finally:
         model.train(was)
 
 
-def linear_probe(source: Checkpoint, target: Dataset) -> pd.DataFrame:
+def linear_probe(source: Checkpoint, target: Dataset, precision: str = "fp32") -> pd.DataFrame:
     """Accuracy of a logistic-regression probe on each stage's pooled features of the frozen source
-    net, trained on the target's labelled images and scored on its test images."""
+    net (computed in ``precision``: fp32 or bf16), trained on the target's labelled images and scored
+    on its test images."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     check_compatible(source, target)
-    tr = stage_features(source.model, target.x_train)
-    te = stage_features(source.model, target.x_test)
+    tr = stage_features(source.model, target.x_train, precision=precision)
+    te = stage_features(source.model, target.x_test, precision=precision)
     rows = []
     ytr, yte = target.y_train.numpy(), target.y_test.numpy()
     for name, a, b in zip(source.model.stage_names, tr, te, strict=True):
@@ -710,7 +761,7 @@ RUN_CODE_VERSION = 2
 
 def run_settings(setup: Setup, per_class: int | None, seed: int, recipe: Recipe, target: str) -> dict[str, Any]:
     """What a run's stored result is keyed by (with the source net's identity)."""
-    return {"setup": asdict(setup), "per_class": per_class, "seed": seed, "recipe": asdict(recipe), "target": target,
+    return {"setup": asdict(setup), "per_class": per_class, "seed": seed, "recipe": recipe.to_dict(), "target": target,
             "code": RUN_CODE_VERSION}
 
 
@@ -785,9 +836,12 @@ def data_digest(data: Dataset) -> str:
 def check_plan(source: Checkpoint, plan: Plan, target: Target | None = None) -> None:
     """Everything :func:`run_plan` would refuse, refused before any run: setups, seeds, labels per
     class the target's classes can give, the source's statistics when a setup normalises with
-    them, a source whose input the target does not fit."""
+    them, a source whose input the target does not fit, a precision this CPU cannot compute in, a
+    channels-last recipe for a 1-D net."""
     stages = len(source.model.stage_names)
     plan.check(stages)
+    plan.recipe.check(source.spec.dims)
+    prec.check(plan.probe_precision, "cpu")
     full = target_maker(source, target)(None, plan.seeds[0], "none")
     check_compatible(source, full)  # what cannot adapt is said first: no normalisation would fix it
     check_labels(full, plan.labels)
@@ -876,14 +930,16 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
         # the frozen source sees what it was trained on, unless nobody recorded what that was
         norm: Norm = "source" if source_statistics(source) is not None else "target"
         for n in dict.fromkeys(plan.labels):
-            p = linear_probe(source, make(n, 0, norm))
+            p = linear_probe(source, make(n, 0, norm), plan.probe_precision)
             probe_rows += [{**r, "per_class": n} for r in p.to_dict("records")]
     return PlanResult(pd.DataFrame(rows, columns=RESULT_COLUMNS), pd.DataFrame(curves, columns=CURVE_COLUMNS),
                       pd.DataFrame(probe_rows, columns=PROBE_COLUMNS),
                       trained, reused, cancelled, time.perf_counter() - t0,
-                      {"labels": [n for n in plan.labels], "seeds": list(plan.seeds), "recipe": asdict(plan.recipe),
+                      {"labels": [n for n in plan.labels], "seeds": list(plan.seeds), "recipe": plan.recipe.to_dict(),
                        "source": source.spec.name, "stages": stages, "target": full.name, "dims": full.dims,
-                       "classes": full.num_classes, "test": len(full.y_test)})
+                       "classes": full.num_classes, "test": len(full.y_test),
+                       # fp32's results files stay what they were: the probe's precision only when it is another
+                       **({"probe_precision": plan.probe_precision} if plan.probe_precision != "fp32" else {})})
 
 
 RESULTS_FORMAT = "resnet-lens-transfer/1"
