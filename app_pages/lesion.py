@@ -104,8 +104,10 @@ def open_store() -> RunStore | None:
 
 
 def session_key(net: Net, experiment: str, settings: dict[str, Any]) -> tuple:
+    """The session's key of a sweep; a bf16 sweep's ends with its precision (an fp32 key is as it was), so
+    one never answers for the other."""
     return (net.label, data.name, data.split_seed, experiment, settings["samples"], settings["seed"]) + (
-        (net.cut,) if net.cut else ())
+        (net.cut,) if net.cut else ()) + ((settings["precision"],) if "precision" in settings else ())
 
 
 def remember(net: Net, experiment: str, settings: dict[str, Any], result: Outcome) -> None:
@@ -176,7 +178,7 @@ def measure(nets: list[Net], experiment: str, title: str, settings: dict[str, An
         return storethrough.Job(net.key, experiment, settings, label=f"{title} sweep on {net.label}",
                                 compute=lambda progress: lesion.run_sweep(
                                     experiment, model, data.x_test, data.y_test, samples=settings["samples"],
-                                    seed=settings["seed"], progress=progress))
+                                    seed=settings["seed"], progress=progress, precision=precision))
 
     def start(j: storethrough.Job) -> storethrough.ProgressFn:
         """Each net's own bar, drawn as its sweep starts."""
@@ -252,7 +254,7 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, main: Net,
         seed = int(c[1].number_input("Seed (0–10,000)", 0, 10_000, lesionstore.PAGE_SEED, key=f"lesion_{experiment}_seed"))
     st.caption(caption)
     try:
-        settings = lesion.sweep_settings(experiment, data, samples=samples, seed=seed)
+        settings = lesion.sweep_settings(experiment, data, samples=samples, seed=seed, precision=precision)
     except LensError as exc:
         error_box(exc)
         return
@@ -275,6 +277,8 @@ def sweep_tab(experiment: str, title: str, caption: str, xlabel: str, main: Net,
         st.info(f"{main.label} has no {title} sweep for {describe} yet: press **Run the {title} sweep**.")
         return
     st.caption(provenance(shown, describe))
+    if bf16_note is not None:  # beside bf16 numbers: how many predictions bf16 changes on this net, measured
+        st.caption(bf16_note)
     if twin is not None and twin.label not in shown and twin.label not in refused:
         st.caption(f"Press **Run the {title} sweep** to add the plain twin {twin.label} beside it.")
     residual = {net.label: net.residual for net in nets}
@@ -460,8 +464,17 @@ def sweeps(main: Net, twin: Net | None) -> None:
 
 
 chosen = checkpoint_picker("lesion", programs=True)
+# fp32 or bf16 (offered where the CPU has bf16 units); every result and memo below is keyed by it
+precision = widgets.eval_precision(st.sidebar, "lesion")
 if chosen is None:
     st.stop()
+bf16_note: str | None = None
+if precision != "fp32":
+    try:  # a shipped net's measured count of changed predictions; another net is said to have none
+        bf16_note = cache.bf16_sentence(chosen.name if chosen.origin == "shipped" else None,
+                                        program=isinstance(chosen, PickedProgram))
+    except LensError as exc:
+        st.warning(f"The measured bf16 counts are not shown: {exc}")
 data: Dataset
 if isinstance(chosen, PickedProgram):  # a program: its data, units or layers, then the same sweeps
     data = program_view(chosen)
@@ -563,7 +576,7 @@ else:  # a checkpoint (no st.stop() above: a stopped run would not mirror its se
 
     # the same for every visitor until blocks are deleted: cached across sessions by weights and data
     data_key = repr(lesion.sweep_settings("single", data))
-    preds = cache.lesion_predictions(ck.model, key_of(picked), data_key, tuple(deleted), data.x_test)
+    preds = cache.lesion_predictions(ck.model, key_of(picked), data_key, tuple(deleted), data.x_test, precision)
     y = data.y_test
     base_err, les_err = [(p != y).float().mean().item() for p in preds]
     metric_row([
@@ -573,6 +586,8 @@ else:  # a checkpoint (no st.stop() above: a stopped run would not mirror its se
                delta=f"{100 * (les_err - base_err):+.2f} pp" if deleted else None, delta_color="inverse"),
         Metric("Chance", f"{100 * (1 - 1 / data.num_classes):.1f} %"),
     ])
+    if bf16_note is not None:
+        st.caption(f"Evaluated in bf16. {bf16_note}")
     c1, c2 = st.columns(2)
     pc = pd.DataFrame({"class": data.classes,
                        "intact": lesion.per_class_accuracy(y, preds[0], data.num_classes),

@@ -151,19 +151,29 @@ if picked is not None:
             c[4].caption("No comparison at initialisation: a program file holds its trained weights only, "
                          "with no initialiser to draw fresh ones from.")
         settings = paths.MeasureSettings(int(samples), int(batch), int(seed))
+        # fp32 or bf16 (offered where the CPU has bf16 units): part of every key below, so a bf16
+        # measurement never answers for fp32, and the fp32 results shipped with a net show for fp32 only
+        precision = widgets.eval_precision(st, "paths")
+        in_precision = "" if precision == "fp32" else f", in {precision}"
         nets = [net for net in paths.NETS if net == "trained" or compare_init]
         # this session's measurements, by (label, net, settings); beside each, the net key and test data
         # it was measured on (a label can later name other weights: a run retrained under it) and when
         results: dict = st.session_state.setdefault("paths_results", {})
         origin: dict = st.session_state.setdefault("paths_origin", {})
         last: dict = st.session_state.setdefault("paths_last", {})
+        last_key = label if precision == "fp32" else (label, precision)
+
+        def skey(net: str, s: paths.MeasureSettings) -> tuple:
+            """This session's key of a measurement; a bf16 one's ends with its precision (fp32's is as it was)."""
+            return (label, net, s) + (() if precision == "fp32" else (precision,))
+
         stopped = st.session_state.pop("paths_active", None)  # left behind by a measurement a rerun interrupted
         if stopped is not None:
             st.warning(f"The measurement of {stopped[0]} ({stopped[1].describe()}) was stopped before it finished "
                        "(Cancel, or another click while it ran); nothing of it was kept.")
-        try:
+        try:  # measured in fp32: never shown for another precision
             shipped = (cache.stored_path_results(picked.name, program=ck is None)
-                       if picked.origin == "shipped" else {})
+                       if picked.origin == "shipped" and precision == "fp32" else {})
         except LensError as exc:
             error_box(exc)
             shipped = {}
@@ -193,17 +203,18 @@ if picked is not None:
                 st.warning(f"The run store cannot be read: {exc}")
 
         def identity(s: paths.MeasureSettings) -> tuple[str, dict | None]:
-            return net_id, None if data is None else paths.store_settings(s, data)
+            return net_id, None if data is None else paths.store_settings(s, data, precision)
 
         def lookup(net: str, s: paths.MeasureSettings) -> Found | None:
             """This session's measurement of this net with these settings, else the run store's, else
             the one shipped beside the checkpoint, else None."""
-            skey = (label, net, s)
-            if skey in results and skey in origin and origin[skey][0] == identity(s):
-                return Found(results[skey], "session", origin[skey][1])
+            key = skey(net, s)
+            if key in results and key in origin and origin[key][0] == identity(s):
+                return Found(results[key], "session", origin[key][1])
             if run_store is not None and data is not None:
                 try:
-                    hit = storethrough.lookup(run_store, net_id, paths.STORE_KINDS[net], paths.store_settings(s, data))
+                    hit = storethrough.lookup(run_store, net_id, paths.STORE_KINDS[net],
+                                              paths.store_settings(s, data, precision))
                 except LensError as exc:
                     unreadable(exc)
                     hit = None
@@ -222,7 +233,7 @@ if picked is not None:
             except LensError as exc:
                 unreadable(exc)
                 return []
-            here = paths.data_identity(paths.store_settings(settings, data))
+            here = paths.data_identity(paths.store_settings(settings, data, precision))
             out = []
             for sw in reversed(sweeps):
                 if sw.kind == paths.STORE_KINDS["trained"] and paths.data_identity(sw.settings) == here:
@@ -244,9 +255,10 @@ if picked is not None:
 
                 def compute(progress: storethrough.ProgressFn | None) -> pd.DataFrame:
                     model = paths.initialised(ck.model) if net == "initialisation" and ck is not None else trained
-                    return paths.measure(model, data.x_test, data.y_test, settings, progress=progress)
+                    return paths.measure(model, data.x_test, data.y_test, settings, progress=progress,
+                                         precision=precision)
 
-                return storethrough.Job(net_id, paths.STORE_KINDS[net], paths.store_settings(settings, data),
+                return storethrough.Job(net_id, paths.STORE_KINDS[net], paths.store_settings(settings, data, precision),
                                         compute, label=net)
 
             def start(j: storethrough.Job) -> storethrough.ProgressFn:
@@ -266,11 +278,11 @@ if picked is not None:
                 error_box(exc)
             else:
                 for net, outcome in zip(nets, done, strict=True):
-                    results[(label, net, settings)] = outcome.frame
-                    origin[(label, net, settings)] = (identity(settings), outcome.created)
+                    results[skey(net, settings)] = outcome.frame
+                    origin[skey(net, settings)] = (identity(settings), outcome.created)
                     if outcome.note is not None:
                         st.warning(f"The {net} measurement of {label} is kept for this session only: {outcome.note}")
-                last[label] = settings
+                last[last_key] = settings
             finally:  # finished or refused: neither the button nor the bar stays on screen
                 cancel_slot.empty()
                 bar_slot.empty()
@@ -279,10 +291,10 @@ if picked is not None:
         # the settings above if measured (here, in the run store, or shipped with the checkpoint); else
         # the latest measured here, the run store's newest, the shipped ones (their defaults first)
         shipped_settings = sorted({s for _, s in shipped}, key=lambda s: (s != paths.MeasureSettings(), astuple(s)))
-        candidates = [settings, last.get(label), *stored_settings(), *shipped_settings]
+        candidates = [settings, last.get(last_key), *stored_settings(), *shipped_settings]
         shown = next((s for s in candidates if s is not None and lookup("trained", s)), None)
         if shown is None:
-            st.info(f"{label} has not been measured with {settings.describe()}: press **Measure** (the "
+            st.info(f"{label} has not been measured with {settings.describe()}{in_precision}: press **Measure** (the "
                     f"{n_blocks}-{noun} net takes a while; a progress bar and a Cancel button show).")
         else:
             if shown != settings:
@@ -294,13 +306,19 @@ if picked is not None:
                 st.caption(f"Stored results: measured once with `tools/make_path_results.py` and shipped beside "
                            f"the checkpoint ({shown.describe()}). **Measure** measures again here.")
             elif sources == {"session"}:
-                st.caption(f"Measured in this session ({shown.describe()}).")
+                st.caption(f"Measured in this session ({shown.describe()}{in_precision}).")
             elif sources == {"store"}:
-                st.caption(f"Stored results, shown without measuring ({shown.describe()}) — "
+                st.caption(f"Stored results, shown without measuring ({shown.describe()}{in_precision}) — "
                            + "; ".join(f"{net}: {hit.describe()}" for net, hit in found.items()) + ".")
             else:
                 st.caption(" · ".join(f"{net}: {hit.describe()}" for net, hit in found.items())
-                           + f" ({shown.describe()}).")
+                           + f" ({shown.describe()}{in_precision}).")
+            if precision != "fp32":  # beside bf16 numbers: how many predictions bf16 changes on this net, measured
+                try:
+                    st.caption(cache.bf16_sentence(picked.name if picked.origin == "shipped" else None,
+                                                   program=ck is None))
+                except LensError as exc:
+                    st.warning(f"The measured bf16 counts are not shown: {exc}")
             if compare_init and "initialisation" not in found:
                 st.caption("Press **Measure** to add the net at initialisation.")
             frames = [hit.frame.assign(net=net) for net, hit in found.items()]

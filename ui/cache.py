@@ -188,12 +188,15 @@ def shipped_program(path: str, mtime: float) -> tuple[str, programlesion.Cuts, d
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def lesion_predictions(_model: Any, net: str, data_key: str, deleted: tuple[int, ...], _x: Any) -> Any:
+def lesion_predictions(_model: Any, net: str, data_key: str, deleted: tuple[int, ...], _x: Any,
+                       precision: str = "fp32") -> Any:
     """Predicted classes of the intact net (row 0) and with ``deleted`` blocks removed (row 1), kept
     across sessions: every visitor of the Lesion lab starts with the same net, data and no deletion.
-    ``net`` (the weights' hash) and ``data_key`` say what the unhashed model and images are."""
+    ``net`` (the weights' hash) and ``data_key`` say what the unhashed model and images are; ``precision``
+    (fp32 or bf16) is part of the key, so a bf16 prediction never answers for fp32."""
     n = len(lesion.block_infos(_model))
-    return lesion.predict_sequences(_model, _x, [lesion.identity_sequence(n), lesion.deletion(n, list(deleted))])
+    return lesion.predict_sequences(_model, _x, [lesion.identity_sequence(n), lesion.deletion(n, list(deleted))],
+                                    precision=precision)
 
 
 @st.cache_resource(show_spinner=False)
@@ -264,6 +267,42 @@ def stored_lesion_results(name: str) -> lesionstore.Stored | None:
         return None
     stored = lesionstore.results_file(file)
     return _stored_lesion_results(str(file), file.stat().st_mtime, stored.stat().st_mtime if stored.is_file() else 0.0)
+
+
+def bf16_sentence(name: str | None, program: bool = False) -> str:
+    """What the Lesion lab and the Path ensemble say beside bf16 results: the measured number of test
+    predictions bf16 changes on the shipped net ``name`` (a checkpoint's stem, or a program's with
+    ``program``), from results/bf16_eval.json and only for the version of the file measured; for any other
+    net (None: uploaded, trained in the app) that it is not measured. A damaged results file is its
+    CheckpointError."""
+    from analysis.experiments import precisioneval
+    from analysis.store import programs
+
+    shipped = programs.shipped_programs() if program else checkpoints.shipped_checkpoints()
+    file = None if name is None else shipped.get(name)
+    if file is None:
+        return precisioneval.sentence(None)
+    results = precisioneval.RESULTS
+    found = _bf16_results(str(results), results.stat().st_mtime if results.is_file() else 0.0).get(file.stem)
+    if found is None or found.kind != ("program" if program else "checkpoint"):
+        return precisioneval.sentence(None)
+    return precisioneval.sentence(found, _file_sha256(str(file), file.stat().st_mtime))
+
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def _bf16_results(path: str, mtime: float) -> dict[str, Any]:
+    """results/bf16_eval.json read once per version of it (a damaged file raises, and is not cached)."""
+    from analysis.experiments import precisioneval
+
+    del mtime
+    return dict(precisioneval.load_results(Path(path)))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _file_sha256(path: str, mtime: float) -> str:
+    """A file's sha256, once per version of it."""
+    del mtime
+    return paths.file_digest(Path(path))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -354,3 +393,20 @@ def painters_record(path: str, mtime: float) -> dict:
     from analysis.studies import painters
 
     return painters.load(Path(path))
+
+
+@st.cache_data(show_spinner="Measuring the net's blocks and its BatchNorm…", max_entries=8)
+def notes_measurements(path: str, mtime: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The Theory page's measurements of a shipped net over its test data (``mtime``: a retrained
+    file is measured again): each block's branch size (analysis.experiments.sensitivity), test error
+    with batch vs running statistics and each BN layer's running vs test statistics
+    (analysis.experiments.bnstudy). The net is loaded afresh, not taken from the shared resource
+    cache: the measurements hook its modules, which another session's forward must never meet."""
+    del mtime
+    from analysis.experiments import bnstudy, sensitivity
+
+    ck = checkpoints.load_checkpoint(path)
+    data = checkpoints.dataset_for(ck.meta)
+    return (sensitivity.branch_sizes(ck.model, data.x_test),
+            bnstudy.batch_size_errors(ck.model, data.x_test, data.y_test),
+            bnstudy.statistics_gap(ck.model, data.x_test))

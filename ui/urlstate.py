@@ -164,7 +164,8 @@ REGISTRY: dict[str, PageParams] = {
                                          "seeds": "int", "epochs": "int", "grad_record": "bool", "grad_every": "int",
                                          "curves": "strs", "grad_kind": "str", "grad_runs": "strs",
                                          "grad_steps": "ints", "precision": "str", "channels_last": "bool"}),
-    "theory": PageParams("theory_", {"lambdas": "floats", "depth": "int", "rscale": "float"}),
+    "theory": PageParams("theory_", {"lambdas": "floats", "depth": "int", "rscale": "float", "x": "float",
+                                     "h_before": "float", "h_after": "float", "net": "str"}),
     "painters": PageParams("painters_", {"data": "str"}),
     # the recorded comparison's charts (rec_) and the user's (yours_) have their own choices
     "transfer": PageParams("transfer_", {"recorded": "str", "source": "str", "ckpt": "str", "target": "str",

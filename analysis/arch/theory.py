@@ -2,11 +2,18 @@
 Networks", Sec. 3): with x_{l+1} = lambda * x_l + F(x_l), the signal and the gradient between blocks
 l and L carry a factor lambda^(L-l), which explodes for lambda > 1 and vanishes for lambda < 1;
 with lambda = 1 the gradient keeps its "1 +" term and reaches every block undiminished.
+
+:func:`sensitivity` is the reference notes' argument for residual learning in numbers: for input
+x = 6, when the target mapping H(x) moves from 6.1 to 6.2, a plain layer's output must change by
+1/61 (1.64 %), while the residual F(x) = H(x) - x must change from 0.1 to 0.2, by 100 %.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
 
 import pandas as pd
 import torch
@@ -32,6 +39,69 @@ ACTIVATION_PLACEMENT = [
     ("ReLU-only pre-activation", "6.71", "5.91"),
     ("full pre-activation", "6.37", "5.46"),
 ]
+
+
+Number = int | float | Fraction
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """How much a plain layer's output and a residual branch must change when the target mapping
+    H(x) moves from ``h_before`` to ``h_after`` for the input ``x``, as exact fractions."""
+
+    x: Fraction
+    h_before: Fraction
+    h_after: Fraction
+
+    @property
+    def f_before(self) -> Fraction:
+        """The residual the branch learns: F(x) = H(x) - x."""
+        return self.h_before - self.x
+
+    @property
+    def f_after(self) -> Fraction:
+        return self.h_after - self.x
+
+    @property
+    def plain_change(self) -> Fraction:
+        """Relative change of a plain layer's output, which is H itself: (H' - H) / H."""
+        return (self.h_after - self.h_before) / self.h_before
+
+    @property
+    def residual_change(self) -> Fraction:
+        """Relative change of the residual branch: (F' - F) / F."""
+        return (self.f_after - self.f_before) / self.f_before
+
+    @property
+    def ratio(self) -> Fraction:
+        """How many times larger F's relative change is: H / F (the same absolute change divided by
+        the smaller quantity)."""
+        return self.h_before / self.f_before
+
+
+def _exact(value: Number, what: str) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, int | float | Fraction):
+        raise ConfigError(f"{what} must be a number, got {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{what} must be a finite number, got {value}")
+        # the shortest decimal that reads back as this float: what a person typed (6.1, not
+        # 6.0999999999999996447...), so 6 -> 6.1 -> 6.2 gives exactly 1/61 and exactly 1
+        return Fraction(repr(value))
+    return Fraction(value)
+
+
+def sensitivity(x: Number, h_before: Number, h_after: Number) -> Sensitivity:
+    """The notes' example for any numbers: plain and residual relative changes when H(x) moves from
+    ``h_before`` to ``h_after``. Refuses a target of 0 (no relative change of a plain output that is
+    0) and a target equal to the input (F = 0: the residual's relative change is undefined)."""
+    s = Sensitivity(_exact(x, "x"), _exact(h_before, "H(x) before"), _exact(h_after, "H(x) after"))
+    if s.h_before == 0:
+        raise ConfigError("H(x) before is 0, so a plain layer's relative change is undefined: choose a nonzero H(x)")
+    if s.f_before == 0:
+        raise ConfigError("H(x) before equals x, so the residual F(x) = H(x) − x is 0 and its relative change "
+                          "is undefined: choose H(x) different from x")
+    return s
 
 
 class _ToyBlock(nn.Module):

@@ -11,6 +11,7 @@ import argparse
 import signal
 from pathlib import Path
 
+import pandas as pd
 from tqdm import tqdm
 
 from analysis.arch.models import ResNet
@@ -40,6 +41,7 @@ from analysis.core.io import check_writable
 from analysis.core.reporting import write_csv
 from analysis.data.data import Dataset
 from analysis.experiments import lesion, lesionreadings, programlesion
+from analysis.experiments import precision as prec
 from analysis.experiments.chain import ChainError, LayerChain
 from analysis.experiments.evaluation import check_request
 from analysis.run import shard
@@ -72,6 +74,7 @@ def add_parser(sub: Subparsers) -> None:
     le.add_argument("--seed", type=whole, default=0, help="0 to 2**63-1 (the random sweeps k and reorder only)")
     le.add_argument("--batch-size", type=whole, default=256, help=">= 1")
     le.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (on Ray: cuda, one GPU per shard)")
+    add_precision_arg(le, "sweep")
     add_shard_args(le, "sweep")
     le.add_argument("--out", required=True, help="results CSV (checked before the sweep, written atomically)")
     le.set_defaults(func=cmd_lesion)
@@ -85,6 +88,7 @@ def cmd_lesion(args: argparse.Namespace, stop: Stop) -> int:
     check_int("--samples", args.samples, 1, 100_000)  # refused for every sweep: a typed value must mean something
     lesion.check_sweep_options(args.experiment, samples=args.samples, seed=args.seed, batch_size=args.batch_size)
     check_int("--seed", args.seed, 0, SEED_MAX)
+    lesion.check_precision(args.precision, args.device)  # bf16 on a CPU without bf16 units: before any file is read
     shipped = shipped_program(str(args.checkpoint))
     if shipped is None:
         return evaluate(args, out, _lesion)
@@ -96,6 +100,22 @@ def cmd_lesion(args: argparse.Namespace, stop: Stop) -> int:
         return _lesion(args, shipped, out)
     except KeyboardInterrupt as exc:
         raise Interrupted(getattr(exc, "signum", signal.SIGINT), f"no CSV written; {state(out)}") from None
+
+
+def add_precision_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """--precision of ``lesion`` and ``paths``: the arithmetic ``what`` (a sweep, a measurement) runs in."""
+    p.add_argument("--precision", choices=list(prec.EVAL_PRECISIONS), default="fp32",
+                   help=f"fp32 (default; every stored result's) or bf16: the {what} runs under bf16 autocast, on "
+                        "CUDA or on a CPU with bf16 matrix units (AMX or AVX-512 BF16; refused elsewhere). "
+                        "Predictions may differ from fp32's: results/bf16_eval.json has the measured count for "
+                        "the shipped nets")
+
+
+def add_precision_column(df: pd.DataFrame, precision: str) -> None:
+    """A ``precision`` column first in a table evaluated in bf16, so its CSV says so; an fp32 table is
+    left as it always was."""
+    if precision != "fp32":
+        df.insert(0, "precision", precision)
 
 
 def shipped_program(name: str) -> Path | None:
@@ -133,15 +153,16 @@ def _lesion(args: argparse.Namespace, path: Path, out: Path) -> int:
             df = shard.sharded_sweep(args.experiment, model, data.x_test, data.y_test, samples=args.samples,
                                      seed=args.seed, batch_size=args.batch_size, device=args.device,
                                      shards=args.shards, executor=args.executor, address=args.address,
-                                     progress=progress)
+                                     progress=progress, precision=args.precision)
         else:
             # a program was opened on the device already
             df = lesion.run_sweep(args.experiment, model.to(args.device) if isinstance(model, ResNet) else model,
                                   data.x_test, data.y_test,
                                   samples=args.samples, seed=args.seed, device=args.device,
-                                  batch_size=args.batch_size, progress=progress)
+                                  batch_size=args.batch_size, progress=progress, precision=args.precision)
     finally:
         bar.close()
+    add_precision_column(df, args.precision)
     df.insert(0, "checkpoint", str(args.checkpoint))
     write_csv(out, df)
     if args.experiment == "single":

@@ -30,13 +30,14 @@ from analysis.cli.common import (
     where,
     whole,
 )
+from analysis.cli.lesion import add_precision_arg, add_precision_column
 from analysis.core.errors import ConfigError
 from analysis.core.io import check_writable
 from analysis.core.reporting import write_csv
 from analysis.data.data import Dataset
 from analysis.experiments import paths, programlesion
 from analysis.experiments.chain import ChainError, ProgramChain, ProgramGraph
-from analysis.experiments.lesion import inputs_noun
+from analysis.experiments.lesion import check_precision, inputs_noun
 from analysis.run import shard
 from analysis.store import programs
 from analysis.store.checkpoints import shipped_checkpoints
@@ -74,6 +75,7 @@ def add_parser(sub: Subparsers) -> None:
                          "measures); shards are cut at its multiples, and give bit-identical numbers to one "
                          "process with the same --batch-size")
     pa.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (on Ray: cuda, one GPU per shard)")
+    add_precision_arg(pa, "measurement")
     add_shard_args(pa, "measurement")
     pa.add_argument("--out", required=True, help="results CSV (checked before measuring, written atomically)")
     pa.set_defaults(func=cmd_paths)
@@ -87,6 +89,7 @@ def cmd_paths(args: argparse.Namespace, stop: Stop) -> int:
     paths.MeasureSettings(args.samples, args.batch, args.seed)  # samples, batch and seed checked before any work
     check_int("--seed", args.seed, 0, SEED_MAX)
     check_int("--batch-size", args.batch_size, 1, 10**6)
+    check_precision(args.precision, args.device)  # bf16 on a CPU without bf16 units: before any file is read
     # a shipped program's name is its file (evaluate finds checkpoints' names and paths only)
     shipped = programs.shipped_programs().get(args.checkpoint)
     label = str(args.checkpoint)
@@ -110,6 +113,7 @@ def _paths(args: argparse.Namespace, path: Path, out: Path, label: str) -> int:
                           f"{inputs_noun(data.dims)})")
     x, y = data.x_test[: settings.batch], data.y_test[: settings.batch]
     print(f"gradient by path length of {label} ({args.net}): {settings.describe()}"
+          + (f", in {args.precision}" if args.precision != "fp32" else "")
           + (f"; {where(args, len(y), args.batch_size or 1)}" if sharded else ""), flush=True)
     bar = tqdm(total=1, unit="shard" if sharded else "path", desc="paths", dynamic_ncols=True)
 
@@ -123,13 +127,14 @@ def _paths(args: argparse.Namespace, path: Path, out: Path, label: str) -> int:
             df = shard.sharded_gradient_by_length(model, x, y, samples=settings.samples, seed=settings.seed,
                                                   batch_size=args.batch_size, device=args.device,
                                                   shards=args.shards, executor=args.executor,
-                                                  address=args.address, progress=progress)
+                                                  address=args.address, progress=progress, precision=args.precision)
         else:  # a program was opened on the device already
             df = paths.gradient_by_length(model.to(args.device) if isinstance(model, ResNet) else model, x, y,
                                           samples=settings.samples, seed=settings.seed,
-                                          batch_size=args.batch_size, progress=progress)
+                                          batch_size=args.batch_size, progress=progress, precision=args.precision)
     finally:
         bar.close()
+    add_precision_column(df, args.precision)
     df.insert(0, "net", args.net)
     df.insert(0, "checkpoint", label)
     write_csv(out, df)

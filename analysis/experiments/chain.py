@@ -286,6 +286,15 @@ class _Program:
         return tuple(torch.cat(col) for col in zip(*pieces, strict=True))
 
 
+class WholeProgram(_Program):
+    """An exported program run whole on a batch of any size (in pieces of the batch it was exported with,
+    :meth:`_Program._run_pieces`): its class scores, as :mod:`analysis.experiments.precisioneval` reads them.
+    It runs as exported (eval mode); autocast, where the caller sets it, applies to its ops as to any."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self._run(self.gm, x)
+
+
 class ProgramChain(_Program):
     """An exported program (with its weights) cut into stem, units and head (see the module docstring)."""
 

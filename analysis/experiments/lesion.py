@@ -49,6 +49,7 @@ from analysis.arch.specs import ResNetSpec
 from analysis.arch.units import Unit, plan_units
 from analysis.core.errors import ConfigError, DatasetError, LensError
 from analysis.data.data import Dataset
+from analysis.experiments import precision as prec
 from analysis.experiments.chain import (
     ProgramGraph,
     Shape,
@@ -297,7 +298,7 @@ def as_chain(model: ResNet | UnitChain, x: Tensor) -> UnitChain:
 @torch.inference_mode()
 def predict_sequences(model: ResNet | UnitChain, x: Tensor, sequences: Sequence[Sequence[Step]], *,
                       batch_size: int = 256, device: str = "cpu", reuse_prefix: bool = True,
-                      progress: ProgressFn | None = None) -> Tensor:
+                      progress: ProgressFn | None = None, precision: str = "fp32") -> Tensor:
     """Predicted classes, shape (len(sequences), len(x)), on the CPU. ``reuse_prefix=False`` is the
     straightforward loop (every sequence from the stem), kept as the reference.
 
@@ -307,7 +308,12 @@ def predict_sequences(model: ResNet | UnitChain, x: Tensor, sequences: Sequence[
     deterministic algorithms (:func:`analysis.experiments.train.cuda_determinism`). A spec-built ResNet
     and an opened program cut into units run through the same loop (:func:`as_chain`); a program whose
     units are not one chain (:class:`~analysis.experiments.chain.ProgramGraph`) runs each sequence's
-    deletions through its whole graph, with no prefix to reuse."""
+    deletions through its whole graph, with no prefix to reuse.
+
+    ``precision="bf16"`` runs every forward under bf16 autocast
+    (:func:`analysis.experiments.precision.autocast`; refused first on a CPU without bf16 units):
+    predictions may differ from fp32's, which (the default) runs exactly as it always has."""
+    check_precision(precision, device)
     chain = as_chain(model, x)
     for seq in sequences:
         chain.check_sequence(seq)
@@ -321,7 +327,7 @@ def predict_sequences(model: ResNet | UnitChain, x: Tensor, sequences: Sequence[
     batches = max(1, (len(x) + batch_size - 1) // batch_size)
     total, done = batches * len(sequences), 0
     try:
-        with cuda_determinism(device):
+        with cuda_determinism(device), prec.autocast(precision, device):
             for lo in range(0, len(x), batch_size):
                 xb = x[lo:lo + batch_size].to(device)
                 if isinstance(chain, ProgramGraph):  # units not one chain: each sequence is one whole forward
@@ -619,27 +625,50 @@ def plan_sweep(kind: str, model: ResNet | UnitChain, *, samples: int = 5, seed: 
 
 
 def run_sweep(kind: str, model: ResNet | UnitChain, x: Tensor, y: Tensor, *, samples: int = 5, seed: int = 0,
-              batch_size: int = 256, device: str = "cpu", progress: ProgressFn | None = None) -> pd.DataFrame:
+              batch_size: int = 256, device: str = "cpu", progress: ProgressFn | None = None,
+              precision: str = "fp32") -> pd.DataFrame:
     """One lesion sweep by name (one of :data:`SWEEP_KINDS`: ``single``, ``k``, ``reorder``, ``swap``,
     ``repeat``, ``parallel``): the entry point the CLI and the lesion page share. ``samples`` and ``seed``
     apply to the random sweeps only (k, reorder). The model must be on
-    ``device``. :func:`analysis.run.shard.sharded_sweep` gives the same table from shards of ``x``."""
+    ``device``. ``precision``: fp32 (default) or bf16 (:func:`predict_sequences`; refused before any
+    work where the device cannot run it). :func:`analysis.run.shard.sharded_sweep` gives the same table
+    from shards of ``x``."""
     plan = plan_sweep(kind, model, samples=samples, seed=seed, batch_size=batch_size)
-    return plan.evaluate(model, x, y, batch_size=batch_size, device=device, progress=progress)
+    return plan.evaluate(model, x, y, batch_size=batch_size, device=device, progress=progress, precision=precision)
 
 
-def sweep_settings(kind: str, data: Dataset, *, samples: int = 5, seed: int = 0) -> dict[str, Any]:
+def sweep_settings(kind: str, data: Dataset, *, samples: int = 5, seed: int = 0,
+                   precision: str = "fp32") -> dict[str, Any]:
     """Everything besides the net's weights that a sweep's result depends on, as a JSON-able dict
     (the run store's key): the test data (name, split seed, number of inputs and the normalisation
     applied, which differ between ImageFolder subsets or checkpoints' stored statistics) and, for the
     random sweeps, samples and seed. The others (single, swap, repeat, parallel) use neither, so both are 0: its result
     is found whatever the other tabs' settings are. The count is kept under ``test_images`` for
-    sequences too: the key of sweeps already stored does not change."""
+    sequences too: the key of sweeps already stored does not change. ``precision`` is in the dict only
+    where it is not fp32 (a bf16 sweep never answers for an fp32 one, and every fp32 key stays as it was)."""
     check_sweep_options(kind, samples=samples, seed=seed)
+    check_precision(precision)
     random_sweep = kind in RANDOM_SWEEPS
     return {"dataset": data.name, "split_seed": data.split_seed, "test_images": len(data.y_test),
             "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std],
-            "samples": int(samples) if random_sweep else 0, "seed": int(seed) if random_sweep else 0}
+            "samples": int(samples) if random_sweep else 0, "seed": int(seed) if random_sweep else 0,
+            **precision_field(precision)}
+
+
+def check_precision(precision: str, device: str | None = None) -> None:
+    """An evaluation precision (:data:`~analysis.experiments.precision.EVAL_PRECISIONS`: a lesion sweep's, a
+    path measurement's) by name and, given a ``device``, one it runs
+    (:func:`analysis.experiments.precision.check`: bf16 on a CPU without bf16 units is refused in one sentence)."""
+    if precision not in prec.EVAL_PRECISIONS:
+        raise ConfigError(f"an evaluation runs in {' or '.join(prec.EVAL_PRECISIONS)}, got {precision!r}")
+    if device is not None:
+        prec.check(precision, device)
+
+
+def precision_field(precision: str) -> dict[str, str]:
+    """``{"precision": "bf16"}`` for a key made in another precision than fp32; empty for fp32, so the
+    keys of every result stored before precisions existed still find them."""
+    return {} if precision == "fp32" else {"precision": precision}
 
 
 def describe_settings(kind: str, settings: dict[str, Any], dims: int = 2) -> str:
@@ -647,6 +676,8 @@ def describe_settings(kind: str, settings: dict[str, Any], dims: int = 2) -> str
     mnist1d' for the sequences of a 1-D dataset (``dims``: the test data's, ``Dataset.dims``), for
     captions and messages."""
     data = f"{settings['test_images']} test {inputs_noun(dims)} of {settings['dataset']}"
+    if settings.get("precision", "fp32") != "fp32":
+        data += f", in {settings['precision']}"
     if kind not in RANDOM_SWEEPS:
         return data
     per = "per k" if kind == "k" else "per number of swaps"

@@ -45,8 +45,9 @@ from analysis.core.bounded import COUNT, DIGITS, FLAG, Column, check_table, load
 from analysis.core.errors import CheckpointError, ConfigError
 from analysis.core.reporting import records, write_json
 from analysis.data.data import Dataset
+from analysis.experiments import precision as prec
 from analysis.experiments.chain import ProgramChain
-from analysis.experiments.lesion import check_inputs, inputs_noun
+from analysis.experiments.lesion import check_inputs, check_precision, inputs_noun, precision_field
 from analysis.experiments.train import cuda_determinism
 
 MAX_UNROLL = 8  # 256 paths: still drawable
@@ -348,7 +349,8 @@ def _device_of(model: PathNet) -> torch.device:
 
 
 def example_norms(model: PathNet, x: Tensor, y: Tensor, subsets: Sequence[set[int]], *, total: int | None = None,
-                  batch_size: int | None = None, progress: ProgressFn | None = None) -> Tensor:
+                  batch_size: int | None = None, progress: ProgressFn | None = None,
+                  precision: str = "fp32") -> Tensor:
     """The norm of each example's input gradient along each path: a table of ``len(subsets)`` rows
     and ``len(x)`` columns in the net's precision, on the CPU. The loss is summed over the examples
     and divided by ``total`` (default ``len(x)``, the batch mean; see :func:`_tapes`), so a shard of a
@@ -365,9 +367,14 @@ def example_norms(model: PathNet, x: Tensor, y: Tensor, subsets: Sequence[set[in
     ``x`` and ``y`` are moved to the model's device (each pass once); the table comes back in one
     copy. Mode and grad state are restored. A :class:`~analysis.experiments.chain.ProgramChain` runs
     each pass in pieces of the batch it was exported with, the last one padded (its ``_run``), so any
-    batch works; its mode is the exported one and is left alone."""
-    check_paths_net(model, x)
+    batch works; its mode is the exported one and is left alone.
+
+    ``precision="bf16"``: the forward passes and the gradients flow under bf16 autocast (the VJPs run in
+    the dtypes the forward recorded), and each gradient is cast back to the net's precision before its
+    norm, so the norms and the table are fp32 as ever. Refused first where the device cannot run it."""
     device = _device_of(model)
+    check_precision(precision, device.type)
+    check_paths_net(model, x)
     total = len(x) if total is None else total
     step = len(x) if batch_size is None else batch_size
     if step < 1:
@@ -382,11 +389,12 @@ def example_norms(model: PathNet, x: Tensor, y: Tensor, subsets: Sequence[set[in
     if module is not None:
         module.eval()
     try:
-        with torch.enable_grad(), cuda_determinism(device.type):
+        with torch.enable_grad(), cuda_determinism(device.type), prec.autocast(precision, device.type):
             for lo in range(0, len(x), step):
                 tapes, g_out = _tapes(model, x[lo:lo + step].to(device), y[lo:lo + step].to(device), total)
                 for j, s in enumerate(subsets):
-                    out[j, lo:lo + step] = _path_gradient(tapes, g_out, s).flatten(1).norm(dim=1)
+                    # a bf16 gradient's norm in the net's precision (a no-op cast in fp32: the same bits)
+                    out[j, lo:lo + step] = _path_gradient(tapes, g_out, s).to(dtype).flatten(1).norm(dim=1)
                     done += 1
                     if progress:
                         progress(done, count)
@@ -399,7 +407,7 @@ def example_norms(model: PathNet, x: Tensor, y: Tensor, subsets: Sequence[set[in
 
 def gradient_by_length(model: PathNet, x: Tensor, y: Tensor, *, samples: int = 10,
                        ks: Sequence[int] | None = None, seed: int = 0, batch_size: int | None = None,
-                       progress: ProgressFn | None = None) -> pd.DataFrame:
+                       progress: ProgressFn | None = None, precision: str = "fp32") -> pd.DataFrame:
     """Veit et al.'s measurement. For each path length k, ``samples`` random sets of k blocks (all
     of them when there are no more than ``samples``); returns per-k mean and std of the gradient
     magnitude (a path's magnitude: the mean over the examples of the norm of each one's input
@@ -409,10 +417,11 @@ def gradient_by_length(model: PathNet, x: Tensor, y: Tensor, *, samples: int = 1
     device. Mode and grad state are restored. :func:`analysis.run.shard.sharded_gradient_by_length`
     gives the same table from shards of ``x`` (for a spec-built net: shards carry its spec). ``model``
     may be a program cut into units (:class:`~analysis.experiments.chain.ProgramChain`): the same
-    measurement over its units."""
+    measurement over its units. ``precision``: fp32 (default) or bf16 (see :func:`example_norms`)."""
     blocks = check_paths_net(model, x)
     plan = plan_lengths(len(blocks), samples=samples, ks=ks, seed=seed)
-    return plan.frame(example_norms(model, x, y, plan.subsets, batch_size=batch_size, progress=progress))
+    return plan.frame(example_norms(model, x, y, plan.subsets, batch_size=batch_size, progress=progress,
+                                    precision=precision))
 
 
 MEASURED_COLUMNS = ("length", "mean", "std", "samples", "exhaustive", "paths")
@@ -498,15 +507,15 @@ def initialised(model: ResNet) -> ResNet:
 
 
 def measure(model: PathNet, x: Tensor, y: Tensor, settings: MeasureSettings,
-            progress: ProgressFn | None = None) -> pd.DataFrame:
-    """:func:`gradient_by_length` on the first ``settings.batch`` inputs of ``x`` (images or sequences);
-    ``model`` a ResNet or a program cut into units (its inputs checked by :func:`check_paths_net`)."""
+            progress: ProgressFn | None = None, precision: str = "fp32") -> pd.DataFrame:
+    """:func:`gradient_by_length` on the first ``settings.batch`` inputs of ``x`` (images or sequences) in
+    ``precision``; ``model`` a ResNet or a program cut into units (its inputs checked by :func:`check_paths_net`)."""
     if isinstance(model, ResNet):
         check_inputs(model.spec, x, "the test inputs")
     if settings.batch > len(x):
         raise ConfigError(f"batch {settings.batch} is larger than the test split ({len(x)} {inputs_noun(x.dim() - 2)})")
     return gradient_by_length(model, x[: settings.batch], y[: settings.batch], samples=settings.samples,
-                              seed=settings.seed, progress=progress)
+                              seed=settings.seed, progress=progress, precision=precision)
 
 
 Results = dict[tuple[str, MeasureSettings], pd.DataFrame]  # (net, settings) -> gradient_by_length's frame
@@ -516,15 +525,18 @@ Results = dict[tuple[str, MeasureSettings], pd.DataFrame]  # (net, settings) -> 
 STORE_KINDS = {"trained": "paths-trained", "initialisation": "paths-initialisation"}
 
 
-def store_settings(settings: MeasureSettings, data: Dataset) -> dict[str, Any]:
+def store_settings(settings: MeasureSettings, data: Dataset, precision: str = "fp32") -> dict[str, Any]:
     """Everything besides the net's weights that a measurement depends on, as the run store's JSON
     key: the :class:`MeasureSettings` fields and the test data whose first ``batch`` inputs it used
     (name, split seed, number of test inputs and the normalisation applied, as for the Lesion lab's
     sweeps: another split or other statistics are other inputs). Sequences are counted under
-    ``test_images`` too, the key stored measurements already have."""
+    ``test_images`` too, the key stored measurements already have. A measurement in another precision
+    than fp32 carries it (``precision``; fp32 keys are as they always were), so it is found, and listed
+    by :func:`data_identity`, apart from fp32's."""
+    check_precision(precision)
     return {**asdict(settings), "dataset": data.name, "split_seed": int(data.split_seed),
             "test_images": len(data.y_test), "mean": [float(v) for v in data.mean],
-            "std": [float(v) for v in data.std]}
+            "std": [float(v) for v in data.std], **precision_field(precision)}
 
 
 def settings_of(stored: dict[str, Any]) -> MeasureSettings:
@@ -536,7 +548,8 @@ def settings_of(stored: dict[str, Any]) -> MeasureSettings:
 
 
 def data_identity(stored: dict[str, Any]) -> dict[str, Any]:
-    """The test-data part of a :func:`store_settings` key (all but the MeasureSettings fields)."""
+    """The test-data part of a :func:`store_settings` key (all but the MeasureSettings fields), with its
+    precision where that is not fp32: what tells measurements of one net on one data apart."""
     names = set(asdict(MeasureSettings()))
     return {k: v for k, v in stored.items() if k not in names}
 

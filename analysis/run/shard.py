@@ -28,7 +28,8 @@ once, here, and every shard evaluates the same plan. Why the merge is exact:
   shard holds at least four examples; not promised elsewhere.
 
 Both hold for one torch thread count in the shards and the single call (each Ray task runs on its
-one CPU). On a GPU the same argument holds for the cuDNN algorithms, which are chosen per shape and
+one CPU), and in either precision: a bf16 evaluation sends its precision with every shard, whose task
+runs the same autocast over the same batches (autocast's state is per thread, set in the task itself). On a GPU the same argument holds for the cuDNN algorithms, which are chosen per shape and
 run deterministically (:func:`analysis.experiments.train.cuda_determinism`); that is untested here (no GPU).
 
 What travels to a shard: the net as its spec (the JSON-able dict checkpoints store) and its
@@ -54,7 +55,7 @@ import torch
 from torch import Tensor
 
 from analysis.core.errors import ConfigError
-from analysis.experiments.lesion import ProgressFn, Step, plan_sweep
+from analysis.experiments.lesion import ProgressFn, Step, check_precision, plan_sweep
 from analysis.experiments.paths import LengthPlan, check_paths_net, example_norms, plan_lengths
 
 if TYPE_CHECKING:
@@ -165,6 +166,7 @@ class LesionShard:
     sequences: list[list[Step]]
     batch_size: int
     device: str
+    precision: str = "fp32"
 
 
 def lesion_shard(task: LesionShard) -> Tensor:
@@ -172,7 +174,8 @@ def lesion_shard(task: LesionShard) -> Tensor:
     from analysis.experiments.lesion import wrong_counts
 
     model = _payload(task.model).build(task.device)
-    return wrong_counts(model, task.x, task.y, task.sequences, batch_size=task.batch_size, device=task.device)
+    return wrong_counts(model, task.x, task.y, task.sequences, batch_size=task.batch_size, device=task.device,
+                        precision=task.precision)
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,7 @@ class PathShard:
     total: int  # examples in the whole set: every example's gradient is scaled by 1 / total
     batch_size: int | None
     device: str
+    precision: str = "fp32"
 
 
 def path_shard(task: PathShard) -> Tensor:
@@ -195,7 +199,8 @@ def path_shard(task: PathShard) -> Tensor:
     model = _payload(task.model).build(task.device)
     if isinstance(model, (LayerChain, ProgramGraph)):  # only a chain of residual units is ever sent
         raise ConfigError(f"{model.net.name}: the path decomposition follows residual units, not layers")
-    return example_norms(model, task.x, task.y, task.subsets, total=task.total, batch_size=task.batch_size)
+    return example_norms(model, task.x, task.y, task.subsets, total=task.total, batch_size=task.batch_size,
+                         precision=task.precision)
 
 
 def _payload(model: ModelPayload | ProgramPayload | Any) -> ModelPayload | ProgramPayload:
@@ -255,17 +260,20 @@ def run_shards(fn: Callable[[Any], Tensor], tasks: Sequence[Any], *, executor: s
 def sharded_sweep(kind: str, model: ResNet | ProgramChain | ProgramGraph | LayerChain, x: Tensor, y: Tensor, *, samples: int = 5,
                   seed: int = 0, batch_size: int = 256, device: str = "cpu", shards: int = 2,
                   executor: str = "local", address: str | None = None,
-                  progress: ProgressFn | None = None) -> pd.DataFrame:
+                  progress: ProgressFn | None = None, precision: str = "fp32") -> pd.DataFrame:
     """:func:`analysis.experiments.lesion.run_sweep` on ``shards`` contiguous parts of ``x`` (cut at multiples of
     ``batch_size``; fewer parts when there are fewer batches), merged by adding wrong counts: the
     same table, ``==``. ``model``: a ResNet, or a program opened by
     :func:`analysis.experiments.programlesion.open_chain` (on the CPU here; each shard opens it on its
-    device). ``progress(done, total)`` counts finished shards."""
+    device). ``progress(done, total)`` counts finished shards. ``precision``: fp32 or bf16, sent with every
+    shard (refused here, before any shard starts, where this machine's ``device`` cannot run it; on Ray the
+    cluster's nodes are expected to have what this one has)."""
     from analysis.arch.models import ResNet
     from analysis.experiments import programlesion
     from analysis.experiments.lesion import check_inputs
 
     check_shards(shards, executor)
+    check_precision(precision, device)
     plan = plan_sweep(kind, model, samples=samples, seed=seed, batch_size=batch_size)
     payload: ModelPayload | ProgramPayload
     if isinstance(model, ResNet):
@@ -274,7 +282,7 @@ def sharded_sweep(kind: str, model: ResNet | ProgramChain | ProgramGraph | Layer
     else:
         programlesion.check_inputs(model, x)
         payload = ProgramPayload.of(model)
-    tasks = [LesionShard(payload, *_part(x, y, lo, hi), plan.sequences, batch_size, device)
+    tasks = [LesionShard(payload, *_part(x, y, lo, hi), plan.sequences, batch_size, device, precision)
              for lo, hi in shard_bounds(len(y), shards, batch_size)]
     counts = run_shards(lesion_shard, tasks, executor=executor, address=address, device=device, progress=progress)
     return plan.frame(torch.stack(counts).sum(0), len(y))
@@ -284,18 +292,20 @@ def sharded_sweep(kind: str, model: ResNet | ProgramChain | ProgramGraph | Layer
 def sharded_gradient_by_length(model: ResNet | ProgramChain, x: Tensor, y: Tensor, *, samples: int = 10,
                                ks: Sequence[int] | None = None, seed: int = 0, batch_size: int | None = None,
                                device: str = "cpu", shards: int = 2, executor: str = "local",
-                               address: str | None = None, progress: ProgressFn | None = None) -> pd.DataFrame:
+                               address: str | None = None, progress: ProgressFn | None = None,
+                               precision: str = "fp32") -> pd.DataFrame:
     """:func:`analysis.experiments.paths.gradient_by_length` on ``shards`` contiguous parts of ``x``, each
     example's gradient scaled by the whole set's size, the per-example norms merged in order. With
     ``batch_size`` the parts are cut at its multiples and the table is bit-identical to
     ``gradient_by_length(..., batch_size=batch_size)``; without, see the module's note on the last
     bits. ``model``: a ResNet, or a program cut into units (:class:`~analysis.experiments.chain.ProgramChain`,
     on the CPU here; each shard opens its archive's bytes on its device, cut into the same units).
-    ``progress(done, total)`` counts finished shards."""
+    ``progress(done, total)`` counts finished shards. ``precision``: as :func:`sharded_sweep` takes it."""
     from analysis.arch.models import ResNet
     from analysis.experiments import programlesion
 
     check_shards(shards, executor)
+    check_precision(precision, device)
     blocks = check_paths_net(model, x)
     plan: LengthPlan = plan_lengths(len(blocks), samples=samples, ks=ks, seed=seed)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
@@ -307,7 +317,7 @@ def sharded_gradient_by_length(model: ResNet | ProgramChain, x: Tensor, y: Tenso
         programlesion.check_inputs(model, x)
         payload = ProgramPayload.of(model)
     subsets = plan.subsets
-    tasks = [PathShard(payload, *_part(x, y, lo, hi), subsets, len(y), batch_size, device)
+    tasks = [PathShard(payload, *_part(x, y, lo, hi), subsets, len(y), batch_size, device, precision)
              for lo, hi in shard_bounds(len(y), shards, batch_size or 1)]
     norms = run_shards(path_shard, tasks, executor=executor, address=address, device=device, progress=progress)
     return plan.frame(torch.cat(norms, dim=1))
