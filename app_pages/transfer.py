@@ -17,7 +17,7 @@ import streamlit as st
 
 from analysis.core.errors import ConfigError, LensError
 from analysis.core.meta import precision_text
-from analysis.core.reporting import csv_bytes
+from analysis.core.reporting import csv_bytes, machine_text
 from analysis.data.data import Dataset
 from analysis.store.checkpoints import Checkpoint
 from analysis.store.runstore import RunStore, default_home
@@ -288,9 +288,14 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
                "fine-tuned. Whiskers: ± one sample std over seeds (none with one seed). 'all' sits at the mean "
                "number of labelled images per class it is.")
 
-    readings = tl.readings(summary, stages, probe)
+    test = result.meta.get("test")
+    readings = tl.readings(summary, stages, probe, results=results, test_size=test if isinstance(test, int) else None)
     if readings:
         st.markdown("**Readings**\n\n" + "\n".join(f"- {line}" for line in readings))
+        st.caption("Each difference is compared seed by seed (runs of one seed share their labelled images, initial "
+                   "weights and batch order): from 3 seeds on with its 95 % t-interval and the smallest difference "
+                   "the design detects (power 0.8), in points and test images; with fewer seeds, no test. "
+                   + machine_text(result.meta.get("machine")))
 
     # the charts at one label setting
     at_key = f"{prefix}_at"

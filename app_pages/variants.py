@@ -14,7 +14,7 @@ import streamlit as st
 
 from analysis.core.errors import LensError
 from analysis.core.meta import PRECISIONS, TrainConfig, recipe_precision
-from analysis.core.reporting import csv_bytes
+from analysis.core.reporting import csv_bytes, machine_text
 from analysis.run import cluster
 from analysis.run.executor import DataSpec, Executor, InProcessExecutor, make_executor
 from analysis.store.runstore import RunStore, default_home
@@ -36,6 +36,7 @@ DEFAULT_VARIANTS = ["original", "scaling_0.5"]
 GRAD_EVERY = 5
 GRAD_KINDS = {"input": "block inputs", "params": "block parameters"}
 PAPER_COLUMN = "paper, ResNet-110 CIFAR-10 %"
+AGREES_COLUMN = "agrees with He et al. 2016?"
 
 
 WHERE = {"here": "This server", "ray": "Ray cluster"}
@@ -84,17 +85,30 @@ def plus_minus(mean: float, std: float) -> str:
     return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-def depth_table(summary: pd.DataFrame, depth: int) -> pd.DataFrame:
-    """One depth's rows as the page shows them: the measured numbers, the paper's beside them, the reading."""
+def train_label(results: pd.DataFrame) -> str:
+    """The train error's column name: which training error the finished runs have (the clean one is
+    measured after the last epoch by runs trained since it existed; older runs have the running one)."""
+    done = results[results["status"] == "complete"]
+    clean = [v is True or v == 1 for v in done["train_clean"]] if "train_clean" in done else []
+    if clean and all(clean):
+        return "train error % (clean: eval mode, whole training set)"
+    if not any(clean):
+        return "running train error % (augmented batches, train mode)"
+    return "train error % (clean where measured, else running)"
+
+
+def depth_table(summary: pd.DataFrame, depth: int, train: str = "train error %") -> pd.DataFrame:
+    """One depth's rows as the page shows them: the measured numbers, the paper's beside them, the
+    reading and whether it agrees with the paper. ``train``: the train error's column name (:func:`train_label`)."""
     rows = summary[summary["depth"] == depth]
     return pd.DataFrame({
         "variant": rows["label"],
         "test error %": [plus_minus(m, s) for m, s in zip(rows["test_error_mean"], rows["test_error_std"], strict=True)],
-        "train error %": [plus_minus(m, s) for m, s in zip(rows["train_error_mean"], rows["train_error_std"],
-                                                            strict=True)],
+        train: [plus_minus(m, s) for m, s in zip(rows["train_error_mean"], rows["train_error_std"], strict=True)],
         "runs / diverged": [f"{r} / {d}" for r, d in zip(rows["runs"], rows["diverged"], strict=True)],
         PAPER_COLUMN: [p or "—" for p in rows["paper"]],
         "reading": rows["reading"],
+        AGREES_COLUMN: rows["agrees"],
     })
 
 
@@ -124,11 +138,19 @@ def error_chart(summary: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def show_results(summary: pd.DataFrame, key: str) -> None:
-    """The tables (one per depth) and the chart of a grid's summary."""
+def show_results(summary: pd.DataFrame, key: str, results: pd.DataFrame) -> None:
+    """The tables (one per depth) and the chart of a grid's summary (``results``: its runs)."""
+    train = train_label(results)
     for depth in sorted({int(d) for d in summary["depth"]}):
         st.markdown(f"**Depth {depth}** ({(depth - 2) // 2} residual blocks)")
-        table(depth_table(summary, depth))
+        table(depth_table(summary, depth, train))
+    st.caption("Readings: each variant minus the original at the same depth, compared seed by seed (a grid's runs "
+               "of one seed share the batch order and augmentation); with 3 seeds or more a 95 % t-interval of the "
+               "difference and the smallest difference the design detects (power 0.8), in points and in test "
+               "images; with fewer, no test. *Agrees with He et al. 2016?*: the paper's direction for the variant "
+               f"(worse than the original, or about equal: within ±{g.SAME_BAND:.2f} pp, two single runs' spread "
+               f"for their ResNet-110's {g.PAPER_RUN_SD} pp std over 5 runs, He et al. 2015 Table 6) against our "
+               "interval; where ours disagrees or cannot tell, what the record shows that explains it.")
     render.show(error_chart(summary), key=f"{key}_chart")
     st.caption("Bars: measured mean test error, whiskers ± one sample std over seeds (none with one seed). "
                "Diamonds: the paper's ResNet-110 on CIFAR-10 (\"fail\", above 20 %, drawn at 20 %).")
@@ -182,15 +204,18 @@ else:
     try:
         shipped_results, file_summary, shipped_meta = cache.grid_results(str(RESULTS_FILE), RESULTS_FILE.stat().st_mtime)
         # the readings are recomputed from the runs, so they follow the paper's table as the app has it
-        shipped_summary = g.summarise(shipped_results) if len(shipped_results) else file_summary
+        shipped_test = shipped_meta.get("test_size")
+        shipped_summary = (g.summarise(shipped_results, shipped_test if isinstance(shipped_test, int) else
+                                       g.test_size(shipped_meta.get("grid", {})))
+                           if len(shipped_results) else file_summary)
     except LensError as exc:
         error_box(exc)
         shipped_results = None
     else:
         st.caption(describe(shipped_meta.get("grid", {})) + " The paper's numbers are ResNet-110 (54 blocks) on "
                    "CIFAR-10 with its own recipe, so only the ordering of the variants and which of them fail can be "
-                   "compared, not the percentages. " + took(shipped_meta))
-        show_results(shipped_summary, "variants_shipped")
+                   "compared, not the percentages. " + took(shipped_meta) + " " + machine_text(shipped_meta.get("machine")))
+        show_results(shipped_summary, "variants_shipped", shipped_results)
         dl = st.columns(2)
         dl[0].download_button("Download the recorded runs (CSV)", csv_bytes(shipped_results),
                              file_name=f"{RESULTS_FILE.stem}_runs.csv", mime="text/csv", on_click="ignore", key="variants_shipped_runs_csv")
@@ -283,11 +308,14 @@ def show_grid(result: g.GridResult, store: RunStore) -> None:
                     Metric("Found in the run store", f"{result.reused}"),
                     Metric("Not finished (cancelled)", f"{unfinished}"),
                     Metric("Wall time", f"{result.wall_seconds:,.1f} s")])
-    st.caption(describe(result.grid.definition))
-    show_results(result.summary, "variants_yours")
+    # a grid read back from the store measured nothing now: no machine to name
+    st.caption(describe(result.grid.definition) + (" " + machine_text(result.machine) if result.machine else ""))
+    show_results(result.summary, "variants_yours", res)
     with st.expander("Every run"):
-        table(res[["variant", "depth", "seed", "status", "reused", "train_error", "test_error", "epochs", "seconds",
-                   "key", "message"]], formats={"train_error": "%.2f", "test_error": "%.2f"})
+        table(res[["variant", "depth", "seed", "status", "reused", "train_error", "train_clean", "test_error", "epochs",
+                   "seconds", "key", "message"]], formats={"train_error": "%.2f", "test_error": "%.2f"})
+        st.caption("train_clean: the train error is the clean one (eval mode, whole training set, after the last "
+                   "epoch); unticked, the running one (augmented batches, train mode).")
     keys = [str(k) for k in res.loc[res["status"] == "complete", "key"]]
     dl = st.columns(3)
     dl[0].download_button("Download runs (CSV)", csv_bytes(res), file_name="variants_runs.csv",
@@ -419,6 +447,8 @@ elif store is not None:
             {"label": runs[k]["label"], "residual": residual(runs[k]["variant"]),
              "history": metrics[metrics["run"] == k].to_dict(orient="records")} for k in with_curves]),
             key="variants_curves_chart")
+        st.caption("Dashed: the running training error of each epoch (augmented batches, train mode, weights "
+                   "moving); solid: the test error.")
     if missing:
         st.info("No per-epoch history on this machine for: " + "; ".join(runs[k]["label"] for k in missing)
                 + ". The recorded file keeps each run's final numbers only; the curves are in the run store of "
@@ -468,8 +498,9 @@ if runs and store is not None:
                 render.show(render.gradient_lines(shown_kind, at_steps, kind), key="variants_grad_lines")
             st.caption("Input: the gradient of the batch's summed loss at each block's input, per image (L2), "
                        "averaged over the batch. Parameters: the norm of the gradient the optimiser step uses. "
-                       "A plain net's early blocks get less and less; λ < 1 shrinks and λ > 1 grows the gradient "
-                       "with depth.")
+                       "Without shortcuts the gradient is multiplied by each block's Jacobian: in the plain 56-layer "
+                       "digits net it grows toward the input at initialisation (explosion, not vanishing); λ < 1 "
+                       "shrinks and λ > 1 grows the gradient with depth.")
             st.download_button("Download these gradient records (CSV)", csv_bytes(both),
                                file_name="variants_gradient_flow_shown.csv", mime="text/csv",
                                on_click="ignore", key="variants_grad_shown_csv")

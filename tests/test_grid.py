@@ -357,32 +357,137 @@ def frame(rows):
                           "status": "complete", **r} for i, r in enumerate(rows)], columns=g.RESULT_COLUMNS)
 
 
-def test_readings_follow_the_numbers():
-    def runs(variant, depth, errors, status="complete"):
-        return [{"variant": variant, "depth": depth, "seed": i, "test_error": e, "train_error": e / 2, "status": status}
-                for i, e in enumerate(errors)]
+def _runs(variant, depth, errors, status="complete", seeds=None, train=None):
+    seeds = range(len(errors)) if seeds is None else seeds
+    train = [e / 2 for e in errors] if train is None else train
+    return [{"variant": variant, "depth": depth, "seed": s, "test_error": e, "train_error": t, "status": status}
+            for s, e, t in zip(seeds, errors, train, strict=True)]
 
-    results = frame(runs("original", 20, [2.0, 3.0]) + runs("relu_preact", 20, [2.2, 3.2])
-                    + runs("conv_shortcut", 20, [6.0, 6.5]) + runs("scaling_0.5", 20, [30.0, 50.0])
-                    + runs("full_preact", 20, [1.0, 1.0]) + runs("dropout_shortcut", 20, [math.nan] * 2, "diverged")
-                    + runs("bn_after_add", 56, [3.0]))
-    s = g.summarise(results).set_index(["variant", "depth"])
-    assert s.loc[("original", 20), "test_error_mean"] == 2.5
-    assert s.loc[("original", 20), "test_error_std"] == pytest.approx(0.7071067811865476)
+
+def _paired(a, b):
+    """scipy's paired t-test of a - b: (mean, 95 % CI low, high), and the detectable difference with
+    power 0.8 by its formula, (t(0.975, n-1) + t(0.8, n-1)) · sd / √n."""
+    from scipy import stats
+
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    n = len(d)
+    ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+    sd = float(pd.Series(d).std(ddof=1))
+    found = (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * sd / math.sqrt(n)
+    return sum(d) / n, float(ci.low), float(ci.high), float(found)
+
+
+ORIGINAL_20 = [2.0, 3.0, 2.5]
+
+
+def test_readings_follow_a_test_over_the_seeds():
+    """Each wording of a reading, its numbers from scipy's paired t-test (a grid's seeds share their
+    batch order, so a variant is compared with the original seed by seed), differences also in test
+    images of the 450."""
+    results = frame(_runs("original", 20, ORIGINAL_20) + _runs("conv_shortcut", 20, [4.0, 5.2, 4.4])
+                    + _runs("full_preact", 20, [0.5, 1.0, 0.4]) + _runs("relu_preact", 20, [2.2, 3.1, 2.4])
+                    + _runs("shortcut_gating", 20, [2.4, 3.0]) + _runs("scaling_0.5", 20, [30.0])
+                    + _runs("dropout_shortcut", 20, [math.nan] * 3, "diverged")
+                    + _runs("bn_after_add", 20, [3.5, 4.0, 2.9], seeds=[3, 4, 5])
+                    + _runs("relu_before_add", 56, [3.0]))
+    s = g.summarise(results, 450).set_index(["variant", "depth"])
     r = s["reading"]
-    assert r[("original", 20)] == "the baseline: 2.50 ± 0.71 %; paper: 6.61 %"
-    # noise: 2 standard errors of the difference of the means, 2·√(0.71²/2 + 0.71²/2) = 1.41 pp here
-    assert r[("relu_preact", 20)] == "within noise of the original (+0.20 pp, 2 SE = 1.41 pp); paper: +0.10 pp vs the original"
-    # std 0.35 over two seeds against the original's 0.71: 2·√(0.25² + 0.5²) = 1.12 pp
-    assert r[("conv_shortcut", 20)] == ("worse than the original by 3.75 pp (beyond 2 SE = 1.12 pp); "
-                                        "paper: +5.61 pp vs the original")
-    assert r[("scaling_0.5", 20)] == "fails to train (test error 40.00 ± 14.14 %, above 20 %); paper: fails"
-    assert r[("full_preact", 20)] == ("better than the original by 1.50 pp (beyond 2 SE = 1.00 pp); "
-                                      "paper: -0.24 pp vs the original")
-    assert r[("dropout_shortcut", 20)] == "fails to train: diverged in every seed (2); paper: fails"
-    assert r[("bn_after_add", 56)] == ("3.00 %; no finished original at this depth to compare with; "
-                                       "paper: +1.56 pp vs the original")
-    assert s.loc[("dropout_shortcut", 20), "diverged"] == 2 and s.loc[("dropout_shortcut", 20), "runs"] == 0
+    half = 4.302652729911275 * 0.5 / math.sqrt(3)  # t(0.975, 2) · s / √3 with s = 0.5
+    assert r[("original", 20)] == f"the baseline: 2.50 ± {half:.2f} % (95 % CI, t, 3 seeds); paper: 6.61 %"
+    m, lo, hi, found = _paired([4.0, 5.2, 4.4], ORIGINAL_20)
+    assert r[("conv_shortcut", 20)] == (
+        f"worse than the original by {m:.2f} pp = {m * 4.5:.1f} test images of 450 (95 % CI {lo:+.2f} to {hi:+.2f} "
+        f"pp, paired t over 3 seeds; detectable ≥ {found:.2f} pp = {found * 4.5:.1f} test images of 450); "
+        "paper: +5.61 pp vs the original")
+    m, lo, hi, found = _paired([0.5, 1.0, 0.4], ORIGINAL_20)
+    assert hi < 0 and r[("full_preact", 20)].startswith(f"better than the original by {-m:.2f} pp = ")
+    m, lo, hi, found = _paired([2.2, 3.1, 2.4], ORIGINAL_20)
+    assert lo < 0 < hi and r[("relu_preact", 20)] == (
+        f"no difference from the original detected ({m:+.2f} pp; 95 % CI {lo:+.2f} to {hi:+.2f} pp, paired t over "
+        f"3 seeds; detectable ≥ {found:.2f} pp = {found * 4.5:.1f} test images of 450); paper: +0.10 pp vs the original")
+    # two seeds (seeds 0 and 1 of both): no test, and it says so
+    assert r[("shortcut_gating", 20)] == ("+0.20 pp vs the original = 0.9 test images of 450 (2 seeds: no test); "
+                                          "paper: +0.30 pp vs the original")
+    assert r[("scaling_0.5", 20)] == "fails to train (test error 30.00 % (one run), above 20 %); paper: fails"
+    assert r[("dropout_shortcut", 20)] == "fails to train: diverged in every seed (3); paper: fails"
+    # no seed in common with the original: unpaired, Welch's interval (scipy's unequal-variance test)
+    from scipy import stats
+
+    ci = stats.ttest_ind([3.5, 4.0, 2.9], ORIGINAL_20, equal_var=False).confidence_interval(0.95)
+    assert f"95 % CI {ci.low:+.2f} to {ci.high:+.2f} pp, Welch t, 3 and 3 seeds" in r[("bn_after_add", 20)]
+    assert r[("relu_before_add", 56)] == ("3.00 % (one run); no finished original at this depth to compare with; "
+                                          "paper: +1.23 pp vs the original")
+    m, lo, hi, _ = _paired([4.0, 5.2, 4.4], ORIGINAL_20)
+    assert (s.loc[("conv_shortcut", 20), "diff"], s.loc[("conv_shortcut", 20), "diff_low"],
+            s.loc[("conv_shortcut", 20), "diff_high"]) == (pytest.approx(m), pytest.approx(lo), pytest.approx(hi))
+    assert s.loc[("conv_shortcut", 20), "diff_test"] == "paired t"
+    assert s.loc[("shortcut_gating", 20), "diff_test"] == "" and math.isnan(s.loc[("shortcut_gating", 20), "diff_low"])
+    assert s.loc[("dropout_shortcut", 20), "diverged"] == 3 and s.loc[("dropout_shortcut", 20), "runs"] == 0
+    # without a test size, points only
+    assert g.summarise(results).set_index(["variant", "depth"])["reading"][("shortcut_gating", 20)] == (
+        "+0.20 pp vs the original (2 seeds: no test); paper: +0.30 pp vs the original")
+
+
+def test_the_papers_direction_for_each_variant():
+    """He et al. 2016 against their original's 6.61 %: 'about equal' within 2·√2·0.16 = 0.45 pp (two
+    single runs of ResNet-110, whose std over 5 runs is 0.16 pp, He et al. 2015 Table 6)."""
+    assert g.SAME_BAND == pytest.approx(0.4525, abs=1e-4)
+    worse = ["scaling_0.5", "scaling_0.5_0.5", "exclusive_gating", "conv_shortcut", "dropout_shortcut",
+             "bn_after_add", "relu_before_add"]  # +5.74, +2.09, +5.61, +1.56, +1.23 pp or "fail"
+    equal = ["shortcut_gating", "relu_preact", "full_preact"]  # +0.30, +0.10, -0.24 pp
+    assert {n: g.paper_direction(n) for n in g.PAPER_VARIANTS if n != "original"} == {
+        **dict.fromkeys(worse, "worse"), **dict.fromkeys(equal, "about equal")}
+    assert [g.paper_direction(n) for n in ("original", "plain", "full_preact+exclusive_gating")] == [None] * 3
+
+
+def test_agreement_with_the_paper_and_the_measured_reasons():
+    results = frame(_runs("original", 20, ORIGINAL_20) + _runs("conv_shortcut", 20, [4.0, 5.2, 4.4])
+                    + _runs("full_preact", 20, [0.5, 1.0, 0.4]) + _runs("relu_preact", 20, [2.2, 3.1, 2.4])
+                    + _runs("bn_after_add", 20, [2.05, 3.0, 2.5]) + _runs("relu_before_add", 20, [2.0, 5.0, 2.6])
+                    + _runs("shortcut_gating", 20, [2.4, 3.0])
+                    + _runs("exclusive_gating", 20, [70.0, 88.0], train=[70.0, 85.0])
+                    + _runs("dropout_shortcut", 20, [math.nan] * 3, "diverged") + _runs("plain", 20, [2.0, 3.0, 2.5])
+                    + _runs("original", 56, [2.0, 60.0, 3.0], train=[1.0, 82.0, 1.0])
+                    + _runs("relu_preact", 56, [2.1, 3.0, 3.1]))
+    a = g.summarise(results, 450).set_index(["variant", "depth"])["agrees"]
+    assert a[("original", 20)] == "— (the reference)" and a[("plain", 20)] == "— (not in the paper's tables)"
+    assert a[("conv_shortcut", 20)] == "agrees"  # paper worse, ours worse: the interval above 0
+    assert a[("relu_preact", 20)] == "agrees"  # paper about equal, ours within ±0.45 pp
+    assert a[("full_preact", 20)] == "disagrees"  # paper about equal, ours better beyond the band
+    assert a[("bn_after_add", 20)] == "disagrees"  # paper worse by 1.56 pp, ours within ±0.45 pp
+    _, _, _, found = _paired([2.0, 5.0, 2.6], ORIGINAL_20)
+    assert a[("relu_before_add", 20)] == f"cannot tell (3 seeds; detectable ≥ {found:.2f} pp)"
+    assert a[("shortcut_gating", 20)] == "cannot tell (2 seeds: no test)"
+    # what the record shows: the runs that did not train, and the gate's start from the spec's b_g
+    assert a[("exclusive_gating", 20)] == (
+        "cannot tell (2 seeds: no test) — did not train: training error ≥ 80 % at the last epoch in 1 of 2 seeds "
+        "— recipe length (1 epoch); gate starts at σ(b_g) = 0.0025 (b_g = -6)")
+    assert a[("dropout_shortcut", 20)] == "agrees (diverged in every seed)"
+    _, _, _, found = _paired([2.1, 3.0, 3.1], [2.0, 60.0, 3.0])
+    assert a[("relu_preact", 56)] == (f"cannot tell (3 seeds; detectable ≥ {found:.2f} pp) — the original did not "
+                                      "train: training error ≥ 80 % at the last epoch in 1 of 3 seeds — recipe "
+                                      "length (1 epoch)")
+
+
+def test_the_gate_start_is_computed_from_the_spec(monkeypatch):
+    """σ(b_g) follows the variant's gate bias: at b_g = -4 the gate starts at 1/(1 + e⁴) = 0.018."""
+    monkeypatch.setitem(g.VARIANTS, "exclusive_gating",
+                        g.Variant("exclusive_gating", "exclusive gating (b_g = -4)",
+                                  {"shortcut_variant": "gate", "gate_bias": -4.0}, "Table 1", 8.70))
+    results = frame(_runs("original", 20, ORIGINAL_20) + _runs("exclusive_gating", 20, [3.0, 9.0, 3.5]))
+    assert g.reasons(results, "exclusive_gating", 20) == ["gate starts at σ(b_g) = 0.018 (b_g = -4)"]
+    assert g.reasons(results, "conv_shortcut", 20) == []
+
+
+def test_an_old_results_file_still_reads_with_the_running_train_error():
+    """The recorded grids predate the clean training error, the machine record and the new summary
+    columns: they load, their train error is marked as the running number, the summary recomputed
+    from their runs has the new columns, and no machine is invented for them."""
+    results, summary, rest = g.load_results(str(ROOT / "results" / "variants_digits.json"))
+    assert not results["train_clean"].any() and "machine" not in rest and "test_size" not in rest
+    assert summary["agrees"].isna().all()  # not in the file
+    again = g.summarise(results, g.test_size(rest["grid"]))
+    assert g.test_size(rest["grid"]) == 450 and again["agrees"].str.len().gt(0).all()
 
 
 # ------------------------------------------------------------------ the command line, end to end
@@ -391,9 +496,20 @@ def test_tiny_grid_through_the_cli(tmp_path, capsys):
     argv = ["grid", "--variants", "original", "exclusive_gating", "--depths", "8", "--seeds", "1", "--epochs", "2",
             "--warmup", "0", "--size", "8", "--train-images", "128", "--store", str(tmp_path / "s"), "--out", str(out)]
     assert main(argv) == 0
-    assert "2 runs trained, 0 found in the store" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 runs trained, 0 found in the store" in printed
+    # the summary says the paper's verdict beside ours: one seed, so no test
+    assert "agrees with He et al. 2016?" in printed and "cannot tell (one run)" in printed
     results, summary, rest = g.load_results(str(out))
     assert list(results["variant"]) == ["original", "exclusive_gating"] and list(results["status"]) == ["complete"] * 2
+    # the machine the runs trained on (the CLI's one thread per run), and the test split's size
+    from analysis.core.machine import describe
+
+    assert rest["machine"] == describe(1) and rest["test_size"] == 450
+    assert results["train_clean"].all()  # trained now: the clean training error, not the running one
+    store = RunStore(tmp_path / "s")
+    finals = [load_checkpoint(store.get(k).path).meta.final for k in results["key"]]
+    assert list(results["train_error"]) == [round(100 * (1 - f["train_acc_clean"]), 4) for f in finals]
     assert list(results["epochs"]) == [2, 2] and rest["grid"]["recipe"]["epochs"] == 2
     assert list(summary["paper"]) == ["6.61", "8.70"] and all(summary["reading"].str.len() > 0)
     assert main([*argv[:-1], str(tmp_path / "r.csv")]) == 0
@@ -401,6 +517,9 @@ def test_tiny_grid_through_the_cli(tmp_path, capsys):
     csv = pd.read_csv(tmp_path / "r.csv")
     assert list(csv["test_error"]) == list(results["test_error"]) and "reading" in csv
     assert json.loads(out.read_text())["trained"] == 2
+    # every run found in the store: trained earlier, maybe elsewhere, so no machine is named for them
+    assert main([*argv[:-1], str(tmp_path / "again.json")]) == 0
+    assert "machine" not in g.load_results(str(tmp_path / "again.json"))[2]
 
 
 def test_run_task_reports_bad_data_as_an_error():
@@ -457,6 +576,18 @@ def test_fingerprints_compare_two_grids_run_by_run(tmp_path):
     assert next(iter(g.fingerprints(b_store, other).values()))[0] != fa[key][0]
     with pytest.raises(ConfigError, match="is not in the run store"):
         g.fingerprints(RunStore(tmp_path / "empty"), a)
+
+
+def test_fingerprints_of_runs_with_epochs_before_the_clean_pass(tmp_path):
+    """Only the last epoch has the clean training numbers; the others' empty cells must not make two
+    identical grids differ (NaN != NaN)."""
+    grid = tiny(variants=("original",), epochs=2)
+    a_store, b_store = RunStore(tmp_path / "a"), RunStore(tmp_path / "b")
+    a = run_grid_ok(grid, a_store, InProcessExecutor(threads=1))
+    b = run_grid_ok(grid, b_store, InProcessExecutor(threads=1))
+    m = a_store.metrics()
+    assert m["train_acc_clean"].isna().tolist() == [True, False]
+    assert g.fingerprints(a_store, a) == g.fingerprints(b_store, b)
 
 
 def _session(sid: int) -> list[int]:

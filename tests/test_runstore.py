@@ -193,6 +193,32 @@ def test_a_store_from_before_content_keys_is_upgraded(tmp_path):
     RunStore(tmp_path)  # opening it again adds nothing twice
 
 
+def test_a_store_from_before_the_clean_training_numbers_is_upgraded(tmp_path):
+    """A metrics table without the clean training columns opens, gains them (its rows read as not
+    measured) and keeps a new run's clean numbers, which only its last epoch has."""
+    con = sqlite3.connect(tmp_path / "runs.sqlite")
+    con.executescript("""
+        CREATE TABLE metrics (run TEXT NOT NULL, epoch INTEGER NOT NULL, train_loss REAL, train_acc REAL,
+                              test_loss REAL, test_acc REAL, lr REAL, seconds REAL, PRIMARY KEY (run, epoch));
+        INSERT INTO metrics VALUES ('old', 1, 2.0, 0.25, 2.1, 0.2, 0.1, 3.0);
+    """)
+    con.commit()
+    con.close()
+    s = RunStore(tmp_path)
+    old = s.metrics(["old"])
+    assert list(old.columns) == ["run", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
+                                 "train_loss_clean", "train_acc_clean"]
+    assert old["train_acc"].tolist() == [0.25] and old["train_acc_clean"].isna().all()
+    ck = net(1, epochs=2)
+    history = ({"epoch": 1, "train_loss": 1.5, "train_acc": 0.4, "test_acc": 0.5},
+               {"epoch": 2, "train_loss": 1.0, "train_acc": 0.6, "test_acc": 0.7, "train_loss_clean": 0.9,
+                "train_acc_clean": 0.75})
+    run = s.save_run("r8", dataclasses.replace(ck, meta=dataclasses.replace(ck.meta, history=history)))
+    m = RunStore(tmp_path).metrics([run.key])  # opened again: nothing added twice
+    assert m["train_acc_clean"].isna().tolist() == [True, False] and m["train_acc_clean"].iloc[1] == 0.75
+    assert m["train_loss_clean"].iloc[1] == 0.9 and m["train_acc"].tolist() == [0.4, 0.6]
+
+
 def test_a_damaged_sweep_row_is_a_store_error(tmp_path):
     s = RunStore(tmp_path)
     key = s.save_sweep("n", "single", {}, pd.DataFrame({"error": [0.5]}))

@@ -1,14 +1,24 @@
 """Intervals over seeds: the t quantiles against published tables, a hand-computed interval, the paired
-difference, one run labelled as one run, and refusals."""
+difference, Welch's unpaired interval against scipy's own test, the smallest detectable difference,
+one run labelled as one run, and refusals."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from scipy import stats as scipy_stats
 
 from analysis.core.errors import ConfigError
-from analysis.core.stats import detectable_difference, paired_difference, t_interval, t_quantile
+from analysis.core.stats import (
+    detectable_difference,
+    paired_contrast,
+    paired_difference,
+    t_interval,
+    t_quantile,
+    welch_from_summary,
+    welch_interval,
+)
 
 # Student's t, two-sided 95 % (0.975 quantile), from printed tables (e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2)
 TABLE = {2: 12.706, 3: 4.303, 5: 2.776, 10: 2.262, 30: 2.045}
@@ -51,7 +61,68 @@ def test_detectable_difference():
     assert detectable_difference(0.0, 5) == 0.0
 
 
+A5, B5 = [2.1, 3.4, 1.9, 4.0, 2.7], [3.0, 4.4, 3.8, 5.9, 3.1, 4.6]
+
+
+def test_welch_matches_scipys_unequal_variance_test():
+    """scipy.stats.ttest_ind(equal_var=False): the same degrees of freedom, interval and p-value."""
+    ref = scipy_stats.ttest_ind(A5, B5, equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    c = welch_interval(A5, B5)
+    assert not c.paired and (c.n_a, c.n_b, c.n) == (5, 6, 5)
+    assert c.diff == pytest.approx(sum(A5) / 5 - sum(B5) / 6, rel=1e-12)
+    assert c.df == pytest.approx(float(ref.df), rel=1e-10)
+    assert (c.low, c.high) == (pytest.approx(float(ci.low), rel=1e-10), pytest.approx(float(ci.high), rel=1e-10))
+    assert c.p == pytest.approx(float(ref.pvalue), rel=1e-10)
+    assert c.excludes(0) is (float(ref.pvalue) < 0.05)
+    # the same from a table's means, stds and counts
+    m = welch_from_summary(sum(A5) / 5, t_interval(A5).sd, 5, sum(B5) / 6, t_interval(B5).sd, 6)
+    assert (m.low, m.high, m.df) == (pytest.approx(c.low), pytest.approx(c.high), pytest.approx(c.df))
+
+
+def test_welch_by_hand():
+    """a = 1, 2, 3 and b = 2, 4, 6: means 2 and 4, s² = 1 and 4; SE² = 1/3 + 4/3 = 5/3;
+    ν = (5/3)² / ((1/3)²/2 + (4/3)²/2) = (25/9) / (17/18) = 50/17."""
+    c = welch_interval([1, 2, 3], [2, 4, 6])
+    assert c.diff == -2.0 and c.se == pytest.approx(math.sqrt(5 / 3), rel=1e-12)
+    assert c.df == pytest.approx(50 / 17, rel=1e-12)
+    half = float(scipy_stats.t.ppf(0.975, 50 / 17)) * math.sqrt(5 / 3)
+    assert c.low == pytest.approx(-2 - half, rel=1e-12) and c.high == pytest.approx(-2 + half, rel=1e-12)
+    # detectable with power 0.8: (t(0.975, ν) + t(0.8, ν)) · SE
+    want = (float(scipy_stats.t.ppf(0.975, 50 / 17)) + float(scipy_stats.t.ppf(0.8, 50 / 17))) * math.sqrt(5 / 3)
+    assert c.detectable() == pytest.approx(want, rel=1e-12)
+
+
+def test_a_paired_contrast_is_scipys_paired_test():
+    a, b = [0.10, 0.12, 0.11, 0.15, 0.09], [0.08, 0.08, 0.10, 0.09, 0.08]
+    ref = scipy_stats.ttest_rel(a, b)
+    ci = ref.confidence_interval(0.95)
+    c = paired_contrast(a, b)
+    assert c.paired and c.n == 5 and c.df == 4
+    assert (c.low, c.high) == (pytest.approx(float(ci.low), rel=1e-10), pytest.approx(float(ci.high), rel=1e-10))
+    assert c.p == pytest.approx(float(ref.pvalue), rel=1e-10)
+    # its detectable difference is the paired design's, from the differences' sd
+    sd = t_interval([0.02, 0.04, 0.01, 0.06, 0.01]).sd
+    assert c.detectable() == pytest.approx(detectable_difference(sd, 5), rel=1e-12)
+
+
+def test_one_run_has_no_test():
+    c = welch_from_summary(0.5, math.nan, 1, 0.4, 0.01, 3)
+    assert (c.low, c.high, c.se, c.p, c.detectable()) == (None, None, None, None, None)
+    assert c.diff == pytest.approx(0.1) and not c.excludes(0) and c.n == 1
+    one = paired_contrast([0.5], [0.4])
+    assert one.paired and one.low is None and one.detectable() is None
+    # no spread at all on either side: a zero-width interval, not a division by zero
+    flat = welch_from_summary(0.5, 0.0, 3, 0.4, 0.0, 3)
+    assert flat.low == flat.high == pytest.approx(0.1) and flat.p == 0.0
+
+
 @pytest.mark.parametrize("call", [
+    lambda: welch_from_summary(0.5, 0.1, 0, 0.4, 0.1, 3),
+    lambda: welch_from_summary(0.5, -0.1, 3, 0.4, 0.1, 3),
+    lambda: welch_from_summary(math.nan, 0.1, 3, 0.4, 0.1, 3),
+    lambda: welch_interval([1.0, 2.0], []),
+    lambda: welch_interval([1.0, 2.0], [1.0, 3.0]).detectable(power=1.0),
     lambda: t_interval([]),
     lambda: t_interval([1.0, float("nan")]),
     lambda: t_quantile(1),

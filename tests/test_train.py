@@ -190,3 +190,55 @@ def test_the_recipe_seed_draws_the_initial_weights(small):
         torch.testing.assert_close(r.model.conv1.weight, init.conv1.weight, rtol=0, atol=1e-9)
         torch.testing.assert_close(r.model.fc.weight, init.fc.weight, rtol=0, atol=1e-9)
     assert not torch.equal(build_model(spec8(), seed=3).conv1.weight, build_model(spec8(), seed=4).conv1.weight)
+
+
+def test_the_clean_training_accuracy_after_the_last_epoch(small):
+    """After the last epoch (only), the history has the clean training numbers: one pass over the whole
+    training set in eval mode without augmentation. They equal an evaluation of the returned net done
+    here by hand, and the pass changes nothing: the weights, BatchNorm's running statistics and the
+    dropout shortcut's generator are as the last optimiser step left them (a pass in train mode would
+    move the statistics and draw masks)."""
+    spec = spec8().replace(shortcut_variant="dropout", shortcut_dropout=0.1)
+    data = dataclasses.replace(small, x_train=small.x_train[:64], y_train=small.y_train[:64])
+    seen: dict[str, object] = {}
+
+    def last_step(p):
+        if p.phase == "batch" and p.epoch == p.epochs and p.step == p.steps_per_epoch:
+            seen["state"] = {k: v.clone() for k, v in p.model.state_dict().items()}
+            seen["noise"] = p.model.noise.get_state().clone()
+
+    r = train(spec, data, TrainConfig(epochs=2, batch_size=32, seed=1), last_step)
+    first, last = r.history
+    assert "train_acc_clean" not in first and "train_loss_clean" not in first
+    after = r.model.state_dict()
+    assert after.keys() == seen["state"].keys()
+    assert all(torch.equal(after[k], v) for k, v in seen["state"].items())  # running_mean/var included
+    assert torch.equal(r.model.noise.get_state(), seen["noise"])
+    with torch.no_grad():  # the oracle: eval mode, every training image, no augmentation
+        model = r.model.eval()
+        logits = model(data.x_train)  # one batch, as the pass reads them
+    assert last["train_acc_clean"] == float((logits.argmax(1) == data.y_train).float().mean())
+    assert last["train_loss_clean"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, data.y_train)),
+                                                     rel=1e-5)
+
+
+def test_the_clean_pass_leaves_the_training_bit_identical(small, monkeypatch):
+    """The same run with the clean pass removed (evaluate on the training set skipped) has the same
+    weights and the same running numbers: the pass comes after the last step and reads only."""
+    from analysis.experiments import train as train_module
+
+    cfg = TrainConfig(epochs=2, batch_size=32, seed=2)
+    data = dataclasses.replace(small, x_train=small.x_train[:64], y_train=small.y_train[:64])
+    with_pass = train(spec8(), data, cfg)
+    real = train_module.evaluate
+
+    def test_split_only(model, x, y, *args, **kwargs):
+        if x is data.x_train:  # the clean pass: skipped, a placeholder result
+            return {"loss": 0.0, "acc": 0.0, "correct": 0, "n": len(y)}
+        return real(model, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", test_split_only)
+    without = train(spec8(), data, cfg)
+    assert all(torch.equal(v, without.model.state_dict()[k]) for k, v in with_pass.model.state_dict().items())
+    keep = ("train_loss", "train_acc", "test_loss", "test_acc")
+    assert [[h[k] for k in keep] for h in with_pass.history] == [[h[k] for k in keep] for h in without.history]

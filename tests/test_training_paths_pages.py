@@ -6,6 +6,7 @@ metrics in wrapping rows, long counts shortened with the exact one in the help, 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -237,12 +238,18 @@ def test_training_charts_tables_and_titles_in_the_apps_format():
         assert "title" not in layout and layout["legend"]["title"]["text"] == ""
         assert [d["name"] for d in c["figure"]["data"][:2]] == ["test error (solid)", "training error (dashed)"]
     # both run tables: error percentages with two decimals (12.10, not the default 12.1), counts '%,d'
-    errors = {"depth": "%,d", "epochs": "%,d", "train error %": "%.2f", "test error %": "%.2f"}
+    errors = {"depth": "%,d", "epochs": "%,d", "train error % (clean: eval mode, whole training set)": "%.2f",
+              "running train error % (augmented batches, train mode)": "%.2f", "test error %": "%.2f"}
     assert column_formats(at, 0) == errors
     # the user's runs with their recipes side by side: weight decay as set (1e-4), seeds without separators
     # weight decay in three significant digits (one digit read 1.5e-4 as 2e-4)
     assert column_formats(at, 1) == {**errors, "lr": "%,.3g", "batch": "%,d", "weight decay": "%.3g", "seed": "%d"}
-    assert at.dataframe[1].value.set_index("model").loc["cifar_resnet8 (cancelled)", "test error %"] == 75.0
+    mine = at.dataframe[1].value.set_index("model").loc["cifar_resnet8 (cancelled)"]
+    assert mine["test error %"] == 75.0
+    # a cancelled run never reached its last epoch: no clean pass, only the running number, both labelled
+    assert math.isnan(mine["train error % (clean: eval mode, whole training set)"])
+    assert mine["running train error % (augmented batches, train mode)"] == round(100 * (1 - EPOCH["train_acc"]), 2)
+    assert any("Two training errors: the clean one" in c.value for c in at.caption)
 
 
 def test_path_ensemble_charts_metrics_and_tables_in_the_apps_format():

@@ -446,37 +446,76 @@ def summary(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
 
 
 def test_readings_say_what_the_numbers_say():
+    """Without per-seed results the readings test Welch's interval from the summary's means and stds:
+    stds of 1 point over 3 seeds on each side give SE = √(2/3) points and ν = 4 (equal spreads and
+    counts), so the 95 % interval is ±t(0.975, 4)·√(2/3) = ±2.3 points and the detectable difference
+    (t(0.975, 4) + t(0.8, 4))·√(2/3) = 3.0 points = 30.4 of 1,000 test images."""
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 4) * math.sqrt(2 / 3)
+    found = (stats.t.ppf(0.975, 4) + stats.t.ppf(0.8, 4)) * math.sqrt(2 / 3)
+    assert (round(half, 1), round(found, 1), round(found * 10, 1)) == (2.3, 3.0, 30.4)
+
+    def said(d: float) -> str:
+        return f"95 % CI {d - half:+.1f} to {d + half:+.1f}, Welch t, 3 and 3 seeds; detectable ≥ 3.0 points = 30.4 " \
+               "of 1,000 test images"
+
     s = summary([("from scratch", "1", 0.5), ("fixed feature extractor", "1", 0.4), ("fine-tune everything", "1", 0.6),
                  ("from scratch", "all", 0.9), ("fixed feature extractor", "all", 0.8),
                  ("fine-tune everything", "all", 0.95),
                  ("fixed feature extractor (target statistics)", "1", 0.3),
-                 ("fixed feature extractor (target statistics)", "all", 0.795),  # inside 2 SE = 2·√(2/3) points
+                 ("fixed feature extractor (target statistics)", "all", 0.795),  # its interval holds 0
                  ("fixed feature extractor (no normalisation)", "all", 0.5),
                  ("fine-tune everything (BN statistics frozen)", "1", 0.55)])
-    assert T.readings(s, 3) == [
-        "Fine-tuning everything minus from scratch, in points by labelled images per class: 1: +10.0; all: +5.0.",
-        "Best with 1 per class: fine-tune everything (60.0%; +10.0 points against from scratch).",
-        "Best with every labelled image: fine-tune everything (95.0%; +5.0 points against from scratch).",
+    assert T.readings(s, 3, test_size=1000) == [
+        f"Fine-tuning everything minus from scratch, in points by labelled images per class: 1: +10.0 ({said(10)}); "
+        f"all: +5.0 ({said(5)}).",
+        f"Best with 1 per class: fine-tune everything at 60.0%, +10.0 points against from scratch ({said(10)}).",
+        f"Best with every labelled image: fine-tune everything at 95.0%, +5.0 points against from scratch ({said(5)}).",
         "Normalising the frozen net's inputs with the target's own statistics instead of the source's, in points: "
-        "1: -10.0; all: -0.5* (* within noise: 2 standard errors of the difference).",
-        "Feeding the frozen net unnormalised inputs instead of the source's statistics, in points: all: -30.0.",
-        "Keeping BatchNorm's running statistics frozen while fine-tuning, in points: 1: -5.0."]
-    # any label settings, in numeric order; one seed: no spread was measured, and the reading says so
+        f"1: -10.0 ({said(-10)}); all: -0.5, no difference detected ({said(-0.5)}).",
+        f"Feeding the frozen net unnormalised inputs instead of the source's statistics, in points: all: -30.0 "
+        f"({said(-30)}).",
+        f"Keeping BatchNorm's running statistics frozen while fine-tuning, in points: 1: -5.0 ({said(-5)})."]
+    # any label settings, in numeric order; one seed: no test, and the reading says so, once
     s = summary([("from scratch", "50", 0.3), ("fine-tune everything", "50", 0.6), ("from scratch", "3", 0.2),
                  ("fine-tune everything", "3", 0.1)]).assign(seeds=1)
     assert T.readings(s, 3) == [
-        "Fine-tuning everything minus from scratch, in points by labelled images per class: 3: -10.0†; 50: +30.0† "
-        "(† one seed: no spread measured).",
-        "Best with 3 per class: from scratch (20.0%).",
-        "Best with 50 per class: fine-tune everything (60.0%; +30.0 points against from scratch, one seed)."]
-    # both marks in one line: a noisy difference and one measured with a single seed
+        "Fine-tuning everything minus from scratch, in points by labelled images per class: 3: -10.0; 50: +30.0 "
+        "(at every setting: one run).",
+        "Best with 3 per class: from scratch at 20.0%.",
+        "Best with 50 per class: fine-tune everything at 60.0%, +30.0 points against from scratch (one run)."]
+    # a tested difference and one with two seeds in one line; without a test size, points only
     s = summary([("from scratch", "1", 0.5), ("fine-tune everything", "1", 0.505), ("from scratch", "5", 0.5),
                  ("fine-tune everything", "5", 0.7)])
-    s.loc[s["labels"] == "5", "seeds"] = 1
-    assert T.readings(s, 3)[0] == ("Fine-tuning everything minus from scratch, in points by labelled images per "
-                                   "class: 1: +0.5*; 5: +20.0† (* within noise: 2 standard errors of the difference; "
-                                   "† one seed: no spread measured).")
+    s.loc[s["labels"] == "5", "seeds"] = 2
+    assert T.readings(s, 3)[0] == (
+        "Fine-tuning everything minus from scratch, in points by labelled images per class: 1: +0.5, no difference "
+        f"detected (95 % CI {0.5 - half:+.1f} to {0.5 + half:+.1f}, Welch t, 3 and 3 seeds; detectable ≥ 3.0 points); "
+        "5: +20.0 (2 seeds: no test).")
     assert T.readings(summary([("from scratch", "1", 0.5)]), 3) == []
+
+
+def test_readings_pair_the_runs_of_one_seed():
+    """Given the per-seed results, setups are compared seed by seed (one seed's runs share their labelled
+    images, initial weights and batch order): scipy's paired t-test, in points."""
+    from scipy import stats
+
+    scratch, tuned = [0.50, 0.60, 0.55], [0.56, 0.65, 0.62]
+    rows = [{"setup": setup, "per_class": 5, "seed": seed, "test_acc": acc, "status": "complete"}
+            for setup, accs in (("from scratch", scratch), ("fine-tune everything", tuned))
+            for seed, acc in enumerate(accs)]
+    results = pd.DataFrame(rows, columns=T.RESULT_COLUMNS)
+    ref = stats.ttest_rel(tuned, scratch)
+    ci = ref.confidence_interval(0.95)
+    d = [a - b for a, b in zip(tuned, scratch, strict=True)]
+    found = (stats.t.ppf(0.975, 2) + stats.t.ppf(0.8, 2)) * float(pd.Series(d).std(ddof=1)) / math.sqrt(3)
+    line = T.readings(T.summarise(results), 3, results=results, test_size=500)[0]
+    assert line == ("Fine-tuning everything minus from scratch, in points by labelled images per class: 5: "
+                    f"+{100 * sum(d) / 3:.1f} (95 % CI {100 * ci.low:+.1f} to {100 * ci.high:+.1f}, paired t over 3 "
+                    f"seeds; detectable ≥ {100 * found:.1f} points = {500 * found:.1f} of 500 test images).")
+    assert ci.low > 0  # every seed better: the paired test finds it where Welch's (the spread across seeds) does not
+    assert "no difference detected" in T.readings(T.summarise(results), 3)[0]
 
 
 def test_summary_and_time_to_from_hand_made_runs():
@@ -570,16 +609,6 @@ def test_a_folder_target_is_stored_by_its_pixels_and_needs_known_statistics(src,
     res = T.run_plan(bare, own, target=target)
     assert calls["fit"] == 4 and not res.cancelled
     assert list(res.probe["test_acc"]) == list(T.linear_probe(bare, target(1, 0, "target"))["test_acc"])
-
-
-def test_readings_call_noise_what_is_within_two_standard_errors_of_the_difference():
-    """Two setups' stds of 1 point over 3 seeds each: standard errors of 1/√3 points, so the
-    difference of the means has 2 SE = 2·√(2/3) = 1.63 points: 1.6 points is noise, 2.0 is not (the
-    old rule on the seeds' stds, 2·√2 = 2.83 points, called 2.0 noise)."""
-    s = summary([("from scratch", "1", 0.50), ("fine-tune everything", "1", 0.516),
-                 ("from scratch", "5", 0.50), ("fine-tune everything", "5", 0.52)])
-    assert T.readings(s, 3)[0] == ("Fine-tuning everything minus from scratch, in points by labelled images per "
-                                   "class: 1: +1.6*; 5: +2.0 (* within noise: 2 standard errors of the difference).")
 
 
 def test_a_source_that_saw_the_target_classes_is_said_to():

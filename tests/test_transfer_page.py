@@ -172,9 +172,14 @@ def test_the_recorded_comparison_shows_the_files_numbers(monkeypatch, recorded):
     expected = result.probe[result.probe["per_class"] == 1]["test_acc"]
     assert list(probe["1 per class %"]) == [f"{100 * v:.1f}" for v in expected]
     text = " ".join(md.value for md in at.markdown)
-    lines = tl.readings(result.summary, STAGES)
+    # paired by seed, in test images of the target's test split; 2 seeds: no test
+    lines = tl.readings(result.summary, STAGES, result.probe, results=result.results, test_size=result.meta["test"])
     assert lines and all(f"- {line}" in text for line in lines)
+    assert "(at every setting: 2 seeds: no test)" in lines[0]
     caption = " ".join(c.value for c in at.caption)
+    from analysis.core.reporting import machine_text
+
+    assert machine_text(result.meta["machine"]) in caption  # recorded now: the machine it was measured on
     assert "Source net: cifar_resnet20, 3 stages" in caption and "5 SGD steps" in caption
     assert "labelled training images per class: 1, all; 2 seeds (0, 1)" in caption
     assert f"Recording it took {result.seconds:,.1f} s wall time (20 runs trained, 0 found already in the run store)" in caption

@@ -89,7 +89,13 @@ def test_the_recorded_grid_shows_beside_the_paper_with_readings(monkeypatch, rec
     # the readings are grid.reading's, from the numbers
     assert list(depth8["reading"]) == list(summary["reading"])
     assert depth8["reading"][1].endswith("paper: -0.24 pp vs the original")
+    # one seed: no test, so no verdict against the paper; the runs trained now have the clean train error
+    assert list(depth8["agrees with He et al. 2016?"]) == ["— (the reference)", "cannot tell (one run)"]
+    assert "train error % (clean: eval mode, whole training set)" in depth8.columns
     caption = " ".join(c.value for c in at.caption)
+    from analysis.core.reporting import machine_text
+
+    assert machine_text(result.machine) in caption and result.machine is not None
     assert "8×8 handwritten digits (test split" in caption and "depth 8" in caption and "1 seed each (0)" in caption
     assert "1 epoch of SGD" in caption and "ResNet-110 (54 blocks) on CIFAR-10" in caption
     assert f"Recording it took {result.wall_seconds:,.1f} s wall time (2 runs trained, 0 found" in caption
@@ -261,6 +267,12 @@ def test_recorded_grids_beside_the_default_are_offered(tmp_path, monkeypatch):
     assert not at.exception
     radio = at.radio(key="variants_recorded")
     assert radio.options == ["digits (2-D CIFAR-style nets)", "MNIST-1D (1-D resnet1d nets)"]
+    # the shipped file predates the machine record and the clean train error: said, nothing invented
+    assert "Machine not recorded" in " ".join(c.value for c in at.caption)
+    depth20 = at.table[0].value  # readings too long for grid columns: a wrapping table
+    assert "running train error % (augmented batches, train mode)" in depth20.columns
+    agrees = list(depth20["agrees with He et al. 2016?"])
+    assert agrees[0] == "— (the reference)" and all(a.startswith("cannot tell (2 seeds: no test)") for a in agrees[1:])
 
 
 def test_the_executor_choice_shows_only_with_a_cluster_address(monkeypatch, tmp_path):

@@ -158,9 +158,15 @@ def _grid(args: argparse.Namespace, stop: Stop, grid: g.Grid, store: RunStore, o
         raise Interrupted(stop.signum, f"grid cancelled; {done} of {total} runs finished and kept in {store.home} "
                                        f"(the same command trains only the rest); "
                                        f"{state(out) if out else 'no --out'}")
-    cols = ["label", "depth", "runs", "test_error_mean", "test_error_std", "paper", "reading"]
+    cols = ["label", "depth", "runs", "test_error_mean", "test_error_std", "paper"]
     print(f"test error % over seeds, every run in {precision_text(grid.recipe.precision, grid.recipe.channels_last)}:")
     print(result.summary[cols].to_string(index=False))
+    # the readings are sentences: one each, not a column padded to the longest
+    print(f"\nreadings (each variant minus the original at its depth, paired by seed; a 95 % t-interval and the "
+          f"smallest detectable difference, power 0.8, from {g.MIN_TEST_SEEDS} seeds on, no test below) and whether "
+          f"they agree with He et al. 2016 ('about equal': within ±{g.SAME_BAND:.2f} pp):")
+    for row in result.summary.itertuples():
+        print(f"  {row.label}, depth {row.depth}: {row.reading}\n    agrees with He et al. 2016? {row.agrees}")
     print(f"{result.trained} runs trained, {result.reused} found in the store {store.home}, "
           f"{result.wall_seconds:.1f} s wall")
     if out is not None:

@@ -255,7 +255,8 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: tr.Pla
         print(f"\nlinear probe on each stage's pooled output of the frozen source, computed in {plan.probe_precision} "
               "(test accuracy %, labels drawn with seed 0):")
         print(_percent_table(probe, columns, "stage (features)"))
-    lines = tr.readings(s, stages, result.probe)
+    test = result.meta.get("test")
+    lines = tr.readings(s, stages, result.probe, results=result.results, test_size=test if isinstance(test, int) else None)
     if lines:
         print()
         for line in lines:

@@ -1,26 +1,13 @@
-"""Reporting measured numbers: one rule for "within noise", one writer for results files.
+"""Reporting measured numbers: one writer for results files, and one sentence for the machine a
+result was measured on.
 
-**The noise rule.** The grid and the transfer comparison both report a mean over seeds and the
-*sample standard deviation* of the seeds (``std``, ``ddof=1``: the spread of one run's number
-from seed to seed). A reading compares two such *means*, so the noise that matters is that of the
-means, not of single runs: the standard error of a mean of ``n`` seeds is ``SE = std / √n``, and
-the difference of two independent means has the standard error ``√(SE_a² + SE_b²)``. A difference
-``Δ = mean_a − mean_b`` is *within noise* when
-
-    |Δ| ≤ 2 · √(SE_a² + SE_b²)          (:data:`NOISE_FACTOR` = 2)
-
-— the usual two-standard-error band, about 95 % under a normal approximation. One run (no sample
-std) gives no noise estimate: the rule then says nothing (None), and the readings say "one seed".
-
-What this rule is not: with two or three seeds the standard errors are themselves rough estimates
-and a t quantile would be wider than 2 (4.3 for two seeds on each side), so "beyond noise" with
-that few seeds is a suggestion worth a few more seeds, not a significance test. The rule is kept
-this simple on purpose: one line a reader can check by hand from the numbers the page shows.
-
-Before this module the grid called a difference noise when it was within 2 · max(std_a, std_b) and
-the transfer readings within 2 · √(std_a² + std_b²), both on the seeds' std rather than on the
-means' standard errors; with two seeds and equal stds the first equals this rule, the second is
-√2 wider.
+**Comparisons.** The grid's and the transfer comparison's readings compare conditions by a t-test
+over the seeds (:mod:`analysis.core.stats`: paired by seed where one seed's runs share their batch
+order, else Welch's interval), say the 95 % interval of the difference and the smallest difference
+the design detects, and give no verdict with one or two seeds. The rule this module held before
+(a difference "within noise" when inside two standard errors of the difference of the means) is
+gone: with two seeds its standard errors had one degree of freedom each, and "beyond 2 SE" read as
+a finding what was 2 test images of 450 (issue 26).
 
 **The results writer.** :func:`write_json` and :func:`write_csv` write every results file (the
 grid's, the transfer comparison's, the lesion and path CLI tables, the stored path measurements)
@@ -37,64 +24,13 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.core.errors import ConfigError
 from analysis.core.io import atomic_write
-
-#: how many standard errors of the difference a difference may be and still be noise
-NOISE_FACTOR = 2.0
-
-
-def standard_error(std: float, n: int) -> float:
-    """The standard error of the mean of ``n`` seeds whose sample standard deviation (``ddof=1``)
-    is ``std``: ``std / √n``. NaN when there is no estimate (fewer than two seeds, or a NaN std)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ConfigError(f"a number of seeds is a whole number >= 0, got {n!r}")
-    if n < 2 or math.isnan(std):
-        return math.nan
-    return float(std) / math.sqrt(int(n))
-
-
-def difference_noise(se_a: float, se_b: float) -> float:
-    """``NOISE_FACTOR`` standard errors of the difference of two independent means with standard
-    errors ``se_a`` and ``se_b``: ``2 · √(se_a² + se_b²)``; NaN when either is unknown (NaN)."""
-    if math.isnan(se_a) or math.isnan(se_b):
-        return math.nan
-    return NOISE_FACTOR * math.sqrt(se_a ** 2 + se_b ** 2)
-
-
-def within_noise(mean_a: float, se_a: float, mean_b: float, se_b: float) -> bool | None:
-    """Whether ``mean_a − mean_b`` is within :func:`difference_noise` of the two means' standard
-    errors (boundary included); None when a standard error is unknown (one seed: nothing can be said)."""
-    return Difference(float(mean_a) - float(mean_b), difference_noise(se_a, se_b)).within
-
-
-@dataclass(frozen=True)
-class Difference:
-    """``mean_a − mean_b`` and its noise band (``NOISE_FACTOR`` standard errors of the difference,
-    NaN without an estimate); ``within``: the rule's verdict, None when it cannot say."""
-
-    diff: float
-    noise: float
-
-    @property
-    def within(self) -> bool | None:
-        return None if math.isnan(self.noise) else abs(self.diff) <= self.noise
-
-
-def compare(mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_b: int) -> Difference:
-    """Two means over seeds, each given with its seeds' sample std and count, compared by the rule.
-    A missing mean (NaN: every seed diverged) leaves nothing to compare: the noise is then unknown."""
-    if math.isnan(float(mean_a)) or math.isnan(float(mean_b)):
-        return Difference(math.nan, math.nan)
-    return Difference(float(mean_a) - float(mean_b),
-                      difference_noise(standard_error(std_a, n_a), standard_error(std_b, n_b)))
 
 
 # ---------------------------------------------------------------------------------- results files
@@ -152,6 +88,19 @@ def csv_bytes(df: pd.DataFrame) -> bytes:
     return text.encode()
 
 
+def machine_text(machine: Any) -> str:
+    """Where a result was measured, in one sentence, from the ``machine`` record a results file
+    carries (:func:`analysis.core.machine.describe`); files written before results recorded it say
+    so, and nothing is guessed for them."""
+    if not isinstance(machine, Mapping):
+        return "Machine not recorded (the file predates machine records)."
+    threads = machine.get("threads")
+    where = f" The runs trained on {machine['executor']}." if machine.get("executor") else ""
+    return (f"Measured on {machine.get('cpu') or 'an unnamed CPU'} ({machine.get('cpus')} logical CPUs) with "
+            f"{threads} torch thread{'s' * (threads != 1)} per run, torch {machine.get('torch')}: bit-identical "
+            f"numbers are expected only on the same machine and thread count.{where}")
+
+
 def write_json(path: str | os.PathLike[str], payload: Any, *, indent: int | None = None) -> Path:
     """Write ``payload`` as a JSON results file, atomically (:func:`json_bytes`)."""
     return atomic_write(Path(path), json_bytes(payload, indent=indent))
@@ -162,5 +111,4 @@ def write_csv(path: str | os.PathLike[str], df: pd.DataFrame) -> Path:
     return atomic_write(Path(path), csv_bytes(df))
 
 
-__all__ = ["NOISE_FACTOR", "Difference", "compare", "csv_bytes", "difference_noise", "finite_frame", "json_bytes",
-           "plain", "records", "standard_error", "within_noise", "write_csv", "write_json"]
+__all__ = ["csv_bytes", "finite_frame", "json_bytes", "machine_text", "plain", "records", "write_csv", "write_json"]

@@ -10,6 +10,12 @@ Two conditions measured on the same trained nets (a net intact and the same net 
 are compared pair by pair: the interval of the per-seed differences says whether the change is
 distinguishable from zero (it is when the interval excludes 0: a paired t-test at level α), which is
 the reading pages and the README give.
+
+Two conditions measured on different runs (no seed shared, or seeds that share nothing) are compared
+unpaired, by Welch's interval: the difference of the means ± t(1 - α/2, ν) · √(s_a²/n_a + s_b²/n_b),
+with the Welch–Satterthwaite degrees of freedom ν (the two spreads are not assumed equal). Either way
+a :class:`Contrast` also gives the smallest true difference the design detects with power 0.8, which
+readings state so that "no difference found" is never read as "no difference".
 """
 
 from __future__ import annotations
@@ -103,3 +109,91 @@ def detectable_difference(sd: float, n: int, level: float = LEVEL, power: float 
         raise ConfigError(f"a spread must be a finite number >= 0, got {sd}")
     t_power = float(_scipy_stats.t.ppf(power, n - 1)) if n >= 2 else math.inf
     return (t_quantile(n, level) + t_power) * sd / math.sqrt(n)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """``a − b`` over seeds: the difference of the means, its two-sided ``level`` interval, its
+    standard error and degrees of freedom, paired (by seed) or not (Welch). ``low``/``high``/``se``/
+    ``df`` are None where there is no spread to estimate (one run on a side, or one pair)."""
+
+    diff: float
+    low: float | None
+    high: float | None
+    se: float | None
+    df: float | None
+    n_a: int
+    n_b: int
+    paired: bool
+    level: float = LEVEL
+
+    @property
+    def n(self) -> int:
+        """Seeds behind the comparison: the pairs, or the smaller side of an unpaired one."""
+        return min(self.n_a, self.n_b)
+
+    def excludes(self, value: float = 0.0) -> bool:
+        """Whether the interval lies wholly on one side of ``value`` (a t-test at 1 - level rejects it)."""
+        return self.low is not None and self.high is not None and (self.low > value or self.high < value)
+
+    @property
+    def p(self) -> float | None:
+        """The two-sided p-value of "no difference" (None without a spread; 1 or 0 for no spread at all)."""
+        if self.se is None or self.df is None:
+            return None
+        if self.se == 0:
+            return 1.0 if self.diff == 0 else 0.0
+        return float(2 * _scipy_stats.t.sf(abs(self.diff) / self.se, self.df))
+
+    def detectable(self, power: float = 0.8) -> float | None:
+        """The smallest true difference this design detects with probability ``power`` at its level:
+        (t(1-α/2, ν) + t(power, ν)) · SE; for a paired design :func:`detectable_difference` itself."""
+        if self.se is None or self.df is None:
+            return None
+        if self.paired:
+            return detectable_difference(self.se * math.sqrt(self.n), self.n, self.level, power)
+        if not 0 < power < 1:
+            raise ConfigError(f"power must be between 0 and 1, got {power}")
+        t_alpha = float(_scipy_stats.t.ppf(0.5 + self.level / 2, self.df))
+        return (t_alpha + float(_scipy_stats.t.ppf(power, self.df))) * self.se
+
+
+def paired_contrast(a: Sequence[float], b: Sequence[float], level: float = LEVEL,
+                    what: str = "paired values") -> Contrast:
+    """``a[i] - b[i]`` pair by pair (the same seed in two conditions): :func:`paired_difference` as a
+    :class:`Contrast`."""
+    d = paired_difference(a, b, level, what)
+    se = None if d.sd is None else d.sd / math.sqrt(d.n)
+    return Contrast(d.mean, d.low, d.high, se, None if se is None else float(d.n - 1), d.n, d.n, True, level)
+
+
+def welch_from_summary(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b: int,
+                       level: float = LEVEL) -> Contrast:
+    """Welch's interval of ``mean_a - mean_b`` from each side's mean, sample std (``ddof=1``) and count:
+    what a table of means and stds allows. A side of one run (or a NaN std) leaves no interval."""
+    for n in (n_a, n_b):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"a number of seeds is a whole number >= 1, got {n!r}")
+    if not (math.isfinite(mean_a) and math.isfinite(mean_b)):
+        raise ConfigError(f"a mean to compare is not a finite number ({mean_a}, {mean_b})")
+    diff = float(mean_a) - float(mean_b)
+    if n_a < 2 or n_b < 2 or not (math.isfinite(sd_a) and math.isfinite(sd_b)):
+        return Contrast(diff, None, None, None, None, n_a, n_b, False, level)
+    if sd_a < 0 or sd_b < 0:
+        raise ConfigError(f"a spread must be >= 0, got {sd_a} and {sd_b}")
+    va, vb = sd_a ** 2 / n_a, sd_b ** 2 / n_b
+    se = math.sqrt(va + vb)
+    # Welch–Satterthwaite; with no spread on either side any ν gives a zero-width interval
+    df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1)) if se > 0 else float(n_a + n_b - 2)
+    if not 0 < level < 1:
+        raise ConfigError(f"the interval's level must be between 0 and 1, got {level}")
+    half = float(_scipy_stats.t.ppf(0.5 + level / 2, df)) * se
+    return Contrast(diff, diff - half, diff + half, se, df, n_a, n_b, False, level)
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL,
+                   what: str = "values") -> Contrast:
+    """Welch's interval of mean(a) - mean(b) for two sets of independent runs (see the module docstring)."""
+    ia, ib = t_interval(a, level, what), t_interval(b, level, what)
+    return welch_from_summary(ia.mean, math.nan if ia.sd is None else ia.sd, ia.n,
+                              ib.mean, math.nan if ib.sd is None else ib.sd, ib.n, level)

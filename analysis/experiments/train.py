@@ -414,8 +414,14 @@ def _epochs(model: nn.Module, data: Dataset, config: TrainConfig, callback: Call
         if measured is not None and epoch not in measured:
             continue  # not a measured epoch: no history row (the weights were checked above)
         test = evaluate(model, placed.x_test, placed.y_test, config.device)
+        # train_loss/train_acc: the running numbers of the epoch (augmented batches, train mode, weights
+        # moving); after the last epoch also the clean ones: one pass over the whole training set in
+        # eval mode without augmentation (evaluate: no_grad, BN's running statistics and every
+        # generator untouched, so the weights and the numbers before are what they were without it)
+        clean = evaluate(model, placed.x_train, placed.y_train, config.device) if epoch == config.epochs else None
         history.append({"epoch": epoch, "train_loss": total_loss / n, "train_acc": correct / n,
                         "test_loss": test["loss"], "test_acc": test["acc"],
+                        **({"train_loss_clean": clean["loss"], "train_acc_clean": clean["acc"]} if clean else {}),
                         "lr": lr_of(epoch), "seconds": time.perf_counter() - t0})
         if callback and callback(Progress("epoch", epoch, config.epochs, steps, steps,
                                           total_loss / n, history, model, rows)) is False:

@@ -67,10 +67,16 @@ CREATE TABLE IF NOT EXISTS grid_runs (
     outcome TEXT, PRIMARY KEY (grid, run)
 );
 """
-# Per-epoch numbers of a stored run, one row per finished epoch (what ``meta.history`` holds).
-METRIC_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
-# Columns added after the first release; a store made before them gains them when opened.
-ADDED_COLUMNS = {"runs": {"content": "TEXT"}, "sweeps": {"dtypes": "TEXT"}}
+# Per-epoch numbers of a stored run, one row per finished epoch (what ``meta.history`` holds):
+# train_loss/train_acc are the epoch's running numbers (augmented batches, train mode);
+# train_loss_clean/train_acc_clean the clean pass after the last epoch (eval mode, the whole training
+# set, no augmentation), NULL on other epochs and for runs trained before it existed.
+METRIC_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "train_loss_clean",
+                  "train_acc_clean")
+# Columns added after the first release; a store made before them gains them when opened (NULL in
+# the rows it already holds).
+ADDED_COLUMNS = {"runs": {"content": "TEXT"}, "sweeps": {"dtypes": "TEXT"},
+                 "metrics": {"train_loss_clean": "REAL", "train_acc_clean": "REAL"}}
 TEXT_DTYPES = ("str", "string", "object")
 
 
@@ -247,7 +253,9 @@ class RunStore:
             args = tuple(keys)
         with self._connect() as con:
             rows = con.execute(query + " ORDER BY run, epoch", args).fetchall()
-        return pd.DataFrame(rows, columns=list(cols)).astype({"epoch": "int64"})
+        # numbers as floats, NULL as NaN (a column of NULLs alone would otherwise read as objects)
+        return pd.DataFrame(rows, columns=list(cols)).astype({"epoch": "int64", **dict.fromkeys(METRIC_COLUMNS,
+                                                                                                  "float64")})
 
     # ------------------------------------------------------------------ gradient-flow records
     def save_gradients(self, run: str, df: pd.DataFrame) -> None:

@@ -6,7 +6,8 @@ the run store's hash of (spec, recipe, dataset, seed) — the same key the Train
 — so :func:`run_grid` trains only what the store does not hold yet, saves each run the moment it
 finishes (a crash, Ctrl-C or Cancel loses no finished run) and returns a results table and a
 summary: test error mean ± std over seeds per variant and depth, the paper's ResNet-110 number
-beside it and a one-line reading computed from the numbers.
+beside it, a one-line reading from a test of each variant against the original over the seeds
+(:func:`reading`) and whether that agrees with He et al. 2016 (:func:`agreement`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from analysis.core.bounded import COUNT, FLAG, PERCENT, SECONDS, SEED, TEXT, Col
 from analysis.core.errors import ConfigError, LensError, SpecError
 from analysis.core.io import WriteError, rescue
 from analysis.core.meta import TrainConfig
-from analysis.core.reporting import compare, records, write_csv, write_json
-from analysis.run.executor import DataSpec, Executor, Task, TaskEvent, TaskResult
+from analysis.core.reporting import records, write_csv, write_json
+from analysis.core.stats import Contrast, paired_contrast, t_quantile, welch_from_summary
+from analysis.run.executor import DataSpec, Executor, PoolExecutor, Task, TaskEvent, TaskResult
 
 if TYPE_CHECKING:
     from analysis.arch.specs import ResNetSpec
@@ -71,7 +73,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("relu_before_add", "ReLU before addition", {"activation": "relu_before_add"}, "Table 2", 7.84),
     Variant("relu_preact", "ReLU-only pre-activation", {"activation": "relu_preact"}, "Table 2", 6.71),
     Variant("full_preact", "full pre-activation", {"preact": True}, "Table 2", 6.37),
-    # not in He et al. 2016's tables: the plain twin, for the vanishing-gradient contrast
+    # not in He et al. 2016's tables: the plain twin, for the contrast without shortcuts (its gradient at
+    # initialisation grows toward the input block by block: explosion, not vanishing; see the gradient flow)
     Variant("plain", "plain net (no shortcuts)", {"residual": False}, "", None),
 )}
 # What a grid trains when no variants are named: the paper's two tables.
@@ -233,8 +236,11 @@ class Grid:
 
 
 # ---------------------------------------------------------------------------- running a grid
-RESULT_COLUMNS = ["variant", "label", "depth", "seed", "status", "reused", "train_error", "test_error", "epochs",
-                  "seconds", "key", "message"]
+RESULT_COLUMNS = ["variant", "label", "depth", "seed", "status", "reused", "train_error", "train_clean", "test_error",
+                  "epochs", "seconds", "key", "message"]
+# ``train_clean``: the train error is the clean one (eval mode, the whole training set without
+# augmentation, after the last epoch); False: the running number of the last epoch (augmented batches
+# in train mode), all that runs trained before the clean pass existed have
 
 
 @dataclass
@@ -259,24 +265,32 @@ class GridResult:
     trained: int
     reused: int
     cancelled: bool
+    test_size: int | None = None  # test images (or sequences) each run was tested on
+    # where the runs trained now trained (analysis.core.machine.describe): CPU, threads, torch; None
+    # when nothing was trained now (a grid read from the store, or every run found there)
+    machine: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"grid": self.grid.definition, "grid_id": self.grid.id, "wall_seconds": round(self.wall_seconds, 1),
-                "trained": self.trained, "reused": self.reused, "cancelled": self.cancelled,
-                "results": records(self.results), "summary": records(self.summary)}
+        out = {"grid": self.grid.definition, "grid_id": self.grid.id, "wall_seconds": round(self.wall_seconds, 1),
+               "trained": self.trained, "reused": self.reused, "cancelled": self.cancelled}
+        out.update({k: v for k, v in (("test_size", self.test_size), ("machine", self.machine)) if v is not None})
+        return {**out, "results": records(self.results), "summary": records(self.summary)}
 
 
 def _row(r: RunSpec, status: str, *, reused: bool, final: Mapping[str, float] | None = None, epochs: int = 0,
          seconds: float | None = None, message: str = "") -> dict[str, Any]:
     final = final or {}
 
-    def err(k: str) -> float:  # error % from an accuracy
-        return round(100 * (1 - final[k]), 4) if k in final else math.nan
+    def err(k: str) -> float:  # error % from an accuracy (None or NaN: not measured)
+        v = final.get(k)
+        return math.nan if v is None else round(100 * (1 - float(v)), 4)
 
+    # the clean training error where the run measured it (a store's metrics row holds NaN otherwise)
+    clean = not math.isnan(err("train_acc_clean"))
     return {"variant": r.variant, "label": variant(r.variant).label, "depth": r.depth, "seed": r.seed,
-            "status": status, "reused": reused, "train_error": err("train_acc"), "test_error": err("test_acc"),
-            "epochs": epochs, "seconds": math.nan if seconds is None else round(seconds, 2), "key": r.key,
-            "message": message}
+            "status": status, "reused": reused, "train_error": err("train_acc_clean" if clean else "train_acc"),
+            "train_clean": clean, "test_error": err("test_acc"), "epochs": epochs,
+            "seconds": math.nan if seconds is None else round(seconds, 2), "key": r.key, "message": message}
 
 
 def _known_row(store: RunStore, r: RunSpec, notes: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -373,8 +387,25 @@ def run_grid(grid: Grid, store: RunStore, executor: Executor, *,
     for r in runs:  # runs a cancel kept from starting
         rows.setdefault(r.key, _row(r, "cancelled", reused=False))
     results = pd.DataFrame([rows[r.key] for r in runs], columns=RESULT_COLUMNS)
-    return GridResult(grid, results, summarise(results), time.perf_counter() - t0, trained, state.reused,
-                      stopped and any(results["status"] == "cancelled"))
+    test_size = len(grid.data.load().y_test)  # loaded once already by grid.runs()
+    return GridResult(grid, results, summarise(results, test_size), time.perf_counter() - t0, trained, state.reused,
+                      stopped and any(results["status"] == "cancelled"), test_size,
+                      # the runs found in the store were trained earlier, maybe elsewhere: none trained now, none named
+                      machine(executor) if trained else None)
+
+
+def machine(executor: Executor) -> dict[str, Any]:
+    """The machine a grid's new runs trained on (:func:`analysis.core.machine.describe`) with the
+    torch threads each run had: the executor's own (a pool's workers have one each), else this
+    process's. On Ray the runs trained on the cluster's nodes, which ``executor`` then says."""
+    from analysis.core.machine import describe
+
+    threads = 1 if isinstance(executor, PoolExecutor) else getattr(executor, "threads", None)
+    out: dict[str, Any] = dict(describe(threads if isinstance(threads, int) else None))
+    where = getattr(executor, "describe", None)
+    if callable(where):
+        out["executor"] = str(where())
+    return out
 
 
 def _finish(store: RunStore, grid: Grid, r: RunSpec, res: TaskResult, load: Callable[..., Any]) -> dict[str, Any]:
@@ -405,7 +436,24 @@ def _finish(store: RunStore, grid: Grid, r: RunSpec, res: TaskResult, load: Call
 
 # ---------------------------------------------------------------------------- the summary and its readings
 SUMMARY_COLUMNS = ["variant", "label", "depth", "runs", "diverged", "test_error_mean", "test_error_std",
-                   "train_error_mean", "train_error_std", "paper_error", "paper", "reading"]
+                   "train_error_mean", "train_error_std", "paper_error", "paper", "diff", "diff_low", "diff_high",
+                   "diff_test", "detectable", "reading", "agrees"]
+# ``diff``: the variant's test error minus the original's at the same depth (pp, mean over seeds),
+# ``diff_low``/``diff_high`` its 95 % interval, ``diff_test`` how it was formed ("paired t": by seed,
+# "Welch t": unpaired; "" without a test), ``detectable`` the smallest true difference the design
+# detects with power 0.8 (pp); ``agrees``: :func:`agreement`. Files written before them lack them.
+#: Fewer seeds than this give no test: a t-interval over 2 seeds (1 degree of freedom, t = 12.7) says
+#: next to nothing, and a reading then says "2 seeds: no test" instead of a verdict.
+MIN_TEST_SEEDS = 3
+#: He et al. 2015 (Table 6) give ResNet-110 on CIFAR-10 as 6.61 ± 0.16 % over 5 runs (mean ± std);
+#: two single runs of one net then differ by more than 2·√2·0.16 = 0.45 pp about 5 % of the time, so
+#: the paper's variants within that of the original are read as "about equal" to it, and so are ours
+#: whose 95 % interval of the difference lies within ±this band.
+PAPER_RUN_SD = 0.16
+SAME_BAND = 2 * math.sqrt(2) * PAPER_RUN_SD
+#: He et al. 2015 (Sec. 4.2) warm ResNet-110 up at lr 0.01 until its training error is below 80 %: a
+#: run still at or above it after its last epoch did not train.
+NOT_TRAINED = 80.0
 
 
 def fingerprints(store: RunStore, result: GridResult) -> dict[str, tuple[str, tuple[tuple[Any, ...], ...]]]:
@@ -420,7 +468,10 @@ def fingerprints(store: RunStore, result: GridResult) -> dict[str, tuple[str, tu
         if run is None:
             raise ConfigError(f"run {key} of the grid is not in the run store {store.home}")
         m = metrics[metrics["run"] == key].drop(columns=["seconds"])
-        out[key] = (load_checkpoint(run.path).meta.content_sha256, tuple(map(tuple, m.to_numpy().tolist())))
+        # NaN (an epoch without the clean pass) as None: NaN != NaN would call two equal grids different
+        rows = [tuple(None if isinstance(v, float) and math.isnan(v) else v for v in row)
+                for row in m.to_numpy().tolist()]
+        out[key] = (load_checkpoint(run.path).meta.content_sha256, tuple(rows))
     return out
 
 
@@ -436,12 +487,15 @@ def stored_grid(grid: Grid, store: RunStore) -> GridResult | None:
     results = pd.DataFrame([row if row is not None else _row(r, "not run", reused=False)
                             for r, row in zip(grid.runs(), rows, strict=True)], columns=RESULT_COLUMNS)
     found = sum(row is not None for row in rows)
-    return GridResult(grid, results, summarise(results), 0.0, 0, found, found < len(rows))
+    test_size = len(grid.data.load().y_test)
+    return GridResult(grid, results, summarise(results, test_size), 0.0, 0, found, found < len(rows), test_size)
 
 
-def summarise(results: pd.DataFrame) -> pd.DataFrame:
+def summarise(results: pd.DataFrame, test_size: int | None = None) -> pd.DataFrame:
     """Mean ± std (over seeds, sample std) of the finished runs per variant and depth, the paper's
-    ResNet-110 number beside it, and a reading computed from the numbers (:func:`reading`)."""
+    ResNet-110 number beside it, each variant against the original at its depth (:func:`contrast`:
+    paired by seed), the reading from that test (:func:`reading`; differences also in test images when
+    ``test_size`` is known) and whether it agrees with the paper (:func:`agreement`)."""
     rows = []
     order = list(dict.fromkeys(results["variant"]))
     for (name, depth), g in sorted(results.groupby(["variant", "depth"], sort=False),
@@ -455,9 +509,38 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
                      "train_error_mean": float(ok["train_error"].mean()) if len(ok) else math.nan,
                      "train_error_std": _std(ok, "train_error"),
                      "paper_error": math.nan if v.paper_error is None else v.paper_error, "paper": v.paper})
-    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS[:-1])
-    summary["reading"] = [reading(row, _baseline(summary, int(row["depth"]))) for _, row in summary.iterrows()]
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS[:11])
+    extra = []
+    for _, row in summary.iterrows():
+        name, depth = str(row["variant"]), int(row["depth"])
+        base = _baseline(summary, depth)
+        c = contrast(results, name, depth) if name != BASELINE else None
+        tested = c is not None and c.low is not None and c.n >= MIN_TEST_SEEDS
+        found = c.detectable() if c is not None else None
+        extra.append({"diff": math.nan if c is None else c.diff,
+                      "diff_low": c.low if tested and c is not None and c.low is not None else math.nan,
+                      "diff_high": c.high if tested and c is not None and c.high is not None else math.nan,
+                      "diff_test": ("paired t" if c.paired else "Welch t") if tested and c is not None else "",
+                      "detectable": math.nan if found is None else found,
+                      "reading": reading(row, base, c, test_size),
+                      "agrees": agreement(name, depth, c, reasons(results, name, depth) if name != BASELINE else [],
+                                          # every seed diverged, against an original that trained
+                                          diverged=int(row["diverged"]) if not int(row["runs"]) and base is not None
+                                          and int(base["runs"]) else 0)})
+    summary = pd.concat([summary, pd.DataFrame(extra, index=summary.index, columns=SUMMARY_COLUMNS[11:])], axis=1)
     return summary[SUMMARY_COLUMNS]
+
+
+def test_size(definition: Mapping[str, Any]) -> int | None:
+    """The test split's size for a grid's definition (its data loaded here, once per process), or
+    None when the data cannot be loaded on this machine (a folder that is not here)."""
+    data = definition.get("data")
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return len(DataSpec(**data).load().y_test)
+    except (LensError, TypeError):  # TypeError: a definition with fields DataSpec does not have
+        return None
 
 
 def _std(ok: pd.DataFrame, col: str) -> float:
@@ -470,16 +553,49 @@ def _baseline(summary: pd.DataFrame, depth: int) -> Mapping[str, Any] | None:
     return None if base.empty else base.iloc[0].to_dict()
 
 
-def _fmt(mean: float, std: float) -> str:
-    return f"{mean:.2f} %" if math.isnan(std) else f"{mean:.2f} ± {std:.2f} %"
+def _finished(results: pd.DataFrame, name: str, depth: int) -> pd.Series:
+    """The test errors of a variant's finished runs at ``depth``, by seed."""
+    ok = results[(results["variant"] == name) & (results["depth"] == depth) & (results["status"] == "complete")]
+    ok = ok[ok["test_error"].notna()]
+    return pd.Series(ok["test_error"].to_numpy(dtype=float), index=ok["seed"].to_numpy())
 
 
-def reading(row: Mapping[str, Any], base: Mapping[str, Any] | None) -> str:
+def contrast(results: pd.DataFrame, name: str, depth: int) -> Contrast | None:
+    """Variant ``name`` minus the original in test error (pp) at ``depth``, over the seeds. A grid's runs
+    of one seed share the batch order and the augmentation draws (both from the recipe's seed), so
+    they are compared seed by seed (paired) over the seeds both finished; runs that share no seed
+    (results put together from elsewhere) are compared unpaired (Welch). None without finished runs
+    on either side."""
+    a, b = _finished(results, name, depth), _finished(results, BASELINE, depth)
+    if a.empty or b.empty:
+        return None
+    common = [s for s in a.index if s in set(b.index)]
+    if common:
+        return paired_contrast(a.loc[common].tolist(), b.loc[common].tolist(), what=f"{name} at depth {depth}")
+    return welch_from_summary(float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else math.nan, len(a),
+                              float(b.mean()), float(b.std(ddof=1)) if len(b) > 1 else math.nan, len(b))
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    """'2.50 ± 1.24 % (95 % CI, t, 5 seeds)', or '3.00 % (one run)'."""
+    if n < 2 or math.isnan(std):
+        return f"{mean:.2f} % (one run)"
+    return f"{mean:.2f} ± {t_quantile(n) * std / math.sqrt(n):.2f} % (95 % CI, t, {n} seeds)"
+
+
+def images(pp: float, test_size: int | None) -> str:
+    """A difference of test error in points as the test images it is: ' = 2.0 test images of 450'."""
+    return "" if not test_size else f" = {abs(pp) * test_size / 100:.1f} test images of {test_size:,}"
+
+
+def reading(row: Mapping[str, Any], base: Mapping[str, Any] | None, c: Contrast | None = None,
+            test_size: int | None = None) -> str:
     """One honest line from the numbers: fails (mean test error above 20 %, the paper's criterion,
-    or diverged in every seed), the baseline itself, or the difference to the original at the same
-    depth called noise unless it exceeds two standard errors of the difference of the two means
-    (:mod:`analysis.core.reporting`'s rule: the seeds' sample stds over √runs); then the paper's verdict
-    for the same variant."""
+    or diverged in every seed), the baseline itself, or the variant against the original at the
+    same depth from a t-test over the seeds (``c``, :func:`contrast`; without it, Welch's test from
+    the two rows' means and stds): its difference with the 95 % interval and the smallest difference
+    the design detects, in points and in test images. Fewer than :data:`MIN_TEST_SEEDS` seeds give
+    no test: the reading says "one run" or "2 seeds: no test". Then the paper's verdict."""
     runs, diverged = int(row["runs"]), int(row["diverged"])
     mean, std = float(row["test_error_mean"]), float(row["test_error_std"])
     paper_fail = isinstance(row.get("paper"), str) and row["paper"].startswith("fail")
@@ -496,18 +612,108 @@ def reading(row: Mapping[str, Any], base: Mapping[str, Any] | None) -> str:
             return f"fails to train: diverged in every seed ({diverged}){tail}"
         return f"no finished runs{tail}"
     if mean > FAIL_ERROR:
-        return f"fails to train (test error {_fmt(mean, std)}, above {FAIL_ERROR:g} %){seeds}{tail}"
+        return f"fails to train (test error {_fmt(mean, std, runs)}, above {FAIL_ERROR:g} %){seeds}{tail}"
     if row["variant"] == BASELINE:
-        return f"the baseline: {_fmt(mean, std)}{seeds}{tail}"
+        return f"the baseline: {_fmt(mean, std, runs)}{seeds}{tail}"
     if base is None or int(base["runs"]) == 0 or math.isnan(float(base["test_error_mean"])):
-        return f"{_fmt(mean, std)}; no finished original at this depth to compare with{seeds}{tail}"
-    d = compare(mean, std, runs, float(base["test_error_mean"]), float(base["test_error_std"]), int(base["runs"]))
-    word = "worse" if d.diff > 0 else "better"
-    if d.within is None:
-        return f"{word} than the original by {abs(d.diff):.2f} pp (one seed: no noise estimate){seeds}{tail}"
-    if d.within:
-        return f"within noise of the original ({d.diff:+.2f} pp, 2 SE = {d.noise:.2f} pp){seeds}{tail}"
-    return f"{word} than the original by {abs(d.diff):.2f} pp (beyond 2 SE = {d.noise:.2f} pp){seeds}{tail}"
+        return f"{_fmt(mean, std, runs)}; no finished original at this depth to compare with{seeds}{tail}"
+    if c is None:
+        c = welch_from_summary(mean, std, runs, float(base["test_error_mean"]), float(base["test_error_std"]),
+                               int(base["runs"]))
+    return f"{verdict(c, test_size)}{seeds}{tail}"
+
+
+def verdict(c: Contrast, test_size: int | None = None) -> str:
+    """What a test of the variant against the original says, in one clause (see :func:`reading`)."""
+    d = c.diff
+    if c.low is None or c.high is None or c.n < MIN_TEST_SEEDS:
+        what = "one run" if c.n == 1 else f"{c.n} seeds: no test"
+        return f"{d:+.2f} pp vs the original{images(d, test_size)} ({what})"
+    how = f"paired t over {c.n} seeds" if c.paired else f"Welch t, {c.n_a} and {c.n_b} seeds"
+    ci = f"95 % CI {c.low:+.2f} to {c.high:+.2f} pp, {how}"
+    found = c.detectable()
+    smallest = "" if found is None else f"; detectable ≥ {found:.2f} pp{images(found, test_size)}"
+    if c.excludes(0):
+        word = "worse" if d > 0 else "better"
+        return f"{word} than the original by {abs(d):.2f} pp{images(d, test_size)} ({ci}{smallest})"
+    return f"no difference from the original detected ({d:+.2f} pp; {ci}{smallest})"
+
+
+def paper_direction(name: str) -> str | None:
+    """He et al. 2016's variant ``name`` against their original: 'worse' (a 'fail' included), 'about
+    equal' (within :data:`SAME_BAND`), 'better'; None for what their tables do not hold (the plain
+    twin, combinations) and for the original itself."""
+    v = VARIANTS.get(name)
+    base = VARIANTS[BASELINE].paper_error
+    if v is None or name == BASELINE or base is None or not v.table:
+        return None
+    if v.paper_fail:
+        return "worse"
+    if v.paper_error is None:
+        return None
+    d = v.paper_error - base
+    return "about equal" if abs(d) <= SAME_BAND else "worse" if d > 0 else "better"
+
+
+def reasons(results: pd.DataFrame, name: str, depth: int) -> list[str]:
+    """What the record shows that explains a variant's number at ``depth`` when it is not the
+    paper's: runs that did not train (training error at or above :data:`NOT_TRAINED` % after the
+    last epoch: too few epochs for them), runs that diverged, an original that did not train, and a
+    gate that starts nearly shut (σ(b_g) from the variant's spec)."""
+    out = []
+    here = results[(results["depth"] == depth)]
+    for who, rows in ((name, here[here["variant"] == name]), (BASELINE, here[here["variant"] == BASELINE])):
+        ok = rows[rows["status"] == "complete"]
+        stuck = ok[ok["train_error"] >= NOT_TRAINED]
+        if len(stuck):
+            epochs = sorted({int(e) for e in stuck["epochs"]})
+            whom = "did not train" if who == name else "the original did not train"
+            out.append(f"{whom}: training error ≥ {NOT_TRAINED:g} % at the last epoch in {len(stuck)} of "
+                       f"{len(ok)} seeds — recipe length ({'/'.join(map(str, epochs))} epoch{'s' * (epochs != [1])})")
+        gone = int((rows["status"] == "diverged").sum())
+        if gone and who == name:
+            out.append(f"diverged in {gone} of {len(rows)} seeds")
+    spec = variant_spec(variant(name), depth)
+    if spec.shortcut_variant == "gate":  # exclusive gating: F(x) enters scaled by the gate
+        out.append(f"gate starts at σ(b_g) = {1 / (1 + math.exp(-spec.gate_bias)):.2g} (b_g = {spec.gate_bias:g})")
+    return out
+
+
+def agreement(name: str, depth: int, c: Contrast | None, why: list[str] | None = None, *, diverged: int = 0) -> str:
+    """"agrees", "disagrees" or "cannot tell (...)": the paper's direction for variant ``name``
+    (:func:`paper_direction`) against the 95 % interval of ours (``c``, variant minus original).
+    Paper worse: ours agrees when the interval lies above 0, disagrees when it lies below 0 or within
+    ±:data:`SAME_BAND` (about equal). Paper about equal: ours agrees when the interval lies within
+    ±SAME_BAND, disagrees when it lies wholly outside it. Anything else, or fewer than
+    :data:`MIN_TEST_SEEDS` seeds, cannot tell, with the seeds and the smallest detectable difference.
+    The measured ``why`` (:func:`reasons`) follows a disagreement or a cannot-tell. A variant that
+    ``diverged`` in every one of at least MIN_TEST_SEEDS seeds failed to train: worse than any
+    original. '—' where the paper has no verdict (the original itself, the plain twin, combinations)."""
+    paper = paper_direction(name)
+    if paper is None:
+        return "— (the reference)" if name == BASELINE else "— (not in the paper's tables)"
+    because = f" — {'; '.join(why)}" if why else ""
+    if c is None:
+        if diverged >= MIN_TEST_SEEDS:
+            return "agrees (diverged in every seed)" if paper == "worse" else f"disagrees{because}"
+        said = "nothing to compare" if not diverged else "one run" if diverged == 1 else f"{diverged} seeds: no test"
+        return f"cannot tell ({said}){because}"
+    found = c.detectable()
+    if c.low is None or c.high is None or c.n < MIN_TEST_SEEDS:
+        return f"cannot tell ({'one run' if c.n == 1 else f'{c.n} seeds: no test'}){because}"
+    inside = -SAME_BAND <= c.low and c.high <= SAME_BAND
+    if paper == "worse":
+        verdict = "agrees" if c.low > 0 else "disagrees" if c.high < 0 or inside else None
+    elif paper == "better":
+        verdict = "agrees" if c.high < 0 else "disagrees" if c.low > 0 or inside else None
+    else:
+        verdict = "agrees" if inside else "disagrees" if c.low > SAME_BAND or c.high < -SAME_BAND else None
+    if verdict == "agrees":
+        return verdict
+    if verdict == "disagrees":
+        return f"disagrees{because}"
+    return f"cannot tell ({c.n} seeds; detectable ≥ {found:.2f} pp){because}" if found is not None else \
+        f"cannot tell ({c.n} seeds){because}"
 
 
 def write_results(path: str, result: GridResult) -> None:
@@ -537,17 +743,29 @@ def load_results(path: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]
     d = loads_json(raw, str(path), ConfigError)
     if not isinstance(d, dict) or "results" not in d or "summary" not in d:
         raise ConfigError(f"{path}: not a grid results file (no results and summary)")
-    # a file we did not write in this process: every value checked before a page shows it
-    check_table(d["results"], _RESULT_SCHEMA, f"{path}: results", ConfigError)
-    check_table(d["summary"], _SUMMARY_SCHEMA, f"{path}: summary", ConfigError)
-    return (pd.DataFrame(d["results"], columns=RESULT_COLUMNS), pd.DataFrame(d["summary"], columns=SUMMARY_COLUMNS),
+    # a file we did not write in this process: every value checked before a page shows it; the
+    # columns added later are checked where a file has them (files written before lack them)
+    for part, schema, later in (("results", _RESULT_SCHEMA, _LATER_RESULT_SCHEMA),
+                                ("summary", _SUMMARY_SCHEMA, _LATER_SUMMARY_SCHEMA)):
+        check_table(d[part], schema, f"{path}: {part}", ConfigError)
+        for k, kind in later.items():
+            check_table([{k: r[k]} for r in d[part] if k in r], {k: kind}, f"{path}: {part}", ConfigError)
+    results = pd.DataFrame(d["results"], columns=RESULT_COLUMNS)
+    # a run recorded before the clean pass existed: its train error is the running number
+    results["train_clean"] = [v is True for v in results["train_clean"]]
+    return (results, pd.DataFrame(d["summary"], columns=SUMMARY_COLUMNS),
             {k: v for k, v in d.items() if k not in ("results", "summary")})
 
 
 _RESULT_SCHEMA: dict[str, Column] = {
     "variant": TEXT, "label": TEXT, "depth": COUNT, "seed": SEED, "status": TEXT, "reused": FLAG,
     "train_error": PERCENT, "test_error": PERCENT, "epochs": COUNT, "seconds": SECONDS, "key": TEXT, "message": TEXT}
+_LATER_RESULT_SCHEMA: dict[str, Column] = {"train_clean": ("bool", 0, 1, True)}  # None: not known, read as running
+_DIFF: Column = ("number", -100.0, 100.0, True)  # a difference of two error percentages
 _SUMMARY_SCHEMA: dict[str, Column] = {
     "variant": TEXT, "label": TEXT, "depth": COUNT, "runs": COUNT, "diverged": COUNT, "test_error_mean": PERCENT,
     "test_error_std": PERCENT, "train_error_mean": PERCENT, "train_error_std": PERCENT,
     "paper_error": PERCENT, "paper": TEXT, "reading": TEXT}
+_LATER_SUMMARY_SCHEMA: dict[str, Column] = {
+    "diff": _DIFF, "diff_low": ("number", -1e9, 1e9, True), "diff_high": ("number", -1e9, 1e9, True),
+    "diff_test": TEXT, "detectable": ("number", 0.0, 1e9, True), "agrees": TEXT}

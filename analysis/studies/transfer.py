@@ -46,7 +46,8 @@ from analysis.arch.ops import Op
 from analysis.core.bounded import COUNT, FRACTION, SECONDS, SEED, TEXT, Column, check_table, loads_json, short_repr
 from analysis.core.errors import ConfigError, DatasetError
 from analysis.core.meta import PRECISIONS, Normalisation, TrainConfig
-from analysis.core.reporting import compare, records, write_csv, write_json
+from analysis.core.reporting import records, write_csv, write_json
+from analysis.core.stats import Contrast, paired_contrast, welch_from_summary
 from analysis.data.data import (
     DIGITS_SIZES,
     IMAGENET_MEAN,
@@ -630,38 +631,38 @@ def label_order(labels: Any) -> list[str]:
     return sorted(dict.fromkeys(str(v) for v in labels), key=lambda v: (v == "all", int(v) if v.isdigit() else 0))
 
 
-def readings(summary: pd.DataFrame, stages: int, probe: pd.DataFrame | None = None) -> list[str]:
+def readings(summary: pd.DataFrame, stages: int, probe: pd.DataFrame | None = None, *,
+             results: pd.DataFrame | None = None, test_size: int | None = None) -> list[str]:
     """One line each on what the measured numbers say (computed, not quoted): fine-tuning and the
     best setup against scratch at every label setting, the other two normalisations for the frozen
     net, freezing BatchNorm's statistics while fine-tuning, and (given the ``probe``) the feature
-    extractor's head against a converged linear probe on the same features. A difference within two
-    standard errors of the difference of the two means (:mod:`analysis.core.reporting`'s rule: the seeds'
-    sample stds over √seeds) is marked as within noise; one measured with one seed says so."""
+    extractor's head against a converged linear probe on the same features.
+
+    Each difference comes from a t-test over the seeds (:func:`contrast`): paired by seed when the
+    per-seed ``results`` are given (runs of one seed share their labelled images, initial weights and
+    batch order), else Welch's from the summary's means and stds. It is said with its 95 % interval and
+    the smallest difference the design detects (in points and, given ``test_size``, in test images);
+    with one or two seeds there is no test and the reading says "one run" or "2 seeds: no test"."""
     def row(setup: str, n: str) -> pd.Series | None:
         m = summary[(summary["setup"] == setup) & (summary["labels"] == n)]
         return m.iloc[0] if len(m) else None
 
     def diff(a: str, b: str, n: str) -> tuple[str, str] | None:
-        """a minus b in points at label setting n ('+6.4') and its standing: 'noise' (within two
-        standard errors of the difference), 'one seed' (no spread measured: nothing can be said about
-        noise) or ''."""
-        ra, rb = row(a, n), row(b, n)
-        if ra is None or rb is None:
+        """a minus b in points at label setting n ('+6.4') and what the test says of it (:func:`said`)."""
+        if row(a, n) is None or row(b, n) is None:
             return None
-        d = compare(float(ra["test_acc_mean"]), float(ra["test_acc_std"]), int(ra["seeds"]),
-                    float(rb["test_acc_mean"]), float(rb["test_acc_std"]), int(rb["seeds"]))
-        standing = {None: "one seed", True: "noise", False: ""}[d.within]
-        return f"{d.diff * 100:+.1f}", standing
-
-    marks = {"noise": "*", "one seed": "†", "": ""}
-    notes = {"noise": "* within noise: 2 standard errors of the difference", "one seed": "† one seed: no spread measured"}
+        c = contrast(summary, a, b, n, results)
+        return None if c is None else said(c, test_size)
 
     def by_setting(a: str, b: str) -> str | None:
         found = [(n, d) for n in label_order(summary["labels"]) if (d := diff(a, b, n)) is not None]
         if not found:
             return None
-        said = [notes[k] for k in notes if any(d[1] == k for _, d in found)]
-        return "; ".join(f"{n}: {d[0]}{marks[d[1]]}" for n, d in found) + (f" ({'; '.join(said)})" if said else "")
+        remarks = {d[1] for _, d in found}
+        if len(remarks) == 1 and remarks & {" (one run)", *(f" ({k} seeds: no test)" for k in range(2, MIN_TEST_SEEDS))}:
+            # no test at any setting (too few seeds): said once, at the end
+            return "; ".join(f"{n}: {d[0]}" for n, d in found) + f" (at every setting: {found[0][1][1][2:-1]})"
+        return "; ".join(f"{n}: {d[0]}{d[1]}" for n, d in found)
 
     out = []
     gaps = by_setting("fine-tune everything", "from scratch")
@@ -672,11 +673,9 @@ def readings(summary: pd.DataFrame, stages: int, probe: pd.DataFrame | None = No
         if len(at) > 1:
             best = at.loc[at["test_acc_mean"].idxmax()]
             d = diff(str(best["setup"]), "from scratch", n) if best["setup"] != "from scratch" else None
-            vs = "" if d is None else (f"; {d[0]} points against from scratch"
-                                       + {"noise": ", within noise", "one seed": ", one seed",
-                                          "": ""}[d[1]])
+            vs = "" if d is None else f", {d[0]} points against from scratch{d[1]}"
             out.append(f"Best with {'every labelled image' if n == 'all' else f'{n} per class'}: {best['setup']} "
-                       f"({best['test_acc_mean']:.1%}{vs}).")
+                       f"at {best['test_acc_mean']:.1%}{vs}.")
     how = {"target": "Normalising the frozen net's inputs with the target's own statistics instead of the source's",
            "none": "Feeding the frozen net unnormalised inputs instead of the source's statistics"}
     for norm in ("target", "none"):
@@ -690,6 +689,47 @@ def readings(summary: pd.DataFrame, stages: int, probe: pd.DataFrame | None = No
     if head:
         out.append(head)
     return out
+
+
+#: Fewer seeds than this give no test (a t-interval over 2 seeds has t = 12.7): "2 seeds: no test".
+MIN_TEST_SEEDS = 3
+
+
+def contrast(summary: pd.DataFrame, a: str, b: str, n: str, results: pd.DataFrame | None = None) -> Contrast | None:
+    """Setup ``a`` minus setup ``b`` in test accuracy at label setting ``n`` (a fraction): paired by seed
+    over the seeds both finished when the per-seed ``results`` hold both, else Welch's interval from
+    the summary's rows. None when either side has no row."""
+    if results is not None and len(results):
+        done = results[results["status"] == "complete"]
+        labels = done["per_class"].map(labels_text)
+        side = [done[(done["setup"] == s) & (labels == n) & done["test_acc"].notna()] for s in (a, b)]
+        if all(len(x) for x in side):
+            va, vb = (pd.Series(x["test_acc"].to_numpy(dtype=float), index=x["seed"].to_numpy()) for x in side)
+            common = [s for s in va.index if s in set(vb.index)]
+            if common:
+                return paired_contrast(va.loc[common].tolist(), vb.loc[common].tolist(), what=f"{a} vs {b}")
+    ra = summary[(summary["setup"] == a) & (summary["labels"] == n)]
+    rb = summary[(summary["setup"] == b) & (summary["labels"] == n)]
+    if not len(ra) or not len(rb):
+        return None
+    x, y = ra.iloc[0], rb.iloc[0]
+    return welch_from_summary(float(x["test_acc_mean"]), float(x["test_acc_std"]), int(x["seeds"]),
+                              float(y["test_acc_mean"]), float(y["test_acc_std"]), int(y["seeds"]))
+
+
+def said(c: Contrast, test_size: int | None = None) -> tuple[str, str]:
+    """A difference of accuracies in points ('+6.4') and what a test over the seeds says of it
+    (' (95 % CI ...; detectable ≥ ...)', ', no difference detected (...)', ' (one run)' or
+    ' (2 seeds: no test)')."""
+    d = f"{100 * c.diff:+.1f}"
+    if c.low is None or c.high is None or c.n < MIN_TEST_SEEDS:
+        return d, f" ({'one run' if c.n == 1 else f'{c.n} seeds: no test'})"
+    how = f"paired t over {c.n} seeds" if c.paired else f"Welch t, {c.n_a} and {c.n_b} seeds"
+    found = c.detectable()
+    images = "" if found is None or not test_size else f" = {found * test_size:.1f} of {test_size:,} test images"
+    smallest = "" if found is None else f"; detectable ≥ {100 * found:.1f} points{images}"
+    interval = f"95 % CI {100 * c.low:+.1f} to {100 * c.high:+.1f}, {how}{smallest}"
+    return d, (f" ({interval})" if c.excludes(0) else f", no difference detected ({interval})")
 
 
 HEAD_GAP = 0.05  # a probe this far above the feature extractor says its head, not its features, limits it
@@ -865,6 +905,7 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
     receives each freshly trained net as a checkpoint (:func:`to_checkpoint`). ``stored_only``: the
     runs ``store`` holds and nothing else trained, for a page opened again (the probe is measured when
     every run is there, as after a run; otherwise the result is partial, ``cancelled``)."""
+    from analysis.core.machine import describe
     from analysis.store.runstore import net_key
 
     check_plan(source, plan, target)
@@ -939,7 +980,9 @@ def run_plan(source: Checkpoint, plan: Plan, *, store: Any = None, keep: Callabl
                        "source": source.spec.name, "stages": stages, "target": full.name, "dims": full.dims,
                        "classes": full.num_classes, "test": len(full.y_test),
                        # fp32's results files stay what they were: the probe's precision only when it is another
-                       **({"probe_precision": plan.probe_precision} if plan.probe_precision != "fp32" else {})})
+                       **({"probe_precision": plan.probe_precision} if plan.probe_precision != "fp32" else {}),
+                       # where the runs trained now trained (none named when every run came from the store)
+                       **({"machine": describe()} if trained else {})})
 
 
 RESULTS_FORMAT = "resnet-lens-transfer/1"
