@@ -236,7 +236,8 @@ def test_training_charts_tables_and_titles_in_the_apps_format():
     for c in shown.values():
         layout = c["figure"]["layout"]
         assert "title" not in layout and layout["legend"]["title"]["text"] == ""
-        assert [d["name"] for d in c["figure"]["data"][:2]] == ["test error (solid)", "training error (dashed)"]
+        assert [d["name"] for d in c["figure"]["data"][:2]] == ["test error (solid)",
+                                                                 "running training error (dashed; augmented batches, train mode)"]
     # both run tables: error percentages with two decimals (12.10, not the default 12.1), counts '%,d'
     errors = {"depth": "%,d", "epochs": "%,d", "train error % (clean: eval mode, whole training set)": "%.2f",
               "running train error % (augmented batches, train mode)": "%.2f", "test error %": "%.2f"}

@@ -223,7 +223,8 @@ def training_curves(runs: list[dict], title: str = "", *, log_y: bool = False, s
     ``log_y`` a logarithmic error axis (small differences between good runs show)."""
     kinds = [k for k in (False, True) if any(bool(r["residual"]) == k for r in runs)] or [True]
     fig = make_subplots(rows=1, cols=len(kinds), shared_yaxes=True, horizontal_spacing=0.06)
-    for dash, what in (("solid", "test error (solid)"), ("dash", "training error (dashed)")):
+    for dash, what in (("solid", "test error (solid)"),
+                       ("dash", "running training error (dashed; augmented batches, train mode)")):
         fig.add_scatter(x=[None], y=[None], mode="lines", line=dict(color="#555", dash=dash), name=what,
                         legendgroup="style", hoverinfo="skip", row=1, col=1)
     epochs_seen: list[float] = []
@@ -234,7 +235,7 @@ def training_curves(runs: list[dict], title: str = "", *, log_y: bool = False, s
         epochs_seen += epochs
         # a line needs two points: a run of one epoch (or cancelled after one) is drawn as markers
         mode = "lines" if len(epochs) >= 2 else "lines+markers"
-        for key, dash, what in (("test_acc", "solid", "test"), ("train_acc", "dash", "training")):
+        for key, dash, what in (("test_acc", "solid", "test"), ("train_acc", "dash", "running training")):
             errors = smoothed([100 * (1 - h[key]) for h in r["history"]], smooth)
             fig.add_scatter(x=epochs, y=errors, mode=mode,
                             line=dict(color=colour, dash=dash), name=r["label"], legendgroup=r["label"],

@@ -115,7 +115,7 @@ def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, sp
             bar.set_postfix(epoch=f"{p.epoch}/{p.epochs}", loss=f"{p.loss:.3f}")
         else:
             h = p.history[-1]
-            bar.write(f"epoch {h['epoch']:3d}  train loss {h['train_loss']:.4f} acc {h['train_acc']:.4f}  "
+            bar.write(f"epoch {h['epoch']:3d}  running train loss {h['train_loss']:.4f} acc {h['train_acc']:.4f}  "
                       f"test loss {h['test_loss']:.4f} acc {h['test_acc']:.4f}")
             sys.stdout.flush()
         return stop.signum is None  # False after SIGINT / SIGTERM: stop at this batch, keep the epochs
@@ -140,7 +140,9 @@ def _train(args: argparse.Namespace, stop: Stop, out: Path, cfg: TrainConfig, sp
                                        f"{m.status} checkpoint (test acc {m.final['test_acc']:.4f})")
     path = save_checkpoint_or_rescue(out, ck.model, m)
     f = m.final
-    print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB): test acc {f['test_acc']:.4f}, "
-          f"train acc {f['train_acc']:.4f}, {m.train_seconds:.1f} s, {m.images_per_second or 0:.0f} images/s "
+    clean = (f"clean train acc {f['train_acc_clean']:.4f} (eval mode, whole training set), "
+             if "train_acc_clean" in f else "")
+    print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB): test acc {f['test_acc']:.4f}, {clean}"
+          f"running train acc {f['train_acc']:.4f}, {m.train_seconds:.1f} s, {m.images_per_second or 0:.0f} images/s "
           f"in {precision_text(cfg.precision, cfg.channels_last)}")
     return 0

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from analysis.core.errors import CheckpointError, ConfigError
+from analysis.core.machine import describe
 from analysis.core.stats import Interval, paired_difference, t_interval
 from analysis.experiments import lesion
 from analysis.experiments.chain import ChainError, LayerChain, Step, UnitChain
@@ -177,7 +178,7 @@ def record(names: Sequence[str], seeds: Sequence[int], cache: Path, *, progress:
         raise ConfigError(f"seeds must be distinct and at least one, got {list(seeds)}")
     cache.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {"format": FORMAT, "seeds": list(seeds), "conditions": list(CONDITIONS),
-                           "threads": torch.get_num_threads(), "nets": {}}
+                           "threads": torch.get_num_threads(), "machine": describe(), "nets": {}}
     for name in names:
         net = NETS[name]
         runs = []
