@@ -44,6 +44,9 @@ def test_table_reads_intervals_and_verdicts():
     assert row["bf16 error (%)"].startswith("1.11 ± 0.00 ")
     assert row["bf16 vs fp32"] == "within the fp32 interval; paired difference includes 0"
     assert row["fp32 s/run"] == 12.0 and row["seeds"] == 5
+    # paired differences 1, 0, -1, 0, 0 images: sd = sqrt(2/4); (t(.975, 4) + t(.8, 4)) * sd / sqrt(5)
+    # = (2.776445 + 0.940965) * 0.707107 / 2.236068 = 1.1755 test images
+    assert row["detectable (test images)"] == 1.2
     far = precision.table(_rec([4, 5, 6, 5, 5], [20, 21, 22, 21, 21])).iloc[0]
     assert far["bf16 vs fp32"] == "outside the fp32 interval; paired difference excludes 0"
 

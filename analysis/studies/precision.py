@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.core.errors import CheckpointError, ConfigError
-from analysis.core.stats import Interval, paired_difference, t_interval
+from analysis.core.stats import Interval, detectable_difference, paired_difference, t_interval
 
 FORMAT = "resnet-lens-precision/1"
 ARMS = ("fp32", "bf16")
@@ -178,6 +178,9 @@ def table(rec: Mapping[str, Any]) -> pd.DataFrame:
         rows.append({"net": name, "seeds": len(f), "fp32 error (%)": fi.text(100, 2),
                      "bf16 error (%)": bi.text(100, 2), "bf16 − fp32 (pp)": d.text(100, 2),
                      "bf16 vs fp32": verdict(fi, bi, d),
+                     # the smallest true difference this many paired seeds detect (power 0.8), in test images
+                     "detectable (test images)": (round(detectable_difference(d.sd, d.n) * net["arms"]["fp32"][0]["n"], 1)
+                                                  if d.sd is not None else None),
                      "fp32 s/run": round(sum(secs["fp32"]) / len(secs["fp32"]), 1) if secs["fp32"] else None,
                      "bf16 s/run": round(sum(secs["bf16"]) / len(secs["bf16"]), 1) if secs["bf16"] else None})
     return pd.DataFrame(rows)
