@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.arch.blocks import BLOCK_KINDS, BlockConfig, compare_blocks, formula
+from analysis.arch.blocks import BLOCK_KINDS, PAIRINGS, compare_blocks, formula, paired_config, pairing_label, pairings
 from analysis.arch.specs import MAX_WIDTH
 from analysis.core.errors import LensError
 from analysis.core.reporting import csv_bytes
@@ -34,7 +34,14 @@ stride = c[4].selectbox("Stride", [1, 2], key="blocks_stride")
 groups = c[5].number_input(range_label("Groups (ResNeXt)", 1, 1024), 1, 1024, 1, key="blocks_groups")
 
 try:
-    comparison = compare_blocks(int(cin), int(cout), int(width), size, int(stride), int(groups), dims=dims)
+    # Fig. 5 sets a BasicBlock as wide as the bottleneck's 3x3 beside it; the notes keep both at the same channels
+    pairing = st.radio("Pairing", PAIRINGS, format_func=lambda p: pairing_label(p, int(cin), int(cout), int(width)),
+                       horizontal=True, key="blocks_pairing",
+                       help="He et al. 2015, Fig. 5 pairs ResNet-34's block with ResNet-50's bottleneck: similar "
+                            "cost, the bottleneck four times wider. The notes compare both at the same channels.")
+    both = pairings(int(cin), int(cout), int(width), size, int(stride), int(groups), dims=dims)
+    comparison = compare_blocks(int(cin), int(cout), int(width), size, int(stride), int(groups), dims=dims,
+                                pairing=pairing)
 except LensError as exc:
     st.error(str(exc))
 else:
@@ -46,14 +53,17 @@ else:
         Metric("Bottleneck conv weights", fmt_int(bottle["conv weights (residual)"])),
         Metric("BasicBlock / Bottleneck", f"{ratio:.1f}×"),
     ])
-    st.markdown(f"**BasicBlock:** {basic['formula']}  \n**Bottleneck:** {bottle['formula']}")
+    st.markdown(f"**BasicBlock ({basic['channels']}):** {basic['formula']}  \n"
+                f"**Bottleneck ({bottle['channels']}):** {bottle['formula']}")
     table(comparison)
+    st.caption("Both pairings side by side (residual conv weights at these settings):")
+    table(both, formats={"BasicBlock / Bottleneck": "%.3f×"})
     render.show(render.block_bars(comparison), key="blocks_chart")
     st.caption("Linear scales, so bar heights keep their ratios; each bar is labelled with its value and its "
                "multiple of the smallest bar in its panel.")
 
     kind = st.radio("Term by term", BLOCK_KINDS, horizontal=True, key="blocks_kind")
-    cfg = BlockConfig(kind, int(cin), int(cout), int(width), size, int(stride), int(groups), dims)
+    cfg = paired_config(kind, pairing, int(cin), int(cout), int(width), size, int(stride), int(groups), dims)
     terms = cache.block_terms(cfg)
     left, right = st.columns([2, 1])
     table(terms, container=left)

@@ -100,6 +100,30 @@ def test_every_variant_reads_the_same_through_its_graph(name: str, variant: str)
     assert_same(*exported(name, **changes))
 
 
+def test_what_follows_the_add_is_one_record() -> None:
+    """A unit's join.after is what follows its add (BERT's LayerNorm included, a registered op kind) and
+    its post is read off it, for a graph's units and a spec's alike."""
+    from analysis.arch.ops import Flow, Op, make_layer
+    from analysis.core.errors import SpecError
+
+    bert = opened(zoo.Transformer(zoo.PostNormBlock), tokens())
+    assert [u.join.after for u in bert.units] == [(Op(f"ln{j}", "layer_norm", zoo.D, zoo.D, dims=1),)
+                                                  for _ in range(2) for j in (1, 2)]
+    assert [u.post for u in bert.units] == ["layer_norm"] * 4
+    unit = dataclasses.replace(bert.units[0], join=dataclasses.replace(bert.units[0].join, after=()))
+    assert unit.post == "" and unit.as_row()["after"] == ""
+    ours, theirs = exported("cifar_resnet20", activation="bn_after_add")
+    assert [u.post for u in ours.units] == [u.post for u in theirs.units] == ["bn,relu"] * 9
+    assert theirs.units[0].join.after == ours.units[0].join.after == (Op("bn2", "bn", 16, 16), Op("relu", "relu", 16, 16))
+    ln = Op("ln1", "layer_norm", zoo.D, zoo.D)
+    layer = make_layer(ln)
+    assert isinstance(layer, torch.nn.LayerNorm) and layer.normalized_shape == (zoo.D,)
+    assert ln.weight_count == sum(p.numel() for p in layer.parameters()) == 2 * zoo.D
+    assert ln.state_shapes() == [(k, tuple(v.shape)) for k, v in layer.state_dict().items()]
+    with pytest.raises(SpecError, match="no column for a LayerNorm"):  # refused, never under-counted
+        ln.rule.counts(ln, Flow(zoo.D, (zoo.T,)), ln.rule.out(ln, Flow(zoo.D, (zoo.T,))))
+
+
 def test_the_cross_check_can_fail() -> None:
     """A different net through the graph path does not pass for the spec's."""
     ours, _ = exported("cifar_resnet20")

@@ -21,7 +21,7 @@ from tests import downloads
 from tests.test_training_paths_pages import charts
 
 ROOT = Path(__file__).resolve().parent.parent
-UPLOAD_PROGRAM = "Upload a program (.pt2)"
+UPLOAD_PROGRAM = "Upload a program (.pt2 / .onnx)"
 pytestmark = pytest.mark.usefixtures("own_run_store")
 
 

@@ -43,7 +43,7 @@ def test_a_program_needs_its_data_named_before_it_is_read(tmp_path, capsys) -> N
     junk = tmp_path / "junk.pt2"
     junk.write_bytes(b"not a zip")  # never read: the refusal comes first
     assert main(["lesion", "--checkpoint", str(junk), "--out", str(tmp_path / "x.csv")]) == 2
-    assert error_line(capsys) == (f"error: {junk} is a program (.pt2), which carries no metadata to pick its data "
+    assert error_line(capsys) == (f"error: {junk} is a program (.pt2 or .onnx), which carries no metadata to pick its data "
                                   "from: give --data digits, mnist1d, cifar10 or imagefolder")
     assert main(["lesion", "--checkpoint", str(junk), "--data", "digits", "--out", str(tmp_path / "x.csv")]) == 2
     assert "not a complete zip archive" in error_line(capsys)

@@ -291,13 +291,108 @@ def test_net_graph_refuses_unknown_levels_and_depths() -> None:
 
 def test_modules_depth_collapses_paths() -> None:
     net = opened("resnet50")
-    shallow, deep = net_graph(net, "modules", depth=1), net_graph(net, "modules", depth=3)
-    # a unit's own cluster keeps its ops apart from the next unit's, so depth 1 cuts as deep as 2 here
-    assert shallow.number_of_nodes() == net_graph(net, "modules", depth=2).number_of_nodes() < deep.number_of_nodes()
-    assert {"layer1", "layer1@3", "layer1.0.conv1"} <= set(deep) | set(shallow)
-    assert "layer1.0.conv1" in deep and "layer1.0.conv1" not in shallow and "layer1" not in deep
+    shallow, middle, deep = (net_graph(net, "modules", depth=d) for d in (1, 2, 3))
+    # depth 1 folds every bottleneck (owned by layer1.0 ..., two components deep) into its stage: by hand,
+    # the input, the stem's four modules, the four stages, the pool, the net's own flatten and fc
+    assert list(shallow) == [net.inputs[0], "conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
+                             "avgpool", "(net)", "fc"]
+    assert counts(shallow) == (0, 0, 0) and {k for *_, k in shallow.edges(data="kind")} == {"main"}
+    assert sum(d["params"] for _, d in shallow.nodes(data=True)) == net.params  # folded, not dropped
+    # depth 2 keeps the 16 units (owned at depth 2): each its block's node and its add, the 4 projections'
+    # downsample beside them, around the 5 nodes before (input and stem) and the 3 after
+    assert middle.number_of_nodes() == 5 + 16 * 2 + 4 + 3 and counts(middle) == (12, 4, 0)
+    assert {"layer1.0", "layer1.0@2", "layer1.0@add"} <= set(middle)
+    assert "layer1.0.conv1" in deep and "layer1.0.conv1" not in middle and "layer1" not in deep
     # a module called twice is two nodes: a Bottleneck's ReLU after bn1 and after bn2
     assert {"layer1.0.relu", "layer1.0.relu@2"} <= set(deep)
+
+
+def test_a_vit_at_module_depth_1_is_a_handful_of_nodes() -> None:
+    """The example ViT-B/16: its 24 units are owned by blocks.0 … blocks.11 (two components), so depth 1
+    folds them into one blocks node and depth 2 draws each."""
+    from analysis.arch.examples import example_net
+
+    net = example_net("vit_b16")
+    one, two = net_graph(net, "modules", depth=1), net_graph(net, "modules", depth=2)
+    # by hand: the input, the patch embedding, the net's own flatten / class token / positions, the blocks,
+    # the final norm, the net's own class-token select, the head
+    assert list(one) == [net.inputs[0], "patch_embed", "(net)", "blocks", "norm", "(net)@2", "head"]
+    assert counts(one) == (0, 0, 0) and not one.graph["clusters"]
+    assert one.nodes["blocks"]["params"] == 12 * 7_087_872  # per block: 2 LayerNorms, qkv, proj, fc1, fc2
+    # by hand: the same 3 nodes before and 3 after, each block's two units as a node and an add apiece
+    assert two.number_of_nodes() == 3 + 12 * 2 * 2 + 3 and counts(two) == (24, 0, 0)
+    # a unit owned by the net itself stays a unit at every depth; the units inside its branch fold
+    nested = net_graph(net_of(Nested(), torch.zeros(1, zoo.T, zoo.D)), "modules", depth=1)
+    assert counts(nested) == (1, 0, 0) and list(nested.graph["clusters"].values()) == ["(net)"]
+
+
+class _Inner(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(zoo.D, zoo.D)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + torch.tanh(self.fc(h))
+
+
+class _Borrower(nn.Module):
+    """x + fc(inner(x)) with ``inner`` a module registered elsewhere (at depth 1): a unit owned at depth 1
+    inside the branch of this one, owned at depth 2."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.fc = nn.Linear(zoo.D, zoo.D)
+        object.__setattr__(self, "borrowed", inner)  # not a submodule: its ops keep the path "inner"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.fc(self.borrowed(x))
+
+
+class Borrowing(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = _Inner()
+        self.a = nn.Sequential(_Borrower(self.inner))
+        self.head = nn.Linear(zoo.D, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(x + self.a(x))
+
+
+def test_a_unit_kept_inside_a_folded_units_branch_sits_in_its_nearest_kept_holder() -> None:
+    net = net_of(Borrowing().eval(), torch.zeros(1, zoo.D))
+    assert [(u.name, u.parent) for u in net.units] == [("inner", "a.0"), ("a.0", "(net)"), ("(net)", None)]
+    g = net_graph(net, "modules", depth=1)  # a.0 (depth 2) folds into a; inner (depth 1) and (net) stay
+    assert list(g) == [net.inputs[0], "inner", "inner@add", "a", "(net)@add", "head"] and counts(g) == (2, 0, 0)
+    assert clusters_of(g, "inner@add") == ["(net)", "inner"] and clusters_of(g, "a") == ["(net)"]
+
+
+class SequenceFirst(nn.Module):
+    """nn.MultiheadAttention called sequence first, as torch's own encoder layers call it: the batch moves
+    to axis 1 and back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn, self.head = nn.MultiheadAttention(64, 4), nn.Linear(64, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = x.transpose(0, 1)
+        return self.head(x + self.attn(s, s, s, need_weights=False)[0].transpose(0, 1))
+
+
+def test_node_shapes_drop_the_batch_only_where_it_is_axis_0() -> None:
+    from ui.viewer import all_details
+
+    net = net_of(SequenceFirst().eval(), torch.zeros(2, 10, 64))  # a batch of 2, 10 tokens of 64
+    g = net_graph(net, "ops")
+    details = all_details(g)
+    assert details["transpose"]["output shape"] == "10×2×64" and details["transpose"]["input shape"] == "10×64"
+    assert details["linear"]["output shape"] == "10×2×192"
+    assert details["transpose_5"]["output shape"] == "10×64"  # the batch back at axis 0
+    assert details["add"]["output shape"] == "10×64" and details["linear_2"]["output shape"] == "10×3"
+    assert "10×2×64" in to_dot(g)  # the box's label too
+    unit = all_details(net_graph(net, "units"))["(net)"]
+    assert (unit["input shape"], unit["output shape"]) == ("10×64", "10×64")
 
 
 # ----------------------------------------------------------------------------------------- the viewer

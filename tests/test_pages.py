@@ -90,6 +90,16 @@ def test_explorer_models_levels_and_errors():
 def test_blocks_seed_numbers_and_widgets():
     at = page("blocks.py")
     clean(at)
+    # the default is He et al. 2015, Fig. 5: a 64-d BasicBlock beside the 256-d bottleneck of width 64
+    assert at.radio(key="blocks_pairing").value == "fig5"
+    m = metrics(at)
+    assert m["BasicBlock conv weights"] == f"{3 * 3 * 64 * 64 * 2:,}" == "73,728"
+    assert m["Bottleneck conv weights"] == "69,632"
+    md = " ".join(x.value for x in at.markdown)
+    assert "3·3·64·64 + 3·3·64·64 = 73,728" in md
+    # the notes' pairing: both 256-d
+    at.radio(key="blocks_pairing").set_value("notes").run()
+    clean(at)
     m = metrics(at)
     assert m["BasicBlock conv weights"] == "1,179,648"
     assert m["Bottleneck conv weights"] == "69,632"

@@ -36,6 +36,8 @@ def test_blocks_page_in_1d():
     clean(at)
     at.radio(key="blocks_dims").set_value(1).run()
     clean(at)
+    assert metrics(at)["BasicBlock conv weights"] == "24,576"  # Fig. 5's pairing: a 64-d BasicBlock, 3·64·64·2
+    at.radio(key="blocks_pairing").set_value("notes").run()
     m = metrics(at)
     assert m["BasicBlock conv weights"] == "393,216"  # 3·256·256·2
     assert m["Bottleneck conv weights"] == "45,056"  # 256·64 + 3·64·64 + 64·256

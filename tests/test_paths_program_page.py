@@ -20,7 +20,7 @@ from analysis.store.runstore import RunStore
 from tests import downloads
 
 ROOT = Path(__file__).resolve().parent.parent
-UPLOAD_PROGRAM = "Upload a program (.pt2)"
+UPLOAD_PROGRAM = "Upload a program (.pt2 / .onnx)"
 pytestmark = pytest.mark.usefixtures("own_run_store")
 
 

@@ -113,7 +113,7 @@ def test_a_bare_program_needs_its_data_named_and_fitting(tmp_path, capsys) -> No
     shutil.copy(programs.shipped_programs()["mnist1d_transformer"], copy)  # a file, not a shipped name
     out = str(tmp_path / "x.csv")
     assert main(["paths", "--checkpoint", str(copy), "--out", out]) == 2
-    assert error_line(capsys) == (f"error: {copy} is a program (.pt2), which carries no metadata to pick its data "
+    assert error_line(capsys) == (f"error: {copy} is a program (.pt2 or .onnx), which carries no metadata to pick its data "
                                   "from: give --data digits, mnist1d, cifar10 or imagefolder")
     assert main(["paths", "--checkpoint", str(copy), "--data", "digits", "--out", out]) == 2
     assert error_line(capsys) == (f"error: {copy} takes inputs of shape 1×40; the test inputs of digits16 are "

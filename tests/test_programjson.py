@@ -382,9 +382,30 @@ def test_an_op_outside_aten_is_refused_in_one_sentence_and_nothing_is_imported(t
     before = set(sys.modules)
     message = refusal(lambda: read_program(evil, "evil.pt2"))
     assert set(sys.modules) == before
-    # refused by the archive checks load_program shares (graphnet._foreign_text), before the reader's own
+    # refused by the archive checks load_program shares (graphnet.screen), before the reader's own
     assert message.startswith("evil.pt2: its program names") and "an ATen operator" in message
     assert "\n" not in message and message.count(". ") == 0
+
+
+def test_one_walk_finds_both_refusals_and_says_a_symbolic_part_first() -> None:
+    """graphnet.screen, the one walk over a program's JSON: the first foreign text, and a symbolic part
+    wherever it sits (refused first, even after a foreign text was found); a name found plain once is
+    not taken for every other name."""
+    from analysis.arch.graphnet import Screened, screen
+
+    bad = "x=print(1)"
+    nodes = [{"name": "x"}, {"name": "x"}, {"inputs": [{"name": bad}, {"as_int": 3}]}]
+    assert screen({"nodes": nodes}) == Screened(False, bad)
+    assert screen({"graph": {"tensor_values": {"x": {}, bad: {}}}}) == Screened(False, bad)
+    symbolic = [[{"as_expr": {"expr_str": "1"}}]]
+    for doc in ({"nodes": nodes, "tail": symbolic}, {"head": symbolic, "nodes": nodes}):  # met before or after
+        assert screen(doc) == Screened(True, None)
+    assert screen({"range_constraints": {"s0": {}}}).symbolic and not screen({"range_constraints": {}}).symbolic
+    assert screen({"a": [{"guards_code": ["x > 2"]}]}).symbolic and not screen({"as_expr": None}).symbolic
+    assert screen({"target": "torch.ops.aten.add.Tensor", "parameter_name": "layer1.0.weight"}) == Screened(False, None)
+    assert screen({"target": "os.system"}) == Screened(False, "os.system")
+    assert screen({"parameter_name": "a.__class__"}) == Screened(False, "a.__class__")
+    assert screen(7) == Screened(False, None)  # a document that is a bare value holds neither
 
 
 def test_an_aten_op_this_torch_lacks_is_refused(tmp_path: Path) -> None:

@@ -126,7 +126,8 @@ def test_training_curves_one_panel_per_kind_present_one_colour_per_run():
     assert len(colours) == 2  # same depth, two runs, two colours
     assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tickformat == "d"  # epochs 1, 2 — not 1, 1.5, 2
     legend = [t.name for t in fig.data if t.showlegend is not False]
-    assert legend[:2] == ["test error (solid)", "training error (dashed)"] and _legend_above(fig)
+    assert legend[:2] == ["test error (solid)", "running training error (dashed; augmented batches, train mode)"] \
+        and _legend_above(fig)
     both = render.training_curves(runs + [_run("plain", 20, False, 40)])
     assert both.layout.xaxis2.title.text == "epoch — residual nets"
     assert both.layout.yaxis.showticklabels and both.layout.yaxis2.showticklabels  # numbers on both panels

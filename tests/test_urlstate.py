@@ -223,7 +223,7 @@ def test_the_url_follows_every_change_and_drops_other_pages_params():
     at.switch_page("app_pages/blocks.py").run()
     clean(at)
     assert not at.warning
-    assert set(url(at)) == {"cin", "cout", "width", "size", "stride", "groups", "kind", "dims"}
+    assert set(url(at)) == {"cin", "cout", "width", "size", "stride", "groups", "kind", "dims", "pairing"}
     at.number_input(key="blocks_cin").set_value(64).run()
     assert url(at)["cin"] == ["64"]
     # a reload or a shared link: a new session opens the same view from the URL alone

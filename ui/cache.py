@@ -167,10 +167,12 @@ def opened_module(ref: str, input_shape: str, input_dtype: sources.InputDtype) -
 # keyed by its bytes, so sessions uploading one file share it; the sweeps only run it, never change it.
 # It is cut each way that applies (by its units, at its repeated layers) once, here.
 @st.cache_resource(show_spinner="Opening the program…", max_entries=4)
-def program_cuts(blob: bytes, name: str) -> programlesion.Cuts:
-    """An uploaded .pt2 checked, opened with its weights and cut into units and layers where each
+def program_cuts(blob: bytes, name: str, input_shape: str | None = None) -> programlesion.Cuts:
+    """An uploaded .pt2 checked, or an uploaded .onnx converted (at ``input_shape``, '16,1,16,16', where
+    the file leaves sizes free), opened with its weights and cut into units and layers where each
     applies (analysis.experiments.programlesion.cut)."""
-    return programlesion.open_cuts(blob, name)
+    shape = None if input_shape is None else tuple(int(n) for n in input_shape.split(","))
+    return programlesion.open_cuts(blob, name, input_shape=shape)
 
 
 @st.cache_resource(show_spinner="Opening the program…", max_entries=8)

@@ -116,7 +116,7 @@ MODEL_PICKER: dict[str, Kind] = {
     "cblock": "str", "cstem": "str", "clayers": "str", "cwidths": "str", "csize_*": "int", "cchan": "int",
     "cdims": "int", "csize1d_*": "int", "cchan1d": "int", "cbias": "bool", "cdown": "str",
     "cclasses": "int", "cshortcut": "str", "cgroups": "int", "cwpg": "int", "cstride": "str", "cplain": "bool",
-    "cpreact": "bool",
+    "cpreact": "bool", "head": "str", "chead": "str",
     # He et al. 2016 variants (ui.widgets.variant_picker)
     "variant": "str", "lambda": "float", "scale_residual": "bool", "gate_bias": "float", "dropout": "float",
     "activation": "str",
@@ -132,7 +132,8 @@ REGISTRY: dict[str, PageParams] = {
                                          "seed_padding": "int", "seed_stride": "int", "seed_shortcut": "bool",
                                          "seed_length": "int"}),
     "blocks": PageParams("blocks_", {"cin": "int", "cout": "int", "width": "int", "size": "int", "stride": "int",
-                                     "groups": "int", "kind": "str", "dims": "int", "size1d": "int"}),
+                                     "groups": "int", "kind": "str", "dims": "int", "size1d": "int",
+                                     "pairing": "str"}),
     "depth": PageParams("depth_", {"family": "str", "models_*": "strs", "stride": "str", "your_models": "strs",
                                    "your_paths": "str", "your_modules": "strs", "your_shape": "str",
                                    "your_examples": "strs", "your_onnx_shape": "str"}),

@@ -9,7 +9,7 @@ from typing import Any, Literal, overload
 import pandas as pd
 import streamlit as st
 
-from analysis.arch.blockplan import small_input_note
+from analysis.arch.blockplan import head_choice, small_input_note
 from analysis.arch.examples import EXAMPLES
 from analysis.arch.graphnet import GraphNet
 from analysis.arch.sources import INPUT_DTYPES, MODULES_ENV, net_file, trusted_modules
@@ -18,6 +18,8 @@ from analysis.arch.specs import (
     ACTIVATIONS,
     BLOCK_TYPES,
     DOWNSAMPLINGS,
+    EXPANSION,
+    HEADS,
     MAX_CHANNELS,
     MAX_CLASSES,
     MAX_GATE_BIAS,
@@ -328,6 +330,8 @@ def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: 
         return None
     plain: bool | None = None
     try:
+        if programs and programlesion.is_program(up.name):  # a program or ONNX model here: read as one
+            return _uploaded_program(box, key, up, plain_program)
         ck = cache.checkpoint_from_bytes(up.getvalue(), up.name)
         return Picked("uploaded", up.name, _untold(box, key, up, ck, plain))
     except AmbiguousCheckpointError:
@@ -351,7 +355,7 @@ def checkpoint_picker(key: str, container: Any = None, default: str = "shipped: 
         return None
 
 
-UPLOAD_PROGRAM = "Upload a program (.pt2)"
+UPLOAD_PROGRAM = "Upload a program (.pt2 / .onnx)"
 PROGRAM_DATA = {"digits": "embedded digits", "mnist1d": "MNIST-1D (embedded sequences)",
                 "cifar10": "CIFAR-10 (local path)", "imagefolder": "ImageFolder (local path)"}
 
@@ -395,10 +399,11 @@ def program_labels(taken: dict[str, Any]) -> dict[str, str]:
 
 
 def program_picker(box: Any, key: str, shipped: str | None, plain: str | None = None) -> PickedProgram | None:
-    """A shipped program (its path) or, for None, an uploaded .pt2, opened with its weights (cached
-    per content, never mutated: ui.cache) and cut into units and layers where each applies; a bad file
-    is said in one sentence. ``plain`` given: a program without residual units is not picked, and
-    '<label> <plain>' is said instead."""
+    """A shipped program (its path) or, for None, an uploaded .pt2 or .onnx, opened with its weights
+    (cached per content, never mutated: ui.cache) and cut into units and layers where each applies; an
+    ONNX model is converted to a program first (a free batch is fixed by the sweeps, other free sizes
+    by the input shape typed here); a bad file is said in one sentence. ``plain`` given: a program
+    without residual units is not picked, and '<label> <plain>' is said instead."""
     from pathlib import Path
 
     from ui import cache
@@ -408,19 +413,48 @@ def program_picker(box: Any, key: str, shipped: str | None, plain: str | None = 
             path = Path(shipped)
             key_, cuts, own, meta = cache.shipped_program(str(path), path.stat().st_mtime)
             return _unless_plain(box, PickedProgram("shipped", path.stem, key_, cuts, own, meta), plain)
-        up = box.file_uploader("Program (.pt2, with its weights)", key=f"{key}_program_upload",
-                               help="A torch.export program saved with torch.export.save: its graph and weights. "
-                                    "The lesion sweeps run it cut at its residual units or its repeated layers.")
+        up = box.file_uploader("Program (.pt2 with its weights, or an ONNX model .onnx)", key=f"{key}_program_upload",
+                               help="A torch.export program saved with torch.export.save (its graph and weights), or "
+                                    "an ONNX model, converted here (read, never run). The lesion sweeps run it cut "
+                                    "at its residual units or its repeated layers.")
         if up is None:
-            box.info("Upload a .pt2 saved by torch.export.save (the README's 'Your own net' shows how); its "
-                     "residual units are deleted and reordered as a ResNet's blocks are.")
+            box.info("Upload a .pt2 saved by torch.export.save or an .onnx model (the README's 'Your own net' shows "
+                     "how); its residual units are deleted and reordered as a ResNet's blocks are.")
             return None
-        blob = up.getvalue()
-        picked = PickedProgram("uploaded", up.name, programlesion.program_key(blob), cache.program_cuts(blob, up.name))
-        return _unless_plain(box, picked, plain)
+        return _uploaded_program(box, key, up, plain)
     except (LensError, OSError) as exc:
         error_box(exc)
         return None
+
+
+def _uploaded_program(box: Any, key: str, up: Any, plain: str | None) -> PickedProgram | None:
+    """An uploaded .pt2 or .onnx (``up``, a file_uploader's file) opened and cut (see
+    :func:`program_picker`); LensError and OSError are the caller's to say."""
+    from ui import cache
+
+    blob = up.getvalue()
+    shape = _program_shape(box, key, up.name)
+    if shape is None:
+        picked = PickedProgram("uploaded", up.name, programlesion.program_key(blob), cache.program_cuts(blob, up.name))
+    else:  # the same file at another input shape is another program: its results are kept apart
+        picked = PickedProgram("uploaded", up.name, f"{programlesion.program_key(blob)}@input={shape}",
+                               cache.program_cuts(blob, up.name, shape))
+    return _unless_plain(box, picked, plain)
+
+
+def _program_shape(box: Any, key: str, name: str) -> str | None:
+    """The input shape typed for an uploaded ONNX model whose sizes are free (a .pt2's are fixed when
+    exported, so only an ONNX file asks), normalised ('1, 3,32,32' -> '1,3,32,32'); None: the file's own."""
+    if not programlesion.is_onnx(name):
+        return None
+    from analysis.arch.sources import parse_shape
+
+    text = str(box.text_input("Input shape (ONNX, where the file leaves sizes free)", "",
+                              key=f"{key}_program_onnx_shape", placeholder="the file's own, e.g. 16,1,16,16",
+                              help="Whole numbers separated by commas, batch first: the sweeps run the model in "
+                                   f"pieces of this batch. A free batch alone is read as {programlesion.ONNX_BATCH}."))
+    text = text.strip()
+    return ",".join(map(str, parse_shape(text))) if text else None
 
 
 def _unless_plain(box: Any, p: PickedProgram, plain: str | None) -> PickedProgram | None:
@@ -623,6 +657,10 @@ def _spec_picker(key: str, source: str, default: str) -> ResNetSpec | None:
                                      key=f"{key}_stride")
             plain = sb.checkbox("Plain twin (no shortcuts)", key=f"{key}_plain")
             preact = sb.checkbox("Pre-activation variant", key=f"{key}_preact")
+            head = HEADS[0]
+            if base.family == "vdcnn":  # Conneau et al. 2017's own head (k-max pooling, fc 2048 x 2), or ours
+                head = choice(sb.radio("Head", HEADS, key=f"{key}_head", format_func=lambda h: head_choice(
+                    h, base.out_channels[-1], base.num_classes)), HEADS, "head")
             # one size widget per model: switching model restores that model's own input size (a
             # CIFAR net keeps 32 px after resnet50's 224) unless the user changed it for that model
             # Streamlit forgets a widget's value when it is not drawn, so the user's sizes live here
@@ -632,6 +670,7 @@ def _spec_picker(key: str, source: str, default: str) -> ResNetSpec | None:
             sizes[name] = size
             spec = get_spec(name, plain=plain, preact=preact, shortcut=shortcut, input_size=int(size),
                             stride_on=stride_on).replace(**variant_picker(key, residual=not plain, preact=preact))
+            spec = spec.with_head(head) if head != HEADS[0] else spec
             small_input_warning(spec)
             return spec
         dims = int(sb.radio("Dimensions", (2, 1), format_func=DIMS_HELP.__getitem__, key=f"{key}_cdims",
@@ -673,12 +712,16 @@ def _spec_picker(key: str, source: str, default: str) -> ResNetSpec | None:
                                 help="Every block conv and the stem conv carry a bias (the notes' Conv1d block, VDCNN)")
         downsampling = choice(d2.selectbox("Downsampling", DOWNSAMPLINGS, format_func=DOWNSAMPLING_HELP.__getitem__,
                                            key=f"{key}_cdown"), DOWNSAMPLINGS, "downsampling")
+        head = HEADS[0]
+        if dims == 1:  # VDCNN's k-max head pools along the sequence (Conneau et al. 2017), or ours
+            head = choice(sb.radio("Head", HEADS, key=f"{key}_chead", format_func=lambda h: head_choice(
+                h, widths[-1] * EXPANSION[block], int(classes))), HEADS, "head")
         spec = custom_spec(block=block, layers=layers, widths=widths, input_size=int(size),
                            dims=dims, conv_bias=conv_bias, downsampling=downsampling,
                            in_channels=int(chans), num_classes=int(classes), stem=stem,
                            shortcut=shortcut, residual=not plain, preact=preact, groups=groups,
                            width_per_group=wpg, stride_on=choice(stride_on, STRIDE_PLACEMENTS, "stride_on"),
-                           ).replace(**variant_picker(key, residual=not plain, preact=preact))
+                           head=head).replace(**variant_picker(key, residual=not plain, preact=preact))
         small_input_warning(spec)
         return spec
     except LensError as exc:

@@ -34,9 +34,12 @@ from torch import Tensor
 from analysis.arch.ops import Flow, Op, flow
 from analysis.arch.specs import (
     EXPANSION,
+    KMAX_FC,
+    KMAX_K,
     Activation,
     BlockType,
     Downsampling,
+    Head,
     ResNetSpec,
     ShortcutOption,
     ShortcutVariant,
@@ -115,6 +118,8 @@ class Join:
     @property
     def label(self) -> str:
         """The add node's label: '+', or the weighted sum (He et al. 2016, Fig. 2)."""
+        if self.dropout and self.shortcut.kind == "const":  # the paper's: kept values not rescaled
+            return f"{self.shortcut.label('s')} + F (s dropped {self.dropout:.0%} in training, not rescaled)"
         if self.dropout:
             return f"+ (s dropped {self.dropout:.0%} in training)"
         if self.shortcut.kind == self.branch.kind == "one":
@@ -151,6 +156,11 @@ def variant_join(variant: ShortcutVariant, after: tuple[Op, ...], *, scale: floa
         return Join(Coef("one_minus_gate"), Coef(), after=after)
     if variant == "dropout":
         return Join(dropout=dropout, after=after)
+    if variant == "dropout_paper":
+        # mask * s(x), not rescaled (He et al. 2016, Fig. 2f: E = (1 - p) s(x)), written as (1 - p) times the
+        # inverted dropout: mask * s / (1 - p) * (1 - p) in training, (1 - p) s(x) at test time, so both
+        # modes have the same expectation and the eval-mode join is constant scaling by 1 - p
+        return Join(Coef("const", 1 - dropout), dropout=dropout, after=after)
     return Join(after=after)
 
 
@@ -404,7 +414,7 @@ class NetPlan:
         to the features, not to the classifier."""
         ops: list[Op] = []
         for op in self.head:
-            if op.kind in ("avgpool", "fc"):
+            if op.kind in ("avgpool", "kmax", "fc"):
                 break
             ops.append(op)
         return tuple(ops)
@@ -474,14 +484,40 @@ def stem_of(stem: StemType, cin: int, width: int, *, dims: int = 2, bias: bool =
 
 def head_ops(spec: ResNetSpec, cout: int) -> tuple[Op, ...]:
     """The head of ``spec`` on ``cout`` features (see :func:`head_of`)."""
-    return head_of(cout, spec.num_classes, preact=spec.preact, dims=spec.dims)
+    return head_of(cout, spec.num_classes, preact=spec.preact, dims=spec.dims, head=spec.head)
 
 
-def head_of(cout: int, classes: int, *, preact: bool = False, dims: int = 2) -> tuple[Op, ...]:
+def head_of(cout: int, classes: int, *, preact: bool = False, dims: int = 2, head: Head = "gap") -> tuple[Op, ...]:
     """Full pre-activation nets end with BN + ReLU (He et al. 2016, Fig. 4e: the last block leaves
-    its sum un-normalised); every net then pools globally and classifies with a biased fc."""
+    its sum un-normalised); every net then pools globally and classifies with a biased fc, or
+    (``head="kmax"``, Conneau et al. 2017, Sec. 3) k-max pools (k = 8) and classifies with fc 2048, ReLU,
+    fc 2048, ReLU, fc: the last fc keeps the name ``fc``, so the classifier is ``fc`` either way."""
     final = (Op("bn_final", "bn", cout, cout, dims=dims), Op("relu", "relu", cout, cout, dims=dims)) if preact else ()
+    if head == "kmax":
+        relu = Op("relu", "relu", KMAX_FC, KMAX_FC, dims=dims)
+        return final + (Op("kmax", "kmax", cout, cout * KMAX_K, kernel=KMAX_K, dims=dims),
+                        Op("fc1", "fc", cout * KMAX_K, KMAX_FC, bias=True, dims=dims), relu,
+                        Op("fc2", "fc", KMAX_FC, KMAX_FC, bias=True, dims=dims), relu,
+                        Op("fc", "fc", KMAX_FC, classes, bias=True, dims=dims))
     return final + (Op("avgpool", "avgpool", cout, cout, dims=dims), Op("fc", "fc", cout, classes, bias=True, dims=dims))
+
+
+def head_difference(cout: int, classes: int) -> int:
+    """Parameters the paper's k-max head (k-max pooling + fc 2048 + fc 2048 + fc) has beyond the global
+    pooling head (+ one fc) on ``cout`` features for ``classes`` classes: read off the two heads' ops
+    (neither depends on the sequence length, so no length is needed)."""
+    def params(head: Head) -> int:
+        return sum(op.weight_count for op in head_of(cout, classes, dims=1, head=head))
+
+    return params("kmax") - params("gap")
+
+
+def head_choice(head: Head, cout: int, classes: int) -> str:
+    """A head as a picker offers it, the global pooling head labelled with what it leaves out of the
+    paper's (its parameter difference, computed)."""
+    if head == "kmax":
+        return f"the paper's: {KMAX_K}-max pool, fc {KMAX_FC:,}, fc {KMAX_FC:,}, fc (Conneau et al. 2017)"
+    return f"ours: global avg pool, fc ({head_difference(cout, classes):,} parameters fewer than the paper's)"
 
 
 def net_plan(spec: ResNetSpec) -> NetPlan:

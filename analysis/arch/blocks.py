@@ -1,24 +1,30 @@
 """BasicBlock vs Bottleneck (vs pre-activation): weights and MACs term by term.
 
-At 256 channels in and out (He et al. 2015, Fig. 5) a BasicBlock holds 3*3*256*256*2 = 1,179,648
-conv weights, a Bottleneck of width 64 holds 1*1*256*64 + 3*3*64*64 + 1*1*64*256 = 69,632. Their
-Conv1d versions (``dims=1``: 3-wide kernels over C x L) hold 3*256*256*2 = 393,216 and
-256*64 + 3*64*64 + 64*256 = 45,056; MACs are weights times the output length instead of H x W.
+Two pairings. He et al. 2015, Fig. 5 sets a 64-d BasicBlock (two 3x3 convs, 64 channels: 3*3*64*64*2 =
+73,728 conv weights; ResNet-34's block) beside a 256-d Bottleneck of width 64 (1*1*256*64 + 3*3*64*64 +
+1*1*64*256 = 69,632; ResNet-50's): similar cost, the bottleneck 4x wider. The notes set both at 256
+channels in and out, where the BasicBlock holds 3*3*256*256*2 = 1,179,648. Their Conv1d versions
+(``dims=1``: 3-wide kernels over C x L) hold 3*256*256*2 = 393,216 and 256*64 + 3*64*64 + 64*256 =
+45,056; MACs are weights times the output length instead of H x W.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pandas as pd
 
 from analysis.arch.blockplan import BlockPlan, make_plan
 from analysis.arch.costs import exact_column, exact_sum, plan_table
-from analysis.arch.specs import MAX_INPUT_SIZE, MAX_SEQUENCE_LENGTH, MAX_WIDTH, BlockType, as_int
+from analysis.arch.specs import MAX_INPUT_SIZE, MAX_SEQUENCE_LENGTH, MAX_WIDTH, BlockType, as_int, choice
 from analysis.core.errors import SpecError
 
 BLOCK_KINDS = ("basic", "bottleneck", "preact_basic", "preact_bottleneck")
+# Which BasicBlock stands beside the bottleneck: Fig. 5's (as wide as the bottleneck's 3x3, the block
+# ResNet-34 has where ResNet-50 has the bottleneck) or the notes' (the bottleneck's own input and output)
+Pairing = Literal["fig5", "notes"]
+PAIRINGS: tuple[Pairing, ...] = get_args(Pairing)
 _PATHS = {"main": "residual", "shortcut": "projection shortcut"}  # the tracer's paths, as the page says them
 
 # (field, what the page calls it, largest value): channels as wide as a spec's widest stage, the
@@ -116,15 +122,63 @@ def formula(df: pd.DataFrame, path: str = "residual") -> str:
     return " + ".join(convs["formula"]) + f" = {exact_sum(convs['weights']):,}"
 
 
+def paired_config(kind: str, pairing: str, cin: int = 256, cout: int = 256, width: int = 64, size: int = 56,
+                  stride: int = 1, groups: int = 1, dims: int = 2) -> BlockConfig:
+    """The block ``kind`` as ``pairing`` sets it beside the others: the notes' keeps every kind at ``cin``
+    -> ``cout``; the paper's Fig. 5 gives the BasicBlocks (and their pre-activation versions) the
+    bottleneck's width in and out (``width`` -> ``width``: 64-d beside the 256-d bottleneck of width 64).
+    Raises ``SpecError`` for an unknown pairing or a block out of range."""
+    pairing = choice(pairing, PAIRINGS, "pairing")
+    if pairing == "fig5" and kind.endswith("basic"):
+        cin = cout = width
+    return BlockConfig(kind, cin, cout, width, size, stride, groups, dims)
+
+
+def channels(cfg: BlockConfig) -> str:
+    """'256-d' (in = out) or '64→256'."""
+    return f"{cfg.cin}-d" if cfg.cin == cfg.cout else f"{cfg.cin}→{cfg.cout}"
+
+
+def pairing_label(pairing: str, cin: int = 256, cout: int = 256, width: int = 64) -> str:
+    """The pairing in words with its channels: "the paper's Fig. 5 (64-d BasicBlock, 256-d bottleneck)"."""
+    basic = paired_config("basic", pairing, cin, cout, width)
+    bottleneck = paired_config("bottleneck", pairing, cin, cout, width)
+    if pairing == "notes":
+        return f"the notes' (both {channels(bottleneck)})"
+    return f"the paper's Fig. 5 ({channels(basic)} BasicBlock, {channels(bottleneck)} bottleneck)"
+
+
+def pairings(cin: int = 256, cout: int = 256, width: int = 64, size: int = 56, stride: int = 1, groups: int = 1,
+             dims: int = 2) -> pd.DataFrame:
+    """Both pairings side by side: each one's BasicBlock and Bottleneck, their residual conv weights and
+    the ratio (Fig. 5 at the defaults: 73,728 vs 69,632; the notes': 1,179,648 vs 69,632)."""
+    rows = []
+    for pairing in PAIRINGS:
+        cfg = {k: paired_config(k, pairing, cin, cout, width, size, stride, groups, dims)
+               for k in ("basic", "bottleneck")}
+        w = {k: exact_sum(t.loc[t["path"] == "residual", "weights"]) for k, t in
+             ((k, block_terms(c)) for k, c in cfg.items())}
+        rows.append({"pairing": pairing_label(pairing, cin, cout, width), "BasicBlock": channels(cfg["basic"]),
+                     "BasicBlock conv weights": w["basic"], "Bottleneck": channels(cfg["bottleneck"]),
+                     "Bottleneck conv weights": w["bottleneck"],
+                     "BasicBlock / Bottleneck": w["basic"] / w["bottleneck"]})
+    table = pd.DataFrame(rows)
+    for c in ("BasicBlock conv weights", "Bottleneck conv weights"):
+        table[c] = exact_column(table[c].tolist())
+    return table
+
+
 def compare_blocks(cin: int = 256, cout: int = 256, width: int = 64, size: int = 56,
-                   stride: int = 1, groups: int = 1, dims: int = 2) -> pd.DataFrame:
-    """Totals for all four block kinds side by side (``dims=1``: their Conv1d versions)."""
+                   stride: int = 1, groups: int = 1, dims: int = 2, pairing: str = "notes") -> pd.DataFrame:
+    """Totals for all four block kinds side by side (``dims=1``: their Conv1d versions), each at the
+    channels ``pairing`` gives it (:func:`paired_config`; the notes': all at ``cin`` -> ``cout``)."""
     out = []
     for kind in BLOCK_KINDS:
-        df = block_terms(BlockConfig(kind, cin, cout, width, size, stride, groups, dims))
+        cfg = paired_config(kind, pairing, cin, cout, width, size, stride, groups, dims)
+        df = block_terms(cfg)
         res = df[df["path"] == "residual"]
         out.append({
-            "block": kind, "conv weights (residual)": exact_sum(res["weights"]),
+            "block": kind, "channels": channels(cfg), "conv weights (residual)": exact_sum(res["weights"]),
             "BN parameters": exact_sum(df["bn_params"]),
             "shortcut weights": exact_sum(df.loc[df["path"] != "residual", "weights"]),
             "total parameters": exact_sum(df["weights"]) + exact_sum(df["bn_params"]),

@@ -173,7 +173,8 @@ def layer_table(spec: ResNetSpec) -> pd.DataFrame:
     FLOPs here count every floating-point operation of inference: 2 per MAC (multiply + add), 1 per
     fc bias add, 2 per BatchNorm element (eval-mode BN folds to one scale and one shift), 1 per ReLU
     element, 1 per residual-add element, k*k-1 (2-D) or k-1 (1-D) comparisons per max-pool output and 1 add per
-    average-pool input element; for He et al. 2016's variants, 1 per sigmoid element of a gate and 1
+    average-pool input element, k*L - k*(k+1)/2 comparisons per channel for k-max pooling over L samples
+    (:func:`kmax_comparisons`); for He et al. 2016's variants, 1 per sigmoid element of a gate and 1
     per elementwise multiply or subtraction of the join (lambda * s, 1 - g, (1 - g) * s, g * F).
 
     The count columns (:data:`COUNT_COLUMNS`) hold Python ints (object dtype): sums are exact.
@@ -187,15 +188,26 @@ def _with_flops(rows: list[dict[str, Any]]) -> pd.DataFrame:
     cols["flops_bn"] = [2 * n for n in cols["bn_elems"]]
     cols["flops_relu"] = list(cols["relu_elems"])
     # a k-wide max pool compares k - 1 times per output, a k x k one k*k - 1 times
-    cols["flops_pool"] = [out * (k ** (len(shape) - 1) - 1) if op == "maxpool" else n for op, n, out, k, shape in
+    cols["flops_pool"] = [out * (k ** (len(shape) - 1) - 1) if op == "maxpool"
+                          else kmax_comparisons(n_in, out, k) if op == "kmax" else n
+                          for op, n, out, k, shape, n_in in
                           zip(cols["op"], cols["pool_in_elems"], cols["pool_out_elems"], cols["kernel"],
-                              cols["out_shape"], strict=True)]
+                              cols["out_shape"], cols["in_elems"], strict=True)]
     cols["flops_add"] = list(cols["add_elems"])
     cols["flops_gate"] = [sg + mu for sg, mu in zip(cols["sigmoid_elems"], cols["mul_elems"], strict=True)]
     cols["flops"] = [2 * m + b + bn + r + p + a + gt for m, b, bn, r, p, a, gt in
                      zip(cols["macs"], cols["bias_adds"], cols["flops_bn"], cols["flops_relu"],
                          cols["flops_pool"], cols["flops_add"], cols["flops_gate"], strict=True)]
     return pd.DataFrame({c: exact_column(v) if c in COUNT_COLUMNS else v for c, v in cols.items()})
+
+
+def kmax_comparisons(in_elems: int, out_elems: int, k: int) -> int:
+    """Our FLOP convention for k-max pooling of C channels of L samples (``in_elems`` = C*L, ``out_elems``
+    = C*k): the comparisons of k successive maxima, the j-th over the L - j + 1 values left, L - j
+    comparisons; k*L - k*(k+1)/2 per channel (k = 1: a global max pool's L - 1), exact in integers.
+    What an implementation spends (a sort, a heap) differs; the hook counters count none."""
+    channels = out_elems // k
+    return k * in_elems - channels * k * (k + 1) // 2
 
 
 class _PlanTracer(_Tracer):
@@ -258,7 +270,10 @@ class Totals:
 
 def totals(spec: ResNetSpec, table: pd.DataFrame | None = None) -> Totals:
     df = layer_table(spec) if table is None else table
-    features = df.loc[~df["op"].isin(["avgpool", "fc"])]  # the global pool makes the field "everything"
+    # the rows before the head's pooling: the global (or k-max) pool makes the field "everything"
+    ops = df["op"].tolist()
+    pool = next((i for i, op in enumerate(ops) if op in ("avgpool", "kmax")), len(ops))
+    features = df.iloc[:pool]
     return Totals(
         params=exact_sum(df["params"]),
         macs=exact_sum(df["macs"]),

@@ -12,6 +12,8 @@ from analysis.arch.reference import PAPER_TABLE1_GFLOPS, PAPER_TABLE6, TORCHVISI
 from analysis.arch.specs import (
     CIFAR_DEPTHS,
     IMAGENET_DEPTHS,
+    KMAX_FC,
+    KMAX_K,
     MODELS,
     STRIDE_PLACEMENTS,
     VDCNN_LAYERS,
@@ -79,6 +81,14 @@ def _stage_cell(plan: NetPlan, i: int) -> str:
     return "".join(_pool_cell(op) for op in pools) + cell
 
 
+def _head_cell(spec: ResNetSpec) -> str:
+    """The head row: the paper's 'average pool, 1000-d fc, softmax', or VDCNN's k-max head (Conneau et al.
+    2017, Sec. 3: '8-max pool, 2048-d fc, 2048-d fc, 4-d fc, softmax')."""
+    if spec.head == "kmax":
+        return f"{KMAX_K}-max pool, {KMAX_FC}-d fc, {KMAX_FC}-d fc, {spec.num_classes}-d fc, softmax"
+    return f"average pool, {spec.num_classes}-d fc, softmax"
+
+
 def table1(specs: list[ResNetSpec]) -> pd.DataFrame:
     """The layout of He et al. 2015 Table 1 for any list of specs sharing a stage count and a
     dimensionality (output sizes are H×W in 2-D, lengths in 1-D)."""
@@ -100,7 +110,7 @@ def table1(specs: list[ResNetSpec]) -> pd.DataFrame:
         rows.append({"layer": f"conv{i + 2}_x", "output size": _size(shapes[f"layer{i + 1}"]),
                      **{k: _stage_cell(p, i) for k, p in plans.items()}})
     rows.append({"layer": "head", "output size": "×".join(["1"] * specs[0].dims),
-                 **{s.name: f"average pool, {s.num_classes}-d fc, softmax" for s in specs}})
+                 **{s.name: _head_cell(s) for s in specs}})
     # the paper's unit, unless every net is so small (MNIST-1D's, a few million) that it would read 0.00x
     macs = {s.name: totals(s).macs for s in specs}
     scale, unit = (1e9, "10⁹") if max(macs.values()) >= 1e8 else (1e6, "10⁶")

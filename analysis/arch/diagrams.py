@@ -60,6 +60,7 @@ NODE_STYLE: dict[str, dict[str, str]] = {
     "sigmoid": _THIN,
     "maxpool": _BOX,
     "avgpool": _BOX,
+    "kmax": _BOX,
     "fc": _ROUNDED,
     "block": _ROUNDED,
     "stage": _ROUNDED,
@@ -558,6 +559,8 @@ class _Flow:
             names = list(dict.fromkeys(u for u, _ in net.edges if u not in self.rows))
         # input_shapes always hold the batch axis (analysis.arch.graphnet.GraphNet)
         self.input_shapes = {n: tuple(s[1:]) for n, s in zip(names, net.input_shapes, strict=False)}
+        # the example's batch, where the rows' shapes carry it (a spec's rows leave it out)
+        self.batch = int(net.input_shapes[0][0]) if net.batched and net.input_shapes and net.input_shapes[0] else None
         self.inputs = names
         self.graph = nx.DiGraph()
         self.graph.add_nodes_from(names)
@@ -575,6 +578,18 @@ class _Flow:
         row = self.rows.get(nid)
         shape = tuple(int(v) for v in row["out_shape"]) if row is not None else ()
         return shape[1:] if self.net.batched and shape else shape
+
+    def drawn(self, nid: str) -> tuple[int, ...]:
+        """The node's output shape as a reader is shown it: without the batch axis where its axis 0 is
+        the example's batch (1×64×56×56 is drawn 64×56×56), whole where an op moved the batch elsewhere
+        (attention's sequence-first (L, N, E): 10×2×64 for a batch of 2 stays 10×2×64)."""
+        if nid in self.input_shapes:
+            return self.input_shapes[nid]
+        row = self.rows.get(nid)
+        shape = tuple(int(v) for v in row["out_shape"]) if row is not None else ()
+        if self.net.batched and shape and (self.batch is None or shape[0] == self.batch):
+            return shape[1:]  # (a net that names no input shape: axis 0 is taken for the batch, as before)
+        return shape
 
     def params(self, nids: Iterable[str]) -> int:
         return sum(int(self.rows[n]["params"]) for n in nids if n in self.rows)
@@ -689,6 +704,28 @@ def _cut(module: str, depth: int | None) -> str:
     return ".".join(module.split(".")[:depth]) if depth is not None and module else module
 
 
+def _owner_depth(owner: str) -> int:
+    """A module path's depth in components: '' (the net itself) 0, 'blocks.3' 2."""
+    return len(owner.split(".")) if owner else 0
+
+
+def _kept(spans: list[UnitSpan], depth: int) -> list[UnitSpan]:
+    """The units drawn as units when modules are cut at ``depth``: those owned at that depth or above;
+    a deeper unit is folded into its module's node (it is inside the cut). Each kept unit's parent is
+    its nearest kept holder."""
+    by_name = {s.name: s for s in spans}
+    keep = {s.name for s in spans if _owner_depth(s.unit.owner) <= depth}
+    out = []
+    for s in spans:
+        if s.name not in keep:
+            continue
+        parent = s.parent
+        while parent is not None and parent not in keep:
+            parent = by_name[parent].parent
+        out.append(s if parent == s.parent else UnitSpan(**{**s.__dict__, "parent": parent}))
+    return out
+
+
 def _distinct(values: Iterable[str]) -> list[str]:
     return [v for v in dict.fromkeys(values) if v]
 
@@ -712,10 +749,12 @@ def net_graph(net: GraphNet, level: str = "units", depth: int | None = None) -> 
       cluster with its inner units drawn inside it. 35 nodes for a ResNet-34 (input, stem, 16 units and
       their adds, head), 51 for a 12-block ViT.
     - ``"modules"``: ops grouped by module path cut at ``depth`` components (``None``: the full path),
-      a module called twice two nodes (``<path>@2``), each unit's add its own node, each unit a cluster.
+      a module called twice two nodes (``<path>@2``), each unit's add its own node, each unit a cluster;
+      a unit owned deeper than ``depth`` (a ViT's ``blocks.3`` at depth 1) is folded into its module's
+      node, add and shortcut included, so depth 1 of a 12-block ViT is a handful of nodes.
     - ``"ops"``: every compute node, ids as the source names them (a program's fx names).
 
-    At every level each placed unit has one shortcut edge into its add: from its input, or along its
+    At every level each placed unit (drawn, not folded) has one shortcut edge into its add: from its input, or along its
     shortcut's own nodes where they are drawn apart from the branch; its kind (identity, projection,
     pad) is the unit's, so :func:`shortcut_edges` counts a net's units by kind. The units of one module
     (a transformer block's two) sit in a cluster named after it. ``g.graph["unplaced"]`` lists units the
@@ -726,6 +765,8 @@ def net_graph(net: GraphNet, level: str = "units", depth: int | None = None) -> 
         raise ConfigError(f"module depth must be 1 or more path components, got {depth}")
     f = _Flow(net)
     spans, lost = _spans(f)
+    if level == "modules" and depth is not None:
+        spans = _kept(spans, depth)  # units inside a cut module are folded into its node
     by_name = {s.name: s for s in spans}
     children: dict[str | None, list[UnitSpan]] = {}
     for s in spans:
@@ -834,22 +875,22 @@ def net_graph(net: GraphNet, level: str = "units", depth: int | None = None) -> 
             costed = []
         cost = {m: sum(int(r[m]) for r in costed) for m in ("params", "macs", "flops")}
         outside = [p for p in f.graph.predecessors(ms[0]) if disp.get(p) != nid]
-        in_shape = f.shape(outside[0]) if outside else ()
-        out_shape = f.shape(ms[-1])
+        in_shape = f.drawn(outside[0]) if outside else ()
+        out_shape = f.drawn(ms[-1])
         ops = [str(r["op"]) for r in rows]
         modules = _distinct(str(r["module"]) for r in rows)
         attrs: dict[str, Any] = {"kind": kind, "module": modules[0] if len(modules) == 1 else "", "ops": len(rows)}
         if kind == "input":
             op, label = "stage", ["input" if len(f.inputs) <= 1 else f"input {nid}"]
-            out_shape = f.shape(nid)
+            out_shape = f.drawn(nid)
         elif kind == "join":
             span = _spanned(span, nid)
             op, label = "add", [span.unit.join.label]
             attrs |= {"module": span.unit.owner, "unit": span.name, "shortcut": span.unit.shortcut}
         elif kind == "unit":
             span = _spanned(span, nid)
-            in_shape, out_shape = tuple(span.unit.in_shape), tuple(span.unit.out_shape)
-            down = in_shape != out_shape
+            in_shape, out_shape = f.drawn(span.x), f.drawn(span.add)  # the unit's x and sum, as drawn
+            down = tuple(span.unit.in_shape) != tuple(span.unit.out_shape)
             op, label = "block", [span.name + (" ↓" if down else "")]
             attrs |= {"module": span.unit.owner, "unit": span.name, "shortcut": span.unit.shortcut,
                       "downsample": down, "ops": len(span.body) + len(span.tail)}

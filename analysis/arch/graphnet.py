@@ -120,46 +120,78 @@ def plain_name(text: str) -> bool:
     return bool(NAME.fullmatch(text)) and not keyword.iskeyword(text)
 
 
-def _foreign_text(doc: object) -> str | None:
-    """The first text in a program's JSON that torch.export.load would paste into the Python source of
-    the program's GraphModule or resolve as an attribute path, and that is not what torch writes there:
-    node and argument names must be identifiers, targets ATen ops, module and parameter paths dotted
-    names without dunders. None when all are (a review found ``x=print(...)`` as a name ran on load)."""
-    todo = [doc]
-    while todo:
-        item = todo.pop()
-        if isinstance(item, dict):
-            for key, value in item.items():
-                if isinstance(value, str):
-                    if key == "name" and not plain_name(value):
-                        return value
-                    if key == "target" and not ATEN_TARGET.fullmatch(value):
-                        return value
-                    if key in _FQN_KEYS and value and (not _FQN.fullmatch(value) or "__" in value):
-                        return value
-                elif key == "tensor_values" and isinstance(value, dict):
-                    bad = next((k for k in value if not plain_name(str(k))), None)
-                    if bad is not None:
-                        return str(bad)
-                todo.append(value)
-        elif isinstance(item, list):
-            todo.extend(item)
-    return None
+# every key the screen below looks at: the texts torch pastes into source or resolves as attribute
+# paths, and the symbolic parts sympy would evaluate
+_SYMBOLIC_KEYS = frozenset({"range_constraints", "guards_code"})
+_SCREENED = frozenset({"name", "target", "tensor_values", "as_expr", *_SYMBOLIC_KEYS, *_FQN_KEYS})
 
 
-def _symbolic(doc: object) -> bool:
-    """The serialized program holds a symbolic size, float or bool (an ``as_expr``, or shape
-    constraints): torch rebuilds those with ``sympy.sympify``, which evaluates its string as Python."""
-    todo = [doc]
+@dataclass(frozen=True)
+class Screened:
+    """What :func:`screen` found in a program's JSON: a symbolic part, and the first foreign text."""
+
+    symbolic: bool
+    foreign: str | None
+
+
+def screen(doc: object) -> Screened:
+    """One walk over a program's JSON (as ``json.loads`` gives it) for the two things torch.export.load
+    would run as code:
+
+    - a symbolic size, float or bool (an ``as_expr``, or shape constraints): torch rebuilds those with
+      ``sympy.sympify``, which evaluates its string as Python;
+    - the first text torch would paste into the Python source of the program's GraphModule or resolve
+      as an attribute path that is not what torch writes there: node and argument names must be
+      identifiers, targets ATen ops, module and parameter paths dotted names without dunders (a review
+      found ``x=print(...)`` as a name ran on load).
+
+    A symbolic part ends the walk (it is refused first, whatever else the JSON holds)."""
+    todo: list[object] = [doc]
+    pop, push = todo.pop, todo.append
+    foreign: str | None = None
+    plain: set[str] = set()  # names already found plain: a tensor's name recurs at each of its uses
     while todo:
-        item = todo.pop()
-        if isinstance(item, dict):
-            if item.get("as_expr") is not None or item.get("range_constraints") or item.get("guards_code"):
-                return True
-            todo.extend(item.values())
-        elif isinstance(item, list):
-            todo.extend(item)
-    return False
+        item = pop()
+        if type(item) is list:
+            for value in item:
+                if type(value) is dict or type(value) is list:
+                    push(value)
+            continue
+        if type(item) is not dict:
+            continue  # the document itself a bare value
+        for key, value in item.items():
+            kind = type(value)
+            if key in _SCREENED:
+                if key == "as_expr":
+                    if value is not None:
+                        return Screened(True, None)
+                elif key in _SYMBOLIC_KEYS:
+                    if value:
+                        return Screened(True, None)
+                elif foreign is not None:
+                    pass  # the first foreign text is the one said; the walk goes on for symbolic parts
+                elif kind is str:
+                    if key == "name":
+                        if value not in plain:
+                            if not plain_name(value):
+                                foreign = value
+                            else:
+                                plain.add(value)
+                    elif key == "target":
+                        if not ATEN_TARGET.fullmatch(value):
+                            foreign = value
+                    elif key in _FQN_KEYS and value and (not _FQN.fullmatch(value) or "__" in value):
+                        foreign = value
+                elif key == "tensor_values" and kind is dict:
+                    for k in value:
+                        if k not in plain:
+                            if not plain_name(str(k)):
+                                foreign = str(k)
+                                break
+                            plain.add(k)
+            if kind is dict or kind is list:
+                push(value)
+    return Screened(False, foreign)
 
 
 # torch.export's serialized ScalarType codes (torch/_export/serde/schema.py) -> bytes per element; an
@@ -216,7 +248,7 @@ def read_member(z: zipfile.ZipFile, member: str, name: str) -> bytes:
     return data
 
 
-def _check_payloads(z: zipfile.ZipFile, name: str) -> int:
+def _check_payloads(z: zipfile.ZipFile, name: str, parsed: dict[str, Any] | None = None) -> int:
     """Nothing in the archive may run code when torch opens it:
 
     - every pickled part must load with ``torch.load(weights_only=True)``: torch's own loader
@@ -227,7 +259,9 @@ def _check_payloads(z: zipfile.ZipFile, name: str) -> int:
       which runs its string as Python (ResNet Lens reads programs exported with fixed shapes).
 
     Returns the bytes that loading would make beyond the archive's own: a tensor whose data file is
-    shorter than its declared storage is made at the declared size (a 6 KB file can declare gigabytes)."""
+    shorter than its declared storage is made at the declared size (a 6 KB file can declare gigabytes).
+    ``parsed``, if given, gets each program JSON as checked (member name -> parsed document), so a
+    reader of the program parses it once and reads exactly what was checked."""
     names = z.namelist()
     extra = 0
     prefix = _archive_prefix(names)
@@ -253,16 +287,18 @@ def _check_payloads(z: zipfile.ZipFile, name: str) -> int:
         except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
             raise ProgramError(f"{name}: its entry {n.removeprefix(prefix)} is not valid JSON") from exc
         if "/data/" not in n or not n.endswith("_config.json"):
-            if _symbolic(doc):
+            found = screen(doc)  # one walk for both refusals (a symbolic part is said first)
+            if found.symbolic:
                 raise ProgramError(f"{name}: its program has symbolic shapes ({n.removeprefix(prefix)}), which torch "
                                    "would rebuild by evaluating their text as Python; export it with fixed input "
                                    "shapes (no dynamic_shapes)")
-            foreign = _foreign_text(doc)
-            if foreign is not None:
-                raise ProgramError(f"{name}: its program names {foreign[:60]!r} where torch writes an identifier, an "
+            if found.foreign is not None:
+                raise ProgramError(f"{name}: its program names {found.foreign[:60]!r} where torch writes an identifier, an "
                                    "ATen operator or a module path; torch would paste it into Python source when "
                                    "opening the file, so it is refused (ResNet Lens reads programs of ATen ops "
                                    "only)")
+            if parsed is not None:
+                parsed[n] = doc
             continue
         config = doc.get("config") if isinstance(doc, dict) else None
         if not isinstance(config, dict) or not all(isinstance(e, dict) for e in config.values()):
@@ -309,14 +345,15 @@ def _zip(source: Path | io.BytesIO, name: str) -> zipfile.ZipFile:
         raise ProgramError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
 
 
-def open_archive(source: str | Path | bytes, name: str, *, whole: bool) -> tuple[zipfile.ZipFile, str, bytes | None]:
+def open_archive(source: str | Path | bytes, name: str, *, whole: bool,
+                 parsed: dict[str, Any] | None = None) -> tuple[zipfile.ZipFile, str, bytes | None]:
     """A ``.pt2`` (a path or its bytes) opened and checked as every reader of programs needs it: a zip
     archive of ``torch.export.save``'s layout whose directory, size on disk and declared tensors fit
     the memory budget (a path's directory is read before anything else of it), every pickled part plain
     tensors, its JSON what torch writes. Returns the open archive, the name to say and, with ``whole``,
     the bytes that were checked (what torch is then given: read once); without it, a path stays a file
-    handle, so what is never read (the weights) is never loaded. Every failure is one
-    :class:`ProgramError` sentence."""
+    handle, so what is never read (the weights) is never loaded. ``parsed`` gets the program JSONs as
+    checked (see :func:`_check_payloads`). Every failure is one :class:`ProgramError` sentence."""
     budget = memory_budget()
     blob: bytes | None = None
     if isinstance(source, (str, Path)):
@@ -350,7 +387,7 @@ def open_archive(source: str | Path | bytes, name: str, *, whole: bool) -> tuple
         z = _zip(io.BytesIO(blob), name)
     try:
         _check_unpacked(z.infolist(), name, budget)
-        _check_unpacked(z.infolist(), name, budget, _check_payloads(z, name))
+        _check_unpacked(z.infolist(), name, budget, _check_payloads(z, name, parsed))
     except BaseException:
         z.close()
         raise
@@ -729,21 +766,21 @@ def _path_nodes(r: _Reader, start: str, end: fx.Node) -> set[str]:
     return seen
 
 
-# what may follow a unit's add, by the name its ``post`` gives it (the op registry's kind where it has
-# the op): a ReLU, or a normalisation in its plain or native (decomposed) form
-_RENAMED = {"relu_": "relu", "batch_norm": "bn", "_native_batch_norm_legit_no_training": "bn",
-            "_native_batch_norm_legit": "bn", "native_batch_norm": "bn", "native_layer_norm": "layer_norm",
-            "native_group_norm": "group_norm", "_softmax": "softmax", "_log_softmax": "log_softmax"}
-_POST_KIND = {name: _RENAMED.get(name, name) for name in ("relu", "relu_", *PER_ELEMENT)}
+# what may follow a unit's add, by its op kind in the registry (analysis.arch.ops): a ReLU, or a
+# BatchNorm or LayerNorm in its plain or native (decomposed) form
+_POST_KIND: dict[str, OpKind] = {"relu": "relu", "relu_": "relu", "batch_norm": "bn",
+                                 "_native_batch_norm_legit_no_training": "bn", "_native_batch_norm_legit": "bn",
+                                 "native_batch_norm": "bn", "layer_norm": "layer_norm",
+                                 "native_layer_norm": "layer_norm"}
 
 
-def _post_nodes(add: fx.Node) -> list[tuple[str, fx.Node]]:
+def _post_nodes(add: fx.Node) -> list[tuple[OpKind, fx.Node]]:
     """What alone consumes the sum inside the unit's own module, in order, as (kind, node): a ReLU
     (He et al. 2015's blocks), BN then ReLU (BN after addition), a post-norm transformer's LayerNorm,
     or nothing (the stream stays clean; a pre-activation net's final BN belongs to the head, not to
-    its last unit). The one reading of it: the unit's ``post`` and its join's ``after`` derive from it."""
+    its last unit). The one reading of it: the unit's join's ``after`` (and so its ``post``) derives from it."""
     owner = _module(add)
-    out: list[tuple[str, fx.Node]] = []
+    out: list[tuple[OpKind, fx.Node]] = []
     node = add
     while len(out) < 2 and len(node.users) == 1:
         (user,) = node.users
@@ -761,23 +798,16 @@ def _post_nodes(add: fx.Node) -> list[tuple[str, fx.Node]]:
     return out
 
 
-def _post(add: fx.Node) -> str:
-    """The unit's ``post``: 'relu', 'bn,relu', 'layer_norm' or ''."""
-    return ",".join(kind for kind, _ in _post_nodes(add))
-
-
 def _after(add: fx.Node) -> tuple[Op, ...]:
-    """The join's ``after``: the ops of :func:`_post_nodes` the op registry has (ReLU, BN; a LayerNorm
-    is in ``post`` only), named by their module inside the unit's, as a spec's plan names them."""
+    """The join's ``after``: the ops of :func:`_post_nodes`, named by their module inside the unit's, as a
+    spec's plan names them; a norm over its features (a BN's channels, axis 1; a LayerNorm's, the last)."""
     shape = _shape(add)
-    c = shape[1] if len(shape) > 1 else 0
     owner = _module(add)
     ops: list[Op] = []
     for kind, node in _post_nodes(add):
-        if kind not in ("relu", "bn"):
-            continue
+        c = (shape[-1] if kind == "layer_norm" else shape[1]) if len(shape) > 1 else 0
         inner = _module(node).removeprefix(owner).lstrip(".") if owner else _module(node)
-        ops.append(Op(inner or kind, cast(OpKind, kind), c, c, dims=1 if len(shape) == 3 else 2))
+        ops.append(Op(inner or kind, kind, c, c, dims=1 if len(shape) == 3 else 2))
     return tuple(ops)
 
 
@@ -832,7 +862,7 @@ def _units(r: _Reader, rows: Mapping[str, Mapping[str, Any]]) -> list[Unit]:
         label = owner or "(net)"
         names[node.name] = label if owners[owner] == 1 else f"{label}[{count[owner]}]"
         units.append(Unit(
-            name=names[node.name], owner=owner, shortcut=kind, join=join, post=_post(node),
+            name=names[node.name], owner=owner, shortcut=kind, join=join,
             in_shape=_shape(r.by_name[x])[1:], out_shape=_shape(node)[1:],
             branch_params=sum(int(rows[n]["params"]) for n in branch if n in rows),
             branch_macs=sum(int(rows[n]["macs"]) for n in branch if n in rows),

@@ -80,7 +80,9 @@ class Block(nn.Module):
     def shortcut(self, x: Tensor) -> Tensor:
         """s(x): identity, or the projection / zero-padding of a shape-changing block; the dropout
         variant drops elements of it while training (He et al. 2016, Fig. 2f), scaled by 1/(1-p)
-        so that s(x) is unchanged in expectation and the identity at test time."""
+        so that s(x) is unchanged in expectation and the identity at test time. The paper's variant
+        ("dropout_paper") is the same mask here, then (1 - p) at the join (its coefficient): mask * s(x)
+        in training, (1 - p) * s(x) at test time."""
         s = x if self.downsample is None else self.downsample(x)
         p = self.plan.join.dropout
         if p and self.training:

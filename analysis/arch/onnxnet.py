@@ -65,7 +65,7 @@ from analysis.arch.graphnet import GraphNet, ProgramError, export_module, open_p
 from analysis.core.errors import LensError
 
 __all__ = ["FOLD_LIMIT", "FOLD_WORK", "FOLD_WORK_TOTAL", "PEAK_FACTOR", "SUPPORTED_OPS", "OnnxError", "module_path",
-           "open_onnx", "read_onnx"]
+           "onnx_program", "open_onnx", "read_onnx"]
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 FOLD_LIMIT = 1 << 20  # elements: a value computed only from constants is folded when at most this large
@@ -279,9 +279,14 @@ class _Input:
     dtype: torch.dtype
 
 
-def _inputs(model: onnx.ModelProto, name: str, input_shape: Sequence[int] | None) -> list[_Input]:
+SHAPE_HELP = "give the input's full shape (input_shape)"  # what a free size is told by default
+
+
+def _inputs(model: onnx.ModelProto, name: str, input_shape: Sequence[int] | None, batch: int = 1,
+            shape_help: str = SHAPE_HELP) -> list[_Input]:
     """The graph's inputs (initializers listed as inputs aside) with fixed shapes: a free first
-    dimension (the batch) becomes 1; any other free dimension needs ``input_shape``."""
+    dimension (the batch) becomes ``batch``; any other free dimension needs ``input_shape`` (else it is
+    refused, the sentence ending with ``shape_help``)."""
     inits = {t.name for t in model.graph.initializer}
     graph_inputs = [v for v in model.graph.input if v.name not in inits]
     if not graph_inputs:
@@ -307,17 +312,16 @@ def _inputs(model: onnx.ModelProto, name: str, input_shape: Sequence[int] | None
                 raise OnnxError(f"{name}: the input shape {list(shape)} does not fit its input {v.name!r} of shape {want}")
         else:
             if dims is None:
-                raise OnnxError(f"{name}: its input {v.name!r} has no declared shape; give the input's full shape "
-                                "(input_shape)")
+                raise OnnxError(f"{name}: its input {v.name!r} has no declared shape; {shape_help}")
             sizes: list[int] = []
             for i, d in enumerate(dims):
                 if d.HasField("dim_value") and d.dim_value > 0:
                     sizes.append(int(d.dim_value))
                 elif i == 0:
-                    sizes.append(1)  # the batch: one example, as a program is exported
+                    sizes.append(batch)  # the batch: one example, as a program is exported, unless told
                 else:
                     raise OnnxError(f"{name}: its input {v.name!r} has no fixed size on axis {i} "
-                                    f"({d.dim_param or 'unnamed'}); give the input's full shape (input_shape)")
+                                    f"({d.dim_param or 'unnamed'}); {shape_help}")
             shape = tuple(sizes)
         out.append(_Input(v.name, shape, _TORCH_DTYPES[tt.elem_type]))
     return out
@@ -1393,9 +1397,21 @@ def open_onnx(source: str | Path | bytes, name: str = "model.onnx", *,
     is one :class:`OnnxError` sentence."""
     if isinstance(source, (str, Path)):
         name = Path(source).name
+    return open_program(onnx_program(source, name, input_shape=input_shape), name=name)
+
+
+def onnx_program(source: str | Path | bytes, name: str = "model.onnx", *, input_shape: Sequence[int] | None = None,
+                 batch: int = 1, shape_help: str = SHAPE_HELP) -> ExportedProgram:
+    """An ONNX model (a path or its bytes) converted to torch and exported with its weights: the
+    program :func:`open_onnx` reads, and what the lesion and path sweeps run. ``input_shape`` fixes the
+    shape of a one-input model whose dimensions are not all fixed; without it a free first dimension
+    (the batch) becomes ``batch`` and any other free one is refused (the sentence ending with
+    ``shape_help``: how the caller's user gives a shape). Every failure is one :class:`OnnxError` sentence."""
+    if isinstance(source, (str, Path)):
+        name = Path(source).name
     model, need = read_onnx(source, name)
     label = name if not isinstance(source, (str, Path)) else str(source)
-    inputs = _inputs(model, label, input_shape)
+    inputs = _inputs(model, label, input_shape, batch, shape_help)
     if not any(o.domain in DEFAULT_DOMAINS for o in model.opset_import):
         raise OnnxError(f"{label}: it imports no standard ONNX opset")
     example_bytes = sum(math.prod(i.shape) * torch.empty((), dtype=i.dtype).element_size() for i in inputs)
@@ -1416,6 +1432,6 @@ def open_onnx(source: str | Path | bytes, name: str = "model.onnx", *,
             except LensError as exc:
                 raise OnnxError(failures[0] if failures else str(exc)) from None
             _relabel(ep, module.paths)
-            return open_program(ep, name=name)
+            return ep
     except BudgetError as exc:
         raise OnnxError(str(exc)) from None

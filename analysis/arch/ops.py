@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from analysis.arch.specs import conv_out
+from analysis.core.errors import SpecError
 
-OpKind = Literal["conv", "bn", "relu", "pad", "maxpool", "avgpool", "fc"]
+OpKind = Literal["conv", "bn", "relu", "pad", "maxpool", "avgpool", "fc", "layer_norm", "kmax"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,14 @@ def _pad_counts(op: Op, x: Flow, y: Flow) -> dict[str, int]:
     return {"stride": op.stride}
 
 
+def _layer_norm_counts(op: Op, x: Flow, y: Flow) -> dict[str, int]:
+    # no spec builds a LayerNorm, and the spec cost table has no column for its work: it is costed where
+    # it is found, by the graph reader (analysis.arch.graphnet: 5 FLOPs per element). Refused, not
+    # under-counted, should a plan ever hold one.
+    raise SpecError(f"{op.name}: the spec cost table has no column for a LayerNorm's work; open the net as a "
+                    "program to cost it")
+
+
 # -------------------------------------------------------------------------------------------- state
 State = list[tuple[str, tuple[int, ...], bool]]  # (key suffix, shape, learned: a parameter, not a buffer)
 
@@ -156,6 +165,11 @@ def _bn_state(op: Op) -> State:
     c = (op.cout,)
     return [("weight", c, True), ("bias", c, True), ("running_mean", c, False), ("running_var", c, False),
             ("num_batches_tracked", (), False)]
+
+
+def _norm_state(op: Op) -> State:
+    """An affine LayerNorm over ``cout`` features: its scale and shift, no running statistics."""
+    return [("weight", (op.cout,), True), ("bias", (op.cout,), True)]
 
 
 def _fc_state(op: Op) -> State:
@@ -228,6 +242,25 @@ def _fc_apply(module: nn.Module, x: Tensor) -> Tensor:
     return out
 
 
+class KMaxPool(nn.Module):
+    """k-max pooling over the last (temporal) axis, order kept (Kalchbrenner et al. 2014, VDCNN's
+    head): the k largest values of each channel in their original order; among equal values the
+    earliest wins (ReLU leaves many zeros, and topk alone breaks such ties arbitrarily). N x C x L ->
+    N x (C * k) x 1, channel by channel: the flat vector the fc layers read."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: Tensor) -> Tensor:
+        order = torch.sort(x, dim=-1, descending=True, stable=True).indices[..., :self.k]
+        picked = torch.gather(x, -1, torch.sort(order, dim=-1).values)
+        return picked.flatten(1).unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}"
+
+
 # ------------------------------------------------------------------------------------------- labels
 def _down(op: Op) -> str:
     return f" /{op.stride}" if op.stride > 1 else ""
@@ -275,6 +308,18 @@ REGISTRY: dict[str, KindRule] = {
     "fc": KindRule(out=lambda op, x: Flow(op.cout, (1,) * len(x.sizes), x.rf, x.jump), counts=_fc_counts,
                    module=lambda op: nn.Linear(op.cin, op.cout), label=lambda op: f"fc, {op.cout}",
                    state=_fc_state, apply=_fc_apply),
+    # what a post-norm transformer's unit applies after its add (BERT's ln(x + F(x))): read off graphs as a
+    # unit's Join.after, normalising the last axis of ``cout`` features
+    "layer_norm": KindRule(out=_same, counts=_layer_norm_counts, module=lambda op: nn.LayerNorm(op.cout),
+                           label=lambda op: f"{op.name} (LayerNorm)", state=_norm_state),
+    # VDCNN's k-max pooling (k = op.kernel) over the whole sequence, flattened for the fc: C x L -> C*k x 1
+    # (op.cout = C * k); the field becomes the whole input, as for global pooling. Its comparisons are
+    # costed from in_elems and pool_out_elems (analysis.arch.costs), not as pool_in_elems, which the
+    # hook counters' conventions read as an average or max pool's input.
+    "kmax": KindRule(out=lambda op, x: Flow(op.cout, (1,) * len(x.sizes), x.rf + (x.side - 1) * x.jump,
+                                            x.jump * x.side),
+                     counts=lambda op, x, y: {"kernel": op.kernel, "pool_out_elems": y.numel},
+                     module=lambda op: KMaxPool(op.kernel), label=lambda op: f"{op.kernel}-max pool"),
 }
 
 

@@ -41,7 +41,6 @@ from analysis.arch.graphnet import (
     _archive_prefix,
     open_archive,
     plain_name,
-    read_member,
 )
 
 MODEL = "model"  # the program torch.export.save writes and torch.export.load returns: models/model.json
@@ -121,16 +120,15 @@ def read_program(source: str | Path | bytes, name: str = "program") -> LightProg
     :func:`~analysis.arch.graphnet.open_program`. The archive is checked as
     :func:`~analysis.arch.graphnet.load_program` checks it (budget, pickled parts, symbolic shapes);
     its weights are never read. Every failure is one :class:`ProgramError` sentence."""
-    # one handle for the checks and the reading: the JSON read is the JSON checked, and the weights
-    # (most of the file) are never read at all
-    z, name, _ = open_archive(source, name, whole=False)
+    # one handle for the checks and the reading: the JSON read is the JSON checked (parsed once, by
+    # the checks), and the weights (most of the file) are never read at all
+    parsed: dict[str, Any] = {}
+    z, name, _ = open_archive(source, name, whole=False, parsed=parsed)
     with z:
         member = f"{_archive_prefix(z.namelist())}models/{MODEL}.json"
-        if member not in z.namelist():
-            raise ProgramError(f"{name}: it holds no models/{MODEL}.json, the program torch.export.save "
-                               "writes")
-        text = read_member(z, member, name)
-    return program_from_json(text, name)
+    if member not in parsed:
+        raise ProgramError(f"{name}: it holds no models/{MODEL}.json, the program torch.export.save writes")
+    return _program(parsed[member], name)
 
 
 def program_from_json(text: bytes | str, name: str = "program") -> LightProgram:
@@ -142,6 +140,11 @@ def program_from_json(text: bytes | str, name: str = "program") -> LightProgram:
         doc = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise ProgramError(f"{name}: its models/{MODEL}.json is not valid JSON") from exc
+    return _program(doc, name)
+
+
+def _program(doc: Any, name: str) -> LightProgram:
+    """The :class:`LightProgram` of a parsed program JSON; every failure one :class:`ProgramError`."""
     try:
         return _Builder(doc).program()
     except ProgramError as exc:  # a refusal with its own words (an op we do not read)
@@ -226,6 +229,11 @@ def _aten(target: Any, cache: dict[str, torch._ops.OpOverload]) -> torch._ops.Op
 def _split_stack_entry(entry: str) -> tuple[str, str, str]:
     """'key,path,type' split at its top-level commas: torch's metadata_split (a path such as
     ``layers[0,1]`` keeps its commas inside brackets)."""
+    if not any(c in entry for c in "[]()"):  # the common entry: every comma is a top-level one
+        parts = entry.split(",")
+        if len(parts) != 3:
+            raise _Bad(f"has an nn_module_stack entry that is not key,path,type ({entry[:80]!r})")
+        return parts[0], parts[1], parts[2]
     out: list[str] = []
     start = depth = 0
     for end, c in enumerate(entry):
@@ -242,18 +250,25 @@ def _split_stack_entry(entry: str) -> tuple[str, str, str]:
     return out[0], out[1], out[2]
 
 
-def _metadata(doc: Any) -> dict[str, Any]:
+def _metadata(doc: Any, stacks: dict[str, dict[str, tuple[str, str]]] | None = None) -> dict[str, Any]:
     """The node metadata graphnet reads, as torch's deserialize_metadata gives it: the module stack
     {key: (path, type)}, the stack trace, torch_fn. (source_fn_stack is left out: torch resolves
-    its targets by attribute lookups on any module, and nothing here reads it.)"""
+    its targets by attribute lookups on any module, and nothing here reads it.) ``stacks`` keeps each
+    module stack's text parsed (every op of a module carries the same one)."""
     if not isinstance(doc, dict):
         raise _Bad("has node metadata that is not an object")
     out: dict[str, Any] = {}
     if trace := doc.get("stack_trace"):
         out["stack_trace"] = _str(trace)
     if stack := doc.get("nn_module_stack"):
-        entries = (_split_stack_entry(e) for e in _str(stack).split(_ST_DELIMITER))
-        out["nn_module_stack"] = {key: (path, ty) for key, path, ty in entries}
+        stack = _str(stack)
+        parsed = None if stacks is None else stacks.get(stack)
+        if parsed is None:
+            entries = (_split_stack_entry(e) for e in _str(stack).split(_ST_DELIMITER))
+            parsed = {key: (path, ty) for key, path, ty in entries}
+            if stacks is not None:
+                stacks[stack] = parsed
+        out["nn_module_stack"] = dict(parsed)  # each node its own dict, as torch's loader gives it
     if torch_fn := doc.get("torch_fn"):
         out["torch_fn"] = tuple(_str(torch_fn).split(_ST_DELIMITER))
     return out
@@ -276,6 +291,7 @@ class _Builder:
         self.nodes: dict[str, fx.Node] = {}
         self.meta: dict[str, Any] = {}
         self.ops: dict[str, torch._ops.OpOverload] = {}
+        self.stacks: dict[str, dict[str, tuple[str, str]]] = {}
 
     # ------------------------------------------------------------------------------------- values
     def _tensor_meta(self, doc: Any) -> torch.Tensor:
@@ -563,10 +579,10 @@ class _Builder:
             if kind != "as_tensors" or not value or not isinstance(value[0], dict) or "name" not in value[0]:
                 raise _Bad(f"has an output of kind {kind}, which torch's loader does not read either")
             values: list[Any] = []
-            self._getitems(values, node, value, True, _metadata(doc.get("metadata") or {}))
+            self._getitems(values, node, value, True, _metadata(doc.get("metadata") or {}, self.stacks))
         else:
             values = []
-            self._getitems(values, node, outputs, False, _metadata(doc.get("metadata") or {}))
+            self._getitems(values, node, outputs, False, _metadata(doc.get("metadata") or {}, self.stacks))
         node.meta["val"] = tuple(values)
         self.nodes[node.name] = node
 
@@ -582,7 +598,7 @@ class _Builder:
         args, kwargs = self._inputs(op, doc["inputs"])
         node = self.graph.create_node("call_function", op, args, kwargs, _name(name) if name else None)
         self._outputs(doc, node)
-        node.meta.update(_metadata(doc.get("metadata") or {}))
+        node.meta.update(_metadata(doc.get("metadata") or {}, self.stacks))
         if "nn_module_stack" not in node.meta:  # torch's serializer drops an empty stack
             node.meta["nn_module_stack"] = {}
 

@@ -32,10 +32,17 @@ StridePlacement = Literal["3x3", "1x1"]
 ShortcutOption = Literal["A", "B", "C"]
 # He et al. 2016, Fig. 2 / Table 1: what multiplies the shortcut (and the branch) at the add. The
 # "1x1 conv shortcut" variant is shortcut option C; the others are:
-ShortcutVariant = Literal["identity", "scale", "gate", "shortcut_gate", "dropout"]
+# "dropout" is PyTorch's inverted dropout (kept values scaled by 1/(1 - p): s(x) in expectation, the
+# identity at test time); "dropout_paper" is Fig. 2f as the paper argues about it: s(x) times a
+# Bernoulli mask, not rescaled, so (1 - p)·s(x) in expectation, and (1 - p)·s(x) at test time.
+ShortcutVariant = Literal["identity", "scale", "gate", "shortcut_gate", "dropout", "dropout_paper"]
 # He et al. 2016, Fig. 4 / Table 2: where BN and ReLU sit around the add, for post-activation blocks.
 # Full pre-activation (Fig. 4e) is the separate ``preact`` flag, as before.
 Activation = Literal["original", "bn_after_add", "relu_before_add", "relu_preact"]
+# What follows the last stage: global average pooling + one fc (ours, torchvision's), or Conneau et al.
+# 2017's VDCNN head (Sec. 3): k-max pooling over the temporal axis (k = 8), then fc 2048, ReLU, fc 2048,
+# ReLU, fc to the classes. 1-D nets only: k-max pooling picks along the sequence.
+Head = Literal["gap", "kmax"]
 
 # The runtime choices are read off the Literal types, so the two can never disagree.
 BLOCK_TYPES: tuple[BlockType, ...] = get_args(BlockType)
@@ -45,6 +52,9 @@ STRIDE_PLACEMENTS: tuple[StridePlacement, ...] = get_args(StridePlacement)
 SHORTCUT_VARIANTS: tuple[ShortcutVariant, ...] = get_args(ShortcutVariant)
 ACTIVATIONS: tuple[Activation, ...] = get_args(Activation)
 DOWNSAMPLINGS: tuple[Downsampling, ...] = get_args(Downsampling)
+HEADS: tuple[Head, ...] = get_args(Head)
+KMAX_K = 8  # Conneau et al. 2017, Sec. 3: "k-max pooling ... with k = 8"
+KMAX_FC = 2048  # their classifier's hidden units (two fc layers of 2048, ReLU between)
 DIMS = (1, 2)  # Conv1d nets (signals, text: C x L) and Conv2d nets (images: C x H x W)
 
 T = TypeVar("T", bound=str)
@@ -107,6 +117,7 @@ class ResNetSpec:
     dims: int = 2
     conv_bias: bool = False  # the stem conv and the block's own convs carry a bias (the notes' Conv1d)
     downsampling: Downsampling = "stride"
+    head: Head = "gap"  # "kmax": VDCNN's k-max pooling + fc 2048 + fc 2048 (1-D nets)
     num_classes: int = 1000
     in_channels: int = 3
     input_size: int = 224
@@ -141,7 +152,7 @@ class ResNetSpec:
         VDCNN counts convolutional layers only (Conneau et al. 2017, Table 2: 9, 17, 29, 49)."""
         per_block = 2 if self.block == "basic" else 3
         stem = 0 if self.stem == "none" else 1
-        head = 0 if self.stem == "vdcnn" else 1
+        head = 0 if self.stem == "vdcnn" else 3 if self.head == "kmax" else 1
         return stem + per_block * self.num_blocks + head
 
     @property
@@ -180,6 +191,8 @@ class ResNetSpec:
             parts.append(f"shortcut {self.shortcut}")
         if self.residual and self.shortcut_variant != "identity":
             parts.append(self.variant_label)
+        if self.head == "kmax":
+            parts.append(f"{KMAX_K}-max head (fc {KMAX_FC:,} × 2)")
         return ", ".join(parts)
 
     @property
@@ -193,7 +206,15 @@ class ResNetSpec:
             return f"{SHORTCUT_VARIANT_LABELS[v]} (b_g = {self.gate_bias:g})"
         if v == "dropout":
             return f"dropout shortcut ({self.shortcut_dropout:g})"
+        if v == "dropout_paper":
+            return (f"dropout shortcut as in the paper ({self.shortcut_dropout:g}, not rescaled: "
+                    f"E = {1 - self.shortcut_dropout:g}·s)")
         return SHORTCUT_VARIANT_LABELS[v]
+
+    def with_head(self, head: Head) -> ResNetSpec:
+        """A copy with ``head``, its name saying the paper's head ('vdcnn29_kmax'; back to 'vdcnn29')."""
+        base = self.name.removesuffix(KMAX_SUFFIX)
+        return self.replace(head=head, name=base + KMAX_SUFFIX if head == "kmax" else base)
 
     def replace(self, **changes: Any) -> ResNetSpec:
         """A validated copy with some fields changed (``name`` is kept unless given)."""
@@ -226,16 +247,18 @@ def validate(spec: ResNetSpec) -> ResNetSpec:
 _INT_FIELDS = ("stem_width", "groups", "width_per_group", "num_classes", "in_channels", "input_size", "dims")
 _BOOL_FIELDS = ("residual", "preact", "scale_residual", "conv_bias")
 _STR_FIELDS = ("name", "family", "description")
+KMAX_SUFFIX = "_kmax"  # a spec name's mark of the paper's VDCNN head
 _FLOAT_FIELDS = ("shortcut_scale", "gate_bias", "shortcut_dropout")
 # He et al. 2016's variant fields: at their defaults (the original block) metadata may leave them out
 VARIANT_FIELDS = ("shortcut_variant", "shortcut_scale", "scale_residual", "gate_bias", "shortcut_dropout",
                   "activation")
 # Fields metadata may leave out at their defaults (the 2-D nets written before 1-D nets existed), so
 # stored runs keep the keys they were hashed with
-OPTIONAL_FIELDS = VARIANT_FIELDS + ("dims", "conv_bias", "downsampling")
+OPTIONAL_FIELDS = VARIANT_FIELDS + ("dims", "conv_bias", "downsampling", "head")
 SHORTCUT_VARIANT_LABELS: dict[ShortcutVariant, str] = {
     "identity": "identity shortcut", "scale": "constant scaling", "gate": "exclusive gating",
-    "shortcut_gate": "shortcut-only gating", "dropout": "dropout shortcut"}
+    "shortcut_gate": "shortcut-only gating", "dropout": "dropout shortcut",
+    "dropout_paper": "dropout shortcut as in the paper (not rescaled)"}
 ACTIVATION_LABELS: dict[Activation, str] = {
     "original": "original (ReLU after add)", "bn_after_add": "BN after addition",
     "relu_before_add": "ReLU before addition", "relu_preact": "ReLU-only pre-activation"}
@@ -312,6 +335,7 @@ def _coerce(spec: ResNetSpec) -> None:
     set_(spec, "shortcut_variant", choice(spec.shortcut_variant, SHORTCUT_VARIANTS, "shortcut_variant"))
     set_(spec, "activation", choice(spec.activation, ACTIVATIONS, "activation"))
     set_(spec, "downsampling", choice(spec.downsampling, DOWNSAMPLINGS, "downsampling"))
+    set_(spec, "head", choice(spec.head, HEADS, "head"))
 
 
 def _check(spec: ResNetSpec) -> None:
@@ -407,6 +431,24 @@ def _check(spec: ResNetSpec) -> None:
             raise SpecError(f"a sequence of {spec.input_size} samples is shorter than the net's total stride "
                             f"{stride} ({_stride_story(spec)}): the last stages would see less than one "
                             f"sample per step. Give at least {stride} samples or remove a stride")
+    _check_head(spec)
+
+
+def _check_head(spec: ResNetSpec) -> None:
+    """The k-max head picks k samples along a sequence: a 1-D net whose last stage keeps at least k."""
+    if spec.head != "kmax":
+        return
+    if spec.dims != 1:
+        raise SpecError("the k-max head (Conneau et al. 2017) pools over the temporal axis of a 1-D net; a 2-D "
+                        "net keeps head='gap'")
+    # every stride-2 step (a 3-wide conv or pool padded by 1, or the 7-wide stem conv padded by 3) takes
+    # n samples to ceil(n / 2), and ceil(ceil(n / a) / b) = ceil(n / ab)
+    stride = stride_product(spec)
+    last = -(-spec.input_size // stride)
+    if last < KMAX_K:
+        raise SpecError(f"the k-max head keeps the {KMAX_K} largest of the last stage's {last} samples "
+                        f"({spec.input_size:,} samples / total stride {stride}); give at least "
+                        f"{stride * (KMAX_K - 1) + 1:,} samples or use head='gap'")
 
 
 def _check_variant(spec: ResNetSpec) -> None:
@@ -499,8 +541,8 @@ def resnet1d(n: int, shortcut: ShortcutOption = "A", *, description: str = "") -
 # Conneau et al. 2017, Table 2: convolutional layers per stage at 64-128-256-512 filters, two per
 # block, after the first temporal conv (3-wide, 64 filters) on 16-d character embeddings of 1,024
 # characters; a max pool /2 between stages. The embedding lookup is not part of a spec (its input
-# here is the 16 x 1,024 embedded text) and the head is ours (global average pool + one fc on 4
-# classes, AG's News), not VDCNN's k-max pooling and three fc layers.
+# here is the 16 x 1,024 embedded text). The built-in head is ours (global average pool + one fc on 4
+# classes, AG's News); head="kmax" (named 'vdcnn29_kmax') is VDCNN's k-max pooling and three fc layers.
 VDCNN_LAYERS = {9: (1, 1, 1, 1), 17: (2, 2, 2, 2), 29: (5, 5, 2, 2), 49: (8, 8, 5, 3)}
 
 
@@ -563,6 +605,9 @@ def get_spec(name: str, *, plain: bool | None = None, preact: bool | None = None
                                 f"'{flag}_' prefix or the {flag}=False")
             flags[flag], key = True, key[len(flag) + 1:]
     plain, preact = bool(flags["plain"]), bool(flags["preact"])
+    # the paper's VDCNN head as a name suffix ('vdcnn29_kmax'): a named option, not a built-in of MODELS
+    kmax = key.endswith(KMAX_SUFFIX) and key != KMAX_SUFFIX
+    key = key.removesuffix(KMAX_SUFFIX) if kmax else key
     family = "resnet1d_" if key.startswith("resnet1d_") else "cifar_resnet"
     digits = key[len(family):]
     if key in MODELS:
@@ -580,7 +625,7 @@ def get_spec(name: str, *, plain: bool | None = None, preact: bool | None = None
         spec = cifar((depth - 2) // 6) if family == "cifar_resnet" else resnet1d((depth - 2) // 6)
     else:
         raise SpecError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, cifar_resnet<6n+2> or "
-                        f"resnet1d_<6n+2>")
+                        f"resnet1d_<6n+2> (a 1-D net with '{KMAX_SUFFIX}' for VDCNN's k-max head)")
     changes: dict[str, Any] = {}
     if stride_on is not None:
         changes["stride_on"] = stride_on
@@ -592,6 +637,8 @@ def get_spec(name: str, *, plain: bool | None = None, preact: bool | None = None
         changes["num_classes"] = num_classes
     if changes:
         spec = spec.replace(**changes)
+    if kmax:
+        spec = spec.with_head("kmax")
     if preact:
         spec = spec.preact_variant()
     if plain:
@@ -604,7 +651,7 @@ def custom_spec(*, block: BlockType, layers: Iterable[int], widths: Iterable[int
                 stem: StemType = "imagenet", stem_width: int | None = None, shortcut: ShortcutOption = "B",
                 residual: bool = True, preact: bool = False, stride_on: StridePlacement = "3x3",
                 groups: int = 1, width_per_group: int = 64, name: str = "custom", dims: int = 2,
-                conv_bias: bool = False, downsampling: Downsampling = "stride") -> ResNetSpec:
+                conv_bias: bool = False, downsampling: Downsampling = "stride", head: Head = "gap") -> ResNetSpec:
     """Build and validate a user-defined spec; raises ``SpecError`` saying what to change.
 
     The Literal-typed choices are checked at runtime too (a string from a widget or the command line
@@ -617,6 +664,7 @@ def custom_spec(*, block: BlockType, layers: Iterable[int], widths: Iterable[int
         stem_width=stem_width, shortcut=shortcut, residual=residual, preact=preact, stride_on=stride_on,
         groups=groups, width_per_group=width_per_group, num_classes=num_classes,
         in_channels=in_channels, input_size=input_size, dims=dims, conv_bias=conv_bias, downsampling=downsampling,
+        head=head,
     )
 
 

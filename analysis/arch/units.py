@@ -36,9 +36,6 @@ class Unit:
     branch_macs: int
     shortcut_params: int = 0
     parent: str | None = None  # the unit whose branch holds this one
-    # what alone consumes the sum, by name: "relu", "bn,relu" (BN after addition), a post-norm
-    # transformer's "layer_norm", or "" (pre-activation, pre-norm: the stream stays clean)
-    post: str = ""
     # where the unit sits in an opened program's graph (node names; '' for a spec's plan, which runs its
     # blocks as modules): its input x, the add, the add's operand on the shortcut side (a·s(x)), and
     # the last op that alone follows the add. Node names are the graph's, not the net's: two readings of
@@ -47,6 +44,13 @@ class Unit:
     add_node: str = field(default="", compare=False)
     shortcut_node: str = field(default="", compare=False)
     exit_node: str = field(default="", compare=False)
+
+    @property
+    def post(self) -> str:
+        """What alone consumes the sum, by kind: "relu", "bn,relu" (BN after addition), a post-norm
+        transformer's "layer_norm", or "" (pre-activation, pre-norm: the stream stays clean). Read off
+        ``join.after``, the one record of what follows the add."""
+        return ",".join(op.kind for op in self.join.after)
 
     def as_row(self) -> dict[str, Any]:
         """The unit as a flat record (the CLI's JSON and the pages' tables)."""
@@ -71,7 +75,6 @@ def plan_units(net: NetPlan) -> list[Unit]:
         branch = [r for r in entered if r["path"] == "main" and r["op"] != "scale"]
         short = [r for r in entered if r["path"] == "shortcut"]
         out.append(Unit(name=plan.name, owner=plan.name, shortcut=plan.shortcut, join=plan.join,
-                        post=",".join(op.kind for op in plan.after_add),
                         in_shape=tuple(mine[len(plan.entry)]["in_shape"]), out_shape=tuple(mine[-1]["out_shape"]),
                         branch_params=sum(int(r["params"]) for r in branch),
                         branch_macs=sum(int(r["macs"]) for r in branch),

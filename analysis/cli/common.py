@@ -383,16 +383,21 @@ def where(args: argparse.Namespace, n: int, per: int) -> str:
 
 
 def check_program_options(args: argparse.Namespace, name: str, own: bool) -> None:
-    """Before a program file is read: the named data is a kind the CLI reads (unless the program is a
-    shipped one evaluated on its own data), and no option meant for a bare state_dict is given."""
+    """Before a program file (.pt2, or an ONNX model run as one) is read: the named data is a kind the CLI
+    reads (unless the program is a shipped one evaluated on its own data), and no option meant for a
+    bare state_dict is given."""
     from analysis.experiments import programlesion
 
+    onnx = programlesion.is_onnx(name)
     if not own:
+        if onnx and args.data is None:  # check_kind's sentence names a .pt2
+            raise ConfigError(f"{name} is an ONNX model, which carries no metadata to pick its data from: give "
+                              f"{EVAL_OPTIONS.kind} {', '.join(evaluation.KINDS[:-1])} or {evaluation.KINDS[-1]}")
         programlesion.check_kind(args.data, name, EVAL_OPTIONS)
     for option, value in (("--plain/--residual", args.plain), ("--assume", args.assume)):
         if value is not None:
-            raise ConfigError(f"{option} is for a bare state_dict; {name} is a program, whose graph says what it "
-                              "computes")
+            raise ConfigError(f"{option} is for a bare state_dict; {name} is {'an ONNX model' if onnx else 'a program'}, "
+                              "whose graph says what it computes")
 
 
 def program_test_data(args: argparse.Namespace, chain: Any, name: str, meta: Any | None) -> Dataset:

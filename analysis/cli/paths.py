@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from analysis.arch.graphnet import load_program, open_program
+from analysis.arch.graphnet import open_program
 from analysis.arch.models import ResNet
 from analysis.cli.common import (
     EVAL_DATA_HELP,
@@ -165,7 +165,7 @@ def program_data(args: argparse.Namespace, path: Path, name: str,
         else:
             chain = programlesion.open_chain(path, name, device)
     except ChainError as exc:
-        if not open_program(load_program(path, name), name=name).units:
+        if not open_program(programlesion.load(path, name), name=name).units:
             raise ChainError(f"{name} is a plain net: it has no residual unit, so a single path; the path "
                              "decomposition needs shortcuts") from None
         raise ChainError(f"{exc}. The path decomposition runs the net as one chain of units (`python -m analysis "

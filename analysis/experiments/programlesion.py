@@ -37,6 +37,14 @@ if TYPE_CHECKING:  # the shipped programs' module is optional where a program is
     from analysis.store.programs import ProgramMeta
 
 PROGRAM_SUFFIX = ".pt2"
+ONNX_SUFFIX = ".onnx"
+ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first bytes, as torch.export.save writes a .pt2
+#: The batch an ONNX model with a free batch axis is exported for: the sweeps run every input set in
+#: pieces of the exported batch (analysis.experiments.chain), so 1 would run one input at a time.
+ONNX_BATCH = 16
+#: What an ONNX model with free sizes (other than its batch) is told: the sweeps run one input shape.
+ONNX_SHAPE_HELP = ("the sweeps run an ONNX model at one input shape: export it with fixed sizes (a free batch is "
+                   "fine), or give its input shape on the Lesion or Path page")
 #: The digits' side when the program's input says none (not a square image): the fit check then speaks.
 DEFAULT_DIGITS_SIZE = 16
 #: How messages name the choices by default: the page's fields (the CLI passes its flags).
@@ -50,14 +58,37 @@ ProgramCut = ProgramChain | ProgramGraph | LayerChain
 
 
 def is_program(name: str | Path) -> bool:
-    """A ``.pt2`` file name: a torch.export program, not a checkpoint."""
-    return Path(str(name)).suffix.lower() == PROGRAM_SUFFIX
+    """A ``.pt2`` or ``.onnx`` file name: a net run as a graph (a torch.export program, or an ONNX model
+    converted to one), not a checkpoint."""
+    return Path(str(name)).suffix.lower() in (PROGRAM_SUFFIX, ONNX_SUFFIX)
 
 
-def load(source: str | Path | bytes, name: str, device: str = "cpu") -> ExportedProgram:
+def is_onnx(name: str | Path) -> bool:
+    """An ``.onnx`` file name."""
+    return Path(str(name)).suffix.lower() == ONNX_SUFFIX
+
+
+def load(source: str | Path | bytes, name: str, device: str = "cpu",
+         input_shape: Sequence[int] | None = None) -> ExportedProgram:
     """A ``.pt2`` (a path or its bytes) checked and opened with its weights
-    (:func:`~analysis.arch.graphnet.load_program`), its weights on ``device``."""
-    return on_device(load_program(source, name), device)
+    (:func:`~analysis.arch.graphnet.load_program`), or an ``.onnx`` model (its path, or its bytes
+    under a ``name`` ending in .onnx) converted and exported with its weights
+    (:func:`~analysis.arch.onnxnet.onnx_program`: read, never run; a free batch axis exported for
+    :data:`ONNX_BATCH` inputs, any other free size fixed by ``input_shape``, batch first), its weights
+    on ``device``. A :class:`~analysis.arch.graphnet.ProgramError` sentence for a bad file. Bytes that
+    are a zip archive are read as a program whatever ``name`` says: a sweep's shards are sent the program
+    converted from an ONNX file, under that file's name."""
+    if isinstance(source, (str, Path)) and is_onnx(source) or \
+            not isinstance(source, (str, Path)) and is_onnx(name) and bytes(source[:4]) != ZIP_MAGIC:
+        from analysis.arch.onnxnet import onnx_program  # onnx loads only for an ONNX file (slow to import)
+
+        ep = onnx_program(source, name, input_shape=input_shape, batch=ONNX_BATCH, shape_help=ONNX_SHAPE_HELP)
+    else:
+        if input_shape is not None:
+            raise ConfigError(f"{name}: a program's input shape is fixed when it is exported; an input shape is "
+                              "for an ONNX model with free sizes")
+        ep = load_program(source, name)
+    return on_device(ep, device)
 
 
 def on_device(ep: ExportedProgram, device: str) -> ExportedProgram:
@@ -83,11 +114,12 @@ def by_units(ep: ExportedProgram, name: str, net: GraphNet | None = None) -> Pro
         return ProgramGraph(ep, net, name, why=str(exc).split("; deleting")[0])
 
 
-def open_chain(source: str | Path | bytes, name: str, device: str = "cpu") -> ProgramChain | ProgramGraph:
-    """A ``.pt2`` opened (:func:`load`) and cut into units (:func:`by_units`); the chain keeps its program
-    (what travels to the shards of a sweep). A :class:`~analysis.arch.graphnet.ProgramError` for a bad
-    file, a :class:`~analysis.experiments.chain.ChainError` for a program with no residual unit."""
-    return by_units(load(source, name, device), name)
+def open_chain(source: str | Path | bytes, name: str, device: str = "cpu",
+               input_shape: Sequence[int] | None = None) -> ProgramChain | ProgramGraph:
+    """A ``.pt2`` or ``.onnx`` opened (:func:`load`) and cut into units (:func:`by_units`); the chain keeps
+    its program (what travels to the shards of a sweep). A :class:`~analysis.arch.graphnet.ProgramError`
+    for a bad file, a :class:`~analysis.experiments.chain.ChainError` for a program with no residual unit."""
+    return by_units(load(source, name, device, input_shape), name)
 
 
 def layer_container(ep: ExportedProgram) -> tuple[str, list[str]] | None:
@@ -172,9 +204,10 @@ def cut(ep: ExportedProgram, name: str) -> Cuts:
     return Cuts(name, ep, chains, refused, modules)
 
 
-def open_cuts(source: str | Path | bytes, name: str, device: str = "cpu") -> Cuts:
-    """A ``.pt2`` opened (:func:`load`) and cut each way that applies (:func:`cut`)."""
-    return cut(load(source, name, device), name)
+def open_cuts(source: str | Path | bytes, name: str, device: str = "cpu",
+              input_shape: Sequence[int] | None = None) -> Cuts:
+    """A ``.pt2`` or ``.onnx`` opened (:func:`load`) and cut each way that applies (:func:`cut`)."""
+    return cut(load(source, name, device, input_shape), name)
 
 
 def program_twin(meta: ProgramMeta, others: Mapping[str, ProgramMeta]) -> str | None:
@@ -246,7 +279,7 @@ def likely_kind(chain: ProgramCut) -> str:
 def check_kind(kind: str | None, name: str = "the program", options: Options = PAGE_WORDS) -> str:
     """``kind``, which a program's caller must give (refused before the file is read)."""
     if kind is None:
-        raise ConfigError(f"{name} is a program (.pt2), which carries no metadata to pick its data from: give "
+        raise ConfigError(f"{name} is a program (.pt2 or .onnx), which carries no metadata to pick its data from: give "
                           f"{options.kind} {', '.join(evaluation.KINDS[:-1])} or {evaluation.KINDS[-1]}")
     return kind
 

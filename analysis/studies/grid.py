@@ -69,6 +69,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("conv_shortcut", "1×1 conv shortcut", {"shortcut": "C"}, "Table 1", 12.22),
     Variant("dropout_shortcut", "dropout shortcut (0.5)", {"shortcut_variant": "dropout", "shortcut_dropout": 0.5},
             "Table 1", None, paper_fail=True),
+    # the same row of Table 1 as the paper defines it: s(x) times a Bernoulli mask (keep 0.5), not rescaled,
+    # so 0.5·s(x) in expectation and at test time; the row above is PyTorch's inverted dropout (expectation s(x))
+    Variant("dropout_shortcut_paper", "dropout shortcut (0.5), as in the paper: not rescaled, E = 0.5·s",
+            {"shortcut_variant": "dropout_paper", "shortcut_dropout": 0.5}, "Table 1", None, paper_fail=True),
     Variant("bn_after_add", "BN after addition", {"activation": "bn_after_add"}, "Table 2", 8.17),
     Variant("relu_before_add", "ReLU before addition", {"activation": "relu_before_add"}, "Table 2", 7.84),
     Variant("relu_preact", "ReLU-only pre-activation", {"activation": "relu_preact"}, "Table 2", 6.71),

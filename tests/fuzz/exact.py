@@ -94,10 +94,11 @@ def reference_counts(spec: ResNetSpec) -> dict[str, int]:
                 raise AssertionError(f"{plan.name}: residual {main} != shortcut {short}")
             if plan.gate is not None:  # g = sigmoid(1x1 conv of the block input): off the main path
                 elementwise("sigmoid_elems", *run((plan.gate,), c, h, False))
-            # the join's weighting, by hand: lambda*s [+ (1-lambda)*F]; 1-g, (1-g)*s [, g*F]
-            # (read off the spec, not the plan's join: the oracle does not reuse the code it checks)
+            # the join's weighting, by hand: lambda*s [+ (1-lambda)*F]; 1-g, (1-g)*s [, g*F]; the paper's
+            # dropout shortcut's (1 - p)*s (read off the spec, not the plan's join: the oracle does not
+            # reuse the code it checks)
             per = {"scale": 2 if spec.scale_residual else 1, "shortcut_gate": 2,
-                   "gate": 3}.get(spec.shortcut_variant, 0)
+                   "gate": 3, "dropout_paper": 1}.get(spec.shortcut_variant, 0)
             if per:
                 n["mul_elems"] += per * main[0] * main[1] ** d
                 n["out_elems"] += main[0] * main[1] ** d
