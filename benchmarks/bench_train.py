@@ -9,6 +9,8 @@ roofline (achieved GFLOP/s beside the CPU's peak), measured side by side in one 
    batch 128; synthetic images, since no CIFAR is bundled): images/s after a warm-up epoch, the
    speed-up over fp32, and the achieved GFLOP/s from our exact count of a training step against the
    peak of the arithmetic each mode uses (analysis.core.machine.peaks: cores x FLOP/cycle x clock).
+   Then the bare step of each mode (a fixed batch, no data pipeline, no test pass): what the
+   arithmetic alone gains.
 3. ``--compile``: torch.compile's steady-state gain on one fp32 step and its compile time, and from
    them the break-even in steps (compile time / time saved per step).
 
@@ -124,6 +126,35 @@ def roofline(label: str, spec: ResNetSpec, data: Dataset, batch: int, epochs: in
     return out
 
 
+def bare_steps(label: str, spec: ResNetSpec, batch: int, steps: int = 12) -> dict[str, float]:
+    """The bare training step per mode (one fixed batch, model, SGD; no data pipeline, no test pass):
+    what the arithmetic alone gains, beside the trainer's figures above."""
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(batch, spec.in_channels, spec.input_size, spec.input_size, generator=g)
+    y = torch.randint(0, 10, (batch,), generator=g)
+    out: dict[str, float] = {}
+    for mode, (amp, cl) in MODES.items():
+        if amp == "bf16" and bf16_unit() is None:
+            continue
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        model = build_model(spec, seed=0).to(memory_format=fmt)  # type: ignore[call-overload]
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x = x0.contiguous(memory_format=fmt)
+
+        for i in range(3 + steps):  # 3 warm-up steps (oneDNN builds its kernels), then timed
+            if i == 3:
+                t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        out[mode] = batch * steps / (time.perf_counter() - t0)
+    print(f"\nbare step, {label} (batch {batch}): " + ", ".join(
+        f"{mode} {ips:.0f} images/s ({ips / out['fp32']:.2f}x)" for mode, ips in out.items()))
+    return out
+
+
 def compile_break_even(spec: ResNetSpec, batch: int, steps: int = 20) -> None:
     """torch.compile on one fp32 training step: compile time, steady-state gain, break-even in steps."""
     model = build_model(spec, seed=0)
@@ -169,8 +200,13 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--roofline-epochs", type=int, default=4, help="epochs per mode in part 2 (the first untimed)")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile's break-even (minutes)")
+    ap.add_argument("--bare-only", action="store_true", help="only the bare training steps (about a minute)")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.bare_only:
+        bare_steps("digits recipe", get_spec("cifar_resnet20").replace(in_channels=1, input_size=16), 32)
+        bare_steps("CIFAR setting", get_spec("cifar_resnet20"), 128)
+        return 0
     data = load_digits(16)
     spec = get_spec("cifar_resnet20").replace(in_channels=1, input_size=16)
     n = len(data.y_train)
@@ -188,6 +224,8 @@ def main() -> int:
     digits = roofline("Digits recipe", spec, data, args.batch_size, args.roofline_epochs)
     cifar_spec = get_spec("cifar_resnet20")
     cifar = roofline("CIFAR setting", cifar_spec, synthetic(1280, 256, 3, 32), 128, args.roofline_epochs)
+    bare_steps("digits recipe", spec, args.batch_size)
+    bare_steps("CIFAR setting", cifar_spec, 128)
     print("\nagainst the DataLoader baseline (images/s):")
     for label, res in (("digits recipe", digits),):
         for mode, ips in res.items():

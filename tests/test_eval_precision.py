@@ -312,8 +312,11 @@ def test_a_damaged_counts_file_is_refused_in_one_sentence(tmp_path):
 def test_the_sentences_say_the_count_or_that_none_is_measured():
     rec = precisioneval.load_results(RESULTS)["mnist1d_transformer"]
     c = rec.counts
+    machine = json.loads(RESULTS.read_text())["machine"]  # the file says where it was measured
+    where = f"{machine['cpu']}, {machine['threads']} thread{'s' * (machine['threads'] != 1)}"
     assert precisioneval.sentence(rec) == (f"bf16 changes {c.changed} of {c.n} test predictions of this net "
-                                           "(measured, results/bf16_eval.json). "
+                                           f"(measured on {where}, results/bf16_eval.json; another CPU or "
+                                           "thread count may differ). "
                                            f"Correct: {c.fp32_correct} in fp32, {c.bf16_correct} in bf16.")
     assert precisioneval.sentence(rec, rec.sha256) == precisioneval.sentence(rec)
     assert "not measured for this one" in precisioneval.sentence(rec, "0" * 64)
@@ -323,8 +326,11 @@ def test_the_sentences_say_the_count_or_that_none_is_measured():
 # ------------------------------------------------------------------ the pages
 def line_of(name: str) -> str:
     r = measured()[name]
-    return (f"bf16 changes {r['changed']} of {r['n']} test predictions of this net (measured, "
-            f"results/bf16_eval.json). Correct: {r['fp32_correct']} in fp32, {r['bf16_correct']} in bf16.")
+    machine = json.loads(RESULTS.read_text())["machine"]
+    where = f"{machine['cpu']}, {machine['threads']} thread{'s' * (machine['threads'] != 1)}"
+    return (f"bf16 changes {r['changed']} of {r['n']} test predictions of this net (measured on {where}, "
+            f"results/bf16_eval.json; another CPU or thread count may differ). Correct: {r['fp32_correct']} in "
+            f"fp32, {r['bf16_correct']} in bf16.")
 
 
 def captions(at: AppTest) -> list[str]:

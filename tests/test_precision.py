@@ -205,3 +205,58 @@ def test_channels_last_is_refused_for_a_model_without_2d_convolutions():
     seq = build({**NETS["mnist1d_transformer"].arch, "width": 16, "depth": 1, "heads": 2, "hidden": 16}, seed=0)
     with pytest.raises(ConfigError, match="channels-last is a layout of 2-D images"):
         fit_generic(seq, load_mnist1d(), Recipe(epochs=1, warmup_epochs=0), channels_last=True)
+
+
+def _rgb8():
+    """Random 3-channel 8 px images, 10 classes: a first conv whose input has a channels-last layout
+    distinct from the default one (a 1-channel batch is both)."""
+    from analysis.data.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    return Dataset("rgb8", torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g),
+                   torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g),
+                   [str(i) for i in range(10)], augment="crop_flip")
+
+
+def test_a_three_channel_batch_reaches_the_first_conv_in_nhwc():
+    seen = []
+    orig = torch.nn.Conv2d.forward
+
+    def spy(self, x):
+        if self.training and x.shape[1] == 3:
+            seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return orig(self, x)
+
+    spec = get_spec("cifar_resnet8").replace(in_channels=3, num_classes=10, input_size=8)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.Conv2d, "forward", spy)
+        tr.train(spec, _rgb8(), TrainConfig(epochs=1, batch_size=32, channels_last=True))
+    assert seen and all(seen)
+
+
+def test_the_shared_loop_clips_every_step_and_returns_the_default_layout():
+    from analysis.experiments.train_transformers import Recipe, fit_generic
+
+    calls = []
+    orig = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *a, **k):
+        calls.append(max_norm)
+        return orig(params, max_norm, *a, **k)
+
+    vit = _tiny_vit()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+        fit_generic(vit, _digits8(), Recipe(epochs=1, batch_size=512, warmup_epochs=0, clip=0.5), channels_last=True)
+    steps = -(-1347 // 512)  # the 8 px digits' training split in batches of 512
+    assert calls == [0.5] * steps
+    assert all(p.is_contiguous() for p in vit.parameters())  # the patch conv back in the default layout
+
+
+def test_the_accuracy_study_refuses_bf16_before_training_anything(monkeypatch, tmp_path):
+    from analysis.studies import precision as study
+
+    monkeypatch.setenv(machine.FLAGS_ENV, NO_BF16)
+    monkeypatch.setattr(study, "seed_run", lambda *a, **k: pytest.fail("trained before the refusal"))
+    with pytest.raises(ConfigError, match="needs bf16 matrix units"):
+        study.record(["digits_resnet20"], [0], tmp_path)

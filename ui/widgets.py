@@ -810,8 +810,9 @@ def eval_precision(container: Any, key: str) -> str:
     """The precision an evaluation (lesion sweep, path measurement, transfer probe) computes in:
     "fp32" or "bf16" (offered only where this CPU has bf16 units)."""
     ok, help_text = _bf16_help()
-    if not ok:
-        return "fp32"
+    if not ok:  # drawn, disabled: a link asking for bf16 is then warned about, not silently run in fp32
+        return str(container.radio("Evaluate in", ["fp32"], key=f"{key}_eval_precision", horizontal=True,
+                                   disabled=True, help=help_text))
     return str(container.radio("Evaluate in", ["fp32", "bf16"], key=f"{key}_eval_precision", horizontal=True,
                                help=f"{help_text}. Predictions may differ from fp32's: the measured number "
                                     "of changed test predictions of the shipped nets is shown with the results"))

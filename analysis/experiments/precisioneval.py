@@ -136,6 +136,7 @@ class Measured:
     kind: str
     dataset: str
     counts: Changed
+    where: str = ""  # the machine it was measured on, in words ('' where the file does not say)
 
 
 def parse(raw: str | bytes, what: str) -> dict[str, Measured]:
@@ -150,13 +151,18 @@ def parse(raw: str | bytes, what: str) -> dict[str, Measured]:
     if not isinstance(nets, list) or not all(isinstance(r, dict) and set(r) == set(_SCHEMA) for r in nets):
         raise CheckpointError(f"{what}: its nets are not records of {', '.join(_SCHEMA)}")
     check_table(nets, _SCHEMA, f"{what}: nets", CheckpointError)
+    machine = doc.get("machine")
+    where = ""
+    if isinstance(machine, dict) and isinstance(machine.get("threads"), int) and not isinstance(machine["threads"], bool):
+        where = (f"{short_repr(machine.get('cpu', 'an unnamed CPU'), 60).strip(chr(39))}, "
+                 f"{machine['threads']} thread{'s' * (machine['threads'] != 1)}")
     out: dict[str, Measured] = {}
     for r in nets:
         counts = Changed(int(r["n"]), int(r["changed"]), int(r["fp32_correct"]), int(r["bf16_correct"]),
                          float(r["max_abs_logit_diff"]))
         if max(counts.changed, counts.fp32_correct, counts.bf16_correct) > counts.n:
             raise CheckpointError(f"{what}: {short_repr(r['name'], 40)} counts more than its {counts.n} inputs")
-        out[r["name"]] = Measured(r["name"], r["file"], r["sha256"], r["kind"], r["dataset"], counts)
+        out[r["name"]] = Measured(r["name"], r["file"], r["sha256"], r["kind"], r["dataset"], counts, where)
     return out
 
 
@@ -185,5 +191,7 @@ def sentence(found: Measured | None, sha256: str | None = None) -> str:
         return (f"bf16 may change some of this net's test predictions: {RESULTS_NAME} holds the count for another "
                 "version of its file, so it is not measured for this one.")
     c = found.counts
-    return (f"bf16 changes {c.changed} of {c.n} test predictions of this net (measured, {RESULTS_NAME}). "
+    on = f" on {found.where}" if found.where else ""
+    return (f"bf16 changes {c.changed} of {c.n} test predictions of this net (measured{on}, {RESULTS_NAME}; "
+            "another CPU or thread count may differ). "
             f"Correct: {c.fp32_correct} in fp32, {c.bf16_correct} in bf16.")

@@ -99,7 +99,9 @@ def record(names: Sequence[str], seeds: Sequence[int], cache: Path, *,
            progress: ProgressFn | None = None) -> dict[str, Any]:
     """Train (or read) every seed of every named net in both arms; the JSON-able record."""
     from analysis.core.machine import describe
+    from analysis.experiments.precision import check
 
+    check("bf16", "cpu")  # refused before any fp32 seed trains, not after
     unknown = [n for n in names if n not in NETS]
     if unknown:
         raise ConfigError(f"unknown nets {unknown}; choose from {', '.join(NETS)}")
