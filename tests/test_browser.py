@@ -301,7 +301,7 @@ ONE_D_VIEWS = {  # issue 13: every page with a 1-D net, opened by its link, and 
     "?model=resnet1d_20": "1×40 (channels × samples)",
     "?analyse=The+notes%27+seed+block+%28Conv1d%29": "296,448",
     "?analyse=The+notes%27+seed+block+%28Conv1d%29&seed_shortcut=true": "The size of tensor a (256) must match",
-    "blocks?dims=1": "393,216",
+    "blocks?dims=1": "24,576",  # the paper's Fig. 5 pairing in 1-D: 3·64·64 + 3·64·64
     "depth?family=vdcnn": "vdcnn49",
     "diagrams?model=vdcnn29&level=block": "max pool 3 /2",
     "variants?data=mnist1d": "MNIST-1D",
