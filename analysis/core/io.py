@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from analysis.core.errors import ConfigError
+from analysis.core.errors import ConfigError, LensError
 
 __all__ = ["WriteError", "atomic_write", "check_writable", "clean_stale_temps", "rescue"]
 
@@ -220,3 +220,16 @@ def rescue(name: str, data: bytes | Writer) -> Path | None:
         except ConfigError:
             continue
     return None
+
+
+def read_bounded(path: Path, max_bytes: int, what: str, error: type[LensError]) -> bytes | None:
+    """A results file's bytes, None where it is missing; ``error`` (naming ``what`` the file holds) when
+    it is larger than ``max_bytes`` (checked before reading) or cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        if path.stat().st_size > max_bytes:
+            raise error(f"{path}: {path.stat().st_size:,} bytes, more than {what} ever are")
+        return path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: the {what} cannot be read ({exc})") from exc

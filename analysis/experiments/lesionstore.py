@@ -22,6 +22,7 @@ import pandas as pd
 
 from analysis.core.bounded import Column, check_table, loads_json, short_repr
 from analysis.core.errors import CheckpointError
+from analysis.core.io import read_bounded
 from analysis.core.meta import now, versions
 from analysis.core.reporting import records, write_json
 from analysis.experiments.lesion import SWEEP_KINDS
@@ -106,14 +107,9 @@ def load_results(program: Path) -> Stored | None:
     """The stored sweeps of ``program``: None when there are none, or when they were made on another
     version of the file (its SHA-256 differs). A damaged or foreign file is a :class:`CheckpointError`."""
     f = results_file(program)
-    if not f.is_file():
+    raw = read_bounded(f, MAX_BYTES, "stored lesion sweeps", CheckpointError)
+    if raw is None:
         return None
-    try:
-        if f.stat().st_size > MAX_BYTES:
-            raise CheckpointError(f"{f}: {f.stat().st_size:,} bytes, more than stored lesion sweeps ever are")
-        raw = f.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"{f}: the stored lesion sweeps cannot be read ({exc})") from exc
     stored = parse(raw, str(f))
     try:
         digest = file_digest(program)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from analysis.arch.models import ResNet
 from analysis.core.bounded import COUNT, Column, check_table, loads_json, short_repr
 from analysis.core.errors import CheckpointError, ConfigError
+from analysis.core.io import read_bounded
 from analysis.core.reporting import write_json
 from analysis.experiments.chain import WholeProgram
 from analysis.experiments.lesion import check_inputs, check_precision
@@ -169,15 +170,8 @@ def parse(raw: str | bytes, what: str) -> dict[str, Measured]:
 def load_results(path: Path = RESULTS) -> dict[str, Measured]:
     """The measured counts by net name; empty where the file is missing. A damaged file is a
     :class:`CheckpointError`."""
-    if not path.is_file():
-        return {}
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes, more than bf16 counts ever are")
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"{path}: the bf16 counts cannot be read ({exc})") from exc
-    return parse(raw, str(path))
+    raw = read_bounded(path, MAX_BYTES, "bf16 counts", CheckpointError)
+    return {} if raw is None else parse(raw, str(path))
 
 
 def sentence(found: Measured | None, sha256: str | None = None) -> str:
