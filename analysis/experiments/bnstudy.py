@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from analysis.arch.models import BATCHNORMS, ResNet
 from analysis.core.errors import CheckpointError, ConfigError, DivergedError
 from analysis.core.stats import Interval, detectable_difference, paired_difference, t_interval
+from analysis.experiments.sensitivity import eval_pass_with_pre_hooks
 
 __all__ = ["ARMS", "BATCH_SIZES", "DEPTHS", "FORMAT", "RECIPE", "batch_size_errors", "comparisons", "load",
            "record", "save", "statistics_gap", "study_model", "table", "without_bn"]
@@ -146,17 +147,7 @@ def statistics_gap(model: ResNet, x: Tensor, batch_size: int = 256) -> pd.DataFr
                 acc[name] = [s, sq, k]
         return pre
 
-    was_training = model.training
-    handles = []
-    try:
-        model.eval()
-        handles = [bn.register_forward_pre_hook(recorder(n)) for n, bn in bns]
-        for i in range(0, len(x), batch_size):
-            model(x[i:i + batch_size])
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    eval_pass_with_pre_hooks(model, [(bn, recorder(n)) for n, bn in bns], x, batch_size)
     rows = []
     for name, bn in bns:
         if name not in acc:  # a BN the forward never reached (none in a built net)

@@ -24,14 +24,17 @@ and the model's train/eval mode is restored however the measurement ends.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from analysis.arch.models import Block, ResNet
 from analysis.core.errors import ConfigError
+
+PreHook = Callable[[Any, tuple[Tensor, ...]], None]
 
 __all__ = ["COLUMNS", "block_parts", "branch_sizes"]
 
@@ -57,6 +60,24 @@ def _ratio(a: float, b: float) -> float:
     return a / b
 
 
+def eval_pass_with_pre_hooks(model: nn.Module, hooks: Sequence[tuple[nn.Module, PreHook]], x: Tensor,
+                             batch_size: int) -> None:
+    """Run ``x`` through ``model`` in eval mode, in batches, with each ``(module, hook)`` registered as a
+    forward pre-hook for the pass only: the hooks are removed and the model's train/eval mode restored
+    however the pass ends (what the measurements of this module and of bnstudy read their inputs with)."""
+    was_training = model.training
+    handles = []
+    try:
+        model.eval()
+        handles = [m.register_forward_pre_hook(h) for m, h in hooks]
+        for k in range(0, len(x), batch_size):
+            model(x[k:k + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
 @torch.no_grad()
 def branch_sizes(model: ResNet, x: Tensor, batch_size: int = 256) -> pd.DataFrame:
     """One row per block (:data:`COLUMNS`): the norms of x, F and H over the inputs ``x`` and their
@@ -74,17 +95,7 @@ def branch_sizes(model: ResNet, x: Tensor, batch_size: int = 256) -> pd.DataFram
                 sums[i][j] += float(torch.linalg.vector_norm(t, dtype=torch.float64)) ** 2  # summed in float64
         return pre
 
-    was_training = model.training
-    handles = []
-    try:
-        model.eval()
-        handles = [b.register_forward_pre_hook(recorder(i, b)) for i, (_, b) in enumerate(blocks)]
-        for k in range(0, len(x), batch_size):
-            model(x[k:k + batch_size])
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    eval_pass_with_pre_hooks(model, [(b, recorder(i, b)) for i, (_, b) in enumerate(blocks)], x, batch_size)
     rows = []
     for (name, b), (sx, sf, sh) in zip(blocks, sums, strict=True):
         nx, nf, nh = math.sqrt(sx), math.sqrt(sf), math.sqrt(sh)
