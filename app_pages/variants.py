@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import streamlit as st
 from analysis.core.errors import LensError
 from analysis.core.meta import PRECISIONS, TrainConfig, recipe_precision
 from analysis.core.reporting import csv_bytes, machine_text
+from analysis.core.stats import t_quantile
 from analysis.run import cluster
 from analysis.run.executor import DataSpec, Executor, InProcessExecutor, make_executor
 from analysis.store.runstore import RunStore, default_home
@@ -29,6 +31,8 @@ RESULTS_FILE = Path(os.environ.get("RESNET_LENS_VARIANTS_RESULTS") or ROOT / "re
 # other recorded grids beside it (results/variants_<data>.json: MNIST-1D's 1-D nets), offered as a choice
 RECORDED = {"variants_digits.json": "digits (2-D CIFAR-style nets)",
             "variants_mnist1d.json": "MNIST-1D (1-D resnet1d nets)"}
+# the gated variants at other initial gate biases (`grid --variants exclusive_gating@0 ...`), recorded beside the grid
+SWEEP_FILE = RESULTS_FILE.parent / "gate_sweep_digits.json"
 DATA_CHOICES = {"digits": "digits (2-D images)", "mnist1d": "MNIST-1D (1-D sequences, 40 samples)"}
 DEPTHS = [8, 14, 20, 32, 44, 56, 110]
 DEFAULT_VARIANTS = ["original", "scaling_0.5"]
@@ -156,6 +160,55 @@ def show_results(summary: pd.DataFrame, key: str, results: pd.DataFrame) -> None
                "Diamonds: the paper's ResNet-110 on CIFAR-10 (\"fail\", above 20 %, drawn at 20 %).")
 
 
+def sweep_chart(sweep: pd.DataFrame, base: Mapping[str, Any] | None) -> go.Figure:
+    """Test error (mean, 95 % t-interval whiskers) against the initial gate bias b_g, one line per
+    gated variant; the original's mean and interval at the same depth as a band (it has no gate); the
+    paper's ResNet-110 numbers (at b_g = -6) as diamonds. b_g runs from 0 (gate half open) to the
+    right, where the shortcut starts near an identity."""
+    fig = go.Figure()
+    if base is not None and int(base["runs"]):
+        n, mean, std = int(base["runs"]), float(base["test_error_mean"]), float(base["test_error_std"])
+        half = t_quantile(n) * std / math.sqrt(n) if n >= 2 and not math.isnan(std) else 0.0
+        fig.add_hrect(y0=mean - half, y1=mean + half, fillcolor="#999", opacity=0.2, line_width=0)
+        fig.add_hline(y=mean, line_dash="dot", line_color="#555",
+                      annotation_text=f"original (no gate): {mean:.2f} %", annotation_position="top left")
+    for i, (label, rows) in enumerate(sweep.groupby("label", sort=False)):
+        colour = render.PALETTE[i % len(render.PALETTE)]
+        fig.add_scatter(x=rows["b_g"].tolist(), y=rows["test_error_mean"].tolist(), mode="lines+markers",
+                        name=f"{label} (measured)", line=dict(color=colour),
+                        error_y=dict(type="data", symmetric=False, visible=True,
+                                     array=(rows["test_high"] - rows["test_error_mean"]).fillna(0.0).tolist(),
+                                     arrayminus=(rows["test_error_mean"] - rows["test_low"]).fillna(0.0).tolist()),
+                        customdata=list(zip(rows["gate_start"], rows["runs"], strict=True)),
+                        hovertemplate=f"{label}<br>b_g = %{{x:g}}, σ(b_g) = %{{customdata[0]:.3g}}<br>test error "
+                                      "%{y:.2f} %<br>%{customdata[1]} seeds<extra></extra>")
+        paper = rows[rows["paper_error"].notna()]
+        if not paper.empty:
+            fig.add_scatter(x=paper["b_g"].tolist(), y=paper["paper_error"].tolist(), mode="markers",
+                            name=f"{label}: paper, ResNet-110 on CIFAR-10",
+                            marker=dict(symbol="diamond", size=11, color=colour, line=dict(color="#222", width=1)),
+                            hovertemplate=f"{label}<br>paper at b_g = %{{x:g}}: %{{y:.2f}} %<extra></extra>")
+    fig.update_layout(height=400, margin=dict(t=10 + render.LEGEND_PX, b=10, l=10, r=10), legend=render.LEGEND_ABOVE)
+    fig.update_xaxes(title_text="initial gate bias b_g", autorange="reversed", dtick=1)
+    fig.update_yaxes(title_text="test error", ticksuffix=" %", rangemode="tozero", automargin=True)
+    return fig
+
+
+def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:
+    """The sweep as the page shows it: one row per gate and b_g."""
+    return pd.DataFrame({
+        "gate": sweep["label"], "depth": sweep["depth"], "b_g": [f"{b:g}" for b in sweep["b_g"]],
+        "σ(b_g) at init": [f"{v:.3g}" for v in sweep["gate_start"]],
+        "test error % [95 % CI]": ["—" if math.isnan(m) else f"{m:.2f} (one run)" if math.isnan(lo)
+                                   else f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
+                                   for m, lo, hi in zip(sweep["test_error_mean"], sweep["test_low"], sweep["test_high"],
+                                                        strict=True)],
+        "runs / diverged": [f"{r} / {d}" for r, d in zip(sweep["runs"], sweep["diverged"], strict=True)],
+        PAPER_COLUMN: ["—" if math.isnan(p) else f"{p:.2f}" for p in sweep["paper_error"]],
+        "reading": sweep["reading"],
+    })
+
+
 def open_store() -> RunStore | None:
     return widgets.open_store("The run store cannot be used", error=True)
 
@@ -222,6 +275,33 @@ else:
         dl[1].download_button("Download the recorded summary (CSV)", csv_bytes(shipped_summary),
                              file_name=f"{RESULTS_FILE.stem}_summary.csv", mime="text/csv",
                              on_click="ignore", key="variants_shipped_summary_csv")
+
+# ------------------------------------------------------------------ 1b. the gate's start
+if SWEEP_FILE.is_file():
+    st.markdown("#### Where the gate starts: a b_g sweep")
+    try:
+        sweep_results, _, sweep_meta = cache.grid_results(str(SWEEP_FILE), SWEEP_FILE.stat().st_mtime)
+        sweep_test = sweep_meta.get("test_size")
+        sweep_summary = g.summarise(sweep_results, sweep_test if isinstance(sweep_test, int) else
+                                    g.test_size(sweep_meta.get("grid", {})))
+        sweep = g.gate_sweep(sweep_summary)
+    except LensError as exc:
+        error_box(exc)
+    else:
+        st.caption("The two gated variants with their gates' bias b_g initialised from 0 (σ = 0.5: the shortcut "
+                   "and F start halved) to -7 (σ = 0.0009: the shortcut starts as an identity and exclusive gating's "
+                   "F is nearly shut). He et al. 2016 initialise b_g in {0, …, -6} and report their best, at -6. "
+                   + describe(sweep_meta.get("grid", {})) + " " + took(sweep_meta) + " "
+                   + machine_text(sweep_meta.get("machine")))
+        for depth in sorted({int(d) for d in sweep["depth"]}):
+            here = sweep[sweep["depth"] == depth]
+            render.show(sweep_chart(here, g.baseline(sweep_summary, depth)), key=f"variants_sweep_chart_{depth}")
+            table(sweep_table(here))
+        st.caption("Whiskers and brackets: the 95 % t-interval of the mean over the seeds; the grey band: the "
+                   "original's (no gate) at the same depth and recipe. Readings as in the grid above (each gate "
+                   "start against the original, paired by seed).")
+        st.download_button("Download the sweep (CSV)", csv_bytes(sweep), file_name="gate_sweep_digits.csv",
+                           mime="text/csv", on_click="ignore", key="variants_sweep_csv")
 
 # ------------------------------------------------------------------ 2. the user's grid
 st.subheader("2 · Run a grid")

@@ -72,6 +72,31 @@ def test_variant_specs():
     assert g.variant_spec(g.variant("full_preact+exclusive_gating"), 8).shortcut_variant == "gate"
 
 
+def test_a_gate_start_after_at():
+    """'exclusive_gating@-2': the same variant with b_g = -2 (the b_g sweep); at the paper's -6 it is
+    the paper's row itself (same spec, so the same store key), with the paper's verdict."""
+    v = g.variant("exclusive_gating@-2")
+    assert (v.name, v.label, v.changes["gate_bias"], v.changes["shortcut_variant"]) == (
+        "exclusive_gating@-2", "exclusive gating (b_g = -2)", -2.0, "gate")
+    assert (v.table, v.paper_error, v.paper) == ("", None, "")
+    assert g.variant_spec(v, 8).gate_bias == -2.0
+    assert g.variant("shortcut_gating@0").changes["gate_bias"] == 0.0
+    assert g.variant("shortcut_gating@-0").label == "shortcut-only gating (b_g = 0)"
+    assert g.variant("exclusive_gating@-6") is g.VARIANTS["exclusive_gating"]
+    assert g.variant_spec(g.variant("full_preact+shortcut_gating@-3"), 8).gate_bias == -3.0
+    assert g.paper_direction("exclusive_gating@-6") == "worse" and g.paper_direction("exclusive_gating@-3") is None
+    assert g.agreement("exclusive_gating@-3", 20, None) == (
+        "— (another gate start: our reference quotes the paper at b_g = -6 only)")
+    for name, words in (("original@-2", "only exclusive_gating, shortcut_gating have a gate"),
+                        ("exclusive_gating@x", "must be a number"), ("exclusive_gating@nan", "finite"),
+                        ("nope@-2", "unknown variant 'nope'"),
+                        ("exclusive_gating@-2+exclusive_gating", "gate_bias")):
+        with pytest.raises(ConfigError, match=words):
+            g.variant(name)
+    with pytest.raises(SpecError, match="gate_bias must be between"):
+        g.Grid(("exclusive_gating@-25",), (8,))
+
+
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("kwargs, err, words", [
     ({"variants": ("original", "nope")}, ConfigError, "unknown variant 'nope'"),
@@ -622,3 +647,28 @@ def test_kill_9_of_a_pool_grid_leaves_no_process_behind(tmp_path):
         for pid in _session(proc.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_gate_sweep_table():
+    """One row per gated variant and b_g, the gate's opening σ(b_g) and the test error's 95 % interval
+    from scipy's t, the contrast with the original paired by seed; other variants left out."""
+    from scipy import stats
+
+    ex0, ex6, sh2 = [10.0, 14.0, 12.0], [3.0, 4.0, 3.5], [2.5, 3.5, 2.0]
+    results = frame(_runs("original", 20, ORIGINAL_20) + _runs("exclusive_gating@0", 20, ex0)
+                    + _runs("exclusive_gating", 20, ex6) + _runs("shortcut_gating@-2", 20, sh2)
+                    + _runs("conv_shortcut", 20, [4.0, 5.2, 4.4]))
+    sweep = g.gate_sweep(g.summarise(results, 450))
+    assert list(sweep.columns) == g.SWEEP_COLUMNS
+    assert [(r.gate, r.b_g) for r in sweep.itertuples()] == [("exclusive_gating", 0.0), ("exclusive_gating", -6.0),
+                                                            ("shortcut_gating", -2.0)]
+    assert sweep["gate_start"].tolist() == pytest.approx([0.5, 0.0024726, 0.1192029], abs=1e-6)
+    low, high = stats.t.interval(0.95, 2, loc=12.0, scale=stats.sem(ex0))
+    assert (sweep.loc[0, "test_low"], sweep.loc[0, "test_high"]) == pytest.approx((low, high))
+    d, lo, hi, _ = _paired(ex0, ORIGINAL_20)
+    assert (sweep.loc[0, "diff"], sweep.loc[0, "diff_low"], sweep.loc[0, "diff_high"]) == pytest.approx((d, lo, hi))
+    # the paper's number at its own b_g only
+    assert sweep.loc[1, "paper_error"] == 8.70 and math.isnan(sweep.loc[0, "paper_error"])
+    assert sweep["label"].tolist() == ["exclusive gating", "exclusive gating", "shortcut-only gating"]
+    assert g.gate_sweep(g.summarise(frame(_runs("original", 20, ORIGINAL_20)))).empty
+    assert g.gate_start("full_preact+exclusive_gating") is None and g.gate_start("original") is None

@@ -258,7 +258,8 @@ def test_a_grid_on_mnist1d_trains_1d_nets_from_the_page(trainings):
 
 def test_recorded_grids_beside_the_default_are_offered(tmp_path, monkeypatch):
     """A second recorded grid (variants_mnist1d.json) next to the default one makes a choice appear."""
-    src = ROOT / "results" / "variants_digits.json"
+    # the grid recorded before the machine record and the clean train error (2 seeds, 6 epochs), kept as is
+    src = ROOT / "tests" / "fixtures" / "variants_digits_2seeds_6epochs.json"
     default = tmp_path / "variants_digits.json"
     shutil.copy(src, default)
     shutil.copy(src, tmp_path / "variants_mnist1d.json")
@@ -295,3 +296,35 @@ def test_the_executor_choice_shows_only_with_a_cluster_address(monkeypatch, tmp_
     assert "Ray cluster: ray://head.example:10001" in " ".join(c.value for c in at.caption)
     where.set_value("ray").run()
     assert "as Ray tasks on the cluster" in at.button(key="variants_run").help
+
+
+def test_the_gate_sweep_beside_the_recorded_grid(monkeypatch, tmp_path, recorded):
+    """A b_g sweep file next to the recorded grid (gate_sweep_digits.json) draws test error against b_g
+    per gate with the paper's number at -6, and a table with σ(b_g) and each start's 95 % interval."""
+    import math
+
+    from scipy import stats
+
+    path, _ = recorded
+    shutil.copy(path, tmp_path / "variants_digits.json")
+    sweep = g.run_grid(g.Grid(("original", "exclusive_gating@0", "exclusive_gating"), (8,), (0, 1),
+                              TrainConfig(epochs=1), DataSpec("digits", 8)), RunStore(tmp_path / "store"),
+                       InProcessExecutor())
+    g.write_results(str(tmp_path / "gate_sweep_digits.json"), sweep)
+    at = page(monkeypatch, tmp_path / "variants_digits.json")
+    clean(at)
+    assert any(m.value == "#### Where the gate starts: a b_g sweep" for m in at.markdown)
+    line = chart(at, "exclusive gating (measured)")
+    assert line["x"] == [0, -6]
+    errors = sweep.results.set_index(["variant", "seed"])["test_error"]
+    at0 = [errors[("exclusive_gating@0", s)] for s in (0, 1)]
+    assert line["y"][0] == pytest.approx(sum(at0) / 2)
+    high = stats.t.interval(0.95, 1, loc=sum(at0) / 2, scale=stats.sem(at0))[1] if at0[0] != at0[1] else sum(at0) / 2
+    assert line["y"][0] + line["error_y"]["array"][0] == pytest.approx(high)
+    assert chart(at, "exclusive gating: paper, ResNet-110 on CIFAR-10")["y"] == [8.70]
+    shown = next(t.value for t in [*at.table, *at.dataframe] if "σ(b_g) at init" in t.value.columns)
+    assert list(shown["b_g"]) == ["0", "-6"] and list(shown["σ(b_g) at init"]) == ["0.5", "0.00247"]
+    assert list(shown["paper, ResNet-110 CIFAR-10 %"]) == ["—", "8.70"]
+    assert all(not math.isnan(float(v.split(" [")[0])) for v in shown["test error % [95 % CI]"])
+    assert at.get("download_button") and any(b.proto.label == "Download the sweep (CSV)"
+                                              for b in at.get("download_button"))

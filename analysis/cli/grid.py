@@ -41,8 +41,9 @@ def add_parser(sub: Subparsers) -> None:
                                     "every finished run and the same command later trains only the rest.")
     gr.add_argument("--list-variants", action="store_true", help="list the variants with the paper's numbers, exit")
     gr.add_argument("--variants", nargs="+", default=None,
-                    help="variant names (default: the paper's eleven; see --list-variants); join names with '+' "
-                         "to combine")
+                    help="variant names (default: the paper's twelve rows; see --list-variants); join names with "
+                         "'+' to combine; a gated variant takes another initial gate bias after '@' "
+                         "(exclusive_gating@-2: b_g = -2, for a b_g sweep)")
     gr.add_argument("--depths", nargs="+", type=whole, default=[20, 56], help="CIFAR depths 6n+2 (default 20 56)")
     gr.add_argument("--seeds", type=whole, default=2, help="seeds per variant and depth: 0 .. N-1 (default 2)")
     add_data_args(gr)

@@ -88,27 +88,55 @@ FAIL_ERROR = 20.0  # the paper's "fail": test error above 20 %
 DEFAULT_DEPTHS = (20, 56)
 
 
+#: The variants with a gate, whose start ``name@b_g`` sets (He et al. 2016, Table 1: b_g initialised
+#: in {0, -1, ..., -6}; our reference quotes the paper's numbers at -6 only)
+GATED = tuple(name for name, v in VARIANTS.items() if "gate_bias" in v.changes)
+
+
+def _one(part: str) -> Variant:
+    """One named variant, or a gated one at another gate start: 'exclusive_gating@-2' is exclusive
+    gating with b_g = -2 (the same net as 'exclusive_gating' at the paper's -6, under that name)."""
+    base, at, value = part.partition("@")
+    if base not in VARIANTS:
+        raise ConfigError(f"unknown variant {base!r}; choose from {', '.join(VARIANTS)} "
+                          "(or join them with '+')")
+    v = VARIANTS[base]
+    if not at:
+        return v
+    if base not in GATED:
+        raise ConfigError(f"{part}: '@' sets a gate's initial bias b_g; only {', '.join(GATED)} have a gate")
+    try:
+        b = float(value)
+    except ValueError:
+        raise ConfigError(f"{part}: the gate's b_g after '@' must be a number, e.g. {base}@-2") from None
+    if not math.isfinite(b):
+        raise ConfigError(f"{part}: the gate's b_g must be finite, got {value!r}")
+    b = b + 0.0  # -0 is 0: one net, one name
+    if b == v.changes["gate_bias"]:
+        return v
+    return Variant(part, v.label.replace(f"(b_g = {v.changes['gate_bias']:g})", f"(b_g = {b:g})"),
+                   {**v.changes, "gate_bias": b}, "", None)
+
+
 def variant(name: str) -> Variant:
-    """A variant by name; names joined by '+' combine their changes (e.g. 'full_preact+exclusive_gating')."""
+    """A variant by name; names joined by '+' combine their changes (e.g. 'full_preact+exclusive_gating');
+    a gated variant takes another gate start after '@' (``exclusive_gating@-2``, :data:`GATED`)."""
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"a variant name must be a non-empty string, got {name!r}")
     parts = [p.strip() for p in name.split("+")]
-    unknown = [p for p in parts if p not in VARIANTS]
-    if unknown:
-        raise ConfigError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)} "
-                          "(or join them with '+')")
+    found = [_one(p) for p in parts]
     if len(parts) == 1:
-        return VARIANTS[parts[0]]
+        return found[0]
     twice = sorted({p for p in parts if parts.count(p) > 1})
     if twice:  # 'original+original' is 'original' under another name: a second run of the same net
         raise ConfigError(f"{name}: {', '.join(twice)} named more than once; name each part once")
     changes: dict[str, Any] = {}
-    for p in parts:
-        for k, v in VARIANTS[p].changes.items():
+    for p, one in zip(parts, found, strict=True):
+        for k, v in one.changes.items():
             if k in changes and changes[k] != v:
                 raise ConfigError(f"{name}: {p} sets {k} = {v!r}, another part sets {changes[k]!r}")
             changes[k] = v
-    return Variant(name, " + ".join(VARIANTS[p].label for p in parts), changes, "", None)
+    return Variant(name, " + ".join(one.label for one in found), changes, "", None)
 
 
 def variant_table() -> pd.DataFrame:
@@ -517,7 +545,7 @@ def summarise(results: pd.DataFrame, test_size: int | None = None) -> pd.DataFra
     extra = []
     for _, row in summary.iterrows():
         name, depth = str(row["variant"]), int(row["depth"])
-        base = _baseline(summary, depth)
+        base = baseline(summary, depth)
         c = contrast(results, name, depth) if name != BASELINE else None
         tested = c is not None and c.low is not None and c.n >= MIN_TEST_SEEDS
         found = c.detectable() if c is not None else None
@@ -552,7 +580,7 @@ def _std(ok: pd.DataFrame, col: str) -> float:
     return float(ok[col].std(ddof=1)) if len(ok) > 1 else math.nan
 
 
-def _baseline(summary: pd.DataFrame, depth: int) -> Mapping[str, Any] | None:
+def baseline(summary: pd.DataFrame, depth: int) -> Mapping[str, Any] | None:
     base = summary[(summary["variant"] == BASELINE) & (summary["depth"] == depth)]
     return None if base.empty else base.iloc[0].to_dict()
 
@@ -647,9 +675,12 @@ def paper_direction(name: str) -> str | None:
     """He et al. 2016's variant ``name`` against their original: 'worse' (a 'fail' included), 'about
     equal' (within :data:`SAME_BAND`), 'better'; None for what their tables do not hold (the plain
     twin, combinations) and for the original itself."""
-    v = VARIANTS.get(name)
+    try:
+        v = variant(name)  # 'exclusive_gating@-6' is the paper's own row under the sweep's name
+    except ConfigError:
+        return None
     base = VARIANTS[BASELINE].paper_error
-    if v is None or name == BASELINE or base is None or not v.table:
+    if name == BASELINE or base is None or not v.table:
         return None
     if v.paper_fail:
         return "worse"
@@ -695,7 +726,11 @@ def agreement(name: str, depth: int, c: Contrast | None, why: list[str] | None =
     original. '—' where the paper has no verdict (the original itself, the plain twin, combinations)."""
     paper = paper_direction(name)
     if paper is None:
-        return "— (the reference)" if name == BASELINE else "— (not in the paper's tables)"
+        if name == BASELINE:
+            return "— (the reference)"
+        if "@" in name and "+" not in name:
+            return "— (another gate start: our reference quotes the paper at b_g = -6 only)"
+        return "— (not in the paper's tables)"
     because = f" — {'; '.join(why)}" if why else ""
     if c is None:
         if diverged >= MIN_TEST_SEEDS:
@@ -718,6 +753,46 @@ def agreement(name: str, depth: int, c: Contrast | None, why: list[str] | None =
         return f"disagrees{because}"
     return f"cannot tell ({c.n} seeds; detectable ≥ {found:.2f} pp){because}" if found is not None else \
         f"cannot tell ({c.n} seeds){because}"
+
+
+def gate_start(name: str) -> tuple[str, float] | None:
+    """(gated variant, its b_g) for a single gated variant name ('exclusive_gating@-2' ->
+    ('exclusive_gating', -2.0); 'shortcut_gating' -> ('shortcut_gating', -6.0)); None for any other."""
+    if "+" in name:
+        return None
+    base = name.partition("@")[0]
+    if base not in GATED:
+        return None
+    return base, float(variant(name).changes["gate_bias"])
+
+
+#: Columns of :func:`gate_sweep`
+SWEEP_COLUMNS = ["gate", "label", "depth", "b_g", "gate_start", "runs", "diverged", "test_error_mean", "test_low",
+                 "test_high", "train_error_mean", "diff", "diff_low", "diff_high", "paper_error", "reading"]
+
+
+def gate_sweep(summary: pd.DataFrame) -> pd.DataFrame:
+    """The b_g sweep in a grid's summary (:func:`summarise`): one row per gated variant, depth and
+    initial gate bias b_g, sorted by them, with σ(b_g) (``gate_start``: the gate's opening at
+    initialisation, the shortcut's weight being 1 - σ), the mean test error with its 95 % t-interval
+    over the seeds (none for one run) and the contrast with the original at that depth. Empty without
+    gated variants."""
+    rows = []
+    for _, r in summary.iterrows():
+        found = gate_start(str(r["variant"]))
+        if found is None:
+            continue
+        gate, b = found
+        n, mean, std = int(r["runs"]), float(r["test_error_mean"]), float(r["test_error_std"])
+        half = t_quantile(n) * std / math.sqrt(n) if n >= 2 and not math.isnan(std) else math.nan
+        rows.append({"gate": gate, "label": VARIANTS[gate].label.split(" (")[0], "depth": int(r["depth"]), "b_g": b,
+                     "gate_start": 1 / (1 + math.exp(-b)), "runs": n, "diverged": int(r["diverged"]),
+                     "test_error_mean": mean, "test_low": mean - half, "test_high": mean + half,
+                     "train_error_mean": float(r["train_error_mean"]), "diff": float(r.get("diff", math.nan)),
+                     "diff_low": float(r.get("diff_low", math.nan)), "diff_high": float(r.get("diff_high", math.nan)),
+                     "paper_error": float(r["paper_error"]), "reading": str(r["reading"])})
+    out = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    return out.sort_values(["gate", "depth", "b_g"], ascending=[True, True, False], ignore_index=True)
 
 
 def write_results(path: str, result: GridResult) -> None:
