@@ -11,7 +11,7 @@ import torch
 
 from analysis.arch.specs import get_spec
 from analysis.core.errors import LensError
-from analysis.core.meta import PRECISIONS, SCHEDULES
+from analysis.core.meta import PRECISIONS, SCHEDULES, recipe_precision
 from analysis.core.meta import precision_text as meta_precision_text
 from analysis.core.reporting import csv_bytes
 from analysis.data.data import MNIST1D_BASELINES
@@ -19,6 +19,7 @@ from analysis.experiments import gradflow
 from analysis.experiments.train import Progress, TrainConfig, check_device, run_meta, train_checkpoint
 from analysis.store.checkpoints import Checkpoint
 from analysis.store.runstore import StoredRun, config_key, default_home, run_config
+from analysis.studies import grid
 from ui import cache, render, widgets
 from ui.fmt import fmt_float
 from ui.widgets import table
@@ -220,6 +221,40 @@ def gradient_flow(trained: dict[str, Checkpoint]) -> None:
                        mime="text/csv", on_click="ignore", key="grad_csv")
 
 
+def degradation_over_seeds() -> None:
+    """The degradation experiment over 5 seeds under one recipe: the residual and plain rows of the
+    recorded variants grid (the same runs the Variants lab shows), with intervals and paired tests."""
+    path = cache.variants_results_file()
+    if not path.is_file():
+        return
+    try:
+        results, _, meta = cache.grid_results(str(path), path.stat().st_mtime)
+    except LensError as exc:
+        widgets.error_box(exc)
+        return
+    nets, contrasts = grid.degradation(results)
+    if nets.empty:
+        return
+    st.subheader("The same experiment over seeds, one recipe")
+    recipe = meta.get("grid", {}).get("recipe", {})
+    seeds = meta.get("grid", {}).get("seeds", [])
+    st.caption(f"The residual and plain rows of the recorded variants grid ({path.name}; the Variants lab shows "
+               f"all of it): {len(seeds)} seeds per net and depth, every net trained with one recipe "
+               f"({recipe.get('epochs')} epoch{'s' * (recipe.get('epochs') != 1)}, batch {recipe.get('batch_size')}, lr {recipe.get('lr')}, "
+               f"{recipe.get('warmup_epochs')} warm-up epochs at lr/10, {recipe.get('schedule')} schedule, "
+               f"{recipe_precision(recipe)}). Whiskers: 95 % t-intervals over the seeds.")
+    render.show(render.degradation_chart(nets), key="training_degradation_seeds")
+    table(pd.DataFrame({
+        "comparison": contrasts["what"], "error": contrasts["error"], "reading": contrasts["reading"]}))
+    st.caption("Differences in percentage points, paired by seed (runs of one seed share batch order and "
+               "augmentation); a t-interval that excludes 0 is a difference; one that holds it is not a proof of "
+               "none (its width says what the seeds could have found).")
+    st.download_button("Download these nets and comparisons (CSV)",
+                       csv_bytes(pd.concat([nets.assign(kind="net"), contrasts.assign(kind="comparison")])),
+                       file_name="degradation_seeds.csv", mime="text/csv", on_click="ignore",
+                       key="training_degradation_csv")
+
+
 st.title("Training: the degradation problem")
 st.caption("He et al. 2015, Fig. 1 and Fig. 6: a deeper *plain* net has higher training error than a "
            "shallower one, while a deeper *residual* net trains as well or better.")
@@ -247,7 +282,11 @@ if shipped:
     runs = [run_record(n, c) for n, c in shipped.items()]
     render.show(render.training_curves(runs), key="training_shipped")
     table(summary_table(list(shipped.items())), formats=ERROR_FORMATS, hide_index=True)
-    st.caption(TRAIN_NOTE)
+    st.caption(TRAIN_NOTE + (" Each shipped net is one run (seed 0)." if one_d else
+                             " Each shipped net is one run (seed 0), and the pairs' recipes differ (the 20-layer nets "
+                             "at lr 0.1, the 56-layer ones at lr 0.05): the seeds below share one recipe."))
+if not one_d:
+    degradation_over_seeds()
 else:
     what = "MNIST-1D checkpoints (mnist1d_*.pt)" if one_d else "digits checkpoints"
     st.warning(f"No shipped {what} found in checkpoints/; train some below or with `python -m analysis train`.")

@@ -4,7 +4,6 @@ beside the paper's numbers, with their training curves and gradient flow."""
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from ui.widgets import Metric, error_box, metric_row, range_label, table
 ROOT = Path(__file__).resolve().parent.parent
 # The default grid's results, recorded once by `python -m analysis grid ... --out` and shipped, so a fresh
 # clone shows measured numbers without training; RESNET_LENS_VARIANTS_RESULTS points the page at another file.
-RESULTS_FILE = Path(os.environ.get("RESNET_LENS_VARIANTS_RESULTS") or ROOT / "results" / "variants_digits.json")
+RESULTS_FILE = cache.variants_results_file()
 # other recorded grids beside it (results/variants_<data>.json: MNIST-1D's 1-D nets), offered as a choice
 RECORDED = {"variants_digits.json": "digits (2-D CIFAR-style nets)",
             "variants_mnist1d.json": "MNIST-1D (1-D resnet1d nets)"}

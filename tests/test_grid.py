@@ -672,3 +672,44 @@ def test_the_gate_sweep_table():
     assert sweep["label"].tolist() == ["exclusive gating", "exclusive gating", "shortcut-only gating"]
     assert g.gate_sweep(g.summarise(frame(_runs("original", 20, ORIGINAL_20)))).empty
     assert g.gate_start("full_preact+exclusive_gating") is None and g.gate_start("original") is None
+
+
+def test_the_degradation_experiment_from_a_grid():
+    """Residual and plain nets at two depths under one recipe: each net's errors with scipy's t-interval,
+    and the contrasts (deeper minus shallower, plain minus residual) paired by seed."""
+    from scipy import stats
+
+    r20, r56, p20, p56 = [1.0, 0.8, 1.2], [1.4, 1.0, 1.6], [1.5, 1.6, 1.6], [12.0, 9.0, 30.0]
+    train = {"r20": [0.1, 0.0, 0.2], "r56": [0.2, 0.2, 0.3], "p20": [0.5, 0.7, 0.4], "p56": [10.0, 8.0, 29.0]}
+    results = frame(_runs("original", 20, r20, train=train["r20"]) + _runs("original", 56, r56, train=train["r56"])
+                    + _runs("plain", 20, p20, train=train["p20"]) + _runs("plain", 56, p56, train=train["p56"])
+                    + _runs("conv_shortcut", 20, [4.0, 5.2, 4.4]))
+    nets, contrasts = g.degradation(results)
+    assert list(nets.columns) == g.DEGRADATION_COLUMNS
+    assert [(r.net, r.depth, r.runs) for r in nets.itertuples()] == [("residual", 20, 3), ("residual", 56, 3),
+                                                                     ("plain", 20, 3), ("plain", 56, 3)]
+    p56_row = nets.iloc[3]
+    low, high = stats.t.interval(0.95, 2, loc=17.0, scale=stats.sem(p56))
+    assert (p56_row["test_error_mean"], p56_row["test_low"], p56_row["test_high"]) == pytest.approx((17.0, low, high))
+    assert p56_row["train_error_mean"] == pytest.approx(sum(train["p56"]) / 3)
+    c = contrasts.set_index(["what", "error"])
+    assert list(contrasts["what"].drop_duplicates()) == ["residual: depth 56 − depth 20", "plain: depth 56 − depth 20",
+                                                         "plain − residual at depth 20", "plain − residual at depth 56"]
+    ci = stats.ttest_rel(p56, r56).confidence_interval(0.95)
+    row = c.loc[("plain − residual at depth 56", "test")]
+    assert (row["diff"], row["low"], row["high"]) == pytest.approx((sum(p56) / 3 - sum(r56) / 3, ci.low, ci.high))
+    assert ci.low < 0 and row["reading"].startswith("no difference detected (+15.67 pp; 95 % CI")
+    ci = stats.ttest_rel(p20, r20).confidence_interval(0.95)
+    assert ci.low > 0 and c.loc[("plain − residual at depth 20", "test"), "reading"] == (
+        f"higher by 0.57 pp (95 % CI {ci.low:+.2f} to {ci.high:+.2f}, paired t over 3 seeds)")
+    ci = stats.ttest_rel(train["r56"], train["r20"]).confidence_interval(0.95)
+    row = c.loc[("residual: depth 56 − depth 20", "train")]
+    assert (row["low"], row["high"]) == pytest.approx((ci.low, ci.high)) and row["seeds"] == 3
+    assert ci.low < 0 and row["reading"] == (f"no difference detected (+0.13 pp; 95 % CI {ci.low:+.2f} to "
+                                             f"{ci.high:+.2f}, paired t over 3 seeds)")
+    # two seeds: no test; one depth only: nothing to read
+    two = frame(_runs("original", 20, r20[:2]) + _runs("original", 56, r56[:2]) + _runs("plain", 20, p20[:2])
+                + _runs("plain", 56, p56[:2]))
+    assert g.degradation(two)[1]["reading"].str.endswith("(2 seeds: no test)").all()
+    nets, contrasts = g.degradation(frame(_runs("original", 20, r20) + _runs("plain", 20, p20)))
+    assert nets.empty and contrasts.empty

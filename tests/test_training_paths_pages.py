@@ -417,3 +417,31 @@ def test_a_run_of_a_new_origin_is_shown_and_a_switched_off_origin_stays_off():
     at.session_state["trained"]["cli"] = run("python -m analysis train --depth 8")
     at.run()
     assert at.dataframe[-1].value["model"].tolist() == ["mine", "cli"]  # grid stays off, the new one shows
+
+
+def test_the_degradation_experiment_over_seeds_from_the_recorded_grid(monkeypatch, tmp_path):
+    """The recorded grid's residual and plain rows (one recipe, several seeds) under the shipped runs:
+    a chart of train and test error against depth with 95 % whiskers and the paired readings."""
+    from analysis.core.meta import TrainConfig
+    from analysis.run.executor import DataSpec, InProcessExecutor
+    from analysis.store.runstore import RunStore
+    from analysis.studies import grid as g
+
+    result = g.run_grid(g.Grid(("original", "plain"), (8, 14), (0, 1, 2), TrainConfig(epochs=1),
+                               DataSpec("digits", 8)), RunStore(tmp_path / "store"), InProcessExecutor())
+    path = tmp_path / "variants_digits.json"
+    g.write_results(str(path), result)
+    monkeypatch.setenv("RESNET_LENS_VARIANTS_RESULTS", str(path))
+    at = page("training.py")
+    clean(at)
+    assert "The same experiment over seeds, one recipe" in [s.value for s in at.subheader]
+    fig = charts(at)["training_degradation_seeds"]["figure"]
+    nets, contrasts = g.degradation(result.results)
+    plain_test = [d for d in fig["data"] if d["name"] == "plain" and d["xaxis"] == "x2"][0]
+    assert plain_test["x"] == ["8", "14"]
+    assert plain_test["y"] == pytest.approx(nets.loc[nets["net"] == "plain", "test_error_mean"].tolist())
+    shown = next(t.value for t in [*at.table, *at.dataframe] if "comparison" in t.value.columns)
+    assert list(shown["reading"]) == list(contrasts["reading"]) and len(shown) == 8
+    assert any("3 seeds per net and depth, every net trained with one recipe (1 epoch, batch" in c.value
+               for c in at.caption)
+    assert any("the seeds below share one recipe" in c.value for c in at.caption)

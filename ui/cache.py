@@ -6,6 +6,7 @@ Cached objects are never mutated by callers (DataFrames are copied by Streamlit 
 from __future__ import annotations
 
 import gc
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,14 @@ from analysis.data import data
 from analysis.experiments import evaluation, lesion, lesionstore, paths, programlesion
 from analysis.store import checkpoints, runstore
 from analysis.studies import grid, transfer
+
+
+def variants_results_file() -> Path:
+    """The recorded variants grid: ``results/variants_digits.json``, or the file RESNET_LENS_VARIANTS_RESULTS
+    names (read on each call: tests point pages at their own files). The Variants lab shows it; the
+    Training page reads its residual and plain rows, the degradation experiment over seeds."""
+    return Path(os.environ.get("RESNET_LENS_VARIANTS_RESULTS")
+                or Path(__file__).resolve().parent.parent / "results" / "variants_digits.json")
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

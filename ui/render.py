@@ -594,3 +594,26 @@ def probe_by_stage(df: pd.DataFrame) -> go.Figure:
                      categoryorder="array", categoryarray=stages)
     fig.update_yaxes(**{**_accuracy_axis(), "title_text": "probe test accuracy"})
     return _finish(fig, 360, legend=True)
+
+
+def degradation_chart(nets: pd.DataFrame) -> go.Figure:
+    """He et al. 2015's Fig. 1 / 6 as measured over seeds: training and test error against depth, one
+    line per net (residual / plain, the residual colours), whiskers the 95 % t-intervals over the seeds."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Training error (clean, eval mode)", "Test error"))
+    for col, (what, short) in enumerate((("train_error", "train"), ("test_error", "test")), start=1):
+        for net, rows in nets.groupby("net", sort=False):
+            colour = RESIDUAL_COLOURS[net == "residual"]
+            mean = rows[f"{what}_mean"]
+            fig.add_scatter(x=[str(d) for d in rows["depth"]], y=mean.tolist(), mode="lines+markers", name=str(net),
+                            line=dict(color=colour, dash="solid" if net == "residual" else "dash"),
+                            legendgroup=str(net), showlegend=col == 1,
+                            error_y=dict(type="data", symmetric=False, visible=True,
+                                         array=(rows[f"{short}_high"] - mean).fillna(0.0).tolist(),
+                                         arrayminus=(mean - rows[f"{short}_low"]).fillna(0.0).tolist()),
+                            customdata=rows["runs"].tolist(),
+                            hovertemplate=f"{net}, depth %{{x}}<br>{short} error %{{y:.2f}} %"
+                                          "<br>%{customdata} seeds<extra></extra>", row=1, col=col)
+        fig.update_yaxes(ticksuffix=" %", rangemode="tozero", row=1, col=col)
+        fig.update_xaxes(title_text="depth (layers)", type="category", row=1, col=col)
+    fig.update_layout(height=360, margin=dict(t=40 + LEGEND_PX, b=10, l=10, r=10), legend=LEGEND_ABOVE)
+    return fig

@@ -26,7 +26,7 @@ from analysis.core.errors import ConfigError, LensError, SpecError
 from analysis.core.io import WriteError, rescue
 from analysis.core.meta import TrainConfig
 from analysis.core.reporting import records, write_csv, write_json
-from analysis.core.stats import Contrast, paired_contrast, t_quantile, welch_from_summary
+from analysis.core.stats import Contrast, paired_contrast, t_interval, t_quantile, welch_from_summary
 from analysis.run.executor import DataSpec, Executor, PoolExecutor, Task, TaskEvent, TaskResult
 
 if TYPE_CHECKING:
@@ -793,6 +793,73 @@ def gate_sweep(summary: pd.DataFrame) -> pd.DataFrame:
                      "paper_error": float(r["paper_error"]), "reading": str(r["reading"])})
     out = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
     return out.sort_values(["gate", "depth", "b_g"], ascending=[True, True, False], ignore_index=True)
+
+
+#: Columns of :func:`degradation`'s two tables
+DEGRADATION_COLUMNS = ["net", "depth", "runs", "test_error_mean", "test_low", "test_high", "train_error_mean",
+                       "train_low", "train_high"]
+DEGRADATION_CONTRASTS = ["what", "error", "diff", "low", "high", "seeds", "reading"]
+#: the nets of the degradation experiment among a grid's variants: He et al. 2015's residual net and its plain twin
+DEGRADATION_NETS = {"residual": BASELINE, "plain": "plain"}
+
+
+def _seed_errors(results: pd.DataFrame, name: str, depth: int, col: str) -> pd.Series:
+    ok = results[(results["variant"] == name) & (results["depth"] == depth) & (results["status"] == "complete")]
+    ok = ok[ok[col].notna()]
+    return pd.Series(ok[col].to_numpy(dtype=float), index=ok["seed"].to_numpy())
+
+
+def degradation(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """He et al. 2015's degradation experiment (Fig. 1 / 6) read from a grid that trained the original
+    and the plain twin at two depths or more under one recipe: (nets, contrasts). ``nets``: per net and
+    depth, test and train error with their 95 % t-intervals over the seeds (None bounds for one run).
+    ``contrasts``: for each error, the deepest depth minus the shallowest for each net, and plain minus
+    residual at each depth, paired by seed (a grid's runs of one seed share batch order and
+    augmentation) over the seeds both finished, with a one-line reading. Both empty when the grid
+    lacks either net at two depths."""
+    rows: list[dict[str, Any]] = []
+    found = {net: sorted({int(d) for d in results.loc[results["variant"] == v, "depth"]})
+             for net, v in DEGRADATION_NETS.items()}
+    depths = sorted(set(found["residual"]) & set(found["plain"]))
+    if len(depths) < 2:
+        return pd.DataFrame(columns=DEGRADATION_COLUMNS), pd.DataFrame(columns=DEGRADATION_CONTRASTS)
+    for net, name in DEGRADATION_NETS.items():
+        for d in depths:
+            row: dict[str, Any] = {"net": net, "depth": d}
+            for col, short in (("test_error", "test"), ("train_error", "train")):
+                values = _seed_errors(results, name, d, col)
+                if values.empty:
+                    row.update({f"{col}_mean": math.nan, f"{short}_low": math.nan, f"{short}_high": math.nan})
+                    continue
+                iv = t_interval(values.tolist(), what=f"{net} {d} {col}")
+                row.update({f"{col}_mean": iv.mean, f"{short}_low": math.nan if iv.low is None else iv.low,
+                            f"{short}_high": math.nan if iv.high is None else iv.high})
+                row["runs"] = len(values)
+            rows.append(row)
+    nets = pd.DataFrame(rows, columns=DEGRADATION_COLUMNS)
+    pairs = [(f"{net}: depth {depths[-1]} − depth {depths[0]}", (DEGRADATION_NETS[net], depths[-1]),
+              (DEGRADATION_NETS[net], depths[0])) for net in DEGRADATION_NETS]
+    pairs += [(f"plain − residual at depth {d}", ("plain", d), (BASELINE, d)) for d in depths]
+    out = []
+    for what, (na, da), (nb, db) in pairs:
+        for col, error in (("train_error", "train"), ("test_error", "test")):
+            a, b = _seed_errors(results, na, da, col), _seed_errors(results, nb, db, col)
+            common = [s for s in a.index if s in set(b.index)]
+            if not common:
+                continue
+            c = paired_contrast(a.loc[common].tolist(), b.loc[common].tolist(), what=what)
+            if c.low is None or c.high is None or c.n < MIN_TEST_SEEDS:
+                said = f"{c.diff:+.2f} pp ({'one run' if c.n == 1 else f'{c.n} seeds: no test'})"
+            elif c.excludes(0):
+                said = f"{'higher' if c.diff > 0 else 'lower'} by {abs(c.diff):.2f} pp (95 % CI {c.low:+.2f} to " \
+                       f"{c.high:+.2f}, paired t over {c.n} seeds)"
+            else:
+                said = f"no difference detected ({c.diff:+.2f} pp; 95 % CI {c.low:+.2f} to {c.high:+.2f}, paired t " \
+                       f"over {c.n} seeds)"
+            out.append({"what": what, "error": error, "diff": c.diff,
+                        "low": math.nan if c.low is None else c.low, "high": math.nan if c.high is None else c.high,
+                        "seeds": c.n, "reading": said})
+    return nets, pd.DataFrame(out, columns=DEGRADATION_CONTRASTS)
 
 
 def write_results(path: str, result: GridResult) -> None:
