@@ -713,3 +713,15 @@ def test_the_degradation_experiment_from_a_grid():
     assert g.degradation(two)[1]["reading"].str.endswith("(2 seeds: no test)").all()
     nets, contrasts = g.degradation(frame(_runs("original", 20, r20) + _runs("plain", 20, p20)))
     assert nets.empty and contrasts.empty
+
+
+def test_the_cli_prints_the_degradation_experiment_when_the_grid_has_both_nets(tmp_path, capsys):
+    rc = main(["grid", "--variants", "original", "plain", "--depths", "8", "14", "--seeds", "3", "--size", "8",
+               "--train-images", "64", "--epochs", "1", "--warmup", "0", "--store", str(tmp_path / "s"),
+               "--out", str(tmp_path / "g.json")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    _, degraded = g.degradation(g.load_results(str(tmp_path / "g.json"))[0])
+    lines = out.split("the degradation experiment (residual vs plain, one recipe; paired by seed):\n")[1].splitlines()
+    assert lines[:8] == [f"  {r.what}, {r.error} error: {r.reading}" for r in degraded.itertuples()]
+    assert lines[0].startswith("  residual: depth 14 − depth 8, train error: ")

@@ -168,6 +168,11 @@ def _grid(args: argparse.Namespace, stop: Stop, grid: g.Grid, store: RunStore, o
           f"they agree with He et al. 2016 ('about equal': within ±{g.SAME_BAND:.2f} pp):")
     for row in result.summary.itertuples():
         print(f"  {row.label}, depth {row.depth}: {row.reading}\n    agrees with He et al. 2016? {row.agrees}")
+    _, degraded = g.degradation(result.results)
+    if not degraded.empty:  # the residual and plain twins at two depths: He et al. 2015's degradation experiment
+        print("\nthe degradation experiment (residual vs plain, one recipe; paired by seed):")
+        for row in degraded.itertuples():
+            print(f"  {row.what}, {row.error} error: {row.reading}")
     print(f"{result.trained} runs trained, {result.reused} found in the store {store.home}, "
           f"{result.wall_seconds:.1f} s wall")
     if out is not None:
