@@ -725,3 +725,22 @@ def test_the_cli_prints_the_degradation_experiment_when_the_grid_has_both_nets(t
     lines = out.split("the degradation experiment (residual vs plain, one recipe; paired by seed):\n")[1].splitlines()
     assert lines[:8] == [f"  {r.what}, {r.error} error: {r.reading}" for r in degraded.itertuples()]
     assert lines[0].startswith("  residual: depth 14 − depth 8, train error: ")
+
+
+def test_a_depth_of_the_summary_as_a_markdown_table():
+    from scipy import stats
+
+    conv = [4.0, 5.2, 4.4]
+    results = frame(_runs("original", 20, ORIGINAL_20) + _runs("conv_shortcut", 20, conv)
+                    + _runs("shortcut_gating", 20, [2.4, 3.0]) + _runs("original", 56, [3.0]))
+    md = g.markdown(g.summarise(results, 450), 20).splitlines()
+    assert md[0].startswith("| variant | test error % [95 % CI] | seeds | paper (ResNet-110, CIFAR-10) % |")
+    low, high = stats.t.interval(0.95, 2, loc=2.5, scale=stats.sem(ORIGINAL_20))
+    assert md[2] == f"| original (identity shortcut) | 2.50 [{low:.2f}, {high:.2f}] | 3 | 6.61 | — | — (the reference) |"
+    d, lo, hi, _ = _paired(conv, ORIGINAL_20)
+    assert md[3].startswith("| 1×1 conv shortcut | 4.53 [") and f"| 12.22 | {d:+.2f} [{lo:+.2f}, {hi:+.2f}] | agrees |" in md[3]
+    low, high = stats.t.interval(0.95, 1, loc=2.7, scale=stats.sem([2.4, 3.0]))  # t(1) = 12.7: wide
+    assert md[4] == (f"| shortcut-only gating (b_g = -6) | 2.70 [{low:.2f}, {high:.2f}] | 2 | 6.91 | +0.20 (no test) | "
+                     "cannot tell (2 seeds: no test) |")
+    assert g.markdown(g.summarise(results, 450), 56).splitlines()[2] == (
+        "| original (identity shortcut) | 3.00 (one run) | 1 | 6.61 | — | — (the reference) |")

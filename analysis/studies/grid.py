@@ -862,6 +862,31 @@ def degradation(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return nets, pd.DataFrame(out, columns=DEGRADATION_CONTRASTS)
 
 
+def _ci(mean: float, low: float, high: float) -> str:
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.2f} (one run)" if math.isnan(low) else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def markdown(summary: pd.DataFrame, depth: int) -> str:
+    """One depth of a grid's summary as a Markdown table for the README and closing notes: each variant's
+    test error with its 95 % t-interval over the seeds, the paper's ResNet-110 number, the difference
+    from the original with its interval, and whether it agrees with He et al. 2016 (the measured reason
+    after a disagreement)."""
+    lines = ["| variant | test error % [95 % CI] | seeds | paper (ResNet-110, CIFAR-10) % | vs original, pp "
+             "[95 % CI] | agrees with He et al. 2016? |", "|---|---|---|---|---|---|"]
+    for _, r in summary[summary["depth"] == depth].iterrows():
+        n, mean, std = int(r["runs"]), float(r["test_error_mean"]), float(r["test_error_std"])
+        half = t_quantile(n) * std / math.sqrt(n) if n >= 2 and not math.isnan(std) else math.nan
+        diff = float(r["diff"]) if not pd.isna(r["diff"]) else math.nan
+        low, high = float(r["diff_low"]), float(r["diff_high"])
+        vs = ("—" if math.isnan(diff) else f"{diff:+.2f} (no test)" if math.isnan(low)
+              else f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]")
+        lines.append(f"| {r['label']} | {_ci(mean, mean - half, mean + half)} | {n} | {r['paper'] or '—'} | {vs} | "
+                     f"{r['agrees']} |")
+    return "\n".join(lines)
+
+
 def write_results(path: str, result: GridResult) -> None:
     """Results + summary, atomically: JSON (both tables and the grid's definition) or CSV (one row
     per run with its variant-and-depth summary columns beside it), by the file's suffix."""
