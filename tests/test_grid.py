@@ -744,3 +744,22 @@ def test_a_depth_of_the_summary_as_a_markdown_table():
                      "cannot tell (2 seeds: no test) |")
     assert g.markdown(g.summarise(results, 450), 56).splitlines()[2] == (
         "| original (identity shortcut) | 3.00 (one run) | 1 | 6.61 | — | — (the reference) |")
+
+
+def test_the_sweep_and_the_degradation_as_markdown():
+    results = frame(_runs("original", 20, ORIGINAL_20) + _runs("exclusive_gating@0", 20, [10.0, 14.0, 12.0])
+                    + _runs("exclusive_gating", 20, [3.0])
+                    + _runs("original", 56, [1.4, 1.0, 1.6]) + _runs("plain", 20, [1.5, 1.6, 1.6])
+                    + _runs("plain", 56, [12.0, 9.0, 30.0]))
+    sweep = g.gate_sweep(g.summarise(results, 450))
+    md = g.sweep_markdown(sweep).splitlines()
+    r = sweep.iloc[0]
+    assert md[2] == (f"| exclusive gating | 0 | 0.5 | 12.00 [{r.test_low:.2f}, {r.test_high:.2f}] | 3 | "
+                     f"+9.50 [{r.diff_low:+.2f}, {r.diff_high:+.2f}] | — |")
+    assert md[3] == "| exclusive gating | -6 | 0.00247 | 3.00 (one run) | 1 | +1.00 (no test) | 8.70 |"
+    nets, contrasts = g.degradation(results)
+    md = g.degradation_markdown(nets, contrasts).splitlines()
+    p56 = nets.iloc[3]
+    assert md[5] == (f"| plain | 56 | 3 | {p56.train_error_mean:.2f} [{p56.train_low:.2f}, {p56.train_high:.2f}] | "
+                     f"17.00 [{p56.test_low:.2f}, {p56.test_high:.2f}] |")
+    assert md[7:] == [f"- {c.what}, {c.error} error: {c.reading}" for c in contrasts.itertuples()] and md[6] == ""

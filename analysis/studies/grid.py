@@ -887,6 +887,30 @@ def markdown(summary: pd.DataFrame, depth: int) -> str:
     return "\n".join(lines)
 
 
+def sweep_markdown(sweep: pd.DataFrame) -> str:
+    """:func:`gate_sweep` as a Markdown table: gate, b_g, σ(b_g), test error with its 95 % interval,
+    seeds, the difference from the original with its interval, the paper's number where it has one."""
+    lines = ["| gate | b_g | σ(b_g) | test error % [95 % CI] | seeds | vs original, pp [95 % CI] | paper % |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sweep.itertuples():
+        vs = ("—" if math.isnan(r.diff) else f"{r.diff:+.2f} (no test)" if math.isnan(r.diff_low)
+              else f"{r.diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}]")
+        lines.append(f"| {r.label} | {r.b_g:g} | {r.gate_start:.3g} | {_ci(r.test_error_mean, r.test_low, r.test_high)} "
+                     f"| {r.runs} | {vs} | {'—' if math.isnan(r.paper_error) else f'{r.paper_error:.2f}'} |")
+    return "\n".join(lines)
+
+
+def degradation_markdown(nets: pd.DataFrame, contrasts: pd.DataFrame) -> str:
+    """:func:`degradation` as Markdown: a table of the nets' errors, then one line per comparison."""
+    lines = ["| net | depth | seeds | train error % [95 % CI] | test error % [95 % CI] |", "|---|---|---|---|---|"]
+    for r in nets.itertuples():
+        lines.append(f"| {r.net} | {r.depth} | {r.runs} | {_ci(r.train_error_mean, r.train_low, r.train_high)} | "
+                     f"{_ci(r.test_error_mean, r.test_low, r.test_high)} |")
+    lines.append("")
+    lines += [f"- {r.what}, {r.error} error: {r.reading}" for r in contrasts.itertuples()]
+    return "\n".join(lines)
+
+
 def write_results(path: str, result: GridResult) -> None:
     """Results + summary, atomically: JSON (both tables and the grid's definition) or CSV (one row
     per run with its variant-and-depth summary columns beside it), by the file's suffix."""
