@@ -74,13 +74,15 @@ def test_amp_and_layout_are_left_out_of_the_recipe_dict_at_their_defaults():
 def test_stored_keys_are_unchanged():
     """The shipped variants grid's id and every run's store key, recomputed now, are the stored
     ones; the shipped checkpoints' recipes serialise to the dicts their files hold."""
-    stored = json.loads((ROOT / "results" / "variants_digits.json").read_text())
-    d = stored["grid"]
-    grid = g.Grid(tuple(d["variants"]), tuple(d["depths"]), tuple(d["seeds"]), TrainConfig(**d["recipe"]),
-                  DataSpec(**d["data"]))
-    assert grid.id == stored["grid_id"]
-    keys = {(r["variant"], r["depth"], r["seed"]): r["key"] for r in stored["results"]}
-    assert {(r.variant, r.depth, r.seed): r.key for r in grid.runs()} == keys
+    for path in (ROOT / "results" / "variants_digits.json",
+                 ROOT / "tests" / "fixtures" / "variants_digits_2seeds_6epochs.json"):  # the grid recorded before
+        stored = json.loads(path.read_text())
+        d = stored["grid"]
+        grid = g.Grid(tuple(d["variants"]), tuple(d["depths"]), tuple(d["seeds"]), TrainConfig(**d["recipe"]),
+                      DataSpec(**d["data"]))
+        assert grid.id == stored["grid_id"]
+        keys = {(r["variant"], r["depth"], r["seed"]): r["key"] for r in stored["results"]}
+        assert {(r.variant, r.depth, r.seed): r.key for r in grid.runs()} == keys
     for name, f in shipped_checkpoints().items():
         raw = torch.load(f, map_location="cpu", weights_only=True)["meta"]["recipe"]
         assert load_checkpoint(f).meta.recipe.to_dict() == raw, name

@@ -507,10 +507,10 @@ def test_the_gate_start_is_computed_from_the_spec(monkeypatch):
 
 
 def test_an_old_results_file_still_reads_with_the_running_train_error():
-    """The recorded grids predate the clean training error, the machine record and the new summary
-    columns: they load, their train error is marked as the running number, the summary recomputed
-    from their runs has the new columns, and no machine is invented for them."""
-    results, summary, rest = g.load_results(str(ROOT / "results" / "variants_digits.json"))
+    """The grid recorded before the clean training error, the machine record and the new summary
+    columns (2 seeds, 6 epochs; kept as a fixture): it loads, its train error is marked as the running
+    number, the summary recomputed from its runs has the new columns, and no machine is invented for it."""
+    results, summary, rest = g.load_results(str(ROOT / "tests" / "fixtures" / "variants_digits_2seeds_6epochs.json"))
     assert not results["train_clean"].any() and "machine" not in rest and "test_size" not in rest
     assert summary["agrees"].isna().all()  # not in the file
     again = g.summarise(results, g.test_size(rest["grid"]))
