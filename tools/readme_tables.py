@@ -1,11 +1,13 @@
 """Print the README's tables of recorded results from the files themselves, so the README quotes only
 what the files hold (tests/test_readme_numbers.py checks each table is in the README as printed here).
 
-    .venv/bin/python tools/readme_tables.py
+    .venv/bin/python tools/readme_tables.py            # print them
+    .venv/bin/python tools/readme_tables.py --write    # fill the README's <!-- table: NAME --> blocks
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from analysis.studies import grid as g
@@ -35,6 +37,34 @@ def tables(root: Path = ROOT) -> dict[str, str]:
     return out
 
 
+def fill(readme: str, found: dict[str, str]) -> str:
+    """``readme`` with the text between each ``<!-- table: NAME -->`` and the next ``<!-- /table -->``
+    replaced by table NAME (markers without a table are left as they are)."""
+    out, rest = [], readme
+    while (start := rest.find("<!-- table: ")) >= 0:
+        head_end = rest.index("-->", start) + 3
+        name = rest[start + len("<!-- table: "):head_end - 3].strip()
+        end = rest.index("<!-- /table -->", head_end)
+        out.append(rest[:head_end])
+        out.append(f"\n{found[name]}\n" if name in found else rest[head_end:end])
+        rest = rest[end:]
+    return "".join(out) + rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--write", action="store_true", help="fill the README's <!-- table: NAME --> blocks in place")
+    args = ap.parse_args(argv)
+    found = tables()
+    if args.write:
+        readme = ROOT / "README.md"
+        readme.write_text(fill(readme.read_text(encoding="utf-8"), found), encoding="utf-8")
+        print(f"filled {readme}")
+        return 0
+    for name, text in found.items():
+        print(f"<!-- table: {name} -->\n{text}\n<!-- /table -->\n")
+    return 0
+
+
 if __name__ == "__main__":
-    for name, text in tables().items():
-        print(f"<!-- {name} -->\n{text}\n")
+    raise SystemExit(main())
