@@ -3,6 +3,7 @@ in 1-D on MNIST-1D (Greydanus 2020) beside that dataset's published baselines.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -221,36 +222,56 @@ def gradient_flow(trained: dict[str, Checkpoint]) -> None:
                        mime="text/csv", on_click="ignore", key="grad_csv")
 
 
-def degradation_over_seeds() -> None:
-    """The degradation experiment over 5 seeds under one recipe: the residual and plain rows of the
-    recorded variants grid (the same runs the Variants lab shows), with intervals and paired tests."""
+@dataclass(frozen=True)
+class Seeds:
+    """The recorded grid's degradation experiment (:func:`analysis.studies.grid.degradation`)."""
+
+    nets: pd.DataFrame
+    contrasts: pd.DataFrame
+    clean: bool  # its train errors are the clean ones (else the running ones, from before the clean pass)
+    recipe: dict[str, Any]
+    name: str
+
+
+def recorded_seeds() -> Seeds | LensError | None:
+    """The residual and plain rows of the recorded variants grid under one recipe, the file's error,
+    or None when there is no file or it lacks either net at two depths."""
     path = cache.variants_results_file()
     if not path.is_file():
-        return
+        return None
     try:
         results, _, meta = cache.grid_results(str(path), path.stat().st_mtime)
     except LensError as exc:
-        widgets.error_box(exc)
-        return
+        return exc
     nets, contrasts = grid.degradation(results)
     if nets.empty:
-        return
+        return None
+    picked = results[results["variant"].isin(list(grid.DEGRADATION_NETS.values()))
+                     & (results["status"] == "complete")]
+    clean = bool(len(picked)) and bool(picked["train_clean"].fillna(False).astype(bool).all())
+    return Seeds(nets, contrasts, clean, dict(meta.get("grid", {}).get("recipe", {})), path.name)
+
+
+def show_seeds(found: Seeds) -> None:
+    """The degradation experiment over seeds under one recipe, with intervals and paired tests."""
     st.subheader("The same experiment over seeds, one recipe")
-    recipe = meta.get("grid", {}).get("recipe", {})
-    seeds = meta.get("grid", {}).get("seeds", [])
-    st.caption(f"The residual and plain rows of the recorded variants grid ({path.name}; the Variants lab shows "
-               f"all of it): {len(seeds)} seeds per net and depth, every net trained with one recipe "
-               f"({recipe.get('epochs')} epoch{'s' * (recipe.get('epochs') != 1)}, batch {recipe.get('batch_size')}, lr {recipe.get('lr')}, "
+    recipe, runs = found.recipe, sorted({int(n) for n in found.nets["runs"]})
+    seeds = " to ".join(str(n) for n in (runs[0], runs[-1]) if runs) if len(runs) > 1 else str(runs[0])
+    epochs = recipe.get("epochs")
+    st.caption(f"The residual and plain rows of the recorded variants grid ({found.name}; the Variants lab shows "
+               f"all of it): {seeds} finished seeds per net and depth, every net trained with one recipe "
+               f"({epochs} epoch{'s' * (epochs != 1)}, batch {recipe.get('batch_size')}, lr {recipe.get('lr')}, "
                f"{recipe.get('warmup_epochs')} warm-up epochs at lr/10, {recipe.get('schedule')} schedule, "
                f"{recipe_precision(recipe)}). Whiskers: 95 % t-intervals over the seeds.")
-    render.show(render.degradation_chart(nets), key="training_degradation_seeds")
-    table(pd.DataFrame({
-        "comparison": contrasts["what"], "error": contrasts["error"], "reading": contrasts["reading"]}))
+    render.show(render.degradation_chart(found.nets, clean=found.clean), key="training_degradation_seeds")
+    table(pd.DataFrame({"comparison": found.contrasts["what"], "error": found.contrasts["error"],
+                        "reading": found.contrasts["reading"]}))
     st.caption("Differences in percentage points, paired by seed (runs of one seed share batch order and "
                "augmentation); a t-interval that excludes 0 is a difference; one that holds it is not a proof of "
-               "none (its width says what the seeds could have found).")
+               "none (its width says what the seeds could have found)."
+               + ("" if found.clean else " Training errors: the running ones (the grid predates the clean pass)."))
     st.download_button("Download these nets and comparisons (CSV)",
-                       csv_bytes(pd.concat([nets.assign(kind="net"), contrasts.assign(kind="comparison")])),
+                       csv_bytes(pd.concat([found.nets.assign(kind="net"), found.contrasts.assign(kind="comparison")])),
                        file_name="degradation_seeds.csv", mime="text/csv", on_click="ignore",
                        key="training_degradation_csv")
 
@@ -267,6 +288,7 @@ DATA_LABELS = {"digits": "embedded digits", "mnist1d": "MNIST-1D (embedded, 1-D 
 one_d = st.session_state.get("train_data") == "mnist1d"
 shipped_all = cache.shipped()
 shipped = {n: c for n, c in shipped_all.items() if on_mnist1d(c) == one_d}
+seeds_view = None if one_d else recorded_seeds()
 if shipped:
     # a subheader, as over *Your runs*: the legend says which line is which, so the chart needs no title
     st.subheader("Shipped runs")
@@ -284,12 +306,15 @@ if shipped:
     table(summary_table(list(shipped.items())), formats=ERROR_FORMATS, hide_index=True)
     st.caption(TRAIN_NOTE + (" Each shipped net is one run (seed 0)." if one_d else
                              " Each shipped net is one run (seed 0), and the pairs' recipes differ (the 20-layer nets "
-                             "at lr 0.1, the 56-layer ones at lr 0.05): the seeds below share one recipe."))
-if not one_d:
-    degradation_over_seeds()
+                             "at lr 0.1, the 56-layer ones at lr 0.05)"
+                             + (": the seeds below share one recipe." if isinstance(seeds_view, Seeds) else ".")))
 else:
     what = "MNIST-1D checkpoints (mnist1d_*.pt)" if one_d else "digits checkpoints"
     st.warning(f"No shipped {what} found in checkpoints/; train some below or with `python -m analysis train`.")
+if isinstance(seeds_view, LensError):
+    widgets.error_box(seeds_view)
+elif seeds_view is not None:
+    show_seeds(seeds_view)
 
 st.subheader("Run it yourself")
 # the two multiselects get half a row each: in a quarter of an 820-px page their chips showed only "×"

@@ -277,7 +277,7 @@ else:
 
 # ------------------------------------------------------------------ 1b. the gate's start
 if SWEEP_FILE.is_file():
-    st.markdown("#### Where the gate starts: a b_g sweep")
+    sweep = pd.DataFrame()
     try:
         sweep_results, _, sweep_meta = cache.grid_results(str(SWEEP_FILE), SWEEP_FILE.stat().st_mtime)
         sweep_test = sweep_meta.get("test_size")
@@ -285,20 +285,26 @@ if SWEEP_FILE.is_file():
                                     g.test_size(sweep_meta.get("grid", {})))
         sweep = g.gate_sweep(sweep_summary)
     except LensError as exc:
+        st.markdown("#### Where the gate starts: a b_g sweep")
         error_box(exc)
-    else:
-        st.caption("The two gated variants with their gates' bias b_g initialised from 0 (σ = 0.5: the shortcut "
-                   "and F start halved) to -7 (σ = 0.0009: the shortcut starts as an identity and exclusive gating's "
-                   "F is nearly shut). He et al. 2016 initialise b_g in {0, …, -6} and report their best, at -6. "
-                   + describe(sweep_meta.get("grid", {})) + " " + took(sweep_meta) + " "
-                   + machine_text(sweep_meta.get("machine")))
+    if not sweep.empty:  # a file without gated variants is no sweep: nothing to show
+        st.markdown("#### Where the gate starts: a b_g sweep")
+        starts = sorted(set(sweep["b_g"]), reverse=True)
+        st.caption(f"The gated variants with the gate's bias b_g initialised from {starts[0]:g} to {starts[-1]:g}: "
+                   "the gate g = σ(b_g) at the start (a 1×1 conv's bias), the shortcut weighted 1 − g; exclusive "
+                   "gating also scales F by g, so a large negative b_g starts with the shortcut an identity and F "
+                   "nearly shut, while shortcut-only gating leaves F whole. He et al. 2016 initialise b_g in "
+                   "{0, …, -6} and report their best, at -6. " + describe(sweep_meta.get("grid", {})) + " "
+                   + took(sweep_meta) + " " + machine_text(sweep_meta.get("machine")))
         for depth in sorted({int(d) for d in sweep["depth"]}):
             here = sweep[sweep["depth"] == depth]
             render.show(sweep_chart(here, g.baseline(sweep_summary, depth)), key=f"variants_sweep_chart_{depth}")
             table(sweep_table(here))
-        st.caption("Whiskers and brackets: the 95 % t-interval of the mean over the seeds; the grey band: the "
-                   "original's (no gate) at the same depth and recipe. Readings as in the grid above (each gate "
-                   "start against the original, paired by seed).")
+        has_base = bool((sweep_summary["variant"] == g.BASELINE).any())
+        st.caption("Whiskers and brackets: the 95 % t-interval of the mean over the seeds"
+                   + ("; the grey band: the original's (no gate) at the same depth and recipe. Readings as in the "
+                      "grid above (each gate start against the original, paired by seed)." if has_base else
+                      ". The sweep file has no original runs to compare with."))
         st.download_button("Download the sweep (CSV)", csv_bytes(sweep), file_name="gate_sweep_digits.csv",
                            mime="text/csv", on_click="ignore", key="variants_sweep_csv")
 

@@ -82,11 +82,22 @@ def test_a_gate_start_after_at():
     assert g.variant_spec(v, 8).gate_bias == -2.0
     assert g.variant("shortcut_gating@0").changes["gate_bias"] == 0.0
     assert g.variant("shortcut_gating@-0").label == "shortcut-only gating (b_g = 0)"
+    # one name per net, whatever the spelling
+    assert {g.variant(n).name for n in ("exclusive_gating@-2.0", "exclusive_gating@-2e0", " exclusive_gating@-2")} == {
+        "exclusive_gating@-2"}
+    assert g.variant("shortcut_gating@-0").name == "shortcut_gating@0"
+    assert g.variant("full_preact + exclusive_gating@-2.0").name == "full_preact+exclusive_gating@-2"
+    assert g.Grid(("exclusive_gating@-2.0", "original"), (8,)).variants == ("exclusive_gating@-2", "original")
+    for twice in (("exclusive_gating", "exclusive_gating@-6"), ("exclusive_gating@0", "exclusive_gating@-0"),
+                  ("full_preact+exclusive_gating", "exclusive_gating+full_preact")):
+        with pytest.raises(ConfigError, match="are the same net"):
+            g.Grid(twice, (8,))
     assert g.variant("exclusive_gating@-6") is g.VARIANTS["exclusive_gating"]
     assert g.variant_spec(g.variant("full_preact+shortcut_gating@-3"), 8).gate_bias == -3.0
     assert g.paper_direction("exclusive_gating@-6") == "worse" and g.paper_direction("exclusive_gating@-3") is None
     assert g.agreement("exclusive_gating@-3", 20, None) == (
         "— (another gate start: our reference quotes the paper at b_g = -6 only)")
+    assert g.agreement("full_preact+exclusive_gating@-2", 20, None) == "— (not in the paper's tables)"
     for name, words in (("original@-2", "only exclusive_gating, shortcut_gating have a gate"),
                         ("exclusive_gating@x", "must be a number"), ("exclusive_gating@nan", "finite"),
                         ("nope@-2", "unknown variant 'nope'"),
@@ -672,6 +683,8 @@ def test_the_gate_sweep_table():
     assert sweep["label"].tolist() == ["exclusive gating", "exclusive gating", "shortcut-only gating"]
     assert g.gate_sweep(g.summarise(frame(_runs("original", 20, ORIGINAL_20)))).empty
     assert g.gate_start("full_preact+exclusive_gating") is None and g.gate_start("original") is None
+    assert g.gate_start("exclusive_gating@-2+full_preact") is None and g.gate_start("nope") is None
+    assert g.gate_start(" exclusive_gating@-2.0") == ("exclusive_gating", -2.0)
 
 
 def test_the_degradation_experiment_from_a_grid():
@@ -713,6 +726,18 @@ def test_the_degradation_experiment_from_a_grid():
     assert g.degradation(two)[1]["reading"].str.endswith("(2 seeds: no test)").all()
     nets, contrasts = g.degradation(frame(_runs("original", 20, r20) + _runs("plain", 20, p20)))
     assert nets.empty and contrasts.empty
+    # both nets must have both depths: plain at 20 and 56, the original at 20 only, is no experiment
+    nets, contrasts = g.degradation(frame(_runs("original", 20, r20) + _runs("plain", 20, p20)
+                                          + _runs("plain", 56, p56)))
+    assert nets.empty and contrasts.empty
+    # a plain net that diverged in every seed is counted, and its comparisons say why they are missing
+    gone = frame(_runs("original", 20, r20) + _runs("original", 56, r56) + _runs("plain", 20, p20)
+                 + _runs("plain", 56, [math.nan] * 3, "diverged"))
+    nets, contrasts = g.degradation(gone)
+    assert nets[["runs", "diverged"]].dtypes.tolist() == [int, int]
+    assert nets.set_index(["net", "depth"]).loc[("plain", 56), ["runs", "diverged"]].tolist() == [0, 3]
+    assert contrasts.set_index(["what", "error"]).loc[("plain − residual at depth 56", "test"), "reading"] == (
+        "no seed finished on both sides: nothing to compare")
 
 
 def test_the_cli_prints_the_degradation_experiment_when_the_grid_has_both_nets(tmp_path, capsys):
@@ -754,12 +779,12 @@ def test_the_sweep_and_the_degradation_as_markdown():
     sweep = g.gate_sweep(g.summarise(results, 450))
     md = g.sweep_markdown(sweep).splitlines()
     r = sweep.iloc[0]
-    assert md[2] == (f"| exclusive gating | 0 | 0.5 | 12.00 [{r.test_low:.2f}, {r.test_high:.2f}] | 3 | "
+    assert md[2] == (f"| exclusive gating | 20 | 0 | 0.5 | 12.00 [{r.test_low:.2f}, {r.test_high:.2f}] | 3 | "
                      f"+9.50 [{r.diff_low:+.2f}, {r.diff_high:+.2f}] | — |")
-    assert md[3] == "| exclusive gating | -6 | 0.00247 | 3.00 (one run) | 1 | +1.00 (no test) | 8.70 |"
+    assert md[3] == "| exclusive gating | 20 | -6 | 0.00247 | 3.00 (one run) | 1 | +1.00 (no test) | 8.70 |"
     nets, contrasts = g.degradation(results)
     md = g.degradation_markdown(nets, contrasts).splitlines()
     p56 = nets.iloc[3]
-    assert md[5] == (f"| plain | 56 | 3 | {p56.train_error_mean:.2f} [{p56.train_low:.2f}, {p56.train_high:.2f}] | "
+    assert md[5] == (f"| plain | 56 | 3 / 0 | {p56.train_error_mean:.2f} [{p56.train_low:.2f}, {p56.train_high:.2f}] | "
                      f"17.00 [{p56.test_low:.2f}, {p56.test_high:.2f}] |")
     assert md[7:] == [f"- {c.what}, {c.error} error: {c.reading}" for c in contrasts.itertuples()] and md[6] == ""

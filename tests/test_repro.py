@@ -26,23 +26,28 @@ def test_a_recorded_run_trained_again_with_its_thread_count_is_the_same_number(t
 
 
 RECORD = {"test_size": 450, "recorded_threads": 1,
-          "recorded": [{"seed": 0, "test_error": 2.0}, {"seed": 1, "test_error": 1.5555555555555556}],
+          "recorded": [{"seed": 0, "test_error": 2.0}, {"seed": 1, "test_error": 1.5555555555555556},
+                       {"seed": 2, "test_error": 1.0}],
           "reruns": [{"threads": 1, "runs": [{"seed": 0, "test_error": 2.0},
                                               {"seed": 1, "test_error": 1.5555555555555556}]},
-                     {"threads": 2, "runs": [{"seed": 0, "test_error": 2.4444444444444446},
-                                              {"seed": 1, "test_error": 1.5555555555555556}]}]}
+                     {"threads": 2, "runs": [{"seed": 0, "test_error": 2.4},  # 0.4 pp: 1.8 images, said as 2
+                                              {"seed": 1, "test_error": 1.5555555555555556},
+                                              {"seed": 2, "test_error": 1.6666666666666667},
+                                              {"seed": 3, "test_error": 3.0}]}]}  # seed 3 not recorded
 
 
 def test_the_table_and_the_statement_say_what_the_record_holds(tmp_path):
+    import math
+
     t = repro.table(RECORD)
     assert list(t.columns) == repro.COLUMNS
-    assert t["identical"].tolist() == [True, True, False, True]
-    assert t["images"].tolist() == [0, 0, 2, 0]  # 0.44 pp of 450 test images is 2 images
-    assert t.loc[2, "diff"] == pytest.approx(0.4444444)
+    assert t["identical"].tolist() == [True, True, False, True, False, False]
+    assert t["images"].tolist()[:5] == [0, 0, 2, 0, 3] and math.isnan(t["images"].iloc[5])
+    assert t.loc[2, "diff"] == pytest.approx(0.4) and math.isnan(t.loc[5, "diff"])
     assert repro.statement(RECORD) == [
         "the recorded thread count: 2 of 2 seeds give the recorded test error exactly",
-        "2 threads instead of 1: 1 of 2 seeds give the recorded test error exactly; the others move by up to "
-        "0.44 pp (2 test images of 450), mean |difference| 0.22 pp"]
+        "2 threads instead of 1: 1 of 4 seeds give the recorded test error exactly; 2 move by 0.40 to 0.67 pp "
+        "(2 to 3 test images of 450); 1 without a number on one side (diverged, or not recorded)"]
     path = tmp_path / "r.json"
     repro.save(path, RECORD)
     assert repro.load(path)["reruns"] == RECORD["reruns"]

@@ -46,6 +46,7 @@ def test_picking_mnist1d_shows_the_shipped_1d_nets_and_the_published_baselines()
     at = mnist1d_view()
     assert [s.value for s in at.subheader] == ["Shipped runs", "Run it yourself",
                                                "MNIST-1D: published baselines and the nets here"]
+    assert not at.warning, [w.value for w in at.warning]  # the shipped 1-D nets are there: no "none found"
     shipped = at.dataframe[0].value
     assert set(shipped["data"]) == {"mnist1d"}
     assert all(name.startswith("mnist1d_") for name in shipped["model"])

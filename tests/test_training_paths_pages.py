@@ -440,8 +440,13 @@ def test_the_degradation_experiment_over_seeds_from_the_recorded_grid(monkeypatc
     plain_test = [d for d in fig["data"] if d["name"] == "plain" and d["xaxis"] == "x2"][0]
     assert plain_test["x"] == ["8", "14"]
     assert plain_test["y"] == pytest.approx(nets.loc[nets["net"] == "plain", "test_error_mean"].tolist())
+    plain = nets[nets["net"] == "plain"]
+    assert plain_test["error_y"]["array"] == pytest.approx((plain["test_high"] - plain["test_error_mean"]).tolist())
+    assert plain_test["error_y"]["arrayminus"] == pytest.approx((plain["test_error_mean"] - plain["test_low"]).tolist())
+    # trained now: the clean training error, and the chart says so
+    assert fig["layout"]["annotations"][0]["text"] == "Training error (clean, eval mode)"
     shown = next(t.value for t in [*at.table, *at.dataframe] if "comparison" in t.value.columns)
     assert list(shown["reading"]) == list(contrasts["reading"]) and len(shown) == 8
-    assert any("3 seeds per net and depth, every net trained with one recipe (1 epoch, batch" in c.value
+    assert any("3 finished seeds per net and depth, every net trained with one recipe (1 epoch, batch" in c.value
                for c in at.caption)
     assert any("the seeds below share one recipe" in c.value for c in at.caption)

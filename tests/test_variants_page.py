@@ -322,6 +322,14 @@ def test_the_gate_sweep_beside_the_recorded_grid(monkeypatch, tmp_path, recorded
     high = stats.t.interval(0.95, 1, loc=sum(at0) / 2, scale=stats.sem(at0))[1] if at0[0] != at0[1] else sum(at0) / 2
     assert line["y"][0] + line["error_y"]["array"][0] == pytest.approx(high)
     assert chart(at, "exclusive gating: paper, ResNet-110 on CIFAR-10")["y"] == [8.70]
+    # the original's band: its 95 % t-interval over the same seeds
+    base = [errors[("original", s)] for s in (0, 1)]
+    fig = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+               if any(t.get("name") == "exclusive gating (measured)" for t in json.loads(c.proto.spec)["data"]))
+    (band,) = [sh for sh in fig["layout"]["shapes"] if sh["type"] == "rect"]
+    if base[0] != base[1]:
+        low, high = stats.t.interval(0.95, 1, loc=sum(base) / 2, scale=stats.sem(base))
+        assert (band["y0"], band["y1"]) == pytest.approx((low, high))
     shown = next(t.value for t in [*at.table, *at.dataframe] if "σ(b_g) at init" in t.value.columns)
     assert list(shown["b_g"]) == ["0", "-6"] and list(shown["σ(b_g) at init"]) == ["0.5", "0.00247"]
     assert list(shown["paper, ResNet-110 CIFAR-10 %"]) == ["—", "8.70"]

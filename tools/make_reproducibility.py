@@ -37,7 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     definition = meta["grid"]
     rows = results[(results["variant"] == args.variant) & (results["depth"] == args.depth)
                    & (results["status"] == "complete") & results["seed"].isin(args.seeds)]
-    recorded_threads = int((meta.get("machine") or {}).get("threads", 1))
+    missing = sorted(set(args.seeds) - {int(x) for x in rows["seed"]})
+    if missing:  # checked before any training: a seed the file has no finished run of cannot be compared
+        raise SystemExit(f"{args.grid}: no finished {args.variant} run at depth {args.depth} for seed(s) {missing}")
+    machine = meta.get("machine")
+    if not isinstance(machine, dict) or not isinstance(machine.get("threads"), int):
+        raise SystemExit(f"{args.grid}: the file does not record the threads its runs trained with (recorded before "
+                         "the machine record); record the grid again to measure its reproducibility")
+    recorded_threads = int(machine["threads"])
+    test_size = meta.get("test_size") or g.test_size(definition)
+    if not test_size:
+        raise SystemExit(f"{args.grid}: the test split's size is not known (its data cannot be loaded here)")
     reruns = []
     for threads in args.threads:
         seeds = args.seeds[:args.same_seeds] if threads == recorded_threads else args.seeds
@@ -50,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"grid_file": str(args.grid.relative_to(ROOT)) if args.grid.is_relative_to(ROOT) else str(args.grid),
               "grid_id": meta.get("grid_id"), "variant": args.variant, "depth": args.depth,
               "recipe": definition["recipe"], "data": definition["data"],
-              "test_size": int(meta.get("test_size") or g.test_size(definition) or 0),
+              "test_size": int(test_size),
               "recorded_threads": recorded_threads, "recorded_machine": meta.get("machine"),
               "recorded": [{"seed": int(r.seed), "test_error": float(r.test_error)} for r in rows.itertuples()],
               "reruns": reruns, "seconds": round(time.perf_counter() - t0, 1),

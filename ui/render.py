@@ -596,10 +596,12 @@ def probe_by_stage(df: pd.DataFrame) -> go.Figure:
     return _finish(fig, 360, legend=True)
 
 
-def degradation_chart(nets: pd.DataFrame) -> go.Figure:
+def degradation_chart(nets: pd.DataFrame, clean: bool = True) -> go.Figure:
     """He et al. 2015's Fig. 1 / 6 as measured over seeds: training and test error against depth, one
-    line per net (residual / plain, the residual colours), whiskers the 95 % t-intervals over the seeds."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Training error (clean, eval mode)", "Test error"))
+    line per net (residual / plain, the residual colours), whiskers the 95 % t-intervals over the seeds.
+    ``clean``: the training errors are the clean ones (eval mode, whole set), else the running ones."""
+    train = "Training error (clean, eval mode)" if clean else "Running training error (augmented, train mode)"
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(train, "Test error"))
     for col, (what, short) in enumerate((("train_error", "train"), ("test_error", "test")), start=1):
         for net, rows in nets.groupby("net", sort=False):
             colour = RESIDUAL_COLOURS[net == "residual"]

@@ -113,8 +113,9 @@ def _one(part: str) -> Variant:
         raise ConfigError(f"{part}: the gate's b_g must be finite, got {value!r}")
     b = b + 0.0  # -0 is 0: one net, one name
     if b == v.changes["gate_bias"]:
-        return v
-    return Variant(part, v.label.replace(f"(b_g = {v.changes['gate_bias']:g})", f"(b_g = {b:g})"),
+        return v  # the paper's own start: its row, under its name
+    # one name per net: '@-2.0', '@-2e0' and '@-2' are all 'exclusive_gating@-2'
+    return Variant(f"{base}@{b:g}", v.label.replace(f"(b_g = {v.changes['gate_bias']:g})", f"(b_g = {b:g})"),
                    {**v.changes, "gate_bias": b}, "", None)
 
 
@@ -136,7 +137,7 @@ def variant(name: str) -> Variant:
             if k in changes and changes[k] != v:
                 raise ConfigError(f"{name}: {p} sets {k} = {v!r}, another part sets {changes[k]!r}")
             changes[k] = v
-    return Variant(name, " + ".join(one.label for one in found), changes, "", None)
+    return Variant("+".join(one.name for one in found), " + ".join(one.label for one in found), changes, "", None)
 
 
 def variant_table() -> pd.DataFrame:
@@ -218,6 +219,16 @@ class Grid:
             if isinstance(value, (str, int)):
                 raise ConfigError(f"{name} must be a list of {what}s, got {value!r}")
             object.__setattr__(self, name, _unique(value, what))
+        # each variant under its one name, and no net twice under two names (same runs, same store keys:
+        # 'exclusive_gating' and 'exclusive_gating@-6', or a combination in another order)
+        found = [variant(n) for n in self.variants]
+        seen: dict[frozenset[tuple[str, Any]], str] = {}
+        for given, v in zip(self.variants, found, strict=True):
+            net = frozenset(v.changes.items())
+            if net in seen:
+                raise ConfigError(f"{given!r} and {seen[net]!r} are the same net (the same spec changes); name it once")
+            seen[net] = given
+        object.__setattr__(self, "variants", tuple(v.name for v in found))
         if not isinstance(self.recipe, TrainConfig):
             raise ConfigError(f"the recipe must be a TrainConfig, got {type(self.recipe).__name__}")
         if not isinstance(self.data, DataSpec):
@@ -758,12 +769,14 @@ def agreement(name: str, depth: int, c: Contrast | None, why: list[str] | None =
 def gate_start(name: str) -> tuple[str, float] | None:
     """(gated variant, its b_g) for a single gated variant name ('exclusive_gating@-2' ->
     ('exclusive_gating', -2.0); 'shortcut_gating' -> ('shortcut_gating', -6.0)); None for any other."""
-    if "+" in name:
+    try:
+        v = variant(name)
+    except ConfigError:
         return None
-    base = name.partition("@")[0]
-    if base not in GATED:
+    base = v.name.partition("@")[0]
+    if "+" in v.name or base not in GATED:
         return None
-    return base, float(variant(name).changes["gate_bias"])
+    return base, float(v.changes["gate_bias"])
 
 
 #: Columns of :func:`gate_sweep`
@@ -796,8 +809,8 @@ def gate_sweep(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 #: Columns of :func:`degradation`'s two tables
-DEGRADATION_COLUMNS = ["net", "depth", "runs", "test_error_mean", "test_low", "test_high", "train_error_mean",
-                       "train_low", "train_high"]
+DEGRADATION_COLUMNS = ["net", "depth", "runs", "diverged", "test_error_mean", "test_low", "test_high",
+                       "train_error_mean", "train_low", "train_high"]
 DEGRADATION_CONTRASTS = ["what", "error", "diff", "low", "high", "seeds", "reading"]
 #: the nets of the degradation experiment among a grid's variants: He et al. 2015's residual net and its plain twin
 DEGRADATION_NETS = {"residual": BASELINE, "plain": "plain"}
@@ -825,18 +838,18 @@ def degradation(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         return pd.DataFrame(columns=DEGRADATION_COLUMNS), pd.DataFrame(columns=DEGRADATION_CONTRASTS)
     for net, name in DEGRADATION_NETS.items():
         for d in depths:
-            row: dict[str, Any] = {"net": net, "depth": d}
+            mine = results[(results["variant"] == name) & (results["depth"] == d)]
+            # a net that diverged is the degradation result itself: counted, not dropped
+            row: dict[str, Any] = {"net": net, "depth": d, "runs": len(_seed_errors(results, name, d, "test_error")),
+                                   "diverged": int((mine["status"] == "diverged").sum())}
             for col, short in (("test_error", "test"), ("train_error", "train")):
                 values = _seed_errors(results, name, d, col)
-                if values.empty:
-                    row.update({f"{col}_mean": math.nan, f"{short}_low": math.nan, f"{short}_high": math.nan})
-                    continue
-                iv = t_interval(values.tolist(), what=f"{net} {d} {col}")
-                row.update({f"{col}_mean": iv.mean, f"{short}_low": math.nan if iv.low is None else iv.low,
-                            f"{short}_high": math.nan if iv.high is None else iv.high})
-                row["runs"] = len(values)
+                iv = t_interval(values.tolist(), what=f"{net} {d} {col}") if len(values) else None
+                row.update({f"{col}_mean": math.nan if iv is None else iv.mean,
+                            f"{short}_low": math.nan if iv is None or iv.low is None else iv.low,
+                            f"{short}_high": math.nan if iv is None or iv.high is None else iv.high})
             rows.append(row)
-    nets = pd.DataFrame(rows, columns=DEGRADATION_COLUMNS)
+    nets = pd.DataFrame(rows, columns=DEGRADATION_COLUMNS).astype({"runs": int, "diverged": int})
     pairs = [(f"{net}: depth {depths[-1]} − depth {depths[0]}", (DEGRADATION_NETS[net], depths[-1]),
               (DEGRADATION_NETS[net], depths[0])) for net in DEGRADATION_NETS]
     pairs += [(f"plain − residual at depth {d}", ("plain", d), (BASELINE, d)) for d in depths]
@@ -845,7 +858,9 @@ def degradation(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         for col, error in (("train_error", "train"), ("test_error", "test")):
             a, b = _seed_errors(results, na, da, col), _seed_errors(results, nb, db, col)
             common = [s for s in a.index if s in set(b.index)]
-            if not common:
+            if not common:  # said, not skipped: e.g. every seed of one side diverged
+                out.append({"what": what, "error": error, "diff": math.nan, "low": math.nan, "high": math.nan,
+                            "seeds": 0, "reading": "no seed finished on both sides: nothing to compare"})
                 continue
             c = paired_contrast(a.loc[common].tolist(), b.loc[common].tolist(), what=what)
             if c.low is None or c.high is None or c.n < MIN_TEST_SEEDS:
@@ -890,21 +905,23 @@ def markdown(summary: pd.DataFrame, depth: int) -> str:
 def sweep_markdown(sweep: pd.DataFrame) -> str:
     """:func:`gate_sweep` as a Markdown table: gate, b_g, σ(b_g), test error with its 95 % interval,
     seeds, the difference from the original with its interval, the paper's number where it has one."""
-    lines = ["| gate | b_g | σ(b_g) | test error % [95 % CI] | seeds | vs original, pp [95 % CI] | paper % |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| gate | depth | b_g | σ(b_g) | test error % [95 % CI] | seeds | vs original, pp [95 % CI] | paper % |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in sweep.itertuples():
         vs = ("—" if math.isnan(r.diff) else f"{r.diff:+.2f} (no test)" if math.isnan(r.diff_low)
               else f"{r.diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}]")
-        lines.append(f"| {r.label} | {r.b_g:g} | {r.gate_start:.3g} | {_ci(r.test_error_mean, r.test_low, r.test_high)} "
+        lines.append(f"| {r.label} | {r.depth} | {r.b_g:g} | {r.gate_start:.3g} | {_ci(r.test_error_mean, r.test_low, r.test_high)} "
                      f"| {r.runs} | {vs} | {'—' if math.isnan(r.paper_error) else f'{r.paper_error:.2f}'} |")
     return "\n".join(lines)
 
 
 def degradation_markdown(nets: pd.DataFrame, contrasts: pd.DataFrame) -> str:
     """:func:`degradation` as Markdown: a table of the nets' errors, then one line per comparison."""
-    lines = ["| net | depth | seeds | train error % [95 % CI] | test error % [95 % CI] |", "|---|---|---|---|---|"]
+    lines = ["| net | depth | seeds finished / diverged | train error % [95 % CI] | test error % [95 % CI] |",
+             "|---|---|---|---|---|"]
     for r in nets.itertuples():
-        lines.append(f"| {r.net} | {r.depth} | {r.runs} | {_ci(r.train_error_mean, r.train_low, r.train_high)} | "
+        lines.append(f"| {r.net} | {r.depth} | {r.runs} / {r.diverged} | "
+                     f"{_ci(r.train_error_mean, r.train_low, r.train_high)} | "
                      f"{_ci(r.test_error_mean, r.test_low, r.test_high)} |")
     lines.append("")
     lines += [f"- {r.what}, {r.error} error: {r.reading}" for r in contrasts.itertuples()]

@@ -68,8 +68,10 @@ def table(record: Mapping[str, Any]) -> pd.DataFrame:
         for r in rr["runs"]:
             s, new = int(r["seed"]), float(r["test_error"])
             old = recorded.get(s, math.nan)
-            rows.append({"threads": int(rr["threads"]), "seed": s, "recorded": old, "rerun": new, "diff": new - old,
-                         "images": round(abs(new - old) * size / 100), "identical": new == old})
+            diff = new - old  # NaN where either side has no number (a diverged run, a seed not recorded)
+            rows.append({"threads": int(rr["threads"]), "seed": s, "recorded": old, "rerun": new, "diff": diff,
+                         "images": math.nan if math.isnan(diff) else round(abs(diff) * size / 100),
+                         "identical": new == old})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -81,12 +83,16 @@ def statement(record: Mapping[str, Any]) -> list[str]:
     for threads, rows in t.groupby("threads", sort=True):
         same = int(rows["identical"].sum())
         where = "the recorded thread count" if threads == rec_threads else f"{threads} threads instead of {rec_threads}"
-        if same == len(rows):
-            out.append(f"{where}: {same} of {len(rows)} seeds give the recorded test error exactly")
-        else:
-            out.append(f"{where}: {same} of {len(rows)} seeds give the recorded test error exactly; the others move "
-                       f"by up to {rows['diff'].abs().max():.2f} pp ({int(rows['images'].max())} test images of "
-                       f"{int(record['test_size']):,}), mean |difference| {rows['diff'].abs().mean():.2f} pp")
+        said = f"{where}: {same} of {len(rows)} seeds give the recorded test error exactly"
+        moved = rows[~rows["identical"] & rows["diff"].notna()]
+        if len(moved):
+            said += (f"; {len(moved)} move{'s' * (len(moved) == 1)} by {moved['diff'].abs().min():.2f} to "
+                     f"{moved['diff'].abs().max():.2f} pp ({int(moved['images'].min())} to "
+                     f"{int(moved['images'].max())} test images of {int(record['test_size']):,})")
+        lost = len(rows) - same - len(moved)
+        if lost:
+            said += f"; {lost} without a number on one side (diverged, or not recorded)"
+        out.append(said)
     return out
 
 
