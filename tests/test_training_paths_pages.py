@@ -229,11 +229,13 @@ def test_training_charts_tables_and_titles_in_the_apps_format():
     at.run()
     clean(at)
     shown = charts(at)
-    assert list(shown) == ["training_shipped", "training_mine"]
+    # the recorded grid's residual and plain rows sit under the shipped runs (their own test checks them)
+    assert list(shown) == ["training_shipped", "training_degradation_seeds", "training_mine"]
     assert all(c["config"] == PLOTLY_CONFIG for c in shown.values())
     # the legend explains dashed and solid; the section is named by a subheader, not a chart title
-    assert [s.value for s in at.subheader] == ["Shipped runs", "Run it yourself", "Your runs", "Gradient flow"]
-    for c in shown.values():
+    assert [s.value for s in at.subheader] == ["Shipped runs", "The same experiment over seeds, one recipe",
+                                               "Run it yourself", "Your runs", "Gradient flow"]
+    for c in (shown["training_shipped"], shown["training_mine"]):  # the training curves
         layout = c["figure"]["layout"]
         assert "title" not in layout and layout["legend"]["title"]["text"] == ""
         assert [d["name"] for d in c["figure"]["data"][:2]] == ["test error (solid)",
@@ -244,8 +246,9 @@ def test_training_charts_tables_and_titles_in_the_apps_format():
     assert column_formats(at, 0) == errors
     # the user's runs with their recipes side by side: weight decay as set (1e-4), seeds without separators
     # weight decay in three significant digits (one digit read 1.5e-4 as 2e-4)
-    assert column_formats(at, 1) == {**errors, "lr": "%,.3g", "batch": "%,d", "weight decay": "%.3g", "seed": "%d"}
-    mine = at.dataframe[1].value.set_index("model").loc["cifar_resnet8 (cancelled)"]
+    # (dataframe 1 is the recorded grid's comparisons, under the shipped runs)
+    assert column_formats(at, 2) == {**errors, "lr": "%,.3g", "batch": "%,d", "weight decay": "%.3g", "seed": "%d"}
+    mine = at.dataframe[2].value.set_index("model").loc["cifar_resnet8 (cancelled)"]
     assert mine["test error %"] == 75.0
     # a cancelled run never reached its last epoch: no clean pass, only the running number, both labelled
     assert math.isnan(mine["train error % (clean: eval mode, whole training set)"])
