@@ -39,7 +39,9 @@ def test_the_default_view_shows_no_baselines():
     assert "MNIST-1D: published baselines and the nets here" not in [s.value for s in at.subheader]
     assert "MNIST-1D (embedded, 1-D sequences)" in at.selectbox(key="train_data").options  # the labels
     shipped = at.dataframe[0].value  # the digits' shipped nets open the default view, as before
-    assert set(shipped["data"]) == {"digits16"} and len(at.dataframe) == 1
+    assert set(shipped["data"]) == {"digits16"}
+    # beside it only the recorded grid's degradation readings, no baselines table
+    assert [list(d.value.columns) for d in at.dataframe[1:]] == [["comparison", "error", "reading"]]
 
 
 def test_picking_mnist1d_shows_the_shipped_1d_nets_and_the_published_baselines():
