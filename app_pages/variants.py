@@ -15,7 +15,6 @@ import streamlit as st
 from analysis.core.errors import LensError
 from analysis.core.meta import PRECISIONS, TrainConfig, recipe_precision
 from analysis.core.reporting import csv_bytes, machine_text
-from analysis.core.stats import t_quantile
 from analysis.run import cluster
 from analysis.run.executor import DataSpec, Executor, InProcessExecutor, make_executor
 from analysis.store.runstore import RunStore, default_home
@@ -167,7 +166,8 @@ def sweep_chart(sweep: pd.DataFrame, base: Mapping[str, Any] | None) -> go.Figur
     fig = go.Figure()
     if base is not None and int(base["runs"]):
         n, mean, std = int(base["runs"]), float(base["test_error_mean"]), float(base["test_error_std"])
-        half = t_quantile(n) * std / math.sqrt(n) if n >= 2 and not math.isnan(std) else 0.0
+        half = g.half_width(n, std)
+        half = 0.0 if math.isnan(half) else half  # one run: the band is its line
         fig.add_hrect(y0=mean - half, y1=mean + half, fillcolor="#999", opacity=0.2, line_width=0)
         fig.add_hline(y=mean, line_dash="dot", line_color="#555",
                       annotation_text=f"original (no gate): {mean:.2f} %", annotation_position="top left")

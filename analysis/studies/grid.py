@@ -596,11 +596,17 @@ def baseline(summary: pd.DataFrame, depth: int) -> Mapping[str, Any] | None:
     return None if base.empty else base.iloc[0].to_dict()
 
 
-def _finished(results: pd.DataFrame, name: str, depth: int) -> pd.Series:
-    """The test errors of a variant's finished runs at ``depth``, by seed."""
+def _finished(results: pd.DataFrame, name: str, depth: int, col: str = "test_error") -> pd.Series:
+    """A variant's finished runs at ``depth``: their ``col`` (test error by default), by seed."""
     ok = results[(results["variant"] == name) & (results["depth"] == depth) & (results["status"] == "complete")]
-    ok = ok[ok["test_error"].notna()]
-    return pd.Series(ok["test_error"].to_numpy(dtype=float), index=ok["seed"].to_numpy())
+    ok = ok[ok[col].notna()]
+    return pd.Series(ok[col].to_numpy(dtype=float), index=ok["seed"].to_numpy())
+
+
+def half_width(n: int, std: float) -> float:
+    """The 95 % t-interval's half width of a mean over ``n`` seeds with sample std ``std``; NaN for
+    one run (no interval)."""
+    return t_quantile(n) * std / math.sqrt(n) if n >= 2 and not math.isnan(std) else math.nan
 
 
 def contrast(results: pd.DataFrame, name: str, depth: int) -> Contrast | None:
@@ -623,7 +629,7 @@ def _fmt(mean: float, std: float, n: int) -> str:
     """'2.50 ± 1.24 % (95 % CI, t, 5 seeds)', or '3.00 % (one run)'."""
     if n < 2 or math.isnan(std):
         return f"{mean:.2f} % (one run)"
-    return f"{mean:.2f} ± {t_quantile(n) * std / math.sqrt(n):.2f} % (95 % CI, t, {n} seeds)"
+    return f"{mean:.2f} ± {half_width(n, std):.2f} % (95 % CI, t, {n} seeds)"
 
 
 def images(pp: float, test_size: int | None) -> str:
@@ -797,7 +803,7 @@ def gate_sweep(summary: pd.DataFrame) -> pd.DataFrame:
             continue
         gate, b = found
         n, mean, std = int(r["runs"]), float(r["test_error_mean"]), float(r["test_error_std"])
-        half = t_quantile(n) * std / math.sqrt(n) if n >= 2 and not math.isnan(std) else math.nan
+        half = half_width(n, std)
         rows.append({"gate": gate, "label": VARIANTS[gate].label.split(" (")[0], "depth": int(r["depth"]), "b_g": b,
                      "gate_start": 1 / (1 + math.exp(-b)), "runs": n, "diverged": int(r["diverged"]),
                      "test_error_mean": mean, "test_low": mean - half, "test_high": mean + half,
@@ -814,12 +820,6 @@ DEGRADATION_COLUMNS = ["net", "depth", "runs", "diverged", "test_error_mean", "t
 DEGRADATION_CONTRASTS = ["what", "error", "diff", "low", "high", "seeds", "reading"]
 #: the nets of the degradation experiment among a grid's variants: He et al. 2015's residual net and its plain twin
 DEGRADATION_NETS = {"residual": BASELINE, "plain": "plain"}
-
-
-def _seed_errors(results: pd.DataFrame, name: str, depth: int, col: str) -> pd.Series:
-    ok = results[(results["variant"] == name) & (results["depth"] == depth) & (results["status"] == "complete")]
-    ok = ok[ok[col].notna()]
-    return pd.Series(ok[col].to_numpy(dtype=float), index=ok["seed"].to_numpy())
 
 
 def degradation(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -840,10 +840,10 @@ def degradation(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         for d in depths:
             mine = results[(results["variant"] == name) & (results["depth"] == d)]
             # a net that diverged is the degradation result itself: counted, not dropped
-            row: dict[str, Any] = {"net": net, "depth": d, "runs": len(_seed_errors(results, name, d, "test_error")),
+            row: dict[str, Any] = {"net": net, "depth": d, "runs": len(_finished(results, name, d, "test_error")),
                                    "diverged": int((mine["status"] == "diverged").sum())}
             for col, short in (("test_error", "test"), ("train_error", "train")):
-                values = _seed_errors(results, name, d, col)
+                values = _finished(results, name, d, col)
                 iv = t_interval(values.tolist(), what=f"{net} {d} {col}") if len(values) else None
                 row.update({f"{col}_mean": math.nan if iv is None else iv.mean,
                             f"{short}_low": math.nan if iv is None or iv.low is None else iv.low,
@@ -856,7 +856,7 @@ def degradation(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     out = []
     for what, (na, da), (nb, db) in pairs:
         for col, error in (("train_error", "train"), ("test_error", "test")):
-            a, b = _seed_errors(results, na, da, col), _seed_errors(results, nb, db, col)
+            a, b = _finished(results, na, da, col), _finished(results, nb, db, col)
             common = [s for s in a.index if s in set(b.index)]
             if not common:  # said, not skipped: e.g. every seed of one side diverged
                 out.append({"what": what, "error": error, "diff": math.nan, "low": math.nan, "high": math.nan,
@@ -892,7 +892,7 @@ def markdown(summary: pd.DataFrame, depth: int) -> str:
              "[95 % CI] | agrees with He et al. 2016? |", "|---|---|---|---|---|---|"]
     for _, r in summary[summary["depth"] == depth].iterrows():
         n, mean, std = int(r["runs"]), float(r["test_error_mean"]), float(r["test_error_std"])
-        half = t_quantile(n) * std / math.sqrt(n) if n >= 2 and not math.isnan(std) else math.nan
+        half = half_width(n, std)
         diff = float(r["diff"]) if not pd.isna(r["diff"]) else math.nan
         low, high = float(r["diff_low"]), float(r["diff_high"])
         vs = ("—" if math.isnan(diff) else f"{diff:+.2f} (no test)" if math.isnan(low)
