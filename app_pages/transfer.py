@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from analysis.core import stats
 from analysis.core.errors import ConfigError, LensError
 from analysis.core.meta import precision_text
 from analysis.core.reporting import csv_bytes, machine_text
@@ -31,11 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # (MNIST-1D) point the page at other files.
 RECORDED = {
     "digits": (Path(os.environ.get("RESNET_LENS_TRANSFER_RESULTS") or ROOT / "results" / "transfer_digits.json"),
-               "python -m analysis transfer --default-setups --steps 200 --seeds 0 1 "
+               "python -m analysis transfer --default-setups --steps 200 --seeds 0 1 2 3 4 "
                "--out results/transfer_digits.json"),
     "mnist1d": (Path(os.environ.get("RESNET_LENS_TRANSFER_RESULTS_1D") or ROOT / "results" / "transfer_mnist1d.json"),
-                "python -m analysis transfer --source mnist1d04_resnet1d20 --default-setups --steps 200 --seeds 0 1 "
-                "--out results/transfer_mnist1d.json"),
+                "OMP_NUM_THREADS=1 python -m analysis transfer --source mnist1d04_resnet1d20 --default-setups "
+                "--steps 200 --seeds 0 1 2 3 4 --out results/transfer_mnist1d.json"),
 }
 RECORDED_LABELS = {"digits": "digits 0–4 → 5–9 (2-D)", "mnist1d": "MNIST-1D 0–4 → 5–9 (1-D)"}
 LABEL_CHOICES = ("1", "5", "10", "20", "all")  # labelled training examples per target class
@@ -56,11 +57,20 @@ def setting(n: str) -> str:
     return "all labelled" if n == "all" else f"{n} per class"
 
 
-def pct(mean: float, std: float = math.nan) -> str:
-    """Accuracy in per cent with one decimal (one test image of 225 is 0.44 pp), ± the seeds' std."""
-    if mean is None or not math.isfinite(mean):
+def pct(mean: float, std: float = math.nan, n: int = 1) -> str:
+    """Accuracy in per cent with one decimal (one test image of 225 is 0.44 pp), and over ``n`` >= 2
+    seeds whose sample std is ``std`` its 95 % t-interval: '61.8 [55.0, 68.6]'."""
+    if mean is None:
         return "—"
-    return f"{100 * mean:.1f}" if not math.isfinite(std) else f"{100 * mean:.1f} ± {100 * std:.1f}"
+    half = stats.t_half_width(n, std)
+    return stats.bracket(100 * mean, 100 * (mean - half), 100 * (mean + half), digits=1, one="")
+
+
+def with_half(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (mean, std, seeds) with ``half``: the 95 % t-interval's half width, what the charts'
+    whiskers draw (NaN for one seed)."""
+    return frame.assign(half=[stats.t_half_width(int(n), float(sd)) for n, sd in zip(frame["seeds"], frame["std"],
+                                                                                      strict=True)])
 
 
 def points(delta: float) -> str:
@@ -131,9 +141,10 @@ def colours(results: pd.DataFrame) -> dict[str, str]:
 
 
 def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Setups as rows, label settings as columns, mean ± std (over seeds) of the target test accuracy."""
+    """Setups as rows, label settings as columns, the target test accuracy's mean over seeds with its
+    95 % t-interval."""
     order = label_order(summary["labels"])
-    cells = {(r.setup, r.labels): pct(r.test_acc_mean, r.test_acc_std) for r in summary.itertuples()}
+    cells = {(r.setup, r.labels): pct(r.test_acc_mean, r.test_acc_std, int(r.seeds)) for r in summary.itertuples()}
     seeds = summary.groupby("setup", sort=False)["seeds"].max()
     rows = []
     for setup in dict.fromkeys(summary["setup"]):
@@ -167,7 +178,7 @@ def vs_labels_frame(summary: pd.DataFrame, results: pd.DataFrame, stages: int,
     s["labels"] = s["labels"].map(setting)
     s = s.rename(columns={"test_acc_mean": "mean", "test_acc_std": "std"})
     ticks = [(xs[n], n if n != "all" else f"all (≈{xs[n]:.0f})") for n in label_order(xs)]
-    return s, ticks
+    return with_half(s), ticks
 
 
 def first_k_frame(summary: pd.DataFrame, stages: int, labels: str) -> pd.DataFrame:
@@ -182,12 +193,12 @@ def first_k_frame(summary: pd.DataFrame, stages: int, labels: str) -> pd.DataFra
                 r = at.loc[name]
                 rows.append({"k": k, "line": line, "setup": name, "mean": float(r["test_acc_mean"]),
                              "std": float(r["test_acc_std"]), "seeds": int(r["seeds"])})
-    return pd.DataFrame(rows, columns=["k", "line", "setup", "mean", "std", "seeds"])
+    return with_half(pd.DataFrame(rows, columns=["k", "line", "setup", "mean", "std", "seeds"]))
 
 
 def variant_frame(summary: pd.DataFrame, series: dict[str, str]) -> pd.DataFrame:
     """Rows of ``summary`` whose setup is a key of ``series`` (setup label -> its name in the chart),
-    as accuracy_bars wants them: group (label setting), series, mean, std, seeds."""
+    as accuracy_bars wants them: group (label setting), series, mean, std, seeds, half."""
     s = summary[summary["setup"].isin(series)]
     order = label_order(s["labels"])
     rows = [{"group": setting(r.labels), "series": series[r.setup], "mean": r.test_acc_mean,
@@ -195,7 +206,7 @@ def variant_frame(summary: pd.DataFrame, series: dict[str, str]) -> pd.DataFrame
     df = pd.DataFrame(rows, columns=["group", "series", "mean", "std", "seeds", "_order"])
     names = list(series.values())
     df["_series"] = df["series"].map(names.index)
-    return df.sort_values(["_series", "_order"]).drop(columns=["_order", "_series"]).reset_index(drop=True)
+    return with_half(df.sort_values(["_series", "_order"]).drop(columns=["_order", "_series"]).reset_index(drop=True))
 
 
 def variant_table(frame: pd.DataFrame, base: str) -> pd.DataFrame:
@@ -206,7 +217,8 @@ def variant_table(frame: pd.DataFrame, base: str) -> pd.DataFrame:
         by = g.set_index("series")
         row: dict[str, Any] = {"labels": group}
         for name in dict.fromkeys(frame["series"]):
-            row[f"{name} %"] = pct(by.loc[name, "mean"], by.loc[name, "std"]) if name in by.index else "—"
+            row[f"{name} %"] = pct(by.loc[name, "mean"], by.loc[name, "std"], int(by.loc[name, "seeds"])) \
+                if name in by.index else "—"
         for name in dict.fromkeys(frame["series"]):
             if name != base:
                 diff = (by.loc[name, "mean"] - by.loc[base, "mean"]) if name in by.index and base in by.index \
@@ -273,19 +285,20 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
     def spread(mode: str) -> str:
         n, sd = int(acc.loc[(mode, fewest), "seeds"]), float(acc.loc[(mode, fewest), "test_acc_std"])
         return f"target test accuracy, mean of {n} seed{'s' * (n != 1)}" + (
-            f" (std {100 * sd:.1f} points)" if math.isfinite(sd) else "")
+            f" (95 % t-interval ± {100 * stats.t_half_width(n, sd):.1f} points)" if n >= 2 and math.isfinite(sd)
+            else "")
 
     headline = [Metric(f"{mode}, {setting(fewest)}", pct(acc.loc[(mode, fewest), "test_acc_mean"]) + " %",
                        help=spread(mode)) for mode in NAMED if (mode, fewest) in acc.index]
     metric_row([Metric("Runs", f"{len(done)}"), Metric("Setups", f"{summary['setup'].nunique()}"),
                 Metric("Seeds", f"{results['seed'].nunique()}"), *headline])
 
-    st.markdown(f"**Target test accuracy (%) by labelled {noun(result.meta)} per class** — mean ± std over seeds")
+    st.markdown(f"**Target test accuracy (%) by labelled {noun(result.meta)} per class** — mean over seeds [95 % t-interval]")
     table(accuracy_table(summary), height="content")  # every setup in view, no scrolling inside
     frame, ticks = vs_labels_frame(summary, results, stages, int(result.meta.get("classes") or len(tl.TARGET_CLASSES)))
     render.show(render.accuracy_vs_labels(frame, ticks), key=f"{prefix}_labels_chart")
     st.caption("Solid: the named modes; dashed: the first k stages transferred and frozen; dotted: transferred and "
-               "fine-tuned. Whiskers: ± one sample std over seeds (none with one seed). 'all' sits at the mean "
+               "fine-tuned. Whiskers: the 95 % t-interval over seeds (none with one seed). 'all' sits at the mean "
                "number of labelled images per class it is.")
 
     test = result.meta.get("test")
@@ -585,7 +598,7 @@ norms = opts[3].multiselect("Input normalisation", list(tl.NORMS), ["source"], k
 nums = st.columns([1, 1, 2])
 seeds = nums[0].number_input(range_label("Seeds", 1, 5), 1, 5, 1, key="transfer_seeds",
                              help="Seeds 0, 1, …: each draws the labelled examples and the fresh weights; the "
-                                  "mean ± std is over them.")
+                                  "mean and its 95 % t-interval are over them.")
 steps = nums[1].number_input(range_label("SGD steps per run", 5, 3000), 5, 3000, 150, key="transfer_steps",
                              help="The same number of steps for every mode and label setting (batch 32, lr 0.02, "
                                   "cosine schedule); the recorded comparison's recipe is above.")

@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from analysis.core import stats
 from analysis.core.errors import LensError
 from analysis.core.meta import PRECISIONS, TrainConfig, recipe_precision
 from analysis.core.reporting import csv_bytes, machine_text
@@ -38,6 +39,7 @@ DEFAULT_VARIANTS = ["original", "scaling_0.5"]
 GRAD_EVERY = 5
 GRAD_KINDS = {"input": "block inputs", "params": "block parameters"}
 PAPER_COLUMN = "paper, ResNet-110 CIFAR-10 %"
+TEST_COLUMN = "test error % [95 % CI]"  # the mean over seeds with its t-interval
 AGREES_COLUMN = "agrees with He et al. 2016?"
 
 
@@ -81,10 +83,10 @@ def took(meta: dict[str, Any]) -> str:
     return fmt.recording_time(meta, seconds_key="wall_seconds", what="grid")
 
 
-def plus_minus(mean: float, std: float) -> str:
-    if math.isnan(mean):
-        return "—"
-    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+def with_interval(mean: float, std: float, n: int) -> str:
+    """A mean over ``n`` seeds with its 95 % t-interval, '1.96 [1.72, 2.19]', or 'x (one run)'."""
+    half = stats.t_half_width(n, std)
+    return stats.bracket(mean, mean - half, mean + half)
 
 
 def train_label(results: pd.DataFrame) -> str:
@@ -105,8 +107,11 @@ def depth_table(summary: pd.DataFrame, depth: int, train: str = "train error %")
     rows = summary[summary["depth"] == depth]
     return pd.DataFrame({
         "variant": rows["label"],
-        "test error %": [plus_minus(m, s) for m, s in zip(rows["test_error_mean"], rows["test_error_std"], strict=True)],
-        train: [plus_minus(m, s) for m, s in zip(rows["train_error_mean"], rows["train_error_std"], strict=True)],
+        TEST_COLUMN: [with_interval(m, s, int(n)) for m, s, n in zip(rows["test_error_mean"], rows["test_error_std"],
+                                                                     rows["runs"], strict=True)],
+        f"{train} [95 % CI]": [with_interval(m, s, int(n)) for m, s, n in zip(rows["train_error_mean"],
+                                                                              rows["train_error_std"], rows["runs"],
+                                                                              strict=True)],
         "runs / diverged": [f"{r} / {d}" for r, d in zip(rows["runs"], rows["diverged"], strict=True)],
         PAPER_COLUMN: [p or "—" for p in rows["paper"]],
         "reading": rows["reading"],
@@ -115,18 +120,20 @@ def depth_table(summary: pd.DataFrame, depth: int, train: str = "train error %")
 
 
 def error_chart(summary: pd.DataFrame) -> go.Figure:
-    """Mean test error ± std (over seeds) per variant, one bar colour per depth, the paper's
+    """Mean test error over seeds per variant with its 95 % t-interval as whiskers, one bar colour per
+    depth, the paper's
     ResNet-110 number as a marker (its "fail" drawn at the 20 % line it means). Linear y: the
     distances between variants are what is compared."""
     labels = list(dict.fromkeys(summary["label"]))
     fig = go.Figure()
     for i, (depth, rows) in enumerate(summary.groupby("depth", sort=True)):
+        half = [stats.t_half_width(int(n), float(sd)) for n, sd in zip(rows["runs"], rows["test_error_std"], strict=True)]
         fig.add_bar(x=rows["label"].tolist(), y=rows["test_error_mean"].tolist(), name=f"depth {depth} (measured)",
                     marker_color=render.PALETTE[i % len(render.PALETTE)],
-                    error_y=dict(type="data", array=rows["test_error_std"].fillna(0.0).tolist(), visible=True),
-                    customdata=list(zip(rows["test_error_std"], rows["runs"], strict=True)),
-                    hovertemplate=f"%{{x}}, depth {depth}<br>test error %{{y:.2f}} % ± %{{customdata[0]:.2f}}"
-                                  "<br>%{customdata[1]} runs<extra></extra>")
+                    error_y=dict(type="data", array=[0.0 if math.isnan(h) else h for h in half], visible=True),
+                    customdata=list(zip(half, rows["runs"], strict=True)),
+                    hovertemplate=f"%{{x}}, depth {depth}<br>test error %{{y:.2f}} % ± %{{customdata[0]:.2f}} "
+                                  "(95 % CI, t)<br>%{customdata[1]} runs<extra></extra>")
     paper = summary.drop_duplicates("label")
     fails = paper["paper"].str.startswith("fail")
     y = [g.FAIL_ERROR if f else p for f, p in zip(fails, paper["paper_error"], strict=True)]
@@ -154,7 +161,7 @@ def show_results(summary: pd.DataFrame, key: str, results: pd.DataFrame) -> None
                f"for their ResNet-110's {g.PAPER_RUN_SD} pp std over 5 runs, He et al. 2015 Table 6) against our "
                "interval; where ours disagrees or cannot tell, what the record shows that explains it.")
     render.show(error_chart(summary), key=f"{key}_chart")
-    st.caption("Bars: measured mean test error, whiskers ± one sample std over seeds (none with one seed). "
+    st.caption("Bars: measured mean test error, whiskers its 95 % t-interval over the seeds (none with one seed). "
                "Diamonds: the paper's ResNet-110 on CIFAR-10 (\"fail\", above 20 %, drawn at 20 %).")
 
 
@@ -166,7 +173,7 @@ def sweep_chart(sweep: pd.DataFrame, base: Mapping[str, Any] | None) -> go.Figur
     fig = go.Figure()
     if base is not None and int(base["runs"]):
         n, mean, std = int(base["runs"]), float(base["test_error_mean"]), float(base["test_error_std"])
-        half = g.half_width(n, std)
+        half = stats.t_half_width(n, std)
         half = 0.0 if math.isnan(half) else half  # one run: the band is its line
         fig.add_hrect(y0=mean - half, y1=mean + half, fillcolor="#999", opacity=0.2, line_width=0)
         fig.add_hline(y=mean, line_dash="dot", line_color="#555",
@@ -198,10 +205,8 @@ def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "gate": sweep["label"], "depth": sweep["depth"], "b_g": [f"{b:g}" for b in sweep["b_g"]],
         "σ(b_g) at init": [f"{v:.3g}" for v in sweep["gate_start"]],
-        "test error % [95 % CI]": ["—" if math.isnan(m) else f"{m:.2f} (one run)" if math.isnan(lo)
-                                   else f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
-                                   for m, lo, hi in zip(sweep["test_error_mean"], sweep["test_low"], sweep["test_high"],
-                                                        strict=True)],
+        TEST_COLUMN: [stats.bracket(m, lo, hi) for m, lo, hi in zip(sweep["test_error_mean"], sweep["test_low"],
+                                                                    sweep["test_high"], strict=True)],
         "runs / diverged": [f"{r} / {d}" for r, d in zip(sweep["runs"], sweep["diverged"], strict=True)],
         PAPER_COLUMN: ["—" if math.isnan(p) else f"{p:.2f}" for p in sweep["paper_error"]],
         "reading": sweep["reading"],

@@ -14,6 +14,7 @@ from analysis.core.stats import (
     detectable_difference,
     paired_contrast,
     paired_difference,
+    t_half_width,
     t_interval,
     t_quantile,
     welch_from_summary,
@@ -37,6 +38,13 @@ def test_an_interval_computed_by_hand():
     assert iv.low == pytest.approx(3 - 1.9632432, abs=1e-6) and iv.high == pytest.approx(3 + 1.9632432, abs=1e-6)
     assert iv.excludes(0) and not iv.excludes(3)
     assert iv.text() == "3.0 ± 2.0 (95 % CI, t, 5 seeds)"
+
+
+def test_a_half_width_from_a_summary_is_the_hand_computed_one():
+    # the same 1..5 as mean, std, count: 2.7764451 * sqrt(2.5) / sqrt(5) = 1.9632432
+    assert t_half_width(5, math.sqrt(2.5)) == pytest.approx(1.9632432, abs=1e-6)
+    assert t_half_width(2, 1.0) == pytest.approx(12.7062047 / math.sqrt(2), abs=1e-6)
+    assert math.isnan(t_half_width(1, 0.0)) and math.isnan(t_half_width(3, math.nan))
 
 
 def test_one_run_is_labelled_one_run():

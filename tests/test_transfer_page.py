@@ -5,9 +5,11 @@ interrupted, and bad input as one message and no run."""
 import dataclasses
 import functools
 import json
+import math
 from pathlib import Path
 
 import pytest
+from scipy.stats import t as scipy_t
 from streamlit.testing.v1 import AppTest
 
 from analysis.experiments import train
@@ -26,8 +28,10 @@ SETTINGS = {"selectbox", "multiselect", "radio", "checkbox", "number_input", "sl
 pytestmark = pytest.mark.usefixtures("own_run_store")
 
 
-def pct(mean: float, std: float) -> str:
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+def pct(mean: float, std: float, n: int = 2) -> str:
+    """The page's cell: the mean over n seeds and its 95 % t-interval (scipy's t quantile, not ours)."""
+    half = float(scipy_t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    return f"{100 * mean:.1f} [{100 * (mean - half):.1f}, {100 * (mean + half):.1f}]"
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +143,9 @@ def test_the_recorded_comparison_shows_the_files_numbers(monkeypatch, recorded):
     # the chart: the modes (not the preprocessing or BatchNorm variants), the file's means in per cent
     (scratch,) = traces(at, "transfer_rec_labels_chart", "from scratch")
     assert [round(y, 6) for y in scratch["y"]] == [round(100 * mean("from scratch", n), 6) for n in ("1", "all")]
+    # whiskers: the 95 % t-interval over the 2 seeds (t = 12.706), not one std
+    assert scratch["error_y"]["array"] == pytest.approx(
+        [100 * 12.706205 * std("from scratch", n) / math.sqrt(2) for n in ("1", "all")], abs=1e-4)
     all_images = result.results.loc[result.results["per_class"].isna(), "train_images"].iloc[0]
     assert scratch["x"] == [1.0, all_images / 5]
     assert traces(at, "transfer_rec_labels_chart", "fixed feature extractor")
@@ -228,7 +235,7 @@ def test_no_results_file_is_said_plainly(monkeypatch, tmp_path):
     clean(at)
     info = at.info[0].value
     assert f"No recorded comparison: `{missing}` is not there" in info
-    assert "python -m analysis transfer --default-setups --steps 200 --seeds 0 1 --out results/transfer_digits.json" in info
+    assert "python -m analysis transfer --default-setups --steps 200 --seeds 0 1 2 3 4 --out results/transfer_digits.json" in info
     assert not at.dataframe and not at.error
     assert not at.button(key="transfer_run").disabled
     bad = tmp_path / "bad.json"

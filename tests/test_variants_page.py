@@ -84,14 +84,16 @@ def test_the_recorded_grid_shows_beside_the_paper_with_readings(monkeypatch, rec
     assert list(depth8["variant"]) == ["original (identity shortcut)", "full pre-activation"]
     assert list(depth8["paper, ResNet-110 CIFAR-10 %"]) == ["6.61", "6.37"]
     summary = result.summary.set_index("variant")
-    assert list(depth8["test error %"]) == [f"{summary.loc[v, 'test_error_mean']:.2f}" for v in result.grid.variants]
+    # one seed: the mean labelled as one run, no interval
+    assert list(depth8["test error % [95 % CI]"]) == [f"{summary.loc[v, 'test_error_mean']:.2f} (one run)"
+                                                     for v in result.grid.variants]
     assert list(depth8["runs / diverged"]) == ["1 / 0", "1 / 0"]
     # the readings are grid.reading's, from the numbers
     assert list(depth8["reading"]) == list(summary["reading"])
     assert depth8["reading"][1].endswith("paper: -0.24 pp vs the original")
     # one seed: no test, so no verdict against the paper; the runs trained now have the clean train error
     assert list(depth8["agrees with He et al. 2016?"]) == ["— (the reference)", "cannot tell (one run)"]
-    assert "train error % (clean: eval mode, whole training set)" in depth8.columns
+    assert "train error % (clean: eval mode, whole training set) [95 % CI]" in depth8.columns
     caption = " ".join(c.value for c in at.caption)
     from analysis.core.reporting import machine_text
 
@@ -256,6 +258,20 @@ def test_a_grid_on_mnist1d_trains_1d_nets_from_the_page(trainings):
     assert load_checkpoint(run.path).spec.input_shape() == (1, 40)
 
 
+def test_the_shipped_grid_shows_each_mean_with_its_95_percent_interval(monkeypatch):
+    """The recorded 5-seed grid: cells and whiskers are the t-interval (the closing note's numbers for the
+    original at depth 56: 1.96 [1.72, 2.19]), not one std."""
+    at = page(monkeypatch, ROOT / "results" / "variants_digits.json")
+    clean(at)
+    depth56 = at.table[1].value  # depth 20, then depth 56
+    original = depth56[depth56["variant"] == "original (identity shortcut)"].iloc[0]
+    assert original["test error % [95 % CI]"] == "1.96 [1.72, 2.19]"
+    bars = chart(at, "depth 56 (measured)")
+    i = bars["x"].index("original (identity shortcut)")
+    assert bars["y"][i] - bars["error_y"]["array"][i] == pytest.approx(1.72, abs=0.005)
+    assert bars["y"][i] + bars["error_y"]["array"][i] == pytest.approx(2.19, abs=0.005)
+
+
 def test_recorded_grids_beside_the_default_are_offered(tmp_path, monkeypatch):
     """A second recorded grid (variants_mnist1d.json) next to the default one makes a choice appear."""
     # the grid recorded before the machine record and the clean train error (2 seeds, 6 epochs), kept as is
@@ -271,7 +287,7 @@ def test_recorded_grids_beside_the_default_are_offered(tmp_path, monkeypatch):
     # the shipped file predates the machine record and the clean train error: said, nothing invented
     assert "Machine not recorded" in " ".join(c.value for c in at.caption)
     depth20 = at.table[0].value  # readings too long for grid columns: a wrapping table
-    assert "running train error % (augmented batches, train mode)" in depth20.columns
+    assert "running train error % (augmented batches, train mode) [95 % CI]" in depth20.columns
     agrees = list(depth20["agrees with He et al. 2016?"])
     assert agrees[0] == "— (the reference)" and all(a.startswith("cannot tell (2 seeds: no test)") for a in agrees[1:])
 

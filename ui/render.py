@@ -499,25 +499,27 @@ def _accuracy_axis() -> dict[str, Any]:
     return dict(title_text="target test accuracy", ticksuffix=" %", range=[0, 102])
 
 
-def _error_bars(std: Iterable[float]) -> dict[str, Any]:
-    """± one sample std over seeds, none where it is undefined (one seed)."""
-    return dict(type="data", array=[0.0 if not math.isfinite(float(s)) else 100 * float(s) for s in std],
+def _error_bars(half: Iterable[float]) -> dict[str, Any]:
+    """The 95 % t-interval over seeds (``half``: its half widths, fractions), none where it is undefined
+    (one seed)."""
+    return dict(type="data", array=[0.0 if not math.isfinite(float(s)) else 100 * float(s) for s in half],
                 visible=True, thickness=1.2)
 
 
 def accuracy_vs_labels(df: pd.DataFrame, ticks: list[tuple[float, str]]) -> go.Figure:
-    """Target test accuracy (mean ± std over seeds) vs labelled images per class, log x, one line
-    per setup. ``df``: setup, x (images per class), labels (in words), mean, std, seeds, colour, dash.
+    """Target test accuracy (mean over seeds, whiskers its 95 % t-interval) vs labelled images per class,
+    log x, one line per setup. ``df``: setup, x (images per class), labels (in words), mean, half (the
+    interval's half width), seeds, colour, dash.
     ``ticks``: (x, text) of the label settings, so 'all' sits at its real number of images."""
     fig = go.Figure()
     for setup, g in df.groupby("setup", sort=False):
         g = g.sort_values("x")
         fig.add_scatter(x=g["x"].tolist(), y=(100 * g["mean"]).tolist(), mode="lines+markers", name=str(setup),
                         line=dict(color=g["colour"].iloc[0], dash=g["dash"].iloc[0]),
-                        error_y=_error_bars(g["std"]),
-                        customdata=list(zip(g["labels"], 100 * g["std"].fillna(0.0), g["seeds"], strict=True)),
+                        error_y=_error_bars(g["half"]),
+                        customdata=list(zip(g["labels"], 100 * g["half"].fillna(0.0), g["seeds"], strict=True)),
                         hovertemplate=f"{setup}<br>%{{customdata[0]}}<br>%{{y:.1f}} % ± "
-                                      "%{customdata[1]:.1f} (%{customdata[2]} seeds)<extra></extra>")
+                                      "%{customdata[1]:.1f} (95 % CI, t, %{customdata[2]} seeds)<extra></extra>")
     fig.update_xaxes(title_text="labelled training images per class (log scale)", type="log",
                      tickmode="array", tickvals=[t[0] for t in ticks], ticktext=[t[1] for t in ticks],
                      minor=dict(ticks="", showgrid=False))
@@ -527,17 +529,18 @@ def accuracy_vs_labels(df: pd.DataFrame, ticks: list[tuple[float, str]]) -> go.F
 
 def first_k_transfer(df: pd.DataFrame, stages: int) -> go.Figure:
     """Yosinski et al. 2014, Fig. 2 style: target accuracy vs the number k of leading stages
-    transferred, frozen and fine-tuned. ``df``: k, line ('frozen' / 'fine-tuned'), setup, mean, std, seeds."""
+    transferred, frozen and fine-tuned, whiskers the 95 % t-interval over seeds. ``df``: k, line ('frozen' /
+    'fine-tuned'), setup, mean, half (the interval's half width), seeds."""
     fig = go.Figure()
     colours = {"frozen": "#1f77b4", "fine-tuned": "#ff7f0e"}
     for line, g in df.groupby("line", sort=False):
         g = g.sort_values("k")
         fig.add_scatter(x=g["k"].tolist(), y=(100 * g["mean"]).tolist(), mode="lines+markers",
                         name=f"first k stages {line}", line=dict(color=colours.get(str(line), "#444")),
-                        marker=dict(size=9), error_y=_error_bars(g["std"]),
-                        customdata=list(zip(g["setup"], 100 * g["std"].fillna(0.0), g["seeds"], strict=True)),
+                        marker=dict(size=9), error_y=_error_bars(g["half"]),
+                        customdata=list(zip(g["setup"], 100 * g["half"].fillna(0.0), g["seeds"], strict=True)),
                         hovertemplate="k = %{x}: %{customdata[0]}<br>%{y:.1f} % ± %{customdata[1]:.1f} "
-                                      "(%{customdata[2]} seeds)<extra></extra>")
+                                      "(95 % CI, t, %{customdata[2]} seeds)<extra></extra>")
     fig.update_xaxes(title_text=f"k: leading stages copied from the source (0 = from scratch, {stages} = all)",
                      range=[-0.3, stages + 0.3], **integer_axis(range(stages + 1)))
     fig.update_yaxes(**_accuracy_axis())
@@ -565,16 +568,17 @@ def transfer_curves(df: pd.DataFrame, x: str) -> go.Figure:
 
 
 def accuracy_bars(df: pd.DataFrame, x_title: str) -> go.Figure:
-    """Grouped bars of target accuracy (mean ± std over seeds): x = the label setting, one bar
-    colour per ``series`` (a normalisation, a BatchNorm mode). ``df``: group, series, mean, std, seeds."""
+    """Grouped bars of target accuracy (mean over seeds, whiskers its 95 % t-interval): x = the label
+    setting, one bar colour per ``series`` (a normalisation, a BatchNorm mode). ``df``: group, series,
+    mean, half (the interval's half width), seeds."""
     fig = go.Figure()
     groups = list(dict.fromkeys(str(v) for v in df["group"]))
     for i, (series, g) in enumerate(df.groupby("series", sort=False)):
         fig.add_bar(x=[str(v) for v in g["group"]], y=(100 * g["mean"]).tolist(), name=str(series),
-                    marker_color=PALETTE[i % len(PALETTE)], error_y=_error_bars(g["std"]),
-                    customdata=list(zip(100 * g["std"].fillna(0.0), g["seeds"], strict=True)),
+                    marker_color=PALETTE[i % len(PALETTE)], error_y=_error_bars(g["half"]),
+                    customdata=list(zip(100 * g["half"].fillna(0.0), g["seeds"], strict=True)),
                     hovertemplate=f"{series}<br>%{{x}}: %{{y:.1f}} % ± %{{customdata[0]:.1f}} "
-                                  "(%{customdata[1]} seeds)<extra></extra>")
+                                  "(95 % CI, t, %{customdata[1]} seeds)<extra></extra>")
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text=x_title, type="category", categoryorder="array", categoryarray=groups)
     fig.update_yaxes(**_accuracy_axis())

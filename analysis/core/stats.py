@@ -49,6 +49,23 @@ def t_quantile(n: int, level: float = LEVEL) -> float:
     return float(_scipy_stats.t.ppf(0.5 + level / 2, n - 1))
 
 
+def t_half_width(n: int, sd: float, level: float = LEVEL) -> float:
+    """The ``level`` t-interval's half width of a mean over ``n`` values whose sample std is ``sd``
+    (from a summary that kept only mean, std and count); NaN for one value or an undefined std: one
+    run has no interval."""
+    return t_quantile(n, level) * sd / math.sqrt(n) if n >= 2 and math.isfinite(sd) else math.nan
+
+
+def bracket(mean: float, low: float, high: float, digits: int = 2, one: str = " (one run)") -> str:
+    """A mean with its interval as tables print it: '1.96 [1.72, 2.19]'; ``one`` after a mean without an
+    interval (one run, NaN bounds); '—' without a mean."""
+    if not math.isfinite(mean):
+        return "—"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{mean:.{digits}f}{one}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 @dataclass(frozen=True)
 class Interval:
     """A mean over ``n`` values with its two-sided ``level`` t-interval (``low``/``high`` are None for

@@ -26,7 +26,7 @@ from analysis.core.errors import ConfigError, LensError, SpecError
 from analysis.core.io import WriteError, rescue
 from analysis.core.meta import TrainConfig
 from analysis.core.reporting import records, write_csv, write_json
-from analysis.core.stats import Contrast, paired_contrast, t_interval, t_quantile, welch_from_summary
+from analysis.core.stats import Contrast, bracket, paired_contrast, t_half_width, t_interval, welch_from_summary
 from analysis.run.executor import DataSpec, Executor, PoolExecutor, Task, TaskEvent, TaskResult
 
 if TYPE_CHECKING:
@@ -603,12 +603,6 @@ def _finished(results: pd.DataFrame, name: str, depth: int, col: str = "test_err
     return pd.Series(ok[col].to_numpy(dtype=float), index=ok["seed"].to_numpy())
 
 
-def half_width(n: int, std: float) -> float:
-    """The 95 % t-interval's half width of a mean over ``n`` seeds with sample std ``std``; NaN for
-    one run (no interval)."""
-    return t_quantile(n) * std / math.sqrt(n) if n >= 2 and not math.isnan(std) else math.nan
-
-
 def contrast(results: pd.DataFrame, name: str, depth: int) -> Contrast | None:
     """Variant ``name`` minus the original in test error (pp) at ``depth``, over the seeds. A grid's runs
     of one seed share the batch order and the augmentation draws (both from the recipe's seed), so
@@ -629,7 +623,7 @@ def _fmt(mean: float, std: float, n: int) -> str:
     """'2.50 ± 1.24 % (95 % CI, t, 5 seeds)', or '3.00 % (one run)'."""
     if n < 2 or math.isnan(std):
         return f"{mean:.2f} % (one run)"
-    return f"{mean:.2f} ± {half_width(n, std):.2f} % (95 % CI, t, {n} seeds)"
+    return f"{mean:.2f} ± {t_half_width(n, std):.2f} % (95 % CI, t, {n} seeds)"
 
 
 def images(pp: float, test_size: int | None) -> str:
@@ -803,7 +797,7 @@ def gate_sweep(summary: pd.DataFrame) -> pd.DataFrame:
             continue
         gate, b = found
         n, mean, std = int(r["runs"]), float(r["test_error_mean"]), float(r["test_error_std"])
-        half = half_width(n, std)
+        half = t_half_width(n, std)
         rows.append({"gate": gate, "label": VARIANTS[gate].label.split(" (")[0], "depth": int(r["depth"]), "b_g": b,
                      "gate_start": 1 / (1 + math.exp(-b)), "runs": n, "diverged": int(r["diverged"]),
                      "test_error_mean": mean, "test_low": mean - half, "test_high": mean + half,
@@ -877,12 +871,6 @@ def degradation(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return nets, pd.DataFrame(out, columns=DEGRADATION_CONTRASTS)
 
 
-def _ci(mean: float, low: float, high: float) -> str:
-    if math.isnan(mean):
-        return "—"
-    return f"{mean:.2f} (one run)" if math.isnan(low) else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
-
-
 def markdown(summary: pd.DataFrame, depth: int) -> str:
     """One depth of a grid's summary as a Markdown table for the README and closing notes: each variant's
     test error with its 95 % t-interval over the seeds, the paper's ResNet-110 number, the difference
@@ -892,12 +880,12 @@ def markdown(summary: pd.DataFrame, depth: int) -> str:
              "[95 % CI] | agrees with He et al. 2016? |", "|---|---|---|---|---|---|"]
     for _, r in summary[summary["depth"] == depth].iterrows():
         n, mean, std = int(r["runs"]), float(r["test_error_mean"]), float(r["test_error_std"])
-        half = half_width(n, std)
+        half = t_half_width(n, std)
         diff = float(r["diff"]) if not pd.isna(r["diff"]) else math.nan
         low, high = float(r["diff_low"]), float(r["diff_high"])
         vs = ("—" if math.isnan(diff) else f"{diff:+.2f} (no test)" if math.isnan(low)
               else f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]")
-        lines.append(f"| {r['label']} | {_ci(mean, mean - half, mean + half)} | {n} | {r['paper'] or '—'} | {vs} | "
+        lines.append(f"| {r['label']} | {bracket(mean, mean - half, mean + half)} | {n} | {r['paper'] or '—'} | {vs} | "
                      f"{r['agrees']} |")
     return "\n".join(lines)
 
@@ -910,7 +898,7 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
     for r in sweep.itertuples():
         vs = ("—" if math.isnan(r.diff) else f"{r.diff:+.2f} (no test)" if math.isnan(r.diff_low)
               else f"{r.diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}]")
-        lines.append(f"| {r.label} | {r.depth} | {r.b_g:g} | {r.gate_start:.3g} | {_ci(r.test_error_mean, r.test_low, r.test_high)} "
+        lines.append(f"| {r.label} | {r.depth} | {r.b_g:g} | {r.gate_start:.3g} | {bracket(r.test_error_mean, r.test_low, r.test_high)} "
                      f"| {r.runs} | {vs} | {'—' if math.isnan(r.paper_error) else f'{r.paper_error:.2f}'} |")
     return "\n".join(lines)
 
@@ -921,8 +909,8 @@ def degradation_markdown(nets: pd.DataFrame, contrasts: pd.DataFrame) -> str:
              "|---|---|---|---|---|"]
     for r in nets.itertuples():
         lines.append(f"| {r.net} | {r.depth} | {r.runs} / {r.diverged} | "
-                     f"{_ci(r.train_error_mean, r.train_low, r.train_high)} | "
-                     f"{_ci(r.test_error_mean, r.test_low, r.test_high)} |")
+                     f"{bracket(r.train_error_mean, r.train_low, r.train_high)} | "
+                     f"{bracket(r.test_error_mean, r.test_low, r.test_high)} |")
     lines.append("")
     lines += [f"- {r.what}, {r.error} error: {r.reading}" for r in contrasts.itertuples()]
     return "\n".join(lines)
