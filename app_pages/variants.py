@@ -337,7 +337,7 @@ else:
                    "by the mnist1d package.")
 opts = st.columns(4)
 seeds = opts[0].number_input(range_label("Seeds", 1, 3), 1, 3, 2, key="variants_seeds",
-                             help="Seeds 0, 1, …: the mean ± std is over them.")
+                             help="Seeds 0, 1, …: the mean and its 95 % t-interval are over them.")
 epochs = opts[1].number_input(range_label("Epochs", 1, 200), 1, 200, 5, key="variants_epochs",
                               help="SGD, lr 0.1, cosine schedule, 1 warm-up epoch, shift augmentation (the CLI's defaults).")
 record = opts[2].checkbox("Record gradient flow", True, key="variants_grad_record",

@@ -539,6 +539,9 @@ def test_tiny_grid_through_the_cli(tmp_path, capsys):
     # the summary says the paper's verdict beside ours: one seed, so no test
     assert "agrees with He et al. 2016?" in printed and "cannot tell (one run)" in printed
     results, summary, rest = g.load_results(str(out))
+    # the summary table: one seed, so each mean is labelled one run (over seeds: mean [95 % t-interval])
+    assert "test error % [95 % CI, t]" in printed
+    assert f"{results['test_error'].iloc[0]:.2f} (one run)" in printed.split("readings (")[0]
     assert list(results["variant"]) == ["original", "exclusive_gating"] and list(results["status"]) == ["complete"] * 2
     # the machine the runs trained on (the CLI's one thread per run), and the test split's size
     from analysis.core.machine import describe

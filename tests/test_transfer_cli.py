@@ -3,12 +3,14 @@ second call training nothing, Ctrl-C keeping the finished runs, and every bad in
 line before any training."""
 
 import json
+import math
 import signal
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import t as scipy_t
 
 import analysis.experiments.train
 from analysis.cli.common import Interrupted, Stop
@@ -64,6 +66,19 @@ def test_a_tiny_transfer_run_end_to_end(tmp_path, capsys):
     assert "0 runs trained, 4 found in the store" in capsys.readouterr().out
     csv = pd.read_csv(tmp_path / "r.csv")
     assert list(csv.columns) == T.RESULT_COLUMNS and list(csv["test_acc"]) == list(res.results["test_acc"])
+
+
+def test_over_seeds_the_table_gives_each_mean_with_its_95_percent_t_interval(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["transfer", "--modes", "scratch", "--labels", "1", "--seeds", "0", "1", "--steps", "3",
+                 "--store", str(tmp_path / "store"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    accs = list(T.load_results(str(out)).results["test_acc"])
+    mean, sd = sum(accs) / 2, abs(accs[0] - accs[1]) / math.sqrt(2)
+    half = float(scipy_t.ppf(0.975, 1)) * sd / math.sqrt(2)  # t with 1 degree of freedom: 12.706
+    table = printed.split("by labelled images per class (mean over 2 seeds [95 % t-interval]):\n")[1].splitlines()
+    assert table[2].split() == ["from", "scratch", f"{100 * mean:.1f}", f"[{100 * (mean - half):.1f},",
+                                f"{100 * (mean + half):.1f}]"]
 
 
 def test_ctrl_c_keeps_the_finished_runs(tmp_path, capsys, monkeypatch):

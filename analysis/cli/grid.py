@@ -23,6 +23,7 @@ from analysis.cli.common import (
     state,
     whole,
 )
+from analysis.core import stats
 from analysis.core.errors import ConfigError
 from analysis.core.meta import precision_text
 from analysis.experiments.precision import check as check_precision
@@ -159,9 +160,14 @@ def _grid(args: argparse.Namespace, stop: Stop, grid: g.Grid, store: RunStore, o
         raise Interrupted(stop.signum, f"grid cancelled; {done} of {total} runs finished and kept in {store.home} "
                                        f"(the same command trains only the rest); "
                                        f"{state(out) if out else 'no --out'}")
-    cols = ["label", "depth", "runs", "test_error_mean", "test_error_std", "paper"]
+    s = result.summary
+    half = [stats.t_half_width(int(n), float(sd)) for n, sd in zip(s["runs"], s["test_error_std"], strict=True)]
+    shown = s[["label", "depth", "runs"]].assign(
+        **{"test error % [95 % CI, t]": [stats.bracket(m, m - h, m + h) for m, h in zip(s["test_error_mean"], half,
+                                                                                          strict=True)],
+           "paper": s["paper"]})
     print(f"test error % over seeds, every run in {precision_text(grid.recipe.precision, grid.recipe.channels_last)}:")
-    print(result.summary[cols].to_string(index=False))
+    print(shown.to_string(index=False))
     # the readings are sentences: one each, not a column padded to the longest
     print(f"\nreadings (each variant minus the original at its depth, paired by seed; a 95 % t-interval and the "
           f"smallest detectable difference, power 0.8, from {g.MIN_TEST_SEEDS} seeds on, no test below) and whether "

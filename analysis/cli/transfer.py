@@ -28,6 +28,7 @@ from analysis.cli.common import (
     state,
     whole,
 )
+from analysis.core import stats
 from analysis.core.errors import CheckpointError, ConfigError
 from analysis.core.io import check_writable
 from analysis.experiments.precision import EVAL_PRECISIONS
@@ -240,11 +241,12 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: tr.Pla
     columns = list(dict.fromkeys("all" if n is None else str(n) for n in plan.labels))
     cells: dict[str, dict[str, str]] = {}
     for r in s.itertuples():
-        std = "" if r.seeds < 2 or math.isnan(r.test_acc_std) else f" ± {r.test_acc_std * 100:.1f}"
-        cells.setdefault(str(r.setup), {})[str(r.labels)] = f"{r.test_acc_mean * 100:.1f}{std}"
+        half = stats.t_half_width(int(r.seeds), float(r.test_acc_std))
+        cells.setdefault(str(r.setup), {})[str(r.labels)] = stats.bracket(
+            100 * r.test_acc_mean, 100 * (r.test_acc_mean - half), 100 * (r.test_acc_mean + half), digits=1, one="")
     seeds = len(dict.fromkeys(plan.seeds))
     print(f"\ntest accuracy (%) on {data.name}, by labelled images per class"
-          + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else f" (seed {plan.seeds[0]})") + ":")
+          + (f" (mean over {seeds} seeds [95 % t-interval])" if seeds > 1 else f" (seed {plan.seeds[0]})") + ":")
     print(_percent_table(cells, columns, "setup"))
     if not result.probe.empty:
         probe: dict[str, dict[str, str]] = {}
