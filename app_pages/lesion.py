@@ -518,6 +518,8 @@ else:  # a checkpoint (no st.stop() above: a stopped run would not mirror its se
         "gate": "a deleted block keeps its gate: y = (1 − g(x))·s(x), the shortcut as the intact net weights it",
         "shortcut_gate": "a deleted block keeps its gate: y = (1 − g(x))·s(x), the shortcut as the intact net weights it",
         "dropout": "the dropout on the shortcut acts only in training: at test time a deleted block passes s(x) on",
+        "dropout_paper": "the paper's dropout shortcut keeps its expectation at test time: a deleted block passes "
+                         "(1 − p)·s(x) on, so deletions multiply the signal by 1 − p",
     }
     if ck.spec.residual and ck.spec.shortcut_variant in DELETED_JOIN:
         st.caption(f"{ck.spec.variant_label}: {DELETED_JOIN[ck.spec.shortcut_variant]}; what follows the add "

@@ -204,6 +204,35 @@ def test_the_papers_dropout_block_at_test_time_and_its_join():
     assert paper.flops - inverted.flops == per_block and paper.params == inverted.params == totals(R20).params
 
 
+def test_a_bare_state_dict_can_be_read_as_the_papers_dropout_net():
+    """Neither dropout shortcut has weights, so a bare state_dict may be either: the paper's is offered
+    beside the inverted one with its ratio, and read so its test-time join is (1 - p)·s + F."""
+    import io
+
+    from analysis.store.checkpoints import untold_settings
+
+    buf = io.BytesIO()
+    torch.save(build_model(R20, seed=0).state_dict(), buf)
+    assert "dropout_paper" in untold_settings(load_checkpoint(buf.getvalue(), name="r20.pth", plain=False).spec)[
+        "shortcut_variant"]
+    ck = load_checkpoint(buf.getvalue(), name="r20.pth", plain=False,
+                         settings={"shortcut_variant": "dropout_paper", "shortcut_dropout": 0.2})
+    assert (ck.spec.shortcut_variant, ck.spec.shortcut_dropout) == ("dropout_paper", 0.2)
+    assert untold_settings(ck.spec)["shortcut_dropout"] == (0.2,)
+    assert ck.model.layer1[0].plan.join.label.startswith("0.8·s + F")
+
+
+def test_the_papers_dropout_shortcut_has_its_drop_ratio_in_the_sidebar():
+    at = AppTest.from_file(str(ROOT / "app_pages" / "explorer.py"), default_timeout=120).run()
+    at.sidebar.selectbox(key="explorer_model").set_value("cifar_resnet20").run()
+    at.sidebar.selectbox(key="explorer_variant").set_value("dropout_paper").run()
+    ratio = at.sidebar.slider(key="explorer_dropout")
+    assert ratio.label == "Drop ratio (s(x) × (1 − p) at test time)"
+    ratio.set_value(0.3).run()
+    assert not at.exception and not at.error
+    assert "0.3, not rescaled" in at.subheader[0].value
+
+
 def test_both_dropout_shortcuts_in_the_variants_table():
     paper, inverted = g.VARIANTS["dropout_shortcut_paper"], g.VARIANTS["dropout_shortcut"]
     assert dict(inverted.changes) == {"shortcut_variant": "dropout", "shortcut_dropout": 0.5}  # as before

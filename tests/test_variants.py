@@ -279,9 +279,13 @@ def test_explorer_shows_a_variant_picked_in_the_sidebar():
 
 
 @pytest.mark.usefixtures("own_run_store")
-def test_lesion_lab_says_what_deleting_a_gated_branch_means():
-    """A gated net trained here, picked in the Lesion lab: the page says a deleted block keeps its gate,
-    and deleting a block gives the error of (1 - g) * s(x) computed by the library."""
+@pytest.mark.parametrize("changes, said", [
+    (dict(shortcut_variant="shortcut_gate"), "a deleted block keeps its gate: y = (1 − g(x))·s(x)"),
+    (dict(shortcut_variant="dropout_paper", shortcut_dropout=0.5), "a deleted block passes (1 − p)·s(x) on"),
+])
+def test_lesion_lab_says_what_deleting_a_gated_branch_means(changes, said):
+    """A gated net (or the paper's dropout shortcut) trained here, picked in the Lesion lab: the page says
+    what a deleted block still computes."""
     from pathlib import Path
 
     from streamlit.testing.v1 import AppTest
@@ -292,14 +296,14 @@ def test_lesion_lab_says_what_deleting_a_gated_branch_means():
     from ui import cache
 
     data = load_digits(size=8, seed=0)
-    spec = R20.replace(shortcut_variant="shortcut_gate", layers=(1, 1, 1), in_channels=1, input_size=8)
+    spec = R20.replace(**changes, layers=(1, 1, 1), in_channels=1, input_size=8)
     ck = train_checkpoint(spec, data, TrainConfig(epochs=1, seed=0))
     cache.run_store().save_run("gated net", ck)
     root = Path(__file__).resolve().parent.parent
     at = AppTest.from_file(str(root / "app_pages" / "lesion.py"), default_timeout=120).run()
     at.sidebar.selectbox(key="lesion_ckpt").set_value("trained here: gated net").run()
     assert not at.exception and not at.error
-    assert any("a deleted block keeps its gate: y = (1 − g(x))·s(x)" in c.value for c in at.caption)
+    assert any(said in c.value for c in at.caption)
 
 
 def test_the_plain_twin_of_a_variant_has_no_shortcut_variant():

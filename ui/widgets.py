@@ -526,7 +526,7 @@ def _untold(box: Any, key: str, up: Any, ck: Checkpoint, plain: bool | None) -> 
             chosen["shortcut_scale"] = st.number_input("λ (shortcut scale)", 0.05, 4.0, 0.5, 0.05,
                                                        key=f"{key}_untold_lambda")
             chosen["scale_residual"] = st.checkbox("F scaled by 1 − λ", key=f"{key}_untold_scale_f")
-        if chosen.get("shortcut_variant") == "dropout":
+        if chosen.get("shortcut_variant") in ("dropout", "dropout_paper"):
             chosen["shortcut_dropout"] = st.number_input("dropout ratio", 0.05, 0.95, 0.5, 0.05,
                                                          key=f"{key}_untold_dropout")
         st.caption("Stage strides " + ", ".join(map(str, assumed["strides"])) + " are assumed too.")
@@ -749,9 +749,11 @@ def variant_picker(key: str, *, residual: bool, preact: bool) -> dict[str, Any]:
             out["gate_bias"] = float(box.number_input(
                 range_label("Initial gate bias b_g", -MAX_GATE_BIAS, MAX_GATE_BIAS), -MAX_GATE_BIAS, MAX_GATE_BIAS,
                 -6.0, 1.0, key=f"{key}_gate_bias", help="−6: g ≈ 0.0025 at the start, shortcut near identity"))
-        elif variant == "dropout":
-            out["shortcut_dropout"] = float(box.slider("Drop ratio (training only)", 0.05, 0.95, 0.5, 0.05,
-                                                       key=f"{key}_dropout"))
+        elif variant in ("dropout", "dropout_paper"):
+            # the inverted dropout acts in training only; the paper's keeps the (1 - p) scale at test time
+            out["shortcut_dropout"] = float(box.slider(
+                "Drop ratio (training only)" if variant == "dropout" else "Drop ratio (s(x) × (1 − p) at test time)",
+                0.05, 0.95, 0.5, 0.05, key=f"{key}_dropout"))
     else:
         box.caption("A plain net has no shortcut to vary.")
     if preact:

@@ -497,7 +497,7 @@ def load_checkpoint(source: str | Path | bytes, *, name: str = "uploaded file",
 UNTOLD_FIELDS = ("shortcut_variant", "shortcut_scale", "scale_residual", "shortcut_dropout", "activation", "stride_on",
                  "strides", "downsampling")
 #: the weightless shortcut variants (gates have a 1x1 conv: their weights tell)
-WEIGHTLESS_VARIANTS = ("identity", "scale", "dropout")
+WEIGHTLESS_VARIANTS = ("identity", "scale", "dropout", "dropout_paper")
 
 
 def untold_settings(spec: ResNetSpec) -> dict[str, tuple[Any, ...]]:
@@ -512,7 +512,7 @@ def untold_settings(spec: ResNetSpec) -> dict[str, tuple[Any, ...]]:
         if spec.shortcut_variant == "scale":
             out["shortcut_scale"] = (spec.shortcut_scale,)
             out["scale_residual"] = (spec.scale_residual, not spec.scale_residual)
-        if spec.shortcut_variant == "dropout":
+        if spec.shortcut_variant in ("dropout", "dropout_paper"):
             out["shortcut_dropout"] = (spec.shortcut_dropout,)
     if not spec.preact:
         out["activation"] = (spec.activation, *(a for a in ACTIVATIONS if a != spec.activation))
