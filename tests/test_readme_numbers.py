@@ -1,6 +1,6 @@
 """The README quotes only what the result files hold: every table tools/readme_tables.py prints from
 results/ (the variants grid per depth, the degradation experiment, the b_g sweep, the measured
-reproducibility) sits in the README between its markers exactly as printed."""
+reproducibility, the two transfer comparisons) sits in the README between its markers exactly as printed."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 def test_every_recorded_table_is_there():
     expected = {"variants_digits depth 20", "variants_digits depth 56", "degradation_digits"}
-    for name, table in (("gate_sweep_digits.json", "gate_sweep_digits"), ("reproducibility.json", "reproducibility")):
+    for name, table in (("gate_sweep_digits.json", "gate_sweep_digits"), ("reproducibility.json", "reproducibility"),
+                        ("transfer_digits.json", "transfer_digits"), ("transfer_mnist1d.json", "transfer_mnist1d")):
         if (ROOT / "results" / name).is_file():
             expected.add(table)
     assert expected <= set(TABLES)

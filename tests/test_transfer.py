@@ -518,6 +518,23 @@ def test_readings_pair_the_runs_of_one_seed():
     assert "no difference detected" in T.readings(T.summarise(results), 3)[0]
 
 
+def test_the_markdown_table_gives_each_mean_with_its_t_interval_then_the_readings():
+    # scratch 0.5, 0.6, 0.7 and fine-tuned 0.6, 0.8, 0.7: both sd 0.1, half width 4.302653 * 0.1 / sqrt(3)
+    # = 0.248415 -> 60.0 [35.2, 84.8] and 70.0 [45.2, 94.8]; one seed of 'all' is labelled one run
+    rows = [{"setup": setup, "per_class": 1, "seed": seed, "test_acc": acc, "status": "complete"}
+            for setup, accs in (("from scratch", (0.5, 0.6, 0.7)), ("fine-tune everything", (0.6, 0.8, 0.7)))
+            for seed, acc in enumerate(accs)]
+    rows.append({"setup": "from scratch", "per_class": None, "seed": 0, "test_acc": 0.9, "status": "complete"})
+    result = T.PlanResult(pd.DataFrame(rows, columns=T.RESULT_COLUMNS), pd.DataFrame(columns=T.CURVE_COLUMNS),
+                          pd.DataFrame(columns=T.PROBE_COLUMNS), 7, 0, False, 1.0, {"stages": 3, "test": 500})
+    lines = T.markdown(result).splitlines()
+    assert lines[:4] == ["| setup | 1 per class | all labelled | seeds |", "|---|---|---|---|",
+                         "| from scratch | 60.0 [35.2, 84.8] | 90.0 (one run) | 3 |",
+                         "| fine-tune everything | 70.0 [45.2, 94.8] | — | 3 |"]
+    assert lines[4] == "" and lines[5].startswith("- Fine-tuning everything minus from scratch, in points by "
+                                                  "labelled images per class: 1: +10.0, no difference detected")
+
+
 def test_summary_and_time_to_from_hand_made_runs():
     rows = [{"setup": "from scratch", "per_class": n, "seed": seed, "test_acc": acc, "status": status}
             for n, seed, acc, status in [(1, 0, 0.2, "complete"), (1, 1, 0.4, "complete"), (1, 2, 0.9, "cancelled"),

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from analysis.studies import grid as g
-from analysis.studies import repro
+from analysis.studies import repro, transfer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +32,9 @@ def tables(root: Path = ROOT) -> dict[str, str]:
         results, _, meta = g.load_results(str(res / "gate_sweep_digits.json"))
         out["gate_sweep_digits"] = g.sweep_markdown(g.gate_sweep(g.summarise(results, meta.get("test_size")
                                                                              or g.test_size(meta["grid"]))))
+    for name in ("transfer_digits", "transfer_mnist1d"):
+        if (res / f"{name}.json").is_file():
+            out[name] = transfer.markdown(transfer.load_results(str(res / f"{name}.json")))
     if (res / "reproducibility.json").is_file():
         out["reproducibility"] = "\n".join(f"- {line}" for line in repro.statement(repro.load(res / "reproducibility.json")))
     return out

@@ -47,7 +47,7 @@ from analysis.core.bounded import COUNT, FRACTION, SECONDS, SEED, TEXT, Column, 
 from analysis.core.errors import ConfigError, DatasetError
 from analysis.core.meta import PRECISIONS, Normalisation, TrainConfig
 from analysis.core.reporting import records, write_csv, write_json
-from analysis.core.stats import Contrast, paired_contrast, welch_from_summary
+from analysis.core.stats import Contrast, bracket, paired_contrast, t_half_width, welch_from_summary
 from analysis.data.data import (
     DIGITS_SIZES,
     IMAGENET_MEAN,
@@ -689,6 +689,30 @@ def readings(summary: pd.DataFrame, stages: int, probe: pd.DataFrame | None = No
     if head:
         out.append(head)
     return out
+
+
+def markdown(result: PlanResult) -> str:
+    """A comparison as Markdown for the README and closing notes: the target test accuracy (%) of every
+    setup by labelled examples per class, as the mean over seeds with its 95 % t-interval, then the
+    readings (:func:`readings`, each from a test between conditions), one bullet each."""
+    summary = result.summary
+    order = label_order(summary["labels"])
+    cells = {}
+    for r in summary.itertuples():
+        half = t_half_width(int(r.seeds), float(r.test_acc_std))
+        cells[(r.setup, r.labels)] = bracket(100 * r.test_acc_mean, 100 * (r.test_acc_mean - half),
+                                             100 * (r.test_acc_mean + half), digits=1)
+    seeds = summary.groupby("setup", sort=False)["seeds"].max()
+    lines = ["| setup | " + " | ".join(f"{n} per class" if n != "all" else "all labelled" for n in order)
+             + " | seeds |", "|---" * (len(order) + 2) + "|"]
+    for setup in dict.fromkeys(summary["setup"]):
+        lines.append(f"| {setup} | " + " | ".join(cells.get((setup, n), "—") for n in order)
+                     + f" | {int(seeds[setup])} |")
+    test = result.meta.get("test")
+    stages = int(result.meta.get("stages") or 0)
+    said = readings(summary, stages, result.probe, results=result.results,
+                    test_size=test if isinstance(test, int) else None)
+    return "\n".join(lines) + ("\n\n" + "\n".join(f"- {line}" for line in said) if said else "")
 
 
 #: Fewer seeds than this give no test (a t-interval over 2 seeds has t = 12.7): "2 seeds: no test".
