@@ -57,18 +57,21 @@ def setting(n: str) -> str:
     return "all labelled" if n == "all" else f"{n} per class"
 
 
-def pct(mean: float, std: float = math.nan, n: int = 1) -> str:
-    """Accuracy in per cent with one decimal (one test image of 225 is 0.44 pp), and over ``n`` >= 2
-    seeds whose sample std is ``std`` its 95 % t-interval: '61.8 [55.0, 68.6]'."""
+def pct(mean: float, std: float = math.nan, n: int | None = None) -> str:
+    """Accuracy in per cent with one decimal (one test image of 225 is 0.44 pp); given the ``n`` seeds
+    it is a mean over, whose sample std is ``std``, its 95 % t-interval ('61.8 [55.0, 68.6]') or why
+    there is none ('61.8 (one run)', '61.8 (2 seeds: no interval)')."""
     if mean is None:
         return "—"
+    if n is None:
+        return "—" if not math.isfinite(mean) else f"{100 * mean:.1f}"
     half = stats.t_half_width(n, std)
-    return stats.bracket(100 * mean, 100 * (mean - half), 100 * (mean + half), digits=1, one="")
+    return stats.bracket(100 * mean, 100 * (mean - half), 100 * (mean + half), digits=1, n=n)
 
 
 def with_half(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (mean, std, seeds) with ``half``: the 95 % t-interval's half width, what the charts'
-    whiskers draw (NaN for one seed)."""
+    whiskers draw (NaN under 3 seeds: no interval)."""
     return frame.assign(half=[stats.t_half_width(int(n), float(sd)) for n, sd in zip(frame["seeds"], frame["std"],
                                                                                       strict=True)])
 
@@ -285,7 +288,8 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
     def spread(mode: str) -> str:
         n, sd = int(acc.loc[(mode, fewest), "seeds"]), float(acc.loc[(mode, fewest), "test_acc_std"])
         return f"target test accuracy, mean of {n} seed{'s' * (n != 1)}" + (
-            f" (95 % t-interval ± {100 * stats.t_half_width(n, sd):.1f} points)" if n >= 2 and math.isfinite(sd)
+            f" (95 % t-interval ± {100 * stats.t_half_width(n, sd):.1f} points)" if n >= stats.MIN_INTERVAL_SEEDS
+            and math.isfinite(sd)
             else "")
 
     headline = [Metric(f"{mode}, {setting(fewest)}", pct(acc.loc[(mode, fewest), "test_acc_mean"]) + " %",
@@ -298,7 +302,8 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
     frame, ticks = vs_labels_frame(summary, results, stages, int(result.meta.get("classes") or len(tl.TARGET_CLASSES)))
     render.show(render.accuracy_vs_labels(frame, ticks), key=f"{prefix}_labels_chart")
     st.caption("Solid: the named modes; dashed: the first k stages transferred and frozen; dotted: transferred and "
-               "fine-tuned. Whiskers: the 95 % t-interval over seeds (none with one seed). 'all' sits at the mean "
+               "fine-tuned. Whiskers and brackets: the 95 % t-interval over seeds (none under 3 seeds; symmetric, not "
+               "clipped to 0–100 %). 'all' sits at the mean "
                "number of labelled images per class it is.")
 
     test = result.meta.get("test")

@@ -86,7 +86,7 @@ def took(meta: dict[str, Any]) -> str:
 def with_interval(mean: float, std: float, n: int) -> str:
     """A mean over ``n`` seeds with its 95 % t-interval, '1.96 [1.72, 2.19]', or 'x (one run)'."""
     half = stats.t_half_width(n, std)
-    return stats.bracket(mean, mean - half, mean + half)
+    return stats.bracket(mean, mean - half, mean + half, n=n)
 
 
 def train_label(results: pd.DataFrame) -> str:
@@ -131,9 +131,9 @@ def error_chart(summary: pd.DataFrame) -> go.Figure:
         fig.add_bar(x=rows["label"].tolist(), y=rows["test_error_mean"].tolist(), name=f"depth {depth} (measured)",
                     marker_color=render.PALETTE[i % len(render.PALETTE)],
                     error_y=dict(type="data", array=[0.0 if math.isnan(h) else h for h in half], visible=True),
-                    customdata=list(zip(half, rows["runs"], strict=True)),
-                    hovertemplate=f"%{{x}}, depth {depth}<br>test error %{{y:.2f}} % ± %{{customdata[0]:.2f}} "
-                                  "(95 % CI, t)<br>%{customdata[1]} runs<extra></extra>")
+                    customdata=[render.spread_text(h, n, scale=1.0, digits=2) for h, n in zip(half, rows["runs"],
+                                                                                              strict=True)],
+                    hovertemplate=f"%{{x}}, depth {depth}<br>test error %{{y:.2f}} % %{{customdata}}<extra></extra>")
     paper = summary.drop_duplicates("label")
     fails = paper["paper"].str.startswith("fail")
     y = [g.FAIL_ERROR if f else p for f, p in zip(fails, paper["paper_error"], strict=True)]
@@ -161,20 +161,22 @@ def show_results(summary: pd.DataFrame, key: str, results: pd.DataFrame) -> None
                f"for their ResNet-110's {g.PAPER_RUN_SD} pp std over 5 runs, He et al. 2015 Table 6) against our "
                "interval; where ours disagrees or cannot tell, what the record shows that explains it.")
     render.show(error_chart(summary), key=f"{key}_chart")
-    st.caption("Bars: measured mean test error, whiskers its 95 % t-interval over the seeds (none with one seed). "
+    st.caption("Bars: measured mean test error, whiskers its 95 % t-interval over the seeds (none under 3 seeds: "
+               "over 2 the interval is ±12.7 standard errors). Intervals are symmetric and not clipped, so a lower end "
+               "below 0 % says the seeds spread widely beside a small mean. "
                "Diamonds: the paper's ResNet-110 on CIFAR-10 (\"fail\", above 20 %, drawn at 20 %).")
 
 
 def sweep_chart(sweep: pd.DataFrame, base: Mapping[str, Any] | None) -> go.Figure:
     """Test error (mean, 95 % t-interval whiskers) against the initial gate bias b_g, one line per
     gated variant; the original's mean and interval at the same depth as a band (it has no gate); the
-    paper's ResNet-110 numbers (at b_g = -6) as diamonds. b_g runs from 0 (gate half open) to the
+    paper's ResNet-110 numbers where it reports them as diamonds ('fail' at 20 %). b_g runs from 0 (gate half open) to the
     right, where the shortcut starts near an identity."""
     fig = go.Figure()
     if base is not None and int(base["runs"]):
         n, mean, std = int(base["runs"]), float(base["test_error_mean"]), float(base["test_error_std"])
         half = stats.t_half_width(n, std)
-        half = 0.0 if math.isnan(half) else half  # one run: the band is its line
+        half = 0.0 if math.isnan(half) else half  # under 3 seeds no interval: the band is its line
         fig.add_hrect(y0=mean - half, y1=mean + half, fillcolor="#999", opacity=0.2, line_width=0)
         fig.add_hline(y=mean, line_dash="dot", line_color="#555",
                       annotation_text=f"original (no gate): {mean:.2f} %", annotation_position="top left")
@@ -188,12 +190,14 @@ def sweep_chart(sweep: pd.DataFrame, base: Mapping[str, Any] | None) -> go.Figur
                         customdata=list(zip(rows["gate_start"], rows["runs"], strict=True)),
                         hovertemplate=f"{label}<br>b_g = %{{x:g}}, σ(b_g) = %{{customdata[0]:.3g}}<br>test error "
                                       "%{y:.2f} %<br>%{customdata[1]} seeds<extra></extra>")
-        paper = rows[rows["paper_error"].notna()]
-        if not paper.empty:
-            fig.add_scatter(x=paper["b_g"].tolist(), y=paper["paper_error"].tolist(), mode="markers",
-                            name=f"{label}: paper, ResNet-110 on CIFAR-10",
+        paper = rows[rows["paper"].str.len() > 0]
+        if not paper.empty:  # the paper's "fail" (above 20 %) drawn at the 20 % it means
+            fails = paper["paper"].str.startswith("fail")
+            fig.add_scatter(x=paper["b_g"].tolist(),
+                            y=[g.FAIL_ERROR if f else p for f, p in zip(fails, paper["paper_error"], strict=True)],
+                            mode="markers", name=f"{label}: paper, ResNet-110 on CIFAR-10", text=paper["paper"].tolist(),
                             marker=dict(symbol="diamond", size=11, color=colour, line=dict(color="#222", width=1)),
-                            hovertemplate=f"{label}<br>paper at b_g = %{{x:g}}: %{{y:.2f}} %<extra></extra>")
+                            hovertemplate=f"{label}<br>paper at b_g = %{{x:g}}: %{{text}} %<extra></extra>")
     fig.update_layout(height=400, margin=dict(t=10 + render.LEGEND_PX, b=10, l=10, r=10), legend=render.LEGEND_ABOVE)
     fig.update_xaxes(title_text="initial gate bias b_g", autorange="reversed", dtick=1)
     fig.update_yaxes(title_text="test error", ticksuffix=" %", rangemode="tozero", automargin=True)
@@ -205,11 +209,12 @@ def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "gate": sweep["label"], "depth": sweep["depth"], "b_g": [f"{b:g}" for b in sweep["b_g"]],
         "σ(b_g) at init": [f"{v:.3g}" for v in sweep["gate_start"]],
-        TEST_COLUMN: [stats.bracket(m, lo, hi) for m, lo, hi in zip(sweep["test_error_mean"], sweep["test_low"],
-                                                                    sweep["test_high"], strict=True)],
+        TEST_COLUMN: [stats.bracket(m, lo, hi, n=int(n)) for m, lo, hi, n in zip(
+            sweep["test_error_mean"], sweep["test_low"], sweep["test_high"], sweep["runs"], strict=True)],
         "runs / diverged": [f"{r} / {d}" for r, d in zip(sweep["runs"], sweep["diverged"], strict=True)],
-        PAPER_COLUMN: ["—" if math.isnan(p) else f"{p:.2f}" for p in sweep["paper_error"]],
+        PAPER_COLUMN: [p or "—" for p in sweep["paper"]],
         "reading": sweep["reading"],
+        AGREES_COLUMN: [a or "—" for a in sweep["agrees"]],
     })
 
 
@@ -298,8 +303,8 @@ if SWEEP_FILE.is_file():
         st.caption(f"The gated variants with the gate's bias b_g initialised from {starts[0]:g} to {starts[-1]:g}: "
                    "the gate g = σ(b_g) at the start (a 1×1 conv's bias), the shortcut weighted 1 − g; exclusive "
                    "gating also scales F by g, so a large negative b_g starts with the shortcut an identity and F "
-                   "nearly shut, while shortcut-only gating leaves F whole. He et al. 2016 initialise b_g in "
-                   "{0, …, -6} and report their best, at -6. " + describe(sweep_meta.get("grid", {})) + " "
+                   "nearly shut, while shortcut-only gating leaves F whole. Diamonds: He et al. 2016's ResNet-110 on "
+                   "CIFAR-10 at the starts they report (\"fail\", above 20 %, drawn at 20 %). " + describe(sweep_meta.get("grid", {})) + " "
                    + took(sweep_meta) + " " + machine_text(sweep_meta.get("machine")))
         for depth in sorted({int(d) for d in sweep["depth"]}):
             here = sweep[sweep["depth"] == depth]

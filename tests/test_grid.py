@@ -78,7 +78,13 @@ def test_a_gate_start_after_at():
     v = g.variant("exclusive_gating@-2")
     assert (v.name, v.label, v.changes["gate_bias"], v.changes["shortcut_variant"]) == (
         "exclusive_gating@-2", "exclusive gating (b_g = -2)", -2.0, "gate")
-    assert (v.table, v.paper_error, v.paper) == ("", None, "")
+    # He et al. 2016, Table 1: exclusive gating "fail" from b_g = 0 to -5, 9.81 % at -7; shortcut-only
+    # gating 12.86 % at 0; no number at the other starts
+    assert (v.table, v.paper_error, v.paper) == ("Table 1", None, "fail (> 20 %)")
+    assert g.variant("exclusive_gating@-7").paper == "9.81" and g.variant("shortcut_gating@0").paper == "12.86"
+    assert g.variant("exclusive_gating@-5").paper_fail and not g.variant("exclusive_gating@-8").paper_fail
+    other = g.variant("shortcut_gating@-2")
+    assert (other.table, other.paper_error, other.paper) == ("", None, "")
     assert g.variant_spec(v, 8).gate_bias == -2.0
     assert g.variant("shortcut_gating@0").changes["gate_bias"] == 0.0
     assert g.variant("shortcut_gating@-0").label == "shortcut-only gating (b_g = 0)"
@@ -94,9 +100,10 @@ def test_a_gate_start_after_at():
             g.Grid(twice, (8,))
     assert g.variant("exclusive_gating@-6") is g.VARIANTS["exclusive_gating"]
     assert g.variant_spec(g.variant("full_preact+shortcut_gating@-3"), 8).gate_bias == -3.0
-    assert g.paper_direction("exclusive_gating@-6") == "worse" and g.paper_direction("exclusive_gating@-3") is None
-    assert g.agreement("exclusive_gating@-3", 20, None) == (
-        "— (another gate start: our reference quotes the paper at b_g = -6 only)")
+    assert g.paper_direction("exclusive_gating@-6") == "worse" and g.paper_direction("exclusive_gating@-3") == "worse"
+    assert g.paper_direction("shortcut_gating@0") == "worse" and g.paper_direction("shortcut_gating@-3") is None
+    assert g.agreement("shortcut_gating@-3", 20, None) == (
+        "— (another gate start: the paper reports this gate at b_g = 0, -6 only)")
     assert g.agreement("full_preact+exclusive_gating@-2", 20, None) == "— (not in the paper's tables)"
     for name, words in (("original@-2", "only exclusive_gating, shortcut_gating have a gate"),
                         ("exclusive_gating@x", "must be a number"), ("exclusive_gating@nan", "finite"),
@@ -486,8 +493,13 @@ def test_agreement_with_the_paper_and_the_measured_reasons():
                     + _runs("exclusive_gating", 20, [70.0, 88.0], train=[70.0, 85.0])
                     + _runs("dropout_shortcut", 20, [math.nan] * 3, "diverged") + _runs("plain", 20, [2.0, 3.0, 2.5])
                     + _runs("original", 56, [2.0, 60.0, 3.0], train=[1.0, 82.0, 1.0])
-                    + _runs("relu_preact", 56, [2.1, 3.0, 3.1]))
+                    + _runs("relu_preact", 56, [2.1, 3.0, 3.1])
+                    + _runs("scaling_0.5", 20, [4.0, 5.0, 4.5]) + _runs("dropout_shortcut_paper", 20, [55.0, 60.0, 65.0]))
     a = g.summarise(results, 450).set_index(["variant", "depth"])["agrees"]
+    # the paper's "fail" rows: worse and failing agrees; worse but training is the direction only
+    assert a[("dropout_shortcut_paper", 20)] == "agrees"
+    assert a[("scaling_0.5", 20)] == ("agrees in direction (worse), not in size: 4.50 % where the paper's fails "
+                                      "(> 20 %)")
     assert a[("original", 20)] == "— (the reference)" and a[("plain", 20)] == "— (not in the paper's tables)"
     assert a[("conv_shortcut", 20)] == "agrees"  # paper worse, ours worse: the interval above 0
     assert a[("relu_preact", 20)] == "agrees"  # paper about equal, ours within ±0.45 pp
@@ -681,8 +693,9 @@ def test_the_gate_sweep_table():
     assert (sweep.loc[0, "test_low"], sweep.loc[0, "test_high"]) == pytest.approx((low, high))
     d, lo, hi, _ = _paired(ex0, ORIGINAL_20)
     assert (sweep.loc[0, "diff"], sweep.loc[0, "diff_low"], sweep.loc[0, "diff_high"]) == pytest.approx((d, lo, hi))
-    # the paper's number at its own b_g only
+    # the paper's numbers where it reports them: exclusive gating "fail" at 0, 8.70 at -6; none at -2 for shortcut-only
     assert sweep.loc[1, "paper_error"] == 8.70 and math.isnan(sweep.loc[0, "paper_error"])
+    assert sweep["paper"].tolist() == ["fail (> 20 %)", "8.70", ""]
     assert sweep["label"].tolist() == ["exclusive gating", "exclusive gating", "shortcut-only gating"]
     assert g.gate_sweep(g.summarise(frame(_runs("original", 20, ORIGINAL_20)))).empty
     assert g.gate_start("full_preact+exclusive_gating") is None and g.gate_start("original") is None
@@ -767,11 +780,23 @@ def test_a_depth_of_the_summary_as_a_markdown_table():
     assert md[2] == f"| original (identity shortcut) | 2.50 [{low:.2f}, {high:.2f}] | 3 | 6.61 | — | — (the reference) |"
     d, lo, hi, _ = _paired(conv, ORIGINAL_20)
     assert md[3].startswith("| 1×1 conv shortcut | 4.53 [") and f"| 12.22 | {d:+.2f} [{lo:+.2f}, {hi:+.2f}] | agrees |" in md[3]
-    low, high = stats.t.interval(0.95, 1, loc=2.7, scale=stats.sem([2.4, 3.0]))  # t(1) = 12.7: wide
-    assert md[4] == (f"| shortcut-only gating (b_g = -6) | 2.70 [{low:.2f}, {high:.2f}] | 2 | 6.91 | +0.20 (no test) | "
+    # 2 seeds: t(1) = 12.7 would give [-1.11, 6.51]; no interval is shown, and why
+    assert md[4] == ("| shortcut-only gating (b_g = -6) | 2.70 (2 seeds: no interval) | 2 | 6.91 | +0.20 (no test) | "
                      "cannot tell (2 seeds: no test) |")
     assert g.markdown(g.summarise(results, 450), 56).splitlines()[2] == (
         "| original (identity shortcut) | 3.00 (one run) | 1 | 6.61 | — | — (the reference) |")
+
+
+def test_the_cli_summary_table_gives_the_t_interval_or_why_there_is_none():
+    from analysis.cli.grid import summary_table
+
+    # 3 seeds 2.0, 3.0, 4.0: sd 1, half width 4.302653 / sqrt(3) = 2.484138 -> 3.00 [0.52, 5.48]
+    results = frame(_runs("original", 20, [2.0, 3.0, 4.0]) + _runs("full_preact", 20, [1.0, 2.0])
+                    + _runs("conv_shortcut", 20, [5.0]))
+    shown = summary_table(g.summarise(results, 450)).set_index("label")["test error % [95 % CI, t]"]
+    assert shown["original (identity shortcut)"] == "3.00 [0.52, 5.48]"
+    assert shown["full pre-activation"] == "1.50 (2 seeds: no interval)"
+    assert shown["1×1 conv shortcut"] == "5.00 (one run)"
 
 
 def test_the_sweep_and_the_degradation_as_markdown():
@@ -783,8 +808,10 @@ def test_the_sweep_and_the_degradation_as_markdown():
     md = g.sweep_markdown(sweep).splitlines()
     r = sweep.iloc[0]
     assert md[2] == (f"| exclusive gating | 20 | 0 | 0.5 | 12.00 [{r.test_low:.2f}, {r.test_high:.2f}] | 3 | "
-                     f"+9.50 [{r.diff_low:+.2f}, {r.diff_high:+.2f}] | — |")
-    assert md[3] == "| exclusive gating | 20 | -6 | 0.00247 | 3.00 (one run) | 1 | +1.00 (no test) | 8.70 |"
+                     f"+9.50 [{r.diff_low:+.2f}, {r.diff_high:+.2f}] | fail (> 20 %) | agrees in direction (worse), "
+                     "not in size: 12.00 % where the paper's fails (> 20 %) |")
+    assert md[3] == ("| exclusive gating | 20 | -6 | 0.00247 | 3.00 (one run) | 1 | +1.00 (no test) | 8.70 | "
+                     "cannot tell (one run) — gate starts at σ(b_g) = 0.0025 (b_g = -6) |")
     nets, contrasts = g.degradation(results)
     md = g.degradation_markdown(nets, contrasts).splitlines()
     p56 = nets.iloc[3]

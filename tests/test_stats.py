@@ -11,6 +11,7 @@ from scipy import stats as scipy_stats
 
 from analysis.core.errors import ConfigError
 from analysis.core.stats import (
+    bracket,
     detectable_difference,
     paired_contrast,
     paired_difference,
@@ -43,8 +44,19 @@ def test_an_interval_computed_by_hand():
 def test_a_half_width_from_a_summary_is_the_hand_computed_one():
     # the same 1..5 as mean, std, count: 2.7764451 * sqrt(2.5) / sqrt(5) = 1.9632432
     assert t_half_width(5, math.sqrt(2.5)) == pytest.approx(1.9632432, abs=1e-6)
-    assert t_half_width(2, 1.0) == pytest.approx(12.7062047 / math.sqrt(2), abs=1e-6)
-    assert math.isnan(t_half_width(1, 0.0)) and math.isnan(t_half_width(3, math.nan))
+    assert t_half_width(3, 1.0) == pytest.approx(4.3026527 / math.sqrt(3), abs=1e-6)
+    # under 3 seeds no interval is shown (t = 12.7 over 2), nor for an undefined spread
+    assert math.isnan(t_half_width(2, 1.0)) and math.isnan(t_half_width(1, 0.0)) and math.isnan(t_half_width(3, math.nan))
+    with pytest.raises(ConfigError, match="a spread must be"):
+        t_half_width(5, -1.0)
+
+
+def test_a_bracket_says_why_a_mean_has_no_interval():
+    assert bracket(1.96, 1.72, 2.19, n=5) == "1.96 [1.72, 2.19]"
+    assert bracket(3.0, math.nan, math.nan, n=1) == "3.00 (one run)"
+    assert bracket(3.0, 1.0, 5.0, n=2) == "3.00 (2 seeds: no interval)"
+    assert bracket(61.8, math.nan, math.nan, digits=1, n=4) == "61.8 (no interval)"
+    assert bracket(math.nan, 1.0, 2.0, n=5) == "—"
 
 
 def test_one_run_is_labelled_one_run():

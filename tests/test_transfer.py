@@ -531,6 +531,8 @@ def test_the_markdown_table_gives_each_mean_with_its_t_interval_then_the_reading
     assert lines[:4] == ["| setup | 1 per class | all labelled | seeds |", "|---|---|---|---|",
                          "| from scratch | 60.0 [35.2, 84.8] | 90.0 (one run) | 3 |",
                          "| fine-tune everything | 70.0 [45.2, 94.8] | — | 3 |"]
+    empty = dataclasses.replace(result, results=pd.DataFrame(columns=T.RESULT_COLUMNS))
+    assert T.markdown(empty) == "No finished runs in this comparison."
     assert lines[4] == "" and lines[5].startswith("- Fine-tuning everything minus from scratch, in points by "
                                                   "labelled images per class: 1: +10.0, no difference detected")
 

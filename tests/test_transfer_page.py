@@ -29,7 +29,10 @@ pytestmark = pytest.mark.usefixtures("own_run_store")
 
 
 def pct(mean: float, std: float, n: int = 2) -> str:
-    """The page's cell: the mean over n seeds and its 95 % t-interval (scipy's t quantile, not ours)."""
+    """The page's cell: the mean over n seeds and its 95 % t-interval (scipy's t quantile, not ours);
+    under 3 seeds the mean and why it has no interval."""
+    if n < 3:
+        return f"{100 * mean:.1f} ({n} seeds: no interval)" if n > 1 else f"{100 * mean:.1f} (one run)"
     half = float(scipy_t.ppf(0.975, n - 1)) * std / math.sqrt(n)
     return f"{100 * mean:.1f} [{100 * (mean - half):.1f}, {100 * (mean + half):.1f}]"
 
@@ -143,9 +146,9 @@ def test_the_recorded_comparison_shows_the_files_numbers(monkeypatch, recorded):
     # the chart: the modes (not the preprocessing or BatchNorm variants), the file's means in per cent
     (scratch,) = traces(at, "transfer_rec_labels_chart", "from scratch")
     assert [round(y, 6) for y in scratch["y"]] == [round(100 * mean("from scratch", n), 6) for n in ("1", "all")]
-    # whiskers: the 95 % t-interval over the 2 seeds (t = 12.706), not one std
-    assert scratch["error_y"]["array"] == pytest.approx(
-        [100 * 12.706205 * std("from scratch", n) / math.sqrt(2) for n in ("1", "all")], abs=1e-4)
+    # whiskers: none over 2 seeds (a t-interval there spans ±12.7 standard errors), and the hover says so
+    assert scratch["error_y"]["array"] == [0.0, 0.0]
+    assert [c[1] for c in scratch["customdata"]] == ["(2 seeds: no interval)"] * 2
     all_images = result.results.loc[result.results["per_class"].isna(), "train_images"].iloc[0]
     assert scratch["x"] == [1.0, all_images / 5]
     assert traces(at, "transfer_rec_labels_chart", "fixed feature extractor")
@@ -158,6 +161,8 @@ def test_the_recorded_comparison_shows_the_files_numbers(monkeypatch, recorded):
                                                       for x in ("from scratch", "fixed feature extractor")]
     assert [round(y, 6) for y in tuned_line["y"]] == [round(100 * mean(x, "1"), 6)
                                                      for x in ("from scratch", "fine-tune everything")]
+    assert frozen_line["error_y"]["array"] == [0.0, 0.0]  # 2 seeds: no interval, no whisker
+    assert [c[1] for c in frozen_line["customdata"]] == ["(2 seeds: no interval)"] * 2
     # preprocessing and BatchNorm: the accuracies and the measured differences in points
     open_section(at, "transfer_rec", "Preprocessing")
     assert not traces(at, "transfer_rec_k_chart", "first k stages frozen")  # the closed tab is not drawn
@@ -167,11 +172,16 @@ def test_the_recorded_comparison_shows_the_files_numbers(monkeypatch, recorded):
     assert list(norm["no normalisation %"]) == [pct(mean(none, n), std(none, n)) for n in ("1", "all")]
     assert list(norm["Δ no normalisation"]) == [
         f"{100 * (mean(none, n) - mean(free, n)):+.1f}" for n in ("1", "all")]
+    (bars,) = traces(at, "transfer_rec_norm_chart", "no normalisation")
+    assert bars["error_y"]["array"] == [0.0, 0.0] and bars["customdata"] == ["(2 seeds: no interval)"] * 2
     open_section(at, "transfer_rec", "BatchNorm while fine-tuning")
     bn = with_columns(at, "running statistics updated %", "running statistics frozen %")
     tuned, fixed = "fine-tune everything", "fine-tune everything (BN statistics frozen)"
     assert list(bn["Δ running statistics frozen"]) == [
         f"{100 * (mean(fixed, n) - mean(tuned, n)):+.1f}" for n in ("1", "all")]
+    assert list(bn["running statistics frozen %"]) == [pct(mean(fixed, n), std(fixed, n)) for n in ("1", "all")]
+    (bars,) = traces(at, "transfer_rec_bn_chart", "running statistics frozen")
+    assert bars["error_y"]["array"] == [0.0, 0.0]
     # the linear probe by stage, and the readings, one line each
     open_section(at, "transfer_rec", "Linear probe by stage")
     probe = with_columns(at, "stage", "features")
@@ -267,7 +277,7 @@ def test_a_comparison_run_from_the_page_is_stored_shown_and_reused(monkeypatch, 
     acc = with_columns(at, "setup", "1 per class", "seeds")
     assert list(acc["setup"]) == ["from scratch", "fixed feature extractor"]
     mine = at.session_state["transfer_result"][0].results.set_index("setup")["test_acc"]
-    assert list(acc["1 per class"]) == [f"{100 * mine[x]:.1f}" for x in acc["setup"]]  # one seed: no ± part
+    assert list(acc["1 per class"]) == [f"{100 * mine[x]:.1f} (one run)" for x in acc["setup"]]  # one seed: no interval
     caption = " ".join(c.value for c in at.caption)
     assert "Source net: digits 0–4 (cifar_resnet20), 3 stages; target: the digits 5–9 (all 225 of their test images)" in caption
     assert "5 SGD steps" in caption

@@ -506,6 +506,16 @@ def _error_bars(half: Iterable[float]) -> dict[str, Any]:
                 visible=True, thickness=1.2)
 
 
+def spread_text(half: float, seeds: int, scale: float = 100.0, digits: int = 1) -> str:
+    """What a hover says after a mean: '± 2.1 (95 % CI, t, 5 seeds)', or why there is no interval."""
+    n = int(seeds)
+    if n <= 1:
+        return "(one run)"
+    if not math.isfinite(float(half)):
+        return f"({n} seeds: no interval)"
+    return f"± {scale * float(half):.{digits}f} (95 % CI, t, {n} seeds)"
+
+
 def accuracy_vs_labels(df: pd.DataFrame, ticks: list[tuple[float, str]]) -> go.Figure:
     """Target test accuracy (mean over seeds, whiskers its 95 % t-interval) vs labelled images per class,
     log x, one line per setup. ``df``: setup, x (images per class), labels (in words), mean, half (the
@@ -517,9 +527,9 @@ def accuracy_vs_labels(df: pd.DataFrame, ticks: list[tuple[float, str]]) -> go.F
         fig.add_scatter(x=g["x"].tolist(), y=(100 * g["mean"]).tolist(), mode="lines+markers", name=str(setup),
                         line=dict(color=g["colour"].iloc[0], dash=g["dash"].iloc[0]),
                         error_y=_error_bars(g["half"]),
-                        customdata=list(zip(g["labels"], 100 * g["half"].fillna(0.0), g["seeds"], strict=True)),
-                        hovertemplate=f"{setup}<br>%{{customdata[0]}}<br>%{{y:.1f}} % ± "
-                                      "%{customdata[1]:.1f} (95 % CI, t, %{customdata[2]} seeds)<extra></extra>")
+                        customdata=list(zip(g["labels"], [spread_text(h, n) for h, n in zip(g["half"], g["seeds"],
+                                                                                             strict=True)], strict=True)),
+                        hovertemplate=f"{setup}<br>%{{customdata[0]}}<br>%{{y:.1f}} % %{{customdata[1]}}<extra></extra>")
     fig.update_xaxes(title_text="labelled training images per class (log scale)", type="log",
                      tickmode="array", tickvals=[t[0] for t in ticks], ticktext=[t[1] for t in ticks],
                      minor=dict(ticks="", showgrid=False))
@@ -538,9 +548,9 @@ def first_k_transfer(df: pd.DataFrame, stages: int) -> go.Figure:
         fig.add_scatter(x=g["k"].tolist(), y=(100 * g["mean"]).tolist(), mode="lines+markers",
                         name=f"first k stages {line}", line=dict(color=colours.get(str(line), "#444")),
                         marker=dict(size=9), error_y=_error_bars(g["half"]),
-                        customdata=list(zip(g["setup"], 100 * g["half"].fillna(0.0), g["seeds"], strict=True)),
-                        hovertemplate="k = %{x}: %{customdata[0]}<br>%{y:.1f} % ± %{customdata[1]:.1f} "
-                                      "(95 % CI, t, %{customdata[2]} seeds)<extra></extra>")
+                        customdata=list(zip(g["setup"], [spread_text(h, n) for h, n in zip(g["half"], g["seeds"],
+                                                                                            strict=True)], strict=True)),
+                        hovertemplate="k = %{x}: %{customdata[0]}<br>%{y:.1f} % %{customdata[1]}<extra></extra>")
     fig.update_xaxes(title_text=f"k: leading stages copied from the source (0 = from scratch, {stages} = all)",
                      range=[-0.3, stages + 0.3], **integer_axis(range(stages + 1)))
     fig.update_yaxes(**_accuracy_axis())
@@ -576,9 +586,8 @@ def accuracy_bars(df: pd.DataFrame, x_title: str) -> go.Figure:
     for i, (series, g) in enumerate(df.groupby("series", sort=False)):
         fig.add_bar(x=[str(v) for v in g["group"]], y=(100 * g["mean"]).tolist(), name=str(series),
                     marker_color=PALETTE[i % len(PALETTE)], error_y=_error_bars(g["half"]),
-                    customdata=list(zip(100 * g["half"].fillna(0.0), g["seeds"], strict=True)),
-                    hovertemplate=f"{series}<br>%{{x}}: %{{y:.1f}} % ± %{{customdata[0]:.1f}} "
-                                  "(95 % CI, t, %{customdata[1]} seeds)<extra></extra>")
+                    customdata=[spread_text(h, n) for h, n in zip(g["half"], g["seeds"], strict=True)],
+                    hovertemplate=f"{series}<br>%{{x}}: %{{y:.1f}} % %{{customdata}}<extra></extra>")
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text=x_title, type="category", categoryorder="array", categoryarray=groups)
     fig.update_yaxes(**_accuracy_axis())

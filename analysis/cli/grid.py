@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pandas as pd
 from tqdm import tqdm
 
 from analysis.cli.common import (
@@ -32,6 +33,16 @@ from analysis.run.cluster import check_address
 from analysis.run.executor import EXECUTORS, DataSpec, Executor, make_executor
 from analysis.store.runstore import RunStore
 from analysis.studies import grid as g
+
+
+def summary_table(s: pd.DataFrame) -> pd.DataFrame:
+    """The summary as the command prints it: variant, depth, runs, the test error's mean over the seeds
+    with its 95 % t-interval (or why it has none), the paper's number."""
+    half = [stats.t_half_width(int(n), float(sd)) for n, sd in zip(s["runs"], s["test_error_std"], strict=True)]
+    return s[["label", "depth", "runs"]].assign(
+        **{"test error % [95 % CI, t]": [stats.bracket(m, m - h, m + h, n=int(n)) for m, h, n in
+                                          zip(s["test_error_mean"], half, s["runs"], strict=True)],
+           "paper": s["paper"]})
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -160,14 +171,8 @@ def _grid(args: argparse.Namespace, stop: Stop, grid: g.Grid, store: RunStore, o
         raise Interrupted(stop.signum, f"grid cancelled; {done} of {total} runs finished and kept in {store.home} "
                                        f"(the same command trains only the rest); "
                                        f"{state(out) if out else 'no --out'}")
-    s = result.summary
-    half = [stats.t_half_width(int(n), float(sd)) for n, sd in zip(s["runs"], s["test_error_std"], strict=True)]
-    shown = s[["label", "depth", "runs"]].assign(
-        **{"test error % [95 % CI, t]": [stats.bracket(m, m - h, m + h) for m, h in zip(s["test_error_mean"], half,
-                                                                                          strict=True)],
-           "paper": s["paper"]})
     print(f"test error % over seeds, every run in {precision_text(grid.recipe.precision, grid.recipe.channels_last)}:")
-    print(shown.to_string(index=False))
+    print(summary_table(result.summary).to_string(index=False))
     # the readings are sentences: one each, not a column padded to the longest
     print(f"\nreadings (each variant minus the original at its depth, paired by seed; a 95 % t-interval and the "
           f"smallest detectable difference, power 0.8, from {g.MIN_TEST_SEEDS} seeds on, no test below) and whether "

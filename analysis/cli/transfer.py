@@ -240,11 +240,13 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: tr.Pla
     s = result.summary
     columns = list(dict.fromkeys("all" if n is None else str(n) for n in plan.labels))
     cells: dict[str, dict[str, str]] = {}
+    seeds = len(dict.fromkeys(plan.seeds))
     for r in s.itertuples():
         half = stats.t_half_width(int(r.seeds), float(r.test_acc_std))
-        cells.setdefault(str(r.setup), {})[str(r.labels)] = stats.bracket(
-            100 * r.test_acc_mean, 100 * (r.test_acc_mean - half), 100 * (r.test_acc_mean + half), digits=1, one="")
-    seeds = len(dict.fromkeys(plan.seeds))
+        # one seed planned: the header names it; several: each cell says its interval or why it has none
+        cells.setdefault(str(r.setup), {})[str(r.labels)] = f"{100 * r.test_acc_mean:.1f}" if seeds == 1 else \
+            stats.bracket(100 * r.test_acc_mean, 100 * (r.test_acc_mean - half), 100 * (r.test_acc_mean + half),
+                          digits=1, n=int(r.seeds))
     print(f"\ntest accuracy (%) on {data.name}, by labelled images per class"
           + (f" (mean over {seeds} seeds [95 % t-interval])" if seeds > 1 else f" (seed {plan.seeds[0]})") + ":")
     print(_percent_table(cells, columns, "setup"))

@@ -49,20 +49,30 @@ def t_quantile(n: int, level: float = LEVEL) -> float:
     return float(_scipy_stats.t.ppf(0.5 + level / 2, n - 1))
 
 
+#: Fewer values than this get no interval shown: over 2 seeds t = 12.7, so the interval spans about 18
+#: standard deviations and says nothing a reader can use ("2 seeds: no interval", as readings say "no test")
+MIN_INTERVAL_SEEDS = 3
+
+
 def t_half_width(n: int, sd: float, level: float = LEVEL) -> float:
     """The ``level`` t-interval's half width of a mean over ``n`` values whose sample std is ``sd``
-    (from a summary that kept only mean, std and count); NaN for one value or an undefined std: one
-    run has no interval."""
-    return t_quantile(n, level) * sd / math.sqrt(n) if n >= 2 and math.isfinite(sd) else math.nan
+    (from a summary that kept only mean, std and count), as the pages, CLIs and tables show it; NaN
+    under :data:`MIN_INTERVAL_SEEDS` values or for an undefined std (no interval shown)."""
+    if sd < 0:
+        raise ConfigError(f"a spread must be a finite number >= 0, got {sd}")
+    return t_quantile(n, level) * sd / math.sqrt(n) if n >= MIN_INTERVAL_SEEDS and math.isfinite(sd) else math.nan
 
 
-def bracket(mean: float, low: float, high: float, digits: int = 2, one: str = " (one run)") -> str:
-    """A mean with its interval as tables print it: '1.96 [1.72, 2.19]'; ``one`` after a mean without an
-    interval (one run, NaN bounds); '—' without a mean."""
+def bracket(mean: float, low: float, high: float, digits: int = 2, n: int | None = None) -> str:
+    """A mean over ``n`` seeds with its interval as tables print it: '1.96 [1.72, 2.19]'; without an
+    interval (NaN bounds, or fewer than :data:`MIN_INTERVAL_SEEDS` seeds) the mean and why: '3.00 (one
+    run)', '3.00 (2 seeds: no interval)'; '—' without a mean."""
     if not math.isfinite(mean):
         return "—"
+    if n is not None and 1 < n < MIN_INTERVAL_SEEDS:
+        return f"{mean:.{digits}f} ({n} seeds: no interval)"
     if not (math.isfinite(low) and math.isfinite(high)):
-        return f"{mean:.{digits}f}{one}"
+        return f"{mean:.{digits}f} (one run)" if n is None or n <= 1 else f"{mean:.{digits}f} (no interval)"
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 

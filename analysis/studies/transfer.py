@@ -696,12 +696,14 @@ def markdown(result: PlanResult) -> str:
     setup by labelled examples per class, as the mean over seeds with its 95 % t-interval, then the
     readings (:func:`readings`, each from a test between conditions), one bullet each."""
     summary = result.summary
+    if summary.empty:
+        return "No finished runs in this comparison."
     order = label_order(summary["labels"])
     cells = {}
     for r in summary.itertuples():
         half = t_half_width(int(r.seeds), float(r.test_acc_std))
         cells[(r.setup, r.labels)] = bracket(100 * r.test_acc_mean, 100 * (r.test_acc_mean - half),
-                                             100 * (r.test_acc_mean + half), digits=1)
+                                             100 * (r.test_acc_mean + half), digits=1, n=int(r.seeds))
     seeds = summary.groupby("setup", sort=False)["seeds"].max()
     lines = ["| setup | " + " | ".join(f"{n} per class" if n != "all" else "all labelled" for n in order)
              + " | seeds |", "|---" * (len(order) + 2) + "|"]
