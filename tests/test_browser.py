@@ -391,6 +391,14 @@ def test_an_upload_asks_for_what_its_weights_cannot_tell(server, browser, tmp_pa
     # the same weights, read as another net: no longer torchvision's resnet18
     expect(page.get_by_text("mynet — residual, BN after addition, shortcut B").first).to_be_visible(
         timeout=RUN_TIMEOUT_MS)
+    # the paper's dropout shortcut has no weights either: offered, with its ratio asked
+    box = sidebar.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Shortcut", exact=True))
+    box.locator("input").click()
+    page.wait_for_timeout(500)
+    page.keyboard.type("dropout shortcut as in")
+    page.keyboard.press("Enter")
+    settled(page)
+    expect(sidebar.get_by_text("dropout ratio")).to_be_visible(timeout=RUN_TIMEOUT_MS)
     no_error_boxes(page)
     page.close()
 
