@@ -501,7 +501,7 @@ def _accuracy_axis() -> dict[str, Any]:
 
 def _error_bars(half: Iterable[float]) -> dict[str, Any]:
     """The 95 % t-interval over seeds (``half``: its half widths, fractions), none where it is undefined
-    (one seed)."""
+    (under 3 seeds, or one seed)."""
     return dict(type="data", array=[0.0 if not math.isfinite(float(s)) else 100 * float(s) for s in half],
                 visible=True, thickness=1.2)
 

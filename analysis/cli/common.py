@@ -265,8 +265,8 @@ def add_evaluation_args(p: argparse.ArgumentParser, plain_note: str) -> None:
                       help="a bare state_dict without projection weights is a residual net (option-A shortcuts)")
     p.add_argument("--assume", action="append", default=None, metavar="KEY=VALUE",
                    help="a bare state_dict: a setting its weights cannot tell (shortcut_variant=identity|scale|"
-                        "dropout|dropout_paper, shortcut_scale, scale_residual, shortcut_dropout, activation, stride_on=3x3|1x1, "
-                        "strides=1,2,2,2, downsampling); the ones assumed are printed")
+                        "dropout|dropout_paper, shortcut_scale, scale_residual, shortcut_dropout, activation, "
+                        "stride_on=3x3|1x1, strides=1,2,2,2, downsampling); the ones assumed are printed")
     p.add_argument("--resize", type=whole, default=None,
                    help="ImageFolder: resize the shorter side to this, then center-crop (default for an "
                         "ImageNet-stem net: round(size * 256 / 224), 256 at 224 px; other nets: the whole image "
