@@ -30,8 +30,9 @@ RESULTS_FILE = cache.variants_results_file()
 # other recorded grids beside it (results/variants_<data>.json: MNIST-1D's 1-D nets), offered as a choice
 RECORDED = {"variants_digits.json": "digits (2-D CIFAR-style nets)",
             "variants_mnist1d.json": "MNIST-1D (1-D resnet1d nets)"}
-# the gated variants at other initial gate biases (`grid --variants exclusive_gating@0 ...`), recorded beside the grid
-SWEEP_FILE = RESULTS_FILE.parent / "gate_sweep_digits.json"
+# the gated variants at other initial gate biases (`grid --variants exclusive_gating@0 ...`), recorded beside the
+# grid: gate_sweep_digits.json (depth 20) and any gate_sweep_digits_<more>.json (e.g. _56: another depth)
+SWEEP_FILES = sorted(RESULTS_FILE.parent.glob("gate_sweep_digits*.json"))
 DATA_CHOICES = {"digits": "digits (2-D images)", "mnist1d": "MNIST-1D (1-D sequences, 40 samples)"}
 DEPTHS = [8, 14, 20, 32, 44, 56, 110]
 DEFAULT_VARIANTS = ["original", "scaling_0.5"]
@@ -286,37 +287,47 @@ else:
                              on_click="ignore", key="variants_shipped_summary_csv")
 
 # ------------------------------------------------------------------ 1b. the gate's start
-if SWEEP_FILE.is_file():
+def show_sweep(path: Path) -> None:
+    """One recorded b_g sweep file: its chart and table per depth, the readings' caption, a CSV download."""
+    heading = "#### Where the gate starts: a b_g sweep" + ("" if path.name == "gate_sweep_digits.json"
+                                                           else f" ({path.name})")
     sweep = pd.DataFrame()
     try:
-        sweep_results, _, sweep_meta = cache.grid_results(str(SWEEP_FILE), SWEEP_FILE.stat().st_mtime)
+        sweep_results, _, sweep_meta = cache.grid_results(str(path), path.stat().st_mtime)
         sweep_test = sweep_meta.get("test_size")
         sweep_summary = g.summarise(sweep_results, sweep_test if isinstance(sweep_test, int) else
                                     g.test_size(sweep_meta.get("grid", {})))
         sweep = g.gate_sweep(sweep_summary)
     except LensError as exc:
-        st.markdown("#### Where the gate starts: a b_g sweep")
+        st.markdown(heading)
         error_box(exc)
-    if not sweep.empty:  # a file without gated variants is no sweep: nothing to show
-        st.markdown("#### Where the gate starts: a b_g sweep")
-        starts = sorted(set(sweep["b_g"]), reverse=True)
-        st.caption(f"The gated variants with the gate's bias b_g initialised from {starts[0]:g} to {starts[-1]:g}: "
-                   "the gate g = σ(b_g) at the start (a 1×1 conv's bias), the shortcut weighted 1 − g; exclusive "
-                   "gating also scales F by g, so a large negative b_g starts with the shortcut an identity and F "
-                   "nearly shut, while shortcut-only gating leaves F whole. Diamonds: He et al. 2016's ResNet-110 on "
-                   "CIFAR-10 at the starts they report (\"fail\", above 20 %, drawn at 20 %). " + describe(sweep_meta.get("grid", {})) + " "
-                   + took(sweep_meta) + " " + machine_text(sweep_meta.get("machine")))
-        for depth in sorted({int(d) for d in sweep["depth"]}):
-            here = sweep[sweep["depth"] == depth]
-            render.show(sweep_chart(here, g.baseline(sweep_summary, depth)), key=f"variants_sweep_chart_{depth}")
-            table(sweep_table(here))
-        has_base = bool((sweep_summary["variant"] == g.BASELINE).any())
-        st.caption("Whiskers and brackets: the 95 % t-interval of the mean over the seeds"
-                   + ("; the grey band: the original's (no gate) at the same depth and recipe. Readings as in the "
-                      "grid above (each gate start against the original, paired by seed)." if has_base else
-                      ". The sweep file has no original runs to compare with."))
-        st.download_button("Download the sweep (CSV)", csv_bytes(sweep), file_name="gate_sweep_digits.csv",
-                           mime="text/csv", on_click="ignore", key="variants_sweep_csv")
+    if sweep.empty:  # a file without gated variants is no sweep: nothing to show
+        return
+    st.markdown(heading)
+    starts = sorted(set(sweep["b_g"]), reverse=True)
+    st.caption(f"The gated variants with the gate's bias b_g initialised from {starts[0]:g} to {starts[-1]:g}: "
+               "the gate g = σ(b_g) at the start (a 1×1 conv's bias), the shortcut weighted 1 − g; exclusive "
+               "gating also scales F by g, so a large negative b_g starts with the shortcut an identity and F "
+               "nearly shut, while shortcut-only gating leaves F whole. Diamonds: He et al. 2016's ResNet-110 on "
+               "CIFAR-10 at the starts they report (\"fail\", above 20 %, drawn at 20 %). "
+               + describe(sweep_meta.get("grid", {})) + " " + took(sweep_meta) + " "
+               + machine_text(sweep_meta.get("machine")))
+    for depth in sorted({int(d) for d in sweep["depth"]}):
+        here = sweep[sweep["depth"] == depth]
+        render.show(sweep_chart(here, g.baseline(sweep_summary, depth)),
+                    key=f"variants_sweep_chart_{path.stem}_{depth}")
+        table(sweep_table(here))
+    has_base = bool((sweep_summary["variant"] == g.BASELINE).any())
+    st.caption("Whiskers and brackets: the 95 % t-interval of the mean over the seeds"
+               + ("; the grey band: the original's (no gate) at the same depth and recipe. Readings as in the "
+                  "grid above (each gate start against the original, paired by seed)." if has_base else
+                  ". The sweep file has no original runs to compare with."))
+    st.download_button("Download the sweep (CSV)", csv_bytes(sweep), file_name=f"{path.stem}.csv",
+                       mime="text/csv", on_click="ignore", key=f"variants_sweep_csv_{path.stem}")
+
+
+for sweep_file in SWEEP_FILES:
+    show_sweep(sweep_file)
 
 # ------------------------------------------------------------------ 2. the user's grid
 st.subheader("2 · Run a grid")

@@ -328,9 +328,13 @@ def test_the_gate_sweep_beside_the_recorded_grid(monkeypatch, tmp_path, recorded
                               TrainConfig(epochs=1), DataSpec("digits", 8)), RunStore(tmp_path / "store"),
                        InProcessExecutor())
     g.write_results(str(tmp_path / "gate_sweep_digits.json"), sweep)
+    g.write_results(str(tmp_path / "gate_sweep_digits_56.json"), sweep)  # another sweep file beside it: shown too
     at = page(monkeypatch, tmp_path / "variants_digits.json")
     clean(at)
     assert any(m.value == "#### Where the gate starts: a b_g sweep" for m in at.markdown)
+    assert any(m.value == "#### Where the gate starts: a b_g sweep (gate_sweep_digits_56.json)" for m in at.markdown)
+    assert [b.key for b in at.get("download_button") if b.proto.label == "Download the sweep (CSV)"] \
+        == ["variants_sweep_csv_gate_sweep_digits", "variants_sweep_csv_gate_sweep_digits_56"]
     line = chart(at, "exclusive gating (measured)")
     assert line["x"] == [0, -6]
     errors = sweep.results.set_index(["variant", "seed"])["test_error"]

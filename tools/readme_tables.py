@@ -28,10 +28,10 @@ def tables(root: Path = ROOT) -> dict[str, str]:
         nets, contrasts = g.degradation(results)
         if not nets.empty:
             out["degradation_digits"] = g.degradation_markdown(nets, contrasts)
-    if (res / "gate_sweep_digits.json").is_file():
-        results, _, meta = g.load_results(str(res / "gate_sweep_digits.json"))
-        out["gate_sweep_digits"] = g.sweep_markdown(g.gate_sweep(g.summarise(results, meta.get("test_size")
-                                                                             or g.test_size(meta["grid"]))))
+    for sweep in sorted(res.glob("gate_sweep_digits*.json")):  # depth 20, and _56: another depth
+        results, _, meta = g.load_results(str(sweep))
+        out[sweep.stem] = g.sweep_markdown(g.gate_sweep(g.summarise(results, meta.get("test_size")
+                                                                    or g.test_size(meta["grid"]))))
     for name in ("transfer_digits", "transfer_mnist1d"):
         if (res / f"{name}.json").is_file():
             out[name] = transfer.markdown(transfer.load_results(str(res / f"{name}.json")))
