@@ -51,10 +51,8 @@ NAMED = ("from scratch", "fixed feature extractor", "fine-tune everything")  # t
 
 
 # ------------------------------------------------------------------ numbers as the page writes them
-labels_text, label_order = tl.labels_text, tl.label_order  # one rule for the library, the CLI and the page
-def setting(n: str) -> str:
-    """A label setting in words: '1 per class', 'all labelled'."""
-    return "all labelled" if n == "all" else f"{n} per class"
+# one rule for the library, the CLI, the README and the page
+labels_text, label_order, setting, accuracy_table = tl.labels_text, tl.label_order, tl.setting_text, tl.accuracy_table
 
 
 def pct(mean: float, std: float = math.nan, n: int | None = None) -> str:
@@ -65,8 +63,7 @@ def pct(mean: float, std: float = math.nan, n: int | None = None) -> str:
         return "—"
     if n is None:
         return "—" if not math.isfinite(mean) else f"{100 * mean:.1f}"
-    half = stats.t_half_width(n, std)
-    return stats.bracket(100 * mean, 100 * (mean - half), 100 * (mean + half), digits=1, n=n)
+    return stats.mean_interval(mean, std, n, digits=1, scale=100)
 
 
 def with_half(frame: pd.DataFrame) -> pd.DataFrame:
@@ -141,19 +138,6 @@ def main_setups(results: pd.DataFrame) -> list[str]:
 def colours(results: pd.DataFrame) -> dict[str, str]:
     """One colour per setup, the same in every chart of a comparison."""
     return {name: render.PALETTE[i % len(render.PALETTE)] for i, name in enumerate(setups_of(results)["setup"])}
-
-
-def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Setups as rows, label settings as columns, the target test accuracy's mean over seeds with its
-    95 % t-interval."""
-    order = label_order(summary["labels"])
-    cells = {(r.setup, r.labels): pct(r.test_acc_mean, r.test_acc_std, int(r.seeds)) for r in summary.itertuples()}
-    seeds = summary.groupby("setup", sort=False)["seeds"].max()
-    rows = []
-    for setup in dict.fromkeys(summary["setup"]):
-        rows.append({"setup": setup, **{setting(n): cells.get((setup, n), "—") for n in order},
-                     "seeds": int(seeds[setup])})
-    return pd.DataFrame(rows)
 
 
 def images_per_class(results: pd.DataFrame, classes: int = len(tl.TARGET_CLASSES)) -> dict[str, float]:
@@ -288,8 +272,7 @@ def show_comparison(result: tl.PlanResult, prefix: str, name: str) -> None:
     def spread(mode: str) -> str:
         n, sd = int(acc.loc[(mode, fewest), "seeds"]), float(acc.loc[(mode, fewest), "test_acc_std"])
         return f"target test accuracy, mean of {n} seed{'s' * (n != 1)}" + (
-            f" (95 % t-interval ± {100 * stats.t_half_width(n, sd):.1f} points)" if n >= stats.MIN_INTERVAL_SEEDS
-            and math.isfinite(sd)
+            f" (95 % t-interval ± {100 * half:.1f} points)" if math.isfinite(half := stats.t_half_width(n, sd))
             else "")
 
     headline = [Metric(f"{mode}, {setting(fewest)}", pct(acc.loc[(mode, fewest), "test_acc_mean"]) + " %",

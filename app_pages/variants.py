@@ -84,12 +84,6 @@ def took(meta: dict[str, Any]) -> str:
     return fmt.recording_time(meta, seconds_key="wall_seconds", what="grid")
 
 
-def with_interval(mean: float, std: float, n: int) -> str:
-    """A mean over ``n`` seeds with its 95 % t-interval, '1.96 [1.72, 2.19]', or 'x (one run)'."""
-    half = stats.t_half_width(n, std)
-    return stats.bracket(mean, mean - half, mean + half, n=n)
-
-
 def train_label(results: pd.DataFrame) -> str:
     """The train error's column name: which training error the finished runs have (the clean one is
     measured after the last epoch by runs trained since it existed; older runs have the running one)."""
@@ -108,11 +102,12 @@ def depth_table(summary: pd.DataFrame, depth: int, train: str = "train error %")
     rows = summary[summary["depth"] == depth]
     return pd.DataFrame({
         "variant": rows["label"],
-        TEST_COLUMN: [with_interval(m, s, int(n)) for m, s, n in zip(rows["test_error_mean"], rows["test_error_std"],
-                                                                     rows["runs"], strict=True)],
-        f"{train} [95 % CI]": [with_interval(m, s, int(n)) for m, s, n in zip(rows["train_error_mean"],
-                                                                              rows["train_error_std"], rows["runs"],
-                                                                              strict=True)],
+        TEST_COLUMN: [stats.mean_interval(m, s, int(n)) for m, s, n in zip(rows["test_error_mean"],
+                                                                           rows["test_error_std"], rows["runs"],
+                                                                           strict=True)],
+        f"{train} [95 % CI]": [stats.mean_interval(m, s, int(n)) for m, s, n in zip(rows["train_error_mean"],
+                                                                                    rows["train_error_std"],
+                                                                                    rows["runs"], strict=True)],
         "runs / diverged": [f"{r} / {d}" for r, d in zip(rows["runs"], rows["diverged"], strict=True)],
         PAPER_COLUMN: [p or "—" for p in rows["paper"]],
         "reading": rows["reading"],

@@ -28,6 +28,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from analysis.core import stats
 from analysis.experiments.gradflow import block_names
 from ui.fmt import fmt_float, fmt_si
 
@@ -509,10 +510,8 @@ def _error_bars(half: Iterable[float]) -> dict[str, Any]:
 def spread_text(half: float, seeds: int, scale: float = 100.0, digits: int = 1) -> str:
     """What a hover says after a mean: '± 2.1 (95 % CI, t, 5 seeds)', or why there is no interval."""
     n = int(seeds)
-    if n <= 1:
-        return "(one run)"
-    if not math.isfinite(float(half)):
-        return f"({n} seeds: no interval)"
+    if n <= 1 or not math.isfinite(float(half)):
+        return f"({stats.no_interval(n)})"
     return f"± {scale * float(half):.{digits}f} (95 % CI, t, {n} seeds)"
 
 

@@ -38,10 +38,9 @@ from analysis.studies import grid as g
 def summary_table(s: pd.DataFrame) -> pd.DataFrame:
     """The summary as the command prints it: variant, depth, runs, the test error's mean over the seeds
     with its 95 % t-interval (or why it has none), the paper's number."""
-    half = [stats.t_half_width(int(n), float(sd)) for n, sd in zip(s["runs"], s["test_error_std"], strict=True)]
     return s[["label", "depth", "runs"]].assign(
-        **{"test error % [95 % CI, t]": [stats.bracket(m, m - h, m + h, n=int(n)) for m, h, n in
-                                          zip(s["test_error_mean"], half, s["runs"], strict=True)],
+        **{"test error % [95 % CI, t]": [stats.mean_interval(m, sd, int(n)) for m, sd, n in
+                                          zip(s["test_error_mean"], s["test_error_std"], s["runs"], strict=True)],
            "paper": s["paper"]})
 
 

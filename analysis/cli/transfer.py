@@ -242,11 +242,9 @@ def _transfer(args: argparse.Namespace, stop: Stop, ck: Checkpoint, plan: tr.Pla
     cells: dict[str, dict[str, str]] = {}
     seeds = len(dict.fromkeys(plan.seeds))
     for r in s.itertuples():
-        half = stats.t_half_width(int(r.seeds), float(r.test_acc_std))
         # one seed planned: the header names it; several: each cell says its interval or why it has none
         cells.setdefault(str(r.setup), {})[str(r.labels)] = f"{100 * r.test_acc_mean:.1f}" if seeds == 1 else \
-            stats.bracket(100 * r.test_acc_mean, 100 * (r.test_acc_mean - half), 100 * (r.test_acc_mean + half),
-                          digits=1, n=int(r.seeds))
+            stats.mean_interval(r.test_acc_mean, float(r.test_acc_std), int(r.seeds), digits=1, scale=100)
     print(f"\ntest accuracy (%) on {data.name}, by labelled images per class"
           + (f" (mean over {seeds} seeds [95 % t-interval])" if seeds > 1 else f" (seed {plan.seeds[0]})") + ":")
     print(_percent_table(cells, columns, "setup"))

@@ -63,17 +63,30 @@ def t_half_width(n: int, sd: float, level: float = LEVEL) -> float:
     return t_quantile(n, level) * sd / math.sqrt(n) if n >= MIN_INTERVAL_SEEDS and math.isfinite(sd) else math.nan
 
 
+def no_interval(n: int | None) -> str:
+    """Why a mean over ``n`` values shows no interval: 'one run', '2 seeds: no interval' (under
+    :data:`MIN_INTERVAL_SEEDS`), else 'no interval' (an undefined spread)."""
+    if n is None or n <= 1:
+        return "one run"
+    return f"{n} seeds: no interval" if n < MIN_INTERVAL_SEEDS else "no interval"
+
+
 def bracket(mean: float, low: float, high: float, digits: int = 2, n: int | None = None) -> str:
     """A mean over ``n`` seeds with its interval as tables print it: '1.96 [1.72, 2.19]'; without an
-    interval (NaN bounds, or fewer than :data:`MIN_INTERVAL_SEEDS` seeds) the mean and why: '3.00 (one
-    run)', '3.00 (2 seeds: no interval)'; '—' without a mean."""
+    interval (NaN bounds, or fewer than :data:`MIN_INTERVAL_SEEDS` seeds) the mean and why
+    (:func:`no_interval`): '3.00 (one run)', '3.00 (2 seeds: no interval)'; '—' without a mean."""
     if not math.isfinite(mean):
         return "—"
-    if n is not None and 1 < n < MIN_INTERVAL_SEEDS:
-        return f"{mean:.{digits}f} ({n} seeds: no interval)"
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return f"{mean:.{digits}f} (one run)" if n is None or n <= 1 else f"{mean:.{digits}f} (no interval)"
+    if (n is not None and 1 < n < MIN_INTERVAL_SEEDS) or not (math.isfinite(low) and math.isfinite(high)):
+        return f"{mean:.{digits}f} ({no_interval(n)})"
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def mean_interval(mean: float, sd: float, n: int, digits: int = 2, scale: float = 1.0) -> str:
+    """:func:`bracket` of a summary's mean over ``n`` seeds with sample std ``sd`` (its
+    :func:`t_half_width`), all scaled by ``scale`` (100: fractions as per cent)."""
+    half = t_half_width(n, sd)
+    return bracket(scale * mean, scale * (mean - half), scale * (mean + half), digits=digits, n=n)
 
 
 @dataclass(frozen=True)

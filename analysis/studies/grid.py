@@ -30,6 +30,8 @@ from analysis.core.stats import (
     MIN_INTERVAL_SEEDS,
     Contrast,
     bracket,
+    mean_interval,
+    no_interval,
     paired_contrast,
     t_half_width,
     t_interval,
@@ -647,9 +649,9 @@ def _fmt(mean: float, std: float, n: int) -> str:
     """'2.50 ± 1.24 % (95 % CI, t, 5 seeds)', '3.00 % (one run)' or '3.00 % (2 seeds: no interval)'."""
     if n < 2 or math.isnan(std):
         return f"{mean:.2f} % (one run)"
-    if n < MIN_INTERVAL_SEEDS:
-        return f"{mean:.2f} % ({n} seeds: no interval)"
-    return f"{mean:.2f} ± {t_half_width(n, std):.2f} % (95 % CI, t, {n} seeds)"
+    half = t_half_width(n, std)
+    return f"{mean:.2f} % ({no_interval(n)})" if math.isnan(half) else \
+        f"{mean:.2f} ± {half:.2f} % (95 % CI, t, {n} seeds)"
 
 
 def images(pp: float, test_size: int | None) -> str:
@@ -916,13 +918,13 @@ def markdown(summary: pd.DataFrame, depth: int) -> str:
     lines = ["| variant | test error % [95 % CI] | seeds | paper (ResNet-110, CIFAR-10) % | vs original, pp "
              "[95 % CI] | agrees with He et al. 2016? |", "|---|---|---|---|---|---|"]
     for _, r in summary[summary["depth"] == depth].iterrows():
-        n, mean, std = int(r["runs"]), float(r["test_error_mean"]), float(r["test_error_std"])
-        half = t_half_width(n, std)
+        n = int(r["runs"])
+        error = mean_interval(float(r["test_error_mean"]), float(r["test_error_std"]), n)
         diff = float(r["diff"]) if not pd.isna(r["diff"]) else math.nan
         low, high = float(r["diff_low"]), float(r["diff_high"])
         vs = ("—" if math.isnan(diff) else f"{diff:+.2f} (no test)" if math.isnan(low)
               else f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]")
-        lines.append(f"| {r['label']} | {bracket(mean, mean - half, mean + half, n=n)} | {n} | {r['paper'] or '—'} | {vs} | "
+        lines.append(f"| {r['label']} | {error} | {n} | {r['paper'] or '—'} | {vs} | "
                      f"{r['agrees']} |")
     return "\n".join(lines)
 

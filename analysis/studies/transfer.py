@@ -47,7 +47,7 @@ from analysis.core.bounded import COUNT, FRACTION, SECONDS, SEED, TEXT, Column, 
 from analysis.core.errors import ConfigError, DatasetError
 from analysis.core.meta import PRECISIONS, Normalisation, TrainConfig
 from analysis.core.reporting import records, write_csv, write_json
-from analysis.core.stats import Contrast, bracket, paired_contrast, t_half_width, welch_from_summary
+from analysis.core.stats import Contrast, mean_interval, paired_contrast, welch_from_summary
 from analysis.data.data import (
     DIGITS_SIZES,
     IMAGENET_MEAN,
@@ -691,25 +691,32 @@ def readings(summary: pd.DataFrame, stages: int, probe: pd.DataFrame | None = No
     return out
 
 
+def setting_text(n: str) -> str:
+    """A label setting in words: '1 per class', 'all labelled'."""
+    return "all labelled" if n == "all" else f"{n} per class"
+
+
+def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summarise` as the page and the README show it: setups as rows, label settings as columns
+    (fewest first), each cell the target test accuracy in % as the mean over seeds with its 95 %
+    t-interval (or why it has none), '—' where a setup has no run at a setting; and the seeds."""
+    order = label_order(summary["labels"])
+    cells = {(r.setup, r.labels): mean_interval(r.test_acc_mean, float(r.test_acc_std), int(r.seeds), digits=1,
+                                                scale=100) for r in summary.itertuples()}
+    seeds = summary.groupby("setup", sort=False)["seeds"].max()
+    return pd.DataFrame([{"setup": setup, **{setting_text(n): cells.get((setup, n), "—") for n in order},
+                          "seeds": int(seeds[setup])} for setup in dict.fromkeys(summary["setup"])])
+
+
 def markdown(result: PlanResult) -> str:
-    """A comparison as Markdown for the README and closing notes: the target test accuracy (%) of every
-    setup by labelled examples per class, as the mean over seeds with its 95 % t-interval, then the
+    """A comparison as Markdown for the README and closing notes: :func:`accuracy_table`, then the
     readings (:func:`readings`, each from a test between conditions), one bullet each."""
     summary = result.summary
     if summary.empty:
         return "No finished runs in this comparison."
-    order = label_order(summary["labels"])
-    cells = {}
-    for r in summary.itertuples():
-        half = t_half_width(int(r.seeds), float(r.test_acc_std))
-        cells[(r.setup, r.labels)] = bracket(100 * r.test_acc_mean, 100 * (r.test_acc_mean - half),
-                                             100 * (r.test_acc_mean + half), digits=1, n=int(r.seeds))
-    seeds = summary.groupby("setup", sort=False)["seeds"].max()
-    lines = ["| setup | " + " | ".join(f"{n} per class" if n != "all" else "all labelled" for n in order)
-             + " | seeds |", "|---" * (len(order) + 2) + "|"]
-    for setup in dict.fromkeys(summary["setup"]):
-        lines.append(f"| {setup} | " + " | ".join(cells.get((setup, n), "—") for n in order)
-                     + f" | {int(seeds[setup])} |")
+    table = accuracy_table(summary)
+    lines = ["| " + " | ".join(table.columns) + " |", "|---" * len(table.columns) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     test = result.meta.get("test")
     stages = int(result.meta.get("stages") or 0)
     said = readings(summary, stages, result.probe, results=result.results,
